@@ -1,0 +1,355 @@
+/*
+ * knhk.h — libknhk, the knhk workflow kernel (C11).
+ *
+ * libknhk executes 1-safe YAWL nets (see DESIGN.md §2): conditions hold at most one token,
+ * tasks are two-phase (start, complete), joins and splits are AND, XOR or OR, flows carry
+ * guards over case registers, tasks may cancel regions of conditions and tasks.
+ *
+ * Contracts that hold for every function below:
+ *   - Memory: libknhk never allocates. Every net and case lives in memory the caller owns and
+ *     passes in; libknhk keeps no pointer to it after a call returns.
+ *   - State: there is no global mutable state. All functions are reentrant.
+ *   - Threads: a net is built by one thread; once sealed it is immutable and may be read by any
+ *     number of threads at once. A case is owned by one thread at a time (no internal locking).
+ *   - Refusals: an operation on a case that returns anything but KNHK_OK leaves the case
+ *     byte-for-byte unchanged.
+ *   - Pointers: every pointer argument must be non-NULL unless the comment says otherwise;
+ *     NULL where a pointer is required returns KNHK_BAD_ARGUMENT (builder and seal) — the hot
+ *     case operations do not check for NULL.
+ */
+#ifndef KNHK_H
+#define KNHK_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** ABI version of this header. Bumped whenever a struct layout or a signature changes. */
+#define KNHK_ABI_VERSION 1u
+
+/** Capacity of the hot form: one bit per condition and per task in a 64-bit mask. */
+#define KNHK_MAX_CONDITIONS 64u
+#define KNHK_MAX_TASKS 64u
+/** Outgoing flows (branches) per task. */
+#define KNHK_MAX_BRANCHES 8u
+/** Data registers per case, read by guards. */
+#define KNHK_REGISTERS 8u
+/** Events per beat (knhk_beat). */
+#define KNHK_BEAT_LANES 8u
+
+/** Status of every operation. Values are stable ABI. */
+typedef enum knhk_status {
+  KNHK_OK = 0,
+  /* --- case operations --- */
+  KNHK_NOT_ENABLED = 1,        /* start/fire/cancel_task: the task is not enabled (or is busy) */
+  KNHK_NOT_STARTED = 2,        /* complete: the task is not busy (was never started) */
+  KNHK_SAFETY_VIOLATION = 3,   /* complete: a produced token would land on a marked condition */
+  KNHK_CASE_COMPLETE = 4,      /* the case has already completed or been cancelled */
+  KNHK_BAD_TASK = 5,           /* task index out of range for this net */
+  KNHK_NOT_SEALED = 6,         /* case operation on a net that was not sealed successfully */
+  KNHK_BAD_ARGUMENT = 7,       /* NULL pointer, unknown enum value, beat longer than 8 lanes,
+                                  case index out of range */
+  /* --- builder --- */
+  KNHK_SEALED = 8,             /* builder call on a net that is already sealed */
+  KNHK_BAD_CONDITION = 9,      /* condition index out of range */
+  KNHK_CAPACITY_CONDITIONS = 10, /* more than KNHK_MAX_CONDITIONS conditions */
+  KNHK_CAPACITY_TASKS = 11,    /* more than KNHK_MAX_TASKS tasks */
+  KNHK_CAPACITY_BRANCHES = 12, /* more than KNHK_MAX_BRANCHES outgoing flows on one task */
+  KNHK_DUPLICATE_FLOW = 13,    /* the same flow added twice */
+  KNHK_BAD_GUARD = 14,         /* guard with an unknown operator or register out of range */
+  /* --- seal (validation); knhk_seal_report_t names the element --- */
+  KNHK_NO_INPUT = 15,          /* no input condition set */
+  KNHK_NO_OUTPUT = 16,         /* no output condition set */
+  KNHK_INPUT_HAS_INFLOW = 17,  /* a flow enters the input condition */
+  KNHK_OUTPUT_HAS_OUTFLOW = 18, /* a flow leaves the output condition */
+  KNHK_TASK_NO_INPUT = 19,     /* a task has no incoming flow */
+  KNHK_TASK_NO_OUTPUT = 20,    /* a task has no outgoing flow */
+  KNHK_UNREACHABLE = 21,       /* element not reachable from the input condition */
+  KNHK_CANNOT_COMPLETE = 22,   /* element from which the output condition cannot be reached */
+  KNHK_NO_DEFAULT = 23,        /* XOR/OR split without a default flow */
+  KNHK_TWO_DEFAULTS = 24,      /* XOR/OR split with more than one default flow */
+  KNHK_MULTI_MERGE = 25,       /* concurrent branches can put two tokens on one condition */
+  KNHK_NONLOCAL_OR_JOIN = 26,  /* OR-join without a matching structured OR-split */
+  KNHK_INPUT_IS_OUTPUT = 27    /* input and output are the same condition */
+} knhk_status;
+
+/** Number of distinct knhk_status values (for tables indexed by status). */
+#define KNHK_STATUS_COUNT 28u
+
+/** Join codes. */
+typedef enum knhk_join {
+  KNHK_JOIN_AND = 0, /* every input condition marked; start consumes all */
+  KNHK_JOIN_XOR = 1, /* any input marked; start consumes the lowest-numbered marked one */
+  KNHK_JOIN_OR = 2,  /* structured synchronizing merge (WCP-7): waits for the inputs that its
+                        matching OR-split activated; side state in knhk_case_t.or_expect */
+  KNHK_JOIN_DISCRIMINATOR = 3 /* structured discriminator (WCP-9): fires on the first arrival,
+                                 absorbs the other branches' tokens until all arrived; side
+                                 state in knhk_case_t.absorb */
+} knhk_join;
+
+/** Split codes. */
+typedef enum knhk_split {
+  KNHK_SPLIT_AND = 0, /* every outgoing flow gets a token */
+  KNHK_SPLIT_XOR = 1, /* first flow (in order) whose guard is true, else the default flow */
+  KNHK_SPLIT_OR = 2   /* every flow whose guard is true, else the default flow */
+} knhk_split;
+
+/** Guard comparison operators: `regs[lhs] OP rhs`, rhs a constant or a register. */
+typedef enum knhk_guard_op {
+  KNHK_GUARD_EQ = 0,
+  KNHK_GUARD_NE = 1,
+  KNHK_GUARD_LT = 2,
+  KNHK_GUARD_LE = 3,
+  KNHK_GUARD_GT = 4,
+  KNHK_GUARD_GE = 5,
+  KNHK_GUARD_BIT = 6,   /* (regs[lhs] & rhs) != 0 */
+  KNHK_GUARD_TRUE = 7,  /* always true */
+  KNHK_GUARD_FALSE = 8, /* always false */
+  KNHK_GUARD_NBIT = 9   /* (regs[lhs] & rhs) == 0 */
+} knhk_guard_op;
+
+/** How the two terms of a guard combine. */
+typedef enum knhk_guard_combine {
+  KNHK_COMBINE_AND = 0, /* term[0] && term[1]; with term[1] = TRUE this is term[0] alone */
+  KNHK_COMBINE_OR = 1   /* term[0] || term[1] */
+} knhk_guard_combine;
+
+/** One comparison. 16 bytes. */
+typedef struct knhk_term {
+  uint8_t op;         /* knhk_guard_op */
+  uint8_t lhs;        /* register index, < KNHK_REGISTERS */
+  uint8_t rhs_is_reg; /* 0: compare with rhs_const; 1: compare with regs[rhs_reg] */
+  uint8_t rhs_reg;    /* register index when rhs_is_reg */
+  uint32_t reserved;  /* must be 0 */
+  int64_t rhs_const;  /* constant operand when !rhs_is_reg */
+} knhk_term_t;
+
+/** A guard: two terms and how they combine. Evaluated without branches. 40 bytes. */
+typedef struct knhk_guard {
+  knhk_term_t term[2];
+  uint8_t combine;     /* knhk_guard_combine */
+  uint8_t reserved[7]; /* must be 0 */
+} knhk_guard_t;
+
+/** One outgoing flow of a task, in evaluation order. */
+typedef struct knhk_branch {
+  uint64_t conditions; /* the condition bit this flow produces */
+  uint64_t or_expect;  /* set at seal: the OR-join inputs this branch activates (WCP-7) */
+  knhk_guard_t guard;
+} knhk_branch_t;
+
+/** Per-task hot data: exactly one cache line. */
+typedef struct knhk_task {
+  _Alignas(64) uint64_t pre;   /* input condition mask */
+  uint64_t post;               /* union of all branch conditions (AND split output) */
+  uint64_t cancel_conditions;  /* conditions emptied when this task completes */
+  uint64_t cancel_tasks;       /* tasks withdrawn (busy cleared) when this task completes */
+  uint64_t or_expect_all;      /* set at seal: union of branches' or_expect */
+  uint8_t join;                /* knhk_join */
+  uint8_t split;               /* knhk_split */
+  uint8_t nbranches;           /* number of outgoing flows */
+  uint8_t default_branch;      /* index of the default flow (XOR/OR), 0xFF when none */
+  uint8_t ndefaults;           /* number of flows marked default (seal checks == 1) */
+  uint8_t reserved[19];
+} knhk_task_t;
+
+/** A net in caller-owned memory. Build with knhk_net_* and seal before running cases.
+ *  The fields are readable; write them only through the builder. */
+typedef struct knhk_net {
+  knhk_task_t tasks[KNHK_MAX_TASKS];
+  knhk_branch_t branches[KNHK_MAX_TASKS][KNHK_MAX_BRANCHES];
+  _Alignas(64) uint64_t input;  /* input condition bit (0 until set) */
+  uint64_t output;              /* output condition bit (0 until set) */
+  uint32_t nconditions;
+  uint32_t ntasks;
+  uint32_t sealed;              /* 1 after a successful knhk_net_seal */
+  uint32_t reserved;
+} knhk_net_t;
+
+/** Case flags (knhk_case_t.flags). */
+#define KNHK_FLAG_DONE 1u                 /* completed or cancelled: no further operation */
+#define KNHK_FLAG_COMPLETED 2u            /* the case reached completion */
+#define KNHK_FLAG_CANCELLED 4u            /* knhk_cancel_case was called (WCP-20) */
+#define KNHK_FLAG_EXPLICIT_TERMINATION 8u /* output marked while other work remained; it was
+                                             cleared (WCP-43) */
+#define KNHK_FLAG_IMPLICIT_TERMINATION 16u /* nothing marked, nothing busy (WCP-11) */
+
+/** The state of one case: two cache lines, no pointers. */
+typedef struct knhk_case {
+  _Alignas(64) uint64_t marking; /* one bit per marked condition */
+  uint64_t busy;                 /* one bit per started, not yet completed task */
+  uint64_t or_expect;            /* OR-join inputs still expected (WCP-7) */
+  uint64_t absorb;               /* discriminator inputs whose next token is absorbed (WCP-9) */
+  uint64_t seq;                  /* number of successful operations on this case */
+  uint32_t flags;                /* KNHK_FLAG_* */
+  uint32_t reserved;
+  uint64_t reserved2[2];
+  _Alignas(64) int64_t regs[KNHK_REGISTERS]; /* data registers read by guards */
+} knhk_case_t;
+
+/** Case states reported by knhk_case_state. */
+typedef enum knhk_state {
+  KNHK_STATE_RUNNING = 0,
+  KNHK_STATE_COMPLETE = 1,
+  KNHK_STATE_DEADLOCKED = 2, /* tokens remain, no task enabled, nothing busy */
+  KNHK_STATE_CANCELLED = 3
+} knhk_state;
+
+/** Event operations for knhk_beat. */
+typedef enum knhk_op {
+  KNHK_OP_START = 0,
+  KNHK_OP_COMPLETE = 1,
+  KNHK_OP_FIRE = 2,
+  KNHK_OP_CANCEL_TASK = 3,
+  KNHK_OP_CANCEL_CASE = 4
+} knhk_op;
+
+/** Event flags (knhk_event_t.flags). */
+#define KNHK_EVENT_USE_BITS 1u /* complete/fire with branch_bits instead of evaluating guards */
+
+/** One (case, event) pair of a beat. 16 bytes. */
+typedef struct knhk_event {
+  uint32_t case_index;  /* index into the beat's case array */
+  uint8_t op;           /* knhk_op */
+  uint8_t task;         /* task index */
+  uint16_t flags;       /* KNHK_EVENT_* */
+  uint32_t branch_bits; /* with KNHK_EVENT_USE_BITS: bit k = flow k's predicate is true */
+  uint32_t reserved;
+} knhk_event_t;
+
+/** Kinds of element a seal report can name. */
+typedef enum knhk_element {
+  KNHK_ELEMENT_NONE = 0,
+  KNHK_ELEMENT_CONDITION = 1,
+  KNHK_ELEMENT_TASK = 2
+} knhk_element;
+
+/** What knhk_net_seal found: the status and the element it concerns. */
+typedef struct knhk_seal_report {
+  uint32_t status;  /* knhk_status */
+  uint32_t element; /* knhk_element */
+  uint32_t index;   /* condition or task index */
+  uint32_t other;   /* second element involved (e.g. the other branch's task), or 0xFFFFFFFF */
+} knhk_seal_report_t;
+
+/* ------------------------------------------------------------------------------------------
+ * Version and names
+ * ------------------------------------------------------------------------------------------ */
+
+/** Returns KNHK_ABI_VERSION as the library was built. Compare with the header's value. */
+uint32_t knhk_abi_version(void);
+
+/** Returns a static, NUL-terminated name for a status ("KNHK_OK", ...). Never NULL: unknown
+ *  values give "KNHK_UNKNOWN_STATUS". The string is owned by the library; do not free it. */
+const char *knhk_status_name(uint32_t status);
+
+/* ------------------------------------------------------------------------------------------
+ * Building a net (cold path; one thread)
+ * ------------------------------------------------------------------------------------------ */
+
+/** Clears *net into an empty, unsealed net. Returns KNHK_OK or KNHK_BAD_ARGUMENT. */
+knhk_status knhk_net_init(knhk_net_t *net);
+
+/** Adds a condition; its index (0, 1, ...) goes to *out_index (may be NULL).
+ *  Returns KNHK_OK, KNHK_SEALED or KNHK_CAPACITY_CONDITIONS. */
+knhk_status knhk_net_add_condition(knhk_net_t *net, uint32_t *out_index);
+
+/** Adds a task with a join and a split code; its index goes to *out_index (may be NULL).
+ *  Returns KNHK_OK, KNHK_SEALED, KNHK_CAPACITY_TASKS or KNHK_BAD_ARGUMENT (unknown code). */
+knhk_status knhk_net_add_task(knhk_net_t *net, uint32_t join, uint32_t split,
+                              uint32_t *out_index);
+
+/** Marks condition `condition` as the net's input (resp. output) condition.
+ *  Returns KNHK_OK, KNHK_SEALED or KNHK_BAD_CONDITION. */
+knhk_status knhk_net_set_input(knhk_net_t *net, uint32_t condition);
+knhk_status knhk_net_set_output(knhk_net_t *net, uint32_t condition);
+
+/** Adds the flow condition -> task. Returns KNHK_OK, KNHK_SEALED, KNHK_BAD_CONDITION,
+ *  KNHK_BAD_TASK or KNHK_DUPLICATE_FLOW. */
+knhk_status knhk_net_add_input_flow(knhk_net_t *net, uint32_t condition, uint32_t task);
+
+/** Adds the flow task -> condition as the task's next branch (branches are evaluated in the
+ *  order they are added). `guard` may be NULL (always true; AND splits ignore guards).
+ *  `is_default` marks the default flow of an XOR/OR split. Returns KNHK_OK, KNHK_SEALED,
+ *  KNHK_BAD_TASK, KNHK_BAD_CONDITION, KNHK_CAPACITY_BRANCHES, KNHK_DUPLICATE_FLOW or
+ *  KNHK_BAD_GUARD. */
+knhk_status knhk_net_add_output_flow(knhk_net_t *net, uint32_t task, uint32_t condition,
+                                     const knhk_guard_t *guard, uint32_t is_default);
+
+/** Adds `condition` (resp. task `victim`) to the cancellation set of `task`: when `task`
+ *  completes, the condition is emptied (resp. the victim is withdrawn). Returns KNHK_OK,
+ *  KNHK_SEALED, KNHK_BAD_TASK or KNHK_BAD_CONDITION. */
+knhk_status knhk_net_add_cancel_condition(knhk_net_t *net, uint32_t task, uint32_t condition);
+knhk_status knhk_net_add_cancel_task(knhk_net_t *net, uint32_t task, uint32_t victim);
+
+/** Validates the net once and, on success, makes it immutable and runnable. Checks, in this
+ *  order: input/output set and distinct, no flow into the input or out of the output, every
+ *  task has an input and an output flow, one default per XOR/OR split, every element
+ *  reachable from the input and able to reach the output, no multi-merge (concurrent
+ *  branches of an AND/OR split reaching one condition), every OR-join matched by a structured
+ *  OR-split. A task with a single input condition and an AND or OR join is normalised to XOR
+ *  (same behaviour). `report` may be NULL; when given it receives the status and the element
+ *  that failed. Returns KNHK_OK or the first defect's status; a failed seal leaves the net
+ *  unsealed and otherwise unchanged. */
+knhk_status knhk_net_seal(knhk_net_t *net, knhk_seal_report_t *report);
+
+/** Fills guard with the single comparison `regs[lhs] op constant` (term[1] = TRUE). */
+void knhk_guard_const(knhk_guard_t *guard, uint32_t op, uint32_t lhs, int64_t constant);
+
+/* ------------------------------------------------------------------------------------------
+ * Running cases (hot path: no allocation, no locks, no syscalls)
+ * ------------------------------------------------------------------------------------------ */
+
+/** Initialises *c: a token on the input condition, nothing busy, registers zero.
+ *  Returns KNHK_OK or KNHK_NOT_SEALED. */
+knhk_status knhk_case_init(const knhk_net_t *net, knhk_case_t *c);
+
+/** The set of enabled tasks (bit t = task t may start). 0 for a done case. */
+uint64_t knhk_enabled(const knhk_net_t *net, const knhk_case_t *c);
+
+/** Starts task t: consumes its input tokens per its join code and marks it busy.
+ *  Returns KNHK_OK, KNHK_BAD_TASK, KNHK_CASE_COMPLETE or KNHK_NOT_ENABLED. */
+knhk_status knhk_start(const knhk_net_t *net, knhk_case_t *c, uint32_t t);
+
+/** Completes busy task t: applies its cancellation set, then produces tokens per its split
+ *  (guards evaluated on c->regs). Returns KNHK_OK, KNHK_BAD_TASK, KNHK_CASE_COMPLETE,
+ *  KNHK_NOT_STARTED or KNHK_SAFETY_VIOLATION. */
+knhk_status knhk_complete(const knhk_net_t *net, knhk_case_t *c, uint32_t t);
+
+/** As knhk_complete, but bit k of branch_bits is the caller's value of flow k's predicate
+ *  (for predicates richer than a guard). Guards are not evaluated. */
+knhk_status knhk_complete_bits(const knhk_net_t *net, knhk_case_t *c, uint32_t t,
+                               uint32_t branch_bits);
+
+/** Start then complete, atomically: on a refusal of either half the case is unchanged.
+ *  Returns the statuses of knhk_start and knhk_complete. */
+knhk_status knhk_fire(const knhk_net_t *net, knhk_case_t *c, uint32_t t);
+knhk_status knhk_fire_bits(const knhk_net_t *net, knhk_case_t *c, uint32_t t,
+                           uint32_t branch_bits);
+
+/** Cancels task t (WCP-19): a busy task is withdrawn; an enabled task loses the tokens that
+ *  enable it. Returns KNHK_OK, KNHK_BAD_TASK, KNHK_CASE_COMPLETE or KNHK_NOT_ENABLED. */
+knhk_status knhk_cancel_task(const knhk_net_t *net, knhk_case_t *c, uint32_t t);
+
+/** Cancels the whole case (WCP-20): clears marking and busy set, flags it CANCELLED.
+ *  Returns KNHK_OK or KNHK_CASE_COMPLETE. */
+knhk_status knhk_cancel_case(const knhk_net_t *net, knhk_case_t *c);
+
+/** Running, complete, deadlocked or cancelled. */
+knhk_state knhk_case_state(const knhk_net_t *net, const knhk_case_t *c);
+
+/** Executes a beat: events[0..n) in order, event i on cases[events[i].case_index], statuses
+ *  to statuses[i]. n <= KNHK_BEAT_LANES. Lanes on distinct cases are independent; lanes on the
+ *  same case apply in lane order. Returns KNHK_OK when the beat ran (each lane's own status is
+ *  in statuses), KNHK_BAD_ARGUMENT when n > KNHK_BEAT_LANES (nothing ran) and KNHK_NOT_SEALED.
+ *  A lane whose case_index >= ncases or op is unknown gets KNHK_BAD_ARGUMENT. */
+knhk_status knhk_beat(const knhk_net_t *net, knhk_case_t *cases, uint32_t ncases,
+                      const knhk_event_t *events, uint32_t n, uint8_t *statuses);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* KNHK_H */

@@ -1,0 +1,330 @@
+/* knhk_case.c — executing cases: the one implementation of the firing rules (DESIGN.md §2).
+ *
+ * Every operation works on local copies of the case words and writes them back only when it
+ * succeeds, so a refusal leaves the case byte-for-byte unchanged. No allocation, no locks, no
+ * syscalls, no timing code. */
+#include "knhk.h"
+#include "knhk_internal.h"
+
+/* ---- guards: every comparison is computed, the operator selects one bit (no branches) ---- */
+
+KNHK_INLINE uint32_t term_eval(const knhk_term_t *term, const int64_t *regs) {
+  int64_t a = regs[term->lhs & (KNHK_REGISTERS - 1)];
+  int64_t reg = regs[term->rhs_reg & (KNHK_REGISTERS - 1)];
+  int64_t use_reg = -(int64_t)(term->rhs_is_reg & 1);
+  int64_t b = (reg & use_reg) | (term->rhs_const & ~use_reg);
+  uint32_t v = (uint32_t)(a == b) | (uint32_t)(a != b) << KNHK_GUARD_NE |
+               (uint32_t)(a < b) << KNHK_GUARD_LT | (uint32_t)(a <= b) << KNHK_GUARD_LE |
+               (uint32_t)(a > b) << KNHK_GUARD_GT | (uint32_t)(a >= b) << KNHK_GUARD_GE |
+               (uint32_t)((a & b) != 0) << KNHK_GUARD_BIT | 1u << KNHK_GUARD_TRUE |
+               (uint32_t)((a & b) == 0) << KNHK_GUARD_NBIT;
+  return (v >> (term->op & 15)) & 1u;
+}
+
+KNHK_INLINE uint32_t guard_eval(const knhk_guard_t *g, const int64_t *regs) {
+  uint32_t a = term_eval(&g->term[0], regs);
+  uint32_t b = term_eval(&g->term[1], regs);
+  uint32_t is_or = g->combine & 1u;
+  return (a & b) | ((a | b) & is_or);
+}
+
+/* ---- the working copy of a case ---- */
+
+typedef struct work {
+  uint64_t m, busy, or_expect, absorb;
+  uint32_t flags;
+} work_t;
+
+KNHK_INLINE void load(work_t *w, const knhk_case_t *c) {
+  w->m = c->marking;
+  w->busy = c->busy;
+  w->or_expect = c->or_expect;
+  w->absorb = c->absorb;
+  w->flags = c->flags;
+}
+
+KNHK_INLINE void store(knhk_case_t *c, const work_t *w) {
+  c->marking = w->m;
+  c->busy = w->busy;
+  c->or_expect = w->or_expect;
+  c->absorb = w->absorb;
+  c->flags = w->flags;
+  c->seq++;
+}
+
+/* Start: returns 1 and updates *w when task t (bit) is enabled, else 0 with *w garbage. */
+KNHK_INLINE int start_work(const knhk_task_t *T, uint64_t bit, work_t *w) {
+  uint64_t have = w->m & T->pre;
+  uint64_t consume;
+  int enabled;
+  switch (T->join) {
+    case KNHK_JOIN_AND:
+      enabled = have == T->pre;
+      consume = T->pre;
+      break;
+    case KNHK_JOIN_XOR:
+      enabled = have != 0;
+      consume = have & (0 - have);
+      break;
+    case KNHK_JOIN_OR: {
+      uint64_t need = T->pre & w->or_expect;
+      enabled = need != 0 && (have & need) == need;
+      consume = need;
+      w->or_expect &= ~need;
+      break;
+    }
+    default: /* KNHK_JOIN_DISCRIMINATOR */
+      enabled = have != 0;
+      consume = have;
+      w->absorb |= T->pre & ~have;
+      break;
+  }
+  enabled &= (w->busy & bit) == 0;
+  w->m &= ~consume;
+  w->busy |= bit;
+  return enabled;
+}
+
+/* Termination rules after tokens moved (WCP-43 explicit, WCP-11 implicit). */
+KNHK_INLINE void settle(const knhk_net_t *n, work_t *w) {
+  if (w->m & n->output) {
+    if ((w->m ^ n->output) | w->busy) w->flags |= KNHK_FLAG_EXPLICIT_TERMINATION;
+    w->m = n->output;
+    w->busy = 0;
+    w->or_expect = 0;
+    w->absorb = 0;
+    w->flags |= KNHK_FLAG_DONE | KNHK_FLAG_COMPLETED;
+  } else if ((w->m | w->busy) == 0) {
+    w->flags |= KNHK_FLAG_DONE | KNHK_FLAG_COMPLETED | KNHK_FLAG_IMPLICIT_TERMINATION;
+  }
+}
+
+/* Complete: cancellation first, then the split's output. Returns a status; *w is only
+ * meaningful on KNHK_OK. `bits` are the branch predicates (computed or supplied). */
+KNHK_INLINE knhk_status complete_work(const knhk_net_t *n, uint32_t t, const knhk_task_t *T,
+                                      uint64_t bit, uint32_t bits, work_t *w) {
+  uint64_t out, expect;
+  if (T->split == KNHK_SPLIT_AND) {
+    out = T->post;
+    expect = T->or_expect_all;
+  } else {
+    const knhk_branch_t *br = n->branches[t];
+    uint32_t valid = (1u << T->nbranches) - 1u;
+    uint32_t def = 1u << (T->default_branch & 7u);
+    if (T->split == KNHK_SPLIT_XOR) {
+      /* first true guard in order; the default flow is the fallback, never raced */
+      bits &= valid & ~def;
+      bits |= (uint32_t)(bits == 0) << (T->default_branch & 7u);
+      uint32_t k = (uint32_t)__builtin_ctz(bits);
+      out = br[k].conditions;
+      expect = br[k].or_expect;
+    } else {
+      /* OR: every true guard (the default's own guard included), else the default */
+      bits &= valid;
+      bits |= (uint32_t)(bits == 0) << (T->default_branch & 7u);
+      out = 0;
+      expect = 0;
+      while (bits) {
+        uint32_t k = (uint32_t)__builtin_ctz(bits);
+        out |= br[k].conditions;
+        expect |= br[k].or_expect;
+        bits &= bits - 1;
+      }
+    }
+  }
+  w->m &= ~T->cancel_conditions;
+  w->or_expect &= ~T->cancel_conditions;
+  w->absorb &= ~T->cancel_conditions;
+  w->busy &= ~(T->cancel_tasks | bit);
+  uint64_t absorbed = out & w->absorb;
+  out ^= absorbed;
+  w->absorb ^= absorbed;
+  if (KNHK_UNLIKELY(w->m & out)) return KNHK_SAFETY_VIOLATION;
+  w->m |= out;
+  w->or_expect |= expect;
+  settle(n, w);
+  return KNHK_OK;
+}
+
+KNHK_INLINE uint32_t eval_bits(const knhk_net_t *n, const knhk_case_t *c, uint32_t t,
+                               const knhk_task_t *T) {
+  if (T->split == KNHK_SPLIT_AND) return 0;
+  uint32_t bits = 0;
+  const knhk_branch_t *br = n->branches[t];
+  for (uint32_t k = 0; k < T->nbranches; k++) bits |= guard_eval(&br[k].guard, c->regs) << k;
+  return bits;
+}
+
+/* Precondition shared by every case operation. */
+KNHK_INLINE knhk_status admit(const knhk_net_t *n, const knhk_case_t *c, uint32_t t) {
+  if (KNHK_UNLIKELY(!n->sealed)) return KNHK_NOT_SEALED;
+  if (KNHK_UNLIKELY(t >= n->ntasks)) return KNHK_BAD_TASK;
+  if (KNHK_UNLIKELY(c->flags & KNHK_FLAG_DONE)) return KNHK_CASE_COMPLETE;
+  return KNHK_OK;
+}
+
+KNHK_INLINE knhk_status op_start(const knhk_net_t *n, knhk_case_t *c, uint32_t t) {
+  knhk_status s = admit(n, c, t);
+  if (s != KNHK_OK) return s;
+  work_t w;
+  load(&w, c);
+  if (!start_work(&n->tasks[t], KNHK_BIT(t), &w)) return KNHK_NOT_ENABLED;
+  store(c, &w);
+  return KNHK_OK;
+}
+
+KNHK_INLINE knhk_status op_complete(const knhk_net_t *n, knhk_case_t *c, uint32_t t,
+                                    uint32_t bits, int use_bits) {
+  knhk_status s = admit(n, c, t);
+  if (s != KNHK_OK) return s;
+  const knhk_task_t *T = &n->tasks[t];
+  uint64_t bit = KNHK_BIT(t);
+  if (!(c->busy & bit)) return KNHK_NOT_STARTED;
+  if (!use_bits) bits = eval_bits(n, c, t, T);
+  work_t w;
+  load(&w, c);
+  s = complete_work(n, t, T, bit, bits, &w);
+  if (s != KNHK_OK) return s;
+  store(c, &w);
+  return KNHK_OK;
+}
+
+KNHK_INLINE knhk_status op_fire(const knhk_net_t *n, knhk_case_t *c, uint32_t t, uint32_t bits,
+                                int use_bits) {
+  knhk_status s = admit(n, c, t);
+  if (s != KNHK_OK) return s;
+  const knhk_task_t *T = &n->tasks[t];
+  uint64_t bit = KNHK_BIT(t);
+  if (!use_bits) bits = eval_bits(n, c, t, T);
+  work_t w;
+  load(&w, c);
+  if (!start_work(T, bit, &w)) return KNHK_NOT_ENABLED;
+  s = complete_work(n, t, T, bit, bits, &w);
+  if (s != KNHK_OK) return s;
+  store(c, &w);
+  return KNHK_OK;
+}
+
+KNHK_INLINE knhk_status op_cancel_task(const knhk_net_t *n, knhk_case_t *c, uint32_t t) {
+  knhk_status s = admit(n, c, t);
+  if (s != KNHK_OK) return s;
+  uint64_t bit = KNHK_BIT(t);
+  work_t w;
+  load(&w, c);
+  if (w.busy & bit) {
+    w.busy &= ~bit;
+  } else {
+    /* withdraw an enabled task: the tokens it would consume are removed, it does not run */
+    if (!start_work(&n->tasks[t], bit, &w)) return KNHK_NOT_ENABLED;
+    w.busy &= ~bit;
+  }
+  settle(n, &w);
+  store(c, &w);
+  return KNHK_OK;
+}
+
+KNHK_INLINE knhk_status op_cancel_case(const knhk_net_t *n, knhk_case_t *c) {
+  if (KNHK_UNLIKELY(!n->sealed)) return KNHK_NOT_SEALED;
+  if (c->flags & KNHK_FLAG_DONE) return KNHK_CASE_COMPLETE;
+  work_t w;
+  load(&w, c);
+  w.m = 0;
+  w.busy = 0;
+  w.or_expect = 0;
+  w.absorb = 0;
+  w.flags |= KNHK_FLAG_DONE | KNHK_FLAG_CANCELLED;
+  store(c, &w);
+  return KNHK_OK;
+}
+
+/* ---- public API ---- */
+
+knhk_status knhk_case_init(const knhk_net_t *net, knhk_case_t *c) {
+  if (!net || !c) return KNHK_BAD_ARGUMENT;
+  if (!net->sealed) return KNHK_NOT_SEALED;
+  c->marking = net->input;
+  c->busy = 0;
+  c->or_expect = 0;
+  c->absorb = 0;
+  c->seq = 0;
+  c->flags = 0;
+  c->reserved = 0;
+  c->reserved2[0] = 0;
+  c->reserved2[1] = 0;
+  for (uint32_t i = 0; i < KNHK_REGISTERS; i++) c->regs[i] = 0;
+  return KNHK_OK;
+}
+
+uint64_t knhk_enabled(const knhk_net_t *n, const knhk_case_t *c) {
+  if (!n->sealed || (c->flags & KNHK_FLAG_DONE)) return 0;
+  uint64_t enabled = 0;
+  for (uint32_t t = 0; t < n->ntasks; t++) {
+    work_t w;
+    load(&w, c);
+    enabled |= (uint64_t)start_work(&n->tasks[t], KNHK_BIT(t), &w) << t;
+  }
+  return enabled;
+}
+
+knhk_status knhk_start(const knhk_net_t *net, knhk_case_t *c, uint32_t t) {
+  return op_start(net, c, t);
+}
+
+knhk_status knhk_complete(const knhk_net_t *net, knhk_case_t *c, uint32_t t) {
+  return op_complete(net, c, t, 0, 0);
+}
+
+knhk_status knhk_complete_bits(const knhk_net_t *net, knhk_case_t *c, uint32_t t,
+                               uint32_t branch_bits) {
+  return op_complete(net, c, t, branch_bits, 1);
+}
+
+knhk_status knhk_fire(const knhk_net_t *net, knhk_case_t *c, uint32_t t) {
+  return op_fire(net, c, t, 0, 0);
+}
+
+knhk_status knhk_fire_bits(const knhk_net_t *net, knhk_case_t *c, uint32_t t,
+                           uint32_t branch_bits) {
+  return op_fire(net, c, t, branch_bits, 1);
+}
+
+knhk_status knhk_cancel_task(const knhk_net_t *net, knhk_case_t *c, uint32_t t) {
+  return op_cancel_task(net, c, t);
+}
+
+knhk_status knhk_cancel_case(const knhk_net_t *net, knhk_case_t *c) {
+  return op_cancel_case(net, c);
+}
+
+knhk_state knhk_case_state(const knhk_net_t *net, const knhk_case_t *c) {
+  if (c->flags & KNHK_FLAG_CANCELLED) return KNHK_STATE_CANCELLED;
+  if (c->flags & KNHK_FLAG_COMPLETED) return KNHK_STATE_COMPLETE;
+  if (c->busy == 0 && c->marking != 0 && knhk_enabled(net, c) == 0) return KNHK_STATE_DEADLOCKED;
+  return KNHK_STATE_RUNNING;
+}
+
+knhk_status knhk_beat(const knhk_net_t *net, knhk_case_t *cases, uint32_t ncases,
+                      const knhk_event_t *events, uint32_t n, uint8_t *statuses) {
+  if (n > KNHK_BEAT_LANES) return KNHK_BAD_ARGUMENT;
+  if (!net->sealed) return KNHK_NOT_SEALED;
+  for (uint32_t i = 0; i < n; i++) {
+    const knhk_event_t *e = &events[i];
+    knhk_status s;
+    if (KNHK_UNLIKELY(e->case_index >= ncases)) {
+      s = KNHK_BAD_ARGUMENT;
+    } else {
+      knhk_case_t *c = &cases[e->case_index];
+      int use_bits = (e->flags & KNHK_EVENT_USE_BITS) != 0;
+      switch (e->op) {
+        case KNHK_OP_FIRE: s = op_fire(net, c, e->task, e->branch_bits, use_bits); break;
+        case KNHK_OP_START: s = op_start(net, c, e->task); break;
+        case KNHK_OP_COMPLETE: s = op_complete(net, c, e->task, e->branch_bits, use_bits); break;
+        case KNHK_OP_CANCEL_TASK: s = op_cancel_task(net, c, e->task); break;
+        case KNHK_OP_CANCEL_CASE: s = op_cancel_case(net, c); break;
+        default: s = KNHK_BAD_ARGUMENT; break;
+      }
+    }
+    statuses[i] = (uint8_t)s;
+  }
+  return KNHK_OK;
+}
