@@ -1,0 +1,69 @@
+//! Compiles libknhk from `../c` with `cc` and links it statically, so `cargo build` and
+//! `cargo test` work on a fresh clone with no make step. No `-march=native`: the library is
+//! portable C11. Publishes the header directory as `DEP_KNHK_INCLUDE` to dependents.
+use std::env;
+use std::path::PathBuf;
+
+fn main() {
+    let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let c_dir = manifest.join("../c");
+    let include = c_dir.join("include");
+    // A fixed, sorted list: adding a source file is a deliberate change here and in c/Makefile.
+    let sources = ["src/knhk_case.c", "src/knhk_net.c"];
+    let mut build = cc::Build::new();
+    build
+        .include(&include)
+        .include(c_dir.join("src"))
+        .std("c11")
+        .warnings(true)
+        .extra_warnings(true)
+        .warnings_into_errors(true)
+        .opt_level(2);
+    for src in sources {
+        let path = c_dir.join(src);
+        println!("cargo:rerun-if-changed={}", path.display());
+        build.file(path);
+    }
+    println!("cargo:rerun-if-changed={}", c_dir.join("src/knhk_internal.h").display());
+    println!("cargo:rerun-if-changed={}", include.join("knhk.h").display());
+    build.compile("knhk"); // emits cargo:rustc-link-lib=static=knhk and the search path
+
+    // Layout probe: C's own sizeof/_Alignof/offsetof of every public struct, for the test that
+    // pins the Rust bindings against the C compiler (not against bindgen's view of it).
+    let probe = manifest.join("tests/layout_probe.c");
+    println!("cargo:rerun-if-changed={}", probe.display());
+    cc::Build::new()
+        .include(&include)
+        .std("c11")
+        .warnings_into_errors(true)
+        .file(probe)
+        .compile("knhk_layout_probe");
+
+    println!("cargo:include={}", include.display());
+    for var in ["CC", "CFLAGS", "TARGET"] {
+        println!("cargo:rerun-if-env-changed={var}");
+    }
+
+    #[cfg(feature = "regenerate")]
+    regenerate(&include);
+}
+
+#[cfg(feature = "regenerate")]
+fn regenerate(include: &std::path::Path) {
+    let header = include.join("knhk.h");
+    let bindings = bindgen::Builder::default()
+        .header(header.to_string_lossy())
+        .use_core()
+        .allowlist_function("knhk_.*")
+        .allowlist_type("knhk_.*")
+        .allowlist_var("KNHK_.*")
+        .prepend_enum_name(false)
+        .default_enum_style(bindgen::EnumVariation::Consts)
+        .derive_default(true)
+        .derive_debug(true)
+        .layout_tests(false)
+        .generate()
+        .expect("bindgen failed on c/include/knhk.h");
+    let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("bindings.rs");
+    bindings.write_to_file(&out).expect("write generated bindings");
+}
