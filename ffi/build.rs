@@ -5,7 +5,8 @@ use std::env;
 use std::path::PathBuf;
 
 fn main() {
-    let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let manifest =
+        PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let c_dir = manifest.join("../c");
     let include = c_dir.join("include");
     // A fixed, sorted list: adding a source file is a deliberate change here and in c/Makefile.
@@ -24,8 +25,14 @@ fn main() {
         println!("cargo:rerun-if-changed={}", path.display());
         build.file(path);
     }
-    println!("cargo:rerun-if-changed={}", c_dir.join("src/knhk_internal.h").display());
-    println!("cargo:rerun-if-changed={}", include.join("knhk.h").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        c_dir.join("src/knhk_internal.h").display()
+    );
+    println!(
+        "cargo:rerun-if-changed={}",
+        include.join("knhk.h").display()
+    );
     build.compile("knhk"); // emits cargo:rustc-link-lib=static=knhk and the search path
 
     // Layout probe: C's own sizeof/_Alignof/offsetof of every public struct, for the test that
@@ -65,5 +72,7 @@ fn regenerate(include: &std::path::Path) {
         .generate()
         .expect("bindgen failed on c/include/knhk.h");
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("bindings.rs");
-    bindings.write_to_file(&out).expect("write generated bindings");
+    bindings
+        .write_to_file(&out)
+        .expect("write generated bindings");
 }

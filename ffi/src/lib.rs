@@ -6,7 +6,12 @@
 //! Regenerate with `ffi/regenerate.sh` (feature `regenerate`); the test
 //! `bindings_match_header` fails when this file drifts from the header.
 #![no_std]
-#![allow(non_camel_case_types, non_upper_case_globals, non_snake_case, missing_docs)]
+#![allow(
+    non_camel_case_types,
+    non_upper_case_globals,
+    non_snake_case,
+    missing_docs
+)]
 #![allow(clippy::all)]
 
 include!("bindings.rs");

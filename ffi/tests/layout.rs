@@ -33,13 +33,19 @@ fn struct_layouts_match_c() {
         ("alignof task", align_of::<knhk_task_t>()),
         ("task.pre", offset_of!(knhk_task_t, pre)),
         ("task.post", offset_of!(knhk_task_t, post)),
-        ("task.cancel_conditions", offset_of!(knhk_task_t, cancel_conditions)),
+        (
+            "task.cancel_conditions",
+            offset_of!(knhk_task_t, cancel_conditions),
+        ),
         ("task.cancel_tasks", offset_of!(knhk_task_t, cancel_tasks)),
         ("task.or_expect_all", offset_of!(knhk_task_t, or_expect_all)),
         ("task.join", offset_of!(knhk_task_t, join)),
         ("task.split", offset_of!(knhk_task_t, split)),
         ("task.nbranches", offset_of!(knhk_task_t, nbranches)),
-        ("task.default_branch", offset_of!(knhk_task_t, default_branch)),
+        (
+            "task.default_branch",
+            offset_of!(knhk_task_t, default_branch),
+        ),
         ("task.ndefaults", offset_of!(knhk_task_t, ndefaults)),
         ("task.reserved", offset_of!(knhk_task_t, reserved)),
         ("sizeof net", size_of::<knhk_net_t>()),
@@ -74,15 +80,25 @@ fn struct_layouts_match_c() {
         ("sizeof seal_report", size_of::<knhk_seal_report_t>()),
         ("alignof seal_report", align_of::<knhk_seal_report_t>()),
         ("seal_report.status", offset_of!(knhk_seal_report_t, status)),
-        ("seal_report.element", offset_of!(knhk_seal_report_t, element)),
+        (
+            "seal_report.element",
+            offset_of!(knhk_seal_report_t, element),
+        ),
         ("seal_report.index", offset_of!(knhk_seal_report_t, index)),
         ("seal_report.other", offset_of!(knhk_seal_report_t, other)),
     ];
     // SAFETY: the probe is a const array defined in layout_probe.c; its length is exported
     // alongside it and checked against the Rust table before any element beyond it is read.
     let len = unsafe { knhk_layout_probe_len } as usize;
-    assert_eq!(len, rust.len(), "layout_probe.c and this table list different fields");
-    assert!(len <= 64, "grow the extern declaration of knhk_layout_probe");
+    assert_eq!(
+        len,
+        rust.len(),
+        "layout_probe.c and this table list different fields"
+    );
+    assert!(
+        len <= 64,
+        "grow the extern declaration of knhk_layout_probe"
+    );
     for (i, (name, value)) in rust.iter().enumerate() {
         // SAFETY: i < len, the probe array's real length (asserted above).
         let c = unsafe { *core::ptr::addr_of!(knhk_layout_probe).cast::<u64>().add(i) };

@@ -1,0 +1,202 @@
+//! Statuses of libknhk as a Rust error enum, one variant per non-OK `knhk_status`.
+use core::fmt;
+use knhk_sys as sys;
+
+/// Why libknhk refused an operation. The discriminants are the C `knhk_status` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u32)]
+#[non_exhaustive]
+pub enum Error {
+    /// The task is not enabled (or is already busy).
+    NotEnabled = sys::KNHK_NOT_ENABLED,
+    /// Complete of a task that was never started.
+    NotStarted = sys::KNHK_NOT_STARTED,
+    /// A produced token would land on a marked condition (the net is not 1-safe here).
+    SafetyViolation = sys::KNHK_SAFETY_VIOLATION,
+    /// The case has completed or was cancelled.
+    CaseComplete = sys::KNHK_CASE_COMPLETE,
+    /// Task index out of range for this net.
+    BadTask = sys::KNHK_BAD_TASK,
+    /// Case operation on a net that is not sealed.
+    NotSealed = sys::KNHK_NOT_SEALED,
+    /// Bad argument: unknown code, beat longer than 8 lanes, case index out of range.
+    BadArgument = sys::KNHK_BAD_ARGUMENT,
+    /// Builder call on a sealed net.
+    Sealed = sys::KNHK_SEALED,
+    /// Condition index out of range.
+    BadCondition = sys::KNHK_BAD_CONDITION,
+    /// More than 64 conditions.
+    CapacityConditions = sys::KNHK_CAPACITY_CONDITIONS,
+    /// More than 64 tasks.
+    CapacityTasks = sys::KNHK_CAPACITY_TASKS,
+    /// More than 8 outgoing flows on one task.
+    CapacityBranches = sys::KNHK_CAPACITY_BRANCHES,
+    /// The same flow added twice.
+    DuplicateFlow = sys::KNHK_DUPLICATE_FLOW,
+    /// Guard with an unknown operator or a register out of range.
+    BadGuard = sys::KNHK_BAD_GUARD,
+    /// Seal: no input condition.
+    NoInput = sys::KNHK_NO_INPUT,
+    /// Seal: no output condition.
+    NoOutput = sys::KNHK_NO_OUTPUT,
+    /// Seal: a flow enters the input condition.
+    InputHasInflow = sys::KNHK_INPUT_HAS_INFLOW,
+    /// Seal: a flow leaves the output condition.
+    OutputHasOutflow = sys::KNHK_OUTPUT_HAS_OUTFLOW,
+    /// Seal: a task without an incoming flow.
+    TaskNoInput = sys::KNHK_TASK_NO_INPUT,
+    /// Seal: a task without an outgoing flow.
+    TaskNoOutput = sys::KNHK_TASK_NO_OUTPUT,
+    /// Seal: element unreachable from the input condition.
+    Unreachable = sys::KNHK_UNREACHABLE,
+    /// Seal: element from which the output condition cannot be reached.
+    CannotComplete = sys::KNHK_CANNOT_COMPLETE,
+    /// Seal: XOR/OR split without a default flow.
+    NoDefault = sys::KNHK_NO_DEFAULT,
+    /// Seal: XOR/OR split with more than one default flow.
+    TwoDefaults = sys::KNHK_TWO_DEFAULTS,
+    /// Seal: concurrent branches can put two tokens on one condition (WCP-8 multi-merge).
+    MultiMerge = sys::KNHK_MULTI_MERGE,
+    /// Seal: OR-join without a matching structured OR-split.
+    NonlocalOrJoin = sys::KNHK_NONLOCAL_OR_JOIN,
+    /// Seal: input and output are the same condition.
+    InputIsOutput = sys::KNHK_INPUT_IS_OUTPUT,
+}
+
+impl Error {
+    /// Maps a C status to `Ok(())` or the error. Unknown values (a newer library) map to
+    /// `BadArgument` rather than being trusted.
+    #[inline(always)]
+    pub fn check(status: sys::knhk_status) -> Result<(), Error> {
+        if status == sys::KNHK_OK {
+            Ok(())
+        } else {
+            Err(Self::from_raw(status))
+        }
+    }
+
+    /// The error for a non-OK C status.
+    #[cold]
+    pub fn from_raw(status: u32) -> Error {
+        use Error::*;
+        const ALL: [Error; 27] = [
+            NotEnabled,
+            NotStarted,
+            SafetyViolation,
+            CaseComplete,
+            BadTask,
+            NotSealed,
+            BadArgument,
+            Sealed,
+            BadCondition,
+            CapacityConditions,
+            CapacityTasks,
+            CapacityBranches,
+            DuplicateFlow,
+            BadGuard,
+            NoInput,
+            NoOutput,
+            InputHasInflow,
+            OutputHasOutflow,
+            TaskNoInput,
+            TaskNoOutput,
+            Unreachable,
+            CannotComplete,
+            NoDefault,
+            TwoDefaults,
+            MultiMerge,
+            NonlocalOrJoin,
+            InputIsOutput,
+        ];
+        ALL.iter()
+            .copied()
+            .find(|e| *e as u32 == status)
+            .unwrap_or(BadArgument)
+    }
+
+    /// The C name of the status, e.g. `"KNHK_NOT_ENABLED"`.
+    pub fn name(self) -> &'static str {
+        // SAFETY: knhk_status_name returns a pointer to a static NUL-terminated string for
+        // every input (unknown values included) and never NULL.
+        let ptr = unsafe { sys::knhk_status_name(self as u32) };
+        // SAFETY: see above; the string lives for the whole program and is ASCII.
+        let cstr = unsafe { core::ffi::CStr::from_ptr(ptr) };
+        cstr.to_str().unwrap_or("KNHK_UNKNOWN_STATUS")
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self {
+            Error::NotEnabled => "task is not enabled",
+            Error::NotStarted => "task was not started",
+            Error::SafetyViolation => "a token would land on a marked condition",
+            Error::CaseComplete => "case is already complete or cancelled",
+            Error::BadTask => "no such task",
+            Error::NotSealed => "net is not sealed",
+            Error::BadArgument => "bad argument",
+            Error::Sealed => "net is sealed",
+            Error::BadCondition => "no such condition",
+            Error::CapacityConditions => "more than 64 conditions",
+            Error::CapacityTasks => "more than 64 tasks",
+            Error::CapacityBranches => "more than 8 outgoing flows on one task",
+            Error::DuplicateFlow => "duplicate flow",
+            Error::BadGuard => "bad guard",
+            Error::NoInput => "no input condition",
+            Error::NoOutput => "no output condition",
+            Error::InputHasInflow => "a flow enters the input condition",
+            Error::OutputHasOutflow => "a flow leaves the output condition",
+            Error::TaskNoInput => "task has no incoming flow",
+            Error::TaskNoOutput => "task has no outgoing flow",
+            Error::Unreachable => "not reachable from the input condition",
+            Error::CannotComplete => "cannot reach the output condition",
+            Error::NoDefault => "XOR/OR split has no default flow",
+            Error::TwoDefaults => "XOR/OR split has more than one default flow",
+            Error::MultiMerge => {
+                "concurrent branches can put two tokens on one condition (multi-merge)"
+            }
+            Error::NonlocalOrJoin => "OR-join has no matching structured OR-split (non-local)",
+            Error::InputIsOutput => "input and output are the same condition",
+        };
+        write!(f, "{} ({})", what, self.name())
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for Error {}
+
+/// The element a seal defect concerns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Element {
+    /// The defect concerns the net as a whole.
+    None,
+    /// A condition, by index.
+    Condition(u32),
+    /// A task, by index.
+    Task(u32),
+}
+
+/// What `Net::seal` found: the defect, the element it concerns and, where there is one, a
+/// second element (e.g. the split whose branches merge).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SealError {
+    /// The defect.
+    pub error: Error,
+    /// The element it concerns.
+    pub element: Element,
+    /// A second element index involved, if any (for MultiMerge: the split task).
+    pub other: Option<u32>,
+}
+
+impl fmt::Display for SealError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.element {
+            Element::None => write!(f, "{}", self.error),
+            Element::Condition(c) => write!(f, "condition {c}: {}", self.error),
+            Element::Task(t) => write!(f, "task {t}: {}", self.error),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for SealError {}

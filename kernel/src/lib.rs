@@ -1,0 +1,61 @@
+//! knhk-kernel: the knhk workflow kernel in safe Rust over libknhk.
+//!
+//! `#![no_std]` and no `alloc` by default. The firing rules live once, in C (libknhk); this
+//! crate wraps them in safe types, adds the tick clock and the SPSC ring the shell uses.
+//!
+//! - [`Net`]: built through builder methods into caller storage, sealed once, then immutable
+//!   and `Sync`.
+//! - [`Case`]: 128 bytes, 64-byte aligned: marking, busy set, side words, registers.
+//! - [`Net::beat`]: up to 8 (case, event) pairs in one call.
+//! - [`clock`]: TSC ticks; calibration behind feature `std`.
+//! - [`ring`]: wait-free SPSC ring; `ring::channel` behind feature `std`.
+//!
+//! ```
+//! use knhk_kernel::{Case, CaseState, Join, Net, Split};
+//! let mut net = Box::new(Net::new());
+//! let (i, o) = (net.add_condition().unwrap(), net.add_condition().unwrap());
+//! let a = net.add_task(Join::Xor, Split::And).unwrap();
+//! net.set_input(i).unwrap();
+//! net.set_output(o).unwrap();
+//! net.input_flow(i, a).unwrap();
+//! net.output_flow(a, o, None, false).unwrap();
+//! net.seal().unwrap();
+//! let mut case = Case::new(&net).unwrap();
+//! net.fire(&mut case, a).unwrap();
+//! assert_eq!(net.state(&case), CaseState::Complete);
+//! ```
+#![cfg_attr(not(feature = "std"), no_std)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
+
+mod beat;
+mod case;
+pub mod clock;
+mod error;
+mod guard;
+mod net;
+pub mod ring;
+
+pub use beat::{Event, Op};
+pub use case::{flags, Case, CaseState};
+pub use error::{Element, Error, SealError};
+pub use guard::{Guard, GuardOp, Operand, Term};
+pub use net::{Join, Net, Split, TaskView};
+
+/// Raw bindings, for callers that need the C view.
+pub use knhk_sys as sys;
+
+/// Conditions per net.
+pub const MAX_CONDITIONS: usize = knhk_sys::KNHK_MAX_CONDITIONS as usize;
+/// Tasks per net.
+pub const MAX_TASKS: usize = knhk_sys::KNHK_MAX_TASKS as usize;
+/// Outgoing flows per task.
+pub const MAX_BRANCHES: usize = knhk_sys::KNHK_MAX_BRANCHES as usize;
+/// Data registers per case.
+pub const REGISTERS: usize = knhk_sys::KNHK_REGISTERS as usize;
+/// Events per beat.
+pub const BEAT_LANES: usize = knhk_sys::KNHK_BEAT_LANES as usize;
+
+const _: () = assert!(core::mem::size_of::<Case>() == 128);
+const _: () = assert!(core::mem::align_of::<Case>() == 64);
+const _: () = assert!(core::mem::size_of::<Event>() == 16);
