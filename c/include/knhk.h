@@ -152,7 +152,10 @@ typedef struct knhk_task {
   uint8_t nbranches;           /* number of outgoing flows */
   uint8_t default_branch;      /* index of the default flow (XOR/OR), 0xFF when none */
   uint8_t ndefaults;           /* number of flows marked default (seal checks == 1) */
-  uint8_t reserved[19];
+  uint8_t hot;                 /* set at seal: fire may take the short path (AND/XOR join, no
+                                  cancellation set, no OR-join or discriminator in the net):
+                                  1 with an AND split, 2 with an XOR split, else 0 */
+  uint8_t reserved[18];
 } knhk_task_t;
 
 /** A net in caller-owned memory. Build with knhk_net_* and seal before running cases.

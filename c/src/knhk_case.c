@@ -146,6 +146,10 @@ KNHK_INLINE knhk_status complete_work(const knhk_net_t *n, uint32_t t, const knh
   return KNHK_OK;
 }
 
+__attribute__((noinline)) static uint32_t eval_bits_out_of_line(const knhk_net_t *n,
+                                                                const knhk_case_t *c, uint32_t t,
+                                                                const knhk_task_t *T);
+
 KNHK_INLINE uint32_t eval_bits(const knhk_net_t *n, const knhk_case_t *c, uint32_t t,
                                const knhk_task_t *T) {
   if (T->split == KNHK_SPLIT_AND) return 0;
@@ -153,6 +157,11 @@ KNHK_INLINE uint32_t eval_bits(const knhk_net_t *n, const knhk_case_t *c, uint32
   const knhk_branch_t *br = n->branches[t];
   for (uint32_t k = 0; k < T->nbranches; k++) bits |= guard_eval(&br[k].guard, c->regs) << k;
   return bits;
+}
+
+static uint32_t eval_bits_out_of_line(const knhk_net_t *n, const knhk_case_t *c, uint32_t t,
+                                      const knhk_task_t *T) {
+  return eval_bits(n, c, t, T);
 }
 
 /* Precondition shared by every case operation. */
@@ -186,6 +195,43 @@ KNHK_INLINE knhk_status op_complete(const knhk_net_t *n, knhk_case_t *c, uint32_
   s = complete_work(n, t, T, bit, bits, &w);
   if (s != KNHK_OK) return s;
   store(c, &w);
+  return KNHK_OK;
+}
+
+/* The short path of fire for hot tasks (see knhk_task_t.hot): touches only marking and seq.
+ * Returns KNHK_OK after committing, or -1 when the general path must decide (a refusal, the
+ * end of the case, anything unusual); nothing is written in that case. */
+#define KNHK_TAKE_GENERAL_PATH (-1)
+KNHK_INLINE int fire_hot(const knhk_net_t *n, knhk_case_t *c, uint32_t t, uint32_t bits,
+                         int use_bits) {
+  if (KNHK_UNLIKELY(t >= n->ntasks)) return KNHK_TAKE_GENERAL_PATH;
+  const knhk_task_t *T = &n->tasks[t];
+  if (KNHK_UNLIKELY(!T->hot || c->flags != 0 || (c->busy & KNHK_BIT(t))))
+    return KNHK_TAKE_GENERAL_PATH;
+  uint64_t m = c->marking;
+  uint64_t have = m & T->pre;
+  /* AND: consume the whole preset; XOR: the lowest marked input. Enabled iff that is marked. */
+  uint64_t consume = T->join == KNHK_JOIN_XOR ? have & (0 - have) : T->pre;
+  if (KNHK_UNLIKELY(have == 0 || (have & consume) != consume)) return KNHK_TAKE_GENERAL_PATH;
+  uint64_t out;
+  if (T->split == KNHK_SPLIT_AND) {
+    out = T->post;
+  } else {
+    if (!use_bits) bits = eval_bits_out_of_line(n, c, t, T);
+    uint32_t def = T->default_branch & 7u;
+    bits &= ((1u << T->nbranches) - 1u) & ~(1u << def);
+    bits |= (uint32_t)(bits == 0) << def;
+    out = n->branches[t][__builtin_ctz(bits)].conditions;
+  }
+  m &= ~consume;
+  if (KNHK_UNLIKELY(m & out)) return KNHK_TAKE_GENERAL_PATH;
+  if (out & n->output) {
+    /* the case ends; with other work left it is an explicit termination: general path */
+    if (KNHK_UNLIKELY(m | c->busy)) return KNHK_TAKE_GENERAL_PATH;
+    c->flags = KNHK_FLAG_DONE | KNHK_FLAG_COMPLETED;
+  }
+  c->marking = m | out;
+  c->seq++;
   return KNHK_OK;
 }
 
@@ -279,13 +325,46 @@ knhk_status knhk_complete_bits(const knhk_net_t *net, knhk_case_t *c, uint32_t t
   return op_complete(net, c, t, branch_bits, 1);
 }
 
+/* Everything but a hot AND-split fire, out of line, so that path stays a small leaf
+ * function with no saved registers. */
+__attribute__((noinline)) static knhk_status fire_general(const knhk_net_t *net, knhk_case_t *c,
+                                                          uint32_t t, uint32_t bits,
+                                                          int use_bits) {
+  if (fire_hot(net, c, t, bits, use_bits) == KNHK_OK) return KNHK_OK;
+  return op_fire(net, c, t, bits, use_bits);
+}
+
+/* The leaf: a hot task with an AND split (knhk_task_t.hot == 1). Same rules as fire_hot. */
+KNHK_INLINE int fire_hot_and(const knhk_net_t *n, knhk_case_t *c, uint32_t t) {
+  if (KNHK_UNLIKELY(t >= n->ntasks)) return KNHK_TAKE_GENERAL_PATH;
+  const knhk_task_t *T = &n->tasks[t];
+  if (KNHK_UNLIKELY(T->hot != 1 || c->flags != 0 || (c->busy & KNHK_BIT(t))))
+    return KNHK_TAKE_GENERAL_PATH;
+  uint64_t m = c->marking;
+  uint64_t have = m & T->pre;
+  uint64_t consume = T->join == KNHK_JOIN_XOR ? have & (0 - have) : T->pre;
+  if (KNHK_UNLIKELY(have == 0 || (have & consume) != consume)) return KNHK_TAKE_GENERAL_PATH;
+  uint64_t out = T->post;
+  m &= ~consume;
+  if (KNHK_UNLIKELY(m & out)) return KNHK_TAKE_GENERAL_PATH;
+  if (out & n->output) {
+    if (KNHK_UNLIKELY(m | c->busy)) return KNHK_TAKE_GENERAL_PATH;
+    c->flags = KNHK_FLAG_DONE | KNHK_FLAG_COMPLETED;
+  }
+  c->marking = m | out;
+  c->seq++;
+  return KNHK_OK;
+}
+
 knhk_status knhk_fire(const knhk_net_t *net, knhk_case_t *c, uint32_t t) {
-  return op_fire(net, c, t, 0, 0);
+  if (KNHK_LIKELY(fire_hot_and(net, c, t) == KNHK_OK)) return KNHK_OK;
+  return fire_general(net, c, t, 0, 0);
 }
 
 knhk_status knhk_fire_bits(const knhk_net_t *net, knhk_case_t *c, uint32_t t,
                            uint32_t branch_bits) {
-  return op_fire(net, c, t, branch_bits, 1);
+  if (KNHK_LIKELY(fire_hot_and(net, c, t) == KNHK_OK)) return KNHK_OK;
+  return fire_general(net, c, t, branch_bits, 1);
 }
 
 knhk_status knhk_cancel_task(const knhk_net_t *net, knhk_case_t *c, uint32_t t) {
@@ -316,7 +395,11 @@ knhk_status knhk_beat(const knhk_net_t *net, knhk_case_t *cases, uint32_t ncases
       knhk_case_t *c = &cases[e->case_index];
       int use_bits = (e->flags & KNHK_EVENT_USE_BITS) != 0;
       switch (e->op) {
-        case KNHK_OP_FIRE: s = op_fire(net, c, e->task, e->branch_bits, use_bits); break;
+        case KNHK_OP_FIRE:
+          s = fire_hot_and(net, c, e->task) == KNHK_OK
+                  ? KNHK_OK
+                  : fire_general(net, c, e->task, e->branch_bits, use_bits);
+          break;
         case KNHK_OP_START: s = op_start(net, c, e->task); break;
         case KNHK_OP_COMPLETE: s = op_complete(net, c, e->task, e->branch_bits, use_bits); break;
         case KNHK_OP_CANCEL_TASK: s = op_cancel_task(net, c, e->task); break;

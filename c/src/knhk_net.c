@@ -341,6 +341,13 @@ knhk_status knhk_net_seal(knhk_net_t *net, knhk_seal_report_t *r) {
     or_inputs |= join->pre;
   }
 
+  /* Side state exists in this net only when some task is an OR-join or a discriminator. */
+  int side_state = 0;
+  for (uint32_t i = 0; i < net->ntasks; i++) {
+    uint8_t join = effective_join(&net->tasks[i]);
+    side_state |= join == KNHK_JOIN_OR || join == KNHK_JOIN_DISCRIMINATOR;
+  }
+
   /* Commit: the net does not change above this line, so a failed seal leaves it as it was. */
   for (uint32_t i = 0; i < net->ntasks; i++) {
     knhk_task_t *t = &net->tasks[i];
@@ -350,6 +357,9 @@ knhk_status knhk_net_seal(knhk_net_t *net, knhk_seal_report_t *r) {
       net->branches[i][k].or_expect = expect[i][k];
       t->or_expect_all |= expect[i][k];
     }
+    int hot = !side_state && (t->join == KNHK_JOIN_AND || t->join == KNHK_JOIN_XOR) &&
+              t->split != KNHK_SPLIT_OR && t->cancel_conditions == 0 && t->cancel_tasks == 0;
+    t->hot = (uint8_t)(hot ? (t->split == KNHK_SPLIT_AND ? 1 : 2) : 0);
   }
   net->sealed = 1;
   return report(r, KNHK_OK, KNHK_ELEMENT_NONE, 0, KNHK_NO_OTHER);

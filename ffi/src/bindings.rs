@@ -118,7 +118,8 @@ pub struct knhk_task {
     pub nbranches: u8,
     pub default_branch: u8,
     pub ndefaults: u8,
-    pub reserved: [u8; 19usize],
+    pub hot: u8,
+    pub reserved: [u8; 18usize],
 }
 impl Default for knhk_task {
     fn default() -> Self {
