@@ -4,7 +4,7 @@ use core::mem::{align_of, offset_of, size_of};
 use knhk_sys::*;
 
 extern "C" {
-    static knhk_layout_probe: [u64; 64];
+    static knhk_layout_probe: [u64; 128];
     static knhk_layout_probe_len: u64;
 }
 
