@@ -97,7 +97,7 @@ fn struct_layouts_match_c() {
         "layout_probe.c and this table list different fields"
     );
     assert!(
-        len <= 64,
+        len <= 128,
         "grow the extern declaration of knhk_layout_probe"
     );
     for (i, (name, value)) in rust.iter().enumerate() {
