@@ -1,0 +1,227 @@
+//! Lowering of a [`Model`] into a sealed kernel [`Net`]. Condition and task indices are the
+//! model's indices, so kernel reports map straight back to element ids.
+
+use knhk_kernel::{Element, Error, Net, SealError};
+
+use crate::ir::{self, Combine, FlowGuard, GuardOp, Model};
+
+/// A model lowered into a sealed kernel net (boxed: the hot form is ~33 KB).
+pub struct Compiled {
+    pub net: Box<Net>,
+}
+
+/// Why lowering failed, with the element ids involved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LowerError {
+    /// The kernel status name (`KNHK_MULTI_MERGE`, ...) or builder error.
+    pub status: String,
+    /// Human-readable reason naming the elements.
+    pub message: String,
+    /// Ids of the elements involved.
+    pub elements: Vec<String>,
+    /// The kernel error, when it came from the kernel.
+    pub error: Option<Error>,
+}
+
+fn op(o: GuardOp) -> knhk_kernel::GuardOp {
+    match o {
+        GuardOp::Eq => knhk_kernel::GuardOp::Eq,
+        GuardOp::Ne => knhk_kernel::GuardOp::Ne,
+        GuardOp::Lt => knhk_kernel::GuardOp::Lt,
+        GuardOp::Le => knhk_kernel::GuardOp::Le,
+        GuardOp::Gt => knhk_kernel::GuardOp::Gt,
+        GuardOp::Ge => knhk_kernel::GuardOp::Ge,
+        GuardOp::True => knhk_kernel::GuardOp::True,
+        GuardOp::False => knhk_kernel::GuardOp::False,
+    }
+}
+
+fn term(t: &ir::Term) -> knhk_kernel::Term {
+    knhk_kernel::Term {
+        op: op(t.op),
+        lhs: t.lhs,
+        rhs: match t.rhs {
+            ir::Operand::Const(c) => knhk_kernel::Operand::Const(c),
+            ir::Operand::Reg(r) => knhk_kernel::Operand::Reg(r),
+        },
+    }
+}
+
+/// The kernel form of a compiled guard.
+pub fn kernel_guard(g: &ir::Guard) -> knhk_kernel::Guard {
+    let [a, b] = &g.terms;
+    match (g.combine, b.op) {
+        (Combine::And, GuardOp::True) => knhk_kernel::Guard::Term(term(a)),
+        (Combine::And, _) => knhk_kernel::Guard::And(term(a), term(b)),
+        (Combine::Or, _) => knhk_kernel::Guard::Or(term(a), term(b)),
+    }
+}
+
+fn join(j: ir::Join) -> knhk_kernel::Join {
+    match j {
+        ir::Join::And => knhk_kernel::Join::And,
+        ir::Join::Xor => knhk_kernel::Join::Xor,
+        ir::Join::Or => knhk_kernel::Join::Or,
+        ir::Join::Discriminator => knhk_kernel::Join::Discriminator,
+    }
+}
+
+fn split(s: ir::Split) -> knhk_kernel::Split {
+    match s {
+        ir::Split::And => knhk_kernel::Split::And,
+        ir::Split::Xor => knhk_kernel::Split::Xor,
+        ir::Split::Or => knhk_kernel::Split::Or,
+    }
+}
+
+/// What a kernel status means, in words.
+pub fn explain(e: Error) -> &'static str {
+    match e {
+        Error::CapacityConditions => "more than 64 conditions (the kernel's hot form holds 64)",
+        Error::CapacityTasks => "more than 64 tasks (the kernel's hot form holds 64)",
+        Error::CapacityBranches => "more than 8 outgoing flows on one task",
+        Error::DuplicateFlow => "the same flow twice",
+        Error::BadGuard => "a guard the kernel cannot evaluate",
+        Error::NoInput => "no input condition",
+        Error::NoOutput => "no output condition",
+        Error::InputHasInflow => "a flow enters the input condition",
+        Error::OutputHasOutflow => "a flow leaves the output condition",
+        Error::TaskNoInput => "task without an incoming flow",
+        Error::TaskNoOutput => "task without an outgoing flow",
+        Error::Unreachable => "not reachable from the input condition",
+        Error::CannotComplete => "the output condition cannot be reached from here",
+        Error::NoDefault => "XOR/OR split without a default flow",
+        Error::TwoDefaults => "XOR/OR split with more than one default flow",
+        Error::MultiMerge => {
+            "multi-merge (WCP-8): concurrent branches can put two tokens on one condition; \
+             the kernel runs 1-safe nets"
+        }
+        Error::NonlocalOrJoin => {
+            "non-local OR-join: no matching structured OR-split (only structured \
+             synchronizing merges, WCP-7, are run)"
+        }
+        Error::InputIsOutput => "input and output are the same condition",
+        _ => "refused by the kernel",
+    }
+}
+
+fn element_id(model: &Model, e: Element) -> Option<String> {
+    match e {
+        Element::None => None,
+        Element::Condition(c) => Some(model.condition_id(c as usize).to_string()),
+        Element::Task(t) => Some(model.task_id(t as usize).to_string()),
+    }
+}
+
+fn seal_error(model: &Model, e: SealError) -> LowerError {
+    let mut elements = Vec::new();
+    let mut message = String::new();
+    if let Some(id) = element_id(model, e.element) {
+        let kind = if matches!(e.element, Element::Task(_)) {
+            "task"
+        } else {
+            "condition"
+        };
+        message.push_str(&format!("{kind} '{id}': "));
+        elements.push(id);
+    }
+    message.push_str(explain(e.error));
+    if let Some(o) = e.other {
+        // For a multi-merge, `other` is the split whose branches meet; otherwise a task too.
+        let id = model.task_id(o as usize).to_string();
+        message.push_str(&format!(" (with task '{id}')"));
+        elements.push(id);
+    }
+    LowerError {
+        status: e.error.name().to_string(),
+        message,
+        elements,
+        error: Some(e.error),
+    }
+}
+
+fn builder_error(e: Error, what: String, elements: Vec<String>) -> LowerError {
+    LowerError {
+        status: e.name().to_string(),
+        message: format!("{what}: {}", explain(e)),
+        elements,
+        error: Some(e),
+    }
+}
+
+fn u32_of(i: usize) -> u32 {
+    u32::try_from(i).unwrap_or(u32::MAX)
+}
+
+/// Builds and seals the kernel net for `model`.
+pub fn lower(model: &Model) -> Result<Compiled, LowerError> {
+    let mut net = Box::new(Net::new());
+    for c in &model.conditions {
+        net.add_condition()
+            .map_err(|e| builder_error(e, format!("condition '{}'", c.id), vec![c.id.clone()]))?;
+    }
+    for t in &model.tasks {
+        net.add_task(join(t.join), split(t.split))
+            .map_err(|e| builder_error(e, format!("task '{}'", t.id), vec![t.id.clone()]))?;
+    }
+    net.set_input(u32_of(model.input)).map_err(|e| {
+        builder_error(
+            e,
+            "input condition".into(),
+            vec![model.condition_id(model.input).into()],
+        )
+    })?;
+    net.set_output(u32_of(model.output)).map_err(|e| {
+        builder_error(
+            e,
+            "output condition".into(),
+            vec![model.condition_id(model.output).into()],
+        )
+    })?;
+    for (ti, t) in model.tasks.iter().enumerate() {
+        for &c in &t.inputs {
+            net.input_flow(u32_of(c), u32_of(ti)).map_err(|e| {
+                builder_error(
+                    e,
+                    format!("flow '{}' -> '{}'", model.condition_id(c), t.id),
+                    vec![model.condition_id(c).into(), t.id.clone()],
+                )
+            })?;
+        }
+        for f in &t.outputs {
+            let g = match &f.guard {
+                FlowGuard::Compiled(g) => Some(kernel_guard(g)),
+                FlowGuard::Always | FlowGuard::External => None,
+            };
+            net.output_flow(u32_of(ti), u32_of(f.target), g.as_ref(), f.default)
+                .map_err(|e| {
+                    builder_error(
+                        e,
+                        format!("flow '{}' -> '{}'", t.id, f.target_element),
+                        vec![t.id.clone(), f.target_element.clone()],
+                    )
+                })?;
+        }
+        for &c in &t.cancel_conditions {
+            net.add_cancel_condition(u32_of(ti), u32_of(c))
+                .map_err(|e| {
+                    builder_error(
+                        e,
+                        format!("cancellation set of '{}'", t.id),
+                        vec![t.id.clone()],
+                    )
+                })?;
+        }
+        for &v in &t.cancel_tasks {
+            net.add_cancel_task(u32_of(ti), u32_of(v)).map_err(|e| {
+                builder_error(
+                    e,
+                    format!("cancellation set of '{}'", t.id),
+                    vec![t.id.clone()],
+                )
+            })?;
+        }
+    }
+    net.seal().map_err(|e| seal_error(model, e))?;
+    Ok(Compiled { net })
+}

@@ -1,0 +1,217 @@
+//! YAWL XML reader: schema 2.x, 3.0, 4.0 (`http://www.yawlfoundation.org/yawlschema`) and Beta
+//! (`http://www.citi.qut.edu.au/yawl`, with the old `<rootNet>` form). Element names are matched
+//! by local name, so every version's namespace is read the same way.
+
+use roxmltree::Node;
+
+use crate::error::ImportError;
+use crate::ir::{Join, MultiInstance, SourceFormat, Split};
+use crate::raw::{Kind, RawElement, RawFlow, RawNet, RawSpec, RawTask, RawVar};
+use crate::xml::{attr, child, child_text, children, parse, req_attr, text};
+
+const BETA_NS: &str = "http://www.citi.qut.edu.au/yawl";
+
+/// Reads a YAWL specification set (the first specification in it).
+pub(crate) fn read(src: &str) -> Result<RawSpec, ImportError> {
+    let doc = parse(src, "YAWL XML")?;
+    let root = doc.root_element();
+    let spec = if root.tag_name().name() == "specification" {
+        root
+    } else {
+        child(root, "specification")
+            .ok_or_else(|| ImportError::malformed("specificationSet", "no <specification>"))?
+    };
+    let ns = root.tag_name().namespace().unwrap_or("");
+    let version = match (ns == BETA_NS, attr(root, "version")) {
+        (true, Some(v)) if v.starts_with("Beta") => v.to_string(),
+        (true, Some(v)) => format!("Beta {v}"),
+        (true, None) => "Beta".to_string(),
+        (false, Some(v)) => v.to_string(),
+        (false, None) => "unknown".to_string(),
+    };
+    let name = attr(spec, "uri")
+        .or_else(|| attr(spec, "id"))
+        .map(str::to_string)
+        .or_else(|| child_text(spec, "name"))
+        .unwrap_or_else(|| "specification".into());
+
+    let mut nets = Vec::new();
+    let mut root_net = None;
+    // Beta: <rootNet id="..."> holds the root net directly.
+    if let Some(rn) = child(spec, "rootNet") {
+        root_net = Some(read_net(rn)?);
+    }
+    for d in children(spec, "decomposition") {
+        let ty = attr(d, "type").unwrap_or("");
+        if !ty.ends_with("NetFactsType") {
+            continue;
+        }
+        let net = read_net(d)?;
+        if attr(d, "isRootNet") == Some("true") {
+            if root_net.is_some() {
+                return Err(ImportError::malformed(&net.id, "second root net"));
+            }
+            root_net = Some(net);
+        } else {
+            nets.push(net);
+        }
+    }
+    let root_net = root_net.ok_or_else(|| {
+        ImportError::malformed(&name, "no root net (isRootNet=\"true\" or <rootNet>)")
+    })?;
+    nets.insert(0, root_net);
+    Ok(RawSpec {
+        name,
+        format: SourceFormat::Yawl { version },
+        nets,
+        notes: Vec::new(),
+    })
+}
+
+fn read_var(v: Node<'_, '_>, input: bool) -> Result<RawVar, ImportError> {
+    let name = child_text(v, "name")
+        .or_else(|| attr(v, "name").map(str::to_string))
+        .ok_or_else(|| ImportError::malformed(format!("<{}>", v.tag_name().name()), "no name"))?;
+    let ty = child_text(v, "type")
+        .or_else(|| attr(v, "type").map(str::to_string))
+        .unwrap_or_else(|| "string".into());
+    let initial = child_text(v, "initialValue").or_else(|| child_text(v, "defaultValue"));
+    Ok(RawVar {
+        name,
+        ty,
+        initial,
+        input,
+    })
+}
+
+fn read_net(d: Node<'_, '_>) -> Result<RawNet, ImportError> {
+    let id = req_attr(d, "id", "net")?.to_string();
+    let mut variables: Vec<RawVar> = Vec::new();
+    for v in d.children().filter(|c| c.is_element()) {
+        let input = match v.tag_name().name() {
+            "inputParam" => true,
+            "localVariable" | "outputParam" => false,
+            _ => continue,
+        };
+        let rv = read_var(v, input)?;
+        match variables.iter_mut().find(|x| x.name == rv.name) {
+            Some(x) => x.input |= rv.input,
+            None => variables.push(rv),
+        }
+    }
+    let pce = child(d, "processControlElements")
+        .ok_or_else(|| ImportError::malformed(&id, "net has no <processControlElements>"))?;
+    let mut elements = Vec::new();
+    for e in pce.children().filter(|c| c.is_element()) {
+        let tag = e.tag_name().name();
+        let kind = match tag {
+            "inputCondition" => Kind::Input,
+            "outputCondition" => Kind::Output,
+            "condition" => Kind::Condition,
+            "task" => Kind::Task(read_task(e)?),
+            _ => continue,
+        };
+        let eid = req_attr(e, "id", tag)?.to_string();
+        let mut flows = Vec::new();
+        for f in children(e, "flowsInto") {
+            let to = child(f, "nextElementRef")
+                .and_then(|n| attr(n, "id"))
+                .ok_or_else(|| {
+                    ImportError::malformed(&eid, "<flowsInto> without <nextElementRef id>")
+                })?;
+            let pred = child(f, "predicate");
+            let ordering = match pred.and_then(|p| attr(p, "ordering")) {
+                None => None,
+                Some(o) => Some(o.trim().parse::<i64>().map_err(|_| {
+                    ImportError::malformed(
+                        &eid,
+                        format!("predicate ordering '{o}' is not an integer"),
+                    )
+                })?),
+            };
+            flows.push(RawFlow {
+                to: to.to_string(),
+                predicate: pred.and_then(text),
+                ordering,
+                default: child(f, "isDefaultFlow").is_some(),
+            });
+        }
+        elements.push(RawElement {
+            id: eid,
+            name: child_text(e, "name"),
+            kind,
+            flows,
+        });
+    }
+    Ok(RawNet {
+        id,
+        elements,
+        variables,
+    })
+}
+
+fn read_task(e: Node<'_, '_>) -> Result<RawTask, ImportError> {
+    let id = attr(e, "id").unwrap_or("?");
+    let code = |tag: &'static str| -> Result<Option<String>, ImportError> {
+        match child(e, tag) {
+            None => Ok(None),
+            Some(n) => Ok(Some(req_attr(n, "code", tag)?.to_string())),
+        }
+    };
+    let join = match code("join")?.as_deref() {
+        None | Some("xor") => Join::Xor,
+        Some("and") => Join::And,
+        Some("or") => Join::Or,
+        Some(other) => {
+            return Err(ImportError::malformed(
+                id,
+                format!("unknown join code '{other}'"),
+            ))
+        }
+    };
+    let split = match code("split")?.as_deref() {
+        None | Some("and") => Split::And,
+        Some("xor") => Split::Xor,
+        Some("or") => Split::Or,
+        Some(other) => {
+            return Err(ImportError::malformed(
+                id,
+                format!("unknown split code '{other}'"),
+            ))
+        }
+    };
+    let mut t = RawTask::new(join, split);
+    for r in children(e, "removesTokens") {
+        t.cancels
+            .push(req_attr(r, "id", "removesTokens")?.to_string());
+    }
+    for r in children(e, "removesTokensFromFlow") {
+        let src = child(r, "flowSource").and_then(|n| attr(n, "id"));
+        let dst = child(r, "flowDestination").and_then(|n| attr(n, "id"));
+        match (src, dst) {
+            (Some(a), Some(b)) => t.cancel_flows.push((a.to_string(), b.to_string())),
+            _ => {
+                return Err(ImportError::malformed(
+                    id,
+                    "<removesTokensFromFlow> needs <flowSource id> and <flowDestination id>",
+                ))
+            }
+        }
+    }
+    t.decomposes_to = child(e, "decomposesTo")
+        .and_then(|n| attr(n, "id"))
+        .map(str::to_string);
+    let mi = MultiInstance {
+        min: child_text(e, "minimum"),
+        max: child_text(e, "maximum"),
+        threshold: child_text(e, "threshold"),
+        creation_mode: child(e, "creationMode")
+            .and_then(|n| attr(n, "code"))
+            .map(str::to_string),
+    };
+    let is_mi = attr(e, "type").is_some_and(|ty| ty.contains("MultipleInstance"));
+    if is_mi || mi != MultiInstance::default() {
+        t.mi = Some(mi);
+    }
+    Ok(t)
+}

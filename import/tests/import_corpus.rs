@@ -1,0 +1,102 @@
+//! Every public corpus file gets its expected verdict (corpus/SOURCES.md), and the replay of
+//! the running example fits while an altered log does not.
+
+use std::path::{Path, PathBuf};
+
+use knhk_import::check::FindingKind;
+use knhk_import::{cli, import_file, verify, ImportError, Options};
+
+fn corpus() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus")
+}
+
+fn run_check(p: &Path) -> (i32, String) {
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = cli::check(&[p.to_path_buf()], &mut out, &mut err);
+    (code, String::from_utf8_lossy(&out).into_owned())
+}
+
+#[test]
+fn every_corpus_file_gets_its_verdict() {
+    let expected: &[(&str, bool)] = &[
+        ("yawl/WPC1Sequence.yawl", true),
+        ("yawl/WPC3Synchronization.yawl", true),
+        ("yawl/WPC4ExclusiveChoice.yawl", true),
+        ("yawl/WPC7StructuredSynchronisingMerge.yawl", true),
+        ("yawl/WPC8MultiMerge.yawl", false),
+        ("yawl/WPC10AbitraryCycles.yawl", true),
+        ("yawl/WPC16DeferredChoice.yawl", true),
+        ("pnml/running-example.pnml", true),
+        ("pnml/woped-AndSplitJoin.pnml", true),
+        ("pnml/woped-XorSplitJoin.pnml", true),
+        ("pnml/mcc-Kanban-PT-02000.pnml", false),
+    ];
+    let mut seen = 0;
+    for dir in ["yawl", "pnml"] {
+        for e in std::fs::read_dir(corpus().join(dir)).expect("corpus directory") {
+            let p = e.expect("dir entry").path();
+            let rel = format!(
+                "{dir}/{}",
+                p.file_name().and_then(|n| n.to_str()).unwrap_or("")
+            );
+            let Some(&(_, ok)) = expected.iter().find(|(f, _)| *f == rel) else {
+                panic!("corpus file {rel} has no expected verdict in this test");
+            };
+            let (code, out) = run_check(&p);
+            println!("{out}");
+            assert_eq!(code, if ok { 0 } else { 1 }, "{rel}:\n{out}");
+            assert!(
+                out.contains(if ok { ": accepted" } else { ": refused" }),
+                "{out}"
+            );
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, expected.len());
+}
+
+#[test]
+fn multi_merge_is_refused_with_that_reason() {
+    let m = import_file(
+        &corpus().join("yawl/WPC8MultiMerge.yawl"),
+        &Options::default(),
+    )
+    .expect("imports");
+    let r = verify(&m, &Options::default());
+    assert!(!r.accepted());
+    assert!(r.has(FindingKind::MultiMerge), "{:#?}", r.findings);
+    let (_, out) = run_check(&corpus().join("yawl/WPC8MultiMerge.yawl"));
+    assert!(out.contains("multi-merge"), "{out}");
+}
+
+#[test]
+fn kanban_is_refused_as_not_safe() {
+    let e = import_file(
+        &corpus().join("pnml/mcc-Kanban-PT-02000.pnml"),
+        &Options::default(),
+    )
+    .expect_err("refused");
+    assert!(
+        matches!(e, ImportError::NotSafe { tokens: 2000, .. }),
+        "{e}"
+    );
+    let (_, out) = run_check(&corpus().join("pnml/mcc-Kanban-PT-02000.pnml"));
+    assert!(out.contains("2000 tokens"), "{out}");
+}
+
+#[test]
+fn check_exit_codes() {
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let all = [
+        corpus().join("yawl/WPC1Sequence.yawl"),
+        corpus().join("pnml/running-example.pnml"),
+    ];
+    assert_eq!(cli::check(&all, &mut out, &mut err), 0);
+    let mixed = [
+        corpus().join("yawl/WPC1Sequence.yawl"),
+        corpus().join("yawl/WPC8MultiMerge.yawl"),
+    ];
+    assert_eq!(cli::check(&mixed, &mut out, &mut err), 1);
+    let missing = [corpus().join("yawl/does-not-exist.yawl")];
+    assert_eq!(cli::check(&missing, &mut out, &mut err), 2);
+}
