@@ -1,0 +1,311 @@
+//! The `knhk` subcommands that talk to a running server over gRPC (a thin tonic client), so
+//! that the README's walk-through needs no outside tool.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use tokio_stream::StreamExt;
+
+use crate::proto::knhk_client::KnhkClient;
+use crate::proto::{self, value::Kind, Value};
+
+/// A client command.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum ClientCommand {
+    /// Register a workflow from a YAWL, PNML or JSON file.
+    Register {
+        file: PathBuf,
+        /// Id to register under (default: the model's name).
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// List registered workflows.
+    Workflows,
+    /// Create a case of a workflow.
+    Create {
+        workflow: String,
+        /// Initial data, `name=value` (repeatable).
+        #[arg(long = "data", value_name = "NAME=VALUE")]
+        data: Vec<String>,
+    },
+    /// Start a task.
+    Start { case: u64, task: String },
+    /// Complete a started task, with output data.
+    Complete {
+        case: u64,
+        task: String,
+        #[arg(long = "data", value_name = "NAME=VALUE")]
+        data: Vec<String>,
+    },
+    /// Start and complete a task, with output data.
+    Fire {
+        case: u64,
+        task: String,
+        #[arg(long = "data", value_name = "NAME=VALUE")]
+        data: Vec<String>,
+    },
+    /// Cancel a case.
+    Cancel { case: u64 },
+    /// Show a case.
+    Case { case: u64 },
+    /// List cases (optionally of one workflow).
+    Cases {
+        #[arg(long)]
+        workflow: Option<String>,
+    },
+    /// Print the events of a case, or of every case of a workflow, as they happen.
+    Watch {
+        #[arg(long)]
+        case: Option<u64>,
+        #[arg(long)]
+        workflow: Option<String>,
+        /// With --case: the case's earlier events first.
+        #[arg(long)]
+        from_start: bool,
+    },
+    /// Export a case (or every case of a workflow) as XES.
+    Export {
+        #[arg(long)]
+        case: Option<u64>,
+        #[arg(long)]
+        workflow: Option<String>,
+        /// Output file (default: standard output).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn parse_data(items: &[String]) -> Result<HashMap<String, Value>, BoxError> {
+    let mut out = HashMap::new();
+    for item in items {
+        let (k, v) = item
+            .split_once('=')
+            .ok_or_else(|| format!("--data '{item}': expected NAME=VALUE"))?;
+        let kind = if let Ok(i) = v.parse::<i64>() {
+            Kind::Int(i)
+        } else if v == "true" || v == "false" {
+            Kind::Bool(v == "true")
+        } else {
+            Kind::String(v.to_string())
+        };
+        out.insert(k.to_string(), Value { kind: Some(kind) });
+    }
+    Ok(out)
+}
+
+fn show_value(v: &Value) -> String {
+    match &v.kind {
+        Some(Kind::Int(i)) => i.to_string(),
+        Some(Kind::Bool(b)) => b.to_string(),
+        Some(Kind::String(s)) => format!("{s:?}"),
+        None => "-".into(),
+    }
+}
+
+fn state_name(s: i32) -> &'static str {
+    proto::CaseState::try_from(s)
+        .map(|s| s.as_str_name())
+        .unwrap_or("?")
+}
+
+fn print_case(c: &proto::Case) {
+    let mut data: Vec<_> = c
+        .data
+        .iter()
+        .map(|(k, v)| format!("{k}={}", show_value(v)))
+        .collect();
+    data.sort();
+    println!(
+        "case {} of {}: {} seq={} marking=[{}] enabled=[{}] busy=[{}] data={{{}}}",
+        c.case_id,
+        c.workflow_id,
+        state_name(c.state),
+        c.seq,
+        c.marking.join(", "),
+        c.enabled_tasks.join(", "),
+        c.busy_tasks.join(", "),
+        data.join(", ")
+    );
+}
+
+/// Runs one client command against `server` (e.g. `http://127.0.0.1:50051`).
+pub async fn run(server: &str, cmd: ClientCommand) -> Result<(), BoxError> {
+    let mut c = KnhkClient::connect(server.to_string())
+        .await?
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20);
+    match cmd {
+        ClientCommand::Register { file, id } => {
+            let model = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+            let r = c
+                .register_workflow(proto::RegisterWorkflowRequest {
+                    model,
+                    format: proto::ModelFormat::Unspecified as i32,
+                    workflow_id: id.unwrap_or_default(),
+                })
+                .await?
+                .into_inner();
+            if let Some(w) = r.workflow {
+                let tasks: Vec<_> = w
+                    .tasks
+                    .iter()
+                    .filter(|t| !t.silent)
+                    .map(|t| t.name.as_str())
+                    .collect();
+                println!("{}  tasks: {}", w.workflow_id, tasks.join(", "));
+            }
+        }
+        ClientCommand::Workflows => {
+            for w in c
+                .list_workflows(proto::ListWorkflowsRequest {})
+                .await?
+                .into_inner()
+                .workflows
+            {
+                println!(
+                    "{}  ({} tasks, {} cases)",
+                    w.workflow_id,
+                    w.tasks.len(),
+                    w.cases_created
+                );
+            }
+        }
+        ClientCommand::Create { workflow, data } => {
+            let data = parse_data(&data)?;
+            let r = c
+                .create_case(proto::CreateCaseRequest {
+                    workflow_id: workflow,
+                    data,
+                })
+                .await?;
+            print_case(r.get_ref());
+        }
+        ClientCommand::Start { case, task } => {
+            let r = c
+                .start_task(proto::TaskRequest {
+                    case_id: case,
+                    task,
+                    ..Default::default()
+                })
+                .await?;
+            print_case(r.get_ref());
+        }
+        ClientCommand::Complete { case, task, data } => {
+            let data = parse_data(&data)?;
+            let r = c
+                .complete_task(proto::TaskRequest {
+                    case_id: case,
+                    task,
+                    data,
+                    branch_bits: None,
+                })
+                .await?;
+            print_case(r.get_ref());
+        }
+        ClientCommand::Fire { case, task, data } => {
+            let data = parse_data(&data)?;
+            let r = c
+                .fire_task(proto::TaskRequest {
+                    case_id: case,
+                    task,
+                    data,
+                    branch_bits: None,
+                })
+                .await?;
+            print_case(r.get_ref());
+        }
+        ClientCommand::Cancel { case } => {
+            let r = c
+                .cancel_case(proto::CancelCaseRequest { case_id: case })
+                .await?;
+            print_case(r.get_ref());
+        }
+        ClientCommand::Case { case } => {
+            let r = c.get_case(proto::GetCaseRequest { case_id: case }).await?;
+            print_case(r.get_ref());
+        }
+        ClientCommand::Cases { workflow } => {
+            let mut s = c
+                .list_cases(proto::ListCasesRequest {
+                    workflow_id: workflow.unwrap_or_default(),
+                    state: 0,
+                })
+                .await?
+                .into_inner();
+            while let Some(case) = s.next().await {
+                print_case(&case?);
+            }
+        }
+        ClientCommand::Watch {
+            case,
+            workflow,
+            from_start,
+        } => {
+            let mut s = c
+                .watch_case(proto::WatchCaseRequest {
+                    case_id: case.unwrap_or(0),
+                    workflow_id: workflow.unwrap_or_default(),
+                    from_start,
+                })
+                .await?
+                .into_inner();
+            while let Some(ev) = s.next().await {
+                let ev = ev?;
+                let kind = proto::EventKind::try_from(ev.kind)
+                    .map(|k| k.as_str_name())
+                    .unwrap_or("?");
+                let lc = proto::Lifecycle::try_from(ev.lifecycle)
+                    .map(|l| l.as_str_name())
+                    .unwrap_or("?");
+                let lag = if ev.lagged > 0 {
+                    format!(" (lost {} events)", ev.lagged)
+                } else {
+                    String::new()
+                };
+                if ev.kind == proto::EventKind::Task as i32 {
+                    println!(
+                        "case {} {} {} {}{lag}",
+                        ev.case_id,
+                        ev.task,
+                        lc,
+                        state_name(ev.state)
+                    );
+                } else {
+                    println!("case {} {}{lag}", ev.case_id, kind);
+                }
+            }
+        }
+        ClientCommand::Export {
+            case,
+            workflow,
+            output,
+        } => {
+            let r = c
+                .export_case_xes(proto::ExportCaseXesRequest {
+                    case_id: case.unwrap_or(0),
+                    workflow_id: workflow.unwrap_or_default(),
+                })
+                .await?
+                .into_inner();
+            match output {
+                Some(path) => {
+                    std::fs::write(&path, &r.xes)
+                        .map_err(|e| format!("{}: {e}", path.display()))?;
+                    eprintln!(
+                        "{} traces, {} events -> {}",
+                        r.traces,
+                        r.events,
+                        path.display()
+                    );
+                }
+                None => {
+                    use std::io::Write;
+                    std::io::stdout().write_all(&r.xes)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,1269 @@
+//! The engine: workflows, the case directory, the kernel workers and their reply threads.
+//!
+//! The server (and later the journal, metrics and probes) talk to the kernel only through this
+//! type. Data flow of one request:
+//!
+//! 1. A tokio task resolves names (workflow, task, variables) and the case's shard and slot, and
+//!    builds a [`Job`] per shard: one op for a unary call, every event of a bulk batch that
+//!    falls on that shard otherwise.
+//! 2. [`WorkerHandle::submit`] pushes the job into the shard's ring, or fails at once when the
+//!    ring is full (RESOURCE_EXHAUSTED). The task then awaits one oneshot per job.
+//! 3. The worker runs the ops in beats and pushes the job to its out ring.
+//! 4. The shard's reply thread records the outcomes in the case [`Book`] (the mirror that
+//!    GetCase, ListCases and ExportCaseXes read, and the per-case history), publishes watch
+//!    events on the shard's bounded broadcast channel (a slow watcher loses events and is told
+//!    how many; nothing waits for it), and hands the job to the [`BatchHook`], which releases
+//!    it to the waiting task. A journal hook can hold jobs until their records are durable.
+//!
+//! Case ids: `(generation << 32) | (global_slot + 1)`, `global_slot = slot * workers + shard`.
+//! The first cases get ids 1, 2, 3...; a slot reused after eviction gets a new generation, so a
+//! stale id is NOT_FOUND, never another case. When every slot is taken, the oldest completed or
+//! cancelled case is evicted; when none is, creation is refused with RESOURCE_EXHAUSTED.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
+use std::thread::{self, JoinHandle, Thread};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{broadcast, oneshot};
+
+use crate::error::ShellError;
+use crate::proto;
+use crate::workers::{
+    self, Job, NetTable, Op, OpKind, Outcome, ReplyPort, State, Status, SubmitError, WorkerHandle,
+    WorkerSpec, OP_USE_BITS, REGISTERS,
+};
+use crate::workflow::{bits, Workflow};
+
+/// Engine configuration (the server's flags).
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Kernel worker threads (shards).
+    pub workers: usize,
+    /// Total case slots, divided among the shards.
+    pub case_capacity: usize,
+    /// Pin workers to cores (core_affinity); falls back to unpinned when it fails.
+    pub pin: bool,
+    /// Events kept per case for export; older ones are dropped (and counted) past it.
+    pub history_limit: usize,
+    /// Watch event batches buffered per shard for slow watchers.
+    pub watch_buffer: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            workers: default_workers(),
+            case_capacity: 1 << 16,
+            pin: true,
+            history_limit: 1 << 16,
+            watch_buffer: 1024,
+        }
+    }
+}
+
+/// One kernel worker per core, leaving one core to the network side; at least one.
+pub fn default_workers() -> usize {
+    let cores = thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    cores.saturating_sub(1).clamp(1, 64)
+}
+
+/// Lifecycle transition of a task event (values of `proto::Lifecycle`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Lifecycle {
+    Start = 1,
+    Complete = 2,
+    Withdraw = 3,
+    AteAbort = 4,
+    PiAbort = 5,
+}
+
+impl Lifecycle {
+    /// The XES standard-lifecycle name.
+    pub fn xes(self) -> &'static str {
+        match self {
+            Lifecycle::Start => "start",
+            Lifecycle::Complete => "complete",
+            Lifecycle::Withdraw => "withdraw",
+            Lifecycle::AteAbort => "ate_abort",
+            Lifecycle::PiAbort => "pi_abort",
+        }
+    }
+}
+
+/// One recorded task event of a case (history, for export).
+#[derive(Debug, Clone, Copy)]
+pub struct Hist {
+    pub time_ns: u64,
+    pub task: u8,
+    pub lifecycle: Lifecycle,
+}
+
+/// One event as published to watchers.
+#[derive(Debug, Clone, Copy)]
+pub struct WatchItem {
+    pub case_id: u64,
+    pub workflow: u16,
+    pub kind: proto::EventKind,
+    pub task: u8,
+    pub lifecycle: Option<Lifecycle>,
+    pub time_ns: u64,
+    pub seq: u64,
+    pub state: State,
+    pub marking: u64,
+    pub enabled: u64,
+}
+
+/// Events published by one reply-thread step. `first` is the shard-wide number of the first
+/// item: numbers are contiguous per shard, so a watcher that sees a gap knows exactly how many
+/// it lost.
+#[derive(Debug)]
+pub struct EventBatch {
+    pub shard: usize,
+    pub first: u64,
+    pub items: Vec<WatchItem>,
+}
+
+/// What the server knows of one slot.
+#[derive(Debug, Clone)]
+pub struct SlotBook {
+    /// Case id in the slot (0: empty).
+    pub id: u64,
+    pub generation: u32,
+    pub workflow: u16,
+    pub created_ns: u64,
+    /// False until the worker has run the creation.
+    pub live: bool,
+    /// Completed or cancelled (evictable).
+    pub terminal: bool,
+    /// The case as of its last op.
+    pub last: Outcome,
+    pub regs: [i64; REGISTERS],
+    pub history: Vec<Hist>,
+    /// Events dropped from the front of `history` (history_limit).
+    pub history_dropped: u64,
+}
+
+impl SlotBook {
+    fn empty() -> SlotBook {
+        SlotBook {
+            id: 0,
+            generation: 0,
+            workflow: 0,
+            created_ns: 0,
+            live: false,
+            terminal: false,
+            last: Outcome::default(),
+            regs: [0; REGISTERS],
+            history: Vec::new(),
+            history_dropped: 0,
+        }
+    }
+}
+
+/// The directory of one shard: its slots as the server sees them.
+#[derive(Debug)]
+pub struct Book {
+    pub slots: Vec<SlotBook>,
+    /// Slots freed (failed creation) and never-used slots past the fresh cursor.
+    free: Vec<u32>,
+    /// Terminal cases, oldest first: (slot, id).
+    done: VecDeque<(u32, u64)>,
+    /// Number of watch events this shard has produced.
+    pub event_seq: u64,
+}
+
+/// A point-in-time view of one case.
+#[derive(Debug, Clone)]
+pub struct CaseView {
+    pub id: u64,
+    pub workflow: Arc<Workflow>,
+    pub last: Outcome,
+    pub regs: [i64; REGISTERS],
+    pub created_ns: u64,
+}
+
+impl CaseView {
+    /// The API form.
+    pub fn to_proto(&self) -> proto::Case {
+        let wf = &self.workflow;
+        proto::Case {
+            case_id: self.id,
+            workflow_id: wf.id.clone(),
+            state: state_proto(self.last.state) as i32,
+            marking: wf.marking_names(self.last.marking),
+            enabled_tasks: wf.task_names(self.last.enabled),
+            busy_tasks: wf.task_names(self.last.busy),
+            data: wf.data_of(&self.regs),
+            seq: self.last.seq,
+            created_unix_nanos: self.created_ns,
+            explicit_termination: self.last.flags & knhk_kernel::flags::EXPLICIT_TERMINATION != 0,
+        }
+    }
+}
+
+/// The API form of a case state.
+pub fn state_proto(s: State) -> proto::CaseState {
+    match s {
+        State::Running => proto::CaseState::Running,
+        State::Complete => proto::CaseState::Complete,
+        State::Deadlocked => proto::CaseState::Deadlocked,
+        State::Cancelled => proto::CaseState::Cancelled,
+    }
+}
+
+/// Called on a shard's reply thread with every executed job, in execution order. The hook owns
+/// the job and must eventually call [`Job::release`] (a journal appends the batch and releases
+/// it once durable). Runs off the kernel workers; may block briefly but should not stall.
+pub trait BatchHook: Send + Sync + 'static {
+    fn executed(&self, shard: usize, job: Box<Job>);
+}
+
+/// The default hook: release at once.
+#[derive(Debug, Default)]
+pub struct Immediate;
+
+impl BatchHook for Immediate {
+    fn executed(&self, _shard: usize, job: Box<Job>) {
+        job.release();
+    }
+}
+
+struct ShardCtl {
+    worker: WorkerHandle,
+    book: Arc<Mutex<Book>>,
+    events: broadcast::Sender<Arc<EventBatch>>,
+}
+
+#[derive(Default)]
+struct Registry {
+    list: Vec<Arc<Workflow>>,
+    by_id: HashMap<String, Arc<Workflow>>,
+}
+
+/// The engine. Cheap to share (`Arc<Engine>`).
+pub struct Engine {
+    cfg: EngineConfig,
+    per_shard: usize,
+    registry: RwLock<Registry>,
+    nets: NetTable,
+    shards: Vec<ShardCtl>,
+    fresh: AtomicU64,
+    recycle_cursor: AtomicU64,
+    draining: AtomicBool,
+    stopped: AtomicBool,
+    reply_threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("cfg", &self.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Nanoseconds since the Unix epoch.
+pub fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+impl Engine {
+    /// Starts the workers (pinned where possible) and their reply threads.
+    pub fn start(cfg: EngineConfig, hook: Arc<dyn BatchHook>) -> std::io::Result<Arc<Engine>> {
+        let workers = cfg.workers.clamp(1, 64);
+        let per_shard = cfg
+            .case_capacity
+            .div_ceil(workers)
+            .clamp(1, (u32::MAX as usize) / 64);
+        let cores = if cfg.pin {
+            core_affinity::get_core_ids().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let nets = workers::net_table();
+        let mut shards = Vec::with_capacity(workers);
+        let mut ports = Vec::with_capacity(workers);
+        let mut reply_slots = Vec::with_capacity(workers);
+        for index in 0..workers {
+            // With more than one core, leave core 0 to the network side: worker i on core
+            // (i + 1) mod n. With one core, pinning buys nothing: run unpinned.
+            let core = if cores.len() > 1 {
+                cores.get((index + 1) % cores.len()).copied()
+            } else {
+                None
+            };
+            let reply_thread = Arc::new(OnceLock::new());
+            let (worker, port) = workers::spawn(
+                WorkerSpec {
+                    index,
+                    capacity: per_shard,
+                    core,
+                    nets: nets.clone(),
+                },
+                reply_thread.clone(),
+            )?;
+            let book = Book {
+                slots: vec![SlotBook::empty(); per_shard],
+                free: Vec::new(),
+                done: VecDeque::new(),
+                event_seq: 0,
+            };
+            let (events, _) = broadcast::channel(cfg.watch_buffer.max(16));
+            shards.push(ShardCtl {
+                worker,
+                book: Arc::new(Mutex::new(book)),
+                events,
+            });
+            ports.push(port);
+            reply_slots.push(reply_thread);
+        }
+        let engine = Arc::new(Engine {
+            cfg: EngineConfig { workers, ..cfg },
+            per_shard,
+            registry: RwLock::new(Registry::default()),
+            nets,
+            shards,
+            fresh: AtomicU64::new(0),
+            recycle_cursor: AtomicU64::new(0),
+            draining: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
+            reply_threads: Mutex::new(Vec::new()),
+        });
+        let mut threads = Vec::with_capacity(workers);
+        for (index, (port, slot)) in ports.into_iter().zip(reply_slots).enumerate() {
+            let ctx = ReplyCtx {
+                shard: index,
+                book: engine.shards[index].book.clone(),
+                events: engine.shards[index].events.clone(),
+                hook: hook.clone(),
+                history_limit: engine.cfg.history_limit,
+            };
+            let t = thread::Builder::new()
+                .name(format!("knhk-reply-{index}"))
+                .spawn(move || reply_loop(port, ctx))?;
+            let _ = slot.set(t.thread().clone());
+            threads.push(t);
+        }
+        *lock(&engine.reply_threads) = threads;
+        Ok(engine)
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    /// Number of shards (workers).
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Per-worker counters and heartbeats.
+    pub fn worker_stats(&self) -> Vec<Arc<workers::WorkerStats>> {
+        self.shards.iter().map(|s| s.worker.stats.clone()).collect()
+    }
+
+    /// Refuse new work from now on (shutdown step 1).
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// True once draining.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Stops the workers and the reply threads (after their rings are empty). Idempotent.
+    pub fn stop(&self) {
+        self.drain();
+        if self.stopped.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        for s in &self.shards {
+            s.worker.stop();
+        }
+        let threads = std::mem::take(&mut *lock(&self.reply_threads));
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+
+    // ---------------------------------------------------------------- workflows
+
+    /// Registers a compiled workflow under `requested` (or a name derived from the model).
+    pub fn register(
+        &self,
+        requested: &str,
+        build: impl FnOnce(u16, String) -> Result<Workflow, ShellError>,
+        default_name: &str,
+    ) -> Result<Arc<Workflow>, ShellError> {
+        if self.is_draining() {
+            return Err(ShellError::Draining);
+        }
+        let mut reg = self.registry.write().unwrap_or_else(|p| p.into_inner());
+        let index = reg.list.len();
+        if index >= workers::MAX_WORKFLOWS {
+            return Err(ShellError::Exhausted(format!(
+                "workflow capacity reached ({} workflows)",
+                workers::MAX_WORKFLOWS
+            )));
+        }
+        let id = if requested.is_empty() {
+            let base = if default_name.trim().is_empty() {
+                "workflow"
+            } else {
+                default_name.trim()
+            };
+            let mut id = base.to_string();
+            let mut n = 2;
+            while reg.by_id.contains_key(&id) {
+                id = format!("{base}-{n}");
+                n += 1;
+            }
+            id
+        } else if reg.by_id.contains_key(requested) {
+            return Err(ShellError::WorkflowExists(requested.to_string()));
+        } else {
+            requested.to_string()
+        };
+        let index16 = u16::try_from(index).map_err(|_| ShellError::Internal("index".into()))?;
+        let wf = Arc::new(build(index16, id.clone())?);
+        if self.nets[index].set(wf.net.clone()).is_err() {
+            return Err(ShellError::Internal(format!(
+                "net slot {index} already set"
+            )));
+        }
+        reg.list.push(wf.clone());
+        reg.by_id.insert(id, wf.clone());
+        Ok(wf)
+    }
+
+    /// A workflow by id.
+    pub fn workflow(&self, id: &str) -> Result<Arc<Workflow>, ShellError> {
+        let reg = self.registry.read().unwrap_or_else(|p| p.into_inner());
+        reg.by_id
+            .get(id)
+            .cloned()
+            .ok_or_else(|| ShellError::NoWorkflow(id.to_string()))
+    }
+
+    /// A workflow by kernel index.
+    pub fn workflow_at(&self, index: u16) -> Option<Arc<Workflow>> {
+        let reg = self.registry.read().unwrap_or_else(|p| p.into_inner());
+        reg.list.get(usize::from(index)).cloned()
+    }
+
+    /// Every workflow, in registration order.
+    pub fn workflows(&self) -> Vec<Arc<Workflow>> {
+        self.registry
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .list
+            .clone()
+    }
+
+    // ---------------------------------------------------------------- case ids
+
+    /// (shard, slot) of a case id, if it can name a slot.
+    pub fn locate(&self, case_id: u64) -> Option<(usize, u32)> {
+        let low = case_id & 0xffff_ffff;
+        if low == 0 {
+            return None;
+        }
+        let g = low - 1;
+        let w = self.shards.len() as u64;
+        let shard = (g % w) as usize;
+        let slot = g / w;
+        (slot < self.per_shard as u64).then_some((shard, slot as u32))
+    }
+
+    fn encode(&self, generation: u32, shard: usize, slot: u32) -> u64 {
+        let g = u64::from(slot) * self.shards.len() as u64 + shard as u64;
+        (u64::from(generation) << 32) | (g + 1)
+    }
+
+    /// Reserves a slot for a new case of `wf`; the caller must submit its creation or call
+    /// `release_slot`.
+    fn allocate(&self, wf: &Workflow) -> Result<(u64, usize, u32), ShellError> {
+        let w = self.shards.len();
+        let total = (self.per_shard * w) as u64;
+        let now = now_ns();
+        let g = self.fresh.fetch_add(1, Ordering::Relaxed);
+        if g < total {
+            let shard = (g % w as u64) as usize;
+            let slot = (g / w as u64) as u32;
+            let mut book = lock(&self.shards[shard].book);
+            if let Some(s) = book.slots.get_mut(slot as usize) {
+                let id = self.encode(0, shard, slot);
+                s.id = id;
+                s.workflow = wf.index;
+                s.created_ns = now;
+                return Ok((id, shard, slot));
+            }
+        }
+        // Every slot has been used once: reuse a freed one, else evict the oldest terminal case.
+        let start = self.recycle_cursor.fetch_add(1, Ordering::Relaxed) as usize;
+        for k in 0..w {
+            let shard = (start + k) % w;
+            let mut book = lock(&self.shards[shard].book);
+            let Some(slot) = pop_reusable(&mut book) else {
+                continue;
+            };
+            let s = &mut book.slots[slot as usize];
+            let generation = s.generation.wrapping_add(1);
+            let id = self.encode(generation, shard, slot);
+            *s = SlotBook {
+                history: std::mem::take(&mut s.history),
+                ..SlotBook::empty()
+            };
+            s.history.clear();
+            s.generation = generation;
+            s.id = id;
+            s.workflow = wf.index;
+            s.created_ns = now;
+            return Ok((id, shard, slot));
+        }
+        Err(ShellError::Exhausted(format!(
+            "case capacity reached: all {total} case slots hold running cases (raise --case-capacity)"
+        )))
+    }
+
+    fn release_slot(&self, shard: usize, slot: u32, id: u64) {
+        let mut book = lock(&self.shards[shard].book);
+        if let Some(s) = book.slots.get_mut(slot as usize) {
+            if s.id == id {
+                s.id = 0;
+                s.live = false;
+                book.free.push(slot);
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- running jobs
+
+    fn submit(
+        &self,
+        shard: usize,
+        mut job: Box<Job>,
+    ) -> Result<oneshot::Receiver<Box<Job>>, ShellError> {
+        if self.is_draining() {
+            return Err(ShellError::Draining);
+        }
+        let (tx, rx) = oneshot::channel();
+        job.reply = Some(tx);
+        match self.shards[shard].worker.submit(job) {
+            Ok(()) => Ok(rx),
+            Err(SubmitError::Full(_)) => Err(ShellError::Exhausted(format!(
+                "kernel worker {shard} is saturated ({} jobs queued): retry later",
+                workers::RING_CAPACITY
+            ))),
+            Err(SubmitError::Stopped(_)) => Err(ShellError::Draining),
+        }
+    }
+
+    async fn run(&self, shard: usize, job: Box<Job>) -> Result<Box<Job>, ShellError> {
+        let rx = self.submit(shard, job)?;
+        rx.await.map_err(|_| ShellError::Draining)
+    }
+
+    fn view(&self, shard: usize, slot: u32, case_id: u64) -> Result<CaseView, ShellError> {
+        let (wf_index, last, regs, created_ns) = {
+            let book = lock(&self.shards[shard].book);
+            match book.slots.get(slot as usize) {
+                Some(s) if s.id == case_id && s.live => (s.workflow, s.last, s.regs, s.created_ns),
+                _ => return Err(ShellError::NoCase(case_id)),
+            }
+        };
+        let workflow = self
+            .workflow_at(wf_index)
+            .ok_or(ShellError::NoCase(case_id))?;
+        Ok(CaseView {
+            id: case_id,
+            workflow,
+            last,
+            regs,
+            created_ns,
+        })
+    }
+
+    /// The workflow of a live case.
+    pub fn case_workflow(&self, case_id: u64) -> Result<(Arc<Workflow>, usize, u32), ShellError> {
+        let (shard, slot) = self.locate(case_id).ok_or(ShellError::NoCase(case_id))?;
+        let wf = {
+            let book = lock(&self.shards[shard].book);
+            match book.slots.get(slot as usize) {
+                Some(s) if s.id == case_id && s.live => s.workflow,
+                _ => return Err(ShellError::NoCase(case_id)),
+            }
+        };
+        let wf = self.workflow_at(wf).ok_or(ShellError::NoCase(case_id))?;
+        Ok((wf, shard, slot))
+    }
+
+    /// Creates a case of `workflow_id` with initial `data`.
+    pub async fn create_case(
+        &self,
+        workflow_id: &str,
+        data: &HashMap<String, proto::Value>,
+    ) -> Result<CaseView, ShellError> {
+        if self.is_draining() {
+            return Err(ShellError::Draining);
+        }
+        let wf = self.workflow(workflow_id)?;
+        let (mask, regs) = initial_registers(&wf, data)?;
+        let (id, shard, slot) = self.allocate(&wf)?;
+        let mut op = Op::new(OpKind::Create, id, slot, 0);
+        op.workflow = wf.index;
+        op.reg_mask = mask;
+        let job = Job::new(vec![op], vec![regs]);
+        let job = match self.submit(shard, job) {
+            Ok(rx) => rx.await.map_err(|_| ShellError::Draining)?,
+            Err(e) => {
+                self.release_slot(shard, slot, id);
+                return Err(e);
+            }
+        };
+        let o = job.out.first().copied().unwrap_or_default();
+        if o.status != Status::Ok {
+            return Err(status_error(o.status, id, &wf, 0));
+        }
+        wf.cases_created.fetch_add(1, Ordering::Relaxed);
+        Ok(CaseView {
+            id,
+            workflow: wf,
+            last: o,
+            regs,
+            created_ns: now_ns(),
+        })
+    }
+
+    /// Start, complete, fire or cancel a task of a case.
+    pub async fn task_op(
+        &self,
+        kind: OpKind,
+        case_id: u64,
+        task: &str,
+        data: &HashMap<String, proto::Value>,
+        branch_bits: Option<u32>,
+    ) -> Result<CaseView, ShellError> {
+        if self.is_draining() {
+            return Err(ShellError::Draining);
+        }
+        let (wf, shard, slot) = self.case_workflow(case_id)?;
+        let t = wf.task(task)?;
+        let mut op = Op::new(kind, case_id, slot, t);
+        let mut payload = Vec::new();
+        if matches!(kind, OpKind::Complete | OpKind::Fire) {
+            if !data.is_empty() {
+                let (mask, regs) = wf.registers(data)?;
+                op.reg_mask = mask;
+                payload.push(regs);
+            }
+            if let Some(b) = branch_bits {
+                op.flags |= OP_USE_BITS;
+                op.branch_bits = b;
+            }
+        }
+        let job = self.run(shard, Job::new(vec![op], payload)).await?;
+        let o = job.out.first().copied().unwrap_or_default();
+        if o.status != Status::Ok {
+            return Err(status_error(o.status, case_id, &wf, t));
+        }
+        self.view(shard, slot, case_id)
+    }
+
+    /// Cancels a case.
+    pub async fn cancel_case(&self, case_id: u64) -> Result<CaseView, ShellError> {
+        if self.is_draining() {
+            return Err(ShellError::Draining);
+        }
+        let (wf, shard, slot) = self.case_workflow(case_id)?;
+        let op = Op::new(OpKind::CancelCase, case_id, slot, 0);
+        let job = self.run(shard, Job::new(vec![op], Vec::new())).await?;
+        let o = job.out.first().copied().unwrap_or_default();
+        if o.status != Status::Ok {
+            return Err(status_error(o.status, case_id, &wf, 0));
+        }
+        self.view(shard, slot, case_id)
+    }
+
+    /// The current state of a case.
+    pub fn get_case(&self, case_id: u64) -> Result<CaseView, ShellError> {
+        let (shard, slot) = self.locate(case_id).ok_or(ShellError::NoCase(case_id))?;
+        self.view(shard, slot, case_id)
+    }
+
+    /// Every live case matching the filters, shard by shard.
+    pub fn list_cases(&self, workflow: Option<u16>, state: Option<State>) -> Vec<Vec<CaseView>> {
+        let wfs = self.workflows();
+        self.shards
+            .iter()
+            .map(|s| {
+                let book = lock(&s.book);
+                book.slots
+                    .iter()
+                    .filter(|b| b.live && b.id != 0)
+                    .filter(|b| workflow.is_none_or(|w| w == b.workflow))
+                    .filter(|b| state.is_none_or(|st| st == b.last.state))
+                    .filter_map(|b| {
+                        Some(CaseView {
+                            id: b.id,
+                            workflow: wfs.get(usize::from(b.workflow))?.clone(),
+                            last: b.last,
+                            regs: b.regs,
+                            created_ns: b.created_ns,
+                        })
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// The recorded history of cases, for export: (case id, workflow, created, history,
+    /// dropped). `case_id` 0 with a workflow: every case of it.
+    pub fn histories(
+        &self,
+        case_id: u64,
+        workflow: Option<u16>,
+    ) -> Result<Vec<(u64, u16, u64, Vec<Hist>)>, ShellError> {
+        if case_id != 0 {
+            let (shard, slot) = self.locate(case_id).ok_or(ShellError::NoCase(case_id))?;
+            let book = lock(&self.shards[shard].book);
+            return match book.slots.get(slot as usize) {
+                Some(s) if s.id == case_id && s.live => {
+                    Ok(vec![(s.id, s.workflow, s.created_ns, s.history.clone())])
+                }
+                _ => Err(ShellError::NoCase(case_id)),
+            };
+        }
+        let mut out = Vec::new();
+        for s in &self.shards {
+            let book = lock(&s.book);
+            for b in book.slots.iter().filter(|b| b.live && b.id != 0) {
+                if workflow.is_none_or(|w| w == b.workflow) {
+                    out.push((b.id, b.workflow, b.created_ns, b.history.clone()));
+                }
+            }
+        }
+        out.sort_by_key(|(_, _, created, _)| *created);
+        Ok(out)
+    }
+
+    /// Subscribes to a shard's events; with `history_of`, atomically with a copy of that
+    /// case's history so far (no event is missed or seen twice).
+    pub fn subscribe(
+        &self,
+        shard: usize,
+        history_of: Option<(u32, u64)>,
+    ) -> Result<(broadcast::Receiver<Arc<EventBatch>>, u64, Vec<Hist>), ShellError> {
+        let ctl = self
+            .shards
+            .get(shard)
+            .ok_or(ShellError::Internal("shard".into()))?;
+        let book = lock(&ctl.book);
+        let rx = ctl.events.subscribe();
+        let mut hist = Vec::new();
+        if let Some((slot, id)) = history_of {
+            match book.slots.get(slot as usize) {
+                Some(s) if s.id == id && s.live => hist = s.history.clone(),
+                _ => return Err(ShellError::NoCase(id)),
+            }
+        }
+        Ok((rx, book.event_seq, hist))
+    }
+
+    // ---------------------------------------------------------------- bulk
+
+    /// Queues a bulk batch. Per-event problems (unknown case, bad task name, full ring) become
+    /// that event's result; the returned pending batch resolves to one result per event.
+    pub fn submit_batch(&self, events: Vec<proto::Event>) -> PendingBatch {
+        let n = events.len();
+        let mut results: Vec<proto::EventResult> = vec![proto::EventResult::default(); n];
+        let draining = self.is_draining();
+        let mut per_shard: Vec<ShardBatch> = (0..self.shards.len())
+            .map(|_| ShardBatch::default())
+            .collect();
+        let mut wf_cache: Option<Arc<Workflow>> = None;
+        for (pos, ev) in events.into_iter().enumerate() {
+            if draining {
+                results[pos] = err_result(&ShellError::Draining, ev.case_id);
+                continue;
+            }
+            match self.prepare(&ev, &mut wf_cache) {
+                Ok((shard, op, regs, wf)) => {
+                    let b = &mut per_shard[shard];
+                    let mut op = op;
+                    if let Some(r) = regs {
+                        op.data = b.data.len() as u32;
+                        b.data.push(r);
+                    }
+                    b.ops.push(op);
+                    b.pos.push(pos as u32);
+                    b.wfs.push(wf);
+                }
+                Err(e) => results[pos] = err_result(&e, ev.case_id),
+            }
+        }
+        let mut waits = Vec::new();
+        for (shard, b) in per_shard.into_iter().enumerate() {
+            if b.ops.is_empty() {
+                continue;
+            }
+            let creates: Vec<(u32, u64)> = b
+                .ops
+                .iter()
+                .filter(|o| o.kind == OpKind::Create)
+                .map(|o| (o.slot, o.case_id))
+                .collect();
+            match self.submit(shard, Job::new(b.ops, b.data)) {
+                Ok(rx) => waits.push((rx, b.pos, b.wfs)),
+                Err(e) => {
+                    for (slot, id) in creates {
+                        self.release_slot(shard, slot, id);
+                    }
+                    for p in b.pos {
+                        let id = results[p as usize].case_id;
+                        results[p as usize] = err_result(&e, id);
+                    }
+                }
+            }
+        }
+        PendingBatch { results, waits }
+    }
+
+    fn prepare(
+        &self,
+        ev: &proto::Event,
+        cache: &mut Option<Arc<Workflow>>,
+    ) -> Result<(usize, Op, Option<[i64; REGISTERS]>, u16), ShellError> {
+        use proto::event::Task;
+        let kind = match proto::EventOp::try_from(ev.op) {
+            Ok(proto::EventOp::CreateCase) => OpKind::Create,
+            Ok(proto::EventOp::Start) => OpKind::Start,
+            Ok(proto::EventOp::Complete) => OpKind::Complete,
+            Ok(proto::EventOp::Fire) => OpKind::Fire,
+            Ok(proto::EventOp::CancelTask) => OpKind::CancelTask,
+            Ok(proto::EventOp::CancelCase) => OpKind::CancelCase,
+            _ => {
+                return Err(ShellError::BadData {
+                    reason: format!("event op {} is not a valid EventOp", ev.op),
+                })
+            }
+        };
+        if kind == OpKind::Create {
+            let wf = match cache {
+                Some(w) if w.id == ev.workflow_id => w.clone(),
+                _ => {
+                    let w = self.workflow(&ev.workflow_id)?;
+                    *cache = Some(w.clone());
+                    w
+                }
+            };
+            let (mask, regs) = initial_registers(&wf, &ev.data)?;
+            let (id, shard, slot) = self.allocate(&wf)?;
+            let mut op = Op::new(OpKind::Create, id, slot, 0);
+            op.workflow = wf.index;
+            op.reg_mask = mask;
+            return Ok((shard, op, Some(regs), wf.index));
+        }
+        let (shard, slot) = self
+            .locate(ev.case_id)
+            .ok_or(ShellError::NoCase(ev.case_id))?;
+        let needs_wf = matches!(ev.task, Some(Task::TaskName(_))) || !ev.data.is_empty();
+        let (t, wf_index, regs) = if needs_wf {
+            let (wf, _, _) = self.case_workflow(ev.case_id)?;
+            let t = match &ev.task {
+                Some(Task::TaskName(name)) => wf.task(name)?,
+                Some(Task::TaskIndex(i)) => u8::try_from(*i).unwrap_or(u8::MAX),
+                None => 0,
+            };
+            let regs = if !ev.data.is_empty() && matches!(kind, OpKind::Complete | OpKind::Fire) {
+                Some(wf.registers(&ev.data)?)
+            } else {
+                None
+            };
+            (t, wf.index, regs)
+        } else {
+            let t = match &ev.task {
+                Some(Task::TaskIndex(i)) => u8::try_from(*i).unwrap_or(u8::MAX),
+                _ => 0,
+            };
+            (t, u16::MAX, None)
+        };
+        if kind != OpKind::CancelCase && ev.task.is_none() {
+            return Err(ShellError::BadData {
+                reason: format!("event on case {} names no task", ev.case_id),
+            });
+        }
+        let mut op = Op::new(kind, ev.case_id, slot, t);
+        if let Some(b) = ev.branch_bits {
+            if matches!(kind, OpKind::Complete | OpKind::Fire) {
+                op.flags |= OP_USE_BITS;
+                op.branch_bits = b;
+            }
+        }
+        let regs = regs.map(|(mask, r)| {
+            op.reg_mask = mask;
+            r
+        });
+        Ok((shard, op, regs, wf_index))
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[derive(Default)]
+struct ShardBatch {
+    ops: Vec<Op>,
+    data: Vec<[i64; REGISTERS]>,
+    pos: Vec<u32>,
+    wfs: Vec<u16>,
+}
+
+/// A queued bulk batch: await [`PendingBatch::finish`] for its results.
+pub struct PendingBatch {
+    results: Vec<proto::EventResult>,
+    waits: Vec<(oneshot::Receiver<Box<Job>>, Vec<u32>, Vec<u16>)>,
+}
+
+impl PendingBatch {
+    /// Waits for every shard's reply and returns one result per event, in request order.
+    pub async fn finish(self, engine: &Engine) -> Vec<proto::EventResult> {
+        let PendingBatch { mut results, waits } = self;
+        for (rx, pos, wfs) in waits {
+            match rx.await {
+                Ok(job) => {
+                    for (i, p) in pos.iter().enumerate() {
+                        let (Some(op), Some(o), Some(r)) =
+                            (job.ops.get(i), job.out.get(i), results.get_mut(*p as usize))
+                        else {
+                            continue;
+                        };
+                        *r = if o.status == Status::Ok {
+                            if op.kind == OpKind::Create {
+                                if let Some(wf) = engine.workflow_at(op.workflow) {
+                                    wf.cases_created.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                            proto::EventResult {
+                                code: 0,
+                                message: String::new(),
+                                case_id: op.case_id,
+                                state: state_proto(o.state) as i32,
+                                case_seq: o.seq,
+                            }
+                        } else {
+                            let wf = wfs
+                                .get(i)
+                                .and_then(|&w| engine.workflow_at(w))
+                                .or_else(|| engine.case_workflow(op.case_id).ok().map(|x| x.0));
+                            let e = match wf {
+                                Some(wf) => status_error(o.status, op.case_id, &wf, op.task),
+                                None => ShellError::NoCase(op.case_id),
+                            };
+                            let mut r = err_result(&e, op.case_id);
+                            if o.status != Status::NoCase {
+                                r.state = state_proto(o.state) as i32;
+                                r.case_seq = o.seq;
+                            }
+                            r
+                        };
+                    }
+                }
+                Err(_) => {
+                    for p in pos {
+                        if let Some(r) = results.get_mut(p as usize) {
+                            let id = r.case_id;
+                            *r = err_result(&ShellError::Draining, id);
+                        }
+                    }
+                }
+            }
+        }
+        results
+    }
+}
+
+fn err_result(e: &ShellError, case_id: u64) -> proto::EventResult {
+    proto::EventResult {
+        code: e.code() as i32,
+        message: e.to_string(),
+        case_id,
+        state: 0,
+        case_seq: 0,
+    }
+}
+
+fn initial_registers(
+    wf: &Workflow,
+    data: &HashMap<String, proto::Value>,
+) -> Result<(u8, [i64; REGISTERS]), ShellError> {
+    let mut regs = wf.initial_regs;
+    let (mask, given) = wf.registers(data)?;
+    for (r, v) in given.iter().enumerate() {
+        if mask & (1 << r) != 0 {
+            regs[r] = *v;
+        }
+    }
+    Ok((u8::MAX, regs))
+}
+
+/// The error for a refused op, naming the case and task.
+pub fn status_error(status: Status, case_id: u64, wf: &Workflow, task: u8) -> ShellError {
+    let t = wf.task_name(task);
+    match status {
+        Status::Ok => ShellError::Internal("ok is not an error".into()),
+        Status::NoCase => ShellError::NoCase(case_id),
+        Status::NoWorkflow => ShellError::NoWorkflow(wf.id.clone()),
+        Status::NotEnabled => {
+            ShellError::Precondition(format!("task '{t}' of case {case_id} is not enabled"))
+        }
+        Status::NotStarted => ShellError::Precondition(format!(
+            "task '{t}' of case {case_id} was not started: start it before completing it"
+        )),
+        Status::SafetyViolation => ShellError::Precondition(format!(
+            "completing task '{t}' of case {case_id} would put a second token on a marked \
+             condition (safety violation): the case is unchanged"
+        )),
+        Status::CaseComplete => ShellError::CaseDone {
+            case: case_id,
+            state: "complete or cancelled",
+        },
+        Status::BadTask => ShellError::NoTask {
+            task: format!("#{task}"),
+            workflow: wf.id.clone(),
+        },
+        Status::Refused => {
+            ShellError::Internal(format!("the kernel refused an op on case {case_id}"))
+        }
+        Status::Stopped => ShellError::Draining,
+    }
+}
+
+fn pop_reusable(book: &mut Book) -> Option<u32> {
+    if let Some(s) = book.free.pop() {
+        return Some(s);
+    }
+    while let Some((slot, id)) = book.done.pop_front() {
+        if book
+            .slots
+            .get(slot as usize)
+            .is_some_and(|s| s.id == id && s.terminal)
+        {
+            return Some(slot);
+        }
+    }
+    None
+}
+
+// -------------------------------------------------------------------- reply threads
+
+struct ReplyCtx {
+    shard: usize,
+    book: Arc<Mutex<Book>>,
+    events: broadcast::Sender<Arc<EventBatch>>,
+    hook: Arc<dyn BatchHook>,
+    history_limit: usize,
+}
+
+fn reply_loop(mut port: ReplyPort, ctx: ReplyCtx) {
+    let mut idle: u32 = 0;
+    let mut scratch: Vec<WatchItem> = Vec::with_capacity(256);
+    loop {
+        let mut any = false;
+        while let Some(job) = port.consumer.try_pop() {
+            any = true;
+            record(&ctx, &job, &mut scratch);
+            ctx.hook.executed(ctx.shard, job);
+        }
+        if any {
+            idle = 0;
+            continue;
+        }
+        if port.worker_done.load(Ordering::SeqCst) && port.consumer.is_empty() {
+            break;
+        }
+        idle = idle.saturating_add(1);
+        if idle < 200 {
+            std::hint::spin_loop();
+        } else if idle < 216 {
+            thread::yield_now();
+        } else {
+            port.parked.store(true, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            if port.consumer.is_empty() && !port.worker_done.load(Ordering::SeqCst) {
+                thread::park_timeout(Duration::from_millis(2));
+            }
+            port.parked.store(false, Ordering::SeqCst);
+        }
+    }
+    let _: Option<Thread> = None;
+}
+
+/// Records a job's outcomes in the book and publishes watch events.
+fn record(ctx: &ReplyCtx, job: &Job, scratch: &mut Vec<WatchItem>) {
+    let now = now_ns();
+    scratch.clear();
+    let watching = ctx.events.receiver_count() > 0;
+    let mut book = lock(&ctx.book);
+    let book = &mut *book;
+    let mut produced: u64 = 0;
+    for (op, o) in job.ops.iter().zip(job.out.iter()) {
+        let Some(s) = book.slots.get_mut(op.slot as usize) else {
+            continue;
+        };
+        if s.id != op.case_id || op.case_id == 0 {
+            continue;
+        }
+        if o.status != Status::Ok {
+            if op.kind == OpKind::Create {
+                s.id = 0;
+                book.free.push(op.slot);
+            }
+            continue;
+        }
+        let was_state = s.last.state;
+        let was_live = s.live;
+        s.last = *o;
+        if op.kind == OpKind::Create {
+            s.live = true;
+            s.regs = job.data.get(op.data as usize).copied().unwrap_or_default();
+        } else if op.reg_mask != 0 {
+            if let Some(vals) = job.data.get(op.data as usize) {
+                for (r, v) in vals.iter().enumerate() {
+                    if op.reg_mask & (1 << r) != 0 {
+                        s.regs[r] = *v;
+                    }
+                }
+            }
+        }
+        let mut emit = |task: u8, kind: proto::EventKind, lc: Option<Lifecycle>| {
+            produced += 1;
+            if let Some(lc) = lc {
+                if s.history.len() >= ctx.history_limit {
+                    s.history.remove(0);
+                    s.history_dropped += 1;
+                }
+                s.history.push(Hist {
+                    time_ns: now,
+                    task,
+                    lifecycle: lc,
+                });
+            }
+            if watching {
+                scratch.push(WatchItem {
+                    case_id: op.case_id,
+                    workflow: s.workflow,
+                    kind,
+                    task,
+                    lifecycle: lc,
+                    time_ns: now,
+                    seq: o.seq,
+                    state: o.state,
+                    marking: o.marking,
+                    enabled: o.enabled,
+                });
+            }
+        };
+        derive(op, o, was_live, &mut emit);
+        if o.state != was_state || !was_live {
+            match o.state {
+                State::Complete => emit(0, proto::EventKind::CaseCompleted, None),
+                State::Cancelled => emit(0, proto::EventKind::CaseCancelled, None),
+                State::Deadlocked => emit(0, proto::EventKind::CaseDeadlocked, None),
+                State::Running => {}
+            }
+        }
+        if matches!(o.state, State::Complete | State::Cancelled) && !s.terminal {
+            s.terminal = true;
+            book.done.push_back((op.slot, op.case_id));
+        }
+    }
+    let first = book.event_seq;
+    book.event_seq += produced;
+    if watching && !scratch.is_empty() {
+        let items = std::mem::replace(scratch, Vec::with_capacity(256));
+        let _ = ctx.events.send(Arc::new(EventBatch {
+            shard: ctx.shard,
+            first,
+            items,
+        }));
+    }
+}
+
+/// The lifecycle events one successful op produced, from its before/after sets.
+fn derive(
+    op: &Op,
+    o: &Outcome,
+    was_live: bool,
+    emit: &mut impl FnMut(u8, proto::EventKind, Option<Lifecycle>),
+) {
+    use proto::EventKind::{CaseCreated, Task};
+    let t = op.task;
+    let tb = if t < 64 { 1u64 << t } else { 0 };
+    let aborted = o.busy_before & !o.busy & !tb;
+    let withdrawn = o.enabled_before & !o.enabled & !o.busy & !tb;
+    match op.kind {
+        OpKind::Create => {
+            if !was_live {
+                emit(0, CaseCreated, None);
+            }
+        }
+        OpKind::Start => {
+            emit(t, Task, Some(Lifecycle::Start));
+            for w in bits(withdrawn) {
+                emit(w as u8, Task, Some(Lifecycle::Withdraw));
+            }
+        }
+        OpKind::Complete | OpKind::Fire => {
+            if op.kind == OpKind::Fire {
+                emit(t, Task, Some(Lifecycle::Start));
+            }
+            for a in bits(aborted) {
+                emit(a as u8, Task, Some(Lifecycle::AteAbort));
+            }
+            for w in bits(withdrawn) {
+                emit(w as u8, Task, Some(Lifecycle::Withdraw));
+            }
+            emit(t, Task, Some(Lifecycle::Complete));
+        }
+        OpKind::CancelTask => {
+            let lc = if o.busy_before & tb != 0 {
+                Lifecycle::AteAbort
+            } else {
+                Lifecycle::Withdraw
+            };
+            emit(t, Task, Some(lc));
+            for a in bits(aborted) {
+                emit(a as u8, Task, Some(Lifecycle::AteAbort));
+            }
+            for w in bits(withdrawn) {
+                emit(w as u8, Task, Some(Lifecycle::Withdraw));
+            }
+        }
+        OpKind::CancelCase => {
+            for a in bits(o.busy_before) {
+                emit(a as u8, Task, Some(Lifecycle::PiAbort));
+            }
+            for w in bits(o.enabled_before & !o.busy_before) {
+                emit(w as u8, Task, Some(Lifecycle::Withdraw));
+            }
+        }
+    }
+}

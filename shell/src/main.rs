@@ -1,0 +1,186 @@
+//! `knhk`: the knhk workflow server and its command-line tools.
+//!
+//! ```text
+//! knhk serve                      # gRPC on 127.0.0.1:50051 (flags or KNHK_* variables)
+//! knhk check FILE...              # import and verify models
+//! knhk compile FILE               # show the compiled net
+//! knhk replay MODEL LOG           # replay an XES log on a model
+//! knhk register FILE | create WF | fire CASE TASK | watch | export ...   # client commands
+//! ```
+
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use knhk_shell::client::{self, ClientCommand};
+use knhk_shell::engine::{default_workers, EngineConfig};
+use knhk_shell::server::{self, ServerConfig};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "knhk",
+    version,
+    about = "knhk workflow kernel: server and tools"
+)]
+struct Cli {
+    /// Server the client commands talk to.
+    #[arg(
+        long,
+        env = "KNHK_SERVER",
+        default_value = "http://127.0.0.1:50051",
+        global = true
+    )]
+    server: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gRPC server until SIGINT/SIGTERM.
+    Serve(ServeArgs),
+    /// Import and verify model files; exit 0 when all are accepted.
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Show the compiled kernel net of a model.
+    Compile { file: PathBuf },
+    /// Replay an XES log on a model; exit 0 when every trace fits.
+    Replay { model: PathBuf, log: PathBuf },
+    #[command(flatten)]
+    Client(ClientCommand),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Address of the gRPC server.
+    #[arg(long, env = "KNHK_GRPC_ADDR", default_value = "127.0.0.1:50051")]
+    grpc_addr: SocketAddr,
+    /// Kernel worker threads, each pinned to a core and owning a shard of the cases
+    /// (default: one per core but one, at least one).
+    #[arg(long, env = "KNHK_WORKERS")]
+    workers: Option<usize>,
+    /// Case slots in all (divided among the workers); the oldest finished cases are evicted
+    /// when they are all taken.
+    #[arg(long, env = "KNHK_CASE_CAPACITY", default_value_t = 1 << 16)]
+    case_capacity: usize,
+    /// HTTP/2 concurrent streams per connection.
+    #[arg(long, env = "KNHK_MAX_CONCURRENT_STREAMS", default_value_t = 1024)]
+    max_concurrent_streams: u32,
+    /// Threads of the network (tokio) side (default: one per core).
+    #[arg(long, env = "KNHK_IO_THREADS")]
+    io_threads: Option<usize>,
+    /// Do not pin workers to cores.
+    #[arg(long, env = "KNHK_NO_PIN")]
+    no_pin: bool,
+    /// Events kept per case for XES export.
+    #[arg(long, env = "KNHK_HISTORY_LIMIT", default_value_t = 1 << 16)]
+    history_limit: usize,
+    /// Watch event batches buffered per worker for slow watchers.
+    #[arg(long, env = "KNHK_WATCH_BUFFER", default_value_t = 1024)]
+    watch_buffer: usize,
+    /// Milliseconds health reports NOT_SERVING before the transport stops, on shutdown.
+    #[arg(long, env = "KNHK_DRAIN_GRACE_MS", default_value_t = 500)]
+    drain_grace_ms: u64,
+    /// Milliseconds in-flight calls and streams get to finish, on shutdown.
+    #[arg(long, env = "KNHK_SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000)]
+    shutdown_timeout_ms: u64,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Check { files } => code(knhk_import::cli::check(
+            &files,
+            &mut std::io::stdout(),
+            &mut std::io::stderr(),
+        )),
+        Command::Compile { file } => code(knhk_import::cli::compile(
+            &file,
+            &mut std::io::stdout(),
+            &mut std::io::stderr(),
+        )),
+        Command::Replay { model, log } => code(knhk_import::cli::replay(
+            &model,
+            &log,
+            &mut std::io::stdout(),
+            &mut std::io::stderr(),
+        )),
+        Command::Client(c) => {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("knhk: cannot start the runtime: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match rt.block_on(client::run(&cli.server, c)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    match e.downcast_ref::<tonic::Status>() {
+                        Some(s) => eprintln!("knhk: {:?}: {}", s.code(), s.message()),
+                        None => eprintln!("knhk: {e}"),
+                    }
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn code(c: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(c).unwrap_or(2))
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let cfg = ServerConfig {
+        engine: EngineConfig {
+            workers: args.workers.unwrap_or_else(default_workers).max(1),
+            case_capacity: args.case_capacity.max(1),
+            pin: !args.no_pin,
+            history_limit: args.history_limit.max(1),
+            watch_buffer: args.watch_buffer.max(16),
+        },
+        max_concurrent_streams: args.max_concurrent_streams.max(1),
+        drain_grace: Duration::from_millis(args.drain_grace_ms),
+        shutdown_timeout: Duration::from_millis(args.shutdown_timeout_ms),
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.io_threads.unwrap_or(cores).max(1))
+        .thread_name("knhk-io")
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("knhk: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match rt.block_on(server::serve_addr(args.grpc_addr, cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("knhk serve: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

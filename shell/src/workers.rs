@@ -1,0 +1,589 @@
+//! Kernel workers: OS threads, pinned to cores, each owning a shard of the cases.
+//!
+//! ```text
+//!  tokio tasks ──try_push(Box<Job>)──▶ [SPSC ring in] ──▶ worker thread (pinned)
+//!        ▲                                                   │ beats of ≤ 8 lanes
+//!        │ oneshot per job                                    ▼
+//!  reply thread ◀──────────────── [SPSC ring out] ◀──── Box<Job> with outcomes
+//!  (history, watchers, journal hook)
+//! ```
+//!
+//! Contract of a worker thread: it never allocates, locks or blocks. Everything it touches was
+//! allocated before it started (the case array, the ids, the workflow table) or arrives in a
+//! [`Job`] whose vectors the submitter sized (`out` has one slot per op). A job goes back out
+//! through the out ring unchanged in size; the worker never drops one. When the out ring is
+//! full the worker keeps the one job it could not hand back and stops taking input until it
+//! can: the in ring then fills and submitters see [`SubmitError::Full`], which the server
+//! answers with RESOURCE_EXHAUSTED.
+//!
+//! Idle policy: spin (`spin_loop` hints) for `SPIN_ROUNDS` empty polls, then `yield_now` for
+//! `YIELD_ROUNDS`, then `park_timeout` with a timeout that doubles from 50 µs to 1 ms. A
+//! submitter that pushes while the worker is parked unparks it (one futex wake, only then).
+//!
+//! Every worker publishes [`WorkerStats`]: a heartbeat bumped each loop and per-core counters,
+//! read by health probes and metrics without touching the worker.
+
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::{self, JoinHandle, Thread};
+use std::time::Duration;
+
+use knhk_kernel::ring::{self, OwnedConsumer as Consumer, OwnedProducer as Producer};
+use knhk_kernel::{Case, CaseState, Net};
+
+use crate::exec;
+
+/// Capacity of each ring, in jobs (a job is one unary request or one bulk batch per shard).
+pub const RING_CAPACITY: usize = 1024;
+/// Maximum number of registered workflows (the worker's net table is preallocated).
+pub const MAX_WORKFLOWS: usize = 4096;
+/// Registers per case (KNHK_REGISTERS).
+pub const REGISTERS: usize = 8;
+
+const SPIN_ROUNDS: u32 = 2_000;
+const YIELD_ROUNDS: u32 = 16;
+const PARK_MIN: Duration = Duration::from_micros(50);
+const PARK_MAX: Duration = Duration::from_millis(1);
+
+/// What an op asks the worker to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum OpKind {
+    /// Initialise the slot as a new case of `workflow`; registers from `data` when given.
+    Create = 0,
+    Start = 1,
+    Complete = 2,
+    Fire = 3,
+    CancelTask = 4,
+    CancelCase = 5,
+}
+
+/// Op flag: `branch_bits` replaces guard evaluation (KNHK_EVENT_USE_BITS).
+pub const OP_USE_BITS: u8 = 1;
+
+/// One operation of a job. 32 bytes, `Copy`.
+#[derive(Debug, Clone, Copy)]
+pub struct Op {
+    /// The case id the op is for: the worker refuses it (NotFound) when the slot holds another.
+    pub case_id: u64,
+    /// Slot in the shard.
+    pub slot: u32,
+    /// Create: the workflow index. Other ops ignore it (the slot knows its workflow).
+    pub workflow: u16,
+    pub kind: OpKind,
+    pub task: u8,
+    pub flags: u8,
+    /// Bit r set: write `job.data[data][r]` to register r before the op (Create, Complete, Fire).
+    pub reg_mask: u8,
+    pub branch_bits: u32,
+    /// Index into `job.data` (meaningful when `reg_mask != 0`).
+    pub data: u32,
+}
+
+impl Op {
+    /// An op without data or branch bits.
+    pub fn new(kind: OpKind, case_id: u64, slot: u32, task: u8) -> Op {
+        Op {
+            case_id,
+            slot,
+            workflow: 0,
+            kind,
+            task,
+            flags: 0,
+            reg_mask: 0,
+            branch_bits: 0,
+            data: 0,
+        }
+    }
+}
+
+/// Result of one op, as the worker saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(u8)]
+pub enum Status {
+    #[default]
+    Ok = 0,
+    /// The slot does not hold this case (evicted, or never existed).
+    NoCase = 1,
+    /// The workflow index is not loaded.
+    NoWorkflow = 2,
+    NotEnabled = 3,
+    NotStarted = 4,
+    SafetyViolation = 5,
+    CaseComplete = 6,
+    BadTask = 7,
+    /// Anything else the kernel refused (bad argument, unsealed net).
+    Refused = 8,
+    /// Not executed: the worker was stopping.
+    Stopped = 9,
+}
+
+/// Life state of a case (mirrors the kernel's `CaseState`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(u8)]
+pub enum State {
+    #[default]
+    Running = 0,
+    Complete = 1,
+    Deadlocked = 2,
+    Cancelled = 3,
+}
+
+impl From<CaseState> for State {
+    fn from(s: CaseState) -> State {
+        match s {
+            CaseState::Running => State::Running,
+            CaseState::Complete => State::Complete,
+            CaseState::Deadlocked => State::Deadlocked,
+            CaseState::Cancelled => State::Cancelled,
+        }
+    }
+}
+
+/// What one op did: the status and the case's state before and after (equal when refused).
+/// The reply thread derives lifecycle events from the before/after sets.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Outcome {
+    pub status: Status,
+    pub state: State,
+    /// Case flags after (KNHK_FLAG_*).
+    pub flags: u32,
+    pub seq: u64,
+    pub marking: u64,
+    pub busy_before: u64,
+    pub busy: u64,
+    pub enabled_before: u64,
+    pub enabled: u64,
+}
+
+/// Where a job's reply goes once the reply thread is done with it.
+pub type ReplyTx = tokio::sync::oneshot::Sender<Box<Job>>;
+
+/// A unit of work for one shard: a unary request (one op) or a bulk batch's share.
+#[derive(Debug, Default)]
+pub struct Job {
+    pub ops: Vec<Op>,
+    /// One outcome per op, sized by the submitter (`Job::new`), filled by the worker.
+    pub out: Vec<Outcome>,
+    /// Register payloads referenced by ops.
+    pub data: Vec<[i64; REGISTERS]>,
+    /// Completed by the reply thread (or by the batch hook).
+    pub reply: Option<ReplyTx>,
+}
+
+impl Job {
+    /// A job for `ops`, with its outcome vector sized.
+    pub fn new(ops: Vec<Op>, data: Vec<[i64; REGISTERS]>) -> Box<Job> {
+        let out = vec![Outcome::default(); ops.len()];
+        Box::new(Job {
+            ops,
+            out,
+            data,
+            reply: None,
+        })
+    }
+
+    /// Hands the job back to whoever submitted it. Called once, by the reply thread or the
+    /// batch hook.
+    pub fn release(mut self: Box<Self>) {
+        if let Some(tx) = self.reply.take() {
+            // The submitter may have gone (client cancelled): nothing to do then.
+            let _ = tx.send(self);
+        }
+    }
+}
+
+/// Counters of one worker, cache-padded. Written by the worker only (relaxed stores), read by
+/// anyone.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub struct WorkerStats {
+    /// Bumped every loop iteration, idle or not: liveness that actually moves.
+    pub heartbeat: AtomicU64,
+    /// Jobs executed.
+    pub jobs: AtomicU64,
+    /// Ops executed (any status).
+    pub ops: AtomicU64,
+    /// Ops refused by the kernel or the shard (status != Ok).
+    pub refused: AtomicU64,
+    /// Kernel beats run.
+    pub beats: AtomicU64,
+    /// Times the worker parked.
+    pub parks: AtomicU64,
+    /// Times the worker found the out ring full and had to hold a reply.
+    pub out_full: AtomicU64,
+    /// Submissions refused because the in ring was full (written by submitters).
+    pub in_full: AtomicU64,
+    /// The core the worker is pinned to, or u64::MAX when pinning failed or was off.
+    pub core: AtomicU64,
+}
+
+/// The table of compiled nets, shared read-only with the workers: a slot is written once, at
+/// registration, before any job names it.
+pub type NetTable = Arc<[OnceLock<Arc<Net>>]>;
+
+/// A fresh, empty net table.
+pub fn net_table() -> NetTable {
+    (0..MAX_WORKFLOWS)
+        .map(|_| OnceLock::new())
+        .collect::<Vec<_>>()
+        .into()
+}
+
+/// Why a job was not queued.
+#[derive(Debug)]
+pub enum SubmitError {
+    /// The in ring is full: back-pressure. The job comes back.
+    Full(Box<Job>),
+    /// The worker has stopped.
+    Stopped(Box<Job>),
+}
+
+/// The submitting side of one worker: shared by tokio tasks (the SPSC producer is behind a
+/// short mutex on this side; the worker itself never locks).
+pub struct WorkerHandle {
+    producer: Mutex<Producer<Box<Job>, RING_CAPACITY>>,
+    worker_thread: Thread,
+    worker_parked: Arc<AtomicBool>,
+    stopping: Arc<AtomicBool>,
+    pub stats: Arc<WorkerStats>,
+    join: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for WorkerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerHandle")
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WorkerHandle {
+    /// Queues a job. Never blocks beyond the producer mutex (held for one `try_push`).
+    pub fn submit(&self, job: Box<Job>) -> Result<(), SubmitError> {
+        if self.stopping.load(Ordering::Acquire) {
+            return Err(SubmitError::Stopped(job));
+        }
+        let pushed = match self.producer.lock() {
+            Ok(mut p) => p.try_push(job),
+            Err(poisoned) => poisoned.into_inner().try_push(job),
+        };
+        match pushed {
+            Ok(()) => {
+                fence(Ordering::SeqCst);
+                if self.worker_parked.load(Ordering::SeqCst) {
+                    self.worker_thread.unpark();
+                }
+                Ok(())
+            }
+            Err(job) => {
+                self.stats.in_full.fetch_add(1, Ordering::Relaxed);
+                Err(SubmitError::Full(job))
+            }
+        }
+    }
+
+    /// Asks the worker to stop once its in ring is empty, and waits for the thread.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+        self.worker_thread.unpark();
+        let handle = match self.join.lock() {
+            Ok(mut j) => j.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
+
+    /// True once `stop` was called.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+}
+
+/// The receiving side of one worker's replies, for the reply thread.
+pub struct ReplyPort {
+    pub consumer: Consumer<Box<Job>, RING_CAPACITY>,
+    /// Set by the reply thread while it parks; the worker unparks it after pushing.
+    pub parked: Arc<AtomicBool>,
+    /// Set by the worker when it has exited: the reply thread drains and exits too.
+    pub worker_done: Arc<AtomicBool>,
+}
+
+/// Everything needed to start one worker.
+pub struct WorkerSpec {
+    pub index: usize,
+    pub capacity: usize,
+    pub core: Option<core_affinity::CoreId>,
+    pub nets: NetTable,
+}
+
+/// Starts one worker thread. `reply_thread` is the thread to unpark when replies are ready;
+/// it is handed over through `reply_thread_rx` because the reply thread may start later.
+pub fn spawn(
+    spec: WorkerSpec,
+    reply_thread: Arc<OnceLock<Thread>>,
+) -> std::io::Result<(WorkerHandle, ReplyPort)> {
+    let (in_tx, in_rx) = ring::channel::<Box<Job>, RING_CAPACITY>();
+    let (out_tx, out_rx) = ring::channel::<Box<Job>, RING_CAPACITY>();
+    let stats = Arc::new(WorkerStats::default());
+    stats.core.store(u64::MAX, Ordering::Relaxed);
+    let worker_parked = Arc::new(AtomicBool::new(false));
+    let stopping = Arc::new(AtomicBool::new(false));
+    let reply_parked = Arc::new(AtomicBool::new(false));
+    let worker_done = Arc::new(AtomicBool::new(false));
+
+    // Preallocate the shard before the thread starts: the thread never allocates.
+    let shard = Shard::new(spec.capacity).ok_or_else(|| {
+        std::io::Error::other("libknhk refused the placeholder net used for empty case slots")
+    })?;
+    let mut worker = Worker {
+        input: in_rx,
+        output: out_tx,
+        held: None,
+        shard,
+        nets: spec.nets,
+        stats: stats.clone(),
+        parked: worker_parked.clone(),
+        stopping: stopping.clone(),
+        reply_parked: reply_parked.clone(),
+        reply_thread,
+        done: worker_done.clone(),
+    };
+    let core = spec.core;
+    let join = thread::Builder::new()
+        .name(format!("knhk-worker-{}", spec.index))
+        .spawn(move || {
+            if let Some(core) = core {
+                if core_affinity::set_for_current(core) {
+                    worker.stats.core.store(core.id as u64, Ordering::Relaxed);
+                }
+            }
+            worker.run();
+        })?;
+    let handle = WorkerHandle {
+        producer: Mutex::new(in_tx),
+        worker_thread: join.thread().clone(),
+        worker_parked,
+        stopping,
+        stats,
+        join: Mutex::new(Some(join)),
+    };
+    let port = ReplyPort {
+        consumer: out_rx,
+        parked: reply_parked,
+        worker_done,
+    };
+    Ok((handle, port))
+}
+
+/// The cases of one shard, in preallocated, cache-aligned storage (`Case` is 64-byte aligned).
+struct Shard {
+    cases: Vec<Case>,
+    /// The case id each slot holds (0: empty).
+    ids: Vec<u64>,
+    /// The workflow index of each slot.
+    workflows: Vec<u16>,
+}
+
+impl Shard {
+    fn new(capacity: usize) -> Option<Shard> {
+        let empty = exec::empty_case()?;
+        Some(Shard {
+            cases: vec![empty; capacity],
+            ids: vec![0; capacity],
+            workflows: vec![0; capacity],
+        })
+    }
+}
+
+struct Worker {
+    input: Consumer<Box<Job>, RING_CAPACITY>,
+    output: Producer<Box<Job>, RING_CAPACITY>,
+    /// A reply the out ring had no room for; no input is taken while it is held.
+    held: Option<Box<Job>>,
+    shard: Shard,
+    nets: NetTable,
+    stats: Arc<WorkerStats>,
+    parked: Arc<AtomicBool>,
+    stopping: Arc<AtomicBool>,
+    reply_parked: Arc<AtomicBool>,
+    reply_thread: Arc<OnceLock<Thread>>,
+    done: Arc<AtomicBool>,
+}
+
+impl Worker {
+    fn run(&mut self) {
+        let mut idle: u32 = 0;
+        let mut park = PARK_MIN;
+        let mut heartbeat: u64 = 0;
+        loop {
+            heartbeat = heartbeat.wrapping_add(1);
+            self.stats.heartbeat.store(heartbeat, Ordering::Relaxed);
+
+            let mut worked = false;
+            if let Some(job) = self.held.take() {
+                worked = true;
+                if let Err(job) = self.output.try_push(job) {
+                    self.held = Some(job);
+                }
+            }
+            if self.held.is_none() {
+                // Bounded drain: hand replies back regularly even under a flood.
+                for _ in 0..64 {
+                    let Some(mut job) = self.input.try_pop() else {
+                        break;
+                    };
+                    worked = true;
+                    self.execute(&mut job);
+                    if let Err(job) = self.output.try_push(job) {
+                        self.stats.out_full.fetch_add(1, Ordering::Relaxed);
+                        self.held = Some(job);
+                        break;
+                    }
+                }
+            }
+            if worked {
+                self.wake_reply();
+                idle = 0;
+                park = PARK_MIN;
+                continue;
+            }
+            if self.stopping.load(Ordering::Acquire) && self.held.is_none() {
+                break;
+            }
+            idle = idle.saturating_add(1);
+            if idle < SPIN_ROUNDS {
+                std::hint::spin_loop();
+            } else if idle < SPIN_ROUNDS + YIELD_ROUNDS {
+                thread::yield_now();
+            } else {
+                self.parked.store(true, Ordering::SeqCst);
+                fence(Ordering::SeqCst);
+                if self.input.is_empty() && !self.stopping.load(Ordering::SeqCst) {
+                    self.stats.parks.fetch_add(1, Ordering::Relaxed);
+                    thread::park_timeout(park);
+                    park = (park * 2).min(PARK_MAX);
+                }
+                self.parked.store(false, Ordering::SeqCst);
+            }
+        }
+        self.done.store(true, Ordering::SeqCst);
+        self.wake_reply_always();
+    }
+
+    fn wake_reply(&self) {
+        fence(Ordering::SeqCst);
+        if self.reply_parked.load(Ordering::SeqCst) {
+            self.wake_reply_always();
+        }
+    }
+
+    fn wake_reply_always(&self) {
+        if let Some(t) = self.reply_thread.get() {
+            t.unpark();
+        }
+    }
+
+    /// Runs every op of a job, grouping plain ops into beats of up to 8 lanes on one net and
+    /// distinct cases; data-bearing ops and creations run alone.
+    fn execute(&mut self, job: &mut Job) {
+        let Worker {
+            nets, shard, stats, ..
+        } = self;
+        let n = job.ops.len().min(job.out.len());
+        let mut beat = exec::BeatBuilder::new();
+        let mut refused: u64 = 0;
+        let mut beats: u64 = 0;
+        for i in 0..n {
+            let op = job.ops[i];
+            let slot = op.slot as usize;
+            if slot >= shard.cases.len()
+                || (op.kind != OpKind::Create && (op.case_id == 0 || shard.ids[slot] != op.case_id))
+            {
+                refused += flush(nets, shard, &mut beat, &mut job.out, &mut beats);
+                job.out[i] = Outcome {
+                    status: Status::NoCase,
+                    ..Outcome::default()
+                };
+                refused += 1;
+                continue;
+            }
+            let wf = if op.kind == OpKind::Create {
+                op.workflow
+            } else {
+                shard.workflows[slot]
+            };
+            let Some(net) = nets.get(usize::from(wf)).and_then(|s| s.get()) else {
+                refused += flush(nets, shard, &mut beat, &mut job.out, &mut beats);
+                job.out[i] = Outcome {
+                    status: Status::NoWorkflow,
+                    ..Outcome::default()
+                };
+                refused += 1;
+                continue;
+            };
+            let plain = op.kind != OpKind::Create && op.reg_mask == 0;
+            if plain && beat.accepts(wf, op.slot) {
+                beat.push(i, wf, &op, net, &shard.cases[slot]);
+                if beat.is_full() {
+                    refused += flush(nets, shard, &mut beat, &mut job.out, &mut beats);
+                }
+                continue;
+            }
+            refused += flush(nets, shard, &mut beat, &mut job.out, &mut beats);
+            if plain {
+                beat.push(i, wf, &op, net, &shard.cases[slot]);
+                continue;
+            }
+            let regs = job.data.get(op.data as usize).copied();
+            let outcome = if op.kind == OpKind::Create {
+                shard.ids[slot] = op.case_id;
+                shard.workflows[slot] = wf;
+                exec::create(net, &mut shard.cases[slot], op.reg_mask, regs)
+            } else {
+                exec::single(net, &mut shard.cases[slot], &op, regs)
+            };
+            if outcome.status != Status::Ok {
+                refused += 1;
+            }
+            job.out[i] = outcome;
+        }
+        refused += flush(nets, shard, &mut beat, &mut job.out, &mut beats);
+        bump(&stats.jobs, 1);
+        bump(&stats.ops, n as u64);
+        bump(&stats.refused, refused);
+        bump(&stats.beats, beats);
+    }
+}
+
+/// Adds to a counter only this thread writes (a plain load and store, no locked instruction).
+#[inline]
+fn bump(counter: &AtomicU64, by: u64) {
+    if by != 0 {
+        counter.store(
+            counter.load(Ordering::Relaxed).wrapping_add(by),
+            Ordering::Relaxed,
+        );
+    }
+}
+
+/// Runs the pending beat, if any; returns the number of refused lanes.
+fn flush(
+    nets: &NetTable,
+    shard: &mut Shard,
+    beat: &mut exec::BeatBuilder,
+    out: &mut [Outcome],
+    beats: &mut u64,
+) -> u64 {
+    if beat.is_empty() {
+        return 0;
+    }
+    let Some(net) = nets.get(usize::from(beat.workflow())).and_then(|s| s.get()) else {
+        beat.clear();
+        return 0;
+    };
+    *beats += 1;
+    beat.run(net, &mut shard.cases, out)
+}

@@ -1,0 +1,337 @@
+//! Registered workflows: the sealed kernel net of each, and the names that the API speaks in
+//! (condition, task and variable names ↔ kernel indices), plus data conversion to registers.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use knhk_import::ir::{Model, VarType};
+use knhk_kernel::Net;
+
+use crate::error::ShellError;
+use crate::proto;
+use crate::workers::REGISTERS;
+
+/// One task as the API names it.
+#[derive(Debug, Clone)]
+pub struct TaskMeta {
+    /// The task's id in the model: the name requests use.
+    pub name: String,
+    /// The activity label events are matched against (XES `concept:name`).
+    pub label: String,
+    /// No event corresponds to it (invisible / synthesised task): not exported to XES.
+    pub silent: bool,
+    pub join: String,
+    pub split: String,
+}
+
+/// A variable that a guard reads, and the register it lives in.
+#[derive(Debug, Clone)]
+pub struct VarMeta {
+    pub name: String,
+    pub register: u8,
+    pub ty: VarType,
+}
+
+/// A compiled, sealed, registered workflow. Immutable once registered.
+pub struct Workflow {
+    /// Index in the worker's net table.
+    pub index: u16,
+    pub id: String,
+    pub name: String,
+    pub format: proto::ModelFormat,
+    pub net: Arc<Net>,
+    pub conditions: Vec<String>,
+    pub input_condition: String,
+    pub output_condition: String,
+    pub tasks: Vec<TaskMeta>,
+    pub variables: Vec<VarMeta>,
+    /// Register file of a new case (variables' initial values).
+    pub initial_regs: [i64; REGISTERS],
+    /// Interned strings: id = position.
+    strings: Vec<String>,
+    task_by_name: HashMap<String, u8>,
+    var_by_name: HashMap<String, usize>,
+    pub cases_created: AtomicU64,
+    pub registered_unix_nanos: u64,
+}
+
+impl std::fmt::Debug for Workflow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Workflow")
+            .field("id", &self.id)
+            .field("index", &self.index)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Workflow {
+    /// Builds the name tables from the imported model and its sealed net.
+    pub fn new(
+        index: u16,
+        id: String,
+        format: proto::ModelFormat,
+        model: &Model,
+        net: Net,
+        registered_unix_nanos: u64,
+    ) -> Workflow {
+        let conditions: Vec<String> = model
+            .conditions
+            .iter()
+            .map(|c| {
+                if c.implicit {
+                    c.name.clone().unwrap_or_else(|| c.id.clone())
+                } else {
+                    c.id.clone()
+                }
+            })
+            .collect();
+        let tasks: Vec<TaskMeta> = model
+            .tasks
+            .iter()
+            .map(|t| TaskMeta {
+                name: t.id.clone(),
+                label: t.label.clone(),
+                silent: t.silent,
+                join: t.join.to_string(),
+                split: t.split.to_string(),
+            })
+            .collect();
+        let mut task_by_name = HashMap::new();
+        // Labels first (when unique), then ids, so that an id always wins over a label.
+        let mut label_count: HashMap<&str, usize> = HashMap::new();
+        for t in &tasks {
+            *label_count.entry(t.label.as_str()).or_default() += 1;
+        }
+        for (i, t) in tasks.iter().enumerate() {
+            if label_count.get(t.label.as_str()) == Some(&1) {
+                if let Ok(i) = u8::try_from(i) {
+                    task_by_name.insert(t.label.clone(), i);
+                }
+            }
+        }
+        for (i, t) in tasks.iter().enumerate() {
+            if let Ok(i) = u8::try_from(i) {
+                task_by_name.insert(t.name.clone(), i);
+            }
+        }
+        let variables: Vec<VarMeta> = model
+            .variables
+            .iter()
+            .filter_map(|v| {
+                v.register.map(|r| VarMeta {
+                    name: v.name.clone(),
+                    register: r,
+                    ty: v.ty.clone(),
+                })
+            })
+            .collect();
+        let var_by_name = variables
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (v.name.clone(), i))
+            .collect();
+        let input_condition = conditions.get(model.input).cloned().unwrap_or_default();
+        let output_condition = conditions.get(model.output).cloned().unwrap_or_default();
+        Workflow {
+            index,
+            id,
+            name: model.name.clone(),
+            format,
+            net: Arc::new(net),
+            conditions,
+            input_condition,
+            output_condition,
+            tasks,
+            variables,
+            initial_regs: model.initial_registers(),
+            strings: model.strings.clone(),
+            task_by_name,
+            var_by_name,
+            cases_created: AtomicU64::new(0),
+            registered_unix_nanos,
+        }
+    }
+
+    /// The kernel index of a task named by id (or by its label when that is unique).
+    pub fn task(&self, name: &str) -> Result<u8, ShellError> {
+        self.task_by_name
+            .get(name)
+            .copied()
+            .ok_or_else(|| ShellError::NoTask {
+                task: name.to_string(),
+                workflow: self.id.clone(),
+            })
+    }
+
+    /// The name of task `t`.
+    pub fn task_name(&self, t: u8) -> &str {
+        self.tasks
+            .get(usize::from(t))
+            .map(|t| t.name.as_str())
+            .unwrap_or("?")
+    }
+
+    /// Names of the conditions in a marking.
+    pub fn marking_names(&self, marking: u64) -> Vec<String> {
+        bits(marking)
+            .filter_map(|c| self.conditions.get(c).cloned())
+            .collect()
+    }
+
+    /// Names of the tasks in a task set.
+    pub fn task_names(&self, set: u64) -> Vec<String> {
+        bits(set)
+            .filter_map(|t| self.tasks.get(t).map(|t| t.name.clone()))
+            .collect()
+    }
+
+    /// Converts request data to register writes: (mask, values). Unknown variables and values
+    /// of the wrong type are refused, naming the variable.
+    pub fn registers(
+        &self,
+        data: &HashMap<String, proto::Value>,
+    ) -> Result<(u8, [i64; REGISTERS]), ShellError> {
+        let mut mask = 0u8;
+        let mut regs = [0i64; REGISTERS];
+        for (name, value) in data {
+            let Some(var) = self
+                .var_by_name
+                .get(name)
+                .and_then(|&i| self.variables.get(i))
+            else {
+                return Err(ShellError::BadData {
+                    reason: format!(
+                        "workflow '{}' has no variable '{}' that a guard reads (variables: {})",
+                        self.id,
+                        name,
+                        self.variables
+                            .iter()
+                            .map(|v| v.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                });
+            };
+            let r = usize::from(var.register);
+            if r >= REGISTERS {
+                continue;
+            }
+            regs[r] = self.value(var, value)?;
+            mask |= 1 << r;
+        }
+        Ok((mask, regs))
+    }
+
+    fn value(&self, var: &VarMeta, value: &proto::Value) -> Result<i64, ShellError> {
+        use proto::value::Kind;
+        let bad = |what: &str| ShellError::BadData {
+            reason: format!("variable '{}' is {}; got {}", var.name, var.ty, what),
+        };
+        match (&var.ty, &value.kind) {
+            (_, None) => Err(bad("an empty value")),
+            (VarType::Int | VarType::Decimal, Some(Kind::Int(i))) => Ok(*i),
+            (VarType::Int | VarType::Decimal, Some(Kind::String(s))) => s
+                .trim()
+                .parse::<i64>()
+                .map_err(|_| bad(&format!("the string {s:?}"))),
+            (VarType::Bool, Some(Kind::Bool(b))) => Ok(i64::from(*b)),
+            (VarType::Bool, Some(Kind::Int(i))) if *i == 0 || *i == 1 => Ok(*i),
+            (VarType::Bool, Some(Kind::String(s))) => match s.trim() {
+                "true" => Ok(1),
+                "false" => Ok(0),
+                _ => Err(bad(&format!("the string {s:?}"))),
+            },
+            (VarType::Str(_), Some(Kind::String(s))) => Ok(self.intern(s)),
+            (VarType::Str(_), Some(Kind::Int(i))) => Ok(self.intern(&i.to_string())),
+            (VarType::Str(_), Some(Kind::Bool(b))) => {
+                Ok(self.intern(if *b { "true" } else { "false" }))
+            }
+            (_, Some(Kind::Bool(_))) => Err(bad("a boolean")),
+            (_, Some(Kind::Int(_))) => Err(bad("an integer")),
+        }
+    }
+
+    /// The register value of a string: its interned id, or for a string no guard mentions, a
+    /// negative value no interned id equals.
+    fn intern(&self, s: &str) -> i64 {
+        match self.strings.iter().position(|x| x == s) {
+            Some(i) => i64::try_from(i).unwrap_or(i64::MAX),
+            None => {
+                // FNV-1a, folded negative: distinct strings stay distinct with high probability.
+                let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+                for b in s.bytes() {
+                    h ^= u64::from(b);
+                    h = h.wrapping_mul(0x0100_0000_01b3);
+                }
+                -1 - i64::try_from(h >> 2).unwrap_or(0)
+            }
+        }
+    }
+
+    /// The API form of a register value.
+    pub fn value_of(&self, var: &VarMeta, raw: i64) -> proto::Value {
+        use proto::value::Kind;
+        let kind = match &var.ty {
+            VarType::Bool => Kind::Bool(raw != 0),
+            VarType::Str(_) => match usize::try_from(raw).ok().and_then(|i| self.strings.get(i)) {
+                Some(s) => Kind::String(s.clone()),
+                None => Kind::Int(raw),
+            },
+            _ => Kind::Int(raw),
+        };
+        proto::Value { kind: Some(kind) }
+    }
+
+    /// The API form of a case's data.
+    pub fn data_of(&self, regs: &[i64; REGISTERS]) -> HashMap<String, proto::Value> {
+        self.variables
+            .iter()
+            .filter_map(|v| {
+                regs.get(usize::from(v.register))
+                    .map(|raw| (v.name.clone(), self.value_of(v, *raw)))
+            })
+            .collect()
+    }
+
+    /// The API description.
+    pub fn to_proto(&self) -> proto::Workflow {
+        proto::Workflow {
+            workflow_id: self.id.clone(),
+            name: self.name.clone(),
+            format: self.format as i32,
+            conditions: self.conditions.clone(),
+            tasks: self
+                .tasks
+                .iter()
+                .enumerate()
+                .map(|(i, t)| proto::TaskInfo {
+                    name: t.name.clone(),
+                    index: u32::try_from(i).unwrap_or(u32::MAX),
+                    join: t.join.clone(),
+                    split: t.split.clone(),
+                    label: t.label.clone(),
+                    silent: t.silent,
+                })
+                .collect(),
+            input_condition: self.input_condition.clone(),
+            output_condition: self.output_condition.clone(),
+            variables: self.variables.iter().map(|v| v.name.clone()).collect(),
+            cases_created: self.cases_created.load(Ordering::Relaxed),
+            registered_unix_nanos: self.registered_unix_nanos,
+        }
+    }
+}
+
+/// Indices of the set bits of a mask, lowest first.
+pub fn bits(mut set: u64) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        if set == 0 {
+            None
+        } else {
+            let i = set.trailing_zeros() as usize;
+            set &= set - 1;
+            Some(i)
+        }
+    })
+}
