@@ -1,0 +1,38 @@
+//! The C example builds through pkg-config against libknhk and runs: what a C caller does.
+use std::path::Path;
+use std::process::Command;
+
+#[test]
+fn c_example_builds_with_pkg_config_and_runs() {
+    let c_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../c");
+    let out = Command::new("make")
+        .arg("-C")
+        .arg(&c_dir)
+        .arg("build/example")
+        .output()
+        .expect("run make (needs make, cc and pkg-config)");
+    assert!(
+        out.status.success(),
+        "make build/example failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = Command::new(c_dir.join("build/example"))
+        .env("LD_LIBRARY_PATH", c_dir.join("build"))
+        .output()
+        .expect("run the example");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "example failed: {stdout}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        stdout.contains("case amount=250: complete after 5 steps"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("case amount=5000: complete after 6 steps"),
+        "{stdout}"
+    );
+}

@@ -1,0 +1,355 @@
+//! One test per workflow control-flow pattern, through the safe Rust API.
+use knhk_kernel::{
+    flags, Case, CaseState, Element, Error, Event, Guard, GuardOp, Join, Net, Op, Split, Term,
+};
+
+/// A small net-building helper: conditions by name order, tasks with pre/post lists.
+struct B {
+    net: Box<Net>,
+}
+
+impl B {
+    fn new(conditions: u32) -> B {
+        let mut net = Box::new(Net::new());
+        for _ in 0..conditions {
+            net.add_condition().unwrap();
+        }
+        net.set_input(0).unwrap();
+        net.set_output(conditions - 1).unwrap();
+        B { net }
+    }
+    fn task(&mut self, join: Join, split: Split, pre: &[u32], post: &[u32]) -> u32 {
+        let t = self.net.add_task(join, split).unwrap();
+        for &c in pre {
+            self.net.input_flow(c, t).unwrap();
+        }
+        for (k, &c) in post.iter().enumerate() {
+            // the last flow of an XOR/OR split is its default
+            let default = split != Split::And && k == post.len() - 1;
+            self.net.output_flow(t, c, None, default).unwrap();
+        }
+        t
+    }
+    fn guarded(
+        &mut self,
+        join: Join,
+        split: Split,
+        pre: &[u32],
+        post: &[(u32, Guard)],
+        default: u32,
+    ) -> u32 {
+        let t = self.net.add_task(join, split).unwrap();
+        for &c in pre {
+            self.net.input_flow(c, t).unwrap();
+        }
+        for (c, g) in post {
+            self.net.output_flow(t, *c, Some(g), false).unwrap();
+        }
+        self.net.output_flow(t, default, None, true).unwrap();
+        t
+    }
+    fn seal(mut self) -> (Box<Net>, Case) {
+        self.net.seal().unwrap();
+        let case = Case::new(&self.net).unwrap();
+        (self.net, case)
+    }
+}
+
+const fn bit(c: u32) -> u64 {
+    1 << c
+}
+
+/// A refused operation leaves the case byte-for-byte unchanged.
+fn refused(
+    net: &Net,
+    case: &mut Case,
+    op: impl Fn(&Net, &mut Case) -> Result<(), Error>,
+    want: Error,
+) {
+    let before = *case;
+    assert_eq!(op(net, case), Err(want));
+    assert_eq!(*case, before);
+}
+
+#[test]
+fn wcp01_sequence() {
+    let mut b = B::new(3);
+    let a = b.task(Join::Xor, Split::And, &[0], &[1]);
+    let t = b.task(Join::Xor, Split::And, &[1], &[2]);
+    let (net, mut case) = b.seal();
+    refused(&net, &mut case, |n, c| n.fire(c, t), Error::NotEnabled);
+    net.fire(&mut case, a).unwrap();
+    assert_eq!(case.marking(), bit(1));
+    net.fire(&mut case, t).unwrap();
+    assert_eq!(net.state(&case), CaseState::Complete);
+    refused(&net, &mut case, |n, c| n.fire(c, a), Error::CaseComplete);
+}
+
+#[test]
+fn wcp02_parallel_split_and_wcp03_synchronization() {
+    let mut b = B::new(6);
+    let a = b.task(Join::Xor, Split::And, &[0], &[1, 2]);
+    let x = b.task(Join::Xor, Split::And, &[1], &[3]);
+    let y = b.task(Join::Xor, Split::And, &[2], &[4]);
+    let j = b.task(Join::And, Split::And, &[3, 4], &[5]);
+    let (net, mut case) = b.seal();
+    net.fire(&mut case, a).unwrap();
+    assert_eq!(net.enabled(&case), bit(x) | bit(y));
+    net.fire(&mut case, y).unwrap();
+    refused(&net, &mut case, |n, c| n.fire(c, j), Error::NotEnabled);
+    net.fire(&mut case, x).unwrap();
+    net.fire(&mut case, j).unwrap();
+    assert_eq!(net.state(&case), CaseState::Complete);
+}
+
+#[test]
+fn wcp04_exclusive_choice_and_wcp05_simple_merge() {
+    let mut b = B::new(5);
+    let small = Guard::Term(Term::constant(0, GuardOp::Lt, 100));
+    let a = b.guarded(Join::Xor, Split::Xor, &[0], &[(1, small)], 2);
+    let x = b.task(Join::Xor, Split::And, &[1], &[3]);
+    let y = b.task(Join::Xor, Split::And, &[2], &[3]);
+    let m = b.task(Join::Xor, Split::And, &[3], &[4]);
+    let (net, case) = b.seal();
+    for (amount, branch, other) in [(5, x, y), (500, y, x)] {
+        let mut c = case;
+        c.regs_mut()[0] = amount;
+        net.fire(&mut c, a).unwrap();
+        assert_eq!(net.enabled(&c), bit(branch), "amount {amount}");
+        refused(&net, &mut c, |n, c| n.fire(c, other), Error::NotEnabled);
+        net.fire(&mut c, branch).unwrap();
+        assert_eq!(c.marking(), bit(3));
+        net.fire(&mut c, m).unwrap();
+        assert_eq!(net.state(&c), CaseState::Complete);
+    }
+}
+
+#[test]
+fn wcp06_multi_choice_and_wcp07_structured_synchronizing_merge() {
+    let mut b = B::new(6);
+    let g1 = Guard::Term(Term::constant(0, GuardOp::Bit, 1));
+    let g2 = Guard::Term(Term::constant(0, GuardOp::Bit, 2));
+    let t = b.net.add_task(Join::Xor, Split::Or).unwrap();
+    b.net.input_flow(0, t).unwrap();
+    b.net.output_flow(t, 1, Some(&g1), false).unwrap();
+    b.net.output_flow(t, 2, Some(&g2), true).unwrap();
+    let x = b.task(Join::Xor, Split::And, &[1], &[3]);
+    let y = b.task(Join::Xor, Split::And, &[2], &[4]);
+    let j = b.task(Join::Or, Split::And, &[3, 4], &[5]);
+    let (net, case) = b.seal();
+    // both branches: the join waits for both
+    let mut c = case;
+    c.regs_mut()[0] = 3;
+    net.fire(&mut c, t).unwrap();
+    assert_eq!(c.marking(), bit(1) | bit(2));
+    net.fire(&mut c, x).unwrap();
+    refused(&net, &mut c, |n, c| n.fire(c, j), Error::NotEnabled);
+    net.fire(&mut c, y).unwrap();
+    net.fire(&mut c, j).unwrap();
+    assert_eq!(net.state(&c), CaseState::Complete);
+    // one branch: the join does not wait for the other
+    let mut c = case;
+    c.regs_mut()[0] = 1;
+    net.fire(&mut c, t).unwrap();
+    net.fire(&mut c, x).unwrap();
+    assert_eq!(net.enabled(&c), bit(j));
+    net.fire(&mut c, j).unwrap();
+    assert_eq!(net.state(&c), CaseState::Complete);
+}
+
+#[test]
+fn wcp09_structured_discriminator() {
+    let mut b = B::new(8);
+    let a = b.task(Join::Xor, Split::And, &[0], &[1, 2]);
+    let x = b.task(Join::Xor, Split::And, &[1], &[3]);
+    let y = b.task(Join::Xor, Split::And, &[2], &[4]);
+    let d = b.task(Join::Discriminator, Split::And, &[3, 4], &[5]);
+    let e = b.task(Join::Xor, Split::And, &[5], &[6]);
+    let f = b.task(Join::Xor, Split::And, &[6], &[7]);
+    let (net, mut case) = b.seal();
+    net.fire(&mut case, a).unwrap();
+    net.fire(&mut case, y).unwrap();
+    net.fire(&mut case, d).unwrap(); // first arrival fires the discriminator
+    net.fire(&mut case, e).unwrap();
+    assert_eq!(case.absorb(), bit(3));
+    net.fire(&mut case, x).unwrap(); // late arrival absorbed
+    assert_eq!(case.marking(), bit(6));
+    assert_eq!(net.enabled(&case), bit(f));
+    net.fire(&mut case, f).unwrap();
+    assert_eq!(net.state(&case), CaseState::Complete);
+}
+
+#[test]
+fn wcp10_arbitrary_cycles() {
+    let mut b = B::new(4);
+    let a = b.task(Join::Xor, Split::And, &[0], &[1]);
+    let again = Guard::Term(Term::constant(0, GuardOp::Lt, 3));
+    let l = b.guarded(Join::Xor, Split::Xor, &[1], &[(1, again)], 2);
+    let z = b.task(Join::Xor, Split::And, &[2], &[3]);
+    let (net, mut case) = b.seal();
+    net.fire(&mut case, a).unwrap();
+    for round in 0..3 {
+        case.regs_mut()[0] = round;
+        net.fire(&mut case, l).unwrap();
+        assert_eq!(case.marking(), bit(1), "round {round} loops back");
+    }
+    case.regs_mut()[0] = 3;
+    net.fire(&mut case, l).unwrap();
+    net.fire(&mut case, z).unwrap();
+    assert_eq!(net.state(&case), CaseState::Complete);
+    assert_eq!(case.seq(), 6);
+}
+
+#[test]
+fn wcp11_implicit_termination() {
+    let mut b = B::new(3);
+    let a = b.task(Join::Xor, Split::And, &[0], &[1]);
+    b.task(Join::Xor, Split::And, &[1], &[2]);
+    let (net, mut case) = b.seal();
+    net.start(&mut case, a).unwrap();
+    net.cancel_task(&mut case, a).unwrap(); // nothing marked, nothing busy
+    assert_eq!(net.state(&case), CaseState::Complete);
+    assert!(case.flags() & flags::IMPLICIT_TERMINATION != 0);
+}
+
+#[test]
+fn wcp16_deferred_choice() {
+    let mut b = B::new(3);
+    let a = b.task(Join::Xor, Split::And, &[0], &[1]);
+    let x = b.task(Join::Xor, Split::And, &[1], &[2]);
+    let y = b.task(Join::Xor, Split::And, &[1], &[2]);
+    let (net, mut case) = b.seal();
+    net.fire(&mut case, a).unwrap();
+    assert_eq!(net.enabled(&case), bit(x) | bit(y));
+    net.start(&mut case, y).unwrap(); // first start wins
+    refused(&net, &mut case, |n, c| n.start(c, x), Error::NotEnabled);
+    net.complete(&mut case, y).unwrap();
+    assert_eq!(net.state(&case), CaseState::Complete);
+}
+
+#[test]
+fn wcp19_cancel_task() {
+    let mut b = B::new(4);
+    let a = b.task(Join::Xor, Split::And, &[0], &[1, 2]);
+    let x = b.task(Join::Xor, Split::And, &[1], &[3]);
+    let y = b.task(Join::Xor, Split::And, &[2], &[3]);
+    let _ = y;
+    // x and y both produce the output: the first to finish ends the case (WCP-43)
+    let (net, mut case) = b.seal();
+    net.fire(&mut case, a).unwrap();
+    net.cancel_task(&mut case, x).unwrap(); // enabled: its token is withdrawn
+    assert_eq!(case.marking(), bit(2));
+    refused(
+        &net,
+        &mut case,
+        |n, c| n.cancel_task(c, x),
+        Error::NotEnabled,
+    );
+    net.start(&mut case, y).unwrap();
+    net.cancel_task(&mut case, y).unwrap(); // busy: withdrawn
+    assert_eq!(case.busy(), 0);
+    assert_eq!(net.state(&case), CaseState::Complete);
+}
+
+#[test]
+fn wcp20_cancel_case() {
+    let mut b = B::new(3);
+    let a = b.task(Join::Xor, Split::And, &[0], &[1]);
+    b.task(Join::Xor, Split::And, &[1], &[2]);
+    let (net, mut case) = b.seal();
+    net.start(&mut case, a).unwrap();
+    net.cancel_case(&mut case).unwrap();
+    assert_eq!(net.state(&case), CaseState::Cancelled);
+    assert_eq!((case.marking(), case.busy()), (0, 0));
+    refused(
+        &net,
+        &mut case,
+        |n, c| n.cancel_case(c),
+        Error::CaseComplete,
+    );
+}
+
+#[test]
+fn wcp25_cancel_region_and_wcp43_explicit_termination() {
+    let mut b = B::new(5);
+    let a = b.task(Join::Xor, Split::And, &[0], &[1, 2]);
+    let x = b.task(Join::Xor, Split::And, &[1], &[3]);
+    let e = b.task(Join::Xor, Split::And, &[3], &[4]);
+    let k = b.task(Join::Xor, Split::And, &[2], &[4]);
+    b.net.add_cancel_condition(k, 1).unwrap();
+    b.net.add_cancel_condition(k, 3).unwrap();
+    b.net.add_cancel_task(k, x).unwrap();
+    let (net, case) = b.seal();
+    // K cancels the region {c1, c3, x} while x is busy
+    let mut c = case;
+    net.fire(&mut c, a).unwrap();
+    net.start(&mut c, x).unwrap();
+    net.fire(&mut c, k).unwrap();
+    assert_eq!((c.marking(), c.busy()), (bit(4), 0));
+    assert_eq!(c.flags() & flags::EXPLICIT_TERMINATION, 0);
+    // the other way round: E ends the case while c2 is still marked
+    let mut c = case;
+    net.fire(&mut c, a).unwrap();
+    net.fire(&mut c, x).unwrap();
+    net.fire(&mut c, e).unwrap();
+    assert_eq!(c.marking(), bit(4));
+    assert_ne!(c.flags() & flags::EXPLICIT_TERMINATION, 0);
+}
+
+#[test]
+fn wcp08_multi_merge_is_refused_at_seal() {
+    let mut b = B::new(5);
+    b.task(Join::Xor, Split::And, &[0], &[1, 2]);
+    b.task(Join::Xor, Split::And, &[1], &[3]);
+    b.task(Join::Xor, Split::And, &[2], &[3]);
+    b.task(Join::Xor, Split::And, &[3], &[4]);
+    let err = b.net.seal().unwrap_err();
+    assert_eq!(err.error, Error::MultiMerge);
+    assert_eq!(err.element, Element::Condition(3));
+    assert_eq!(err.other, Some(0));
+    assert!(!b.net.is_sealed());
+}
+
+#[test]
+fn nonlocal_or_join_is_refused_at_seal() {
+    let mut b = B::new(4);
+    b.task(Join::Xor, Split::And, &[0], &[1, 2]);
+    let j = b.task(Join::Or, Split::And, &[1, 2], &[3]);
+    let err = b.net.seal().unwrap_err();
+    assert_eq!(err.error, Error::NonlocalOrJoin);
+    assert_eq!(err.element, Element::Task(j));
+    assert!(err.to_string().contains("KNHK_NONLOCAL_OR_JOIN"), "{err}");
+}
+
+#[test]
+fn beat_runs_lanes_in_order() {
+    let mut b = B::new(3);
+    let a = b.task(Join::Xor, Split::And, &[0], &[1]);
+    let t = b.task(Join::Xor, Split::And, &[1], &[2]);
+    let (net, case) = b.seal();
+    let mut cases = [case; 4];
+    let events = [
+        Event::new(0, Op::Fire, a as u8),
+        Event::new(0, Op::Fire, t as u8),
+        Event::new(1, Op::Fire, t as u8),
+        Event::new(9, Op::Fire, a as u8),
+    ];
+    let mut statuses = [0xFF; 8];
+    net.beat(&mut cases, &events, &mut statuses).unwrap();
+    assert_eq!(
+        &statuses[..4],
+        &[0, 0, Error::NotEnabled as u8, Error::BadArgument as u8]
+    );
+    assert_eq!(net.state(&cases[0]), CaseState::Complete);
+    assert_eq!(cases[1], case);
+    assert_eq!(
+        net.beat(&mut cases, &[Event::default(); 9], &mut statuses),
+        Err(Error::BadArgument)
+    );
+}
+
+#[test]
+fn unsealed_net_refuses_cases() {
+    let net = Net::new();
+    assert_eq!(Case::new(&net).unwrap_err(), Error::NotSealed);
+}
