@@ -188,10 +188,10 @@ pub fn explore(model: &Model, net: &Net, cap: usize) -> Exploration {
                             findings.push(Finding::refusal(
                                 FindingKind::ImproperCompletion,
                                 format!(
-                                    "improper completion: task '{}' marks the output condition while {:?} are still marked and {:?} busy",
+                                    "improper completion: task '{}' marks the output condition while {:?} are still marked{}",
                                     model.task_id(t as usize),
                                     model.marking_ids(left),
-                                    model.task_ids(busy)
+                                    if busy == 0 { String::new() } else { format!(" and {:?} busy", model.task_ids(busy)) }
                                 ),
                                 els,
                             ));
@@ -325,6 +325,12 @@ pub fn explore(model: &Model, net: &Net, cap: usize) -> Exploration {
             elements: Vec::new(),
         });
     }
+    // Root causes first: a multi-merge or an unsafe completion explains the rest.
+    findings.sort_by_key(|f| match f.kind {
+        FindingKind::MultiMerge => 0,
+        FindingKind::NotSafe => 1,
+        _ => 2,
+    });
     Exploration {
         states: states.len(),
         exhaustive,

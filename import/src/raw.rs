@@ -220,7 +220,7 @@ fn expand(
             flat.net_of.push(net.id.clone());
             continue;
         };
-        if stack.iter().any(|s| *s == sub.id) {
+        if stack.contains(&sub.id) {
             return Err(ImportError::unsupported(
                 el.id,
                 format!(

@@ -638,6 +638,7 @@ fn shape(b: B) -> Result<Guard, String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
     use super::*;
 

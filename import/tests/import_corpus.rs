@@ -100,3 +100,79 @@ fn check_exit_codes() {
     let missing = [corpus().join("yawl/does-not-exist.yawl")];
     assert_eq!(cli::check(&missing, &mut out, &mut err), 2);
 }
+
+fn replay(model: &Path, log: &Path) -> (i32, String) {
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = cli::replay(model, log, &mut out, &mut err);
+    let mut s = String::from_utf8_lossy(&out).into_owned();
+    s.push_str(&String::from_utf8_lossy(&err));
+    (code, s)
+}
+
+#[test]
+fn running_example_log_fits_its_net() {
+    let (code, out) = replay(
+        &corpus().join("pnml/running-example.pnml"),
+        &corpus().join("xes/running-example.xes"),
+    );
+    println!("{out}");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("fitting traces: 6/6 (100.0%)"), "{out}");
+}
+
+fn temp(name: &str, bytes: &[u8]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("knhk-import-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).expect("write temp file");
+    p
+}
+
+#[test]
+fn altered_log_does_not_fit() {
+    let xes = std::fs::read_to_string(corpus().join("xes/running-example.xes")).expect("log");
+    // Break the order of the first trace: its first event ("register request") moves to the
+    // end by renaming the first two events' activities in swapped order.
+    let first = xes.find("<event>").expect("an event");
+    let second = first + 1 + xes[first + 1..].find("<event>").expect("a second event");
+    let end2 = second + xes[second..].find("</event>").expect("end") + "</event>".len();
+    let (a, b) = (&xes[first..second], &xes[second..end2]);
+    let altered = format!(
+        "{}{}\n    {}{}",
+        &xes[..first],
+        b.trim_end(),
+        a.trim_end(),
+        &xes[end2..]
+    );
+    let p = temp("altered.xes", altered.as_bytes());
+    let (code, out) = replay(&corpus().join("pnml/running-example.pnml"), &p);
+    println!("{out}");
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("does not fit: event 1"), "{out}");
+    assert!(out.contains("marking: {n1}"), "{out}");
+    assert!(out.contains("fitting traces: 5/6"), "{out}");
+
+    // The same log gzip-compressed gives the same result.
+    use std::io::Write as _;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(altered.as_bytes()).expect("gzip");
+    let p = temp("altered.xes.gz", &gz.finish().expect("gzip"));
+    let (code, out2) = replay(&corpus().join("pnml/running-example.pnml"), &p);
+    assert_eq!(code, 1);
+    assert!(out2.contains("fitting traces: 5/6"), "{out2}");
+}
+
+#[test]
+fn replay_of_unreadable_input_exits_2() {
+    let p = temp(
+        "trunc.xes",
+        b"<log><trace><event><string key=\"concept:name\" value=\"a\"/>",
+    );
+    let (code, out) = replay(&corpus().join("pnml/running-example.pnml"), &p);
+    assert_eq!(code, 2, "{out}");
+    let (code, _) = replay(
+        &corpus().join("pnml/nope.pnml"),
+        &corpus().join("xes/running-example.xes"),
+    );
+    assert_eq!(code, 2);
+}

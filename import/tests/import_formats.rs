@@ -1,0 +1,527 @@
+//! Format features (YAWL versions, sub-nets, cancellation, variables, MI, PNML dialects, JSON),
+//! predicate errors, malformed input, and a brief fuzz of the parsers.
+
+use knhk_import::check::FindingKind;
+use knhk_import::ir::{FlowGuard, Join, Split};
+use knhk_import::{cli, import_bytes, import_str, lower, verify, ImportError, Options};
+use knhk_kernel::{Case, CaseState};
+use proptest::prelude::*;
+
+const BETA: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<specificationSet xmlns="http://www.citi.qut.edu.au/yawl" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" version="Beta 7.1">
+  <specification uri="beta">
+    <rootNet id="top">
+      <localVariable name="amount" type="xs:int"><initialValue>5</initialValue></localVariable>
+      <processControlElements>
+        <inputCondition id="i"><flowsInto><nextElementRef id="A"/></flowsInto></inputCondition>
+        <task id="A">
+          <flowsInto><nextElementRef id="B"/><predicate ordering="0">/top/amount &gt; 10</predicate></flowsInto>
+          <flowsInto><nextElementRef id="o"/><isDefaultFlow/></flowsInto>
+          <join code="xor"/><split code="xor"/>
+        </task>
+        <task id="B"><flowsInto><nextElementRef id="o"/></flowsInto><join code="xor"/><split code="and"/></task>
+        <outputCondition id="o"/>
+      </processControlElements>
+    </rootNet>
+  </specification>
+</specificationSet>"#;
+
+fn yawl4(body: &str, extra: &str) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<specificationSet xmlns="http://www.yawlfoundation.org/yawlschema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" version="4.0">
+  <specification uri="t">
+    <decomposition id="Net" isRootNet="true" xsi:type="NetFactsType">
+      <localVariable><index>0</index><name>x</name><type>int</type><initialValue>3</initialValue></localVariable>
+      <localVariable><index>1</index><name>s</name><type>string</type><initialValue>yes</initialValue></localVariable>
+      <inputParam><index>0</index><name>ok</name><type>boolean</type></inputParam>
+      <processControlElements>
+        <inputCondition id="in"><flowsInto><nextElementRef id="A"/></flowsInto></inputCondition>
+        {body}
+        <outputCondition id="out"/>
+      </processControlElements>
+    </decomposition>
+    {extra}
+  </specification>
+</specificationSet>"#
+    )
+}
+
+fn accepted(src: &str) -> knhk_import::Model {
+    let m = import_str(src, &Options::default()).unwrap_or_else(|e| panic!("import: {e}"));
+    let r = verify(&m, &Options::default());
+    assert!(r.accepted(), "{:#?}", r.findings);
+    m
+}
+
+#[test]
+fn beta_root_net_and_predicates() {
+    let m = accepted(BETA);
+    assert!(m.format.to_string().contains("Beta"), "{}", m.format);
+    let a = &m.tasks[0];
+    assert_eq!(a.split, Split::Xor);
+    assert!(matches!(a.outputs[0].guard, FlowGuard::Compiled(_)));
+    assert!(a.outputs[1].default);
+    let v = &m.variables[0];
+    assert_eq!((v.register, v.initial_value), (Some(0), 5));
+    // Through the kernel: amount = 5 takes the default flow (o), amount = 11 takes B.
+    let c = lower(&m).expect("lowers");
+    let mut case = Case::new(&c.net).expect("case");
+    case.regs_mut().copy_from_slice(&m.initial_registers());
+    c.net.fire(&mut case, 0).expect("fire A");
+    assert_eq!(c.net.state(&case), CaseState::Complete);
+    let mut case = Case::new(&c.net).expect("case");
+    case.regs_mut()[0] = 11;
+    c.net.fire(&mut case, 0).expect("fire A");
+    assert_eq!(c.net.enabled(&case), 0b10);
+}
+
+#[test]
+fn yawl4_ordering_strings_booleans_and_implicit_conditions() {
+    let body = r#"
+        <task id="A">
+          <flowsInto><nextElementRef id="C"/><isDefaultFlow/></flowsInto>
+          <flowsInto><nextElementRef id="B"/><predicate ordering="1">/Net/s = 'no' or /Net/ok = 'true'</predicate></flowsInto>
+          <flowsInto><nextElementRef id="D"/><predicate ordering="0">number(/Net/x/text()) &gt;= 3</predicate></flowsInto>
+          <join code="xor"/><split code="xor"/>
+        </task>
+        <task id="B"><flowsInto><nextElementRef id="E"/></flowsInto><join code="xor"/><split code="and"/></task>
+        <task id="C"><flowsInto><nextElementRef id="E"/></flowsInto><join code="xor"/><split code="and"/></task>
+        <task id="D"><flowsInto><nextElementRef id="E"/></flowsInto><join code="xor"/><split code="and"/></task>
+        <task id="E"><flowsInto><nextElementRef id="out"/></flowsInto><join code="xor"/><split code="and"/></task>"#;
+    let m = accepted(&yawl4(body, ""));
+    let a = &m.tasks[0];
+    // Kernel order: ordering 0 (D), ordering 1 (B), default (C) last.
+    let order: Vec<&str> = a
+        .outputs
+        .iter()
+        .map(|f| f.target_element.as_str())
+        .collect();
+    assert_eq!(order, ["D", "B", "C"]);
+    assert!(m.conditions.iter().any(|c| c.id == "A->D" && c.implicit));
+    let yes = m.intern_id("yes").expect("interned");
+    let no = m.intern_id("no").expect("interned");
+    // Registers are allocated in order of first use by a predicate.
+    let reg = |name: &str| {
+        let v = m
+            .variables
+            .iter()
+            .find(|v| v.name == name)
+            .expect("variable");
+        usize::from(v.register.expect("register"))
+    };
+    let (x, s, ok) = (reg("x"), reg("s"), reg("ok"));
+    let regs = m.initial_registers();
+    assert_eq!((regs[x], regs[s], regs[ok]), (3, yes, 0));
+    let FlowGuard::Compiled(g) = &a.outputs[1].guard else {
+        panic!("compiled")
+    };
+    let with = |sv: i64, okv: i64| {
+        let mut r = regs;
+        r[s] = sv;
+        r[ok] = okv;
+        r
+    };
+    assert!(!g.eval(&with(yes, 0)));
+    assert!(g.eval(&with(no, 0)));
+    assert!(g.eval(&with(yes, 1)));
+}
+
+#[test]
+fn cancellation_sets_and_removes_tokens_from_flow() {
+    let body = r#"
+        <task id="A">
+          <flowsInto><nextElementRef id="B"/></flowsInto>
+          <flowsInto><nextElementRef id="C"/></flowsInto>
+          <join code="xor"/><split code="and"/>
+        </task>
+        <task id="B"><flowsInto><nextElementRef id="D"/></flowsInto><join code="xor"/><split code="and"/></task>
+        <task id="C"><flowsInto><nextElementRef id="out"/></flowsInto><join code="xor"/><split code="and"/>
+          <removesTokens id="B"/><removesTokens id="D"/>
+          <removesTokensFromFlow><flowSource id="A"/><flowDestination id="B"/></removesTokensFromFlow>
+          <removesTokensFromFlow><flowSource id="B"/><flowDestination id="D"/></removesTokensFromFlow>
+        </task>
+        <task id="D"><flowsInto><nextElementRef id="out"/></flowsInto><join code="xor"/><split code="and"/></task>"#;
+    let m = import_str(&yawl4(body, ""), &Options::default()).expect("imports");
+    let c = m.tasks.iter().find(|t| t.id == "C").expect("C");
+    let cancelled: Vec<&str> = c
+        .cancel_conditions
+        .iter()
+        .map(|&i| m.condition_id(i))
+        .collect();
+    assert_eq!(cancelled, ["A->B", "B->D"]);
+    let tasks: Vec<&str> = c.cancel_tasks.iter().map(|&i| m.task_id(i)).collect();
+    assert_eq!(tasks, ["B", "D"]);
+    let r = verify(&m, &Options::default());
+    assert!(
+        r.patterns.contains(&"WCP-19 cancel task"),
+        "{:?}",
+        r.patterns
+    );
+    assert!(
+        r.patterns.contains(&"WCP-25 cancel region"),
+        "{:?}",
+        r.patterns
+    );
+}
+
+#[test]
+fn composite_tasks_are_flattened() {
+    let body = r#"
+        <task id="A"><flowsInto><nextElementRef id="out"/></flowsInto><join code="xor"/><split code="and"/>
+          <decomposesTo id="Sub"/></task>"#;
+    let sub = r#"
+    <decomposition id="Sub" xsi:type="NetFactsType">
+      <localVariable><name>y</name><type>int</type><initialValue>1</initialValue></localVariable>
+      <processControlElements>
+        <inputCondition id="si"><flowsInto><nextElementRef id="S1"/></flowsInto></inputCondition>
+        <task id="S1" xsi:type="MultipleInstanceExternalTaskFactsType">
+          <flowsInto><nextElementRef id="S2"/><predicate ordering="0">/Sub/y = 1</predicate></flowsInto>
+          <flowsInto><nextElementRef id="so"/><isDefaultFlow/></flowsInto>
+          <join code="xor"/><split code="xor"/>
+          <minimum>1</minimum><maximum>4</maximum><threshold>2</threshold><creationMode code="static"/>
+        </task>
+        <task id="S2"><flowsInto><nextElementRef id="so"/></flowsInto><join code="xor"/><split code="and"/></task>
+        <outputCondition id="so"/>
+      </processControlElements>
+    </decomposition>"#;
+    let m = accepted(&yawl4(body, sub));
+    let ids: Vec<&str> = m.tasks.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(ids, ["A", "A/S1", "A/S2", "A/exit"]);
+    assert_eq!(m.tasks[0].composite.as_deref(), Some("Sub"));
+    assert!(m.tasks[3].silent);
+    let mi = m.tasks[1].mi.as_ref().expect("MI attributes");
+    assert_eq!(
+        (
+            mi.min.as_deref(),
+            mi.max.as_deref(),
+            mi.threshold.as_deref(),
+            mi.creation_mode.as_deref()
+        ),
+        (Some("1"), Some("4"), Some("2"), Some("static"))
+    );
+    assert!(m.notes.iter().any(|n| n.contains("flattened")));
+    let r = verify(&m, &Options::default());
+    assert!(r.has(FindingKind::MultiInstance));
+}
+
+#[test]
+fn recursive_decomposition_is_an_error() {
+    let body = r#"<task id="A"><flowsInto><nextElementRef id="out"/></flowsInto><decomposesTo id="Sub"/></task>"#;
+    let sub = r#"
+    <decomposition id="Sub" xsi:type="NetFactsType"><processControlElements>
+        <inputCondition id="si"><flowsInto><nextElementRef id="R"/></flowsInto></inputCondition>
+        <task id="R"><flowsInto><nextElementRef id="so"/></flowsInto><decomposesTo id="Sub"/></task>
+        <outputCondition id="so"/>
+    </processControlElements></decomposition>"#;
+    let e = import_str(&yawl4(body, sub), &Options::default()).expect_err("refused");
+    assert!(e.to_string().contains("recursive decomposition"), "{e}");
+}
+
+#[test]
+fn predicates_outside_the_subset() {
+    let body = r#"
+        <task id="A">
+          <flowsInto><nextElementRef id="B"/><predicate ordering="0">count(/Net/items/item) &gt; 2</predicate></flowsInto>
+          <flowsInto><nextElementRef id="out"/><isDefaultFlow/></flowsInto>
+          <join code="xor"/><split code="xor"/>
+        </task>
+        <task id="B"><flowsInto><nextElementRef id="out"/></flowsInto></task>"#;
+    let src = yawl4(body, "");
+    let e = import_str(&src, &Options::default()).expect_err("refused");
+    assert!(
+        matches!(&e, ImportError::Predicate { expr, .. } if expr == "count(/Net/items/item) > 2"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("count(/Net/items/item) > 2"));
+    let opts = Options {
+        external_predicates: true,
+        ..Options::default()
+    };
+    let m = import_str(&src, &opts).expect("imports with external predicates");
+    assert_eq!(m.tasks[0].outputs[0].guard, FlowGuard::External);
+    let r = verify(&m, &opts);
+    assert!(
+        r.accepted() && r.has(FindingKind::ExternalPredicates),
+        "{:#?}",
+        r.findings
+    );
+}
+
+#[test]
+fn structural_defects_are_named() {
+    // Two defaults on an XOR split.
+    let body = r#"
+        <task id="A">
+          <flowsInto><nextElementRef id="B"/><isDefaultFlow/></flowsInto>
+          <flowsInto><nextElementRef id="out"/><isDefaultFlow/></flowsInto>
+          <join code="xor"/><split code="xor"/>
+        </task>
+        <task id="B"><flowsInto><nextElementRef id="out"/></flowsInto></task>"#;
+    let m = import_str(&yawl4(body, ""), &Options::default()).expect("imports");
+    let r = verify(&m, &Options::default());
+    let f = r
+        .findings
+        .iter()
+        .find(|f| f.kind == FindingKind::Defaults)
+        .expect("defaults finding");
+    assert!(
+        f.elements.contains(&"A".to_string()) && f.message.contains("2 default"),
+        "{f}"
+    );
+
+    // A cycle of default flows with no way out: cannot reach the output.
+    let body = r#"
+        <task id="A"><flowsInto><nextElementRef id="B"/></flowsInto></task>
+        <task id="B">
+          <flowsInto><nextElementRef id="C"/><isDefaultFlow/></flowsInto>
+          <join code="xor"/><split code="xor"/>
+        </task>
+        <task id="C"><flowsInto><nextElementRef id="B"/><isDefaultFlow/></flowsInto><join code="xor"/><split code="xor"/></task>
+        <task id="Z"><flowsInto><nextElementRef id="out"/></flowsInto></task>"#;
+    let m = import_str(&yawl4(body, ""), &Options::default()).expect("imports");
+    let r = verify(&m, &Options::default());
+    assert!(!r.accepted());
+    assert!(
+        r.findings.iter().any(|f| f.kind == FindingKind::NotOnPath
+            && f.message.contains("cannot be reached from")
+            && f.elements.iter().any(|e| e == "B")),
+        "{:#?}",
+        r.findings
+    );
+
+    // Deadlock: an AND-join waiting for a branch that never comes.
+    let body = r#"
+        <task id="A">
+          <flowsInto><nextElementRef id="B"/><predicate ordering="0">/Net/x = 1</predicate></flowsInto>
+          <flowsInto><nextElementRef id="C"/><isDefaultFlow/></flowsInto>
+          <join code="xor"/><split code="xor"/>
+        </task>
+        <task id="B"><flowsInto><nextElementRef id="D"/></flowsInto></task>
+        <task id="C"><flowsInto><nextElementRef id="D"/></flowsInto></task>
+        <task id="D"><flowsInto><nextElementRef id="out"/></flowsInto><join code="and"/><split code="and"/></task>"#;
+    let m = import_str(&yawl4(body, ""), &Options::default()).expect("imports");
+    let r = verify(&m, &Options::default());
+    assert!(
+        r.has(FindingKind::Deadlock) && r.has(FindingKind::DeadTask),
+        "{:#?}",
+        r.findings
+    );
+    let dead = r
+        .findings
+        .iter()
+        .find(|f| f.kind == FindingKind::DeadTask)
+        .expect("dead");
+    assert_eq!(dead.elements, ["D"]);
+}
+
+#[test]
+fn unknown_ids_and_bad_codes() {
+    let body = r#"<task id="A"><flowsInto><nextElementRef id="Nowhere"/></flowsInto></task>"#;
+    let e = import_str(&yawl4(body, ""), &Options::default()).expect_err("refused");
+    assert_eq!(
+        e,
+        ImportError::UnknownElement {
+            from: "A".into(),
+            id: "Nowhere".into()
+        }
+    );
+    let body = r#"<task id="A"><flowsInto><nextElementRef id="out"/></flowsInto><removesTokens id="Ghost"/></task>"#;
+    let e = import_str(&yawl4(body, ""), &Options::default()).expect_err("refused");
+    assert!(e.to_string().contains("Ghost"), "{e}");
+    let body = r#"<task id="A"><flowsInto><nextElementRef id="out"/></flowsInto><join code="sometimes"/></task>"#;
+    let e = import_str(&yawl4(body, ""), &Options::default()).expect_err("refused");
+    assert!(
+        e.to_string().contains("unknown join code 'sometimes'"),
+        "{e}"
+    );
+    let body = r#"<task id="A"><flowsInto><nextElementRef id="out"/></flowsInto></task><task id="A"><flowsInto><nextElementRef id="out"/></flowsInto></task>"#;
+    let e = import_str(&yawl4(body, ""), &Options::default()).expect_err("refused");
+    assert_eq!(e, ImportError::DuplicateId("A".into()));
+}
+
+#[test]
+fn capacity_is_named() {
+    let mut body = String::new();
+    for i in 0..70 {
+        let next = if i == 69 {
+            "out".to_string()
+        } else {
+            format!("T{}", i + 1)
+        };
+        let id = if i == 0 {
+            "A".to_string()
+        } else {
+            format!("T{i}")
+        };
+        body.push_str(&format!(
+            r#"<task id="{id}"><flowsInto><nextElementRef id="{next}"/></flowsInto></task>"#
+        ));
+    }
+    let m = import_str(&yawl4(&body, ""), &Options::default()).expect("imports");
+    let r = verify(&m, &Options::default());
+    assert!(
+        r.findings.iter().any(|f| f.kind == FindingKind::Capacity
+            && f.message.contains("70 tasks; the kernel holds 64")),
+        "{:#?}",
+        r.findings
+    );
+}
+
+#[test]
+fn pnml_namespaced_ptnet_without_page_and_silent_transitions() {
+    let src = r#"<?xml version="1.0"?>
+<pnml xmlns="http://www.pnml.org/version-2009/grammar/pnml">
+  <net id="n" type="http://www.pnml.org/version-2009/grammar/ptnet">
+    <place id="p0"><initialMarking><text>1</text></initialMarking></place>
+    <place id="p1"/><place id="p2"/>
+    <transition id="a"><name><text>a</text></name></transition>
+    <transition id="tau"><name><text>tau</text></name><toolspecific tool="ProM" version="6.4" activity="$invisible$"/></transition>
+    <arc id="x1" source="p0" target="a"/><arc id="x2" source="a" target="p1"/>
+    <arc id="x3" source="p1" target="tau"/><arc id="x4" source="tau" target="p2"/>
+  </net>
+</pnml>"#;
+    let m = accepted(src);
+    assert_eq!(m.format.to_string(), "PNML (ptnet)");
+    assert!(m.tasks[1].silent && !m.tasks[0].silent);
+    assert_eq!(
+        (m.condition_id(m.input), m.condition_id(m.output)),
+        ("p0", "p2")
+    );
+    assert_eq!(m.tasks[0].join, Join::Xor);
+}
+
+#[test]
+fn pnml_refusals() {
+    let two = r#"<pnml><net id="n" type="http://www.pnml.org/version-2009/grammar/ptnet"><page id="g">
+      <place id="p"><initialMarking><text>2</text></initialMarking></place></page></net></pnml>"#;
+    assert_eq!(
+        import_str(two, &Options::default()),
+        Err(ImportError::NotSafe {
+            place: "p".into(),
+            tokens: 2
+        })
+    );
+    let dangling = r#"<pnml><net id="n"><place id="p"><initialMarking><text>1</text></initialMarking></place>
+      <arc id="a" source="p" target="ghost"/></net></pnml>"#;
+    let e = import_str(dangling, &Options::default()).expect_err("refused");
+    assert!(e.to_string().contains("ghost"), "{e}");
+    let weighted = r#"<pnml><net id="n"><place id="p"/><transition id="t"/>
+      <arc id="a" source="p" target="t"><inscription><text>3</text></inscription></arc></net></pnml>"#;
+    let e = import_str(weighted, &Options::default()).expect_err("refused");
+    assert!(e.to_string().contains("weight 3"), "{e}");
+}
+
+#[test]
+fn json_form_and_examples() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/examples");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).expect("docs/examples") {
+        let p = e.expect("entry").path();
+        if p.extension().and_then(|x| x.to_str()) != Some("json") {
+            continue;
+        }
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = cli::check(std::slice::from_ref(&p), &mut out, &mut err);
+        let out = String::from_utf8_lossy(&out);
+        assert_eq!(code, 0, "{}: {out}", p.display());
+        n += 1;
+    }
+    assert!(n >= 2, "examples found: {n}");
+    let e = import_str(
+        r#"{"tasks": [{"id": "A", "jion": "xor"}]}"#,
+        &Options::default(),
+    )
+    .expect_err("typo");
+    assert!(e.to_string().contains("jion"), "{e}");
+}
+
+#[test]
+fn malformed_inputs_are_errors() {
+    let full = yawl4(
+        r#"<task id="A"><flowsInto><nextElementRef id="out"/></flowsInto></task>"#,
+        "",
+    );
+    for cut in [10, 100, full.len() / 2, full.len() - 5] {
+        assert!(
+            import_str(&full[..cut], &Options::default()).is_err(),
+            "cut at {cut}"
+        );
+    }
+    assert!(matches!(
+        import_str("hello", &Options::default()),
+        Err(ImportError::UnknownFormat(_))
+    ));
+    assert!(matches!(
+        import_str("<html/>", &Options::default()),
+        Err(ImportError::UnknownFormat(_))
+    ));
+    assert!(import_str("{", &Options::default()).is_err());
+    assert!(import_str("", &Options::default()).is_err());
+    let huge = vec![b' '; (knhk_import::MAX_INPUT_BYTES + 1) as usize];
+    assert!(matches!(
+        import_bytes(&huge, &Options::default()),
+        Err(ImportError::TooLarge { .. })
+    ));
+    // Deeply nested XML hits the parser's limits, not the stack.
+    let deep = format!(
+        "<pnml>{}{}</pnml>",
+        "<page>".repeat(5000),
+        "</page>".repeat(5000)
+    );
+    assert!(import_str(&deep, &Options::default()).is_err());
+}
+
+fn fuzz_one(bytes: &[u8]) {
+    if let Ok(m) = import_bytes(bytes, &Options::default()) {
+        let _ = verify(
+            &m,
+            &Options {
+                state_cap: 2_000,
+                ..Options::default()
+            },
+        );
+    }
+    let _ = knhk_import::xes::read(bytes);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        fuzz_one(&bytes);
+    }
+
+    #[test]
+    fn mutated_corpus_never_panics(
+        which in 0usize..4,
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let files = [
+            include_str!("../../../shared/corpus/yawl/WPC7StructuredSynchronisingMerge.yawl"),
+            include_str!("../../../shared/corpus/pnml/running-example.pnml"),
+            include_str!("../../../shared/corpus/pnml/woped-XorSplitJoin.pnml"),
+            include_str!("../../../shared/corpus/yawl/WPC10AbitraryCycles.yawl"),
+        ];
+        let mut b = files[which].as_bytes().to_vec();
+        for (i, v) in edits {
+            let at = i.index(b.len());
+            b[at] = v;
+        }
+        let n = cut.index(b.len() + 1);
+        fuzz_one(&b);
+        fuzz_one(&b[..n]);
+    }
+
+    #[test]
+    fn predicates_never_panic(s in "[ /()a-zA-Z0-9<>=!'\"._-]{0,64}") {
+        let src = yawl4(&format!(
+            r#"<task id="A"><flowsInto><nextElementRef id="B"/><predicate ordering="0">{}</predicate></flowsInto>
+               <flowsInto><nextElementRef id="out"/><isDefaultFlow/></flowsInto><split code="xor"/></task>
+               <task id="B"><flowsInto><nextElementRef id="out"/></flowsInto></task>"#,
+            s.replace('&', "&amp;").replace('<', "&lt;")), "");
+        let _ = import_str(&src, &Options::default());
+    }
+}
