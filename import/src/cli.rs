@@ -101,7 +101,12 @@ pub fn check_with(
                     let _ = writeln!(err, "knhk check: {}: {e}", p.display());
                     code = code.max(EXIT_UNREADABLE);
                 } else {
-                    let _ = writeln!(out, "{}: refused\n  reason: {e}", p.display());
+                    let ms = t0.elapsed().as_secs_f64() * 1e3;
+                    let _ = writeln!(
+                        out,
+                        "{}: refused\n  reason: {e}\n  time: {ms:.2} ms",
+                        p.display()
+                    );
                     code = code.max(EXIT_REFUSED);
                 }
                 continue;
