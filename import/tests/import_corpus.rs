@@ -176,3 +176,40 @@ fn replay_of_unreadable_input_exits_2() {
     );
     assert_eq!(code, 2);
 }
+
+#[test]
+fn compile_prints_the_net_and_exits_by_verdict() {
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = cli::compile(
+        &corpus().join("yawl/WPC4ExclusiveChoice.yawl"),
+        &mut out,
+        &mut err,
+    );
+    let s = String::from_utf8_lossy(&out);
+    assert_eq!(code, 0, "{s}");
+    assert!(s.contains("split=xor"), "{s}");
+    assert!(s.contains("[guard r0 == 0]  <- /Net/c=0"), "{s}");
+    assert!(s.contains("default"), "{s}");
+    assert!(s.contains("verdict: accepted"), "{s}");
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    assert_eq!(
+        cli::compile(
+            &corpus().join("yawl/WPC8MultiMerge.yawl"),
+            &mut out,
+            &mut err
+        ),
+        1
+    );
+    assert_eq!(
+        cli::compile(
+            &corpus().join("pnml/mcc-Kanban-PT-02000.pnml"),
+            &mut out,
+            &mut err
+        ),
+        1
+    );
+    assert_eq!(
+        cli::compile(&corpus().join("nope.yawl"), &mut out, &mut err),
+        2
+    );
+}
