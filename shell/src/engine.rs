@@ -143,7 +143,7 @@ pub struct SlotBook {
     /// The case as of its last op.
     pub last: Outcome,
     pub regs: [i64; REGISTERS],
-    pub history: Vec<Hist>,
+    pub history: VecDeque<Hist>,
     /// Events dropped from the front of `history` (history_limit).
     pub history_dropped: u64,
 }
@@ -159,7 +159,7 @@ impl SlotBook {
             terminal: false,
             last: Outcome::default(),
             regs: [0; REGISTERS],
-            history: Vec::new(),
+            history: VecDeque::new(),
             history_dropped: 0,
         }
     }
@@ -175,6 +175,24 @@ pub struct Book {
     done: VecDeque<(u32, u64)>,
     /// Number of watch events this shard has produced.
     pub event_seq: u64,
+}
+
+/// The recorded history of one case, for export.
+#[derive(Debug, Clone)]
+pub struct CaseHistory {
+    pub case_id: u64,
+    pub workflow: u16,
+    pub created_ns: u64,
+    pub events: Vec<Hist>,
+}
+
+/// A watcher's subscription to one shard: the receiver, the shard's event number at the
+/// subscription point, and the case's history until then (when asked for).
+#[derive(Debug)]
+pub struct Subscription {
+    pub rx: broadcast::Receiver<Arc<EventBatch>>,
+    pub seq: u64,
+    pub history: Vec<Hist>,
 }
 
 /// A point-in-time view of one case.
@@ -373,6 +391,14 @@ impl Engine {
     /// Per-worker counters and heartbeats.
     pub fn worker_stats(&self) -> Vec<Arc<workers::WorkerStats>> {
         self.shards.iter().map(|s| s.worker.stats.clone()).collect()
+    }
+
+    /// Holds (or releases) every worker: held workers take no input, so their rings fill and
+    /// new work gets RESOURCE_EXHAUSTED. A maintenance and test switch.
+    pub fn hold_workers(&self, hold: bool) {
+        for s in &self.shards {
+            s.worker.set_hold(hold);
+        }
     }
 
     /// Refuse new work from now on (shutdown step 1).
@@ -637,16 +663,10 @@ impl Engine {
         };
         let o = job.out.first().copied().unwrap_or_default();
         if o.status != Status::Ok {
-            return Err(status_error(o.status, id, &wf, 0));
+            return Err(status_error(&o, id, &wf, 0));
         }
         wf.cases_created.fetch_add(1, Ordering::Relaxed);
-        Ok(CaseView {
-            id,
-            workflow: wf,
-            last: o,
-            regs,
-            created_ns: now_ns(),
-        })
+        self.view(shard, slot, id)
     }
 
     /// Start, complete, fire or cancel a task of a case.
@@ -679,7 +699,7 @@ impl Engine {
         let job = self.run(shard, Job::new(vec![op], payload)).await?;
         let o = job.out.first().copied().unwrap_or_default();
         if o.status != Status::Ok {
-            return Err(status_error(o.status, case_id, &wf, t));
+            return Err(status_error(&o, case_id, &wf, t));
         }
         self.view(shard, slot, case_id)
     }
@@ -694,7 +714,7 @@ impl Engine {
         let job = self.run(shard, Job::new(vec![op], Vec::new())).await?;
         let o = job.out.first().copied().unwrap_or_default();
         if o.status != Status::Ok {
-            return Err(status_error(o.status, case_id, &wf, 0));
+            return Err(status_error(&o, case_id, &wf, 0));
         }
         self.view(shard, slot, case_id)
     }
@@ -737,14 +757,12 @@ impl Engine {
         &self,
         case_id: u64,
         workflow: Option<u16>,
-    ) -> Result<Vec<(u64, u16, u64, Vec<Hist>)>, ShellError> {
+    ) -> Result<Vec<CaseHistory>, ShellError> {
         if case_id != 0 {
             let (shard, slot) = self.locate(case_id).ok_or(ShellError::NoCase(case_id))?;
             let book = lock(&self.shards[shard].book);
             return match book.slots.get(slot as usize) {
-                Some(s) if s.id == case_id && s.live => {
-                    Ok(vec![(s.id, s.workflow, s.created_ns, s.history.clone())])
-                }
+                Some(s) if s.id == case_id && s.live => Ok(vec![history_of(s)]),
                 _ => Err(ShellError::NoCase(case_id)),
             };
         }
@@ -753,11 +771,11 @@ impl Engine {
             let book = lock(&s.book);
             for b in book.slots.iter().filter(|b| b.live && b.id != 0) {
                 if workflow.is_none_or(|w| w == b.workflow) {
-                    out.push((b.id, b.workflow, b.created_ns, b.history.clone()));
+                    out.push(history_of(b));
                 }
             }
         }
-        out.sort_by_key(|(_, _, created, _)| *created);
+        out.sort_by_key(|h| h.created_ns);
         Ok(out)
     }
 
@@ -767,7 +785,7 @@ impl Engine {
         &self,
         shard: usize,
         history_of: Option<(u32, u64)>,
-    ) -> Result<(broadcast::Receiver<Arc<EventBatch>>, u64, Vec<Hist>), ShellError> {
+    ) -> Result<Subscription, ShellError> {
         let ctl = self
             .shards
             .get(shard)
@@ -777,11 +795,15 @@ impl Engine {
         let mut hist = Vec::new();
         if let Some((slot, id)) = history_of {
             match book.slots.get(slot as usize) {
-                Some(s) if s.id == id && s.live => hist = s.history.clone(),
+                Some(s) if s.id == id && s.live => hist = s.history.iter().copied().collect(),
                 _ => return Err(ShellError::NoCase(id)),
             }
         }
-        Ok((rx, book.event_seq, hist))
+        Ok(Subscription {
+            rx,
+            seq: book.event_seq,
+            history: hist,
+        })
     }
 
     // ---------------------------------------------------------------- bulk
@@ -828,7 +850,11 @@ impl Engine {
                 .map(|o| (o.slot, o.case_id))
                 .collect();
             match self.submit(shard, Job::new(b.ops, b.data)) {
-                Ok(rx) => waits.push((rx, b.pos, b.wfs)),
+                Ok(rx) => waits.push(ShardWait {
+                    rx,
+                    pos: b.pos,
+                    wfs: b.wfs,
+                }),
                 Err(e) => {
                     for (slot, id) in creates {
                         self.release_slot(shard, slot, id);
@@ -847,7 +873,7 @@ impl Engine {
         &self,
         ev: &proto::Event,
         cache: &mut Option<Arc<Workflow>>,
-    ) -> Result<(usize, Op, Option<[i64; REGISTERS]>, u16), ShellError> {
+    ) -> Result<Prepared, ShellError> {
         use proto::event::Task;
         let kind = match proto::EventOp::try_from(ev.op) {
             Ok(proto::EventOp::CreateCase) => OpKind::Create,
@@ -936,17 +962,28 @@ struct ShardBatch {
     wfs: Vec<u16>,
 }
 
+/// A shard's share of a bulk batch in flight: its reply, the events' positions in the batch
+/// and their workflows (u16::MAX: not resolved).
+struct ShardWait {
+    rx: oneshot::Receiver<Box<Job>>,
+    pos: Vec<u32>,
+    wfs: Vec<u16>,
+}
+
+/// An event resolved for submission: shard, op, register payload, workflow index.
+type Prepared = (usize, Op, Option<[i64; REGISTERS]>, u16);
+
 /// A queued bulk batch: await [`PendingBatch::finish`] for its results.
 pub struct PendingBatch {
     results: Vec<proto::EventResult>,
-    waits: Vec<(oneshot::Receiver<Box<Job>>, Vec<u32>, Vec<u16>)>,
+    waits: Vec<ShardWait>,
 }
 
 impl PendingBatch {
     /// Waits for every shard's reply and returns one result per event, in request order.
     pub async fn finish(self, engine: &Engine) -> Vec<proto::EventResult> {
         let PendingBatch { mut results, waits } = self;
-        for (rx, pos, wfs) in waits {
+        for ShardWait { rx, pos, wfs } in waits {
             match rx.await {
                 Ok(job) => {
                     for (i, p) in pos.iter().enumerate() {
@@ -974,7 +1011,7 @@ impl PendingBatch {
                                 .and_then(|&w| engine.workflow_at(w))
                                 .or_else(|| engine.case_workflow(op.case_id).ok().map(|x| x.0));
                             let e = match wf {
-                                Some(wf) => status_error(o.status, op.case_id, &wf, op.task),
+                                Some(wf) => status_error(o, op.case_id, &wf, op.task),
                                 None => ShellError::NoCase(op.case_id),
                             };
                             let mut r = err_result(&e, op.case_id);
@@ -1025,7 +1062,8 @@ fn initial_registers(
 }
 
 /// The error for a refused op, naming the case and task.
-pub fn status_error(status: Status, case_id: u64, wf: &Workflow, task: u8) -> ShellError {
+pub fn status_error(o: &Outcome, case_id: u64, wf: &Workflow, task: u8) -> ShellError {
+    let (status, state) = (o.status, o.state);
     let t = wf.task_name(task);
     match status {
         Status::Ok => ShellError::Internal("ok is not an error".into()),
@@ -1043,7 +1081,11 @@ pub fn status_error(status: Status, case_id: u64, wf: &Workflow, task: u8) -> Sh
         )),
         Status::CaseComplete => ShellError::CaseDone {
             case: case_id,
-            state: "complete or cancelled",
+            state: if state == State::Cancelled {
+                "cancelled"
+            } else {
+                "complete"
+            },
         },
         Status::BadTask => ShellError::NoTask {
             task: format!("#{task}"),
@@ -1053,6 +1095,15 @@ pub fn status_error(status: Status, case_id: u64, wf: &Workflow, task: u8) -> Sh
             ShellError::Internal(format!("the kernel refused an op on case {case_id}"))
         }
         Status::Stopped => ShellError::Draining,
+    }
+}
+
+fn history_of(s: &SlotBook) -> CaseHistory {
+    CaseHistory {
+        case_id: s.id,
+        workflow: s.workflow,
+        created_ns: s.created_ns,
+        events: s.history.iter().copied().collect(),
     }
 }
 
@@ -1120,8 +1171,10 @@ fn reply_loop(mut port: ReplyPort, ctx: ReplyCtx) {
 fn record(ctx: &ReplyCtx, job: &Job, scratch: &mut Vec<WatchItem>) {
     let now = now_ns();
     scratch.clear();
-    let watching = ctx.events.receiver_count() > 0;
     let mut book = lock(&ctx.book);
+    // Under the book lock: a watcher subscribes under it too, so it sees every event
+    // produced after its subscription point.
+    let watching = ctx.events.receiver_count() > 0;
     let book = &mut *book;
     let mut produced: u64 = 0;
     for (op, o) in job.ops.iter().zip(job.out.iter()) {
@@ -1157,10 +1210,10 @@ fn record(ctx: &ReplyCtx, job: &Job, scratch: &mut Vec<WatchItem>) {
             produced += 1;
             if let Some(lc) = lc {
                 if s.history.len() >= ctx.history_limit {
-                    s.history.remove(0);
+                    s.history.pop_front();
                     s.history_dropped += 1;
                 }
-                s.history.push(Hist {
+                s.history.push_back(Hist {
                     time_ns: now,
                     task,
                     lifecycle: lc,

@@ -212,9 +212,9 @@ impl BeatBuilder {
         let mut statuses = [0u8; LANES];
         let ran = net.beat(cases, &self.events[..n], &mut statuses);
         let mut refused = 0;
-        for lane in 0..n {
+        for (lane, &code) in statuses.iter().enumerate().take(n) {
             let status = match ran {
-                Ok(()) => status_of_code(statuses[lane]),
+                Ok(()) => status_of_code(code),
                 Err(e) => status_of(e),
             };
             if status != Status::Ok {

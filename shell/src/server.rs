@@ -388,11 +388,11 @@ impl Knhk for KnhkService {
         let mut first_wf: Option<Arc<Workflow>> = None;
         if r.case_id != 0 {
             let (wf, shard, slot) = self.engine.case_workflow(r.case_id)?;
-            let (rx, seq, hist) = self.engine.subscribe(shard, Some((slot, r.case_id)))?;
+            let sub = self.engine.subscribe(shard, Some((slot, r.case_id)))?;
             if r.from_start {
-                history = hist;
+                history = sub.history;
             }
-            subs.push((shard, rx, seq));
+            subs.push((shard, sub.rx, sub.seq));
             filter = Filter::Case(r.case_id);
             first_wf = Some(wf);
         } else {
@@ -402,8 +402,8 @@ impl Knhk for KnhkService {
                 Filter::Workflow(self.engine.workflow(&r.workflow_id)?.index)
             };
             for shard in 0..self.engine.shard_count() {
-                let (rx, seq, _) = self.engine.subscribe(shard, None)?;
-                subs.push((shard, rx, seq));
+                let sub = self.engine.subscribe(shard, None)?;
+                subs.push((shard, sub.rx, sub.seq));
             }
         }
         let (tx, rx) = mpsc::channel(128);
@@ -479,11 +479,11 @@ impl Knhk for KnhkService {
             .collect();
         let inputs: Vec<xes::TraceInput<'_>> = hists
             .iter()
-            .filter_map(|(id, wf, _, h)| {
+            .filter_map(|h| {
                 Some(xes::TraceInput {
-                    case_id: *id,
-                    workflow: wfs.get(wf)?,
-                    history: h,
+                    case_id: h.case_id,
+                    workflow: wfs.get(&h.workflow)?,
+                    history: &h.events,
                 })
             })
             .collect();

@@ -246,6 +246,7 @@ pub struct WorkerHandle {
     worker_thread: Thread,
     worker_parked: Arc<AtomicBool>,
     stopping: Arc<AtomicBool>,
+    hold: Arc<AtomicBool>,
     pub stats: Arc<WorkerStats>,
     join: Mutex<Option<JoinHandle<()>>>,
 }
@@ -296,6 +297,13 @@ impl WorkerHandle {
         }
     }
 
+    /// Maintenance switch: while held, the worker takes no input (its ring fills and
+    /// submitters get back-pressure). Used to test back-pressure and to quiesce a shard.
+    pub fn set_hold(&self, hold: bool) {
+        self.hold.store(hold, Ordering::SeqCst);
+        self.worker_thread.unpark();
+    }
+
     /// True once `stop` was called.
     pub fn is_stopping(&self) -> bool {
         self.stopping.load(Ordering::Acquire)
@@ -331,6 +339,7 @@ pub fn spawn(
     stats.core.store(u64::MAX, Ordering::Relaxed);
     let worker_parked = Arc::new(AtomicBool::new(false));
     let stopping = Arc::new(AtomicBool::new(false));
+    let hold = Arc::new(AtomicBool::new(false));
     let reply_parked = Arc::new(AtomicBool::new(false));
     let worker_done = Arc::new(AtomicBool::new(false));
 
@@ -347,6 +356,7 @@ pub fn spawn(
         stats: stats.clone(),
         parked: worker_parked.clone(),
         stopping: stopping.clone(),
+        hold: hold.clone(),
         reply_parked: reply_parked.clone(),
         reply_thread,
         done: worker_done.clone(),
@@ -367,6 +377,7 @@ pub fn spawn(
         worker_thread: join.thread().clone(),
         worker_parked,
         stopping,
+        hold,
         stats,
         join: Mutex::new(Some(join)),
     };
@@ -408,6 +419,7 @@ struct Worker {
     stats: Arc<WorkerStats>,
     parked: Arc<AtomicBool>,
     stopping: Arc<AtomicBool>,
+    hold: Arc<AtomicBool>,
     reply_parked: Arc<AtomicBool>,
     reply_thread: Arc<OnceLock<Thread>>,
     done: Arc<AtomicBool>,
@@ -429,7 +441,7 @@ impl Worker {
                     self.held = Some(job);
                 }
             }
-            if self.held.is_none() {
+            if self.held.is_none() && !self.hold.load(Ordering::Relaxed) {
                 // Bounded drain: hand replies back regularly even under a flood.
                 for _ in 0..64 {
                     let Some(mut job) = self.input.try_pop() else {
@@ -450,7 +462,10 @@ impl Worker {
                 park = PARK_MIN;
                 continue;
             }
-            if self.stopping.load(Ordering::Acquire) && self.held.is_none() {
+            if self.stopping.load(Ordering::Acquire)
+                && self.held.is_none()
+                && (self.input.is_empty() || self.hold.load(Ordering::Relaxed))
+            {
                 break;
             }
             idle = idle.saturating_add(1);
@@ -461,7 +476,9 @@ impl Worker {
             } else {
                 self.parked.store(true, Ordering::SeqCst);
                 fence(Ordering::SeqCst);
-                if self.input.is_empty() && !self.stopping.load(Ordering::SeqCst) {
+                if (self.input.is_empty() || self.hold.load(Ordering::Relaxed))
+                    && !self.stopping.load(Ordering::SeqCst)
+                {
                     self.stats.parks.fetch_add(1, Ordering::Relaxed);
                     thread::park_timeout(park);
                     park = (park * 2).min(PARK_MAX);
