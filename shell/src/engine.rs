@@ -393,6 +393,19 @@ impl Engine {
         self.shards.iter().map(|s| s.worker.stats.clone()).collect()
     }
 
+    /// Jobs queued in each worker's input ring (metrics, readiness).
+    pub fn ring_depths(&self) -> Vec<usize> {
+        self.shards.iter().map(|s| s.worker.queued()).collect()
+    }
+
+    /// Per worker: watch subscribers, and event batches the slowest of them has not read.
+    pub fn watch_stats(&self) -> Vec<(usize, usize)> {
+        self.shards
+            .iter()
+            .map(|s| (s.events.receiver_count(), s.events.len()))
+            .collect()
+    }
+
     /// Holds (or releases) every worker: held workers take no input, so their rings fill and
     /// new work gets RESOURCE_EXHAUSTED. A maintenance and test switch.
     pub fn hold_workers(&self, hold: bool) {

@@ -9,6 +9,8 @@
 //! - [`exec`]: the only calls into the kernel's case operations (beats of ≤ 8 lanes).
 //! - [`workflow`]: names ↔ kernel indices, request data → registers.
 //! - [`xes`]: IEEE 1849 export.
+//! - [`http`], [`metrics`], [`telemetry`]: health probes and `/metrics` (axum, prometheus-client),
+//!   worker counters and tick histograms, per-RPC spans, logs and OTLP export.
 //! - [`client`]: the `knhk` subcommands that talk to a running server.
 //!
 //! Contract: no `unsafe` here; workers never allocate, lock or block; every refusal a client
@@ -21,7 +23,10 @@ pub mod client;
 pub mod engine;
 pub mod error;
 pub mod exec;
+pub mod http;
+pub mod metrics;
 pub mod server;
+pub mod telemetry;
 pub mod workers;
 pub mod workflow;
 pub mod xes;

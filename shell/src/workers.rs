@@ -216,6 +216,13 @@ pub struct WorkerStats {
     pub in_full: AtomicU64,
     /// The core the worker is pinned to, or u64::MAX when pinning failed or was off.
     pub core: AtomicU64,
+    /// Ops by kind, task pattern and status, and case outcomes (metrics.rs).
+    pub kernel: crate::metrics::KernelCounters,
+    /// The shell's end of the worker's ticks-per-op histograms (metrics.rs).
+    pub ticks: crate::metrics::TickExport,
+    /// Test switch, written by the shell: while set, an idle worker stops its heartbeat and
+    /// takes no input, as a wedged worker would (liveness must then fail).
+    pub wedge: AtomicBool,
 }
 
 /// The table of compiled nets, shared read-only with the workers: a slot is written once, at
@@ -304,6 +311,15 @@ impl WorkerHandle {
         self.worker_thread.unpark();
     }
 
+    /// Jobs waiting in the in ring (takes the producer mutex for one load).
+    pub fn queued(&self) -> usize {
+        let free = match self.producer.lock() {
+            Ok(mut p) => p.free(),
+            Err(poisoned) => poisoned.into_inner().free(),
+        };
+        RING_CAPACITY.saturating_sub(free)
+    }
+
     /// True once `stop` was called.
     pub fn is_stopping(&self) -> bool {
         self.stopping.load(Ordering::Acquire)
@@ -337,6 +353,8 @@ pub fn spawn(
     let (out_tx, out_rx) = ring::channel::<Box<Job>, RING_CAPACITY>();
     let stats = Arc::new(WorkerStats::default());
     stats.core.store(u64::MAX, Ordering::Relaxed);
+    let (meter, tick_export) = crate::metrics::worker_meter();
+    stats.ticks.install(tick_export);
     let worker_parked = Arc::new(AtomicBool::new(false));
     let stopping = Arc::new(AtomicBool::new(false));
     let hold = Arc::new(AtomicBool::new(false));
@@ -360,6 +378,7 @@ pub fn spawn(
         reply_parked: reply_parked.clone(),
         reply_thread,
         done: worker_done.clone(),
+        meter,
     };
     let core = spec.core;
     let join = thread::Builder::new()
@@ -423,6 +442,7 @@ struct Worker {
     reply_parked: Arc<AtomicBool>,
     reply_thread: Arc<OnceLock<Thread>>,
     done: Arc<AtomicBool>,
+    meter: crate::metrics::WorkerMeter,
 }
 
 impl Worker {
@@ -448,19 +468,27 @@ impl Worker {
                         break;
                     };
                     worked = true;
+                    let t0 = knhk_kernel::clock::ticks();
                     self.execute(&mut job);
+                    let (counters, workflows) = (&self.stats.kernel, &self.shard.workflows);
+                    self.meter.job(t0, &job, counters, &self.nets, workflows);
                     if let Err(job) = self.output.try_push(job) {
                         self.stats.out_full.fetch_add(1, Ordering::Relaxed);
                         self.held = Some(job);
                         break;
                     }
                 }
+                self.meter.end_round();
             }
             if worked {
                 self.wake_reply();
                 idle = 0;
                 park = PARK_MIN;
                 continue;
+            }
+            self.meter.idle();
+            while self.stats.wedge.load(Ordering::Relaxed) && !self.stopping.load(Ordering::Acquire) {
+                thread::sleep(Duration::from_millis(1));
             }
             if self.stopping.load(Ordering::Acquire)
                 && self.held.is_none()

@@ -1,0 +1,645 @@
+//! The HTTP side (axum): metrics and health probes, on their own address, off the kernel path.
+//!
+//! Endpoints (on `--http-addr` / `KNHK_HTTP_ADDR`, default 127.0.0.1:9090; `off` disables them
+//! and the gRPC request metrics with them):
+//!
+//! | path | answer |
+//! |---|---|
+//! | `GET /metrics` | every metric, OpenMetrics text (prometheus-client), see docs/operations.md |
+//! | `GET /health/startup` | 200 once the workers run (pinned where asked) and persisted state is loaded; latched |
+//! | `GET /health/ready` | 200 while accepting work: started, not draining, no input ring saturated, every worker live |
+//! | `GET /health/live` | 200 while every kernel worker's heartbeat has moved within `--heartbeat-timeout-ms` |
+//! | `GET /health` | JSON: `status` (healthy, degraded, unhealthy), `version`, `uptime_seconds`, a check per component |
+//!
+//! Probes answer 200 or 503 with a one-line reason. Unknown paths are 404, other methods 405.
+//!
+//! A watchdog task samples the workers' heartbeats and ring counters ten times a second (a few
+//! atomic loads; it never touches a worker) and keeps the gRPC health service
+//! (`grpc.health.v1`, service `""` and `knhk.v1.Knhk`) in agreement with readiness: SERVING
+//! exactly when `/health/ready` is 200.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic_health::ServingStatus;
+
+use crate::engine::Engine;
+use crate::metrics::{Metrics, RpcLayer};
+use crate::workers::RING_CAPACITY;
+
+/// Observability settings (the server's flags).
+#[derive(Debug, Clone)]
+pub struct ObserveConfig {
+    /// Address of the HTTP endpoints; `None` serves none and records no gRPC metrics.
+    pub http_addr: Option<SocketAddr>,
+    /// A worker whose heartbeat has not moved for this long is wedged: liveness fails.
+    pub heartbeat_timeout: Duration,
+    /// An input ring at least this full (fraction of its capacity) makes the server unready.
+    pub saturation: f64,
+}
+
+impl Default for ObserveConfig {
+    fn default() -> Self {
+        ObserveConfig {
+            http_addr: None,
+            heartbeat_timeout: Duration::from_secs(2),
+            saturation: 0.9,
+        }
+    }
+}
+
+/// Where the server is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Phase {
+    /// Workers starting, persisted state loading.
+    Starting = 0,
+    /// Accepting work.
+    Serving = 1,
+    /// Shutdown signalled: new work refused, in-flight work finishing.
+    Draining = 2,
+    /// Workers stopped.
+    Stopped = 3,
+}
+
+impl Phase {
+    fn from_u8(v: u8) -> Phase {
+        match v {
+            0 => Phase::Starting,
+            1 => Phase::Serving,
+            2 => Phase::Draining,
+            _ => Phase::Stopped,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Phase::Starting => "starting",
+            Phase::Serving => "serving",
+            Phase::Draining => "draining",
+            Phase::Stopped => "stopped",
+        }
+    }
+}
+
+/// Health of one component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Healthy,
+    Degraded,
+    Unhealthy,
+}
+
+/// One component's check: its level and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Check {
+    pub status: Level,
+    pub reason: String,
+}
+
+impl Check {
+    pub fn healthy(reason: impl Into<String>) -> Check {
+        Check {
+            status: Level::Healthy,
+            reason: reason.into(),
+        }
+    }
+    pub fn degraded(reason: impl Into<String>) -> Check {
+        Check {
+            status: Level::Degraded,
+            reason: reason.into(),
+        }
+    }
+    pub fn unhealthy(reason: impl Into<String>) -> Check {
+        Check {
+            status: Level::Unhealthy,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The `/health` document.
+#[derive(Debug, Clone, Serialize)]
+pub struct HealthReport {
+    pub status: Level,
+    pub version: &'static str,
+    pub uptime_seconds: f64,
+    pub probes: Probes,
+    pub checks: BTreeMap<String, Check>,
+}
+
+/// The three probes' answers.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Probes {
+    pub startup: bool,
+    pub ready: bool,
+    pub live: bool,
+}
+
+#[derive(Debug, Default)]
+struct Beat {
+    heartbeat: u64,
+    moved_at: Option<Instant>,
+    in_full: u64,
+    saturated_until: Option<Instant>,
+}
+
+#[derive(Debug, Default)]
+struct Sample {
+    beats: Vec<Beat>,
+    at: Option<Instant>,
+}
+
+/// Probe state and metrics of one server; shared by the server, the HTTP endpoints and the
+/// watchdog. Create it with [`Observer::new`], start the endpoints with
+/// [`Observer::start_http`], hand it to [`crate::server::serve_observed`].
+pub struct Observer {
+    cfg: ObserveConfig,
+    started: Instant,
+    phase: AtomicU8,
+    startup_latch: AtomicBool,
+    metrics: Metrics,
+    extra: Mutex<BTreeMap<String, (Check, bool)>>,
+    sample: Mutex<Sample>,
+    http_addr: OnceLock<SocketAddr>,
+    stop: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Observer")
+            .field("cfg", &self.cfg)
+            .field("phase", &self.phase())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Observer {
+    /// A fresh observer (phase Starting).
+    pub fn new(cfg: ObserveConfig) -> Arc<Observer> {
+        let (stop, _) = watch::channel(false);
+        Arc::new(Observer {
+            cfg,
+            started: Instant::now(),
+            phase: AtomicU8::new(Phase::Starting as u8),
+            startup_latch: AtomicBool::new(false),
+            metrics: Metrics::new(),
+            extra: Mutex::new(BTreeMap::new()),
+            sample: Mutex::new(Sample::default()),
+            http_addr: OnceLock::new(),
+            stop,
+        })
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &ObserveConfig {
+        &self.cfg
+    }
+
+    /// The metrics registry.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// True when HTTP endpoints and gRPC metrics are on.
+    pub fn enabled(&self) -> bool {
+        self.cfg.http_addr.is_some()
+    }
+
+    /// Binds `http_addr` and serves the endpoints until [`Observer::stop_http`]. Returns the
+    /// bound address (None when disabled). Call before the engine starts, so that the startup
+    /// probe can say "not yet".
+    pub async fn start_http(self: &Arc<Self>) -> std::io::Result<Option<SocketAddr>> {
+        let Some(addr) = self.cfg.http_addr else {
+            return Ok(None);
+        };
+        let listener = TcpListener::bind(addr).await?;
+        let local = listener.local_addr()?;
+        let _ = self.http_addr.set(local);
+        let app = router(self.clone());
+        let mut stop = self.stop.subscribe();
+        tokio::spawn(async move {
+            let shutdown = async move {
+                while !*stop.borrow() {
+                    if stop.changed().await.is_err() {
+                        break;
+                    }
+                }
+            };
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+            {
+                tracing::warn!(error = %e, "http endpoints stopped");
+            }
+        });
+        tracing::info!(addr = %local, "knhk serving HTTP (/metrics, /health)");
+        Ok(Some(local))
+    }
+
+    /// The bound HTTP address, once started.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr.get().copied()
+    }
+
+    /// Stops the HTTP endpoints (graceful: open requests finish).
+    pub fn stop_http(&self) {
+        let _ = self.stop.send(true);
+    }
+
+    /// The tower layer for the gRPC server: spans always, metrics when enabled.
+    pub fn rpc_layer(&self) -> RpcLayer {
+        RpcLayer::new(self.enabled().then(|| self.metrics.rpc.clone()))
+    }
+
+    /// Points probes and metrics at the started engine and starts the watchdog, which keeps
+    /// `health` (gRPC) in agreement with readiness.
+    pub fn attach(
+        self: &Arc<Self>,
+        engine: &Arc<Engine>,
+        health: tonic_health::server::HealthReporter,
+    ) {
+        self.metrics.slot.set(engine);
+        self.sample_now();
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut last: Option<bool> = None;
+            loop {
+                tick.tick().await;
+                let Some(obs) = me.upgrade() else { return };
+                if obs.phase() == Phase::Stopped {
+                    return;
+                }
+                obs.sample_now();
+                let ready = obs.ready().is_ok();
+                if last != Some(ready) {
+                    if last.is_some() {
+                        tracing::info!(ready, "readiness changed");
+                    }
+                    last = Some(ready);
+                    let s = if ready {
+                        ServingStatus::Serving
+                    } else {
+                        ServingStatus::NotServing
+                    };
+                    health.set_service_status("", s).await;
+                    health
+                        .set_service_status(crate::server::SERVICE_NAME, s)
+                        .await;
+                }
+            }
+        });
+    }
+
+    /// Moves the life cycle on.
+    pub fn set_phase(&self, phase: Phase) {
+        self.phase.store(phase as u8, Ordering::SeqCst);
+    }
+
+    /// The current phase.
+    pub fn phase(&self) -> Phase {
+        Phase::from_u8(self.phase.load(Ordering::SeqCst))
+    }
+
+    /// Sets the check of an extra component (the journal, say). With `required`, startup waits
+    /// for it to be healthy and readiness fails while it is unhealthy.
+    pub fn set_check(&self, name: &str, check: Check, required: bool) {
+        self.extra
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), (check, required));
+    }
+
+    fn engine(&self) -> Option<Arc<Engine>> {
+        self.metrics.slot.get()
+    }
+
+    /// Samples heartbeats and ring counters (the watchdog does this every 100 ms; probes also
+    /// do it when the last sample is older than that).
+    fn sample_now(&self) {
+        let Some(engine) = self.engine() else { return };
+        let now = Instant::now();
+        let stats = engine.worker_stats();
+        let mut sample = self.sample.lock().unwrap_or_else(|p| p.into_inner());
+        sample.beats.resize_with(stats.len(), Beat::default);
+        let mut ages = Vec::with_capacity(stats.len());
+        for (b, s) in sample.beats.iter_mut().zip(&stats) {
+            let hb = s.heartbeat.load(Ordering::Relaxed);
+            if hb != b.heartbeat || b.moved_at.is_none() {
+                if hb != b.heartbeat && hb != 0 {
+                    b.moved_at = Some(now);
+                }
+                b.heartbeat = hb;
+            }
+            let in_full = s.in_full.load(Ordering::Relaxed);
+            if in_full != b.in_full {
+                b.in_full = in_full;
+                b.saturated_until = Some(now + Duration::from_secs(1));
+            }
+            ages.push(
+                b.moved_at
+                    .map_or(0.0, |t| now.saturating_duration_since(t).as_secs_f64()),
+            );
+        }
+        sample.at = Some(now);
+        drop(sample);
+        *self
+            .metrics
+            .slot
+            .heartbeat_age
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = ages;
+    }
+
+    fn fresh_sample(&self) {
+        let stale = self
+            .sample
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .at
+            .is_none_or(|t| t.elapsed() > Duration::from_millis(100));
+        if stale {
+            self.sample_now();
+        }
+    }
+
+    /// Workers check: Unhealthy when any is wedged or not yet running.
+    fn workers_check(&self, engine: &Engine) -> Check {
+        let stats = engine.worker_stats();
+        let sample = self.sample.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let mut wedged = Vec::new();
+        let mut waiting = 0usize;
+        for (i, b) in sample.beats.iter().enumerate() {
+            match b.moved_at {
+                None => waiting += 1,
+                Some(t) if now.saturating_duration_since(t) > self.cfg.heartbeat_timeout => {
+                    wedged.push(format!(
+                        "worker {i} heartbeat stuck for {:.1}s",
+                        now.saturating_duration_since(t).as_secs_f64()
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        drop(sample);
+        let n = stats.len();
+        if self.phase() == Phase::Stopped {
+            return Check::unhealthy(format!("{n} workers stopped"));
+        }
+        if !wedged.is_empty() {
+            return Check::unhealthy(format!(
+                "{} (bound {}ms)",
+                wedged.join("; "),
+                self.cfg.heartbeat_timeout.as_millis()
+            ));
+        }
+        if waiting > 0 {
+            return Check::unhealthy(format!("{waiting} of {n} workers not running yet"));
+        }
+        let pinned: Vec<String> = stats
+            .iter()
+            .filter_map(|s| {
+                let c = s.core.load(Ordering::Relaxed);
+                (c != u64::MAX).then(|| c.to_string())
+            })
+            .collect();
+        let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+        let want_pin = engine.config().pin && cores > 1;
+        let base = format!(
+            "{n} workers running, heartbeats within {}ms",
+            self.cfg.heartbeat_timeout.as_millis()
+        );
+        if want_pin && pinned.len() < n {
+            Check::degraded(format!(
+                "{base}; only {} of {n} pinned (pinning failed: running unpinned)",
+                pinned.len()
+            ))
+        } else if pinned.is_empty() {
+            Check::healthy(format!("{base}, unpinned"))
+        } else {
+            Check::healthy(format!("{base}, pinned to cores {}", pinned.join(",")))
+        }
+    }
+
+    /// Rings check: Degraded while saturated.
+    fn rings_check(&self, engine: &Engine) -> Check {
+        let depths = engine.ring_depths();
+        let limit = ((RING_CAPACITY as f64) * self.cfg.saturation).ceil() as usize;
+        let sample = self.sample.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let mut full = Vec::new();
+        for (i, d) in depths.iter().enumerate() {
+            let recent = sample
+                .beats
+                .get(i)
+                .and_then(|b| b.saturated_until)
+                .is_some_and(|t| t > now);
+            if *d >= limit || recent {
+                full.push(format!("worker {i} input ring {d}/{RING_CAPACITY}"));
+            }
+        }
+        if full.is_empty() {
+            let max = depths.iter().copied().max().unwrap_or(0);
+            Check::healthy(format!("deepest input ring {max}/{RING_CAPACITY}"))
+        } else {
+            Check::degraded(format!(
+                "saturated (submissions get RESOURCE_EXHAUSTED): {}",
+                full.join("; ")
+            ))
+        }
+    }
+
+    fn watch_check(&self, engine: &Engine) -> Check {
+        let w = engine.watch_stats();
+        let subs: usize = w.iter().map(|x| x.0).sum();
+        let lag = w.iter().map(|x| x.1).max().unwrap_or(0);
+        let cap = engine.config().watch_buffer.max(16);
+        let reason = format!("{subs} subscriptions, slowest {lag}/{cap} batches behind");
+        if subs > 0 && lag >= cap {
+            Check::degraded(format!("{reason}: a slow subscriber is losing events"))
+        } else {
+            Check::healthy(reason)
+        }
+    }
+
+    fn server_check(&self) -> Check {
+        match self.phase() {
+            Phase::Serving => Check::healthy("serving"),
+            Phase::Starting => Check::unhealthy("starting"),
+            Phase::Draining => Check::degraded("draining: new work refused"),
+            Phase::Stopped => Check::unhealthy("stopped"),
+        }
+    }
+
+    fn required_failing(&self, level: Level) -> Option<String> {
+        let extra = self.extra.lock().unwrap_or_else(|p| p.into_inner());
+        extra
+            .iter()
+            .find(|(_, (c, req))| *req && c.status >= level)
+            .map(|(n, (c, _))| format!("{n}: {}", c.reason))
+    }
+
+    /// Startup probe: Ok once the workers run and required components are healthy (latched).
+    pub fn startup(&self) -> Result<String, String> {
+        if self.startup_latch.load(Ordering::SeqCst) {
+            return Ok("started".into());
+        }
+        self.fresh_sample();
+        let Some(engine) = self.engine() else {
+            return Err("starting: workers not started".into());
+        };
+        if self.phase() == Phase::Starting {
+            return Err("starting: loading persisted state".into());
+        }
+        let w = self.workers_check(&engine);
+        if w.status == Level::Unhealthy {
+            return Err(format!("starting: {}", w.reason));
+        }
+        if let Some(why) = self.required_failing(Level::Degraded) {
+            return Err(format!("starting: {why}"));
+        }
+        self.startup_latch.store(true, Ordering::SeqCst);
+        Ok(format!("started: {}", w.reason))
+    }
+
+    /// Readiness probe: Ok while accepting work.
+    pub fn ready(&self) -> Result<String, String> {
+        self.startup()?;
+        let phase = self.phase();
+        if phase != Phase::Serving {
+            return Err(format!("not ready: {}", phase.name()));
+        }
+        let engine = self.engine().ok_or("not ready: no engine")?;
+        self.live()?;
+        let r = self.rings_check(&engine);
+        if r.status != Level::Healthy {
+            return Err(format!("not ready: {}", r.reason));
+        }
+        if let Some(why) = self.required_failing(Level::Unhealthy) {
+            return Err(format!("not ready: {why}"));
+        }
+        Ok("ready".into())
+    }
+
+    /// Liveness probe: Ok while every worker's heartbeat moved within the bound.
+    pub fn live(&self) -> Result<String, String> {
+        self.fresh_sample();
+        let Some(engine) = self.engine() else {
+            // Nothing to be wedged yet; the startup probe covers this period.
+            return Ok("alive (starting)".into());
+        };
+        let w = self.workers_check(&engine);
+        match w.status {
+            Level::Unhealthy if self.phase() != Phase::Starting => Err(w.reason),
+            _ => Ok(w.reason),
+        }
+    }
+
+    /// The `/health` document.
+    pub fn report(&self) -> HealthReport {
+        self.fresh_sample();
+        let mut checks = BTreeMap::new();
+        checks.insert("server".to_string(), self.server_check());
+        if let Some(engine) = self.engine() {
+            checks.insert("workers".to_string(), self.workers_check(&engine));
+            checks.insert("rings".to_string(), self.rings_check(&engine));
+            checks.insert("watch".to_string(), self.watch_check(&engine));
+        } else {
+            checks.insert(
+                "workers".to_string(),
+                Check::unhealthy("not started"),
+            );
+        }
+        for (name, (c, _)) in self
+            .extra
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            checks.insert(name.clone(), c.clone());
+        }
+        let status = checks
+            .values()
+            .map(|c| c.status)
+            .max()
+            .unwrap_or(Level::Healthy);
+        HealthReport {
+            status,
+            version: env!("CARGO_PKG_VERSION"),
+            uptime_seconds: self.started.elapsed().as_secs_f64(),
+            probes: Probes {
+                startup: self.startup().is_ok(),
+                ready: self.ready().is_ok(),
+                live: self.live().is_ok(),
+            },
+            checks,
+        }
+    }
+}
+
+/// The axum router of the endpoints.
+pub fn router(obs: Arc<Observer>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/health", get(health))
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+        .route("/health/startup", get(startup))
+        .with_state(obs)
+}
+
+/// OpenMetrics content type (what prometheus-client writes).
+pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+async fn metrics(State(obs): State<Arc<Observer>>) -> Response {
+    // Scrapes read atomics and take short shell-side locks: keep them off the async workers.
+    match tokio::task::spawn_blocking(move || obs.metrics.encode()).await {
+        Ok(Ok(body)) => ([(header::CONTENT_TYPE, OPENMETRICS)], body).into_response(),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "metrics encoding failed\n").into_response(),
+    }
+}
+
+fn probe(r: Result<String, String>) -> Response {
+    let plain = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
+    match r {
+        Ok(why) => (StatusCode::OK, plain, format!("{why}\n")).into_response(),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, plain, format!("{why}\n")).into_response(),
+    }
+}
+
+async fn live(State(obs): State<Arc<Observer>>) -> Response {
+    probe(obs.live())
+}
+
+async fn ready(State(obs): State<Arc<Observer>>) -> Response {
+    probe(obs.ready())
+}
+
+async fn startup(State(obs): State<Arc<Observer>>) -> Response {
+    probe(obs.startup())
+}
+
+async fn health(State(obs): State<Arc<Observer>>) -> Response {
+    let report = obs.report();
+    let code = if report.status == Level::Unhealthy {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (code, Json(report)).into_response()
+}

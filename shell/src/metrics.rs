@@ -1,0 +1,1096 @@
+//! Metrics: what the kernel workers count, how the shell collects it, and the one registry
+//! that `/metrics` encodes (prometheus-client, re-exported here as [`prometheus_client`]).
+//!
+//! Two sides, one rule: the worker never locks, allocates or makes a syscall to be observed.
+//!
+//! - **Worker side** ([`WorkerMeter`], [`KernelCounters`]): after each job the worker adds to
+//!   its own cache-padded counters (plain relaxed load + store: one writer per counter) and
+//!   records the job's kernel ticks per op into its own pre-sized hdrhistogram. Ticks are read
+//!   around a whole job (a batch of ops, run as beats of up to 8 lanes), accumulated over one
+//!   drain round and recorded as `total ticks / ops` with weight `ops` — never around one op.
+//!   About every 10 ms of work, or as soon as it goes idle, the worker hands its histogram to
+//!   the shell through an SPSC ring and takes an empty one back from a second ring (three
+//!   buffers circulate; when none is free it keeps recording into the one it has, losing
+//!   nothing).
+//! - **Shell side** ([`EngineCollector`], registered in [`Metrics`]): on each scrape it drains
+//!   the returned histograms into a cumulative one, reads the atomics and the engine's ring and
+//!   watch state, and encodes them. gRPC requests are counted and timed by [`RpcLayer`], a
+//!   tower layer on the tonic server, which also opens one tracing span per RPC.
+//!
+//! Names follow Prometheus conventions: `knhk_` prefix, base units in the name (`_seconds`,
+//! `_ticks`), `_total` on counters. The reference is `docs/operations.md`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use hdrhistogram::Histogram as HdrHistogram;
+use knhk_kernel::clock;
+use knhk_kernel::ring::{self, OwnedConsumer as Consumer, OwnedProducer as Producer};
+use knhk_kernel::{Join, Split};
+pub use prometheus_client;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::engine::Engine;
+use crate::workers::{Job, NetTable, OpKind, State, Status};
+
+// ------------------------------------------------------------------------------ worker side
+
+/// Op kinds, in `OpKind` order (label `op`).
+pub const OP_NAMES: [&str; 6] = [
+    "create_case",
+    "start",
+    "complete",
+    "fire",
+    "cancel_task",
+    "cancel_case",
+];
+/// Statuses, in `Status` order (label `status`).
+pub const STATUS_NAMES: [&str; 10] = [
+    "ok",
+    "no_case",
+    "no_workflow",
+    "not_enabled",
+    "not_started",
+    "safety_violation",
+    "case_complete",
+    "bad_task",
+    "refused",
+    "stopped",
+];
+const JOINS: [&str; 4] = ["and", "xor", "or", "discriminator"];
+const SPLITS: [&str; 3] = ["and", "xor", "or"];
+/// Pattern index of case-level ops (create, cancel case).
+const PATTERN_CASE: usize = 12;
+/// Pattern index of ops refused before a task could be named (unknown case or workflow).
+const PATTERN_UNKNOWN: usize = 13;
+const PATTERNS: usize = 14;
+const EVENT_CELLS: usize = OP_NAMES.len() * PATTERNS * STATUS_NAMES.len();
+
+/// The label value of pattern `p`: `"<join>_join+<split>_split"` for task ops, `"case"` for
+/// create/cancel case, `"unknown"` when the op was refused before its task was known.
+pub fn pattern_name(p: usize) -> String {
+    match p {
+        PATTERN_CASE => "case".to_string(),
+        PATTERN_UNKNOWN => "unknown".to_string(),
+        _ => format!("{}_join+{}_split", JOINS[p / 3 % 4], SPLITS[p % 3]),
+    }
+}
+
+fn join_index(j: Join) -> usize {
+    match j {
+        Join::And => 0,
+        Join::Xor => 1,
+        Join::Or => 2,
+        Join::Discriminator => 3,
+    }
+}
+
+fn split_index(s: Split) -> usize {
+    match s {
+        Split::And => 0,
+        Split::Xor => 1,
+        Split::Or => 2,
+    }
+}
+
+/// Counters one worker writes (and only it: relaxed load + store, no locked instruction) and
+/// anyone reads. Cache-padded; part of [`crate::workers::WorkerStats`].
+#[repr(align(128))]
+pub struct KernelCounters {
+    /// Ops by (op kind, pattern, status).
+    events: [AtomicU64; EVENT_CELLS],
+    /// Cases created (creation ops that succeeded).
+    pub cases_created: AtomicU64,
+    /// Cases an op completed (output condition marked, or implicit termination).
+    pub cases_completed: AtomicU64,
+    /// Cases an op cancelled.
+    pub cases_cancelled: AtomicU64,
+    /// Cases an op left deadlocked (tokens, nothing enabled, nothing busy).
+    pub cases_deadlocked: AtomicU64,
+}
+
+impl Default for KernelCounters {
+    fn default() -> Self {
+        KernelCounters {
+            events: std::array::from_fn(|_| AtomicU64::new(0)),
+            cases_created: AtomicU64::new(0),
+            cases_completed: AtomicU64::new(0),
+            cases_cancelled: AtomicU64::new(0),
+            cases_deadlocked: AtomicU64::new(0),
+        }
+    }
+}
+
+impl std::fmt::Debug for KernelCounters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KernelCounters")
+            .field("events", &self.events_total())
+            .field("cases_created", &self.cases_created)
+            .field("cases_completed", &self.cases_completed)
+            .finish_non_exhaustive()
+    }
+}
+
+#[inline]
+fn bump(counter: &AtomicU64, by: u64) {
+    counter.store(
+        counter.load(Ordering::Relaxed).wrapping_add(by),
+        Ordering::Relaxed,
+    );
+}
+
+impl KernelCounters {
+    /// Counts the ops of an executed job. Worker thread only.
+    #[inline]
+    fn count(&self, job: &Job, nets: &NetTable, workflows: &[u16]) {
+        for (op, o) in job.ops.iter().zip(job.out.iter()) {
+            let pattern = match op.kind {
+                OpKind::Create | OpKind::CancelCase => PATTERN_CASE,
+                _ => workflows
+                    .get(op.slot as usize)
+                    .and_then(|&wf| nets.get(usize::from(wf)))
+                    .and_then(|s| s.get())
+                    .and_then(|net| net.task(u32::from(op.task)))
+                    .map_or(PATTERN_UNKNOWN, |t| {
+                        join_index(t.join()) * 3 + split_index(t.split())
+                    }),
+            };
+            let pattern = if matches!(o.status, Status::NoCase | Status::NoWorkflow) {
+                PATTERN_UNKNOWN
+            } else {
+                pattern
+            };
+            let cell = ((op.kind as usize) * PATTERNS + pattern) * STATUS_NAMES.len()
+                + (o.status as usize).min(STATUS_NAMES.len() - 1);
+            if let Some(c) = self.events.get(cell) {
+                bump(c, 1);
+            }
+            if o.status == Status::Ok {
+                if op.kind == OpKind::Create {
+                    bump(&self.cases_created, 1);
+                }
+                // A successful op on a terminal or deadlocked case is refused, so an op that
+                // succeeded and left the case in one of these states is the one that put it there.
+                match o.state {
+                    State::Running => {}
+                    State::Complete => bump(&self.cases_completed, 1),
+                    State::Cancelled => bump(&self.cases_cancelled, 1),
+                    State::Deadlocked => bump(&self.cases_deadlocked, 1),
+                }
+            }
+        }
+    }
+
+    /// Ops counted for (op, pattern, status) cell `i`.
+    fn cell(&self, i: usize) -> u64 {
+        self.events
+            .get(i)
+            .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    /// Every op this worker executed.
+    pub fn events_total(&self) -> u64 {
+        self.events.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+}
+
+/// Highest ticks-per-op value the histogram resolves (larger values saturate to it).
+const TICKS_MAX: u64 = 1 << 24;
+/// Significant figures of the tick histograms (relative error ≤ 1%).
+const TICKS_SIGFIG: u8 = 2;
+/// Publish about every 2^25 ticks of wall time (≈ 10 ms at 3 GHz) while busy.
+const PUBLISH_TICKS: u64 = 1 << 25;
+/// Histogram buffers in circulation per worker: one recording, the rest in flight or spare.
+const BUFFERS: usize = 3;
+const RING: usize = 4;
+
+/// One published delta: ticks per op (weighted by ops) and the exact tick sum.
+#[derive(Debug)]
+pub struct TickSnapshot {
+    hist: HdrHistogram<u64>,
+    /// Sum of kernel ticks over the recorded ops.
+    sum: u64,
+}
+
+impl TickSnapshot {
+    fn new() -> TickSnapshot {
+        let mut hist = HdrHistogram::new_with_bounds(1, TICKS_MAX, TICKS_SIGFIG)
+            .unwrap_or_else(|_| HdrHistogram::new(TICKS_SIGFIG).unwrap_or_else(|_| unreachable()));
+        // Never resize on the worker: out-of-range values saturate instead.
+        hist.auto(false);
+        TickSnapshot { hist, sum: 0 }
+    }
+
+    fn reset(&mut self) {
+        self.hist.reset();
+        self.sum = 0;
+    }
+}
+
+#[cold]
+fn unreachable() -> ! {
+    // new(2) only fails for sigfig > 5.
+    std::process::abort()
+}
+
+/// The worker's meter: owned by the worker thread, never shared.
+pub struct WorkerMeter {
+    current: Box<TickSnapshot>,
+    full: Producer<Box<TickSnapshot>, RING>,
+    empty: Consumer<Box<TickSnapshot>, RING>,
+    round_ticks: u64,
+    round_ops: u64,
+    last_publish: u64,
+    dirty: bool,
+}
+
+impl std::fmt::Debug for WorkerMeter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerMeter").finish_non_exhaustive()
+    }
+}
+
+/// The shell's end of one worker's tick histograms: lives in
+/// [`crate::workers::WorkerStats::ticks`], read on scrape.
+#[derive(Default)]
+pub struct TickExport {
+    inner: Mutex<Option<TickCollector>>,
+}
+
+impl std::fmt::Debug for TickExport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TickExport").finish_non_exhaustive()
+    }
+}
+
+struct TickCollector {
+    full: Consumer<Box<TickSnapshot>, RING>,
+    empty: Producer<Box<TickSnapshot>, RING>,
+    total: TickSnapshot,
+}
+
+/// A meter for a new worker and the export end the shell keeps (all buffers allocated here,
+/// before the worker starts).
+pub fn worker_meter() -> (WorkerMeter, TickCollectorEnd) {
+    let (full_tx, full_rx) = ring::channel::<Box<TickSnapshot>, RING>();
+    let (mut empty_tx, empty_rx) = ring::channel::<Box<TickSnapshot>, RING>();
+    for _ in 1..BUFFERS {
+        let _ = empty_tx.try_push(Box::new(TickSnapshot::new()));
+    }
+    let meter = WorkerMeter {
+        current: Box::new(TickSnapshot::new()),
+        full: full_tx,
+        empty: empty_rx,
+        round_ticks: 0,
+        round_ops: 0,
+        last_publish: clock::ticks(),
+        dirty: false,
+    };
+    let end = TickCollectorEnd(TickCollector {
+        full: full_rx,
+        empty: empty_tx,
+        total: TickSnapshot::new(),
+    });
+    (meter, end)
+}
+
+/// The shell's end of [`worker_meter`], to [`TickExport::install`].
+pub struct TickCollectorEnd(TickCollector);
+
+impl WorkerMeter {
+    /// After one job: `t0` is the tick count read before `execute`. Counts the job's ops and
+    /// adds its kernel ticks to the round. Worker thread only.
+    #[inline]
+    pub fn job(&mut self, t0: u64, job: &Job, counters: &KernelCounters, nets: &NetTable, workflows: &[u16]) {
+        let t1 = clock::ticks();
+        self.round_ticks = self.round_ticks.wrapping_add(t1.wrapping_sub(t0));
+        self.round_ops += job.ops.len() as u64;
+        counters.count(job, nets, workflows);
+    }
+
+    /// At the end of a drain round: records the round's ticks per op, weighted by its ops,
+    /// and publishes when due.
+    #[inline]
+    pub fn end_round(&mut self) {
+        if self.round_ops == 0 {
+            return;
+        }
+        let per_op = (self.round_ticks / self.round_ops).max(1);
+        self.current.hist.saturating_record_n(per_op, self.round_ops);
+        self.current.sum = self.current.sum.wrapping_add(self.round_ticks);
+        self.round_ticks = 0;
+        self.round_ops = 0;
+        self.dirty = true;
+        let now = clock::ticks();
+        if now.wrapping_sub(self.last_publish) >= PUBLISH_TICKS {
+            self.publish(now);
+        }
+    }
+
+    /// When the worker finds nothing to do: publish what is pending.
+    #[inline]
+    pub fn idle(&mut self) {
+        if self.dirty {
+            self.publish(clock::ticks());
+        }
+    }
+
+    fn publish(&mut self, now: u64) {
+        // Only BUFFERS (< RING) buffers exist, so the full ring always has room; check anyway
+        // rather than risk dropping (freeing) a buffer on the worker.
+        if self.full.free() == 0 {
+            return;
+        }
+        // Take a spare first: with none free, keep recording into the current buffer.
+        let Some(spare) = self.empty.try_pop() else {
+            return;
+        };
+        let full = std::mem::replace(&mut self.current, spare);
+        if let Err(back) = self.full.try_push(full) {
+            // Unreachable (checked above): put the data back and keep the spare for later.
+            let spare = std::mem::replace(&mut self.current, back);
+            std::mem::forget(spare);
+            return;
+        }
+        self.last_publish = now;
+        self.dirty = false;
+    }
+}
+
+impl TickExport {
+    /// Installs the shell's end (once, when the worker is spawned).
+    pub fn install(&self, end: TickCollectorEnd) {
+        *self.inner.lock().unwrap_or_else(|p| p.into_inner()) = Some(end.0);
+    }
+
+    /// Drains what the worker published and returns (sum of ticks, ops, cumulative counts at
+    /// each bound of `bounds`).
+    fn collect(&self, bounds: &[u64]) -> Option<(u64, u64, Vec<u64>)> {
+        let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let c = guard.as_mut()?;
+        while let Some(mut snap) = c.full.try_pop() {
+            let _ = c.total.hist.add(&snap.hist);
+            c.total.sum = c.total.sum.wrapping_add(snap.sum);
+            snap.reset();
+            let _ = c.empty.try_push(snap);
+        }
+        let h = &c.total.hist;
+        let counts = bounds
+            .iter()
+            .map(|&b| {
+                if h.is_empty() {
+                    0
+                } else {
+                    h.count_between(0, b)
+                }
+            })
+            .collect();
+        Some((c.total.sum, h.len(), counts))
+    }
+
+    /// The p-quantile of ticks per op so far (drains pending deltas first).
+    pub fn quantile(&self, q: f64) -> Option<u64> {
+        self.collect(&[])?;
+        let guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let c = guard.as_ref()?;
+        (!c.total.hist.is_empty()).then(|| c.total.hist.value_at_quantile(q))
+    }
+}
+
+// ------------------------------------------------------------------------------- shell side
+
+/// What the collector needs of the engine, filled in once it has started.
+#[derive(Debug, Default)]
+pub struct EngineSlot {
+    engine: OnceLock<Weak<Engine>>,
+    /// Seconds since each worker's heartbeat last moved (maintained by the probes' watchdog).
+    pub heartbeat_age: Mutex<Vec<f64>>,
+}
+
+impl EngineSlot {
+    /// Points the collector at a started engine.
+    pub fn set(&self, engine: &Arc<Engine>) {
+        let _ = self.engine.set(Arc::downgrade(engine));
+    }
+
+    /// The engine, while it exists.
+    pub fn get(&self) -> Option<Arc<Engine>> {
+        self.engine.get().and_then(Weak::upgrade)
+    }
+}
+
+/// Labels of the gRPC metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RpcLabels {
+    pub service: String,
+    pub method: String,
+    pub code: String,
+}
+
+/// The gRPC request metrics, updated by [`RpcLayer`].
+#[derive(Clone, Debug)]
+pub struct RpcMetrics {
+    requests: Family<RpcLabels, Counter>,
+    duration: Family<RpcLabels, Histogram>,
+    in_flight: Gauge,
+    /// Watch events a slow subscriber lost (overwritten in the bounded buffer).
+    pub watch_lost: Counter,
+}
+
+/// The registry and the metrics the shell updates directly.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub rpc: RpcMetrics,
+    pub slot: Arc<EngineSlot>,
+}
+
+/// Ticks-per-op histogram bounds (powers of two from 4 to 65536 ticks).
+const TICK_BOUNDS: [u64; 15] = [
+    4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536,
+];
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// A registry with every knhk metric registered.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let rpc = RpcMetrics {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(|| {
+                // 50 µs .. ~13 s
+                Histogram::new(exponential_buckets(0.000_05, 2.0, 19))
+            }),
+            in_flight: Gauge::default(),
+            watch_lost: Counter::default(),
+        };
+        registry.register(
+            "knhk_grpc_requests",
+            "gRPC requests answered, by service, method and status code",
+            rpc.requests.clone(),
+        );
+        registry.register_with_unit(
+            "knhk_grpc_request_duration",
+            "gRPC request latency (to the end of the response stream), by service, method and status code",
+            Unit::Seconds,
+            rpc.duration.clone(),
+        );
+        registry.register(
+            "knhk_grpc_requests_in_flight",
+            "gRPC requests being served (streams count until they end)",
+            rpc.in_flight.clone(),
+        );
+        registry.register(
+            "knhk_watch_events_lost",
+            "Watch events slow subscribers lost because the bounded per-worker buffer overwrote them",
+            rpc.watch_lost.clone(),
+        );
+        let slot = Arc::new(EngineSlot::default());
+        registry.register_collector(Box::new(EngineCollector {
+            slot: slot.clone(),
+            started: Instant::now(),
+        }));
+        Metrics {
+            registry,
+            rpc,
+            slot,
+        }
+    }
+
+    /// The OpenMetrics text of every metric.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::with_capacity(16 << 10);
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+/// Reads the engine on each scrape. Holds a weak reference: metrics never keep an engine alive.
+#[derive(Debug)]
+pub struct EngineCollector {
+    slot: Arc<EngineSlot>,
+    started: Instant,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabels {
+    op: &'static str,
+    pattern: String,
+    status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WorkerLabel {
+    worker: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RingLabels {
+    worker: String,
+    ring: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+    kernel_abi: String,
+}
+
+fn counter(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    value: u64,
+) -> Result<(), std::fmt::Error> {
+    let m = encoder.encode_descriptor(name, help, unit, MetricType::Counter)?;
+    ConstCounter::new(value).encode(m)
+}
+
+fn gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    value: i64,
+) -> Result<(), std::fmt::Error> {
+    let m = encoder.encode_descriptor(name, help, unit, MetricType::Gauge)?;
+    ConstGauge::new(value).encode(m)
+}
+
+impl prometheus_client::collector::Collector for EngineCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        {
+            let mut m = encoder.encode_descriptor(
+                "knhk_build_info",
+                "Build information (always 1)",
+                None,
+                MetricType::Gauge,
+            )?;
+            let labels = BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+                kernel_abi: knhk_kernel::sys::KNHK_ABI_VERSION.to_string(),
+            };
+            ConstGauge::new(1i64).encode(m.encode_family(&labels)?)?;
+        }
+        gauge(
+            &mut encoder,
+            "knhk_uptime_seconds",
+            "Seconds since the metrics registry was created (process start)",
+            None,
+            i64::try_from(self.started.elapsed().as_secs()).unwrap_or(i64::MAX),
+        )?;
+        let Some(engine) = self.slot.get() else {
+            return Ok(());
+        };
+        let stats = engine.worker_stats();
+        let workers = stats.len();
+        gauge(
+            &mut encoder,
+            "knhk_workers",
+            "Kernel worker threads",
+            None,
+            workers as i64,
+        )?;
+
+        // Events by op, pattern and status: cells summed over workers, zeros left out.
+        {
+            let mut sums = vec![0u64; EVENT_CELLS];
+            for s in &stats {
+                for (i, v) in sums.iter_mut().enumerate() {
+                    *v += s.kernel.cell(i);
+                }
+            }
+            let mut m = encoder.encode_descriptor(
+                "knhk_events",
+                "Kernel operations executed, by op, task pattern (join+split) and status",
+                None,
+                MetricType::Counter,
+            )?;
+            for (i, &v) in sums.iter().enumerate() {
+                if v == 0 {
+                    continue;
+                }
+                let status = i % STATUS_NAMES.len();
+                let pattern = i / STATUS_NAMES.len() % PATTERNS;
+                let op = i / STATUS_NAMES.len() / PATTERNS;
+                let labels = EventLabels {
+                    op: OP_NAMES.get(op).copied().unwrap_or("unknown"),
+                    pattern: pattern_name(pattern),
+                    status: STATUS_NAMES.get(status).copied().unwrap_or("unknown"),
+                };
+                ConstCounter::new(v).encode(m.encode_family(&labels)?)?;
+            }
+        }
+
+        // Cases.
+        let sum = |f: &dyn Fn(&crate::workers::WorkerStats) -> &AtomicU64| -> u64 {
+            stats.iter().map(|s| f(s).load(Ordering::Relaxed)).sum()
+        };
+        let created = sum(&|s| &s.kernel.cases_created);
+        let completed = sum(&|s| &s.kernel.cases_completed);
+        let cancelled = sum(&|s| &s.kernel.cases_cancelled);
+        let deadlocked = sum(&|s| &s.kernel.cases_deadlocked);
+        gauge(
+            &mut encoder,
+            "knhk_cases_active",
+            "Cases created and neither completed nor cancelled (deadlocked cases included)",
+            None,
+            i64::try_from(created.saturating_sub(completed + cancelled)).unwrap_or(i64::MAX),
+        )?;
+        counter(&mut encoder, "knhk_cases_created", "Cases created", None, created)?;
+        counter(&mut encoder, "knhk_cases_completed", "Cases completed", None, completed)?;
+        counter(&mut encoder, "knhk_cases_cancelled", "Cases cancelled", None, cancelled)?;
+        counter(
+            &mut encoder,
+            "knhk_cases_deadlocked",
+            "Cases an operation left deadlocked (tokens, nothing enabled, nothing busy)",
+            None,
+            deadlocked,
+        )?;
+
+        // Kernel ticks per op.
+        {
+            let mut total_sum = 0u64;
+            let mut total_count = 0u64;
+            let mut cumulative = vec![0u64; TICK_BOUNDS.len()];
+            for s in &stats {
+                if let Some((sum, count, counts)) = s.ticks.collect(&TICK_BOUNDS) {
+                    total_sum = total_sum.wrapping_add(sum);
+                    total_count += count;
+                    for (c, v) in cumulative.iter_mut().zip(counts) {
+                        *c += v;
+                    }
+                }
+            }
+            // The encoder wants per-bucket counts (it accumulates them itself).
+            let mut buckets: Vec<(f64, u64)> = Vec::with_capacity(TICK_BOUNDS.len() + 1);
+            let mut prev = 0u64;
+            for (b, c) in TICK_BOUNDS.iter().zip(&cumulative) {
+                let c = (*c).max(prev);
+                buckets.push((*b as f64, c - prev));
+                prev = c;
+            }
+            buckets.push((f64::INFINITY, total_count.saturating_sub(prev)));
+            let mut m = encoder.encode_descriptor(
+                "knhk_kernel_op_ticks",
+                "Kernel ticks per operation, measured per batch (total ticks / ops of each drain round, weighted by ops)",
+                None,
+                MetricType::Histogram,
+            )?;
+            m.encode_histogram::<NoLabelSet>(total_sum as f64, total_count, &buckets, None)?;
+        }
+
+        // Worker counters.
+        let per_worker = |encoder: &mut DescriptorEncoder,
+                          name: &str,
+                          help: &str,
+                          f: &dyn Fn(&crate::workers::WorkerStats) -> u64|
+         -> Result<(), std::fmt::Error> {
+            let mut m = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (i, s) in stats.iter().enumerate() {
+                let l = WorkerLabel {
+                    worker: i.to_string(),
+                };
+                ConstCounter::new(f(s)).encode(m.encode_family(&l)?)?;
+            }
+            Ok(())
+        };
+        per_worker(
+            &mut encoder,
+            "knhk_worker_jobs",
+            "Jobs (unary requests or per-worker shares of bulk batches) a worker executed",
+            &|s| s.jobs.load(Ordering::Relaxed),
+        )?;
+        per_worker(
+            &mut encoder,
+            "knhk_worker_beats",
+            "Kernel beats (up to 8 lanes) a worker ran",
+            &|s| s.beats.load(Ordering::Relaxed),
+        )?;
+        per_worker(
+            &mut encoder,
+            "knhk_worker_parks",
+            "Times a worker parked for lack of work",
+            &|s| s.parks.load(Ordering::Relaxed),
+        )?;
+        {
+            let mut m = encoder.encode_descriptor(
+                "knhk_worker_heartbeat_age",
+                "Seconds since the worker's heartbeat last moved (a wedged worker grows without bound)",
+                Some(&Unit::Seconds),
+                MetricType::Gauge,
+            )?;
+            let ages = self
+                .slot
+                .heartbeat_age
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            for (i, age) in ages.iter().enumerate() {
+                let l = WorkerLabel {
+                    worker: i.to_string(),
+                };
+                ConstGauge::new(*age).encode(m.encode_family(&l)?)?;
+            }
+        }
+
+        // Rings.
+        {
+            let depths = engine.ring_depths();
+            let mut m = encoder.encode_descriptor(
+                "knhk_ring_depth",
+                "Jobs queued in a worker's input ring",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (i, d) in depths.iter().enumerate() {
+                let l = RingLabels {
+                    worker: i.to_string(),
+                    ring: "in",
+                };
+                ConstGauge::new(*d as i64).encode(m.encode_family(&l)?)?;
+            }
+            gauge(
+                &mut encoder,
+                "knhk_ring_capacity",
+                "Capacity of each worker ring, in jobs",
+                None,
+                crate::workers::RING_CAPACITY as i64,
+            )?;
+        }
+        {
+            let mut m = encoder.encode_descriptor(
+                "knhk_unpublished",
+                "Work the kernel side could not publish at once: submissions refused on a full input ring (answered RESOURCE_EXHAUSTED), replies held on a full output ring (retried, never dropped)",
+                None,
+                MetricType::Counter,
+            )?;
+            let in_full = sum(&|s| &s.in_full);
+            let out_full = sum(&|s| &s.out_full);
+            for (reason, v) in [("in_ring_full", in_full), ("out_ring_full", out_full)] {
+                ConstCounter::new(v).encode(m.encode_family(&ReasonLabel { reason })?)?;
+            }
+        }
+
+        // Watch streams.
+        {
+            let watch = engine.watch_stats();
+            let subs: usize = watch.iter().map(|w| w.0).sum();
+            let mut m = encoder.encode_descriptor(
+                "knhk_watch_subscriptions",
+                "Watch subscriptions per worker (a WatchCase of all cases subscribes to every worker)",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (i, w) in watch.iter().enumerate() {
+                let l = WorkerLabel {
+                    worker: i.to_string(),
+                };
+                ConstGauge::new(w.0 as i64).encode(m.encode_family(&l)?)?;
+            }
+            let mut m = encoder.encode_descriptor(
+                "knhk_watch_lag_batches",
+                "Event batches the slowest subscriber of a worker has not read yet (the buffer holds knhk_watch_buffer_batches)",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (i, w) in watch.iter().enumerate() {
+                let l = WorkerLabel {
+                    worker: i.to_string(),
+                };
+                ConstGauge::new(w.1 as i64).encode(m.encode_family(&l)?)?;
+            }
+            gauge(
+                &mut encoder,
+                "knhk_watch_buffer_batches",
+                "Event batches buffered per worker for watch subscribers",
+                None,
+                engine.config().watch_buffer.max(16) as i64,
+            )?;
+            let _ = subs;
+        }
+        Ok(())
+    }
+}
+
+// ------------------------------------------------------------------------------ gRPC layer
+
+/// Tower layer on the tonic server: per request, a tracing span (`rpc.system`, `rpc.service`,
+/// `rpc.method`, `rpc.grpc.status_code`, plus `knhk.*` fields the handlers record) and, at the
+/// end of the response stream, a count and a latency by method and code.
+#[derive(Clone, Debug)]
+pub struct RpcLayer {
+    metrics: Option<RpcMetrics>,
+}
+
+impl RpcLayer {
+    /// A layer recording into `metrics` (None: spans only).
+    pub fn new(metrics: Option<RpcMetrics>) -> RpcLayer {
+        RpcLayer { metrics }
+    }
+}
+
+impl<S> tower::Layer<S> for RpcLayer {
+    type Service = RpcService<S>;
+    fn layer(&self, inner: S) -> RpcService<S> {
+        RpcService {
+            inner,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+/// The service [`RpcLayer`] wraps around the routes.
+#[derive(Clone, Debug)]
+pub struct RpcService<S> {
+    inner: S,
+    metrics: Option<RpcMetrics>,
+}
+
+/// Splits `/pkg.Service/Method`.
+fn split_path(path: &str) -> (&str, &str) {
+    let p = path.strip_prefix('/').unwrap_or(path);
+    match p.split_once('/') {
+        Some((s, m)) => (s, m),
+        None => ("", p),
+    }
+}
+
+/// gRPC status code names, by number.
+pub fn code_name(code: i32) -> &'static str {
+    match code {
+        0 => "OK",
+        1 => "CANCELLED",
+        2 => "UNKNOWN",
+        3 => "INVALID_ARGUMENT",
+        4 => "DEADLINE_EXCEEDED",
+        5 => "NOT_FOUND",
+        6 => "ALREADY_EXISTS",
+        7 => "PERMISSION_DENIED",
+        8 => "RESOURCE_EXHAUSTED",
+        9 => "FAILED_PRECONDITION",
+        10 => "ABORTED",
+        11 => "OUT_OF_RANGE",
+        12 => "UNIMPLEMENTED",
+        13 => "INTERNAL",
+        14 => "UNAVAILABLE",
+        15 => "DATA_LOSS",
+        16 => "UNAUTHENTICATED",
+        _ => "UNKNOWN",
+    }
+}
+
+/// What the body wrapper reports once the response is over.
+struct Finish {
+    metrics: Option<RpcMetrics>,
+    span: tracing::Span,
+    service: String,
+    method: String,
+    start: Instant,
+    done: bool,
+}
+
+impl Finish {
+    fn finish(&mut self, code: i32) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        self.span.record("rpc.grpc.status_code", code);
+        if code != 0 {
+            self.span.record("otel.status_code", "ERROR");
+        }
+        if let Some(m) = &self.metrics {
+            m.in_flight.dec();
+            // A method the server does not have answers UNIMPLEMENTED: label it as such rather
+            // than let a client mint label values.
+            let (service, method) = if code == 12 {
+                ("unknown".to_string(), "unknown".to_string())
+            } else {
+                (
+                    std::mem::take(&mut self.service),
+                    std::mem::take(&mut self.method),
+                )
+            };
+            let labels = RpcLabels {
+                service,
+                method,
+                code: code_name(code).to_string(),
+            };
+            m.requests.get_or_create(&labels).inc();
+            m.duration
+                .get_or_create(&labels)
+                .observe(self.start.elapsed().as_secs_f64());
+        }
+    }
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        // Dropped before trailers: the client went away mid-response.
+        self.finish(1);
+    }
+}
+
+fn grpc_status(headers: &http::HeaderMap) -> Option<i32> {
+    headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.parse().ok())
+}
+
+impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for RpcService<S>
+where
+    S: tower::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S::Future: Send + 'static,
+    ResBody: http_body::Body,
+{
+    type Response = http::Response<MeteredBody<ResBody>>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
+        let path = req.uri().path();
+        let (service, method) = split_path(path);
+        let span = tracing::info_span!(
+            "grpc",
+            otel.name = %path.trim_start_matches('/'),
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
+            rpc.system = "grpc",
+            rpc.service = %service,
+            rpc.method = %method,
+            rpc.grpc.status_code = tracing::field::Empty,
+            knhk.workflow_id = tracing::field::Empty,
+            knhk.case_id = tracing::field::Empty,
+            knhk.task = tracing::field::Empty,
+            knhk.events = tracing::field::Empty,
+        );
+        if let Some(m) = &self.metrics {
+            m.in_flight.inc();
+        }
+        let mut finish = Finish {
+            metrics: self.metrics.clone(),
+            span: span.clone(),
+            service: service.to_string(),
+            method: method.to_string(),
+            start: Instant::now(),
+            done: false,
+        };
+        let fut = {
+            let _entered = span.enter();
+            self.inner.call(req)
+        };
+        Box::pin(async move {
+            let res = {
+                let instrumented = tracing::Instrument::instrument(fut, span);
+                instrumented.await
+            };
+            match res {
+                Ok(resp) => {
+                    // Trailers-only responses (most errors) carry the status in the headers.
+                    let (parts, body) = resp.into_parts();
+                    if let Some(code) = grpc_status(&parts.headers) {
+                        finish.finish(code);
+                    }
+                    Ok(http::Response::from_parts(
+                        parts,
+                        MeteredBody {
+                            inner: body,
+                            finish: Some(finish),
+                        },
+                    ))
+                }
+                Err(e) => {
+                    finish.finish(2);
+                    Err(e)
+                }
+            }
+        })
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that reports the gRPC status from the trailers when the stream ends.
+    pub struct MeteredBody<B> {
+        #[pin]
+        inner: B,
+        finish: Option<Finish>,
+    }
+}
+
+impl<B: http_body::Body> http_body::Body for MeteredBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let r = this.inner.poll_frame(cx);
+        match &r {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(t) = frame.trailers_ref() {
+                    if let Some(f) = this.finish.as_mut() {
+                        f.finish(grpc_status(t).unwrap_or(0));
+                    }
+                }
+            }
+            Poll::Ready(Some(Err(_))) => {
+                if let Some(f) = this.finish.as_mut() {
+                    f.finish(2);
+                }
+            }
+            Poll::Ready(None) => {
+                if let Some(f) = this.finish.as_mut() {
+                    // Ended without trailers: the status was in the headers (already recorded)
+                    // or the stream closed cleanly.
+                    f.finish(0);
+                }
+            }
+            Poll::Pending => {}
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Counts watch events a subscriber lost.
+pub fn watch_lost(m: Option<&RpcMetrics>, n: u64) {
+    if let Some(m) = m {
+        m.watch_lost.inc_by(n);
+    }
+}
