@@ -1,1 +1,299 @@
-fn main() {}
+//! Bounded load bench for the knhk server (not a test): an in-process server on loopback and a
+//! real tonic client, measuring
+//!
+//! 1. the bulk stream (SubmitEvents): events per second end to end and per-batch round-trip
+//!    latency (p50/p99/p999), with batches pipelined;
+//! 2. unary FireTask: latency of sequential calls (p50/p99/p999) and throughput of concurrent
+//!    callers.
+//!
+//! The workflow is the corpus's WPC10 arbitrary-cycles net: with `cond = 0` its tasks A, B, C
+//! cycle forever, so every case can be fired indefinitely.
+//!
+//! `cargo bench -p knhk-shell --bench load` (bounded: a few seconds per phase). Environment:
+//! `KNHK_BENCH_SECS` (per phase, default 5), `KNHK_BENCH_BATCH` (events per bulk message,
+//! default 3072), `KNHK_BENCH_WORKERS` (kernel workers, default: the server's default).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use knhk_shell::engine::EngineConfig;
+use knhk_shell::proto::knhk_client::KnhkClient;
+use knhk_shell::proto::{self, event::Task, EventOp};
+use knhk_shell::server::{self, Running, ServerConfig};
+use tokio_stream::StreamExt;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn percentiles(name: &str, unit_ns: &mut [u64]) {
+    if unit_ns.is_empty() {
+        println!("{name}: no samples");
+        return;
+    }
+    unit_ns.sort_unstable();
+    let at = |q: f64| {
+        let i = ((unit_ns.len() as f64 - 1.0) * q).round() as usize;
+        unit_ns[i.min(unit_ns.len() - 1)] as f64 / 1000.0
+    };
+    println!(
+        "{name}: n={} p50={:.1}us p99={:.1}us p999={:.1}us max={:.1}us",
+        unit_ns.len(),
+        at(0.50),
+        at(0.99),
+        at(0.999),
+        at(1.0)
+    );
+}
+
+fn main() -> Result<(), BoxError> {
+    let secs = env_or("KNHK_BENCH_SECS", 5).clamp(1, 60);
+    let batch = env_or("KNHK_BENCH_BATCH", 3072).clamp(3, 1 << 16) as usize;
+    let mut engine = EngineConfig {
+        case_capacity: 1 << 16,
+        ..EngineConfig::default()
+    };
+    if let Some(w) = std::env::var("KNHK_BENCH_WORKERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        engine.workers = w;
+    }
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    println!(
+        "knhk load bench: {cores} cores, {} kernel worker(s), {secs}s per phase, {batch} events per bulk message",
+        engine.workers
+    );
+
+    // The server has its own runtime, like `knhk serve`.
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cores.max(1))
+        .thread_name("server-io")
+        .enable_all()
+        .build()?;
+    let listener = server_rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let addr = listener.local_addr()?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Running>();
+    let cfg = ServerConfig {
+        engine,
+        ..ServerConfig::default()
+    };
+    let served = server_rt.spawn(server::serve(
+        listener,
+        cfg,
+        None,
+        async move {
+            let _ = stop_rx.await;
+        },
+        move |r| {
+            let _ = ready_tx.send(r);
+        },
+    ));
+    let running = ready_rx.recv_timeout(Duration::from_secs(30))?;
+
+    let client_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("client")
+        .enable_all()
+        .build()?;
+    client_rt.block_on(run(format!("http://{addr}"), secs, batch, running.clone()))?;
+
+    let _ = stop_tx.send(());
+    let _ = server_rt.block_on(served);
+    Ok(())
+}
+
+async fn run(url: String, secs: u64, batch: usize, running: Running) -> Result<(), BoxError> {
+    let mut c = KnhkClient::connect(url.clone())
+        .await?
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20);
+    let model = std::fs::read(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/corpus/yawl/WPC10AbitraryCycles.yawl"),
+    )?;
+    c.register_workflow(proto::RegisterWorkflowRequest {
+        model,
+        format: proto::ModelFormat::Yawl as i32,
+        workflow_id: "cycles".into(),
+    })
+    .await?;
+
+    // Cases: one per 3 events of a batch, created in bulk.
+    let ncases = (batch / 3).max(1);
+    let creates: Vec<proto::Event> = (0..ncases)
+        .map(|_| proto::Event {
+            op: EventOp::CreateCase as i32,
+            workflow_id: "cycles".into(),
+            ..Default::default()
+        })
+        .collect();
+    let mut s = c
+        .submit_events(tokio_stream::iter([proto::SubmitEventsRequest {
+            events: creates,
+        }]))
+        .await?
+        .into_inner();
+    let created = s.next().await.ok_or("no answer")??;
+    let ids: Vec<u64> = created
+        .results
+        .iter()
+        .filter(|r| r.code == 0)
+        .map(|r| r.case_id)
+        .collect();
+    if ids.len() != ncases {
+        return Err(format!("created {} of {ncases} cases", ids.len()).into());
+    }
+
+    // ---- 1. bulk stream: each message fires A, B, C on every case (one full cycle each).
+    let mut template = Vec::with_capacity(ncases * 3);
+    for &id in &ids {
+        for t in 0..3u32 {
+            template.push(proto::Event {
+                op: EventOp::Fire as i32,
+                case_id: id,
+                task: Some(Task::TaskIndex(t)),
+                ..Default::default()
+            });
+        }
+    }
+    let per_msg = template.len() as u64;
+    let template = Arc::new(template);
+    let (tx, rx) = tokio::sync::mpsc::channel::<proto::SubmitEventsRequest>(8);
+    let (sent_tx, mut sent_rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+    let mut responses = c
+        .submit_events(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    let deadline = Duration::from_secs(secs);
+    let t0 = Instant::now();
+    let tpl = template.clone();
+    let sender = tokio::spawn(async move {
+        let mut n = 0u64;
+        while t0.elapsed() < deadline {
+            let msg = proto::SubmitEventsRequest {
+                events: tpl.as_ref().clone(),
+            };
+            let _ = sent_tx.send(Instant::now());
+            if tx.send(msg).await.is_err() {
+                break;
+            }
+            n += 1;
+        }
+        n
+    });
+    let mut lat = Vec::new();
+    let mut events = 0u64;
+    let mut failed = 0u64;
+    // The stream ends once the sender has stopped and every message is answered.
+    while let Some(r) = responses.next().await {
+        let r = r?;
+        let sent = sent_rx.recv().await.ok_or("send times")?;
+        lat.push(sent.elapsed().as_nanos() as u64);
+        events += r.results.len() as u64;
+        failed += r.results.iter().filter(|x| x.code != 0).count() as u64;
+    }
+    let msgs = sender.await?;
+    let el = t0.elapsed().as_secs_f64();
+    println!(
+        "bulk SubmitEvents: {events} events in {el:.2}s = {:.0} events/s ({msgs} messages of {per_msg} events, {failed} refused)",
+        events as f64 / el
+    );
+    percentiles("bulk message round trip", &mut lat);
+
+    // ---- 2. unary FireTask, sequential: latency.
+    let id = ids[0];
+    let names = ["A", "B", "C"];
+    let mut lat = Vec::new();
+    let t0 = Instant::now();
+    let mut i = 0usize;
+    while t0.elapsed() < Duration::from_secs(secs) {
+        let t = Instant::now();
+        c.fire_task(proto::TaskRequest {
+            case_id: id,
+            task: names[i % 3].into(),
+            data: HashMap::new(),
+            branch_bits: None,
+        })
+        .await?;
+        lat.push(t.elapsed().as_nanos() as u64);
+        i += 1;
+    }
+    let el = t0.elapsed().as_secs_f64();
+    println!(
+        "unary FireTask, 1 caller: {i} calls in {el:.2}s = {:.0} calls/s",
+        i as f64 / el
+    );
+    percentiles("unary FireTask latency", &mut lat);
+
+    // ---- 3. unary FireTask, 16 concurrent callers on their own cases.
+    let callers = 16usize.min(ids.len());
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for k in 0..callers {
+        let mut c = c.clone();
+        let id = ids[(k + 1) % ids.len()];
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut i = 0usize;
+            while t0.elapsed() < Duration::from_secs(secs) {
+                let t = Instant::now();
+                if c.fire_task(proto::TaskRequest {
+                    case_id: id,
+                    task: ["A", "B", "C"][i % 3].into(),
+                    data: HashMap::new(),
+                    branch_bits: None,
+                })
+                .await
+                .is_err()
+                {
+                    break;
+                }
+                lat.push(t.elapsed().as_nanos() as u64);
+                i += 1;
+            }
+            lat
+        }));
+    }
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await?);
+    }
+    let el = t0.elapsed().as_secs_f64();
+    println!(
+        "unary FireTask, {callers} callers: {} calls in {el:.2}s = {:.0} calls/s",
+        lat.len(),
+        lat.len() as f64 / el
+    );
+    percentiles("unary FireTask latency under load", &mut lat);
+
+    for (i, s) in running.engine.worker_stats().iter().enumerate() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let core = s.core.load(Relaxed);
+        println!(
+            "worker {i}: core {} jobs={} ops={} beats={} refused={} parks={} ring-full={}",
+            if core == u64::MAX {
+                "unpinned".to_string()
+            } else {
+                core.to_string()
+            },
+            s.jobs.load(Relaxed),
+            s.ops.load(Relaxed),
+            s.beats.load(Relaxed),
+            s.refused.load(Relaxed),
+            s.parks.load(Relaxed),
+            s.in_full.load(Relaxed),
+        );
+    }
+    Ok(())
+}
