@@ -239,6 +239,23 @@ pub fn state_proto(s: State) -> proto::CaseState {
 /// it once durable). Runs off the kernel workers; may block briefly but should not stall.
 pub trait BatchHook: Send + Sync + 'static {
     fn executed(&self, shard: usize, job: Box<Job>);
+
+    /// Why new work must be refused (the journal cannot persist it), if it must.
+    fn refusal(&self) -> Option<ShellError> {
+        None
+    }
+
+    /// A workflow was registered from `model`: returns once that is durable (blocking; the
+    /// server calls it on a blocking thread before answering).
+    fn registered(&self, _wf: &Workflow, _model: &[u8]) -> Result<(), ShellError> {
+        Ok(())
+    }
+
+    /// The event log's counters (fsyncs, events, corrupt tails, replay), when this hook is
+    /// the journal: for metrics.
+    fn journal_stats(&self) -> Option<Arc<crate::journal::JournalStats>> {
+        None
+    }
 }
 
 /// The default hook: release at once.
@@ -275,6 +292,9 @@ pub struct Engine {
     draining: AtomicBool,
     stopped: AtomicBool,
     reply_threads: Mutex<Vec<JoinHandle<()>>>,
+    hook: Arc<dyn BatchHook>,
+    /// Latch: false until the journal's replay has ended (startup probe).
+    recovered: AtomicBool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -358,6 +378,8 @@ impl Engine {
             draining: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
             reply_threads: Mutex::new(Vec::new()),
+            hook: hook.clone(),
+            recovered: AtomicBool::new(false),
         });
         let mut threads = Vec::with_capacity(workers);
         for (index, (port, slot)) in ports.into_iter().zip(reply_slots).enumerate() {
@@ -381,6 +403,28 @@ impl Engine {
     /// The configuration in force.
     pub fn config(&self) -> &EngineConfig {
         &self.cfg
+    }
+
+    /// The batch hook (the journal, when durability is on).
+    pub fn hook(&self) -> Arc<dyn BatchHook> {
+        self.hook.clone()
+    }
+
+    /// True once startup recovery (journal replay) has ended; false before. The startup
+    /// probe reads this latch. `journal::start` sets it; a bare `Engine::start` caller calls
+    /// [`Engine::mark_recovered`] itself.
+    pub fn is_recovered(&self) -> bool {
+        self.recovered.load(Ordering::Acquire)
+    }
+
+    /// Sets the recovered latch (once replay has ended).
+    pub fn mark_recovered(&self) {
+        self.recovered.store(true, Ordering::Release);
+    }
+
+    /// The error for a job whose reply never came: the journal's refusal, else draining.
+    fn gone(&self) -> ShellError {
+        self.hook.refusal().unwrap_or(ShellError::Draining)
     }
 
     /// Number of shards (workers).
@@ -450,6 +494,9 @@ impl Engine {
     ) -> Result<Arc<Workflow>, ShellError> {
         if self.is_draining() {
             return Err(ShellError::Draining);
+        }
+        if let Some(e) = self.hook.refusal() {
+            return Err(e);
         }
         let mut reg = self.registry.write().unwrap_or_else(|p| p.into_inner());
         let index = reg.list.len();
@@ -600,6 +647,9 @@ impl Engine {
         if self.is_draining() {
             return Err(ShellError::Draining);
         }
+        if let Some(e) = self.hook.refusal() {
+            return Err(e);
+        }
         let (tx, rx) = oneshot::channel();
         job.reply = Some(tx);
         match self.shards[shard].worker.submit(job) {
@@ -614,7 +664,120 @@ impl Engine {
 
     async fn run(&self, shard: usize, job: Box<Job>) -> Result<Box<Job>, ShellError> {
         let rx = self.submit(shard, job)?;
-        rx.await.map_err(|_| ShellError::Draining)
+        rx.await.map_err(|_| self.gone())
+    }
+
+    // ---------------------------------------------------------------- recovery (journal)
+
+    /// (workers, slots per worker): the layout case ids encode.
+    pub fn layout(&self) -> (u32, u32) {
+        (self.shards.len() as u32, self.per_shard as u32)
+    }
+
+    /// Queues a job as is, for replay (no draining or refusal check). On failure the job comes
+    /// back with `true` when the ring was full (retry), `false` when the worker stopped.
+    pub(crate) fn submit_job(
+        &self,
+        shard: usize,
+        mut job: Box<Job>,
+    ) -> Result<oneshot::Receiver<Box<Job>>, (Box<Job>, bool)> {
+        let Some(ctl) = self.shards.get(shard) else {
+            return Err((job, false));
+        };
+        let (tx, rx) = oneshot::channel();
+        job.reply = Some(tx);
+        match ctl.worker.submit(job) {
+            Ok(()) => Ok(rx),
+            Err(SubmitError::Full(mut j)) => {
+                j.reply = None;
+                Err((j, true))
+            }
+            Err(SubmitError::Stopped(j)) => Err((j, false)),
+        }
+    }
+
+    /// True when the slot holds no case, or holds `id` (replay: no earlier case to wait for).
+    pub(crate) fn slot_free_for(&self, shard: usize, slot: u32, id: u64) -> bool {
+        self.shards.get(shard).is_some_and(|c| {
+            lock(&c.book)
+                .slots
+                .get(slot as usize)
+                .is_some_and(|s| s.id == 0 || s.id == id)
+        })
+    }
+
+    /// Puts case `id` of `workflow` into its slot before its replayed creation runs.
+    pub(crate) fn restore_slot(
+        &self,
+        shard: usize,
+        slot: u32,
+        id: u64,
+        workflow: u16,
+        created_ns: u64,
+    ) -> bool {
+        let Some(ctl) = self.shards.get(shard) else {
+            return false;
+        };
+        let mut book = lock(&ctl.book);
+        let Some(s) = book.slots.get_mut(slot as usize) else {
+            return false;
+        };
+        *s = SlotBook {
+            history: std::mem::take(&mut s.history),
+            ..SlotBook::empty()
+        };
+        s.history.clear();
+        s.generation = (id >> 32) as u32;
+        s.id = id;
+        s.workflow = workflow;
+        s.created_ns = created_ns;
+        true
+    }
+
+    /// After replay: the fresh-slot cursor and slot generations (global slot, generation), so
+    /// new cases never reuse a logged id; empty slots below the cursor become free.
+    pub(crate) fn restore_allocator(&self, fresh: u64, gens: &[(u64, u32)]) {
+        let w = self.shards.len() as u64;
+        let total = (self.per_shard as u64) * w;
+        let fresh = fresh.min(total);
+        for &(g, generation) in gens {
+            let (shard, slot) = ((g % w) as usize, (g / w) as usize);
+            if let Some(ctl) = self.shards.get(shard) {
+                if let Some(s) = lock(&ctl.book).slots.get_mut(slot) {
+                    s.generation = s.generation.max(generation);
+                }
+            }
+        }
+        for g in 0..fresh {
+            let (shard, slot) = ((g % w) as usize, (g / w) as u32);
+            if let Some(ctl) = self.shards.get(shard) {
+                let mut book = lock(&ctl.book);
+                if book.slots.get(slot as usize).is_some_and(|s| s.id == 0) {
+                    book.free.push(slot);
+                }
+            }
+        }
+        self.fresh.store(fresh, Ordering::Relaxed);
+    }
+
+    /// For a checkpoint: the fresh-slot cursor, every nonzero slot generation (global slot,
+    /// generation) and the ids of the cases the engine holds.
+    pub(crate) fn allocator_state(&self) -> (u64, Vec<(u64, u32)>, std::collections::HashSet<u64>) {
+        let w = self.shards.len() as u64;
+        let mut gens = Vec::new();
+        let mut live = std::collections::HashSet::new();
+        for (shard, ctl) in self.shards.iter().enumerate() {
+            let book = lock(&ctl.book);
+            for (slot, s) in book.slots.iter().enumerate() {
+                if s.generation != 0 {
+                    gens.push((slot as u64 * w + shard as u64, s.generation));
+                }
+                if s.id != 0 {
+                    live.insert(s.id);
+                }
+            }
+        }
+        (self.fresh.load(Ordering::Relaxed), gens, live)
     }
 
     fn view(&self, shard: usize, slot: u32, case_id: u64) -> Result<CaseView, ShellError> {
@@ -668,7 +831,7 @@ impl Engine {
         op.reg_mask = mask;
         let job = Job::new(vec![op], vec![regs]);
         let job = match self.submit(shard, job) {
-            Ok(rx) => rx.await.map_err(|_| ShellError::Draining)?,
+            Ok(rx) => rx.await.map_err(|_| self.gone())?,
             Err(e) => {
                 self.release_slot(shard, slot, id);
                 return Err(e);
@@ -1037,10 +1200,11 @@ impl PendingBatch {
                     }
                 }
                 Err(_) => {
+                    let e = engine.gone();
                     for p in pos {
                         if let Some(r) = results.get_mut(p as usize) {
                             let id = r.case_id;
-                            *r = err_result(&ShellError::Draining, id);
+                            *r = err_result(&e, id);
                         }
                     }
                 }
@@ -1151,8 +1315,11 @@ fn reply_loop(mut port: ReplyPort, ctx: ReplyCtx) {
     let mut scratch: Vec<WatchItem> = Vec::with_capacity(256);
     loop {
         let mut any = false;
-        while let Some(job) = port.consumer.try_pop() {
+        while let Some(mut job) = port.consumer.try_pop() {
             any = true;
+            if job.time_ns == 0 {
+                job.time_ns = now_ns();
+            }
             record(&ctx, &job, &mut scratch);
             ctx.hook.executed(ctx.shard, job);
         }
@@ -1182,7 +1349,7 @@ fn reply_loop(mut port: ReplyPort, ctx: ReplyCtx) {
 
 /// Records a job's outcomes in the book and publishes watch events.
 fn record(ctx: &ReplyCtx, job: &Job, scratch: &mut Vec<WatchItem>) {
-    let now = now_ns();
+    let now = job.time_ns;
     scratch.clear();
     let mut book = lock(&ctx.book);
     // Under the book lock: a watcher subscribes under it too, so it sees every event
@@ -1209,6 +1376,7 @@ fn record(ctx: &ReplyCtx, job: &Job, scratch: &mut Vec<WatchItem>) {
         s.last = *o;
         if op.kind == OpKind::Create {
             s.live = true;
+            s.created_ns = now;
             s.regs = job.data.get(op.data as usize).copied().unwrap_or_default();
         } else if op.reg_mask != 0 {
             if let Some(vals) = job.data.get(op.data as usize) {

@@ -35,6 +35,9 @@ pub enum ShellError {
     Draining,
     #[error("internal error: {0}")]
     Internal(String),
+    /// The event log cannot persist work (disk full, I/O error): nothing more is accepted.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl ShellError {
@@ -50,6 +53,7 @@ impl ShellError {
             ShellError::Exhausted(_) => Code::ResourceExhausted,
             ShellError::Draining => Code::Unavailable,
             ShellError::Internal(_) => Code::Internal,
+            ShellError::Unavailable(_) => Code::Unavailable,
         }
     }
 }

@@ -6,6 +6,7 @@
 //! - [`engine`]: workflows, the case directory, bulk batching, reply threads, watch events,
 //!   the per-batch hook a journal plugs into.
 //! - [`workers`]: pinned kernel worker threads, each owning a shard of cases, fed by SPSC rings.
+//! - [`journal`]: the durable event log (group commit, recovery by replay, checkpoints).
 //! - [`exec`]: the only calls into the kernel's case operations (beats of ≤ 8 lanes).
 //! - [`workflow`]: names ↔ kernel indices, request data → registers.
 //! - [`xes`]: IEEE 1849 export.
@@ -24,6 +25,7 @@ pub mod engine;
 pub mod error;
 pub mod exec;
 pub mod http;
+pub mod journal;
 pub mod metrics;
 pub mod server;
 pub mod telemetry;

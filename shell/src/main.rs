@@ -19,6 +19,7 @@ use clap::{Args, Parser, Subcommand};
 
 use knhk_shell::client::{self, ClientCommand};
 use knhk_shell::engine::{default_workers, EngineConfig};
+use knhk_shell::journal::{Durability, JournalConfig};
 use knhk_shell::server::{self, ServerConfig};
 
 #[derive(Debug, Parser)]
@@ -91,6 +92,17 @@ struct ServeArgs {
     /// Milliseconds in-flight calls and streams get to finish, on shutdown.
     #[arg(long, env = "KNHK_SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000)]
     shutdown_timeout_ms: u64,
+    /// Directory of the durable event log (docs/durability.md); replayed at start.
+    #[arg(long, env = "KNHK_DATA_DIR", default_value = "./knhk-data")]
+    data_dir: PathBuf,
+    /// When an event is acknowledged: `sync` (after its log record is fdatasync'ed, the
+    /// default), `relaxed` (before the sync; a power loss may lose the last few ms of
+    /// acknowledged events), `off` (no log: in memory only, nothing survives a restart).
+    #[arg(long, env = "KNHK_DURABILITY", default_value = "sync", value_parser = ["sync", "relaxed", "off"])]
+    durability: String,
+    /// Size in MiB past which a log segment is sealed and older segments are compacted.
+    #[arg(long, env = "KNHK_SEGMENT_MB", default_value_t = 64)]
+    segment_mb: u64,
 }
 
 fn main() -> ExitCode {
@@ -176,7 +188,19 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match rt.block_on(server::serve_addr(args.grpc_addr, cfg)) {
+    let journal = match args.durability.as_str() {
+        "off" => None,
+        mode => Some(JournalConfig {
+            dir: args.data_dir.clone(),
+            durability: if mode == "relaxed" {
+                Durability::Relaxed
+            } else {
+                Durability::Sync
+            },
+            segment_bytes: args.segment_mb.max(1) << 20,
+        }),
+    };
+    match rt.block_on(server::serve_addr(args.grpc_addr, cfg, journal)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("knhk serve: {e}");

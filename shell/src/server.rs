@@ -33,6 +33,7 @@ use crate::engine::{
     self, state_proto, BatchHook, Engine, EngineConfig, EventBatch, Hist, Immediate, WatchItem,
 };
 use crate::error::ShellError;
+use crate::journal::{self, JournalConfig};
 use crate::proto::knhk_server::{Knhk, KnhkServer};
 use crate::proto::{self, *};
 use crate::workers::{OpKind, State};
@@ -84,6 +85,20 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
     on_ready: impl FnOnce(Running) + Send,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    serve_journaled(listener, cfg, hook, None, shutdown, on_ready).await
+}
+
+/// [`serve`] with the durable event log of `journal` (docs/durability.md): the log is replayed
+/// before anything is served (health NOT_SERVING, [`Engine::is_recovered`] false until then),
+/// and the journal replaces `hook`.
+pub async fn serve_journaled(
+    listener: TcpListener,
+    cfg: ServerConfig,
+    hook: Option<Arc<dyn BatchHook>>,
+    journal: Option<JournalConfig>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_ready: impl FnOnce(Running) + Send,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_service_status("", ServingStatus::NotServing)
@@ -94,7 +109,8 @@ pub async fn serve(
 
     let engine_cfg = cfg.engine.clone();
     let hook = hook.unwrap_or_else(|| Arc::new(Immediate));
-    let engine = tokio::task::spawn_blocking(move || Engine::start(engine_cfg, hook)).await??;
+    let (engine, journal) =
+        tokio::task::spawn_blocking(move || journal::start(engine_cfg, hook, journal)).await??;
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
@@ -170,7 +186,13 @@ pub async fn serve(
         }
     };
     let e = engine.clone();
-    let _ = tokio::task::spawn_blocking(move || e.stop()).await;
+    let _ = tokio::task::spawn_blocking(move || {
+        e.stop();
+        if let Some(j) = journal {
+            j.close();
+        }
+    })
+    .await;
     tracing::info!("shutdown: workers stopped");
     result
 }
@@ -179,10 +201,11 @@ pub async fn serve(
 pub async fn serve_addr(
     addr: SocketAddr,
     cfg: ServerConfig,
+    journal: Option<JournalConfig>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    serve(listener, cfg, None, shutdown_signal(), move |r| {
+    serve_journaled(listener, cfg, None, journal, shutdown_signal(), move |r| {
         tracing::info!(
             addr = %local,
             workers = r.engine.shard_count(),
@@ -286,7 +309,8 @@ impl Knhk for KnhkService {
         let format = ModelFormat::try_from(r.format).map_err(|_| ShellError::BadData {
             reason: format!("format {} is not a ModelFormat", r.format),
         })?;
-        let model = r.model;
+        let model = Arc::new(r.model);
+        let source = model.clone();
         let compiled = tokio::task::spawn_blocking(move || compile(&model, format))
             .await
             .map_err(|e| ShellError::Internal(format!("compiler task: {e}")))??;
@@ -306,6 +330,11 @@ impl Knhk for KnhkService {
             },
             &name,
         )?;
+        // Durable before the answer (the journal's group commit; a no-op without one).
+        let (hook, logged) = (self.engine.hook(), wf.clone());
+        tokio::task::spawn_blocking(move || hook.registered(&logged, &source))
+            .await
+            .map_err(|e| ShellError::Internal(format!("journal task: {e}")))??;
         tracing::info!(workflow = %wf.id, tasks = wf.tasks.len(), "workflow registered");
         Ok(Response::new(RegisterWorkflowResponse {
             workflow: Some(wf.to_proto()),

@@ -169,6 +169,9 @@ pub struct Job {
     pub data: Vec<[i64; REGISTERS]>,
     /// Completed by the reply thread (or by the batch hook).
     pub reply: Option<ReplyTx>,
+    /// When the job's events happened (ns since the Unix epoch): stamped by the reply thread
+    /// when 0; a replayed job carries its logged time.
+    pub time_ns: u64,
 }
 
 impl Job {
@@ -180,6 +183,7 @@ impl Job {
             out,
             data,
             reply: None,
+            time_ns: 0,
         })
     }
 
