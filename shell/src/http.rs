@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -338,6 +338,8 @@ impl Observer {
         sample.beats.resize_with(stats.len(), Beat::default);
         let mut ages = Vec::with_capacity(stats.len());
         for (b, s) in sample.beats.iter_mut().zip(&stats) {
+            // Take the workers' published tick histograms, handing their buffers back.
+            s.ticks.drain();
             let hb = s.heartbeat.load(Ordering::Relaxed);
             if hb != b.heartbeat || b.moved_at.is_none() {
                 if hb != b.heartbeat && hb != 0 {
@@ -560,17 +562,9 @@ impl Observer {
             checks.insert("rings".to_string(), self.rings_check(&engine));
             checks.insert("watch".to_string(), self.watch_check(&engine));
         } else {
-            checks.insert(
-                "workers".to_string(),
-                Check::unhealthy("not started"),
-            );
+            checks.insert("workers".to_string(), Check::unhealthy("not started"));
         }
-        for (name, (c, _)) in self
-            .extra
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
+        for (name, (c, _)) in self.extra.lock().unwrap_or_else(|p| p.into_inner()).iter() {
             checks.insert(name.clone(), c.clone());
         }
         let status = checks
@@ -606,11 +600,33 @@ pub fn router(obs: Arc<Observer>) -> Router {
 /// OpenMetrics content type (what prometheus-client writes).
 pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-async fn metrics(State(obs): State<Arc<Observer>>) -> Response {
+/// Prometheus text format 0.0.4 content type.
+pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// OpenMetrics when the scraper asks for it (Prometheus does), the classic text format
+/// otherwise (curl, promtool); both from the same prometheus-client encoding.
+async fn metrics(State(obs): State<Arc<Observer>>, headers: HeaderMap) -> Response {
+    let openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
     // Scrapes read atomics and take short shell-side locks: keep them off the async workers.
-    match tokio::task::spawn_blocking(move || obs.metrics.encode()).await {
-        Ok(Ok(body)) => ([(header::CONTENT_TYPE, OPENMETRICS)], body).into_response(),
-        _ => (StatusCode::INTERNAL_SERVER_ERROR, "metrics encoding failed\n").into_response(),
+    let encoded = tokio::task::spawn_blocking(move || obs.metrics.encode()).await;
+    match encoded {
+        Ok(Ok(body)) if openmetrics => {
+            ([(header::CONTENT_TYPE, OPENMETRICS)], body).into_response()
+        }
+        Ok(Ok(body)) => (
+            [(header::CONTENT_TYPE, PROMETHEUS_TEXT)],
+            crate::metrics::to_prometheus_text(&body),
+        )
+            .into_response(),
+        _ => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "metrics encoding failed\n",
+        )
+            .into_response(),
     }
 }
 

@@ -19,8 +19,10 @@ use clap::{Args, Parser, Subcommand};
 
 use knhk_shell::client::{self, ClientCommand};
 use knhk_shell::engine::{default_workers, EngineConfig};
+use knhk_shell::http::ObserveConfig;
 use knhk_shell::journal::{Durability, JournalConfig};
 use knhk_shell::server::{self, ServerConfig};
+use knhk_shell::telemetry::{self, LogFormat};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -103,6 +105,16 @@ struct ServeArgs {
     /// Size in MiB past which a log segment is sealed and older segments are compacted.
     #[arg(long, env = "KNHK_SEGMENT_MB", default_value_t = 64)]
     segment_mb: u64,
+    /// Address of the HTTP endpoints (/metrics, /health, /health/live, /health/ready,
+    /// /health/startup; docs/operations.md), or `off` for none (and no gRPC metrics).
+    #[arg(long, env = "KNHK_HTTP_ADDR", default_value = "127.0.0.1:9090")]
+    http_addr: String,
+    /// Milliseconds a kernel worker's heartbeat may stand still before liveness fails.
+    #[arg(long, env = "KNHK_HEARTBEAT_TIMEOUT_MS", default_value_t = 2_000)]
+    heartbeat_timeout_ms: u64,
+    /// Log lines as `text` or `json` (filter: RUST_LOG; traces: OTEL_EXPORTER_OTLP_ENDPOINT).
+    #[arg(long, env = "KNHK_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
 }
 
 fn main() -> ExitCode {
@@ -155,12 +167,23 @@ fn code(c: i32) -> ExitCode {
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    let http_addr = match args.http_addr.trim() {
+        "off" | "" => None,
+        a => match a.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(e) => {
+                eprintln!(
+                    "knhk serve: --http-addr '{a}': {e} (an address like 0.0.0.0:9090, or off)"
+                );
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let observe = ObserveConfig {
+        http_addr,
+        heartbeat_timeout: Duration::from_millis(args.heartbeat_timeout_ms.max(1)),
+        ..ObserveConfig::default()
+    };
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -200,11 +223,27 @@ fn serve(args: ServeArgs) -> ExitCode {
             segment_bytes: args.segment_mb.max(1) << 20,
         }),
     };
-    match rt.block_on(server::serve_addr(args.grpc_addr, cfg, journal)) {
+    let format = if args.log_format == "json" {
+        LogFormat::Json
+    } else {
+        LogFormat::Text
+    };
+    // Inside the runtime: the OTLP exporter's tonic channel is created here.
+    let telemetry = match rt.block_on(async { telemetry::init(format) }) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("knhk serve: telemetry: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let code = match rt.block_on(server::serve_addr(args.grpc_addr, cfg, journal, observe)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("knhk serve: {e}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // Flush pending spans (bounded: an absent collector cannot hold the exit up for long).
+    telemetry.shutdown(Duration::from_secs(3));
+    code
 }

@@ -193,9 +193,7 @@ impl KernelCounters {
 
     /// Ops counted for (op, pattern, status) cell `i`.
     fn cell(&self, i: usize) -> u64 {
-        self.events
-            .get(i)
-            .map_or(0, |c| c.load(Ordering::Relaxed))
+        self.events.get(i).map_or(0, |c| c.load(Ordering::Relaxed))
     }
 
     /// Every op this worker executed.
@@ -311,7 +309,14 @@ impl WorkerMeter {
     /// After one job: `t0` is the tick count read before `execute`. Counts the job's ops and
     /// adds its kernel ticks to the round. Worker thread only.
     #[inline]
-    pub fn job(&mut self, t0: u64, job: &Job, counters: &KernelCounters, nets: &NetTable, workflows: &[u16]) {
+    pub fn job(
+        &mut self,
+        t0: u64,
+        job: &Job,
+        counters: &KernelCounters,
+        nets: &NetTable,
+        workflows: &[u16],
+    ) {
         let t1 = clock::ticks();
         self.round_ticks = self.round_ticks.wrapping_add(t1.wrapping_sub(t0));
         self.round_ops += job.ops.len() as u64;
@@ -326,7 +331,9 @@ impl WorkerMeter {
             return;
         }
         let per_op = (self.round_ticks / self.round_ops).max(1);
-        self.current.hist.saturating_record_n(per_op, self.round_ops);
+        self.current
+            .hist
+            .saturating_record_n(per_op, self.round_ops);
         self.current.sum = self.current.sum.wrapping_add(self.round_ticks);
         self.round_ticks = 0;
         self.round_ops = 0;
@@ -396,6 +403,12 @@ impl TickExport {
             })
             .collect();
         Some((c.total.sum, h.len(), counts))
+    }
+
+    /// Takes what the worker published into the cumulative histogram and hands the buffers
+    /// back, so that the worker always has a spare (the probes' watchdog calls this).
+    pub fn drain(&self) {
+        let _ = self.collect(&[]);
     }
 
     /// The p-quantile of ticks per op so far (drains pending deltas first).
@@ -518,6 +531,41 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(out)
     }
+}
+
+/// The Prometheus text format (0.0.4) of an OpenMetrics text from [`Metrics::encode`], for
+/// scrapers that do not ask for OpenMetrics (curl, `promtool check metrics`): the same samples,
+/// with counter families named after their `_total` samples, and no `# UNIT` or `# EOF` lines.
+/// Prometheus itself negotiates OpenMetrics and gets prometheus-client's text unchanged.
+pub fn to_prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len() + 64 * counters.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
+        if let Some((prefix, rest)) = meta {
+            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            if counters.contains(name) {
+                out.push_str(prefix);
+                out.push_str(name);
+                out.push_str("_total ");
+                out.push_str(tail);
+                out.push('\n');
+                continue;
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 /// Reads the engine on each scrape. Holds a weak reference: metrics never keep an engine alive.
@@ -658,9 +706,27 @@ impl prometheus_client::collector::Collector for EngineCollector {
             None,
             i64::try_from(created.saturating_sub(completed + cancelled)).unwrap_or(i64::MAX),
         )?;
-        counter(&mut encoder, "knhk_cases_created", "Cases created", None, created)?;
-        counter(&mut encoder, "knhk_cases_completed", "Cases completed", None, completed)?;
-        counter(&mut encoder, "knhk_cases_cancelled", "Cases cancelled", None, cancelled)?;
+        counter(
+            &mut encoder,
+            "knhk_cases_created",
+            "Cases created",
+            None,
+            created,
+        )?;
+        counter(
+            &mut encoder,
+            "knhk_cases_completed",
+            "Cases completed",
+            None,
+            completed,
+        )?;
+        counter(
+            &mut encoder,
+            "knhk_cases_cancelled",
+            "Cases cancelled",
+            None,
+            cancelled,
+        )?;
         counter(
             &mut encoder,
             "knhk_cases_deadlocked",

@@ -33,9 +33,11 @@ use crate::engine::{
     self, state_proto, BatchHook, Engine, EngineConfig, EventBatch, Hist, Immediate, WatchItem,
 };
 use crate::error::ShellError;
+use crate::http::{Check, ObserveConfig, Observer, Phase};
 use crate::journal::{self, JournalConfig};
 use crate::proto::knhk_server::{Knhk, KnhkServer};
 use crate::proto::{self, *};
+use crate::telemetry;
 use crate::workers::{OpKind, State};
 use crate::workflow::Workflow;
 use crate::xes;
@@ -99,6 +101,26 @@ pub async fn serve_journaled(
     shutdown: impl Future<Output = ()> + Send + 'static,
     on_ready: impl FnOnce(Running) + Send,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let observer = Observer::new(ObserveConfig::default());
+    serve_observed(listener, cfg, hook, journal, observer, shutdown, on_ready).await
+}
+
+/// [`serve_journaled`] observed (http.rs, metrics.rs): `observer`'s HTTP endpoints are started
+/// here unless already running, its probes follow the life cycle (starting, serving, draining,
+/// stopped), every RPC gets a span and, when metrics are on, a count and a latency.
+pub async fn serve_observed(
+    listener: TcpListener,
+    cfg: ServerConfig,
+    hook: Option<Arc<dyn BatchHook>>,
+    journal: Option<JournalConfig>,
+    observer: Arc<Observer>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_ready: impl FnOnce(Running) + Send,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    if observer.http_addr().is_none() {
+        observer.start_http().await?;
+    }
+    let durable = journal.is_some();
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_service_status("", ServingStatus::NotServing)
@@ -111,6 +133,13 @@ pub async fn serve_journaled(
     let hook = hook.unwrap_or_else(|| Arc::new(Immediate));
     let (engine, journal) =
         tokio::task::spawn_blocking(move || journal::start(engine_cfg, hook, journal)).await??;
+    let state = if durable {
+        "persisted state loaded (journal replayed)"
+    } else {
+        "in memory only (no journal)"
+    };
+    observer.set_check("state", Check::healthy(state), true);
+    observer.attach(&engine, health.clone());
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
@@ -125,6 +154,7 @@ pub async fn serve_journaled(
     let service = KnhkService {
         engine: engine.clone(),
         closing: closing_rx,
+        metrics: observer.enabled().then(|| observer.metrics().rpc.clone()),
     };
 
     // Shutdown sequence, driven by the signal.
@@ -135,9 +165,11 @@ pub async fn serve_journaled(
         let health = health.clone();
         let grace = cfg.drain_grace;
         let timeout = cfg.shutdown_timeout;
+        let observer = observer.clone();
         tokio::spawn(async move {
             shutdown.await;
             tracing::info!("shutdown: draining");
+            observer.set_phase(Phase::Draining);
             health
                 .set_service_status("", ServingStatus::NotServing)
                 .await;
@@ -156,6 +188,7 @@ pub async fn serve_journaled(
     let router = tonic::transport::Server::builder()
         .max_concurrent_streams(Some(cfg.max_concurrent_streams))
         .tcp_nodelay(true)
+        .layer(observer.rpc_layer())
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -169,6 +202,7 @@ pub async fn serve_journaled(
         let _ = stop_transport_rx.await;
     });
 
+    observer.set_phase(Phase::Serving);
     health.set_service_status("", ServingStatus::Serving).await;
     health
         .set_service_status(SERVICE_NAME, ServingStatus::Serving)
@@ -193,6 +227,8 @@ pub async fn serve_journaled(
         }
     })
     .await;
+    observer.set_phase(Phase::Stopped);
+    observer.stop_http();
     tracing::info!("shutdown: workers stopped");
     result
 }
@@ -202,16 +238,28 @@ pub async fn serve_addr(
     addr: SocketAddr,
     cfg: ServerConfig,
     journal: Option<JournalConfig>,
+    observe: ObserveConfig,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let observer = Observer::new(observe);
+    // HTTP first: the startup probe answers (503) while the journal replays.
+    observer.start_http().await?;
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    serve_journaled(listener, cfg, None, journal, shutdown_signal(), move |r| {
-        tracing::info!(
-            addr = %local,
-            workers = r.engine.shard_count(),
-            "knhk serving gRPC (knhk.v1.Knhk, grpc.health.v1, reflection)"
-        );
-    })
+    serve_observed(
+        listener,
+        cfg,
+        None,
+        journal,
+        observer,
+        shutdown_signal(),
+        move |r| {
+            tracing::info!(
+                addr = %local,
+                workers = r.engine.shard_count(),
+                "knhk serving gRPC (knhk.v1.Knhk, grpc.health.v1, reflection)"
+            );
+        },
+    )
     .await
 }
 
@@ -276,6 +324,8 @@ pub fn compile(
 pub struct KnhkService {
     engine: Arc<Engine>,
     closing: watch::Receiver<bool>,
+    /// RPC metrics (None when metrics are off): watch events lost to slow subscribers.
+    metrics: Option<crate::metrics::RpcMetrics>,
 }
 
 impl KnhkService {
@@ -288,6 +338,7 @@ impl KnhkService {
     }
 
     async fn task(&self, kind: OpKind, r: TaskRequest) -> Result<Response<Case>, Status> {
+        telemetry::record_case(r.case_id, Some(&r.task));
         let view = self
             .engine
             .task_op(kind, r.case_id, &r.task, &r.data, r.branch_bits)
@@ -335,6 +386,7 @@ impl Knhk for KnhkService {
         tokio::task::spawn_blocking(move || hook.registered(&logged, &source))
             .await
             .map_err(|e| ShellError::Internal(format!("journal task: {e}")))??;
+        telemetry::record_workflow(&wf.id);
         tracing::info!(workflow = %wf.id, tasks = wf.tasks.len(), "workflow registered");
         Ok(Response::new(RegisterWorkflowResponse {
             workflow: Some(wf.to_proto()),
@@ -367,7 +419,9 @@ impl Knhk for KnhkService {
         request: Request<CreateCaseRequest>,
     ) -> Result<Response<Case>, Status> {
         let r = request.into_inner();
+        telemetry::record_workflow(&r.workflow_id);
         let view = self.engine.create_case(&r.workflow_id, &r.data).await?;
+        telemetry::record_case(view.id, None);
         Ok(Response::new(view.to_proto()))
     }
 
@@ -391,15 +445,16 @@ impl Knhk for KnhkService {
         &self,
         request: Request<CancelCaseRequest>,
     ) -> Result<Response<Case>, Status> {
-        let view = self
-            .engine
-            .cancel_case(request.into_inner().case_id)
-            .await?;
+        let case_id = request.into_inner().case_id;
+        telemetry::record_case(case_id, None);
+        let view = self.engine.cancel_case(case_id).await?;
         Ok(Response::new(view.to_proto()))
     }
 
     async fn get_case(&self, request: Request<GetCaseRequest>) -> Result<Response<Case>, Status> {
-        let view = self.engine.get_case(request.into_inner().case_id)?;
+        let case_id = request.into_inner().case_id;
+        telemetry::record_case(case_id, None);
+        let view = self.engine.get_case(case_id)?;
         Ok(Response::new(view.to_proto()))
     }
 
@@ -439,6 +494,7 @@ impl Knhk for KnhkService {
         let engine = self.engine.clone();
         let closing = self.closing.clone();
         let case_id = r.case_id;
+        let metrics = self.metrics.clone();
         tokio::spawn(async move {
             if let Some(wf) = first_wf {
                 for h in &history {
@@ -448,7 +504,7 @@ impl Knhk for KnhkService {
                     }
                 }
             }
-            forward_watch(engine, subs, filter, tx, closing).await;
+            forward_watch(engine, subs, filter, tx, closing, metrics).await;
         });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
@@ -539,7 +595,9 @@ impl Knhk for KnhkService {
     ) -> Result<Response<Self::SubmitEventsStream>, Status> {
         self.live()?;
         let mut input = request.into_inner();
-        let (pending_tx, mut pending_rx) = mpsc::channel::<engine::PendingBatch>(PIPELINE_DEPTH);
+        let (pending_tx, mut pending_rx) =
+            mpsc::channel::<(engine::PendingBatch, tracing::Span)>(PIPELINE_DEPTH);
+        let rpc_span = tracing::Span::current();
         let (out_tx, out_rx) = mpsc::channel(PIPELINE_DEPTH);
         let engine = self.engine.clone();
         let mut closing = self.closing.clone();
@@ -553,8 +611,9 @@ impl Knhk for KnhkService {
                 tokio::select! {
                     msg = input.message() => match msg {
                         Ok(Some(m)) => {
-                            let pending = engine.submit_batch(m.events);
-                            if pending_tx.send(pending).await.is_err() {
+                            let span = telemetry::batch_span(&rpc_span, m.events.len());
+                            let pending = span.in_scope(|| engine.submit_batch(m.events));
+                            if pending_tx.send((pending, span)).await.is_err() {
                                 break;
                             }
                         }
@@ -571,8 +630,14 @@ impl Knhk for KnhkService {
         // Writer: answers batches in order as their jobs come back.
         let engine = self.engine.clone();
         tokio::spawn(async move {
-            while let Some(p) = pending_rx.recv().await {
-                let results = p.finish(&engine).await;
+            while let Some((p, span)) = pending_rx.recv().await {
+                let results =
+                    tracing::Instrument::instrument(p.finish(&engine), span.clone()).await;
+                span.record(
+                    "knhk.refused",
+                    results.iter().filter(|r| r.code != 0).count(),
+                );
+                drop(span);
                 if out_tx
                     .send(Ok(SubmitEventsResponse { results }))
                     .await
@@ -644,6 +709,7 @@ async fn forward_watch(
     filter: Filter,
     tx: mpsc::Sender<Result<WatchEvent, Status>>,
     mut closing: watch::Receiver<bool>,
+    metrics: Option<crate::metrics::RpcMetrics>,
 ) {
     let mut expected: HashMap<usize, u64> = HashMap::new();
     let mut streams = StreamMap::new();
@@ -673,6 +739,7 @@ async fn forward_watch(
         }
         if batch.first > *exp {
             lagged += batch.first - *exp;
+            crate::metrics::watch_lost(metrics.as_ref(), batch.first - *exp);
         }
         let skip = exp.saturating_sub(batch.first) as usize;
         *exp = batch.first + batch.items.len() as u64;

@@ -491,7 +491,8 @@ impl Worker {
                 continue;
             }
             self.meter.idle();
-            while self.stats.wedge.load(Ordering::Relaxed) && !self.stopping.load(Ordering::Acquire) {
+            while self.stats.wedge.load(Ordering::Relaxed) && !self.stopping.load(Ordering::Acquire)
+            {
                 thread::sleep(Duration::from_millis(1));
             }
             if self.stopping.load(Ordering::Acquire)
