@@ -139,7 +139,11 @@ const fn crc_tables() -> [[u32; 256]; 8] {
         let mut c = i as u32;
         let mut k = 0;
         while k < 8 {
-            c = if c & 1 != 0 { (c >> 1) ^ 0x82F6_3B78 } else { c >> 1 };
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0x82F6_3B78
+            } else {
+                c >> 1
+            };
             k += 1;
         }
         t[0][i] = c;
@@ -402,7 +406,11 @@ pub fn net_form(net: &knhk_kernel::Net) -> Vec<u8> {
         for c in v.branch_conditions() {
             b.extend_from_slice(&c.to_le_bytes());
         }
-        b.extend_from_slice(&v.default_branch().map_or(u32::MAX, |d| d as u32).to_le_bytes());
+        b.extend_from_slice(
+            &v.default_branch()
+                .map_or(u32::MAX, |d| d as u32)
+                .to_le_bytes(),
+        );
     }
     b
 }
@@ -616,10 +624,13 @@ fn create_segment(dir: &Path, n: u64, workers: u32, per_shard: u32) -> io::Resul
     Ok((f, buf.len() as u64))
 }
 
+/// The records of a segment: (kind, payload range).
+type Spans = Vec<(u8, std::ops::Range<usize>)>;
+
 /// What a scan of the data directory found, before the engine starts.
 struct Found {
     /// (segment number, contents up to the last good record, record spans)
-    segments: Vec<(u64, Vec<u8>, Vec<(u8, std::ops::Range<usize>)>)>,
+    segments: Vec<(u64, Vec<u8>, Spans)>,
     layout: Option<(u32, u32)>,
 }
 
@@ -751,6 +762,8 @@ fn open_dir(dir: &Path, stats: &JournalStats) -> io::Result<Found> {
 
 struct Queue {
     buf: Vec<u8>,
+    // Boxed: a job travels the rings and goes back to its submitter as a Box.
+    #[allow(clippy::vec_box)]
     held: Vec<Box<Job>>,
     waiters: Vec<mpsc::SyncSender<Result<(), String>>>,
     events: u64,
@@ -977,7 +990,11 @@ fn writer_loop(shared: Arc<Shared>, mut w: Writer) {
                 if shared.stop.load(Ordering::SeqCst) || shared.failed.get().is_some() {
                     break;
                 }
-                let timeout = if dirty { RELAXED_SYNC } else { Duration::from_millis(100) };
+                let timeout = if dirty {
+                    RELAXED_SYNC
+                } else {
+                    Duration::from_millis(100)
+                };
                 let (g, t) = shared
                     .wake
                     .wait_timeout(q, timeout)
@@ -1002,8 +1019,8 @@ fn writer_loop(shared: Arc<Shared>, mut w: Writer) {
         // already released; sync every RELAXED_SYNC, and always for a workflow or at stop.
         let sync = if shared.relaxed {
             dirty |= wrote;
-            let due = dirty
-                && (last_sync.elapsed() >= RELAXED_SYNC || !waiters.is_empty() || stopping);
+            let due =
+                dirty && (last_sync.elapsed() >= RELAXED_SYNC || !waiters.is_empty() || stopping);
             if due {
                 dirty = false;
             }
@@ -1038,7 +1055,10 @@ fn writer_loop(shared: Arc<Shared>, mut w: Writer) {
                 for tx in &waiters {
                     let _ = tx.send(Err(e.to_string()));
                 }
-                fail(&shared, format!("{e}; the server refuses work it cannot persist"));
+                fail(
+                    &shared,
+                    format!("{e}; the server refuses work it cannot persist"),
+                );
                 return;
             }
         }
@@ -1047,7 +1067,9 @@ fn writer_loop(shared: Arc<Shared>, mut w: Writer) {
             if let Err(e) = w.rotate(&shared.stats) {
                 fail(
                     &shared,
-                    format!("event log rotation failed: {e}; the server refuses work it cannot persist"),
+                    format!(
+                        "event log rotation failed: {e}; the server refuses work it cannot persist"
+                    ),
                 );
                 return;
             }
@@ -1248,6 +1270,9 @@ fn bad(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
 }
 
+/// A replayed job's reply and the (seq, state) logged for each of its ops.
+type Inflight = (oneshot::Receiver<Box<Job>>, Vec<(u64, u8)>);
+
 /// Jobs of one shard being replayed.
 #[derive(Default)]
 struct ShardReplay {
@@ -1255,7 +1280,7 @@ struct ShardReplay {
     data: Vec<[i64; REGISTERS]>,
     expect: Vec<(u64, u8)>,
     time_ns: u64,
-    inflight: std::collections::VecDeque<(oneshot::Receiver<Box<Job>>, Vec<(u64, u8)>)>,
+    inflight: std::collections::VecDeque<Inflight>,
 }
 
 /// Replays every record through the engine; returns the number of ops replayed.
@@ -1437,7 +1462,14 @@ fn replay_workflow(engine: &Engine, p: &[u8]) -> Result<(), String> {
                         "workflow '{id}' replayed at index {index}, logged at {expect}"
                     )));
                 }
-                Ok(Workflow::new(index, id, detected, &m, *net, w.registered_ns))
+                Ok(Workflow::new(
+                    index,
+                    id,
+                    detected,
+                    &m,
+                    *net,
+                    w.registered_ns,
+                ))
             },
             &name,
         )
