@@ -1311,7 +1311,8 @@ struct ReplyCtx {
 }
 
 fn reply_loop(mut port: ReplyPort, ctx: ReplyCtx) {
-    let mut idle: u32 = 0;
+    // Replies follow a worker's work by microseconds: spin briefly, yield up to 1 ms, then park.
+    let mut backoff = workers::Backoff::new(Duration::from_micros(20), Duration::from_millis(1));
     let mut scratch: Vec<WatchItem> = Vec::with_capacity(256);
     loop {
         let mut any = false;
@@ -1324,24 +1325,23 @@ fn reply_loop(mut port: ReplyPort, ctx: ReplyCtx) {
             ctx.hook.executed(ctx.shard, job);
         }
         if any {
-            idle = 0;
+            backoff.reset();
             continue;
         }
         if port.worker_done.load(Ordering::SeqCst) && port.consumer.is_empty() {
             break;
         }
-        idle = idle.saturating_add(1);
-        if idle < 200 {
-            std::hint::spin_loop();
-        } else if idle < 216 {
-            thread::yield_now();
-        } else {
-            port.parked.store(true, Ordering::SeqCst);
-            fence(Ordering::SeqCst);
-            if port.consumer.is_empty() && !port.worker_done.load(Ordering::SeqCst) {
-                thread::park_timeout(Duration::from_millis(2));
+        match backoff.idle() {
+            workers::IdleStep::Spin => std::hint::spin_loop(),
+            workers::IdleStep::Yield => thread::yield_now(),
+            workers::IdleStep::Park(timeout) => {
+                port.parked.store(true, Ordering::SeqCst);
+                fence(Ordering::SeqCst);
+                if port.consumer.is_empty() && !port.worker_done.load(Ordering::SeqCst) {
+                    thread::park_timeout(timeout);
+                }
+                port.parked.store(false, Ordering::SeqCst);
             }
-            port.parked.store(false, Ordering::SeqCst);
         }
     }
     let _: Option<Thread> = None;

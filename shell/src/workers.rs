@@ -16,8 +16,8 @@
 //! can: the in ring then fills and submitters see [`SubmitError::Full`], which the server
 //! answers with RESOURCE_EXHAUSTED.
 //!
-//! Idle policy: spin (`spin_loop` hints) for `SPIN_ROUNDS` empty polls, then `yield_now` for
-//! `YIELD_ROUNDS`, then `park_timeout` with a timeout that doubles from 50 µs to 1 ms. A
+//! Idle policy ([`Backoff`]): spin (`spin_loop` hints) for 50 µs after the last work, then
+//! `yield_now` until 1 ms, then `park_timeout` with a timeout that doubles from 50 µs to 1 ms. A
 //! submitter that pushes while the worker is parked unparks it (one futex wake, only then).
 //!
 //! Every worker publishes [`WorkerStats`]: a heartbeat bumped each loop and per-core counters,
@@ -40,10 +40,78 @@ pub const MAX_WORKFLOWS: usize = 4096;
 /// Registers per case (KNHK_REGISTERS).
 pub const REGISTERS: usize = 8;
 
-const SPIN_ROUNDS: u32 = 2_000;
-const YIELD_ROUNDS: u32 = 16;
+/// Worker idle policy: spin this long after the last work, then yield until `IDLE_YIELD`, then
+/// park (timeouts doubling from `PARK_MIN` to `PARK_MAX`).
+const WORKER_SPIN: Duration = Duration::from_micros(50);
+const IDLE_YIELD: Duration = Duration::from_millis(1);
 const PARK_MIN: Duration = Duration::from_micros(50);
 const PARK_MAX: Duration = Duration::from_millis(1);
+
+/// What an idle loop should do next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdleStep {
+    Spin,
+    Yield,
+    /// Set the parked flag, re-check for work, then park this long.
+    Park(Duration),
+}
+
+/// Bounded backoff of an idle polling thread (workers and reply threads): spin for `spin`
+/// after the last work (a request that follows within it is picked up without any wake-up),
+/// then `yield_now` until `yield_until`, then park with a timeout doubling from 50 µs to 1 ms
+/// (the producer unparks a parked thread; the timeout bounds a missed wake-up). The clock is
+/// read once per 32 idle polls.
+#[derive(Debug)]
+pub struct Backoff {
+    spin: Duration,
+    yield_until: Duration,
+    polls: u32,
+    since: Option<std::time::Instant>,
+    elapsed: Duration,
+    park: Duration,
+}
+
+impl Backoff {
+    pub fn new(spin: Duration, yield_until: Duration) -> Backoff {
+        Backoff {
+            spin,
+            yield_until,
+            polls: 0,
+            since: None,
+            elapsed: Duration::ZERO,
+            park: PARK_MIN,
+        }
+    }
+
+    /// Work was found: start over.
+    #[inline]
+    pub fn reset(&mut self) {
+        self.polls = 0;
+        self.since = None;
+        self.elapsed = Duration::ZERO;
+        self.park = PARK_MIN;
+    }
+
+    /// One idle poll: what to do now.
+    #[inline]
+    pub fn idle(&mut self) -> IdleStep {
+        self.polls = self.polls.wrapping_add(1);
+        if self.polls % 32 == 1 {
+            let now = std::time::Instant::now();
+            let since = *self.since.get_or_insert(now);
+            self.elapsed = now.duration_since(since);
+        }
+        if self.elapsed < self.spin {
+            IdleStep::Spin
+        } else if self.elapsed < self.yield_until {
+            IdleStep::Yield
+        } else {
+            let p = self.park;
+            self.park = (self.park * 2).min(PARK_MAX);
+            IdleStep::Park(p)
+        }
+    }
+}
 
 /// What an op asks the worker to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -451,8 +519,7 @@ struct Worker {
 
 impl Worker {
     fn run(&mut self) {
-        let mut idle: u32 = 0;
-        let mut park = PARK_MIN;
+        let mut backoff = Backoff::new(WORKER_SPIN, IDLE_YIELD);
         let mut heartbeat: u64 = 0;
         loop {
             heartbeat = heartbeat.wrapping_add(1);
@@ -486,8 +553,7 @@ impl Worker {
             }
             if worked {
                 self.wake_reply();
-                idle = 0;
-                park = PARK_MIN;
+                backoff.reset();
                 continue;
             }
             self.meter.idle();
@@ -501,22 +567,20 @@ impl Worker {
             {
                 break;
             }
-            idle = idle.saturating_add(1);
-            if idle < SPIN_ROUNDS {
-                std::hint::spin_loop();
-            } else if idle < SPIN_ROUNDS + YIELD_ROUNDS {
-                thread::yield_now();
-            } else {
-                self.parked.store(true, Ordering::SeqCst);
-                fence(Ordering::SeqCst);
-                if (self.input.is_empty() || self.hold.load(Ordering::Relaxed))
-                    && !self.stopping.load(Ordering::SeqCst)
-                {
-                    self.stats.parks.fetch_add(1, Ordering::Relaxed);
-                    thread::park_timeout(park);
-                    park = (park * 2).min(PARK_MAX);
+            match backoff.idle() {
+                IdleStep::Spin => std::hint::spin_loop(),
+                IdleStep::Yield => thread::yield_now(),
+                IdleStep::Park(timeout) => {
+                    self.parked.store(true, Ordering::SeqCst);
+                    fence(Ordering::SeqCst);
+                    if (self.input.is_empty() || self.hold.load(Ordering::Relaxed))
+                        && !self.stopping.load(Ordering::SeqCst)
+                    {
+                        self.stats.parks.fetch_add(1, Ordering::Relaxed);
+                        thread::park_timeout(timeout);
+                    }
+                    self.parked.store(false, Ordering::SeqCst);
                 }
-                self.parked.store(false, Ordering::SeqCst);
             }
         }
         self.done.store(true, Ordering::SeqCst);
