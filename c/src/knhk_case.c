@@ -382,8 +382,9 @@ knhk_state knhk_case_state(const knhk_net_t *net, const knhk_case_t *c) {
   return KNHK_STATE_RUNNING;
 }
 
-knhk_status knhk_beat(const knhk_net_t *net, knhk_case_t *cases, uint32_t ncases,
-                      const knhk_event_t *events, uint32_t n, uint8_t *statuses) {
+/* The scalar beat: every lane through the firing rules above, in lane order. */
+knhk_status knhk_beat_scalar(const knhk_net_t *net, knhk_case_t *cases, uint32_t ncases,
+                             const knhk_event_t *events, uint32_t n, uint8_t *statuses) {
   if (n > KNHK_BEAT_LANES) return KNHK_BAD_ARGUMENT;
   if (!net->sealed) return KNHK_NOT_SEALED;
   for (uint32_t i = 0; i < n; i++) {
@@ -410,4 +411,26 @@ knhk_status knhk_beat(const knhk_net_t *net, knhk_case_t *cases, uint32_t ncases
     statuses[i] = (uint8_t)s;
   }
   return KNHK_OK;
+}
+
+/* The AVX-512 beat (knhk_beat_avx512.c), built where the compiler can target it: a full beat
+ * of KNHK_BEAT_LANES events on a sealed net; lanes it cannot take go through
+ * knhk_beat_scalar one at a time, so the firing rules stay in this file. */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define KNHK_HAVE_BEAT_AVX512 1
+int knhk_beat_avx512_supported(void);
+knhk_status knhk_beat_avx512(const knhk_net_t *net, knhk_case_t *cases, uint32_t ncases,
+                             const knhk_event_t *events, uint8_t *statuses);
+#else
+#define KNHK_HAVE_BEAT_AVX512 0
+#endif
+
+/* Dispatch at run time: a full beat goes to the vector path when the CPU has it. */
+knhk_status knhk_beat(const knhk_net_t *net, knhk_case_t *cases, uint32_t ncases,
+                      const knhk_event_t *events, uint32_t n, uint8_t *statuses) {
+#if KNHK_HAVE_BEAT_AVX512
+  if (n == KNHK_BEAT_LANES && net->sealed && knhk_beat_avx512_supported())
+    return knhk_beat_avx512(net, cases, ncases, events, statuses);
+#endif
+  return knhk_beat_scalar(net, cases, ncases, events, n, statuses);
 }

@@ -600,6 +600,85 @@ static void test_beat(void) {
   CHECK_STATUS(knhk_beat(&net, cases, 4, ev, 9, st), KNHK_BAD_ARGUMENT);
 }
 
+/* The dispatched beat (AVX-512 where the CPU has it) against knhk_beat_scalar on random
+ * beats: same statuses, same case bytes. Cases in random reachable states (some busy, some
+ * done), events with random ops, tasks, case indices (some out of range, some repeated). */
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static uint32_t rnd(uint32_t n) {
+  rng_state ^= rng_state << 13;
+  rng_state ^= rng_state >> 7;
+  rng_state ^= rng_state << 17;
+  return (uint32_t)((rng_state >> 32) % n);
+}
+
+static void test_beat_paths_agree(void) {
+  /* i -> A (AND split c1, c2); c1 -> B -> c3; c2 -> C -> c4; D AND-joins c3, c4 -> c5;
+   * X: XOR split on regs[0] from c5 to c6 or c7 (default); c6 -> G -> o; c7 -> H -> o. */
+  knhk_net_init(&net);
+  uint32_t c[9];
+  for (int k = 0; k < 9; k++) c[k] = cond();
+  uint32_t a = task(KNHK_JOIN_XOR, KNHK_SPLIT_AND), b = task(KNHK_JOIN_XOR, KNHK_SPLIT_AND);
+  uint32_t cc = task(KNHK_JOIN_XOR, KNHK_SPLIT_AND), d = task(KNHK_JOIN_AND, KNHK_SPLIT_AND);
+  uint32_t x = task(KNHK_JOIN_XOR, KNHK_SPLIT_XOR), g = task(KNHK_JOIN_XOR, KNHK_SPLIT_AND);
+  uint32_t h = task(KNHK_JOIN_XOR, KNHK_SPLIT_AND);
+  knhk_net_set_input(&net, c[0]);
+  knhk_net_set_output(&net, c[8]);
+  in(c[0], a); out(a, c[1]); out(a, c[2]);
+  in(c[1], b); out(b, c[3]);
+  in(c[2], cc); out(cc, c[4]);
+  in(c[3], d); in(c[4], d); out(d, c[5]);
+  in(c[5], x);
+  out_guard(x, c[6], KNHK_GUARD_EQ, 0, 0, 0);
+  out_guard(x, c[7], KNHK_GUARD_TRUE, 0, 0, 1);
+  in(c[6], g); out(g, c[8]);
+  in(c[7], h); out(h, c[8]);
+  seal_ok();
+  enum { NCASES = 24 };
+  static knhk_case_t base[NCASES], one[NCASES], two[NCASES];
+  uint32_t ntasks = net.ntasks;
+  int mismatches = 0;
+  for (int round = 0; round < 20000; round++) {
+    for (uint32_t k = 0; k < NCASES; k++) {
+      knhk_case_init(&net, &base[k]);
+      base[k].regs[0] = (int64_t)rnd(2);
+      uint32_t steps = rnd(9);
+      for (uint32_t s = 0; s < steps; s++) (void)knhk_fire(&net, &base[k], rnd(ntasks));
+      if (rnd(8) == 0) (void)knhk_start(&net, &base[k], rnd(ntasks));
+    }
+    knhk_event_t ev[8];
+    memset(ev, 0, sizeof ev);
+    int distinct = rnd(2) == 0;
+    uint32_t perm[NCASES];
+    for (uint32_t k = 0; k < NCASES; k++) perm[k] = k;
+    for (uint32_t k = NCASES - 1; k > 0; k--) {
+      uint32_t j = rnd(k + 1), t = perm[k];
+      perm[k] = perm[j];
+      perm[j] = t;
+    }
+    for (uint32_t l = 0; l < 8; l++) {
+      ev[l].case_index = distinct ? perm[l] : rnd(NCASES + 2);
+      uint32_t r = rnd(10);
+      ev[l].op = (uint8_t)(r < 6 ? KNHK_OP_FIRE : r == 9 ? 9 : r - 6);
+      ev[l].task = (uint8_t)rnd(ntasks + 1);
+      if (rnd(4) == 0) {
+        ev[l].flags = KNHK_EVENT_USE_BITS;
+        ev[l].branch_bits = rnd(4);
+      }
+    }
+    memcpy(one, base, sizeof base);
+    memcpy(two, base, sizeof base);
+    uint8_t s1[8], s2[8];
+    knhk_status r1 = knhk_beat(&net, one, NCASES, ev, 8, s1);
+    knhk_status r2 = knhk_beat_scalar(&net, two, NCASES, ev, 8, s2);
+    if (r1 != r2 || memcmp(s1, s2, sizeof s1) != 0 || memcmp(one, two, sizeof one) != 0)
+      mismatches++;
+  }
+  CHECK(mismatches == 0);
+  CHECK(knhk_beat_path() == KNHK_BEAT_PATH_SCALAR || knhk_beat_path() == KNHK_BEAT_PATH_AVX512);
+  printf("beat paths agree on 20000 random beats (this CPU: %s path)\n",
+         knhk_beat_path() == KNHK_BEAT_PATH_AVX512 ? "avx512" : "scalar");
+}
+
 int main(void) {
   test_abi();
   test_wcp1_sequence();
@@ -617,6 +696,7 @@ int main(void) {
   test_multi_merge_refused();
   test_nonlocal_or_join_refused();
   test_beat();
+  test_beat_paths_agree();
   printf("libknhk tests: %d checks, %d failed\n", checks, failures);
   return failures ? 1 : 0;
 }

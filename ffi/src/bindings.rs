@@ -350,3 +350,22 @@ unsafe extern "C" {
         statuses: *mut u8,
     ) -> knhk_status;
 }
+pub const KNHK_BEAT_PATH_SCALAR: knhk_beat_path_kind = 0;
+pub const KNHK_BEAT_PATH_AVX512: knhk_beat_path_kind = 1;
+#[doc = " The code paths knhk_beat can take (knhk_beat_path). All give identical results."]
+pub type knhk_beat_path_kind = ::core::ffi::c_uint;
+unsafe extern "C" {
+    #[doc = " The path knhk_beat takes on this CPU: a knhk_beat_path_kind value. Chosen at run time\n  from the CPU's features (never at build time); libknhk keeps no state for it."]
+    pub fn knhk_beat_path() -> u32;
+}
+unsafe extern "C" {
+    #[doc = " knhk_beat on the scalar path whatever the CPU: same contract, same statuses, same case\n  bytes. For benchmarks and tests that compare the paths."]
+    pub fn knhk_beat_scalar(
+        net: *const knhk_net_t,
+        cases: *mut knhk_case_t,
+        ncases: u32,
+        events: *const knhk_event_t,
+        n: u32,
+        statuses: *mut u8,
+    ) -> knhk_status;
+}

@@ -1,0 +1,3 @@
+pub mod handoff;
+pub mod measure;
+pub mod peers;

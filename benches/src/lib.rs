@@ -1,0 +1,783 @@
+//! knhk-benches: the nets and scenarios the tick-budget and instruction-budget benches run.
+//!
+//! Every scenario is a sealed [`Net`], a starting [`Case`] (a reachable state, taken after
+//! the scenario's setup steps) and a list of operations. One *iteration* copies the starting
+//! case (128 bytes) and applies every operation once; the per-op cost is the total over many
+//! iterations divided by the operations, so the reset copy is amortised over the batch and
+//! the tick counter is never read around a single operation.
+//!
+//! The peers (a `HashMap<String, u32>` token-count Petri net and a `statig` state machine) are
+//! dev-dependencies of the bench targets only and live in `benches/peers.rs`.
+use knhk_kernel::{Case, Event, Guard, GuardOp, Join, Net, Op, Split, Term};
+
+pub mod budgets;
+
+/// One operation of a scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// `fire(t)`: start then complete, guards evaluated on the case registers.
+    Fire(u32),
+    /// `fire_with(t, bits)`: caller-computed predicate bits.
+    FireBits(u32, u32),
+    /// `start(t)`.
+    Start(u32),
+    /// `complete(t)`.
+    Complete(u32),
+    /// `cancel_task(t)`.
+    CancelTask(u32),
+    /// `cancel_case()`.
+    CancelCase,
+}
+
+/// A net, the case every iteration starts from, and the operations of one iteration.
+pub struct Scenario {
+    /// Short name, e.g. `wcp01_sequence`.
+    pub name: &'static str,
+    /// The sealed net.
+    pub net: Box<Net>,
+    /// The state each iteration starts from.
+    pub start: Case,
+    /// The operations of one iteration, in order; all succeed from `start`.
+    pub steps: Vec<Step>,
+    /// `steps` as a task list when every step is a plain fire.
+    pub fires: Option<Vec<u32>>,
+}
+
+/// The task list when every step is a plain fire (the tight loop the core patterns use).
+fn fire_tasks(steps: &[Step]) -> Option<Vec<u32>> {
+    steps
+        .iter()
+        .map(|s| {
+            if let Step::Fire(t) = *s {
+                Some(t)
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+impl Scenario {
+    /// A scenario; `fires` is derived from `steps`.
+    pub fn new(name: &'static str, net: Box<Net>, start: Case, steps: Vec<Step>) -> Scenario {
+        let fires = fire_tasks(&steps);
+        Scenario {
+            name,
+            net,
+            start,
+            steps,
+            fires,
+        }
+    }
+
+    /// The tasks, when every step is a plain fire.
+    #[inline]
+    pub fn fires_only(&self) -> Option<&[u32]> {
+        self.fires.as_deref()
+    }
+
+    /// Operations per iteration.
+    pub fn ops(&self) -> u64 {
+        self.steps.len() as u64
+    }
+
+    /// One iteration through the Rust kernel API. Returns false when any operation was
+    /// refused (a broken scenario).
+    #[inline]
+    pub fn run_rust(&self, case: &mut Case) -> bool {
+        *case = self.start;
+        let net = &*self.net;
+        let mut ok = true;
+        if let Some(tasks) = self.fires_only() {
+            for &t in tasks {
+                ok &= net.fire(case, t).is_ok();
+            }
+            return ok;
+        }
+        for &s in &self.steps {
+            ok &= match s {
+                Step::Fire(t) => net.fire(case, t),
+                Step::FireBits(t, b) => net.fire_with(case, t, b),
+                Step::Start(t) => net.start(case, t),
+                Step::Complete(t) => net.complete(case, t),
+                Step::CancelTask(t) => net.cancel_task(case, t),
+                Step::CancelCase => net.cancel_case(case),
+            }
+            .is_ok();
+        }
+        ok
+    }
+
+    /// One iteration through the C API (`knhk_sys` calls, no Rust wrapper in between).
+    #[inline]
+    pub fn run_c(&self, net: &knhk_sys::knhk_net_t, case: &mut knhk_sys::knhk_case_t) -> bool {
+        let raw_net: *const knhk_sys::knhk_net_t = net;
+        *case = *self.start.as_raw();
+        let c: *mut knhk_sys::knhk_case_t = case;
+        let mut ok = true;
+        if let Some(tasks) = self.fires_only() {
+            for &t in tasks {
+                // SAFETY: raw_net comes from a live reference to a sealed net and c to an
+                // exclusively borrowed, initialised case; libknhk keeps no pointer.
+                ok &= unsafe { knhk_sys::knhk_fire(raw_net, c, t) } == knhk_sys::KNHK_OK;
+            }
+            return ok;
+        }
+        for &s in &self.steps {
+            // SAFETY: raw_net comes from a live reference to a sealed net and
+            // c to an exclusively borrowed, initialised case; libknhk keeps no pointer.
+            let status = unsafe {
+                match s {
+                    Step::Fire(t) => knhk_sys::knhk_fire(raw_net, c, t),
+                    Step::FireBits(t, b) => knhk_sys::knhk_fire_bits(raw_net, c, t, b),
+                    Step::Start(t) => knhk_sys::knhk_start(raw_net, c, t),
+                    Step::Complete(t) => knhk_sys::knhk_complete(raw_net, c, t),
+                    Step::CancelTask(t) => knhk_sys::knhk_cancel_task(raw_net, c, t),
+                    Step::CancelCase => knhk_sys::knhk_cancel_case(raw_net, c),
+                }
+            };
+            ok &= status == knhk_sys::KNHK_OK;
+        }
+        ok
+    }
+
+    /// Checks that one iteration succeeds through both APIs and ends in the same state.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut a = self.start;
+        if !self.run_rust(&mut a) {
+            return Err(format!(
+                "{}: an operation was refused (Rust API)",
+                self.name
+            ));
+        }
+        let mut b = *self.start.as_raw();
+        if !self.run_c(self.net.as_raw(), &mut b) {
+            return Err(format!("{}: an operation was refused (C API)", self.name));
+        }
+        if a.marking() != b.marking || a.seq() != b.seq || a.flags() != b.flags {
+            return Err(format!("{}: Rust and C runs disagree", self.name));
+        }
+        Ok(())
+    }
+}
+
+fn seal(net: &mut Net, what: &str) {
+    if let Err(e) = net.seal() {
+        panic!("{what}: seal failed: {e:?}");
+    }
+}
+
+fn conds(net: &mut Net, n: usize) -> Vec<u32> {
+    (0..n).map(|_| net.add_condition().unwrap()).collect()
+}
+
+/// Applies `steps` to a fresh case of `net` and returns it (the reachable starting state).
+fn after(net: &Net, steps: &[Step]) -> Case {
+    let mut case = Case::new(net).unwrap();
+    for &st in steps {
+        let r = match st {
+            Step::Fire(t) => net.fire(&mut case, t),
+            Step::FireBits(t, b) => net.fire_with(&mut case, t, b),
+            Step::Start(t) => net.start(&mut case, t),
+            Step::Complete(t) => net.complete(&mut case, t),
+            Step::CancelTask(t) => net.cancel_task(&mut case, t),
+            Step::CancelCase => net.cancel_case(&mut case),
+        };
+        r.unwrap_or_else(|e| panic!("setup step {st:?}: {e:?}"));
+    }
+    case
+}
+
+/// WCP-1 sequence: a chain `c0 -> T0 -> c1 -> ... -> T61 -> c62`; one iteration fires all 62
+/// tasks (the last one completes the case).
+pub fn wcp01_sequence() -> Scenario {
+    let mut net = Box::new(Net::new());
+    let c = conds(&mut net, 63);
+    let mut steps = Vec::new();
+    for k in 0..62 {
+        let t = net.add_task(Join::Xor, Split::And).unwrap();
+        net.input_flow(c[k], t).unwrap();
+        net.output_flow(t, c[k + 1], None, false).unwrap();
+        steps.push(Step::Fire(t));
+    }
+    net.set_input(c[0]).unwrap();
+    net.set_output(c[62]).unwrap();
+    seal(&mut net, "wcp01");
+    let start = Case::new(&net).unwrap();
+    Scenario::new("wcp01_sequence", net, start, steps)
+}
+
+/// A binary split tree of depth 4 (15 AND-split tasks, 16 leaves) followed by a binary
+/// AND-join tree (15 tasks) into the output. Returns the net and the split and join tasks,
+/// each in firing order.
+fn diamond_tree() -> (Box<Net>, Vec<u32>, Vec<u32>) {
+    let mut net = Box::new(Net::new());
+    let input = net.add_condition().unwrap();
+    let output = net.add_condition().unwrap();
+    net.set_input(input).unwrap();
+    net.set_output(output).unwrap();
+    // Split tree, breadth first: level holds the conditions waiting to be split.
+    let mut level = vec![input];
+    let mut splits = Vec::new();
+    for _ in 0..4 {
+        let mut next = Vec::new();
+        for &c in &level {
+            let t = net.add_task(Join::Xor, Split::And).unwrap();
+            net.input_flow(c, t).unwrap();
+            for _ in 0..2 {
+                let d = net.add_condition().unwrap();
+                net.output_flow(t, d, None, false).unwrap();
+                next.push(d);
+            }
+            splits.push(t);
+        }
+        level = next;
+    }
+    // Join tree: pairs of the level join into one condition until one is left.
+    let mut joins = Vec::new();
+    while level.len() > 1 {
+        let mut next = Vec::new();
+        for pair in level.chunks(2) {
+            let t = net.add_task(Join::And, Split::And).unwrap();
+            net.input_flow(pair[0], t).unwrap();
+            net.input_flow(pair[1], t).unwrap();
+            let d = if level.len() == 2 {
+                output
+            } else {
+                net.add_condition().unwrap()
+            };
+            net.output_flow(t, d, None, false).unwrap();
+            next.push(d);
+            joins.push(t);
+        }
+        level = next;
+    }
+    seal(&mut net, "diamond tree");
+    (net, splits, joins)
+}
+
+/// WCP-2 parallel split: the 15 AND-splits of a binary split tree, from a fresh case.
+pub fn wcp02_parallel_split() -> Scenario {
+    let (net, splits, _) = diamond_tree();
+    let start = Case::new(&net).unwrap();
+    let steps = splits.into_iter().map(Step::Fire).collect();
+    Scenario::new("wcp02_parallel_split", net, start, steps)
+}
+
+/// WCP-3 synchronization: the 15 AND-joins of a binary join tree (16 leaves marked); the
+/// last one completes the case.
+pub fn wcp03_synchronization() -> Scenario {
+    let (net, splits, joins) = diamond_tree();
+    let setup: Vec<Step> = splits.into_iter().map(Step::Fire).collect();
+    let start = after(&net, &setup);
+    let steps = joins.into_iter().map(Step::Fire).collect();
+    Scenario::new("wcp03_synchronization", net, start, steps)
+}
+
+/// A chain of 31 XOR-split tasks: `X_k` takes `m_{k-1}` and chooses `m_k` when
+/// `regs[0] == 0` (its first flow), else its default flow `q_k`; every `q_k` and the end of
+/// the chain merge into the output through one XOR-join task.
+fn xor_chain() -> (Box<Net>, Vec<u32>) {
+    let mut net = Box::new(Net::new());
+    let n = 31;
+    let m = conds(&mut net, n + 1);
+    let q = conds(&mut net, n);
+    let output = net.add_condition().unwrap();
+    net.set_input(m[0]).unwrap();
+    net.set_output(output).unwrap();
+    let guard = Guard::Term(Term::constant(0, GuardOp::Eq, 0));
+    let mut chain = Vec::new();
+    for k in 0..n {
+        let t = net.add_task(Join::Xor, Split::Xor).unwrap();
+        net.input_flow(m[k], t).unwrap();
+        net.output_flow(t, m[k + 1], Some(&guard), false).unwrap();
+        net.output_flow(t, q[k], None, true).unwrap();
+        chain.push(t);
+    }
+    let z = net.add_task(Join::Xor, Split::And).unwrap();
+    net.input_flow(m[n], z).unwrap();
+    for &qk in &q {
+        net.input_flow(qk, z).unwrap();
+    }
+    net.output_flow(z, output, None, false).unwrap();
+    seal(&mut net, "xor chain");
+    (net, chain)
+}
+
+/// WCP-4 exclusive choice: 31 XOR splits, each evaluating its guard on the case registers.
+pub fn wcp04_exclusive_choice() -> Scenario {
+    let (net, chain) = xor_chain();
+    let start = Case::new(&net).unwrap();
+    let steps = chain.into_iter().map(Step::Fire).collect();
+    Scenario::new("wcp04_exclusive_choice", net, start, steps)
+}
+
+/// WCP-4 with caller-computed predicate bits (`fire_with`), no guard evaluation.
+pub fn wcp04_exclusive_choice_bits() -> Scenario {
+    let (net, chain) = xor_chain();
+    let start = Case::new(&net).unwrap();
+    let steps = chain.into_iter().map(|t| Step::FireBits(t, 1)).collect();
+    Scenario::new("wcp04_exclusive_choice_bits", net, start, steps)
+}
+
+/// WCP-5 simple merge: 31 XOR-join tasks `M_k` over `{p_k, q_k}` (`q_k` fed by a
+/// deferred-choice side task from `p_k`); every iteration merges along the `p` path.
+pub fn wcp05_simple_merge() -> Scenario {
+    let mut net = Box::new(Net::new());
+    let n = 31;
+    let p = conds(&mut net, n + 1);
+    let q = conds(&mut net, n);
+    net.set_input(p[0]).unwrap();
+    net.set_output(p[n]).unwrap();
+    let mut steps = Vec::new();
+    for k in 0..n {
+        let merge = net.add_task(Join::Xor, Split::And).unwrap();
+        net.input_flow(p[k], merge).unwrap();
+        net.input_flow(q[k], merge).unwrap();
+        net.output_flow(merge, p[k + 1], None, false).unwrap();
+        let side = net.add_task(Join::Xor, Split::And).unwrap();
+        net.input_flow(p[k], side).unwrap();
+        net.output_flow(side, q[k], None, false).unwrap();
+        steps.push(Step::Fire(merge));
+    }
+    seal(&mut net, "wcp05");
+    let start = Case::new(&net).unwrap();
+    Scenario::new("wcp05_simple_merge", net, start, steps)
+}
+
+/// The gated core patterns, WCP-1..5.
+pub fn core_patterns() -> Vec<Scenario> {
+    vec![
+        wcp01_sequence(),
+        wcp02_parallel_split(),
+        wcp03_synchronization(),
+        wcp04_exclusive_choice(),
+        wcp05_simple_merge(),
+    ]
+}
+
+// ------------------------------------------------------------------------------------------
+// Mask-only (10, 11, 16, 19, 20, 25, 43) and side-state (6, 7, 9) patterns: small nets, one
+// short scenario each; reported, not gated.
+// ------------------------------------------------------------------------------------------
+
+/// WCP-10 arbitrary cycles: `i -> A -> c1 -> B`, B's first flow loops back to A's input
+/// `c0` (A XOR-joins `i` and `c0`), its default leaves to the output. One iteration goes
+/// round the loop 16 times (32 fires, predicate bits from the caller).
+pub fn wcp10_arbitrary_cycles() -> Scenario {
+    let mut net = Box::new(Net::new());
+    let [i, c0, c1, o] = [0; 4].map(|_| net.add_condition().unwrap());
+    let a = net.add_task(Join::Xor, Split::And).unwrap();
+    let b = net.add_task(Join::Xor, Split::Xor).unwrap();
+    net.input_flow(i, a).unwrap();
+    net.input_flow(c0, a).unwrap();
+    net.output_flow(a, c1, None, false).unwrap();
+    net.input_flow(c1, b).unwrap();
+    net.output_flow(b, c0, None, false).unwrap();
+    net.output_flow(b, o, None, true).unwrap();
+    net.set_input(i).unwrap();
+    net.set_output(o).unwrap();
+    seal(&mut net, "wcp10");
+    let start = Case::new(&net).unwrap();
+    let mut steps = Vec::new();
+    for _ in 0..16 {
+        steps.push(Step::Fire(a));
+        steps.push(Step::FireBits(b, 1));
+    }
+    Scenario::new("wcp10_arbitrary_cycles", net, start, steps)
+}
+
+/// Two tasks racing for the input condition (deferred choice), both to the output.
+fn race() -> (Box<Net>, u32, u32) {
+    let mut net = Box::new(Net::new());
+    let [i, o] = [0; 2].map(|_| net.add_condition().unwrap());
+    let a = net.add_task(Join::Xor, Split::And).unwrap();
+    let b = net.add_task(Join::Xor, Split::And).unwrap();
+    for t in [a, b] {
+        net.input_flow(i, t).unwrap();
+        net.output_flow(t, o, None, false).unwrap();
+    }
+    net.set_input(i).unwrap();
+    net.set_output(o).unwrap();
+    seal(&mut net, "race");
+    (net, a, b)
+}
+
+/// WCP-11 implicit termination: withdrawing the only enabled task leaves nothing marked and
+/// nothing busy; the case completes implicitly.
+pub fn wcp11_implicit_termination() -> Scenario {
+    let (net, a, _) = race();
+    let start = Case::new(&net).unwrap();
+    Scenario::new(
+        "wcp11_implicit_termination",
+        net,
+        start,
+        vec![Step::CancelTask(a)],
+    )
+}
+
+/// WCP-16 deferred choice: two tasks enabled by one token; the first start wins.
+pub fn wcp16_deferred_choice() -> Scenario {
+    let (net, _, b) = race();
+    let start = Case::new(&net).unwrap();
+    Scenario::new("wcp16_deferred_choice", net, start, vec![Step::Start(b)])
+}
+
+/// WCP-19 cancel task: a busy task is withdrawn.
+pub fn wcp19_cancel_task() -> Scenario {
+    let (net, a, _) = race();
+    let start = after(&net, &[Step::Start(a)]);
+    Scenario::new("wcp19_cancel_task", net, start, vec![Step::CancelTask(a)])
+}
+
+/// WCP-20 cancel case.
+pub fn wcp20_cancel_case() -> Scenario {
+    let (net, _, _) = race();
+    let start = Case::new(&net).unwrap();
+    Scenario::new("wcp20_cancel_case", net, start, vec![Step::CancelCase])
+}
+
+/// `i -> S` (AND split to `a`, `b`); `a -> A -> x`, `b -> B -> y`; `J` AND-joins `x`, `y`
+/// into the output. Returns the net and S, A, B, J.
+fn fork(configure: impl FnOnce(&mut Net, [u32; 4], [u32; 6])) -> (Box<Net>, [u32; 4]) {
+    let mut net = Box::new(Net::new());
+    let cs = [0; 6].map(|_| net.add_condition().unwrap());
+    let [i, a, b, x, y, o] = cs;
+    let s = net.add_task(Join::Xor, Split::And).unwrap();
+    let ta = net.add_task(Join::Xor, Split::And).unwrap();
+    let tb = net.add_task(Join::Xor, Split::And).unwrap();
+    let j = net.add_task(Join::And, Split::And).unwrap();
+    net.input_flow(i, s).unwrap();
+    net.output_flow(s, a, None, false).unwrap();
+    net.output_flow(s, b, None, false).unwrap();
+    net.input_flow(a, ta).unwrap();
+    net.output_flow(ta, x, None, false).unwrap();
+    net.input_flow(b, tb).unwrap();
+    net.output_flow(tb, y, None, false).unwrap();
+    net.input_flow(x, j).unwrap();
+    net.input_flow(y, j).unwrap();
+    net.output_flow(j, o, None, false).unwrap();
+    net.set_input(i).unwrap();
+    net.set_output(o).unwrap();
+    let tasks = [s, ta, tb, j];
+    configure(&mut net, tasks, cs);
+    seal(&mut net, "fork");
+    (net, tasks)
+}
+
+/// WCP-25 cancel region: after the split, A completes and cancels B's region (its input
+/// condition `b` and B itself).
+pub fn wcp25_cancel_region() -> Scenario {
+    let (net, [s, a, _, _]) = fork(|net, [_, a, b, _], [_, cb, ..]| {
+        net.add_cancel_condition(a, cb).unwrap();
+        net.add_cancel_task(a, b).unwrap();
+    });
+    let start = after(&net, &[Step::Fire(s)]);
+    Scenario::new("wcp25_cancel_region", net, start, vec![Step::Fire(a)])
+}
+
+/// WCP-43 explicit termination: A also marks the output while B's branch is still marked;
+/// the rest is cleared and the case says so.
+pub fn wcp43_explicit_termination() -> Scenario {
+    let mut net = Box::new(Net::new());
+    let [i, a, b, o] = [0; 4].map(|_| net.add_condition().unwrap());
+    let s = net.add_task(Join::Xor, Split::And).unwrap();
+    let ta = net.add_task(Join::Xor, Split::And).unwrap();
+    let tb = net.add_task(Join::Xor, Split::And).unwrap();
+    net.input_flow(i, s).unwrap();
+    net.output_flow(s, a, None, false).unwrap();
+    net.output_flow(s, b, None, false).unwrap();
+    net.input_flow(a, ta).unwrap();
+    net.output_flow(ta, o, None, false).unwrap();
+    net.input_flow(b, tb).unwrap();
+    net.output_flow(tb, o, None, false).unwrap();
+    net.set_input(i).unwrap();
+    net.set_output(o).unwrap();
+    // Concurrent branches may both reach the output condition (the case ends on the first).
+    seal(&mut net, "wcp43");
+    let start = after(&net, &[Step::Fire(s)]);
+    Scenario::new(
+        "wcp43_explicit_termination",
+        net,
+        start,
+        vec![Step::Fire(ta)],
+    )
+}
+
+/// WCP-6 multi-choice: an OR split with three guarded flows, two of them true.
+fn or_net(join: Join) -> (Box<Net>, [u32; 5]) {
+    let mut net = Box::new(Net::new());
+    let [i, a, b, c, x, y, z, o] = [0; 8].map(|_| net.add_condition().unwrap());
+    let s = net.add_task(Join::Xor, Split::Or).unwrap();
+    let ta = net.add_task(Join::Xor, Split::And).unwrap();
+    let tb = net.add_task(Join::Xor, Split::And).unwrap();
+    let tc = net.add_task(Join::Xor, Split::And).unwrap();
+    let j = net.add_task(join, Split::And).unwrap();
+    net.input_flow(i, s).unwrap();
+    let yes = Guard::Term(Term::constant(0, GuardOp::Eq, 0));
+    let no = Guard::Term(Term::constant(0, GuardOp::Ne, 0));
+    net.output_flow(s, a, Some(&yes), false).unwrap();
+    net.output_flow(s, b, Some(&yes), false).unwrap();
+    net.output_flow(s, c, Some(&no), true).unwrap();
+    for (from, t, to) in [(a, ta, x), (b, tb, y), (c, tc, z)] {
+        net.input_flow(from, t).unwrap();
+        net.output_flow(t, to, None, false).unwrap();
+        net.input_flow(to, j).unwrap();
+    }
+    net.output_flow(j, o, None, false).unwrap();
+    net.set_input(i).unwrap();
+    net.set_output(o).unwrap();
+    seal(&mut net, "or net");
+    (net, [s, ta, tb, tc, j])
+}
+
+/// WCP-6 multi-choice: the OR split (guards evaluated, two of three flows taken).
+pub fn wcp06_multi_choice() -> Scenario {
+    let (net, [s, ..]) = or_net(Join::Or);
+    let start = Case::new(&net).unwrap();
+    Scenario::new("wcp06_multi_choice", net, start, vec![Step::Fire(s)])
+}
+
+/// WCP-7 structured synchronizing merge: OR split, the two activated branches, the OR join
+/// that waits for exactly them (4 operations).
+pub fn wcp07_sync_merge() -> Scenario {
+    let (net, [s, ta, tb, _, j]) = or_net(Join::Or);
+    let start = Case::new(&net).unwrap();
+    let steps = vec![Step::Fire(s), Step::Fire(ta), Step::Fire(tb), Step::Fire(j)];
+    Scenario::new("wcp07_sync_merge", net, start, steps)
+}
+
+/// WCP-9 structured discriminator: after an AND split, the first branch fires the join, the
+/// second branch's token is absorbed (4 operations: A, discriminator, B, absorbed).
+pub fn wcp09_discriminator() -> Scenario {
+    let mut net = Box::new(Net::new());
+    let [i, a, b, x, y, o] = [0; 6].map(|_| net.add_condition().unwrap());
+    let s = net.add_task(Join::Xor, Split::And).unwrap();
+    let ta = net.add_task(Join::Xor, Split::And).unwrap();
+    let tb = net.add_task(Join::Xor, Split::And).unwrap();
+    let d = net.add_task(Join::Discriminator, Split::And).unwrap();
+    net.input_flow(i, s).unwrap();
+    net.output_flow(s, a, None, false).unwrap();
+    net.output_flow(s, b, None, false).unwrap();
+    net.input_flow(a, ta).unwrap();
+    net.output_flow(ta, x, None, false).unwrap();
+    net.input_flow(b, tb).unwrap();
+    net.output_flow(tb, y, None, false).unwrap();
+    net.input_flow(x, d).unwrap();
+    net.input_flow(y, d).unwrap();
+    net.output_flow(d, o, None, false).unwrap();
+    net.set_input(i).unwrap();
+    net.set_output(o).unwrap();
+    seal(&mut net, "wcp09");
+    let start = after(&net, &[Step::Fire(s)]);
+    let steps = vec![
+        Step::Fire(ta),
+        Step::Start(d),
+        Step::Fire(tb),
+        Step::Complete(d),
+    ];
+    Scenario::new("wcp09_discriminator", net, start, steps)
+}
+
+/// The reported, not gated, patterns.
+pub fn other_patterns() -> Vec<Scenario> {
+    vec![
+        wcp10_arbitrary_cycles(),
+        wcp11_implicit_termination(),
+        wcp16_deferred_choice(),
+        wcp19_cancel_task(),
+        wcp20_cancel_case(),
+        wcp25_cancel_region(),
+        wcp43_explicit_termination(),
+        wcp06_multi_choice(),
+        wcp07_sync_merge(),
+        wcp09_discriminator(),
+    ]
+}
+
+// ------------------------------------------------------------------------------------------
+// The beat: many cases, 8 events per beat on 8 distinct cases.
+// ------------------------------------------------------------------------------------------
+
+/// Cases of the WCP-1 sequence net driven through `Net::beat`: every case fires task k in
+/// step k; a beat carries 8 distinct cases.
+pub struct BeatBatch {
+    /// The sequence net.
+    pub net: Box<Net>,
+    /// The state every iteration starts from (all cases fresh).
+    pub start: Vec<Case>,
+    /// The beats of one iteration, 8 lanes each.
+    pub beats: Vec<[Event; 8]>,
+}
+
+impl BeatBatch {
+    /// `ncases` (a multiple of 8) cases through the 62-step sequence net.
+    pub fn sequence(ncases: usize) -> BeatBatch {
+        assert!(ncases.is_multiple_of(8) && ncases > 0);
+        let scen = wcp01_sequence();
+        let start = vec![Case::new(&scen.net).unwrap(); ncases];
+        let mut beats = Vec::new();
+        for s in &scen.steps {
+            let Step::Fire(t) = *s else { unreachable!() };
+            for g in 0..ncases / 8 {
+                beats.push(core::array::from_fn(|l| {
+                    Event::new((g * 8 + l) as u32, Op::Fire, t as u8)
+                }));
+            }
+        }
+        BeatBatch {
+            net: scen.net,
+            start,
+            beats,
+        }
+    }
+
+    /// Case-events per iteration.
+    pub fn events(&self) -> u64 {
+        self.beats.len() as u64 * 8
+    }
+
+    /// One iteration: reset the cases, run every beat. Returns false on any refused lane.
+    #[inline]
+    pub fn run(&self, cases: &mut [Case]) -> bool {
+        cases.copy_from_slice(&self.start);
+        let mut st = [0u8; 8];
+        let mut bad = 0u8;
+        for b in &self.beats {
+            if self.net.beat(cases, b, &mut st).is_err() {
+                return false;
+            }
+            bad |= st.iter().fold(0, |a, &s| a | s);
+        }
+        bad == 0
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// The peer workflow: sequence, AND-split, AND-join, XOR with a 50/50 guard, merge, end.
+// ------------------------------------------------------------------------------------------
+
+/// The 8-event workflow every peer runs:
+/// `A` (sequence) -> `B` (AND split) -> `C` ‖ `D` -> `E` (AND join) -> `F` (XOR split on
+/// `regs[0] == 0`) -> `G` | `H` -> `M` (XOR merge) -> end.
+pub struct Workflow {
+    /// The sealed net.
+    pub net: Box<Net>,
+    /// Task indices A, B, C, D, E, F, G, H, M.
+    pub tasks: [u32; 9],
+}
+
+/// Task names of [`Workflow`], in index order.
+pub const WORKFLOW_TASKS: [&str; 9] = ["A", "B", "C", "D", "E", "F", "G", "H", "M"];
+
+impl Workflow {
+    /// Builds and seals the workflow.
+    pub fn new() -> Workflow {
+        let mut net = Box::new(Net::new());
+        let c = conds(&mut net, 11);
+        let [i, c1, c2, c3, c4, c5, c6, c7, c8, c9, o] = [
+            c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10],
+        ];
+        let mut task = |join, split, ins: &[u32], outs: &[(u32, Option<Guard>, bool)]| {
+            let t = net.add_task(join, split).unwrap();
+            for &x in ins {
+                net.input_flow(x, t).unwrap();
+            }
+            for (x, g, d) in outs {
+                net.output_flow(t, *x, g.as_ref(), *d).unwrap();
+            }
+            t
+        };
+        let a = task(Join::Xor, Split::And, &[i], &[(c1, None, false)]);
+        let b = task(
+            Join::Xor,
+            Split::And,
+            &[c1],
+            &[(c2, None, false), (c3, None, false)],
+        );
+        let tc = task(Join::Xor, Split::And, &[c2], &[(c4, None, false)]);
+        let d = task(Join::Xor, Split::And, &[c3], &[(c5, None, false)]);
+        let e = task(Join::And, Split::And, &[c4, c5], &[(c6, None, false)]);
+        let g0 = Guard::Term(Term::constant(0, GuardOp::Eq, 0));
+        let f = task(
+            Join::Xor,
+            Split::Xor,
+            &[c6],
+            &[(c7, Some(g0), false), (c8, None, true)],
+        );
+        let g = task(Join::Xor, Split::And, &[c7], &[(c9, None, false)]);
+        let h = task(Join::Xor, Split::And, &[c8], &[(c9, None, false)]);
+        let m = task(Join::Xor, Split::And, &[c9], &[(o, None, false)]);
+        net.set_input(i).unwrap();
+        net.set_output(o).unwrap();
+        seal(&mut net, "workflow");
+        Workflow {
+            net,
+            tasks: [a, b, tc, d, e, f, g, h, m],
+        }
+    }
+
+    /// The 8 task indices a case with guard register `r0` fires, in order.
+    pub fn events_for(&self, r0: i64) -> [u32; 8] {
+        let [a, b, c, d, e, f, g, h, m] = self.tasks;
+        [a, b, c, d, e, f, if r0 == 0 { g } else { h }, m]
+    }
+
+    /// A fresh case with guard register `r0`.
+    pub fn case(&self, r0: i64) -> Case {
+        let mut c = Case::new(&self.net).unwrap();
+        c.regs_mut()[0] = r0;
+        c
+    }
+}
+
+impl Default for Workflow {
+    fn default() -> Self {
+        Workflow::new()
+    }
+}
+
+/// A deterministic 50/50 sequence of guard values (xorshift), so every run sees the same cases.
+pub fn coin_flips(n: usize, seed: u64) -> Vec<i64> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 32 & 1) as i64
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_scenario_runs() {
+        for s in core_patterns().iter().chain(other_patterns().iter()) {
+            s.validate().unwrap();
+        }
+    }
+
+    #[test]
+    fn beat_batch_runs() {
+        let b = BeatBatch::sequence(16);
+        let mut cases = b.start.clone();
+        assert!(b.run(&mut cases));
+        assert!(cases.iter().all(|c| c.is_done()));
+    }
+
+    #[test]
+    fn workflow_completes_both_ways() {
+        let w = Workflow::new();
+        for r0 in [0, 1] {
+            let mut c = w.case(r0);
+            for t in w.events_for(r0) {
+                w.net.fire(&mut c, t).unwrap();
+            }
+            assert!(c.is_done());
+        }
+    }
+}
