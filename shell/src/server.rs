@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc, watch};
-use tokio_stream::wrappers::{BroadcastStream, ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::{BroadcastStream, ReceiverStream};
 use tokio_stream::{Stream, StreamExt, StreamMap};
 use tonic::{Request, Response, Status, Streaming};
 use tonic_health::ServingStatus;
@@ -129,10 +129,33 @@ pub async fn serve_observed(
         .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
         .await;
 
+    // While the engine starts (workers, journal replay), a startup server on the same listener
+    // answers health (NOT_SERVING) so probes get an answer rather than a stalled connection.
+    let listener = Arc::new(listener);
+    let (startup_stop_tx, startup_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let startup = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(health_service.clone())
+            .serve_with_incoming_shutdown(SharedIncoming(listener.clone()), async move {
+                let _ = startup_stop_rx.await;
+            }),
+    );
+
     let engine_cfg = cfg.engine.clone();
     let hook = hook.unwrap_or_else(|| Arc::new(Immediate));
-    let (engine, journal) =
-        tokio::task::spawn_blocking(move || journal::start(engine_cfg, hook, journal)).await??;
+    let started =
+        tokio::task::spawn_blocking(move || journal::start(engine_cfg, hook, journal)).await;
+    // Hand the listener over: the startup server stops (a health watcher opened during startup
+    // is cut after 500 ms and reconnects to the full server).
+    let _ = startup_stop_tx.send(());
+    let startup_abort = startup.abort_handle();
+    if tokio::time::timeout(Duration::from_millis(500), startup)
+        .await
+        .is_err()
+    {
+        startup_abort.abort();
+    }
+    let (engine, journal) = started??;
     let state = if durable {
         "persisted state loaded (journal replayed)"
     } else {
@@ -197,7 +220,7 @@ pub async fn serve_observed(
                 .max_decoding_message_size(64 << 20)
                 .max_encoding_message_size(64 << 20),
         );
-    let incoming = TcpListenerStream::new(listener);
+    let incoming = SharedIncoming(listener);
     let transport = router.serve_with_incoming_shutdown(incoming, async move {
         let _ = stop_transport_rx.await;
     });
@@ -231,6 +254,26 @@ pub async fn serve_observed(
     observer.stop_http();
     tracing::info!("shutdown: workers stopped");
     result
+}
+
+/// Connections accepted from a listener shared by the startup server and the full server.
+struct SharedIncoming(Arc<TcpListener>);
+
+impl Stream for SharedIncoming {
+    type Item = std::io::Result<tokio::net::TcpStream>;
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0.poll_accept(cx).map(|r| {
+            Some(r.map(|(stream, _)| {
+                // Small replies must not wait for Nagle's algorithm.
+                let _ = stream.set_nodelay(true);
+                stream
+            }))
+        })
+    }
 }
 
 /// Binds `addr` and serves until SIGINT or SIGTERM.
