@@ -193,6 +193,9 @@ pub struct Subscription {
     pub rx: broadcast::Receiver<Arc<EventBatch>>,
     pub seq: u64,
     pub history: Vec<Hist>,
+    /// The case (when one was named) had already completed or been cancelled: no event will
+    /// follow.
+    pub finished: bool,
 }
 
 /// A point-in-time view of one case.
@@ -969,9 +972,13 @@ impl Engine {
         let book = lock(&ctl.book);
         let rx = ctl.events.subscribe();
         let mut hist = Vec::new();
+        let mut finished = false;
         if let Some((slot, id)) = history_of {
             match book.slots.get(slot as usize) {
-                Some(s) if s.id == id && s.live => hist = s.history.iter().copied().collect(),
+                Some(s) if s.id == id && s.live => {
+                    hist = s.history.iter().copied().collect();
+                    finished = s.terminal;
+                }
                 _ => return Err(ShellError::NoCase(id)),
             }
         }
@@ -979,6 +986,7 @@ impl Engine {
             rx,
             seq: book.event_seq,
             history: hist,
+            finished,
         })
     }
 

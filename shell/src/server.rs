@@ -513,12 +513,14 @@ impl Knhk for KnhkService {
         let filter;
         let mut history: Vec<Hist> = Vec::new();
         let mut first_wf: Option<Arc<Workflow>> = None;
+        let mut finished = false;
         if r.case_id != 0 {
             let (wf, shard, slot) = self.engine.case_workflow(r.case_id)?;
             let sub = self.engine.subscribe(shard, Some((slot, r.case_id)))?;
             if r.from_start {
                 history = sub.history;
             }
+            finished = sub.finished;
             subs.push((shard, sub.rx, sub.seq));
             filter = Filter::Case(r.case_id);
             first_wf = Some(wf);
@@ -546,6 +548,10 @@ impl Knhk for KnhkService {
                         return;
                     }
                 }
+            }
+            if finished {
+                // A finished case has no more events: the stream ends after its history.
+                return;
             }
             forward_watch(engine, subs, filter, tx, closing, metrics).await;
         });

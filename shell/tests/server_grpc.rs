@@ -546,6 +546,24 @@ async fn watch_case_streams_events_in_order() {
         all.last().map(|e| e.marking.clone()),
         Some(vec!["OutputCondition".to_string()])
     );
+    // Watching a finished case from the start replays its history, then ends.
+    let mut replay = c
+        .watch_case(proto::WatchCaseRequest {
+            case_id: id,
+            workflow_id: String::new(),
+            from_start: true,
+        })
+        .await
+        .expect("watch finished case")
+        .into_inner();
+    let mut replayed = Vec::new();
+    while let Some(e) = tokio::time::timeout(Duration::from_secs(5), replay.next())
+        .await
+        .expect("ends")
+    {
+        replayed.push(lc(&e.expect("event")));
+    }
+    assert_eq!(replayed, expected[..expected.len() - 1]);
     // Watching an unknown case or workflow is NOT_FOUND.
     let r = c
         .watch_case(proto::WatchCaseRequest {
