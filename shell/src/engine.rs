@@ -57,7 +57,7 @@ impl Default for EngineConfig {
             workers: default_workers(),
             case_capacity: 1 << 16,
             pin: true,
-            history_limit: 1 << 16,
+            history_limit: 1 << 12,
             watch_buffer: 1024,
         }
     }
@@ -184,6 +184,8 @@ pub struct CaseHistory {
     pub workflow: u16,
     pub created_ns: u64,
     pub events: Vec<Hist>,
+    /// Events dropped from the front of the history (`history_limit`).
+    pub dropped: u64,
 }
 
 /// A watcher's subscription to one shard: the receiver, the shard's event number at the
@@ -1289,6 +1291,7 @@ fn history_of(s: &SlotBook) -> CaseHistory {
         workflow: s.workflow,
         created_ns: s.created_ns,
         events: s.history.iter().copied().collect(),
+        dropped: s.history_dropped,
     }
 }
 

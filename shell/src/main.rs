@@ -82,8 +82,9 @@ struct ServeArgs {
     /// Do not pin workers to cores.
     #[arg(long, env = "KNHK_NO_PIN")]
     no_pin: bool,
-    /// Events kept per case for XES export.
-    #[arg(long, env = "KNHK_HISTORY_LIMIT", default_value_t = 1 << 16)]
+    /// Events kept per case for XES export (older ones are dropped and counted: memory stays
+    /// bounded by case capacity × this × 16 bytes).
+    #[arg(long, env = "KNHK_HISTORY_LIMIT", default_value_t = 1 << 12)]
     history_limit: usize,
     /// Watch event batches buffered per worker for slow watchers.
     #[arg(long, env = "KNHK_WATCH_BUFFER", default_value_t = 1024)]

@@ -633,6 +633,7 @@ impl Knhk for KnhkService {
             xes: doc.xml.into_bytes(),
             traces: doc.traces,
             events: doc.events,
+            dropped_events: hists.iter().map(|h| h.dropped).sum(),
         }))
     }
 

@@ -942,6 +942,7 @@ async fn export_xes_one_trace_per_case() {
         .expect("export")
         .into_inner();
     assert_eq!(all.traces, 3);
+    assert_eq!(all.dropped_events, 0);
     assert_eq!(all.events, 2 + 2 + 4);
     let xml = String::from_utf8(all.xes).expect("utf8");
     for needle in [
