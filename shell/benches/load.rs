@@ -211,6 +211,33 @@ async fn run(url: String, secs: u64, batch: usize, running: Running) -> Result<(
     );
     percentiles("bulk message round trip", &mut lat);
 
+    // ---- 1b. bulk stream, one message in flight: the latency of a batch on its own.
+    let (tx, rx) = tokio::sync::mpsc::channel::<proto::SubmitEventsRequest>(1);
+    let mut responses = c
+        .submit_events(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    let mut lat = Vec::new();
+    let mut events = 0u64;
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(secs) {
+        let msg = proto::SubmitEventsRequest {
+            events: template.as_ref().clone(),
+        };
+        let t = Instant::now();
+        tx.send(msg).await?;
+        let r = responses.next().await.ok_or("bulk stream ended")??;
+        lat.push(t.elapsed().as_nanos() as u64);
+        events += r.results.len() as u64;
+    }
+    drop(tx);
+    let el = t0.elapsed().as_secs_f64();
+    println!(
+        "bulk SubmitEvents, 1 message in flight: {events} events in {el:.2}s = {:.0} events/s",
+        events as f64 / el
+    );
+    percentiles("bulk message round trip, unpipelined", &mut lat);
+
     // ---- 2. unary FireTask, sequential: latency.
     let id = ids[0];
     let names = ["A", "B", "C"];
