@@ -52,6 +52,9 @@ pub struct Workflow {
     strings: Vec<String>,
     task_by_name: HashMap<String, u8>,
     var_by_name: HashMap<String, usize>,
+    /// Every variable the model declares (data for those no guard reads is accepted and
+    /// ignored).
+    declared: std::collections::HashSet<String>,
     pub cases_created: AtomicU64,
     pub registered_unix_nanos: u64,
 }
@@ -148,6 +151,7 @@ impl Workflow {
             strings: model.strings.clone(),
             task_by_name,
             var_by_name,
+            declared: model.variables.iter().map(|v| v.name.clone()).collect(),
             cases_created: AtomicU64::new(0),
             registered_unix_nanos,
         }
@@ -200,9 +204,13 @@ impl Workflow {
                 .get(name)
                 .and_then(|&i| self.variables.get(i))
             else {
+                if self.declared.contains(name) {
+                    // Declared by the model but read by no guard: nothing to store.
+                    continue;
+                }
                 return Err(ShellError::BadData {
                     reason: format!(
-                        "workflow '{}' has no variable '{}' that a guard reads (variables: {})",
+                        "workflow '{}' has no variable '{}' (variables guards read: {})",
                         self.id,
                         name,
                         self.variables

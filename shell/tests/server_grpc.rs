@@ -366,6 +366,21 @@ async fn unary_rpcs_and_their_errors() {
         })
         .await;
     expect_code(r, Code::InvalidArgument, "'nosuch'");
+    // A variable the model declares but no guard reads is accepted (and not stored).
+    let declared = c
+        .create_case(proto::CreateCaseRequest {
+            workflow_id: "WP1Sequence".into(),
+            data: HashMap::from([(
+                "var".to_string(),
+                Value {
+                    kind: Some(Kind::String("x".into())),
+                },
+            )]),
+        })
+        .await
+        .expect("declared variable")
+        .into_inner();
+    assert!(declared.data.is_empty());
 
     srv.shutdown().await;
 }
