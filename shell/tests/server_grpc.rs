@@ -1247,3 +1247,118 @@ async fn xes_export_replays_with_fitness_one() {
     assert!(out.status.success(), "pm4py replay did not fit:\n{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Garbage from the network never panics the server: random ops, case ids, task indices and
+/// names, data of every type, in bulk and unary; every event gets an answer and the server
+/// keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_requests_never_panic() {
+    let srv = start(config(2, 256, 64)).await;
+    let mut c = srv.client().await;
+    register(&mut c, "yawl/WPC4ExclusiveChoice.yawl").await;
+    register(&mut c, "yawl/WPC10AbitraryCycles.yawl").await;
+    let mut rng: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let names = [
+        "A",
+        "B",
+        "C",
+        "D",
+        "E",
+        "",
+        "Zed",
+        "InputCondition",
+        "\u{0}x",
+    ];
+    let workflows = ["WP1SequencePattern", "WP1Sequence", "", "nope"];
+    let mut total = 0;
+    for _ in 0..20 {
+        let mut events = Vec::new();
+        for _ in 0..200 {
+            let r = next();
+            let mut data = HashMap::new();
+            if r & 3 == 0 {
+                let kind = match (r >> 2) % 4 {
+                    0 => Kind::Int((r >> 8) as i64),
+                    1 => Kind::Bool(r & 64 != 0),
+                    2 => Kind::String(format!("s{}", r % 7)),
+                    _ => Kind::Int(i64::MIN),
+                };
+                let var = ["c", "cond", "var", "zz"][((r >> 20) % 4) as usize];
+                data.insert(var.to_string(), Value { kind: Some(kind) });
+            }
+            let task = match (r >> 30) % 3 {
+                0 => Some(proto::event::Task::TaskName(
+                    names[((r >> 33) % names.len() as u64) as usize].into(),
+                )),
+                1 => Some(proto::event::Task::TaskIndex(((r >> 33) % 300) as u32)),
+                _ => None,
+            };
+            events.push(proto::Event {
+                op: ((r >> 40) % 9) as i32,
+                case_id: match (r >> 45) % 4 {
+                    0 => (r >> 50) % 40,
+                    1 => u64::MAX - (r % 3),
+                    2 => (r % 5) << 32 | ((r >> 8) % 40),
+                    _ => 0,
+                },
+                task,
+                workflow_id: workflows[((r >> 52) % workflows.len() as u64) as usize].into(),
+                data,
+                branch_bits: (r & 128 != 0).then_some((r >> 12) as u32),
+            });
+        }
+        let n = events.len();
+        let mut resp = c
+            .submit_events(tokio_stream::iter([proto::SubmitEventsRequest { events }]))
+            .await
+            .expect("bulk")
+            .into_inner();
+        let r = resp.next().await.expect("answer").expect("ok");
+        assert_eq!(r.results.len(), n);
+        total += n;
+        // Unary calls with the same kind of garbage.
+        let r = next();
+        let case_id = (r >> 50) % 40;
+        let t = names[(r % names.len() as u64) as usize];
+        let _ = c.fire_task(task(case_id, t)).await;
+        let _ = c.start_task(task(case_id, t)).await;
+        let _ = c.complete_task(task(case_id, t)).await;
+        let _ = c.cancel_task(task(case_id, t)).await;
+        let _ = c.cancel_case(proto::CancelCaseRequest { case_id }).await;
+        let _ = c.get_case(proto::GetCaseRequest { case_id: r }).await;
+        let _ = c
+            .register_workflow(proto::RegisterWorkflowRequest {
+                model: (0..(r % 64)).map(|i| (r >> (i % 56)) as u8).collect(),
+                format: (r % 6) as i32,
+                workflow_id: String::new(),
+            })
+            .await;
+        let _ = c
+            .list_cases(proto::ListCasesRequest {
+                workflow_id: String::new(),
+                state: (r % 7) as i32,
+            })
+            .await;
+        let _ = c
+            .export_case_xes(proto::ExportCaseXesRequest {
+                case_id: 0,
+                workflow_id: String::new(),
+            })
+            .await;
+    }
+    assert_eq!(total, 20 * 200);
+    // Still serving.
+    let wf = c
+        .list_workflows(proto::ListWorkflowsRequest {})
+        .await
+        .expect("alive")
+        .into_inner();
+    assert!(wf.workflows.len() >= 2);
+    srv.shutdown().await;
+}
