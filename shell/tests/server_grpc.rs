@@ -225,6 +225,44 @@ async fn unary_rpcs_and_their_errors() {
         .into_inner();
     assert_eq!(cancelled.state, proto::CaseState::Cancelled as i32);
 
+    // CancelTask: a busy task is aborted, an enabled one withdrawn, anything else refused.
+    let fourth = c
+        .create_case(proto::CreateCaseRequest {
+            workflow_id: "WP1Sequence-2".into(),
+            data: HashMap::new(),
+        })
+        .await
+        .expect("create")
+        .into_inner();
+    expect_code(
+        c.cancel_task(task(fourth.case_id, "B")).await,
+        Code::FailedPrecondition,
+        "'B'",
+    );
+    c.start_task(task(fourth.case_id, "A"))
+        .await
+        .expect("start");
+    let aborted = c
+        .cancel_task(task(fourth.case_id, "A"))
+        .await
+        .expect("cancel busy")
+        .into_inner();
+    assert!(aborted.busy_tasks.is_empty());
+    let fifth = c
+        .create_case(proto::CreateCaseRequest {
+            workflow_id: "WP1Sequence-2".into(),
+            data: HashMap::new(),
+        })
+        .await
+        .expect("create")
+        .into_inner();
+    let withdrawn = c
+        .cancel_task(task(fifth.case_id, "A"))
+        .await
+        .expect("cancel enabled")
+        .into_inner();
+    assert!(withdrawn.enabled_tasks.is_empty() && withdrawn.marking.is_empty());
+
     // ListCases streams every case; filters apply.
     let mut s = c
         .list_cases(proto::ListCasesRequest {
