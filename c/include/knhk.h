@@ -140,6 +140,12 @@ typedef struct knhk_branch {
   knhk_guard_t guard;
 } knhk_branch_t;
 
+/** knhk_task_t.hot bits, set at seal. */
+#define KNHK_HOT 1u           /* fire may take the short path */
+#define KNHK_HOT_XOR_JOIN 2u  /* ... consuming the lowest marked input (multi-input XOR join) */
+#define KNHK_HOT_XOR_SPLIT 4u /* ... choosing one branch by single-term guards */
+#define KNHK_HOT_ENDS 8u      /* ... and it may mark the output condition */
+
 /** Per-task hot data: exactly one cache line. */
 typedef struct knhk_task {
   _Alignas(64) uint64_t pre;   /* input condition mask */
@@ -152,10 +158,12 @@ typedef struct knhk_task {
   uint8_t nbranches;           /* number of outgoing flows */
   uint8_t default_branch;      /* index of the default flow (XOR/OR), 0xFF when none */
   uint8_t ndefaults;           /* number of flows marked default (seal checks == 1) */
-  uint8_t hot;                 /* set at seal: fire may take the short path (AND/XOR join, no
-                                  cancellation set, no OR-join or discriminator in the net):
-                                  1 with an AND split, 2 with an XOR split, else 0 */
-  uint8_t reserved[18];
+  uint8_t hot;                 /* set at seal: KNHK_HOT_* bits; nonzero when fire may take the
+                                  short path (no cancellation set, no OR-join or discriminator
+                                  in the net, guards of one term) */
+  uint8_t race;                /* set at seal: XOR split: the non-default branches, raced in
+                                  order (bit k = branch k) */
+  uint8_t reserved[17];
 } knhk_task_t;
 
 /** A net in caller-owned memory. Build with knhk_net_* and seal before running cases.

@@ -3,7 +3,7 @@
  * Taken by knhk_beat at run time when the CPU has AVX-512 F, CD and VL (never chosen at build
  * time: this file is compiled with per-function target attributes, the rest of libknhk stays
  * portable). It computes, for the 8 lanes at once, exactly what the scalar leaf path
- * (fire_hot_and in knhk_case.c) computes for a fire of a hot task with an AND split: same
+ * (fire_leaf in knhk_case.c) computes for a fire of a hot task with an AND split: same
  * checks, same marking, same seq. A lane that is anything else (another operation, another
  * kind of task, a refusal, the end of a case) goes through knhk_beat_scalar on its own.
  *
@@ -84,7 +84,7 @@ KNHK_AVX512 knhk_status knhk_beat_avx512(const knhk_net_t *net, knhk_case_t *cas
     const __m512i flags = _mm512_and_si512(GATHER(ok, coff, cb + offsetof(knhk_case_t, flags)),
                                            _mm512_set1_epi64(0xffffffff));
     const __m512i seq = GATHER(ok, coff, cb + offsetof(knhk_case_t, seq));
-    ok &= _mm512_cmpeq_epi64_mask(hot, one);
+    ok &= _mm512_cmpeq_epi64_mask(hot, one); /* KNHK_HOT alone: AND join, AND split, not ending */
     ok &= _mm512_testn_epi64_mask(flags, flags);
     ok &= _mm512_testn_epi64_mask(busy, _mm512_sllv_epi64(one, task64));
     /* enabled: AND join consumes the preset, XOR join the lowest marked input */

@@ -6,19 +6,26 @@
 #include "knhk.h"
 #include "knhk_internal.h"
 
-/* ---- guards: every comparison is computed, the operator selects one bit (no branches) ---- */
+/* ---- guards: no branches. A comparison yields cmp3 = 0 (a < b), 1 (a == b) or 2 (a > b) and
+ * z = (a & b) != 0; each operator is a 5-bit truth table over (cmp3) in bits 0..2 and over z
+ * in bits 3..4 (bit clear, bit set). Constant data, not state. ---- */
+
+static const uint8_t knhk_truth[16] = {
+    [KNHK_GUARD_EQ] = 0x02,  [KNHK_GUARD_NE] = 0x05,    [KNHK_GUARD_LT] = 0x01,
+    [KNHK_GUARD_LE] = 0x03,  [KNHK_GUARD_GT] = 0x04,    [KNHK_GUARD_GE] = 0x06,
+    [KNHK_GUARD_BIT] = 0x10, [KNHK_GUARD_TRUE] = 0x07,  [KNHK_GUARD_FALSE] = 0x00,
+    [KNHK_GUARD_NBIT] = 0x08,
+};
 
 KNHK_INLINE uint32_t term_eval(const knhk_term_t *term, const int64_t *regs) {
   int64_t a = regs[term->lhs & (KNHK_REGISTERS - 1)];
   int64_t reg = regs[term->rhs_reg & (KNHK_REGISTERS - 1)];
   int64_t use_reg = -(int64_t)(term->rhs_is_reg & 1);
   int64_t b = (reg & use_reg) | (term->rhs_const & ~use_reg);
-  uint32_t v = (uint32_t)(a == b) | (uint32_t)(a != b) << KNHK_GUARD_NE |
-               (uint32_t)(a < b) << KNHK_GUARD_LT | (uint32_t)(a <= b) << KNHK_GUARD_LE |
-               (uint32_t)(a > b) << KNHK_GUARD_GT | (uint32_t)(a >= b) << KNHK_GUARD_GE |
-               (uint32_t)((a & b) != 0) << KNHK_GUARD_BIT | 1u << KNHK_GUARD_TRUE |
-               (uint32_t)((a & b) == 0) << KNHK_GUARD_NBIT;
-  return (v >> (term->op & 15)) & 1u;
+  uint32_t cmp3 = (uint32_t)((a > b) - (a < b) + 1);
+  uint32_t z = (a & b) != 0;
+  uint32_t truth = knhk_truth[term->op & 15];
+  return ((truth >> cmp3) | (truth >> (3 + z))) & 1u;
 }
 
 KNHK_INLINE uint32_t guard_eval(const knhk_guard_t *g, const int64_t *regs) {
@@ -146,10 +153,6 @@ KNHK_INLINE knhk_status complete_work(const knhk_net_t *n, uint32_t t, const knh
   return KNHK_OK;
 }
 
-__attribute__((noinline)) static uint32_t eval_bits_out_of_line(const knhk_net_t *n,
-                                                                const knhk_case_t *c, uint32_t t,
-                                                                const knhk_task_t *T);
-
 KNHK_INLINE uint32_t eval_bits(const knhk_net_t *n, const knhk_case_t *c, uint32_t t,
                                const knhk_task_t *T) {
   if (T->split == KNHK_SPLIT_AND) return 0;
@@ -157,11 +160,6 @@ KNHK_INLINE uint32_t eval_bits(const knhk_net_t *n, const knhk_case_t *c, uint32
   const knhk_branch_t *br = n->branches[t];
   for (uint32_t k = 0; k < T->nbranches; k++) bits |= guard_eval(&br[k].guard, c->regs) << k;
   return bits;
-}
-
-static uint32_t eval_bits_out_of_line(const knhk_net_t *n, const knhk_case_t *c, uint32_t t,
-                                      const knhk_task_t *T) {
-  return eval_bits(n, c, t, T);
 }
 
 /* Precondition shared by every case operation. */
@@ -198,39 +196,73 @@ KNHK_INLINE knhk_status op_complete(const knhk_net_t *n, knhk_case_t *c, uint32_
   return KNHK_OK;
 }
 
-/* The short path of fire for hot tasks (see knhk_task_t.hot): touches only marking and seq.
- * Returns KNHK_OK after committing, or -1 when the general path must decide (a refusal, the
- * end of the case, anything unusual); nothing is written in that case. */
+/* The short path of fire (knhk_task_t.hot != 0, see hot_bits in knhk_net.c): touches only
+ * marking, seq and, when the case ends, flags. Returns KNHK_OK after committing, or
+ * KNHK_TAKE_GENERAL_PATH when the general path must decide (a refusal, an explicit
+ * termination, anything unusual); nothing is written then. All refusal checks are folded into
+ * one word so the common path has one data-dependent branch. */
+/* Three leaves: the one inlined in knhk_fire covers hot tasks without an XOR split (few
+ * registers, no saved ones); a second, out of line, two-way XOR splits (one guard and the
+ * default); the general path tries the last, any XOR split, before the general rules. */
+#define KNHK_LEAF_TWO_WAY 0x100u
+#define KNHK_LEAF_PLAIN (KNHK_HOT | KNHK_HOT_XOR_JOIN | KNHK_HOT_ENDS)
+#define KNHK_LEAF_XOR2 (KNHK_LEAF_PLAIN | KNHK_HOT_XOR_SPLIT | KNHK_LEAF_TWO_WAY)
+#define KNHK_LEAF_ANY (KNHK_LEAF_PLAIN | KNHK_HOT_XOR_SPLIT)
 #define KNHK_TAKE_GENERAL_PATH (-1)
-KNHK_INLINE int fire_hot(const knhk_net_t *n, knhk_case_t *c, uint32_t t, uint32_t bits,
-                         int use_bits) {
-  if (KNHK_UNLIKELY(t >= n->ntasks)) return KNHK_TAKE_GENERAL_PATH;
+KNHK_INLINE int fire_leaf(const knhk_net_t *n, knhk_case_t *c, uint32_t t, uint32_t bits,
+                          int use_bits, uint32_t allowed) {
+  if (KNHK_UNLIKELY(t >= KNHK_MAX_TASKS)) return KNHK_TAKE_GENERAL_PATH;
   const knhk_task_t *T = &n->tasks[t];
-  if (KNHK_UNLIKELY(!T->hot || c->flags != 0 || (c->busy & KNHK_BIT(t))))
-    return KNHK_TAKE_GENERAL_PATH;
-  uint64_t m = c->marking;
-  uint64_t have = m & T->pre;
-  /* AND: consume the whole preset; XOR: the lowest marked input. Enabled iff that is marked. */
-  uint64_t consume = T->join == KNHK_JOIN_XOR ? have & (0 - have) : T->pre;
-  if (KNHK_UNLIKELY(have == 0 || (have & consume) != consume)) return KNHK_TAKE_GENERAL_PATH;
+  uint32_t hot = T->hot; /* 0 for unsealed nets and for slots >= ntasks */
+  /* one test: the KNHK_HOT bit is set and no bit outside `allowed` (a constant) is */
+  if (KNHK_UNLIKELY((hot ^ KNHK_HOT) & (~allowed | KNHK_HOT))) return KNHK_TAKE_GENERAL_PATH;
   uint64_t out;
-  if (T->split == KNHK_SPLIT_AND) {
-    out = T->post;
+  if ((allowed & KNHK_HOT_XOR_SPLIT) && (hot & KNHK_HOT_XOR_SPLIT)) {
+    const knhk_branch_t *br = n->branches[t];
+    uint32_t race = T->race;
+    if ((allowed & KNHK_LEAF_TWO_WAY) && (race & (race - 1)) == 0) {
+      /* one raced flow and the default: one guard, a select, no loop */
+      uint32_t k = (uint32_t)__builtin_ctz(race | 0x100u) & 7u;
+      uint32_t taken = use_bits ? (bits >> k) & 1u : term_eval(&br[k].guard.term[0], c->regs);
+      uint64_t on = br[k].conditions, off = br[T->default_branch & 7u].conditions;
+      out = taken ? on : off;
+    } else {
+      if (allowed & KNHK_LEAF_TWO_WAY) return KNHK_TAKE_GENERAL_PATH; /* the loop: out of line */
+      if (!use_bits) {
+        bits = 0;
+        for (uint32_t k = 0; k < T->nbranches; k++)
+          bits |= term_eval(&br[k].guard.term[0], c->regs) << k;
+      }
+      bits &= race;
+      bits |= (uint32_t)(bits == 0) << (T->default_branch & 7u);
+      out = br[__builtin_ctz(bits)].conditions;
+    }
   } else {
-    if (!use_bits) bits = eval_bits_out_of_line(n, c, t, T);
-    uint32_t def = T->default_branch & 7u;
-    bits &= ((1u << T->nbranches) - 1u) & ~(1u << def);
-    bits |= (uint32_t)(bits == 0) << def;
-    out = n->branches[t][__builtin_ctz(bits)].conditions;
+    out = T->post;
   }
-  m &= ~consume;
-  if (KNHK_UNLIKELY(m & out)) return KNHK_TAKE_GENERAL_PATH;
-  if (out & n->output) {
+  uint64_t m = c->marking;
+  uint64_t pre = T->pre;
+  uint64_t have = m & pre;
+  /* AND: the whole preset. XOR: the lowest marked input; with none marked, the preset, so
+   * that the enabling test below fails the same way. */
+  uint64_t consume = pre, rest;
+  if (KNHK_UNLIKELY(hot & KNHK_HOT_XOR_JOIN)) {
+    /* a branch, not a select: keeps the AND path's marking chain to load, andn, or, store */
+    uint64_t lowest = have & (0 - have);
+    consume = lowest ? lowest : pre;
+    rest = m ^ lowest; /* lowest is marked; when it is 0 the enabling test fails anyway */
+  } else {
+    rest = m & ~pre;
+  }
+  /* refused or unusual: not enabled, busy, done or flagged, a token onto a marked condition */
+  uint64_t bad = ((have & consume) ^ consume) | (rest & out) | c->flags | ((c->busy >> t) & 1u);
+  if (KNHK_UNLIKELY(bad)) return KNHK_TAKE_GENERAL_PATH;
+  if ((hot & KNHK_HOT_ENDS) && (out & n->output)) {
     /* the case ends; with other work left it is an explicit termination: general path */
-    if (KNHK_UNLIKELY(m | c->busy)) return KNHK_TAKE_GENERAL_PATH;
+    if (KNHK_UNLIKELY(rest | c->busy)) return KNHK_TAKE_GENERAL_PATH;
     c->flags = KNHK_FLAG_DONE | KNHK_FLAG_COMPLETED;
   }
-  c->marking = m | out;
+  c->marking = rest | out;
   c->seq++;
   return KNHK_OK;
 }
@@ -325,46 +357,34 @@ knhk_status knhk_complete_bits(const knhk_net_t *net, knhk_case_t *c, uint32_t t
   return op_complete(net, c, t, branch_bits, 1);
 }
 
-/* Everything but a hot AND-split fire, out of line, so that path stays a small leaf
- * function with no saved registers. */
+/* The general path out of line, so that fire's short path stays a small leaf function with
+ * no saved registers. */
+
+/* Everything else out of line: the short path with an XOR split, then the general path. */
 __attribute__((noinline)) static knhk_status fire_general(const knhk_net_t *net, knhk_case_t *c,
                                                           uint32_t t, uint32_t bits,
                                                           int use_bits) {
-  if (fire_hot(net, c, t, bits, use_bits) == KNHK_OK) return KNHK_OK;
+  if (fire_leaf(net, c, t, bits, use_bits, KNHK_LEAF_ANY) == KNHK_OK) return KNHK_OK;
   return op_fire(net, c, t, bits, use_bits);
 }
 
-/* The leaf: a hot task with an AND split (knhk_task_t.hot == 1). Same rules as fire_hot. */
-KNHK_INLINE int fire_hot_and(const knhk_net_t *n, knhk_case_t *c, uint32_t t) {
-  if (KNHK_UNLIKELY(t >= n->ntasks)) return KNHK_TAKE_GENERAL_PATH;
-  const knhk_task_t *T = &n->tasks[t];
-  if (KNHK_UNLIKELY(T->hot != 1 || c->flags != 0 || (c->busy & KNHK_BIT(t))))
-    return KNHK_TAKE_GENERAL_PATH;
-  uint64_t m = c->marking;
-  uint64_t have = m & T->pre;
-  uint64_t consume = T->join == KNHK_JOIN_XOR ? have & (0 - have) : T->pre;
-  if (KNHK_UNLIKELY(have == 0 || (have & consume) != consume)) return KNHK_TAKE_GENERAL_PATH;
-  uint64_t out = T->post;
-  m &= ~consume;
-  if (KNHK_UNLIKELY(m & out)) return KNHK_TAKE_GENERAL_PATH;
-  if (out & n->output) {
-    if (KNHK_UNLIKELY(m | c->busy)) return KNHK_TAKE_GENERAL_PATH;
-    c->flags = KNHK_FLAG_DONE | KNHK_FLAG_COMPLETED;
-  }
-  c->marking = m | out;
-  c->seq++;
-  return KNHK_OK;
+__attribute__((noinline)) static knhk_status fire_xor2(const knhk_net_t *net, knhk_case_t *c,
+                                                       uint32_t t, uint32_t bits, int use_bits) {
+  if (KNHK_LIKELY(fire_leaf(net, c, t, bits, use_bits, KNHK_LEAF_XOR2) == KNHK_OK))
+    return KNHK_OK;
+  return fire_general(net, c, t, bits, use_bits);
 }
 
 knhk_status knhk_fire(const knhk_net_t *net, knhk_case_t *c, uint32_t t) {
-  if (KNHK_LIKELY(fire_hot_and(net, c, t) == KNHK_OK)) return KNHK_OK;
-  return fire_general(net, c, t, 0, 0);
+  if (KNHK_LIKELY(fire_leaf(net, c, t, 0, 0, KNHK_LEAF_PLAIN) == KNHK_OK)) return KNHK_OK;
+  return fire_xor2(net, c, t, 0, 0);
 }
 
 knhk_status knhk_fire_bits(const knhk_net_t *net, knhk_case_t *c, uint32_t t,
                            uint32_t branch_bits) {
-  if (KNHK_LIKELY(fire_hot_and(net, c, t) == KNHK_OK)) return KNHK_OK;
-  return fire_general(net, c, t, branch_bits, 1);
+  if (KNHK_LIKELY(fire_leaf(net, c, t, branch_bits, 1, KNHK_LEAF_PLAIN) == KNHK_OK))
+    return KNHK_OK;
+  return fire_xor2(net, c, t, branch_bits, 1);
 }
 
 knhk_status knhk_cancel_task(const knhk_net_t *net, knhk_case_t *c, uint32_t t) {
@@ -397,9 +417,9 @@ knhk_status knhk_beat_scalar(const knhk_net_t *net, knhk_case_t *cases, uint32_t
       int use_bits = (e->flags & KNHK_EVENT_USE_BITS) != 0;
       switch (e->op) {
         case KNHK_OP_FIRE:
-          s = fire_hot_and(net, c, e->task) == KNHK_OK
+          s = fire_leaf(net, c, e->task, e->branch_bits, use_bits, KNHK_LEAF_PLAIN) == KNHK_OK
                   ? KNHK_OK
-                  : fire_general(net, c, e->task, e->branch_bits, use_bits);
+                  : fire_xor2(net, c, e->task, e->branch_bits, use_bits);
           break;
         case KNHK_OP_START: s = op_start(net, c, e->task); break;
         case KNHK_OP_COMPLETE: s = op_complete(net, c, e->task, e->branch_bits, use_bits); break;

@@ -249,6 +249,30 @@ static uint64_t branch_region(const knhk_net_t *net, uint64_t start, uint64_t st
   return conds;
 }
 
+/* The short path of fire (knhk_case.c, fire_leaf) covers tasks whose firing touches only the
+ * marking: AND or XOR join, AND or XOR split, guards of a single term, no cancellation set,
+ * and no side state anywhere in the net (no OR-join or discriminator could absorb or expect
+ * what the task produces). Called on a net that passed every check; t->join is effective. */
+static uint8_t hot_bits(const knhk_net_t *net, uint32_t i, int side_state) {
+  const knhk_task_t *t = &net->tasks[i];
+  if (side_state || t->cancel_conditions || t->cancel_tasks) return 0;
+  if (t->join != KNHK_JOIN_AND && t->join != KNHK_JOIN_XOR) return 0;
+  if (t->split == KNHK_SPLIT_OR) return 0;
+  uint8_t hot = KNHK_HOT;
+  if (t->join == KNHK_JOIN_XOR && knhk_popcount64(t->pre) > 1) hot |= KNHK_HOT_XOR_JOIN;
+  if (t->split == KNHK_SPLIT_XOR) {
+    hot |= KNHK_HOT_XOR_SPLIT;
+    for (uint32_t k = 0; k < t->nbranches; k++) {
+      const knhk_guard_t *g = &net->branches[i][k].guard;
+      if (k != t->default_branch &&
+          (g->combine != KNHK_COMBINE_AND || g->term[1].op != KNHK_GUARD_TRUE))
+        return 0;
+    }
+  }
+  if (t->post & net->output) hot |= KNHK_HOT_ENDS;
+  return hot;
+}
+
 knhk_status knhk_net_seal(knhk_net_t *net, knhk_seal_report_t *r) {
   if (!net) return report(r, KNHK_BAD_ARGUMENT, KNHK_ELEMENT_NONE, 0, KNHK_NO_OTHER);
   if (net->sealed) return report(r, KNHK_SEALED, KNHK_ELEMENT_NONE, 0, KNHK_NO_OTHER);
@@ -357,9 +381,10 @@ knhk_status knhk_net_seal(knhk_net_t *net, knhk_seal_report_t *r) {
       net->branches[i][k].or_expect = expect[i][k];
       t->or_expect_all |= expect[i][k];
     }
-    int hot = !side_state && (t->join == KNHK_JOIN_AND || t->join == KNHK_JOIN_XOR) &&
-              t->split != KNHK_SPLIT_OR && t->cancel_conditions == 0 && t->cancel_tasks == 0;
-    t->hot = (uint8_t)(hot ? (t->split == KNHK_SPLIT_AND ? 1 : 2) : 0);
+    t->hot = hot_bits(net, i, side_state);
+    t->race = 0;
+    if (t->split == KNHK_SPLIT_XOR)
+      t->race = (uint8_t)(((1u << t->nbranches) - 1u) & ~(1u << t->default_branch));
   }
   net->sealed = 1;
   return report(r, KNHK_OK, KNHK_ELEMENT_NONE, 0, KNHK_NO_OTHER);

@@ -7,6 +7,10 @@ pub const KNHK_MAX_BRANCHES: u32 = 8;
 pub const KNHK_REGISTERS: u32 = 8;
 pub const KNHK_BEAT_LANES: u32 = 8;
 pub const KNHK_STATUS_COUNT: u32 = 28;
+pub const KNHK_HOT: u32 = 1;
+pub const KNHK_HOT_XOR_JOIN: u32 = 2;
+pub const KNHK_HOT_XOR_SPLIT: u32 = 4;
+pub const KNHK_HOT_ENDS: u32 = 8;
 pub const KNHK_FLAG_DONE: u32 = 1;
 pub const KNHK_FLAG_COMPLETED: u32 = 2;
 pub const KNHK_FLAG_CANCELLED: u32 = 4;
@@ -119,7 +123,8 @@ pub struct knhk_task {
     pub default_branch: u8,
     pub ndefaults: u8,
     pub hot: u8,
-    pub reserved: [u8; 18usize],
+    pub race: u8,
+    pub reserved: [u8; 17usize],
 }
 impl Default for knhk_task {
     fn default() -> Self {

@@ -48,6 +48,7 @@ fn struct_layouts_match_c() {
         ),
         ("task.ndefaults", offset_of!(knhk_task_t, ndefaults)),
         ("task.hot", offset_of!(knhk_task_t, hot)),
+        ("task.race", offset_of!(knhk_task_t, race)),
         ("task.reserved", offset_of!(knhk_task_t, reserved)),
         ("sizeof net", size_of::<knhk_net_t>()),
         ("alignof net", align_of::<knhk_net_t>()),

@@ -20,7 +20,8 @@ const uint64_t knhk_layout_probe[] = {
     ENTRY(knhk_task_t, pre), ENTRY(knhk_task_t, post), ENTRY(knhk_task_t, cancel_conditions),
     ENTRY(knhk_task_t, cancel_tasks), ENTRY(knhk_task_t, or_expect_all), ENTRY(knhk_task_t, join),
     ENTRY(knhk_task_t, split), ENTRY(knhk_task_t, nbranches), ENTRY(knhk_task_t, default_branch),
-    ENTRY(knhk_task_t, ndefaults), ENTRY(knhk_task_t, hot), ENTRY(knhk_task_t, reserved),
+    ENTRY(knhk_task_t, ndefaults), ENTRY(knhk_task_t, hot), ENTRY(knhk_task_t, race),
+    ENTRY(knhk_task_t, reserved),
 
     sizeof(knhk_net_t), _Alignof(knhk_net_t),
     ENTRY(knhk_net_t, tasks), ENTRY(knhk_net_t, branches), ENTRY(knhk_net_t, input),
