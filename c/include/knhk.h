@@ -145,6 +145,7 @@ typedef struct knhk_branch {
 #define KNHK_HOT_XOR_JOIN 2u  /* ... consuming the lowest marked input (multi-input XOR join) */
 #define KNHK_HOT_XOR_SPLIT 4u /* ... choosing one branch by single-term guards */
 #define KNHK_HOT_ENDS 8u      /* ... and it may mark the output condition */
+#define KNHK_HOT_XOR2 16u     /* ... the XOR split is two-way: xg_* hold its guard */
 
 /** Per-task hot data: exactly one cache line. */
 typedef struct knhk_task {
@@ -163,7 +164,16 @@ typedef struct knhk_task {
                                   in the net, guards of one term) */
   uint8_t race;                /* set at seal: XOR split: the non-default branches, raced in
                                   order (bit k = branch k) */
-  uint8_t reserved[17];
+  /* Set at seal for a two-way XOR split (KNHK_HOT_XOR2: one guarded flow of a single term
+   * and the default), so that fire reads one cache line: the guard and both targets. */
+  uint8_t xg_on;               /* condition index of the guarded flow */
+  uint8_t xg_off;              /* condition index of the default flow */
+  uint8_t xg_lhs;              /* the term's left register */
+  uint8_t xg_truth;            /* the term's operator as a truth table (see knhk_case.c) */
+  uint8_t xg_rhs_is_reg;       /* the term's right operand: 1 = register xg_rhs_reg */
+  uint8_t xg_rhs_reg;
+  uint8_t reserved[3];
+  int64_t xg_const;            /* ... else this constant */
 } knhk_task_t;
 
 /** A net in caller-owned memory. Build with knhk_net_* and seal before running cases.

@@ -6,26 +6,14 @@
 #include "knhk.h"
 #include "knhk_internal.h"
 
-/* ---- guards: no branches. A comparison yields cmp3 = 0 (a < b), 1 (a == b) or 2 (a > b) and
- * z = (a & b) != 0; each operator is a 5-bit truth table over (cmp3) in bits 0..2 and over z
- * in bits 3..4 (bit clear, bit set). Constant data, not state. ---- */
-
-static const uint8_t knhk_truth[16] = {
-    [KNHK_GUARD_EQ] = 0x02,  [KNHK_GUARD_NE] = 0x05,    [KNHK_GUARD_LT] = 0x01,
-    [KNHK_GUARD_LE] = 0x03,  [KNHK_GUARD_GT] = 0x04,    [KNHK_GUARD_GE] = 0x06,
-    [KNHK_GUARD_BIT] = 0x10, [KNHK_GUARD_TRUE] = 0x07,  [KNHK_GUARD_FALSE] = 0x00,
-    [KNHK_GUARD_NBIT] = 0x08,
-};
+/* ---- guards: no branches (knhk_compare and knhk_truth in knhk_internal.h) ---- */
 
 KNHK_INLINE uint32_t term_eval(const knhk_term_t *term, const int64_t *regs) {
   int64_t a = regs[term->lhs & (KNHK_REGISTERS - 1)];
   int64_t reg = regs[term->rhs_reg & (KNHK_REGISTERS - 1)];
   int64_t use_reg = -(int64_t)(term->rhs_is_reg & 1);
   int64_t b = (reg & use_reg) | (term->rhs_const & ~use_reg);
-  uint32_t cmp3 = (uint32_t)((a > b) - (a < b) + 1);
-  uint32_t z = (a & b) != 0;
-  uint32_t truth = knhk_truth[term->op & 15];
-  return ((truth >> cmp3) | (truth >> (3 + z))) & 1u;
+  return knhk_compare(a, b, knhk_truth[term->op & 15]);
 }
 
 KNHK_INLINE uint32_t guard_eval(const knhk_guard_t *g, const int64_t *regs) {
@@ -206,8 +194,8 @@ KNHK_INLINE knhk_status op_complete(const knhk_net_t *n, knhk_case_t *c, uint32_
  * default); the general path tries the last, any XOR split, before the general rules. */
 #define KNHK_LEAF_TWO_WAY 0x100u
 #define KNHK_LEAF_PLAIN (KNHK_HOT | KNHK_HOT_XOR_JOIN | KNHK_HOT_ENDS)
-#define KNHK_LEAF_XOR2 (KNHK_LEAF_PLAIN | KNHK_HOT_XOR_SPLIT | KNHK_LEAF_TWO_WAY)
-#define KNHK_LEAF_ANY (KNHK_LEAF_PLAIN | KNHK_HOT_XOR_SPLIT)
+#define KNHK_LEAF_XOR2 (KNHK_LEAF_PLAIN | KNHK_HOT_XOR_SPLIT | KNHK_HOT_XOR2 | KNHK_LEAF_TWO_WAY)
+#define KNHK_LEAF_ANY (KNHK_LEAF_PLAIN | KNHK_HOT_XOR_SPLIT | KNHK_HOT_XOR2)
 #define KNHK_TAKE_GENERAL_PATH (-1)
 KNHK_INLINE int fire_leaf(const knhk_net_t *n, knhk_case_t *c, uint32_t t, uint32_t bits,
                           int use_bits, uint32_t allowed) {
@@ -220,12 +208,18 @@ KNHK_INLINE int fire_leaf(const knhk_net_t *n, knhk_case_t *c, uint32_t t, uint3
   if ((allowed & KNHK_HOT_XOR_SPLIT) && (hot & KNHK_HOT_XOR_SPLIT)) {
     const knhk_branch_t *br = n->branches[t];
     uint32_t race = T->race;
-    if ((allowed & KNHK_LEAF_TWO_WAY) && (race & (race - 1)) == 0) {
-      /* one raced flow and the default: one guard, a select, no loop */
-      uint32_t k = (uint32_t)__builtin_ctz(race | 0x100u) & 7u;
-      uint32_t taken = use_bits ? (bits >> k) & 1u : term_eval(&br[k].guard.term[0], c->regs);
-      uint64_t on = br[k].conditions, off = br[T->default_branch & 7u].conditions;
-      out = taken ? on : off;
+    if ((allowed & KNHK_LEAF_TWO_WAY) && (hot & KNHK_HOT_XOR2)) {
+      /* one guarded flow and the default, all in the task's cache line: no loop */
+      uint32_t taken;
+      if (use_bits) {
+        taken = (bits >> __builtin_ctz(race | 0x100u)) & 1u;
+      } else {
+        int64_t a = c->regs[T->xg_lhs & (KNHK_REGISTERS - 1)];
+        int64_t b = T->xg_rhs_is_reg ? c->regs[T->xg_rhs_reg & (KNHK_REGISTERS - 1)]
+                                     : T->xg_const;
+        taken = knhk_compare(a, b, T->xg_truth);
+      }
+      out = KNHK_BIT((taken ? T->xg_on : T->xg_off) & 63u);
     } else {
       if (allowed & KNHK_LEAF_TWO_WAY) return KNHK_TAKE_GENERAL_PATH; /* the loop: out of line */
       if (!use_bits) {

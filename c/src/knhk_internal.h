@@ -4,11 +4,29 @@
 
 #include <stdint.h>
 
+#include "knhk.h"
+
 #define KNHK_BIT(i) (1ull << (i))
 #define KNHK_NO_OTHER 0xFFFFFFFFu
 
 static inline uint32_t knhk_ctz64(uint64_t x) { return x ? (uint32_t)__builtin_ctzll(x) : 64u; }
 static inline uint32_t knhk_popcount64(uint64_t x) { return (uint32_t)__builtin_popcountll(x); }
+
+/* Guard operators as 5-bit truth tables: bits 0..2 over cmp3 = 0 (a < b), 1 (a == b),
+ * 2 (a > b); bits 3..4 over z = (a & b) != 0 (bit clear, bit set). Constant data. */
+static const uint8_t knhk_truth[16] = {
+    [KNHK_GUARD_EQ] = 0x02,  [KNHK_GUARD_NE] = 0x05,   [KNHK_GUARD_LT] = 0x01,
+    [KNHK_GUARD_LE] = 0x03,  [KNHK_GUARD_GT] = 0x04,   [KNHK_GUARD_GE] = 0x06,
+    [KNHK_GUARD_BIT] = 0x10, [KNHK_GUARD_TRUE] = 0x07, [KNHK_GUARD_FALSE] = 0x00,
+    [KNHK_GUARD_NBIT] = 0x08,
+};
+
+/* One comparison through its truth table, without branches. */
+static inline uint32_t knhk_compare(int64_t a, int64_t b, uint32_t truth) {
+  uint32_t cmp3 = (uint32_t)((a > b) - (a < b) + 1);
+  uint32_t z = (a & b) != 0;
+  return ((truth >> cmp3) | (truth >> (3 + z))) & 1u;
+}
 
 #if defined(__GNUC__)
 #define KNHK_LIKELY(x) __builtin_expect(!!(x), 1)

@@ -270,7 +270,22 @@ static uint8_t hot_bits(const knhk_net_t *net, uint32_t i, int side_state) {
     }
   }
   if (t->post & net->output) hot |= KNHK_HOT_ENDS;
+  if (t->split == KNHK_SPLIT_XOR && t->nbranches == 2) hot |= KNHK_HOT_XOR2;
   return hot;
+}
+
+/* The two-way XOR split's guard and targets, copied into the task's cache line. */
+static void set_xor2(knhk_net_t *net, uint32_t i) {
+  knhk_task_t *t = &net->tasks[i];
+  uint32_t def = t->default_branch & 7u, k = 1u - def;
+  const knhk_term_t *term = &net->branches[i][k].guard.term[0];
+  t->xg_on = (uint8_t)knhk_ctz64(net->branches[i][k].conditions);
+  t->xg_off = (uint8_t)knhk_ctz64(net->branches[i][def].conditions);
+  t->xg_lhs = term->lhs;
+  t->xg_truth = knhk_truth[term->op & 15];
+  t->xg_rhs_is_reg = term->rhs_is_reg;
+  t->xg_rhs_reg = term->rhs_reg;
+  t->xg_const = term->rhs_const;
 }
 
 knhk_status knhk_net_seal(knhk_net_t *net, knhk_seal_report_t *r) {
@@ -382,6 +397,7 @@ knhk_status knhk_net_seal(knhk_net_t *net, knhk_seal_report_t *r) {
       t->or_expect_all |= expect[i][k];
     }
     t->hot = hot_bits(net, i, side_state);
+    if (t->hot & KNHK_HOT_XOR2) set_xor2(net, i);
     t->race = 0;
     if (t->split == KNHK_SPLIT_XOR)
       t->race = (uint8_t)(((1u << t->nbranches) - 1u) & ~(1u << t->default_branch));

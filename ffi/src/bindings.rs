@@ -11,6 +11,7 @@ pub const KNHK_HOT: u32 = 1;
 pub const KNHK_HOT_XOR_JOIN: u32 = 2;
 pub const KNHK_HOT_XOR_SPLIT: u32 = 4;
 pub const KNHK_HOT_ENDS: u32 = 8;
+pub const KNHK_HOT_XOR2: u32 = 16;
 pub const KNHK_FLAG_DONE: u32 = 1;
 pub const KNHK_FLAG_COMPLETED: u32 = 2;
 pub const KNHK_FLAG_CANCELLED: u32 = 4;
@@ -124,7 +125,14 @@ pub struct knhk_task {
     pub ndefaults: u8,
     pub hot: u8,
     pub race: u8,
-    pub reserved: [u8; 17usize],
+    pub xg_on: u8,
+    pub xg_off: u8,
+    pub xg_lhs: u8,
+    pub xg_truth: u8,
+    pub xg_rhs_is_reg: u8,
+    pub xg_rhs_reg: u8,
+    pub reserved: [u8; 3usize],
+    pub xg_const: i64,
 }
 impl Default for knhk_task {
     fn default() -> Self {

@@ -21,7 +21,9 @@ const uint64_t knhk_layout_probe[] = {
     ENTRY(knhk_task_t, cancel_tasks), ENTRY(knhk_task_t, or_expect_all), ENTRY(knhk_task_t, join),
     ENTRY(knhk_task_t, split), ENTRY(knhk_task_t, nbranches), ENTRY(knhk_task_t, default_branch),
     ENTRY(knhk_task_t, ndefaults), ENTRY(knhk_task_t, hot), ENTRY(knhk_task_t, race),
-    ENTRY(knhk_task_t, reserved),
+    ENTRY(knhk_task_t, xg_on), ENTRY(knhk_task_t, xg_off), ENTRY(knhk_task_t, xg_lhs),
+    ENTRY(knhk_task_t, xg_truth), ENTRY(knhk_task_t, xg_rhs_is_reg), ENTRY(knhk_task_t, xg_rhs_reg),
+    ENTRY(knhk_task_t, reserved), ENTRY(knhk_task_t, xg_const),
 
     sizeof(knhk_net_t), _Alignof(knhk_net_t),
     ENTRY(knhk_net_t, tasks), ENTRY(knhk_net_t, branches), ENTRY(knhk_net_t, input),
