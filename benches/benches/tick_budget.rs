@@ -39,7 +39,7 @@ fn main() {
     let long = std::env::var_os("KNHK_BENCH_LONG").is_some();
     println!("knhk tick_budget: calibration {cal}");
     println!(
-        "knhk tick_budget: pinned to core {}, {} mode, beat path {}",
+        "knhk tick_budget: pinned to core {}, {} mode, beat: scalar (Net::beat), SIMD path {}",
         pinned.map_or("none".to_string(), |c| c.to_string()),
         if long { "long" } else { "short" },
         beat_path_name(),
@@ -107,10 +107,10 @@ fn main() {
         });
         let mut cases = b.start.clone();
         benches.push(Bench {
-            name: "beat_batch_scalar".into(),
+            name: "beat_batch_simd".into(),
             group: "beat",
             ops: b.events(),
-            f: Box::new(move || run_beats_scalar(b, black_box(&mut cases))),
+            f: Box::new(move || run_beats_simd(b, black_box(&mut cases))),
         });
     }
 
@@ -401,7 +401,7 @@ fn main() {
 }
 
 /// The scalar beat over the same batch (libknhk's portable path, forced).
-fn run_beats_scalar(b: &BeatBatch, cases: &mut [Case]) -> bool {
+fn run_beats_simd(b: &BeatBatch, cases: &mut [Case]) -> bool {
     cases.copy_from_slice(&b.start);
     let raw_net: *const knhk_sys::knhk_net_t = b.net.as_raw();
     let mut st = [0u8; 8];
@@ -410,7 +410,7 @@ fn run_beats_scalar(b: &BeatBatch, cases: &mut [Case]) -> bool {
         // SAFETY: Case and Event are repr(transparent) over the C structs; the net is sealed
         // and alive; every case_index < cases.len(); 8 statuses fit `st`.
         let s = unsafe {
-            knhk_sys::knhk_beat_scalar(
+            knhk_sys::knhk_beat_simd(
                 raw_net,
                 cases.as_mut_ptr().cast(),
                 cases.len() as u32,

@@ -369,7 +369,7 @@ knhk_state knhk_case_state(const knhk_net_t *net, const knhk_case_t *c);
 knhk_status knhk_beat(const knhk_net_t *net, knhk_case_t *cases, uint32_t ncases,
                       const knhk_event_t *events, uint32_t n, uint8_t *statuses);
 
-/** The code paths knhk_beat can take (knhk_beat_path). All give identical results. */
+/** The code paths of a beat (knhk_beat_path). All give identical results. */
 typedef enum knhk_beat_path_kind {
   KNHK_BEAT_PATH_SCALAR = 0, /* portable C, lane by lane */
   KNHK_BEAT_PATH_AVX512 = 1  /* x86-64 with AVX-512 F/CD/VL: the 8 lanes of a full beat whose
@@ -377,14 +377,20 @@ typedef enum knhk_beat_path_kind {
                                 vector; every other lane takes the scalar rules */
 } knhk_beat_path_kind;
 
-/** The path knhk_beat takes on this CPU: a knhk_beat_path_kind value. Chosen at run time
+/** The path knhk_beat_simd takes on this CPU: a knhk_beat_path_kind value. Chosen at run time
  *  from the CPU's features (never at build time); libknhk keeps no state for it. */
 uint32_t knhk_beat_path(void);
 
-/** knhk_beat on the scalar path whatever the CPU: same contract, same statuses, same case
- *  bytes. For benchmarks and tests that compare the paths. */
+/** knhk_beat on the scalar path: same contract, same statuses, same case bytes. knhk_beat
+ *  takes this path: on the machines measured (docs/performance.md) it is faster than the
+ *  gather-based vector path. */
 knhk_status knhk_beat_scalar(const knhk_net_t *net, knhk_case_t *cases, uint32_t ncases,
                              const knhk_event_t *events, uint32_t n, uint8_t *statuses);
+
+/** knhk_beat on the SIMD path where the CPU has it (knhk_beat_path), else scalar: same
+ *  contract, same statuses, same case bytes. For benchmarks and tests that compare paths. */
+knhk_status knhk_beat_simd(const knhk_net_t *net, knhk_case_t *cases, uint32_t ncases,
+                           const knhk_event_t *events, uint32_t n, uint8_t *statuses);
 
 #ifdef __cplusplus
 }

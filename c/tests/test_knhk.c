@@ -600,7 +600,7 @@ static void test_beat(void) {
   CHECK_STATUS(knhk_beat(&net, cases, 4, ev, 9, st), KNHK_BAD_ARGUMENT);
 }
 
-/* The dispatched beat (AVX-512 where the CPU has it) against knhk_beat_scalar on random
+/* knhk_beat_simd (AVX-512 where the CPU has it) against knhk_beat_scalar on random
  * beats: same statuses, same case bytes. Cases in random reachable states (some busy, some
  * done), events with random ops, tasks, case indices (some out of range, some repeated). */
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
@@ -668,7 +668,7 @@ static void test_beat_paths_agree(void) {
     memcpy(one, base, sizeof base);
     memcpy(two, base, sizeof base);
     uint8_t s1[8], s2[8];
-    knhk_status r1 = knhk_beat(&net, one, NCASES, ev, 8, s1);
+    knhk_status r1 = knhk_beat_simd(&net, one, NCASES, ev, 8, s1);
     knhk_status r2 = knhk_beat_scalar(&net, two, NCASES, ev, 8, s2);
     if (r1 != r2 || memcmp(s1, s2, sizeof s1) != 0 || memcmp(one, two, sizeof one) != 0)
       mismatches++;

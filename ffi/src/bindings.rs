@@ -365,15 +365,26 @@ unsafe extern "C" {
 }
 pub const KNHK_BEAT_PATH_SCALAR: knhk_beat_path_kind = 0;
 pub const KNHK_BEAT_PATH_AVX512: knhk_beat_path_kind = 1;
-#[doc = " The code paths knhk_beat can take (knhk_beat_path). All give identical results."]
+#[doc = " The code paths of a beat (knhk_beat_path). All give identical results."]
 pub type knhk_beat_path_kind = ::core::ffi::c_uint;
 unsafe extern "C" {
-    #[doc = " The path knhk_beat takes on this CPU: a knhk_beat_path_kind value. Chosen at run time\n  from the CPU's features (never at build time); libknhk keeps no state for it."]
+    #[doc = " The path knhk_beat_simd takes on this CPU: a knhk_beat_path_kind value. Chosen at run time\n  from the CPU's features (never at build time); libknhk keeps no state for it."]
     pub fn knhk_beat_path() -> u32;
 }
 unsafe extern "C" {
-    #[doc = " knhk_beat on the scalar path whatever the CPU: same contract, same statuses, same case\n  bytes. For benchmarks and tests that compare the paths."]
+    #[doc = " knhk_beat on the scalar path: same contract, same statuses, same case bytes. knhk_beat\n  takes this path: on the machines measured (docs/performance.md) it is faster than the\n  gather-based vector path."]
     pub fn knhk_beat_scalar(
+        net: *const knhk_net_t,
+        cases: *mut knhk_case_t,
+        ncases: u32,
+        events: *const knhk_event_t,
+        n: u32,
+        statuses: *mut u8,
+    ) -> knhk_status;
+}
+unsafe extern "C" {
+    #[doc = " knhk_beat on the SIMD path where the CPU has it (knhk_beat_path), else scalar: same\n  contract, same statuses, same case bytes. For benchmarks and tests that compare paths."]
+    pub fn knhk_beat_simd(
         net: *const knhk_net_t,
         cases: *mut knhk_case_t,
         ncases: u32,
