@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use crate::check::{verify, Report, Severity};
 use crate::error::ImportError;
-use crate::ir::{FlowGuard, Model};
+use crate::ir::{FlowGuard, GuardText, Model};
 use crate::replay::Outcome;
 use crate::{import_file, lower, Options};
 
@@ -203,7 +203,7 @@ pub fn write_model(m: &Model, out: &mut dyn Write) -> std::io::Result<()> {
         for (k, f) in t.outputs.iter().enumerate() {
             let g = match &f.guard {
                 FlowGuard::Always => "always".to_string(),
-                FlowGuard::Compiled(g) => format!("guard {g}"),
+                FlowGuard::Compiled(g) => format!("guard {}", GuardText(g)),
                 FlowGuard::External => "external (client supplies bit)".to_string(),
             };
             let d = if f.default { " default" } else { "" };

@@ -13,7 +13,7 @@ use std::collections::{HashMap, VecDeque};
 use knhk_kernel::{flags, Case, CaseState, Error, Net};
 
 use crate::check::{Finding, FindingKind, Severity};
-use crate::ir::{FlowGuard, Guard, Join, Model, Split, Task};
+use crate::ir::{FlowGuard, Guard, Join, Model, Split, Task, NEVER};
 
 /// Result of an exploration.
 #[derive(Debug, Clone)]
@@ -44,8 +44,8 @@ pub fn branch_sets(t: &Task) -> Vec<u32> {
     let mut free = Vec::new();
     for (k, f) in t.outputs.iter().take(n).enumerate() {
         match &f.guard {
-            FlowGuard::Compiled(g) if *g == Guard::TRUE => forced |= 1 << k,
-            FlowGuard::Compiled(g) if *g == Guard::FALSE => {}
+            FlowGuard::Compiled(g) if *g == Guard::ALWAYS => forced |= 1 << k,
+            FlowGuard::Compiled(g) if *g == NEVER => {}
             FlowGuard::Always if !f.default => forced |= 1 << k,
             _ => free.push(k),
         }

@@ -67,175 +67,46 @@ impl fmt::Display for Split {
     }
 }
 
-/// Comparison operator of a guard term (mirrors `knhk_guard_op`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum GuardOp {
-    Eq,
-    Ne,
-    Lt,
-    Le,
-    Gt,
-    Ge,
-    True,
-    False,
-}
+/// Guards are the kernel's own types: one definition of what a guard is, and libknhk the one
+/// place that says what it means.
+pub use knhk_kernel::{Guard, GuardOp, Operand, Term};
 
-impl GuardOp {
-    /// The operator that gives the negated comparison (`!(a < b)` is `a >= b`).
-    pub fn negate(self) -> GuardOp {
-        match self {
-            GuardOp::Eq => GuardOp::Ne,
-            GuardOp::Ne => GuardOp::Eq,
-            GuardOp::Lt => GuardOp::Ge,
-            GuardOp::Le => GuardOp::Gt,
-            GuardOp::Gt => GuardOp::Le,
-            GuardOp::Ge => GuardOp::Lt,
-            GuardOp::True => GuardOp::False,
-            GuardOp::False => GuardOp::True,
-        }
-    }
-    /// The operator with its operands swapped (`a < b` is `b > a`).
-    pub fn mirror(self) -> GuardOp {
-        match self {
-            GuardOp::Lt => GuardOp::Gt,
-            GuardOp::Le => GuardOp::Ge,
-            GuardOp::Gt => GuardOp::Lt,
-            GuardOp::Ge => GuardOp::Le,
-            other => other,
-        }
-    }
-    /// Evaluates the comparison on two values.
-    pub fn eval(self, a: i64, b: i64) -> bool {
-        match self {
-            GuardOp::Eq => a == b,
-            GuardOp::Ne => a != b,
-            GuardOp::Lt => a < b,
-            GuardOp::Le => a <= b,
-            GuardOp::Gt => a > b,
-            GuardOp::Ge => a >= b,
-            GuardOp::True => true,
-            GuardOp::False => false,
-        }
-    }
-    fn symbol(self) -> &'static str {
-        match self {
-            GuardOp::Eq => "==",
-            GuardOp::Ne => "!=",
-            GuardOp::Lt => "<",
-            GuardOp::Le => "<=",
-            GuardOp::Gt => ">",
-            GuardOp::Ge => ">=",
-            GuardOp::True => "true",
-            GuardOp::False => "false",
-        }
-    }
-}
+/// The always-false guard (the kernel's [`Guard::ALWAYS`] negated).
+pub const NEVER: Guard = Guard::Term(Term::FALSE);
 
-/// Right-hand operand of a guard term.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Operand {
-    Const(i64),
-    Reg(u8),
-}
+/// A guard in the readable form `knhk compile` prints (`r0 > 10 && r1 == 3`).
+pub struct GuardText<'a>(pub &'a Guard);
 
-/// One comparison `regs[lhs] op rhs`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Term {
-    pub op: GuardOp,
-    pub lhs: u8,
-    pub rhs: Operand,
-}
-
-impl Term {
-    /// The always-true term.
-    pub const TRUE: Term = Term {
-        op: GuardOp::True,
-        lhs: 0,
-        rhs: Operand::Const(0),
+fn write_term(f: &mut fmt::Formatter<'_>, t: &Term) -> fmt::Result {
+    let rhs = match t.rhs {
+        Operand::Const(c) => c.to_string(),
+        Operand::Reg(r) => format!("r{r}"),
     };
-    /// The always-false term.
-    pub const FALSE: Term = Term {
-        op: GuardOp::False,
-        lhs: 0,
-        rhs: Operand::Const(0),
-    };
+    let l = t.lhs;
+    match t.op {
+        GuardOp::True => f.write_str("true"),
+        GuardOp::False => f.write_str("false"),
+        GuardOp::Bit => write!(f, "r{l} & {rhs} != 0"),
+        GuardOp::NBit => write!(f, "r{l} & {rhs} == 0"),
+        GuardOp::Eq => write!(f, "r{l} == {rhs}"),
+        GuardOp::Ne => write!(f, "r{l} != {rhs}"),
+        GuardOp::Lt => write!(f, "r{l} < {rhs}"),
+        GuardOp::Le => write!(f, "r{l} <= {rhs}"),
+        GuardOp::Gt => write!(f, "r{l} > {rhs}"),
+        GuardOp::Ge => write!(f, "r{l} >= {rhs}"),
+    }
+}
 
-    /// Evaluates the term on a register file.
-    pub fn eval(&self, regs: &[i64]) -> bool {
-        let a = regs.get(usize::from(self.lhs)).copied().unwrap_or(0);
-        let b = match self.rhs {
-            Operand::Const(c) => c,
-            Operand::Reg(r) => regs.get(usize::from(r)).copied().unwrap_or(0),
+impl fmt::Display for GuardText<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (a, b, sep) = match self.0 {
+            Guard::Term(t) => return write_term(f, t),
+            Guard::And(a, b) => (a, b, " && "),
+            Guard::Or(a, b) => (a, b, " || "),
         };
-        self.op.eval(a, b)
-    }
-}
-
-/// How the two terms of a guard combine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Combine {
-    And,
-    Or,
-}
-
-/// A compiled guard: at most two terms combined by AND or OR (the kernel's guard form).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Guard {
-    pub terms: [Term; 2],
-    pub combine: Combine,
-}
-
-impl Guard {
-    /// The always-true guard.
-    pub const TRUE: Guard = Guard {
-        terms: [Term::TRUE, Term::TRUE],
-        combine: Combine::And,
-    };
-    /// The always-false guard.
-    pub const FALSE: Guard = Guard {
-        terms: [Term::FALSE, Term::TRUE],
-        combine: Combine::And,
-    };
-
-    /// A guard of one term.
-    pub fn single(t: Term) -> Guard {
-        Guard {
-            terms: [t, Term::TRUE],
-            combine: Combine::And,
-        }
-    }
-
-    /// Evaluates the guard on a register file (used by tests and by `compile` output).
-    pub fn eval(&self, regs: &[i64]) -> bool {
-        let a = self.terms[0].eval(regs);
-        let b = self.terms[1].eval(regs);
-        match self.combine {
-            Combine::And => a && b,
-            Combine::Or => a || b,
-        }
-    }
-}
-
-impl fmt::Display for Term {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.op {
-            GuardOp::True | GuardOp::False => f.write_str(self.op.symbol()),
-            op => match self.rhs {
-                Operand::Const(c) => write!(f, "r{} {} {}", self.lhs, op.symbol(), c),
-                Operand::Reg(r) => write!(f, "r{} {} r{}", self.lhs, op.symbol(), r),
-            },
-        }
-    }
-}
-
-impl fmt::Display for Guard {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let [a, b] = &self.terms;
-        match (self.combine, b.op) {
-            (Combine::And, GuardOp::True) => write!(f, "{a}"),
-            (Combine::And, _) => write!(f, "{a} && {b}"),
-            (Combine::Or, _) => write!(f, "{a} || {b}"),
-        }
+        write_term(f, a)?;
+        f.write_str(sep)?;
+        write_term(f, b)
     }
 }
 

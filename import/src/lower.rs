@@ -3,7 +3,7 @@
 
 use knhk_kernel::{Element, Error, Net, SealError};
 
-use crate::ir::{self, Combine, FlowGuard, GuardOp, Model};
+use crate::ir::{self, FlowGuard, Model};
 
 /// A model lowered into a sealed kernel net (boxed: the hot form is ~33 KB).
 pub struct Compiled {
@@ -21,40 +21,6 @@ pub struct LowerError {
     pub elements: Vec<String>,
     /// The kernel error, when it came from the kernel.
     pub error: Option<Error>,
-}
-
-fn op(o: GuardOp) -> knhk_kernel::GuardOp {
-    match o {
-        GuardOp::Eq => knhk_kernel::GuardOp::Eq,
-        GuardOp::Ne => knhk_kernel::GuardOp::Ne,
-        GuardOp::Lt => knhk_kernel::GuardOp::Lt,
-        GuardOp::Le => knhk_kernel::GuardOp::Le,
-        GuardOp::Gt => knhk_kernel::GuardOp::Gt,
-        GuardOp::Ge => knhk_kernel::GuardOp::Ge,
-        GuardOp::True => knhk_kernel::GuardOp::True,
-        GuardOp::False => knhk_kernel::GuardOp::False,
-    }
-}
-
-fn term(t: &ir::Term) -> knhk_kernel::Term {
-    knhk_kernel::Term {
-        op: op(t.op),
-        lhs: t.lhs,
-        rhs: match t.rhs {
-            ir::Operand::Const(c) => knhk_kernel::Operand::Const(c),
-            ir::Operand::Reg(r) => knhk_kernel::Operand::Reg(r),
-        },
-    }
-}
-
-/// The kernel form of a compiled guard.
-pub fn kernel_guard(g: &ir::Guard) -> knhk_kernel::Guard {
-    let [a, b] = &g.terms;
-    match (g.combine, b.op) {
-        (Combine::And, GuardOp::True) => knhk_kernel::Guard::Term(term(a)),
-        (Combine::And, _) => knhk_kernel::Guard::And(term(a), term(b)),
-        (Combine::Or, _) => knhk_kernel::Guard::Or(term(a), term(b)),
-    }
 }
 
 fn join(j: ir::Join) -> knhk_kernel::Join {
@@ -190,7 +156,7 @@ pub fn lower(model: &Model) -> Result<Compiled, LowerError> {
         }
         for f in &t.outputs {
             let g = match &f.guard {
-                FlowGuard::Compiled(g) => Some(kernel_guard(g)),
+                FlowGuard::Compiled(g) => Some(*g),
                 FlowGuard::Always | FlowGuard::External => None,
             };
             net.output_flow(u32_of(ti), u32_of(f.target), g.as_ref(), f.default)

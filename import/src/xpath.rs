@@ -11,7 +11,7 @@
 //! folded; what remains must fit the kernel's guard: at most two comparisons combined by one
 //! AND or one OR. Strings compare by equality only, through the model's intern table.
 
-use crate::ir::{Combine, Guard, GuardOp, Operand, Term, VarType};
+use crate::ir::{Guard, GuardOp, Operand, Term, VarType, NEVER};
 
 /// What the compiler needs from the model: variables and the string intern table.
 pub trait Scope {
@@ -425,15 +425,41 @@ fn constant(ty: &VarType, v: Val, scope: &mut dyn Scope) -> Result<i64, String> 
     }
 }
 
-fn literal_cmp(a: &Val, op: GuardOp, b: &Val) -> Result<bool, String> {
-    match (a, b) {
-        (Val::Int(x), Val::Int(y)) => Ok(op.eval(*x, *y)),
-        (Val::Bool(x), Val::Bool(y)) => Ok(op.eval(i64::from(*x), i64::from(*y))),
-        (Val::Str(x), Val::Str(y)) if matches!(op, GuardOp::Eq | GuardOp::Ne) => {
-            Ok((x == y) == (op == GuardOp::Eq))
-        }
-        _ => Err("comparison of literals of different kinds".into()),
+/// The operator with its operands swapped (`a < b` is `b > a`).
+fn mirror(op: GuardOp) -> GuardOp {
+    match op {
+        GuardOp::Lt => GuardOp::Gt,
+        GuardOp::Le => GuardOp::Ge,
+        GuardOp::Gt => GuardOp::Lt,
+        GuardOp::Ge => GuardOp::Le,
+        other => other,
     }
+}
+
+/// Compile-time folding of a comparison between two literals (`1 = 1`, `'a' != 'b'`): no
+/// register is involved, so the result is a constant guard. Guards over registers are
+/// evaluated only by libknhk.
+fn fold_literal_comparison(a: &Val, op: GuardOp, b: &Val) -> Result<bool, String> {
+    let (x, y) = match (a, b) {
+        (Val::Int(x), Val::Int(y)) => (*x, *y),
+        (Val::Bool(x), Val::Bool(y)) => (i64::from(*x), i64::from(*y)),
+        (Val::Str(x), Val::Str(y)) if matches!(op, GuardOp::Eq | GuardOp::Ne) => {
+            return Ok((x == y) == (op == GuardOp::Eq));
+        }
+        _ => return Err("comparison of literals of different kinds".into()),
+    };
+    Ok(match op {
+        GuardOp::Eq => x == y,
+        GuardOp::Ne => x != y,
+        GuardOp::Lt => x < y,
+        GuardOp::Le => x <= y,
+        GuardOp::Gt => x > y,
+        GuardOp::Ge => x >= y,
+        GuardOp::Bit => x & y != 0,
+        GuardOp::NBit => x & y == 0,
+        GuardOp::True => true,
+        GuardOp::False => false,
+    })
 }
 
 fn is_str(t: &VarType) -> bool {
@@ -459,8 +485,8 @@ fn comparison(l: Ast, op: GuardOp, r: Ast, neg: bool, scope: &mut dyn Scope) -> 
             }));
         }
         (Val::Reg(a, ta), other) => (a, ta, op, other),
-        (other, Val::Reg(b, tb)) => (b, tb, op.mirror(), other),
-        (a, b) => return Ok(B::Const(literal_cmp(&a, op, &b)?)),
+        (other, Val::Reg(b, tb)) => (b, tb, mirror(op), other),
+        (a, b) => return Ok(B::Const(fold_literal_comparison(&a, op, &b)?)),
     };
     if is_str(&ty) && !matches!(op, GuardOp::Eq | GuardOp::Ne) {
         return Err("strings compare by equality only".into());
@@ -614,24 +640,18 @@ fn shape(b: B) -> Result<Guard, String> {
     let b = simplify(b);
     let n = count_terms(&b);
     match b {
-        B::Const(true) => Ok(Guard::TRUE),
-        B::Const(false) => Ok(Guard::FALSE),
-        B::Term(t) => Ok(Guard::single(t)),
+        B::Const(true) => Ok(Guard::ALWAYS),
+        B::Const(false) => Ok(NEVER),
+        B::Term(t) => Ok(Guard::Term(t)),
         B::And(xs) | B::Or(xs) if n > 2 || xs.len() > 2 => Err(format!(
             "needs {n} comparisons; a kernel guard holds two combined by one AND or OR"
         )),
         B::And(xs) => match xs.as_slice() {
-            [B::Term(a), B::Term(b)] => Ok(Guard {
-                terms: [*a, *b],
-                combine: Combine::And,
-            }),
+            [B::Term(a), B::Term(b)] => Ok(Guard::And(*a, *b)),
             _ => Err("mixes AND and OR; a kernel guard combines two terms one way".into()),
         },
         B::Or(xs) => match xs.as_slice() {
-            [B::Term(a), B::Term(b)] => Ok(Guard {
-                terms: [*a, *b],
-                combine: Combine::Or,
-            }),
+            [B::Term(a), B::Term(b)] => Ok(Guard::Or(*a, *b)),
             _ => Err("mixes AND and OR; a kernel guard combines two terms one way".into()),
         },
     }
@@ -641,6 +661,7 @@ fn shape(b: B) -> Result<Guard, String> {
 #[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
     use super::*;
+    use knhk_kernel::{Case, Join, Net, Split};
 
     struct S {
         vars: Vec<(String, VarType)>,
@@ -679,8 +700,30 @@ mod tests {
     fn g(e: &str) -> Result<Guard, String> {
         compile(e, &mut scope())
     }
+    /// Whether libknhk takes a flow guarded by `guard` with these registers: a net
+    /// `i -> split -> {yes (guarded), no (default)} -> ... -> o`, fired once.
+    fn takes(guard: &Guard, regs: &[i64]) -> bool {
+        let mut net = Box::new(Net::new());
+        let [i, yes, no, o] = [(); 4].map(|()| net.add_condition().unwrap());
+        let split = net.add_task(Join::Xor, Split::Xor).unwrap();
+        net.set_input(i).unwrap();
+        net.set_output(o).unwrap();
+        net.input_flow(i, split).unwrap();
+        net.output_flow(split, yes, Some(guard), false).unwrap();
+        net.output_flow(split, no, None, true).unwrap();
+        for c in [yes, no] {
+            let t = net.add_task(Join::Xor, Split::And).unwrap();
+            net.input_flow(c, t).unwrap();
+            net.output_flow(t, o, None, false).unwrap();
+        }
+        net.seal().unwrap_or_else(|e| panic!("{guard:?}: {e:?}"));
+        let mut case = Case::new(&net).unwrap();
+        case.regs_mut()[..regs.len()].copy_from_slice(regs);
+        net.fire(&mut case, split).unwrap();
+        case.marking() & (1 << yes) != 0
+    }
     fn ev(e: &str, regs: &[i64]) -> bool {
-        g(e).unwrap_or_else(|err| panic!("{e}: {err}")).eval(regs)
+        takes(&g(e).unwrap_or_else(|err| panic!("{e}: {err}")), regs)
     }
 
     #[test]
@@ -693,8 +736,8 @@ mod tests {
             &[11]
         ));
         assert!(ev("/Net/c=0", &[0]));
-        assert_eq!(g("true()"), Ok(Guard::TRUE));
-        assert_eq!(g("false()"), Ok(Guard::FALSE));
+        assert_eq!(g("true()"), Ok(Guard::ALWAYS));
+        assert_eq!(g("false()"), Ok(NEVER));
     }
 
     #[test]
@@ -720,14 +763,15 @@ mod tests {
         let mut s = scope();
         let gd = compile("/Net/s = 'yes'", &mut s).unwrap();
         let id = s.strings.iter().position(|x| x == "yes").unwrap() as i64;
-        assert!(gd.eval(&[0, 0, id]));
-        assert!(!gd.eval(&[0, 0, 0]));
+        assert!(takes(&gd, &[0, 0, id]));
+        assert!(!takes(&gd, &[0, 0, 0]));
         assert!(compile("/Net/s < 'yes'", &mut s).is_err());
         let e = compile("empty(/Net/s/text())", &mut s).unwrap();
-        assert!(e.eval(&[0, 0, 0]));
-        assert!(!e.eval(&[0, 0, id]));
-        assert!(compile("exists(/Net/s)", &mut s).unwrap().eval(&[0, 0, id]));
-        assert_eq!(compile("exists(/Net/c)", &mut s), Ok(Guard::TRUE));
+        assert!(takes(&e, &[0, 0, 0]));
+        assert!(!takes(&e, &[0, 0, id]));
+        let x = compile("exists(/Net/s)", &mut s).unwrap();
+        assert!(takes(&x, &[0, 0, id]));
+        assert_eq!(compile("exists(/Net/c)", &mut s), Ok(Guard::ALWAYS));
     }
 
     #[test]
@@ -756,9 +800,9 @@ mod tests {
 
     #[test]
     fn constants_fold() {
-        assert_eq!(g("1 = 1"), Ok(Guard::TRUE));
-        assert_eq!(g("/Net/c = 1 and false()"), Ok(Guard::FALSE));
-        assert_eq!(g("/Net/c = 1 or true()"), Ok(Guard::TRUE));
+        assert_eq!(g("1 = 1"), Ok(Guard::ALWAYS));
+        assert_eq!(g("/Net/c = 1 and false()"), Ok(NEVER));
+        assert_eq!(g("/Net/c = 1 or true()"), Ok(Guard::ALWAYS));
         assert!(ev("/Net/c eq 4", &[4]));
     }
 }
