@@ -537,7 +537,10 @@ async fn kill_and_restart_loses_no_acknowledged_event() {
          {checked_total} case verifications, 0 lost",
         t0.elapsed().as_secs_f64()
     );
-    assert!(done >= iters.min(100), "only {done} iterations ran (at least 100 expected)");
+    assert!(
+        done >= iters.min(100),
+        "only {done} iterations ran (at least 100 expected)"
+    );
     assert!(acked > 0, "no event was acknowledged");
     assert!(log.contains("event log replayed"), "{log}");
     let _ = std::fs::remove_dir_all(&dir);
