@@ -661,6 +661,74 @@ impl prometheus_client::collector::Collector for EngineCollector {
             workers as i64,
         )?;
 
+        // The event log, when durability is on (docs/durability.md).
+        if let Some(j) = engine.hook().journal_stats() {
+            let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+            counter(
+                &mut encoder,
+                "knhk_journal_fsyncs",
+                "fdatasync calls of the event log that covered at least one record",
+                None,
+                load(&j.fsyncs),
+            )?;
+            counter(
+                &mut encoder,
+                "knhk_journal_events",
+                "Events appended to the event log",
+                None,
+                load(&j.events),
+            )?;
+            counter(
+                &mut encoder,
+                "knhk_journal_records",
+                "Records appended to the event log",
+                None,
+                load(&j.records),
+            )?;
+            counter(
+                &mut encoder,
+                "knhk_journal_written_bytes",
+                "Bytes appended to the event log",
+                None,
+                load(&j.bytes),
+            )?;
+            counter(
+                &mut encoder,
+                "knhk_journal_corrupt_tails",
+                "Torn or corrupt tail records detected by checksum at start, cut off, never replayed",
+                None,
+                load(&j.corrupt_tails),
+            )?;
+            counter(
+                &mut encoder,
+                "knhk_journal_truncated_bytes",
+                "Bytes cut off the event log's tail at start",
+                None,
+                load(&j.truncated_bytes),
+            )?;
+            counter(
+                &mut encoder,
+                "knhk_journal_replayed_events",
+                "Events replayed from the event log at start",
+                None,
+                load(&j.replayed_events),
+            )?;
+            counter(
+                &mut encoder,
+                "knhk_journal_compactions",
+                "Checkpoints written by the event log's compactor",
+                None,
+                load(&j.compactions),
+            )?;
+            gauge(
+                &mut encoder,
+                "knhk_journal_failed",
+                "1 once an event log write or sync failed: the server refuses work it cannot persist",
+                None,
+                i64::from(load(&j.failed) != 0),
+            )?;
+        }
+
         // Events by op, pattern and status: cells summed over workers, zeros left out.
         {
             let mut sums = vec![0u64; EVENT_CELLS];

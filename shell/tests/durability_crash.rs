@@ -548,6 +548,22 @@ async fn kill_and_restart_loses_no_acknowledged_event() {
 
 // ------------------------------------------------------------------------------- tails
 
+/// A plain HTTP/1.1 GET of `path` on `addr`; the body.
+async fn http_get(addr: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect http");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("send");
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.expect("read");
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    text.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or(text)
+}
+
 fn last_segment(data: &Path) -> PathBuf {
     let mut v: Vec<PathBuf> = std::fs::read_dir(data)
         .expect("data dir")
@@ -594,7 +610,8 @@ async fn corrupt_and_torn_tails_are_detected_truncated_and_reported() {
     let len = bytes.len();
     bytes[len - 5] ^= 0x5a;
     std::fs::write(&seg, &bytes).expect("write");
-    let mut p = spawn(&data, &dir.join("2.log"), &[], None);
+    let http = format!("127.0.0.1:{}", free_port());
+    let mut p = spawn(&data, &dir.join("2.log"), &["--http-addr", &http], None);
     let mut c = p.ready().await.expect("restart after flip");
     let log = p.log_text();
     assert!(
@@ -602,6 +619,14 @@ async fn corrupt_and_torn_tails_are_detected_truncated_and_reported() {
         "no corruption report in:\n{log}"
     );
     assert!(log.contains("corrupt_tails=1"), "{log}");
+    // ... and the metric says so too.
+    let metrics = http_get(&http, "/metrics").await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "knhk_journal_corrupt_tails_total 1"),
+        "no knhk_journal_corrupt_tails_total 1 in /metrics:\n{metrics}"
+    );
     for id in &ids {
         c.get_case(proto::GetCaseRequest { case_id: *id })
             .await
