@@ -7,7 +7,7 @@
 //! |---|---|
 //! | `GET /metrics` | every metric, OpenMetrics text (prometheus-client), see docs/operations.md |
 //! | `GET /health/startup` | 200 once the workers run (pinned where asked) and persisted state is loaded; latched |
-//! | `GET /health/ready` | 200 while accepting work: started, not draining, no input ring saturated, every worker live |
+//! | `GET /health/ready` | 200 while accepting work: started, not draining, no input ring saturated, every worker live, the event log writable |
 //! | `GET /health/live` | 200 while every kernel worker's heartbeat has moved within `--heartbeat-timeout-ms` |
 //! | `GET /health` | JSON: `status` (healthy, degraded, unhealthy), `version`, `uptime_seconds`, a check per component |
 //!
@@ -466,6 +466,24 @@ impl Observer {
         }
     }
 
+    /// Event log check (only when durability is on): Unhealthy once a write or sync failed,
+    /// because from then on every change is refused rather than acknowledged unpersisted.
+    fn journal_check(&self, engine: &Engine) -> Option<Check> {
+        let hook = engine.hook();
+        let stats = hook.journal_stats()?;
+        if stats.failed.load(Ordering::Relaxed) != 0 {
+            let why = hook
+                .refusal()
+                .map_or_else(|| "event log write failed".to_string(), |e| e.to_string());
+            return Some(Check::unhealthy(format!("refusing work: {why}")));
+        }
+        Some(Check::healthy(format!(
+            "event log: {} fsyncs, {} events",
+            stats.fsyncs.load(Ordering::Relaxed),
+            stats.events.load(Ordering::Relaxed)
+        )))
+    }
+
     fn watch_check(&self, engine: &Engine) -> Check {
         let w = engine.watch_stats();
         let subs: usize = w.iter().map(|x| x.0).sum();
@@ -532,6 +550,11 @@ impl Observer {
         if r.status != Level::Healthy {
             return Err(format!("not ready: {}", r.reason));
         }
+        if let Some(j) = self.journal_check(&engine) {
+            if j.status == Level::Unhealthy {
+                return Err(format!("not ready: {}", j.reason));
+            }
+        }
         if let Some(why) = self.required_failing(Level::Unhealthy) {
             return Err(format!("not ready: {why}"));
         }
@@ -561,6 +584,9 @@ impl Observer {
             checks.insert("workers".to_string(), self.workers_check(&engine));
             checks.insert("rings".to_string(), self.rings_check(&engine));
             checks.insert("watch".to_string(), self.watch_check(&engine));
+            if let Some(j) = self.journal_check(&engine) {
+                checks.insert("journal".to_string(), j);
+            }
         } else {
             checks.insert("workers".to_string(), Check::unhealthy("not started"));
         }

@@ -696,10 +696,11 @@ async fn full_disk_refuses_work_and_keeps_every_acknowledged_event() {
     let data = dir.join("data");
     // RLIMIT_FSIZE of 256 KiB (512-byte blocks), SIGXFSZ ignored: writes past it fail with
     // EFBIG, as on a full disk.
+    let http = format!("127.0.0.1:{}", free_port());
     let mut p = spawn(
         &data,
         &dir.join("1.log"),
-        &[],
+        &["--http-addr", &http],
         Some("trap '' XFSZ; ulimit -f 512"),
     );
     let mut c = p.ready().await.expect("start");
@@ -756,6 +757,12 @@ async fn full_disk_refuses_work_and_keeps_every_acknowledged_event() {
         .await
         .expect_err("must refuse");
     assert_eq!(again.code(), Code::Unavailable);
+    // Readiness says the same: not accepting work, and why.
+    let ready = http_get(&http, "/health/ready").await;
+    assert!(
+        ready.contains("not ready") && ready.contains("refusing work"),
+        "/health/ready after the log failed: {ready}"
+    );
     let bulk = c
         .submit_events(tokio_stream::iter([proto::SubmitEventsRequest {
             events: vec![proto::Event {
