@@ -1,6 +1,6 @@
 /* knhk_beat_avx512.c — the full 8-lane beat as one AVX-512 vector (x86-64 only).
  *
- * Taken by knhk_beat at run time when the CPU has AVX-512 F, CD and VL (never chosen at build
+ * Taken by knhk_beat_simd at run time when the CPU has AVX-512 F, CD and VL (never chosen at build
  * time: this file is compiled with per-function target attributes, the rest of libknhk stays
  * portable). It computes, for the 8 lanes at once, exactly what the scalar leaf path
  * (fire_leaf in knhk_case.c) computes for a fire of a hot task with an AND split: same

@@ -190,7 +190,7 @@ KNHK_INLINE knhk_status op_complete(const knhk_net_t *n, knhk_case_t *c, uint32_
  * termination, anything unusual); nothing is written then. All refusal checks are folded into
  * one word so the common path has one data-dependent branch. */
 /* Three leaves: the one inlined in knhk_fire covers hot tasks without an XOR split (few
- * registers, no saved ones); a second, out of line, two-way XOR splits (one guard and the
+ * registers, two saved); a second, out of line, two-way XOR splits (one guard and the
  * default); the general path tries the last, any XOR split, before the general rules. */
 #define KNHK_LEAF_TWO_WAY 0x100u
 #define KNHK_LEAF_PLAIN (KNHK_HOT | KNHK_HOT_XOR_JOIN | KNHK_HOT_ENDS)
@@ -352,7 +352,7 @@ knhk_status knhk_complete_bits(const knhk_net_t *net, knhk_case_t *c, uint32_t t
 }
 
 /* The general path out of line, so that fire's short path stays a small leaf function with
- * no saved registers. */
+ * few saved registers. */
 
 /* Everything else out of line: the short path with an XOR split, then the general path. */
 __attribute__((noinline)) static knhk_status fire_general(const knhk_net_t *net, knhk_case_t *c,
