@@ -175,6 +175,9 @@ pub struct Observer {
     sample: Mutex<Sample>,
     http_addr: OnceLock<SocketAddr>,
     stop: watch::Sender<bool>,
+    /// The HTTP server task, awaited by [`Observer::stop_http`] so that the listener is closed
+    /// when shutdown returns.
+    http_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Observer {
@@ -199,6 +202,7 @@ impl Observer {
             extra: Mutex::new(BTreeMap::new()),
             sample: Mutex::new(Sample::default()),
             http_addr: OnceLock::new(),
+            http_task: Mutex::new(None),
             stop,
         })
     }
@@ -230,7 +234,7 @@ impl Observer {
         let _ = self.http_addr.set(local);
         let app = router(self.clone());
         let mut stop = self.stop.subscribe();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let shutdown = async move {
                 while !*stop.borrow() {
                     if stop.changed().await.is_err() {
@@ -245,6 +249,7 @@ impl Observer {
                 tracing::warn!(error = %e, "http endpoints stopped");
             }
         });
+        *self.http_task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
         tracing::info!(addr = %local, "knhk serving HTTP (/metrics, /health)");
         Ok(Some(local))
     }
@@ -254,9 +259,23 @@ impl Observer {
         self.http_addr.get().copied()
     }
 
-    /// Stops the HTTP endpoints (graceful: open requests finish).
-    pub fn stop_http(&self) {
+    /// Stops the HTTP endpoints and waits until the listener is closed (graceful: open
+    /// requests get up to five seconds to finish).
+    pub async fn stop_http(&self) {
         let _ = self.stop.send(true);
+        let task = self
+            .http_task
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(task) = task {
+            if tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .is_err()
+            {
+                tracing::warn!("http endpoints: open connections did not finish within 5 s");
+            }
+        }
     }
 
     /// The tower layer for the gRPC server: spans always, metrics when enabled.

@@ -251,7 +251,7 @@ pub async fn serve_observed(
     })
     .await;
     observer.set_phase(Phase::Stopped);
-    observer.stop_http();
+    observer.stop_http().await;
     tracing::info!("shutdown: workers stopped");
     result
 }
