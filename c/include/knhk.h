@@ -72,11 +72,14 @@ typedef enum knhk_status {
   KNHK_TWO_DEFAULTS = 24,      /* XOR/OR split with more than one default flow */
   KNHK_MULTI_MERGE = 25,       /* concurrent branches can put two tokens on one condition */
   KNHK_NONLOCAL_OR_JOIN = 26,  /* OR-join without a matching structured OR-split */
-  KNHK_INPUT_IS_OUTPUT = 27    /* input and output are the same condition */
+  KNHK_INPUT_IS_OUTPUT = 27,   /* input and output are the same condition */
+  /* --- blocks --- */
+  KNHK_LANE_IDLE = 28          /* knhk_block_fire/knhk_block_beat: the lane had no event
+                                  (KNHK_NO_TASK, or its bit clear); nothing changed */
 } knhk_status;
 
 /** Number of distinct knhk_status values (for tables indexed by status). */
-#define KNHK_STATUS_COUNT 28u
+#define KNHK_STATUS_COUNT 29u
 
 /** Join codes. */
 typedef enum knhk_join {
@@ -140,14 +143,7 @@ typedef struct knhk_branch {
   knhk_guard_t guard;
 } knhk_branch_t;
 
-/** knhk_task_t.hot bits, set at seal. */
-#define KNHK_HOT 1u           /* fire may take the short path */
-#define KNHK_HOT_XOR_JOIN 2u  /* ... consuming the lowest marked input (multi-input XOR join) */
-#define KNHK_HOT_XOR_SPLIT 4u /* ... choosing one branch by single-term guards */
-#define KNHK_HOT_ENDS 8u      /* ... and it may mark the output condition */
-#define KNHK_HOT_XOR2 16u     /* ... the XOR split is two-way: xg_* hold its guard */
-
-/** Per-task hot data: exactly one cache line. */
+/** A task as the builder records it (the general path reads this). One cache line. */
 typedef struct knhk_task {
   _Alignas(64) uint64_t pre;   /* input condition mask */
   uint64_t post;               /* union of all branch conditions (AND split output) */
@@ -159,28 +155,47 @@ typedef struct knhk_task {
   uint8_t nbranches;           /* number of outgoing flows */
   uint8_t default_branch;      /* index of the default flow (XOR/OR), 0xFF when none */
   uint8_t ndefaults;           /* number of flows marked default (seal checks == 1) */
-  uint8_t hot;                 /* set at seal: KNHK_HOT_* bits; nonzero when fire may take the
-                                  short path (no cancellation set, no OR-join or discriminator
-                                  in the net, guards of one term) */
   uint8_t race;                /* set at seal: XOR split: the non-default branches, raced in
                                   order (bit k = branch k) */
-  /* Set at seal for a two-way XOR split (KNHK_HOT_XOR2: one guarded flow of a single term
-   * and the default), so that fire reads one cache line: the guard and both targets. */
-  uint8_t xg_on;               /* condition index of the guarded flow */
-  uint8_t xg_off;              /* condition index of the default flow */
-  uint8_t xg_lhs;              /* the term's left register */
-  uint8_t xg_truth;            /* the term's operator as a truth table (see knhk_case.c) */
-  uint8_t xg_rhs_is_reg;       /* the term's right operand: 1 = register xg_rhs_reg */
-  uint8_t xg_rhs_reg;
-  uint8_t reserved[3];
-  int64_t xg_const;            /* ... else this constant */
+  uint8_t reserved[18];
 } knhk_task_t;
+
+/** knhk_hot_meta_t.kind bits, set at seal. */
+#define KNHK_HOT 1u           /* fire may take the short path (the rules below, nothing else) */
+#define KNHK_HOT_XOR_JOIN 2u  /* ... consuming the lowest marked input (multi-input XOR join) */
+#define KNHK_HOT_XOR_SPLIT 4u /* ... producing out_on when its guard holds, else out_off */
+#define KNHK_HOT_ENDS 8u      /* ... and it may mark the output condition */
+
+/** Per-task byte fields of the short path. 8 bytes, so that a vector path reads one task's
+ *  fields as one 64-bit lane. */
+typedef struct knhk_hot_meta {
+  uint8_t kind;        /* KNHK_HOT_* bits; 0: fire takes the general path */
+  uint8_t lhs;         /* XOR split: the guard's register (< KNHK_REGISTERS) */
+  uint8_t race;        /* XOR split: the guarded branch's bit, for caller-supplied branch bits */
+  uint8_t reserved[5];
+} knhk_hot_meta_t;
+
+/** The short path of fire, derived at seal (struct of arrays, indexed by task): a task is hot
+ *  when it has an AND or XOR join, no cancellation set, no OR-join or discriminator in its net,
+ *  and an AND split or a two-way XOR split whose guard is one comparison of a register with a
+ *  constant. Such a guard holds exactly when (uint64_t)regs[lhs] - lo <= span (unsigned,
+ *  wrapping): every comparison with a constant is such a range. For an AND split,
+ *  out_on == out_off == post and the range is everything. */
+typedef struct knhk_hot {
+  _Alignas(64) uint64_t pre[KNHK_MAX_TASKS]; /* input conditions */
+  uint64_t out_on[KNHK_MAX_TASKS];           /* output when the guard holds */
+  uint64_t out_off[KNHK_MAX_TASKS];          /* output otherwise (the default flow) */
+  uint64_t lo[KNHK_MAX_TASKS];               /* the guard's range: first value ... */
+  uint64_t span[KNHK_MAX_TASKS];             /* ... and its length minus one */
+  knhk_hot_meta_t meta[KNHK_MAX_TASKS];
+} knhk_hot_t;
 
 /** A net in caller-owned memory. Build with knhk_net_* and seal before running cases.
  *  The fields are readable; write them only through the builder. */
 typedef struct knhk_net {
   knhk_task_t tasks[KNHK_MAX_TASKS];
   knhk_branch_t branches[KNHK_MAX_TASKS][KNHK_MAX_BRANCHES];
+  knhk_hot_t hot;               /* set at seal: the short path's tables (all zero before) */
   _Alignas(64) uint64_t input;  /* input condition bit (0 until set) */
   uint64_t output;              /* output condition bit (0 until set) */
   uint32_t nconditions;
@@ -209,6 +224,23 @@ typedef struct knhk_case {
   uint64_t reserved2[2];
   _Alignas(64) int64_t regs[KNHK_REGISTERS]; /* data registers read by guards */
 } knhk_case_t;
+
+/** Eight cases side by side, struct of arrays: lane i of every field is case i (the fields
+ *  mean what knhk_case_t's do). knhk_block_fire runs a beat over a block with vector loads and
+ *  stores where the CPU has them. Copy a case in or out with knhk_block_set/knhk_block_get. */
+typedef struct knhk_block {
+  _Alignas(64) uint64_t marking[KNHK_BEAT_LANES];
+  uint64_t busy[KNHK_BEAT_LANES];
+  uint64_t or_expect[KNHK_BEAT_LANES];
+  uint64_t absorb[KNHK_BEAT_LANES];
+  uint64_t seq[KNHK_BEAT_LANES];
+  uint32_t flags[KNHK_BEAT_LANES];
+  uint32_t reserved[KNHK_BEAT_LANES];
+  int64_t regs[KNHK_REGISTERS][KNHK_BEAT_LANES]; /* regs[r][i]: register r of lane i */
+} knhk_block_t;
+
+/** knhk_block_fire: a lane with no event this beat. */
+#define KNHK_NO_TASK 0xFFu
 
 /** Case states reported by knhk_case_state. */
 typedef enum knhk_state {
@@ -391,6 +423,40 @@ knhk_status knhk_beat_scalar(const knhk_net_t *net, knhk_case_t *cases, uint32_t
  *  contract, same statuses, same case bytes. For benchmarks and tests that compare paths. */
 knhk_status knhk_beat_simd(const knhk_net_t *net, knhk_case_t *cases, uint32_t ncases,
                            const knhk_event_t *events, uint32_t n, uint8_t *statuses);
+
+/* ------------------------------------------------------------------------------------------
+ * Blocks: eight cases side by side (hot path: no allocation, no locks, no syscalls)
+ * ------------------------------------------------------------------------------------------ */
+
+/** Initialises every lane of *b as knhk_case_init would. Returns KNHK_OK or KNHK_NOT_SEALED. */
+knhk_status knhk_block_init(const knhk_net_t *net, knhk_block_t *b);
+
+/** Copies lane `lane` of *b into *out (every field of knhk_case_t; reserved fields zero).
+ *  Returns KNHK_OK or KNHK_BAD_ARGUMENT (lane >= KNHK_BEAT_LANES; *out untouched). */
+knhk_status knhk_block_get(const knhk_block_t *b, uint32_t lane, knhk_case_t *out);
+
+/** Copies *c into lane `lane` of *b. Returns KNHK_OK or KNHK_BAD_ARGUMENT. */
+knhk_status knhk_block_set(knhk_block_t *b, uint32_t lane, const knhk_case_t *c);
+
+/** Fires, in blocks[0..nblocks), task tasks[8*k + i] on lane i of block k (guards evaluated on
+ *  the lane's registers), and writes its status to statuses[8*k + i]: exactly what knhk_fire
+ *  returns and does on that case, or KNHK_LANE_IDLE for a lane whose task is KNHK_NO_TASK.
+ *  Every lane is a distinct case, so lanes are independent. Returns KNHK_OK when the beats
+ *  ran, KNHK_NOT_SEALED (nothing ran). Takes the vector path where the CPU has AVX-512
+ *  (chosen at run time; knhk_beat_path), else the scalar one. */
+knhk_status knhk_block_fire(const knhk_net_t *net, knhk_block_t *blocks, uint32_t nblocks,
+                            const uint8_t *tasks, uint8_t *statuses);
+
+/** knhk_block_fire on the scalar path: same contract, statuses and bytes. For benchmarks and
+ *  tests that compare paths. */
+knhk_status knhk_block_fire_scalar(const knhk_net_t *net, knhk_block_t *blocks,
+                                   uint32_t nblocks, const uint8_t *tasks, uint8_t *statuses);
+
+/** Executes one event per lane of *b: lane i takes events[i] (its case_index is not read)
+ *  when bit i of `lanes` is set, else gets KNHK_LANE_IDLE. Any operation (knhk_op), with the
+ *  statuses the single-case functions return. Returns KNHK_OK or KNHK_NOT_SEALED. */
+knhk_status knhk_block_beat(const knhk_net_t *net, knhk_block_t *b, const knhk_event_t *events,
+                            uint32_t lanes, uint8_t *statuses);
 
 #ifdef __cplusplus
 }

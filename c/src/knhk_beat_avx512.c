@@ -1,29 +1,31 @@
-/* knhk_beat_avx512.c — the full 8-lane beat as one AVX-512 vector (x86-64 only).
+/* knhk_beat_avx512.c — the 8-lane beats as AVX-512 vectors (x86-64 only).
  *
- * Taken by knhk_beat_simd at run time when the CPU has AVX-512 F, CD and VL (never chosen at build
- * time: this file is compiled with per-function target attributes, the rest of libknhk stays
- * portable). It computes, for the 8 lanes at once, exactly what the scalar leaf path
- * (fire_leaf in knhk_case.c) computes for a fire of a hot task with an AND split: same
- * checks, same marking, same seq. A lane that is anything else (another operation, another
- * kind of task, a refusal, the end of a case) goes through knhk_beat_scalar on its own.
+ * Taken at run time when the CPU has AVX-512 F, CD and VL (never chosen at build time: this
+ * file is compiled with per-function target attributes, the rest of libknhk stays portable).
+ * For the 8 lanes at once it computes exactly what the scalar short path (fire_hot in
+ * knhk_case.c) computes for a fire of a hot task: same tables (knhk_hot_t), same checks, same
+ * marking, seq and flags. A lane that is anything else (another operation, a task that is not
+ * hot, a refusal, an explicit termination) goes through the scalar rules on its own, so the
+ * firing rules stay in knhk_case.c.
  *
- * Lane order: lanes on distinct cases are independent, so the vector lanes commit first and
- * the scalar lanes follow in lane order. When two lanes name the same case (AVX-512 CD
- * conflict detection), the whole beat runs on the scalar path, in lane order.
+ * Two layouts:
+ *   knhk_block_fire_avx512: a knhk_block_t (struct of arrays): the lanes' fields are vector
+ *     loads and masked stores; the per-task tables are looked up with permutes.
+ *   knhk_beat_avx512: cases in an array (knhk_case_t, 128 bytes each): gathers and scatters.
+ *     Lanes on distinct cases are independent, so the vector lanes commit first and the scalar
+ *     lanes follow in lane order. When two lanes name the same case (AVX-512 CD conflict
+ *     detection), the whole beat runs on the scalar path, in lane order.
  *
  * No state: the CPU check reads the compiler runtime's CPU model (__builtin_cpu_supports). */
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "knhk.h"
 #include "knhk_internal.h"
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#if KNHK_HAVE_AVX512
 #include <immintrin.h>
-
-int knhk_beat_avx512_supported(void);
-knhk_status knhk_beat_avx512(const knhk_net_t *net, knhk_case_t *cases, uint32_t ncases,
-                             const knhk_event_t *events, uint8_t *statuses);
 
 int knhk_beat_avx512_supported(void) {
   return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512cd") &&
@@ -36,6 +38,118 @@ uint32_t knhk_beat_path(void) {
 }
 
 #define KNHK_AVX512 __attribute__((target("avx512f,avx512cd,avx512vl")))
+
+/* table[idx[i]] for idx[i] < ntasks (only the low bits the task count needs are used): permutes over the 64-entry table,
+ * as many as the net's task count needs (one for up to 16 tasks, four for 64). */
+KNHK_AVX512 static inline __m512i lookup(const void *table, __m512i idx, uint32_t ntasks) {
+  const __m512i *tv = (const __m512i *)table;
+  __m512i r = _mm512_permutex2var_epi64(_mm512_load_si512(tv), idx, _mm512_load_si512(tv + 1));
+  if (ntasks > 16) {
+    const __mmask8 b4 = _mm512_test_epi64_mask(idx, _mm512_set1_epi64(16));
+    r = _mm512_mask_mov_epi64(r, b4,
+                              _mm512_permutex2var_epi64(_mm512_load_si512(tv + 2), idx,
+                                                        _mm512_load_si512(tv + 3)));
+    if (ntasks > 32) {
+      const __mmask8 b5 = _mm512_test_epi64_mask(idx, _mm512_set1_epi64(32));
+      __m512i hi = _mm512_permutex2var_epi64(_mm512_load_si512(tv + 4), idx,
+                                             _mm512_load_si512(tv + 5));
+      hi = _mm512_mask_mov_epi64(hi, b4,
+                                 _mm512_permutex2var_epi64(_mm512_load_si512(tv + 6), idx,
+                                                           _mm512_load_si512(tv + 7)));
+      r = _mm512_mask_mov_epi64(r, b5, hi);
+    }
+  }
+  return r;
+}
+
+/* What the short path decides for 8 lanes. */
+typedef struct hot_lanes {
+  __m512i marking;  /* the new marking of the committed lanes */
+  __mmask8 commit;  /* lanes the short path takes */
+  __mmask8 ends;    /* committed lanes whose case completes (flags := DONE | COMPLETED) */
+} hot_lanes;
+
+/* The rules of fire_hot on 8 lanes. `ok`: lanes with a fire. `m`, `busy`: the
+ * lanes' words; `flagged`: lanes whose flags are nonzero. A lane's register r is read at
+ * reg_base + lane_off[i] + (r << reg_shift) bytes. */
+KNHK_AVX512 static inline hot_lanes hot_rules(const knhk_net_t *net, __m512i task, __mmask8 ok,
+                                              __m512i m, __m512i busy, __mmask8 flagged,
+                                              const void *reg_base, __m512i lane_off,
+                                              int reg_shift) {
+  const knhk_hot_t *h = &net->hot;
+  const uint32_t nt = net->ntasks;
+  /* the lookups use the index's low bits only: tasks >= ntasks go to the scalar rules */
+  ok &= _mm512_cmplt_epu64_mask(task, _mm512_set1_epi64(nt));
+  const __m512i meta = lookup(h->meta, task, nt);
+  ok &= _mm512_test_epi64_mask(meta, _mm512_set1_epi64(KNHK_HOT));
+  ok &= (__mmask8)~flagged;
+  __m512i consume = lookup(h->pre, task, nt);
+  const __mmask8 xor_join = ok & _mm512_test_epi64_mask(meta, _mm512_set1_epi64(KNHK_HOT_XOR_JOIN));
+  if (xor_join) {
+    /* the lowest marked input; with none marked, the preset, so that the test below fails */
+    const __m512i have = _mm512_and_si512(m, consume);
+    const __m512i lowest = _mm512_and_si512(have, _mm512_sub_epi64(_mm512_setzero_si512(), have));
+    consume = _mm512_mask_mov_epi64(consume, xor_join & _mm512_test_epi64_mask(lowest, lowest),
+                                    lowest);
+  }
+  __m512i out = lookup(h->out_on, task, nt);
+  const __mmask8 xor_split =
+      ok & _mm512_test_epi64_mask(meta, _mm512_set1_epi64(KNHK_HOT_XOR_SPLIT));
+  if (xor_split) {
+    const __m512i lhs = _mm512_and_si512(_mm512_srli_epi64(meta, 8),
+                                         _mm512_set1_epi64(KNHK_REGISTERS - 1));
+    const __m512i off = _mm512_add_epi64(lane_off, _mm512_sll_epi64(lhs, _mm_cvtsi32_si128(reg_shift)));
+    const __m512i v =
+        _mm512_mask_i64gather_epi64(_mm512_setzero_si512(), xor_split, off, reg_base, 1);
+    const __m512i dist = _mm512_sub_epi64(v, lookup(h->lo, task, nt));
+    const __mmask8 taken = _mm512_cmple_epu64_mask(dist, lookup(h->span, task, nt));
+    out = _mm512_mask_mov_epi64(out, xor_split & (__mmask8)~taken, lookup(h->out_off, task, nt));
+  }
+  const __m512i x = _mm512_xor_si512(m, consume);
+  /* not enabled or a token onto a marked condition; the task busy */
+  ok &= _mm512_testn_epi64_mask(x, _mm512_or_si512(consume, out));
+  ok &= _mm512_testn_epi64_mask(_mm512_srlv_epi64(busy, task), _mm512_set1_epi64(1));
+  /* the case ends: with other work left it is an explicit termination (scalar decides) */
+  __mmask8 ends = ok & _mm512_test_epi64_mask(out, _mm512_set1_epi64((long long)net->output));
+  if (ends) {
+    const __m512i left = _mm512_or_si512(x, busy);
+    ok &= (__mmask8)~(ends & _mm512_test_epi64_mask(left, left));
+    ends &= ok;
+  }
+  hot_lanes r = {_mm512_or_si512(x, out), ok, ends};
+  return r;
+}
+
+KNHK_AVX512 knhk_status knhk_block_fire_avx512(const knhk_net_t *net, knhk_block_t *blocks,
+                                               uint32_t nblocks, const uint8_t *tasks,
+                                               uint8_t *statuses) {
+  const __m512i lane_off = _mm512_setr_epi64(0, 8, 16, 24, 32, 40, 48, 56);
+  const __m512i one = _mm512_set1_epi64(1);
+  const __m256i done = _mm256_set1_epi32((int)(KNHK_FLAG_DONE | KNHK_FLAG_COMPLETED));
+  for (uint32_t k = 0; k < nblocks; k++) {
+    knhk_block_t *b = &blocks[k];
+    const uint8_t *tk = &tasks[(size_t)k * KNHK_BEAT_LANES];
+    uint8_t *st = &statuses[(size_t)k * KNHK_BEAT_LANES];
+    const __m512i task = _mm512_cvtepu8_epi64(_mm_loadl_epi64((const __m128i *)tk));
+    const __mmask8 fire = _mm512_cmplt_epu64_mask(task, _mm512_set1_epi64(KNHK_MAX_TASKS));
+    const __m256i flags = _mm256_load_si256((const __m256i *)b->flags);
+    const __m512i m = _mm512_load_si512(b->marking);
+    const __m512i busy = _mm512_load_si512(b->busy);
+    const hot_lanes r = hot_rules(net, task, fire, m, busy, _mm256_test_epi32_mask(flags, flags),
+                                  &b->regs[0][0], lane_off, 6);
+    _mm512_mask_store_epi64(b->marking, r.commit, r.marking);
+    _mm512_mask_store_epi64(b->seq, r.commit,
+                            _mm512_add_epi64(_mm512_load_si512(b->seq), one));
+    if (r.ends) _mm256_mask_store_epi32(b->flags, r.ends, done);
+    memset(st, KNHK_OK, KNHK_BEAT_LANES);
+    /* every other lane on the scalar rules (lanes are distinct cases: order is free) */
+    for (uint32_t left = (uint32_t)(uint8_t)~r.commit; left; left &= left - 1) {
+      uint32_t i = (uint32_t)__builtin_ctz(left);
+      st[i] = (uint8_t)knhk_block_lane_fire(net, b, i, tk[i]);
+    }
+  }
+  return KNHK_OK;
+}
 
 /* 8 qwords at base + off[i] (byte offsets) for the lanes in k, 0 elsewhere. */
 #define GATHER(k, off, base) \
@@ -54,6 +168,7 @@ KNHK_AVX512 knhk_status knhk_beat_avx512(const knhk_net_t *net, knhk_case_t *cas
   const __m256i byte = _mm256_set1_epi32(0xff);
   const __m256i op = _mm256_and_si256(w1, byte);
   const __m256i task = _mm256_and_si256(_mm256_srli_epi32(w1, 8), byte);
+  const __m256i eflags = _mm256_srli_epi32(w1, 16);
 
   const __mmask8 in_range = _mm256_cmplt_epu32_mask(idx, _mm256_set1_epi32((int)ncases));
   /* Two in-range lanes on one case: the whole beat in lane order on the scalar path. */
@@ -61,49 +176,31 @@ KNHK_AVX512 knhk_status knhk_beat_avx512(const knhk_net_t *net, knhk_case_t *cas
   if (_mm256_mask_test_epi32_mask(in_range, earlier_same, _mm256_set1_epi32((int)in_range)))
     return knhk_beat_scalar(net, cases, ncases, events, KNHK_BEAT_LANES, statuses);
 
+  /* fires that evaluate their guards (caller-supplied bits take the scalar path) */
   __mmask8 ok = in_range & _mm256_cmpeq_epi32_mask(op, _mm256_set1_epi32(KNHK_OP_FIRE)) &
-                _mm256_cmplt_epu32_mask(task, _mm256_set1_epi32((int)net->ntasks));
+                _mm256_testn_epi32_mask(eflags, _mm256_set1_epi32(KNHK_EVENT_USE_BITS)) &
+                _mm256_cmplt_epu32_mask(task, _mm256_set1_epi32(KNHK_MAX_TASKS));
   if (ok) {
-    const __m512i one = _mm512_set1_epi64(1);
     const __m512i task64 = _mm512_cvtepu32_epi64(task);
     const __m512i coff = _mm512_slli_epi64(_mm512_cvtepu32_epi64(idx), 7);
-    const __m512i toff = _mm512_slli_epi64(task64, 6);
     char *cb = (char *)cases;
-    const char *tb = (const char *)net->tasks;
-    /* the task: hot == 1 (hot AND-split fire), join code */
-    const __m512i meta = GATHER(ok, toff, tb + offsetof(knhk_task_t, join));
-    const __m512i hot = _mm512_and_si512(
-        _mm512_srli_epi64(meta, 8 * (offsetof(knhk_task_t, hot) - offsetof(knhk_task_t, join))),
-        _mm512_set1_epi64(0xff));
-    const __m512i join = _mm512_and_si512(meta, _mm512_set1_epi64(0xff));
-    const __m512i pre = GATHER(ok, toff, tb + offsetof(knhk_task_t, pre));
-    const __m512i post = GATHER(ok, toff, tb + offsetof(knhk_task_t, post));
-    /* the case: flags == 0 (running, nothing unusual), task not busy */
     const __m512i m = GATHER(ok, coff, cb + offsetof(knhk_case_t, marking));
     const __m512i busy = GATHER(ok, coff, cb + offsetof(knhk_case_t, busy));
     const __m512i flags = _mm512_and_si512(GATHER(ok, coff, cb + offsetof(knhk_case_t, flags)),
                                            _mm512_set1_epi64(0xffffffff));
     const __m512i seq = GATHER(ok, coff, cb + offsetof(knhk_case_t, seq));
-    ok &= _mm512_cmpeq_epi64_mask(hot, one); /* KNHK_HOT alone: AND join, AND split, not ending */
-    ok &= _mm512_testn_epi64_mask(flags, flags);
-    ok &= _mm512_testn_epi64_mask(busy, _mm512_sllv_epi64(one, task64));
-    /* enabled: AND join consumes the preset, XOR join the lowest marked input */
-    const __m512i have = _mm512_and_si512(m, pre);
-    const __m512i lowest = _mm512_and_si512(have, _mm512_sub_epi64(_mm512_setzero_si512(), have));
-    const __mmask8 is_xor = _mm512_cmpeq_epi64_mask(join, _mm512_set1_epi64(KNHK_JOIN_XOR));
-    const __m512i consume = _mm512_mask_blend_epi64(is_xor, pre, lowest);
-    ok &= _mm512_test_epi64_mask(have, have);
-    ok &= _mm512_cmpeq_epi64_mask(_mm512_and_si512(have, consume), consume);
-    /* produce: no token onto a marked condition, not the end of the case (scalar decides) */
-    const __m512i rest = _mm512_andnot_si512(consume, m);
-    ok &= _mm512_testn_epi64_mask(rest, post);
-    ok &= _mm512_testn_epi64_mask(post, _mm512_set1_epi64((long long)net->output));
-    _mm512_mask_i64scatter_epi64((void *)(cb + offsetof(knhk_case_t, marking)), ok, coff,
-                                 _mm512_or_si512(rest, post), 1);
-    _mm512_mask_i64scatter_epi64((void *)(cb + offsetof(knhk_case_t, seq)), ok, coff,
-                                 _mm512_add_epi64(seq, one), 1);
+    const hot_lanes r = hot_rules(net, task64, ok, m, busy, _mm512_test_epi64_mask(flags, flags),
+                                  cb + offsetof(knhk_case_t, regs), coff, 3);
+    _mm512_mask_i64scatter_epi64((void *)(cb + offsetof(knhk_case_t, marking)), r.commit, coff,
+                                 r.marking, 1);
+    _mm512_mask_i64scatter_epi64((void *)(cb + offsetof(knhk_case_t, seq)), r.commit, coff,
+                                 _mm512_add_epi64(seq, _mm512_set1_epi64(1)), 1);
+    if (r.ends)
+      _mm512_mask_i64scatter_epi32((void *)(cb + offsetof(knhk_case_t, flags)), r.ends, coff,
+                                   _mm256_set1_epi32(KNHK_FLAG_DONE | KNHK_FLAG_COMPLETED), 1);
+    ok = r.commit;
   }
-  for (uint32_t i = 0; i < KNHK_BEAT_LANES; i++) statuses[i] = KNHK_OK;
+  memset(statuses, KNHK_OK, KNHK_BEAT_LANES);
   /* Every other lane, in lane order, on the scalar rules. */
   for (uint32_t left = (uint32_t)(uint8_t)~ok; left; left &= left - 1) {
     uint32_t i = (uint32_t)__builtin_ctz(left);

@@ -6,6 +6,8 @@
 #include "knhk.h"
 #include "knhk_internal.h"
 
+#include <stddef.h>
+
 /* ---- guards: no branches (knhk_compare and knhk_truth in knhk_internal.h) ---- */
 
 KNHK_INLINE uint32_t term_eval(const knhk_term_t *term, const int64_t *regs) {
@@ -184,81 +186,65 @@ KNHK_INLINE knhk_status op_complete(const knhk_net_t *n, knhk_case_t *c, uint32_
   return KNHK_OK;
 }
 
-/* The short path of fire (knhk_task_t.hot != 0, see hot_bits in knhk_net.c): touches only
+/* The short path of fire (knhk_hot_t, derived at seal): a hot task's fire touches only the
  * marking, seq and, when the case ends, flags. Returns KNHK_OK after committing, or
  * KNHK_TAKE_GENERAL_PATH when the general path must decide (a refusal, an explicit
- * termination, anything unusual); nothing is written then. All refusal checks are folded into
- * one word so the common path has one data-dependent branch. */
-/* Three leaves: the one inlined in knhk_fire covers hot tasks without an XOR split (few
- * registers, two saved); a second, out of line, two-way XOR splits (one guard and the
- * default); the general path tries the last, any XOR split, before the general rules. */
-#define KNHK_LEAF_TWO_WAY 0x100u
-#define KNHK_LEAF_PLAIN (KNHK_HOT | KNHK_HOT_XOR_JOIN | KNHK_HOT_ENDS)
-#define KNHK_LEAF_XOR2 (KNHK_LEAF_PLAIN | KNHK_HOT_XOR_SPLIT | KNHK_HOT_XOR2 | KNHK_LEAF_TWO_WAY)
-#define KNHK_LEAF_ANY (KNHK_LEAF_PLAIN | KNHK_HOT_XOR_SPLIT | KNHK_HOT_XOR2)
+ * termination, anything unusual); nothing is written then.
+ *
+ * The rules in one pass: consume = the preset (AND join) or its lowest marked condition (XOR
+ * join); x = marking ^ consume. The task may fire exactly when every consumed condition was
+ * marked and no produced condition is marked after consuming: (x & (consume | out)) == 0.
+ * The new marking is x | out. Every refusal check is folded into one word, so the common
+ * path has one data-dependent branch.
+ *
+ * The case is given field by field (regs with a stride) so that the same code serves a
+ * knhk_case_t and a lane of a knhk_block_t. */
 #define KNHK_TAKE_GENERAL_PATH (-1)
-KNHK_INLINE int fire_leaf(const knhk_net_t *n, knhk_case_t *c, uint32_t t, uint32_t bits,
-                          int use_bits, uint32_t allowed) {
+KNHK_INLINE int fire_hot(const knhk_net_t *n, uint64_t *marking, const uint64_t *busy,
+                         uint32_t *flags, uint64_t *seq, const int64_t *regs, uint32_t stride,
+                         uint32_t t, uint32_t bits, int use_bits) {
   if (KNHK_UNLIKELY(t >= KNHK_MAX_TASKS)) return KNHK_TAKE_GENERAL_PATH;
-  const knhk_task_t *T = &n->tasks[t];
-  uint32_t hot = T->hot; /* 0 for unsealed nets and for slots >= ntasks */
-  /* one test: the KNHK_HOT bit is set and no bit outside `allowed` (a constant) is */
-  if (KNHK_UNLIKELY((hot ^ KNHK_HOT) & (~allowed | KNHK_HOT))) return KNHK_TAKE_GENERAL_PATH;
-  uint64_t out;
-  if ((allowed & KNHK_HOT_XOR_SPLIT) && (hot & KNHK_HOT_XOR_SPLIT)) {
-    const knhk_branch_t *br = n->branches[t];
-    uint32_t race = T->race;
-    if ((allowed & KNHK_LEAF_TWO_WAY) && (hot & KNHK_HOT_XOR2)) {
-      /* one guarded flow and the default, all in the task's cache line: no loop */
-      uint32_t taken;
-      if (use_bits) {
-        taken = (bits >> __builtin_ctz(race | 0x100u)) & 1u;
-      } else {
-        int64_t a = c->regs[T->xg_lhs & (KNHK_REGISTERS - 1)];
-        int64_t b = T->xg_rhs_is_reg ? c->regs[T->xg_rhs_reg & (KNHK_REGISTERS - 1)]
-                                     : T->xg_const;
-        taken = knhk_compare(a, b, T->xg_truth);
-      }
-      out = KNHK_BIT((taken ? T->xg_on : T->xg_off) & 63u);
-    } else {
-      if (allowed & KNHK_LEAF_TWO_WAY) return KNHK_TAKE_GENERAL_PATH; /* the loop: out of line */
-      if (!use_bits) {
-        bits = 0;
-        for (uint32_t k = 0; k < T->nbranches; k++)
-          bits |= term_eval(&br[k].guard.term[0], c->regs) << k;
-      }
-      bits &= race;
-      bits |= (uint32_t)(bits == 0) << (T->default_branch & 7u);
-      out = br[__builtin_ctz(bits)].conditions;
-    }
-  } else {
-    out = T->post;
-  }
-  uint64_t m = c->marking;
-  uint64_t pre = T->pre;
-  uint64_t have = m & pre;
-  /* AND: the whole preset. XOR: the lowest marked input; with none marked, the preset, so
-   * that the enabling test below fails the same way. */
-  uint64_t consume = pre, rest;
-  if (KNHK_UNLIKELY(hot & KNHK_HOT_XOR_JOIN)) {
-    /* a branch, not a select: keeps the AND path's marking chain to load, andn, or, store */
+  const knhk_hot_t *h = &n->hot;
+  const knhk_hot_meta_t meta = h->meta[t]; /* kind 0 for unsealed nets and slots >= ntasks */
+  if (KNHK_UNLIKELY(!(meta.kind & KNHK_HOT))) return KNHK_TAKE_GENERAL_PATH;
+  uint64_t m = *marking;
+  uint64_t consume = h->pre[t];
+  if (KNHK_UNLIKELY(meta.kind & KNHK_HOT_XOR_JOIN)) {
+    /* the lowest marked input; with none marked, the preset, so that the test below fails */
+    uint64_t have = m & consume;
     uint64_t lowest = have & (0 - have);
-    consume = lowest ? lowest : pre;
-    rest = m ^ lowest; /* lowest is marked; when it is 0 the enabling test fails anyway */
-  } else {
-    rest = m & ~pre;
+    consume = lowest ? lowest : consume;
   }
-  /* refused or unusual: not enabled, busy, done or flagged, a token onto a marked condition */
-  uint64_t bad = ((have & consume) ^ consume) | (rest & out) | c->flags | ((c->busy >> t) & 1u);
+  uint64_t out = h->out_on[t];
+  if (meta.kind & KNHK_HOT_XOR_SPLIT) {
+    uint32_t taken;
+    if (use_bits) {
+      taken = (bits & meta.race) != 0;
+    } else {
+      uint64_t v = (uint64_t)regs[(size_t)meta.lhs * stride];
+      taken = v - h->lo[t] <= h->span[t];
+    }
+    /* a select by mask, not a branch: guards on case data are unpredictable in general */
+    uint64_t off = h->out_off[t];
+    out = off ^ ((out ^ off) & (0 - (uint64_t)taken));
+  }
+  uint64_t x = m ^ consume;
+  /* refused or unusual: not enabled, a token onto a marked condition, busy, done or flagged */
+  uint64_t bad = (x & (consume | out)) | *flags | ((*busy >> t) & 1u);
   if (KNHK_UNLIKELY(bad)) return KNHK_TAKE_GENERAL_PATH;
-  if ((hot & KNHK_HOT_ENDS) && (out & n->output)) {
+  if ((meta.kind & KNHK_HOT_ENDS) && (out & n->output)) {
     /* the case ends; with other work left it is an explicit termination: general path */
-    if (KNHK_UNLIKELY(rest | c->busy)) return KNHK_TAKE_GENERAL_PATH;
-    c->flags = KNHK_FLAG_DONE | KNHK_FLAG_COMPLETED;
+    if (KNHK_UNLIKELY(x | *busy)) return KNHK_TAKE_GENERAL_PATH;
+    *flags = KNHK_FLAG_DONE | KNHK_FLAG_COMPLETED;
   }
-  c->marking = rest | out;
-  c->seq++;
+  *marking = x | out;
+  *seq += 1;
   return KNHK_OK;
+}
+
+KNHK_INLINE int fire_hot_case(const knhk_net_t *n, knhk_case_t *c, uint32_t t, uint32_t bits,
+                              int use_bits) {
+  return fire_hot(n, &c->marking, &c->busy, &c->flags, &c->seq, c->regs, 1, t, bits, use_bits);
 }
 
 KNHK_INLINE knhk_status op_fire(const knhk_net_t *n, knhk_case_t *c, uint32_t t, uint32_t bits,
@@ -353,32 +339,21 @@ knhk_status knhk_complete_bits(const knhk_net_t *net, knhk_case_t *c, uint32_t t
 
 /* The general path out of line, so that fire's short path stays a small leaf function with
  * few saved registers. */
-
-/* Everything else out of line: the short path with an XOR split, then the general path. */
 __attribute__((noinline)) static knhk_status fire_general(const knhk_net_t *net, knhk_case_t *c,
                                                           uint32_t t, uint32_t bits,
                                                           int use_bits) {
-  if (fire_leaf(net, c, t, bits, use_bits, KNHK_LEAF_ANY) == KNHK_OK) return KNHK_OK;
   return op_fire(net, c, t, bits, use_bits);
 }
 
-__attribute__((noinline)) static knhk_status fire_xor2(const knhk_net_t *net, knhk_case_t *c,
-                                                       uint32_t t, uint32_t bits, int use_bits) {
-  if (KNHK_LIKELY(fire_leaf(net, c, t, bits, use_bits, KNHK_LEAF_XOR2) == KNHK_OK))
-    return KNHK_OK;
-  return fire_general(net, c, t, bits, use_bits);
-}
-
 knhk_status knhk_fire(const knhk_net_t *net, knhk_case_t *c, uint32_t t) {
-  if (KNHK_LIKELY(fire_leaf(net, c, t, 0, 0, KNHK_LEAF_PLAIN) == KNHK_OK)) return KNHK_OK;
-  return fire_xor2(net, c, t, 0, 0);
+  if (KNHK_LIKELY(fire_hot_case(net, c, t, 0, 0) == KNHK_OK)) return KNHK_OK;
+  return fire_general(net, c, t, 0, 0);
 }
 
 knhk_status knhk_fire_bits(const knhk_net_t *net, knhk_case_t *c, uint32_t t,
                            uint32_t branch_bits) {
-  if (KNHK_LIKELY(fire_leaf(net, c, t, branch_bits, 1, KNHK_LEAF_PLAIN) == KNHK_OK))
-    return KNHK_OK;
-  return fire_xor2(net, c, t, branch_bits, 1);
+  if (KNHK_LIKELY(fire_hot_case(net, c, t, branch_bits, 1) == KNHK_OK)) return KNHK_OK;
+  return fire_general(net, c, t, branch_bits, 1);
 }
 
 knhk_status knhk_cancel_task(const knhk_net_t *net, knhk_case_t *c, uint32_t t) {
@@ -404,7 +379,7 @@ __attribute__((noinline)) static knhk_status beat_lane(const knhk_net_t *net, kn
   knhk_case_t *c = &cases[e->case_index];
   int use_bits = (e->flags & KNHK_EVENT_USE_BITS) != 0;
   switch (e->op) {
-    case KNHK_OP_FIRE: return fire_xor2(net, c, e->task, e->branch_bits, use_bits);
+    case KNHK_OP_FIRE: return op_fire(net, c, e->task, e->branch_bits, use_bits);
     case KNHK_OP_START: return op_start(net, c, e->task);
     case KNHK_OP_COMPLETE: return op_complete(net, c, e->task, e->branch_bits, use_bits);
     case KNHK_OP_CANCEL_TASK: return op_cancel_task(net, c, e->task);
@@ -422,9 +397,8 @@ knhk_status knhk_beat_scalar(const knhk_net_t *net, knhk_case_t *cases, uint32_t
     /* the common lane, a fire of a hot task, inline; lanes on distinct cases overlap in the
      * pipeline because nothing but the loop counter links them */
     if (KNHK_LIKELY(e->op == KNHK_OP_FIRE && e->case_index < ncases) &&
-        KNHK_LIKELY(fire_leaf(net, &cases[e->case_index], e->task, e->branch_bits,
-                              (e->flags & KNHK_EVENT_USE_BITS) != 0,
-                              KNHK_LEAF_PLAIN) == KNHK_OK)) {
+        KNHK_LIKELY(fire_hot_case(net, &cases[e->case_index], e->task, e->branch_bits,
+                                  (e->flags & KNHK_EVENT_USE_BITS) != 0) == KNHK_OK)) {
       statuses[i] = KNHK_OK;
       continue;
     }
@@ -433,22 +407,10 @@ knhk_status knhk_beat_scalar(const knhk_net_t *net, knhk_case_t *cases, uint32_t
   return KNHK_OK;
 }
 
-/* The AVX-512 beat (knhk_beat_avx512.c), built where the compiler can target it: a full beat
- * of KNHK_BEAT_LANES events on a sealed net; lanes it cannot take go through
- * knhk_beat_scalar one at a time, so the firing rules stay in this file. */
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define KNHK_HAVE_BEAT_AVX512 1
-int knhk_beat_avx512_supported(void);
-knhk_status knhk_beat_avx512(const knhk_net_t *net, knhk_case_t *cases, uint32_t ncases,
-                             const knhk_event_t *events, uint8_t *statuses);
-#else
-#define KNHK_HAVE_BEAT_AVX512 0
-#endif
-
 /* Dispatch at run time: a full beat goes to the vector path when the CPU has it. */
 knhk_status knhk_beat_simd(const knhk_net_t *net, knhk_case_t *cases, uint32_t ncases,
                            const knhk_event_t *events, uint32_t n, uint8_t *statuses) {
-#if KNHK_HAVE_BEAT_AVX512
+#if KNHK_HAVE_AVX512
   if (n == KNHK_BEAT_LANES && net->sealed && knhk_beat_avx512_supported())
     return knhk_beat_avx512(net, cases, ncases, events, statuses);
 #endif
@@ -459,4 +421,106 @@ knhk_status knhk_beat_simd(const knhk_net_t *net, knhk_case_t *cases, uint32_t n
 knhk_status knhk_beat(const knhk_net_t *net, knhk_case_t *cases, uint32_t ncases,
                       const knhk_event_t *events, uint32_t n, uint8_t *statuses) {
   return knhk_beat_scalar(net, cases, ncases, events, n, statuses);
+}
+
+/* ---- blocks: eight cases side by side ---- */
+
+knhk_status knhk_block_get(const knhk_block_t *b, uint32_t lane, knhk_case_t *out) {
+  if (lane >= KNHK_BEAT_LANES) return KNHK_BAD_ARGUMENT;
+  out->marking = b->marking[lane];
+  out->busy = b->busy[lane];
+  out->or_expect = b->or_expect[lane];
+  out->absorb = b->absorb[lane];
+  out->seq = b->seq[lane];
+  out->flags = b->flags[lane];
+  out->reserved = 0;
+  out->reserved2[0] = 0;
+  out->reserved2[1] = 0;
+  for (uint32_t r = 0; r < KNHK_REGISTERS; r++) out->regs[r] = b->regs[r][lane];
+  return KNHK_OK;
+}
+
+knhk_status knhk_block_set(knhk_block_t *b, uint32_t lane, const knhk_case_t *c) {
+  if (lane >= KNHK_BEAT_LANES) return KNHK_BAD_ARGUMENT;
+  b->marking[lane] = c->marking;
+  b->busy[lane] = c->busy;
+  b->or_expect[lane] = c->or_expect;
+  b->absorb[lane] = c->absorb;
+  b->seq[lane] = c->seq;
+  b->flags[lane] = c->flags;
+  b->reserved[lane] = 0;
+  for (uint32_t r = 0; r < KNHK_REGISTERS; r++) b->regs[r][lane] = c->regs[r];
+  return KNHK_OK;
+}
+
+knhk_status knhk_block_init(const knhk_net_t *net, knhk_block_t *b) {
+  knhk_case_t c;
+  knhk_status s = knhk_case_init(net, &c);
+  if (s != KNHK_OK) return s;
+  for (uint32_t i = 0; i < KNHK_BEAT_LANES; i++) (void)knhk_block_set(b, i, &c);
+  return KNHK_OK;
+}
+
+/* One lane's event by the general rules on a copy of the lane, written back on success
+ * (a refusal leaves the lane unchanged). */
+static knhk_status block_lane_event(const knhk_net_t *net, knhk_block_t *b, uint32_t lane,
+                                    const knhk_event_t *e) {
+  knhk_case_t c;
+  (void)knhk_block_get(b, lane, &c);
+  knhk_event_t one = *e;
+  one.case_index = 0;
+  uint8_t status = KNHK_BAD_ARGUMENT;
+  (void)knhk_beat_scalar(net, &c, 1, &one, 1, &status);
+  if (status == KNHK_OK) (void)knhk_block_set(b, lane, &c);
+  return (knhk_status)status;
+}
+
+__attribute__((noinline)) knhk_status knhk_block_lane_fire(const knhk_net_t *net,
+                                                           knhk_block_t *b, uint32_t lane,
+                                                           uint32_t t) {
+  if (t == KNHK_NO_TASK) return KNHK_LANE_IDLE;
+  knhk_event_t e = {0, KNHK_OP_FIRE, (uint8_t)t, 0, 0, 0};
+  return block_lane_event(net, b, lane, &e);
+}
+
+knhk_status knhk_block_fire_scalar(const knhk_net_t *net, knhk_block_t *blocks,
+                                   uint32_t nblocks, const uint8_t *tasks, uint8_t *statuses) {
+  if (!net->sealed) return KNHK_NOT_SEALED;
+  for (uint32_t k = 0; k < nblocks; k++) {
+    knhk_block_t *b = &blocks[k];
+    const uint8_t *tk = &tasks[(size_t)k * KNHK_BEAT_LANES];
+    uint8_t *st = &statuses[(size_t)k * KNHK_BEAT_LANES];
+    for (uint32_t i = 0; i < KNHK_BEAT_LANES; i++) {
+      /* lanes are distinct cases: nothing but the loop counter links them */
+      if (KNHK_LIKELY(fire_hot(net, &b->marking[i], &b->busy[i], &b->flags[i], &b->seq[i],
+                               &b->regs[0][i], KNHK_BEAT_LANES, tk[i], 0, 0) == KNHK_OK)) {
+        st[i] = KNHK_OK;
+        continue;
+      }
+      st[i] = (uint8_t)knhk_block_lane_fire(net, b, i, tk[i]);
+    }
+  }
+  return KNHK_OK;
+}
+
+knhk_status knhk_block_fire(const knhk_net_t *net, knhk_block_t *blocks, uint32_t nblocks,
+                            const uint8_t *tasks, uint8_t *statuses) {
+#if KNHK_HAVE_AVX512
+  if (net->sealed && knhk_beat_avx512_supported())
+    return knhk_block_fire_avx512(net, blocks, nblocks, tasks, statuses);
+#endif
+  return knhk_block_fire_scalar(net, blocks, nblocks, tasks, statuses);
+}
+
+knhk_status knhk_block_beat(const knhk_net_t *net, knhk_block_t *b, const knhk_event_t *events,
+                            uint32_t lanes, uint8_t *statuses) {
+  if (!net->sealed) return KNHK_NOT_SEALED;
+  for (uint32_t i = 0; i < KNHK_BEAT_LANES; i++) {
+    if (!((lanes >> i) & 1u)) {
+      statuses[i] = KNHK_LANE_IDLE;
+      continue;
+    }
+    statuses[i] = (uint8_t)block_lane_event(net, b, i, &events[i]);
+  }
+  return KNHK_OK;
 }

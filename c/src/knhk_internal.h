@@ -9,6 +9,23 @@
 #define KNHK_BIT(i) (1ull << (i))
 #define KNHK_NO_OTHER 0xFFFFFFFFu
 
+/* Fires task t on lane `lane` of *b by the general rules (knhk_case.c): KNHK_LANE_IDLE for
+ * KNHK_NO_TASK, else exactly knhk_fire's status and effect. For the vector paths' leftovers. */
+knhk_status knhk_block_lane_fire(const knhk_net_t *net, knhk_block_t *b, uint32_t lane,
+                                 uint32_t t);
+
+/* The AVX-512 paths (knhk_beat_avx512.c), present on x86-64 with GCC or Clang. */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define KNHK_HAVE_AVX512 1
+int knhk_beat_avx512_supported(void);
+knhk_status knhk_beat_avx512(const knhk_net_t *net, knhk_case_t *cases, uint32_t ncases,
+                             const knhk_event_t *events, uint8_t *statuses);
+knhk_status knhk_block_fire_avx512(const knhk_net_t *net, knhk_block_t *blocks,
+                                   uint32_t nblocks, const uint8_t *tasks, uint8_t *statuses);
+#else
+#define KNHK_HAVE_AVX512 0
+#endif
+
 static inline uint32_t knhk_ctz64(uint64_t x) { return x ? (uint32_t)__builtin_ctzll(x) : 64u; }
 static inline uint32_t knhk_popcount64(uint64_t x) { return (uint32_t)__builtin_popcountll(x); }
 

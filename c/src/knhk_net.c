@@ -35,6 +35,7 @@ static const char *const knhk_status_names[KNHK_STATUS_COUNT] = {
     "KNHK_MULTI_MERGE",
     "KNHK_NONLOCAL_OR_JOIN",
     "KNHK_INPUT_IS_OUTPUT",
+    "KNHK_LANE_IDLE",
 };
 
 const char *knhk_status_name(uint32_t status) {
@@ -253,39 +254,72 @@ static uint64_t branch_region(const knhk_net_t *net, uint64_t start, uint64_t st
  * marking: AND or XOR join, AND or XOR split, guards of a single term, no cancellation set,
  * and no side state anywhere in the net (no OR-join or discriminator could absorb or expect
  * what the task produces). Called on a net that passed every check; t->join is effective. */
-static uint8_t hot_bits(const knhk_net_t *net, uint32_t i, int side_state) {
-  const knhk_task_t *t = &net->tasks[i];
-  if (side_state || t->cancel_conditions || t->cancel_tasks) return 0;
-  if (t->join != KNHK_JOIN_AND && t->join != KNHK_JOIN_XOR) return 0;
-  if (t->split == KNHK_SPLIT_OR) return 0;
-  uint8_t hot = KNHK_HOT;
-  if (t->join == KNHK_JOIN_XOR && knhk_popcount64(t->pre) > 1) hot |= KNHK_HOT_XOR_JOIN;
-  if (t->split == KNHK_SPLIT_XOR) {
-    hot |= KNHK_HOT_XOR_SPLIT;
-    for (uint32_t k = 0; k < t->nbranches; k++) {
-      const knhk_guard_t *g = &net->branches[i][k].guard;
-      if (k != t->default_branch &&
-          (g->combine != KNHK_COMBINE_AND || g->term[1].op != KNHK_GUARD_TRUE))
-        return 0;
-    }
+/* The range [lo, lo + span] (unsigned, wrapping) on which `regs[lhs] op constant` holds.
+ * Returns 0 when the comparison is not such a range (a bit test; FALSE, LT INT64_MIN and
+ * GT INT64_MAX hold nowhere and are reported as the full range with *never set). */
+static int guard_range(const knhk_term_t *term, uint64_t *lo, uint64_t *span, int *never) {
+  const uint64_t c = (uint64_t)term->rhs_const;
+  const uint64_t min = (uint64_t)INT64_MIN, max = (uint64_t)INT64_MAX;
+  uint64_t first, last; /* as signed values, first <= last; NE wraps */
+  *never = 0;
+  switch (term->op) {
+    case KNHK_GUARD_EQ: first = c; last = c; break;
+    case KNHK_GUARD_NE: first = c + 1; last = c - 1; break; /* everything but c, wrapping */
+    case KNHK_GUARD_LT:
+      if (c == min) *never = 1;
+      first = min; last = c - 1; break;
+    case KNHK_GUARD_LE: first = min; last = c; break;
+    case KNHK_GUARD_GT:
+      if (c == max) *never = 1;
+      first = c + 1; last = max; break;
+    case KNHK_GUARD_GE: first = c; last = max; break;
+    case KNHK_GUARD_TRUE: first = min; last = max; break;
+    case KNHK_GUARD_FALSE: *never = 1; first = min; last = max; break;
+    default: return 0;
   }
-  if (t->post & net->output) hot |= KNHK_HOT_ENDS;
-  if (t->split == KNHK_SPLIT_XOR && t->nbranches == 2) hot |= KNHK_HOT_XOR2;
-  return hot;
+  if (*never) {
+    first = min;
+    last = max;
+  }
+  *lo = first;
+  *span = last - first;
+  return 1;
 }
 
-/* The two-way XOR split's guard and targets, copied into the task's cache line. */
-static void set_xor2(knhk_net_t *net, uint32_t i) {
-  knhk_task_t *t = &net->tasks[i];
-  uint32_t def = t->default_branch & 7u, k = 1u - def;
-  const knhk_term_t *term = &net->branches[i][k].guard.term[0];
-  t->xg_on = (uint8_t)knhk_ctz64(net->branches[i][k].conditions);
-  t->xg_off = (uint8_t)knhk_ctz64(net->branches[i][def].conditions);
-  t->xg_lhs = term->lhs;
-  t->xg_truth = knhk_truth[term->op & 15];
-  t->xg_rhs_is_reg = term->rhs_is_reg;
-  t->xg_rhs_reg = term->rhs_reg;
-  t->xg_const = term->rhs_const;
+/* The short-path tables of task i (knhk_hot_t): kind 0 unless the task qualifies. */
+static void set_hot(knhk_net_t *net, uint32_t i, int side_state) {
+  const knhk_task_t *t = &net->tasks[i];
+  knhk_hot_t *h = &net->hot;
+  h->pre[i] = t->pre;
+  h->out_on[i] = t->post;
+  h->out_off[i] = t->post;
+  h->lo[i] = 0;
+  h->span[i] = ~0ull;
+  h->meta[i] = (knhk_hot_meta_t){0};
+  if (side_state || t->cancel_conditions || t->cancel_tasks) return;
+  if (t->join != KNHK_JOIN_AND && t->join != KNHK_JOIN_XOR) return;
+  uint8_t kind = KNHK_HOT;
+  if (t->split == KNHK_SPLIT_OR) return;
+  if (t->split == KNHK_SPLIT_XOR) {
+    if (t->nbranches != 2) return;
+    uint32_t def = t->default_branch & 7u, k = 1u - def;
+    const knhk_guard_t *g = &net->branches[i][k].guard;
+    const knhk_term_t *term = &g->term[0];
+    uint64_t lo, span;
+    int never;
+    if (g->combine != KNHK_COMBINE_AND || g->term[1].op != KNHK_GUARD_TRUE) return;
+    if (term->rhs_is_reg || !guard_range(term, &lo, &span, &never)) return;
+    kind |= KNHK_HOT_XOR_SPLIT;
+    h->out_on[i] = never ? net->branches[i][def].conditions : net->branches[i][k].conditions;
+    h->out_off[i] = net->branches[i][def].conditions;
+    h->lo[i] = lo;
+    h->span[i] = span;
+    h->meta[i].lhs = (uint8_t)(term->lhs & (KNHK_REGISTERS - 1));
+    h->meta[i].race = (uint8_t)(1u << k);
+  }
+  if (t->join == KNHK_JOIN_XOR && knhk_popcount64(t->pre) > 1) kind |= KNHK_HOT_XOR_JOIN;
+  if ((t->post & net->output) != 0) kind |= KNHK_HOT_ENDS;
+  h->meta[i].kind = kind;
 }
 
 knhk_status knhk_net_seal(knhk_net_t *net, knhk_seal_report_t *r) {
@@ -396,11 +430,10 @@ knhk_status knhk_net_seal(knhk_net_t *net, knhk_seal_report_t *r) {
       net->branches[i][k].or_expect = expect[i][k];
       t->or_expect_all |= expect[i][k];
     }
-    t->hot = hot_bits(net, i, side_state);
-    if (t->hot & KNHK_HOT_XOR2) set_xor2(net, i);
     t->race = 0;
     if (t->split == KNHK_SPLIT_XOR)
       t->race = (uint8_t)(((1u << t->nbranches) - 1u) & ~(1u << t->default_branch));
+    set_hot(net, i, side_state);
   }
   net->sealed = 1;
   return report(r, KNHK_OK, KNHK_ELEMENT_NONE, 0, KNHK_NO_OTHER);

@@ -679,6 +679,183 @@ static void test_beat_paths_agree(void) {
          knhk_beat_path() == KNHK_BEAT_PATH_AVX512 ? "avx512" : "scalar");
 }
 
+/* The short path of fire (knhk_hot_t) against the general rules (knhk_start then
+ * knhk_complete, which never take it) on a two-way XOR split, for every guard operator,
+ * constants at the edges of int64_t and register values around them: same marking, busy,
+ * flags; seq one step instead of two. */
+static void test_hot_guard_ranges(void) {
+  static const uint32_t ops[] = {KNHK_GUARD_EQ, KNHK_GUARD_NE, KNHK_GUARD_LT, KNHK_GUARD_LE,
+                                 KNHK_GUARD_GT, KNHK_GUARD_GE, KNHK_GUARD_TRUE,
+                                 KNHK_GUARD_FALSE, KNHK_GUARD_BIT, KNHK_GUARD_NBIT};
+  static const int64_t ks[] = {INT64_MIN, INT64_MIN + 1, -7, -1, 0, 1, 5, INT64_MAX - 1,
+                               INT64_MAX};
+  int mismatches = 0, hot = 0, runs = 0;
+  for (size_t o = 0; o < sizeof ops / sizeof ops[0]; o++) {
+    for (size_t kk = 0; kk < sizeof ks / sizeof ks[0]; kk++) {
+      knhk_net_init(&net);
+      uint32_t i = cond(), on = cond(), off = cond(), o2 = cond();
+      uint32_t x = task(KNHK_JOIN_XOR, KNHK_SPLIT_XOR);
+      uint32_t a = task(KNHK_JOIN_XOR, KNHK_SPLIT_AND), b = task(KNHK_JOIN_XOR, KNHK_SPLIT_AND);
+      knhk_net_set_input(&net, i);
+      knhk_net_set_output(&net, o2);
+      in(i, x);
+      out_guard(x, on, ops[o], 3, ks[kk], 0);
+      out_guard(x, off, KNHK_GUARD_TRUE, 0, 0, 1);
+      in(on, a); out(a, o2);
+      in(off, b); out(b, o2);
+      seal_ok();
+      hot += (net.hot.meta[x].kind & KNHK_HOT_XOR_SPLIT) != 0;
+      for (size_t kv = 0; kv < sizeof ks / sizeof ks[0]; kv++) {
+        for (int64_t d = -1; d <= 1; d++) {
+          int64_t v = (int64_t)((uint64_t)ks[kv] + (uint64_t)d); /* wraps at the edges */
+          knhk_case_t fired, ref;
+          knhk_case_init(&net, &fired);
+          fired.regs[3] = v;
+          ref = fired;
+          knhk_status s1 = knhk_fire(&net, &fired, x);
+          knhk_status s2 = knhk_start(&net, &ref, x);
+          if (s2 == KNHK_OK) s2 = knhk_complete(&net, &ref, x);
+          runs++;
+          if (s1 != s2 || fired.marking != ref.marking || fired.busy != ref.busy ||
+              fired.flags != ref.flags || fired.seq + 1 != ref.seq)
+            mismatches++;
+        }
+      }
+    }
+  }
+  CHECK(runs == 10 * 9 * 27);
+  CHECK(mismatches == 0);
+  CHECK(hot == 8 * 9); /* every operator but the bit tests takes the short path */
+}
+
+/* A chain of n tasks; every third one a two-way XOR split (guard regs[k % 8] < k - 4, else
+ * a side condition), its successor an XOR join of both: exercises every kind of hot task and
+ * the permute lookups of 16, 32 and 64 tasks. */
+static void chain_net(uint32_t n) {
+  knhk_net_init(&net);
+  uint32_t prev = cond(), side = 0xFFFFFFFFu;
+  knhk_net_set_input(&net, prev);
+  for (uint32_t k = 0; k < n; k++) {
+    int is_xor = k % 3 == 1 && k + 1 < n;
+    uint32_t t = task(KNHK_JOIN_XOR, is_xor ? KNHK_SPLIT_XOR : KNHK_SPLIT_AND);
+    in(prev, t);
+    if (side != 0xFFFFFFFFu) in(side, t);
+    side = 0xFFFFFFFFu;
+    uint32_t next = cond();
+    if (is_xor) {
+      side = cond();
+      out_guard(t, next, KNHK_GUARD_LT, k % 8, (int64_t)k - 4, 0);
+      out_guard(t, side, KNHK_GUARD_TRUE, 0, 0, 1);
+    } else {
+      out(t, next);
+    }
+    prev = next;
+  }
+  knhk_net_set_output(&net, prev);
+  seal_ok();
+}
+
+/* knhk_block_fire (AVX-512 where the CPU has it) and knhk_block_fire_scalar against
+ * knhk_fire on each lane's case: same statuses, same bytes. Lanes in random reachable
+ * states (some busy, some done), tasks mostly enabled, some not, some out of range, some
+ * KNHK_NO_TASK. Also knhk_block_beat against knhk_beat_scalar lane by lane. */
+static void test_block_paths_agree(void) {
+  static const uint32_t sizes[] = {6, 20, 45};
+  enum { NBLOCKS = 4, LANES = NBLOCKS * KNHK_BEAT_LANES };
+  static knhk_block_t vec[NBLOCKS], sca[NBLOCKS];
+  static knhk_case_t ref[LANES];
+  int mismatches = 0, committed = 0;
+  for (size_t z = 0; z < sizeof sizes / sizeof sizes[0]; z++) {
+    chain_net(sizes[z]);
+    uint32_t ntasks = net.ntasks;
+    for (int round = 0; round < 3000; round++) {
+      uint8_t tasks[LANES], s_vec[LANES], s_sca[LANES];
+      for (uint32_t l = 0; l < LANES; l++) {
+        knhk_case_init(&net, &ref[l]);
+        for (uint32_t r = 0; r < KNHK_REGISTERS; r++) ref[l].regs[r] = (int64_t)rnd(60) - 10;
+        uint32_t steps = rnd(ntasks + 4);
+        for (uint32_t s = 0; s < steps; s++) {
+          uint64_t en = knhk_enabled(&net, &ref[l]);
+          if (!en) break;
+          (void)knhk_fire(&net, &ref[l], (uint32_t)__builtin_ctzll(en));
+        }
+        if (rnd(10) == 0) (void)knhk_start(&net, &ref[l], rnd(ntasks));
+        if (rnd(20) == 0) (void)knhk_cancel_case(&net, &ref[l]);
+        uint64_t en = knhk_enabled(&net, &ref[l]);
+        uint32_t r = rnd(10);
+        tasks[l] = (uint8_t)(r < 7 && en ? (uint32_t)__builtin_ctzll(en)
+                             : r == 7   ? KNHK_NO_TASK
+                             : r == 8   ? ntasks + rnd(256 - ntasks)
+                                        : rnd(ntasks));
+        knhk_block_set(&vec[l / 8], l % 8, &ref[l]);
+      }
+      memcpy(sca, vec, sizeof vec);
+      CHECK_STATUS(knhk_block_fire(&net, vec, NBLOCKS, tasks, s_vec), KNHK_OK);
+      CHECK_STATUS(knhk_block_fire_scalar(&net, sca, NBLOCKS, tasks, s_sca), KNHK_OK);
+      int bad = memcmp(vec, sca, sizeof vec) != 0 || memcmp(s_vec, s_sca, sizeof s_vec) != 0;
+      for (uint32_t l = 0; l < LANES; l++) {
+        knhk_status want = tasks[l] == KNHK_NO_TASK ? KNHK_LANE_IDLE
+                                                     : knhk_fire(&net, &ref[l], tasks[l]);
+        knhk_case_t got;
+        knhk_block_get(&vec[l / 8], l % 8, &got);
+        bad |= s_vec[l] != want || memcmp(&got, &ref[l], sizeof got) != 0;
+        committed += want == KNHK_OK;
+      }
+      mismatches += bad;
+    }
+  }
+  CHECK(mismatches == 0);
+  CHECK(committed > 20000); /* most lanes fired: the vector path was exercised */
+
+  /* knhk_block_beat: any operation per lane, as the single-case rules do it */
+  int beat_mismatches = 0;
+  for (int round = 0; round < 2000; round++) {
+    knhk_event_t ev[8];
+    memset(ev, 0, sizeof ev);
+    knhk_block_t b;
+    CHECK_STATUS(knhk_block_init(&net, &b), KNHK_OK);
+    knhk_case_t lanes[8];
+    for (uint32_t l = 0; l < 8; l++) {
+      knhk_case_init(&net, &lanes[l]);
+      lanes[l].regs[l % 8] = (int64_t)rnd(50);
+      uint32_t steps = rnd(net.ntasks);
+      for (uint32_t s = 0; s < steps; s++) (void)knhk_fire(&net, &lanes[l], rnd(net.ntasks));
+      knhk_block_set(&b, l, &lanes[l]);
+      uint32_t r = rnd(10);
+      ev[l].case_index = 99; /* not read */
+      ev[l].op = (uint8_t)(r < 5 ? KNHK_OP_FIRE : r == 9 ? 9 : r - 5);
+      ev[l].task = (uint8_t)rnd(net.ntasks + 1);
+    }
+    uint32_t mask = rnd(256);
+    uint8_t st[8];
+    CHECK_STATUS(knhk_block_beat(&net, &b, ev, mask, st), KNHK_OK);
+    for (uint32_t l = 0; l < 8; l++) {
+      uint8_t want = KNHK_LANE_IDLE;
+      if ((mask >> l) & 1u) {
+        knhk_event_t one = ev[l];
+        one.case_index = 0;
+        knhk_beat_scalar(&net, &lanes[l], 1, &one, 1, &want);
+      }
+      knhk_case_t got;
+      knhk_block_get(&b, l, &got);
+      beat_mismatches += st[l] != want || memcmp(&got, &lanes[l], sizeof got) != 0;
+    }
+  }
+  CHECK(beat_mismatches == 0);
+  knhk_case_t probe;
+  knhk_block_t b;
+  CHECK_STATUS(knhk_block_init(&net, &b), KNHK_OK);
+  CHECK_STATUS(knhk_block_get(&b, 8, &probe), KNHK_BAD_ARGUMENT);
+  CHECK_STATUS(knhk_block_set(&b, 8, &probe), KNHK_BAD_ARGUMENT);
+  knhk_net_t unsealed;
+  knhk_net_init(&unsealed);
+  uint8_t t8[8] = {0}, s8[8];
+  CHECK_STATUS(knhk_block_fire(&unsealed, &b, 1, t8, s8), KNHK_NOT_SEALED);
+  CHECK_STATUS(knhk_block_init(&unsealed, &b), KNHK_NOT_SEALED);
+  printf("block paths agree on %d random block beats (this CPU: %s path)\n", 3 * 3000 * NBLOCKS,
+         knhk_beat_path() == KNHK_BEAT_PATH_AVX512 ? "avx512" : "scalar");
+}
+
 int main(void) {
   test_abi();
   test_wcp1_sequence();
@@ -697,6 +874,8 @@ int main(void) {
   test_nonlocal_or_join_refused();
   test_beat();
   test_beat_paths_agree();
+  test_hot_guard_ranges();
+  test_block_paths_agree();
   printf("libknhk tests: %d checks, %d failed\n", checks, failures);
   return failures ? 1 : 0;
 }

@@ -6,17 +6,17 @@ pub const KNHK_MAX_TASKS: u32 = 64;
 pub const KNHK_MAX_BRANCHES: u32 = 8;
 pub const KNHK_REGISTERS: u32 = 8;
 pub const KNHK_BEAT_LANES: u32 = 8;
-pub const KNHK_STATUS_COUNT: u32 = 28;
+pub const KNHK_STATUS_COUNT: u32 = 29;
 pub const KNHK_HOT: u32 = 1;
 pub const KNHK_HOT_XOR_JOIN: u32 = 2;
 pub const KNHK_HOT_XOR_SPLIT: u32 = 4;
 pub const KNHK_HOT_ENDS: u32 = 8;
-pub const KNHK_HOT_XOR2: u32 = 16;
 pub const KNHK_FLAG_DONE: u32 = 1;
 pub const KNHK_FLAG_COMPLETED: u32 = 2;
 pub const KNHK_FLAG_CANCELLED: u32 = 4;
 pub const KNHK_FLAG_EXPLICIT_TERMINATION: u32 = 8;
 pub const KNHK_FLAG_IMPLICIT_TERMINATION: u32 = 16;
+pub const KNHK_NO_TASK: u32 = 255;
 pub const KNHK_EVENT_USE_BITS: u32 = 1;
 pub const KNHK_OK: knhk_status = 0;
 pub const KNHK_NOT_ENABLED: knhk_status = 1;
@@ -46,6 +46,7 @@ pub const KNHK_TWO_DEFAULTS: knhk_status = 24;
 pub const KNHK_MULTI_MERGE: knhk_status = 25;
 pub const KNHK_NONLOCAL_OR_JOIN: knhk_status = 26;
 pub const KNHK_INPUT_IS_OUTPUT: knhk_status = 27;
+pub const KNHK_LANE_IDLE: knhk_status = 28;
 #[doc = " Status of every operation. Values are stable ABI."]
 pub type knhk_status = ::core::ffi::c_uint;
 pub const KNHK_JOIN_AND: knhk_join = 0;
@@ -108,7 +109,7 @@ pub struct knhk_branch {
 }
 #[doc = " One outgoing flow of a task, in evaluation order."]
 pub type knhk_branch_t = knhk_branch;
-#[doc = " Per-task hot data: exactly one cache line."]
+#[doc = " A task as the builder records it (the general path reads this). One cache line."]
 #[repr(C)]
 #[repr(align(64))]
 #[derive(Debug, Copy, Clone)]
@@ -123,16 +124,8 @@ pub struct knhk_task {
     pub nbranches: u8,
     pub default_branch: u8,
     pub ndefaults: u8,
-    pub hot: u8,
     pub race: u8,
-    pub xg_on: u8,
-    pub xg_off: u8,
-    pub xg_lhs: u8,
-    pub xg_truth: u8,
-    pub xg_rhs_is_reg: u8,
-    pub xg_rhs_reg: u8,
-    pub reserved: [u8; 3usize],
-    pub xg_const: i64,
+    pub reserved: [u8; 18usize],
 }
 impl Default for knhk_task {
     fn default() -> Self {
@@ -143,8 +136,42 @@ impl Default for knhk_task {
         }
     }
 }
-#[doc = " Per-task hot data: exactly one cache line."]
+#[doc = " A task as the builder records it (the general path reads this). One cache line."]
 pub type knhk_task_t = knhk_task;
+#[doc = " Per-task byte fields of the short path. 8 bytes, so that a vector path reads one task's\n  fields as one 64-bit lane."]
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct knhk_hot_meta {
+    pub kind: u8,
+    pub lhs: u8,
+    pub race: u8,
+    pub reserved: [u8; 5usize],
+}
+#[doc = " Per-task byte fields of the short path. 8 bytes, so that a vector path reads one task's\n  fields as one 64-bit lane."]
+pub type knhk_hot_meta_t = knhk_hot_meta;
+#[doc = " The short path of fire, derived at seal (struct of arrays, indexed by task): a task is hot\n  when it has an AND or XOR join, no cancellation set, no OR-join or discriminator in its net,\n  and an AND split or a two-way XOR split whose guard is one comparison of a register with a\n  constant. Such a guard holds exactly when (uint64_t)regs[lhs] - lo <= span (unsigned,\n  wrapping): every comparison with a constant is such a range. For an AND split,\n  out_on == out_off == post and the range is everything."]
+#[repr(C)]
+#[repr(align(64))]
+#[derive(Debug, Copy, Clone)]
+pub struct knhk_hot {
+    pub pre: [u64; 64usize],
+    pub out_on: [u64; 64usize],
+    pub out_off: [u64; 64usize],
+    pub lo: [u64; 64usize],
+    pub span: [u64; 64usize],
+    pub meta: [knhk_hot_meta_t; 64usize],
+}
+impl Default for knhk_hot {
+    fn default() -> Self {
+        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
+        unsafe {
+            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
+            s.assume_init()
+        }
+    }
+}
+#[doc = " The short path of fire, derived at seal (struct of arrays, indexed by task): a task is hot\n  when it has an AND or XOR join, no cancellation set, no OR-join or discriminator in its net,\n  and an AND split or a two-way XOR split whose guard is one comparison of a register with a\n  constant. Such a guard holds exactly when (uint64_t)regs[lhs] - lo <= span (unsigned,\n  wrapping): every comparison with a constant is such a range. For an AND split,\n  out_on == out_off == post and the range is everything."]
+pub type knhk_hot_t = knhk_hot;
 #[doc = " A net in caller-owned memory. Build with knhk_net_* and seal before running cases.\n  The fields are readable; write them only through the builder."]
 #[repr(C)]
 #[repr(align(64))]
@@ -152,6 +179,7 @@ pub type knhk_task_t = knhk_task;
 pub struct knhk_net {
     pub tasks: [knhk_task_t; 64usize],
     pub branches: [[knhk_branch_t; 8usize]; 64usize],
+    pub hot: knhk_hot_t,
     pub input: u64,
     pub output: u64,
     pub nconditions: u32,
@@ -196,6 +224,31 @@ impl Default for knhk_case {
 }
 #[doc = " The state of one case: two cache lines, no pointers."]
 pub type knhk_case_t = knhk_case;
+#[doc = " Eight cases side by side, struct of arrays: lane i of every field is case i (the fields\n  mean what knhk_case_t's do). knhk_block_fire runs a beat over a block with vector loads and\n  stores where the CPU has them. Copy a case in or out with knhk_block_set/knhk_block_get."]
+#[repr(C)]
+#[repr(align(64))]
+#[derive(Debug, Copy, Clone)]
+pub struct knhk_block {
+    pub marking: [u64; 8usize],
+    pub busy: [u64; 8usize],
+    pub or_expect: [u64; 8usize],
+    pub absorb: [u64; 8usize],
+    pub seq: [u64; 8usize],
+    pub flags: [u32; 8usize],
+    pub reserved: [u32; 8usize],
+    pub regs: [[i64; 8usize]; 8usize],
+}
+impl Default for knhk_block {
+    fn default() -> Self {
+        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
+        unsafe {
+            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
+            s.assume_init()
+        }
+    }
+}
+#[doc = " Eight cases side by side, struct of arrays: lane i of every field is case i (the fields\n  mean what knhk_case_t's do). knhk_block_fire runs a beat over a block with vector loads and\n  stores where the CPU has them. Copy a case in or out with knhk_block_set/knhk_block_get."]
+pub type knhk_block_t = knhk_block;
 pub const KNHK_STATE_RUNNING: knhk_state = 0;
 pub const KNHK_STATE_COMPLETE: knhk_state = 1;
 pub const KNHK_STATE_DEADLOCKED: knhk_state = 2;
@@ -390,6 +443,48 @@ unsafe extern "C" {
         ncases: u32,
         events: *const knhk_event_t,
         n: u32,
+        statuses: *mut u8,
+    ) -> knhk_status;
+}
+unsafe extern "C" {
+    #[doc = " Initialises every lane of *b as knhk_case_init would. Returns KNHK_OK or KNHK_NOT_SEALED."]
+    pub fn knhk_block_init(net: *const knhk_net_t, b: *mut knhk_block_t) -> knhk_status;
+}
+unsafe extern "C" {
+    #[doc = " Copies lane `lane` of *b into *out (every field of knhk_case_t; reserved fields zero).\n  Returns KNHK_OK or KNHK_BAD_ARGUMENT (lane >= KNHK_BEAT_LANES; *out untouched)."]
+    pub fn knhk_block_get(b: *const knhk_block_t, lane: u32, out: *mut knhk_case_t) -> knhk_status;
+}
+unsafe extern "C" {
+    #[doc = " Copies *c into lane `lane` of *b. Returns KNHK_OK or KNHK_BAD_ARGUMENT."]
+    pub fn knhk_block_set(b: *mut knhk_block_t, lane: u32, c: *const knhk_case_t) -> knhk_status;
+}
+unsafe extern "C" {
+    #[doc = " Fires, in blocks[0..nblocks), task tasks[8*k + i] on lane i of block k (guards evaluated on\n  the lane's registers), and writes its status to statuses[8*k + i]: exactly what knhk_fire\n  returns and does on that case, or KNHK_LANE_IDLE for a lane whose task is KNHK_NO_TASK.\n  Every lane is a distinct case, so lanes are independent. Returns KNHK_OK when the beats\n  ran, KNHK_NOT_SEALED (nothing ran). Takes the vector path where the CPU has AVX-512\n  (chosen at run time; knhk_beat_path), else the scalar one."]
+    pub fn knhk_block_fire(
+        net: *const knhk_net_t,
+        blocks: *mut knhk_block_t,
+        nblocks: u32,
+        tasks: *const u8,
+        statuses: *mut u8,
+    ) -> knhk_status;
+}
+unsafe extern "C" {
+    #[doc = " knhk_block_fire on the scalar path: same contract, statuses and bytes. For benchmarks and\n  tests that compare paths."]
+    pub fn knhk_block_fire_scalar(
+        net: *const knhk_net_t,
+        blocks: *mut knhk_block_t,
+        nblocks: u32,
+        tasks: *const u8,
+        statuses: *mut u8,
+    ) -> knhk_status;
+}
+unsafe extern "C" {
+    #[doc = " Executes one event per lane of *b: lane i takes events[i] (its case_index is not read)\n  when bit i of `lanes` is set, else gets KNHK_LANE_IDLE. Any operation (knhk_op), with the\n  statuses the single-case functions return. Returns KNHK_OK or KNHK_NOT_SEALED."]
+    pub fn knhk_block_beat(
+        net: *const knhk_net_t,
+        b: *mut knhk_block_t,
+        events: *const knhk_event_t,
+        lanes: u32,
         statuses: *mut u8,
     ) -> knhk_status;
 }

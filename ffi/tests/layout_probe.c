@@ -20,13 +20,19 @@ const uint64_t knhk_layout_probe[] = {
     ENTRY(knhk_task_t, pre), ENTRY(knhk_task_t, post), ENTRY(knhk_task_t, cancel_conditions),
     ENTRY(knhk_task_t, cancel_tasks), ENTRY(knhk_task_t, or_expect_all), ENTRY(knhk_task_t, join),
     ENTRY(knhk_task_t, split), ENTRY(knhk_task_t, nbranches), ENTRY(knhk_task_t, default_branch),
-    ENTRY(knhk_task_t, ndefaults), ENTRY(knhk_task_t, hot), ENTRY(knhk_task_t, race),
-    ENTRY(knhk_task_t, xg_on), ENTRY(knhk_task_t, xg_off), ENTRY(knhk_task_t, xg_lhs),
-    ENTRY(knhk_task_t, xg_truth), ENTRY(knhk_task_t, xg_rhs_is_reg), ENTRY(knhk_task_t, xg_rhs_reg),
-    ENTRY(knhk_task_t, reserved), ENTRY(knhk_task_t, xg_const),
+    ENTRY(knhk_task_t, ndefaults), ENTRY(knhk_task_t, race), ENTRY(knhk_task_t, reserved),
+
+    sizeof(knhk_hot_meta_t), _Alignof(knhk_hot_meta_t),
+    ENTRY(knhk_hot_meta_t, kind), ENTRY(knhk_hot_meta_t, lhs), ENTRY(knhk_hot_meta_t, race),
+    ENTRY(knhk_hot_meta_t, reserved),
+
+    sizeof(knhk_hot_t), _Alignof(knhk_hot_t),
+    ENTRY(knhk_hot_t, pre), ENTRY(knhk_hot_t, out_on), ENTRY(knhk_hot_t, out_off),
+    ENTRY(knhk_hot_t, lo), ENTRY(knhk_hot_t, span), ENTRY(knhk_hot_t, meta),
 
     sizeof(knhk_net_t), _Alignof(knhk_net_t),
-    ENTRY(knhk_net_t, tasks), ENTRY(knhk_net_t, branches), ENTRY(knhk_net_t, input),
+    ENTRY(knhk_net_t, tasks), ENTRY(knhk_net_t, branches), ENTRY(knhk_net_t, hot),
+    ENTRY(knhk_net_t, input),
     ENTRY(knhk_net_t, output), ENTRY(knhk_net_t, nconditions), ENTRY(knhk_net_t, ntasks),
     ENTRY(knhk_net_t, sealed), ENTRY(knhk_net_t, reserved),
 
@@ -34,6 +40,11 @@ const uint64_t knhk_layout_probe[] = {
     ENTRY(knhk_case_t, marking), ENTRY(knhk_case_t, busy), ENTRY(knhk_case_t, or_expect),
     ENTRY(knhk_case_t, absorb), ENTRY(knhk_case_t, seq), ENTRY(knhk_case_t, flags),
     ENTRY(knhk_case_t, reserved), ENTRY(knhk_case_t, reserved2), ENTRY(knhk_case_t, regs),
+
+    sizeof(knhk_block_t), _Alignof(knhk_block_t),
+    ENTRY(knhk_block_t, marking), ENTRY(knhk_block_t, busy), ENTRY(knhk_block_t, or_expect),
+    ENTRY(knhk_block_t, absorb), ENTRY(knhk_block_t, seq), ENTRY(knhk_block_t, flags),
+    ENTRY(knhk_block_t, reserved), ENTRY(knhk_block_t, regs),
 
     sizeof(knhk_event_t), _Alignof(knhk_event_t),
     ENTRY(knhk_event_t, case_index), ENTRY(knhk_event_t, op), ENTRY(knhk_event_t, task),

@@ -61,6 +61,9 @@ pub enum Error {
     NonlocalOrJoin = sys::KNHK_NONLOCAL_OR_JOIN,
     /// Seal: input and output are the same condition.
     InputIsOutput = sys::KNHK_INPUT_IS_OUTPUT,
+    /// Block beats: the lane had no event ([`crate::NO_TASK`] or its bit clear); nothing
+    /// changed.
+    LaneIdle = sys::KNHK_LANE_IDLE,
 }
 
 impl Error {
@@ -79,7 +82,7 @@ impl Error {
     #[cold]
     pub fn from_raw(status: u32) -> Error {
         use Error::*;
-        const ALL: [Error; 27] = [
+        const ALL: [Error; 28] = [
             NotEnabled,
             NotStarted,
             SafetyViolation,
@@ -107,6 +110,7 @@ impl Error {
             MultiMerge,
             NonlocalOrJoin,
             InputIsOutput,
+            LaneIdle,
         ];
         ALL.iter()
             .copied()
@@ -157,6 +161,7 @@ impl fmt::Display for Error {
             }
             Error::NonlocalOrJoin => "OR-join has no matching structured OR-split (non-local)",
             Error::InputIsOutput => "input and output are the same condition",
+            Error::LaneIdle => "the lane had no event",
         };
         write!(f, "{} ({})", what, self.name())
     }

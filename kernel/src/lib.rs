@@ -29,6 +29,7 @@
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
 
 mod beat;
+mod block;
 mod case;
 pub mod clock;
 mod error;
@@ -37,6 +38,7 @@ mod net;
 pub mod ring;
 
 pub use beat::{Event, Op};
+pub use block::{Block, BlockPath, NO_TASK};
 pub use case::{flags, Case, CaseState};
 pub use error::{Element, Error, SealError};
 pub use guard::{Guard, GuardOp, Operand, Term};
@@ -59,3 +61,5 @@ pub const BEAT_LANES: usize = knhk_sys::KNHK_BEAT_LANES as usize;
 const _: () = assert!(core::mem::size_of::<Case>() == 128);
 const _: () = assert!(core::mem::align_of::<Case>() == 64);
 const _: () = assert!(core::mem::size_of::<Event>() == 16);
+const _: () = assert!(core::mem::size_of::<Block>() == 896);
+const _: () = assert!(core::mem::align_of::<Block>() == 64);
