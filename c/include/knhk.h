@@ -163,7 +163,7 @@ typedef struct knhk_task {
 /** knhk_hot_meta_t.kind bits, set at seal. */
 #define KNHK_HOT 1u           /* fire may take the short path (the rules below, nothing else) */
 #define KNHK_HOT_XOR_JOIN 2u  /* ... consuming the lowest marked input (multi-input XOR join) */
-#define KNHK_HOT_XOR_SPLIT 4u /* ... producing out_on when its guard holds, else out_off */
+#define KNHK_HOT_XOR_SPLIT 4u /* ... producing out_on when its guard holds, else out_on ^ out_flip */
 #define KNHK_HOT_ENDS 8u      /* ... and it may mark the output condition */
 
 /** Per-task byte fields of the short path. 8 bytes, so that a vector path reads one task's
@@ -179,12 +179,13 @@ typedef struct knhk_hot_meta {
  *  when it has an AND or XOR join, no cancellation set, no OR-join or discriminator in its net,
  *  and an AND split or a two-way XOR split whose guard is one comparison of a register with a
  *  constant. Such a guard holds exactly when (uint64_t)regs[lhs] - lo <= span (unsigned,
- *  wrapping): every comparison with a constant is such a range. For an AND split,
- *  out_on == out_off == post and the range is everything. */
+ *  wrapping): every comparison with a constant is such a range. The output is out_on when the
+ *  guard holds, else out_on ^ out_flip (the default flow). For an AND split out_on == post,
+ *  out_flip == 0 and the range is everything. */
 typedef struct knhk_hot {
   _Alignas(64) uint64_t pre[KNHK_MAX_TASKS]; /* input conditions */
   uint64_t out_on[KNHK_MAX_TASKS];           /* output when the guard holds */
-  uint64_t out_off[KNHK_MAX_TASKS];          /* output otherwise (the default flow) */
+  uint64_t out_flip[KNHK_MAX_TASKS];         /* out_on ^ the output when it does not */
   uint64_t lo[KNHK_MAX_TASKS];               /* the guard's range: first value ... */
   uint64_t span[KNHK_MAX_TASKS];             /* ... and its length minus one */
   knhk_hot_meta_t meta[KNHK_MAX_TASKS];

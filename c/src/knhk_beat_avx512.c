@@ -83,15 +83,14 @@ KNHK_AVX512 static inline hot_lanes hot_rules(const knhk_net_t *net, __m512i tas
   const __m512i meta = lookup(h->meta, task, nt);
   ok &= _mm512_test_epi64_mask(meta, _mm512_set1_epi64(KNHK_HOT));
   ok &= (__mmask8)~flagged;
-  __m512i consume = lookup(h->pre, task, nt);
-  const __mmask8 xor_join = ok & _mm512_test_epi64_mask(meta, _mm512_set1_epi64(KNHK_HOT_XOR_JOIN));
-  if (xor_join) {
-    /* the lowest marked input; with none marked, the preset, so that the test below fails */
-    const __m512i have = _mm512_and_si512(m, consume);
-    const __m512i lowest = _mm512_and_si512(have, _mm512_sub_epi64(_mm512_setzero_si512(), have));
-    consume = _mm512_mask_mov_epi64(consume, xor_join & _mm512_test_epi64_mask(lowest, lowest),
-                                    lowest);
-  }
+  /* AND join: every input marked; XOR join: exactly one (else the scalar rules decide) */
+  const __m512i pre = lookup(h->pre, task, nt);
+  const __m512i have = _mm512_and_si512(m, pre);
+  const __mmask8 xor_join = _mm512_test_epi64_mask(meta, _mm512_set1_epi64(KNHK_HOT_XOR_JOIN));
+  const __m512i one = _mm512_set1_epi64(1);
+  ok &= _mm512_mask_cmpeq_epi64_mask((__mmask8)~xor_join, have, pre) |
+        (xor_join & _mm512_test_epi64_mask(have, have) &
+         _mm512_testn_epi64_mask(have, _mm512_sub_epi64(have, one)));
   __m512i out = lookup(h->out_on, task, nt);
   const __mmask8 xor_split =
       ok & _mm512_test_epi64_mask(meta, _mm512_set1_epi64(KNHK_HOT_XOR_SPLIT));
@@ -103,12 +102,13 @@ KNHK_AVX512 static inline hot_lanes hot_rules(const knhk_net_t *net, __m512i tas
         _mm512_mask_i64gather_epi64(_mm512_setzero_si512(), xor_split, off, reg_base, 1);
     const __m512i dist = _mm512_sub_epi64(v, lookup(h->lo, task, nt));
     const __mmask8 taken = _mm512_cmple_epu64_mask(dist, lookup(h->span, task, nt));
-    out = _mm512_mask_mov_epi64(out, xor_split & (__mmask8)~taken, lookup(h->out_off, task, nt));
+    out = _mm512_mask_xor_epi64(out, xor_split & (__mmask8)~taken, out,
+                                lookup(h->out_flip, task, nt));
   }
-  const __m512i x = _mm512_xor_si512(m, consume);
-  /* not enabled or a token onto a marked condition; the task busy */
-  ok &= _mm512_testn_epi64_mask(x, _mm512_or_si512(consume, out));
-  ok &= _mm512_testn_epi64_mask(_mm512_srlv_epi64(busy, task), _mm512_set1_epi64(1));
+  const __m512i x = _mm512_andnot_si512(pre, m);
+  /* a token onto a marked condition; the task busy */
+  ok &= _mm512_testn_epi64_mask(x, out);
+  ok &= _mm512_testn_epi64_mask(_mm512_srlv_epi64(busy, task), one);
   /* the case ends: with other work left it is an explicit termination (scalar decides) */
   __mmask8 ends = ok & _mm512_test_epi64_mask(out, _mm512_set1_epi64((long long)net->output));
   if (ends) {

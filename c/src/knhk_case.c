@@ -191,11 +191,11 @@ KNHK_INLINE knhk_status op_complete(const knhk_net_t *n, knhk_case_t *c, uint32_
  * KNHK_TAKE_GENERAL_PATH when the general path must decide (a refusal, an explicit
  * termination, anything unusual); nothing is written then.
  *
- * The rules in one pass: consume = the preset (AND join) or its lowest marked condition (XOR
- * join); x = marking ^ consume. The task may fire exactly when every consumed condition was
- * marked and no produced condition is marked after consuming: (x & (consume | out)) == 0.
- * The new marking is x | out. Every refusal check is folded into one word, so the common
- * path has one data-dependent branch.
+ * The rules in one pass: consume = the preset (AND join) or its one marked input (XOR join);
+ * x = marking ^ consume. The task may fire exactly when every consumed condition was marked
+ * and no produced condition is marked after consuming: (x & (consume | out)) == 0. The new
+ * marking is x | out. Every refusal check is folded into
+ * one word, so the common path has one data-dependent branch.
  *
  * The case is given field by field (regs with a stride) so that the same code serves a
  * knhk_case_t and a lane of a knhk_block_t. */
@@ -208,30 +208,34 @@ KNHK_INLINE int fire_hot(const knhk_net_t *n, uint64_t *marking, const uint64_t 
   const knhk_hot_meta_t meta = h->meta[t]; /* kind 0 for unsealed nets and slots >= ntasks */
   if (KNHK_UNLIKELY(!(meta.kind & KNHK_HOT))) return KNHK_TAKE_GENERAL_PATH;
   uint64_t m = *marking;
+  /* AND join: consume the preset. XOR join: the one marked input (none or two or more
+   * marked: the general path decides, consuming the lowest). */
   uint64_t consume = h->pre[t];
   if (KNHK_UNLIKELY(meta.kind & KNHK_HOT_XOR_JOIN)) {
-    /* the lowest marked input; with none marked, the preset, so that the test below fails */
-    uint64_t have = m & consume;
-    uint64_t lowest = have & (0 - have);
-    consume = lowest ? lowest : consume;
+    consume &= m;
+    if (KNHK_UNLIKELY((consume & (consume - 1)) | (uint64_t)(consume == 0)))
+      return KNHK_TAKE_GENERAL_PATH;
   }
   uint64_t out = h->out_on[t];
   if (meta.kind & KNHK_HOT_XOR_SPLIT) {
-    uint32_t taken;
+    uint64_t failed; /* all ones when the guard does not hold */
     if (use_bits) {
-      taken = (bits & meta.race) != 0;
+      failed = (uint64_t)((bits & meta.race) == 0);
     } else {
       uint64_t v = (uint64_t)regs[(size_t)meta.lhs * stride];
-      taken = v - h->lo[t] <= h->span[t];
+      failed = (uint64_t)(h->span[t] < v - h->lo[t]);
     }
     /* a select by mask, not a branch: guards on case data are unpredictable in general */
-    uint64_t off = h->out_off[t];
-    out = off ^ ((out ^ off) & (0 - (uint64_t)taken));
+    out ^= h->out_flip[t] & (0 - failed);
   }
+  /* x: the marking after consuming; the new marking depends on the old one through one XOR
+   * (then OR out), the shortest chain through memory for successive fires on one case */
   uint64_t x = m ^ consume;
-  /* refused or unusual: not enabled, a token onto a marked condition, busy, done or flagged */
-  uint64_t bad = (x & (consume | out)) | *flags | ((*busy >> t) & 1u);
+  /* refused or unusual: an input not marked, a token onto a marked condition, busy, done or
+   * flagged */
+  uint64_t bad = (x & (consume | out)) | *flags;
   if (KNHK_UNLIKELY(bad)) return KNHK_TAKE_GENERAL_PATH;
+  if (KNHK_UNLIKELY((*busy >> t) & 1u)) return KNHK_TAKE_GENERAL_PATH;
   if ((meta.kind & KNHK_HOT_ENDS) && (out & n->output)) {
     /* the case ends; with other work left it is an explicit termination: general path */
     if (KNHK_UNLIKELY(x | *busy)) return KNHK_TAKE_GENERAL_PATH;

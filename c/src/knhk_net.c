@@ -292,7 +292,7 @@ static void set_hot(knhk_net_t *net, uint32_t i, int side_state) {
   knhk_hot_t *h = &net->hot;
   h->pre[i] = t->pre;
   h->out_on[i] = t->post;
-  h->out_off[i] = t->post;
+  h->out_flip[i] = 0;
   h->lo[i] = 0;
   h->span[i] = ~0ull;
   h->meta[i] = (knhk_hot_meta_t){0};
@@ -311,7 +311,7 @@ static void set_hot(knhk_net_t *net, uint32_t i, int side_state) {
     if (term->rhs_is_reg || !guard_range(term, &lo, &span, &never)) return;
     kind |= KNHK_HOT_XOR_SPLIT;
     h->out_on[i] = never ? net->branches[i][def].conditions : net->branches[i][k].conditions;
-    h->out_off[i] = net->branches[i][def].conditions;
+    h->out_flip[i] = h->out_on[i] ^ net->branches[i][def].conditions;
     h->lo[i] = lo;
     h->span[i] = span;
     h->meta[i].lhs = (uint8_t)(term->lhs & (KNHK_REGISTERS - 1));

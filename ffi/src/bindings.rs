@@ -149,14 +149,14 @@ pub struct knhk_hot_meta {
 }
 #[doc = " Per-task byte fields of the short path. 8 bytes, so that a vector path reads one task's\n  fields as one 64-bit lane."]
 pub type knhk_hot_meta_t = knhk_hot_meta;
-#[doc = " The short path of fire, derived at seal (struct of arrays, indexed by task): a task is hot\n  when it has an AND or XOR join, no cancellation set, no OR-join or discriminator in its net,\n  and an AND split or a two-way XOR split whose guard is one comparison of a register with a\n  constant. Such a guard holds exactly when (uint64_t)regs[lhs] - lo <= span (unsigned,\n  wrapping): every comparison with a constant is such a range. For an AND split,\n  out_on == out_off == post and the range is everything."]
+#[doc = " The short path of fire, derived at seal (struct of arrays, indexed by task): a task is hot\n  when it has an AND or XOR join, no cancellation set, no OR-join or discriminator in its net,\n  and an AND split or a two-way XOR split whose guard is one comparison of a register with a\n  constant. Such a guard holds exactly when (uint64_t)regs[lhs] - lo <= span (unsigned,\n  wrapping): every comparison with a constant is such a range. The output is out_on when the\n  guard holds, else out_on ^ out_flip (the default flow). For an AND split out_on == post,\n  out_flip == 0 and the range is everything."]
 #[repr(C)]
 #[repr(align(64))]
 #[derive(Debug, Copy, Clone)]
 pub struct knhk_hot {
     pub pre: [u64; 64usize],
     pub out_on: [u64; 64usize],
-    pub out_off: [u64; 64usize],
+    pub out_flip: [u64; 64usize],
     pub lo: [u64; 64usize],
     pub span: [u64; 64usize],
     pub meta: [knhk_hot_meta_t; 64usize],
@@ -170,7 +170,7 @@ impl Default for knhk_hot {
         }
     }
 }
-#[doc = " The short path of fire, derived at seal (struct of arrays, indexed by task): a task is hot\n  when it has an AND or XOR join, no cancellation set, no OR-join or discriminator in its net,\n  and an AND split or a two-way XOR split whose guard is one comparison of a register with a\n  constant. Such a guard holds exactly when (uint64_t)regs[lhs] - lo <= span (unsigned,\n  wrapping): every comparison with a constant is such a range. For an AND split,\n  out_on == out_off == post and the range is everything."]
+#[doc = " The short path of fire, derived at seal (struct of arrays, indexed by task): a task is hot\n  when it has an AND or XOR join, no cancellation set, no OR-join or discriminator in its net,\n  and an AND split or a two-way XOR split whose guard is one comparison of a register with a\n  constant. Such a guard holds exactly when (uint64_t)regs[lhs] - lo <= span (unsigned,\n  wrapping): every comparison with a constant is such a range. The output is out_on when the\n  guard holds, else out_on ^ out_flip (the default flow). For an AND split out_on == post,\n  out_flip == 0 and the range is everything."]
 pub type knhk_hot_t = knhk_hot;
 #[doc = " A net in caller-owned memory. Build with knhk_net_* and seal before running cases.\n  The fields are readable; write them only through the builder."]
 #[repr(C)]

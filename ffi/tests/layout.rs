@@ -59,7 +59,7 @@ fn struct_layouts_match_c() {
         ("alignof hot", align_of::<knhk_hot_t>()),
         ("hot.pre", offset_of!(knhk_hot_t, pre)),
         ("hot.out_on", offset_of!(knhk_hot_t, out_on)),
-        ("hot.out_off", offset_of!(knhk_hot_t, out_off)),
+        ("hot.out_flip", offset_of!(knhk_hot_t, out_flip)),
         ("hot.lo", offset_of!(knhk_hot_t, lo)),
         ("hot.span", offset_of!(knhk_hot_t, span)),
         ("hot.meta", offset_of!(knhk_hot_t, meta)),

@@ -27,7 +27,7 @@ const uint64_t knhk_layout_probe[] = {
     ENTRY(knhk_hot_meta_t, reserved),
 
     sizeof(knhk_hot_t), _Alignof(knhk_hot_t),
-    ENTRY(knhk_hot_t, pre), ENTRY(knhk_hot_t, out_on), ENTRY(knhk_hot_t, out_off),
+    ENTRY(knhk_hot_t, pre), ENTRY(knhk_hot_t, out_on), ENTRY(knhk_hot_t, out_flip),
     ENTRY(knhk_hot_t, lo), ENTRY(knhk_hot_t, span), ENTRY(knhk_hot_t, meta),
 
     sizeof(knhk_net_t), _Alignof(knhk_net_t),
