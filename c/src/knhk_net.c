@@ -255,31 +255,26 @@ static uint64_t branch_region(const knhk_net_t *net, uint64_t start, uint64_t st
  * and no side state anywhere in the net (no OR-join or discriminator could absorb or expect
  * what the task produces). Called on a net that passed every check; t->join is effective. */
 /* The range [lo, lo + span] (unsigned, wrapping) on which `regs[lhs] op constant` holds.
- * Returns 0 when the comparison is not such a range (a bit test; FALSE, LT INT64_MIN and
- * GT INT64_MAX hold nowhere and are reported as the full range with *never set). */
-static int guard_range(const knhk_term_t *term, uint64_t *lo, uint64_t *span, int *never) {
+ * Returns 0 when the comparison is not such a range: a bit test, or a guard that holds
+ * nowhere (FALSE, LT INT64_MIN, GT INT64_MAX), which a range cannot express (it holds on at
+ * least one value) and which the general path decides. */
+static int guard_range(const knhk_term_t *term, uint64_t *lo, uint64_t *span) {
   const uint64_t c = (uint64_t)term->rhs_const;
   const uint64_t min = (uint64_t)INT64_MIN, max = (uint64_t)INT64_MAX;
-  uint64_t first, last; /* as signed values, first <= last; NE wraps */
-  *never = 0;
+  uint64_t first, last; /* as signed values first <= last, except NE, which wraps */
   switch (term->op) {
     case KNHK_GUARD_EQ: first = c; last = c; break;
-    case KNHK_GUARD_NE: first = c + 1; last = c - 1; break; /* everything but c, wrapping */
+    case KNHK_GUARD_NE: first = c + 1; last = c - 1; break; /* everything but c */
     case KNHK_GUARD_LT:
-      if (c == min) *never = 1;
+      if (c == min) return 0;
       first = min; last = c - 1; break;
     case KNHK_GUARD_LE: first = min; last = c; break;
     case KNHK_GUARD_GT:
-      if (c == max) *never = 1;
+      if (c == max) return 0;
       first = c + 1; last = max; break;
     case KNHK_GUARD_GE: first = c; last = max; break;
     case KNHK_GUARD_TRUE: first = min; last = max; break;
-    case KNHK_GUARD_FALSE: *never = 1; first = min; last = max; break;
     default: return 0;
-  }
-  if (*never) {
-    first = min;
-    last = max;
   }
   *lo = first;
   *span = last - first;
@@ -306,11 +301,10 @@ static void set_hot(knhk_net_t *net, uint32_t i, int side_state) {
     const knhk_guard_t *g = &net->branches[i][k].guard;
     const knhk_term_t *term = &g->term[0];
     uint64_t lo, span;
-    int never;
     if (g->combine != KNHK_COMBINE_AND || g->term[1].op != KNHK_GUARD_TRUE) return;
-    if (term->rhs_is_reg || !guard_range(term, &lo, &span, &never)) return;
+    if (term->rhs_is_reg || !guard_range(term, &lo, &span)) return;
     kind |= KNHK_HOT_XOR_SPLIT;
-    h->out_on[i] = never ? net->branches[i][def].conditions : net->branches[i][k].conditions;
+    h->out_on[i] = net->branches[i][k].conditions;
     h->out_flip[i] = h->out_on[i] ^ net->branches[i][def].conditions;
     h->lo[i] = lo;
     h->span[i] = span;
