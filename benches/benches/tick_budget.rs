@@ -13,9 +13,11 @@ use common::measure::{pin_last_core, remeasure, time_batch, Recorder, Stats, Tic
 use common::peers::{self, fsm, HashNet};
 use criterion::Criterion;
 use knhk_benches::budgets::Budgets;
-use knhk_benches::{coin_flips, core_patterns, other_patterns, BeatBatch, Scenario, Workflow};
+use knhk_benches::{
+    coin_flips, core_patterns, other_patterns, BeatBatch, BlockBatch, Scenario, Workflow,
+};
 use knhk_kernel::clock::Calibration;
-use knhk_kernel::{Case, Event, Op};
+use knhk_kernel::{Block, BlockPath, Case, Event, Op};
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -59,6 +61,7 @@ fn main() {
     let wcp04_bits = knhk_benches::wcp04_exclusive_choice_bits();
     let other = other_patterns();
     let beat = BeatBatch::sequence(64);
+    let block_batch = BlockBatch::sequence(8);
     let workflow = Workflow::new();
     let flips = coin_flips(BATCH_CASES, 0x5eed);
     let hashnet = HashNet::workflow();
@@ -114,6 +117,22 @@ fn main() {
         });
     }
 
+    // ---- the same 64 cases x 62 steps as blocks of 8 (struct of arrays), one call per step ----
+    for (name, path) in [
+        ("beat_block", BlockPath::Best),
+        ("beat_block_scalar", BlockPath::Scalar),
+    ] {
+        let b = &block_batch;
+        let mut blocks = b.start.clone();
+        let mut st = vec![0u8; b.start.len() * 8];
+        benches.push(Bench {
+            name: name.into(),
+            group: "beat",
+            ops: b.events(),
+            f: Box::new(move || b.run(black_box(&mut blocks), &mut st, path)),
+        });
+    }
+
     // ---- peers on the 8-event workflow: single case, and 512 independent cases ----
     let wf = &workflow;
     let starts: Vec<Case> = flips.iter().map(|&r| wf.case(r)).collect();
@@ -159,6 +178,39 @@ fn main() {
                 let mut bad = 0u8;
                 for b in &beats {
                     if wf.net.beat(black_box(&mut cases), b, &mut st).is_err() {
+                        return false;
+                    }
+                    bad |= st.iter().fold(0, |a, &s| a | s);
+                }
+                bad == 0
+            }),
+        });
+    }
+    {
+        // 512 cases as 64 blocks, 8 steps, one block_fire call per step over all blocks.
+        let nblocks = BATCH_CASES / 8;
+        let mut start: Vec<Block> = vec![Block::new(&wf.net).expect("block"); nblocks];
+        for (c, case) in starts.iter().enumerate() {
+            start[c / 8].set(c % 8, case);
+        }
+        let steps: Vec<Vec<u8>> = (0..8)
+            .map(|step| (0..BATCH_CASES).map(|c| events[c][step] as u8).collect())
+            .collect();
+        let mut blocks = start.clone();
+        let mut st = vec![0u8; BATCH_CASES];
+        benches.push(Bench {
+            name: "peer_knhk_blocks512".into(),
+            group: "peers",
+            ops: 8 * BATCH_CASES as u64,
+            f: Box::new(move || {
+                blocks.copy_from_slice(&start);
+                let mut bad = 0u8;
+                for tasks in &steps {
+                    if wf
+                        .net
+                        .block_fire(black_box(&mut blocks), tasks, &mut st, BlockPath::Best)
+                        .is_err()
+                    {
                         return false;
                     }
                     bad |= st.iter().fold(0, |a, &s| a | s);
@@ -359,9 +411,10 @@ fn main() {
         ("peer_knhk_single", "peer_knhk_single"),
         ("peer_statig_single", "peer_knhk_single"),
         ("peer_hashmap_single", "peer_knhk_single"),
-        ("peer_knhk_batch512", "peer_knhk_batch512"),
-        ("peer_statig_batch512", "peer_knhk_batch512"),
-        ("peer_hashmap_batch512", "peer_knhk_batch512"),
+        ("peer_knhk_blocks512", "peer_knhk_blocks512"),
+        ("peer_knhk_batch512", "peer_knhk_blocks512"),
+        ("peer_statig_batch512", "peer_knhk_blocks512"),
+        ("peer_hashmap_batch512", "peer_knhk_blocks512"),
     ] {
         if let Some((p, r)) = ratio(peer, knhk) {
             println!("| {peer:<26} | {p:>14.2} | {r:>14.2} |");

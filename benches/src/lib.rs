@@ -8,7 +8,7 @@
 //!
 //! The peers (a `HashMap<String, u32>` token-count Petri net and a `statig` state machine) are
 //! dev-dependencies of the bench targets only and live in `benches/peers.rs`.
-use knhk_kernel::{Case, Event, Guard, GuardOp, Join, Net, Op, Split, Term};
+use knhk_kernel::{Block, BlockPath, Case, Event, Guard, GuardOp, Join, Net, Op, Split, Term};
 
 pub mod budgets;
 
@@ -653,6 +653,59 @@ impl BeatBatch {
     }
 }
 
+/// The cases of [`BeatBatch`] as blocks of 8 (`knhk_block_t`) driven through
+/// `Net::block_fire`: step k fires task k on every lane of every block, one call per step.
+pub struct BlockBatch {
+    /// The sequence net.
+    pub net: Box<Net>,
+    /// The blocks every iteration starts from (all cases fresh).
+    pub start: Vec<Block>,
+    /// Per step, the task of every lane of every block (8 per block).
+    pub steps: Vec<Vec<u8>>,
+}
+
+impl BlockBatch {
+    /// `nblocks` blocks (8 cases each) through the 62-step sequence net.
+    pub fn sequence(nblocks: usize) -> BlockBatch {
+        assert!(nblocks > 0);
+        let scen = wcp01_sequence();
+        let start = vec![Block::new(&scen.net).unwrap(); nblocks];
+        let steps = scen
+            .steps
+            .iter()
+            .map(|s| {
+                let Step::Fire(t) = *s else { unreachable!() };
+                vec![t as u8; nblocks * 8]
+            })
+            .collect();
+        BlockBatch {
+            net: scen.net,
+            start,
+            steps,
+        }
+    }
+
+    /// Case-events per iteration.
+    pub fn events(&self) -> u64 {
+        (self.steps.len() * self.start.len() * 8) as u64
+    }
+
+    /// One iteration: reset the blocks, run every step on `path`. Returns false on any
+    /// refused lane.
+    #[inline]
+    pub fn run(&self, blocks: &mut [Block], statuses: &mut [u8], path: BlockPath) -> bool {
+        blocks.copy_from_slice(&self.start);
+        let mut bad = 0u8;
+        for tasks in &self.steps {
+            if self.net.block_fire(blocks, tasks, statuses, path).is_err() {
+                return false;
+            }
+            bad |= statuses.iter().fold(0, |a, &s| a | s);
+        }
+        bad == 0
+    }
+}
+
 // ------------------------------------------------------------------------------------------
 // The peer workflow: sequence, AND-split, AND-join, XOR with a 50/50 guard, merge, end.
 // ------------------------------------------------------------------------------------------
@@ -767,6 +820,19 @@ mod tests {
         let mut cases = b.start.clone();
         assert!(b.run(&mut cases));
         assert!(cases.iter().all(|c| c.is_done()));
+    }
+
+    #[test]
+    fn block_batch_runs_on_both_paths() {
+        let b = BlockBatch::sequence(3);
+        for path in [BlockPath::Best, BlockPath::Scalar] {
+            let mut blocks = b.start.clone();
+            let mut st = vec![0xAAu8; 24];
+            assert!(b.run(&mut blocks, &mut st, path));
+            for blk in &blocks {
+                assert!((0..8).all(|i| blk.get(i).unwrap().is_done()));
+            }
+        }
     }
 
     #[test]

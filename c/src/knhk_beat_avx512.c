@@ -86,11 +86,15 @@ KNHK_AVX512 static inline hot_lanes hot_rules(const knhk_net_t *net, __m512i tas
   /* AND join: every input marked; XOR join: exactly one (else the scalar rules decide) */
   const __m512i pre = lookup(h->pre, task, nt);
   const __m512i have = _mm512_and_si512(m, pre);
-  const __mmask8 xor_join = _mm512_test_epi64_mask(meta, _mm512_set1_epi64(KNHK_HOT_XOR_JOIN));
   const __m512i one = _mm512_set1_epi64(1);
-  ok &= _mm512_mask_cmpeq_epi64_mask((__mmask8)~xor_join, have, pre) |
-        (xor_join & _mm512_test_epi64_mask(have, have) &
-         _mm512_testn_epi64_mask(have, _mm512_sub_epi64(have, one)));
+  const __mmask8 xor_join = ok & _mm512_test_epi64_mask(meta, _mm512_set1_epi64(KNHK_HOT_XOR_JOIN));
+  __mmask8 ready = _mm512_cmpeq_epi64_mask(have, pre);
+  if (xor_join) {
+    ready = (ready & (__mmask8)~xor_join) |
+            (xor_join & _mm512_test_epi64_mask(have, have) &
+             _mm512_testn_epi64_mask(have, _mm512_sub_epi64(have, one)));
+  }
+  ok &= ready;
   __m512i out = lookup(h->out_on, task, nt);
   const __mmask8 xor_split =
       ok & _mm512_test_epi64_mask(meta, _mm512_set1_epi64(KNHK_HOT_XOR_SPLIT));
