@@ -12,7 +12,8 @@
 //! Prints a table of instructions per operation against the budgets; exits non-zero naming
 //! every benchmark over its budget. `KNHK_BUDGET_<NAME>` / `KNHK_BUDGET_SCALE` override.
 use knhk_benches::budgets::Budgets;
-use knhk_benches::{core_patterns, wcp04_exclusive_choice_bits, BeatBatch, Scenario};
+use knhk_benches::{core_patterns, wcp04_exclusive_choice_bits, BeatBatch, BlockBatch, Scenario};
+use knhk_kernel::BlockPath;
 use std::hint::black_box;
 use std::process::Command;
 
@@ -47,6 +48,15 @@ fn run_child(name: &str, iters: u64) -> u64 {
         let mut cases = b.start.clone();
         for _ in 0..iters {
             assert!(b.run(black_box(&mut cases)));
+        }
+        return b.events();
+    }
+    if name == "beat_block_scalar" {
+        let b = BlockBatch::sequence(8);
+        let mut blocks = b.start.clone();
+        let mut st = vec![0u8; b.start.len() * 8];
+        for _ in 0..iters {
+            assert!(b.run(black_box(&mut blocks), &mut st, BlockPath::Scalar));
         }
         return b.events();
     }
