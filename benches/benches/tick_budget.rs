@@ -3,9 +3,10 @@
 //!
 //! Prints the calibration (ticks per ns) once, runs every benchmark with a short criterion
 //! measurement, prints a table of medians against `benches/budgets.toml` `[ticks]`, and exits
-//! non-zero naming each benchmark whose median exceeds its budget (after two independent
-//! re-measurements, because the machines are shared and noisy). `KNHK_BENCH_LONG=1` measures
-//! longer (for docs/performance.md); `KNHK_BUDGET_*` override budgets (see `budgets.rs`).
+//! non-zero naming each benchmark whose median exceeds its budget (confirmed by up to four
+//! independent re-measurements, because the machines are shared and noisy).
+//! `KNHK_BENCH_LONG=1` measures longer (for docs/performance.md); `KNHK_BUDGET_*` override
+//! budgets (see `budgets.rs`).
 mod common;
 
 use common::handoff;
@@ -30,6 +31,9 @@ struct Bench<'a> {
 }
 
 const BATCH_CASES: usize = 512;
+
+/// Independent re-measurements that confirm a median over budget before it fails the gate.
+const REMEASUREMENTS: usize = 4;
 
 #[allow(clippy::needless_range_loop)] // step-major loops over per-case arrays read clearer indexed
 fn main() {
@@ -353,11 +357,15 @@ fn main() {
         let budget = budgets.get(&b.name);
         let mut verdict = "-".to_string();
         if let Some(limit) = budget {
-            // Confirm an apparent failure twice, outside criterion: a shared machine can
-            // stall one benchmark for a whole criterion run.
-            for _ in 0..2 {
+            // Confirm an apparent failure, outside criterion, up to four times spread over
+            // about two seconds: a shared machine can stall one benchmark for a whole
+            // criterion run and for a while after it. The best median of these counts.
+            for attempt in 0..REMEASUREMENTS {
                 if s.median <= limit {
                     break;
+                }
+                if attempt > 0 {
+                    std::thread::sleep(Duration::from_millis(500));
                 }
                 let r = remeasure(b.ops, 31, 2_000_000, &mut *b.f);
                 if r.median < s.median {
