@@ -66,6 +66,7 @@ fn main() {
     let other = other_patterns();
     let beat = BeatBatch::sequence(64);
     let block_batch = BlockBatch::sequence(8);
+    let block_batch_16 = BlockBatch::sequence_of(16, 32);
     let workflow = Workflow::new();
     let flips = coin_flips(BATCH_CASES, 0x5eed);
     let hashnet = HashNet::workflow();
@@ -122,11 +123,12 @@ fn main() {
     }
 
     // ---- the same 64 cases x 62 steps as blocks of 8 (struct of arrays), one call per step ----
-    for (name, path) in [
-        ("beat_block", BlockPath::Best),
-        ("beat_block_scalar", BlockPath::Scalar),
+    // (and a 16-task sequence, 32 blocks: the table lookups of nets of up to 16 tasks)
+    for (name, path, b) in [
+        ("beat_block", BlockPath::Best, &block_batch),
+        ("beat_block_scalar", BlockPath::Scalar, &block_batch),
+        ("beat_block_16tasks", BlockPath::Best, &block_batch_16),
     ] {
-        let b = &block_batch;
         let mut blocks = b.start.clone();
         let mut st = vec![0u8; b.start.len() * 8];
         benches.push(Bench {

@@ -191,20 +191,25 @@ fn after(net: &Net, steps: &[Step]) -> Case {
 /// WCP-1 sequence: a chain `c0 -> T0 -> c1 -> ... -> T61 -> c62`; one iteration fires all 62
 /// tasks (the last one completes the case).
 pub fn wcp01_sequence() -> Scenario {
+    sequence_of(62, "wcp01_sequence")
+}
+
+/// A chain of `n` tasks (`n` <= 63); one iteration fires all of them.
+fn sequence_of(n: usize, name: &'static str) -> Scenario {
     let mut net = Box::new(Net::new());
-    let c = conds(&mut net, 63);
+    let c = conds(&mut net, n + 1);
     let mut steps = Vec::new();
-    for k in 0..62 {
+    for k in 0..n {
         let t = net.add_task(Join::Xor, Split::And).unwrap();
         net.input_flow(c[k], t).unwrap();
         net.output_flow(t, c[k + 1], None, false).unwrap();
         steps.push(Step::Fire(t));
     }
     net.set_input(c[0]).unwrap();
-    net.set_output(c[62]).unwrap();
-    seal(&mut net, "wcp01");
+    net.set_output(c[n]).unwrap();
+    seal(&mut net, name);
     let start = Case::new(&net).unwrap();
-    Scenario::new("wcp01_sequence", net, start, steps)
+    Scenario::new(name, net, start, steps)
 }
 
 /// A binary split tree of depth 4 (15 AND-split tasks, 16 leaves) followed by a binary
@@ -667,8 +672,13 @@ pub struct BlockBatch {
 impl BlockBatch {
     /// `nblocks` blocks (8 cases each) through the 62-step sequence net.
     pub fn sequence(nblocks: usize) -> BlockBatch {
+        BlockBatch::sequence_of(62, nblocks)
+    }
+
+    /// `nblocks` blocks through a sequence net of `ntasks` tasks (<= 63).
+    pub fn sequence_of(ntasks: usize, nblocks: usize) -> BlockBatch {
         assert!(nblocks > 0);
-        let scen = wcp01_sequence();
+        let scen = sequence_of(ntasks, "block sequence");
         let start = vec![Block::new(&scen.net).unwrap(); nblocks];
         let steps = scen
             .steps
