@@ -189,6 +189,7 @@ typedef struct knhk_hot {
   uint64_t lo[KNHK_MAX_TASKS];               /* the guard's range: first value ... */
   uint64_t span[KNHK_MAX_TASKS];             /* ... and its length minus one */
   knhk_hot_meta_t meta[KNHK_MAX_TASKS];
+  uint64_t kinds;                            /* the union of every task's meta.kind */
 } knhk_hot_t;
 
 /** A net in caller-owned memory. Build with knhk_net_* and seal before running cases.
@@ -235,8 +236,7 @@ typedef struct knhk_block {
   uint64_t or_expect[KNHK_BEAT_LANES];
   uint64_t absorb[KNHK_BEAT_LANES];
   uint64_t seq[KNHK_BEAT_LANES];
-  uint32_t flags[KNHK_BEAT_LANES];
-  uint32_t reserved[KNHK_BEAT_LANES];
+  uint64_t flags[KNHK_BEAT_LANES]; /* KNHK_FLAG_* (the case's 32-bit flags, zero-extended) */
   int64_t regs[KNHK_REGISTERS][KNHK_BEAT_LANES]; /* regs[r][i]: register r of lane i */
 } knhk_block_t;
 

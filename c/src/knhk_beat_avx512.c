@@ -41,7 +41,7 @@ uint32_t knhk_beat_path(void) {
 
 /* table[idx[i]] for idx[i] < ntasks (only the low bits the task count needs are used): permutes over the 64-entry table,
  * as many as the net's task count needs (one for up to 16 tasks, four for 64). */
-KNHK_AVX512 static inline __m512i lookup(const void *table, __m512i idx, uint32_t ntasks) {
+KNHK_AVX512 KNHK_INLINE __m512i lookup(const void *table, __m512i idx, uint32_t ntasks) {
   const __m512i *tv = (const __m512i *)table;
   __m512i r = _mm512_permutex2var_epi64(_mm512_load_si512(tv), idx, _mm512_load_si512(tv + 1));
   if (ntasks > 16) {
@@ -64,63 +64,79 @@ KNHK_AVX512 static inline __m512i lookup(const void *table, __m512i idx, uint32_
 
 /* What the short path decides for 8 lanes. */
 typedef struct hot_lanes {
-  __m512i marking;  /* the new marking of the committed lanes */
-  __mmask8 commit;  /* lanes the short path takes */
-  __mmask8 ends;    /* committed lanes whose case completes (flags := DONE | COMPLETED) */
+  __m512i marking; /* the new marking of the committed lanes */
+  __m512i flags;   /* the new flags of the committed lanes: DONE | COMPLETED where it ends */
+  __mmask8 commit; /* lanes the short path takes */
 } hot_lanes;
 
-/* The rules of fire_hot on 8 lanes. `ok`: lanes with a fire. `m`, `busy`: the
- * lanes' words; `flagged`: lanes whose flags are nonzero. A lane's register r is read at
- * reg_base + lane_off[i] + (r << reg_shift) bytes. */
-KNHK_AVX512 static inline hot_lanes hot_rules(const knhk_net_t *net, __m512i task, __mmask8 ok,
-                                              __m512i m, __m512i busy, __mmask8 flagged,
-                                              const void *reg_base, __m512i lane_off,
-                                              int reg_shift) {
+#define TERN_A_OR_B_AND_C 0xF8   /* vpternlogq: a | (b & c) */
+#define TERN_A_OR_B_AND_C_ 0xA8  /* vpternlogq: (a | b) & c */
+
+/* The rules of fire_hot on 8 lanes, gathered into one vector of reasons to refuse (zero where
+ * the short path takes the lane) and turned into a mask once at the end: on AVX-512 cores the
+ * compares into mask registers share one port with the permutes, vector logic does not.
+ * `candidates`: lanes with a fire. `task`: any value (a task the lookups cannot index, not hot
+ * or out of range goes to the scalar rules); `m`, `busy`, `flags`: the lanes' words (flags
+ * zero-extended). A lane's register r is read at reg_base + lane_off[i] + (r << reg_shift). */
+KNHK_AVX512 KNHK_INLINE hot_lanes hot_rules(const knhk_net_t *net, __mmask8 candidates,
+                                            __m512i task, __m512i m, __m512i busy,
+                                            __m512i flags, const void *reg_base,
+                                            __m512i lane_off, int reg_shift) {
   const knhk_hot_t *h = &net->hot;
   const uint32_t nt = net->ntasks;
-  /* the lookups use the index's low bits only: tasks >= ntasks go to the scalar rules */
-  ok &= _mm512_cmplt_epu64_mask(task, _mm512_set1_epi64(nt));
-  const __m512i meta = lookup(h->meta, task, nt);
-  ok &= _mm512_test_epi64_mask(meta, _mm512_set1_epi64(KNHK_HOT));
-  ok &= (__mmask8)~flagged;
-  /* AND join: every input marked; XOR join: exactly one (else the scalar rules decide) */
-  const __m512i pre = lookup(h->pre, task, nt);
-  const __m512i have = _mm512_and_si512(m, pre);
   const __m512i one = _mm512_set1_epi64(1);
-  const __mmask8 xor_join = ok & _mm512_test_epi64_mask(meta, _mm512_set1_epi64(KNHK_HOT_XOR_JOIN));
-  __mmask8 ready = _mm512_cmpeq_epi64_mask(have, pre);
-  if (xor_join) {
-    ready = (ready & (__mmask8)~xor_join) |
-            (xor_join & _mm512_test_epi64_mask(have, have) &
-             _mm512_testn_epi64_mask(have, _mm512_sub_epi64(have, one)));
+  /* the lookups read the index's low 4, 5 or 6 bits: anything above is refused here, and
+   * entries >= ntasks are zero (not hot) */
+  const uint64_t beyond = nt <= 16 ? ~15ull : nt <= 32 ? ~31ull : ~63ull;
+  __m512i bad = _mm512_ternarylogic_epi64(flags, task, _mm512_set1_epi64((long long)beyond),
+                                          TERN_A_OR_B_AND_C);
+  const __m512i meta = lookup(h->meta, task, nt);
+  bad = _mm512_or_si512(bad, _mm512_andnot_si512(meta, one)); /* KNHK_HOT == 1: not hot */
+  const __m512i pre = lookup(h->pre, task, nt);
+  /* AND join: consume the preset. XOR join: its one marked input; none or two or more marked
+   * go to the scalar rules. Only in nets that have such a join. */
+  __m512i consume = pre;
+  if (h->kinds & KNHK_HOT_XOR_JOIN) {
+    const __mmask8 xj = _mm512_test_epi64_mask(meta, _mm512_set1_epi64(KNHK_HOT_XOR_JOIN));
+    const __m512i have = _mm512_and_si512(m, pre);
+    const __m512i less = _mm512_sub_epi64(have, one);
+    /* two or more bits: have & (have - 1); none: the top bit of (have - 1) & ~have */
+    const __m512i multi = _mm512_and_si512(have, less);
+    const __m512i none = _mm512_srli_epi64(_mm512_andnot_si512(have, less), 63);
+    bad = _mm512_mask_ternarylogic_epi64(bad, xj, multi, none, 0xFE); /* a | b | c */
+    consume = _mm512_mask_mov_epi64(pre, xj, have);
   }
-  ok &= ready;
   __m512i out = lookup(h->out_on, task, nt);
-  const __mmask8 xor_split =
-      ok & _mm512_test_epi64_mask(meta, _mm512_set1_epi64(KNHK_HOT_XOR_SPLIT));
-  if (xor_split) {
-    const __m512i lhs = _mm512_and_si512(_mm512_srli_epi64(meta, 8),
-                                         _mm512_set1_epi64(KNHK_REGISTERS - 1));
-    const __m512i off = _mm512_add_epi64(lane_off, _mm512_sll_epi64(lhs, _mm_cvtsi32_si128(reg_shift)));
-    const __m512i v =
-        _mm512_mask_i64gather_epi64(_mm512_setzero_si512(), xor_split, off, reg_base, 1);
-    const __m512i dist = _mm512_sub_epi64(v, lookup(h->lo, task, nt));
-    const __mmask8 taken = _mm512_cmple_epu64_mask(dist, lookup(h->span, task, nt));
-    out = _mm512_mask_xor_epi64(out, xor_split & (__mmask8)~taken, out,
-                                lookup(h->out_flip, task, nt));
+  if (h->kinds & KNHK_HOT_XOR_SPLIT) {
+    const __mmask8 xs = candidates & _mm512_test_epi64_mask(meta, _mm512_set1_epi64(KNHK_HOT_XOR_SPLIT));
+    if (!_mm512_kortestz((__mmask16)xs, (__mmask16)xs)) {
+      const __m512i lhs = _mm512_and_si512(_mm512_srli_epi64(meta, 8),
+                                           _mm512_set1_epi64(KNHK_REGISTERS - 1));
+      const __m512i off =
+          _mm512_add_epi64(lane_off, _mm512_sll_epi64(lhs, _mm_cvtsi32_si128(reg_shift)));
+      const __m512i v = _mm512_mask_i64gather_epi64(_mm512_setzero_si512(), xs, off, reg_base, 1);
+      const __m512i dist = _mm512_sub_epi64(v, lookup(h->lo, task, nt));
+      const __mmask8 failed = _mm512_cmpgt_epu64_mask(dist, lookup(h->span, task, nt));
+      out = _mm512_mask_xor_epi64(out, xs & failed, out, lookup(h->out_flip, task, nt));
+    }
   }
-  const __m512i x = _mm512_andnot_si512(pre, m);
-  /* a token onto a marked condition; the task busy */
-  ok &= _mm512_testn_epi64_mask(x, out);
-  ok &= _mm512_testn_epi64_mask(_mm512_srlv_epi64(busy, task), one);
-  /* the case ends: with other work left it is an explicit termination (scalar decides) */
-  __mmask8 ends = ok & _mm512_test_epi64_mask(out, _mm512_set1_epi64((long long)net->output));
-  if (ends) {
-    const __m512i left = _mm512_or_si512(x, busy);
-    ok &= (__mmask8)~(ends & _mm512_test_epi64_mask(left, left));
-    ends &= ok;
-  }
-  hot_lanes r = {_mm512_or_si512(x, out), ok, ends};
+  const __m512i x = _mm512_xor_si512(m, consume);
+  /* an input not marked or a token onto a marked condition: x & (consume | out) */
+  bad = _mm512_ternarylogic_epi64(bad, x, _mm512_or_si512(consume, out), TERN_A_OR_B_AND_C);
+  /* the task busy */
+  bad = _mm512_ternarylogic_epi64(bad, _mm512_srlv_epi64(busy, task), one, TERN_A_OR_B_AND_C);
+  /* the case ends (out marks the output condition, one bit): with other work left it is an
+   * explicit termination (scalar rules), else flags := DONE | COMPLETED. No branch: a lane
+   * ends about once per case. */
+  const __m512i ends01 = _mm512_srl_epi64(
+      _mm512_and_si512(out, _mm512_set1_epi64((long long)net->output)),
+      _mm_cvtsi32_si128((int)knhk_ctz64(net->output)));
+  const __m512i ends = _mm512_sub_epi64(_mm512_setzero_si512(), ends01); /* all ones */
+  bad = _mm512_or_si512(bad, _mm512_ternarylogic_epi64(x, busy, ends, TERN_A_OR_B_AND_C_));
+  hot_lanes r;
+  r.commit = _mm512_mask_testn_epi64_mask(candidates, bad, bad);
+  r.marking = _mm512_or_si512(x, out);
+  r.flags = _mm512_and_si512(ends, _mm512_set1_epi64(KNHK_FLAG_DONE | KNHK_FLAG_COMPLETED));
   return r;
 }
 
@@ -129,27 +145,25 @@ KNHK_AVX512 knhk_status knhk_block_fire_avx512(const knhk_net_t *net, knhk_block
                                                uint8_t *statuses) {
   const __m512i lane_off = _mm512_setr_epi64(0, 8, 16, 24, 32, 40, 48, 56);
   const __m512i one = _mm512_set1_epi64(1);
-  const __m256i done = _mm256_set1_epi32((int)(KNHK_FLAG_DONE | KNHK_FLAG_COMPLETED));
   for (uint32_t k = 0; k < nblocks; k++) {
     knhk_block_t *b = &blocks[k];
     const uint8_t *tk = &tasks[(size_t)k * KNHK_BEAT_LANES];
     uint8_t *st = &statuses[(size_t)k * KNHK_BEAT_LANES];
     const __m512i task = _mm512_cvtepu8_epi64(_mm_loadl_epi64((const __m128i *)tk));
-    const __mmask8 fire = _mm512_cmplt_epu64_mask(task, _mm512_set1_epi64(KNHK_MAX_TASKS));
-    const __m256i flags = _mm256_load_si256((const __m256i *)b->flags);
-    const __m512i m = _mm512_load_si512(b->marking);
-    const __m512i busy = _mm512_load_si512(b->busy);
-    const hot_lanes r = hot_rules(net, task, fire, m, busy, _mm256_test_epi32_mask(flags, flags),
-                                  &b->regs[0][0], lane_off, 6);
+    const hot_lanes r =
+        hot_rules(net, 0xFF, task, _mm512_load_si512(b->marking), _mm512_load_si512(b->busy),
+                  _mm512_load_si512(b->flags), &b->regs[0][0], lane_off, 6);
     _mm512_mask_store_epi64(b->marking, r.commit, r.marking);
-    _mm512_mask_store_epi64(b->seq, r.commit,
-                            _mm512_add_epi64(_mm512_load_si512(b->seq), one));
-    if (r.ends) _mm256_mask_store_epi32(b->flags, r.ends, done);
+    _mm512_mask_store_epi64(b->seq, r.commit, _mm512_add_epi64(_mm512_load_si512(b->seq), one));
+    _mm512_mask_store_epi64(b->flags, r.commit, r.flags); /* committed lanes' flags were 0 */
     memset(st, KNHK_OK, KNHK_BEAT_LANES);
-    /* every other lane on the scalar rules (lanes are distinct cases: order is free) */
-    for (uint32_t left = (uint32_t)(uint8_t)~r.commit; left; left &= left - 1) {
-      uint32_t i = (uint32_t)__builtin_ctz(left);
-      st[i] = (uint8_t)knhk_block_lane_fire(net, b, i, tk[i]);
+    /* every other lane on the scalar rules (lanes are distinct cases: order is free); the
+     * test reads the mask register directly (all eight committed: nothing to do) */
+    if (KNHK_UNLIKELY(!_mm512_kortestc((__mmask16)r.commit, (__mmask16)0xFF00))) {
+      for (uint32_t left = (uint32_t)(uint8_t)~r.commit; left; left &= left - 1) {
+        uint32_t i = (uint32_t)__builtin_ctz(left);
+        st[i] = (uint8_t)knhk_block_lane_fire(net, b, i, tk[i]);
+      }
     }
   }
   return KNHK_OK;
@@ -193,15 +207,17 @@ KNHK_AVX512 knhk_status knhk_beat_avx512(const knhk_net_t *net, knhk_case_t *cas
     const __m512i flags = _mm512_and_si512(GATHER(ok, coff, cb + offsetof(knhk_case_t, flags)),
                                            _mm512_set1_epi64(0xffffffff));
     const __m512i seq = GATHER(ok, coff, cb + offsetof(knhk_case_t, seq));
-    const hot_lanes r = hot_rules(net, task64, ok, m, busy, _mm512_test_epi64_mask(flags, flags),
+    const hot_lanes r = hot_rules(net, ok, task64, m, busy, flags,
                                   cb + offsetof(knhk_case_t, regs), coff, 3);
     _mm512_mask_i64scatter_epi64((void *)(cb + offsetof(knhk_case_t, marking)), r.commit, coff,
                                  r.marking, 1);
     _mm512_mask_i64scatter_epi64((void *)(cb + offsetof(knhk_case_t, seq)), r.commit, coff,
                                  _mm512_add_epi64(seq, _mm512_set1_epi64(1)), 1);
-    if (r.ends)
-      _mm512_mask_i64scatter_epi32((void *)(cb + offsetof(knhk_case_t, flags)), r.ends, coff,
-                                   _mm256_set1_epi32(KNHK_FLAG_DONE | KNHK_FLAG_COMPLETED), 1);
+    /* flags is 32 bits wide in knhk_case_t: scatter the low halves where the case ended */
+    const __mmask8 ended = r.commit & _mm512_test_epi64_mask(r.flags, r.flags);
+    if (ended)
+      _mm512_mask_i64scatter_epi32((void *)(cb + offsetof(knhk_case_t, flags)), ended, coff,
+                                   _mm512_cvtepi64_epi32(r.flags), 1);
     ok = r.commit;
   }
   memset(statuses, KNHK_OK, KNHK_BEAT_LANES);

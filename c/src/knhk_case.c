@@ -436,7 +436,7 @@ knhk_status knhk_block_get(const knhk_block_t *b, uint32_t lane, knhk_case_t *ou
   out->or_expect = b->or_expect[lane];
   out->absorb = b->absorb[lane];
   out->seq = b->seq[lane];
-  out->flags = b->flags[lane];
+  out->flags = (uint32_t)b->flags[lane];
   out->reserved = 0;
   out->reserved2[0] = 0;
   out->reserved2[1] = 0;
@@ -452,7 +452,6 @@ knhk_status knhk_block_set(knhk_block_t *b, uint32_t lane, const knhk_case_t *c)
   b->absorb[lane] = c->absorb;
   b->seq[lane] = c->seq;
   b->flags[lane] = c->flags;
-  b->reserved[lane] = 0;
   for (uint32_t r = 0; r < KNHK_REGISTERS; r++) b->regs[r][lane] = c->regs[r];
   return KNHK_OK;
 }
@@ -496,8 +495,10 @@ knhk_status knhk_block_fire_scalar(const knhk_net_t *net, knhk_block_t *blocks,
     uint8_t *st = &statuses[(size_t)k * KNHK_BEAT_LANES];
     for (uint32_t i = 0; i < KNHK_BEAT_LANES; i++) {
       /* lanes are distinct cases: nothing but the loop counter links them */
-      if (KNHK_LIKELY(fire_hot(net, &b->marking[i], &b->busy[i], &b->flags[i], &b->seq[i],
+      uint32_t flags = (uint32_t)b->flags[i];
+      if (KNHK_LIKELY(fire_hot(net, &b->marking[i], &b->busy[i], &flags, &b->seq[i],
                                &b->regs[0][i], KNHK_BEAT_LANES, tk[i], 0, 0) == KNHK_OK)) {
+        b->flags[i] = flags;
         st[i] = KNHK_OK;
         continue;
       }

@@ -314,6 +314,7 @@ static void set_hot(knhk_net_t *net, uint32_t i, int side_state) {
   if (t->join == KNHK_JOIN_XOR && knhk_popcount64(t->pre) > 1) kind |= KNHK_HOT_XOR_JOIN;
   if ((t->post & net->output) != 0) kind |= KNHK_HOT_ENDS;
   h->meta[i].kind = kind;
+  h->kinds |= kind;
 }
 
 knhk_status knhk_net_seal(knhk_net_t *net, knhk_seal_report_t *r) {
@@ -416,6 +417,7 @@ knhk_status knhk_net_seal(knhk_net_t *net, knhk_seal_report_t *r) {
   }
 
   /* Commit: the net does not change above this line, so a failed seal leaves it as it was. */
+  net->hot.kinds = 0;
   for (uint32_t i = 0; i < net->ntasks; i++) {
     knhk_task_t *t = &net->tasks[i];
     t->join = effective_join(t);

@@ -160,6 +160,7 @@ pub struct knhk_hot {
     pub lo: [u64; 64usize],
     pub span: [u64; 64usize],
     pub meta: [knhk_hot_meta_t; 64usize],
+    pub kinds: u64,
 }
 impl Default for knhk_hot {
     fn default() -> Self {
@@ -234,8 +235,7 @@ pub struct knhk_block {
     pub or_expect: [u64; 8usize],
     pub absorb: [u64; 8usize],
     pub seq: [u64; 8usize],
-    pub flags: [u32; 8usize],
-    pub reserved: [u32; 8usize],
+    pub flags: [u64; 8usize],
     pub regs: [[i64; 8usize]; 8usize],
 }
 impl Default for knhk_block {

@@ -29,6 +29,7 @@ const uint64_t knhk_layout_probe[] = {
     sizeof(knhk_hot_t), _Alignof(knhk_hot_t),
     ENTRY(knhk_hot_t, pre), ENTRY(knhk_hot_t, out_on), ENTRY(knhk_hot_t, out_flip),
     ENTRY(knhk_hot_t, lo), ENTRY(knhk_hot_t, span), ENTRY(knhk_hot_t, meta),
+    ENTRY(knhk_hot_t, kinds),
 
     sizeof(knhk_net_t), _Alignof(knhk_net_t),
     ENTRY(knhk_net_t, tasks), ENTRY(knhk_net_t, branches), ENTRY(knhk_net_t, hot),
@@ -44,7 +45,7 @@ const uint64_t knhk_layout_probe[] = {
     sizeof(knhk_block_t), _Alignof(knhk_block_t),
     ENTRY(knhk_block_t, marking), ENTRY(knhk_block_t, busy), ENTRY(knhk_block_t, or_expect),
     ENTRY(knhk_block_t, absorb), ENTRY(knhk_block_t, seq), ENTRY(knhk_block_t, flags),
-    ENTRY(knhk_block_t, reserved), ENTRY(knhk_block_t, regs),
+    ENTRY(knhk_block_t, regs),
 
     sizeof(knhk_event_t), _Alignof(knhk_event_t),
     ENTRY(knhk_event_t, case_index), ENTRY(knhk_event_t, op), ENTRY(knhk_event_t, task),
