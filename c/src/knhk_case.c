@@ -7,6 +7,7 @@
 #include "knhk_internal.h"
 
 #include <stddef.h>
+#include <string.h>
 
 /* ---- guards: no branches (knhk_compare and knhk_truth in knhk_internal.h) ---- */
 
@@ -201,7 +202,8 @@ KNHK_INLINE knhk_status op_complete(const knhk_net_t *n, knhk_case_t *c, uint32_
  * knhk_case_t and a lane of a knhk_block_t. */
 #define KNHK_TAKE_GENERAL_PATH (-1)
 KNHK_INLINE int fire_hot(const knhk_net_t *n, uint64_t *marking, const uint64_t *busy,
-                         uint32_t *flags, uint64_t *seq, const int64_t *regs, uint32_t stride,
+                         void *flags, int wide_flags, uint64_t *seq, const int64_t *regs,
+                         uint32_t stride,
                          uint32_t t, uint32_t bits, int use_bits) {
   if (KNHK_UNLIKELY(t >= KNHK_MAX_TASKS)) return KNHK_TAKE_GENERAL_PATH;
   const knhk_hot_t *h = &n->hot;
@@ -233,13 +235,18 @@ KNHK_INLINE int fire_hot(const knhk_net_t *n, uint64_t *marking, const uint64_t 
   uint64_t x = m ^ consume;
   /* refused or unusual: an input not marked, a token onto a marked condition, busy, done or
    * flagged */
-  uint64_t bad = (x & (consume | out)) | *flags;
+  /* flags: a uint32_t in knhk_case_t, a uint64_t in a block lane (a constant per caller) */
+  uint64_t fl = wide_flags ? *(const uint64_t *)flags : *(const uint32_t *)flags;
+  uint64_t bad = (x & (consume | out)) | fl;
   if (KNHK_UNLIKELY(bad)) return KNHK_TAKE_GENERAL_PATH;
   if (KNHK_UNLIKELY((*busy >> t) & 1u)) return KNHK_TAKE_GENERAL_PATH;
   if ((meta.kind & KNHK_HOT_ENDS) && (out & n->output)) {
     /* the case ends; with other work left it is an explicit termination: general path */
     if (KNHK_UNLIKELY(x | *busy)) return KNHK_TAKE_GENERAL_PATH;
-    *flags = KNHK_FLAG_DONE | KNHK_FLAG_COMPLETED;
+    if (wide_flags)
+      *(uint64_t *)flags = KNHK_FLAG_DONE | KNHK_FLAG_COMPLETED;
+    else
+      *(uint32_t *)flags = KNHK_FLAG_DONE | KNHK_FLAG_COMPLETED;
   }
   *marking = x | out;
   *seq += 1;
@@ -248,7 +255,8 @@ KNHK_INLINE int fire_hot(const knhk_net_t *n, uint64_t *marking, const uint64_t 
 
 KNHK_INLINE int fire_hot_case(const knhk_net_t *n, knhk_case_t *c, uint32_t t, uint32_t bits,
                               int use_bits) {
-  return fire_hot(n, &c->marking, &c->busy, &c->flags, &c->seq, c->regs, 1, t, bits, use_bits);
+  return fire_hot(n, &c->marking, &c->busy, &c->flags, 0, &c->seq, c->regs, 1, t, bits,
+                  use_bits);
 }
 
 KNHK_INLINE knhk_status op_fire(const knhk_net_t *n, knhk_case_t *c, uint32_t t, uint32_t bits,
@@ -493,16 +501,16 @@ knhk_status knhk_block_fire_scalar(const knhk_net_t *net, knhk_block_t *blocks,
     knhk_block_t *b = &blocks[k];
     const uint8_t *tk = &tasks[(size_t)k * KNHK_BEAT_LANES];
     uint8_t *st = &statuses[(size_t)k * KNHK_BEAT_LANES];
+    memset(st, KNHK_OK, KNHK_BEAT_LANES);
+    /* lanes are distinct cases: nothing links them; unrolled, every lane's fields are at
+     * constant offsets */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC unroll 8
+#endif
     for (uint32_t i = 0; i < KNHK_BEAT_LANES; i++) {
-      /* lanes are distinct cases: nothing but the loop counter links them */
-      uint32_t flags = (uint32_t)b->flags[i];
-      if (KNHK_LIKELY(fire_hot(net, &b->marking[i], &b->busy[i], &flags, &b->seq[i],
-                               &b->regs[0][i], KNHK_BEAT_LANES, tk[i], 0, 0) == KNHK_OK)) {
-        b->flags[i] = flags;
-        st[i] = KNHK_OK;
-        continue;
-      }
-      st[i] = (uint8_t)knhk_block_lane_fire(net, b, i, tk[i]);
+      if (KNHK_UNLIKELY(fire_hot(net, &b->marking[i], &b->busy[i], &b->flags[i], 1, &b->seq[i],
+                                 &b->regs[0][i], KNHK_BEAT_LANES, tk[i], 0, 0) != KNHK_OK))
+        st[i] = (uint8_t)knhk_block_lane_fire(net, b, i, tk[i]);
     }
   }
   return KNHK_OK;
