@@ -190,6 +190,9 @@ typedef struct knhk_hot {
   uint64_t span[KNHK_MAX_TASKS];             /* ... and its length minus one */
   knhk_hot_meta_t meta[KNHK_MAX_TASKS];
   uint64_t kinds;                            /* the union of every task's meta.kind */
+  uint32_t xor_split_reg; /* the register every hot XOR split's guard reads, or
+                             KNHK_REGISTERS when they read different ones (or there is none) */
+  uint32_t reserved;
 } knhk_hot_t;
 
 /** A net in caller-owned memory. Build with knhk_net_* and seal before running cases.

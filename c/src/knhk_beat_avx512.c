@@ -77,11 +77,14 @@ typedef struct hot_lanes {
  * compares into mask registers share one port with the permutes, vector logic does not.
  * `candidates`: lanes with a fire. `task`: any value (a task the lookups cannot index, not hot
  * or out of range goes to the scalar rules); `m`, `busy`, `flags`: the lanes' words (flags
- * zero-extended). A lane's register r is read at reg_base + lane_off[i] + (r << reg_shift). */
+ * zero-extended). A lane's register r is read at reg_base + lane_off[i] + (r << reg_shift);
+ * block_regs (a block's regs, or NULL) lets a net whose XOR splits all read one register load
+ * it for the eight lanes at once. */
 KNHK_AVX512 KNHK_INLINE hot_lanes hot_rules(const knhk_net_t *net, __mmask8 candidates,
                                             __m512i task, __m512i m, __m512i busy,
-                                            __m512i flags, const void *reg_base,
-                                            __m512i lane_off, int reg_shift) {
+                                            __m512i flags, const int64_t *block_regs,
+                                            const void *reg_base, __m512i lane_off,
+                                            int reg_shift) {
   const knhk_hot_t *h = &net->hot;
   const uint32_t nt = net->ntasks;
   const __m512i one = _mm512_set1_epi64(1);
@@ -110,11 +113,17 @@ KNHK_AVX512 KNHK_INLINE hot_lanes hot_rules(const knhk_net_t *net, __mmask8 cand
   if (h->kinds & KNHK_HOT_XOR_SPLIT) {
     const __mmask8 xs = candidates & _mm512_test_epi64_mask(meta, _mm512_set1_epi64(KNHK_HOT_XOR_SPLIT));
     if (!_mm512_kortestz((__mmask16)xs, (__mmask16)xs)) {
-      const __m512i lhs = _mm512_and_si512(_mm512_srli_epi64(meta, 8),
-                                           _mm512_set1_epi64(KNHK_REGISTERS - 1));
-      const __m512i off =
-          _mm512_add_epi64(lane_off, _mm512_sll_epi64(lhs, _mm_cvtsi32_si128(reg_shift)));
-      const __m512i v = _mm512_mask_i64gather_epi64(_mm512_setzero_si512(), xs, off, reg_base, 1);
+      __m512i v;
+      if (block_regs && h->xor_split_reg < KNHK_REGISTERS) {
+        /* every XOR split reads one register: in a block, one vector load */
+        v = _mm512_load_si512(block_regs + (size_t)h->xor_split_reg * KNHK_BEAT_LANES);
+      } else {
+        const __m512i lhs = _mm512_and_si512(_mm512_srli_epi64(meta, 8),
+                                             _mm512_set1_epi64(KNHK_REGISTERS - 1));
+        const __m512i off =
+            _mm512_add_epi64(lane_off, _mm512_sll_epi64(lhs, _mm_cvtsi32_si128(reg_shift)));
+        v = _mm512_mask_i64gather_epi64(_mm512_setzero_si512(), xs, off, reg_base, 1);
+      }
       const __m512i dist = _mm512_sub_epi64(v, lookup(h->lo, task, nt));
       const __mmask8 failed = _mm512_cmpgt_epu64_mask(dist, lookup(h->span, task, nt));
       out = _mm512_mask_xor_epi64(out, xs & failed, out, lookup(h->out_flip, task, nt));
@@ -152,7 +161,7 @@ KNHK_AVX512 knhk_status knhk_block_fire_avx512(const knhk_net_t *net, knhk_block
     const __m512i task = _mm512_cvtepu8_epi64(_mm_loadl_epi64((const __m128i *)tk));
     const hot_lanes r =
         hot_rules(net, 0xFF, task, _mm512_load_si512(b->marking), _mm512_load_si512(b->busy),
-                  _mm512_load_si512(b->flags), &b->regs[0][0], lane_off, 6);
+                  _mm512_load_si512(b->flags), &b->regs[0][0], &b->regs[0][0], lane_off, 6);
     _mm512_mask_store_epi64(b->marking, r.commit, r.marking);
     _mm512_mask_store_epi64(b->seq, r.commit, _mm512_add_epi64(_mm512_load_si512(b->seq), one));
     _mm512_mask_store_epi64(b->flags, r.commit, r.flags); /* committed lanes' flags were 0 */
@@ -207,7 +216,7 @@ KNHK_AVX512 knhk_status knhk_beat_avx512(const knhk_net_t *net, knhk_case_t *cas
     const __m512i flags = _mm512_and_si512(GATHER(ok, coff, cb + offsetof(knhk_case_t, flags)),
                                            _mm512_set1_epi64(0xffffffff));
     const __m512i seq = GATHER(ok, coff, cb + offsetof(knhk_case_t, seq));
-    const hot_lanes r = hot_rules(net, ok, task64, m, busy, flags,
+    const hot_lanes r = hot_rules(net, ok, task64, m, busy, flags, NULL,
                                   cb + offsetof(knhk_case_t, regs), coff, 3);
     _mm512_mask_i64scatter_epi64((void *)(cb + offsetof(knhk_case_t, marking)), r.commit, coff,
                                  r.marking, 1);

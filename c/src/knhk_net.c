@@ -309,6 +309,9 @@ static void set_hot(knhk_net_t *net, uint32_t i, int side_state) {
     h->lo[i] = lo;
     h->span[i] = span;
     h->meta[i].lhs = (uint8_t)(term->lhs & (KNHK_REGISTERS - 1));
+    /* the first hot XOR split names the register; a second one reading another clears it */
+    if (!(h->kinds & KNHK_HOT_XOR_SPLIT)) h->xor_split_reg = h->meta[i].lhs;
+    else if (h->xor_split_reg != h->meta[i].lhs) h->xor_split_reg = KNHK_REGISTERS;
     h->meta[i].race = (uint8_t)(1u << k);
   }
   if (t->join == KNHK_JOIN_XOR && knhk_popcount64(t->pre) > 1) kind |= KNHK_HOT_XOR_JOIN;
@@ -418,6 +421,7 @@ knhk_status knhk_net_seal(knhk_net_t *net, knhk_seal_report_t *r) {
 
   /* Commit: the net does not change above this line, so a failed seal leaves it as it was. */
   net->hot.kinds = 0;
+  net->hot.xor_split_reg = KNHK_REGISTERS;
   for (uint32_t i = 0; i < net->ntasks; i++) {
     knhk_task_t *t = &net->tasks[i];
     t->join = effective_join(t);

@@ -161,6 +161,8 @@ pub struct knhk_hot {
     pub span: [u64; 64usize],
     pub meta: [knhk_hot_meta_t; 64usize],
     pub kinds: u64,
+    pub xor_split_reg: u32,
+    pub reserved: u32,
 }
 impl Default for knhk_hot {
     fn default() -> Self {

@@ -64,6 +64,8 @@ fn struct_layouts_match_c() {
         ("hot.span", offset_of!(knhk_hot_t, span)),
         ("hot.meta", offset_of!(knhk_hot_t, meta)),
         ("hot.kinds", offset_of!(knhk_hot_t, kinds)),
+        ("hot.xor_split_reg", offset_of!(knhk_hot_t, xor_split_reg)),
+        ("hot.reserved", offset_of!(knhk_hot_t, reserved)),
         ("sizeof net", size_of::<knhk_net_t>()),
         ("alignof net", align_of::<knhk_net_t>()),
         ("net.tasks", offset_of!(knhk_net_t, tasks)),

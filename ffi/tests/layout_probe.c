@@ -29,7 +29,7 @@ const uint64_t knhk_layout_probe[] = {
     sizeof(knhk_hot_t), _Alignof(knhk_hot_t),
     ENTRY(knhk_hot_t, pre), ENTRY(knhk_hot_t, out_on), ENTRY(knhk_hot_t, out_flip),
     ENTRY(knhk_hot_t, lo), ENTRY(knhk_hot_t, span), ENTRY(knhk_hot_t, meta),
-    ENTRY(knhk_hot_t, kinds),
+    ENTRY(knhk_hot_t, kinds), ENTRY(knhk_hot_t, xor_split_reg), ENTRY(knhk_hot_t, reserved),
 
     sizeof(knhk_net_t), _Alignof(knhk_net_t),
     ENTRY(knhk_net_t, tasks), ENTRY(knhk_net_t, branches), ENTRY(knhk_net_t, hot),
