@@ -163,7 +163,7 @@ typedef struct knhk_task {
 /** knhk_hot_meta_t.kind bits, set at seal. */
 #define KNHK_HOT 1u           /* fire may take the short path (the rules below, nothing else) */
 #define KNHK_HOT_XOR_JOIN 2u  /* ... consuming the lowest marked input (multi-input XOR join) */
-#define KNHK_HOT_XOR_SPLIT 4u /* ... producing out_on when its guard holds, else out_on ^ out_flip */
+#define KNHK_HOT_XOR_SPLIT 4u /* ... out_on when its guard holds, else out_on ^ out_flip */
 #define KNHK_HOT_ENDS 8u      /* ... and it may mark the output condition */
 
 /** Per-task byte fields of the short path. 8 bytes, so that a vector path reads one task's

@@ -39,8 +39,9 @@ uint32_t knhk_beat_path(void) {
 
 #define KNHK_AVX512 __attribute__((target("avx512f,avx512cd,avx512vl")))
 
-/* table[idx[i]] for idx[i] < ntasks (only the low bits the task count needs are used): permutes over the 64-entry table,
- * as many as the net's task count needs (one for up to 16 tasks, four for 64). */
+/* table[idx[i]] for idx[i] < ntasks (only the low bits the task count needs are used):
+ * permutes over the 64-entry table, as many as the net's task count needs (one for up to 16
+ * tasks, four for 64). */
 KNHK_AVX512 KNHK_INLINE __m512i lookup(const void *table, __m512i idx, uint32_t ntasks) {
   const __m512i *tv = (const __m512i *)table;
   __m512i r = _mm512_permutex2var_epi64(_mm512_load_si512(tv), idx, _mm512_load_si512(tv + 1));
@@ -62,6 +63,15 @@ KNHK_AVX512 KNHK_INLINE __m512i lookup(const void *table, __m512i idx, uint32_t 
   return r;
 }
 
+/* table[task] for every lane: a broadcast of entry t0 when the beat is in lockstep (every
+ * lane fires task t0, as when a batch of cases of one workflow advances step by step: a load,
+ * no permute), else the permutes of lookup(). */
+KNHK_AVX512 KNHK_INLINE __m512i entry(const void *table, __m512i task, uint32_t ntasks,
+                                      int lockstep, uint32_t t0) {
+  if (lockstep) return _mm512_set1_epi64((long long)((const uint64_t *)table)[t0]);
+  return lookup(table, task, ntasks);
+}
+
 /* What the short path decides for 8 lanes. */
 typedef struct hot_lanes {
   __m512i marking; /* the new marking of the committed lanes */
@@ -76,12 +86,13 @@ typedef struct hot_lanes {
  * the short path takes the lane) and turned into a mask once at the end: on AVX-512 cores the
  * compares into mask registers share one port with the permutes, vector logic does not.
  * `candidates`: lanes with a fire. `task`: any value (a task the lookups cannot index, not hot
- * or out of range goes to the scalar rules); `m`, `busy`, `flags`: the lanes' words (flags
- * zero-extended). A lane's register r is read at reg_base + lane_off[i] + (r << reg_shift);
- * block_regs (a block's regs, or NULL) lets a net whose XOR splits all read one register load
- * it for the eight lanes at once. */
+ * or out of range goes to the scalar rules); `lockstep`: every lane's task is t0 < ntasks;
+ * `m`, `busy`, `flags`: the lanes' words (flags zero-extended). A lane's register r is read at
+ * reg_base + lane_off[i] + (r << reg_shift); block_regs (a block's regs, or NULL) lets a net
+ * whose XOR splits all read one register load it for the eight lanes at once. */
 KNHK_AVX512 KNHK_INLINE hot_lanes hot_rules(const knhk_net_t *net, __mmask8 candidates,
-                                            __m512i task, __m512i m, __m512i busy,
+                                            __m512i task, int lockstep, uint32_t t0,
+                                            __m512i m, __m512i busy,
                                             __m512i flags, const int64_t *block_regs,
                                             const void *reg_base, __m512i lane_off,
                                             int reg_shift) {
@@ -93,9 +104,9 @@ KNHK_AVX512 KNHK_INLINE hot_lanes hot_rules(const knhk_net_t *net, __mmask8 cand
   const uint64_t beyond = nt <= 16 ? ~15ull : nt <= 32 ? ~31ull : ~63ull;
   __m512i bad = _mm512_ternarylogic_epi64(flags, task, _mm512_set1_epi64((long long)beyond),
                                           TERN_A_OR_B_AND_C);
-  const __m512i meta = lookup(h->meta, task, nt);
+  const __m512i meta = entry(h->meta, task, nt, lockstep, t0);
   bad = _mm512_or_si512(bad, _mm512_andnot_si512(meta, one)); /* KNHK_HOT == 1: not hot */
-  const __m512i pre = lookup(h->pre, task, nt);
+  const __m512i pre = entry(h->pre, task, nt, lockstep, t0);
   /* AND join: consume the preset. XOR join: its one marked input; none or two or more marked
    * go to the scalar rules. Only in nets that have such a join. */
   __m512i consume = pre;
@@ -109,9 +120,10 @@ KNHK_AVX512 KNHK_INLINE hot_lanes hot_rules(const knhk_net_t *net, __mmask8 cand
     bad = _mm512_mask_ternarylogic_epi64(bad, xj, multi, none, 0xFE); /* a | b | c */
     consume = _mm512_mask_mov_epi64(pre, xj, have);
   }
-  __m512i out = lookup(h->out_on, task, nt);
+  __m512i out = entry(h->out_on, task, nt, lockstep, t0);
   if (h->kinds & KNHK_HOT_XOR_SPLIT) {
-    const __mmask8 xs = candidates & _mm512_test_epi64_mask(meta, _mm512_set1_epi64(KNHK_HOT_XOR_SPLIT));
+    const __mmask8 xs =
+        candidates & _mm512_test_epi64_mask(meta, _mm512_set1_epi64(KNHK_HOT_XOR_SPLIT));
     if (!_mm512_kortestz((__mmask16)xs, (__mmask16)xs)) {
       __m512i v;
       if (block_regs && h->xor_split_reg < KNHK_REGISTERS) {
@@ -124,9 +136,11 @@ KNHK_AVX512 KNHK_INLINE hot_lanes hot_rules(const knhk_net_t *net, __mmask8 cand
             _mm512_add_epi64(lane_off, _mm512_sll_epi64(lhs, _mm_cvtsi32_si128(reg_shift)));
         v = _mm512_mask_i64gather_epi64(_mm512_setzero_si512(), xs, off, reg_base, 1);
       }
-      const __m512i dist = _mm512_sub_epi64(v, lookup(h->lo, task, nt));
-      const __mmask8 failed = _mm512_cmpgt_epu64_mask(dist, lookup(h->span, task, nt));
-      out = _mm512_mask_xor_epi64(out, xs & failed, out, lookup(h->out_flip, task, nt));
+      const __m512i lo = entry(h->lo, task, nt, lockstep, t0);
+      const __m512i span = entry(h->span, task, nt, lockstep, t0);
+      const __m512i flip = entry(h->out_flip, task, nt, lockstep, t0);
+      const __mmask8 failed = _mm512_cmpgt_epu64_mask(_mm512_sub_epi64(v, lo), span);
+      out = _mm512_mask_xor_epi64(out, xs & failed, out, flip);
     }
   }
   const __m512i x = _mm512_xor_si512(m, consume);
@@ -159,8 +173,14 @@ KNHK_AVX512 knhk_status knhk_block_fire_avx512(const knhk_net_t *net, knhk_block
     const uint8_t *tk = &tasks[(size_t)k * KNHK_BEAT_LANES];
     uint8_t *st = &statuses[(size_t)k * KNHK_BEAT_LANES];
     const __m512i task = _mm512_cvtepu8_epi64(_mm_loadl_epi64((const __m128i *)tk));
+    const uint32_t t0 = tk[0];
+    /* lockstep pays off where a lookup takes more than one permute */
+    const int lockstep =
+        net->ntasks > 16 && t0 < net->ntasks &&
+        _mm512_kortestc(_mm512_cmpeq_epi64_mask(task, _mm512_set1_epi64(t0)), (__mmask16)0xFF00);
     const hot_lanes r =
-        hot_rules(net, 0xFF, task, _mm512_load_si512(b->marking), _mm512_load_si512(b->busy),
+        hot_rules(net, 0xFF, task, lockstep, t0, _mm512_load_si512(b->marking),
+                  _mm512_load_si512(b->busy),
                   _mm512_load_si512(b->flags), &b->regs[0][0], &b->regs[0][0], lane_off, 6);
     _mm512_mask_store_epi64(b->marking, r.commit, r.marking);
     _mm512_mask_store_epi64(b->seq, r.commit, _mm512_add_epi64(_mm512_load_si512(b->seq), one));
@@ -216,7 +236,7 @@ KNHK_AVX512 knhk_status knhk_beat_avx512(const knhk_net_t *net, knhk_case_t *cas
     const __m512i flags = _mm512_and_si512(GATHER(ok, coff, cb + offsetof(knhk_case_t, flags)),
                                            _mm512_set1_epi64(0xffffffff));
     const __m512i seq = GATHER(ok, coff, cb + offsetof(knhk_case_t, seq));
-    const hot_lanes r = hot_rules(net, ok, task64, m, busy, flags, NULL,
+    const hot_lanes r = hot_rules(net, ok, task64, 0, 0, m, busy, flags, NULL,
                                   cb + offsetof(knhk_case_t, regs), coff, 3);
     _mm512_mask_i64scatter_epi64((void *)(cb + offsetof(knhk_case_t, marking)), r.commit, coff,
                                  r.marking, 1);
