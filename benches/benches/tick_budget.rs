@@ -3,8 +3,9 @@
 //!
 //! Prints the calibration (ticks per ns) once, runs every benchmark with a short criterion
 //! measurement, prints a table of medians against `benches/budgets.toml` `[ticks]`, and exits
-//! non-zero naming each benchmark whose median exceeds its budget (confirmed by up to four
-//! independent re-measurements, because the machines are shared and noisy).
+//! non-zero naming each benchmark whose median exceeds its budget plus the stated margin
+//! (`KNHK_TICK_MARGIN`, default 25%), confirmed by up to four independent re-measurements,
+//! because the machines are shared and noisy.
 //! `KNHK_BENCH_LONG=1` measures longer (for docs/performance.md); `KNHK_BUDGET_*` override
 //! budgets (see `budgets.rs`).
 mod common;
@@ -34,6 +35,21 @@ const BATCH_CASES: usize = 512;
 
 /// Independent re-measurements that confirm a median over budget before it fails the gate.
 const REMEASUREMENTS: usize = 4;
+
+/// The margin over a budget before the gate fails, as a fraction: `KNHK_TICK_MARGIN`, default
+/// 0.25 (a shared machine's medians move by a tick from run to run). 0 gates on the budget.
+fn tick_margin() -> f64 {
+    match std::env::var("KNHK_TICK_MARGIN") {
+        Ok(v) => match v.parse::<f64>() {
+            Ok(m) if m >= 0.0 => m,
+            _ => {
+                eprintln!("tick_budget: KNHK_TICK_MARGIN={v}: not a fraction >= 0");
+                std::process::exit(2);
+            }
+        },
+        Err(_) => 0.25,
+    }
+}
 
 #[allow(clippy::needless_range_loop)] // step-major loops over per-case arrays read clearer indexed
 fn main() {
@@ -67,6 +83,7 @@ fn main() {
     let beat = BeatBatch::sequence(64);
     let block_batch = BlockBatch::sequence(8);
     let block_batch_16 = BlockBatch::sequence_of(16, 32);
+    let block_ring = BlockBatch::ring_staggered(8);
     let workflow = Workflow::new();
     let flips = coin_flips(BATCH_CASES, 0x5eed);
     let hashnet = HashNet::workflow();
@@ -123,11 +140,13 @@ fn main() {
     }
 
     // ---- the same 64 cases x 62 steps as blocks of 8 (struct of arrays), one call per step ----
-    // (and a 16-task sequence, 32 blocks: the table lookups of nets of up to 16 tasks)
+    // (and a 16-task sequence, 32 blocks: the table lookups of nets of up to 16 tasks; and a
+    // 17-task ring with every block's lanes at eight different tasks: no lockstep)
     for (name, path, b) in [
         ("beat_block", BlockPath::Best, &block_batch),
         ("beat_block_scalar", BlockPath::Scalar, &block_batch),
         ("beat_block_16tasks", BlockPath::Best, &block_batch_16),
+        ("beat_block_staggered", BlockPath::Best, &block_ring),
     ] {
         let mut blocks = b.start.clone();
         let mut st = vec![0u8; b.start.len() * 8];
@@ -336,35 +355,47 @@ fn main() {
     // ---- report and gate ----
     let section = std::env::var("KNHK_TICK_BUDGETS").unwrap_or_else(|_| "ticks".into());
     let budgets = Budgets::load(&section);
-    let design = Budgets::load("ticks_design");
+    let targets = Budgets::load("targets");
+    let margin = tick_margin();
     let stats = |n: &str| recorder.stats(n, sample_size);
     println!();
     println!(
-        "knhk tick_budget — calibration {:.4} ticks/ns; medians over {sample_size} criterion samples; budgets [{section}]; design column: DESIGN.md target, ! = not met",
-        cal.ticks_per_ns
+        "knhk tick_budget — calibration {:.4} ticks/ns; medians over {sample_size} criterion \
+         samples; budgets [{section}] of benches/budgets.toml, limit = budget + {:.0}% margin \
+         (KNHK_TICK_MARGIN={margin}); target column: issue 3 targets, ! = not met",
+        cal.ticks_per_ns,
+        margin * 100.0
     );
     println!(
-        "| {:<34} | {:>12} | {:>12} | {:>10} | {:>8} | {:<8} | {:>6} |",
-        "benchmark", "median ticks", "min ticks", "median ns", "budget", "verdict", "design"
+        "| {:<34} | {:>12} | {:>12} | {:>10} | {:>6} | {:>6} | {:<7} | {:>6} |",
+        "benchmark",
+        "median ticks",
+        "min ticks",
+        "median ns",
+        "budget",
+        "limit",
+        "verdict",
+        "target"
     );
     println!(
-        "|{:-<36}|{:->14}|{:->14}|{:->12}|{:->10}|{:-<10}|{:->8}|",
-        "", "", "", "", "", "", ""
+        "|{:-<36}|{:->14}|{:->14}|{:->12}|{:->8}|{:->8}|{:-<9}|{:->8}|",
+        "", "", "", "", "", "", "", ""
     );
     let mut offenders = Vec::new();
     for b in benches.iter_mut() {
         let Some(mut s) = stats(&b.name) else {
             continue;
         };
-        // beat_block's budget is for the vector path; without one it runs the scalar path,
-        // which beat_block_scalar gates.
+        // beat_block's budget is for the vector path: without AVX-512 it runs the scalar
+        // path, reported (and guarded by the instruction gate) but not held to 2 ticks.
         let budget = if b.name == "beat_block" && beat_path_name() != "avx512" {
             None
         } else {
             budgets.get(&b.name)
         };
+        let limit = budget.map(|v| v * (1.0 + margin));
         let mut verdict = "-".to_string();
-        if let Some(limit) = budget {
+        if let Some(limit) = limit {
             // Confirm an apparent failure, outside criterion, up to four times spread over
             // about two seconds: a shared machine can stall one benchmark for a whole
             // criterion run and for a while after it. The best median of these counts.
@@ -391,21 +422,25 @@ fn main() {
             };
             if s.median > limit {
                 offenders.push(format!(
-                    "{} (median {:.2} ticks > budget {limit})",
-                    b.name, s.median
+                    "{} (median {:.2} ticks > limit {limit:.2} = budget {} + {:.0}%)",
+                    b.name,
+                    s.median,
+                    budget.unwrap_or_default(),
+                    margin * 100.0
                 ));
             }
         }
-        let target = design.get(&b.name).map_or("-".to_string(), |d| {
+        let target = targets.get(&b.name).map_or("-".to_string(), |d| {
             format!("{d}{}", if s.median <= d { "" } else { "!" })
         });
         println!(
-            "| {:<34} | {:>12.2} | {:>12.2} | {:>10.2} | {:>8} | {:<8} | {:>6} |",
+            "| {:<34} | {:>12.2} | {:>12.2} | {:>10.2} | {:>6} | {:>6} | {:<7} | {:>6} |",
             b.name,
             s.median,
             s.min,
             cal.to_ns(s.median),
             budget.map_or("-".to_string(), |v| format!("{v}")),
+            limit.map_or("-".to_string(), |v| format!("{v:.2}")),
             verdict,
             target
         );

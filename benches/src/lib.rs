@@ -675,6 +675,65 @@ impl BlockBatch {
         BlockBatch::sequence_of(62, nblocks)
     }
 
+    /// `nblocks` blocks on a ring of 16 tasks (`i -> E -> c0 -> R0 -> c1 -> ... -> R15`, R15
+    /// an XOR split back to `c0` while `regs[0] == 0`, else to the output), the lanes
+    /// staggered: lane `l` of every block starts at `c(l)`, so the eight lanes of a block fire
+    /// eight different tasks in every step (no lockstep). 48 steps: three laps.
+    pub fn ring_staggered(nblocks: usize) -> BlockBatch {
+        assert!(nblocks > 0);
+        let mut net = Box::new(Net::new());
+        let input = net.add_condition().unwrap();
+        let output = net.add_condition().unwrap();
+        let c = conds(&mut net, 16);
+        let entry = net.add_task(Join::Xor, Split::And).unwrap();
+        net.input_flow(input, entry).unwrap();
+        net.output_flow(entry, c[0], None, false).unwrap();
+        let looping = Guard::Term(Term::constant(0, GuardOp::Eq, 0));
+        let ring: Vec<u32> = (0..16)
+            .map(|k| {
+                let last = k == 15;
+                let t = net
+                    .add_task(Join::Xor, if last { Split::Xor } else { Split::And })
+                    .unwrap();
+                net.input_flow(c[k], t).unwrap();
+                if last {
+                    net.output_flow(t, c[0], Some(&looping), false).unwrap();
+                    net.output_flow(t, output, None, true).unwrap();
+                } else {
+                    net.output_flow(t, c[k + 1], None, false).unwrap();
+                }
+                t
+            })
+            .collect();
+        net.set_input(input).unwrap();
+        net.set_output(output).unwrap();
+        seal(&mut net, "ring");
+        let lane_case = |l: usize| {
+            let mut case = Case::new(&net).unwrap();
+            net.fire(&mut case, entry).unwrap();
+            for &t in &ring[..l] {
+                net.fire(&mut case, t).unwrap();
+            }
+            case
+        };
+        let mut block = Block::new(&net).unwrap();
+        for l in 0..8 {
+            block.set(l, &lane_case(l));
+        }
+        let steps = (0..48)
+            .map(|step| {
+                (0..nblocks * 8)
+                    .map(|lane| ring[(lane % 8 + step) % 16] as u8)
+                    .collect()
+            })
+            .collect();
+        BlockBatch {
+            net,
+            start: vec![block; nblocks],
+            steps,
+        }
+    }
+
     /// `nblocks` blocks through a sequence net of `ntasks` tasks (<= 63).
     pub fn sequence_of(ntasks: usize, nblocks: usize) -> BlockBatch {
         assert!(nblocks > 0);
@@ -830,6 +889,19 @@ mod tests {
         let mut cases = b.start.clone();
         assert!(b.run(&mut cases));
         assert!(cases.iter().all(|c| c.is_done()));
+    }
+
+    #[test]
+    fn staggered_ring_runs_on_both_paths() {
+        let b = BlockBatch::ring_staggered(2);
+        for path in [BlockPath::Best, BlockPath::Scalar] {
+            let mut blocks = b.start.clone();
+            let mut st = vec![0xAAu8; 16];
+            assert!(b.run(&mut blocks, &mut st, path));
+            assert!(blocks
+                .iter()
+                .all(|blk| blk.get(3).unwrap().seq() == 1 + 3 + 48));
+        }
     }
 
     #[test]
