@@ -430,7 +430,7 @@ fn main() {
                 ));
             }
         }
-        let target = targets.get(&b.name).map_or("-".to_string(), |d| {
+        let target = targets.in_file(&b.name).map_or("-".to_string(), |d| {
             format!("{d}{}", if s.median <= d { "" } else { "!" })
         });
         println!(

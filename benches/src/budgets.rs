@@ -72,6 +72,12 @@ impl Budgets {
         self.map.get(name).map(|b| b * self.scale)
     }
 
+    /// The value in the file for `name`, without overrides (for sections that are printed,
+    /// not gated).
+    pub fn in_file(&self, name: &str) -> Option<f64> {
+        self.map.get(name).copied()
+    }
+
     /// Every name with a budget in the file.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.map.keys().map(String::as_str)
