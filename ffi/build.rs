@@ -23,7 +23,11 @@ fn main() {
         .warnings(true)
         .extra_warnings(true)
         .warnings_into_errors(true)
-        .opt_level(2);
+        .opt_level(2)
+        // cc keeps frame pointers whenever debug info is on (the bench profile has it): two
+        // more instructions and a saved register in every call of the hot path. Off, as in
+        // c/Makefile; the debug info stays.
+        .force_frame_pointer(false);
     // Intel's JCC erratum microcode slows a jump that crosses or ends on a 32-byte boundary;
     // where the assembler can pad around them (binutils >= 2.34, clang), let it, so that the
     // hot path's speed does not depend on where the linker happens to place it.
