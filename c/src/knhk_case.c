@@ -357,13 +357,13 @@ __attribute__((noinline)) static knhk_status fire_general(const knhk_net_t *net,
   return op_fire(net, c, t, bits, use_bits);
 }
 
-knhk_status knhk_fire(const knhk_net_t *net, knhk_case_t *c, uint32_t t) {
+KNHK_HOT_ENTRY knhk_status knhk_fire(const knhk_net_t *net, knhk_case_t *c, uint32_t t) {
   if (KNHK_LIKELY(fire_hot_case(net, c, t, 0, 0) == KNHK_OK)) return KNHK_OK;
   return fire_general(net, c, t, 0, 0);
 }
 
-knhk_status knhk_fire_bits(const knhk_net_t *net, knhk_case_t *c, uint32_t t,
-                           uint32_t branch_bits) {
+KNHK_HOT_ENTRY knhk_status knhk_fire_bits(const knhk_net_t *net, knhk_case_t *c,
+                                          uint32_t t, uint32_t branch_bits) {
   if (KNHK_LIKELY(fire_hot_case(net, c, t, branch_bits, 1) == KNHK_OK)) return KNHK_OK;
   return fire_general(net, c, t, branch_bits, 1);
 }
@@ -400,8 +400,9 @@ __attribute__((noinline)) static knhk_status beat_lane(const knhk_net_t *net, kn
   }
 }
 
-knhk_status knhk_beat_scalar(const knhk_net_t *net, knhk_case_t *cases, uint32_t ncases,
-                             const knhk_event_t *events, uint32_t n, uint8_t *statuses) {
+KNHK_HOT_ENTRY knhk_status knhk_beat_scalar(const knhk_net_t *net, knhk_case_t *cases,
+                                            uint32_t ncases,
+                                            const knhk_event_t *events, uint32_t n, uint8_t *statuses) {
   if (n > KNHK_BEAT_LANES) return KNHK_BAD_ARGUMENT;
   if (!net->sealed) return KNHK_NOT_SEALED;
   for (uint32_t i = 0; i < n; i++) {
@@ -494,7 +495,7 @@ __attribute__((noinline)) knhk_status knhk_block_lane_fire(const knhk_net_t *net
   return block_lane_event(net, b, lane, &e);
 }
 
-knhk_status knhk_block_fire_scalar(const knhk_net_t *net, knhk_block_t *blocks,
+KNHK_HOT_ENTRY knhk_status knhk_block_fire_scalar(const knhk_net_t *net, knhk_block_t *blocks,
                                    uint32_t nblocks, const uint8_t *tasks, uint8_t *statuses) {
   if (!net->sealed) return KNHK_NOT_SEALED;
   for (uint32_t k = 0; k < nblocks; k++) {
