@@ -165,8 +165,9 @@ KNHK_AVX512 KNHK_INLINE hot_lanes hot_rules(const knhk_net_t *net, __mmask8 cand
 
 KNHK_AVX512 KNHK_HOT_ENTRY knhk_status knhk_block_fire_avx512(const knhk_net_t *net,
                                                               knhk_block_t *blocks,
-                                               uint32_t nblocks, const uint8_t *tasks,
-                                               uint8_t *statuses) {
+                                                              uint32_t nblocks,
+                                                              const uint8_t *tasks,
+                                                              uint8_t *statuses) {
   const __m512i lane_off = _mm512_setr_epi64(0, 8, 16, 24, 32, 40, 48, 56);
   const __m512i one = _mm512_set1_epi64(1);
   for (uint32_t k = 0; k < nblocks; k++) {

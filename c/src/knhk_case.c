@@ -495,8 +495,9 @@ __attribute__((noinline)) knhk_status knhk_block_lane_fire(const knhk_net_t *net
   return block_lane_event(net, b, lane, &e);
 }
 
-KNHK_HOT_ENTRY knhk_status knhk_block_fire_scalar(const knhk_net_t *net, knhk_block_t *blocks,
-                                   uint32_t nblocks, const uint8_t *tasks, uint8_t *statuses) {
+KNHK_HOT_ENTRY knhk_status knhk_block_fire_scalar(const knhk_net_t *net,
+                                                  knhk_block_t *blocks, uint32_t nblocks,
+                                                  const uint8_t *tasks, uint8_t *statuses) {
   if (!net->sealed) return KNHK_NOT_SEALED;
   for (uint32_t k = 0; k < nblocks; k++) {
     knhk_block_t *b = &blocks[k];
