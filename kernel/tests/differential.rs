@@ -3,12 +3,15 @@
 //! (token counts in maps, sets for busy tasks, no bit tricks).
 //!
 //! The reference follows DESIGN.md §2 and the rules documented in `c/include/knhk.h`; it shares
-//! no code with libknhk. Each net is also run through `Net::beat` on a shadow case, which must
-//! agree byte for byte with the single-operation calls.
+//! no code with libknhk. Each net is also run through `Net::beat` on a shadow case and through
+//! the block paths on eight shadow lanes in lockstep (`Net::block_fire` on the vector and the
+//! scalar path in turn, `Net::block_beat` for the other operations), which must agree byte for
+//! byte with the single-operation calls.
 //!
 //! `KNHK_DIFF_CASES` sets the number of sequences (default 10,000).
 use knhk_kernel::{
-    flags, Case, CaseState, Error, Event, Guard, GuardOp, Join, Net, Op, Split, Term,
+    flags, Block, BlockPath, Case, CaseState, Error, Event, Guard, GuardOp, Join, Net, Op, Split,
+    Term, NO_TASK,
 };
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
@@ -751,6 +754,12 @@ fn run_sequence(seed: u64, raw_steps: &[(u8, u8, u8, u8)]) {
         .unwrap_or_else(|e| panic!("seed {seed}: generated net refused: {e}\n{model:#?}"));
     let mut case = Case::new(&net).expect("case");
     let mut shadow = [case]; // the same events through Net::beat
+                             // ... and through the block paths: eight copies of the case side by side, every lane given
+                             // the same event, so a fire goes through the vector rules in lockstep where the CPU has them
+    let mut block = Block::new(&net).expect("block");
+    for lane in 0..8 {
+        block.set(lane, &case);
+    }
     let mut reference = RefCase::new(&model);
     reference.assert_matches(&case, &model, &net, "initial");
     for (i, &raw) in raw_steps.iter().enumerate() {
@@ -760,6 +769,11 @@ fn run_sequence(seed: u64, raw_steps: &[(u8, u8, u8, u8)]) {
             case.regs_mut()[r] = v;
             shadow[0].regs_mut()[r] = v;
             reference.regs[r] = v;
+            for lane in 0..8 {
+                let mut c = block.get(lane).expect("lane");
+                c.regs_mut()[r] = v;
+                block.set(lane, &c);
+            }
             continue;
         }
         let before = case;
@@ -782,6 +796,36 @@ fn run_sequence(seed: u64, raw_steps: &[(u8, u8, u8, u8)]) {
         };
         assert_eq!(beat_status, got, "{ctx}: beat status");
         assert_eq!(shadow[0], case, "{ctx}: beat case");
+
+        let mut lane_statuses = [0u8; 8];
+        match step {
+            Step::Fire(t, None) if t < u32::from(NO_TASK) => {
+                let path = if i % 2 == 0 {
+                    BlockPath::Best
+                } else {
+                    BlockPath::Scalar
+                };
+                net.block_fire(
+                    core::slice::from_mut(&mut block),
+                    &[t as u8; 8],
+                    &mut lane_statuses,
+                    path,
+                )
+                .expect("block_fire");
+            }
+            _ => net
+                .block_beat(&mut block, &[beat_event(step); 8], 0xFF, &mut lane_statuses)
+                .expect("block_beat"),
+        }
+        for (lane, &st) in lane_statuses.iter().enumerate() {
+            let lane_status = if st == 0 {
+                Ok(())
+            } else {
+                Err(Error::from_raw(u32::from(st)))
+            };
+            assert_eq!(lane_status, got, "{ctx}: block lane {lane} status");
+            assert_eq!(block.get(lane), Some(case), "{ctx}: block lane {lane} case");
+        }
     }
 }
 
