@@ -188,8 +188,8 @@ KNHK_AVX512 KNHK_HOT_ENTRY knhk_status knhk_block_fire_avx512(const knhk_net_t *
     _mm512_mask_store_epi64(b->seq, r.commit, _mm512_add_epi64(_mm512_load_si512(b->seq), one));
     _mm512_mask_store_epi64(b->flags, r.commit, r.flags); /* committed lanes' flags were 0 */
     memset(st, KNHK_OK, KNHK_BEAT_LANES);
-    /* every other lane on the scalar rules (lanes are distinct cases: any order gives the same result); the
-     * test reads the mask register directly (all eight committed: nothing to do) */
+    /* every other lane on the scalar rules (lanes are distinct cases: any order gives the
+     * same result); the test reads the mask register directly (all committed: nothing to do) */
     if (KNHK_UNLIKELY(!_mm512_kortestc((__mmask16)r.commit, (__mmask16)0xFF00))) {
       for (uint32_t left = (uint32_t)(uint8_t)~r.commit; left; left &= left - 1) {
         uint32_t i = (uint32_t)__builtin_ctz(left);
