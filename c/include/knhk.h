@@ -162,7 +162,8 @@ typedef struct knhk_task {
 
 /** knhk_hot_meta_t.kind bits, set at seal. */
 #define KNHK_HOT 1u           /* fire may take the short path (the rules below, nothing else) */
-#define KNHK_HOT_XOR_JOIN 2u  /* ... consuming the lowest marked input (multi-input XOR join) */
+#define KNHK_HOT_XOR_JOIN 2u  /* ... an XOR join of several inputs: fires on its one marked input
+                                 (two or more marked: the general path takes the lowest) */
 #define KNHK_HOT_XOR_SPLIT 4u /* ... out_on when its guard holds, else out_on ^ out_flip */
 #define KNHK_HOT_ENDS 8u      /* ... and it may mark the output condition */
 
@@ -232,7 +233,8 @@ typedef struct knhk_case {
 
 /** Eight cases side by side, struct of arrays: lane i of every field is case i (the fields
  *  mean what knhk_case_t's do). knhk_block_fire runs a beat over a block with vector loads and
- *  stores where the CPU has them. Copy a case in or out with knhk_block_set/knhk_block_get. */
+ *  stores where the CPU has them. Copy a case in or out with knhk_block_set/knhk_block_get.
+ *  Caller-owned memory; a block is owned by one thread at a time, like a case. 896 bytes. */
 typedef struct knhk_block {
   _Alignas(64) uint64_t marking[KNHK_BEAT_LANES];
   uint64_t busy[KNHK_BEAT_LANES];
@@ -408,8 +410,8 @@ knhk_status knhk_beat(const knhk_net_t *net, knhk_case_t *cases, uint32_t ncases
 /** The code paths of a beat (knhk_beat_path). All give identical results. */
 typedef enum knhk_beat_path_kind {
   KNHK_BEAT_PATH_SCALAR = 0, /* portable C, lane by lane */
-  KNHK_BEAT_PATH_AVX512 = 1  /* x86-64 with AVX-512 F/CD/VL: the 8 lanes of a full beat whose
-                                events are hot AND-split fires on distinct cases run as one
+  KNHK_BEAT_PATH_AVX512 = 1  /* x86-64 with AVX-512 F/CD/VL: the lanes of a full beat (or a
+                                block) that fire hot tasks on distinct cases run as one
                                 vector; every other lane takes the scalar rules */
 } knhk_beat_path_kind;
 

@@ -227,7 +227,7 @@ impl Default for knhk_case {
 }
 #[doc = " The state of one case: two cache lines, no pointers."]
 pub type knhk_case_t = knhk_case;
-#[doc = " Eight cases side by side, struct of arrays: lane i of every field is case i (the fields\n  mean what knhk_case_t's do). knhk_block_fire runs a beat over a block with vector loads and\n  stores where the CPU has them. Copy a case in or out with knhk_block_set/knhk_block_get."]
+#[doc = " Eight cases side by side, struct of arrays: lane i of every field is case i (the fields\n  mean what knhk_case_t's do). knhk_block_fire runs a beat over a block with vector loads and\n  stores where the CPU has them. Copy a case in or out with knhk_block_set/knhk_block_get.\n  Caller-owned memory; a block is owned by one thread at a time, like a case. 896 bytes."]
 #[repr(C)]
 #[repr(align(64))]
 #[derive(Debug, Copy, Clone)]
@@ -249,7 +249,7 @@ impl Default for knhk_block {
         }
     }
 }
-#[doc = " Eight cases side by side, struct of arrays: lane i of every field is case i (the fields\n  mean what knhk_case_t's do). knhk_block_fire runs a beat over a block with vector loads and\n  stores where the CPU has them. Copy a case in or out with knhk_block_set/knhk_block_get."]
+#[doc = " Eight cases side by side, struct of arrays: lane i of every field is case i (the fields\n  mean what knhk_case_t's do). knhk_block_fire runs a beat over a block with vector loads and\n  stores where the CPU has them. Copy a case in or out with knhk_block_set/knhk_block_get.\n  Caller-owned memory; a block is owned by one thread at a time, like a case. 896 bytes."]
 pub type knhk_block_t = knhk_block;
 pub const KNHK_STATE_RUNNING: knhk_state = 0;
 pub const KNHK_STATE_COMPLETE: knhk_state = 1;
