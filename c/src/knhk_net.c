@@ -250,10 +250,6 @@ static uint64_t branch_region(const knhk_net_t *net, uint64_t start, uint64_t st
   return conds;
 }
 
-/* The short path of fire (knhk_case.c, fire_leaf) covers tasks whose firing touches only the
- * marking: AND or XOR join, AND or XOR split, guards of a single term, no cancellation set,
- * and no side state anywhere in the net (no OR-join or discriminator could absorb or expect
- * what the task produces). Called on a net that passed every check; t->join is effective. */
 /* The range [lo, lo + span] (unsigned, wrapping) on which `regs[lhs] op constant` holds.
  * Returns 0 when the comparison is not such a range: a bit test, or a guard that holds
  * nowhere (FALSE, LT INT64_MIN, GT INT64_MAX), which a range cannot express (it holds on at
@@ -281,7 +277,11 @@ static int guard_range(const knhk_term_t *term, uint64_t *lo, uint64_t *span) {
   return 1;
 }
 
-/* The short-path tables of task i (knhk_hot_t): kind 0 unless the task qualifies. */
+/* The short-path tables of task i (knhk_hot_t; fire_hot in knhk_case.c): kind 0 unless the
+ * task's firing touches only the marking: AND or XOR join, AND split or two-way XOR split with
+ * a range guard, no cancellation set, and no side state anywhere in the net (no OR-join or
+ * discriminator could absorb or expect what the task produces). Called on a net that passed
+ * every check; t->join is effective. */
 static void set_hot(knhk_net_t *net, uint32_t i, int side_state) {
   const knhk_task_t *t = &net->tasks[i];
   knhk_hot_t *h = &net->hot;
