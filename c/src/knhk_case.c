@@ -391,7 +391,9 @@ __attribute__((noinline)) static knhk_status beat_lane(const knhk_net_t *net, kn
   knhk_case_t *c = &cases[e->case_index];
   int use_bits = (e->flags & KNHK_EVENT_USE_BITS) != 0;
   switch (e->op) {
-    case KNHK_OP_FIRE: return op_fire(net, c, e->task, e->branch_bits, use_bits);
+    case KNHK_OP_FIRE:
+      if (fire_hot_case(net, c, e->task, e->branch_bits, use_bits) == KNHK_OK) return KNHK_OK;
+      return op_fire(net, c, e->task, e->branch_bits, use_bits);
     case KNHK_OP_START: return op_start(net, c, e->task);
     case KNHK_OP_COMPLETE: return op_complete(net, c, e->task, e->branch_bits, use_bits);
     case KNHK_OP_CANCEL_TASK: return op_cancel_task(net, c, e->task);
@@ -407,11 +409,12 @@ KNHK_HOT_ENTRY knhk_status knhk_beat_scalar(const knhk_net_t *net, knhk_case_t *
   if (!net->sealed) return KNHK_NOT_SEALED;
   for (uint32_t i = 0; i < n; i++) {
     const knhk_event_t *e = &events[i];
-    /* the common lane, a fire of a hot task, inline; lanes on distinct cases overlap in the
-     * pipeline because nothing but the loop counter links them */
-    if (KNHK_LIKELY(e->op == KNHK_OP_FIRE && e->case_index < ncases) &&
-        KNHK_LIKELY(fire_hot_case(net, &cases[e->case_index], e->task, e->branch_bits,
-                                  (e->flags & KNHK_EVENT_USE_BITS) != 0) == KNHK_OK)) {
+    /* the common lane, a fire of a hot task with its guards evaluated, inline (caller bits
+     * and everything else: out of line, so that the loop keeps its registers); lanes on
+     * distinct cases overlap in the pipeline because nothing but the loop counter links them */
+    if (KNHK_LIKELY(e->op == KNHK_OP_FIRE && !(e->flags & KNHK_EVENT_USE_BITS) &&
+                    e->case_index < ncases) &&
+        KNHK_LIKELY(fire_hot_case(net, &cases[e->case_index], e->task, 0, 0) == KNHK_OK)) {
       statuses[i] = KNHK_OK;
       continue;
     }
