@@ -442,16 +442,16 @@ pub fn wcp20_cancel_case() -> Scenario {
     Scenario::new("wcp20_cancel_case", net, start, vec![Step::CancelCase])
 }
 
-/// `i -> S` (AND split to `a`, `b`); `a -> A -> x`, `b -> B -> y`; `J` AND-joins `x`, `y`
-/// into the output. Returns the net and S, A, B, J.
-fn fork(configure: impl FnOnce(&mut Net, [u32; 4], [u32; 6])) -> (Box<Net>, [u32; 4]) {
+/// `i -> S` (AND split to `a`, `b`); `a -> A -> x`, `b -> B -> y`; `J` joins `x`, `y` (with
+/// `join`) into the output. Returns the net and S, A, B, J.
+fn fork(join: Join, configure: impl FnOnce(&mut Net, [u32; 4], [u32; 6])) -> (Box<Net>, [u32; 4]) {
     let mut net = Box::new(Net::new());
     let cs = [0; 6].map(|_| net.add_condition().unwrap());
     let [i, a, b, x, y, o] = cs;
     let s = net.add_task(Join::Xor, Split::And).unwrap();
     let ta = net.add_task(Join::Xor, Split::And).unwrap();
     let tb = net.add_task(Join::Xor, Split::And).unwrap();
-    let j = net.add_task(Join::And, Split::And).unwrap();
+    let j = net.add_task(join, Split::And).unwrap();
     net.input_flow(i, s).unwrap();
     net.output_flow(s, a, None, false).unwrap();
     net.output_flow(s, b, None, false).unwrap();
@@ -473,7 +473,7 @@ fn fork(configure: impl FnOnce(&mut Net, [u32; 4], [u32; 6])) -> (Box<Net>, [u32
 /// WCP-25 cancel region: after the split, A completes and cancels B's region (its input
 /// condition `b` and B itself).
 pub fn wcp25_cancel_region() -> Scenario {
-    let (net, [s, a, _, _]) = fork(|net, [_, a, b, _], [_, cb, ..]| {
+    let (net, [s, a, _, _]) = fork(Join::And, |net, [_, a, b, _], [_, cb, ..]| {
         net.add_cancel_condition(a, cb).unwrap();
         net.add_cancel_task(a, b).unwrap();
     });
@@ -555,25 +555,7 @@ pub fn wcp07_sync_merge() -> Scenario {
 /// WCP-9 structured discriminator: after an AND split, the first branch fires the join, the
 /// second branch's token is absorbed (4 operations: A, discriminator, B, absorbed).
 pub fn wcp09_discriminator() -> Scenario {
-    let mut net = Box::new(Net::new());
-    let [i, a, b, x, y, o] = [0; 6].map(|_| net.add_condition().unwrap());
-    let s = net.add_task(Join::Xor, Split::And).unwrap();
-    let ta = net.add_task(Join::Xor, Split::And).unwrap();
-    let tb = net.add_task(Join::Xor, Split::And).unwrap();
-    let d = net.add_task(Join::Discriminator, Split::And).unwrap();
-    net.input_flow(i, s).unwrap();
-    net.output_flow(s, a, None, false).unwrap();
-    net.output_flow(s, b, None, false).unwrap();
-    net.input_flow(a, ta).unwrap();
-    net.output_flow(ta, x, None, false).unwrap();
-    net.input_flow(b, tb).unwrap();
-    net.output_flow(tb, y, None, false).unwrap();
-    net.input_flow(x, d).unwrap();
-    net.input_flow(y, d).unwrap();
-    net.output_flow(d, o, None, false).unwrap();
-    net.set_input(i).unwrap();
-    net.set_output(o).unwrap();
-    seal(&mut net, "wcp09");
+    let (net, [s, ta, tb, d]) = fork(Join::Discriminator, |_, _, _| {});
     let start = after(&net, &[Step::Fire(s)]);
     let steps = vec![
         Step::Fire(ta),
