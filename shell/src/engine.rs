@@ -290,6 +290,8 @@ pub struct Engine {
     cfg: EngineConfig,
     per_shard: usize,
     registry: RwLock<Registry>,
+    /// Serialises registrations between reserving an index and publishing it.
+    registering: Mutex<()>,
     nets: NetTable,
     shards: Vec<ShardCtl>,
     fresh: AtomicU64,
@@ -376,6 +378,7 @@ impl Engine {
             cfg: EngineConfig { workers, ..cfg },
             per_shard,
             registry: RwLock::new(Registry::default()),
+            registering: Mutex::new(()),
             nets,
             shards,
             fresh: AtomicU64::new(0),
@@ -490,12 +493,20 @@ impl Engine {
 
     // ---------------------------------------------------------------- workflows
 
-    /// Registers a compiled workflow under `requested` (or a name derived from the model).
+    /// Registers a compiled workflow under `requested` (or a name derived from the model):
+    /// the durable step first, then publication. `durable` receives the built workflow and
+    /// returns once its log record is durable (the hook's [`BatchHook::registered`] for a
+    /// client's registration; nothing during replay, whose records are durable already).
+    /// Until it returns, the workflow is invisible: no case can be created on it, so no
+    /// acknowledged event can refer to a workflow whose record could still be lost. When it
+    /// fails, nothing is published and the id and index stay free. Registrations are
+    /// serialised (they are rare) so that the index reserved here is the one published.
     pub fn register(
         &self,
         requested: &str,
         build: impl FnOnce(u16, String) -> Result<Workflow, ShellError>,
         default_name: &str,
+        durable: impl FnOnce(&Workflow) -> Result<(), ShellError>,
     ) -> Result<Arc<Workflow>, ShellError> {
         if self.is_draining() {
             return Err(ShellError::Draining);
@@ -503,39 +514,47 @@ impl Engine {
         if let Some(e) = self.hook.refusal() {
             return Err(e);
         }
-        let mut reg = self.registry.write().unwrap_or_else(|p| p.into_inner());
-        let index = reg.list.len();
-        if index >= workers::MAX_WORKFLOWS {
-            return Err(ShellError::Exhausted(format!(
-                "workflow capacity reached ({} workflows)",
-                workers::MAX_WORKFLOWS
-            )));
-        }
-        let id = if requested.is_empty() {
-            let base = if default_name.trim().is_empty() {
-                "workflow"
-            } else {
-                default_name.trim()
-            };
-            let mut id = base.to_string();
-            let mut n = 2;
-            while reg.by_id.contains_key(&id) {
-                id = format!("{base}-{n}");
-                n += 1;
+        let _serial = lock(&self.registering);
+        let (index, id) = {
+            let reg = self.registry.read().unwrap_or_else(|p| p.into_inner());
+            let index = reg.list.len();
+            if index >= workers::MAX_WORKFLOWS {
+                return Err(ShellError::Exhausted(format!(
+                    "workflow capacity reached ({} workflows)",
+                    workers::MAX_WORKFLOWS
+                )));
             }
-            id
-        } else if reg.by_id.contains_key(requested) {
-            return Err(ShellError::WorkflowExists(requested.to_string()));
-        } else {
-            requested.to_string()
+            let id = if requested.is_empty() {
+                let base = if default_name.trim().is_empty() {
+                    "workflow"
+                } else {
+                    default_name.trim()
+                };
+                let mut id = base.to_string();
+                let mut n = 2;
+                while reg.by_id.contains_key(&id) {
+                    id = format!("{base}-{n}");
+                    n += 1;
+                }
+                id
+            } else if reg.by_id.contains_key(requested) {
+                return Err(ShellError::WorkflowExists(requested.to_string()));
+            } else {
+                requested.to_string()
+            };
+            (index, id)
         };
         let index16 = u16::try_from(index).map_err(|_| ShellError::Internal("index".into()))?;
         let wf = Arc::new(build(index16, id.clone())?);
+        #[cfg(feature = "testing")]
+        crate::testing::hold_registration(&id);
+        durable(&wf)?;
         if self.nets[index].set(wf.net.clone()).is_err() {
             return Err(ShellError::Internal(format!(
                 "net slot {index} already set"
             )));
         }
+        let mut reg = self.registry.write().unwrap_or_else(|p| p.into_inner());
         reg.list.push(wf.clone());
         reg.by_id.insert(id, wf.clone());
         Ok(wf)

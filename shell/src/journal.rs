@@ -1486,6 +1486,8 @@ fn replay_workflow(engine: &Engine, p: &[u8]) -> Result<(), String> {
                 ))
             },
             &name,
+            // Replayed from the log: durable already.
+            |_| Ok(()),
         )
         .map_err(|e| e.to_string())?;
     Ok(())

@@ -29,6 +29,8 @@ pub mod journal;
 pub mod metrics;
 pub mod server;
 pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod workers;
 pub mod workflow;
 pub mod xes;

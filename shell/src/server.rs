@@ -410,25 +410,29 @@ impl Knhk for KnhkService {
             .map_err(|e| ShellError::Internal(format!("compiler task: {e}")))??;
         let (m, net, detected) = compiled;
         let name = m.name.clone();
-        let wf = self.engine.register(
-            &r.workflow_id,
-            |index, id| {
-                Ok(Workflow::new(
-                    index,
-                    id,
-                    detected,
-                    &m,
-                    *net,
-                    engine::now_ns(),
-                ))
-            },
-            &name,
-        )?;
-        // Durable before the answer (the journal's group commit; a no-op without one).
-        let (hook, logged) = (self.engine.hook(), wf.clone());
-        tokio::task::spawn_blocking(move || hook.registered(&logged, &source))
-            .await
-            .map_err(|e| ShellError::Internal(format!("journal task: {e}")))??;
+        // Durable, then visible (Engine::register): the journal's group commit runs inside,
+        // so the whole registration runs on a blocking thread.
+        let eng = self.engine.clone();
+        let wf = tokio::task::spawn_blocking(move || {
+            let hook = eng.hook();
+            eng.register(
+                &r.workflow_id,
+                |index, id| {
+                    Ok(Workflow::new(
+                        index,
+                        id,
+                        detected,
+                        &m,
+                        *net,
+                        engine::now_ns(),
+                    ))
+                },
+                &name,
+                |wf| hook.registered(wf, &source),
+            )
+        })
+        .await
+        .map_err(|e| ShellError::Internal(format!("registration task: {e}")))??;
         telemetry::record_workflow(&wf.id);
         tracing::info!(workflow = %wf.id, tasks = wf.tasks.len(), "workflow registered");
         Ok(Response::new(RegisterWorkflowResponse {
