@@ -16,18 +16,50 @@
  *   - Pointers: every pointer argument must be non-NULL unless the comment says otherwise;
  *     NULL where a pointer is required returns KNHK_BAD_ARGUMENT (builder and seal) — the hot
  *     case operations do not check for NULL.
+ *
+ * Stable and static-linking-only parts (the model: zstd's zstd.h):
+ *   - Everything in this header is the stable ABI, numbered by KNHK_ABI_VERSION
+ *     (knhk/version.h), which is also the shared object's SONAME (libknhk.so.N), except
+ *   - the section under KNHK_STATIC_LINKING_ONLY: the short-path tables that knhk_net_seal
+ *     derives (knhk_hot_t). Inside knhk_net_t they occupy a fixed-size opaque field
+ *     (knhk_hot_storage_t), so the net's size and every other offset are ABI but their
+ *     contents are not: they may change in any release without an ABI bump. Define
+ *     KNHK_STATIC_LINKING_ONLY before the first #include <knhk.h> only in code linked
+ *     statically against the same libknhk sources (libknhk itself, its tests).
+ *
+ * Exports: every function here is declared KNHK_EXPORT; libknhk is built with
+ * -fvisibility=hidden, so the shared object exports exactly these and nothing else.
  */
+#if defined(KNHK_STATIC_LINKING_ONLY) && defined(KNHK_H) && !defined(KNHK_H_STATIC_LINKING_ONLY)
+#error "define KNHK_STATIC_LINKING_ONLY before the first #include of knhk.h"
+#endif
+
 #ifndef KNHK_H
 #define KNHK_H
 
 #include <stdint.h>
 
+#include "knhk/version.h"
+
+/* KNHK_EXPORT marks the public API (default visibility; dllexport/dllimport on Windows when
+ * KNHK_BUILDING_SHARED / KNHK_USING_SHARED is defined, as libuv's UV_EXTERN). */
+#if defined(_WIN32) || defined(__CYGWIN__)
+#if defined(KNHK_BUILDING_SHARED)
+#define KNHK_EXPORT __declspec(dllexport)
+#elif defined(KNHK_USING_SHARED)
+#define KNHK_EXPORT __declspec(dllimport)
+#else
+#define KNHK_EXPORT
+#endif
+#elif defined(__GNUC__) && __GNUC__ >= 4
+#define KNHK_EXPORT __attribute__((visibility("default")))
+#else
+#define KNHK_EXPORT
+#endif
+
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-/** ABI version of this header. Bumped whenever a struct layout or a signature changes. */
-#define KNHK_ABI_VERSION 1u
 
 /** Capacity of the hot form: one bit per condition and per task in a 64-bit mask. */
 #define KNHK_MAX_CONDITIONS 64u
@@ -160,6 +192,13 @@ typedef struct knhk_task {
   uint8_t reserved[18];
 } knhk_task_t;
 
+/** The short path's tables inside knhk_net_t, derived at seal (all zero before): opaque, of a
+ *  fixed size. Their contents are not ABI; KNHK_STATIC_LINKING_ONLY shows them (knhk_hot_t,
+ *  member `tables`). The size leaves room for tables to grow without an ABI bump. */
+#define KNHK_HOT_STORAGE_BYTES 4096u
+
+#if defined(KNHK_STATIC_LINKING_ONLY)
+#define KNHK_H_STATIC_LINKING_ONLY
 /** knhk_hot_meta_t.kind bits, set at seal. */
 #define KNHK_HOT 1u           /* fire may take the short path (the rules below, nothing else) */
 #define KNHK_HOT_XOR_JOIN 2u  /* ... an XOR join of several inputs: fires on its one marked input
@@ -195,13 +234,27 @@ typedef struct knhk_hot {
                              KNHK_REGISTERS when they read different ones (or there is none) */
   uint32_t reserved;
 } knhk_hot_t;
+#endif /* KNHK_STATIC_LINKING_ONLY */
+
+typedef union knhk_hot_storage {
+  _Alignas(64) uint64_t opaque[KNHK_HOT_STORAGE_BYTES / 8u];
+#if defined(KNHK_STATIC_LINKING_ONLY)
+  knhk_hot_t tables;
+#endif
+} knhk_hot_storage_t;
+
+#if defined(KNHK_STATIC_LINKING_ONLY)
+_Static_assert(sizeof(knhk_hot_storage_t) == KNHK_HOT_STORAGE_BYTES &&
+                   _Alignof(knhk_hot_t) <= 64,
+               "knhk_hot_t outgrew knhk_hot_storage_t: that is an ABI change");
+#endif
 
 /** A net in caller-owned memory. Build with knhk_net_* and seal before running cases.
  *  The fields are readable; write them only through the builder. */
 typedef struct knhk_net {
   knhk_task_t tasks[KNHK_MAX_TASKS];
   knhk_branch_t branches[KNHK_MAX_TASKS][KNHK_MAX_BRANCHES];
-  knhk_hot_t hot;               /* set at seal: the short path's tables (all zero before) */
+  knhk_hot_storage_t hot;       /* set at seal: the short path's tables (opaque, see above) */
   _Alignas(64) uint64_t input;  /* input condition bit (0 until set) */
   uint64_t output;              /* output condition bit (0 until set) */
   uint32_t nconditions;
@@ -297,51 +350,60 @@ typedef struct knhk_seal_report {
  * Version and names
  * ------------------------------------------------------------------------------------------ */
 
-/** Returns KNHK_ABI_VERSION as the library was built. Compare with the header's value. */
-uint32_t knhk_abi_version(void);
+/** Returns KNHK_ABI_VERSION as the library was built. Compare with the header's value: a
+ *  program built against another ABI must not run against this library. */
+KNHK_EXPORT uint32_t knhk_abi_version(void);
+
+/** Returns KNHK_VERSION_HEX as the library was built ((major << 16) | (minor << 8) | patch). */
+KNHK_EXPORT uint32_t knhk_version(void);
+
+/** Returns KNHK_VERSION_STRING as the library was built ("MAJOR.MINOR.PATCH"): static, owned
+ *  by the library. */
+KNHK_EXPORT const char *knhk_version_string(void);
 
 /** Returns a static, NUL-terminated name for a status ("KNHK_OK", ...). Never NULL: unknown
  *  values give "KNHK_UNKNOWN_STATUS". The string is owned by the library; do not free it. */
-const char *knhk_status_name(uint32_t status);
+KNHK_EXPORT const char *knhk_status_name(uint32_t status);
 
 /* ------------------------------------------------------------------------------------------
  * Building a net (cold path; one thread)
  * ------------------------------------------------------------------------------------------ */
 
 /** Clears *net into an empty, unsealed net. Returns KNHK_OK or KNHK_BAD_ARGUMENT. */
-knhk_status knhk_net_init(knhk_net_t *net);
+KNHK_EXPORT knhk_status knhk_net_init(knhk_net_t *net);
 
 /** Adds a condition; its index (0, 1, ...) goes to *out_index (may be NULL).
  *  Returns KNHK_OK, KNHK_SEALED or KNHK_CAPACITY_CONDITIONS. */
-knhk_status knhk_net_add_condition(knhk_net_t *net, uint32_t *out_index);
+KNHK_EXPORT knhk_status knhk_net_add_condition(knhk_net_t *net, uint32_t *out_index);
 
 /** Adds a task with a join and a split code; its index goes to *out_index (may be NULL).
  *  Returns KNHK_OK, KNHK_SEALED, KNHK_CAPACITY_TASKS or KNHK_BAD_ARGUMENT (unknown code). */
-knhk_status knhk_net_add_task(knhk_net_t *net, uint32_t join, uint32_t split,
-                              uint32_t *out_index);
+KNHK_EXPORT knhk_status knhk_net_add_task(knhk_net_t *net, uint32_t join, uint32_t split,
+                                          uint32_t *out_index);
 
 /** Marks condition `condition` as the net's input (resp. output) condition.
  *  Returns KNHK_OK, KNHK_SEALED or KNHK_BAD_CONDITION. */
-knhk_status knhk_net_set_input(knhk_net_t *net, uint32_t condition);
-knhk_status knhk_net_set_output(knhk_net_t *net, uint32_t condition);
+KNHK_EXPORT knhk_status knhk_net_set_input(knhk_net_t *net, uint32_t condition);
+KNHK_EXPORT knhk_status knhk_net_set_output(knhk_net_t *net, uint32_t condition);
 
 /** Adds the flow condition -> task. Returns KNHK_OK, KNHK_SEALED, KNHK_BAD_CONDITION,
  *  KNHK_BAD_TASK or KNHK_DUPLICATE_FLOW. */
-knhk_status knhk_net_add_input_flow(knhk_net_t *net, uint32_t condition, uint32_t task);
+KNHK_EXPORT knhk_status knhk_net_add_input_flow(knhk_net_t *net, uint32_t condition, uint32_t task);
 
 /** Adds the flow task -> condition as the task's next branch (branches are evaluated in the
  *  order they are added). `guard` may be NULL (always true; AND splits ignore guards).
  *  `is_default` marks the default flow of an XOR/OR split. Returns KNHK_OK, KNHK_SEALED,
  *  KNHK_BAD_TASK, KNHK_BAD_CONDITION, KNHK_CAPACITY_BRANCHES, KNHK_DUPLICATE_FLOW or
  *  KNHK_BAD_GUARD. */
-knhk_status knhk_net_add_output_flow(knhk_net_t *net, uint32_t task, uint32_t condition,
-                                     const knhk_guard_t *guard, uint32_t is_default);
+KNHK_EXPORT knhk_status knhk_net_add_output_flow(knhk_net_t *net, uint32_t task, uint32_t condition,
+                                                 const knhk_guard_t *guard, uint32_t is_default);
 
 /** Adds `condition` (resp. task `victim`) to the cancellation set of `task`: when `task`
  *  completes, the condition is emptied (resp. the victim is withdrawn). Returns KNHK_OK,
  *  KNHK_SEALED, KNHK_BAD_TASK or KNHK_BAD_CONDITION. */
-knhk_status knhk_net_add_cancel_condition(knhk_net_t *net, uint32_t task, uint32_t condition);
-knhk_status knhk_net_add_cancel_task(knhk_net_t *net, uint32_t task, uint32_t victim);
+KNHK_EXPORT knhk_status knhk_net_add_cancel_condition(knhk_net_t *net, uint32_t task,
+                                                      uint32_t condition);
+KNHK_EXPORT knhk_status knhk_net_add_cancel_task(knhk_net_t *net, uint32_t task, uint32_t victim);
 
 /** Validates the net once and, on success, makes it immutable and runnable. Checks, in this
  *  order: input/output set and distinct, no flow into the input or out of the output, every
@@ -352,10 +414,10 @@ knhk_status knhk_net_add_cancel_task(knhk_net_t *net, uint32_t task, uint32_t vi
  *  (same behaviour). `report` may be NULL; when given it receives the status and the element
  *  that failed. Returns KNHK_OK or the first defect's status; a failed seal leaves the net
  *  unsealed and otherwise unchanged. */
-knhk_status knhk_net_seal(knhk_net_t *net, knhk_seal_report_t *report);
+KNHK_EXPORT knhk_status knhk_net_seal(knhk_net_t *net, knhk_seal_report_t *report);
 
 /** Fills guard with the single comparison `regs[lhs] op constant` (term[1] = TRUE). */
-void knhk_guard_const(knhk_guard_t *guard, uint32_t op, uint32_t lhs, int64_t constant);
+KNHK_EXPORT void knhk_guard_const(knhk_guard_t *guard, uint32_t op, uint32_t lhs, int64_t constant);
 
 /* ------------------------------------------------------------------------------------------
  * Running cases (hot path: no allocation, no locks, no syscalls)
@@ -363,49 +425,49 @@ void knhk_guard_const(knhk_guard_t *guard, uint32_t op, uint32_t lhs, int64_t co
 
 /** Initialises *c: a token on the input condition, nothing busy, registers zero.
  *  Returns KNHK_OK or KNHK_NOT_SEALED. */
-knhk_status knhk_case_init(const knhk_net_t *net, knhk_case_t *c);
+KNHK_EXPORT knhk_status knhk_case_init(const knhk_net_t *net, knhk_case_t *c);
 
 /** The set of enabled tasks (bit t = task t may start). 0 for a done case. */
-uint64_t knhk_enabled(const knhk_net_t *net, const knhk_case_t *c);
+KNHK_EXPORT uint64_t knhk_enabled(const knhk_net_t *net, const knhk_case_t *c);
 
 /** Starts task t: consumes its input tokens per its join code and marks it busy.
  *  Returns KNHK_OK, KNHK_BAD_TASK, KNHK_CASE_COMPLETE or KNHK_NOT_ENABLED. */
-knhk_status knhk_start(const knhk_net_t *net, knhk_case_t *c, uint32_t t);
+KNHK_EXPORT knhk_status knhk_start(const knhk_net_t *net, knhk_case_t *c, uint32_t t);
 
 /** Completes busy task t: applies its cancellation set, then produces tokens per its split
  *  (guards evaluated on c->regs). Returns KNHK_OK, KNHK_BAD_TASK, KNHK_CASE_COMPLETE,
  *  KNHK_NOT_STARTED or KNHK_SAFETY_VIOLATION. */
-knhk_status knhk_complete(const knhk_net_t *net, knhk_case_t *c, uint32_t t);
+KNHK_EXPORT knhk_status knhk_complete(const knhk_net_t *net, knhk_case_t *c, uint32_t t);
 
 /** As knhk_complete, but bit k of branch_bits is the caller's value of flow k's predicate
  *  (for predicates richer than a guard). Guards are not evaluated. */
-knhk_status knhk_complete_bits(const knhk_net_t *net, knhk_case_t *c, uint32_t t,
-                               uint32_t branch_bits);
+KNHK_EXPORT knhk_status knhk_complete_bits(const knhk_net_t *net, knhk_case_t *c, uint32_t t,
+                                           uint32_t branch_bits);
 
 /** Start then complete, atomically: on a refusal of either half the case is unchanged.
  *  Returns the statuses of knhk_start and knhk_complete. */
-knhk_status knhk_fire(const knhk_net_t *net, knhk_case_t *c, uint32_t t);
-knhk_status knhk_fire_bits(const knhk_net_t *net, knhk_case_t *c, uint32_t t,
-                           uint32_t branch_bits);
+KNHK_EXPORT knhk_status knhk_fire(const knhk_net_t *net, knhk_case_t *c, uint32_t t);
+KNHK_EXPORT knhk_status knhk_fire_bits(const knhk_net_t *net, knhk_case_t *c, uint32_t t,
+                                       uint32_t branch_bits);
 
 /** Cancels task t (WCP-19): a busy task is withdrawn; an enabled task loses the tokens that
  *  enable it. Returns KNHK_OK, KNHK_BAD_TASK, KNHK_CASE_COMPLETE or KNHK_NOT_ENABLED. */
-knhk_status knhk_cancel_task(const knhk_net_t *net, knhk_case_t *c, uint32_t t);
+KNHK_EXPORT knhk_status knhk_cancel_task(const knhk_net_t *net, knhk_case_t *c, uint32_t t);
 
 /** Cancels the whole case (WCP-20): clears marking and busy set, flags it CANCELLED.
  *  Returns KNHK_OK or KNHK_CASE_COMPLETE. */
-knhk_status knhk_cancel_case(const knhk_net_t *net, knhk_case_t *c);
+KNHK_EXPORT knhk_status knhk_cancel_case(const knhk_net_t *net, knhk_case_t *c);
 
 /** Running, complete, deadlocked or cancelled. */
-knhk_state knhk_case_state(const knhk_net_t *net, const knhk_case_t *c);
+KNHK_EXPORT knhk_state knhk_case_state(const knhk_net_t *net, const knhk_case_t *c);
 
 /** Executes a beat: events[0..n) in order, event i on cases[events[i].case_index], statuses
  *  to statuses[i]. n <= KNHK_BEAT_LANES. Lanes on distinct cases are independent; lanes on the
  *  same case apply in lane order. Returns KNHK_OK when the beat ran (each lane's own status is
  *  in statuses), KNHK_BAD_ARGUMENT when n > KNHK_BEAT_LANES (nothing ran) and KNHK_NOT_SEALED.
  *  A lane whose case_index >= ncases or op is unknown gets KNHK_BAD_ARGUMENT. */
-knhk_status knhk_beat(const knhk_net_t *net, knhk_case_t *cases, uint32_t ncases,
-                      const knhk_event_t *events, uint32_t n, uint8_t *statuses);
+KNHK_EXPORT knhk_status knhk_beat(const knhk_net_t *net, knhk_case_t *cases, uint32_t ncases,
+                                  const knhk_event_t *events, uint32_t n, uint8_t *statuses);
 
 /** The code paths of a beat (knhk_beat_path). All give identical results. */
 typedef enum knhk_beat_path_kind {
@@ -417,32 +479,32 @@ typedef enum knhk_beat_path_kind {
 
 /** The path knhk_beat_simd takes on this CPU: a knhk_beat_path_kind value. Chosen at run time
  *  from the CPU's features (never at build time); libknhk keeps no state for it. */
-uint32_t knhk_beat_path(void);
+KNHK_EXPORT uint32_t knhk_beat_path(void);
 
 /** knhk_beat on the scalar path: same contract, same statuses, same case bytes. knhk_beat
  *  takes this path: on the machines measured (docs/performance.md) it is faster than the
  *  gather-based vector path. */
-knhk_status knhk_beat_scalar(const knhk_net_t *net, knhk_case_t *cases, uint32_t ncases,
-                             const knhk_event_t *events, uint32_t n, uint8_t *statuses);
+KNHK_EXPORT knhk_status knhk_beat_scalar(const knhk_net_t *net, knhk_case_t *cases, uint32_t ncases,
+                                         const knhk_event_t *events, uint32_t n, uint8_t *statuses);
 
 /** knhk_beat on the SIMD path where the CPU has it (knhk_beat_path), else scalar: same
  *  contract, same statuses, same case bytes. For benchmarks and tests that compare paths. */
-knhk_status knhk_beat_simd(const knhk_net_t *net, knhk_case_t *cases, uint32_t ncases,
-                           const knhk_event_t *events, uint32_t n, uint8_t *statuses);
+KNHK_EXPORT knhk_status knhk_beat_simd(const knhk_net_t *net, knhk_case_t *cases, uint32_t ncases,
+                                       const knhk_event_t *events, uint32_t n, uint8_t *statuses);
 
 /* ------------------------------------------------------------------------------------------
  * Blocks: eight cases side by side (hot path: no allocation, no locks, no syscalls)
  * ------------------------------------------------------------------------------------------ */
 
 /** Initialises every lane of *b as knhk_case_init would. Returns KNHK_OK or KNHK_NOT_SEALED. */
-knhk_status knhk_block_init(const knhk_net_t *net, knhk_block_t *b);
+KNHK_EXPORT knhk_status knhk_block_init(const knhk_net_t *net, knhk_block_t *b);
 
 /** Copies lane `lane` of *b into *out (every field of knhk_case_t; reserved fields zero).
  *  Returns KNHK_OK or KNHK_BAD_ARGUMENT (lane >= KNHK_BEAT_LANES; *out untouched). */
-knhk_status knhk_block_get(const knhk_block_t *b, uint32_t lane, knhk_case_t *out);
+KNHK_EXPORT knhk_status knhk_block_get(const knhk_block_t *b, uint32_t lane, knhk_case_t *out);
 
 /** Copies *c into lane `lane` of *b. Returns KNHK_OK or KNHK_BAD_ARGUMENT. */
-knhk_status knhk_block_set(knhk_block_t *b, uint32_t lane, const knhk_case_t *c);
+KNHK_EXPORT knhk_status knhk_block_set(knhk_block_t *b, uint32_t lane, const knhk_case_t *c);
 
 /** Fires, in blocks[0..nblocks), task tasks[8*k + i] on lane i of block k (guards evaluated on
  *  the lane's registers), and writes its status to statuses[8*k + i]: exactly what knhk_fire
@@ -450,19 +512,21 @@ knhk_status knhk_block_set(knhk_block_t *b, uint32_t lane, const knhk_case_t *c)
  *  Every lane is a distinct case, so lanes are independent. Returns KNHK_OK when the beats
  *  ran, KNHK_NOT_SEALED (nothing ran). Takes the vector path where the CPU has AVX-512
  *  (chosen at run time; knhk_beat_path), else the scalar one. */
-knhk_status knhk_block_fire(const knhk_net_t *net, knhk_block_t *blocks, uint32_t nblocks,
-                            const uint8_t *tasks, uint8_t *statuses);
+KNHK_EXPORT knhk_status knhk_block_fire(const knhk_net_t *net, knhk_block_t *blocks,
+                                        uint32_t nblocks, const uint8_t *tasks, uint8_t *statuses);
 
 /** knhk_block_fire on the scalar path: same contract, statuses and bytes. For benchmarks and
  *  tests that compare paths. */
-knhk_status knhk_block_fire_scalar(const knhk_net_t *net, knhk_block_t *blocks,
-                                   uint32_t nblocks, const uint8_t *tasks, uint8_t *statuses);
+KNHK_EXPORT knhk_status knhk_block_fire_scalar(const knhk_net_t *net, knhk_block_t *blocks,
+                                               uint32_t nblocks, const uint8_t *tasks,
+                                               uint8_t *statuses);
 
 /** Executes one event per lane of *b: lane i takes events[i] (its case_index is not read)
  *  when bit i of `lanes` is set, else gets KNHK_LANE_IDLE. Any operation (knhk_op), with the
  *  statuses the single-case functions return. Returns KNHK_OK or KNHK_NOT_SEALED. */
-knhk_status knhk_block_beat(const knhk_net_t *net, knhk_block_t *b, const knhk_event_t *events,
-                            uint32_t lanes, uint8_t *statuses);
+KNHK_EXPORT knhk_status knhk_block_beat(const knhk_net_t *net, knhk_block_t *b,
+                                        const knhk_event_t *events, uint32_t lanes,
+                                        uint8_t *statuses);
 
 #ifdef __cplusplus
 }

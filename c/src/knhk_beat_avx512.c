@@ -21,7 +21,6 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "knhk.h"
 #include "knhk_internal.h"
 
 #if KNHK_HAVE_AVX512
@@ -96,7 +95,7 @@ KNHK_AVX512 KNHK_INLINE hot_lanes hot_rules(const knhk_net_t *net, __mmask8 cand
                                             __m512i flags, const int64_t *block_regs,
                                             const void *reg_base, __m512i lane_off,
                                             int reg_shift) {
-  const knhk_hot_t *h = &net->hot;
+  const knhk_hot_t *h = KNHK_HOT_TABLES(net);
   const uint32_t nt = net->ntasks;
   const __m512i one = _mm512_set1_epi64(1);
   /* the lookups read the index's low 4, 5 or 6 bits: anything above is refused here, and

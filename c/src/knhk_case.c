@@ -3,7 +3,6 @@
  * Every operation works on local copies of the case words and writes them back only when it
  * succeeds, so a refusal leaves the case byte-for-byte unchanged. No allocation, no locks, no
  * syscalls, no timing code. */
-#include "knhk.h"
 #include "knhk_internal.h"
 
 #include <stddef.h>
@@ -206,7 +205,7 @@ KNHK_INLINE int fire_hot(const knhk_net_t *n, uint64_t *marking, const uint64_t 
                          uint32_t stride,
                          uint32_t t, uint32_t bits, int use_bits) {
   if (KNHK_UNLIKELY(t >= KNHK_MAX_TASKS)) return KNHK_TAKE_GENERAL_PATH;
-  const knhk_hot_t *h = &n->hot;
+  const knhk_hot_t *h = KNHK_HOT_TABLES(n);
   const knhk_hot_meta_t meta = h->meta[t]; /* kind 0 for unsealed nets and slots >= ntasks */
   if (KNHK_UNLIKELY(!(meta.kind & KNHK_HOT))) return KNHK_TAKE_GENERAL_PATH;
   uint64_t m = *marking;

@@ -1,27 +1,42 @@
-/* knhk_internal.h — helpers shared by the libknhk sources. Not installed. */
+/* knhk_internal.h — helpers shared by the libknhk sources. Not installed. Every source
+ * includes it first: it shows knhk.h's static-linking-only section (the short-path tables). */
 #ifndef KNHK_INTERNAL_H
 #define KNHK_INTERNAL_H
 
+#define KNHK_STATIC_LINKING_ONLY
 #include <stdint.h>
 
 #include "knhk.h"
+
+/* Functions shared between the sources but not part of the API: hidden from the shared object
+ * whatever the build's default visibility (c/Makefile also passes -fvisibility=hidden). */
+#if defined(__GNUC__) && __GNUC__ >= 4 && !defined(_WIN32)
+#define KNHK_INTERNAL __attribute__((visibility("hidden")))
+#else
+#define KNHK_INTERNAL
+#endif
+
+/* The short path's tables of a net (knhk.h: knhk_hot_storage_t). */
+#define KNHK_HOT_TABLES(net) (&(net)->hot.tables)
 
 #define KNHK_BIT(i) (1ull << (i))
 #define KNHK_NO_OTHER 0xFFFFFFFFu
 
 /* Fires task t on lane `lane` of *b by the general rules (knhk_case.c): KNHK_LANE_IDLE for
  * KNHK_NO_TASK, else exactly knhk_fire's status and effect. For the vector paths' leftovers. */
-knhk_status knhk_block_lane_fire(const knhk_net_t *net, knhk_block_t *b, uint32_t lane,
-                                 uint32_t t);
+KNHK_INTERNAL knhk_status knhk_block_lane_fire(const knhk_net_t *net, knhk_block_t *b,
+                                               uint32_t lane, uint32_t t);
 
 /* The AVX-512 paths (knhk_beat_avx512.c), present on x86-64 with GCC or Clang. */
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define KNHK_HAVE_AVX512 1
-int knhk_beat_avx512_supported(void);
-knhk_status knhk_beat_avx512(const knhk_net_t *net, knhk_case_t *cases, uint32_t ncases,
-                             const knhk_event_t *events, uint8_t *statuses);
-knhk_status knhk_block_fire_avx512(const knhk_net_t *net, knhk_block_t *blocks,
-                                   uint32_t nblocks, const uint8_t *tasks, uint8_t *statuses);
+KNHK_INTERNAL int knhk_beat_avx512_supported(void);
+KNHK_INTERNAL knhk_status knhk_beat_avx512(const knhk_net_t *net, knhk_case_t *cases,
+                                           uint32_t ncases, const knhk_event_t *events,
+                                           uint8_t *statuses);
+KNHK_INTERNAL knhk_status knhk_block_fire_avx512(const knhk_net_t *net, knhk_block_t *blocks,
+                                                 uint32_t nblocks, const uint8_t *tasks,
+                                                 uint8_t *statuses);
 #else
 #define KNHK_HAVE_AVX512 0
 #endif

@@ -1,10 +1,11 @@
 /* knhk_net.c — building and sealing nets (cold path). No allocation: the net is caller memory. */
-#include "knhk.h"
 #include "knhk_internal.h"
 
 #include <string.h>
 
 uint32_t knhk_abi_version(void) { return KNHK_ABI_VERSION; }
+uint32_t knhk_version(void) { return KNHK_VERSION_HEX; }
+const char *knhk_version_string(void) { return KNHK_VERSION_STRING; }
 
 static const char *const knhk_status_names[KNHK_STATUS_COUNT] = {
     "KNHK_OK",
@@ -284,7 +285,7 @@ static int guard_range(const knhk_term_t *term, uint64_t *lo, uint64_t *span) {
  * every check; t->join is effective. */
 static void set_hot(knhk_net_t *net, uint32_t i, int side_state) {
   const knhk_task_t *t = &net->tasks[i];
-  knhk_hot_t *h = &net->hot;
+  knhk_hot_t *h = KNHK_HOT_TABLES(net);
   h->pre[i] = t->pre;
   h->out_on[i] = t->post;
   h->out_flip[i] = 0;
@@ -420,8 +421,8 @@ knhk_status knhk_net_seal(knhk_net_t *net, knhk_seal_report_t *r) {
   }
 
   /* Commit: the net does not change above this line, so a failed seal leaves it as it was. */
-  net->hot.kinds = 0;
-  net->hot.xor_split_reg = KNHK_REGISTERS;
+  net->hot.tables.kinds = 0;
+  net->hot.tables.xor_split_reg = KNHK_REGISTERS;
   for (uint32_t i = 0; i < net->ntasks; i++) {
     knhk_task_t *t = &net->tasks[i];
     t->join = effective_join(t);

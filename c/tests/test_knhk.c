@@ -1,5 +1,7 @@
 /* test_knhk.c — libknhk behaviour tests, one per pattern and per seal defect. Run under
- * ASan/UBSan by `make test`. Exit status is the number of failed checks. */
+ * ASan/UBSan by `make test`. Exit status is the number of failed checks. Built with the
+ * library's sources, so it may read the static-linking-only short-path tables. */
+#define KNHK_STATIC_LINKING_ONLY
 #include "knhk.h"
 
 #include <stdio.h>
@@ -74,6 +76,15 @@ static void refused(knhk_status s, knhk_status want) {
 
 static void test_abi(void) {
   CHECK(knhk_abi_version() == KNHK_ABI_VERSION);
+  CHECK(knhk_version() == KNHK_VERSION_HEX);
+  CHECK(KNHK_VERSION_HEX == ((KNHK_VERSION_MAJOR << 16) | (KNHK_VERSION_MINOR << 8) |
+                             KNHK_VERSION_PATCH));
+  char v[32];
+  snprintf(v, sizeof v, "%d.%d.%d", KNHK_VERSION_MAJOR, KNHK_VERSION_MINOR, KNHK_VERSION_PATCH);
+  CHECK(strcmp(knhk_version_string(), v) == 0);
+  CHECK(strcmp(KNHK_VERSION_STRING, v) == 0);
+  CHECK(sizeof(knhk_hot_storage_t) == KNHK_HOT_STORAGE_BYTES);
+  CHECK(sizeof(knhk_hot_t) <= KNHK_HOT_STORAGE_BYTES);
   CHECK(sizeof(knhk_case_t) == 128);
   CHECK(_Alignof(knhk_case_t) == 64);
   CHECK(sizeof(knhk_task_t) == 64);
@@ -704,7 +715,7 @@ static void test_hot_guard_ranges(void) {
       in(on, a); out(a, o2);
       in(off, b); out(b, o2);
       seal_ok();
-      hot += (net.hot.meta[x].kind & KNHK_HOT_XOR_SPLIT) != 0;
+      hot += (net.hot.tables.meta[x].kind & KNHK_HOT_XOR_SPLIT) != 0;
       for (size_t kv = 0; kv < sizeof ks / sizeof ks[0]; kv++) {
         for (int64_t d = -1; d <= 1; d++) {
           int64_t v = (int64_t)((uint64_t)ks[kv] + (uint64_t)d); /* wraps at the edges */

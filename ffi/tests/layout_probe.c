@@ -1,4 +1,5 @@
-/* C's view of every public struct layout, read by tests/layout.rs. */
+/* C's view of every public struct layout, read by tests/layout.rs. Compiled without
+ * KNHK_STATIC_LINKING_ONLY: what a program linking the shared object sees. */
 #include <stddef.h>
 #include <stdint.h>
 #include "knhk.h"
@@ -22,14 +23,7 @@ const uint64_t knhk_layout_probe[] = {
     ENTRY(knhk_task_t, split), ENTRY(knhk_task_t, nbranches), ENTRY(knhk_task_t, default_branch),
     ENTRY(knhk_task_t, ndefaults), ENTRY(knhk_task_t, race), ENTRY(knhk_task_t, reserved),
 
-    sizeof(knhk_hot_meta_t), _Alignof(knhk_hot_meta_t),
-    ENTRY(knhk_hot_meta_t, kind), ENTRY(knhk_hot_meta_t, lhs), ENTRY(knhk_hot_meta_t, race),
-    ENTRY(knhk_hot_meta_t, reserved),
-
-    sizeof(knhk_hot_t), _Alignof(knhk_hot_t),
-    ENTRY(knhk_hot_t, pre), ENTRY(knhk_hot_t, out_on), ENTRY(knhk_hot_t, out_flip),
-    ENTRY(knhk_hot_t, lo), ENTRY(knhk_hot_t, span), ENTRY(knhk_hot_t, meta),
-    ENTRY(knhk_hot_t, kinds), ENTRY(knhk_hot_t, xor_split_reg), ENTRY(knhk_hot_t, reserved),
+    sizeof(knhk_hot_storage_t), _Alignof(knhk_hot_storage_t),
 
     sizeof(knhk_net_t), _Alignof(knhk_net_t),
     ENTRY(knhk_net_t, tasks), ENTRY(knhk_net_t, branches), ENTRY(knhk_net_t, hot),

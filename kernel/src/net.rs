@@ -97,7 +97,7 @@ impl<'a> TaskView<'a> {
     }
 }
 
-/// A workflow net in the kernel's hot form (~33 KB). Keep it in a `Box` or a `static` when
+/// A workflow net in the kernel's hot form (~36 KB). Keep it in a `Box` or a `static` when
 /// the stack is small; [`Net::init_in`] builds one in caller-provided storage.
 #[repr(transparent)]
 pub struct Net {
@@ -122,7 +122,7 @@ impl Net {
         net
     }
 
-    /// Builds an empty net in `slot` (caller-provided storage, no copy of 33 KB).
+    /// Builds an empty net in `slot` (caller-provided storage, no copy of 36 KB).
     pub fn init_in(slot: &mut MaybeUninit<Net>) -> &mut Net {
         // SAFETY: Net is repr(transparent) over knhk_net_t, a plain-data C struct for which
         // knhk_net_init writes every byte (memset then fields), so the slot is initialised

@@ -1,0 +1,29 @@
+/*
+ * knhk/version.h — libknhk's release and ABI versions (included by knhk.h).
+ *
+ * The release version follows the workspace's (Cargo.toml); ffi/tests/layout.rs checks that
+ * they agree. KNHK_ABI_VERSION numbers the binary interface: it is bumped whenever a public
+ * struct layout, an enum value or a function signature changes, and it is the number in the
+ * shared object's SONAME (libknhk.so.KNHK_ABI_VERSION). The layout test pins every public
+ * size, alignment and offset together with it, so a layout change without a bump fails.
+ * c/Makefile reads the numbers from this file.
+ */
+#ifndef KNHK_VERSION_H
+#define KNHK_VERSION_H
+
+#define KNHK_VERSION_MAJOR 0
+#define KNHK_VERSION_MINOR 1
+#define KNHK_VERSION_PATCH 0
+/** "MAJOR.MINOR.PATCH" of the numbers above. */
+#define KNHK_VERSION_STRING "0.1.0"
+/** The release as one number, (MAJOR << 16) | (MINOR << 8) | PATCH: what knhk_version()
+ *  returns. */
+#define KNHK_VERSION_HEX                                                                   \
+  ((KNHK_VERSION_MAJOR << 16) | (KNHK_VERSION_MINOR << 8) | KNHK_VERSION_PATCH)
+
+/** ABI version of knhk.h (what knhk_abi_version() returns). 1: up to the block beats;
+ *  2: the short-path tables in knhk_net_t became opaque (knhk_hot_storage_t), the version
+ *  functions were added. */
+#define KNHK_ABI_VERSION 2u
+
+#endif /* KNHK_VERSION_H */
