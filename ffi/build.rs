@@ -1,6 +1,7 @@
-//! Compiles libknhk from `../c` with `cc` and links it statically, so `cargo build` and
-//! `cargo test` work on a fresh clone with no make step. No `-march=native`: the library is
-//! portable C11. Publishes the header directory as `DEP_KNHK_INCLUDE` to dependents.
+//! Compiles libknhk from `../c` (the sources listed in `c/sources.txt`, as c/Makefile does) with
+//! `cc` and links it statically, so `cargo build` and `cargo test` work on a fresh clone with no
+//! make step. No `-march=native`: the library is portable C11. Publishes the header directory as
+//! `DEP_KNHK_INCLUDE` to dependents.
 use std::env;
 use std::path::PathBuf;
 
@@ -9,12 +10,18 @@ fn main() {
         PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let c_dir = manifest.join("../c");
     let include = c_dir.join("include");
-    // A fixed, sorted list: adding a source file is a deliberate change here and in c/Makefile.
-    let sources = [
-        "src/knhk_beat_avx512.c",
-        "src/knhk_case.c",
-        "src/knhk_net.c",
-    ];
+    // The one list of sources, shared with c/Makefile: a path relative to c/ per line, sorted;
+    // blank lines and lines starting with '#' are skipped.
+    let list = c_dir.join("sources.txt");
+    println!("cargo:rerun-if-changed={}", list.display());
+    let text =
+        std::fs::read_to_string(&list).unwrap_or_else(|e| panic!("read {}: {e}", list.display()));
+    let sources: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    assert!(!sources.is_empty(), "{} lists no sources", list.display());
     let mut build = cc::Build::new();
     build
         .include(&include)
@@ -27,7 +34,10 @@ fn main() {
         // cc keeps frame pointers whenever debug info is on (the bench profile has it): two
         // more instructions and a saved register in every call of the hot path. Off, as in
         // c/Makefile; the debug info stays.
-        .force_frame_pointer(false);
+        .force_frame_pointer(false)
+        // As c/Makefile: only the KNHK_EXPORT API is visible should this archive end up in a
+        // shared object (a cdylib); knhk_internal.h marks the internal functions hidden anyway.
+        .flag_if_supported("-fvisibility=hidden");
     // Intel's JCC erratum microcode slows a jump that crosses or ends on a 32-byte boundary;
     // where the assembler can pad around them (binutils >= 2.34, clang), let it, so that the
     // hot path's speed does not depend on where the linker happens to place it.
@@ -43,10 +53,9 @@ fn main() {
         "cargo:rerun-if-changed={}",
         c_dir.join("src/knhk_internal.h").display()
     );
-    println!(
-        "cargo:rerun-if-changed={}",
-        include.join("knhk.h").display()
-    );
+    for header in ["knhk.h", "knhk/version.h"] {
+        println!("cargo:rerun-if-changed={}", include.join(header).display());
+    }
     build.compile("knhk"); // emits cargo:rustc-link-lib=static=knhk and the search path
 
     // Layout probe: C's own sizeof/_Alignof/offsetof of every public struct, for the test that
