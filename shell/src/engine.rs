@@ -15,7 +15,9 @@
 //!    how many; nothing waits for it), and hands the job to the [`BatchHook`], which releases
 //!    it to the waiting task. A journal hook can hold jobs until their records are durable.
 //!
-//! Case ids: `(generation << 32) | (global_slot + 1)`, `global_slot = slot * workers + shard`.
+//! Case ids: [`crate::ids`] (partition, generation, global slot + 1), `global_slot = slot *
+//! workers + shard`; a single node owns partition 0, so its ids are `(generation << 32) |
+//! (global_slot + 1)`.
 //! The first cases get ids 1, 2, 3...; a slot reused after eviction gets a new generation, so a
 //! stale id is NOT_FOUND, never another case. When every slot is taken, the oldest completed or
 //! cancelled case is evicted; when none is, creation is refused with RESOURCE_EXHAUSTED.
@@ -29,6 +31,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{broadcast, oneshot};
 
 use crate::error::ShellError;
+use crate::ids::{self, CaseId};
 use crate::proto;
 use crate::workers::{
     self, Job, NetTable, Op, OpKind, Outcome, ReplyPort, State, Status, SubmitError, WorkerHandle,
@@ -49,6 +52,9 @@ pub struct EngineConfig {
     pub history_limit: usize,
     /// Watch event batches buffered per shard for slow watchers.
     pub watch_buffer: usize,
+    /// The partition whose cases this engine holds (written into every case id; a single
+    /// node owns partition 0). Ids of another partition answer "unknown case".
+    pub partition: u16,
 }
 
 impl Default for EngineConfig {
@@ -59,6 +65,7 @@ impl Default for EngineConfig {
             pin: true,
             history_limit: 1 << 12,
             watch_buffer: 1024,
+            partition: 0,
         }
     }
 }
@@ -327,6 +334,16 @@ pub fn now_ns() -> u64 {
 impl Engine {
     /// Starts the workers (pinned where possible) and their reply threads.
     pub fn start(cfg: EngineConfig, hook: Arc<dyn BatchHook>) -> std::io::Result<Arc<Engine>> {
+        if u32::from(cfg.partition) >= ids::MAX_PARTITIONS {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "partition {} does not fit a case id (at most {})",
+                    cfg.partition,
+                    ids::MAX_PARTITIONS - 1
+                ),
+            ));
+        }
         let workers = cfg.workers.clamp(1, 64);
         let per_shard = cfg
             .case_capacity
@@ -586,13 +603,13 @@ impl Engine {
 
     // ---------------------------------------------------------------- case ids
 
-    /// (shard, slot) of a case id, if it can name a slot.
+    /// (shard, slot) of a case id, if it names a slot of this engine's partition.
     pub fn locate(&self, case_id: u64) -> Option<(usize, u32)> {
-        let low = case_id & 0xffff_ffff;
-        if low == 0 {
+        let id = CaseId::decode(case_id)?;
+        if id.partition != self.cfg.partition {
             return None;
         }
-        let g = low - 1;
+        let g = u64::from(id.local) - 1;
         let w = self.shards.len() as u64;
         let shard = (g % w) as usize;
         let slot = g / w;
@@ -601,7 +618,15 @@ impl Engine {
 
     fn encode(&self, generation: u32, shard: usize, slot: u32) -> u64 {
         let g = u64::from(slot) * self.shards.len() as u64 + shard as u64;
-        (u64::from(generation) << 32) | (g + 1)
+        // The layout is bounded at start (local part below 2^32), and generations are kept
+        // within their bits by `next_generation`, so the id always encodes.
+        CaseId {
+            partition: self.cfg.partition,
+            generation: generation & ids::GENERATION_MASK,
+            local: u32::try_from(g + 1).unwrap_or(u32::MAX),
+        }
+        .encode()
+        .unwrap_or(0)
     }
 
     /// Reserves a slot for a new case of `wf`; the caller must submit its creation or call
@@ -632,7 +657,7 @@ impl Engine {
                 continue;
             };
             let s = &mut book.slots[slot as usize];
-            let generation = s.generation.wrapping_add(1);
+            let generation = ids::next_generation(s.generation);
             let id = self.encode(generation, shard, slot);
             *s = SlotBook {
                 history: std::mem::take(&mut s.history),
@@ -751,7 +776,7 @@ impl Engine {
             ..SlotBook::empty()
         };
         s.history.clear();
-        s.generation = (id >> 32) as u32;
+        s.generation = CaseId::decode(id).map_or(0, |c| c.generation);
         s.id = id;
         s.workflow = workflow;
         s.created_ns = created_ns;

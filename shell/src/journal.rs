@@ -50,12 +50,17 @@ use tokio::sync::oneshot;
 
 use crate::engine::{BatchHook, Engine, EngineConfig};
 use crate::error::ShellError;
+use crate::ids::CaseId;
 use crate::proto;
 use crate::workers::{Job, Op, OpKind, Status, OP_USE_BITS, REGISTERS};
 use crate::workflow::Workflow;
 
-/// On-disk format version, in every segment header.
-pub const FORMAT_VERSION: u16 = 1;
+/// On-disk format version, in every segment header. Version 2: case ids carry a partition
+/// field ([`crate::ids`]). Version 1 segments are read (their ids are partition-0 ids, the
+/// same numbers) and never appended to: the server continues in a new version-2 segment.
+pub const FORMAT_VERSION: u16 = 2;
+/// The oldest format version this server reads.
+pub const OLDEST_READABLE_VERSION: u16 = 1;
 /// The first 8 bytes of every segment.
 pub const MAGIC: &[u8; 8] = b"KNHKWAL\x01";
 /// Largest record accepted on reading (a longer length field is corruption).
@@ -130,66 +135,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-// ------------------------------------------------------------------------------- CRC32C
-
-const fn crc_tables() -> [[u32; 256]; 8] {
-    let mut t = [[0u32; 256]; 8];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 {
-                (c >> 1) ^ 0x82F6_3B78
-            } else {
-                c >> 1
-            };
-            k += 1;
-        }
-        t[0][i] = c;
-        i += 1;
-    }
-    let mut i = 0;
-    while i < 256 {
-        let mut j = 1;
-        while j < 8 {
-            t[j][i] = (t[j - 1][i] >> 8) ^ t[0][(t[j - 1][i] & 0xff) as usize];
-            j += 1;
-        }
-        i += 1;
-    }
-    t
-}
-
-static CRC: [[u32; 256]; 8] = crc_tables();
-
-/// CRC32C (Castagnoli), continuing from `crc` (start with 0). Slicing-by-8, no unsafe.
-pub fn crc32c_append(crc: u32, data: &[u8]) -> u32 {
-    let mut c = !crc;
-    let mut chunks = data.chunks_exact(8);
-    for b in &mut chunks {
-        let lo = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) ^ c;
-        let hi = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
-        c = CRC[7][(lo & 0xff) as usize]
-            ^ CRC[6][((lo >> 8) & 0xff) as usize]
-            ^ CRC[5][((lo >> 16) & 0xff) as usize]
-            ^ CRC[4][(lo >> 24) as usize]
-            ^ CRC[3][(hi & 0xff) as usize]
-            ^ CRC[2][((hi >> 8) & 0xff) as usize]
-            ^ CRC[1][((hi >> 16) & 0xff) as usize]
-            ^ CRC[0][(hi >> 24) as usize];
-    }
-    for &b in chunks.remainder() {
-        c = CRC[0][((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8);
-    }
-    !c
-}
-
-/// CRC32C of `data`.
-pub fn crc32c(data: &[u8]) -> u32 {
-    crc32c_append(0, data)
-}
-
 // ------------------------------------------------------------------------------- framing
 
 /// Appends one framed record of `kind` whose payload `fill` writes.
@@ -200,7 +145,7 @@ fn frame(buf: &mut Vec<u8>, kind: u8, fill: impl FnOnce(&mut Vec<u8>)) {
     fill(buf);
     let len = u32::try_from(buf.len() - start - 8).unwrap_or(u32::MAX);
     buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
-    let crc = crc32c_append(crc32c(&len.to_le_bytes()), &buf[start + 8..]);
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&len.to_le_bytes()), &buf[start + 8..]);
     buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
@@ -256,7 +201,7 @@ fn scan(data: &[u8]) -> (Vec<(u8, std::ops::Range<usize>)>, Option<Damage>) {
                 }),
             );
         };
-        if crc32c_append(crc32c(&len.to_le_bytes()), body) != crc {
+        if crc32c::crc32c_append(crc32c::crc32c(&len.to_le_bytes()), body) != crc {
             return (
                 out,
                 Some(Damage {
@@ -632,6 +577,8 @@ struct Found {
     /// (segment number, contents up to the last good record, record spans)
     segments: Vec<(u64, Vec<u8>, Spans)>,
     layout: Option<(u32, u32)>,
+    /// Format version of the last segment (an older one is not appended to).
+    last_version: u16,
 }
 
 fn open_dir(dir: &Path, stats: &JournalStats) -> io::Result<Found> {
@@ -670,6 +617,7 @@ fn open_dir(dir: &Path, stats: &JournalStats) -> io::Result<Found> {
     let mut found = Found {
         segments: Vec::new(),
         layout: None,
+        last_version: FORMAT_VERSION,
     };
     for (i, (num, path)) in segs.into_iter().enumerate() {
         let mut data = fs::read(&path).map_err(|e| ctx_err("cannot read", &path, e))?;
@@ -725,17 +673,21 @@ fn open_dir(dir: &Path, stats: &JournalStats) -> io::Result<Found> {
                 format!("event log segment {} has no header", path.display()),
             ));
         };
-        if h.version != FORMAT_VERSION {
+        if !(OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&h.version) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!(
-                    "event log segment {} has format version {}; this knhk reads version {}",
+                    "event log segment {} has format version {}; this knhk reads versions {} \
+                     to {}: run the knhk release that wrote it (or move the data directory \
+                     aside to start empty)",
                     path.display(),
                     h.version,
+                    OLDEST_READABLE_VERSION,
                     FORMAT_VERSION
                 ),
             ));
         }
+        found.last_version = h.version;
         match found.layout {
             None => found.layout = Some((h.workers, h.per_shard)),
             Some(l) if l != (h.workers, h.per_shard) => {
@@ -1229,9 +1181,18 @@ pub fn start(
         corrupt_tails = st.corrupt_tails.load(Ordering::Relaxed),
         "event log replayed"
     );
-    // Continue the last segment when there is one, else start a new one.
+    // Continue the last segment when there is one of this format, else start a new one.
     let layout = engine.layout();
     let (file, segment, size) = match found.segments.last() {
+        Some((n, _, _)) if found.last_version != FORMAT_VERSION => {
+            tracing::info!(
+                from = found.last_version,
+                to = FORMAT_VERSION,
+                "event log: older format read; new records go to a new segment"
+            );
+            let (f, size) = create_segment(&jc.dir, n + 1, layout.0, layout.1)?;
+            (f, n + 1, size)
+        }
         Some((n, data, _)) => {
             let path = seg_path(&jc.dir, *n);
             let f = OpenOptions::new()
@@ -1336,9 +1297,17 @@ fn replay(engine: &Arc<Engine>, found: &Found) -> io::Result<u64> {
                         let mut op = rec.op;
                         if op.kind == OpKind::Create {
                             let id = op.case_id;
-                            let g = (id & 0xffff_ffff).wrapping_sub(1);
+                            let Some(cid) = CaseId::decode(id).filter(|c| c.partition == 0) else {
+                                return Err(bad(format!(
+                                    "segment {num}: case id {id:#x} is not a partition-0 id of \
+                                     this layout (a version-1 log whose slot generation passed \
+                                     2^21?): export its cases with a release that reads it and \
+                                     start from a new data directory"
+                                )));
+                            };
+                            let g = u64::from(cid.local) - 1;
                             fresh = fresh.max(g + 1);
-                            gens.push((g, (id >> 32) as u32));
+                            gens.push((g, cid.generation));
                             if !engine.slot_free_for(sh, op.slot, id) {
                                 // Slot reuse: the previous case's replies come first.
                                 flush_shard(engine, &mut shards, sh, true, &mut skipped, &created)?;
@@ -1499,11 +1468,14 @@ mod tests {
 
     #[test]
     fn crc32c_check_value() {
-        assert_eq!(crc32c(b"123456789"), 0xE306_9283);
-        assert_eq!(crc32c(b""), 0);
+        assert_eq!(crc32c::crc32c(b"123456789"), 0xE306_9283);
+        assert_eq!(crc32c::crc32c(b""), 0);
         let data: Vec<u8> = (0..1000u32).map(|i| (i * 7) as u8).collect();
-        let whole = crc32c(&data);
-        assert_eq!(crc32c_append(crc32c(&data[..333]), &data[333..]), whole);
+        let whole = crc32c::crc32c(&data);
+        assert_eq!(
+            crc32c::crc32c_append(crc32c::crc32c(&data[..333]), &data[333..]),
+            whole
+        );
     }
 
     #[test]

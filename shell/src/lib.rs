@@ -9,6 +9,7 @@
 //! - [`journal`]: the durable event log (group commit, recovery by replay, checkpoints).
 //! - [`exec`]: the only calls into the kernel's case operations (beats of ≤ 8 lanes).
 //! - [`workflow`]: names ↔ kernel indices, request data → registers.
+//! - [`ids`]: the case id bit layout (partition, generation, slot).
 //! - [`xes`]: IEEE 1849 export.
 //! - [`http`], [`metrics`], [`telemetry`]: health probes and `/metrics` (axum, prometheus-client),
 //!   worker counters and tick histograms, per-RPC spans, logs and OTLP export.
@@ -25,6 +26,7 @@ pub mod engine;
 pub mod error;
 pub mod exec;
 pub mod http;
+pub mod ids;
 pub mod journal;
 pub mod metrics;
 pub mod server;

@@ -195,6 +195,8 @@ fn serve(args: ServeArgs) -> ExitCode {
             pin: !args.no_pin,
             history_limit: args.history_limit.max(1),
             watch_buffer: args.watch_buffer.max(16),
+            // A single node owns partition 0 (docs/api.md, "Cases and ids").
+            partition: 0,
         },
         max_concurrent_streams: args.max_concurrent_streams.max(1),
         drain_grace: Duration::from_millis(args.drain_grace_ms),

@@ -43,6 +43,7 @@ fn config(workers: usize, capacity: usize, watch_buffer: usize) -> ServerConfig 
             pin: false,
             history_limit: 1 << 12,
             watch_buffer,
+            ..EngineConfig::default()
         },
         max_concurrent_streams: 1024,
         drain_grace: Duration::from_millis(300),
