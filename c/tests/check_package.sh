@@ -8,26 +8,31 @@
 #      program built through that knhk.pc runs against the staged library, and
 #      `make uninstall` removes them again.
 # Environment: CC NM MAKE SONAME SOFILE VERSION (from the Makefile).
+# `check_package.sh exports LIB` runs only step 1 and the SONAME check on LIB (NM, SONAME): for
+# a cross-compiled shared object (make test-aarch64).
 set -eu
 fail() { echo "check_package: $*" >&2; exit 1; }
 unset LD_LIBRARY_PATH PKG_CONFIG_DISABLE_UNINSTALLED
 CWARN="-std=c11 -Wall -Wextra -Werror"
+so=build/libknhk.so
+[ "${1:-}" = exports ] && so=$2
 
 # 1. exports
 want=$(sed -n 's/^KNHK_EXPORT [^(]*[ *]\(knhk_[a-z0-9_]*\)(.*/\1/p' include/knhk.h | sort)
-got=$($NM -D --defined-only build/libknhk.so | awk '{print $NF}' | sort)
+got=$($NM -D --defined-only "$so" | awk '{print $NF}' | sort)
 [ -n "$want" ] || fail "no KNHK_EXPORT declarations found in include/knhk.h"
 if [ "$want" != "$got" ]; then
   printf '%s\n' "$want" > build/exports.want
   printf '%s\n' "$got" > build/exports.got
   diff build/exports.want build/exports.got >&2 || true
-  fail "libknhk.so exports differ from knhk.h's KNHK_EXPORT functions (< header, > library)"
+  fail "$so exports differ from knhk.h's KNHK_EXPORT functions (< header, > library)"
 fi
-echo "exports: $(printf '%s\n' "$got" | wc -l) symbols, all knhk_ API (nm -D --defined-only)"
+echo "exports: $(printf '%s\n' "$got" | wc -l) symbols, all knhk_ API ($NM -D --defined-only $so)"
 
 # 2. SONAME and links
-readelf -d build/libknhk.so | grep -q "(SONAME).*\[$SONAME\]" \
-  || fail "readelf -d build/libknhk.so shows no SONAME $SONAME"
+readelf -d "$so" | grep -q "(SONAME).*\[$SONAME\]" \
+  || fail "readelf -d $so shows no SONAME $SONAME"
+[ "${1:-}" = exports ] && { echo "soname: $SONAME"; exit 0; }
 [ "$(readlink build/libknhk.so)" = "$SONAME" ] || fail "build/libknhk.so is not a link to $SONAME"
 [ "$(readlink "build/$SONAME")" = "$SOFILE" ] || fail "build/$SONAME is not a link to $SOFILE"
 echo "soname: $SONAME (build/libknhk.so -> $SONAME -> $SOFILE)"
