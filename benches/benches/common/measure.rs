@@ -1,9 +1,10 @@
-//! A criterion measurement in TSC ticks, and the recorder the gates read their medians from.
+//! A criterion measurement in TSC ticks, and the recorder the report reads its medians from.
 //!
 //! Every benchmark routine times a whole batch (`iters` iterations of several operations
 //! each) between two fenced counter reads and reports ticks per operation; criterion's
-//! samples are such batches. The recorder keeps each sample, so the gate computes its median
-//! and minimum from exactly what criterion measured.
+//! samples are such batches. The recorder keeps each sample, so the report's median and
+//! minimum are exactly what criterion measured. (The gate's statistic comes from several
+//! processes instead: `processes.rs`.)
 #![allow(dead_code)]
 use criterion::measurement::{Measurement, ValueFormatter};
 use criterion::Throughput;
@@ -126,24 +127,6 @@ pub fn time_batch(iters: u64, ops: u64, f: &mut dyn FnMut() -> bool) -> f64 {
     let t1 = ticks_fenced();
     assert!(ok, "an operation was refused inside a measured batch");
     t1.wrapping_sub(t0) as f64 / ops as f64
-}
-
-/// An independent re-measurement outside criterion (used to confirm a gate failure on a
-/// noisy machine): `samples` batches of about `batch_ticks` ticks, stats per operation.
-pub fn remeasure(ops: u64, samples: usize, batch_ticks: u64, f: &mut dyn FnMut() -> bool) -> Stats {
-    // Size the batch once.
-    let mut iters = 1u64;
-    loop {
-        let t = time_batch(iters, 1, f);
-        if t as u64 >= batch_ticks || iters >= 1 << 30 {
-            break;
-        }
-        iters *= 2;
-    }
-    let per = (0..samples)
-        .map(|_| time_batch(iters, ops, f) / iters as f64)
-        .collect();
-    stats_of(per)
 }
 
 /// Pins the calling thread to the last core (the first is busiest with interrupts).

@@ -1,3 +1,4 @@
 pub mod handoff;
 pub mod measure;
 pub mod peers;
+pub mod processes;
