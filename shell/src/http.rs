@@ -288,9 +288,10 @@ impl Observer {
     pub fn attach(
         self: &Arc<Self>,
         engine: &Arc<Engine>,
+        journal: Option<Arc<crate::journal::JournalStats>>,
         health: tonic_health::server::HealthReporter,
     ) {
-        self.metrics.slot.set(engine);
+        self.metrics.slot.set(engine, journal);
         self.sample_now();
         let me = Arc::downgrade(self);
         tokio::spawn(async move {
@@ -489,7 +490,7 @@ impl Observer {
     /// because from then on every change is refused rather than acknowledged unpersisted.
     fn journal_check(&self, engine: &Engine) -> Option<Check> {
         let hook = engine.hook();
-        let stats = hook.journal_stats()?;
+        let stats = self.metrics.slot.journal()?;
         if stats.failed.load(Ordering::Relaxed) != 0 {
             let why = hook
                 .refusal()

@@ -28,7 +28,7 @@
 //! start with an error. The records are then replayed through the engine's normal op path (the
 //! kernel workers run them, the reply threads rebuild the case book) with the recorded case
 //! ids, slots, registers and timestamps, and every result is checked against the recorded
-//! one. [`Engine::is_recovered`] stays false until replay has ended.
+//! one. Nothing is served until replay has ended (the server's startup latch).
 //!
 //! Bounded replay: the active segment is sealed past `segment_bytes`; then a compactor thread
 //! rewrites all sealed segments into one checkpoint segment holding every workflow, the
@@ -49,11 +49,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use crate::engine::{BatchHook, Engine, EngineConfig};
-use crate::error::ShellError;
 use crate::ids::CaseId;
-use crate::proto;
 use crate::workers::{Job, Op, OpKind, Status, OP_USE_BITS, REGISTERS};
 use crate::workflow::Workflow;
+use knhk_engine::{catalog, EngineError};
+use knhk_import::Format;
 
 /// On-disk format version, in every segment header. Version 2: case ids carry a partition
 /// field ([`crate::ids`]). Version 1 segments are read (their ids are partition-0 ids, the
@@ -299,12 +299,31 @@ struct WfRec<'a> {
     form: &'a [u8],
 }
 
+/// The log's code of a model format (1 YAWL, 2 PNML, 3 JSON; 0: detect from the content).
+/// The same numbers as `knhk.v1.ModelFormat`, but the log's own: they never change.
+fn format_code(f: Format) -> i32 {
+    match f {
+        Format::Yawl => 1,
+        Format::Pnml => 2,
+        Format::Json => 3,
+    }
+}
+
+fn format_of_code(code: i32) -> Option<Format> {
+    match code {
+        1 => Some(Format::Yawl),
+        2 => Some(Format::Pnml),
+        3 => Some(Format::Json),
+        _ => None,
+    }
+}
+
 fn put_workflow(buf: &mut Vec<u8>, w: &Workflow, model: &[u8]) {
     let form = net_form(&w.net);
     frame(buf, K_WORKFLOW, |b| {
         b.extend_from_slice(&w.index.to_le_bytes());
         b.extend_from_slice(&w.registered_unix_nanos.to_le_bytes());
-        b.extend_from_slice(&(w.format as i32).to_le_bytes());
+        b.extend_from_slice(&format_code(w.format).to_le_bytes());
         put_bytes(b, w.id.as_bytes());
         put_bytes(b, model);
         put_bytes(b, &form);
@@ -817,18 +836,14 @@ impl BatchHook for Journal {
         s.wake.notify_one();
     }
 
-    fn journal_stats(&self) -> Option<Arc<JournalStats>> {
-        Some(self.shared.stats.clone())
-    }
-
-    fn refusal(&self) -> Option<ShellError> {
+    fn refusal(&self) -> Option<EngineError> {
         self.shared
             .failed
             .get()
-            .map(|w| ShellError::Unavailable(w.clone()))
+            .map(|w| EngineError::Unavailable(w.clone()))
     }
 
-    fn registered(&self, wf: &Workflow, model: &[u8]) -> Result<(), ShellError> {
+    fn registered(&self, wf: &Workflow, model: &[u8]) -> Result<(), EngineError> {
         let s = &*self.shared;
         if let Some(e) = self.refusal() {
             return Err(e);
@@ -843,8 +858,8 @@ impl BatchHook for Journal {
         s.wake.notify_one();
         match rx.recv() {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(why)) => Err(ShellError::Unavailable(why)),
-            Err(_) => Err(ShellError::Unavailable(
+            Ok(Err(why)) => Err(EngineError::Unavailable(why)),
+            Err(_) => Err(EngineError::Unavailable(
                 "event log writer stopped before the workflow was durable".into(),
             )),
         }
@@ -1121,7 +1136,7 @@ fn compact(
 
 /// Starts the engine on `cfg`, with the event log of `journal` when given: scans and repairs
 /// the log, starts the engine with the log's layout, replays, then starts the writer. Blocking
-/// (run it on a blocking thread). [`Engine::is_recovered`] is true when it returns.
+/// (run it on a blocking thread). Replay has ended when it returns.
 pub fn start(
     mut cfg: EngineConfig,
     hook: Arc<dyn BatchHook>,
@@ -1129,7 +1144,6 @@ pub fn start(
 ) -> io::Result<(Arc<Engine>, Option<Arc<Journal>>)> {
     let Some(jc) = journal else {
         let engine = Engine::start(cfg, hook)?;
-        engine.mark_recovered();
         return Ok((engine, None));
     };
     let stats = Arc::new(JournalStats::default());
@@ -1223,7 +1237,6 @@ pub fn start(
         .spawn(move || writer_loop(shared, writer))?;
     *lock(&journal.writer) = Some(handle);
     journal.shared.replaying.store(false, Ordering::SeqCst);
-    engine.mark_recovered();
     Ok((engine, Some(journal)))
 }
 
@@ -1423,9 +1436,12 @@ fn check(
 
 fn replay_workflow(engine: &Engine, p: &[u8]) -> Result<(), String> {
     let w = get_workflow(p)?;
-    let format = proto::ModelFormat::try_from(w.format).unwrap_or(proto::ModelFormat::Unspecified);
-    let (m, net, detected) =
-        crate::server::compile(w.model, format).map_err(|e| format!("'{}': {e}", w.id))?;
+    let catalog::Compiled {
+        model: m,
+        net,
+        format: detected,
+    } = catalog::compile(w.model, format_of_code(w.format))
+        .map_err(|e| format!("'{}': {e}", w.id))?;
     let form = net_form(&net);
     if form != w.form {
         return Err(format!(
@@ -1441,7 +1457,7 @@ fn replay_workflow(engine: &Engine, p: &[u8]) -> Result<(), String> {
             w.id,
             |index, id| {
                 if index != expect {
-                    return Err(ShellError::Internal(format!(
+                    return Err(EngineError::Internal(format!(
                         "workflow '{id}' replayed at index {index}, logged at {expect}"
                     )));
                 }

@@ -29,16 +29,20 @@ use tokio_stream::{Stream, StreamExt, StreamMap};
 use tonic::{Request, Response, Status, Streaming};
 use tonic_health::ServingStatus;
 
+use knhk_engine::catalog;
+use knhk_engine::EngineError;
+
 use crate::engine::{
-    self, state_proto, BatchHook, Engine, EngineConfig, EventBatch, Hist, Immediate, WatchItem,
+    self, BatchHook, Engine, EngineConfig, EventBatch, Hist, Immediate, WatchItem,
 };
-use crate::error::ShellError;
+use crate::grpc::convert;
+use crate::grpc::status::OrStatus;
 use crate::http::{Check, ObserveConfig, Observer, Phase};
 use crate::journal::{self, JournalConfig};
 use crate::proto::knhk_server::{Knhk, KnhkServer};
 use crate::proto::{self, *};
 use crate::telemetry;
-use crate::workers::{OpKind, State};
+use crate::workers::OpKind;
 use crate::workflow::Workflow;
 use crate::xes;
 
@@ -76,6 +80,8 @@ const PIPELINE_DEPTH: usize = 64;
 pub struct Running {
     pub engine: Arc<Engine>,
     pub health: tonic_health::server::HealthReporter,
+    /// The event log's counters, when durability is on.
+    pub journal: Option<Arc<journal::JournalStats>>,
 }
 
 /// Serves on `listener` until `shutdown` resolves, then shuts down as described above.
@@ -91,7 +97,7 @@ pub async fn serve(
 }
 
 /// [`serve`] with the durable event log of `journal` (docs/durability.md): the log is replayed
-/// before anything is served (health NOT_SERVING, [`Engine::is_recovered`] false until then),
+/// before anything is served (health NOT_SERVING and the startup probe failing until then),
 /// and the journal replaces `hook`.
 pub async fn serve_journaled(
     listener: TcpListener,
@@ -162,7 +168,7 @@ pub async fn serve_observed(
         "in memory only (no journal)"
     };
     observer.set_check("state", Check::healthy(state), true);
-    observer.attach(&engine, health.clone());
+    observer.attach(&engine, journal.as_ref().map(|j| j.stats()), health.clone());
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
@@ -233,6 +239,7 @@ pub async fn serve_observed(
     on_ready(Running {
         engine: engine.clone(),
         health: health.clone(),
+        journal: journal.as_ref().map(|j| j.stats()),
     });
 
     let result = tokio::select! {
@@ -328,41 +335,6 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Imports, verifies and compiles a model (cold path; run it on a blocking thread).
-pub fn compile(
-    model: &[u8],
-    format: ModelFormat,
-) -> Result<(knhk_import::Model, Box<knhk_kernel::Net>, ModelFormat), ShellError> {
-    let text = String::from_utf8_lossy(model);
-    let detected = knhk_import::detect(&text).map_err(|e| ShellError::BadModel(e.to_string()))?;
-    let detected = match detected {
-        knhk_import::Format::Yawl => ModelFormat::Yawl,
-        knhk_import::Format::Pnml => ModelFormat::Pnml,
-        knhk_import::Format::Json => ModelFormat::Json,
-    };
-    if format != ModelFormat::Unspecified && format != detected {
-        return Err(ShellError::BadModel(format!(
-            "format says {} but the document is {}",
-            format.as_str_name(),
-            detected.as_str_name()
-        )));
-    }
-    let opts = knhk_import::Options::default();
-    let m =
-        knhk_import::import_bytes(model, &opts).map_err(|e| ShellError::BadModel(e.to_string()))?;
-    let report = knhk_import::verify(&m, &opts);
-    if !report.accepted() {
-        let why: Vec<String> = report.refusals().map(|f| f.message.clone()).collect();
-        return Err(ShellError::BadModel(format!(
-            "'{}' refused by verification: {}",
-            m.name,
-            why.join("; ")
-        )));
-    }
-    let compiled = knhk_import::lower(&m).map_err(|e| ShellError::BadModel(e.message))?;
-    Ok((m, compiled.net, detected))
-}
-
 /// The `knhk.v1.Knhk` implementation.
 pub struct KnhkService {
     engine: Arc<Engine>,
@@ -374,7 +346,7 @@ pub struct KnhkService {
 impl KnhkService {
     fn live(&self) -> Result<(), Status> {
         if self.engine.is_draining() {
-            Err(ShellError::Draining.into())
+            Err(crate::grpc::status::status(EngineError::Draining))
         } else {
             Ok(())
         }
@@ -384,9 +356,16 @@ impl KnhkService {
         telemetry::record_case(r.case_id, Some(&r.task));
         let view = self
             .engine
-            .task_op(kind, r.case_id, &r.task, &r.data, r.branch_bits)
-            .await?;
-        Ok(Response::new(view.to_proto()))
+            .task_op(
+                kind,
+                r.case_id,
+                &r.task,
+                &convert::data_in(&r.data),
+                r.branch_bits,
+            )
+            .await
+            .or_status()?;
+        Ok(Response::new(convert::case_out(&view)))
     }
 }
 
@@ -400,15 +379,17 @@ impl Knhk for KnhkService {
     ) -> Result<Response<RegisterWorkflowResponse>, Status> {
         self.live()?;
         let r = request.into_inner();
-        let format = ModelFormat::try_from(r.format).map_err(|_| ShellError::BadData {
-            reason: format!("format {} is not a ModelFormat", r.format),
-        })?;
+        let format = convert::format_in(r.format)?;
         let model = Arc::new(r.model);
         let source = model.clone();
-        let compiled = tokio::task::spawn_blocking(move || compile(&model, format))
+        let catalog::Compiled {
+            model: m,
+            net,
+            format: detected,
+        } = tokio::task::spawn_blocking(move || catalog::compile(&model, format))
             .await
-            .map_err(|e| ShellError::Internal(format!("compiler task: {e}")))??;
-        let (m, net, detected) = compiled;
+            .map_err(|e| Status::internal(format!("compiler task: {e}")))?
+            .or_status()?;
         let name = m.name.clone();
         // Durable, then visible (Engine::register): the journal's group commit runs inside,
         // so the whole registration runs on a blocking thread.
@@ -432,11 +413,12 @@ impl Knhk for KnhkService {
             )
         })
         .await
-        .map_err(|e| ShellError::Internal(format!("registration task: {e}")))??;
+        .map_err(|e| Status::internal(format!("registration task: {e}")))?
+        .or_status()?;
         telemetry::record_workflow(&wf.id);
         tracing::info!(workflow = %wf.id, tasks = wf.tasks.len(), "workflow registered");
         Ok(Response::new(RegisterWorkflowResponse {
-            workflow: Some(wf.to_proto()),
+            workflow: Some(convert::workflow_out(&wf)),
         }))
     }
 
@@ -444,8 +426,11 @@ impl Knhk for KnhkService {
         &self,
         request: Request<GetWorkflowRequest>,
     ) -> Result<Response<proto::Workflow>, Status> {
-        let wf = self.engine.workflow(&request.into_inner().workflow_id)?;
-        Ok(Response::new(wf.to_proto()))
+        let wf = self
+            .engine
+            .workflow(&request.into_inner().workflow_id)
+            .or_status()?;
+        Ok(Response::new(convert::workflow_out(&wf)))
     }
 
     async fn list_workflows(
@@ -456,7 +441,7 @@ impl Knhk for KnhkService {
             .engine
             .workflows()
             .iter()
-            .map(|w| w.to_proto())
+            .map(|w| convert::workflow_out(w))
             .collect();
         Ok(Response::new(ListWorkflowsResponse { workflows }))
     }
@@ -467,9 +452,13 @@ impl Knhk for KnhkService {
     ) -> Result<Response<Case>, Status> {
         let r = request.into_inner();
         telemetry::record_workflow(&r.workflow_id);
-        let view = self.engine.create_case(&r.workflow_id, &r.data).await?;
+        let view = self
+            .engine
+            .create_case(&r.workflow_id, &convert::data_in(&r.data))
+            .await
+            .or_status()?;
         telemetry::record_case(view.id, None);
-        Ok(Response::new(view.to_proto()))
+        Ok(Response::new(convert::case_out(&view)))
     }
 
     async fn start_task(&self, request: Request<TaskRequest>) -> Result<Response<Case>, Status> {
@@ -494,15 +483,15 @@ impl Knhk for KnhkService {
     ) -> Result<Response<Case>, Status> {
         let case_id = request.into_inner().case_id;
         telemetry::record_case(case_id, None);
-        let view = self.engine.cancel_case(case_id).await?;
-        Ok(Response::new(view.to_proto()))
+        let view = self.engine.cancel_case(case_id).await.or_status()?;
+        Ok(Response::new(convert::case_out(&view)))
     }
 
     async fn get_case(&self, request: Request<GetCaseRequest>) -> Result<Response<Case>, Status> {
         let case_id = request.into_inner().case_id;
         telemetry::record_case(case_id, None);
-        let view = self.engine.get_case(case_id)?;
-        Ok(Response::new(view.to_proto()))
+        let view = self.engine.get_case(case_id).or_status()?;
+        Ok(Response::new(convert::case_out(&view)))
     }
 
     type WatchCaseStream = ReceiverStream<Result<WatchEvent, Status>>;
@@ -519,8 +508,11 @@ impl Knhk for KnhkService {
         let mut first_wf: Option<Arc<Workflow>> = None;
         let mut finished = false;
         if r.case_id != 0 {
-            let (wf, shard, slot) = self.engine.case_workflow(r.case_id)?;
-            let sub = self.engine.subscribe(shard, Some((slot, r.case_id)))?;
+            let (wf, shard, slot) = self.engine.case_workflow(r.case_id).or_status()?;
+            let sub = self
+                .engine
+                .subscribe(shard, Some((slot, r.case_id)))
+                .or_status()?;
             if r.from_start {
                 history = sub.history;
             }
@@ -532,10 +524,10 @@ impl Knhk for KnhkService {
             filter = if r.workflow_id.is_empty() {
                 Filter::All
             } else {
-                Filter::Workflow(self.engine.workflow(&r.workflow_id)?.index)
+                Filter::Workflow(self.engine.workflow(&r.workflow_id).or_status()?.index)
             };
             for shard in 0..self.engine.shard_count() {
-                let sub = self.engine.subscribe(shard, None)?;
+                let sub = self.engine.subscribe(shard, None).or_status()?;
                 subs.push((shard, sub.rx, sub.seq));
             }
         }
@@ -572,19 +564,15 @@ impl Knhk for KnhkService {
         let wf = if r.workflow_id.is_empty() {
             None
         } else {
-            Some(self.engine.workflow(&r.workflow_id)?.index)
+            Some(self.engine.workflow(&r.workflow_id).or_status()?.index)
         };
         let state = match proto::CaseState::try_from(r.state) {
-            Ok(proto::CaseState::Unspecified) => None,
-            Ok(proto::CaseState::Running) => Some(State::Running),
-            Ok(proto::CaseState::Complete) => Some(State::Complete),
-            Ok(proto::CaseState::Deadlocked) => Some(State::Deadlocked),
-            Ok(proto::CaseState::Cancelled) => Some(State::Cancelled),
+            Ok(s) => convert::state_in(s),
             Err(_) => {
-                return Err(ShellError::BadData {
-                    reason: format!("state {} is not a CaseState", r.state),
-                }
-                .into())
+                return Err(Status::invalid_argument(format!(
+                    "state {} is not a CaseState",
+                    r.state
+                )))
             }
         };
         let mut views: Vec<_> = self
@@ -594,7 +582,7 @@ impl Knhk for KnhkService {
             .flatten()
             .collect();
         views.sort_by_key(|v| v.id & 0xffff_ffff);
-        let stream = tokio_stream::iter(views.into_iter().map(|v| Ok(v.to_proto())));
+        let stream = tokio_stream::iter(views.into_iter().map(|v| Ok(convert::case_out(&v))));
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -604,11 +592,11 @@ impl Knhk for KnhkService {
     ) -> Result<Response<ExportCaseXesResponse>, Status> {
         let r = request.into_inner();
         let wf_filter = if r.case_id == 0 && !r.workflow_id.is_empty() {
-            Some(self.engine.workflow(&r.workflow_id)?.index)
+            Some(self.engine.workflow(&r.workflow_id).or_status()?.index)
         } else {
             None
         };
-        let hists = self.engine.histories(r.case_id, wf_filter)?;
+        let hists = self.engine.histories(r.case_id, wf_filter).or_status()?;
         let wfs: HashMap<u16, Arc<Workflow>> = self
             .engine
             .workflows()
@@ -666,7 +654,8 @@ impl Knhk for KnhkService {
                     msg = input.message() => match msg {
                         Ok(Some(m)) => {
                             let span = telemetry::batch_span(&rpc_span, m.events.len());
-                            let pending = span.in_scope(|| engine.submit_batch(m.events));
+                            let events = m.events.into_iter().map(convert::event_in).collect();
+                            let pending = span.in_scope(|| engine.submit_batch(events));
                             if pending_tx.send((pending, span)).await.is_err() {
                                 break;
                             }
@@ -689,8 +678,9 @@ impl Knhk for KnhkService {
                     tracing::Instrument::instrument(p.finish(&engine), span.clone()).await;
                 span.record(
                     "knhk.refused",
-                    results.iter().filter(|r| r.code != 0).count(),
+                    results.iter().filter(|r| r.error.is_some()).count(),
                 );
+                let results = results.into_iter().map(convert::result_out).collect();
                 drop(span);
                 if out_tx
                     .send(Ok(SubmitEventsResponse { results }))
@@ -738,8 +728,8 @@ fn watch_event(item: &WatchItem, wf: &Workflow, lagged: u64) -> WatchEvent {
     WatchEvent {
         case_id: item.case_id,
         workflow_id: wf.id.clone(),
-        kind: item.kind as i32,
-        task: if item.kind == EventKind::Task {
+        kind: convert::event_kind_out(item.kind) as i32,
+        task: if item.kind == knhk_engine::EventKind::Task {
             wf.task_name(item.task).to_string()
         } else {
             String::new()
@@ -747,7 +737,7 @@ fn watch_event(item: &WatchItem, wf: &Workflow, lagged: u64) -> WatchEvent {
         lifecycle: item.lifecycle.map_or(0, |l| l as i32),
         time_unix_nanos: item.time_ns,
         case_seq: item.seq,
-        state: state_proto(item.state) as i32,
+        state: convert::state_out(item.state) as i32,
         marking: wf.marking_names(item.marking),
         enabled_tasks: wf.task_names(item.enabled),
         lagged,
@@ -819,7 +809,7 @@ async fn forward_watch(
             if let Filter::Case(_) = filter {
                 if matches!(
                     item.kind,
-                    EventKind::CaseCompleted | EventKind::CaseCancelled
+                    knhk_engine::EventKind::CaseCompleted | knhk_engine::EventKind::CaseCancelled
                 ) {
                     return;
                 }

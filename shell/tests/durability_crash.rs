@@ -771,17 +771,11 @@ async fn replay_restores_the_exact_state_across_checkpoints() {
         }
     }
     let before = snapshot(&mut c).await;
-    let stats = srv
-        .running
-        .engine
-        .hook()
-        .journal_stats()
-        .expect("journal stats");
+    let stats = srv.running.journal.clone().expect("journal stats");
     srv.stop().await;
     let compactions = stats.compactions.load(std::sync::atomic::Ordering::Relaxed);
     assert!(compactions > 0, "no checkpoint was written");
     let srv = start_in_process(Some(jc), 2).await;
-    assert!(srv.running.engine.is_recovered());
     let mut c = srv.client().await;
     let after = snapshot(&mut c).await;
     assert_eq!(before.0.len(), after.0.len());
@@ -866,7 +860,7 @@ async fn bench_bulk_throughput_durable_vs_relaxed_vs_memory() {
                 });
             }
         }
-        let stats = srv.running.engine.hook().journal_stats();
+        let stats = srv.running.journal.clone();
         let (f0, e0) = stats.as_ref().map_or((0, 0), |s| {
             (
                 s.fsyncs.load(std::sync::atomic::Ordering::Relaxed),
@@ -928,7 +922,7 @@ async fn bench_bulk_throughput_durable_vs_relaxed_vs_memory() {
                 .sum();
             let t1 = Instant::now();
             let srv = start_in_process(journal, workers).await;
-            let st = srv.running.engine.hook().journal_stats().expect("stats");
+            let st = srv.running.journal.clone().expect("stats");
             let n = st
                 .replayed_events
                 .load(std::sync::atomic::Ordering::Relaxed);

@@ -392,7 +392,10 @@ async fn metrics_and_probes_follow_the_server() {
     assert_eq!(
         sample(
             &after.body,
-            r#"knhk_build_info{version="0.1.0",kernel_abi="1"}"#
+            &format!(
+                r#"knhk_build_info{{version="0.1.0",kernel_abi="{}"}}"#,
+                knhk_kernel::sys::KNHK_ABI_VERSION
+            )
         ),
         1.0
     );
@@ -432,7 +435,11 @@ async fn metrics_and_probes_follow_the_server() {
         pending.push(
             running
                 .engine
-                .submit_batch(vec![ev_task(EventOp::Fire, ids[1], "A")]),
+                .submit_batch(vec![knhk_shell::grpc::convert::event_in(ev_task(
+                    EventOp::Fire,
+                    ids[1],
+                    "A",
+                ))]),
         );
     }
     let r = wait_code(http_addr, "/health/ready", 503, Duration::from_secs(5)).await;

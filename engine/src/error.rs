@@ -1,12 +1,12 @@
-//! Errors at the service edge: one enum whose variants map one-to-one to gRPC codes, each
-//! message naming the offending workflow, case, task or variable.
+//! The engine's refusals: one variant per kind, each message naming the offending workflow,
+//! case, task or variable. The binary maps them to its protocol's codes (gRPC statuses in
+//! `shell/src/grpc/status.rs`); nothing here knows a protocol.
 
 use thiserror::Error;
-use tonic::{Code, Status};
 
 /// Why a request was refused.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
-pub enum ShellError {
+pub enum EngineError {
     /// The model did not import, verify or compile.
     #[error("model refused: {0}")]
     BadModel(String),
@@ -30,7 +30,7 @@ pub enum ShellError {
     /// Back-pressure: a ring is full or the case capacity is reached.
     #[error("{0}")]
     Exhausted(String),
-    /// The server is draining.
+    /// The engine is draining.
     #[error("server is shutting down: new work is refused")]
     Draining,
     #[error("internal error: {0}")]
@@ -38,28 +38,4 @@ pub enum ShellError {
     /// The event log cannot persist work (disk full, I/O error): nothing more is accepted.
     #[error("unavailable: {0}")]
     Unavailable(String),
-}
-
-impl ShellError {
-    /// The gRPC code of the error.
-    pub fn code(&self) -> Code {
-        match self {
-            ShellError::BadModel(_) | ShellError::BadData { .. } => Code::InvalidArgument,
-            ShellError::NoWorkflow(_) | ShellError::NoCase(_) | ShellError::NoTask { .. } => {
-                Code::NotFound
-            }
-            ShellError::WorkflowExists(_) => Code::AlreadyExists,
-            ShellError::Precondition(_) | ShellError::CaseDone { .. } => Code::FailedPrecondition,
-            ShellError::Exhausted(_) => Code::ResourceExhausted,
-            ShellError::Draining => Code::Unavailable,
-            ShellError::Internal(_) => Code::Internal,
-            ShellError::Unavailable(_) => Code::Unavailable,
-        }
-    }
-}
-
-impl From<ShellError> for Status {
-    fn from(e: ShellError) -> Status {
-        Status::new(e.code(), e.to_string())
-    }
 }

@@ -289,11 +289,11 @@ pub struct WorkerStats {
     /// The core the worker is pinned to, or u64::MAX when pinning failed or was off.
     pub core: AtomicU64,
     /// Ops by kind, task pattern and status, and case outcomes (metrics.rs).
-    pub kernel: crate::metrics::KernelCounters,
+    pub kernel: crate::stats::KernelCounters,
     /// The shell's end of the worker's ticks-per-op histograms (metrics.rs).
-    pub ticks: crate::metrics::TickExport,
-    /// Test switch, written by the shell: while set, an idle worker stops its heartbeat and
-    /// takes no input, as a wedged worker would (liveness must then fail).
+    pub ticks: crate::stats::TickExport,
+    /// Test switch (read only with the `testing` feature): while set, an idle worker stops
+    /// its heartbeat and takes no input, as a wedged worker would (liveness must then fail).
     pub wedge: AtomicBool,
 }
 
@@ -325,6 +325,7 @@ pub struct WorkerHandle {
     worker_thread: Thread,
     worker_parked: Arc<AtomicBool>,
     stopping: Arc<AtomicBool>,
+    #[cfg(feature = "testing")]
     hold: Arc<AtomicBool>,
     pub stats: Arc<WorkerStats>,
     join: Mutex<Option<JoinHandle<()>>>,
@@ -378,6 +379,7 @@ impl WorkerHandle {
 
     /// Maintenance switch: while held, the worker takes no input (its ring fills and
     /// submitters get back-pressure). Used to test back-pressure and to quiesce a shard.
+    #[cfg(feature = "testing")]
     pub fn set_hold(&self, hold: bool) {
         self.hold.store(hold, Ordering::SeqCst);
         self.worker_thread.unpark();
@@ -425,10 +427,11 @@ pub fn spawn(
     let (out_tx, out_rx) = ring::channel::<Box<Job>, RING_CAPACITY>();
     let stats = Arc::new(WorkerStats::default());
     stats.core.store(u64::MAX, Ordering::Relaxed);
-    let (meter, tick_export) = crate::metrics::worker_meter();
+    let (meter, tick_export) = crate::stats::worker_meter();
     stats.ticks.install(tick_export);
     let worker_parked = Arc::new(AtomicBool::new(false));
     let stopping = Arc::new(AtomicBool::new(false));
+    #[cfg(feature = "testing")]
     let hold = Arc::new(AtomicBool::new(false));
     let reply_parked = Arc::new(AtomicBool::new(false));
     let worker_done = Arc::new(AtomicBool::new(false));
@@ -446,6 +449,7 @@ pub fn spawn(
         stats: stats.clone(),
         parked: worker_parked.clone(),
         stopping: stopping.clone(),
+        #[cfg(feature = "testing")]
         hold: hold.clone(),
         reply_parked: reply_parked.clone(),
         reply_thread,
@@ -468,6 +472,7 @@ pub fn spawn(
         worker_thread: join.thread().clone(),
         worker_parked,
         stopping,
+        #[cfg(feature = "testing")]
         hold,
         stats,
         join: Mutex::new(Some(join)),
@@ -510,14 +515,25 @@ struct Worker {
     stats: Arc<WorkerStats>,
     parked: Arc<AtomicBool>,
     stopping: Arc<AtomicBool>,
+    #[cfg(feature = "testing")]
     hold: Arc<AtomicBool>,
     reply_parked: Arc<AtomicBool>,
     reply_thread: Arc<OnceLock<Thread>>,
     done: Arc<AtomicBool>,
-    meter: crate::metrics::WorkerMeter,
+    meter: crate::stats::WorkerMeter,
 }
 
 impl Worker {
+    /// Held by the `testing` feature's switch ([`WorkerHandle::set_hold`]); without the
+    /// feature this is a constant and the checks fold away.
+    #[inline(always)]
+    fn held_by_test(&self) -> bool {
+        #[cfg(feature = "testing")]
+        return self.hold.load(Ordering::Relaxed);
+        #[cfg(not(feature = "testing"))]
+        return false;
+    }
+
     fn run(&mut self) {
         let mut backoff = Backoff::new(WORKER_SPIN, IDLE_YIELD);
         let mut heartbeat: u64 = 0;
@@ -532,7 +548,7 @@ impl Worker {
                     self.held = Some(job);
                 }
             }
-            if self.held.is_none() && !self.hold.load(Ordering::Relaxed) {
+            if self.held.is_none() && !self.held_by_test() {
                 // Bounded drain: hand replies back regularly even under a flood.
                 for _ in 0..64 {
                     let Some(mut job) = self.input.try_pop() else {
@@ -557,13 +573,14 @@ impl Worker {
                 continue;
             }
             self.meter.idle();
+            #[cfg(feature = "testing")]
             while self.stats.wedge.load(Ordering::Relaxed) && !self.stopping.load(Ordering::Acquire)
             {
                 thread::sleep(Duration::from_millis(1));
             }
             if self.stopping.load(Ordering::Acquire)
                 && self.held.is_none()
-                && (self.input.is_empty() || self.hold.load(Ordering::Relaxed))
+                && (self.input.is_empty() || self.held_by_test())
             {
                 break;
             }
@@ -573,7 +590,7 @@ impl Worker {
                 IdleStep::Park(timeout) => {
                     self.parked.store(true, Ordering::SeqCst);
                     fence(Ordering::SeqCst);
-                    if (self.input.is_empty() || self.hold.load(Ordering::Relaxed))
+                    if (self.input.is_empty() || self.held_by_test())
                         && !self.stopping.load(Ordering::SeqCst)
                     {
                         self.stats.parks.fetch_add(1, Ordering::Relaxed);

@@ -8,8 +8,10 @@ use std::sync::Arc;
 use knhk_import::ir::{Model, VarType};
 use knhk_kernel::Net;
 
-use crate::error::ShellError;
-use crate::proto;
+use knhk_import::Format;
+
+use crate::command::{Data, Value};
+use crate::error::EngineError;
 use crate::workers::REGISTERS;
 
 /// One task as the API names it.
@@ -39,7 +41,7 @@ pub struct Workflow {
     pub index: u16,
     pub id: String,
     pub name: String,
-    pub format: proto::ModelFormat,
+    pub format: Format,
     pub net: Arc<Net>,
     pub conditions: Vec<String>,
     pub input_condition: String,
@@ -73,7 +75,7 @@ impl Workflow {
     pub fn new(
         index: u16,
         id: String,
-        format: proto::ModelFormat,
+        format: Format,
         model: &Model,
         net: Net,
         registered_unix_nanos: u64,
@@ -158,11 +160,11 @@ impl Workflow {
     }
 
     /// The kernel index of a task named by id (or by its label when that is unique).
-    pub fn task(&self, name: &str) -> Result<u8, ShellError> {
+    pub fn task(&self, name: &str) -> Result<u8, EngineError> {
         self.task_by_name
             .get(name)
             .copied()
-            .ok_or_else(|| ShellError::NoTask {
+            .ok_or_else(|| EngineError::NoTask {
                 task: name.to_string(),
                 workflow: self.id.clone(),
             })
@@ -192,10 +194,7 @@ impl Workflow {
 
     /// Converts request data to register writes: (mask, values). Unknown variables and values
     /// of the wrong type are refused, naming the variable.
-    pub fn registers(
-        &self,
-        data: &HashMap<String, proto::Value>,
-    ) -> Result<(u8, [i64; REGISTERS]), ShellError> {
+    pub fn registers(&self, data: &Data) -> Result<(u8, [i64; REGISTERS]), EngineError> {
         let mut mask = 0u8;
         let mut regs = [0i64; REGISTERS];
         for (name, value) in data {
@@ -208,7 +207,7 @@ impl Workflow {
                     // Declared by the model but read by no guard: nothing to store.
                     continue;
                 }
-                return Err(ShellError::BadData {
+                return Err(EngineError::BadData {
                     reason: format!(
                         "workflow '{}' has no variable '{}' (variables guards read: {})",
                         self.id,
@@ -231,32 +230,29 @@ impl Workflow {
         Ok((mask, regs))
     }
 
-    fn value(&self, var: &VarMeta, value: &proto::Value) -> Result<i64, ShellError> {
-        use proto::value::Kind;
-        let bad = |what: &str| ShellError::BadData {
+    fn value(&self, var: &VarMeta, value: &Value) -> Result<i64, EngineError> {
+        let bad = |what: &str| EngineError::BadData {
             reason: format!("variable '{}' is {}; got {}", var.name, var.ty, what),
         };
-        match (&var.ty, &value.kind) {
-            (_, None) => Err(bad("an empty value")),
-            (VarType::Int | VarType::Decimal, Some(Kind::Int(i))) => Ok(*i),
-            (VarType::Int | VarType::Decimal, Some(Kind::String(s))) => s
+        match (&var.ty, value) {
+            (_, Value::Missing) => Err(bad("an empty value")),
+            (VarType::Int | VarType::Decimal, Value::Int(i)) => Ok(*i),
+            (VarType::Int | VarType::Decimal, Value::Str(s)) => s
                 .trim()
                 .parse::<i64>()
                 .map_err(|_| bad(&format!("the string {s:?}"))),
-            (VarType::Bool, Some(Kind::Bool(b))) => Ok(i64::from(*b)),
-            (VarType::Bool, Some(Kind::Int(i))) if *i == 0 || *i == 1 => Ok(*i),
-            (VarType::Bool, Some(Kind::String(s))) => match s.trim() {
+            (VarType::Bool, Value::Bool(b)) => Ok(i64::from(*b)),
+            (VarType::Bool, Value::Int(i)) if *i == 0 || *i == 1 => Ok(*i),
+            (VarType::Bool, Value::Str(s)) => match s.trim() {
                 "true" => Ok(1),
                 "false" => Ok(0),
                 _ => Err(bad(&format!("the string {s:?}"))),
             },
-            (VarType::Str(_), Some(Kind::String(s))) => Ok(self.intern(s)),
-            (VarType::Str(_), Some(Kind::Int(i))) => Ok(self.intern(&i.to_string())),
-            (VarType::Str(_), Some(Kind::Bool(b))) => {
-                Ok(self.intern(if *b { "true" } else { "false" }))
-            }
-            (_, Some(Kind::Bool(_))) => Err(bad("a boolean")),
-            (_, Some(Kind::Int(_))) => Err(bad("an integer")),
+            (VarType::Str(_), Value::Str(s)) => Ok(self.intern(s)),
+            (VarType::Str(_), Value::Int(i)) => Ok(self.intern(&i.to_string())),
+            (VarType::Str(_), Value::Bool(b)) => Ok(self.intern(if *b { "true" } else { "false" })),
+            (_, Value::Bool(_)) => Err(bad("a boolean")),
+            (_, Value::Int(_)) => Err(bad("an integer")),
         }
     }
 
@@ -277,22 +273,20 @@ impl Workflow {
         }
     }
 
-    /// The API form of a register value.
-    pub fn value_of(&self, var: &VarMeta, raw: i64) -> proto::Value {
-        use proto::value::Kind;
-        let kind = match &var.ty {
-            VarType::Bool => Kind::Bool(raw != 0),
+    /// The value of a register as its variable's type reads it.
+    pub fn value_of(&self, var: &VarMeta, raw: i64) -> Value {
+        match &var.ty {
+            VarType::Bool => Value::Bool(raw != 0),
             VarType::Str(_) => match usize::try_from(raw).ok().and_then(|i| self.strings.get(i)) {
-                Some(s) => Kind::String(s.clone()),
-                None => Kind::Int(raw),
+                Some(s) => Value::Str(s.clone()),
+                None => Value::Int(raw),
             },
-            _ => Kind::Int(raw),
-        };
-        proto::Value { kind: Some(kind) }
+            _ => Value::Int(raw),
+        }
     }
 
-    /// The API form of a case's data.
-    pub fn data_of(&self, regs: &[i64; REGISTERS]) -> HashMap<String, proto::Value> {
+    /// A case's data by variable name.
+    pub fn data_of(&self, regs: &[i64; REGISTERS]) -> Data {
         self.variables
             .iter()
             .filter_map(|v| {
@@ -302,32 +296,9 @@ impl Workflow {
             .collect()
     }
 
-    /// The API description.
-    pub fn to_proto(&self) -> proto::Workflow {
-        proto::Workflow {
-            workflow_id: self.id.clone(),
-            name: self.name.clone(),
-            format: self.format as i32,
-            conditions: self.conditions.clone(),
-            tasks: self
-                .tasks
-                .iter()
-                .enumerate()
-                .map(|(i, t)| proto::TaskInfo {
-                    name: t.name.clone(),
-                    index: u32::try_from(i).unwrap_or(u32::MAX),
-                    join: t.join.clone(),
-                    split: t.split.clone(),
-                    label: t.label.clone(),
-                    silent: t.silent,
-                })
-                .collect(),
-            input_condition: self.input_condition.clone(),
-            output_condition: self.output_condition.clone(),
-            variables: self.variables.iter().map(|v| v.name.clone()).collect(),
-            cases_created: self.cases_created.load(Ordering::Relaxed),
-            registered_unix_nanos: self.registered_unix_nanos,
-        }
+    /// Cases created so far.
+    pub fn cases_created(&self) -> u64 {
+        self.cases_created.load(Ordering::Relaxed)
     }
 }
 

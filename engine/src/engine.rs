@@ -1,7 +1,7 @@
 //! The engine: workflows, the case directory, the kernel workers and their reply threads.
 //!
-//! The server (and later the journal, metrics and probes) talk to the kernel only through this
-//! type. Data flow of one request:
+//! The binary's gRPC service, event log and probes reach the kernel only through this type.
+//! Data flow of one request:
 //!
 //! 1. A tokio task resolves names (workflow, task, variables) and the case's shard and slot, and
 //!    builds a [`Job`] per shard: one op for a unary call, every event of a bulk batch that
@@ -30,9 +30,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{broadcast, oneshot};
 
-use crate::error::ShellError;
+use crate::command::{BatchEvent, Data, EventKind, EventResult, TaskRef};
+use crate::error::EngineError;
 use crate::ids::{self, CaseId};
-use crate::proto;
 use crate::workers::{
     self, Job, NetTable, Op, OpKind, Outcome, ReplyPort, State, Status, SubmitError, WorkerHandle,
     WorkerSpec, OP_USE_BITS, REGISTERS,
@@ -78,7 +78,7 @@ pub fn default_workers() -> usize {
     cores.saturating_sub(1).clamp(1, 64)
 }
 
-/// Lifecycle transition of a task event (values of `proto::Lifecycle`).
+/// Lifecycle transition of a task event (the values of `knhk.v1.Lifecycle`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Lifecycle {
@@ -115,7 +115,7 @@ pub struct Hist {
 pub struct WatchItem {
     pub case_id: u64,
     pub workflow: u16,
-    pub kind: proto::EventKind,
+    pub kind: EventKind,
     pub task: u8,
     pub lifecycle: Option<Lifecycle>,
     pub time_ns: u64,
@@ -217,35 +217,6 @@ pub struct CaseView {
     pub created_ns: u64,
 }
 
-impl CaseView {
-    /// The API form.
-    pub fn to_proto(&self) -> proto::Case {
-        let wf = &self.workflow;
-        proto::Case {
-            case_id: self.id,
-            workflow_id: wf.id.clone(),
-            state: state_proto(self.last.state) as i32,
-            marking: wf.marking_names(self.last.marking),
-            enabled_tasks: wf.task_names(self.last.enabled),
-            busy_tasks: wf.task_names(self.last.busy),
-            data: wf.data_of(&self.regs),
-            seq: self.last.seq,
-            created_unix_nanos: self.created_ns,
-            explicit_termination: self.last.flags & knhk_kernel::flags::EXPLICIT_TERMINATION != 0,
-        }
-    }
-}
-
-/// The API form of a case state.
-pub fn state_proto(s: State) -> proto::CaseState {
-    match s {
-        State::Running => proto::CaseState::Running,
-        State::Complete => proto::CaseState::Complete,
-        State::Deadlocked => proto::CaseState::Deadlocked,
-        State::Cancelled => proto::CaseState::Cancelled,
-    }
-}
-
 /// Called on a shard's reply thread with every executed job, in execution order. The hook owns
 /// the job and must eventually call [`Job::release`] (a journal appends the batch and releases
 /// it once durable). Runs off the kernel workers; may block briefly but should not stall.
@@ -253,20 +224,14 @@ pub trait BatchHook: Send + Sync + 'static {
     fn executed(&self, shard: usize, job: Box<Job>);
 
     /// Why new work must be refused (the journal cannot persist it), if it must.
-    fn refusal(&self) -> Option<ShellError> {
+    fn refusal(&self) -> Option<EngineError> {
         None
     }
 
     /// A workflow was registered from `model`: returns once that is durable (blocking; the
     /// server calls it on a blocking thread before answering).
-    fn registered(&self, _wf: &Workflow, _model: &[u8]) -> Result<(), ShellError> {
+    fn registered(&self, _wf: &Workflow, _model: &[u8]) -> Result<(), EngineError> {
         Ok(())
-    }
-
-    /// The event log's counters (fsyncs, events, corrupt tails, replay), when this hook is
-    /// the journal: for metrics.
-    fn journal_stats(&self) -> Option<Arc<crate::journal::JournalStats>> {
-        None
     }
 }
 
@@ -307,8 +272,6 @@ pub struct Engine {
     stopped: AtomicBool,
     reply_threads: Mutex<Vec<JoinHandle<()>>>,
     hook: Arc<dyn BatchHook>,
-    /// Latch: false until the journal's replay has ended (startup probe).
-    recovered: AtomicBool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -404,7 +367,6 @@ impl Engine {
             stopped: AtomicBool::new(false),
             reply_threads: Mutex::new(Vec::new()),
             hook: hook.clone(),
-            recovered: AtomicBool::new(false),
         });
         let mut threads = Vec::with_capacity(workers);
         for (index, (port, slot)) in ports.into_iter().zip(reply_slots).enumerate() {
@@ -435,21 +397,9 @@ impl Engine {
         self.hook.clone()
     }
 
-    /// True once startup recovery (journal replay) has ended; false before. The startup
-    /// probe reads this latch. `journal::start` sets it; a bare `Engine::start` caller calls
-    /// [`Engine::mark_recovered`] itself.
-    pub fn is_recovered(&self) -> bool {
-        self.recovered.load(Ordering::Acquire)
-    }
-
-    /// Sets the recovered latch (once replay has ended).
-    pub fn mark_recovered(&self) {
-        self.recovered.store(true, Ordering::Release);
-    }
-
     /// The error for a job whose reply never came: the journal's refusal, else draining.
-    fn gone(&self) -> ShellError {
-        self.hook.refusal().unwrap_or(ShellError::Draining)
+    fn gone(&self) -> EngineError {
+        self.hook.refusal().unwrap_or(EngineError::Draining)
     }
 
     /// Number of shards (workers).
@@ -476,7 +426,8 @@ impl Engine {
     }
 
     /// Holds (or releases) every worker: held workers take no input, so their rings fill and
-    /// new work gets RESOURCE_EXHAUSTED. A maintenance and test switch.
+    /// new work gets RESOURCE_EXHAUSTED. A test switch (`testing` feature).
+    #[cfg(feature = "testing")]
     pub fn hold_workers(&self, hold: bool) {
         for s in &self.shards {
             s.worker.set_hold(hold);
@@ -521,12 +472,12 @@ impl Engine {
     pub fn register(
         &self,
         requested: &str,
-        build: impl FnOnce(u16, String) -> Result<Workflow, ShellError>,
+        build: impl FnOnce(u16, String) -> Result<Workflow, EngineError>,
         default_name: &str,
-        durable: impl FnOnce(&Workflow) -> Result<(), ShellError>,
-    ) -> Result<Arc<Workflow>, ShellError> {
+        durable: impl FnOnce(&Workflow) -> Result<(), EngineError>,
+    ) -> Result<Arc<Workflow>, EngineError> {
         if self.is_draining() {
-            return Err(ShellError::Draining);
+            return Err(EngineError::Draining);
         }
         if let Some(e) = self.hook.refusal() {
             return Err(e);
@@ -536,7 +487,7 @@ impl Engine {
             let reg = self.registry.read().unwrap_or_else(|p| p.into_inner());
             let index = reg.list.len();
             if index >= workers::MAX_WORKFLOWS {
-                return Err(ShellError::Exhausted(format!(
+                return Err(EngineError::Exhausted(format!(
                     "workflow capacity reached ({} workflows)",
                     workers::MAX_WORKFLOWS
                 )));
@@ -555,19 +506,19 @@ impl Engine {
                 }
                 id
             } else if reg.by_id.contains_key(requested) {
-                return Err(ShellError::WorkflowExists(requested.to_string()));
+                return Err(EngineError::WorkflowExists(requested.to_string()));
             } else {
                 requested.to_string()
             };
             (index, id)
         };
-        let index16 = u16::try_from(index).map_err(|_| ShellError::Internal("index".into()))?;
+        let index16 = u16::try_from(index).map_err(|_| EngineError::Internal("index".into()))?;
         let wf = Arc::new(build(index16, id.clone())?);
         #[cfg(feature = "testing")]
         crate::testing::hold_registration(&id);
         durable(&wf)?;
         if self.nets[index].set(wf.net.clone()).is_err() {
-            return Err(ShellError::Internal(format!(
+            return Err(EngineError::Internal(format!(
                 "net slot {index} already set"
             )));
         }
@@ -578,12 +529,12 @@ impl Engine {
     }
 
     /// A workflow by id.
-    pub fn workflow(&self, id: &str) -> Result<Arc<Workflow>, ShellError> {
+    pub fn workflow(&self, id: &str) -> Result<Arc<Workflow>, EngineError> {
         let reg = self.registry.read().unwrap_or_else(|p| p.into_inner());
         reg.by_id
             .get(id)
             .cloned()
-            .ok_or_else(|| ShellError::NoWorkflow(id.to_string()))
+            .ok_or_else(|| EngineError::NoWorkflow(id.to_string()))
     }
 
     /// A workflow by kernel index.
@@ -631,7 +582,7 @@ impl Engine {
 
     /// Reserves a slot for a new case of `wf`; the caller must submit its creation or call
     /// `release_slot`.
-    fn allocate(&self, wf: &Workflow) -> Result<(u64, usize, u32), ShellError> {
+    fn allocate(&self, wf: &Workflow) -> Result<(u64, usize, u32), EngineError> {
         let w = self.shards.len();
         let total = (self.per_shard * w) as u64;
         let now = now_ns();
@@ -670,7 +621,7 @@ impl Engine {
             s.created_ns = now;
             return Ok((id, shard, slot));
         }
-        Err(ShellError::Exhausted(format!(
+        Err(EngineError::Exhausted(format!(
             "case capacity reached: all {total} case slots hold running cases (raise --case-capacity)"
         )))
     }
@@ -692,9 +643,9 @@ impl Engine {
         &self,
         shard: usize,
         mut job: Box<Job>,
-    ) -> Result<oneshot::Receiver<Box<Job>>, ShellError> {
+    ) -> Result<oneshot::Receiver<Box<Job>>, EngineError> {
         if self.is_draining() {
-            return Err(ShellError::Draining);
+            return Err(EngineError::Draining);
         }
         if let Some(e) = self.hook.refusal() {
             return Err(e);
@@ -703,20 +654,23 @@ impl Engine {
         job.reply = Some(tx);
         match self.shards[shard].worker.submit(job) {
             Ok(()) => Ok(rx),
-            Err(SubmitError::Full(_)) => Err(ShellError::Exhausted(format!(
+            Err(SubmitError::Full(_)) => Err(EngineError::Exhausted(format!(
                 "kernel worker {shard} is saturated ({} jobs queued): retry later",
                 workers::RING_CAPACITY
             ))),
-            Err(SubmitError::Stopped(_)) => Err(ShellError::Draining),
+            Err(SubmitError::Stopped(_)) => Err(EngineError::Draining),
         }
     }
 
-    async fn run(&self, shard: usize, job: Box<Job>) -> Result<Box<Job>, ShellError> {
+    async fn run(&self, shard: usize, job: Box<Job>) -> Result<Box<Job>, EngineError> {
         let rx = self.submit(shard, job)?;
         rx.await.map_err(|_| self.gone())
     }
 
-    // ---------------------------------------------------------------- recovery (journal)
+    // ---------------------------------------------------------------- recovery
+    //
+    // The API an event log replays through and checkpoints from: jobs submitted as logged,
+    // slots restored with their logged ids, the allocator's state saved and restored.
 
     /// (workers, slots per worker): the layout case ids encode.
     pub fn layout(&self) -> (u32, u32) {
@@ -725,7 +679,7 @@ impl Engine {
 
     /// Queues a job as is, for replay (no draining or refusal check). On failure the job comes
     /// back with `true` when the ring was full (retry), `false` when the worker stopped.
-    pub(crate) fn submit_job(
+    pub fn submit_job(
         &self,
         shard: usize,
         mut job: Box<Job>,
@@ -746,7 +700,7 @@ impl Engine {
     }
 
     /// True when the slot holds no case, or holds `id` (replay: no earlier case to wait for).
-    pub(crate) fn slot_free_for(&self, shard: usize, slot: u32, id: u64) -> bool {
+    pub fn slot_free_for(&self, shard: usize, slot: u32, id: u64) -> bool {
         self.shards.get(shard).is_some_and(|c| {
             lock(&c.book)
                 .slots
@@ -756,7 +710,7 @@ impl Engine {
     }
 
     /// Puts case `id` of `workflow` into its slot before its replayed creation runs.
-    pub(crate) fn restore_slot(
+    pub fn restore_slot(
         &self,
         shard: usize,
         slot: u32,
@@ -785,7 +739,7 @@ impl Engine {
 
     /// After replay: the fresh-slot cursor and slot generations (global slot, generation), so
     /// new cases never reuse a logged id; empty slots below the cursor become free.
-    pub(crate) fn restore_allocator(&self, fresh: u64, gens: &[(u64, u32)]) {
+    pub fn restore_allocator(&self, fresh: u64, gens: &[(u64, u32)]) {
         let w = self.shards.len() as u64;
         let total = (self.per_shard as u64) * w;
         let fresh = fresh.min(total);
@@ -811,7 +765,7 @@ impl Engine {
 
     /// For a checkpoint: the fresh-slot cursor, every nonzero slot generation (global slot,
     /// generation) and the ids of the cases the engine holds.
-    pub(crate) fn allocator_state(&self) -> (u64, Vec<(u64, u32)>, std::collections::HashSet<u64>) {
+    pub fn allocator_state(&self) -> (u64, Vec<(u64, u32)>, std::collections::HashSet<u64>) {
         let w = self.shards.len() as u64;
         let mut gens = Vec::new();
         let mut live = std::collections::HashSet::new();
@@ -829,17 +783,17 @@ impl Engine {
         (self.fresh.load(Ordering::Relaxed), gens, live)
     }
 
-    fn view(&self, shard: usize, slot: u32, case_id: u64) -> Result<CaseView, ShellError> {
+    fn view(&self, shard: usize, slot: u32, case_id: u64) -> Result<CaseView, EngineError> {
         let (wf_index, last, regs, created_ns) = {
             let book = lock(&self.shards[shard].book);
             match book.slots.get(slot as usize) {
                 Some(s) if s.id == case_id && s.live => (s.workflow, s.last, s.regs, s.created_ns),
-                _ => return Err(ShellError::NoCase(case_id)),
+                _ => return Err(EngineError::NoCase(case_id)),
             }
         };
         let workflow = self
             .workflow_at(wf_index)
-            .ok_or(ShellError::NoCase(case_id))?;
+            .ok_or(EngineError::NoCase(case_id))?;
         Ok(CaseView {
             id: case_id,
             workflow,
@@ -850,16 +804,16 @@ impl Engine {
     }
 
     /// The workflow of a live case.
-    pub fn case_workflow(&self, case_id: u64) -> Result<(Arc<Workflow>, usize, u32), ShellError> {
-        let (shard, slot) = self.locate(case_id).ok_or(ShellError::NoCase(case_id))?;
+    pub fn case_workflow(&self, case_id: u64) -> Result<(Arc<Workflow>, usize, u32), EngineError> {
+        let (shard, slot) = self.locate(case_id).ok_or(EngineError::NoCase(case_id))?;
         let wf = {
             let book = lock(&self.shards[shard].book);
             match book.slots.get(slot as usize) {
                 Some(s) if s.id == case_id && s.live => s.workflow,
-                _ => return Err(ShellError::NoCase(case_id)),
+                _ => return Err(EngineError::NoCase(case_id)),
             }
         };
-        let wf = self.workflow_at(wf).ok_or(ShellError::NoCase(case_id))?;
+        let wf = self.workflow_at(wf).ok_or(EngineError::NoCase(case_id))?;
         Ok((wf, shard, slot))
     }
 
@@ -867,10 +821,10 @@ impl Engine {
     pub async fn create_case(
         &self,
         workflow_id: &str,
-        data: &HashMap<String, proto::Value>,
-    ) -> Result<CaseView, ShellError> {
+        data: &Data,
+    ) -> Result<CaseView, EngineError> {
         if self.is_draining() {
-            return Err(ShellError::Draining);
+            return Err(EngineError::Draining);
         }
         let wf = self.workflow(workflow_id)?;
         let (mask, regs) = initial_registers(&wf, data)?;
@@ -900,11 +854,11 @@ impl Engine {
         kind: OpKind,
         case_id: u64,
         task: &str,
-        data: &HashMap<String, proto::Value>,
+        data: &Data,
         branch_bits: Option<u32>,
-    ) -> Result<CaseView, ShellError> {
+    ) -> Result<CaseView, EngineError> {
         if self.is_draining() {
-            return Err(ShellError::Draining);
+            return Err(EngineError::Draining);
         }
         let (wf, shard, slot) = self.case_workflow(case_id)?;
         let t = wf.task(task)?;
@@ -930,9 +884,9 @@ impl Engine {
     }
 
     /// Cancels a case.
-    pub async fn cancel_case(&self, case_id: u64) -> Result<CaseView, ShellError> {
+    pub async fn cancel_case(&self, case_id: u64) -> Result<CaseView, EngineError> {
         if self.is_draining() {
-            return Err(ShellError::Draining);
+            return Err(EngineError::Draining);
         }
         let (wf, shard, slot) = self.case_workflow(case_id)?;
         let op = Op::new(OpKind::CancelCase, case_id, slot, 0);
@@ -945,8 +899,8 @@ impl Engine {
     }
 
     /// The current state of a case.
-    pub fn get_case(&self, case_id: u64) -> Result<CaseView, ShellError> {
-        let (shard, slot) = self.locate(case_id).ok_or(ShellError::NoCase(case_id))?;
+    pub fn get_case(&self, case_id: u64) -> Result<CaseView, EngineError> {
+        let (shard, slot) = self.locate(case_id).ok_or(EngineError::NoCase(case_id))?;
         self.view(shard, slot, case_id)
     }
 
@@ -982,13 +936,13 @@ impl Engine {
         &self,
         case_id: u64,
         workflow: Option<u16>,
-    ) -> Result<Vec<CaseHistory>, ShellError> {
+    ) -> Result<Vec<CaseHistory>, EngineError> {
         if case_id != 0 {
-            let (shard, slot) = self.locate(case_id).ok_or(ShellError::NoCase(case_id))?;
+            let (shard, slot) = self.locate(case_id).ok_or(EngineError::NoCase(case_id))?;
             let book = lock(&self.shards[shard].book);
             return match book.slots.get(slot as usize) {
                 Some(s) if s.id == case_id && s.live => Ok(vec![history_of(s)]),
-                _ => Err(ShellError::NoCase(case_id)),
+                _ => Err(EngineError::NoCase(case_id)),
             };
         }
         let mut out = Vec::new();
@@ -1010,11 +964,11 @@ impl Engine {
         &self,
         shard: usize,
         history_of: Option<(u32, u64)>,
-    ) -> Result<Subscription, ShellError> {
+    ) -> Result<Subscription, EngineError> {
         let ctl = self
             .shards
             .get(shard)
-            .ok_or(ShellError::Internal("shard".into()))?;
+            .ok_or(EngineError::Internal("shard".into()))?;
         let book = lock(&ctl.book);
         let rx = ctl.events.subscribe();
         let mut hist = Vec::new();
@@ -1025,7 +979,7 @@ impl Engine {
                     hist = s.history.iter().copied().collect();
                     finished = s.terminal;
                 }
-                _ => return Err(ShellError::NoCase(id)),
+                _ => return Err(EngineError::NoCase(id)),
             }
         }
         Ok(Subscription {
@@ -1040,9 +994,16 @@ impl Engine {
 
     /// Queues a bulk batch. Per-event problems (unknown case, bad task name, full ring) become
     /// that event's result; the returned pending batch resolves to one result per event.
-    pub fn submit_batch(&self, events: Vec<proto::Event>) -> PendingBatch {
+    pub fn submit_batch(&self, events: Vec<BatchEvent>) -> PendingBatch {
         let n = events.len();
-        let mut results: Vec<proto::EventResult> = vec![proto::EventResult::default(); n];
+        let mut results: Vec<EventResult> = vec![
+            EventResult {
+                case_id: 0,
+                error: None,
+                state: None,
+            };
+            n
+        ];
         let draining = self.is_draining();
         let mut per_shard: Vec<ShardBatch> = (0..self.shards.len())
             .map(|_| ShardBatch::default())
@@ -1050,7 +1011,7 @@ impl Engine {
         let mut wf_cache: Option<Arc<Workflow>> = None;
         for (pos, ev) in events.into_iter().enumerate() {
             if draining {
-                results[pos] = err_result(&ShellError::Draining, ev.case_id);
+                results[pos] = EventResult::refused(EngineError::Draining, ev.case_id);
                 continue;
             }
             match self.prepare(&ev, &mut wf_cache) {
@@ -1065,7 +1026,7 @@ impl Engine {
                     b.pos.push(pos as u32);
                     b.wfs.push(wf);
                 }
-                Err(e) => results[pos] = err_result(&e, ev.case_id),
+                Err(e) => results[pos] = EventResult::refused(e, ev.case_id),
             }
         }
         let mut waits = Vec::new();
@@ -1091,7 +1052,7 @@ impl Engine {
                     }
                     for p in b.pos {
                         let id = results[p as usize].case_id;
-                        results[p as usize] = err_result(&e, id);
+                        results[p as usize] = EventResult::refused(e.clone(), id);
                     }
                 }
             }
@@ -1101,23 +1062,12 @@ impl Engine {
 
     fn prepare(
         &self,
-        ev: &proto::Event,
+        ev: &BatchEvent,
         cache: &mut Option<Arc<Workflow>>,
-    ) -> Result<Prepared, ShellError> {
-        use proto::event::Task;
-        let kind = match proto::EventOp::try_from(ev.op) {
-            Ok(proto::EventOp::CreateCase) => OpKind::Create,
-            Ok(proto::EventOp::Start) => OpKind::Start,
-            Ok(proto::EventOp::Complete) => OpKind::Complete,
-            Ok(proto::EventOp::Fire) => OpKind::Fire,
-            Ok(proto::EventOp::CancelTask) => OpKind::CancelTask,
-            Ok(proto::EventOp::CancelCase) => OpKind::CancelCase,
-            _ => {
-                return Err(ShellError::BadData {
-                    reason: format!("event op {} is not a valid EventOp", ev.op),
-                })
-            }
-        };
+    ) -> Result<Prepared, EngineError> {
+        let kind = ev.op.map_err(|op| EngineError::BadData {
+            reason: format!("event op {op} is not a valid EventOp"),
+        })?;
         if kind == OpKind::Create {
             let wf = match cache {
                 Some(w) if w.id == ev.workflow_id => w.clone(),
@@ -1136,13 +1086,13 @@ impl Engine {
         }
         let (shard, slot) = self
             .locate(ev.case_id)
-            .ok_or(ShellError::NoCase(ev.case_id))?;
-        let needs_wf = matches!(ev.task, Some(Task::TaskName(_))) || !ev.data.is_empty();
+            .ok_or(EngineError::NoCase(ev.case_id))?;
+        let needs_wf = matches!(ev.task, Some(TaskRef::Name(_))) || !ev.data.is_empty();
         let (t, wf_index, regs) = if needs_wf {
             let (wf, _, _) = self.case_workflow(ev.case_id)?;
             let t = match &ev.task {
-                Some(Task::TaskName(name)) => wf.task(name)?,
-                Some(Task::TaskIndex(i)) => u8::try_from(*i).unwrap_or(u8::MAX),
+                Some(TaskRef::Name(name)) => wf.task(name)?,
+                Some(TaskRef::Index(i)) => u8::try_from(*i).unwrap_or(u8::MAX),
                 None => 0,
             };
             let regs = if !ev.data.is_empty() && matches!(kind, OpKind::Complete | OpKind::Fire) {
@@ -1153,13 +1103,13 @@ impl Engine {
             (t, wf.index, regs)
         } else {
             let t = match &ev.task {
-                Some(Task::TaskIndex(i)) => u8::try_from(*i).unwrap_or(u8::MAX),
+                Some(TaskRef::Index(i)) => u8::try_from(*i).unwrap_or(u8::MAX),
                 _ => 0,
             };
             (t, u16::MAX, None)
         };
         if kind != OpKind::CancelCase && ev.task.is_none() {
-            return Err(ShellError::BadData {
+            return Err(EngineError::BadData {
                 reason: format!("event on case {} names no task", ev.case_id),
             });
         }
@@ -1205,13 +1155,13 @@ type Prepared = (usize, Op, Option<[i64; REGISTERS]>, u16);
 
 /// A queued bulk batch: await [`PendingBatch::finish`] for its results.
 pub struct PendingBatch {
-    results: Vec<proto::EventResult>,
+    results: Vec<EventResult>,
     waits: Vec<ShardWait>,
 }
 
 impl PendingBatch {
     /// Waits for every shard's reply and returns one result per event, in request order.
-    pub async fn finish(self, engine: &Engine) -> Vec<proto::EventResult> {
+    pub async fn finish(self, engine: &Engine) -> Vec<EventResult> {
         let PendingBatch { mut results, waits } = self;
         for ShardWait { rx, pos, wfs } in waits {
             match rx.await {
@@ -1228,12 +1178,10 @@ impl PendingBatch {
                                     wf.cases_created.fetch_add(1, Ordering::Relaxed);
                                 }
                             }
-                            proto::EventResult {
-                                code: 0,
-                                message: String::new(),
+                            EventResult {
                                 case_id: op.case_id,
-                                state: state_proto(o.state) as i32,
-                                case_seq: o.seq,
+                                error: None,
+                                state: Some((o.state, o.seq)),
                             }
                         } else {
                             let wf = wfs
@@ -1242,12 +1190,11 @@ impl PendingBatch {
                                 .or_else(|| engine.case_workflow(op.case_id).ok().map(|x| x.0));
                             let e = match wf {
                                 Some(wf) => status_error(o, op.case_id, &wf, op.task),
-                                None => ShellError::NoCase(op.case_id),
+                                None => EngineError::NoCase(op.case_id),
                             };
-                            let mut r = err_result(&e, op.case_id);
+                            let mut r = EventResult::refused(e, op.case_id);
                             if o.status != Status::NoCase {
-                                r.state = state_proto(o.state) as i32;
-                                r.case_seq = o.seq;
+                                r.state = Some((o.state, o.seq));
                             }
                             r
                         };
@@ -1258,7 +1205,7 @@ impl PendingBatch {
                     for p in pos {
                         if let Some(r) = results.get_mut(p as usize) {
                             let id = r.case_id;
-                            *r = err_result(&e, id);
+                            *r = EventResult::refused(e.clone(), id);
                         }
                     }
                 }
@@ -1268,20 +1215,7 @@ impl PendingBatch {
     }
 }
 
-fn err_result(e: &ShellError, case_id: u64) -> proto::EventResult {
-    proto::EventResult {
-        code: e.code() as i32,
-        message: e.to_string(),
-        case_id,
-        state: 0,
-        case_seq: 0,
-    }
-}
-
-fn initial_registers(
-    wf: &Workflow,
-    data: &HashMap<String, proto::Value>,
-) -> Result<(u8, [i64; REGISTERS]), ShellError> {
+fn initial_registers(wf: &Workflow, data: &Data) -> Result<(u8, [i64; REGISTERS]), EngineError> {
     let mut regs = wf.initial_regs;
     let (mask, given) = wf.registers(data)?;
     for (r, v) in given.iter().enumerate() {
@@ -1293,24 +1227,24 @@ fn initial_registers(
 }
 
 /// The error for a refused op, naming the case and task.
-pub fn status_error(o: &Outcome, case_id: u64, wf: &Workflow, task: u8) -> ShellError {
+pub fn status_error(o: &Outcome, case_id: u64, wf: &Workflow, task: u8) -> EngineError {
     let (status, state) = (o.status, o.state);
     let t = wf.task_name(task);
     match status {
-        Status::Ok => ShellError::Internal("ok is not an error".into()),
-        Status::NoCase => ShellError::NoCase(case_id),
-        Status::NoWorkflow => ShellError::NoWorkflow(wf.id.clone()),
+        Status::Ok => EngineError::Internal("ok is not an error".into()),
+        Status::NoCase => EngineError::NoCase(case_id),
+        Status::NoWorkflow => EngineError::NoWorkflow(wf.id.clone()),
         Status::NotEnabled => {
-            ShellError::Precondition(format!("task '{t}' of case {case_id} is not enabled"))
+            EngineError::Precondition(format!("task '{t}' of case {case_id} is not enabled"))
         }
-        Status::NotStarted => ShellError::Precondition(format!(
+        Status::NotStarted => EngineError::Precondition(format!(
             "task '{t}' of case {case_id} was not started: start it before completing it"
         )),
-        Status::SafetyViolation => ShellError::Precondition(format!(
+        Status::SafetyViolation => EngineError::Precondition(format!(
             "completing task '{t}' of case {case_id} would put a second token on a marked \
              condition (safety violation): the case is unchanged"
         )),
-        Status::CaseComplete => ShellError::CaseDone {
+        Status::CaseComplete => EngineError::CaseDone {
             case: case_id,
             state: if state == State::Cancelled {
                 "cancelled"
@@ -1318,14 +1252,14 @@ pub fn status_error(o: &Outcome, case_id: u64, wf: &Workflow, task: u8) -> Shell
                 "complete"
             },
         },
-        Status::BadTask => ShellError::NoTask {
+        Status::BadTask => EngineError::NoTask {
             task: format!("#{task}"),
             workflow: wf.id.clone(),
         },
         Status::Refused => {
-            ShellError::Internal(format!("the kernel refused an op on case {case_id}"))
+            EngineError::Internal(format!("the kernel refused an op on case {case_id}"))
         }
-        Status::Stopped => ShellError::Draining,
+        Status::Stopped => EngineError::Draining,
     }
 }
 
@@ -1442,7 +1376,7 @@ fn record(ctx: &ReplyCtx, job: &Job, scratch: &mut Vec<WatchItem>) {
                 }
             }
         }
-        let mut emit = |task: u8, kind: proto::EventKind, lc: Option<Lifecycle>| {
+        let mut emit = |task: u8, kind: EventKind, lc: Option<Lifecycle>| {
             produced += 1;
             if let Some(lc) = lc {
                 if s.history.len() >= ctx.history_limit {
@@ -1473,9 +1407,9 @@ fn record(ctx: &ReplyCtx, job: &Job, scratch: &mut Vec<WatchItem>) {
         derive(op, o, was_live, &mut emit);
         if o.state != was_state || !was_live {
             match o.state {
-                State::Complete => emit(0, proto::EventKind::CaseCompleted, None),
-                State::Cancelled => emit(0, proto::EventKind::CaseCancelled, None),
-                State::Deadlocked => emit(0, proto::EventKind::CaseDeadlocked, None),
+                State::Complete => emit(0, EventKind::CaseCompleted, None),
+                State::Cancelled => emit(0, EventKind::CaseCancelled, None),
+                State::Deadlocked => emit(0, EventKind::CaseDeadlocked, None),
                 State::Running => {}
             }
         }
@@ -1501,9 +1435,9 @@ fn derive(
     op: &Op,
     o: &Outcome,
     was_live: bool,
-    emit: &mut impl FnMut(u8, proto::EventKind, Option<Lifecycle>),
+    emit: &mut impl FnMut(u8, EventKind, Option<Lifecycle>),
 ) {
-    use proto::EventKind::{CaseCreated, Task};
+    use EventKind::{CaseCreated, Task};
     let t = op.task;
     let tb = if t < 64 { 1u64 << t } else { 0 };
     let aborted = o.busy_before & !o.busy & !tb;

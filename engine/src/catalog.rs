@@ -1,0 +1,56 @@
+//! Model bytes → a compiled workflow: import, verification and lowering to a sealed kernel
+//! net (the cold path: run it off the async runtime). Used for registration and for replay,
+//! so a logged model compiles exactly as it did when it was registered.
+
+use knhk_import::{Format, Model};
+use knhk_kernel::Net;
+
+use crate::error::EngineError;
+
+/// A compiled model: the imported model, its sealed net and the detected format.
+#[allow(missing_debug_implementations)] // the kernel's Net has no Debug
+pub struct Compiled {
+    pub model: Model,
+    pub net: Box<Net>,
+    pub format: Format,
+}
+
+/// Imports, verifies and compiles a model. `format`, when given, must match the document.
+pub fn compile(model: &[u8], format: Option<Format>) -> Result<Compiled, EngineError> {
+    let text = String::from_utf8_lossy(model);
+    let detected = knhk_import::detect(&text).map_err(|e| EngineError::BadModel(e.to_string()))?;
+    if let Some(f) = format.filter(|f| *f != detected) {
+        return Err(EngineError::BadModel(format!(
+            "format says {} but the document is {}",
+            format_name(f),
+            format_name(detected)
+        )));
+    }
+    let opts = knhk_import::Options::default();
+    let m = knhk_import::import_bytes(model, &opts)
+        .map_err(|e| EngineError::BadModel(e.to_string()))?;
+    let report = knhk_import::verify(&m, &opts);
+    if !report.accepted() {
+        let why: Vec<String> = report.refusals().map(|f| f.message.clone()).collect();
+        return Err(EngineError::BadModel(format!(
+            "'{}' refused by verification: {}",
+            m.name,
+            why.join("; ")
+        )));
+    }
+    let compiled = knhk_import::lower(&m).map_err(|e| EngineError::BadModel(e.message))?;
+    Ok(Compiled {
+        model: m,
+        net: compiled.net,
+        format: detected,
+    })
+}
+
+/// The API name of a format (as `knhk.v1.ModelFormat` spells it).
+pub fn format_name(f: Format) -> &'static str {
+    match f {
+        Format::Yawl => "MODEL_FORMAT_YAWL",
+        Format::Pnml => "MODEL_FORMAT_PNML",
+        Format::Json => "MODEL_FORMAT_JSON",
+    }
+}

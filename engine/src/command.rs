@@ -1,0 +1,77 @@
+//! The engine's request and result vocabulary: values by variable name, bulk events and their
+//! results, event kinds. The binary converts its wire types to and from these.
+
+use std::collections::HashMap;
+
+use crate::error::EngineError;
+use crate::workers::{OpKind, State};
+
+/// A data value as a client gives it; converted to a register by the workflow's variable
+/// types (`Workflow::registers`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    Int(i64),
+    Bool(bool),
+    Str(String),
+    /// A value with no content (a protocol may allow it); refused, naming the variable.
+    Missing,
+}
+
+/// Case data by variable name.
+pub type Data = HashMap<String, Value>;
+
+/// The kind of a lifecycle event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// A task transition (its lifecycle says which).
+    Task,
+    CaseCreated,
+    CaseCompleted,
+    CaseCancelled,
+    CaseDeadlocked,
+}
+
+/// A task named by a request: by name, or by kernel index (no name lookup).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskRef {
+    Name(String),
+    Index(u32),
+}
+
+/// One event of a bulk batch.
+#[derive(Debug, Clone)]
+pub struct BatchEvent {
+    /// The operation, or the undecodable value the client sent (refused, keeping its place).
+    pub op: Result<OpKind, i32>,
+    /// The case (all operations but a creation).
+    pub case_id: u64,
+    /// The task (start, complete, fire, cancel task).
+    pub task: Option<TaskRef>,
+    /// A creation's workflow.
+    pub workflow_id: String,
+    /// A creation's initial data; a completion's output data.
+    pub data: Data,
+    /// Caller-computed predicate bits of a completion.
+    pub branch_bits: Option<u32>,
+}
+
+/// The result of one bulk event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventResult {
+    /// The case (for a creation: the new case's id, when it succeeded).
+    pub case_id: u64,
+    /// Why the event was refused, if it was.
+    pub error: Option<EngineError>,
+    /// The case's state and operation count after the event, when the case is known.
+    pub state: Option<(State, u64)>,
+}
+
+impl EventResult {
+    pub(crate) fn refused(e: EngineError, case_id: u64) -> EventResult {
+        EventResult {
+            case_id,
+            error: Some(e),
+            state: None,
+        }
+    }
+}
