@@ -469,17 +469,23 @@ KNHK_EXPORT knhk_state knhk_case_state(const knhk_net_t *net, const knhk_case_t 
 KNHK_EXPORT knhk_status knhk_beat(const knhk_net_t *net, knhk_case_t *cases, uint32_t ncases,
                                   const knhk_event_t *events, uint32_t n, uint8_t *statuses);
 
-/** The code paths of a beat (knhk_beat_path). All give identical results. */
+/** The code paths of a beat or a block fire (knhk_beat_path). All give identical results. */
 typedef enum knhk_beat_path_kind {
   KNHK_BEAT_PATH_SCALAR = 0, /* portable C, lane by lane */
-  KNHK_BEAT_PATH_AVX512 = 1  /* x86-64 with AVX-512 F/CD/VL: the lanes of a full beat (or a
+  KNHK_BEAT_PATH_AVX512 = 1, /* x86-64 with AVX-512 F/CD/VL: the lanes of a full beat (or a
                                 block) that fire hot tasks on distinct cases run as one
                                 vector; every other lane takes the scalar rules */
+  KNHK_BEAT_PATH_AVX2 = 2    /* x86-64 with AVX2: the same, as two 4-lane halves */
 } knhk_beat_path_kind;
 
-/** The path knhk_beat_simd takes on this CPU: a knhk_beat_path_kind value. Chosen at run time
- *  from the CPU's features (never at build time); libknhk keeps no state for it. */
+/** The path knhk_block_fire and knhk_beat_simd take on this CPU: a knhk_beat_path_kind value,
+ *  the widest the CPU has (AVX-512, else AVX2, else scalar). Chosen at run time from the CPU's
+ *  features (never at build time); libknhk keeps no state for it. */
 KNHK_EXPORT uint32_t knhk_beat_path(void);
+
+/** 1 when this CPU can run `path` (a knhk_beat_path_kind value), else 0 (unknown values, or a
+ *  path of another architecture). KNHK_BEAT_PATH_SCALAR is always 1. */
+KNHK_EXPORT uint32_t knhk_path_supported(uint32_t path);
 
 /** knhk_beat on the scalar path: same contract, same statuses, same case bytes. knhk_beat
  *  takes this path: on the machines measured (docs/performance.md) it is faster than the
@@ -491,6 +497,14 @@ KNHK_EXPORT knhk_status knhk_beat_scalar(const knhk_net_t *net, knhk_case_t *cas
  *  contract, same statuses, same case bytes. For benchmarks and tests that compare paths. */
 KNHK_EXPORT knhk_status knhk_beat_simd(const knhk_net_t *net, knhk_case_t *cases, uint32_t ncases,
                                        const knhk_event_t *events, uint32_t n, uint8_t *statuses);
+
+/** knhk_beat on a named path (knhk_beat_path_kind): same contract, statuses and bytes. A beat
+ *  of fewer than 8 events runs on the scalar path. Returns KNHK_BAD_ARGUMENT (nothing ran)
+ *  when this CPU cannot run `path` (knhk_path_supported). For benchmarks and tests that
+ *  compare paths: the choice is the caller's, per call; libknhk keeps no setting. */
+KNHK_EXPORT knhk_status knhk_beat_on(const knhk_net_t *net, knhk_case_t *cases, uint32_t ncases,
+                                     const knhk_event_t *events, uint32_t n, uint8_t *statuses,
+                                     uint32_t path);
 
 /* ------------------------------------------------------------------------------------------
  * Blocks: eight cases side by side (hot path: no allocation, no locks, no syscalls)
@@ -510,8 +524,8 @@ KNHK_EXPORT knhk_status knhk_block_set(knhk_block_t *b, uint32_t lane, const knh
  *  the lane's registers), and writes its status to statuses[8*k + i]: exactly what knhk_fire
  *  returns and does on that case, or KNHK_LANE_IDLE for a lane whose task is KNHK_NO_TASK.
  *  Every lane is a distinct case, so lanes are independent. Returns KNHK_OK when the beats
- *  ran, KNHK_NOT_SEALED (nothing ran). Takes the vector path where the CPU has AVX-512
- *  (chosen at run time; knhk_beat_path), else the scalar one. */
+ *  ran, KNHK_NOT_SEALED (nothing ran). Takes the widest vector path the CPU has, AVX-512
+ *  or AVX2 (chosen at run time; knhk_beat_path), else the scalar one. */
 KNHK_EXPORT knhk_status knhk_block_fire(const knhk_net_t *net, knhk_block_t *blocks,
                                         uint32_t nblocks, const uint8_t *tasks, uint8_t *statuses);
 
@@ -520,6 +534,14 @@ KNHK_EXPORT knhk_status knhk_block_fire(const knhk_net_t *net, knhk_block_t *blo
 KNHK_EXPORT knhk_status knhk_block_fire_scalar(const knhk_net_t *net, knhk_block_t *blocks,
                                                uint32_t nblocks, const uint8_t *tasks,
                                                uint8_t *statuses);
+
+/** knhk_block_fire on a named path (knhk_beat_path_kind): same contract, statuses and bytes.
+ *  Returns KNHK_BAD_ARGUMENT (nothing ran) when this CPU cannot run `path`
+ *  (knhk_path_supported), else what knhk_block_fire returns. For benchmarks and tests that
+ *  compare paths: the choice is the caller's, per call; libknhk keeps no setting. */
+KNHK_EXPORT knhk_status knhk_block_fire_on(const knhk_net_t *net, knhk_block_t *blocks,
+                                           uint32_t nblocks, const uint8_t *tasks,
+                                           uint8_t *statuses, uint32_t path);
 
 /** Executes one event per lane of *b: lane i takes events[i] (its case_index is not read)
  *  when bit i of `lanes` is set, else gets KNHK_LANE_IDLE. Any operation (knhk_op), with the

@@ -422,14 +422,60 @@ KNHK_HOT_ENTRY knhk_status knhk_beat_scalar(const knhk_net_t *net, knhk_case_t *
   return KNHK_OK;
 }
 
-/* Dispatch at run time: a full beat goes to the vector path when the CPU has it. */
+/* ---- code paths: chosen at run time from the CPU (never at build time), no state ---- */
+
+uint32_t knhk_path_supported(uint32_t path) {
+  switch (path) {
+    case KNHK_BEAT_PATH_SCALAR: return 1;
+#if KNHK_HAVE_AVX512
+    case KNHK_BEAT_PATH_AVX512: return (uint32_t)knhk_beat_avx512_supported();
+#endif
+#if KNHK_HAVE_AVX2
+    case KNHK_BEAT_PATH_AVX2: return (uint32_t)knhk_beat_avx2_supported();
+#endif
+    default: return 0;
+  }
+}
+
+/* The widest path the CPU has: AVX-512, else AVX2, else scalar. */
+uint32_t knhk_beat_path(void) {
+#if KNHK_HAVE_AVX512
+  if (knhk_beat_avx512_supported()) return KNHK_BEAT_PATH_AVX512;
+#endif
+#if KNHK_HAVE_AVX2
+  if (knhk_beat_avx2_supported()) return KNHK_BEAT_PATH_AVX2;
+#endif
+  return KNHK_BEAT_PATH_SCALAR;
+}
+
+/* A full beat on a named vector path (the caller checked that the CPU has it). */
+static knhk_status beat_vector(uint32_t path, const knhk_net_t *net, knhk_case_t *cases,
+                               uint32_t ncases, const knhk_event_t *events, uint32_t n,
+                               uint8_t *statuses) {
+  (void)path; /* no vector path on this architecture */
+  if (n == KNHK_BEAT_LANES && net->sealed) {
+#if KNHK_HAVE_AVX512
+    if (path == KNHK_BEAT_PATH_AVX512)
+      return knhk_beat_avx512(net, cases, ncases, events, statuses);
+#endif
+#if KNHK_HAVE_AVX2
+    if (path == KNHK_BEAT_PATH_AVX2) return knhk_beat_avx2(net, cases, ncases, events, statuses);
+#endif
+  }
+  return knhk_beat_scalar(net, cases, ncases, events, n, statuses);
+}
+
+/* Dispatch at run time: a full beat goes to the widest vector path the CPU has. */
 knhk_status knhk_beat_simd(const knhk_net_t *net, knhk_case_t *cases, uint32_t ncases,
                            const knhk_event_t *events, uint32_t n, uint8_t *statuses) {
-#if KNHK_HAVE_AVX512
-  if (n == KNHK_BEAT_LANES && net->sealed && knhk_beat_avx512_supported())
-    return knhk_beat_avx512(net, cases, ncases, events, statuses);
-#endif
-  return knhk_beat_scalar(net, cases, ncases, events, n, statuses);
+  return beat_vector(knhk_beat_path(), net, cases, ncases, events, n, statuses);
+}
+
+knhk_status knhk_beat_on(const knhk_net_t *net, knhk_case_t *cases, uint32_t ncases,
+                         const knhk_event_t *events, uint32_t n, uint8_t *statuses,
+                         uint32_t path) {
+  if (!knhk_path_supported(path)) return KNHK_BAD_ARGUMENT;
+  return beat_vector(path, net, cases, ncases, events, n, statuses);
 }
 
 /* The scalar path: measured faster than the gather-based AVX-512 path (docs/performance.md). */
@@ -520,11 +566,30 @@ KNHK_HOT_ENTRY knhk_status knhk_block_fire_scalar(const knhk_net_t *net,
   return KNHK_OK;
 }
 
+knhk_status knhk_block_fire_on(const knhk_net_t *net, knhk_block_t *blocks, uint32_t nblocks,
+                               const uint8_t *tasks, uint8_t *statuses, uint32_t path) {
+  if (!knhk_path_supported(path)) return KNHK_BAD_ARGUMENT;
+  if (!net->sealed) return KNHK_NOT_SEALED;
+#if KNHK_HAVE_AVX512
+  if (path == KNHK_BEAT_PATH_AVX512)
+    return knhk_block_fire_avx512(net, blocks, nblocks, tasks, statuses);
+#endif
+#if KNHK_HAVE_AVX2
+  if (path == KNHK_BEAT_PATH_AVX2)
+    return knhk_block_fire_avx2(net, blocks, nblocks, tasks, statuses);
+#endif
+  return knhk_block_fire_scalar(net, blocks, nblocks, tasks, statuses);
+}
+
 knhk_status knhk_block_fire(const knhk_net_t *net, knhk_block_t *blocks, uint32_t nblocks,
                             const uint8_t *tasks, uint8_t *statuses) {
 #if KNHK_HAVE_AVX512
   if (net->sealed && knhk_beat_avx512_supported())
     return knhk_block_fire_avx512(net, blocks, nblocks, tasks, statuses);
+#endif
+#if KNHK_HAVE_AVX2
+  if (net->sealed && knhk_beat_avx2_supported())
+    return knhk_block_fire_avx2(net, blocks, nblocks, tasks, statuses);
 #endif
   return knhk_block_fire_scalar(net, blocks, nblocks, tasks, statuses);
 }

@@ -41,6 +41,20 @@ KNHK_INTERNAL knhk_status knhk_block_fire_avx512(const knhk_net_t *net, knhk_blo
 #define KNHK_HAVE_AVX512 0
 #endif
 
+/* The AVX2 paths (knhk_beat_avx2.c), present on x86-64 with GCC or Clang. */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define KNHK_HAVE_AVX2 1
+KNHK_INTERNAL int knhk_beat_avx2_supported(void);
+KNHK_INTERNAL knhk_status knhk_beat_avx2(const knhk_net_t *net, knhk_case_t *cases,
+                                         uint32_t ncases, const knhk_event_t *events,
+                                         uint8_t *statuses);
+KNHK_INTERNAL knhk_status knhk_block_fire_avx2(const knhk_net_t *net, knhk_block_t *blocks,
+                                               uint32_t nblocks, const uint8_t *tasks,
+                                               uint8_t *statuses);
+#else
+#define KNHK_HAVE_AVX2 0
+#endif
+
 static inline uint32_t knhk_ctz64(uint64_t x) { return x ? (uint32_t)__builtin_ctzll(x) : 64u; }
 static inline uint32_t knhk_popcount64(uint64_t x) { return (uint32_t)__builtin_popcountll(x); }
 

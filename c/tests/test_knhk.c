@@ -624,6 +624,10 @@ static uint32_t rnd(uint32_t n) {
   return (uint32_t)((rng_state >> 32) % n);
 }
 
+static const char *path_name(uint32_t path) {
+  return path == KNHK_BEAT_PATH_AVX512 ? "avx512" : path == KNHK_BEAT_PATH_AVX2 ? "avx2" : "scalar";
+}
+
 static void test_beat_paths_agree(void) {
   /* i -> A (AND split c1, c2); c1 -> B -> c3; c2 -> C -> c4; D AND-joins c3, c4 -> c5;
    * X: XOR split on regs[0] from c5 to c6 or c7 (default); c6 -> G -> o; c7 -> H -> o. */
@@ -678,18 +682,32 @@ static void test_beat_paths_agree(void) {
         ev[l].branch_bits = rnd(4);
       }
     }
-    memcpy(one, base, sizeof base);
     memcpy(two, base, sizeof base);
     uint8_t s1[8], s2[8];
-    knhk_status r1 = knhk_beat_simd(&net, one, NCASES, ev, 8, s1);
     knhk_status r2 = knhk_beat_scalar(&net, two, NCASES, ev, 8, s2);
-    if (r1 != r2 || memcmp(s1, s2, sizeof s1) != 0 || memcmp(one, two, sizeof one) != 0)
-      mismatches++;
+    /* knhk_beat_simd (the widest path), then every vector path this CPU has, by name */
+    for (uint32_t p = 0; p < 4; p++) {
+      uint32_t path = p == 0 ? knhk_beat_path() : p;
+      if (p == 3 || !knhk_path_supported(path)) continue;
+      memcpy(one, base, sizeof base);
+      knhk_status r1 = p == 0 ? knhk_beat_simd(&net, one, NCASES, ev, 8, s1)
+                              : knhk_beat_on(&net, one, NCASES, ev, 8, s1, path);
+      if (r1 != r2 || memcmp(s1, s2, sizeof s1) != 0 || memcmp(one, two, sizeof one) != 0)
+        mismatches++;
+    }
   }
   CHECK(mismatches == 0);
-  CHECK(knhk_beat_path() == KNHK_BEAT_PATH_SCALAR || knhk_beat_path() == KNHK_BEAT_PATH_AVX512);
-  printf("beat paths agree on 20000 random beats (this CPU: %s path)\n",
-         knhk_beat_path() == KNHK_BEAT_PATH_AVX512 ? "avx512" : "scalar");
+  CHECK(knhk_path_supported(KNHK_BEAT_PATH_SCALAR) == 1 && knhk_path_supported(99) == 0);
+  CHECK(knhk_path_supported(knhk_beat_path()) == 1);
+  CHECK(knhk_path_supported(KNHK_BEAT_PATH_AVX2) <= 1);
+  CHECK(knhk_path_supported(KNHK_BEAT_PATH_AVX512) <= 1);
+  uint8_t st8[8];
+  knhk_event_t ev8[8];
+  memset(ev8, 0, sizeof ev8);
+  CHECK_STATUS(knhk_beat_on(&net, one, NCASES, ev8, 8, st8, 99), KNHK_BAD_ARGUMENT);
+  printf("beat paths agree on 20000 random beats (this CPU: %s path; avx2 %s, avx512 %s)\n",
+         path_name(knhk_beat_path()), knhk_path_supported(KNHK_BEAT_PATH_AVX2) ? "yes" : "no",
+         knhk_path_supported(KNHK_BEAT_PATH_AVX512) ? "yes" : "no");
 }
 
 /* The short path of fire (knhk_hot_t) against the general rules (knhk_start then
@@ -787,7 +805,7 @@ static void chain_net(uint32_t n) {
 static void test_block_paths_agree(void) {
   static const uint32_t sizes[] = {6, 20, 45};
   enum { NBLOCKS = 4, LANES = NBLOCKS * KNHK_BEAT_LANES };
-  static knhk_block_t vec[NBLOCKS], sca[NBLOCKS];
+  static knhk_block_t vec[NBLOCKS], sca[NBLOCKS], start[NBLOCKS];
   static knhk_case_t ref[LANES];
   int mismatches = 0, committed = 0;
   for (size_t z = 0; z < sizeof sizes / sizeof sizes[0]; z++) {
@@ -818,9 +836,19 @@ static void test_block_paths_agree(void) {
       for (uint32_t k = 0; k < NBLOCKS; k++)
         if (rnd(3) == 0) memset(&tasks[k * 8 + 1], tasks[k * 8], 7);
       memcpy(sca, vec, sizeof vec);
-      CHECK_STATUS(knhk_block_fire(&net, vec, NBLOCKS, tasks, s_vec), KNHK_OK);
+      memcpy(start, vec, sizeof vec);
       CHECK_STATUS(knhk_block_fire_scalar(&net, sca, NBLOCKS, tasks, s_sca), KNHK_OK);
-      int bad = memcmp(vec, sca, sizeof vec) != 0 || memcmp(s_vec, s_sca, sizeof s_vec) != 0;
+      int bad = 0;
+      /* every vector path this CPU has, by name, against the scalar path */
+      for (uint32_t path = KNHK_BEAT_PATH_AVX512; path <= KNHK_BEAT_PATH_AVX2; path++) {
+        if (!knhk_path_supported(path)) continue;
+        memcpy(vec, start, sizeof vec);
+        CHECK_STATUS(knhk_block_fire_on(&net, vec, NBLOCKS, tasks, s_vec, path), KNHK_OK);
+        bad |= memcmp(vec, sca, sizeof vec) != 0 || memcmp(s_vec, s_sca, sizeof s_vec) != 0;
+      }
+      memcpy(vec, start, sizeof vec);
+      CHECK_STATUS(knhk_block_fire(&net, vec, NBLOCKS, tasks, s_vec), KNHK_OK);
+      bad |= memcmp(vec, sca, sizeof vec) != 0 || memcmp(s_vec, s_sca, sizeof s_vec) != 0;
       for (uint32_t l = 0; l < LANES; l++) {
         knhk_status want = tasks[l] == KNHK_NO_TASK ? KNHK_LANE_IDLE
                                                      : knhk_fire(&net, &ref[l], tasks[l]);
@@ -879,9 +907,14 @@ static void test_block_paths_agree(void) {
   knhk_net_init(&unsealed);
   uint8_t t8[8] = {0}, s8[8];
   CHECK_STATUS(knhk_block_fire(&unsealed, &b, 1, t8, s8), KNHK_NOT_SEALED);
+  CHECK_STATUS(knhk_block_fire_on(&unsealed, &b, 1, t8, s8, KNHK_BEAT_PATH_SCALAR),
+               KNHK_NOT_SEALED);
+  CHECK_STATUS(knhk_block_fire_on(&net, &b, 1, t8, s8, 99), KNHK_BAD_ARGUMENT);
   CHECK_STATUS(knhk_block_init(&unsealed, &b), KNHK_NOT_SEALED);
-  printf("block paths agree on %d random block beats (this CPU: %s path)\n", 3 * 3000 * NBLOCKS,
-         knhk_beat_path() == KNHK_BEAT_PATH_AVX512 ? "avx512" : "scalar");
+  printf("block paths agree on %d random block beats (this CPU: %s path; avx2 %s, avx512 %s)\n",
+         3 * 3000 * NBLOCKS, path_name(knhk_beat_path()),
+         knhk_path_supported(KNHK_BEAT_PATH_AVX2) ? "yes" : "no",
+         knhk_path_supported(KNHK_BEAT_PATH_AVX512) ? "yes" : "no");
 }
 
 /* The counter the tick clock reads (kernel/src/clock.rs: `rdtsc` on x86-64, `mrs cntvct_el0` on

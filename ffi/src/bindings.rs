@@ -409,11 +409,16 @@ unsafe extern "C" {
 }
 pub const KNHK_BEAT_PATH_SCALAR: knhk_beat_path_kind = 0;
 pub const KNHK_BEAT_PATH_AVX512: knhk_beat_path_kind = 1;
-#[doc = " The code paths of a beat (knhk_beat_path). All give identical results."]
+pub const KNHK_BEAT_PATH_AVX2: knhk_beat_path_kind = 2;
+#[doc = " The code paths of a beat or a block fire (knhk_beat_path). All give identical results."]
 pub type knhk_beat_path_kind = ::core::ffi::c_uint;
 unsafe extern "C" {
-    #[doc = " The path knhk_beat_simd takes on this CPU: a knhk_beat_path_kind value. Chosen at run time\n  from the CPU's features (never at build time); libknhk keeps no state for it."]
+    #[doc = " The path knhk_block_fire and knhk_beat_simd take on this CPU: a knhk_beat_path_kind value,\n  the widest the CPU has (AVX-512, else AVX2, else scalar). Chosen at run time from the CPU's\n  features (never at build time); libknhk keeps no state for it."]
     pub fn knhk_beat_path() -> u32;
+}
+unsafe extern "C" {
+    #[doc = " 1 when this CPU can run `path` (a knhk_beat_path_kind value), else 0 (unknown values, or a\n  path of another architecture). KNHK_BEAT_PATH_SCALAR is always 1."]
+    pub fn knhk_path_supported(path: u32) -> u32;
 }
 unsafe extern "C" {
     #[doc = " knhk_beat on the scalar path: same contract, same statuses, same case bytes. knhk_beat\n  takes this path: on the machines measured (docs/performance.md) it is faster than the\n  gather-based vector path."]
@@ -438,6 +443,18 @@ unsafe extern "C" {
     ) -> knhk_status;
 }
 unsafe extern "C" {
+    #[doc = " knhk_beat on a named path (knhk_beat_path_kind): same contract, statuses and bytes. A beat\n  of fewer than 8 events runs on the scalar path. Returns KNHK_BAD_ARGUMENT (nothing ran)\n  when this CPU cannot run `path` (knhk_path_supported). For benchmarks and tests that\n  compare paths: the choice is the caller's, per call; libknhk keeps no setting."]
+    pub fn knhk_beat_on(
+        net: *const knhk_net_t,
+        cases: *mut knhk_case_t,
+        ncases: u32,
+        events: *const knhk_event_t,
+        n: u32,
+        statuses: *mut u8,
+        path: u32,
+    ) -> knhk_status;
+}
+unsafe extern "C" {
     #[doc = " Initialises every lane of *b as knhk_case_init would. Returns KNHK_OK or KNHK_NOT_SEALED."]
     pub fn knhk_block_init(net: *const knhk_net_t, b: *mut knhk_block_t) -> knhk_status;
 }
@@ -450,7 +467,7 @@ unsafe extern "C" {
     pub fn knhk_block_set(b: *mut knhk_block_t, lane: u32, c: *const knhk_case_t) -> knhk_status;
 }
 unsafe extern "C" {
-    #[doc = " Fires, in blocks[0..nblocks), task tasks[8*k + i] on lane i of block k (guards evaluated on\n  the lane's registers), and writes its status to statuses[8*k + i]: exactly what knhk_fire\n  returns and does on that case, or KNHK_LANE_IDLE for a lane whose task is KNHK_NO_TASK.\n  Every lane is a distinct case, so lanes are independent. Returns KNHK_OK when the beats\n  ran, KNHK_NOT_SEALED (nothing ran). Takes the vector path where the CPU has AVX-512\n  (chosen at run time; knhk_beat_path), else the scalar one."]
+    #[doc = " Fires, in blocks[0..nblocks), task tasks[8*k + i] on lane i of block k (guards evaluated on\n  the lane's registers), and writes its status to statuses[8*k + i]: exactly what knhk_fire\n  returns and does on that case, or KNHK_LANE_IDLE for a lane whose task is KNHK_NO_TASK.\n  Every lane is a distinct case, so lanes are independent. Returns KNHK_OK when the beats\n  ran, KNHK_NOT_SEALED (nothing ran). Takes the widest vector path the CPU has, AVX-512\n  or AVX2 (chosen at run time; knhk_beat_path), else the scalar one."]
     pub fn knhk_block_fire(
         net: *const knhk_net_t,
         blocks: *mut knhk_block_t,
@@ -467,6 +484,17 @@ unsafe extern "C" {
         nblocks: u32,
         tasks: *const u8,
         statuses: *mut u8,
+    ) -> knhk_status;
+}
+unsafe extern "C" {
+    #[doc = " knhk_block_fire on a named path (knhk_beat_path_kind): same contract, statuses and bytes.\n  Returns KNHK_BAD_ARGUMENT (nothing ran) when this CPU cannot run `path`\n  (knhk_path_supported), else what knhk_block_fire returns. For benchmarks and tests that\n  compare paths: the choice is the caller's, per call; libknhk keeps no setting."]
+    pub fn knhk_block_fire_on(
+        net: *const knhk_net_t,
+        blocks: *mut knhk_block_t,
+        nblocks: u32,
+        tasks: *const u8,
+        statuses: *mut u8,
+        path: u32,
     ) -> knhk_status;
 }
 unsafe extern "C" {

@@ -49,6 +49,13 @@ impl Event {
         e
     }
 
+    /// The same event on `cases[case_index]`.
+    #[inline]
+    pub fn with_case_index(mut self, case_index: u32) -> Event {
+        self.raw.case_index = case_index;
+        self
+    }
+
     /// Index into the beat's case slice.
     pub fn case_index(&self) -> u32 {
         self.raw.case_index

@@ -67,13 +67,89 @@ impl core::fmt::Debug for Block {
     }
 }
 
-/// Which code path a block beat takes.
+/// Which code path a block fire (or an array beat, [`Net::beat_on`]) takes. Every path gives
+/// the same statuses and bytes; they differ in speed only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BlockPath {
-    /// AVX-512 where the CPU has it (chosen at run time), else scalar: `knhk_block_fire`.
+    /// The widest path the CPU has, chosen at run time (AVX-512, else AVX2, else scalar):
+    /// `knhk_block_fire`, `knhk_beat_simd`.
     Best,
-    /// The portable scalar path: `knhk_block_fire_scalar`.
+    /// The portable scalar path: `knhk_block_fire_scalar`, `knhk_beat_scalar`.
     Scalar,
+    /// The AVX2 path (x86-64): `knhk_block_fire_on`/`knhk_beat_on` with `KNHK_BEAT_PATH_AVX2`.
+    /// Refused with [`Error::BadArgument`] where the CPU lacks AVX2 ([`BlockPath::supported`]).
+    Avx2,
+    /// The AVX-512 F/CD/VL path (x86-64), likewise refused where the CPU lacks it.
+    Avx512,
+}
+
+impl BlockPath {
+    /// Every path, `Best` first.
+    pub const ALL: [BlockPath; 4] = [
+        BlockPath::Best,
+        BlockPath::Scalar,
+        BlockPath::Avx2,
+        BlockPath::Avx512,
+    ];
+
+    /// The named paths (not `Best`) this CPU can run, scalar first.
+    pub fn available() -> impl Iterator<Item = BlockPath> {
+        [BlockPath::Scalar, BlockPath::Avx2, BlockPath::Avx512]
+            .into_iter()
+            .filter(|p| p.supported())
+    }
+
+    /// The path `Best` takes on this CPU (`knhk_beat_path`): `Avx512`, `Avx2` or `Scalar`.
+    pub fn best() -> BlockPath {
+        // SAFETY: a pure query with no arguments.
+        match unsafe { sys::knhk_beat_path() } {
+            sys::KNHK_BEAT_PATH_AVX512 => BlockPath::Avx512,
+            sys::KNHK_BEAT_PATH_AVX2 => BlockPath::Avx2,
+            _ => BlockPath::Scalar,
+        }
+    }
+
+    /// Whether this CPU can run the path (`knhk_path_supported`; `Best` and `Scalar` always).
+    pub fn supported(self) -> bool {
+        match self.raw() {
+            None => true,
+            // SAFETY: a pure query on a plain integer.
+            Some(p) => (unsafe { sys::knhk_path_supported(p) }) == 1,
+        }
+    }
+
+    /// The path's name: `best`, `scalar`, `avx2`, `avx512` (what [`str::parse`] reads, e.g.
+    /// from a `KNHK_PATH` environment variable in benches and tests).
+    pub fn name(self) -> &'static str {
+        match self {
+            BlockPath::Best => "best",
+            BlockPath::Scalar => "scalar",
+            BlockPath::Avx2 => "avx2",
+            BlockPath::Avx512 => "avx512",
+        }
+    }
+
+    /// The C `knhk_beat_path_kind` value, or None for `Best`.
+    fn raw(self) -> Option<u32> {
+        match self {
+            BlockPath::Best => None,
+            BlockPath::Scalar => Some(sys::KNHK_BEAT_PATH_SCALAR),
+            BlockPath::Avx2 => Some(sys::KNHK_BEAT_PATH_AVX2),
+            BlockPath::Avx512 => Some(sys::KNHK_BEAT_PATH_AVX512),
+        }
+    }
+}
+
+impl core::str::FromStr for BlockPath {
+    type Err = Error;
+
+    /// `best`, `scalar`, `avx2` or `avx512` (ASCII case ignored); else [`Error::BadArgument`].
+    fn from_str(s: &str) -> Result<BlockPath, Error> {
+        BlockPath::ALL
+            .into_iter()
+            .find(|p| p.name().eq_ignore_ascii_case(s))
+            .ok_or(Error::BadArgument)
+    }
 }
 
 impl Net {
@@ -95,20 +171,62 @@ impl Net {
             return Err(Error::BadArgument);
         }
         let nblocks = u32::try_from(blocks.len()).map_err(|_| Error::BadArgument)?;
-        let f = match path {
-            BlockPath::Best => sys::knhk_block_fire,
-            BlockPath::Scalar => sys::knhk_block_fire_scalar,
-        };
-        // SAFETY: Block is repr(transparent) over knhk_block_t, so `blocks` is a valid array
-        // of nblocks C blocks; tasks and statuses hold exactly 8 * nblocks bytes (checked).
+        let (net, b, t, st) = (
+            self.as_raw(),
+            blocks.as_mut_ptr().cast(),
+            tasks.as_ptr(),
+            statuses.as_mut_ptr(),
+        );
+        // SAFETY: Block is repr(transparent) over knhk_block_t, so `b` is a valid array of
+        // nblocks C blocks; tasks and statuses hold exactly 8 * nblocks bytes (checked); a path
+        // the CPU lacks is refused by knhk_block_fire_on before anything runs.
         Error::check(unsafe {
-            f(
-                self.as_raw(),
-                blocks.as_mut_ptr().cast(),
-                nblocks,
-                tasks.as_ptr(),
-                statuses.as_mut_ptr(),
-            )
+            match path {
+                BlockPath::Best => sys::knhk_block_fire(net, b, nblocks, t, st),
+                BlockPath::Scalar => sys::knhk_block_fire_scalar(net, b, nblocks, t, st),
+                BlockPath::Avx2 | BlockPath::Avx512 => {
+                    let p = path.raw().unwrap_or(sys::KNHK_BEAT_PATH_SCALAR);
+                    sys::knhk_block_fire_on(net, b, nblocks, t, st, p)
+                }
+            }
+        })
+    }
+
+    /// [`Net::beat`] on a named path: a full beat of 8 events on distinct cases runs its hot
+    /// fires as vectors on `Avx2`/`Avx512` (`Best`: the widest the CPU has); shorter beats and
+    /// every other lane take the scalar rules. Same statuses and bytes as [`Net::beat`].
+    /// Errors as [`Net::beat`], and [`Error::BadArgument`] for a path the CPU lacks.
+    pub fn beat_on(
+        &self,
+        cases: &mut [Case],
+        events: &[Event],
+        statuses: &mut [u8; BEAT_LANES],
+        path: BlockPath,
+    ) -> Result<(), Error> {
+        let ncases = u32::try_from(cases.len()).map_err(|_| Error::BadArgument)?;
+        if events.len() > BEAT_LANES {
+            return Err(Error::BadArgument);
+        }
+        let (net, c, e, n, st) = (
+            self.as_raw(),
+            cases.as_mut_ptr().cast(),
+            events.as_ptr().cast(),
+            events.len() as u32,
+            statuses.as_mut_ptr(),
+        );
+        // SAFETY: Case and Event are repr(transparent) over the C structs, so the slices are
+        // valid arrays of them; libknhk bounds-checks every case_index against ncases and
+        // writes n <= 8 statuses into an 8-byte array; a path the CPU lacks is refused by
+        // knhk_beat_on before anything runs.
+        Error::check(unsafe {
+            match path {
+                BlockPath::Best => sys::knhk_beat_simd(net, c, ncases, e, n, st),
+                BlockPath::Scalar => sys::knhk_beat_scalar(net, c, ncases, e, n, st),
+                BlockPath::Avx2 | BlockPath::Avx512 => {
+                    let p = path.raw().unwrap_or(sys::KNHK_BEAT_PATH_SCALAR);
+                    sys::knhk_beat_on(net, c, ncases, e, n, st, p)
+                }
+            }
         })
     }
 

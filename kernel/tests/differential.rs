@@ -754,12 +754,25 @@ fn run_sequence(seed: u64, raw_steps: &[(u8, u8, u8, u8)]) {
         .unwrap_or_else(|e| panic!("seed {seed}: generated net refused: {e}\n{model:#?}"));
     let mut case = Case::new(&net).expect("case");
     let mut shadow = [case]; // the same events through Net::beat
-                             // ... and through the block paths: eight copies of the case side by side, every lane given
-                             // the same event, so a fire goes through the vector rules in lockstep where the CPU has them
-    let mut block = Block::new(&net).expect("block");
-    for lane in 0..8 {
-        block.set(lane, &case);
-    }
+                             // ... through the array beat on every path this CPU has (Best, Scalar, Avx2, Avx512):
+                             // eight copies of the case, every lane the same event on its own copy, so that a fire
+                             // goes through the vector rules (a full beat on distinct cases) ...
+    let paths: Vec<BlockPath> = core::iter::once(BlockPath::Best)
+        .chain(BlockPath::available())
+        .collect();
+    let mut arrays: Vec<[Case; 8]> = paths.iter().map(|_| [case; 8]).collect();
+    // ... and through the block paths: per path, eight copies of the case side by side, every
+    // lane given the same event, so a fire goes through the vector rules in lockstep
+    let mut blocks: Vec<Block> = paths
+        .iter()
+        .map(|_| {
+            let mut block = Block::new(&net).expect("block");
+            for lane in 0..8 {
+                block.set(lane, &case);
+            }
+            block
+        })
+        .collect();
     let mut reference = RefCase::new(&model);
     reference.assert_matches(&case, &model, &net, "initial");
     for (i, &raw) in raw_steps.iter().enumerate() {
@@ -769,10 +782,17 @@ fn run_sequence(seed: u64, raw_steps: &[(u8, u8, u8, u8)]) {
             case.regs_mut()[r] = v;
             shadow[0].regs_mut()[r] = v;
             reference.regs[r] = v;
-            for lane in 0..8 {
-                let mut c = block.get(lane).expect("lane");
-                c.regs_mut()[r] = v;
-                block.set(lane, &c);
+            for block in &mut blocks {
+                for lane in 0..8 {
+                    let mut c = block.get(lane).expect("lane");
+                    c.regs_mut()[r] = v;
+                    block.set(lane, &c);
+                }
+            }
+            for array in &mut arrays {
+                for c in array.iter_mut() {
+                    c.regs_mut()[r] = v;
+                }
             }
             continue;
         }
@@ -797,35 +817,85 @@ fn run_sequence(seed: u64, raw_steps: &[(u8, u8, u8, u8)]) {
         assert_eq!(beat_status, got, "{ctx}: beat status");
         assert_eq!(shadow[0], case, "{ctx}: beat case");
 
-        let mut lane_statuses = [0u8; 8];
-        match step {
-            Step::Fire(t, None) if t < u32::from(NO_TASK) => {
-                let path = if i % 2 == 0 {
-                    BlockPath::Best
-                } else {
-                    BlockPath::Scalar
-                };
-                net.block_fire(
-                    core::slice::from_mut(&mut block),
-                    &[t as u8; 8],
-                    &mut lane_statuses,
-                    path,
-                )
-                .expect("block_fire");
-            }
-            _ => net
-                .block_beat(&mut block, &[beat_event(step); 8], 0xFF, &mut lane_statuses)
-                .expect("block_beat"),
-        }
-        for (lane, &st) in lane_statuses.iter().enumerate() {
-            let lane_status = if st == 0 {
+        let lane_status = |st: u8| {
+            if st == 0 {
                 Ok(())
             } else {
                 Err(Error::from_raw(u32::from(st)))
-            };
-            assert_eq!(lane_status, got, "{ctx}: block lane {lane} status");
-            assert_eq!(block.get(lane), Some(case), "{ctx}: block lane {lane} case");
+            }
+        };
+        for (&path, array) in paths.iter().zip(arrays.iter_mut()) {
+            let mut events = [beat_event(step); 8];
+            for (lane, e) in events.iter_mut().enumerate() {
+                *e = e.with_case_index(lane as u32);
+            }
+            let mut st = [0u8; 8];
+            net.beat_on(array, &events, &mut st, path).expect("beat_on");
+            for (lane, c) in array.iter().enumerate() {
+                assert_eq!(
+                    lane_status(st[lane]),
+                    got,
+                    "{ctx}: beat {path:?} lane {lane} status"
+                );
+                assert_eq!(*c, case, "{ctx}: beat {path:?} lane {lane} case");
+            }
         }
+
+        for (&path, block) in paths.iter().zip(blocks.iter_mut()) {
+            let mut lane_statuses = [0u8; 8];
+            match step {
+                Step::Fire(t, None) if t < u32::from(NO_TASK) => {
+                    net.block_fire(
+                        core::slice::from_mut(block),
+                        &[t as u8; 8],
+                        &mut lane_statuses,
+                        path,
+                    )
+                    .expect("block_fire");
+                }
+                _ => net
+                    .block_beat(block, &[beat_event(step); 8], 0xFF, &mut lane_statuses)
+                    .expect("block_beat"),
+            }
+            for (lane, &st) in lane_statuses.iter().enumerate() {
+                assert_eq!(
+                    lane_status(st),
+                    got,
+                    "{ctx}: block {path:?} lane {lane} status"
+                );
+                assert_eq!(
+                    block.get(lane),
+                    Some(case),
+                    "{ctx}: block {path:?} lane {lane} case"
+                );
+            }
+        }
+    }
+}
+
+/// The paths the differential test runs every step through: Best, Scalar and each vector path
+/// this CPU has (printed, so a run says what it covered).
+#[test]
+fn paths_covered() {
+    let paths: Vec<&str> = BlockPath::available().map(BlockPath::name).collect();
+    println!(
+        "differential paths on this CPU: best = {}, named = {paths:?}",
+        BlockPath::best().name()
+    );
+    assert!(paths.contains(&"scalar"));
+    assert!(BlockPath::best().supported());
+    #[cfg(target_arch = "x86_64")]
+    {
+        assert_eq!(
+            BlockPath::Avx2.supported(),
+            std::arch::is_x86_feature_detected!("avx2")
+        );
+        assert_eq!(
+            BlockPath::Avx512.supported(),
+            std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512cd")
+                && std::arch::is_x86_feature_detected!("avx512vl")
+        );
     }
 }
 

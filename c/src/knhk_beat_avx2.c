@@ -1,0 +1,280 @@
+/* knhk_beat_avx2.c — the 8-lane beats as AVX2 vectors (x86-64 only).
+ *
+ * Taken at run time when the CPU has AVX2 but not AVX-512 F/CD/VL (knhk_beat_path), or when a
+ * caller names the path (knhk_block_fire_path, knhk_beat_simd_path). Never chosen at build
+ * time: this file is compiled with per-function target attributes, the rest of libknhk stays
+ * portable. It computes, for the lanes it takes, exactly what the scalar short path (fire_hot
+ * in knhk_case.c) computes for a fire of a hot task: same tables (knhk_hot_t), same checks,
+ * same marking, seq and flags. Every other lane (another operation, a task that is not hot, a
+ * refusal, an explicit termination) goes through the scalar rules on its own, so the firing
+ * rules stay in knhk_case.c.
+ *
+ * A 256-bit register holds four 64-bit lanes, so an 8-lane block is two halves, computed side
+ * by side (independent chains). AVX2 has no 64-bit table permute over more than four entries
+ * and no mask registers; so:
+ *   - the per-task tables are one broadcast per field when every lane of a block fires the
+ *     same task (lockstep), else a gather (vpgatherqq) per field and half;
+ *   - reasons to refuse a lane are accumulated in one vector per half and compared with zero
+ *     once; committed lanes are merged into the block's fields with blends and written with
+ *     full stores (the block belongs to the caller's thread; no masked stores);
+ *   - unsigned 64-bit compares (the guard's range) are signed compares with the sign bit
+ *     flipped.
+ *
+ *   knhk_block_fire_avx2: a knhk_block_t (struct of arrays).
+ *   knhk_beat_avx2: cases in an array (knhk_case_t, 128 bytes each): gathers in, scalar stores
+ *     out (AVX2 has no scatter). Two lanes on one case (found by comparing the indices with
+ *     their rotations): the whole beat runs on the scalar path, in lane order.
+ *
+ * No state: the CPU check reads the compiler runtime's CPU model (__builtin_cpu_supports). */
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "knhk_internal.h"
+
+#if KNHK_HAVE_AVX2
+#include <immintrin.h>
+
+int knhk_beat_avx2_supported(void) { return __builtin_cpu_supports("avx2") != 0; }
+
+#define KNHK_AVX2 __attribute__((target("avx2")))
+
+/* table[task] for 4 lanes: a broadcast of entry t0 in lockstep, else a gather (idx: the
+ * lanes' tasks below KNHK_MAX_TASKS). */
+KNHK_AVX2 KNHK_INLINE __m256i entry4(const void *table, __m256i idx, int lockstep, uint32_t t0) {
+  if (lockstep) return _mm256_set1_epi64x((long long)((const uint64_t *)table)[t0]);
+  return _mm256_i64gather_epi64((const long long *)table, idx, 8);
+}
+
+/* What the short path decides for 4 lanes. */
+typedef struct hot4 {
+  __m256i marking; /* the new marking of the committed lanes */
+  __m256i flags;   /* the new flags of the committed lanes: DONE | COMPLETED where it ends */
+  __m256i commit;  /* all ones in the lanes the short path takes */
+} hot4;
+
+/* The rules of fire_hot on 4 lanes (see hot_rules in knhk_beat_avx512.c). `cand`: all ones in
+ * lanes with a fire. `task`: any value (>= KNHK_MAX_TASKS, not hot: scalar rules);
+ * `lockstep`: every lane's task is t0 < ntasks; `m`, `busy`, `flags`: the lanes' words (flags
+ * zero-extended). The XOR split's register: `xreg` when the caller loaded it (a block whose
+ * net's XOR splits all read one register), else gathered at reg_base + lane_off[i] +
+ * (lhs << reg_shift). */
+KNHK_AVX2 KNHK_INLINE hot4 hot_rules4(const knhk_net_t *net, __m256i cand, __m256i task,
+                                      int lockstep, uint32_t t0, __m256i m, __m256i busy,
+                                      __m256i flags, const int64_t *xreg, const char *reg_base,
+                                      __m256i lane_off, int reg_shift) {
+  const knhk_hot_t *h = KNHK_HOT_TABLES(net);
+  const __m256i one = _mm256_set1_epi64x(1);
+  const __m256i zero = _mm256_setzero_si256();
+  const __m256i idx = _mm256_and_si256(task, _mm256_set1_epi64x(KNHK_MAX_TASKS - 1));
+  /* a task beyond the tables: refused here (entries >= ntasks are zero: not hot) */
+  __m256i bad = _mm256_or_si256(flags, _mm256_andnot_si256(_mm256_set1_epi64x(KNHK_MAX_TASKS - 1),
+                                                           task));
+  const __m256i meta = entry4(h->meta, idx, lockstep, t0);
+  bad = _mm256_or_si256(bad, _mm256_andnot_si256(meta, one)); /* KNHK_HOT == 1: not hot */
+  const __m256i pre = entry4(h->pre, idx, lockstep, t0);
+  __m256i consume = pre;
+  if (h->kinds & KNHK_HOT_XOR_JOIN) {
+    const __m256i xjb = _mm256_set1_epi64x(KNHK_HOT_XOR_JOIN);
+    const __m256i xj = _mm256_cmpeq_epi64(_mm256_and_si256(meta, xjb), xjb);
+    const __m256i have = _mm256_and_si256(m, pre);
+    const __m256i less = _mm256_sub_epi64(have, one);
+    /* two or more bits: have & (have - 1); none: the top bit of (have - 1) & ~have */
+    const __m256i multi = _mm256_and_si256(have, less);
+    const __m256i none = _mm256_srli_epi64(_mm256_andnot_si256(have, less), 63);
+    bad = _mm256_or_si256(bad, _mm256_and_si256(xj, _mm256_or_si256(multi, none)));
+    consume = _mm256_blendv_epi8(pre, have, xj);
+  }
+  __m256i out = entry4(h->out_on, idx, lockstep, t0);
+  if (h->kinds & KNHK_HOT_XOR_SPLIT) {
+    const __m256i xsb = _mm256_set1_epi64x(KNHK_HOT_XOR_SPLIT);
+    const __m256i xs = _mm256_and_si256(cand, _mm256_cmpeq_epi64(_mm256_and_si256(meta, xsb), xsb));
+    if (!_mm256_testz_si256(xs, xs)) {
+      __m256i v;
+      if (xreg) {
+        v = _mm256_loadu_si256((const __m256i *)xreg);
+      } else {
+        const __m256i lhs = _mm256_and_si256(_mm256_srli_epi64(meta, 8),
+                                             _mm256_set1_epi64x(KNHK_REGISTERS - 1));
+        const __m256i off =
+            _mm256_add_epi64(lane_off, _mm256_sll_epi64(lhs, _mm_cvtsi32_si128(reg_shift)));
+        v = _mm256_mask_i64gather_epi64(zero, (const long long *)reg_base, off, xs, 1);
+      }
+      const __m256i sign = _mm256_set1_epi64x((long long)0x8000000000000000ull);
+      const __m256i lo = entry4(h->lo, idx, lockstep, t0);
+      const __m256i span = entry4(h->span, idx, lockstep, t0);
+      const __m256i flip = entry4(h->out_flip, idx, lockstep, t0);
+      /* unsigned v - lo > span */
+      const __m256i failed = _mm256_cmpgt_epi64(_mm256_xor_si256(_mm256_sub_epi64(v, lo), sign),
+                                                _mm256_xor_si256(span, sign));
+      out = _mm256_xor_si256(out, _mm256_and_si256(_mm256_and_si256(xs, failed), flip));
+    }
+  }
+  const __m256i x = _mm256_xor_si256(m, consume);
+  /* an input not marked or a token onto a marked condition: x & (consume | out) */
+  bad = _mm256_or_si256(bad, _mm256_and_si256(x, _mm256_or_si256(consume, out)));
+  /* the task busy (a shift by 64 or more gives 0: those lanes are refused above) */
+  bad = _mm256_or_si256(bad, _mm256_and_si256(_mm256_srlv_epi64(busy, task), one));
+  /* the case ends: with other work left it is an explicit termination (scalar rules), else
+   * flags := DONE | COMPLETED */
+  const __m256i ends01 = _mm256_srl_epi64(
+      _mm256_and_si256(out, _mm256_set1_epi64x((long long)net->output)),
+      _mm_cvtsi32_si128((int)knhk_ctz64(net->output)));
+  const __m256i ends = _mm256_sub_epi64(zero, ends01); /* all ones */
+  bad = _mm256_or_si256(bad, _mm256_and_si256(_mm256_or_si256(x, busy), ends));
+  hot4 r;
+  r.commit = _mm256_and_si256(_mm256_cmpeq_epi64(bad, zero), cand);
+  r.marking = _mm256_or_si256(x, out);
+  r.flags = _mm256_and_si256(ends, _mm256_set1_epi64x(KNHK_FLAG_DONE | KNHK_FLAG_COMPLETED));
+  return r;
+}
+
+/* One half (lanes 4h .. 4h+3) of a block: decide, then merge the committed lanes into the
+ * block's fields (blends, full stores). Returns the committed lanes as 4 bits. */
+KNHK_AVX2 KNHK_INLINE uint32_t block_half(const knhk_net_t *net, knhk_block_t *b, size_t half,
+                                          __m256i task, int lockstep, uint32_t t0,
+                                          int one_xreg) {
+  const size_t o = half * 4;
+  const __m256i all = _mm256_set1_epi64x(-1);
+  const __m256i m = _mm256_load_si256((const __m256i *)&b->marking[o]);
+  const __m256i busy = _mm256_load_si256((const __m256i *)&b->busy[o]);
+  const __m256i flags = _mm256_load_si256((const __m256i *)&b->flags[o]);
+  const __m256i seq = _mm256_load_si256((const __m256i *)&b->seq[o]);
+  const int64_t *xreg =
+      one_xreg ? &b->regs[KNHK_HOT_TABLES(net)->xor_split_reg & (KNHK_REGISTERS - 1)][o] : NULL;
+  const __m256i lane_off = _mm256_setr_epi64x((long long)(o * 8), (long long)(o * 8 + 8),
+                                              (long long)(o * 8 + 16), (long long)(o * 8 + 24));
+  const hot4 r = hot_rules4(net, all, task, lockstep, t0, m, busy, flags, xreg,
+                            (const char *)&b->regs[0][0], lane_off, 6);
+  _mm256_store_si256((__m256i *)&b->marking[o], _mm256_blendv_epi8(m, r.marking, r.commit));
+  /* seq - (-1) = seq + 1 in committed lanes */
+  _mm256_store_si256((__m256i *)&b->seq[o], _mm256_sub_epi64(seq, r.commit));
+  /* committed lanes' flags were 0 */
+  _mm256_store_si256((__m256i *)&b->flags[o],
+                     _mm256_or_si256(flags, _mm256_and_si256(r.flags, r.commit)));
+  return (uint32_t)_mm256_movemask_pd(_mm256_castsi256_pd(r.commit));
+}
+
+KNHK_AVX2 KNHK_HOT_ENTRY knhk_status knhk_block_fire_avx2(const knhk_net_t *net,
+                                                          knhk_block_t *blocks, uint32_t nblocks,
+                                                          const uint8_t *tasks,
+                                                          uint8_t *statuses) {
+  const int one_xreg = KNHK_HOT_TABLES(net)->xor_split_reg < KNHK_REGISTERS;
+  for (uint32_t k = 0; k < nblocks; k++) {
+    knhk_block_t *b = &blocks[k];
+    const uint8_t *tk = &tasks[(size_t)k * KNHK_BEAT_LANES];
+    uint8_t *st = &statuses[(size_t)k * KNHK_BEAT_LANES];
+    uint64_t tw;
+    memcpy(&tw, tk, sizeof tw);
+    const __m128i t8 = _mm_cvtsi64_si128((long long)tw);
+    const uint32_t t0 = tk[0];
+    /* lockstep: every lane fires t0 (a broadcast per table instead of a gather) */
+    const int lockstep = t0 < net->ntasks && tw == (uint64_t)t0 * 0x0101010101010101ull;
+    const uint32_t lo = block_half(net, b, 0, _mm256_cvtepu8_epi64(t8), lockstep, t0, one_xreg);
+    const uint32_t hi = block_half(net, b, 1, _mm256_cvtepu8_epi64(_mm_srli_si128(t8, 4)),
+                                   lockstep, t0, one_xreg);
+    const uint32_t commit = lo | hi << 4;
+    memset(st, KNHK_OK, KNHK_BEAT_LANES);
+    /* every other lane on the scalar rules (lanes are distinct cases: any order gives the
+     * same result) */
+    if (KNHK_UNLIKELY(commit != 0xFF)) {
+      for (uint32_t left = ~commit & 0xFFu; left; left &= left - 1) {
+        uint32_t i = (uint32_t)__builtin_ctz(left);
+        st[i] = (uint8_t)knhk_block_lane_fire(net, b, i, tk[i]);
+      }
+    }
+  }
+  return KNHK_OK;
+}
+
+/* 4 qwords at base + off[i] (byte offsets), all lanes. */
+#define GATHER4(off, base) _mm256_i64gather_epi64((const long long *)(const void *)(base), (off), 1)
+
+KNHK_AVX2 knhk_status knhk_beat_avx2(const knhk_net_t *net, knhk_case_t *cases, uint32_t ncases,
+                                     const knhk_event_t *events, uint8_t *statuses) {
+  /* Events are 16 bytes: dword 0 = case_index, dword 1 = op | task << 8 | flags << 16. Two
+   * events per register; unpacking gives the lanes in the order 0 2 4 6 1 3 5 7. */
+  const __m256i e01 = _mm256_loadu_si256((const __m256i *)(const void *)(events + 0));
+  const __m256i e23 = _mm256_loadu_si256((const __m256i *)(const void *)(events + 2));
+  const __m256i e45 = _mm256_loadu_si256((const __m256i *)(const void *)(events + 4));
+  const __m256i e67 = _mm256_loadu_si256((const __m256i *)(const void *)(events + 6));
+  const __m256i a = _mm256_unpacklo_epi32(e01, e23); /* c0 c2 w0 w2 | c1 c3 w1 w3 */
+  const __m256i bb = _mm256_unpacklo_epi32(e45, e67); /* c4 c6 w4 w6 | c5 c7 w5 w7 */
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  const __m256i idx = _mm256_permutevar8x32_epi32(_mm256_unpacklo_epi64(a, bb), order);
+  const __m256i w1 = _mm256_permutevar8x32_epi32(_mm256_unpackhi_epi64(a, bb), order);
+  const __m256i byte = _mm256_set1_epi32(0xff);
+  const __m256i op = _mm256_and_si256(w1, byte);
+  const __m256i task = _mm256_and_si256(_mm256_srli_epi32(w1, 8), byte);
+  const __m256i eflags = _mm256_srli_epi32(w1, 16);
+  const __m256i flip32 = _mm256_set1_epi32((int)0x80000000u);
+  /* idx < ncases, unsigned */
+  const __m256i in_range = _mm256_cmpgt_epi32(_mm256_xor_si256(_mm256_set1_epi32((int)ncases), flip32),
+                                              _mm256_xor_si256(idx, flip32));
+  /* Two in-range lanes on one case: the whole beat in lane order on the scalar path. Every
+   * pair of lanes is at a distance of 1 to 4 in one of the two directions of a rotation. */
+  __m256i dup = _mm256_setzero_si256();
+  for (int r = 1; r <= 4; r++) {
+    const __m256i rot = _mm256_setr_epi32(r & 7, (1 + r) & 7, (2 + r) & 7, (3 + r) & 7,
+                                          (4 + r) & 7, (5 + r) & 7, (6 + r) & 7, (7 + r) & 7);
+    const __m256i same = _mm256_cmpeq_epi32(idx, _mm256_permutevar8x32_epi32(idx, rot));
+    dup = _mm256_or_si256(
+        dup, _mm256_and_si256(same, _mm256_permutevar8x32_epi32(in_range, rot)));
+  }
+  if (!_mm256_testz_si256(dup, in_range))
+    return knhk_beat_scalar(net, cases, ncases, events, KNHK_BEAT_LANES, statuses);
+
+  /* fires that evaluate their guards (caller-supplied bits take the scalar path) */
+  const __m256i ok32 = _mm256_andnot_si256(
+      _mm256_cmpeq_epi32(_mm256_and_si256(eflags, _mm256_set1_epi32(KNHK_EVENT_USE_BITS)),
+                         _mm256_set1_epi32(KNHK_EVENT_USE_BITS)),
+      _mm256_and_si256(in_range, _mm256_cmpeq_epi32(op, _mm256_set1_epi32(KNHK_OP_FIRE))));
+  uint32_t done = 0;
+  if (!_mm256_testz_si256(ok32, ok32)) {
+    char *cb = (char *)cases;
+    /* lanes out of the vector: case index 0 (in bounds, ncases > 0 as some lane is in range),
+     * refused below as not candidates */
+    const __m256i safe = _mm256_and_si256(idx, ok32);
+    uint64_t mk[8], sq[8], fl[8];
+    for (int half = 0; half < 2; half++) {
+      const __m128i c32 = half ? _mm256_extracti128_si256(safe, 1) : _mm256_castsi256_si128(safe);
+      const __m128i k32 = half ? _mm256_extracti128_si256(ok32, 1) : _mm256_castsi256_si128(ok32);
+      const __m128i t32 = half ? _mm256_extracti128_si256(task, 1) : _mm256_castsi256_si128(task);
+      const __m256i cand = _mm256_cvtepi32_epi64(k32);
+      const __m256i coff = _mm256_slli_epi64(_mm256_cvtepu32_epi64(c32), 7);
+      const __m256i m = GATHER4(coff, cb + offsetof(knhk_case_t, marking));
+      const __m256i busy = GATHER4(coff, cb + offsetof(knhk_case_t, busy));
+      const __m256i flags = _mm256_and_si256(GATHER4(coff, cb + offsetof(knhk_case_t, flags)),
+                                             _mm256_set1_epi64x(0xffffffff));
+      const __m256i seq = GATHER4(coff, cb + offsetof(knhk_case_t, seq));
+      const hot4 r = hot_rules4(net, cand, _mm256_cvtepu32_epi64(t32), 0, 0, m, busy, flags,
+                                NULL, cb + offsetof(knhk_case_t, regs), coff, 3);
+      _mm256_storeu_si256((__m256i *)(void *)&mk[half * 4], r.marking);
+      _mm256_storeu_si256((__m256i *)(void *)&sq[half * 4],
+                          _mm256_add_epi64(seq, _mm256_set1_epi64x(1)));
+      _mm256_storeu_si256((__m256i *)(void *)&fl[half * 4], r.flags);
+      done |= (uint32_t)_mm256_movemask_pd(_mm256_castsi256_pd(r.commit)) << (half * 4);
+    }
+    for (uint32_t left = done; left; left &= left - 1) {
+      uint32_t i = (uint32_t)__builtin_ctz(left);
+      knhk_case_t *c = &cases[events[i].case_index];
+      c->marking = mk[i];
+      c->seq = sq[i];
+      if (fl[i]) c->flags = (uint32_t)fl[i];
+    }
+  }
+  memset(statuses, KNHK_OK, KNHK_BEAT_LANES);
+  /* Every other lane, in lane order, on the scalar rules. */
+  for (uint32_t left = ~done & 0xFFu; left; left &= left - 1) {
+    uint32_t i = (uint32_t)__builtin_ctz(left);
+    (void)knhk_beat_scalar(net, cases, ncases, &events[i], 1, &statuses[i]);
+  }
+  return KNHK_OK;
+}
+
+#else
+
+/* Keeps the translation unit non-empty where there is no AVX2 path (ISO C). */
+typedef int knhk_beat_avx2_unused;
+
+#endif
