@@ -12,8 +12,11 @@
  * A 256-bit register holds four 64-bit lanes, so an 8-lane block is two halves, computed side
  * by side (independent chains). AVX2 has no 64-bit table permute over more than four entries
  * and no mask registers; so:
- *   - the per-task tables are one broadcast per field when every lane of a block fires the
- *     same task (lockstep), else a gather (vpgatherqq) per field and half;
+ *   - in a block, the per-task tables are one broadcast per field when every lane fires the
+ *     same task (lockstep), two broadcasts and a blend when the lanes fire two tasks (as when
+ *     the cases of a batch take the two branches of an XOR split); a block whose lanes fire
+ *     three or more tasks takes the scalar path (gathers, vpgatherqq, measured slower than
+ *     it); the array beat gathers (its cases are scattered anyway);
  *   - reasons to refuse a lane are accumulated in one vector per half and compared with zero
  *     once; committed lanes are merged into the block's fields with blends and written with
  *     full stores (the block belongs to the caller's thread; no masked stores);
@@ -39,10 +42,22 @@ int knhk_beat_avx2_supported(void) { return __builtin_cpu_supports("avx2") != 0;
 
 #define KNHK_AVX2 __attribute__((target("avx2")))
 
-/* table[task] for 4 lanes: a broadcast of entry t0 in lockstep, else a gather (idx: the
- * lanes' tasks below KNHK_MAX_TASKS). */
-KNHK_AVX2 KNHK_INLINE __m256i entry4(const void *table, __m256i idx, int lockstep, uint32_t t0) {
-  if (lockstep) return _mm256_set1_epi64x((long long)((const uint64_t *)table)[t0]);
+/* table[task] for 4 lanes. In a block (pair != NULL) the lanes fire at most two tasks, t0 and
+ * pair->t1 (one when they are equal: lockstep): one broadcast per task and a blend on
+ * pair->sel (all ones in the lanes that fire t1). In the array beat (pair == NULL) a gather
+ * (idx: the lanes' tasks below KNHK_MAX_TASKS). */
+typedef struct task_pair {
+  uint32_t t0, t1;
+  __m256i sel;
+} task_pair;
+
+KNHK_AVX2 KNHK_INLINE __m256i entry4(const void *table, __m256i idx, const task_pair *pair) {
+  const uint64_t *tab = (const uint64_t *)table;
+  if (pair) {
+    const __m256i a = _mm256_set1_epi64x((long long)tab[pair->t0]);
+    if (pair->t1 == pair->t0) return a;
+    return _mm256_blendv_epi8(a, _mm256_set1_epi64x((long long)tab[pair->t1]), pair->sel);
+  }
   return _mm256_i64gather_epi64((const long long *)table, idx, 8);
 }
 
@@ -55,12 +70,12 @@ typedef struct hot4 {
 
 /* The rules of fire_hot on 4 lanes (see hot_rules in knhk_beat_avx512.c). `cand`: all ones in
  * lanes with a fire. `task`: any value (>= KNHK_MAX_TASKS, not hot: scalar rules);
- * `lockstep`: every lane's task is t0 < ntasks; `m`, `busy`, `flags`: the lanes' words (flags
+ * `pair`: NULL, or the lanes fire t0 or t1 (both < ntasks); `m`, `busy`, `flags`: the lanes' words (flags
  * zero-extended). The XOR split's register: `xreg` when the caller loaded it (a block whose
  * net's XOR splits all read one register), else gathered at reg_base + lane_off[i] +
  * (lhs << reg_shift). */
 KNHK_AVX2 KNHK_INLINE hot4 hot_rules4(const knhk_net_t *net, __m256i cand, __m256i task,
-                                      int lockstep, uint32_t t0, __m256i m, __m256i busy,
+                                      const task_pair *pair, __m256i m, __m256i busy,
                                       __m256i flags, const int64_t *xreg, const char *reg_base,
                                       __m256i lane_off, int reg_shift) {
   const knhk_hot_t *h = KNHK_HOT_TABLES(net);
@@ -70,9 +85,9 @@ KNHK_AVX2 KNHK_INLINE hot4 hot_rules4(const knhk_net_t *net, __m256i cand, __m25
   /* a task beyond the tables: refused here (entries >= ntasks are zero: not hot) */
   __m256i bad = _mm256_or_si256(flags, _mm256_andnot_si256(_mm256_set1_epi64x(KNHK_MAX_TASKS - 1),
                                                            task));
-  const __m256i meta = entry4(h->meta, idx, lockstep, t0);
+  const __m256i meta = entry4(h->meta, idx, pair);
   bad = _mm256_or_si256(bad, _mm256_andnot_si256(meta, one)); /* KNHK_HOT == 1: not hot */
-  const __m256i pre = entry4(h->pre, idx, lockstep, t0);
+  const __m256i pre = entry4(h->pre, idx, pair);
   __m256i consume = pre;
   if (h->kinds & KNHK_HOT_XOR_JOIN) {
     const __m256i xjb = _mm256_set1_epi64x(KNHK_HOT_XOR_JOIN);
@@ -85,7 +100,7 @@ KNHK_AVX2 KNHK_INLINE hot4 hot_rules4(const knhk_net_t *net, __m256i cand, __m25
     bad = _mm256_or_si256(bad, _mm256_and_si256(xj, _mm256_or_si256(multi, none)));
     consume = _mm256_blendv_epi8(pre, have, xj);
   }
-  __m256i out = entry4(h->out_on, idx, lockstep, t0);
+  __m256i out = entry4(h->out_on, idx, pair);
   if (h->kinds & KNHK_HOT_XOR_SPLIT) {
     const __m256i xsb = _mm256_set1_epi64x(KNHK_HOT_XOR_SPLIT);
     const __m256i xs = _mm256_and_si256(cand, _mm256_cmpeq_epi64(_mm256_and_si256(meta, xsb), xsb));
@@ -101,9 +116,9 @@ KNHK_AVX2 KNHK_INLINE hot4 hot_rules4(const knhk_net_t *net, __m256i cand, __m25
         v = _mm256_mask_i64gather_epi64(zero, (const long long *)reg_base, off, xs, 1);
       }
       const __m256i sign = _mm256_set1_epi64x((long long)0x8000000000000000ull);
-      const __m256i lo = entry4(h->lo, idx, lockstep, t0);
-      const __m256i span = entry4(h->span, idx, lockstep, t0);
-      const __m256i flip = entry4(h->out_flip, idx, lockstep, t0);
+      const __m256i lo = entry4(h->lo, idx, pair);
+      const __m256i span = entry4(h->span, idx, pair);
+      const __m256i flip = entry4(h->out_flip, idx, pair);
       /* unsigned v - lo > span */
       const __m256i failed = _mm256_cmpgt_epi64(_mm256_xor_si256(_mm256_sub_epi64(v, lo), sign),
                                                 _mm256_xor_si256(span, sign));
@@ -132,8 +147,7 @@ KNHK_AVX2 KNHK_INLINE hot4 hot_rules4(const knhk_net_t *net, __m256i cand, __m25
 /* One half (lanes 4h .. 4h+3) of a block: decide, then merge the committed lanes into the
  * block's fields (blends, full stores). Returns the committed lanes as 4 bits. */
 KNHK_AVX2 KNHK_INLINE uint32_t block_half(const knhk_net_t *net, knhk_block_t *b, size_t half,
-                                          __m256i task, int lockstep, uint32_t t0,
-                                          int one_xreg) {
+                                          __m256i task, const task_pair *pair, int one_xreg) {
   const size_t o = half * 4;
   const __m256i all = _mm256_set1_epi64x(-1);
   const __m256i m = _mm256_load_si256((const __m256i *)&b->marking[o]);
@@ -144,7 +158,7 @@ KNHK_AVX2 KNHK_INLINE uint32_t block_half(const knhk_net_t *net, knhk_block_t *b
       one_xreg ? &b->regs[KNHK_HOT_TABLES(net)->xor_split_reg & (KNHK_REGISTERS - 1)][o] : NULL;
   const __m256i lane_off = _mm256_setr_epi64x((long long)(o * 8), (long long)(o * 8 + 8),
                                               (long long)(o * 8 + 16), (long long)(o * 8 + 24));
-  const hot4 r = hot_rules4(net, all, task, lockstep, t0, m, busy, flags, xreg,
+  const hot4 r = hot_rules4(net, all, task, pair, m, busy, flags, xreg,
                             (const char *)&b->regs[0][0], lane_off, 6);
   _mm256_store_si256((__m256i *)&b->marking[o], _mm256_blendv_epi8(m, r.marking, r.commit));
   /* seq - (-1) = seq + 1 in committed lanes */
@@ -167,12 +181,27 @@ KNHK_AVX2 KNHK_HOT_ENTRY knhk_status knhk_block_fire_avx2(const knhk_net_t *net,
     uint64_t tw;
     memcpy(&tw, tk, sizeof tw);
     const __m128i t8 = _mm_cvtsi64_si128((long long)tw);
-    const uint32_t t0 = tk[0];
-    /* lockstep: every lane fires t0 (a broadcast per table instead of a gather) */
-    const int lockstep = t0 < net->ntasks && tw == (uint64_t)t0 * 0x0101010101010101ull;
-    const uint32_t lo = block_half(net, b, 0, _mm256_cvtepu8_epi64(t8), lockstep, t0, one_xreg);
-    const uint32_t hi = block_half(net, b, 1, _mm256_cvtepu8_epi64(_mm_srli_si128(t8, 4)),
-                                   lockstep, t0, one_xreg);
+    task_pair pair;
+    pair.t0 = tk[0];
+    /* the lanes' tasks: t0 and, where they differ, the first other task t1 */
+    const uint32_t not0 =
+        (uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(t8, _mm_set1_epi8((char)pair.t0))) ^ 0xFFFFu;
+    pair.t1 = (not0 & 0xFFu) ? tk[__builtin_ctz(not0)] : pair.t0;
+    const __m128i is1 = _mm_cmpeq_epi8(t8, _mm_set1_epi8((char)pair.t1));
+    /* three or more tasks in the block, or one beyond the net: the table lookups would be
+     * gathers, measured slower than the scalar path (docs/performance.md), so the block takes
+     * the scalar path */
+    if (KNHK_UNLIKELY((not0 & ~(uint32_t)_mm_movemask_epi8(is1) & 0xFFu) ||
+                      pair.t0 >= net->ntasks || pair.t1 >= net->ntasks)) {
+      (void)knhk_block_fire_scalar(net, b, 1, tk, st);
+      continue;
+    }
+    const __m128i sel8 = _mm_andnot_si128(_mm_cmpeq_epi8(t8, _mm_set1_epi8((char)pair.t0)), is1);
+    pair.sel = _mm256_cvtepi8_epi64(sel8);
+    const uint32_t lo = block_half(net, b, 0, _mm256_cvtepu8_epi64(t8), &pair, one_xreg);
+    pair.sel = _mm256_cvtepi8_epi64(_mm_srli_si128(sel8, 4));
+    const uint32_t hi =
+        block_half(net, b, 1, _mm256_cvtepu8_epi64(_mm_srli_si128(t8, 4)), &pair, one_xreg);
     const uint32_t commit = lo | hi << 4;
     memset(st, KNHK_OK, KNHK_BEAT_LANES);
     /* every other lane on the scalar rules (lanes are distinct cases: any order gives the
@@ -247,7 +276,7 @@ KNHK_AVX2 knhk_status knhk_beat_avx2(const knhk_net_t *net, knhk_case_t *cases, 
       const __m256i flags = _mm256_and_si256(GATHER4(coff, cb + offsetof(knhk_case_t, flags)),
                                              _mm256_set1_epi64x(0xffffffff));
       const __m256i seq = GATHER4(coff, cb + offsetof(knhk_case_t, seq));
-      const hot4 r = hot_rules4(net, cand, _mm256_cvtepu32_epi64(t32), 0, 0, m, busy, flags,
+      const hot4 r = hot_rules4(net, cand, _mm256_cvtepu32_epi64(t32), NULL, m, busy, flags,
                                 NULL, cb + offsetof(knhk_case_t, regs), coff, 3);
       _mm256_storeu_si256((__m256i *)(void *)&mk[half * 4], r.marking);
       _mm256_storeu_si256((__m256i *)(void *)&sq[half * 4],

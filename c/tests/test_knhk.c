@@ -832,9 +832,14 @@ static void test_block_paths_agree(void) {
                                         : rnd(ntasks));
         knhk_block_set(&vec[l / 8], l % 8, &ref[l]);
       }
-      /* some blocks in lockstep: every lane names the first lane's task */
-      for (uint32_t k = 0; k < NBLOCKS; k++)
-        if (rnd(3) == 0) memset(&tasks[k * 8 + 1], tasks[k * 8], 7);
+      /* some blocks in lockstep: every lane names the first lane's task; some with two tasks:
+       * every lane names the first or the second lane's (the AVX2 path's two broadcasts) */
+      for (uint32_t k = 0; k < NBLOCKS; k++) {
+        uint32_t r = rnd(3);
+        if (r == 0) memset(&tasks[k * 8 + 1], tasks[k * 8], 7);
+        if (r == 1)
+          for (uint32_t i = 2; i < 8; i++) tasks[k * 8 + i] = tasks[k * 8 + (rnd(2) ? 1 : 0)];
+      }
       memcpy(sca, vec, sizeof vec);
       memcpy(start, vec, sizeof vec);
       CHECK_STATUS(knhk_block_fire_scalar(&net, sca, NBLOCKS, tasks, s_sca), KNHK_OK);
