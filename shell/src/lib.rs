@@ -2,6 +2,7 @@
 //!
 //! gRPC with streaming over pinned kernel workers (DESIGN.md §5). The layers, in data-flow order:
 //!
+//! - [`app`]: composes the engine with its event log (start, recover, stop).
 //! - [`server`]: tonic services (`knhk.v1.Knhk`, health, reflection), shutdown sequence.
 //! - [`grpc`]: `knhk.v1` ↔ engine vocabulary; engine refusals → gRPC statuses.
 //! - `knhk-engine` (re-exported as [`engine`], [`workers`], [`workflow`], [`ids`]): workflows,
@@ -18,10 +19,10 @@
 #![forbid(unsafe_code)]
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod app;
 pub mod client;
 pub mod grpc;
 pub mod http;
-pub mod journal;
 pub mod metrics;
 pub mod server;
 pub mod telemetry;
@@ -29,6 +30,8 @@ pub mod xes;
 
 // The engine's modules under their old paths, for the binary's modules and tests.
 pub use knhk_engine::{engine, ids, workers, workflow};
+/// The event log (crate `knhk-log`), under its old path.
+pub use knhk_log as journal;
 
 /// The generated `knhk.v1` messages, server and client.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]

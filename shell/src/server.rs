@@ -32,9 +32,7 @@ use tonic_health::ServingStatus;
 use knhk_engine::catalog;
 use knhk_engine::EngineError;
 
-use crate::engine::{
-    self, BatchHook, Engine, EngineConfig, EventBatch, Hist, Immediate, WatchItem,
-};
+use crate::engine::{self, BatchHook, Engine, EngineConfig, EventBatch, Hist, WatchItem};
 use crate::grpc::convert;
 use crate::grpc::status::OrStatus;
 use crate::http::{Check, ObserveConfig, Observer, Phase};
@@ -148,9 +146,8 @@ pub async fn serve_observed(
     );
 
     let engine_cfg = cfg.engine.clone();
-    let hook = hook.unwrap_or_else(|| Arc::new(Immediate));
     let started =
-        tokio::task::spawn_blocking(move || journal::start(engine_cfg, hook, journal)).await;
+        tokio::task::spawn_blocking(move || crate::app::start(engine_cfg, hook, journal)).await;
     // Hand the listener over: the startup server stops (a health watcher opened during startup
     // is cut after 500 ms and reconnects to the full server).
     let _ = startup_stop_tx.send(());
@@ -161,7 +158,9 @@ pub async fn serve_observed(
     {
         startup_abort.abort();
     }
-    let (engine, journal) = started??;
+    let core = started??;
+    let engine = core.engine.clone();
+    let journal = core.log.clone();
     let state = if durable {
         "persisted state loaded (journal replayed)"
     } else {
@@ -249,14 +248,7 @@ pub async fn serve_observed(
             Ok(())
         }
     };
-    let e = engine.clone();
-    let _ = tokio::task::spawn_blocking(move || {
-        e.stop();
-        if let Some(j) = journal {
-            j.close();
-        }
-    })
-    .await;
+    let _ = tokio::task::spawn_blocking(move || core.stop()).await;
     observer.set_phase(Phase::Stopped);
     observer.stop_http().await;
     tracing::info!("shutdown: workers stopped");

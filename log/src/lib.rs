@@ -22,7 +22,7 @@
 //! form), batch records (the successful ops of one executed job with their results) and, in a
 //! checkpoint, the allocator counters.
 //!
-//! Recovery ([`start`]): scan the segments, verify every CRC; the first torn or corrupt record
+//! Recovery ([`Journal::open`], then [`EventLog::recover`]): scan the segments, verify every CRC; the first torn or corrupt record
 //! of the last segment and everything after it is cut off (logged, counted in
 //! [`JournalStats::corrupt_tails`]), never replayed; damage before the last segment stops the
 //! start with an error. The records are then replayed through the engine's normal op path (the
@@ -48,12 +48,17 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use crate::engine::{BatchHook, Engine, EngineConfig};
-use crate::ids::CaseId;
-use crate::workers::{Job, Op, OpKind, Status, OP_USE_BITS, REGISTERS};
-use crate::workflow::Workflow;
+use knhk_engine::engine::{BatchHook, Engine, EngineConfig};
+use knhk_engine::ids::CaseId;
+use knhk_engine::workers::{Job, Op, OpKind, Status, REGISTERS};
+use knhk_engine::workflow::Workflow;
 use knhk_engine::{catalog, EngineError};
-use knhk_import::Format;
+
+mod record;
+mod segment;
+
+use record::*;
+use segment::*;
 
 /// On-disk format version, in every segment header. Version 2: case ids carry a partition
 /// field ([`crate::ids`]). Version 1 segments are read (their ids are partition-0 ids, the
@@ -64,7 +69,7 @@ pub const OLDEST_READABLE_VERSION: u16 = 1;
 /// The first 8 bytes of every segment.
 pub const MAGIC: &[u8; 8] = b"KNHKWAL\x01";
 /// Largest record accepted on reading (a longer length field is corruption).
-const MAX_RECORD: u32 = 256 << 20;
+pub(crate) const MAX_RECORD: u32 = 256 << 20;
 /// Relaxed mode: how often the writer syncs.
 const RELAXED_SYNC: Duration = Duration::from_millis(5);
 /// Ops per replayed job.
@@ -72,10 +77,10 @@ const REPLAY_JOB_OPS: usize = 4096;
 /// Replayed jobs in flight per shard.
 const REPLAY_DEPTH: usize = 64;
 
-const K_HEADER: u8 = 1;
-const K_WORKFLOW: u8 = 2;
-const K_BATCH: u8 = 3;
-const K_COUNTERS: u8 = 4;
+pub(crate) const K_HEADER: u8 = 1;
+pub(crate) const K_WORKFLOW: u8 = 2;
+pub(crate) const K_BATCH: u8 = 3;
+pub(crate) const K_COUNTERS: u8 = 4;
 
 /// When an event is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,602 +136,34 @@ pub struct JournalStats {
     pub failed: AtomicU64,
 }
 
+/// An event log: the engine's executed jobs go in through its [`BatchHook`] side (each job is
+/// held until its records are durable, then released to its caller; a refusal comes back
+/// while the log cannot persist), registrations through [`BatchHook::registered`] (returns
+/// once durable), and on start the log replays itself into the engine through the engine's
+/// recovery API. Shaped for the embedded segment log ([`Journal`]: durable = `fdatasync`
+/// returned) and a replicated one (durable = the replicated stream acknowledged the append).
+pub trait EventLog: BatchHook + std::fmt::Debug {
+    /// The engine layout (workers, slots per worker) the logged case ids encode, if anything is
+    /// logged: the engine must be started with it ([`apply_layout`]).
+    fn layout(&self) -> Option<(u32, u32)>;
+
+    /// Replays everything logged into `engine` (started with this log as its hook), checking
+    /// every result against the logged one, then starts appending. Returns the ops replayed.
+    /// Blocking; call once.
+    fn recover(&self, engine: &Arc<Engine>) -> io::Result<u64>;
+
+    /// The log's counters.
+    fn stats(&self) -> Arc<JournalStats>;
+
+    /// Why the log refuses work, once an append has failed.
+    fn failure(&self) -> Option<String>;
+
+    /// Flushes what is buffered, makes it durable and stops (after the engine has stopped).
+    fn close(&self);
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-// ------------------------------------------------------------------------------- framing
-
-/// Appends one framed record of `kind` whose payload `fill` writes.
-fn frame(buf: &mut Vec<u8>, kind: u8, fill: impl FnOnce(&mut Vec<u8>)) {
-    let start = buf.len();
-    buf.extend_from_slice(&[0; 8]);
-    buf.push(kind);
-    fill(buf);
-    let len = u32::try_from(buf.len() - start - 8).unwrap_or(u32::MAX);
-    buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&len.to_le_bytes()), &buf[start + 8..]);
-    buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
-}
-
-/// Why a scan stopped before the end of a segment.
-#[derive(Debug)]
-struct Damage {
-    offset: usize,
-    reason: &'static str,
-}
-
-/// The records of one segment: (kind, payload) from `MAGIC` on; stops at the first damaged
-/// record.
-fn scan(data: &[u8]) -> (Vec<(u8, std::ops::Range<usize>)>, Option<Damage>) {
-    let mut out = Vec::new();
-    if data.len() < MAGIC.len() || &data[..MAGIC.len()] != MAGIC {
-        return (
-            out,
-            Some(Damage {
-                offset: 0,
-                reason: "bad or missing segment magic",
-            }),
-        );
-    }
-    let mut at = MAGIC.len();
-    while at < data.len() {
-        let Some(head) = data.get(at..at + 8) else {
-            return (
-                out,
-                Some(Damage {
-                    offset: at,
-                    reason: "torn record header",
-                }),
-            );
-        };
-        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
-        let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
-        if len == 0 || len > MAX_RECORD {
-            return (
-                out,
-                Some(Damage {
-                    offset: at,
-                    reason: "impossible record length",
-                }),
-            );
-        }
-        let end = at + 8 + len as usize;
-        let Some(body) = data.get(at + 8..end) else {
-            return (
-                out,
-                Some(Damage {
-                    offset: at,
-                    reason: "torn record (shorter than its length)",
-                }),
-            );
-        };
-        if crc32c::crc32c_append(crc32c::crc32c(&len.to_le_bytes()), body) != crc {
-            return (
-                out,
-                Some(Damage {
-                    offset: at,
-                    reason: "checksum mismatch",
-                }),
-            );
-        }
-        out.push((body[0], at + 9..end));
-        at = end;
-    }
-    (out, None)
-}
-
-/// A little-endian reader over a payload; every read is checked.
-struct Rd<'a> {
-    b: &'a [u8],
-}
-
-impl<'a> Rd<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-        if self.b.len() < n {
-            return Err("record payload shorter than its fields".into());
-        }
-        let (h, t) = self.b.split_at(n);
-        self.b = t;
-        Ok(h)
-    }
-    fn u8(&mut self) -> Result<u8, String> {
-        Ok(self.take(1)?[0])
-    }
-    fn u16(&mut self) -> Result<u16, String> {
-        let b = self.take(2)?;
-        Ok(u16::from_le_bytes([b[0], b[1]]))
-    }
-    fn u32(&mut self) -> Result<u32, String> {
-        let b = self.take(4)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    }
-    fn u64(&mut self) -> Result<u64, String> {
-        let b = self.take(8)?;
-        let mut a = [0u8; 8];
-        a.copy_from_slice(b);
-        Ok(u64::from_le_bytes(a))
-    }
-    fn bytes(&mut self) -> Result<&'a [u8], String> {
-        let n = self.u32()? as usize;
-        self.take(n)
-    }
-}
-
-fn put_bytes(buf: &mut Vec<u8>, b: &[u8]) {
-    buf.extend_from_slice(&u32::try_from(b.len()).unwrap_or(u32::MAX).to_le_bytes());
-    buf.extend_from_slice(b);
-}
-
-/// Segment header.
-#[derive(Debug, Clone, Copy)]
-struct Header {
-    version: u16,
-    segment: u64,
-    checkpoint: bool,
-    workers: u32,
-    per_shard: u32,
-}
-
-fn put_header(buf: &mut Vec<u8>, h: &Header) {
-    frame(buf, K_HEADER, |b| {
-        b.extend_from_slice(&h.version.to_le_bytes());
-        b.extend_from_slice(&h.segment.to_le_bytes());
-        b.push(u8::from(h.checkpoint));
-        b.extend_from_slice(&h.workers.to_le_bytes());
-        b.extend_from_slice(&h.per_shard.to_le_bytes());
-    });
-}
-
-fn get_header(p: &[u8]) -> Result<Header, String> {
-    let mut r = Rd { b: p };
-    Ok(Header {
-        version: r.u16()?,
-        segment: r.u64()?,
-        checkpoint: r.u8()? != 0,
-        workers: r.u32()?,
-        per_shard: r.u32()?,
-    })
-}
-
-/// A registered workflow as logged.
-struct WfRec<'a> {
-    index: u16,
-    registered_ns: u64,
-    format: i32,
-    id: &'a str,
-    model: &'a [u8],
-    form: &'a [u8],
-}
-
-/// The log's code of a model format (1 YAWL, 2 PNML, 3 JSON; 0: detect from the content).
-/// The same numbers as `knhk.v1.ModelFormat`, but the log's own: they never change.
-fn format_code(f: Format) -> i32 {
-    match f {
-        Format::Yawl => 1,
-        Format::Pnml => 2,
-        Format::Json => 3,
-    }
-}
-
-fn format_of_code(code: i32) -> Option<Format> {
-    match code {
-        1 => Some(Format::Yawl),
-        2 => Some(Format::Pnml),
-        3 => Some(Format::Json),
-        _ => None,
-    }
-}
-
-fn put_workflow(buf: &mut Vec<u8>, w: &Workflow, model: &[u8]) {
-    let form = net_form(&w.net);
-    frame(buf, K_WORKFLOW, |b| {
-        b.extend_from_slice(&w.index.to_le_bytes());
-        b.extend_from_slice(&w.registered_unix_nanos.to_le_bytes());
-        b.extend_from_slice(&format_code(w.format).to_le_bytes());
-        put_bytes(b, w.id.as_bytes());
-        put_bytes(b, model);
-        put_bytes(b, &form);
-    });
-}
-
-fn get_workflow(p: &[u8]) -> Result<WfRec<'_>, String> {
-    let mut r = Rd { b: p };
-    let index = r.u16()?;
-    let registered_ns = r.u64()?;
-    let format = r.u32()? as i32;
-    let id = std::str::from_utf8(r.bytes()?).map_err(|_| "workflow id is not UTF-8")?;
-    let model = r.bytes()?;
-    let form = r.bytes()?;
-    Ok(WfRec {
-        index,
-        registered_ns,
-        format,
-        id,
-        model,
-        form,
-    })
-}
-
-/// The compiled form of a net as logged: its structure through the kernel's public views
-/// (conditions, tasks, join/split codes, pre/post sets, cancellation sets, branches). Replay
-/// recompiles the logged source and refuses to go on if the form differs (a changed compiler
-/// would otherwise replay events on another net).
-pub fn net_form(net: &knhk_kernel::Net) -> Vec<u8> {
-    let mut b = Vec::with_capacity(64 + 64 * net.task_count() as usize);
-    b.extend_from_slice(&net.condition_count().to_le_bytes());
-    b.extend_from_slice(&net.task_count().to_le_bytes());
-    b.extend_from_slice(&net.input_condition().unwrap_or(u32::MAX).to_le_bytes());
-    b.extend_from_slice(&net.output_condition().unwrap_or(u32::MAX).to_le_bytes());
-    for t in 0..net.task_count() {
-        let Some(v) = net.task(t) else { continue };
-        b.extend_from_slice(&v.pre().to_le_bytes());
-        b.extend_from_slice(&v.post().to_le_bytes());
-        b.push(v.join() as u8);
-        b.push(v.split() as u8);
-        b.extend_from_slice(&v.cancel_conditions().to_le_bytes());
-        b.extend_from_slice(&v.cancel_tasks().to_le_bytes());
-        b.extend_from_slice(&(v.branch_count() as u32).to_le_bytes());
-        for c in v.branch_conditions() {
-            b.extend_from_slice(&c.to_le_bytes());
-        }
-        b.extend_from_slice(
-            &v.default_branch()
-                .map_or(u32::MAX, |d| d as u32)
-                .to_le_bytes(),
-        );
-    }
-    b
-}
-
-/// Encodes the successful ops of `job` as one batch record; returns how many it holds.
-fn put_batch(buf: &mut Vec<u8>, shard: usize, job: &Job) -> u64 {
-    let n = job
-        .ops
-        .iter()
-        .zip(job.out.iter())
-        .filter(|(_, o)| o.status == Status::Ok)
-        .count();
-    if n == 0 {
-        return 0;
-    }
-    frame(buf, K_BATCH, |b| {
-        b.extend_from_slice(&(shard as u16).to_le_bytes());
-        b.extend_from_slice(&job.time_ns.to_le_bytes());
-        b.extend_from_slice(&(n as u32).to_le_bytes());
-        for (op, o) in job.ops.iter().zip(job.out.iter()) {
-            if o.status != Status::Ok {
-                continue;
-            }
-            put_op(b, op, o.seq, o.state as u8, job.data.get(op.data as usize));
-        }
-    });
-    n as u64
-}
-
-fn put_op(b: &mut Vec<u8>, op: &Op, seq: u64, state: u8, regs: Option<&[i64; REGISTERS]>) {
-    b.extend_from_slice(&op.case_id.to_le_bytes());
-    b.extend_from_slice(&op.slot.to_le_bytes());
-    b.push(op.kind as u8);
-    b.push(op.task);
-    b.push(op.flags);
-    b.push(op.reg_mask);
-    b.extend_from_slice(&seq.to_le_bytes());
-    b.push(state);
-    if op.kind == OpKind::Create {
-        b.extend_from_slice(&op.workflow.to_le_bytes());
-    }
-    if op.flags & OP_USE_BITS != 0 {
-        b.extend_from_slice(&op.branch_bits.to_le_bytes());
-    }
-    if op.reg_mask != 0 {
-        let vals = regs.copied().unwrap_or([0; REGISTERS]);
-        let mut nz = 0u8;
-        for (r, v) in vals.iter().enumerate() {
-            if op.reg_mask & (1 << r) != 0 && *v != 0 {
-                nz |= 1 << r;
-            }
-        }
-        b.push(nz);
-        for (r, v) in vals.iter().enumerate() {
-            if nz & (1 << r) != 0 {
-                b.extend_from_slice(&v.to_le_bytes());
-            }
-        }
-    }
-}
-
-/// One logged op: the op (with `data` unset), its registers and its recorded result.
-#[derive(Debug, Clone, Copy)]
-struct OpRec {
-    op: Op,
-    regs: Option<[i64; REGISTERS]>,
-    seq: u64,
-    state: u8,
-}
-
-fn kind_of(k: u8) -> Result<OpKind, String> {
-    Ok(match k {
-        0 => OpKind::Create,
-        1 => OpKind::Start,
-        2 => OpKind::Complete,
-        3 => OpKind::Fire,
-        4 => OpKind::CancelTask,
-        5 => OpKind::CancelCase,
-        _ => return Err(format!("unknown op kind {k}")),
-    })
-}
-
-fn get_batch(p: &[u8], out: &mut Vec<OpRec>) -> Result<(u16, u64), String> {
-    let mut r = Rd { b: p };
-    let shard = r.u16()?;
-    let time_ns = r.u64()?;
-    let n = r.u32()?;
-    out.clear();
-    for _ in 0..n {
-        let case_id = r.u64()?;
-        let slot = r.u32()?;
-        let kind = kind_of(r.u8()?)?;
-        let task = r.u8()?;
-        let flags = r.u8()?;
-        let reg_mask = r.u8()?;
-        let seq = r.u64()?;
-        let state = r.u8()?;
-        let mut op = Op::new(kind, case_id, slot, task);
-        op.flags = flags;
-        op.reg_mask = reg_mask;
-        if kind == OpKind::Create {
-            op.workflow = r.u16()?;
-        }
-        if flags & OP_USE_BITS != 0 {
-            op.branch_bits = r.u32()?;
-        }
-        let regs = if reg_mask != 0 {
-            let nz = r.u8()?;
-            let mut v = [0i64; REGISTERS];
-            for (i, x) in v.iter_mut().enumerate() {
-                if nz & (1 << i) != 0 {
-                    *x = r.u64()? as i64;
-                }
-            }
-            Some(v)
-        } else {
-            None
-        };
-        out.push(OpRec {
-            op,
-            regs,
-            seq,
-            state,
-        });
-    }
-    Ok((shard, time_ns))
-}
-
-/// Allocator counters (checkpoints): the fresh-slot cursor and every nonzero slot generation.
-fn put_counters(buf: &mut Vec<u8>, fresh: u64, gens: &[(u64, u32)]) {
-    frame(buf, K_COUNTERS, |b| {
-        b.extend_from_slice(&fresh.to_le_bytes());
-        b.extend_from_slice(&(gens.len() as u32).to_le_bytes());
-        for (g, gen) in gens {
-            b.extend_from_slice(&g.to_le_bytes());
-            b.extend_from_slice(&gen.to_le_bytes());
-        }
-    });
-}
-
-fn get_counters(p: &[u8]) -> Result<(u64, Vec<(u64, u32)>), String> {
-    let mut r = Rd { b: p };
-    let fresh = r.u64()?;
-    let n = r.u32()?;
-    let mut gens = Vec::with_capacity(n.min(1 << 20) as usize);
-    for _ in 0..n {
-        gens.push((r.u64()?, r.u32()?));
-    }
-    Ok((fresh, gens))
-}
-
-// ------------------------------------------------------------------------------- segments
-
-fn seg_path(dir: &Path, n: u64) -> PathBuf {
-    dir.join(format!("wal-{n:016}.log"))
-}
-
-fn list_segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
-    let mut v = Vec::new();
-    for e in fs::read_dir(dir)? {
-        let e = e?;
-        let name = e.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if let Some(num) = name
-            .strip_prefix("wal-")
-            .and_then(|s| s.strip_suffix(".log"))
-            .and_then(|s| s.parse::<u64>().ok())
-        {
-            v.push((num, e.path()));
-        } else if name.ends_with(".tmp") {
-            // A checkpoint that never got renamed: never valid.
-            let _ = fs::remove_file(e.path());
-        }
-    }
-    v.sort();
-    Ok(v)
-}
-
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-fn ctx_err(what: &str, path: &Path, e: io::Error) -> io::Error {
-    io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
-}
-
-/// Creates a fresh segment holding only its header, synced.
-fn create_segment(dir: &Path, n: u64, workers: u32, per_shard: u32) -> io::Result<(File, u64)> {
-    let path = seg_path(dir, n);
-    let mut f = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .open(&path)
-        .map_err(|e| ctx_err("cannot create event log segment", &path, e))?;
-    let mut buf = MAGIC.to_vec();
-    put_header(
-        &mut buf,
-        &Header {
-            version: FORMAT_VERSION,
-            segment: n,
-            checkpoint: false,
-            workers,
-            per_shard,
-        },
-    );
-    f.write_all(&buf)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| ctx_err("cannot write event log segment", &path, e))?;
-    sync_dir(dir).map_err(|e| ctx_err("cannot sync data directory", dir, e))?;
-    Ok((f, buf.len() as u64))
-}
-
-/// The records of a segment: (kind, payload range).
-type Spans = Vec<(u8, std::ops::Range<usize>)>;
-
-/// What a scan of the data directory found, before the engine starts.
-struct Found {
-    /// (segment number, contents up to the last good record, record spans)
-    segments: Vec<(u64, Vec<u8>, Spans)>,
-    layout: Option<(u32, u32)>,
-    /// Format version of the last segment (an older one is not appended to).
-    last_version: u16,
-}
-
-fn open_dir(dir: &Path, stats: &JournalStats) -> io::Result<Found> {
-    if dir.exists() && !dir.is_dir() {
-        return Err(io::Error::new(
-            io::ErrorKind::AlreadyExists,
-            format!(
-                "data directory {} exists and is not a directory",
-                dir.display()
-            ),
-        ));
-    }
-    fs::create_dir_all(dir).map_err(|e| ctx_err("cannot create data directory", dir, e))?;
-    // Prove the directory is writable now, not at the first event.
-    let probe = dir.join(".knhk-write-probe");
-    fs::write(&probe, b"ok")
-        .and_then(|_| fs::remove_file(&probe))
-        .map_err(|e| ctx_err("data directory is not writable:", dir, e))?;
-    let mut segs = list_segments(dir).map_err(|e| ctx_err("cannot list", dir, e))?;
-    // A checkpoint supersedes everything before it (left over when a compaction was cut
-    // short after its rename).
-    let mut first = 0;
-    for (i, (_, path)) in segs.iter().enumerate() {
-        let data = fs::read(path).map_err(|e| ctx_err("cannot read", path, e))?;
-        let (recs, _) = scan(&data);
-        if let Some((K_HEADER, r)) = recs.first().cloned() {
-            if get_header(&data[r]).is_ok_and(|h| h.checkpoint) {
-                first = i;
-            }
-        }
-    }
-    for (_, path) in segs.drain(..first) {
-        fs::remove_file(&path).map_err(|e| ctx_err("cannot remove superseded", &path, e))?;
-    }
-    let count = segs.len();
-    let mut found = Found {
-        segments: Vec::new(),
-        layout: None,
-        last_version: FORMAT_VERSION,
-    };
-    for (i, (num, path)) in segs.into_iter().enumerate() {
-        let mut data = fs::read(&path).map_err(|e| ctx_err("cannot read", &path, e))?;
-        let (recs, damage) = scan(&data);
-        let last = i + 1 == count;
-        if let Some(d) = damage {
-            if !last {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "event log segment {} is damaged at byte {} ({}) and is not the last \
-                         segment: acknowledged events after it would be lost, so the server \
-                         will not start; move the data directory aside to start empty",
-                        path.display(),
-                        d.offset,
-                        d.reason
-                    ),
-                ));
-            }
-            let dropped = data.len() - d.offset;
-            tracing::warn!(
-                segment = %path.display(),
-                offset = d.offset,
-                bytes = dropped,
-                reason = d.reason,
-                "event log: torn or corrupt tail record detected; truncated, not replayed"
-            );
-            stats.corrupt_tails.fetch_add(1, Ordering::Relaxed);
-            stats
-                .truncated_bytes
-                .fetch_add(dropped as u64, Ordering::Relaxed);
-            let f = OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .map_err(|e| ctx_err("cannot open for truncation", &path, e))?;
-            f.set_len(d.offset as u64)
-                .and_then(|_| f.sync_all())
-                .map_err(|e| ctx_err("cannot truncate", &path, e))?;
-            data.truncate(d.offset);
-        }
-        let header = match recs.first() {
-            Some((K_HEADER, r)) => get_header(&data[r.clone()]).ok(),
-            _ => None,
-        };
-        let Some(h) = header else {
-            if last {
-                // Cut while being created: nothing in it was ever acknowledged.
-                fs::remove_file(&path).map_err(|e| ctx_err("cannot remove", &path, e))?;
-                continue;
-            }
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("event log segment {} has no header", path.display()),
-            ));
-        };
-        if !(OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&h.version) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "event log segment {} has format version {}; this knhk reads versions {} \
-                     to {}: run the knhk release that wrote it (or move the data directory \
-                     aside to start empty)",
-                    path.display(),
-                    h.version,
-                    OLDEST_READABLE_VERSION,
-                    FORMAT_VERSION
-                ),
-            ));
-        }
-        found.last_version = h.version;
-        match found.layout {
-            None => found.layout = Some((h.workers, h.per_shard)),
-            Some(l) if l != (h.workers, h.per_shard) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "event log segment {} has layout {}x{} but earlier ones {}x{}",
-                        path.display(),
-                        h.workers,
-                        h.per_shard,
-                        l.0,
-                        l.1
-                    ),
-                ))
-            }
-            Some(_) => {}
-        }
-        found.segments.push((num, data, recs));
-    }
-    Ok(found)
 }
 
 // ------------------------------------------------------------------------------- the journal
@@ -756,6 +193,10 @@ pub struct Journal {
     cfg: JournalConfig,
     shared: Arc<Shared>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    /// The engine layout the logged case ids encode.
+    layout: Option<(u32, u32)>,
+    /// What the start-up scan found, until [`EventLog::recover`] replays it.
+    found: Mutex<Option<Found>>,
 }
 
 impl std::fmt::Debug for Journal {
@@ -767,28 +208,9 @@ impl std::fmt::Debug for Journal {
 }
 
 impl Journal {
-    /// The counters (fsyncs, events, corrupt tails, replay...).
-    pub fn stats(&self) -> Arc<JournalStats> {
-        self.shared.stats.clone()
-    }
-
     /// The configuration in force.
     pub fn config(&self) -> &JournalConfig {
         &self.cfg
-    }
-
-    /// Why the journal refuses work, once a write or sync has failed.
-    pub fn failure(&self) -> Option<&str> {
-        self.shared.failed.get().map(String::as_str)
-    }
-
-    /// Flushes what is buffered, syncs and stops the writer (after the engine has stopped).
-    pub fn close(&self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        self.shared.wake.notify_all();
-        if let Some(h) = lock(&self.writer).take() {
-            let _ = h.join();
-        }
     }
 }
 
@@ -1134,21 +556,129 @@ fn compact(
 
 // ------------------------------------------------------------------------------- start + replay
 
-/// Starts the engine on `cfg`, with the event log of `journal` when given: scans and repairs
-/// the log, starts the engine with the log's layout, replays, then starts the writer. Blocking
-/// (run it on a blocking thread). Replay has ended when it returns.
-pub fn start(
-    mut cfg: EngineConfig,
-    hook: Arc<dyn BatchHook>,
-    journal: Option<JournalConfig>,
-) -> io::Result<(Arc<Engine>, Option<Arc<Journal>>)> {
-    let Some(jc) = journal else {
-        let engine = Engine::start(cfg, hook)?;
-        return Ok((engine, None));
-    };
-    let stats = Arc::new(JournalStats::default());
-    let found = open_dir(&jc.dir, &stats)?;
-    if let Some((workers, per_shard)) = found.layout {
+impl Journal {
+    /// Opens the event log of `jc`: creates the data directory, proves it writable, scans every
+    /// segment (verifying each record's CRC, cutting a torn or corrupt tail of the last one).
+    /// Nothing is replayed yet: start the engine with [`EventLog::layout`] and this journal as
+    /// its batch hook, then call [`EventLog::recover`]. Blocking.
+    pub fn open(jc: JournalConfig) -> io::Result<Arc<Journal>> {
+        let stats = Arc::new(JournalStats::default());
+        let found = open_dir(&jc.dir, &stats)?;
+        Ok(Arc::new(Journal {
+            shared: Arc::new(Shared {
+                q: Mutex::new(Queue {
+                    buf: Vec::with_capacity(1 << 20),
+                    held: Vec::new(),
+                    waiters: Vec::new(),
+                    events: 0,
+                    records: 0,
+                }),
+                wake: Condvar::new(),
+                replaying: AtomicBool::new(true),
+                stop: AtomicBool::new(false),
+                failed: OnceLock::new(),
+                relaxed: jc.durability == Durability::Relaxed,
+                stats,
+            }),
+            layout: found.layout,
+            found: Mutex::new(Some(found)),
+            cfg: jc,
+            writer: Mutex::new(None),
+        }))
+    }
+}
+
+impl EventLog for Journal {
+    fn layout(&self) -> Option<(u32, u32)> {
+        self.layout
+    }
+
+    fn recover(&self, engine: &Arc<Engine>) -> io::Result<u64> {
+        let jc = &self.cfg;
+        let found = lock(&self.found)
+            .take()
+            .ok_or_else(|| io::Error::other("event log: recover called twice"))?;
+        let t0 = Instant::now();
+        let replayed = replay(engine, &found)?;
+        let ns = u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let st = self.stats();
+        st.replayed_events.store(replayed, Ordering::Relaxed);
+        st.replay_ns.store(ns, Ordering::Relaxed);
+        let bytes: usize = found.segments.iter().map(|(_, d, _)| d.len()).sum();
+        tracing::info!(
+            events = replayed,
+            bytes,
+            ms = ns / 1_000_000,
+            events_per_s = (replayed as f64 / (ns.max(1) as f64 / 1e9)) as u64,
+            corrupt_tails = st.corrupt_tails.load(Ordering::Relaxed),
+            "event log replayed"
+        );
+        // Continue the last segment when there is one of this format, else start a new one.
+        let layout = engine.layout();
+        let (file, segment, size) = match found.segments.last() {
+            Some((n, _, _)) if found.last_version != FORMAT_VERSION => {
+                tracing::info!(
+                    from = found.last_version,
+                    to = FORMAT_VERSION,
+                    "event log: older format read; new records go to a new segment"
+                );
+                let (f, size) = create_segment(&jc.dir, n + 1, layout.0, layout.1)?;
+                (f, n + 1, size)
+            }
+            Some((n, data, _)) => {
+                let path = seg_path(&jc.dir, *n);
+                let f = OpenOptions::new()
+                    .append(true)
+                    .open(&path)
+                    .map_err(|e| ctx_err("cannot open event log segment", &path, e))?;
+                (f, *n, data.len() as u64)
+            }
+            None => {
+                let (f, size) = create_segment(&jc.dir, 1, layout.0, layout.1)?;
+                (f, 1, size)
+            }
+        };
+        let writer = Writer {
+            dir: jc.dir.clone(),
+            file,
+            segment,
+            size,
+            segment_bytes: jc.segment_bytes.max(4096),
+            workers: layout.0,
+            per_shard: layout.1,
+            engine: Arc::downgrade(engine),
+            compacting: Arc::new(AtomicBool::new(false)),
+        };
+        let shared = self.shared.clone();
+        let handle = thread::Builder::new()
+            .name("knhk-journal".into())
+            .spawn(move || writer_loop(shared, writer))?;
+        *lock(&self.writer) = Some(handle);
+        self.shared.replaying.store(false, Ordering::SeqCst);
+        Ok(replayed)
+    }
+
+    fn stats(&self) -> Arc<JournalStats> {
+        self.shared.stats.clone()
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.shared.failed.get().cloned()
+    }
+
+    fn close(&self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.wake.notify_all();
+        if let Some(h) = lock(&self.writer).take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Applies the layout logged in `log` (when there is one) to `cfg`: case ids encode it, so a
+/// restarted server keeps its workers and slots per worker whatever its flags say.
+pub fn apply_layout(log: &dyn EventLog, cfg: &mut EngineConfig) {
+    if let Some((workers, per_shard)) = log.layout() {
         let capacity = workers as usize * per_shard as usize;
         if cfg.workers != workers as usize || cfg.case_capacity != capacity {
             tracing::warn!(
@@ -1160,84 +690,6 @@ pub fn start(
         cfg.workers = workers as usize;
         cfg.case_capacity = capacity;
     }
-    let journal = Arc::new(Journal {
-        cfg: jc.clone(),
-        shared: Arc::new(Shared {
-            q: Mutex::new(Queue {
-                buf: Vec::with_capacity(1 << 20),
-                held: Vec::new(),
-                waiters: Vec::new(),
-                events: 0,
-                records: 0,
-            }),
-            wake: Condvar::new(),
-            replaying: AtomicBool::new(true),
-            stop: AtomicBool::new(false),
-            failed: OnceLock::new(),
-            relaxed: jc.durability == Durability::Relaxed,
-            stats,
-        }),
-        writer: Mutex::new(None),
-    });
-    let engine = Engine::start(cfg, journal.clone())?;
-    let t0 = Instant::now();
-    let replayed = replay(&engine, &found).inspect_err(|_| engine.stop())?;
-    let ns = u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
-    let st = journal.stats();
-    st.replayed_events.store(replayed, Ordering::Relaxed);
-    st.replay_ns.store(ns, Ordering::Relaxed);
-    let bytes: usize = found.segments.iter().map(|(_, d, _)| d.len()).sum();
-    tracing::info!(
-        events = replayed,
-        bytes,
-        ms = ns / 1_000_000,
-        events_per_s = (replayed as f64 / (ns.max(1) as f64 / 1e9)) as u64,
-        corrupt_tails = st.corrupt_tails.load(Ordering::Relaxed),
-        "event log replayed"
-    );
-    // Continue the last segment when there is one of this format, else start a new one.
-    let layout = engine.layout();
-    let (file, segment, size) = match found.segments.last() {
-        Some((n, _, _)) if found.last_version != FORMAT_VERSION => {
-            tracing::info!(
-                from = found.last_version,
-                to = FORMAT_VERSION,
-                "event log: older format read; new records go to a new segment"
-            );
-            let (f, size) = create_segment(&jc.dir, n + 1, layout.0, layout.1)?;
-            (f, n + 1, size)
-        }
-        Some((n, data, _)) => {
-            let path = seg_path(&jc.dir, *n);
-            let f = OpenOptions::new()
-                .append(true)
-                .open(&path)
-                .map_err(|e| ctx_err("cannot open event log segment", &path, e))?;
-            (f, *n, data.len() as u64)
-        }
-        None => {
-            let (f, size) = create_segment(&jc.dir, 1, layout.0, layout.1)?;
-            (f, 1, size)
-        }
-    };
-    let writer = Writer {
-        dir: jc.dir.clone(),
-        file,
-        segment,
-        size,
-        segment_bytes: jc.segment_bytes.max(4096),
-        workers: layout.0,
-        per_shard: layout.1,
-        engine: Arc::downgrade(&engine),
-        compacting: Arc::new(AtomicBool::new(false)),
-    };
-    let shared = journal.shared.clone();
-    let handle = thread::Builder::new()
-        .name("knhk-journal".into())
-        .spawn(move || writer_loop(shared, writer))?;
-    *lock(&journal.writer) = Some(handle);
-    journal.shared.replaying.store(false, Ordering::SeqCst);
-    Ok((engine, Some(journal)))
 }
 
 fn bad(msg: String) -> io::Error {
@@ -1423,7 +875,7 @@ fn check(
             *skipped += 1;
             continue;
         }
-        if o.status != Status::Ok || o.seq != *seq || o.state as u8 != *state {
+        if o.status != Status::Ok || o.seq != *seq || state_code(o.state) != *state {
             return Err(bad(format!(
                 "replay diverged on case {} ({:?} task {}): logged seq {} state {}, replay gave \
                  {:?} seq {} state {:?}; the server will not start on a state it cannot vouch for",
@@ -1519,7 +971,7 @@ mod tests {
     #[test]
     fn op_roundtrip() {
         let mut op = Op::new(OpKind::Complete, (3 << 32) | 17, 5, 2);
-        op.flags = OP_USE_BITS;
+        op.flags = knhk_engine::workers::OP_USE_BITS;
         op.branch_bits = 0b101;
         op.reg_mask = 0b11;
         op.data = 0;

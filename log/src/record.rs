@@ -1,0 +1,463 @@
+//! The log's record vocabulary and its byte encoding: framing (length, CRC32C, kind), the
+//! segment header, workflow, batch and counter records. This is the on-disk format that
+//! `FORMAT_VERSION` names; `shell/tests/golden/` pins it. All integers little-endian.
+//!
+//! ```text
+//! record    := len u32 | crc u32 | kind u8 | payload      crc = CRC32C(len bytes ++ kind ++ payload)
+//! header    (kind 1) := version u16 | segment u64 | checkpoint u8 | workers u32 | slots per worker u32
+//! workflow  (kind 2) := index u16 | registered unix ns u64 | format i32 (1 YAWL, 2 PNML, 3 JSON)
+//!                       | id bytes | source model bytes | compiled form bytes     (bytes := len u32 | data)
+//! batch     (kind 3) := shard u16 | time unix ns u64 | n u32 | op × n
+//! op                 := case id u64 | slot u32 | op code u8 | task u8 | flags u8 | registers written u8
+//!                       | seq after u64 | state after u8
+//!                       | [workflow index u16: create only] | [branch bits u32: flags & 1]
+//!                       | [nonzero mask u8 | value i64 per set bit: registers written ≠ 0]
+//! counters  (kind 4) := fresh-slot cursor u64 | n u32 | (global slot u64 | generation u32) × n
+//! ```
+//!
+//! Op codes, flag bits and state codes are the log's own ([`op_code`], [`FLAG_BRANCH_BITS`],
+//! [`state_code`]), mapped from the engine's types in one place, so a change of an engine enum
+//! cannot silently change the format.
+
+use knhk_engine::workers::{Job, Op, OpKind, State, Status, OP_USE_BITS, REGISTERS};
+use knhk_engine::workflow::Workflow;
+use knhk_import::Format;
+
+use crate::{K_BATCH, K_COUNTERS, K_HEADER, K_WORKFLOW, MAGIC, MAX_RECORD};
+
+// ------------------------------------------------------------------------------- framing
+
+/// Appends one framed record of `kind` whose payload `fill` writes.
+pub(crate) fn frame(buf: &mut Vec<u8>, kind: u8, fill: impl FnOnce(&mut Vec<u8>)) {
+    let start = buf.len();
+    buf.extend_from_slice(&[0; 8]);
+    buf.push(kind);
+    fill(buf);
+    let len = u32::try_from(buf.len() - start - 8).unwrap_or(u32::MAX);
+    buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&len.to_le_bytes()), &buf[start + 8..]);
+    buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Why a scan stopped before the end of a segment.
+#[derive(Debug)]
+pub(crate) struct Damage {
+    pub(crate) offset: usize,
+    pub(crate) reason: &'static str,
+}
+
+/// The records of one segment: (kind, payload) from `MAGIC` on; stops at the first damaged
+/// record.
+pub(crate) fn scan(data: &[u8]) -> (Vec<(u8, std::ops::Range<usize>)>, Option<Damage>) {
+    let mut out = Vec::new();
+    if data.len() < MAGIC.len() || &data[..MAGIC.len()] != MAGIC {
+        return (
+            out,
+            Some(Damage {
+                offset: 0,
+                reason: "bad or missing segment magic",
+            }),
+        );
+    }
+    let mut at = MAGIC.len();
+    while at < data.len() {
+        let Some(head) = data.get(at..at + 8) else {
+            return (
+                out,
+                Some(Damage {
+                    offset: at,
+                    reason: "torn record header",
+                }),
+            );
+        };
+        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+        let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+        if len == 0 || len > MAX_RECORD {
+            return (
+                out,
+                Some(Damage {
+                    offset: at,
+                    reason: "impossible record length",
+                }),
+            );
+        }
+        let end = at + 8 + len as usize;
+        let Some(body) = data.get(at + 8..end) else {
+            return (
+                out,
+                Some(Damage {
+                    offset: at,
+                    reason: "torn record (shorter than its length)",
+                }),
+            );
+        };
+        if crc32c::crc32c_append(crc32c::crc32c(&len.to_le_bytes()), body) != crc {
+            return (
+                out,
+                Some(Damage {
+                    offset: at,
+                    reason: "checksum mismatch",
+                }),
+            );
+        }
+        out.push((body[0], at + 9..end));
+        at = end;
+    }
+    (out, None)
+}
+
+/// A little-endian reader over a payload; every read is checked.
+pub(crate) struct Rd<'a> {
+    pub(crate) b: &'a [u8],
+}
+
+impl<'a> Rd<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        if self.b.len() < n {
+            return Err("record payload shorter than its fields".into());
+        }
+        let (h, t) = self.b.split_at(n);
+        self.b = t;
+        Ok(h)
+    }
+    fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, String> {
+        let b = self.take(2)?;
+        Ok(u16::from_le_bytes([b[0], b[1]]))
+    }
+    fn u32(&mut self) -> Result<u32, String> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn u64(&mut self) -> Result<u64, String> {
+        let b = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_le_bytes(a))
+    }
+    fn bytes(&mut self) -> Result<&'a [u8], String> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+}
+
+pub(crate) fn put_bytes(buf: &mut Vec<u8>, b: &[u8]) {
+    buf.extend_from_slice(&u32::try_from(b.len()).unwrap_or(u32::MAX).to_le_bytes());
+    buf.extend_from_slice(b);
+}
+
+/// Segment header.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Header {
+    pub(crate) version: u16,
+    pub(crate) segment: u64,
+    pub(crate) checkpoint: bool,
+    pub(crate) workers: u32,
+    pub(crate) per_shard: u32,
+}
+
+pub(crate) fn put_header(buf: &mut Vec<u8>, h: &Header) {
+    frame(buf, K_HEADER, |b| {
+        b.extend_from_slice(&h.version.to_le_bytes());
+        b.extend_from_slice(&h.segment.to_le_bytes());
+        b.push(u8::from(h.checkpoint));
+        b.extend_from_slice(&h.workers.to_le_bytes());
+        b.extend_from_slice(&h.per_shard.to_le_bytes());
+    });
+}
+
+pub(crate) fn get_header(p: &[u8]) -> Result<Header, String> {
+    let mut r = Rd { b: p };
+    Ok(Header {
+        version: r.u16()?,
+        segment: r.u64()?,
+        checkpoint: r.u8()? != 0,
+        workers: r.u32()?,
+        per_shard: r.u32()?,
+    })
+}
+
+/// A registered workflow as logged.
+pub(crate) struct WfRec<'a> {
+    pub(crate) index: u16,
+    pub(crate) registered_ns: u64,
+    pub(crate) format: i32,
+    pub(crate) id: &'a str,
+    pub(crate) model: &'a [u8],
+    pub(crate) form: &'a [u8],
+}
+
+/// The log's code of a model format (1 YAWL, 2 PNML, 3 JSON; 0: detect from the content).
+/// The same numbers as `knhk.v1.ModelFormat`, but the log's own: they never change.
+pub(crate) fn format_code(f: Format) -> i32 {
+    match f {
+        Format::Yawl => 1,
+        Format::Pnml => 2,
+        Format::Json => 3,
+    }
+}
+
+pub(crate) fn format_of_code(code: i32) -> Option<Format> {
+    match code {
+        1 => Some(Format::Yawl),
+        2 => Some(Format::Pnml),
+        3 => Some(Format::Json),
+        _ => None,
+    }
+}
+
+pub(crate) fn put_workflow(buf: &mut Vec<u8>, w: &Workflow, model: &[u8]) {
+    let form = net_form(&w.net);
+    frame(buf, K_WORKFLOW, |b| {
+        b.extend_from_slice(&w.index.to_le_bytes());
+        b.extend_from_slice(&w.registered_unix_nanos.to_le_bytes());
+        b.extend_from_slice(&format_code(w.format).to_le_bytes());
+        put_bytes(b, w.id.as_bytes());
+        put_bytes(b, model);
+        put_bytes(b, &form);
+    });
+}
+
+pub(crate) fn get_workflow(p: &[u8]) -> Result<WfRec<'_>, String> {
+    let mut r = Rd { b: p };
+    let index = r.u16()?;
+    let registered_ns = r.u64()?;
+    let format = r.u32()? as i32;
+    let id = std::str::from_utf8(r.bytes()?).map_err(|_| "workflow id is not UTF-8")?;
+    let model = r.bytes()?;
+    let form = r.bytes()?;
+    Ok(WfRec {
+        index,
+        registered_ns,
+        format,
+        id,
+        model,
+        form,
+    })
+}
+
+/// The compiled form of a net as logged: its structure through the kernel's public views
+/// (conditions, tasks, join/split codes, pre/post sets, cancellation sets, branches). Replay
+/// recompiles the logged source and refuses to go on if the form differs (a changed compiler
+/// would otherwise replay events on another net).
+pub fn net_form(net: &knhk_kernel::Net) -> Vec<u8> {
+    let mut b = Vec::with_capacity(64 + 64 * net.task_count() as usize);
+    b.extend_from_slice(&net.condition_count().to_le_bytes());
+    b.extend_from_slice(&net.task_count().to_le_bytes());
+    b.extend_from_slice(&net.input_condition().unwrap_or(u32::MAX).to_le_bytes());
+    b.extend_from_slice(&net.output_condition().unwrap_or(u32::MAX).to_le_bytes());
+    for t in 0..net.task_count() {
+        let Some(v) = net.task(t) else { continue };
+        b.extend_from_slice(&v.pre().to_le_bytes());
+        b.extend_from_slice(&v.post().to_le_bytes());
+        b.push(v.join() as u8);
+        b.push(v.split() as u8);
+        b.extend_from_slice(&v.cancel_conditions().to_le_bytes());
+        b.extend_from_slice(&v.cancel_tasks().to_le_bytes());
+        b.extend_from_slice(&(v.branch_count() as u32).to_le_bytes());
+        for c in v.branch_conditions() {
+            b.extend_from_slice(&c.to_le_bytes());
+        }
+        b.extend_from_slice(
+            &v.default_branch()
+                .map_or(u32::MAX, |d| d as u32)
+                .to_le_bytes(),
+        );
+    }
+    b
+}
+
+/// Encodes the successful ops of `job` as one batch record; returns how many it holds.
+pub(crate) fn put_batch(buf: &mut Vec<u8>, shard: usize, job: &Job) -> u64 {
+    let n = job
+        .ops
+        .iter()
+        .zip(job.out.iter())
+        .filter(|(_, o)| o.status == Status::Ok)
+        .count();
+    if n == 0 {
+        return 0;
+    }
+    frame(buf, K_BATCH, |b| {
+        b.extend_from_slice(&(shard as u16).to_le_bytes());
+        b.extend_from_slice(&job.time_ns.to_le_bytes());
+        b.extend_from_slice(&(n as u32).to_le_bytes());
+        for (op, o) in job.ops.iter().zip(job.out.iter()) {
+            if o.status != Status::Ok {
+                continue;
+            }
+            put_op(
+                b,
+                op,
+                o.seq,
+                state_code(o.state),
+                job.data.get(op.data as usize),
+            );
+        }
+    });
+    n as u64
+}
+
+pub(crate) fn put_op(
+    b: &mut Vec<u8>,
+    op: &Op,
+    seq: u64,
+    state: u8,
+    regs: Option<&[i64; REGISTERS]>,
+) {
+    b.extend_from_slice(&op.case_id.to_le_bytes());
+    b.extend_from_slice(&op.slot.to_le_bytes());
+    b.push(op_code(op.kind));
+    b.push(op.task);
+    b.push(if op.flags & OP_USE_BITS != 0 {
+        FLAG_BRANCH_BITS
+    } else {
+        0
+    });
+    b.push(op.reg_mask);
+    b.extend_from_slice(&seq.to_le_bytes());
+    b.push(state);
+    if op.kind == OpKind::Create {
+        b.extend_from_slice(&op.workflow.to_le_bytes());
+    }
+    if op.flags & OP_USE_BITS != 0 {
+        b.extend_from_slice(&op.branch_bits.to_le_bytes());
+    }
+    if op.reg_mask != 0 {
+        let vals = regs.copied().unwrap_or([0; REGISTERS]);
+        let mut nz = 0u8;
+        for (r, v) in vals.iter().enumerate() {
+            if op.reg_mask & (1 << r) != 0 && *v != 0 {
+                nz |= 1 << r;
+            }
+        }
+        b.push(nz);
+        for (r, v) in vals.iter().enumerate() {
+            if nz & (1 << r) != 0 {
+                b.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+    }
+}
+
+/// One logged op: the op (with `data` unset), its registers and its recorded result.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OpRec {
+    pub(crate) op: Op,
+    pub(crate) regs: Option<[i64; REGISTERS]>,
+    pub(crate) seq: u64,
+    pub(crate) state: u8,
+}
+
+// The op record's codes. They are the log's own and never change with the engine's types;
+// the mapping below is the only place that relates the two.
+
+/// Op kinds: 0 create, 1 start, 2 complete, 3 fire, 4 cancel task, 5 cancel case.
+pub(crate) fn op_code(k: OpKind) -> u8 {
+    match k {
+        OpKind::Create => 0,
+        OpKind::Start => 1,
+        OpKind::Complete => 2,
+        OpKind::Fire => 3,
+        OpKind::CancelTask => 4,
+        OpKind::CancelCase => 5,
+    }
+}
+
+pub(crate) fn kind_of(k: u8) -> Result<OpKind, String> {
+    Ok(match k {
+        0 => OpKind::Create,
+        1 => OpKind::Start,
+        2 => OpKind::Complete,
+        3 => OpKind::Fire,
+        4 => OpKind::CancelTask,
+        5 => OpKind::CancelCase,
+        _ => return Err(format!("unknown op kind {k}")),
+    })
+}
+
+/// Flag bit of an op record: the op carried caller-computed branch bits (a u32 follows).
+pub(crate) const FLAG_BRANCH_BITS: u8 = 1;
+
+/// Case states after an op: 0 running, 1 complete, 2 deadlocked, 3 cancelled.
+pub(crate) fn state_code(s: State) -> u8 {
+    match s {
+        State::Running => 0,
+        State::Complete => 1,
+        State::Deadlocked => 2,
+        State::Cancelled => 3,
+    }
+}
+
+pub(crate) fn get_batch(p: &[u8], out: &mut Vec<OpRec>) -> Result<(u16, u64), String> {
+    let mut r = Rd { b: p };
+    let shard = r.u16()?;
+    let time_ns = r.u64()?;
+    let n = r.u32()?;
+    out.clear();
+    for _ in 0..n {
+        let case_id = r.u64()?;
+        let slot = r.u32()?;
+        let kind = kind_of(r.u8()?)?;
+        let task = r.u8()?;
+        let flags = r.u8()?;
+        let reg_mask = r.u8()?;
+        let seq = r.u64()?;
+        let state = r.u8()?;
+        let mut op = Op::new(kind, case_id, slot, task);
+        if flags & FLAG_BRANCH_BITS != 0 {
+            op.flags |= OP_USE_BITS;
+        }
+        op.reg_mask = reg_mask;
+        if kind == OpKind::Create {
+            op.workflow = r.u16()?;
+        }
+        if flags & FLAG_BRANCH_BITS != 0 {
+            op.branch_bits = r.u32()?;
+        }
+        let regs = if reg_mask != 0 {
+            let nz = r.u8()?;
+            let mut v = [0i64; REGISTERS];
+            for (i, x) in v.iter_mut().enumerate() {
+                if nz & (1 << i) != 0 {
+                    *x = r.u64()? as i64;
+                }
+            }
+            Some(v)
+        } else {
+            None
+        };
+        out.push(OpRec {
+            op,
+            regs,
+            seq,
+            state,
+        });
+    }
+    Ok((shard, time_ns))
+}
+
+/// Allocator counters (checkpoints): the fresh-slot cursor and every nonzero slot generation.
+pub(crate) fn put_counters(buf: &mut Vec<u8>, fresh: u64, gens: &[(u64, u32)]) {
+    frame(buf, K_COUNTERS, |b| {
+        b.extend_from_slice(&fresh.to_le_bytes());
+        b.extend_from_slice(&(gens.len() as u32).to_le_bytes());
+        for (g, gen) in gens {
+            b.extend_from_slice(&g.to_le_bytes());
+            b.extend_from_slice(&gen.to_le_bytes());
+        }
+    });
+}
+
+pub(crate) fn get_counters(p: &[u8]) -> Result<(u64, Vec<(u64, u32)>), String> {
+    let mut r = Rd { b: p };
+    let fresh = r.u64()?;
+    let n = r.u32()?;
+    let mut gens = Vec::with_capacity(n.min(1 << 20) as usize);
+    for _ in 0..n {
+        gens.push((r.u64()?, r.u32()?));
+    }
+    Ok((fresh, gens))
+}

@@ -1,0 +1,54 @@
+//! Composition of the engine with its event log: the one place that knows both. The engine
+//! never sees the log's type (only its [`BatchHook`] side), and the log never starts the
+//! engine: this module opens the log, starts the engine with the layout the log's case ids
+//! encode, has the log replay itself into it, and on shutdown stops them in that order's
+//! reverse.
+
+use std::io;
+use std::sync::Arc;
+
+use knhk_engine::{BatchHook, Engine, EngineConfig, Immediate};
+use knhk_log::{apply_layout, EventLog, Journal, JournalConfig};
+
+/// A started engine and, when durability is on, the event log it was recovered from.
+#[derive(Debug, Clone)]
+pub struct Core {
+    pub engine: Arc<Engine>,
+    pub log: Option<Arc<dyn EventLog>>,
+}
+
+/// Starts the engine on `cfg` with the event log of `journal` when given (opened, the engine
+/// started with its layout, replayed), else with `hook` (or none). Blocking: run it on a
+/// blocking thread.
+pub fn start(
+    mut cfg: EngineConfig,
+    hook: Option<Arc<dyn BatchHook>>,
+    journal: Option<JournalConfig>,
+) -> io::Result<Core> {
+    let Some(jc) = journal else {
+        let engine = Engine::start(cfg, hook.unwrap_or_else(|| Arc::new(Immediate)))?;
+        return Ok(Core { engine, log: None });
+    };
+    let log: Arc<dyn EventLog> = Journal::open(jc)?;
+    apply_layout(log.as_ref(), &mut cfg);
+    let engine = Engine::start(cfg, log.clone())?;
+    if let Err(e) = log.recover(&engine) {
+        engine.stop();
+        return Err(e);
+    }
+    Ok(Core {
+        engine,
+        log: Some(log),
+    })
+}
+
+impl Core {
+    /// Stops the workers, then makes the log's buffered records durable and stops it.
+    /// Blocking.
+    pub fn stop(&self) {
+        self.engine.stop();
+        if let Some(log) = &self.log {
+            log.close();
+        }
+    }
+}
