@@ -318,7 +318,7 @@ impl Observer {
                     };
                     health.set_service_status("", s).await;
                     health
-                        .set_service_status(crate::server::SERVICE_NAME, s)
+                        .set_service_status(crate::grpc::SERVICE_NAME, s)
                         .await;
                 }
             }
