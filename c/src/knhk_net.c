@@ -294,6 +294,10 @@ static void set_hot(knhk_net_t *net, uint32_t i, int side_state) {
   h->meta[i] = (knhk_hot_meta_t){0};
   if (side_state || t->cancel_conditions || t->cancel_tasks) return;
   if (t->join != KNHK_JOIN_AND && t->join != KNHK_JOIN_XOR) return;
+  /* An AND split onto the output condition and another condition ends the case by explicit
+   * termination (the other token is cleared, WCP-43): the general path's work. The short
+   * paths assume that a produced token on the output is the only one. */
+  if ((t->post & net->output) && t->split == KNHK_SPLIT_AND && t->post != net->output) return;
   uint8_t kind = KNHK_HOT;
   if (t->split == KNHK_SPLIT_OR) return;
   if (t->split == KNHK_SPLIT_XOR) {

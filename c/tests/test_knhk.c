@@ -450,6 +450,39 @@ static void test_wcp25_43(void) {
   CHECK(kase.marking == B(o));
   CHECK(kase.flags & KNHK_FLAG_EXPLICIT_TERMINATION);
   (void)c3;
+
+  /* an AND split onto the output and another condition: explicit termination on every path
+   * (the short paths once left the other token marked and the flag unset) */
+  knhk_net_init(&net);
+  i = cond(), o = cond(), c1 = cond();
+  a = task(KNHK_JOIN_XOR, KNHK_SPLIT_AND);
+  b = task(KNHK_JOIN_XOR, KNHK_SPLIT_AND);
+  knhk_net_set_input(&net, i);
+  knhk_net_set_output(&net, o);
+  in(i, a); out(a, o); out(a, c1); in(c1, b); out(b, o);
+  seal_ok();
+  knhk_case_t want = kase;
+  CHECK_STATUS(knhk_start(&net, &want, a), KNHK_OK);
+  CHECK_STATUS(knhk_complete(&net, &want, a), KNHK_OK);
+  CHECK(want.marking == B(o) && want.busy == 0);
+  CHECK(want.flags == (KNHK_FLAG_DONE | KNHK_FLAG_COMPLETED | KNHK_FLAG_EXPLICIT_TERMINATION));
+  want.seq = 1; /* fire is one operation */
+  CHECK_STATUS(knhk_fire(&net, &kase, a), KNHK_OK);
+  CHECK(memcmp(&kase, &want, sizeof kase) == 0);
+  static knhk_block_t blk;
+  uint8_t tasks[KNHK_BEAT_LANES], st[KNHK_BEAT_LANES];
+  memset(tasks, (int)a, sizeof tasks);
+  for (uint32_t path = 0; path < 3; path++) {
+    if (!knhk_path_supported(path)) continue;
+    CHECK_STATUS(knhk_block_init(&net, &blk), KNHK_OK);
+    CHECK_STATUS(knhk_block_fire_on(&net, &blk, 1, tasks, st, path), KNHK_OK);
+    for (uint32_t l = 0; l < KNHK_BEAT_LANES; l++) {
+      knhk_case_t got;
+      CHECK(st[l] == KNHK_OK);
+      knhk_block_get(&blk, l, &got);
+      CHECK(memcmp(&got, &want, sizeof got) == 0);
+    }
+  }
 }
 
 static void test_safety_violation(void) {
