@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use knhk_shell::client::{self, ClientCommand};
 use knhk_shell::engine::{default_workers, EngineConfig};
@@ -101,21 +101,50 @@ struct ServeArgs {
     /// When an event is acknowledged: `sync` (after its log record is fdatasync'ed, the
     /// default), `relaxed` (before the sync; a power loss may lose the last few ms of
     /// acknowledged events), `off` (no log: in memory only, nothing survives a restart).
-    #[arg(long, env = "KNHK_DURABILITY", default_value = "sync", value_parser = ["sync", "relaxed", "off"])]
-    durability: String,
+    #[arg(long, env = "KNHK_DURABILITY", value_enum, default_value_t = DurabilityArg::Sync)]
+    durability: DurabilityArg,
     /// Size in MiB past which a log segment is sealed and older segments are compacted.
     #[arg(long, env = "KNHK_SEGMENT_MB", default_value_t = 64)]
     segment_mb: u64,
     /// Address of the HTTP endpoints (/metrics, /health, /health/live, /health/ready,
     /// /health/startup; docs/operations.md), or `off` for none (and no gRPC metrics).
-    #[arg(long, env = "KNHK_HTTP_ADDR", default_value = "127.0.0.1:9090")]
-    http_addr: String,
+    #[arg(long, env = "KNHK_HTTP_ADDR", default_value = "127.0.0.1:9090", value_parser = parse_http_addr)]
+    http_addr: HttpAddr,
     /// Milliseconds a kernel worker's heartbeat may stand still before liveness fails.
     #[arg(long, env = "KNHK_HEARTBEAT_TIMEOUT_MS", default_value_t = 2_000)]
     heartbeat_timeout_ms: u64,
     /// Log lines as `text` or `json` (filter: RUST_LOG; traces: OTEL_EXPORTER_OTLP_ENDPOINT).
-    #[arg(long, env = "KNHK_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
-    log_format: String,
+    #[arg(long, env = "KNHK_LOG_FORMAT", value_enum, default_value_t = LogFormatArg::Text)]
+    log_format: LogFormatArg,
+}
+
+/// `--durability`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum DurabilityArg {
+    Sync,
+    Relaxed,
+    Off,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormatArg {
+    Text,
+    Json,
+}
+
+/// `--http-addr`: an address, or `off`.
+#[derive(Debug, Clone, Copy)]
+struct HttpAddr(Option<SocketAddr>);
+
+fn parse_http_addr(s: &str) -> Result<HttpAddr, String> {
+    match s.trim() {
+        "off" | "" => Ok(HttpAddr(None)),
+        a => a
+            .parse::<SocketAddr>()
+            .map(|a| HttpAddr(Some(a)))
+            .map_err(|e| format!("{e} (an address like 0.0.0.0:9090, or off)")),
+    }
 }
 
 fn main() -> ExitCode {
@@ -168,20 +197,8 @@ fn code(c: i32) -> ExitCode {
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
-    let http_addr = match args.http_addr.trim() {
-        "off" | "" => None,
-        a => match a.parse::<SocketAddr>() {
-            Ok(a) => Some(a),
-            Err(e) => {
-                eprintln!(
-                    "knhk serve: --http-addr '{a}': {e} (an address like 0.0.0.0:9090, or off)"
-                );
-                return ExitCode::from(2);
-            }
-        },
-    };
     let observe = ObserveConfig {
-        http_addr,
+        http_addr: args.http_addr.0,
         heartbeat_timeout: Duration::from_millis(args.heartbeat_timeout_ms.max(1)),
         ..ObserveConfig::default()
     };
@@ -214,11 +231,11 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let journal = match args.durability.as_str() {
-        "off" => None,
+    let journal = match args.durability {
+        DurabilityArg::Off => None,
         mode => Some(JournalConfig {
             dir: args.data_dir.clone(),
-            durability: if mode == "relaxed" {
+            durability: if mode == DurabilityArg::Relaxed {
                 Durability::Relaxed
             } else {
                 Durability::Sync
@@ -226,10 +243,9 @@ fn serve(args: ServeArgs) -> ExitCode {
             segment_bytes: args.segment_mb.max(1) << 20,
         }),
     };
-    let format = if args.log_format == "json" {
-        LogFormat::Json
-    } else {
-        LogFormat::Text
+    let format = match args.log_format {
+        LogFormatArg::Json => LogFormat::Json,
+        LogFormatArg::Text => LogFormat::Text,
     };
     // Inside the runtime: the OTLP exporter's tonic channel is created here.
     let telemetry = match rt.block_on(async { telemetry::init(format) }) {

@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -33,15 +32,9 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
-fn corpus(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/corpus")
-        .join(rel)
-}
-
-fn model(rel: &str) -> Vec<u8> {
-    std::fs::read(corpus(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
-}
+mod support;
+use support::free_port;
+use support::grpc::{ev_create, ev_task, model};
 
 // ------------------------------------------------------------------------- a tiny HTTP client
 
@@ -165,23 +158,6 @@ async fn wait_grpc_health(url: &str, want: ServingStatus, within: Duration) {
     while grpc_health(url).await != want {
         assert!(t0.elapsed() < within, "gRPC health never became {want:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn ev_create(wf: &str) -> proto::Event {
-    proto::Event {
-        op: EventOp::CreateCase as i32,
-        workflow_id: wf.into(),
-        ..Default::default()
-    }
-}
-
-fn ev_task(op: EventOp, case_id: u64, t: &str) -> proto::Event {
-    proto::Event {
-        op: op as i32,
-        case_id,
-        task: Some(proto::event::Task::TaskName(t.into())),
-        ..Default::default()
     }
 }
 
@@ -579,13 +555,6 @@ fn spans(r: &Receiver) -> Vec<SpanSeen> {
         }
     }
     out
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 struct Proc(Child);

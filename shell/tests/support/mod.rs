@@ -2,6 +2,8 @@
 //! scratch data directory and a free port, with its log; corpus models; small helpers.
 #![allow(dead_code)]
 
+pub mod grpc;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
