@@ -106,12 +106,27 @@ typedef enum knhk_status {
   KNHK_NONLOCAL_OR_JOIN = 26,  /* OR-join without a matching structured OR-split */
   KNHK_INPUT_IS_OUTPUT = 27,   /* input and output are the same condition */
   /* --- blocks --- */
-  KNHK_LANE_IDLE = 28          /* knhk_block_fire/knhk_block_beat: the lane had no event
+  KNHK_LANE_IDLE = 28,         /* knhk_block_fire/knhk_block_beat: the lane had no event
                                   (KNHK_NO_TASK, or its bit clear); nothing changed */
+  /* --- saved cases (knhk_case_save, knhk_case_restore, knhk_case_check) --- */
+  KNHK_BAD_LENGTH = 29,        /* restore: not KNHK_CASE_BYTES long; save: room for fewer */
+  KNHK_BAD_FORMAT = 30,        /* restore: no KNHK_CASE_MAGIC, another format version, or a
+                                  reserved field not zero */
+  KNHK_BAD_CHECKSUM = 31,      /* restore: the CRC-32C does not match the bytes */
+  KNHK_WRONG_NET = 32,         /* restore: saved from a net with another fingerprint */
+  KNHK_BAD_MARKING = 33,       /* a marked condition the net does not have */
+  KNHK_BAD_BUSY = 34,          /* a busy task the net does not have */
+  KNHK_BAD_FLAGS = 35,         /* unknown flag bits, or a combination no operation produces */
+  KNHK_BAD_SIDE_WORDS = 36,    /* or_expect outside the net's OR-join inputs, absorb outside
+                                  its discriminator inputs, or absorb on a marked condition */
+  KNHK_BAD_CASE_STATE = 37,    /* the flags disagree with the marking: running with the output
+                                  marked or nothing left, complete without, cancelled with work */
+  KNHK_BAD_ENABLED = 38        /* restore: the saved enabled set is not the one the net's
+                                  rules give for the saved marking */
 } knhk_status;
 
 /** Number of distinct knhk_status values (for tables indexed by status). */
-#define KNHK_STATUS_COUNT 29u
+#define KNHK_STATUS_COUNT 39u
 
 /** Join codes. */
 typedef enum knhk_join {
@@ -549,6 +564,75 @@ KNHK_EXPORT knhk_status knhk_block_fire_on(const knhk_net_t *net, knhk_block_t *
 KNHK_EXPORT knhk_status knhk_block_beat(const knhk_net_t *net, knhk_block_t *b,
                                         const knhk_event_t *events, uint32_t lanes,
                                         uint8_t *statuses);
+
+/* ------------------------------------------------------------------------------------------
+ * Saving and restoring cases (cold path: no allocation, no locks, no syscalls)
+ *
+ * A checkpoint holds the state of each live case instead of every event since the case
+ * began. knhk_case_save encodes a case in KNHK_CASE_BYTES bytes; knhk_case_restore decodes
+ * them into a knhk_case_t only when they fit the net, so that a case never runs from a state
+ * the net's rules could not have produced for it (whatever the bytes, nothing is undefined).
+ *
+ * Why an encoding rather than memcpy of knhk_case_t: the struct records neither its net nor a
+ * format version, it is in host byte order, and its reserved words may take meaning in a later
+ * ABI; a checkpoint outlives the process and the library that wrote it. The encoding is fixed,
+ * little-endian, versioned and checksummed (all integers little-endian; offsets in bytes):
+ *
+ *     0  u32 magic KNHK_CASE_MAGIC ("KNHC")      64  u32 flags
+ *     4  u32 format version KNHK_CASE_FORMAT     68  u32 reserved, 0
+ *     8  u64 net fingerprint (knhk_net_fingerprint)   72  i64 regs[8]
+ *    16  u64 marking     24  u64 busy           136  u32 reserved, 0
+ *    32  u64 or_expect   40  u64 absorb         140  u32 CRC-32C (Castagnoli, as the crc32c
+ *    48  u64 enabled (knhk_enabled at save)          crate and SSE4.2 compute it) of bytes
+ *    56  u64 seq                                     0..140
+ *
+ * The enabled set is redundant (it follows from the rest): restore recomputes it and refuses a
+ * mismatch, which catches bytes written by a library whose rules differ for this net. A case
+ * is "valid for a net" (knhk_case_check) when every marked condition and busy task exists in
+ * the net; the flags are 0 (running), DONE|COMPLETED with or without EXPLICIT_TERMINATION,
+ * DONE|COMPLETED|IMPLICIT_TERMINATION or DONE|CANCELLED; or_expect lies within the net's
+ * OR-join inputs and absorb within its discriminator inputs, off the marking; and the flags
+ * agree with the marking: a running case has work (a token or a busy task) and no token on
+ * the output; a completed case holds the output token alone, nothing busy and no side state;
+ * one completed by implicit termination holds no token and nothing busy (its side words stay
+ * as they were); a cancelled case holds nothing at all. Registers and seq are not restricted. Every operation keeps a valid case valid. A
+ * valid case need not be reachable from the input (that would take a state-space search);
+ * the firing rules run on it as on any other.
+ * ------------------------------------------------------------------------------------------ */
+
+/** Size of a saved case, its magic number ("KNHC" as little-endian bytes) and format. */
+#define KNHK_CASE_BYTES 144u
+#define KNHK_CASE_MAGIC 0x43484E4Bu
+#define KNHK_CASE_FORMAT 1u
+
+/** A 64-bit fingerprint of a sealed net's structure: its conditions, input and output, and
+ *  every task's join, split, flows in order, guards, default flow and cancellation sets (not
+ *  the tables seal derives from them). Two nets built by the same builder calls have the same
+ *  fingerprint, in any process and any libknhk of this format. Never 0 for a sealed net; 0 for
+ *  NULL or an unsealed net. */
+KNHK_EXPORT uint64_t knhk_net_fingerprint(const knhk_net_t *net);
+
+/** Checks that *c is a valid case of `net` (see above). Returns KNHK_OK, KNHK_BAD_ARGUMENT
+ *  (NULL), KNHK_NOT_SEALED, or the first defect in this order: KNHK_BAD_MARKING, KNHK_BAD_BUSY,
+ *  KNHK_BAD_FLAGS, KNHK_BAD_SIDE_WORDS, KNHK_BAD_CASE_STATE. Reads only. */
+KNHK_EXPORT knhk_status knhk_case_check(const knhk_net_t *net, const knhk_case_t *c);
+
+/** Writes the KNHK_CASE_BYTES-byte encoding of *c, a case of `net`, to out[0..KNHK_CASE_BYTES)
+ *  (any alignment). Saves only what restore accepts: returns KNHK_OK, KNHK_BAD_ARGUMENT
+ *  (NULL), KNHK_NOT_SEALED, KNHK_BAD_LENGTH (cap < KNHK_CASE_BYTES) or knhk_case_check's
+ *  refusal; out is untouched unless KNHK_OK. */
+KNHK_EXPORT knhk_status knhk_case_save(const knhk_net_t *net, const knhk_case_t *c, void *out,
+                                       uint64_t cap);
+
+/** Restores into *c the case saved in bytes[0..len) (any alignment) when it fits `net`:
+ *  returns KNHK_OK, KNHK_BAD_ARGUMENT (NULL), KNHK_NOT_SEALED, or the first refusal in this
+ *  order: KNHK_BAD_LENGTH (len < 8, or not KNHK_CASE_BYTES for the format), KNHK_BAD_FORMAT
+ *  (magic or version), KNHK_BAD_CHECKSUM, KNHK_BAD_FORMAT (reserved fields), KNHK_WRONG_NET
+ *  (fingerprint), knhk_case_check's refusals, KNHK_BAD_ENABLED. On KNHK_OK every field of *c
+ *  is written (reserved fields zero) and the case behaves exactly as the saved one did; on a
+ *  refusal *c is untouched. Never reads outside bytes[0..len). */
+KNHK_EXPORT knhk_status knhk_case_restore(const knhk_net_t *net, knhk_case_t *c,
+                                          const void *bytes, uint64_t len);
 
 #ifdef __cplusplus
 }

@@ -7,7 +7,7 @@ uint32_t knhk_abi_version(void) { return KNHK_ABI_VERSION; }
 uint32_t knhk_version(void) { return KNHK_VERSION_HEX; }
 const char *knhk_version_string(void) { return KNHK_VERSION_STRING; }
 
-static const char *const knhk_status_names[KNHK_STATUS_COUNT] = {
+static const char *const knhk_status_names[] = {
     "KNHK_OK",
     "KNHK_NOT_ENABLED",
     "KNHK_NOT_STARTED",
@@ -37,7 +37,19 @@ static const char *const knhk_status_names[KNHK_STATUS_COUNT] = {
     "KNHK_NONLOCAL_OR_JOIN",
     "KNHK_INPUT_IS_OUTPUT",
     "KNHK_LANE_IDLE",
+    "KNHK_BAD_LENGTH",
+    "KNHK_BAD_FORMAT",
+    "KNHK_BAD_CHECKSUM",
+    "KNHK_WRONG_NET",
+    "KNHK_BAD_MARKING",
+    "KNHK_BAD_BUSY",
+    "KNHK_BAD_FLAGS",
+    "KNHK_BAD_SIDE_WORDS",
+    "KNHK_BAD_CASE_STATE",
+    "KNHK_BAD_ENABLED",
 };
+_Static_assert(sizeof knhk_status_names / sizeof knhk_status_names[0] == KNHK_STATUS_COUNT,
+               "a status without a name");
 
 const char *knhk_status_name(uint32_t status) {
   if (status >= KNHK_STATUS_COUNT) return "KNHK_UNKNOWN_STATUS";

@@ -1,0 +1,224 @@
+/* knhk_save.c — saving a case as bytes and restoring it only where it fits the net (cold
+ * path). The format and the validity rules are documented in knhk.h ("Saving and restoring
+ * cases"). No allocation, no locks, no syscalls; every read of the caller's bytes is inside
+ * [0, len) and byte by byte, so any bytes at any alignment are safe to hand in. */
+#include "knhk_internal.h"
+
+#include <stddef.h>
+
+/* Offsets of the encoding (knhk.h). */
+enum {
+  OFF_MAGIC = 0,
+  OFF_FORMAT = 4,
+  OFF_NET = 8,
+  OFF_MARKING = 16,
+  OFF_BUSY = 24,
+  OFF_OR_EXPECT = 32,
+  OFF_ABSORB = 40,
+  OFF_ENABLED = 48,
+  OFF_SEQ = 56,
+  OFF_FLAGS = 64,
+  OFF_RESERVED0 = 68,
+  OFF_REGS = 72,
+  OFF_RESERVED1 = 136,
+  OFF_CRC = 140
+};
+_Static_assert(OFF_REGS + 8 * KNHK_REGISTERS == OFF_RESERVED1, "registers fill 72..136");
+_Static_assert(OFF_CRC + 4 == KNHK_CASE_BYTES, "the CRC ends the encoding");
+
+static void put32(uint8_t *p, uint32_t v) {
+  for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+static void put64(uint8_t *p, uint64_t v) {
+  for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+static uint32_t get32(const uint8_t *p) {
+  uint32_t v = 0;
+  for (int i = 0; i < 4; i++) v |= (uint32_t)p[i] << (8 * i);
+  return v;
+}
+static uint64_t get64(const uint8_t *p) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; i++) v |= (uint64_t)p[i] << (8 * i);
+  return v;
+}
+
+/* CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), bit by bit: 140 bytes on a cold
+ * path do not need a table. crc32c("123456789") == 0xE3069283. */
+static uint32_t crc32c(const uint8_t *p, size_t n) {
+  uint32_t crc = 0xFFFFFFFFu;
+  for (size_t i = 0; i < n; i++) {
+    crc ^= p[i];
+    for (int k = 0; k < 8; k++) crc = (crc >> 1) ^ (0x82F63B78u & (0u - (crc & 1u)));
+  }
+  return ~crc;
+}
+
+/* ---- the net's fingerprint: FNV-1a over the builder's fields, then a 64-bit finaliser ---- */
+
+typedef struct fnv {
+  uint64_t h;
+} fnv_t;
+
+static void mix(fnv_t *f, uint64_t v, int bytes) {
+  for (int i = 0; i < bytes; i++) {
+    f->h ^= (uint8_t)(v >> (8 * i));
+    f->h *= 0x100000001B3ull;
+  }
+}
+
+static void mix_guard(fnv_t *f, const knhk_guard_t *g) {
+  for (int k = 0; k < 2; k++) {
+    const knhk_term_t *t = &g->term[k];
+    mix(f, t->op, 1);
+    mix(f, t->lhs, 1);
+    mix(f, t->rhs_is_reg, 1);
+    mix(f, t->rhs_reg, 1);
+    mix(f, (uint64_t)t->rhs_const, 8);
+  }
+  mix(f, g->combine, 1);
+}
+
+uint64_t knhk_net_fingerprint(const knhk_net_t *net) {
+  if (!net || !net->sealed) return 0;
+  fnv_t f = {0xCBF29CE484222325ull};
+  mix(&f, KNHK_CASE_FORMAT, 4);
+  mix(&f, net->nconditions, 4);
+  mix(&f, net->ntasks, 4);
+  mix(&f, net->input, 8);
+  mix(&f, net->output, 8);
+  for (uint32_t t = 0; t < net->ntasks && t < KNHK_MAX_TASKS; t++) {
+    const knhk_task_t *T = &net->tasks[t];
+    mix(&f, T->pre, 8);
+    mix(&f, T->post, 8);
+    mix(&f, T->cancel_conditions, 8);
+    mix(&f, T->cancel_tasks, 8);
+    mix(&f, T->join, 1);
+    mix(&f, T->split, 1);
+    mix(&f, T->nbranches, 1);
+    mix(&f, T->default_branch, 1);
+    for (uint32_t k = 0; k < T->nbranches && k < KNHK_MAX_BRANCHES; k++) {
+      mix(&f, net->branches[t][k].conditions, 8);
+      mix_guard(&f, &net->branches[t][k].guard);
+    }
+  }
+  /* murmur3's fmix64: every input bit reaches every output bit */
+  uint64_t h = f.h;
+  h ^= h >> 33;
+  h *= 0xFF51AFD7ED558CCDull;
+  h ^= h >> 33;
+  h *= 0xC4CEB9FE1A85EC53ull;
+  h ^= h >> 33;
+  return h ? h : 1;
+}
+
+/* ---- validity of a case for a net (knhk.h) ---- */
+
+static uint64_t low_bits(uint32_t n) { return n >= 64 ? ~0ull : KNHK_BIT(n) - 1; }
+
+#define FLAGS_KNOWN                                                                  \
+  (KNHK_FLAG_DONE | KNHK_FLAG_COMPLETED | KNHK_FLAG_CANCELLED |                      \
+   KNHK_FLAG_EXPLICIT_TERMINATION | KNHK_FLAG_IMPLICIT_TERMINATION)
+#define FLAGS_COMPLETED (KNHK_FLAG_DONE | KNHK_FLAG_COMPLETED)
+#define FLAGS_CANCELLED (KNHK_FLAG_DONE | KNHK_FLAG_CANCELLED)
+
+static knhk_status check_words(const knhk_net_t *net, uint64_t marking, uint64_t busy,
+                               uint64_t or_expect, uint64_t absorb, uint32_t flags) {
+  if (marking & ~low_bits(net->nconditions)) return KNHK_BAD_MARKING;
+  if (busy & ~low_bits(net->ntasks)) return KNHK_BAD_BUSY;
+  if (flags != 0 && flags != FLAGS_COMPLETED &&
+      flags != (FLAGS_COMPLETED | KNHK_FLAG_EXPLICIT_TERMINATION) &&
+      flags != (FLAGS_COMPLETED | KNHK_FLAG_IMPLICIT_TERMINATION) && flags != FLAGS_CANCELLED)
+    return KNHK_BAD_FLAGS;
+  /* side words: OR-join inputs that a split activated (seal records them per branch, so
+   * their union over tasks is every value or_expect can take bits from); discriminator
+   * inputs, never marked while their next token is to be absorbed */
+  uint64_t or_inputs = 0, disc_inputs = 0;
+  for (uint32_t t = 0; t < net->ntasks && t < KNHK_MAX_TASKS; t++) {
+    or_inputs |= net->tasks[t].or_expect_all;
+    if (net->tasks[t].join == KNHK_JOIN_DISCRIMINATOR) disc_inputs |= net->tasks[t].pre;
+  }
+  if ((or_expect & ~or_inputs) | (absorb & ~disc_inputs) | (absorb & marking))
+    return KNHK_BAD_SIDE_WORDS;
+  int ok;
+  if (flags == 0) /* running: work left, the output not reached */
+    ok = (marking | busy) != 0 && (marking & net->output) == 0;
+  else if (flags == FLAGS_CANCELLED)
+    ok = (marking | busy | or_expect | absorb) == 0;
+  else if (flags & KNHK_FLAG_IMPLICIT_TERMINATION) /* nothing left; side words as they were */
+    ok = (marking | busy) == 0;
+  else /* the output reached: the rest cleared */
+    ok = marking == net->output && (busy | or_expect | absorb) == 0;
+  return ok ? KNHK_OK : KNHK_BAD_CASE_STATE;
+}
+
+knhk_status knhk_case_check(const knhk_net_t *net, const knhk_case_t *c) {
+  if (!net || !c) return KNHK_BAD_ARGUMENT;
+  if (!net->sealed) return KNHK_NOT_SEALED;
+  return check_words(net, c->marking, c->busy, c->or_expect, c->absorb, c->flags);
+}
+
+/* ---- save and restore ---- */
+
+knhk_status knhk_case_save(const knhk_net_t *net, const knhk_case_t *c, void *out,
+                           uint64_t cap) {
+  if (!net || !c || !out) return KNHK_BAD_ARGUMENT;
+  if (!net->sealed) return KNHK_NOT_SEALED;
+  if (cap < KNHK_CASE_BYTES) return KNHK_BAD_LENGTH;
+  knhk_status s = knhk_case_check(net, c);
+  if (s != KNHK_OK) return s;
+  /* written in place, field by field (no memcpy: libknhk imports nothing but memset) */
+  uint8_t *b = out;
+  put32(b + OFF_MAGIC, KNHK_CASE_MAGIC);
+  put32(b + OFF_FORMAT, KNHK_CASE_FORMAT);
+  put64(b + OFF_NET, knhk_net_fingerprint(net));
+  put64(b + OFF_MARKING, c->marking);
+  put64(b + OFF_BUSY, c->busy);
+  put64(b + OFF_OR_EXPECT, c->or_expect);
+  put64(b + OFF_ABSORB, c->absorb);
+  put64(b + OFF_ENABLED, knhk_enabled(net, c));
+  put64(b + OFF_SEQ, c->seq);
+  put32(b + OFF_FLAGS, c->flags);
+  put32(b + OFF_RESERVED0, 0);
+  for (uint32_t r = 0; r < KNHK_REGISTERS; r++) put64(b + OFF_REGS + 8 * r, (uint64_t)c->regs[r]);
+  put32(b + OFF_RESERVED1, 0);
+  put32(b + OFF_CRC, crc32c(b, OFF_CRC));
+  return KNHK_OK;
+}
+
+knhk_status knhk_case_restore(const knhk_net_t *net, knhk_case_t *c, const void *bytes,
+                              uint64_t len) {
+  if (!net || !c || !bytes) return KNHK_BAD_ARGUMENT;
+  if (!net->sealed) return KNHK_NOT_SEALED;
+  const uint8_t *b = bytes;
+  if (len < OFF_NET) return KNHK_BAD_LENGTH;
+  if (get32(b + OFF_MAGIC) != KNHK_CASE_MAGIC || get32(b + OFF_FORMAT) != KNHK_CASE_FORMAT)
+    return KNHK_BAD_FORMAT;
+  if (len != KNHK_CASE_BYTES) return KNHK_BAD_LENGTH;
+  if (get32(b + OFF_CRC) != crc32c(b, OFF_CRC)) return KNHK_BAD_CHECKSUM;
+  if (get32(b + OFF_RESERVED0) | get32(b + OFF_RESERVED1)) return KNHK_BAD_FORMAT;
+  if (get64(b + OFF_NET) != knhk_net_fingerprint(net)) return KNHK_WRONG_NET;
+  knhk_case_t r; /* only the words the checks read; *c is written after them */
+  r.marking = get64(b + OFF_MARKING);
+  r.busy = get64(b + OFF_BUSY);
+  r.or_expect = get64(b + OFF_OR_EXPECT);
+  r.absorb = get64(b + OFF_ABSORB);
+  r.flags = get32(b + OFF_FLAGS);
+  knhk_status s = check_words(net, r.marking, r.busy, r.or_expect, r.absorb, r.flags);
+  if (s != KNHK_OK) return s;
+  /* enabled is a function of the rest: recomputed, and a saved value that differs means bytes
+   * from rules other than these */
+  if (knhk_enabled(net, &r) != get64(b + OFF_ENABLED)) return KNHK_BAD_ENABLED;
+  /* field by field (no struct copy, which a compiler may turn into a memcpy import) */
+  c->marking = r.marking;
+  c->busy = r.busy;
+  c->or_expect = r.or_expect;
+  c->absorb = r.absorb;
+  c->seq = get64(b + OFF_SEQ);
+  c->flags = r.flags;
+  c->reserved = 0;
+  c->reserved2[0] = 0;
+  c->reserved2[1] = 0;
+  for (uint32_t i = 0; i < KNHK_REGISTERS; i++) c->regs[i] = (int64_t)get64(b + OFF_REGS + 8 * i);
+  return KNHK_OK;
+}
