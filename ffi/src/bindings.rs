@@ -11,7 +11,7 @@ pub const KNHK_MAX_TASKS: u32 = 64;
 pub const KNHK_MAX_BRANCHES: u32 = 8;
 pub const KNHK_REGISTERS: u32 = 8;
 pub const KNHK_BEAT_LANES: u32 = 8;
-pub const KNHK_STATUS_COUNT: u32 = 29;
+pub const KNHK_STATUS_COUNT: u32 = 39;
 pub const KNHK_HOT_STORAGE_BYTES: u32 = 4096;
 pub const KNHK_FLAG_DONE: u32 = 1;
 pub const KNHK_FLAG_COMPLETED: u32 = 2;
@@ -20,6 +20,9 @@ pub const KNHK_FLAG_EXPLICIT_TERMINATION: u32 = 8;
 pub const KNHK_FLAG_IMPLICIT_TERMINATION: u32 = 16;
 pub const KNHK_NO_TASK: u32 = 255;
 pub const KNHK_EVENT_USE_BITS: u32 = 1;
+pub const KNHK_CASE_BYTES: u32 = 144;
+pub const KNHK_CASE_MAGIC: u32 = 1128812107;
+pub const KNHK_CASE_FORMAT: u32 = 1;
 pub const KNHK_OK: knhk_status = 0;
 pub const KNHK_NOT_ENABLED: knhk_status = 1;
 pub const KNHK_NOT_STARTED: knhk_status = 2;
@@ -49,6 +52,16 @@ pub const KNHK_MULTI_MERGE: knhk_status = 25;
 pub const KNHK_NONLOCAL_OR_JOIN: knhk_status = 26;
 pub const KNHK_INPUT_IS_OUTPUT: knhk_status = 27;
 pub const KNHK_LANE_IDLE: knhk_status = 28;
+pub const KNHK_BAD_LENGTH: knhk_status = 29;
+pub const KNHK_BAD_FORMAT: knhk_status = 30;
+pub const KNHK_BAD_CHECKSUM: knhk_status = 31;
+pub const KNHK_WRONG_NET: knhk_status = 32;
+pub const KNHK_BAD_MARKING: knhk_status = 33;
+pub const KNHK_BAD_BUSY: knhk_status = 34;
+pub const KNHK_BAD_FLAGS: knhk_status = 35;
+pub const KNHK_BAD_SIDE_WORDS: knhk_status = 36;
+pub const KNHK_BAD_CASE_STATE: knhk_status = 37;
+pub const KNHK_BAD_ENABLED: knhk_status = 38;
 #[doc = " Status of every operation. Values are stable ABI."]
 pub type knhk_status = ::core::ffi::c_uint;
 pub const KNHK_JOIN_AND: knhk_join = 0;
@@ -505,5 +518,31 @@ unsafe extern "C" {
         events: *const knhk_event_t,
         lanes: u32,
         statuses: *mut u8,
+    ) -> knhk_status;
+}
+unsafe extern "C" {
+    #[doc = " A 64-bit fingerprint of a sealed net's structure: its conditions, input and output, and\n  every task's join, split, flows in order, guards, default flow and cancellation sets (not\n  the tables seal derives from them). Two nets built by the same builder calls have the same\n  fingerprint, in any process and any libknhk of this format. Never 0 for a sealed net; 0 for\n  NULL or an unsealed net."]
+    pub fn knhk_net_fingerprint(net: *const knhk_net_t) -> u64;
+}
+unsafe extern "C" {
+    #[doc = " Checks that *c is a valid case of `net` (see above). Returns KNHK_OK, KNHK_BAD_ARGUMENT\n  (NULL), KNHK_NOT_SEALED, or the first defect in this order: KNHK_BAD_MARKING, KNHK_BAD_BUSY,\n  KNHK_BAD_FLAGS, KNHK_BAD_SIDE_WORDS, KNHK_BAD_CASE_STATE. Reads only."]
+    pub fn knhk_case_check(net: *const knhk_net_t, c: *const knhk_case_t) -> knhk_status;
+}
+unsafe extern "C" {
+    #[doc = " Writes the KNHK_CASE_BYTES-byte encoding of *c, a case of `net`, to out[0..KNHK_CASE_BYTES)\n  (any alignment). Saves only what restore accepts: returns KNHK_OK, KNHK_BAD_ARGUMENT\n  (NULL), KNHK_NOT_SEALED, KNHK_BAD_LENGTH (cap < KNHK_CASE_BYTES) or knhk_case_check's\n  refusal; out is untouched unless KNHK_OK."]
+    pub fn knhk_case_save(
+        net: *const knhk_net_t,
+        c: *const knhk_case_t,
+        out: *mut ::core::ffi::c_void,
+        cap: u64,
+    ) -> knhk_status;
+}
+unsafe extern "C" {
+    #[doc = " Restores into *c the case saved in bytes[0..len) (any alignment) when it fits `net`:\n  returns KNHK_OK, KNHK_BAD_ARGUMENT (NULL), KNHK_NOT_SEALED, or the first refusal in this\n  order: KNHK_BAD_LENGTH (len < 8, or not KNHK_CASE_BYTES for the format), KNHK_BAD_FORMAT\n  (magic or version), KNHK_BAD_CHECKSUM, KNHK_BAD_FORMAT (reserved fields), KNHK_WRONG_NET\n  (fingerprint), knhk_case_check's refusals, KNHK_BAD_ENABLED. On KNHK_OK every field of *c\n  is written (reserved fields zero) and the case behaves exactly as the saved one did; on a\n  refusal *c is untouched. Never reads outside bytes[0..len)."]
+    pub fn knhk_case_restore(
+        net: *const knhk_net_t,
+        c: *mut knhk_case_t,
+        bytes: *const ::core::ffi::c_void,
+        len: u64,
     ) -> knhk_status;
 }

@@ -97,7 +97,60 @@ impl Case {
     pub fn as_raw(&self) -> &sys::knhk_case_t {
         &self.raw
     }
+
+    // ---- saving and restoring (cold path; docs/kernel.md, "Saving and restoring cases") ----
+
+    /// The case's [`CASE_BYTES`]-byte encoding (versioned, little-endian, CRC-32C-checked,
+    /// bound to `net` by its fingerprint), for a checkpoint. Refuses a case that is not valid
+    /// for `net` ([`Case::check`]'s errors) or an unsealed net.
+    pub fn save(&self, net: &Net) -> Result<[u8; CASE_BYTES], Error> {
+        let mut out = [0u8; CASE_BYTES];
+        // SAFETY: the pointers come from live references; `out` is CASE_BYTES writable bytes
+        // and libknhk writes at most `cap` = CASE_BYTES bytes (any alignment).
+        Error::check(unsafe {
+            sys::knhk_case_save(
+                &net.raw,
+                &self.raw,
+                out.as_mut_ptr().cast(),
+                CASE_BYTES as u64,
+            )
+        })?;
+        Ok(out)
+    }
+
+    /// The case saved in `bytes` by [`Case::save`], when it fits `net`: the right length,
+    /// format and checksum, saved from a net with `net`'s fingerprint, marking and busy bits
+    /// only on conditions and tasks `net` has, flags, side words and state consistent with
+    /// the marking, and the saved enabled set equal to the one `net`'s rules give. Any bytes
+    /// are safe to pass: whatever is not such a case is an error.
+    pub fn restore(net: &Net, bytes: &[u8]) -> Result<Case, Error> {
+        let mut case = Case {
+            raw: sys::knhk_case_t::default(),
+        };
+        // SAFETY: the pointers come from live references; libknhk reads at most `len` =
+        // bytes.len() bytes from `bytes` (any alignment) and writes only *case.
+        Error::check(unsafe {
+            sys::knhk_case_restore(
+                &net.raw,
+                &mut case.raw,
+                bytes.as_ptr().cast(),
+                bytes.len() as u64,
+            )
+        })?;
+        Ok(case)
+    }
+
+    /// Whether this is a valid case of `net`: the checks [`Case::restore`] applies to the
+    /// decoded words. Every case made by [`Case::new`] and changed only by `net`'s operations
+    /// (and [`Case::regs_mut`]) is valid; a case of another net may not be.
+    pub fn check(&self, net: &Net) -> Result<(), Error> {
+        // SAFETY: both pointers come from live references; libknhk only reads.
+        Error::check(unsafe { sys::knhk_case_check(&net.raw, &self.raw) })
+    }
 }
+
+/// Size of a saved case ([`Case::save`], [`Case::restore`]).
+pub const CASE_BYTES: usize = sys::KNHK_CASE_BYTES as usize;
 
 impl PartialEq for Case {
     fn eq(&self, o: &Case) -> bool {

@@ -64,6 +64,28 @@ pub enum Error {
     /// Block beats: the lane had no event ([`crate::NO_TASK`] or its bit clear); nothing
     /// changed.
     LaneIdle = sys::KNHK_LANE_IDLE,
+    /// Restore: the bytes are not [`crate::CASE_BYTES`] long; save: less room than that.
+    BadLength = sys::KNHK_BAD_LENGTH,
+    /// Restore: not a saved case (magic), another format version, or a reserved field set.
+    BadFormat = sys::KNHK_BAD_FORMAT,
+    /// Restore: the CRC-32C does not match the bytes.
+    BadChecksum = sys::KNHK_BAD_CHECKSUM,
+    /// Restore: the case was saved from a net with another fingerprint.
+    WrongNet = sys::KNHK_WRONG_NET,
+    /// A marked condition the net does not have.
+    BadMarking = sys::KNHK_BAD_MARKING,
+    /// A busy task the net does not have.
+    BadBusy = sys::KNHK_BAD_BUSY,
+    /// Unknown flag bits, or a combination no operation produces.
+    BadFlags = sys::KNHK_BAD_FLAGS,
+    /// OR-join or discriminator side words outside the net's joins' inputs (or absorbing a
+    /// marked condition).
+    BadSideWords = sys::KNHK_BAD_SIDE_WORDS,
+    /// The flags disagree with the marking (running with the output marked or nothing left,
+    /// complete without the output token alone, cancelled with work left).
+    BadCaseState = sys::KNHK_BAD_CASE_STATE,
+    /// Restore: the saved enabled set is not the one the net's rules give for the marking.
+    BadEnabled = sys::KNHK_BAD_ENABLED,
 }
 
 impl Error {
@@ -82,7 +104,7 @@ impl Error {
     #[cold]
     pub fn from_raw(status: u32) -> Error {
         use Error::*;
-        const ALL: [Error; 28] = [
+        const ALL: [Error; 38] = [
             NotEnabled,
             NotStarted,
             SafetyViolation,
@@ -111,7 +133,18 @@ impl Error {
             NonlocalOrJoin,
             InputIsOutput,
             LaneIdle,
+            BadLength,
+            BadFormat,
+            BadChecksum,
+            WrongNet,
+            BadMarking,
+            BadBusy,
+            BadFlags,
+            BadSideWords,
+            BadCaseState,
+            BadEnabled,
         ];
+        const _: () = assert!(ALL.len() + 1 == sys::KNHK_STATUS_COUNT as usize);
         ALL.iter()
             .copied()
             .find(|e| *e as u32 == status)
@@ -162,6 +195,18 @@ impl fmt::Display for Error {
             Error::NonlocalOrJoin => "OR-join has no matching structured OR-split (non-local)",
             Error::InputIsOutput => "input and output are the same condition",
             Error::LaneIdle => "the lane had no event",
+            Error::BadLength => "saved case has the wrong length",
+            Error::BadFormat => "not a saved case of this format",
+            Error::BadChecksum => "saved case fails its checksum",
+            Error::WrongNet => "saved case belongs to another net",
+            Error::BadMarking => "case marks a condition the net does not have",
+            Error::BadBusy => "case has a busy task the net does not have",
+            Error::BadFlags => "case flags are not a combination any operation produces",
+            Error::BadSideWords => {
+                "case side words lie outside the net's OR-join or discriminator inputs"
+            }
+            Error::BadCaseState => "case flags disagree with its marking",
+            Error::BadEnabled => "saved enabled set differs from the one the net's rules give",
         };
         write!(f, "{} ({})", what, self.name())
     }

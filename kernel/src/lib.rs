@@ -7,6 +7,8 @@
 //!   and `Sync`.
 //! - [`Case`]: 128 bytes, 64-byte aligned: marking, busy set, side words, registers.
 //! - [`Net::beat`]: up to 8 (case, event) pairs in one call.
+//! - [`Case::save`] / [`Case::restore`]: a case as [`CASE_BYTES`] checked bytes for a
+//!   checkpoint; restore refuses bytes that do not fit the net.
 //! - [`clock`]: TSC ticks; calibration behind feature `std`.
 //! - [`ring`]: wait-free SPSC ring; `ring::channel` behind feature `std`.
 //!
@@ -39,7 +41,7 @@ pub mod ring;
 
 pub use beat::{Event, Op};
 pub use block::{Block, BlockPath, NO_TASK};
-pub use case::{flags, Case, CaseState};
+pub use case::{flags, Case, CaseState, CASE_BYTES};
 pub use error::{Element, Error, SealError};
 pub use guard::{Guard, GuardOp, Operand, Term};
 pub use net::{Join, Net, Split, TaskView};

@@ -259,6 +259,15 @@ impl Net {
     pub fn as_raw(&self) -> &sys::knhk_net_t {
         &self.raw
     }
+    /// A 64-bit fingerprint of the sealed net's structure (conditions, input, output, every
+    /// task's join, split, flows, guards and cancellation sets): equal for nets built by the
+    /// same builder calls, in any process. Saved cases carry it ([`Case::save`]). `None` before
+    /// a successful seal.
+    pub fn fingerprint(&self) -> Option<u64> {
+        // SAFETY: the pointer comes from a live reference; libknhk only reads.
+        let f = unsafe { sys::knhk_net_fingerprint(&self.raw) };
+        (f != 0).then_some(f)
+    }
 
     // ---- cases (hot path: one call into libknhk each, no allocation) ----
 

@@ -6,7 +6,9 @@
 //! no code with libknhk. Each net is also run through `Net::beat` on a shadow case and through
 //! the block paths on eight shadow lanes in lockstep (`Net::block_fire` on the vector and the
 //! scalar path in turn, `Net::block_beat` for the other operations), which must agree byte for
-//! byte with the single-operation calls.
+//! byte with the single-operation calls. Before every step the case is saved and restored
+//! (`Case::save`, `Case::restore`): the restored case must equal it and, given the same step,
+//! return the same status and bytes; after every step `Case::check` must accept the case.
 //!
 //! `KNHK_DIFF_CASES` sets the number of sequences (default 10,000).
 use knhk_kernel::{
@@ -797,6 +799,14 @@ fn run_sequence(seed: u64, raw_steps: &[(u8, u8, u8, u8)]) {
             continue;
         }
         let before = case;
+        // the case saved and restored before the step: the same case, and the same status
+        // and bytes after it (so, step by step, a restored case runs as the original)
+        let saved = before
+            .save(&net)
+            .unwrap_or_else(|e| panic!("{ctx}: save: {e}"));
+        let mut restored =
+            Case::restore(&net, &saved).unwrap_or_else(|e| panic!("{ctx}: restore: {e}"));
+        assert_eq!(restored, before, "{ctx}: restored case");
         let got = kernel_apply(&net, &mut case, step);
         let want = reference.apply(&model, &step);
         assert_eq!(got, want, "{ctx}: status");
@@ -804,6 +814,13 @@ fn run_sequence(seed: u64, raw_steps: &[(u8, u8, u8, u8)]) {
             assert_eq!(case, before, "{ctx}: a refusal changed the case");
         }
         reference.assert_matches(&case, &model, &net, &ctx);
+        assert_eq!(case.check(&net), Ok(()), "{ctx}: the case stays valid");
+        assert_eq!(
+            kernel_apply(&net, &mut restored, step),
+            got,
+            "{ctx}: restored status"
+        );
+        assert_eq!(restored, case, "{ctx}: restored case after the step");
 
         // Tasks >= 256 cannot be expressed in a beat lane; they are refused above anyway.
         let mut statuses = [0u8; 8];
