@@ -255,6 +255,72 @@ fn gauge(
     ConstGauge::new(value).encode(m)
 }
 
+/// A counter field of a stats struct.
+type Field<T> = fn(&T) -> &AtomicU64;
+
+/// The event log's counters: name, help, field.
+const JOURNAL_COUNTERS: [(&str, &str, Field<JournalStats>); 8] = [
+    (
+        "knhk_journal_fsyncs",
+        "fdatasync calls of the event log that covered at least one record",
+        |j| &j.fsyncs,
+    ),
+    (
+        "knhk_journal_events",
+        "Events appended to the event log",
+        |j| &j.events,
+    ),
+    (
+        "knhk_journal_records",
+        "Records appended to the event log",
+        |j| &j.records,
+    ),
+    (
+        "knhk_journal_written_bytes",
+        "Bytes appended to the event log",
+        |j| &j.bytes,
+    ),
+    (
+        "knhk_journal_corrupt_tails",
+        "Torn or corrupt tail records detected by checksum at start, cut off, never replayed",
+        |j| &j.corrupt_tails,
+    ),
+    (
+        "knhk_journal_truncated_bytes",
+        "Bytes cut off the event log's tail at start",
+        |j| &j.truncated_bytes,
+    ),
+    (
+        "knhk_journal_replayed_events",
+        "Events replayed from the event log at start",
+        |j| &j.replayed_events,
+    ),
+    (
+        "knhk_journal_compactions",
+        "Checkpoints written by the event log's compactor",
+        |j| &j.compactions,
+    ),
+];
+
+/// Per-worker counters: name, help, field.
+const WORKER_COUNTERS: [(&str, &str, Field<crate::workers::WorkerStats>); 3] = [
+    (
+        "knhk_worker_jobs",
+        "Jobs (unary requests or per-worker shares of bulk batches) a worker executed",
+        |s| &s.jobs,
+    ),
+    (
+        "knhk_worker_beats",
+        "Kernel beats (up to 8 lanes) a worker ran",
+        |s| &s.beats,
+    ),
+    (
+        "knhk_worker_parks",
+        "Times a worker parked for lack of work",
+        |s| &s.parks,
+    ),
+];
+
 impl prometheus_client::collector::Collector for EngineCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         {
@@ -292,69 +358,21 @@ impl prometheus_client::collector::Collector for EngineCollector {
 
         // The event log, when durability is on (docs/durability.md).
         if let Some(j) = self.slot.journal() {
-            let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-            counter(
-                &mut encoder,
-                "knhk_journal_fsyncs",
-                "fdatasync calls of the event log that covered at least one record",
-                None,
-                load(&j.fsyncs),
-            )?;
-            counter(
-                &mut encoder,
-                "knhk_journal_events",
-                "Events appended to the event log",
-                None,
-                load(&j.events),
-            )?;
-            counter(
-                &mut encoder,
-                "knhk_journal_records",
-                "Records appended to the event log",
-                None,
-                load(&j.records),
-            )?;
-            counter(
-                &mut encoder,
-                "knhk_journal_written_bytes",
-                "Bytes appended to the event log",
-                None,
-                load(&j.bytes),
-            )?;
-            counter(
-                &mut encoder,
-                "knhk_journal_corrupt_tails",
-                "Torn or corrupt tail records detected by checksum at start, cut off, never replayed",
-                None,
-                load(&j.corrupt_tails),
-            )?;
-            counter(
-                &mut encoder,
-                "knhk_journal_truncated_bytes",
-                "Bytes cut off the event log's tail at start",
-                None,
-                load(&j.truncated_bytes),
-            )?;
-            counter(
-                &mut encoder,
-                "knhk_journal_replayed_events",
-                "Events replayed from the event log at start",
-                None,
-                load(&j.replayed_events),
-            )?;
-            counter(
-                &mut encoder,
-                "knhk_journal_compactions",
-                "Checkpoints written by the event log's compactor",
-                None,
-                load(&j.compactions),
-            )?;
+            for (name, help, field) in JOURNAL_COUNTERS {
+                counter(
+                    &mut encoder,
+                    name,
+                    help,
+                    None,
+                    field(&j).load(Ordering::Relaxed),
+                )?;
+            }
             gauge(
                 &mut encoder,
                 "knhk_journal_failed",
                 "1 once an event log write or sync failed: the server refuses work it cannot persist",
                 None,
-                i64::from(load(&j.failed) != 0),
+                i64::from(j.failed.load(Ordering::Relaxed) != 0),
             )?;
         }
 
@@ -403,34 +421,18 @@ impl prometheus_client::collector::Collector for EngineCollector {
             None,
             i64::try_from(created.saturating_sub(completed + cancelled)).unwrap_or(i64::MAX),
         )?;
-        counter(
-            &mut encoder,
-            "knhk_cases_created",
-            "Cases created",
-            None,
-            created,
-        )?;
-        counter(
-            &mut encoder,
-            "knhk_cases_completed",
-            "Cases completed",
-            None,
-            completed,
-        )?;
-        counter(
-            &mut encoder,
-            "knhk_cases_cancelled",
-            "Cases cancelled",
-            None,
-            cancelled,
-        )?;
-        counter(
-            &mut encoder,
-            "knhk_cases_deadlocked",
-            "Cases an operation left deadlocked (tokens, nothing enabled, nothing busy)",
-            None,
-            deadlocked,
-        )?;
+        for (name, help, value) in [
+            ("knhk_cases_created", "Cases created", created),
+            ("knhk_cases_completed", "Cases completed", completed),
+            ("knhk_cases_cancelled", "Cases cancelled", cancelled),
+            (
+                "knhk_cases_deadlocked",
+                "Cases an operation left deadlocked (tokens, nothing enabled, nothing busy)",
+                deadlocked,
+            ),
+        ] {
+            counter(&mut encoder, name, help, None, value)?;
+        }
 
         // Kernel ticks per op.
         {
@@ -465,38 +467,15 @@ impl prometheus_client::collector::Collector for EngineCollector {
         }
 
         // Worker counters.
-        let per_worker = |encoder: &mut DescriptorEncoder,
-                          name: &str,
-                          help: &str,
-                          f: &dyn Fn(&crate::workers::WorkerStats) -> u64|
-         -> Result<(), std::fmt::Error> {
+        for (name, help, field) in WORKER_COUNTERS {
             let mut m = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
             for (i, s) in stats.iter().enumerate() {
                 let l = WorkerLabel {
                     worker: i.to_string(),
                 };
-                ConstCounter::new(f(s)).encode(m.encode_family(&l)?)?;
+                ConstCounter::new(field(s).load(Ordering::Relaxed)).encode(m.encode_family(&l)?)?;
             }
-            Ok(())
-        };
-        per_worker(
-            &mut encoder,
-            "knhk_worker_jobs",
-            "Jobs (unary requests or per-worker shares of bulk batches) a worker executed",
-            &|s| s.jobs.load(Ordering::Relaxed),
-        )?;
-        per_worker(
-            &mut encoder,
-            "knhk_worker_beats",
-            "Kernel beats (up to 8 lanes) a worker ran",
-            &|s| s.beats.load(Ordering::Relaxed),
-        )?;
-        per_worker(
-            &mut encoder,
-            "knhk_worker_parks",
-            "Times a worker parked for lack of work",
-            &|s| s.parks.load(Ordering::Relaxed),
-        )?;
+        }
         {
             let mut m = encoder.encode_descriptor(
                 "knhk_worker_heartbeat_age",
@@ -559,7 +538,6 @@ impl prometheus_client::collector::Collector for EngineCollector {
         // Watch streams.
         {
             let watch = engine.watch_stats();
-            let subs: usize = watch.iter().map(|w| w.0).sum();
             let mut m = encoder.encode_descriptor(
                 "knhk_watch_subscriptions",
                 "Watch subscriptions per worker (a WatchCase of all cases subscribes to every worker)",
@@ -591,7 +569,6 @@ impl prometheus_client::collector::Collector for EngineCollector {
                 None,
                 engine.config().watch_buffer.max(16) as i64,
             )?;
-            let _ = subs;
         }
         Ok(())
     }
