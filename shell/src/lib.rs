@@ -9,7 +9,8 @@
 //!   the case directory, kernel workers, reply threads, watch events, the batch hook.
 //! - [`journal`]: the durable event log (group commit, recovery by replay, checkpoints).
 //! - [`xes`]: IEEE 1849 export.
-//! - [`http`], [`metrics`], [`telemetry`]: health probes and `/metrics` (axum, prometheus-client),
+//! - [`admin`] (HTTP probes, readiness, the bridge to grpc.health), [`metrics`] (the collector,
+//!   the RPC layer), [`telemetry`]: health probes and `/metrics` (axum, prometheus-client),
 //!   worker counters and tick histograms, per-RPC spans, logs and OTLP export.
 //! - [`client`]: the `knhk` subcommands that talk to a running server.
 //!
@@ -19,10 +20,10 @@
 #![forbid(unsafe_code)]
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod admin;
 pub mod app;
 pub mod client;
 pub mod grpc;
-pub mod http;
 pub mod metrics;
 pub mod server;
 pub mod telemetry;

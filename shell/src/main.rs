@@ -17,9 +17,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use knhk_shell::admin::ObserveConfig;
 use knhk_shell::client::{self, ClientCommand};
 use knhk_shell::engine::{default_workers, EngineConfig};
-use knhk_shell::http::ObserveConfig;
 use knhk_shell::journal::{Durability, JournalConfig};
 use knhk_shell::server::{self, ServerConfig};
 use knhk_shell::telemetry::{self, LogFormat};

@@ -26,9 +26,9 @@ use tokio::sync::watch;
 use tokio_stream::Stream;
 use tonic_health::ServingStatus;
 
+use crate::admin::{Check, ObserveConfig, Observer, Phase};
 use crate::engine::{BatchHook, Engine, EngineConfig};
 use crate::grpc::service::KnhkService;
-use crate::http::{Check, ObserveConfig, Observer, Phase};
 use crate::journal::{self, JournalConfig};
 use crate::proto;
 use crate::proto::knhk_server::KnhkServer;

@@ -11,8 +11,8 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use knhk_shell::admin::{ObserveConfig, Observer};
 use knhk_shell::engine::EngineConfig;
-use knhk_shell::http::{ObserveConfig, Observer};
 use knhk_shell::proto::knhk_client::KnhkClient;
 use knhk_shell::proto::{self, EventOp};
 use knhk_shell::server::{self, Running, ServerConfig};
