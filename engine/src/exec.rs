@@ -9,8 +9,8 @@ use knhk_kernel::{Case, Error, Event, Join, Net, Op as KOp, Split};
 
 use crate::workers::{Op, OpKind, Outcome, State, Status, OP_USE_BITS, REGISTERS};
 
-/// Lanes per kernel beat (KNHK_BEAT_LANES).
-pub const LANES: usize = 8;
+/// Lanes per kernel beat (the kernel's `BEAT_LANES`, from libknhk's header).
+pub use knhk_kernel::BEAT_LANES as LANES;
 
 /// The value of an empty slot: a case of a one-task placeholder net, never run (a slot is
 /// initialised by `create` before any op names it). `None` only if libknhk refused the fixed

@@ -37,8 +37,8 @@ use crate::exec;
 pub const RING_CAPACITY: usize = 1024;
 /// Maximum number of registered workflows (the worker's net table is preallocated).
 pub const MAX_WORKFLOWS: usize = 4096;
-/// Registers per case (KNHK_REGISTERS).
-pub const REGISTERS: usize = 8;
+/// Registers per case (the kernel's `REGISTERS`, from libknhk's header).
+pub use knhk_kernel::REGISTERS;
 
 /// Worker idle policy: spin this long after the last work, then yield until `IDLE_YIELD`, then
 /// park (timeouts doubling from `PARK_MIN` to `PARK_MAX`).

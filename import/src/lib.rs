@@ -57,14 +57,8 @@ pub use error::ImportError;
 pub use ir::Model;
 pub use lower::{lower, Compiled};
 
-/// Registers per case (`KNHK_REGISTERS`).
-pub const REGISTERS: usize = 8;
-/// Conditions a net may hold (`KNHK_MAX_CONDITIONS`).
-pub const MAX_CONDITIONS: usize = 64;
-/// Tasks a net may hold (`KNHK_MAX_TASKS`).
-pub const MAX_TASKS: usize = 64;
-/// Outgoing flows per task (`KNHK_MAX_BRANCHES`).
-pub const MAX_BRANCHES: usize = 8;
+// The kernel's limits, from knhk-kernel (the one source: libknhk's header).
+pub use knhk_kernel::{MAX_BRANCHES, MAX_CONDITIONS, MAX_TASKS, REGISTERS};
 /// Largest input file accepted (bytes); larger files are refused before parsing.
 pub const MAX_INPUT_BYTES: u64 = 64 * 1024 * 1024;
 
