@@ -18,16 +18,9 @@
 //! # Ok::<(), knhk_import::ImportError>(())
 //! ```
 //!
-//! The `knhk` binary (crate `knhk-shell`) calls the CLI commands as library functions, each
-//! returning the process exit code:
-//!
-//! - [`cli::check`]`(paths: &[PathBuf], out: &mut dyn Write, err: &mut dyn Write) -> i32`:
-//!   0 when every file is accepted, 1 when any is refused, 2 when any is unreadable.
-//! - [`cli::compile`]`(path: &Path, out: &mut dyn Write, err: &mut dyn Write) -> i32`:
-//!   the compiled net in a readable form; 0, 1 (refused) or 2 (unreadable).
-//! - [`cli::replay`]`(model: &Path, log: &Path, out: &mut dyn Write, err: &mut dyn Write) -> i32`:
-//!   replays an XES log (plain or gzip); 0 when every trace fits, 1 otherwise, 2 on
-//!   unreadable input.
+//! The library returns reports ([`Report`], [`replay::ReplayReport`], compiled nets); it prints
+//! nothing and chooses no exit code. The `knhk check`, `compile` and `replay` commands that
+//! print them live in the binary (crate `knhk-shell`, `shell/src/cli.rs`).
 //!
 //! Mapping decisions (composite tasks flattened, OR-joins, multiple instances, external
 //! predicates) are documented in `docs/import.md`.
@@ -36,7 +29,6 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod check;
-pub mod cli;
 pub mod error;
 pub mod explore;
 pub mod ir;

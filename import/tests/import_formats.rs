@@ -3,7 +3,7 @@
 
 use knhk_import::check::FindingKind;
 use knhk_import::ir::{FlowGuard, Join, Split};
-use knhk_import::{cli, import_bytes, import_str, lower, verify, ImportError, Options};
+use knhk_import::{import_bytes, import_file, import_str, lower, verify, ImportError, Options};
 use knhk_kernel::{Case, CaseState};
 use proptest::prelude::*;
 
@@ -427,10 +427,10 @@ fn json_form_and_examples() {
         if p.extension().and_then(|x| x.to_str()) != Some("json") {
             continue;
         }
-        let (mut out, mut err) = (Vec::new(), Vec::new());
-        let code = cli::check(std::slice::from_ref(&p), &mut out, &mut err);
-        let out = String::from_utf8_lossy(&out);
-        assert_eq!(code, 0, "{}: {out}", p.display());
+        let m =
+            import_file(&p, &Options::default()).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        let report = verify(&m, &Options::default());
+        assert!(report.accepted(), "{}: {report:?}", p.display());
         n += 1;
     }
     assert!(n >= 2, "examples found: {n}");

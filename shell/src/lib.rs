@@ -13,6 +13,7 @@
 //!   the RPC layer), [`telemetry`]: health probes and `/metrics` (axum, prometheus-client),
 //!   worker counters and tick histograms, per-RPC spans, logs and OTLP export.
 //! - [`client`]: the `knhk` subcommands that talk to a running server.
+//! - [`cli`]: `knhk check`, `compile`, `replay`: the import library's reports printed, exit codes.
 //!
 //! Contract: no `unsafe` here; workers never allocate, lock or block; every refusal a client
 //! can cause is a gRPC status with a message naming the offending element, never a panic.
@@ -22,6 +23,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod cli;
 pub mod client;
 pub mod grpc;
 pub mod metrics;

@@ -151,17 +151,17 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args),
-        Command::Check { files } => code(knhk_import::cli::check(
+        Command::Check { files } => code(knhk_shell::cli::check(
             &files,
             &mut std::io::stdout(),
             &mut std::io::stderr(),
         )),
-        Command::Compile { file } => code(knhk_import::cli::compile(
+        Command::Compile { file } => code(knhk_shell::cli::compile(
             &file,
             &mut std::io::stdout(),
             &mut std::io::stderr(),
         )),
-        Command::Replay { model, log } => code(knhk_import::cli::replay(
+        Command::Replay { model, log } => code(knhk_shell::cli::replay(
             &model,
             &log,
             &mut std::io::stdout(),

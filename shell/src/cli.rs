@@ -1,5 +1,6 @@
-//! The `knhk check`, `knhk compile` and `knhk replay` commands as library functions. Each
-//! writes its report to `out`, diagnostics to `err`, and returns the process exit code.
+//! The `knhk check`, `knhk compile` and `knhk replay` commands: they print what the import
+//! library reports (verification findings, compiled nets, replay results) and choose the exit
+//! code. Each writes its report to `out`, diagnostics to `err`, and returns the exit code.
 //!
 //! Exit codes: `check` 0 when every file is accepted, 1 when any is refused, 2 when any is
 //! unreadable (cannot be read, not well-formed XML/JSON, unknown format, over the size limit);
@@ -10,11 +11,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::check::{verify, Report, Severity};
-use crate::error::ImportError;
-use crate::ir::{FlowGuard, GuardText, Model};
-use crate::replay::Outcome;
-use crate::{import_file, lower, Options};
+use knhk_import::check::{verify, Report, Severity};
+use knhk_import::error::ImportError;
+use knhk_import::ir::{FlowGuard, GuardText, Model};
+use knhk_import::replay::Outcome;
+use knhk_import::{import_file, lower, Options};
 
 /// Exit code: everything accepted / fits.
 pub const EXIT_OK: i32 = 0;
@@ -53,7 +54,7 @@ fn soundness(r: &Report) -> String {
     if !r.exhaustive {
         return format!("{} states explored (cap reached): not decided", r.states);
     }
-    use crate::check::FindingKind as K;
+    use knhk_import::check::FindingKind as K;
     let yes = |k: K, good: &'static str, bad: &'static str| if r.has(k) { bad } else { good };
     format!(
         "{} states explored: {}, {}, {}, {}",
@@ -326,14 +327,14 @@ pub fn replay(model_path: &Path, log_path: &Path, out: &mut dyn Write, err: &mut
             return EXIT_UNREADABLE;
         }
     };
-    let log = match crate::xes::read_file(log_path) {
+    let log = match knhk_import::xes::read_file(log_path) {
         Ok(l) => l,
         Err(e) => {
             let _ = writeln!(err, "knhk replay: {}: {e}", log_path.display());
             return EXIT_UNREADABLE;
         }
     };
-    let r = crate::replay::replay(&model, &compiled.net, &log);
+    let r = knhk_import::replay::replay(&model, &compiled.net, &log);
     let _ = writeln!(
         out,
         "replay of {} ({} traces, {} variants) on {} ({})",

@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use knhk_import::check::FindingKind;
-use knhk_import::{cli, import_file, verify, ImportError, Options};
+use knhk_import::{import_file, verify, ImportError, Options};
+use knhk_shell::cli;
 
 fn corpus() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus")
