@@ -23,9 +23,9 @@
 //! cancelled case is evicted; when none is, creation is refused with RESOURCE_EXHAUSTED.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
-use std::thread::{self, JoinHandle, Thread};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{broadcast, oneshot};
@@ -320,7 +320,6 @@ impl Engine {
         let nets = workers::net_table();
         let mut shards = Vec::with_capacity(workers);
         let mut ports = Vec::with_capacity(workers);
-        let mut reply_slots = Vec::with_capacity(workers);
         for index in 0..workers {
             // With more than one core, leave core 0 to the network side: worker i on core
             // (i + 1) mod n. With one core, pinning buys nothing: run unpinned.
@@ -329,16 +328,12 @@ impl Engine {
             } else {
                 None
             };
-            let reply_thread = Arc::new(OnceLock::new());
-            let (worker, port) = workers::spawn(
-                WorkerSpec {
-                    index,
-                    capacity: per_shard,
-                    core,
-                    nets: nets.clone(),
-                },
-                reply_thread.clone(),
-            )?;
+            let (worker, port) = workers::spawn(WorkerSpec {
+                index,
+                capacity: per_shard,
+                core,
+                nets: nets.clone(),
+            })?;
             let book = Book {
                 slots: vec![SlotBook::empty(); per_shard],
                 free: Vec::new(),
@@ -352,7 +347,6 @@ impl Engine {
                 events,
             });
             ports.push(port);
-            reply_slots.push(reply_thread);
         }
         let engine = Arc::new(Engine {
             cfg: EngineConfig { workers, ..cfg },
@@ -369,7 +363,7 @@ impl Engine {
             hook: hook.clone(),
         });
         let mut threads = Vec::with_capacity(workers);
-        for (index, (port, slot)) in ports.into_iter().zip(reply_slots).enumerate() {
+        for (index, port) in ports.into_iter().enumerate() {
             let ctx = ReplyCtx {
                 shard: index,
                 book: engine.shards[index].book.clone(),
@@ -380,7 +374,6 @@ impl Engine {
             let t = thread::Builder::new()
                 .name(format!("knhk-reply-{index}"))
                 .spawn(move || reply_loop(port, ctx))?;
-            let _ = slot.set(t.thread().clone());
             threads.push(t);
         }
         *lock(&engine.reply_threads) = threads;
@@ -1324,16 +1317,13 @@ fn reply_loop(mut port: ReplyPort, ctx: ReplyCtx) {
             workers::IdleStep::Spin => std::hint::spin_loop(),
             workers::IdleStep::Yield => thread::yield_now(),
             workers::IdleStep::Park(timeout) => {
-                port.parked.store(true, Ordering::SeqCst);
-                fence(Ordering::SeqCst);
+                let parking = port.parker.announce();
                 if port.consumer.is_empty() && !port.worker_done.load(Ordering::SeqCst) {
-                    thread::park_timeout(timeout);
+                    parking.park(timeout);
                 }
-                port.parked.store(false, Ordering::SeqCst);
             }
         }
     }
-    let _: Option<Thread> = None;
 }
 
 /// Records a job's outcomes in the book and publishes watch events.

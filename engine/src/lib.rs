@@ -10,6 +10,7 @@
 //! - [`workflow`]: a registered workflow: names ↔ kernel indices, data → registers.
 //! - [`command`]: the request and result vocabulary ([`Value`], [`BatchEvent`], ...).
 //! - [`workers`]: pinned kernel worker threads, each owning a shard of cases, fed by SPSC rings.
+//! - [`park`]: the park handshake (flag, fence, unpark) of workers and reply threads.
 //! - [`exec`]: the only calls into the kernel's case operations (beats of ≤ 8 lanes).
 //! - [`stats`]: what the workers count (plain atomics and per-worker tick histograms).
 //! - [`ids`]: the case id bit layout.
@@ -26,6 +27,7 @@ pub mod engine;
 pub mod error;
 pub mod exec;
 pub mod ids;
+pub mod park;
 pub mod stats;
 #[cfg(feature = "testing")]
 pub mod testing;

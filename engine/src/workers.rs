@@ -23,15 +23,16 @@
 //! Every worker publishes [`WorkerStats`]: a heartbeat bumped each loop and per-core counters,
 //! read by health probes and metrics without touching the worker.
 
-use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::thread::{self, JoinHandle, Thread};
+use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use knhk_kernel::ring::{self, OwnedConsumer as Consumer, OwnedProducer as Producer};
 use knhk_kernel::{Case, CaseState, Net};
 
 use crate::exec;
+use crate::park::{self, Parker, Unparker};
 
 /// Capacity of each ring, in jobs (a job is one unary request or one bulk batch per shard).
 pub const RING_CAPACITY: usize = 1024;
@@ -322,8 +323,8 @@ pub enum SubmitError {
 /// short mutex on this side; the worker itself never locks).
 pub struct WorkerHandle {
     producer: Mutex<Producer<Box<Job>, RING_CAPACITY>>,
-    worker_thread: Thread,
-    worker_parked: Arc<AtomicBool>,
+    /// Wakes the worker after a push, a stop or a hold change ([`crate::park`]).
+    worker: Unparker,
     stopping: Arc<AtomicBool>,
     #[cfg(feature = "testing")]
     hold: Arc<AtomicBool>,
@@ -351,10 +352,7 @@ impl WorkerHandle {
         };
         match pushed {
             Ok(()) => {
-                fence(Ordering::SeqCst);
-                if self.worker_parked.load(Ordering::SeqCst) {
-                    self.worker_thread.unpark();
-                }
+                self.worker.wake();
                 Ok(())
             }
             Err(job) => {
@@ -367,7 +365,7 @@ impl WorkerHandle {
     /// Asks the worker to stop once its in ring is empty, and waits for the thread.
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::Release);
-        self.worker_thread.unpark();
+        self.worker.wake();
         let handle = match self.join.lock() {
             Ok(mut j) => j.take(),
             Err(poisoned) => poisoned.into_inner().take(),
@@ -382,7 +380,7 @@ impl WorkerHandle {
     #[cfg(feature = "testing")]
     pub fn set_hold(&self, hold: bool) {
         self.hold.store(hold, Ordering::SeqCst);
-        self.worker_thread.unpark();
+        self.worker.wake();
     }
 
     /// Jobs waiting in the in ring (takes the producer mutex for one load).
@@ -403,8 +401,8 @@ impl WorkerHandle {
 /// The receiving side of one worker's replies, for the reply thread.
 pub struct ReplyPort {
     pub consumer: Consumer<Box<Job>, RING_CAPACITY>,
-    /// Set by the reply thread while it parks; the worker unparks it after pushing.
-    pub parked: Arc<AtomicBool>,
+    /// The reply thread parks through this; the worker wakes it after pushing.
+    pub parker: Parker,
     /// Set by the worker when it has exited: the reply thread drains and exits too.
     pub worker_done: Arc<AtomicBool>,
 }
@@ -417,23 +415,20 @@ pub struct WorkerSpec {
     pub nets: NetTable,
 }
 
-/// Starts one worker thread. `reply_thread` is the thread to unpark when replies are ready;
-/// it is handed over through `reply_thread_rx` because the reply thread may start later.
-pub fn spawn(
-    spec: WorkerSpec,
-    reply_thread: Arc<OnceLock<Thread>>,
-) -> std::io::Result<(WorkerHandle, ReplyPort)> {
+/// Starts one worker thread. The reply thread that takes the [`ReplyPort`] may start later:
+/// its parker registers whichever thread parks on it.
+pub fn spawn(spec: WorkerSpec) -> std::io::Result<(WorkerHandle, ReplyPort)> {
     let (in_tx, in_rx) = ring::channel::<Box<Job>, RING_CAPACITY>();
     let (out_tx, out_rx) = ring::channel::<Box<Job>, RING_CAPACITY>();
     let stats = Arc::new(WorkerStats::default());
     stats.core.store(u64::MAX, Ordering::Relaxed);
     let (meter, tick_export) = crate::stats::worker_meter();
     stats.ticks.install(tick_export);
-    let worker_parked = Arc::new(AtomicBool::new(false));
+    let (worker_parker, worker_unparker) = park::pair();
     let stopping = Arc::new(AtomicBool::new(false));
     #[cfg(feature = "testing")]
     let hold = Arc::new(AtomicBool::new(false));
-    let reply_parked = Arc::new(AtomicBool::new(false));
+    let (reply_parker, reply_unparker) = park::pair();
     let worker_done = Arc::new(AtomicBool::new(false));
 
     // Preallocate the shard before the thread starts: the thread never allocates.
@@ -447,12 +442,11 @@ pub fn spawn(
         shard,
         nets: spec.nets,
         stats: stats.clone(),
-        parked: worker_parked.clone(),
+        parker: worker_parker,
         stopping: stopping.clone(),
         #[cfg(feature = "testing")]
         hold: hold.clone(),
-        reply_parked: reply_parked.clone(),
-        reply_thread,
+        reply: reply_unparker,
         done: worker_done.clone(),
         meter,
     };
@@ -469,8 +463,7 @@ pub fn spawn(
         })?;
     let handle = WorkerHandle {
         producer: Mutex::new(in_tx),
-        worker_thread: join.thread().clone(),
-        worker_parked,
+        worker: worker_unparker,
         stopping,
         #[cfg(feature = "testing")]
         hold,
@@ -479,7 +472,7 @@ pub fn spawn(
     };
     let port = ReplyPort {
         consumer: out_rx,
-        parked: reply_parked,
+        parker: reply_parker,
         worker_done,
     };
     Ok((handle, port))
@@ -513,12 +506,13 @@ struct Worker {
     shard: Shard,
     nets: NetTable,
     stats: Arc<WorkerStats>,
-    parked: Arc<AtomicBool>,
+    /// The worker parks through this; submitters hold its unparker.
+    parker: Parker,
     stopping: Arc<AtomicBool>,
     #[cfg(feature = "testing")]
     hold: Arc<AtomicBool>,
-    reply_parked: Arc<AtomicBool>,
-    reply_thread: Arc<OnceLock<Thread>>,
+    /// Wakes the reply thread after a push to the out ring, or when the worker is done.
+    reply: Unparker,
     done: Arc<AtomicBool>,
     meter: crate::stats::WorkerMeter,
 }
@@ -568,7 +562,7 @@ impl Worker {
                 self.meter.end_round();
             }
             if worked {
-                self.wake_reply();
+                self.reply.wake();
                 backoff.reset();
                 continue;
             }
@@ -588,33 +582,18 @@ impl Worker {
                 IdleStep::Spin => std::hint::spin_loop(),
                 IdleStep::Yield => thread::yield_now(),
                 IdleStep::Park(timeout) => {
-                    self.parked.store(true, Ordering::SeqCst);
-                    fence(Ordering::SeqCst);
+                    let parking = self.parker.announce();
                     if (self.input.is_empty() || self.held_by_test())
                         && !self.stopping.load(Ordering::SeqCst)
                     {
                         self.stats.parks.fetch_add(1, Ordering::Relaxed);
-                        thread::park_timeout(timeout);
+                        parking.park(timeout);
                     }
-                    self.parked.store(false, Ordering::SeqCst);
                 }
             }
         }
         self.done.store(true, Ordering::SeqCst);
-        self.wake_reply_always();
-    }
-
-    fn wake_reply(&self) {
-        fence(Ordering::SeqCst);
-        if self.reply_parked.load(Ordering::SeqCst) {
-            self.wake_reply_always();
-        }
-    }
-
-    fn wake_reply_always(&self) {
-        if let Some(t) = self.reply_thread.get() {
-            t.unpark();
-        }
+        self.reply.wake();
     }
 
     /// Runs every op of a job, grouping plain ops into beats of up to 8 lanes on one net and
