@@ -10,7 +10,10 @@
     non_camel_case_types,
     non_upper_case_globals,
     non_snake_case,
-    missing_docs
+    missing_docs,
+    // The header's comments index arrays (`term[1]`, `events[i]`), which rustdoc would
+    // otherwise read as links; bindgen copies them verbatim.
+    rustdoc::broken_intra_doc_links
 )]
 #![allow(clippy::all)]
 

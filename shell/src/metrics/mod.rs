@@ -3,7 +3,8 @@
 //!
 //! Two sides, one rule: the worker never locks, allocates or makes a syscall to be observed.
 //!
-//! - **Worker side** ([`WorkerMeter`], [`KernelCounters`]): after each job the worker adds to
+//! - **Worker side** ([`WorkerMeter`](knhk_engine::stats::WorkerMeter),
+//!   [`KernelCounters`](knhk_engine::stats::KernelCounters)): after each job the worker adds to
 //!   its own cache-padded counters (plain relaxed load + store: one writer per counter) and
 //!   records the job's kernel ticks per op into its own pre-sized hdrhistogram. Ticks are read
 //!   around a whole job (a batch of ops, run as beats of up to 8 lanes), accumulated over one
