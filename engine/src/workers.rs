@@ -60,8 +60,9 @@ pub enum IdleStep {
 /// Bounded backoff of an idle polling thread (workers and reply threads): spin for `spin`
 /// after the last work (a request that follows within it is picked up without any wake-up),
 /// then `yield_now` until `yield_until`, then park with a timeout doubling from 50 µs to 1 ms
-/// (the producer unparks a parked thread; the timeout bounds a missed wake-up). The clock is
-/// read once per 32 idle polls.
+/// (the producer wakes a parked thread through [`crate::park`], which misses no wake-up; the
+/// timeout only bounds how long a parked thread sleeps before it re-checks). The clock is read
+/// once per 32 idle polls.
 #[derive(Debug)]
 pub struct Backoff {
     spin: Duration,

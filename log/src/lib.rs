@@ -61,7 +61,7 @@ use record::*;
 use segment::*;
 
 /// On-disk format version, in every segment header. Version 2: case ids carry a partition
-/// field ([`crate::ids`]). Version 1 segments are read (their ids are partition-0 ids, the
+/// field ([`knhk_engine::ids`]). Version 1 segments are read (their ids are partition-0 ids, the
 /// same numbers) and never appended to: the server continues in a new version-2 segment.
 pub const FORMAT_VERSION: u16 = 2;
 /// The oldest format version this server reads.
