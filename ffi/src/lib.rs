@@ -15,6 +15,7 @@
     // otherwise read as links; bindgen copies them verbatim.
     rustdoc::broken_intra_doc_links
 )]
-#![allow(clippy::all)]
+// Generated code: bindgen's zeroing `Default` impls carry no SAFETY comments.
+#![allow(clippy::all, clippy::undocumented_unsafe_blocks)]
 
 include!("bindings.rs");
