@@ -672,8 +672,7 @@ fn beat_path_name() -> &'static str {
     // SAFETY: a pure query with no arguments.
     match unsafe { knhk_sys::knhk_beat_path() } {
         knhk_sys::KNHK_BEAT_PATH_AVX512 => "avx512",
-        // the AVX2 path's value once libknhk has one (issue 15, item 1)
-        2 => "avx2",
+        knhk_sys::KNHK_BEAT_PATH_AVX2 => "avx2",
         _ => "scalar",
     }
 }
