@@ -28,44 +28,106 @@ pub struct Xes {
     pub events: u64,
 }
 
-/// Writes a log of the given traces.
+/// Writes a log of the given traces, whole, in memory (tests and small exports; the server
+/// streams with [`Writer`]).
 pub fn export(log_name: &str, traces: &[TraceInput<'_>]) -> Xes {
-    let mut x =
-        String::with_capacity(1024 + traces.iter().map(|t| t.history.len() * 260).sum::<usize>());
-    x.push_str(concat!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\" ?>\n",
-        "<log xes.version=\"1849-2016\" xes.features=\"nested-attributes\" ",
-        "openxes.version=\"1.0RC7\" xmlns=\"http://www.xes-standard.org/\">\n",
-        "  <extension name=\"Concept\" prefix=\"concept\" uri=\"http://www.xes-standard.org/concept.xesext\"/>\n",
-        "  <extension name=\"Lifecycle\" prefix=\"lifecycle\" uri=\"http://www.xes-standard.org/lifecycle.xesext\"/>\n",
-        "  <extension name=\"Time\" prefix=\"time\" uri=\"http://www.xes-standard.org/time.xesext\"/>\n",
-        "  <extension name=\"Organizational\" prefix=\"org\" uri=\"http://www.xes-standard.org/org.xesext\"/>\n",
-        "  <global scope=\"trace\">\n",
-        "    <string key=\"concept:name\" value=\"__INVALID__\"/>\n",
-        "  </global>\n",
-        "  <global scope=\"event\">\n",
-        "    <string key=\"concept:name\" value=\"__INVALID__\"/>\n",
-        "    <string key=\"lifecycle:transition\" value=\"complete\"/>\n",
-        "    <date key=\"time:timestamp\" value=\"1970-01-01T00:00:00.000+00:00\"/>\n",
-        "    <string key=\"concept:instance\" value=\"0\"/>\n",
-        "  </global>\n",
-        "  <classifier name=\"Activity\" keys=\"concept:name\"/>\n",
-        "  <classifier name=\"Activity and transition\" keys=\"concept:name lifecycle:transition\"/>\n",
-        "  <string key=\"lifecycle:model\" value=\"standard\"/>\n",
-    ));
-    let _ = writeln!(
-        x,
-        "  <string key=\"concept:name\" value=\"{}\"/>",
-        escape(log_name)
-    );
-    let mut events = 0u64;
+    let mut w = Writer::new(log_name, usize::MAX);
+    let mut never = |_: String| -> Result<(), std::convert::Infallible> { Ok(()) };
     for t in traces {
-        x.push_str("  <trace>\n");
+        let Ok(()) = w.trace(t, &mut never);
+    }
+    let (xml, traces, events) = w.finish();
+    Xes {
+        xml,
+        traces: u32::try_from(traces).unwrap_or(u32::MAX),
+        events,
+    }
+}
+
+const HEADER: &str = concat!(
+    "<?xml version=\"1.0\" encoding=\"UTF-8\" ?>\n",
+    "<log xes.version=\"1849-2016\" xes.features=\"nested-attributes\" ",
+    "openxes.version=\"1.0RC7\" xmlns=\"http://www.xes-standard.org/\">\n",
+    "  <extension name=\"Concept\" prefix=\"concept\" uri=\"http://www.xes-standard.org/concept.xesext\"/>\n",
+    "  <extension name=\"Lifecycle\" prefix=\"lifecycle\" uri=\"http://www.xes-standard.org/lifecycle.xesext\"/>\n",
+    "  <extension name=\"Time\" prefix=\"time\" uri=\"http://www.xes-standard.org/time.xesext\"/>\n",
+    "  <extension name=\"Organizational\" prefix=\"org\" uri=\"http://www.xes-standard.org/org.xesext\"/>\n",
+    "  <global scope=\"trace\">\n",
+    "    <string key=\"concept:name\" value=\"__INVALID__\"/>\n",
+    "  </global>\n",
+    "  <global scope=\"event\">\n",
+    "    <string key=\"concept:name\" value=\"__INVALID__\"/>\n",
+    "    <string key=\"lifecycle:transition\" value=\"complete\"/>\n",
+    "    <date key=\"time:timestamp\" value=\"1970-01-01T00:00:00.000+00:00\"/>\n",
+    "    <string key=\"concept:instance\" value=\"0\"/>\n",
+    "  </global>\n",
+    "  <classifier name=\"Activity\" keys=\"concept:name\"/>\n",
+    "  <classifier name=\"Activity and transition\" keys=\"concept:name lifecycle:transition\"/>\n",
+    "  <string key=\"lifecycle:model\" value=\"standard\"/>\n",
+);
+
+/// Writes a document trace by trace into chunks of at most `chunk` bytes: the header goes into
+/// the first chunk, the footer into the last ([`Writer::finish`]). Chunks end on element
+/// boundaries (after a trace's opening, an event or a trace's end), so each holds at most
+/// `chunk` bytes unless one element alone is larger (then that element is a chunk by itself).
+/// Memory: one chunk, plus what the caller holds.
+pub struct Writer {
+    buf: String,
+    chunk: usize,
+    traces: u64,
+    events: u64,
+}
+
+impl Writer {
+    /// A document named `log_name`, cut into chunks of at most `chunk` bytes.
+    pub fn new(log_name: &str, chunk: usize) -> Writer {
+        let mut buf = String::with_capacity(chunk.min(1 << 20).max(HEADER.len() + 256));
+        buf.push_str(HEADER);
         let _ = writeln!(
-            x,
+            buf,
+            "  <string key=\"concept:name\" value=\"{}\"/>",
+            escape(log_name)
+        );
+        Writer {
+            buf,
+            chunk,
+            traces: 0,
+            events: 0,
+        }
+    }
+
+    /// Called after each element written from `mark`: when the buffer has outgrown a chunk,
+    /// what came before the element is a chunk.
+    fn cut<E>(
+        &mut self,
+        mark: usize,
+        emit: &mut impl FnMut(String) -> Result<(), E>,
+    ) -> Result<(), E> {
+        if self.buf.len() <= self.chunk {
+            return Ok(());
+        }
+        let at = if mark == 0 { self.buf.len() } else { mark };
+        let mut next = String::with_capacity(self.chunk.min(1 << 20));
+        next.push_str(&self.buf[at..]);
+        self.buf.truncate(at);
+        emit(std::mem::replace(&mut self.buf, next))
+    }
+
+    /// Appends one trace; `emit` gets each chunk completed meanwhile (an error from it stops
+    /// the trace where it is and is returned).
+    pub fn trace<E>(
+        &mut self,
+        t: &TraceInput<'_>,
+        emit: &mut impl FnMut(String) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mark = self.buf.len();
+        self.buf.push_str("  <trace>\n");
+        let _ = writeln!(
+            self.buf,
             "    <string key=\"concept:name\" value=\"{}\"/>",
             t.case_id
         );
+        self.cut(mark, emit)?;
         // concept:instance pairs a start with its complete or abort: the open instance of each
         // task, numbered per trace.
         let mut open = [0u32; 64];
@@ -102,6 +164,8 @@ pub fn export(log_name: &str, traces: &[TraceInput<'_>]) -> Xes {
             };
             let us = (h.time_ns / 1000).max(last_us + 1);
             last_us = us;
+            let mark = self.buf.len();
+            let x = &mut self.buf;
             x.push_str("    <event>\n");
             let _ = writeln!(
                 x,
@@ -123,15 +187,29 @@ pub fn export(log_name: &str, traces: &[TraceInput<'_>]) -> Xes {
                 "      <string key=\"concept:instance\" value=\"{instance}\"/>"
             );
             x.push_str("    </event>\n");
-            events += 1;
+            self.events += 1;
+            self.cut(mark, emit)?;
         }
-        x.push_str("  </trace>\n");
+        let mark = self.buf.len();
+        self.buf.push_str("  </trace>\n");
+        self.traces += 1;
+        self.cut(mark, emit)
     }
-    x.push_str("</log>\n");
-    Xes {
-        xml: x,
-        traces: u32::try_from(traces.len()).unwrap_or(u32::MAX),
-        events,
+
+    /// Bytes written and not yet emitted.
+    pub fn pending(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Traces and events written so far.
+    pub fn counts(&self) -> (u64, u64) {
+        (self.traces, self.events)
+    }
+
+    /// The last chunk (what is left, with the footer), the trace count and the event count.
+    pub fn finish(mut self) -> (String, u64, u64) {
+        self.buf.push_str("</log>\n");
+        (self.buf, self.traces, self.events)
     }
 }
 
