@@ -33,6 +33,10 @@ use crate::journal::{self, JournalConfig};
 use crate::proto;
 use crate::proto::knhk_server::KnhkServer;
 
+/// Largest gRPC message the server sends or accepts (64 MiB). A unary XES export whose
+/// document would not fit is refused with OUT_OF_RANGE, pointing at the streaming `ExportXes`.
+pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
 /// Server configuration.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -208,8 +212,8 @@ pub async fn serve_observed(
         .add_service(reflection_v1alpha)
         .add_service(
             KnhkServer::new(service)
-                .max_decoding_message_size(64 << 20)
-                .max_encoding_message_size(64 << 20),
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
         );
     let incoming = SharedIncoming(listener);
     let transport = router.serve_with_incoming_shutdown(incoming, async move {

@@ -293,42 +293,129 @@ impl Knhk for KnhkService {
         request: Request<ExportCaseXesRequest>,
     ) -> Result<Response<ExportCaseXesResponse>, Status> {
         let r = request.into_inner();
-        let wf_filter = if r.case_id == 0 && !r.workflow_id.is_empty() {
+        // With a case id the workflow is ignored (as documented for this RPC).
+        let wf = if r.case_id == 0 && !r.workflow_id.is_empty() {
             Some(self.engine.workflow(&r.workflow_id).or_status()?.index)
         } else {
             None
         };
-        let hists = self.engine.histories(r.case_id, wf_filter).or_status()?;
-        let wfs: HashMap<u16, Arc<Workflow>> = self
-            .engine
-            .workflows()
-            .into_iter()
-            .map(|w| (w.index, w))
-            .collect();
-        let inputs: Vec<xes::TraceInput<'_>> = hists
-            .iter()
-            .filter_map(|h| {
-                Some(xes::TraceInput {
-                    case_id: h.case_id,
-                    workflow: wfs.get(&h.workflow)?,
-                    history: &h.events,
-                })
-            })
-            .collect();
-        let name = if r.case_id != 0 {
-            format!("knhk case {}", r.case_id)
-        } else if r.workflow_id.is_empty() {
-            "knhk cases".to_string()
-        } else {
-            format!("knhk cases of {}", r.workflow_id)
+        let refs = export_refs(&self.engine, r.case_id, wf, 0..u64::MAX)?;
+        let name = log_name(r.case_id, &r.workflow_id, 0, 0);
+        let engine = self.engine.clone();
+        // Room for the other fields of the response beside the document.
+        let budget = crate::server::MAX_MESSAGE_BYTES - 64;
+        tokio::task::spawn_blocking(move || {
+            let mut doc: Vec<u8> = Vec::new();
+            let too_big = |traces: u64| {
+                Status::out_of_range(format!(
+                    "the XES document exceeds the {} MiB message limit (past {traces} of {} \
+                     traces): use the streaming ExportXes (`knhk export` does)",
+                    crate::server::MAX_MESSAGE_BYTES >> 20,
+                    refs.len()
+                ))
+            };
+            let traces_done = std::cell::Cell::new(0u64);
+            let emit = |chunk: String| {
+                if doc.len() + chunk.len() > budget {
+                    return Err(too_big(traces_done.get()));
+                }
+                doc.extend_from_slice(chunk.as_bytes());
+                Ok(())
+            };
+            let last = write_export(&engine, &name, &refs, EXPORT_CHUNK, emit, |traces| {
+                traces_done.set(traces);
+                None
+            })?;
+            if doc.len() + last.xes.len() > budget {
+                return Err(too_big(last.traces));
+            }
+            doc.extend_from_slice(&last.xes);
+            Ok(Response::new(ExportCaseXesResponse {
+                xes: doc,
+                traces: u32::try_from(last.traces).unwrap_or(u32::MAX),
+                events: last.events,
+                dropped_events: last.dropped_events,
+            }))
+        })
+        .await
+        .map_err(|e| Status::internal(format!("export task: {e}")))?
+    }
+
+    type ExportXesStream = ReceiverStream<Result<XesChunk, Status>>;
+
+    async fn export_xes(
+        &self,
+        request: Request<ExportXesRequest>,
+    ) -> Result<Response<Self::ExportXesStream>, Status> {
+        self.live()?;
+        let r = request.into_inner();
+        let chunk = match r.chunk_bytes {
+            0 => EXPORT_CHUNK,
+            n if (EXPORT_CHUNK_MIN..=EXPORT_CHUNK_MAX).contains(&(n as usize)) => n as usize,
+            n => {
+                return Err(Status::invalid_argument(format!(
+                    "chunk_bytes {n} is out of range: 0 (default {EXPORT_CHUNK}) or \
+                     {EXPORT_CHUNK_MIN} to {EXPORT_CHUNK_MAX}"
+                )))
+            }
         };
-        let doc = xes::export(&name, &inputs);
-        Ok(Response::new(ExportCaseXesResponse {
-            xes: doc.xml.into_bytes(),
-            traces: doc.traces,
-            events: doc.events,
-            dropped_events: hists.iter().map(|h| h.dropped).sum(),
-        }))
+        let (from, to) = (r.created_from_unix_nanos, r.created_to_unix_nanos);
+        if to != 0 && to <= from {
+            return Err(Status::invalid_argument(format!(
+                "created_to_unix_nanos {to} must be greater than created_from_unix_nanos {from} \
+                 (or 0: no upper bound)"
+            )));
+        }
+        let wf = if r.workflow_id.is_empty() {
+            None
+        } else {
+            Some(self.engine.workflow(&r.workflow_id).or_status()?.index)
+        };
+        let created = from..if to == 0 { u64::MAX } else { to };
+        let refs = export_refs(&self.engine, r.case_id, wf, created)?;
+        let name = log_name(r.case_id, &r.workflow_id, from, to);
+        let (tx, rx) = mpsc::channel(EXPORT_DEPTH);
+        let engine = self.engine.clone();
+        let closing = self.closing.clone();
+        // The writer runs on a blocking thread: formatting a large document is CPU work, and
+        // `blocking_send` waits while the client is slow (the bounded channel is the
+        // back-pressure), so at most EXPORT_DEPTH chunks plus one in progress are held.
+        tokio::task::spawn_blocking(move || {
+            let t0 = std::time::Instant::now();
+            let mut bytes = 0u64;
+            let emit = |xes: String| {
+                bytes += xes.len() as u64;
+                tx.blocking_send(Ok(XesChunk {
+                    xes: xes.into_bytes(),
+                    ..XesChunk::default()
+                }))
+                .map_err(|_| ExportStop::Gone)
+            };
+            let stop = |_| (*closing.borrow()).then_some(ExportStop::Closing);
+            match write_export(&engine, &name, &refs, chunk, emit, stop) {
+                Ok(last) => {
+                    let total = bytes + last.xes.len() as u64;
+                    tracing::info!(
+                        traces = last.traces,
+                        events = last.events,
+                        bytes = total,
+                        evicted = last.evicted_cases,
+                        ms = t0.elapsed().as_millis() as u64,
+                        "XES export streamed"
+                    );
+                    let _ = tx.blocking_send(Ok(last));
+                }
+                Err(ExportStop::Gone) => {
+                    tracing::info!("XES export stopped: the client went away");
+                }
+                Err(ExportStop::Closing) => {
+                    let _ = tx.blocking_send(Err(Status::unavailable(
+                        "the server is shutting down: the XES export is incomplete",
+                    )));
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 
     type SubmitEventsStream = ReceiverStream<Result<SubmitEventsResponse, Status>>;
@@ -395,6 +482,116 @@ impl Knhk for KnhkService {
         });
         Ok(Response::new(ReceiverStream::new(out_rx)))
     }
+}
+
+/// Default (and unary) XES chunk size: 1 MiB.
+const EXPORT_CHUNK: usize = 1 << 20;
+/// Smallest and largest chunk size a client may ask for (the largest stays well under the 4 MiB
+/// that gRPC clients accept by default).
+const EXPORT_CHUNK_MIN: usize = 1 << 10;
+const EXPORT_CHUNK_MAX: usize = 2 << 20;
+/// Chunks an export stream may have queued before its writer waits for the client.
+const EXPORT_DEPTH: usize = 4;
+
+/// Why a streamed export stopped early.
+enum ExportStop {
+    /// The client closed the stream.
+    Gone,
+    /// The server began shutting down.
+    Closing,
+}
+
+/// The cases an export covers, oldest first: the named case (NOT_FOUND when unknown) if it
+/// matches the other filters, or every case matching them.
+fn export_refs(
+    engine: &Engine,
+    case_id: u64,
+    workflow: Option<u16>,
+    created: std::ops::Range<u64>,
+) -> Result<Vec<engine::CaseRef>, Status> {
+    if case_id == 0 {
+        return Ok(engine.case_refs(workflow, created));
+    }
+    let v = engine.get_case(case_id).or_status()?;
+    let r = engine::CaseRef {
+        case_id,
+        workflow: v.workflow.index,
+        created_ns: v.created_ns,
+    };
+    let keep = workflow.is_none_or(|w| w == r.workflow) && created.contains(&r.created_ns);
+    Ok(if keep { vec![r] } else { Vec::new() })
+}
+
+/// The XES log's `concept:name`.
+fn log_name(case_id: u64, workflow_id: &str, from: u64, to: u64) -> String {
+    let mut name = if case_id != 0 {
+        format!("knhk case {case_id}")
+    } else if workflow_id.is_empty() {
+        "knhk cases".to_string()
+    } else {
+        format!("knhk cases of {workflow_id}")
+    };
+    if from != 0 {
+        name.push_str(&format!(" created from {from}"));
+    }
+    if to != 0 {
+        name.push_str(&format!(" created before {to}"));
+    }
+    name
+}
+
+/// Writes the XES document of `refs`, reading one case's history at a time: `emit` gets each
+/// full chunk, `stop` (asked before each case, with the traces written so far) may end the
+/// export early. Returns the last chunk, with the footer and the counts. A case evicted since
+/// `refs` was taken is left out and counted.
+fn write_export<E>(
+    engine: &Engine,
+    name: &str,
+    refs: &[engine::CaseRef],
+    chunk: usize,
+    mut emit: impl FnMut(String) -> Result<(), E>,
+    mut stop: impl FnMut(u64) -> Option<E>,
+) -> Result<XesChunk, E> {
+    let mut w = xes::Writer::new(name, chunk);
+    let mut wfs: HashMap<u16, Arc<Workflow>> = HashMap::new();
+    let (mut dropped, mut evicted) = (0u64, 0u64);
+    for r in refs {
+        if let Some(e) = stop(w.counts().0) {
+            return Err(e);
+        }
+        let Ok(h) = engine.history(r.case_id) else {
+            evicted += 1;
+            continue;
+        };
+        let wf = match wfs.get(&h.workflow) {
+            Some(wf) => wf.clone(),
+            None => match engine.workflow_at(h.workflow) {
+                Some(wf) => {
+                    wfs.insert(h.workflow, wf.clone());
+                    wf
+                }
+                None => continue,
+            },
+        };
+        dropped += h.dropped;
+        w.trace(
+            &xes::TraceInput {
+                case_id: h.case_id,
+                workflow: &wf,
+                history: &h.events,
+            },
+            &mut emit,
+        )?;
+    }
+    let (xml, traces, events) = w.finish();
+    Ok(XesChunk {
+        xes: xml.into_bytes(),
+        last: true,
+        traces,
+        events,
+        dropped_events: dropped,
+        evicted_cases: evicted,
+    })
 }
 
 #[derive(Debug, Clone, Copy)]
