@@ -63,13 +63,21 @@ pub enum ClientCommand {
         #[arg(long)]
         from_start: bool,
     },
-    /// Export a case (or every case of a workflow) as XES.
+    /// Export cases as XES (streamed: any size): one case, the cases of a workflow, or those
+    /// created in a time range; the filters combine.
     Export {
         #[arg(long)]
         case: Option<u64>,
         #[arg(long)]
         workflow: Option<String>,
-        /// Output file (default: standard output).
+        /// Only cases created at or after this time (nanoseconds since the Unix epoch).
+        #[arg(long, value_name = "UNIX_NANOS")]
+        from: Option<u64>,
+        /// Only cases created before this time (nanoseconds since the Unix epoch).
+        #[arg(long, value_name = "UNIX_NANOS")]
+        to: Option<u64>,
+        /// Output file (default: standard output). Written as `FILE.part` and renamed once
+        /// complete, so FILE is never a truncated document.
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
@@ -280,32 +288,89 @@ pub async fn run(server: &str, cmd: ClientCommand) -> Result<(), BoxError> {
         ClientCommand::Export {
             case,
             workflow,
+            from,
+            to,
             output,
         } => {
-            let r = c
-                .export_case_xes(proto::ExportCaseXesRequest {
+            let stream = c
+                .export_xes(proto::ExportXesRequest {
                     case_id: case.unwrap_or(0),
                     workflow_id: workflow.unwrap_or_default(),
+                    created_from_unix_nanos: from.unwrap_or(0),
+                    created_to_unix_nanos: to.unwrap_or(0),
+                    chunk_bytes: 0,
                 })
                 .await?
                 .into_inner();
             match output {
                 Some(path) => {
-                    std::fs::write(&path, &r.xes)
-                        .map_err(|e| format!("{}: {e}", path.display()))?;
-                    eprintln!(
-                        "{} traces, {} events -> {}",
-                        r.traces,
-                        r.events,
-                        path.display()
-                    );
+                    let mut part = path.clone().into_os_string();
+                    part.push(".part");
+                    let part = PathBuf::from(part);
+                    let file = std::fs::File::create(&part)
+                        .map_err(|e| format!("{}: {e}", part.display()))?;
+                    match write_chunks(stream, file).await {
+                        Ok(last) => {
+                            std::fs::rename(&part, &path)
+                                .map_err(|e| format!("{}: {e}", path.display()))?;
+                            eprintln!(
+                                "{} traces, {} events -> {}{}",
+                                last.traces,
+                                last.events,
+                                path.display(),
+                                export_notes(&last)
+                            );
+                        }
+                        Err(e) => {
+                            let _ = std::fs::remove_file(&part);
+                            return Err(e);
+                        }
+                    }
                 }
                 None => {
-                    use std::io::Write;
-                    std::io::stdout().write_all(&r.xes)?;
+                    let last = write_chunks(stream, std::io::stdout().lock()).await?;
+                    let notes = export_notes(&last);
+                    if !notes.is_empty() {
+                        eprintln!("{}", notes.trim_start_matches(", "));
+                    }
                 }
             }
         }
     }
     Ok(())
+}
+
+/// Writes an export stream's chunks to `out` as they arrive; the last chunk (with the counts)
+/// or an error when the stream failed or ended without it.
+async fn write_chunks(
+    mut stream: tonic::Streaming<proto::XesChunk>,
+    mut out: impl std::io::Write,
+) -> Result<proto::XesChunk, BoxError> {
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        out.write_all(&chunk.xes)?;
+        if chunk.last {
+            out.flush()?;
+            return Ok(chunk);
+        }
+    }
+    Err("the export stream ended before its last chunk: the document is incomplete".into())
+}
+
+/// What the counts of an export say beyond traces and events.
+fn export_notes(last: &proto::XesChunk) -> String {
+    let mut s = String::new();
+    if last.dropped_events != 0 {
+        s.push_str(&format!(
+            ", {} older events dropped (history limit)",
+            last.dropped_events
+        ));
+    }
+    if last.evicted_cases != 0 {
+        s.push_str(&format!(
+            ", {} cases evicted during the export",
+            last.evicted_cases
+        ));
+    }
+    s
 }
