@@ -278,29 +278,30 @@ async fn run_cases(c: &mut Client, wf: &str, names: &[String], cases: usize) {
         .await
         .expect("submit_events")
         .into_inner();
-    tx.send(proto::SubmitEventsRequest {
-        events: (0..cases).map(|_| ev_create(wf)).collect(),
-    })
-    .await
-    .expect("send");
-    let created = out.next().await.expect("answer").expect("ok").results;
-    let ids: Vec<u64> = created
-        .iter()
-        .map(|r| {
-            assert_eq!(r.code, 0, "{}", r.message);
-            r.case_id
-        })
-        .collect();
-    for (k, name) in names.iter().enumerate() {
-        let events = ids
-            .iter()
-            .map(|&id| ev_index(EventOp::Fire, id, k as u32))
-            .collect();
+    const BATCH: usize = 10_000;
+    let mut ids: Vec<u64> = Vec::with_capacity(cases);
+    for n in (0..cases).step_by(BATCH) {
+        let events = (n..cases.min(n + BATCH)).map(|_| ev_create(wf)).collect();
         tx.send(proto::SubmitEventsRequest { events })
             .await
             .expect("send");
         for r in out.next().await.expect("answer").expect("ok").results {
-            assert_eq!(r.code, 0, "{name}: {}", r.message);
+            assert_eq!(r.code, 0, "{}", r.message);
+            ids.push(r.case_id);
+        }
+    }
+    for (k, name) in names.iter().enumerate() {
+        for part in ids.chunks(BATCH) {
+            let events = part
+                .iter()
+                .map(|&id| ev_index(EventOp::Fire, id, k as u32))
+                .collect();
+            tx.send(proto::SubmitEventsRequest { events })
+                .await
+                .expect("send");
+            for r in out.next().await.expect("answer").expect("ok").results {
+                assert_eq!(r.code, 0, "{name}: {}", r.message);
+            }
         }
     }
 }
@@ -414,4 +415,141 @@ async fn export_past_the_message_limit_streams() {
     assert!(!bad.exists() && !dir.join("none.xes.part").exists());
     let _ = std::fs::remove_dir_all(&dir);
     srv.shutdown().await;
+}
+
+/// The server's resident memory, current and peak, in KiB (`/proc/PID/status`).
+fn rss_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Resets the peak resident memory the kernel reports for `pid`.
+fn reset_peak(pid: u32) {
+    let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+}
+
+/// Measurement, not a check (ignored): the server's memory and rate for a large streamed
+/// export. A `knhk serve` child (`KNHK_BIN`, default the test build's binary; use the release
+/// one for rates) with room for `KNHK_EXPORT_CASES` cases (default 100,000) of a sequence of
+/// `KNHK_EXPORT_TASKS` tasks (default 10, two events each); reports the server's resident
+/// memory before the export and its peak during it (reset in between), for the stream and for
+/// the unary call's refusal.
+///
+/// `KNHK_BIN=target/release/knhk cargo test -p knhk-shell --test grpc_export -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn export_memory_and_rate() {
+    let cases = support::env_u64("KNHK_EXPORT_CASES", 100_000) as usize;
+    let tasks = support::env_u64("KNHK_EXPORT_TASKS", 10) as usize;
+    let bin = std::env::var("KNHK_BIN").unwrap_or_else(|_| support::bin().to_string());
+    let data = support::scratch("export-mem");
+    let addr = format!("127.0.0.1:{}", support::free_port());
+    let capacity = (cases + 64).to_string();
+    let mut child = std::process::Command::new(&bin)
+        .args(["serve", "--grpc-addr", &addr, "--workers", "2", "--no-pin"])
+        .args(["--case-capacity", &capacity, "--durability", "off"])
+        .args(["--drain-grace-ms", "0", "--data-dir"])
+        .arg(&data)
+        .env("KNHK_HTTP_ADDR", "127.0.0.1:0")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn knhk serve");
+    let pid = child.id();
+    let url = format!("http://{addr}");
+    let mut c = None;
+    for _ in 0..600 {
+        if let Ok(k) = proto::knhk_client::KnhkClient::connect(url.clone()).await {
+            c = Some(k);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let mut c = c.expect("server up");
+    let (model, names) = long_sequence(tasks);
+    // The server answers before its workers run (UNAVAILABLE until then).
+    let mut tries = 0;
+    while let Err(e) = c
+        .register_workflow(proto::RegisterWorkflowRequest {
+            model: model.clone(),
+            format: proto::ModelFormat::Json as i32,
+            workflow_id: "long".into(),
+        })
+        .await
+    {
+        tries += 1;
+        assert!(tries < 600, "register: {e}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let t0 = Instant::now();
+    run_cases(&mut c, "long", &names, cases).await;
+    eprintln!(
+        "{bin}: {cases} cases x {} events run in {:?}",
+        tasks * 2,
+        t0.elapsed()
+    );
+
+    let (before, _) = rss_kib(pid);
+    reset_peak(pid);
+    let t0 = Instant::now();
+    let mut s = c
+        .export_xes(request(0, "long"))
+        .await
+        .expect("export_xes")
+        .into_inner();
+    let (mut bytes, mut chunks, mut last) = (0u64, 0u64, None);
+    while let Some(ch) = s.next().await {
+        let ch = ch.expect("chunk");
+        bytes += ch.xes.len() as u64;
+        chunks += 1;
+        if ch.last {
+            last = Some(ch);
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let (_, peak) = rss_kib(pid);
+    let last = last.expect("last chunk");
+    assert_eq!(last.traces, cases as u64);
+    eprintln!(
+        "ExportXes: {} traces, {} events, {:.1} MB in {chunks} chunks, {secs:.2} s: \
+         {:.0} events/s, {:.0} MB/s; server RSS {} MiB before, peak {} MiB during (+{} MiB)",
+        last.traces,
+        last.events,
+        bytes as f64 / 1e6,
+        last.events as f64 / secs,
+        bytes as f64 / 1e6 / secs,
+        before >> 10,
+        peak >> 10,
+        peak.saturating_sub(before) >> 10
+    );
+
+    let (before, _) = rss_kib(pid);
+    reset_peak(pid);
+    let t0 = Instant::now();
+    let r = c
+        .export_case_xes(proto::ExportCaseXesRequest {
+            case_id: 0,
+            workflow_id: "long".into(),
+        })
+        .await;
+    let (_, peak) = rss_kib(pid);
+    eprintln!(
+        "ExportCaseXes: {:?} in {:?}; server RSS {} MiB before, peak {} MiB during (+{} MiB)",
+        r.as_ref().map(|_| "ok").map_err(|s| s.code()),
+        t0.elapsed(),
+        before >> 10,
+        peak >> 10,
+        peak.saturating_sub(before) >> 10
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&data);
 }
