@@ -139,9 +139,13 @@ fn print_case(c: &proto::Case) {
 }
 
 /// Runs one client command against `server` (e.g. `http://127.0.0.1:50051`).
-pub async fn run(server: &str, cmd: ClientCommand) -> Result<(), BoxError> {
-    let mut c = KnhkClient::connect(server.to_string())
-        .await?
+/// `https://` servers are reached over TLS as `tls` says (crate::tls::ClientTls).
+pub async fn run(
+    server: &str,
+    tls: &crate::tls::ClientTls,
+    cmd: ClientCommand,
+) -> Result<(), BoxError> {
+    let mut c = KnhkClient::new(tls.channel(server).await?)
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20);
     match cmd {

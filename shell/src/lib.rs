@@ -12,6 +12,7 @@
 //! - [`admin`] (HTTP probes, readiness, the bridge to grpc.health), [`metrics`] (the collector,
 //!   the RPC layer), [`telemetry`]: health probes and `/metrics` (axum, prometheus-client),
 //!   worker counters and tick histograms, per-RPC spans, logs and OTLP export.
+//! - [`tls`]: TLS and mTLS on the gRPC port (own accept loop, reload, CRLs), client TLS.
 //! - [`client`]: the `knhk` subcommands that talk to a running server.
 //! - [`cli`]: `knhk check`, `compile`, `replay`: the import library's reports printed, exit codes.
 //!
@@ -29,6 +30,7 @@ pub mod grpc;
 pub mod metrics;
 pub mod server;
 pub mod telemetry;
+pub mod tls;
 pub mod xes;
 
 // The engine's modules under their old paths, for the binary's modules and tests.

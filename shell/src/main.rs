@@ -6,6 +6,8 @@
 //! knhk compile FILE               # show the compiled net
 //! knhk replay MODEL LOG           # replay an XES log on a model
 //! knhk register FILE | create WF | fire CASE TASK | watch | export ...   # client commands
+//! knhk serve --tls-cert C --tls-key K [--tls-client-ca CA [--tls-crl CRL]...]   # TLS, mTLS
+//! knhk --server https://HOST:50051 --tls-ca CA [--tls-client-cert C --tls-client-key K] workflows
 //! ```
 
 #![forbid(unsafe_code)]
@@ -23,6 +25,7 @@ use knhk_shell::engine::{default_workers, EngineConfig};
 use knhk_shell::journal::{Durability, JournalConfig};
 use knhk_shell::server::{self, ServerConfig};
 use knhk_shell::telemetry::{self, LogFormat};
+use knhk_shell::tls::{ClientAuth, TlsConfig};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -39,6 +42,31 @@ struct Cli {
         global = true
     )]
     server: String,
+    /// Client commands, https:// server: PEM CA bundle its certificate must chain to
+    /// (default: the system's roots).
+    #[arg(long, env = "KNHK_TLS_CA", global = true, value_name = "PEM")]
+    tls_ca: Option<PathBuf>,
+    /// Client commands: PEM certificate chain to present to a server that asks for one (mTLS).
+    #[arg(
+        long,
+        env = "KNHK_TLS_CLIENT_CERT",
+        global = true,
+        requires = "tls_client_key",
+        value_name = "PEM"
+    )]
+    tls_client_cert: Option<PathBuf>,
+    /// Client commands: PEM private key of --tls-client-cert.
+    #[arg(
+        long,
+        env = "KNHK_TLS_CLIENT_KEY",
+        global = true,
+        requires = "tls_client_cert",
+        value_name = "PEM"
+    )]
+    tls_client_key: Option<PathBuf>,
+    /// Client commands: name the server's certificate must carry (default: the host of --server).
+    #[arg(long, env = "KNHK_TLS_SERVER_NAME", global = true)]
+    tls_server_name: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -46,7 +74,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the gRPC server until SIGINT/SIGTERM.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Import and verify model files; exit 0 when all are accepted.
     Check {
         #[arg(required = true)]
@@ -116,6 +144,49 @@ struct ServeArgs {
     /// Log lines as `text` or `json` (filter: RUST_LOG; traces: OTEL_EXPORTER_OTLP_ENDPOINT).
     #[arg(long, env = "KNHK_LOG_FORMAT", value_enum, default_value_t = LogFormatArg::Text)]
     log_format: LogFormatArg,
+    /// PEM certificate chain (leaf first) of the gRPC port: with --tls-key, the port speaks TLS
+    /// only (docs/operations.md, "TLS"). Without both, plaintext.
+    #[arg(long, env = "KNHK_TLS_CERT", requires = "tls_key", value_name = "PEM")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "KNHK_TLS_KEY", requires = "tls_cert", value_name = "PEM")]
+    tls_key: Option<PathBuf>,
+    /// PEM bundle of CAs that client certificates must chain to: turns on mutual TLS.
+    #[arg(
+        long,
+        env = "KNHK_TLS_CLIENT_CA",
+        requires = "tls_cert",
+        value_name = "PEM"
+    )]
+    tls_client_ca: Option<PathBuf>,
+    /// With --tls-client-ca: `required` (a client without a valid certificate is refused at the
+    /// handshake) or `optional` (a certificate, if presented, must be valid).
+    #[arg(long, env = "KNHK_TLS_CLIENT_AUTH", value_enum, default_value_t = ClientAuthArg::Required)]
+    tls_client_auth: ClientAuthArg,
+    /// PEM certificate revocation list checked against client certificates (repeatable; the
+    /// variable takes a comma-separated list). Needs --tls-client-ca.
+    #[arg(
+        long = "tls-crl",
+        env = "KNHK_TLS_CRL",
+        value_delimiter = ',',
+        requires = "tls_client_ca",
+        value_name = "PEM"
+    )]
+    tls_crl: Vec<PathBuf>,
+    /// Milliseconds a client has, from the TCP accept, to complete its TLS handshake.
+    #[arg(long, env = "KNHK_TLS_HANDSHAKE_TIMEOUT_MS", default_value_t = 10_000)]
+    tls_handshake_timeout_ms: u64,
+    /// Milliseconds between checks of the TLS files for changes (size or modification time;
+    /// a change reloads them); 0: reload on SIGHUP only.
+    #[arg(long, env = "KNHK_TLS_RELOAD_INTERVAL_MS", default_value_t = 10_000)]
+    tls_reload_interval_ms: u64,
+}
+
+/// `--tls-client-auth`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ClientAuthArg {
+    Required,
+    Optional,
 }
 
 /// `--durability`.
@@ -148,9 +219,17 @@ fn parse_http_addr(s: &str) -> Result<HttpAddr, String> {
 }
 
 fn main() -> ExitCode {
+    // The one crypto provider compiled in (ring), before any TLS is set up.
+    knhk_shell::tls::install_crypto_provider();
     let cli = Cli::parse();
+    let client_tls = knhk_shell::tls::ClientTls {
+        ca: cli.tls_ca.clone(),
+        cert: cli.tls_client_cert.clone(),
+        key: cli.tls_client_key.clone(),
+        server_name: cli.tls_server_name.clone(),
+    };
     match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Check { files } => code(knhk_shell::cli::check(
             &files,
             &mut std::io::stdout(),
@@ -178,7 +257,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            match rt.block_on(client::run(&cli.server, c)) {
+            match rt.block_on(client::run(&cli.server, &client_tls, c)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     match e.downcast_ref::<tonic::Status>() {
@@ -218,6 +297,23 @@ fn serve(args: ServeArgs) -> ExitCode {
         max_concurrent_streams: args.max_concurrent_streams.max(1),
         drain_grace: Duration::from_millis(args.drain_grace_ms),
         shutdown_timeout: Duration::from_millis(args.shutdown_timeout_ms),
+        tls: args
+            .tls_cert
+            .clone()
+            .zip(args.tls_key.clone())
+            .map(|(cert, key)| TlsConfig {
+                cert,
+                key,
+                client_ca: args.tls_client_ca.clone(),
+                client_auth: match args.tls_client_auth {
+                    ClientAuthArg::Required => ClientAuth::Required,
+                    ClientAuthArg::Optional => ClientAuth::Optional,
+                },
+                crls: args.tls_crl.clone(),
+                handshake_timeout: Duration::from_millis(args.tls_handshake_timeout_ms.max(1)),
+                reload_interval: (args.tls_reload_interval_ms > 0)
+                    .then(|| Duration::from_millis(args.tls_reload_interval_ms)),
+            }),
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.io_threads.unwrap_or(cores).max(1))

@@ -9,6 +9,10 @@
 //! | `grpc.health.v1.Health` | `""` and `knhk.v1.Knhk`: NOT_SERVING while starting and draining, SERVING otherwise |
 //! | `grpc.reflection.v1.ServerReflection` | descriptors of all three services (also `v1alpha`) |
 //!
+//! TLS (`ServerConfig::tls`, crate::tls): when set, the port speaks TLS only (ALPN h2), with
+//! optional client certificates checked against a CA bundle and CRLs; the files are reloaded
+//! on SIGHUP and when they change, without a restart.
+//!
 //! Life cycle: health starts NOT_SERVING; the engine starts its workers; health flips to
 //! SERVING. On the shutdown signal (SIGINT/SIGTERM for `knhk serve`): health flips to
 //! NOT_SERVING and new work is refused (UNAVAILABLE) for `drain_grace`; open streams are told to
@@ -17,13 +21,11 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::Stream;
 use tonic_health::ServingStatus;
 
 use crate::admin::{Check, ObserveConfig, Observer, Phase};
@@ -32,6 +34,7 @@ use crate::grpc::service::KnhkService;
 use crate::journal::{self, JournalConfig};
 use crate::proto;
 use crate::proto::knhk_server::KnhkServer;
+use crate::tls::{Incoming, TlsConfig, TlsState};
 
 /// Largest gRPC message the server sends or accepts (64 MiB). A unary XES export whose
 /// document would not fit is refused with OUT_OF_RANGE, pointing at the streaming `ExportXes`.
@@ -47,6 +50,8 @@ pub struct ServerConfig {
     pub drain_grace: Duration,
     /// Deadline for in-flight calls and open streams once the transport stops.
     pub shutdown_timeout: Duration,
+    /// TLS on the gRPC port (crate::tls); `None`: plaintext.
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for ServerConfig {
@@ -56,6 +61,7 @@ impl Default for ServerConfig {
             max_concurrent_streams: 1024,
             drain_grace: Duration::from_millis(500),
             shutdown_timeout: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -111,6 +117,14 @@ pub async fn serve_observed(
     shutdown: impl Future<Output = ()> + Send + 'static,
     on_ready: impl FnOnce(Running) + Send,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    // TLS files first: a bad file stops the start with a line naming it, before anything runs.
+    let tls = match &cfg.tls {
+        Some(t) => {
+            crate::tls::install_crypto_provider();
+            Some(TlsState::new(t.clone())?)
+        }
+        None => None,
+    };
     if observer.http_addr().is_none() {
         observer.start_http().await?;
     }
@@ -130,9 +144,12 @@ pub async fn serve_observed(
     let startup = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(health_service.clone())
-            .serve_with_incoming_shutdown(SharedIncoming(listener.clone()), async move {
-                let _ = startup_stop_rx.await;
-            }),
+            .serve_with_incoming_shutdown(
+                Incoming::new(listener.clone(), tls.clone()),
+                async move {
+                    let _ = startup_stop_rx.await;
+                },
+            ),
     );
 
     let engine_cfg = cfg.engine.clone();
@@ -215,7 +232,9 @@ pub async fn serve_observed(
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         );
-    let incoming = SharedIncoming(listener);
+    let incoming = Incoming::new(listener, tls.clone());
+    // Reload of the TLS files on SIGHUP and on change (registered before health says SERVING).
+    let tls_watch = tls.clone().map(|t| tokio::spawn(t.watch()));
     let transport = router.serve_with_incoming_shutdown(incoming, async move {
         let _ = stop_transport_rx.await;
     });
@@ -238,31 +257,14 @@ pub async fn serve_observed(
             Ok(())
         }
     };
+    if let Some(w) = tls_watch {
+        w.abort();
+    }
     let _ = tokio::task::spawn_blocking(move || core.stop()).await;
     observer.set_phase(Phase::Stopped);
     observer.stop_http().await;
     tracing::info!("shutdown: workers stopped");
     result
-}
-
-/// Connections accepted from a listener shared by the startup server and the full server.
-struct SharedIncoming(Arc<TcpListener>);
-
-impl Stream for SharedIncoming {
-    type Item = std::io::Result<tokio::net::TcpStream>;
-
-    fn poll_next(
-        self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Self::Item>> {
-        self.0.poll_accept(cx).map(|r| {
-            Some(r.map(|(stream, _)| {
-                // Small replies must not wait for Nagle's algorithm.
-                let _ = stream.set_nodelay(true);
-                stream
-            }))
-        })
-    }
 }
 
 /// Binds `addr` and serves until SIGINT or SIGTERM.
@@ -277,6 +279,14 @@ pub async fn serve_addr(
     observer.start_http().await?;
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
+    let tls_mode = match &cfg.tls {
+        None => "off",
+        Some(t) if t.client_ca.is_none() => "on",
+        Some(t) if t.client_auth == crate::tls::ClientAuth::Optional => {
+            "on, client certificates optional"
+        }
+        Some(_) => "on, client certificates required",
+    };
     serve_observed(
         listener,
         cfg,
@@ -288,6 +298,7 @@ pub async fn serve_addr(
             tracing::info!(
                 addr = %local,
                 workers = r.engine.shard_count(),
+                tls = tls_mode,
                 "knhk serving gRPC (knhk.v1.Knhk, grpc.health.v1, reflection)"
             );
         },

@@ -45,6 +45,7 @@ pub fn config(workers: usize, capacity: usize, watch_buffer: usize) -> ServerCon
         max_concurrent_streams: 1024,
         drain_grace: Duration::from_millis(300),
         shutdown_timeout: Duration::from_secs(3),
+        tls: None,
     }
 }
 
