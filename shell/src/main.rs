@@ -260,9 +260,16 @@ fn main() -> ExitCode {
             match rt.block_on(client::run(&cli.server, &client_tls, c)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
+                    // The causes too: a TLS refusal is otherwise only "transport error".
+                    let mut why = String::new();
+                    let mut src = std::error::Error::source(e.as_ref());
+                    while let Some(s) = src {
+                        why.push_str(&format!(": {s}"));
+                        src = s.source();
+                    }
                     match e.downcast_ref::<tonic::Status>() {
-                        Some(s) => eprintln!("knhk: {:?}: {}", s.code(), s.message()),
-                        None => eprintln!("knhk: {e}"),
+                        Some(s) => eprintln!("knhk: {:?}: {}{why}", s.code(), s.message()),
+                        None => eprintln!("knhk: {e}{why}"),
                     }
                     ExitCode::FAILURE
                 }
