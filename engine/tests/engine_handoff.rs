@@ -126,10 +126,37 @@ fn submitters_workers_and_reply_threads_hand_off() {
     let stats = engine.worker_stats();
     let jobs: u64 = stats.iter().map(|s| s.jobs.load(Ordering::Relaxed)).sum();
     assert_eq!(jobs, (SUBMITTERS * CASES_EACH * 3) as u64);
-    let parks: u64 = stats.iter().map(|s| s.parks.load(Ordering::Relaxed)).sum();
-    assert!(
-        parks > 0,
-        "the workers never parked: the park path went untested"
-    );
+
+    // On a loaded machine (TSan, a busy CI core) the short pauses above may never let a
+    // worker reach its park: wait until both have parked (idle workers must, within their
+    // backoff), then wake them with new work, so the park-then-wake hand-off always runs.
+    let parks = |stats: &[Arc<knhk_engine::workers::WorkerStats>]| -> Vec<u64> {
+        stats
+            .iter()
+            .map(|s| s.parks.load(Ordering::Relaxed))
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while parks(&stats).iter().any(|&p| p == 0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "idle workers never parked within 30 s: {:?}",
+            parks(&stats)
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+    let data = Data::new();
+    for _ in 0..2 * stats.len() {
+        let case = block_on(engine.create_case("handoff", &data)).expect("created after parking");
+        for task in ["a", "b"] {
+            let view = block_on(engine.task_op(OpKind::Fire, case.id, task, &data, None))
+                .expect("a parked worker woke for the op");
+            assert_eq!(view.id, case.id);
+        }
+        assert_eq!(
+            engine.get_case(case.id).expect("case").last.state,
+            State::Complete
+        );
+    }
     engine.stop();
 }
