@@ -137,7 +137,7 @@ fn submitters_workers_and_reply_threads_hand_off() {
             .collect()
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while parks(&stats).iter().any(|&p| p == 0) {
+    while parks(&stats).contains(&0) {
         assert!(
             std::time::Instant::now() < deadline,
             "idle workers never parked within 30 s: {:?}",
