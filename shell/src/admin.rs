@@ -47,6 +47,10 @@ pub struct ObserveConfig {
     pub heartbeat_timeout: Duration,
     /// An input ring at least this full (fraction of its capacity) makes the server unready.
     pub saturation: f64,
+    /// A connection on the HTTP port must deliver a whole request head within this long of
+    /// opening, or of its previous response (an idle keep-alive connection counts too);
+    /// else it is closed. Bounds what a slowloris client can hold.
+    pub header_read_timeout: Duration,
 }
 
 impl Default for ObserveConfig {
@@ -55,6 +59,7 @@ impl Default for ObserveConfig {
             http_addr: None,
             heartbeat_timeout: Duration::from_secs(2),
             saturation: 0.9,
+            header_read_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -234,6 +239,7 @@ impl Observer {
         let _ = self.http_addr.set(local);
         let app = router(self.clone());
         let mut stop = self.stop.subscribe();
+        let header_timeout = self.cfg.header_read_timeout;
         let task = tokio::spawn(async move {
             let shutdown = async move {
                 while !*stop.borrow() {
@@ -242,12 +248,7 @@ impl Observer {
                     }
                 }
             };
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-            {
-                tracing::warn!(error = %e, "http endpoints stopped");
-            }
+            serve_http(listener, app, header_timeout, shutdown).await;
         });
         *self.http_task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
         tracing::info!(addr = %local, "knhk serving HTTP (/metrics, /health)");
@@ -704,4 +705,53 @@ async fn health(State(obs): State<Arc<Observer>>) -> Response {
         StatusCode::OK
     };
     (code, Json(report)).into_response()
+}
+
+/// Serves `app` on `listener` over HTTP/1.1 until `shutdown` resolves, then lets open
+/// requests finish (the caller bounds that). Each connection gets hyper's header read
+/// timeout with a tokio timer (axum::serve sets none, so a half-sent request or an idle
+/// connection was held forever).
+async fn serve_http(
+    listener: TcpListener,
+    app: axum::Router,
+    header_timeout: Duration,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::server::graceful::GracefulShutdown;
+    use hyper_util::service::TowerToHyperService;
+
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut last_accept_error = None::<std::time::Instant>;
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            () = &mut shutdown => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors or similar: say so (at most once a second) and
+                // back off instead of spinning.
+                if last_accept_error.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                    tracing::warn!(error = %e, "http endpoints: accept failed");
+                    last_accept_error = Some(std::time::Instant::now());
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            // A closed or timed-out connection is not an error of the server.
+            let _ = conn.await;
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
 }

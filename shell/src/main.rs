@@ -141,6 +141,11 @@ struct ServeArgs {
     /// Milliseconds a kernel worker's heartbeat may stand still before liveness fails.
     #[arg(long, env = "KNHK_HEARTBEAT_TIMEOUT_MS", default_value_t = 2_000)]
     heartbeat_timeout_ms: u64,
+    /// Milliseconds a connection on the HTTP port may take to send a whole request head
+    /// (from connecting, or from its previous response: idle keep-alive connections too);
+    /// slower ones are closed (slowloris).
+    #[arg(long, env = "KNHK_HTTP_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    http_header_timeout_ms: u64,
     /// Log lines as `text` or `json` (filter: RUST_LOG; traces: OTEL_EXPORTER_OTLP_ENDPOINT).
     #[arg(long, env = "KNHK_LOG_FORMAT", value_enum, default_value_t = LogFormatArg::Text)]
     log_format: LogFormatArg,
@@ -286,6 +291,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     let observe = ObserveConfig {
         http_addr: args.http_addr.0,
         heartbeat_timeout: Duration::from_millis(args.heartbeat_timeout_ms.max(1)),
+        header_read_timeout: Duration::from_millis(args.http_header_timeout_ms.max(1)),
         ..ObserveConfig::default()
     };
     let cores = std::thread::available_parallelism()
