@@ -495,10 +495,19 @@ impl Engine {
                 )));
             }
             let id = if requested.is_empty() {
-                let base = if default_name.trim().is_empty() {
+                // Derived from the model's name: control characters dropped and the length
+                // bounded, so the id passes `error::check_id` like a client's would.
+                let mut cleaned = String::new();
+                for c in default_name.trim().chars().filter(|c| !c.is_control()) {
+                    if cleaned.len() + c.len_utf8() > crate::error::MAX_ID_BYTES - 8 {
+                        break;
+                    }
+                    cleaned.push(c);
+                }
+                let base = if cleaned.is_empty() {
                     "workflow"
                 } else {
-                    default_name.trim()
+                    cleaned.as_str()
                 };
                 let mut id = base.to_string();
                 let mut n = 2;

@@ -81,6 +81,9 @@ impl Knhk for KnhkService {
     ) -> Result<Response<RegisterWorkflowResponse>, Status> {
         self.live()?;
         let r = request.into_inner();
+        if !r.workflow_id.is_empty() {
+            knhk_engine::error::check_id(&r.workflow_id).or_status()?;
+        }
         let format = convert::format_in(r.format)?;
         let model = Arc::new(r.model);
         let source = model.clone();

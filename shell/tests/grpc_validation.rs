@@ -1,0 +1,103 @@
+//! Names from the network are checked and echoed bounded (issue 12, item 6): a workflow id
+//! with control characters or of megabytes is INVALID_ARGUMENT, and errors about unknown
+//! names repeat at most a short, escaped prefix (a newline cannot forge a log line, and the
+//! client gets its status instead of a transport error).
+
+use knhk_shell::proto;
+use tonic::Code;
+
+mod support;
+use support::grpc::*;
+
+const BOUND: usize = 512;
+
+fn bounded(s: &tonic::Status, code: Code) {
+    assert_eq!(
+        s.code(),
+        code,
+        "{}",
+        &s.message()[..s.message().len().min(200)]
+    );
+    assert!(
+        s.message().len() < BOUND,
+        "message of {} bytes echoes the input",
+        s.message().len()
+    );
+    assert!(
+        !s.message().contains('\n'),
+        "raw newline in {:?}",
+        s.message()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_are_validated_and_echoed_bounded() {
+    let srv = start(config(1, 64, 64)).await;
+    let mut c = srv
+        .client()
+        .await
+        .max_encoding_message_size(16 << 20)
+        .max_decoding_message_size(16 << 20);
+    let huge = "w".repeat(3 << 20);
+    for bad in ["a\nb", "tab\there", "nul\0", huge.as_str()] {
+        let r = c
+            .register_workflow(proto::RegisterWorkflowRequest {
+                model: model("yawl/WPC1Sequence.yawl"),
+                format: 0,
+                workflow_id: bad.into(),
+            })
+            .await
+            .expect_err("refused");
+        bounded(&r, Code::InvalidArgument);
+    }
+    let r = c
+        .get_workflow(proto::GetWorkflowRequest {
+            workflow_id: huge.clone(),
+        })
+        .await
+        .expect_err("unknown");
+    bounded(&r, Code::NotFound);
+    assert!(r.message().contains("3145728 bytes"), "{}", r.message());
+    let r = c
+        .create_case(proto::CreateCaseRequest {
+            workflow_id: "evil\n2026-01-01 INFO forged line".into(),
+            data: Default::default(),
+        })
+        .await
+        .expect_err("unknown");
+    bounded(&r, Code::NotFound);
+    assert!(r.message().contains("\\n"), "escaped: {}", r.message());
+
+    // A valid id at the limit registers; tasks named wrongly are echoed bounded too.
+    let id = "x".repeat(knhk_engine::error::MAX_ID_BYTES);
+    let wf = c
+        .register_workflow(proto::RegisterWorkflowRequest {
+            model: model("yawl/WPC1Sequence.yawl"),
+            format: 0,
+            workflow_id: id.clone(),
+        })
+        .await
+        .expect("an id of the maximum length registers")
+        .into_inner()
+        .workflow
+        .expect("workflow");
+    assert_eq!(wf.workflow_id, id);
+    let case = c
+        .create_case(proto::CreateCaseRequest {
+            workflow_id: id,
+            data: Default::default(),
+        })
+        .await
+        .expect("case")
+        .into_inner();
+    let r = c
+        .fire_task(proto::TaskRequest {
+            case_id: case.case_id,
+            task: "t".repeat(1 << 20),
+            ..Default::default()
+        })
+        .await
+        .expect_err("no such task");
+    bounded(&r, Code::NotFound);
+    srv.shutdown().await;
+}
