@@ -288,6 +288,10 @@ fn code(c: i32) -> ExitCode {
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
+    // Every connection, segment and probe takes a descriptor: the common soft limit of 1024
+    // let a few hundred idle sockets starve the probes. Raise it to the hard limit (logged
+    // once tracing is up).
+    let open_files = rlimit::increase_nofile_limit(u64::MAX);
     let observe = ObserveConfig {
         http_addr: args.http_addr.0,
         heartbeat_timeout: Duration::from_millis(args.heartbeat_timeout_ms.max(1)),
@@ -364,6 +368,13 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    match &open_files {
+        Ok(n) => tracing::info!(
+            open_files = n,
+            "open-file limit (soft) raised to the hard limit"
+        ),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
+    }
     let code = match rt.block_on(server::serve_addr(args.grpc_addr, cfg, journal, observe)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -147,3 +147,41 @@ async fn slow_and_idle_http_connections_are_closed_and_probes_keep_answering() {
     p.kill();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The soft limit on open files in /proc/<pid>/limits: (soft, hard).
+fn open_file_limits(pid: u32) -> (String, String) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("Max open files line");
+    let mut f = line["Max open files".len()..].split_whitespace();
+    (
+        f.next().unwrap_or_default().to_string(),
+        f.next().unwrap_or_default().to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_open_file_soft_limit_is_raised_to_the_hard_limit() {
+    let dir = scratch("nofile");
+    // Started with a low soft limit, as many shells and service managers leave it.
+    let mut p = spawn(
+        &dir.join("data"),
+        &dir.join("server.log"),
+        &[],
+        Some("ulimit -Sn 256"),
+    );
+    p.ready().await.expect("server ready");
+    let (soft, hard) = open_file_limits(p.child.id());
+    assert_eq!(
+        soft, hard,
+        "soft limit {soft} not raised to the hard limit {hard}"
+    );
+    assert!(
+        p.log_text().contains("open-file limit (soft) raised"),
+        "the new limit is logged"
+    );
+    p.kill();
+    let _ = std::fs::remove_dir_all(&dir);
+}
