@@ -10,10 +10,9 @@
 use std::path::{Path, PathBuf};
 
 use knhk_shell::proto;
-use tokio_stream::StreamExt;
 
 mod support;
-use support::{scratch, spawn, Client};
+use support::{list_cases, scratch, spawn, Client};
 
 fn golden(version: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -30,16 +29,11 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 async fn states(c: &mut Client) -> Vec<(u64, i32, u64)> {
-    let mut s = c
-        .list_cases(proto::ListCasesRequest::default())
+    let mut v: Vec<_> = list_cases(c)
         .await
-        .expect("ListCases")
-        .into_inner();
-    let mut v = Vec::new();
-    while let Some(case) = s.next().await {
-        let case = case.expect("case");
-        v.push((case.case_id, case.state, case.seq));
-    }
+        .into_iter()
+        .map(|case| (case.case_id, case.state, case.seq))
+        .collect();
     v.sort_unstable();
     v
 }

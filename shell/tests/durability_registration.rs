@@ -9,10 +9,9 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use knhk_shell::proto;
-use tokio_stream::StreamExt;
 
 mod support;
-use support::{corpus, scratch, spawn, Client};
+use support::{corpus, list_cases, scratch, spawn, Client};
 
 const HOLD_MS: u64 = 4000;
 
@@ -36,23 +35,10 @@ async fn workflow_ids(c: &mut Client) -> HashSet<String> {
         .collect()
 }
 
-async fn cases(c: &mut Client) -> Vec<proto::Case> {
-    let mut s = c
-        .list_cases(proto::ListCasesRequest::default())
-        .await
-        .expect("ListCases")
-        .into_inner();
-    let mut v = Vec::new();
-    while let Some(case) = s.next().await {
-        v.push(case.expect("ListCases item"));
-    }
-    v
-}
-
 /// Every case names a workflow the server has; every acknowledged case id is there.
 async fn check_recovered(c: &mut Client, acked: &[u64]) {
     let wfs = workflow_ids(c).await;
-    let all = cases(c).await;
+    let all = list_cases(c).await;
     for case in &all {
         assert!(
             wfs.contains(&case.workflow_id),

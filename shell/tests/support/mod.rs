@@ -178,3 +178,18 @@ impl Drop for Proc {
         self.kill();
     }
 }
+
+/// Every case the server lists (ListCases, all workflows), in its order.
+pub async fn list_cases(c: &mut Client) -> Vec<proto::Case> {
+    use tokio_stream::StreamExt;
+    let mut s = c
+        .list_cases(proto::ListCasesRequest::default())
+        .await
+        .expect("ListCases")
+        .into_inner();
+    let mut v = Vec::new();
+    while let Some(case) = s.next().await {
+        v.push(case.expect("ListCases item"));
+    }
+    v
+}
