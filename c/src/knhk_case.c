@@ -452,7 +452,7 @@ uint32_t knhk_beat_path(void) {
 static knhk_status beat_vector(uint32_t path, const knhk_net_t *net, knhk_case_t *cases,
                                uint32_t ncases, const knhk_event_t *events, uint32_t n,
                                uint8_t *statuses) {
-  (void)path; /* no vector path on this architecture */
+  (void)path; /* unused where no vector path is compiled in (aarch64) */
   if (n == KNHK_BEAT_LANES && net->sealed) {
 #if KNHK_HAVE_AVX512
     if (path == KNHK_BEAT_PATH_AVX512)

@@ -285,17 +285,6 @@ impl Workflow {
         }
     }
 
-    /// A case's data by variable name.
-    pub fn data_of(&self, regs: &[i64; REGISTERS]) -> Data {
-        self.variables
-            .iter()
-            .filter_map(|v| {
-                regs.get(usize::from(v.register))
-                    .map(|raw| (v.name.clone(), self.value_of(v, *raw)))
-            })
-            .collect()
-    }
-
     /// Cases created so far.
     pub fn cases_created(&self) -> u64 {
         self.cases_created.load(Ordering::Relaxed)

@@ -82,10 +82,15 @@ pub fn case_out(v: &CaseView) -> proto::Case {
         marking: wf.marking_names(v.last.marking),
         enabled_tasks: wf.task_names(v.last.enabled),
         busy_tasks: wf.task_names(v.last.busy),
+        // Straight into the reply's map (no intermediate engine-side map per reply).
         data: wf
-            .data_of(&v.regs)
-            .into_iter()
-            .map(|(k, x)| (k, value_out(x)))
+            .variables
+            .iter()
+            .filter_map(|var| {
+                v.regs
+                    .get(usize::from(var.register))
+                    .map(|raw| (var.name.clone(), value_out(wf.value_of(var, *raw))))
+            })
             .collect(),
         seq: v.last.seq,
         created_unix_nanos: v.created_ns,
