@@ -1,7 +1,6 @@
 //! An in-process knhk server on loopback with a real tonic client, and request builders.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use knhk_shell::engine::EngineConfig;
@@ -22,15 +21,9 @@ pub struct Server {
     pub done: tokio::task::JoinHandle<Result<(), String>>,
 }
 
-pub fn corpus(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/corpus")
-        .join(rel)
-}
-
-pub fn model(rel: &str) -> Vec<u8> {
-    std::fs::read(corpus(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
-}
+// Not every test file uses both.
+#[allow(unused_imports)]
+pub use super::{corpus as model, corpus_path as corpus};
 
 pub fn config(workers: usize, capacity: usize, watch_buffer: usize) -> ServerConfig {
     ServerConfig {

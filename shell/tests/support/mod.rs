@@ -17,10 +17,15 @@ pub type Client = KnhkClient<Channel>;
 
 /// A model from `../shared/corpus/` (the path below it).
 pub fn corpus(rel: &str) -> Vec<u8> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/corpus")
-        .join(rel);
+    let p = corpus_path(rel);
     std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// The path of a model in `../shared/corpus/`.
+pub fn corpus_path(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/corpus")
+        .join(rel)
 }
 
 pub fn bin() -> &'static str {
