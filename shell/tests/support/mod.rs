@@ -73,6 +73,11 @@ pub struct Proc {
     pub child: Child,
     pub url: String,
     pub log: PathBuf,
+    /// What `spawn` was given, to start again on another port when the one picked was taken
+    /// meanwhile (`free_port` releases its port before the server binds it; another server's
+    /// `127.0.0.1:0` can land on it).
+    spawned_with: (PathBuf, Vec<String>, Option<String>),
+    port_retries: u32,
 }
 
 pub fn spawn(data: &Path, log: &Path, extra: &[&str], wrap_sh: Option<&str>) -> Proc {
@@ -123,6 +128,12 @@ pub fn spawn(data: &Path, log: &Path, extra: &[&str], wrap_sh: Option<&str>) -> 
         child,
         url: format!("http://{addr}"),
         log: log.to_path_buf(),
+        spawned_with: (
+            data.to_path_buf(),
+            extra.iter().map(|s| s.to_string()).collect(),
+            wrap_sh.map(str::to_string),
+        ),
+        port_retries: 0,
     }
 }
 
@@ -132,6 +143,15 @@ impl Proc {
         let t0 = Instant::now();
         while t0.elapsed() < Duration::from_secs(60) {
             if let Ok(Some(status)) = self.child.try_wait() {
+                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                if log.contains("Address already in use") && self.port_retries < 5 {
+                    let (data, extra, wrap) = self.spawned_with.clone();
+                    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+                    let retries = self.port_retries + 1;
+                    *self = spawn(&data, &self.log.clone(), &extra, wrap.as_deref());
+                    self.port_retries = retries;
+                    continue;
+                }
                 return Err(format!(
                     "knhk serve exited ({status}): {}",
                     std::fs::read_to_string(&self.log).unwrap_or_default()
