@@ -75,3 +75,35 @@ impl EventResult {
         }
     }
 }
+
+/// Lifecycle transition of a task event (the values of `knhk.v1.Lifecycle`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Lifecycle {
+    Start = 1,
+    Complete = 2,
+    Withdraw = 3,
+    AteAbort = 4,
+    PiAbort = 5,
+}
+
+impl Lifecycle {
+    /// The XES standard-lifecycle name.
+    pub fn xes(self) -> &'static str {
+        match self {
+            Lifecycle::Start => "start",
+            Lifecycle::Complete => "complete",
+            Lifecycle::Withdraw => "withdraw",
+            Lifecycle::AteAbort => "ate_abort",
+            Lifecycle::PiAbort => "pi_abort",
+        }
+    }
+}
+
+/// One recorded task event of a case (history, for export).
+#[derive(Debug, Clone, Copy)]
+pub struct Hist {
+    pub time_ns: u64,
+    pub task: u8,
+    pub lifecycle: Lifecycle,
+}

@@ -31,6 +31,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{broadcast, oneshot};
 
 use crate::command::{BatchEvent, Data, EventKind, EventResult, TaskRef};
+pub use crate::command::{Hist, Lifecycle};
 use crate::error::EngineError;
 use crate::ids::{self, CaseId};
 use crate::workers::{
@@ -76,38 +77,6 @@ pub fn default_workers() -> usize {
         .map(|n| n.get())
         .unwrap_or(1);
     cores.saturating_sub(1).clamp(1, 64)
-}
-
-/// Lifecycle transition of a task event (the values of `knhk.v1.Lifecycle`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Lifecycle {
-    Start = 1,
-    Complete = 2,
-    Withdraw = 3,
-    AteAbort = 4,
-    PiAbort = 5,
-}
-
-impl Lifecycle {
-    /// The XES standard-lifecycle name.
-    pub fn xes(self) -> &'static str {
-        match self {
-            Lifecycle::Start => "start",
-            Lifecycle::Complete => "complete",
-            Lifecycle::Withdraw => "withdraw",
-            Lifecycle::AteAbort => "ate_abort",
-            Lifecycle::PiAbort => "pi_abort",
-        }
-    }
-}
-
-/// One recorded task event of a case (history, for export).
-#[derive(Debug, Clone, Copy)]
-pub struct Hist {
-    pub time_ns: u64,
-    pub task: u8,
-    pub lifecycle: Lifecycle,
 }
 
 /// One event as published to watchers.
@@ -774,6 +743,41 @@ impl Engine {
         self.fresh.store(fresh, Ordering::Relaxed);
     }
 
+    /// For a checkpoint: a job of [`OpKind::Save`] ops for the live cases of `shard` in slots
+    /// `from..`, at most `max` of them (None when there is none), and the slot to continue
+    /// from (None once the shard is covered). Submit it with [`Engine::submit_job`]: the
+    /// worker saves each case after every op it ran before, and the reply thread adds what the
+    /// book knows of it as of the same point, so each case is saved at one point of its history
+    /// (its outcome's seq). A case evicted before its save runs comes back `NoCase`.
+    pub fn save_job(&self, shard: usize, from: u32, max: usize) -> (Option<Box<Job>>, Option<u32>) {
+        let Some(ctl) = self.shards.get(shard) else {
+            return (None, None);
+        };
+        let book = lock(&ctl.book);
+        let mut ops = Vec::new();
+        let mut next = None;
+        for (slot, s) in book.slots.iter().enumerate().skip(from as usize) {
+            if ops.len() >= max.max(1) {
+                next = Some(slot as u32);
+                break;
+            }
+            if s.id != 0 && s.live {
+                let mut op = Op::new(OpKind::Save, s.id, slot as u32, 0);
+                op.workflow = s.workflow;
+                op.data = ops.len() as u32;
+                ops.push(op);
+            }
+        }
+        drop(book);
+        if ops.is_empty() {
+            return (None, next);
+        }
+        let n = ops.len();
+        let mut job = Job::new(ops, Vec::new());
+        job.saved = vec![workers::SavedCase::default(); n];
+        (Some(job), next)
+    }
+
     /// For a checkpoint: the fresh-slot cursor, every nonzero slot generation (global slot,
     /// generation) and the ids of the cases the engine holds.
     pub fn allocator_state(&self) -> (u64, Vec<(u64, u32)>, std::collections::HashSet<u64>) {
@@ -1358,7 +1362,7 @@ fn reply_loop(mut port: ReplyPort, ctx: ReplyCtx) {
             if job.time_ns == 0 {
                 job.time_ns = now_ns();
             }
-            record(&ctx, &job, &mut scratch);
+            record(&ctx, &mut job, &mut scratch);
             ctx.hook.executed(ctx.shard, job);
         }
         if any {
@@ -1382,8 +1386,15 @@ fn reply_loop(mut port: ReplyPort, ctx: ReplyCtx) {
 }
 
 /// Records a job's outcomes in the book and publishes watch events.
-fn record(ctx: &ReplyCtx, job: &Job, scratch: &mut Vec<WatchItem>) {
+fn record(ctx: &ReplyCtx, job: &mut Job, scratch: &mut Vec<WatchItem>) {
     let now = job.time_ns;
+    let Job {
+        ops,
+        out,
+        saved,
+        data,
+        ..
+    } = job;
     scratch.clear();
     let mut book = lock(&ctx.book);
     // Under the book lock: a watcher subscribes under it too, so it sees every event
@@ -1391,11 +1402,41 @@ fn record(ctx: &ReplyCtx, job: &Job, scratch: &mut Vec<WatchItem>) {
     let watching = ctx.events.receiver_count() > 0;
     let book = &mut *book;
     let mut produced: u64 = 0;
-    for (op, o) in job.ops.iter().zip(job.out.iter()) {
+    for (op, o) in ops.iter().zip(out.iter()) {
         let Some(s) = book.slots.get_mut(op.slot as usize) else {
             continue;
         };
         if s.id != op.case_id || op.case_id == 0 {
+            continue;
+        }
+        // Checkpoint ops produce no events: a save copies what the book knows of the case
+        // (as of exactly the ops the worker ran before it), a restore installs it.
+        if op.kind == OpKind::Save {
+            if let (Status::Ok, Some(v)) = (o.status, saved.get_mut(op.data as usize)) {
+                v.created_ns = s.created_ns;
+                v.regs = s.regs;
+                v.terminal = s.terminal;
+                v.history = s.history.iter().copied().collect();
+                v.history_dropped = s.history_dropped;
+            }
+            continue;
+        }
+        if op.kind == OpKind::Restore {
+            if let (Status::Ok, Some(v)) = (o.status, saved.get_mut(op.data as usize)) {
+                s.last = *o;
+                s.live = true;
+                s.created_ns = v.created_ns;
+                s.regs = v.regs;
+                s.history = std::mem::take(&mut v.history).into();
+                s.history_dropped = v.history_dropped;
+                if v.terminal && !s.terminal {
+                    s.terminal = true;
+                    book.done.push_back((op.slot, op.case_id));
+                }
+            } else {
+                s.id = 0;
+                book.free.push(op.slot);
+            }
             continue;
         }
         if o.status != Status::Ok {
@@ -1411,9 +1452,9 @@ fn record(ctx: &ReplyCtx, job: &Job, scratch: &mut Vec<WatchItem>) {
         if op.kind == OpKind::Create {
             s.live = true;
             s.created_ns = now;
-            s.regs = job.data.get(op.data as usize).copied().unwrap_or_default();
+            s.regs = job_data(data, op).copied().unwrap_or_default();
         } else if op.reg_mask != 0 {
-            if let Some(vals) = job.data.get(op.data as usize) {
+            if let Some(vals) = job_data(data, op) {
                 for (r, v) in vals.iter().enumerate() {
                     if op.reg_mask & (1 << r) != 0 {
                         s.regs[r] = *v;
@@ -1475,6 +1516,10 @@ fn record(ctx: &ReplyCtx, job: &Job, scratch: &mut Vec<WatchItem>) {
     }
 }
 
+fn job_data<'a>(data: &'a [[i64; REGISTERS]], op: &Op) -> Option<&'a [i64; REGISTERS]> {
+    data.get(op.data as usize)
+}
+
 /// The lifecycle events one successful op produced, from its before/after sets.
 fn derive(
     op: &Op,
@@ -1525,6 +1570,7 @@ fn derive(
                 emit(w as u8, Task, Some(Lifecycle::Withdraw));
             }
         }
+        OpKind::Save | OpKind::Restore => {}
         OpKind::CancelCase => {
             for a in bits(o.busy_before) {
                 emit(a as u8, Task, Some(Lifecycle::PiAbort));

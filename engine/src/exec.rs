@@ -5,7 +5,7 @@
 
 use std::sync::OnceLock;
 
-use knhk_kernel::{Case, Error, Event, Join, Net, Op as KOp, Split};
+use knhk_kernel::{Case, Error, Event, Join, Net, Op as KOp, Split, CASE_BYTES};
 
 use crate::workers::{Op, OpKind, Outcome, State, Status, OP_USE_BITS, REGISTERS};
 
@@ -91,6 +91,41 @@ pub fn create(net: &Net, case: &mut Case, mask: u8, regs: Option<[i64; REGISTERS
     o
 }
 
+/// A refusal of an op whose arguments do not fit (a Save or Restore op without its buffer).
+pub fn refused() -> Outcome {
+    Outcome {
+        status: Status::Refused,
+        ..Outcome::default()
+    }
+}
+
+/// Saves `case` into `out` for a checkpoint; the outcome is the case as saved (its seq is the
+/// checkpoint's position in the case's history). Changes nothing.
+pub fn save(net: &Net, case: &Case, out: &mut [u8; CASE_BYTES]) -> Outcome {
+    match case.save(net) {
+        Ok(bytes) => {
+            *out = bytes;
+            observe(net, case, Status::Ok)
+        }
+        Err(e) => observe(net, case, status_of(e)),
+    }
+}
+
+/// Puts the case saved in `bytes` into `case` (replay of a checkpoint). A refusal (the bytes
+/// are not a valid case of `net`) leaves `case` unchanged.
+pub fn restore(net: &Net, case: &mut Case, bytes: &[u8]) -> Outcome {
+    match Case::restore(net, bytes) {
+        Ok(c) => {
+            *case = c;
+            observe(net, case, Status::Ok)
+        }
+        Err(e) => Outcome {
+            status: status_of(e),
+            ..Outcome::default()
+        },
+    }
+}
+
 /// Runs one op alone (ops with data): registers written first and restored on refusal.
 pub fn single(net: &Net, case: &mut Case, op: &Op, regs: Option<[i64; REGISTERS]>) -> Outcome {
     let busy_before = case.busy();
@@ -107,7 +142,7 @@ pub fn single(net: &Net, case: &mut Case, op: &Op, regs: Option<[i64; REGISTERS]
     let t = u32::from(op.task);
     let bits = (op.flags & OP_USE_BITS != 0).then_some(op.branch_bits);
     let result = match op.kind {
-        OpKind::Create => Err(Error::BadArgument),
+        OpKind::Create | OpKind::Save | OpKind::Restore => Err(Error::BadArgument),
         OpKind::Start => net.start(case, t),
         OpKind::Complete => match bits {
             Some(b) => net.complete_with(case, t, b),
@@ -191,7 +226,8 @@ impl BeatBuilder {
         let kop = match op.kind {
             OpKind::Start => KOp::Start,
             OpKind::Complete => KOp::Complete,
-            OpKind::Fire | OpKind::Create => KOp::Fire,
+            // Creations, saves and restores never join a beat (the worker runs them alone).
+            OpKind::Fire | OpKind::Create | OpKind::Save | OpKind::Restore => KOp::Fire,
             OpKind::CancelTask => KOp::CancelTask,
             OpKind::CancelCase => KOp::CancelCase,
         };

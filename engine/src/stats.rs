@@ -131,6 +131,10 @@ impl KernelCounters {
     #[inline]
     fn count(&self, job: &Job, nets: &NetTable, workflows: &[u16]) {
         for (op, o) in job.ops.iter().zip(job.out.iter()) {
+            if matches!(op.kind, OpKind::Save | OpKind::Restore) {
+                // Checkpoint traffic, not events: a saved completed case completes nothing.
+                continue;
+            }
             let pattern = match op.kind {
                 OpKind::Create | OpKind::CancelCase => PATTERN_CASE,
                 _ => workflows

@@ -126,6 +126,12 @@ pub enum OpKind {
     Fire = 3,
     CancelTask = 4,
     CancelCase = 5,
+    /// Checkpoint: save the slot's case into `job.saved[data]` (the worker writes its kernel
+    /// bytes, the reply thread what the server knows of it). Changes nothing.
+    Save = 6,
+    /// Replay: put the case saved in `job.saved[data]` into the slot, as case `case_id` of
+    /// `workflow` (the reply thread installs its history and data).
+    Restore = 7,
 }
 
 /// Op flag: `branch_bits` replaces guard evaluation (KNHK_EVENT_USE_BITS).
@@ -226,6 +232,35 @@ pub struct Outcome {
     pub enabled: u64,
 }
 
+/// A case as a checkpoint holds it ([`OpKind::Save`], [`OpKind::Restore`]): the kernel's saved
+/// bytes (written and read by the worker) and what the reply thread's book knows of it.
+#[derive(Debug, Clone)]
+pub struct SavedCase {
+    /// [`Case::save`]'s encoding: marking, busy set, side words, registers, seq, state.
+    pub bytes: [u8; knhk_kernel::CASE_BYTES],
+    pub created_ns: u64,
+    /// The case's data as the server reports it.
+    pub regs: [i64; REGISTERS],
+    /// Completed or cancelled (evictable).
+    pub terminal: bool,
+    pub history: Vec<crate::command::Hist>,
+    /// Events dropped from the front of `history` (the engine's history limit).
+    pub history_dropped: u64,
+}
+
+impl Default for SavedCase {
+    fn default() -> SavedCase {
+        SavedCase {
+            bytes: [0; knhk_kernel::CASE_BYTES],
+            created_ns: 0,
+            regs: [0; REGISTERS],
+            terminal: false,
+            history: Vec::new(),
+            history_dropped: 0,
+        }
+    }
+}
+
 /// Where a job's reply goes once the reply thread is done with it.
 pub type ReplyTx = tokio::sync::oneshot::Sender<Box<Job>>;
 
@@ -237,6 +272,8 @@ pub struct Job {
     pub out: Vec<Outcome>,
     /// Register payloads referenced by ops.
     pub data: Vec<[i64; REGISTERS]>,
+    /// Saved cases referenced by Save and Restore ops (sized by the submitter).
+    pub saved: Vec<SavedCase>,
     /// Completed by the reply thread (or by the batch hook).
     pub reply: Option<ReplyTx>,
     /// When the job's events happened (ns since the Unix epoch): stamped by the reply thread
@@ -252,6 +289,7 @@ impl Job {
             ops,
             out,
             data,
+            saved: Vec::new(),
             reply: None,
             time_ns: 0,
         })
@@ -610,8 +648,9 @@ impl Worker {
         for i in 0..n {
             let op = job.ops[i];
             let slot = op.slot as usize;
+            let installs = matches!(op.kind, OpKind::Create | OpKind::Restore);
             if slot >= shard.cases.len()
-                || (op.kind != OpKind::Create && (op.case_id == 0 || shard.ids[slot] != op.case_id))
+                || (!installs && (op.case_id == 0 || shard.ids[slot] != op.case_id))
             {
                 refused += flush(nets, shard, &mut beat, &mut job.out, &mut beats);
                 job.out[i] = Outcome {
@@ -621,7 +660,7 @@ impl Worker {
                 refused += 1;
                 continue;
             }
-            let wf = if op.kind == OpKind::Create {
+            let wf = if installs {
                 op.workflow
             } else {
                 shard.workflows[slot]
@@ -635,7 +674,7 @@ impl Worker {
                 refused += 1;
                 continue;
             };
-            let plain = op.kind != OpKind::Create && op.reg_mask == 0;
+            let plain = !installs && op.kind != OpKind::Save && op.reg_mask == 0;
             if plain && beat.accepts(wf, op.slot) {
                 beat.push(i, wf, &op, net, &shard.cases[slot]);
                 if beat.is_full() {
@@ -649,12 +688,28 @@ impl Worker {
                 continue;
             }
             let regs = job.data.get(op.data as usize).copied();
-            let outcome = if op.kind == OpKind::Create {
-                shard.ids[slot] = op.case_id;
-                shard.workflows[slot] = wf;
-                exec::create(net, &mut shard.cases[slot], op.reg_mask, regs)
-            } else {
-                exec::single(net, &mut shard.cases[slot], &op, regs)
+            let outcome = match op.kind {
+                OpKind::Create => {
+                    shard.ids[slot] = op.case_id;
+                    shard.workflows[slot] = wf;
+                    exec::create(net, &mut shard.cases[slot], op.reg_mask, regs)
+                }
+                OpKind::Save => match job.saved.get_mut(op.data as usize) {
+                    Some(saved) => exec::save(net, &shard.cases[slot], &mut saved.bytes),
+                    None => exec::refused(),
+                },
+                OpKind::Restore => match job.saved.get(op.data as usize) {
+                    Some(saved) => {
+                        let o = exec::restore(net, &mut shard.cases[slot], &saved.bytes);
+                        if o.status == Status::Ok {
+                            shard.ids[slot] = op.case_id;
+                            shard.workflows[slot] = wf;
+                        }
+                        o
+                    }
+                    None => exec::refused(),
+                },
+                _ => exec::single(net, &mut shard.cases[slot], &op, regs),
             };
             if outcome.status != Status::Ok {
                 refused += 1;

@@ -35,11 +35,18 @@ pub struct VarMeta {
     pub ty: VarType,
 }
 
+/// The namespace of a workflow registered without one (and of every workflow logged before
+/// namespaces existed).
+pub const DEFAULT_NAMESPACE: &str = "default";
+
 /// A compiled, sealed, registered workflow. Immutable once registered.
 pub struct Workflow {
     /// Index in the worker's net table.
     pub index: u16,
     pub id: String,
+    /// The namespace the workflow and its cases belong to ([`DEFAULT_NAMESPACE`] unless the
+    /// registration named one).
+    pub namespace: String,
     pub name: String,
     pub format: Format,
     pub net: Arc<Net>,
@@ -141,6 +148,7 @@ impl Workflow {
         Workflow {
             index,
             id,
+            namespace: DEFAULT_NAMESPACE.to_string(),
             name: model.name.clone(),
             format,
             net: Arc::new(net),
@@ -157,6 +165,12 @@ impl Workflow {
             cases_created: AtomicU64::new(0),
             registered_unix_nanos,
         }
+    }
+
+    /// The same workflow in namespace `namespace` (set before registration).
+    pub fn in_namespace(mut self, namespace: &str) -> Workflow {
+        self.namespace = namespace.to_string();
+        self
     }
 
     /// The kernel index of a task named by id (or by its label when that is unique).

@@ -19,8 +19,8 @@
 //! The first record of a segment is its header (format version, segment number, whether it is
 //! a checkpoint that supersedes every earlier segment, and the engine layout: workers and
 //! slots per worker, which case ids encode). Then workflow records (id, source model, compiled
-//! form), batch records (the successful ops of one executed job with their results) and, in a
-//! checkpoint, the allocator counters.
+//! form, namespace), batch records (the successful ops of one executed job with their results)
+//! and, in a checkpoint, the allocator counters and one case record per case the engine held.
 //!
 //! Recovery ([`Journal::open`], then [`EventLog::recover`]): scan the segments, verify every CRC; the first torn or corrupt record
 //! of the last segment and everything after it is cut off (logged, counted in
@@ -32,11 +32,15 @@
 //!
 //! Bounded replay: the active segment is sealed past `segment_bytes`; then a compactor thread
 //! rewrites all sealed segments into one checkpoint segment holding every workflow, the
-//! allocator counters and the records of the cases the engine still holds (running, or
-//! finished but not yet evicted). Records of evicted cases are dropped. The log is thus bounded
-//! by the live cases' records plus two segments.
+//! allocator counters and a snapshot of each case the engine holds (running, or finished but
+//! not yet evicted): its kernel state saved by libknhk, its data and its history, taken by a
+//! save op that the case's worker runs in order with its other ops, and written only once
+//! every earlier op of that worker is durable. Replay restores each case from its snapshot and
+//! then applies only the later segments' ops whose seq is above the snapshot's, so an op logged
+//! while the checkpoint was being taken is neither lost nor applied twice. The log is thus
+//! bounded by one snapshot per held case plus the ops since the last checkpoint.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -50,7 +54,7 @@ use tokio::sync::oneshot;
 
 use knhk_engine::engine::{BatchHook, Engine, EngineConfig};
 use knhk_engine::ids::CaseId;
-use knhk_engine::workers::{Job, Op, OpKind, Status, REGISTERS};
+use knhk_engine::workers::{Job, Op, OpKind, SavedCase, Status, REGISTERS};
 use knhk_engine::workflow::Workflow;
 use knhk_engine::{catalog, EngineError};
 
@@ -60,10 +64,12 @@ mod segment;
 use record::*;
 use segment::*;
 
-/// On-disk format version, in every segment header. Version 2: case ids carry a partition
-/// field ([`knhk_engine::ids`]). Version 1 segments are read (their ids are partition-0 ids, the
-/// same numbers) and never appended to: the server continues in a new version-2 segment.
-pub const FORMAT_VERSION: u16 = 2;
+/// On-disk format version, in every segment header. Version 3: checkpoints hold case snapshots
+/// (case records) instead of the ops of held cases, and workflow records their namespace.
+/// Version 2: case ids carry a partition field ([`knhk_engine::ids`]). Older segments are read
+/// (version-1 ids are partition-0 ids, the same numbers) and never appended to: the server
+/// continues in a new segment of the current version.
+pub const FORMAT_VERSION: u16 = 3;
 /// The oldest format version this server reads.
 pub const OLDEST_READABLE_VERSION: u16 = 1;
 /// The first 8 bytes of every segment.
@@ -81,6 +87,9 @@ pub(crate) const K_HEADER: u8 = 1;
 pub(crate) const K_WORKFLOW: u8 = 2;
 pub(crate) const K_BATCH: u8 = 3;
 pub(crate) const K_COUNTERS: u8 = 4;
+pub(crate) const K_CASE: u8 = 5;
+/// Cases saved per save job of a checkpoint.
+const SAVE_JOB_CASES: usize = 4096;
 
 /// When an event is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,6 +141,8 @@ pub struct JournalStats {
     pub replay_ns: AtomicU64,
     /// Checkpoints written by the compactor.
     pub compactions: AtomicU64,
+    /// Cases restored from checkpoint snapshots at start.
+    pub restored_cases: AtomicU64,
     /// 1 once a write or sync failed: from then on the server refuses work.
     pub failed: AtomicU64,
 }
@@ -300,6 +311,9 @@ struct Writer {
     per_shard: u32,
     engine: Weak<Engine>,
     compacting: Arc<AtomicBool>,
+    /// The last compaction started: joined before the writer ends, so that no checkpoint is
+    /// written into the directory after the log was closed.
+    compactor: Option<JoinHandle<()>>,
 }
 
 impl Writer {
@@ -318,7 +332,7 @@ impl Writer {
     }
 
     /// Seals the active segment and starts the next; starts a compaction of the sealed ones.
-    fn rotate(&mut self, stats: &Arc<JournalStats>) -> io::Result<()> {
+    fn rotate(&mut self, shared: &Arc<Shared>) -> io::Result<()> {
         self.file.sync_data()?;
         let sealed = self.segment;
         let (f, size) = create_segment(&self.dir, sealed + 1, self.workers, self.per_shard)?;
@@ -330,34 +344,43 @@ impl Writer {
             .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
             .is_ok()
         {
-            let (dir, engine, flag, stats) = (
+            let (dir, engine, flag, shared) = (
                 self.dir.clone(),
                 self.engine.clone(),
                 self.compacting.clone(),
-                stats.clone(),
+                shared.clone(),
             );
             let layout = (self.workers, self.per_shard);
             let spawned = thread::Builder::new()
                 .name("knhk-compactor".into())
                 .spawn(move || {
                     let t0 = Instant::now();
-                    match compact(&dir, sealed, layout, &engine) {
-                        Ok((kept, bytes)) => {
-                            stats.compactions.fetch_add(1, Ordering::Relaxed);
+                    match compact(&dir, sealed, layout, &engine, &shared) {
+                        Ok(Some((kept, bytes))) => {
+                            shared.stats.compactions.fetch_add(1, Ordering::Relaxed);
                             tracing::info!(
                                 upto = sealed,
-                                kept_events = kept,
+                                cases = kept,
                                 bytes,
                                 ms = t0.elapsed().as_millis() as u64,
                                 "event log: checkpoint written, older segments removed"
                             );
                         }
-                        Err(e) => tracing::warn!(error = %e, "event log: compaction failed"),
+                        Ok(None) => {}
+                        Err(e) => tracing::warn!(
+                            error = %e,
+                            "event log: compaction failed; the sealed segments are kept"
+                        ),
                     }
                     flag.store(false, Ordering::SeqCst);
                 });
-            if spawned.is_err() {
-                self.compacting.store(false, Ordering::SeqCst);
+            match spawned {
+                Ok(h) => {
+                    if let Some(old) = self.compactor.replace(h) {
+                        let _ = old.join();
+                    }
+                }
+                Err(_) => self.compacting.store(false, Ordering::SeqCst),
             }
         }
         Ok(())
@@ -365,6 +388,14 @@ impl Writer {
 }
 
 fn writer_loop(shared: Arc<Shared>, mut w: Writer) {
+    write_until_stopped(&shared, &mut w);
+    // A compaction in progress sees the stop (or the failure) and gives up without writing.
+    if let Some(h) = w.compactor.take() {
+        let _ = h.join();
+    }
+}
+
+fn write_until_stopped(shared: &Arc<Shared>, w: &mut Writer) {
     let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
     let mut held: Vec<Box<Job>> = Vec::with_capacity(1024);
     let mut last_sync = Instant::now();
@@ -445,7 +476,7 @@ fn writer_loop(shared: Arc<Shared>, mut w: Writer) {
                     let _ = tx.send(Err(e.to_string()));
                 }
                 fail(
-                    &shared,
+                    shared,
                     format!("{e}; the server refuses work it cannot persist"),
                 );
                 return;
@@ -453,9 +484,9 @@ fn writer_loop(shared: Arc<Shared>, mut w: Writer) {
         }
         buf.clear();
         if w.size >= w.segment_bytes {
-            if let Err(e) = w.rotate(&shared.stats) {
+            if let Err(e) = w.rotate(shared) {
                 fail(
-                    &shared,
+                    shared,
                     format!(
                         "event log rotation failed: {e}; the server refuses work it cannot persist"
                     ),
@@ -472,18 +503,25 @@ fn writer_loop(shared: Arc<Shared>, mut w: Writer) {
     }
 }
 
-/// Rewrites segments `..= upto` into one checkpoint segment numbered `upto`.
+/// Rewrites segments `..= upto` into one checkpoint segment numbered `upto`: the workflows,
+/// the allocator counters and a snapshot of every case the engine holds. Returns the cases
+/// saved and the checkpoint's size, or `None` when the engine or the log stopped first
+/// (nothing is written then).
 fn compact(
     dir: &Path,
     upto: u64,
     layout: (u32, u32),
     engine: &Weak<Engine>,
-) -> io::Result<(u64, u64)> {
-    let Some(engine) = engine.upgrade() else {
-        return Ok((0, 0));
+    shared: &Shared,
+) -> io::Result<Option<(u64, u64)>> {
+    // Every op in segments ..= upto was recorded in the book before it was appended, and the
+    // segment was sealed before this started: each case's snapshot covers all of its ops there.
+    let Some(cases) = save_cases(engine, shared, layout.0)? else {
+        return Ok(None);
     };
-    let (fresh, gens, live) = engine.allocator_state();
-    drop(engine);
+    let Some((fresh, gens, _)) = engine.upgrade().map(|e| e.allocator_state()) else {
+        return Ok(None);
+    };
     let segs: Vec<(u64, PathBuf)> = list_segments(dir)?
         .into_iter()
         .filter(|(n, _)| *n <= upto)
@@ -500,9 +538,6 @@ fn compact(
         },
     );
     put_counters(&mut out, fresh, &gens);
-    let mut batches: Vec<u8> = Vec::new();
-    let mut ops = Vec::new();
-    let mut kept = 0u64;
     for (_, path) in &segs {
         let data = fs::read(path)?;
         let (recs, damage) = scan(&data);
@@ -513,30 +548,28 @@ fn compact(
             ));
         }
         for (kind, r) in recs {
-            let p = &data[r];
-            match kind {
-                K_WORKFLOW => frame(&mut out, K_WORKFLOW, |b| b.extend_from_slice(p)),
-                K_BATCH => {
-                    let (shard, time_ns) = get_batch(p, &mut ops).map_err(io::Error::other)?;
-                    ops.retain(|o| live.contains(&o.op.case_id));
-                    if ops.is_empty() {
-                        continue;
-                    }
-                    kept += ops.len() as u64;
-                    frame(&mut batches, K_BATCH, |b| {
-                        b.extend_from_slice(&shard.to_le_bytes());
-                        b.extend_from_slice(&time_ns.to_le_bytes());
-                        b.extend_from_slice(&(ops.len() as u32).to_le_bytes());
-                        for o in &ops {
-                            put_op(b, &o.op, o.seq, o.state, o.regs.as_ref());
-                        }
-                    });
-                }
-                _ => {}
+            if kind == K_WORKFLOW {
+                let p = &data[r];
+                let w = get_workflow(p).map_err(io::Error::other)?;
+                // Rewritten in the current format (an older record lacks the namespace).
+                frame(&mut out, K_WORKFLOW, |b| {
+                    b.extend_from_slice(&w.index.to_le_bytes());
+                    b.extend_from_slice(&w.registered_ns.to_le_bytes());
+                    b.extend_from_slice(&w.format.to_le_bytes());
+                    put_bytes(b, w.id.as_bytes());
+                    put_bytes(b, w.model);
+                    put_bytes(b, w.form);
+                    put_bytes(b, w.namespace.as_bytes());
+                });
             }
         }
     }
-    out.extend_from_slice(&batches);
+    for c in &cases {
+        put_case(&mut out, c);
+    }
+    if shared.stop.load(Ordering::SeqCst) || shared.failed.get().is_some() {
+        return Ok(None);
+    }
     let tmp = dir.join(format!("wal-{upto:016}.log.tmp"));
     {
         let mut f = File::create(&tmp)?;
@@ -551,7 +584,78 @@ fn compact(
         }
     }
     sync_dir(dir)?;
-    Ok((kept, out.len() as u64))
+    Ok(Some((cases.len() as u64, out.len() as u64)))
+}
+
+/// Saves every case the engine holds, shard by shard, in jobs of [`SAVE_JOB_CASES`] save ops.
+/// Each job goes through the log like any other: it comes back only once every op its worker
+/// ran before it is durable, so a snapshot never holds an event that could still be lost.
+/// `None` when the engine or the log stopped first.
+fn save_cases(
+    engine: &Weak<Engine>,
+    shared: &Shared,
+    workers: u32,
+) -> io::Result<Option<Vec<CaseRec>>> {
+    let stopped = || shared.stop.load(Ordering::SeqCst) || shared.failed.get().is_some();
+    let mut cases = Vec::new();
+    for shard in 0..workers as usize {
+        let mut from = Some(0u32);
+        while let Some(f) = from {
+            // The engine is held only to build and queue a job: a stopping server must be able
+            // to drop it (and the log with it) while this waits.
+            let Some(e) = engine.upgrade() else {
+                return Ok(None);
+            };
+            let (job, next) = e.save_job(shard, f, SAVE_JOB_CASES);
+            from = next;
+            let Some(mut job) = job else { continue };
+            let mut rx = loop {
+                match e.submit_job(shard, job) {
+                    Ok(rx) => break rx,
+                    Err((j, true)) if !stopped() => {
+                        job = j;
+                        thread::sleep(Duration::from_millis(1));
+                    }
+                    Err(_) => return Ok(None),
+                }
+            };
+            drop(e);
+            let job = loop {
+                match rx.try_recv() {
+                    Ok(job) => break job,
+                    Err(oneshot::error::TryRecvError::Empty) if !stopped() => {
+                        thread::sleep(Duration::from_millis(1));
+                    }
+                    Err(_) => return Ok(None),
+                }
+            };
+            let Job {
+                ops, out, saved, ..
+            } = *job;
+            for ((op, o), saved) in ops.iter().zip(out.iter()).zip(saved) {
+                match o.status {
+                    Status::Ok => cases.push(CaseRec {
+                        shard: shard as u16,
+                        slot: op.slot,
+                        case_id: op.case_id,
+                        workflow: op.workflow,
+                        seq: o.seq,
+                        state: state_code(o.state),
+                        saved,
+                    }),
+                    // Evicted before its save ran: its history is gone with it.
+                    Status::NoCase => {}
+                    other => {
+                        return Err(io::Error::other(format!(
+                            "saving case {} for a checkpoint failed ({other:?})",
+                            op.case_id
+                        )))
+                    }
+                }
+            }
+        }
+    }
+    Ok(Some(cases))
 }
 
 // ------------------------------------------------------------------------------- start + replay
@@ -599,7 +703,7 @@ impl EventLog for Journal {
             .take()
             .ok_or_else(|| io::Error::other("event log: recover called twice"))?;
         let t0 = Instant::now();
-        let replayed = replay(engine, &found)?;
+        let replayed = replay(engine, &found, &self.stats().restored_cases)?;
         let ns = u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
         let st = self.stats();
         st.replayed_events.store(replayed, Ordering::Relaxed);
@@ -611,6 +715,7 @@ impl EventLog for Journal {
             ms = ns / 1_000_000,
             events_per_s = (replayed as f64 / (ns.max(1) as f64 / 1e9)) as u64,
             corrupt_tails = st.corrupt_tails.load(Ordering::Relaxed),
+            restored_cases = st.restored_cases.load(Ordering::Relaxed),
             "event log replayed"
         );
         // Continue the last segment when there is one of this format, else start a new one.
@@ -648,6 +753,7 @@ impl EventLog for Journal {
             per_shard: layout.1,
             engine: Arc::downgrade(engine),
             compacting: Arc::new(AtomicBool::new(false)),
+            compactor: None,
         };
         let shared = self.shared.clone();
         let handle = thread::Builder::new()
@@ -704,18 +810,24 @@ type Inflight = (oneshot::Receiver<Box<Job>>, Vec<(u64, u8)>);
 struct ShardReplay {
     ops: Vec<Op>,
     data: Vec<[i64; REGISTERS]>,
+    saved: Vec<SavedCase>,
     expect: Vec<(u64, u8)>,
     time_ns: u64,
     inflight: std::collections::VecDeque<Inflight>,
 }
 
-/// Replays every record through the engine; returns the number of ops replayed.
-fn replay(engine: &Arc<Engine>, found: &Found) -> io::Result<u64> {
+/// Replays every record through the engine; returns the number of ops replayed (case
+/// snapshots restored are counted in `restored`).
+fn replay(engine: &Arc<Engine>, found: &Found, restored_cases: &AtomicU64) -> io::Result<u64> {
     let (workers, per_shard) = engine.layout();
     let mut shards: Vec<ShardReplay> = (0..workers).map(|_| ShardReplay::default()).collect();
     let mut fresh: u64 = 0;
     let mut gens: Vec<(u64, u32)> = Vec::new();
     let mut created: HashSet<u64> = HashSet::new();
+    // Cases restored from a checkpoint's snapshot, and the seq each was saved at: a later
+    // segment's op on one of them at or below that seq is already in the snapshot.
+    let mut restored: HashMap<u64, u64> = HashMap::new();
+    let mut covered = 0u64;
     let mut recs = Vec::new();
     let mut total = 0u64;
     let mut skipped = 0u64;
@@ -742,6 +854,48 @@ fn replay(engine: &Arc<Engine>, found: &Found) -> io::Result<u64> {
         for (kind, r) in spans.iter().skip(1) {
             let p = &data[r.clone()];
             match *kind {
+                K_CASE => {
+                    let c = get_case(p)
+                        .map_err(|e| bad(format!("event log segment {num}: case record: {e}")))?;
+                    let sh = usize::from(c.shard);
+                    if sh >= shards.len() {
+                        return Err(bad(format!(
+                            "segment {num}: shard {} out of range",
+                            c.shard
+                        )));
+                    }
+                    let id = c.case_id;
+                    let Some(cid) = CaseId::decode(id).filter(|c| c.partition == 0) else {
+                        return Err(bad(format!(
+                            "segment {num}: case id {id:#x} is not a partition-0 id"
+                        )));
+                    };
+                    let g = u64::from(cid.local) - 1;
+                    fresh = fresh.max(g + 1);
+                    gens.push((g, cid.generation));
+                    if !engine.slot_free_for(sh, c.slot, id) {
+                        flush_shard(engine, &mut shards, sh, true, &mut skipped, &created)?;
+                    }
+                    if !engine.restore_slot(sh, c.slot, id, c.workflow, c.saved.created_ns) {
+                        return Err(bad(format!(
+                            "segment {num}: case {id} names slot {} past the layout",
+                            c.slot
+                        )));
+                    }
+                    created.insert(id);
+                    restored.insert(id, c.seq);
+                    restored_cases.fetch_add(1, Ordering::Relaxed);
+                    let s = &mut shards[sh];
+                    let mut op = Op::new(OpKind::Restore, id, c.slot, 0);
+                    op.workflow = c.workflow;
+                    op.data = s.saved.len() as u32;
+                    s.saved.push(c.saved);
+                    s.ops.push(op);
+                    s.expect.push((c.seq, c.state));
+                    if s.ops.len() >= REPLAY_JOB_OPS {
+                        flush_shard(engine, &mut shards, sh, false, &mut skipped, &created)?;
+                    }
+                }
                 K_COUNTERS => {
                     let (f, g) = get_counters(p).map_err(|e| bad(format!("segment {num}: {e}")))?;
                     fresh = fresh.max(f);
@@ -759,6 +913,13 @@ fn replay(engine: &Arc<Engine>, found: &Found) -> io::Result<u64> {
                     }
                     shards[sh].time_ns = time_ns;
                     for rec in &recs {
+                        if restored
+                            .get(&rec.op.case_id)
+                            .is_some_and(|&at| rec.seq <= at)
+                        {
+                            covered += 1;
+                            continue;
+                        }
                         let mut op = rec.op;
                         if op.kind == OpKind::Create {
                             let id = op.case_id;
@@ -805,6 +966,12 @@ fn replay(engine: &Arc<Engine>, found: &Found) -> io::Result<u64> {
     for sh in 0..shards.len() {
         flush_shard(engine, &mut shards, sh, true, &mut skipped, &created)?;
     }
+    if covered > 0 {
+        tracing::info!(
+            ops = covered,
+            "event log: ops logged while a checkpoint was taken are in its snapshots"
+        );
+    }
     if skipped > 0 {
         tracing::warn!(
             ops = skipped,
@@ -829,6 +996,7 @@ fn flush_shard(
     let s = &mut shards[sh];
     if !s.ops.is_empty() {
         let mut job = Job::new(std::mem::take(&mut s.ops), std::mem::take(&mut s.data));
+        job.saved = std::mem::take(&mut s.saved);
         job.time_ns = s.time_ns;
         let expect = std::mem::take(&mut s.expect);
         loop {
@@ -913,14 +1081,10 @@ fn replay_workflow(engine: &Engine, p: &[u8]) -> Result<(), String> {
                         "workflow '{id}' replayed at index {index}, logged at {expect}"
                     )));
                 }
-                Ok(Workflow::new(
-                    index,
-                    id,
-                    detected,
-                    &m,
-                    *net,
-                    w.registered_ns,
-                ))
+                Ok(
+                    Workflow::new(index, id, detected, &m, *net, w.registered_ns)
+                        .in_namespace(w.namespace),
+                )
             },
             &name,
             // Replayed from the log: durable already.
@@ -966,6 +1130,79 @@ mod tests {
         let (recs, d) = scan(&flipped);
         assert!(recs.len() < 10);
         assert_eq!(d.map(|d| d.reason), Some("checksum mismatch"));
+    }
+
+    #[test]
+    fn case_record_roundtrip_and_bounds() {
+        use knhk_engine::engine::{Hist, Lifecycle};
+        let mut saved = SavedCase {
+            created_ns: 5,
+            terminal: true,
+            history_dropped: 2,
+            ..SavedCase::default()
+        };
+        saved.regs[3] = -9;
+        saved.bytes[0] = 0xAB;
+        saved.bytes[143] = 0xCD;
+        saved.history = vec![
+            Hist {
+                time_ns: 10,
+                task: 1,
+                lifecycle: Lifecycle::Start,
+            },
+            Hist {
+                time_ns: 11,
+                task: 1,
+                lifecycle: Lifecycle::PiAbort,
+            },
+        ];
+        let rec = CaseRec {
+            shard: 1,
+            slot: 7,
+            case_id: (1 << 32) | 4,
+            workflow: 3,
+            seq: 42,
+            state: 3,
+            saved,
+        };
+        let mut buf = MAGIC.to_vec();
+        put_case(&mut buf, &rec);
+        let (recs, d) = scan(&buf);
+        assert!(d.is_none());
+        assert_eq!(recs[0].0, K_CASE);
+        let p = &buf[recs[0].1.clone()];
+        let got = get_case(p).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (
+                got.shard,
+                got.slot,
+                got.case_id,
+                got.workflow,
+                got.seq,
+                got.state
+            ),
+            (1, 7, (1 << 32) | 4, 3, 42, 3)
+        );
+        assert_eq!(got.saved.regs, rec.saved.regs);
+        assert_eq!(got.saved.bytes, rec.saved.bytes);
+        assert!(got.saved.terminal);
+        assert_eq!((got.saved.created_ns, got.saved.history_dropped), (5, 2));
+        let h: Vec<_> = got
+            .saved
+            .history
+            .iter()
+            .map(|h| (h.time_ns, h.task, h.lifecycle))
+            .collect();
+        assert_eq!(
+            h,
+            vec![(10, 1, Lifecycle::Start), (11, 1, Lifecycle::PiAbort)]
+        );
+        // A history count the payload cannot hold, and a truncated payload, are errors.
+        let mut forged = p.to_vec();
+        let at = 2 + 4 + 8 + 2 + 8 + 8 + 1 + 1 + 1 + 8 + 8;
+        forged[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(get_case(&forged).is_err_and(|e| e.contains("exceeds the record")));
+        assert!(get_case(&p[..p.len() - 1]).is_err());
     }
 
     #[test]

@@ -7,23 +7,33 @@
 //! header    (kind 1) := version u16 | segment u64 | checkpoint u8 | workers u32 | slots per worker u32
 //! workflow  (kind 2) := index u16 | registered unix ns u64 | format i32 (1 YAWL, 2 PNML, 3 JSON)
 //!                       | id bytes | source model bytes | compiled form bytes     (bytes := len u32 | data)
+//!                       | [namespace bytes: version 3 on; absent = "default"]
 //! batch     (kind 3) := shard u16 | time unix ns u64 | n u32 | op × n
 //! op                 := case id u64 | slot u32 | op code u8 | task u8 | flags u8 | registers written u8
 //!                       | seq after u64 | state after u8
 //!                       | [workflow index u16: create only] | [branch bits u32: flags & 1]
 //!                       | [nonzero mask u8 | value i64 per set bit: registers written ≠ 0]
 //! counters  (kind 4) := fresh-slot cursor u64 | n u32 | (global slot u64 | generation u32) × n
+//! case      (kind 5) := shard u16 | slot u32 | case id u64 | workflow index u16 | created unix ns u64
+//!                       | seq u64 | state u8 | terminal u8 | nonzero mask u8 | value i64 per set bit
+//!                       | history dropped u64 | n u32 | (time unix ns u64 | task u8 | lifecycle u8) × n
+//!                       | saved case bytes (libknhk's `knhk_case_save` encoding)
 //! ```
+//!
+//! Case records (version 3 on) appear only in checkpoints: one per case the engine held when
+//! the checkpoint was taken, saved at one point of its history (its seq); replay restores the
+//! case and then applies only the logged ops on it whose seq is above that.
 //!
 //! Op codes, flag bits and state codes are the log's own ([`op_code`], [`FLAG_BRANCH_BITS`],
 //! [`state_code`]), mapped from the engine's types in one place, so a change of an engine enum
 //! cannot silently change the format.
 
-use knhk_engine::workers::{Job, Op, OpKind, State, Status, OP_USE_BITS, REGISTERS};
-use knhk_engine::workflow::Workflow;
+use knhk_engine::engine::{Hist, Lifecycle};
+use knhk_engine::workers::{Job, Op, OpKind, SavedCase, State, Status, OP_USE_BITS, REGISTERS};
+use knhk_engine::workflow::{Workflow, DEFAULT_NAMESPACE};
 use knhk_import::Format;
 
-use crate::{K_BATCH, K_COUNTERS, K_HEADER, K_WORKFLOW, MAGIC, MAX_RECORD};
+use crate::{K_BATCH, K_CASE, K_COUNTERS, K_HEADER, K_WORKFLOW, MAGIC, MAX_RECORD};
 
 // ------------------------------------------------------------------------------- framing
 
@@ -187,6 +197,7 @@ pub(crate) struct WfRec<'a> {
     pub(crate) id: &'a str,
     pub(crate) model: &'a [u8],
     pub(crate) form: &'a [u8],
+    pub(crate) namespace: &'a str,
 }
 
 /// The log's code of a model format (1 YAWL, 2 PNML, 3 JSON; 0: detect from the content).
@@ -217,6 +228,7 @@ pub(crate) fn put_workflow(buf: &mut Vec<u8>, w: &Workflow, model: &[u8]) {
         put_bytes(b, w.id.as_bytes());
         put_bytes(b, model);
         put_bytes(b, &form);
+        put_bytes(b, w.namespace.as_bytes());
     });
 }
 
@@ -228,6 +240,11 @@ pub(crate) fn get_workflow(p: &[u8]) -> Result<WfRec<'_>, String> {
     let id = std::str::from_utf8(r.bytes()?).map_err(|_| "workflow id is not UTF-8")?;
     let model = r.bytes()?;
     let form = r.bytes()?;
+    let namespace = if r.b.is_empty() {
+        DEFAULT_NAMESPACE
+    } else {
+        std::str::from_utf8(r.bytes()?).map_err(|_| "workflow namespace is not UTF-8")?
+    };
     Ok(WfRec {
         index,
         registered_ns,
@@ -235,6 +252,7 @@ pub(crate) fn get_workflow(p: &[u8]) -> Result<WfRec<'_>, String> {
         id,
         model,
         form,
+        namespace,
     })
 }
 
@@ -271,11 +289,14 @@ pub fn net_form(net: &knhk_kernel::Net) -> Vec<u8> {
 
 /// Encodes the successful ops of `job` as one batch record; returns how many it holds.
 pub(crate) fn put_batch(buf: &mut Vec<u8>, shard: usize, job: &Job) -> u64 {
+    let logged = |op: &Op, o: &knhk_engine::workers::Outcome| {
+        o.status == Status::Ok && op_code(op.kind).is_some()
+    };
     let n = job
         .ops
         .iter()
         .zip(job.out.iter())
-        .filter(|(_, o)| o.status == Status::Ok)
+        .filter(|(op, o)| logged(op, o))
         .count();
     if n == 0 {
         return 0;
@@ -285,7 +306,7 @@ pub(crate) fn put_batch(buf: &mut Vec<u8>, shard: usize, job: &Job) -> u64 {
         b.extend_from_slice(&job.time_ns.to_le_bytes());
         b.extend_from_slice(&(n as u32).to_le_bytes());
         for (op, o) in job.ops.iter().zip(job.out.iter()) {
-            if o.status != Status::Ok {
+            if !logged(op, o) {
                 continue;
             }
             put_op(
@@ -309,7 +330,8 @@ pub(crate) fn put_op(
 ) {
     b.extend_from_slice(&op.case_id.to_le_bytes());
     b.extend_from_slice(&op.slot.to_le_bytes());
-    b.push(op_code(op.kind));
+    // Only ops with a code reach here (put_batch, and checkpoints copying logged ops).
+    b.push(op_code(op.kind).unwrap_or(u8::MAX));
     b.push(op.task);
     b.push(if op.flags & OP_USE_BITS != 0 {
         FLAG_BRANCH_BITS
@@ -354,16 +376,18 @@ pub(crate) struct OpRec {
 // The op record's codes. They are the log's own and never change with the engine's types;
 // the mapping below is the only place that relates the two.
 
-/// Op kinds: 0 create, 1 start, 2 complete, 3 fire, 4 cancel task, 5 cancel case.
-pub(crate) fn op_code(k: OpKind) -> u8 {
-    match k {
+/// Op kinds: 0 create, 1 start, 2 complete, 3 fire, 4 cancel task, 5 cancel case. Saves and
+/// restores are checkpoint traffic, never logged as ops: `None`.
+pub(crate) fn op_code(k: OpKind) -> Option<u8> {
+    Some(match k {
         OpKind::Create => 0,
         OpKind::Start => 1,
         OpKind::Complete => 2,
         OpKind::Fire => 3,
         OpKind::CancelTask => 4,
         OpKind::CancelCase => 5,
-    }
+        OpKind::Save | OpKind::Restore => return None,
+    })
 }
 
 pub(crate) fn kind_of(k: u8) -> Result<OpKind, String> {
@@ -380,6 +404,29 @@ pub(crate) fn kind_of(k: u8) -> Result<OpKind, String> {
 
 /// Flag bit of an op record: the op carried caller-computed branch bits (a u32 follows).
 pub(crate) const FLAG_BRANCH_BITS: u8 = 1;
+
+/// Lifecycle codes of a case record's history: 1 start, 2 complete, 3 withdraw, 4 ate_abort,
+/// 5 pi_abort.
+pub(crate) fn lifecycle_code(l: Lifecycle) -> u8 {
+    match l {
+        Lifecycle::Start => 1,
+        Lifecycle::Complete => 2,
+        Lifecycle::Withdraw => 3,
+        Lifecycle::AteAbort => 4,
+        Lifecycle::PiAbort => 5,
+    }
+}
+
+pub(crate) fn lifecycle_of(c: u8) -> Result<Lifecycle, String> {
+    Ok(match c {
+        1 => Lifecycle::Start,
+        2 => Lifecycle::Complete,
+        3 => Lifecycle::Withdraw,
+        4 => Lifecycle::AteAbort,
+        5 => Lifecycle::PiAbort,
+        _ => return Err(format!("unknown lifecycle code {c}")),
+    })
+}
 
 /// Case states after an op: 0 running, 1 complete, 2 deadlocked, 3 cancelled.
 pub(crate) fn state_code(s: State) -> u8 {
@@ -460,4 +507,104 @@ pub(crate) fn get_counters(p: &[u8]) -> Result<(u64, Vec<(u64, u32)>), String> {
         gens.push((r.u64()?, r.u32()?));
     }
     Ok((fresh, gens))
+}
+
+/// A case saved in a checkpoint: where it lives, its saved point (seq, state) and the case.
+pub(crate) struct CaseRec {
+    pub(crate) shard: u16,
+    pub(crate) slot: u32,
+    pub(crate) case_id: u64,
+    pub(crate) workflow: u16,
+    pub(crate) seq: u64,
+    pub(crate) state: u8,
+    pub(crate) saved: SavedCase,
+}
+
+pub(crate) fn put_case(buf: &mut Vec<u8>, c: &CaseRec) {
+    frame(buf, K_CASE, |b| {
+        b.extend_from_slice(&c.shard.to_le_bytes());
+        b.extend_from_slice(&c.slot.to_le_bytes());
+        b.extend_from_slice(&c.case_id.to_le_bytes());
+        b.extend_from_slice(&c.workflow.to_le_bytes());
+        b.extend_from_slice(&c.saved.created_ns.to_le_bytes());
+        b.extend_from_slice(&c.seq.to_le_bytes());
+        b.push(c.state);
+        b.push(u8::from(c.saved.terminal));
+        let mut nz = 0u8;
+        for (r, v) in c.saved.regs.iter().enumerate() {
+            if *v != 0 {
+                nz |= 1 << r;
+            }
+        }
+        b.push(nz);
+        for v in c.saved.regs.iter().filter(|v| **v != 0) {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        b.extend_from_slice(&c.saved.history_dropped.to_le_bytes());
+        b.extend_from_slice(&(c.saved.history.len() as u32).to_le_bytes());
+        for h in &c.saved.history {
+            b.extend_from_slice(&h.time_ns.to_le_bytes());
+            b.push(h.task);
+            b.push(lifecycle_code(h.lifecycle));
+        }
+        put_bytes(b, &c.saved.bytes);
+    });
+}
+
+pub(crate) fn get_case(p: &[u8]) -> Result<CaseRec, String> {
+    let mut r = Rd { b: p };
+    let shard = r.u16()?;
+    let slot = r.u32()?;
+    let case_id = r.u64()?;
+    let workflow = r.u16()?;
+    let mut saved = SavedCase {
+        created_ns: r.u64()?,
+        ..SavedCase::default()
+    };
+    let seq = r.u64()?;
+    let state = r.u8()?;
+    saved.terminal = r.u8()? != 0;
+    let nz = r.u8()?;
+    for (i, x) in saved.regs.iter_mut().enumerate() {
+        if nz & (1 << i) != 0 {
+            *x = r.u64()? as i64;
+        }
+    }
+    saved.history_dropped = r.u64()?;
+    let n = r.u32()?;
+    // Each event takes 10 bytes: a count the payload cannot hold is corruption.
+    if n as usize > r.b.len() / 10 {
+        return Err(format!(
+            "case {case_id}: history of {n} events exceeds the record"
+        ));
+    }
+    saved.history.reserve(n as usize);
+    for _ in 0..n {
+        let time_ns = r.u64()?;
+        let task = r.u8()?;
+        let lifecycle = lifecycle_of(r.u8()?)?;
+        saved.history.push(Hist {
+            time_ns,
+            task,
+            lifecycle,
+        });
+    }
+    let bytes = r.bytes()?;
+    if bytes.len() != saved.bytes.len() {
+        return Err(format!(
+            "case {case_id}: saved case of {} bytes, this libknhk saves {}",
+            bytes.len(),
+            saved.bytes.len()
+        ));
+    }
+    saved.bytes.copy_from_slice(bytes);
+    Ok(CaseRec {
+        shard,
+        slot,
+        case_id,
+        workflow,
+        seq,
+        state,
+        saved,
+    })
 }

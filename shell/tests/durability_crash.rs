@@ -778,6 +778,17 @@ async fn replay_restores_the_exact_state_across_checkpoints() {
     let srv = start_in_process(Some(jc), 2).await;
     let mut c = srv.client().await;
     let after = snapshot(&mut c).await;
+    let restored = srv
+        .running
+        .journal
+        .clone()
+        .expect("journal stats")
+        .restored_cases
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        restored > 0,
+        "the restart restored no case from a checkpoint's snapshots"
+    );
     assert_eq!(before.0.len(), after.0.len());
     for (a, b) in before.0.iter().zip(after.0.iter()) {
         assert_eq!(a, b, "case differs after replay");

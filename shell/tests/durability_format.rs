@@ -5,7 +5,10 @@
 //! Each golden holds the same history, written by the release of its version with
 //! `--workers 2 --case-capacity 16`: workflow `seq` (WPC1Sequence.yawl); cases 1-3 created;
 //! `fire 1 A`, `fire 2 A`, `fire 2 B`, `cancel 3`; 14 more creations (the last one evicts the
-//! cancelled case 3 and reuses its slot with generation 1: id (1 << 32) | 3).
+//! cancelled case 3 and reuses its slot with generation 1: id (1 << 32) | 3). Version 3's
+//! golden (written by `write_golden_v3` below, 4 KiB segments) then registers `sync`
+//! (WPC3Synchronization.yawl), which seals a segment: its checkpoint holds the 16 cases as
+//! snapshots, and replay restores them from there.
 
 use std::path::{Path, PathBuf};
 
@@ -91,13 +94,20 @@ async fn golden_history_is_replayed_exactly(version: &str) {
     p.kill();
 
     let after = segments(&data);
-    if version == "v1" {
+    if version != "v3" {
         assert_eq!(
             after.len(),
             before.len() + 1,
-            "a version-1 log is never appended to: new records go to a new segment ({after:?})"
+            "an older version's log is never appended to: new records go to a new segment \
+             ({after:?})"
         );
     }
+    let replayed = std::fs::read_to_string(&log).expect("server log");
+    let restored = if version == "v3" { 16 } else { 0 };
+    assert!(
+        replayed.contains(&format!("restored_cases={restored}")),
+        "{version}: {restored} cases restored from snapshots: {replayed}"
+    );
     let mut p = spawn(&data, &log, &[], None);
     let mut c = p.ready().await.expect("restart after appending");
     let got = states(&mut c).await;
@@ -112,13 +122,117 @@ async fn golden_history_is_replayed_exactly(version: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn version_1_data_directory_is_read_and_continued_in_version_2() {
+async fn version_1_data_directory_is_read_and_continued_in_a_new_segment() {
     golden_history_is_replayed_exactly("v1").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn version_2_data_directory_is_replayed_exactly() {
+async fn version_2_data_directory_is_replayed_exactly_and_continued_in_a_new_segment() {
     golden_history_is_replayed_exactly("v2").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_3_checkpoint_of_case_snapshots_is_restored_exactly() {
+    golden_history_is_replayed_exactly("v3").await;
+}
+
+/// Writes `tests/golden/v3` (run explicitly, after a deliberate format change):
+/// `cargo test -p knhk-shell --test durability_format -- --ignored write_golden_v3`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "writes the version-3 golden: run explicitly"]
+async fn write_golden_v3() {
+    use knhk_shell::engine::EngineConfig;
+    use knhk_shell::journal::JournalConfig;
+    use knhk_shell::server::{self, ServerConfig};
+    use std::sync::atomic::Ordering::Relaxed;
+    use std::time::Duration;
+
+    let out = golden("v3");
+    let _ = std::fs::remove_dir_all(&out);
+    let mut jc = JournalConfig::new(&out);
+    jc.segment_bytes = 4096;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let cfg = ServerConfig {
+        engine: EngineConfig {
+            workers: 2,
+            case_capacity: 16,
+            pin: false,
+            ..EngineConfig::default()
+        },
+        drain_grace: Duration::from_millis(0),
+        ..ServerConfig::default()
+    };
+    let done = tokio::spawn(async move {
+        let r = server::serve_journaled(
+            listener,
+            cfg,
+            None,
+            Some(jc),
+            async move {
+                let _ = stop_rx.await;
+            },
+            move |r| {
+                let _ = ready_tx.send(r);
+            },
+        )
+        .await;
+        assert!(r.is_ok(), "serve: {r:?}");
+    });
+    let running = ready_rx.await.expect("ready");
+    let stats = running.journal.clone().expect("journal");
+    let compactions = || stats.compactions.load(Relaxed);
+    let mut c = proto::knhk_client::KnhkClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect");
+    let register = |id: &str, file: &str| proto::RegisterWorkflowRequest {
+        model: support::corpus(file),
+        format: proto::ModelFormat::Yawl as i32,
+        workflow_id: id.into(),
+    };
+    c.register_workflow(register("seq", "yawl/WPC1Sequence.yawl"))
+        .await
+        .expect("register seq");
+    // The registration sealed the first segment: let its (empty) checkpoint finish, so that
+    // the next seal starts a compaction of its own.
+    while compactions() < 1 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let create = || proto::CreateCaseRequest {
+        workflow_id: "seq".into(),
+        data: Default::default(),
+    };
+    for _ in 0..3 {
+        c.create_case(create()).await.expect("create");
+    }
+    for (case_id, task) in [(1, "A"), (2, "A"), (2, "B")] {
+        c.fire_task(proto::TaskRequest {
+            case_id,
+            task: task.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("fire");
+    }
+    c.cancel_case(proto::CancelCaseRequest { case_id: 3 })
+        .await
+        .expect("cancel");
+    for _ in 0..14 {
+        c.create_case(create()).await.expect("create");
+    }
+    c.register_workflow(register("sync", "yawl/WPC3Synchronization.yawl"))
+        .await
+        .expect("register sync");
+    while compactions() < 2 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let _ = stop_tx.send(());
+    done.await.expect("server task");
+    eprintln!("wrote {}: {:?}", out.display(), segments(&out));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -143,7 +257,7 @@ async fn a_future_format_version_is_refused_with_what_to_do() {
         .await
         .expect_err("a version-99 log must not start");
     assert!(
-        err.contains("format version 99") && err.contains("reads versions 1 to 2"),
+        err.contains("format version 99") && err.contains("reads versions 1 to 3"),
         "the refusal names the version and what to do: {err}"
     );
     let _ = std::fs::remove_dir_all(&dir);

@@ -258,7 +258,7 @@ fn gauge(
 type Field<T> = fn(&T) -> &AtomicU64;
 
 /// The event log's counters: name, help, field.
-const JOURNAL_COUNTERS: [(&str, &str, Field<JournalStats>); 8] = [
+const JOURNAL_COUNTERS: [(&str, &str, Field<JournalStats>); 9] = [
     (
         "knhk_journal_fsyncs",
         "fdatasync calls of the event log that covered at least one record",
@@ -298,6 +298,11 @@ const JOURNAL_COUNTERS: [(&str, &str, Field<JournalStats>); 8] = [
         "knhk_journal_compactions",
         "Checkpoints written by the event log's compactor",
         |j| &j.compactions,
+    ),
+    (
+        "knhk_journal_restored_cases",
+        "Cases restored from checkpoint snapshots at start",
+        |j| &j.restored_cases,
     ),
 ];
 
