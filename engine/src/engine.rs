@@ -151,7 +151,62 @@ pub struct Book {
     done: VecDeque<(u32, u64)>,
     /// Number of watch events this shard has produced.
     pub event_seq: u64,
+    /// History events held by the shard's slots, and the room their buffers hold (in events;
+    /// a reused slot keeps its buffer).
+    history_events: u64,
+    history_room: u64,
 }
+
+impl Book {
+    fn history_held(&self, slot: u32) -> (usize, usize) {
+        self.slots
+            .get(slot as usize)
+            .map_or((0, 0), |s| (s.history.len(), s.history.capacity()))
+    }
+
+    fn account_history(&mut self, before: (usize, usize), after: (usize, usize)) {
+        self.history_events =
+            (self.history_events + after.0 as u64).saturating_sub(before.0 as u64);
+        self.history_room = (self.history_room + after.1 as u64).saturating_sub(before.1 as u64);
+    }
+}
+
+/// How full the engine is ([`Engine::capacity`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Capacity {
+    /// Case slots in all.
+    pub slots: u64,
+    /// Slots holding a case, running or finished.
+    pub used: u64,
+    /// Of those, finished cases a new case may evict (oldest first).
+    pub evictable: u64,
+    /// History events held, and the room the history buffers take (events).
+    pub history_events: u64,
+    pub history_room: u64,
+}
+
+impl Capacity {
+    /// Slots holding no case.
+    pub fn free(&self) -> u64 {
+        self.slots.saturating_sub(self.used)
+    }
+
+    /// Whether a new case can be created now (a free slot, or a finished case to evict).
+    pub fn accepts_new_cases(&self) -> bool {
+        self.free() > 0 || self.evictable > 0
+    }
+}
+
+/// Bytes one case slot takes whether or not it holds a case: the kernel's case, the worker's
+/// id and workflow index, and the reply thread's book entry (its history buffer comes on top:
+/// [`HISTORY_EVENT_BYTES`] per event held).
+pub const SLOT_BYTES: usize = std::mem::size_of::<knhk_kernel::Case>()
+    + std::mem::size_of::<u64>()
+    + std::mem::size_of::<u16>()
+    + std::mem::size_of::<SlotBook>();
+
+/// Bytes of one history event in a slot's buffer.
+pub const HISTORY_EVENT_BYTES: usize = std::mem::size_of::<Hist>();
 
 /// The recorded history of one case, for export.
 #[derive(Debug, Clone)]
@@ -264,6 +319,32 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Memory this process may still take, and where that figure comes from: the smaller of the
+/// kernel's `MemAvailable` and the room left under the cgroup's `memory.max` (v2). `None`
+/// where neither can be read (not Linux).
+fn available_memory() -> Option<(u64, &'static str)> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        m.lines()
+            .find_map(|l| l.strip_prefix("MemAvailable:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kb| kb.saturating_mul(1024))
+    });
+    let read = |f: &str| {
+        std::fs::read_to_string(format!("/sys/fs/cgroup/{f}"))
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    // "max" (no limit) does not parse: no cgroup bound then.
+    let cgroup =
+        read("memory.max").map(|max| max.saturating_sub(read("memory.current").unwrap_or(0)));
+    match (meminfo, cgroup) {
+        (Some(m), Some(c)) if c < m => Some((c, "the cgroup's memory.max")),
+        (Some(m), _) => Some((m, "MemAvailable")),
+        (None, Some(c)) => Some((c, "the cgroup's memory.max")),
+        (None, None) => None,
+    }
+}
+
 /// Nanoseconds since the Unix epoch.
 pub fn now_ns() -> u64 {
     SystemTime::now()
@@ -290,6 +371,22 @@ impl Engine {
             .case_capacity
             .div_ceil(workers)
             .clamp(1, (u32::MAX as usize) / 64);
+        // Refuse a capacity the machine cannot hold before allocating it: the slots are
+        // allocated (and touched) here, all at once.
+        let needed = (per_shard * workers) as u64 * SLOT_BYTES as u64;
+        if let Some((available, source)) = available_memory() {
+            if needed > available {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::OutOfMemory,
+                    format!(
+                        "case capacity {} needs {needed} bytes for its case slots ({SLOT_BYTES} \
+                         bytes each, before any history) but {source} leaves {available} bytes: \
+                         lower the case capacity",
+                        per_shard * workers
+                    ),
+                ));
+            }
+        }
         let cores = if cfg.pin {
             core_affinity::get_core_ids().unwrap_or_default()
         } else {
@@ -317,6 +414,8 @@ impl Engine {
                 free: Vec::new(),
                 done: VecDeque::new(),
                 event_seq: 0,
+                history_events: 0,
+                history_room: 0,
             };
             let (events, _) = broadcast::channel(cfg.watch_buffer.max(16));
             shards.push(ShardCtl {
@@ -587,6 +686,7 @@ impl Engine {
             let Some(slot) = pop_reusable(&mut book) else {
                 continue;
             };
+            let held = book.history_held(slot);
             let s = &mut book.slots[slot as usize];
             let generation = ids::next_generation(s.generation);
             let id = self.encode(generation, shard, slot);
@@ -599,6 +699,8 @@ impl Engine {
             s.id = id;
             s.workflow = wf.index;
             s.created_ns = now;
+            let cleared = book.history_held(slot);
+            book.account_history(held, cleared);
             return Ok((id, shard, slot));
         }
         Err(EngineError::Exhausted(format!(
@@ -702,6 +804,7 @@ impl Engine {
             return false;
         };
         let mut book = lock(&ctl.book);
+        let held = book.history_held(slot);
         let Some(s) = book.slots.get_mut(slot as usize) else {
             return false;
         };
@@ -714,6 +817,8 @@ impl Engine {
         s.id = id;
         s.workflow = workflow;
         s.created_ns = created_ns;
+        let cleared = book.history_held(slot);
+        book.account_history(held, cleared);
         true
     }
 
@@ -739,6 +844,18 @@ impl Engine {
                     book.free.push(slot);
                 }
             }
+        }
+        // A replayed creation can take the slot of a finished case: drop such entries, so
+        // that the evictable count is exact.
+        for ctl in &self.shards {
+            let mut book = lock(&ctl.book);
+            let book = &mut *book;
+            let slots = &book.slots;
+            book.done.retain(|&(slot, id)| {
+                slots
+                    .get(slot as usize)
+                    .is_some_and(|s| s.id == id && s.terminal)
+            });
         }
         self.fresh.store(fresh, Ordering::Relaxed);
     }
@@ -776,6 +893,30 @@ impl Engine {
         let mut job = Job::new(ops, Vec::new());
         job.saved = vec![workers::SavedCase::default(); n];
         (Some(job), next)
+    }
+
+    /// How full the engine is: slots used, finished cases that may be evicted, history held.
+    /// Locks each shard's book briefly (no scan).
+    pub fn capacity(&self) -> Capacity {
+        let slots = (self.per_shard * self.shards.len()) as u64;
+        let mut c = Capacity {
+            slots,
+            ..Capacity::default()
+        };
+        let mut free = 0u64;
+        for ctl in &self.shards {
+            let book = lock(&ctl.book);
+            free += book.free.len() as u64;
+            c.evictable += book.done.len() as u64;
+            c.history_events += book.history_events;
+            c.history_room += book.history_room;
+        }
+        c.used = self
+            .fresh
+            .load(Ordering::Relaxed)
+            .min(slots)
+            .saturating_sub(free);
+        c
     }
 
     /// For a checkpoint: the fresh-slot cursor, every nonzero slot generation (global slot,
@@ -1403,106 +1544,111 @@ fn record(ctx: &ReplyCtx, job: &mut Job, scratch: &mut Vec<WatchItem>) {
     let book = &mut *book;
     let mut produced: u64 = 0;
     for (op, o) in ops.iter().zip(out.iter()) {
-        let Some(s) = book.slots.get_mut(op.slot as usize) else {
-            continue;
-        };
-        if s.id != op.case_id || op.case_id == 0 {
-            continue;
-        }
-        // Checkpoint ops produce no events: a save copies what the book knows of the case
-        // (as of exactly the ops the worker ran before it), a restore installs it.
-        if op.kind == OpKind::Save {
-            if let (Status::Ok, Some(v)) = (o.status, saved.get_mut(op.data as usize)) {
-                v.created_ns = s.created_ns;
-                v.regs = s.regs;
-                v.terminal = s.terminal;
-                v.history = s.history.iter().copied().collect();
-                v.history_dropped = s.history_dropped;
+        let held_before = book.history_held(op.slot);
+        'op: {
+            let Some(s) = book.slots.get_mut(op.slot as usize) else {
+                break 'op;
+            };
+            if s.id != op.case_id || op.case_id == 0 {
+                break 'op;
             }
-            continue;
-        }
-        if op.kind == OpKind::Restore {
-            if let (Status::Ok, Some(v)) = (o.status, saved.get_mut(op.data as usize)) {
-                s.last = *o;
-                s.live = true;
-                s.created_ns = v.created_ns;
-                s.regs = v.regs;
-                s.history = std::mem::take(&mut v.history).into();
-                s.history_dropped = v.history_dropped;
-                if v.terminal && !s.terminal {
-                    s.terminal = true;
-                    book.done.push_back((op.slot, op.case_id));
+            // Checkpoint ops produce no events: a save copies what the book knows of the case
+            // (as of exactly the ops the worker ran before it), a restore installs it.
+            if op.kind == OpKind::Save {
+                if let (Status::Ok, Some(v)) = (o.status, saved.get_mut(op.data as usize)) {
+                    v.created_ns = s.created_ns;
+                    v.regs = s.regs;
+                    v.terminal = s.terminal;
+                    v.history = s.history.iter().copied().collect();
+                    v.history_dropped = s.history_dropped;
                 }
-            } else {
-                s.id = 0;
-                book.free.push(op.slot);
+                break 'op;
             }
-            continue;
-        }
-        if o.status != Status::Ok {
+            if op.kind == OpKind::Restore {
+                if let (Status::Ok, Some(v)) = (o.status, saved.get_mut(op.data as usize)) {
+                    s.last = *o;
+                    s.live = true;
+                    s.created_ns = v.created_ns;
+                    s.regs = v.regs;
+                    s.history = std::mem::take(&mut v.history).into();
+                    s.history_dropped = v.history_dropped;
+                    if v.terminal && !s.terminal {
+                        s.terminal = true;
+                        book.done.push_back((op.slot, op.case_id));
+                    }
+                } else {
+                    s.id = 0;
+                    book.free.push(op.slot);
+                }
+                break 'op;
+            }
+            if o.status != Status::Ok {
+                if op.kind == OpKind::Create {
+                    s.id = 0;
+                    book.free.push(op.slot);
+                }
+                break 'op;
+            }
+            let was_state = s.last.state;
+            let was_live = s.live;
+            s.last = *o;
             if op.kind == OpKind::Create {
-                s.id = 0;
-                book.free.push(op.slot);
-            }
-            continue;
-        }
-        let was_state = s.last.state;
-        let was_live = s.live;
-        s.last = *o;
-        if op.kind == OpKind::Create {
-            s.live = true;
-            s.created_ns = now;
-            s.regs = job_data(data, op).copied().unwrap_or_default();
-        } else if op.reg_mask != 0 {
-            if let Some(vals) = job_data(data, op) {
-                for (r, v) in vals.iter().enumerate() {
-                    if op.reg_mask & (1 << r) != 0 {
-                        s.regs[r] = *v;
+                s.live = true;
+                s.created_ns = now;
+                s.regs = job_data(data, op).copied().unwrap_or_default();
+            } else if op.reg_mask != 0 {
+                if let Some(vals) = job_data(data, op) {
+                    for (r, v) in vals.iter().enumerate() {
+                        if op.reg_mask & (1 << r) != 0 {
+                            s.regs[r] = *v;
+                        }
                     }
                 }
             }
-        }
-        let mut emit = |task: u8, kind: EventKind, lc: Option<Lifecycle>| {
-            produced += 1;
-            if let Some(lc) = lc {
-                if s.history.len() >= ctx.history_limit {
-                    s.history.pop_front();
-                    s.history_dropped += 1;
+            let mut emit = |task: u8, kind: EventKind, lc: Option<Lifecycle>| {
+                produced += 1;
+                if let Some(lc) = lc {
+                    if s.history.len() >= ctx.history_limit {
+                        s.history.pop_front();
+                        s.history_dropped += 1;
+                    }
+                    s.history.push_back(Hist {
+                        time_ns: now,
+                        task,
+                        lifecycle: lc,
+                    });
                 }
-                s.history.push_back(Hist {
-                    time_ns: now,
-                    task,
-                    lifecycle: lc,
-                });
+                if watching {
+                    scratch.push(WatchItem {
+                        case_id: op.case_id,
+                        workflow: s.workflow,
+                        kind,
+                        task,
+                        lifecycle: lc,
+                        time_ns: now,
+                        seq: o.seq,
+                        state: o.state,
+                        marking: o.marking,
+                        enabled: o.enabled,
+                    });
+                }
+            };
+            derive(op, o, was_live, &mut emit);
+            if o.state != was_state || !was_live {
+                match o.state {
+                    State::Complete => emit(0, EventKind::CaseCompleted, None),
+                    State::Cancelled => emit(0, EventKind::CaseCancelled, None),
+                    State::Deadlocked => emit(0, EventKind::CaseDeadlocked, None),
+                    State::Running => {}
+                }
             }
-            if watching {
-                scratch.push(WatchItem {
-                    case_id: op.case_id,
-                    workflow: s.workflow,
-                    kind,
-                    task,
-                    lifecycle: lc,
-                    time_ns: now,
-                    seq: o.seq,
-                    state: o.state,
-                    marking: o.marking,
-                    enabled: o.enabled,
-                });
-            }
-        };
-        derive(op, o, was_live, &mut emit);
-        if o.state != was_state || !was_live {
-            match o.state {
-                State::Complete => emit(0, EventKind::CaseCompleted, None),
-                State::Cancelled => emit(0, EventKind::CaseCancelled, None),
-                State::Deadlocked => emit(0, EventKind::CaseDeadlocked, None),
-                State::Running => {}
+            if matches!(o.state, State::Complete | State::Cancelled) && !s.terminal {
+                s.terminal = true;
+                book.done.push_back((op.slot, op.case_id));
             }
         }
-        if matches!(o.state, State::Complete | State::Cancelled) && !s.terminal {
-            s.terminal = true;
-            book.done.push_back((op.slot, op.case_id));
-        }
+        let held_after = book.history_held(op.slot);
+        book.account_history(held_before, held_after);
     }
     let first = book.event_seq;
     book.event_seq += produced;

@@ -35,5 +35,5 @@ pub mod workers;
 pub mod workflow;
 
 pub use command::{BatchEvent, Data, EventKind, EventResult, TaskRef, Value};
-pub use engine::{BatchHook, Engine, EngineConfig, Immediate};
+pub use engine::{BatchHook, Capacity, Engine, EngineConfig, Immediate};
 pub use error::EngineError;

@@ -471,14 +471,16 @@ fn write_until_stopped(shared: &Arc<Shared>, w: &mut Writer) {
                 }
             }
             Err(e) => {
-                held.clear();
-                for tx in &waiters {
-                    let _ = tx.send(Err(e.to_string()));
-                }
+                // The failure first, then the unpersisted jobs dropped: a submitter woken by
+                // the drop asks the log why, and must get this error, not "shutting down".
                 fail(
                     shared,
                     format!("{e}; the server refuses work it cannot persist"),
                 );
+                held.clear();
+                for tx in &waiters {
+                    let _ = tx.send(Err(e.to_string()));
+                }
                 return;
             }
         }

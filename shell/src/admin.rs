@@ -9,6 +9,7 @@
 //! | `GET /health/startup` | 200 once the workers run (pinned where asked) and persisted state is loaded; latched |
 //! | `GET /health/ready` | 200 while accepting work: started, not draining, no input ring saturated, every worker live, the event log writable |
 //! | `GET /health/live` | 200 while every kernel worker's heartbeat has moved within `--heartbeat-timeout-ms` |
+//! | `GET /health/capacity` | 200 while ready and a new case has a slot (free, or a finished case to evict); not a readiness probe: a full engine still serves its running cases |
 //! | `GET /health` | JSON: `status` (healthy, degraded, unhealthy), `version`, `uptime_seconds`, a check per component |
 //!
 //! Probes answer 200 or 503 with a one-line reason. Unknown paths are 404, other methods 405.
@@ -16,7 +17,8 @@
 //! A watchdog task samples the workers' heartbeats and ring counters ten times a second (a few
 //! atomic loads; it never touches a worker) and keeps the gRPC health service
 //! (`grpc.health.v1`, service `""` and `knhk.v1.Knhk`) in agreement with readiness: SERVING
-//! exactly when `/health/ready` is 200.
+//! exactly when `/health/ready` is 200; and service `knhk.v1.Knhk.CreateCase` in agreement with
+//! `/health/capacity`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -299,6 +301,8 @@ impl Observer {
             let mut tick = tokio::time::interval(Duration::from_millis(100));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut last: Option<bool> = None;
+            let mut last_new: Option<bool> = None;
+            let mut last_full: Option<bool> = None;
             loop {
                 tick.tick().await;
                 let Some(obs) = me.upgrade() else { return };
@@ -320,6 +324,28 @@ impl Observer {
                     health.set_service_status("", s).await;
                     health
                         .set_service_status(crate::grpc::SERVICE_NAME, s)
+                        .await;
+                }
+                let accepting = obs.accepting_cases();
+                let new = accepting.is_ok();
+                // Logged when a ready server fills up or has room again (not at start or stop).
+                let full = ready && !new;
+                if last_full.is_some_and(|was| was != full) {
+                    match &accepting {
+                        Err(why) if full => tracing::warn!(reason = %why, "new cases refused"),
+                        _ => tracing::info!("case capacity available again"),
+                    }
+                }
+                last_full = Some(full);
+                if last_new != Some(new) {
+                    last_new = Some(new);
+                    let s = if new {
+                        ServingStatus::Serving
+                    } else {
+                        ServingStatus::NotServing
+                    };
+                    health
+                        .set_service_status(crate::grpc::NEW_CASES_SERVICE, s)
                         .await;
                 }
             }
@@ -505,6 +531,43 @@ impl Observer {
         )))
     }
 
+    /// Capacity check: Degraded while a new case has no slot (every slot holds a running
+    /// case); the running cases are still served.
+    fn capacity_check(&self, engine: &Engine) -> Check {
+        let c = engine.capacity();
+        let history = c
+            .history_room
+            .saturating_mul(crate::engine::HISTORY_EVENT_BYTES as u64);
+        let reason = format!(
+            "{} of {} case slots used ({} finished, evictable), {} free; {} history events \
+             ({history} bytes)",
+            c.used,
+            c.slots,
+            c.evictable,
+            c.free(),
+            c.history_events
+        );
+        if c.accepts_new_cases() {
+            Check::healthy(reason)
+        } else {
+            Check::degraded(format!(
+                "full: every case slot holds a running case, so CreateCase gets \
+                 RESOURCE_EXHAUSTED (running cases are served; raise --case-capacity): {reason}"
+            ))
+        }
+    }
+
+    /// Capacity probe: Ok while ready and a new case has a slot.
+    pub fn accepting_cases(&self) -> Result<String, String> {
+        self.ready()?;
+        let engine = self.engine().ok_or("not ready: no engine")?;
+        let c = self.capacity_check(&engine);
+        match c.status {
+            Level::Healthy => Ok(c.reason),
+            _ => Err(c.reason),
+        }
+    }
+
     fn watch_check(&self, engine: &Engine) -> Check {
         let w = engine.watch_stats();
         let subs: usize = w.iter().map(|x| x.0).sum();
@@ -605,6 +668,7 @@ impl Observer {
             checks.insert("workers".to_string(), self.workers_check(&engine));
             checks.insert("rings".to_string(), self.rings_check(&engine));
             checks.insert("watch".to_string(), self.watch_check(&engine));
+            checks.insert("capacity".to_string(), self.capacity_check(&engine));
             if let Some(j) = self.journal_check(&engine) {
                 checks.insert("journal".to_string(), j);
             }
@@ -641,6 +705,7 @@ pub fn router(obs: Arc<Observer>) -> Router {
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .route("/health/startup", get(startup))
+        .route("/health/capacity", get(capacity))
         .with_state(obs)
 }
 
@@ -691,6 +756,10 @@ async fn live(State(obs): State<Arc<Observer>>) -> Response {
 
 async fn ready(State(obs): State<Arc<Observer>>) -> Response {
     probe(obs.ready())
+}
+
+async fn capacity(State(obs): State<Arc<Observer>>) -> Response {
+    probe(obs.accepting_cases())
 }
 
 async fn startup(State(obs): State<Arc<Observer>>) -> Response {

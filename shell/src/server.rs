@@ -136,6 +136,9 @@ pub async fn serve_observed(
     health
         .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
         .await;
+    health
+        .set_service_status(crate::grpc::NEW_CASES_SERVICE, ServingStatus::NotServing)
+        .await;
 
     // While the engine starts (workers, journal replay), a startup server on the same listener
     // answers health (NOT_SERVING) so probes get an answer rather than a stalled connection.
@@ -210,6 +213,9 @@ pub async fn serve_observed(
                 .await;
             health
                 .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
+                .await;
+            health
+                .set_service_status(crate::grpc::NEW_CASES_SERVICE, ServingStatus::NotServing)
                 .await;
             engine.drain();
             let _ = closing_tx.send(true);

@@ -137,6 +137,10 @@ fn promtool(body: &str) {
 }
 
 async fn grpc_health(url: &str) -> ServingStatus {
+    grpc_health_of(url, "knhk.v1.Knhk").await
+}
+
+async fn grpc_health_of(url: &str, service: &str) -> ServingStatus {
     let channel = tonic::transport::Endpoint::from_shared(url.to_string())
         .expect("url")
         .connect()
@@ -145,7 +149,7 @@ async fn grpc_health(url: &str) -> ServingStatus {
     let mut h = HealthClient::new(channel);
     let r = h
         .check(HealthCheckRequest {
-            service: "knhk.v1.Knhk".into(),
+            service: service.into(),
         })
         .await
         .expect("health check")
@@ -162,6 +166,180 @@ async fn wait_grpc_health(url: &str, want: ServingStatus, within: Duration) {
 }
 
 // ------------------------------------------------------------------- metrics and probes
+
+/// A full engine (every slot holds a running case) refuses new cases and says so on every
+/// channel, while it stays ready: its running cases must still be served, or they could never
+/// finish and free a slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capacity_is_visible_and_a_full_engine_refuses_new_cases_but_stays_ready() {
+    let observer = Observer::new(ObserveConfig {
+        http_addr: Some("127.0.0.1:0".parse().expect("addr")),
+        ..ObserveConfig::default()
+    });
+    let http_addr = observer
+        .start_http()
+        .await
+        .expect("bind http")
+        .expect("enabled");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind grpc");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let cfg = ServerConfig {
+        engine: EngineConfig {
+            workers: 1,
+            case_capacity: 4,
+            pin: false,
+            ..EngineConfig::default()
+        },
+        ..ServerConfig::default()
+    };
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = oneshot::channel::<Running>();
+    let obs = observer.clone();
+    let done = tokio::spawn(async move {
+        server::serve_observed(
+            listener,
+            cfg,
+            None,
+            None,
+            obs,
+            async move {
+                let _ = stop_rx.await;
+            },
+            move |r| {
+                let _ = ready_tx.send(r);
+            },
+        )
+        .await
+        .map_err(|e| e.to_string())
+    });
+    let _running = ready_rx.await.expect("server ready");
+    let new_cases = "knhk.v1.Knhk.CreateCase";
+    wait_code(http_addr, "/health/capacity", 200, Duration::from_secs(5)).await;
+    let t0 = Instant::now();
+    while grpc_health_of(&url, new_cases).await != ServingStatus::Serving {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "new cases never SERVING"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let metrics = get(http_addr, "/metrics").await.body;
+    assert_eq!(sample(&metrics, "knhk_case_slots"), 4.0, "{metrics}");
+    assert_eq!(sample(&metrics, "knhk_case_slots_free"), 4.0);
+    assert_eq!(sample(&metrics, "knhk_case_slots_used"), 0.0);
+
+    let mut c = KnhkClient::connect(url.clone()).await.expect("connect");
+    let wf = c
+        .register_workflow(proto::RegisterWorkflowRequest {
+            model: model("yawl/WPC1Sequence.yawl"),
+            format: 0,
+            workflow_id: "seq".into(),
+        })
+        .await
+        .expect("register");
+    drop(wf);
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        let id = c
+            .create_case(proto::CreateCaseRequest {
+                workflow_id: "seq".into(),
+                data: HashMap::new(),
+            })
+            .await
+            .expect("create")
+            .into_inner()
+            .case_id;
+        ids.push(id);
+    }
+    c.fire_task(proto::TaskRequest {
+        case_id: ids[0],
+        task: "A".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("fire");
+    let refused = c
+        .create_case(proto::CreateCaseRequest {
+            workflow_id: "seq".into(),
+            data: HashMap::new(),
+        })
+        .await
+        .expect_err("a fifth case has no slot");
+    assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "{refused}");
+
+    // Full: the capacity probe and its gRPC health name say so; readiness does not.
+    let full = wait_code(http_addr, "/health/capacity", 503, Duration::from_secs(5)).await;
+    assert!(full.body.contains("full"), "{}", full.body);
+    assert_eq!(get(http_addr, "/health/ready").await.code, 200);
+    assert_eq!(grpc_health(&url).await, ServingStatus::Serving);
+    let t0 = Instant::now();
+    while grpc_health_of(&url, new_cases).await != ServingStatus::NotServing {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "new cases still SERVING"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let h: serde_json::Value =
+        serde_json::from_str(&get(http_addr, "/health").await.body).expect("health json");
+    assert_eq!(h["checks"]["capacity"]["status"], "degraded", "{h}");
+    let metrics = get(http_addr, "/metrics").await.body;
+    assert_eq!(sample(&metrics, "knhk_case_slots_used"), 4.0, "{metrics}");
+    assert_eq!(sample(&metrics, "knhk_case_slots_free"), 0.0);
+    assert_eq!(sample(&metrics, "knhk_case_slots_evictable"), 0.0);
+    // Case 0's fire recorded start and complete of A.
+    assert_eq!(sample(&metrics, "knhk_history_events"), 2.0, "{metrics}");
+    assert!(sample(&metrics, "knhk_history_bytes") >= 32.0);
+
+    // A running case served while full finishes: its slot becomes evictable, new cases are
+    // accepted again.
+    c.cancel_case(proto::CancelCaseRequest { case_id: ids[1] })
+        .await
+        .expect("cancel while full");
+    wait_code(http_addr, "/health/capacity", 200, Duration::from_secs(5)).await;
+    let metrics = get(http_addr, "/metrics").await.body;
+    assert_eq!(
+        sample(&metrics, "knhk_case_slots_evictable"),
+        1.0,
+        "{metrics}"
+    );
+    c.create_case(proto::CreateCaseRequest {
+        workflow_id: "seq".into(),
+        data: HashMap::new(),
+    })
+    .await
+    .expect("a new case evicts the cancelled one");
+    let _ = stop_tx.send(());
+    let _ = done.await;
+}
+
+/// A case capacity the machine cannot hold is refused at start, before it is allocated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_case_capacity_beyond_memory_is_refused_at_start() {
+    let dir = support::scratch("capacity-refused");
+    // 64 workers of 2^26 slots: hundreds of GB.
+    let out = Command::new(support::bin())
+        .args(["serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "off"])
+        .args([
+            "--durability",
+            "off",
+            "--workers",
+            "64",
+            "--case-capacity",
+            "4294967296",
+        ])
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run knhk serve");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "must not start: {err}");
+    assert!(
+        err.contains("needs") && err.contains("lower the case capacity"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_and_probes_follow_the_server() {

@@ -438,6 +438,50 @@ impl prometheus_client::collector::Collector for EngineCollector {
             counter(&mut encoder, name, help, None, value)?;
         }
 
+        // Capacity: slots and history memory (docs/operations.md, "Capacity").
+        let cap = engine.capacity();
+        let bytes = |events: u64| events.saturating_mul(crate::engine::HISTORY_EVENT_BYTES as u64);
+        for (name, help, value) in [
+            (
+                "knhk_case_slots",
+                "Case slots in all (--case-capacity)",
+                cap.slots,
+            ),
+            (
+                "knhk_case_slots_used",
+                "Case slots holding a case, running or finished",
+                cap.used,
+            ),
+            (
+                "knhk_case_slots_free",
+                "Case slots holding no case",
+                cap.free(),
+            ),
+            (
+                "knhk_case_slots_evictable",
+                "Case slots holding a finished case that a new case may evict (oldest first)",
+                cap.evictable,
+            ),
+            (
+                "knhk_history_events",
+                "Task events held in case histories (for export and WatchCase from_start)",
+                cap.history_events,
+            ),
+            (
+                "knhk_history_bytes",
+                "Bytes the case history buffers take (a reused slot keeps its buffer)",
+                bytes(cap.history_room),
+            ),
+        ] {
+            gauge(
+                &mut encoder,
+                name,
+                help,
+                None,
+                i64::try_from(value).unwrap_or(i64::MAX),
+            )?;
+        }
+
         // Kernel ticks per op.
         {
             let mut total_sum = 0u64;
