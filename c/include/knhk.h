@@ -121,19 +121,38 @@ typedef enum knhk_status {
                                   its discriminator inputs, or absorb on a marked condition */
   KNHK_BAD_CASE_STATE = 37,    /* the flags disagree with the marking: running with the output
                                   marked or nothing left, complete without, cancelled with work */
-  KNHK_BAD_ENABLED = 38        /* restore: the saved enabled set is not the one the net's
+  KNHK_BAD_ENABLED = 38,       /* restore: the saved enabled set is not the one the net's
                                   rules give for the saved marking */
+  /* --- seal, continued --- */
+  KNHK_OR_JOIN_CAP = 39        /* a non-local OR-join whose decision would exceed a seal-time
+                                  cap (KNHK_ORJOIN_MAX_STATES, _MAX_INPUTS, _MAX_KEYS); the
+                                  report names the OR-join and, in `other`, the cap
+                                  (KNHK_ORJOIN_CAP_*) */
 } knhk_status;
 
 /** Number of distinct knhk_status values (for tables indexed by status). */
-#define KNHK_STATUS_COUNT 39u
+#define KNHK_STATUS_COUNT 40u
+
+/** Caps of the non-local OR-join analysis at seal (see knhk_net_seal and docs/kernel.md). */
+#define KNHK_ORJOIN_MAX_STATES 2048u /* states of one exploration (the case's reachable states,
+                                        or one OR-join's restricted net) */
+#define KNHK_ORJOIN_MAX_INPUTS 6u    /* input conditions of one non-local OR-join */
+#define KNHK_ORJOIN_MAX_KEYS 512u    /* enabling states (keys) of all non-local OR-joins of a net */
+/** knhk_seal_report_t.other for KNHK_OR_JOIN_CAP: which cap was exceeded. */
+#define KNHK_ORJOIN_CAP_STATES 0u
+#define KNHK_ORJOIN_CAP_INPUTS 1u
+#define KNHK_ORJOIN_CAP_KEYS 2u
 
 /** Join codes. */
 typedef enum knhk_join {
   KNHK_JOIN_AND = 0, /* every input condition marked; start consumes all */
   KNHK_JOIN_XOR = 1, /* any input marked; start consumes the lowest-numbered marked one */
-  KNHK_JOIN_OR = 2,  /* structured synchronizing merge (WCP-7): waits for the inputs that its
-                        matching OR-split activated; side state in knhk_case_t.or_expect */
+  KNHK_JOIN_OR = 2,  /* OR-join. Structured (a matching OR-split, WCP-7): waits for the inputs
+                        that the split activated; side state in knhk_case_t.or_expect.
+                        Otherwise general (WCP-37, WCP-38), decided as the YAWL engine does:
+                        enabled when an input is marked and no state reachable without firing
+                        it marks a further input (tables derived at seal; start consumes every
+                        marked input). See knhk_net_seal. */
   KNHK_JOIN_DISCRIMINATOR = 3 /* structured discriminator (WCP-9): fires on the first arrival,
                                  absorbs the other branches' tokens until all arrived; side
                                  state in knhk_case_t.absorb */
@@ -210,7 +229,7 @@ typedef struct knhk_task {
 /** The short path's tables inside knhk_net_t, derived at seal (all zero before): opaque, of a
  *  fixed size. Their contents are not ABI; KNHK_STATIC_LINKING_ONLY shows them (knhk_hot_t,
  *  member `tables`). The size leaves room for tables to grow without an ABI bump. */
-#define KNHK_HOT_STORAGE_BYTES 4096u
+#define KNHK_HOT_STORAGE_BYTES 24576u
 
 #if defined(KNHK_STATIC_LINKING_ONLY)
 #define KNHK_H_STATIC_LINKING_ONLY
@@ -248,6 +267,19 @@ typedef struct knhk_hot {
   uint32_t xor_split_reg; /* the register every hot XOR split's guard reads, or
                              KNHK_REGISTERS when they read different ones (or there is none) */
   uint32_t reserved;
+  /* Non-local OR-joins (WCP-37/38; knhk_net.c: orjoin_seal). For a general OR-join t, with
+   * some but not all inputs marked, the key is (marking & orj_conds[t], (busy & orj_tasks[t])
+   * | bit t); it is enabled exactly when the key is in orj_table (open addressing, linear
+   * probing from the key's hash, at most orj_probes + 1 slots; an entry with busy 0 is empty).
+   * Seal put there the keys of the enabling states among those reachable from the input. */
+  uint64_t orj_general;                    /* OR-joins decided by these tables */
+  uint64_t orj_conds[KNHK_MAX_TASKS];      /* conditions from which an input can be reached */
+  uint64_t orj_tasks[KNHK_MAX_TASKS];      /* tasks from which an input can be reached */
+  uint32_t orj_probes;                     /* longest probe sequence of a stored key, minus 1 */
+  uint32_t orj_keys;                       /* keys stored */
+  struct {
+    uint64_t marking, busy;
+  } orj_table[2u * KNHK_ORJOIN_MAX_KEYS];
 } knhk_hot_t;
 #endif /* KNHK_STATIC_LINKING_ONLY */
 
@@ -424,12 +456,37 @@ KNHK_EXPORT knhk_status knhk_net_add_cancel_task(knhk_net_t *net, uint32_t task,
  *  order: input/output set and distinct, no flow into the input or out of the output, every
  *  task has an input and an output flow, one default per XOR/OR split, every element
  *  reachable from the input and able to reach the output, no multi-merge (concurrent
- *  branches of an AND/OR split reaching one condition), every OR-join matched by a structured
- *  OR-split. A task with a single input condition and an AND or OR join is normalised to XOR
- *  (same behaviour). `report` may be NULL; when given it receives the status and the element
- *  that failed. Returns KNHK_OK or the first defect's status; a failed seal leaves the net
- *  unsealed and otherwise unchanged. */
+ *  branches of an AND/OR split reaching one condition). A task with a single input condition
+ *  and an AND or OR join is normalised to XOR (same behaviour).
+ *
+ *  OR-joins: one matched by a structured OR-split (each split branch reaches exactly one
+ *  join input, together all of them) is the structured synchronizing merge (WCP-7: side
+ *  words, a mask test at run time). Any other is general (WCP-37, WCP-38) and decided as the
+ *  YAWL engine decides it: enabled when an input is marked and no state reachable from the
+ *  current one without firing it marks the marked inputs and a further one, asked of the net
+ *  restricted to what can reach the join's inputs, with busy tasks able to complete,
+ *  cancellation sets applied, any split outcome possible (data is not known), other OR-joins
+ *  and discriminators taking one token from one input, and a completion onto a marked
+ *  condition impossible (as in the kernel). Seal explores the case's reachable states and, per
+ *  general OR-join, the restricted net's, and stores the enabling states' keys (marking and
+ *  busy set within the restricted net) in the net; at run time the decision is two masks and
+ *  a hash-table probe, no allocation and no exploration. Start of a general OR-join consumes
+ *  every marked input. A state seal did not reach (only a restored case can be in one) finds
+ *  no key: the OR-join waits. Seal refuses with KNHK_OR_JOIN_CAP (report: the OR-join, and in
+ *  `other` the cap) when an exploration would pass KNHK_ORJOIN_MAX_STATES states, an OR-join
+ *  has more than KNHK_ORJOIN_MAX_INPUTS inputs, or the net more than KNHK_ORJOIN_MAX_KEYS
+ *  enabling keys. The exploration runs on the stack (about 130 KiB, only for nets with a
+ *  general OR-join) and takes time in proportion to the states (milliseconds at the caps).
+ *
+ *  `report` may be NULL; when given it receives the status and the element that failed.
+ *  Returns KNHK_OK or the first defect's status; a failed seal leaves the net unsealed and
+ *  otherwise unchanged. */
 KNHK_EXPORT knhk_status knhk_net_seal(knhk_net_t *net, knhk_seal_report_t *report);
+
+/** The OR-joins of a sealed net decided by the general rule (bit t = task t): those without a
+ *  matching structured OR-split (WCP-37, WCP-38). 0 for NULL, an unsealed net, or a net whose
+ *  OR-joins are all structured (WCP-7, side words). */
+KNHK_EXPORT uint64_t knhk_net_general_or_joins(const knhk_net_t *net);
 
 /** Fills guard with the single comparison `regs[lhs] op constant` (term[1] = TRUE). */
 KNHK_EXPORT void knhk_guard_const(knhk_guard_t *guard, uint32_t op, uint32_t lhs, int64_t constant);

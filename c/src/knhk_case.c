@@ -49,8 +49,24 @@ KNHK_INLINE void store(knhk_case_t *c, const work_t *w) {
   c->seq++;
 }
 
+/* A general (non-local) OR-join t with some but not all inputs marked (have): enabled when
+ * the key of the state is in the table seal derived (knhk_hot_t.orj_*; knhk_net.c,
+ * orjoin_seal): two masks, a multiply-shift hash and one or a few compared slots. */
+static inline int orjoin_enabled(const knhk_net_t *n, uint32_t t, uint64_t m, uint64_t busy) {
+  const knhk_hot_t *h = KNHK_HOT_TABLES(n);
+  uint64_t km = m & h->orj_conds[t], kb = (busy & h->orj_tasks[t]) | KNHK_BIT(t);
+  uint32_t slot = knhk_orj_slot(km, kb);
+  for (uint32_t p = 0; p <= h->orj_probes; p++) {
+    const uint32_t i = (slot + p) & (2u * KNHK_ORJOIN_MAX_KEYS - 1u);
+    if (h->orj_table[i].busy == kb && h->orj_table[i].marking == km) return 1;
+    if (h->orj_table[i].busy == 0) return 0;
+  }
+  return 0;
+}
+
 /* Start: returns 1 and updates *w when task t (bit) is enabled, else 0 with *w garbage. */
-KNHK_INLINE int start_work(const knhk_task_t *T, uint64_t bit, work_t *w) {
+KNHK_INLINE int start_work(const knhk_net_t *n, uint32_t t, const knhk_task_t *T, uint64_t bit,
+                           work_t *w) {
   uint64_t have = w->m & T->pre;
   uint64_t consume;
   int enabled;
@@ -64,6 +80,12 @@ KNHK_INLINE int start_work(const knhk_task_t *T, uint64_t bit, work_t *w) {
       consume = have & (0 - have);
       break;
     case KNHK_JOIN_OR: {
+      if (KNHK_HOT_TABLES(n)->orj_general & bit) {
+        /* general OR-join (WCP-37/38): consumes every marked input */
+        enabled = have == T->pre || (have != 0 && orjoin_enabled(n, t, w->m, w->busy));
+        consume = have;
+        break;
+      }
       uint64_t need = T->pre & w->or_expect;
       enabled = need != 0 && (have & need) == need;
       consume = need;
@@ -165,7 +187,7 @@ KNHK_INLINE knhk_status op_start(const knhk_net_t *n, knhk_case_t *c, uint32_t t
   if (s != KNHK_OK) return s;
   work_t w;
   load(&w, c);
-  if (!start_work(&n->tasks[t], KNHK_BIT(t), &w)) return KNHK_NOT_ENABLED;
+  if (!start_work(n, t, &n->tasks[t], KNHK_BIT(t), &w)) return KNHK_NOT_ENABLED;
   store(c, &w);
   return KNHK_OK;
 }
@@ -267,7 +289,7 @@ KNHK_INLINE knhk_status op_fire(const knhk_net_t *n, knhk_case_t *c, uint32_t t,
   if (!use_bits) bits = eval_bits(n, c, t, T);
   work_t w;
   load(&w, c);
-  if (!start_work(T, bit, &w)) return KNHK_NOT_ENABLED;
+  if (!start_work(n, t, T, bit, &w)) return KNHK_NOT_ENABLED;
   s = complete_work(n, t, T, bit, bits, &w);
   if (s != KNHK_OK) return s;
   store(c, &w);
@@ -284,7 +306,7 @@ KNHK_INLINE knhk_status op_cancel_task(const knhk_net_t *n, knhk_case_t *c, uint
     w.busy &= ~bit;
   } else {
     /* withdraw an enabled task: the tokens it would consume are removed, it does not run */
-    if (!start_work(&n->tasks[t], bit, &w)) return KNHK_NOT_ENABLED;
+    if (!start_work(n, t, &n->tasks[t], bit, &w)) return KNHK_NOT_ENABLED;
     w.busy &= ~bit;
   }
   settle(n, &w);
@@ -330,7 +352,7 @@ uint64_t knhk_enabled(const knhk_net_t *n, const knhk_case_t *c) {
   for (uint32_t t = 0; t < n->ntasks; t++) {
     work_t w;
     load(&w, c);
-    enabled |= (uint64_t)start_work(&n->tasks[t], KNHK_BIT(t), &w) << t;
+    enabled |= (uint64_t)start_work(n, t, &n->tasks[t], KNHK_BIT(t), &w) << t;
   }
   return enabled;
 }

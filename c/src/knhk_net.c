@@ -47,6 +47,7 @@ static const char *const knhk_status_names[] = {
     "KNHK_BAD_SIDE_WORDS",
     "KNHK_BAD_CASE_STATE",
     "KNHK_BAD_ENABLED",
+    "KNHK_OR_JOIN_CAP",
 };
 _Static_assert(sizeof knhk_status_names / sizeof knhk_status_names[0] == KNHK_STATUS_COUNT,
                "a status without a name");
@@ -175,6 +176,11 @@ knhk_status knhk_net_add_cancel_task(knhk_net_t *net, uint32_t task, uint32_t vi
   if (task >= net->ntasks || victim >= net->ntasks) return KNHK_BAD_TASK;
   net->tasks[task].cancel_tasks |= KNHK_BIT(victim);
   return KNHK_OK;
+}
+
+uint64_t knhk_net_general_or_joins(const knhk_net_t *net) {
+  if (!net || !net->sealed) return 0;
+  return net->hot.tables.orj_general;
 }
 
 void knhk_guard_const(knhk_guard_t *guard, uint32_t op, uint32_t lhs, int64_t constant) {
@@ -337,6 +343,357 @@ static void set_hot(knhk_net_t *net, uint32_t i, int side_state) {
   h->kinds |= kind;
 }
 
+/* ---------------------------------------------------------------------------------------- */
+/* Non-local OR-joins (WCP-37/38): the YAWL engine's rule, decided at seal.                  */
+/*                                                                                          */
+/* The rule (Wynn et al., "Achieving a general, formal and decidable approach to the OR-join */
+/* in workflow using reset nets", 2005; YAWL's YNet.orJoinEnabled / E2WFOJNet): OR-join j is */
+/* enabled in a state when an input of j is marked and no state reachable from it without   */
+/* firing j marks the inputs marked now and a further one. YAWL asks that question of a     */
+/* restricted net, as is done here: the conditions and tasks from which an input of j can be */
+/* reached without passing j (C_j, T_j; a flow out of them to anything else is dropped),     */
+/* busy tasks as tokens of their own (a busy task may complete), cancellation sets as reset  */
+/* arcs, data abstracted (an XOR split may take any flow, an OR split any non-empty set of   */
+/* flows), every other OR-join and discriminator taking one token from any one marked input  */
+/* (YAWL's "optimistic" treatment), and the kernel's 1-safety: a completion that would mark  */
+/* a marked condition does not happen. The answer depends only on the state's projection     */
+/* onto C_j and T_j: the key.                                                                */
+/*                                                                                          */
+/* Seal explores (1) the case's reachable states from the input by the kernel's rules, a    */
+/* general OR-join allowed to start whenever an input is marked (more states than a run can  */
+/* reach, never fewer); then, per general OR-join, (2) the restricted net's states reachable */
+/* from the keys of (1), and (3) for each of them, as a 64-bit set U over the subsets of j's */
+/* inputs (at most 6), which sets of inputs some state reachable from it marks (a fixpoint   */
+/* U(s) = {inputs(s)} + U(successors)). A key whose inputs are partly marked is enabling    */
+/* when U holds no strict superset of its marked inputs; those keys go into the net's table. */
+/* A state outside (1) (only a restored case can be in one) finds no key: the OR-join waits. */
+/*                                                                                          */
+/* Scratch: on the stack, bounded (about 130 KiB, only for nets with a general OR-join).    */
+/* ---------------------------------------------------------------------------------------- */
+
+#define ORJ_STATES KNHK_ORJOIN_MAX_STATES
+#define ORJ_INDEX_BITS 12u /* 4096 slots: load at most one half */
+#define ORJ_TABLE (2u * KNHK_ORJOIN_MAX_KEYS)
+
+typedef struct orj_set {
+  uint64_t *w;       /* states, `stride` words each */
+  uint16_t *index;   /* hash slot -> state number + 1; 0: empty */
+  uint32_t stride, n;
+} orj_set_t;
+
+static uint32_t orj_hash(const uint64_t *w, uint32_t stride) {
+  uint64_t h = 0x9E3779B97F4A7C15ull;
+  for (uint32_t i = 0; i < stride; i++) h = (h ^ w[i]) * 0xFF51AFD7ED558CCDull;
+  return (uint32_t)(h >> (64u - ORJ_INDEX_BITS));
+}
+
+/* The state's number, or ORJ_STATES when absent; *slot gets its slot or the free one. */
+static uint32_t orj_find(const orj_set_t *s, const uint64_t *w, uint32_t *slot) {
+  uint32_t h = orj_hash(w, s->stride), mask = (1u << ORJ_INDEX_BITS) - 1u;
+  for (;; h = (h + 1u) & mask) {
+    uint32_t e = s->index[h];
+    if (e == 0) break;
+    if (memcmp(&s->w[(size_t)(e - 1u) * s->stride], w, s->stride * sizeof(uint64_t)) == 0) {
+      if (slot) *slot = h;
+      return e - 1u;
+    }
+  }
+  if (slot) *slot = h;
+  return ORJ_STATES;
+}
+
+/* Adds a state; returns 0, or -1 when the set is full (a new state past ORJ_STATES). */
+static int orj_add(orj_set_t *s, const uint64_t *w) {
+  uint32_t slot;
+  if (orj_find(s, w, &slot) != ORJ_STATES) return 0;
+  if (s->n >= ORJ_STATES) return -1;
+  memcpy(&s->w[(size_t)s->n * s->stride], w, s->stride * sizeof(uint64_t));
+  s->n++;
+  s->index[slot] = (uint16_t)s->n;
+  return 0;
+}
+
+/* The outputs of choice `k` of task t's split (AND: 1 choice; XOR: one per flow; OR: one per
+ * non-empty set of flows), and the OR-join inputs it activates (structured OR-joins). */
+static uint32_t orj_nchoices(const knhk_task_t *T) {
+  if (T->split == KNHK_SPLIT_AND) return 1;
+  if (T->split == KNHK_SPLIT_XOR) return T->nbranches;
+  return (1u << T->nbranches) - 1u;
+}
+
+static uint64_t orj_choice(const knhk_net_t *net, uint64_t expect[][KNHK_MAX_BRANCHES],
+                           uint32_t t, uint32_t k, uint64_t *exp) {
+  const knhk_task_t *T = &net->tasks[t];
+  uint32_t set = T->split == KNHK_SPLIT_AND ? (1u << T->nbranches) - 1u
+                 : T->split == KNHK_SPLIT_XOR ? 1u << k
+                                              : k + 1u;
+  uint64_t out = 0, e = 0;
+  for (uint32_t b = 0; b < T->nbranches; b++) {
+    if (!((set >> b) & 1u)) continue;
+    out |= net->branches[t][b].conditions;
+    if (expect) e |= expect[t][b];
+  }
+  if (exp) *exp = e;
+  return out;
+}
+
+/* (1) A case state: marking, busy, or_expect, absorb. Start by the kernel's rules (joins[]
+ * effective), a general OR-join whenever an input is marked; returns 0 when not enabled. */
+enum { ORJ_M, ORJ_B, ORJ_OE, ORJ_AB };
+
+static int orj_start(const knhk_net_t *net, const uint8_t *joins, uint64_t general, uint32_t t,
+                     uint64_t *x) {
+  const knhk_task_t *T = &net->tasks[t];
+  uint64_t have = x[ORJ_M] & T->pre;
+  switch (joins[t]) {
+    case KNHK_JOIN_AND:
+      if (have != T->pre) return 0;
+      x[ORJ_M] &= ~T->pre;
+      break;
+    case KNHK_JOIN_XOR:
+      if (!have) return 0;
+      x[ORJ_M] &= ~(have & (0 - have));
+      break;
+    case KNHK_JOIN_OR:
+      if (general & KNHK_BIT(t)) {
+        if (!have) return 0;
+        x[ORJ_M] &= ~have;
+      } else {
+        uint64_t need = T->pre & x[ORJ_OE];
+        if (!need || (have & need) != need) return 0;
+        x[ORJ_M] &= ~need;
+        x[ORJ_OE] &= ~need;
+      }
+      break;
+    default: /* discriminator */
+      if (!have) return 0;
+      x[ORJ_M] &= ~have;
+      x[ORJ_AB] |= T->pre & ~have;
+      break;
+  }
+  x[ORJ_B] |= KNHK_BIT(t);
+  return 1;
+}
+
+/* Adds x unless the case ended there (output marked, or nothing marked and nothing busy). */
+static int orj_add_live(const knhk_net_t *net, orj_set_t *s, const uint64_t *x) {
+  if ((x[ORJ_M] & net->output) || (x[ORJ_M] | x[ORJ_B]) == 0) return 0;
+  return orj_add(s, x);
+}
+
+static int orj_explore_case(const knhk_net_t *net, const uint8_t *joins, uint64_t general,
+                            uint64_t expect[][KNHK_MAX_BRANCHES], orj_set_t *s) {
+  uint64_t init[4] = {net->input, 0, 0, 0};
+  if (orj_add(s, init)) return -1;
+  for (uint32_t q = 0; q < s->n; q++) {
+    uint64_t st[4];
+    memcpy(st, &s->w[(size_t)q * 4u], sizeof st);
+    for (uint32_t t = 0; t < net->ntasks; t++) {
+      const knhk_task_t *T = &net->tasks[t];
+      uint64_t bit = KNHK_BIT(t), x[4];
+      memcpy(x, st, sizeof x);
+      if (!(st[ORJ_B] & bit)) {
+        if (!orj_start(net, joins, general, t, x)) continue;
+        if (orj_add_live(net, s, x)) return -1;
+        x[ORJ_B] &= ~bit; /* cancel_task of an enabled task */
+        if (orj_add_live(net, s, x)) return -1;
+        continue;
+      }
+      x[ORJ_B] &= ~bit; /* cancel_task of a busy task */
+      if (orj_add_live(net, s, x)) return -1;
+      for (uint32_t k = 0, nk = orj_nchoices(T); k < nk; k++) {
+        uint64_t exp, out = orj_choice(net, expect, t, k, &exp);
+        memcpy(x, st, sizeof x);
+        x[ORJ_M] &= ~T->cancel_conditions;
+        x[ORJ_OE] &= ~T->cancel_conditions;
+        x[ORJ_AB] &= ~T->cancel_conditions;
+        x[ORJ_B] &= ~(T->cancel_tasks | bit);
+        uint64_t absorbed = out & x[ORJ_AB];
+        out ^= absorbed;
+        x[ORJ_AB] ^= absorbed;
+        if (x[ORJ_M] & out) continue; /* SAFETY_VIOLATION: no such step */
+        x[ORJ_M] |= out;
+        x[ORJ_OE] |= exp;
+        if (orj_add_live(net, s, x)) return -1;
+      }
+    }
+  }
+  return 0;
+}
+
+/* (2) The restricted net of OR-join j: states (marking within conds, busy within tasks). */
+typedef struct orj_restricted {
+  const knhk_net_t *net;
+  const uint8_t *joins;
+  uint64_t conds, tasks;
+  orj_set_t *set;
+  uint64_t *u;    /* (3): per state, the input sets reachable from it */
+  int add;        /* visit: 1 adds the successor, 0 ORs its U into *acc */
+  uint64_t *acc;
+  int full;
+} orj_restricted_t;
+
+static void orj_visit(orj_restricted_t *r, uint64_t m, uint64_t b) {
+  uint64_t w[2] = {m, b};
+  if (r->add) {
+    if (orj_add(r->set, w)) r->full = 1;
+    return;
+  }
+  uint32_t i = orj_find(r->set, w, NULL);
+  if (i < r->set->n) *r->acc |= r->u[i];
+}
+
+static void orj_successors(orj_restricted_t *r, uint64_t m, uint64_t b) {
+  const knhk_net_t *net = r->net;
+  for (uint64_t rest = r->tasks; rest; rest &= rest - 1) {
+    uint32_t t = knhk_ctz64(rest);
+    const knhk_task_t *T = &net->tasks[t];
+    uint64_t bit = KNHK_BIT(t), have = m & T->pre;
+    if (!(b & bit)) {
+      if (r->joins[t] == KNHK_JOIN_AND) {
+        if (have == T->pre) orj_visit(r, m & ~T->pre, b | bit);
+      } else {
+        for (uint64_t h = have; h; h &= h - 1) orj_visit(r, m & ~(h & (0 - h)), b | bit);
+      }
+      continue;
+    }
+    uint64_t cm = m & ~T->cancel_conditions, cb = b & ~(T->cancel_tasks | bit);
+    for (uint32_t k = 0, nk = orj_nchoices(T); k < nk; k++) {
+      uint64_t out = orj_choice(net, NULL, t, k, NULL) & r->conds;
+      if (cm & out) continue;
+      orj_visit(r, cm | out, cb);
+    }
+  }
+}
+
+/* The marked inputs of j among pre (bit order) as a number below 2^|pre|. */
+static uint32_t orj_inputs(uint64_t m, uint64_t pre) {
+  uint32_t x = 0, i = 0;
+  for (uint64_t rest = pre; rest; rest &= rest - 1, i++)
+    if (m & rest & (0 - rest)) x |= 1u << i;
+  return x;
+}
+
+/* Decides every general OR-join of `general` and writes the tables into net->hot. Returns
+ * KNHK_OK or KNHK_OR_JOIN_CAP (via the report; the tables are then cleared). */
+__attribute__((noinline)) static knhk_status orjoin_seal(knhk_net_t *net, knhk_seal_report_t *r,
+                                                         const uint8_t *joins, uint64_t general,
+                                                         uint64_t expect[][KNHK_MAX_BRANCHES]) {
+  knhk_hot_t *h = KNHK_HOT_TABLES(net);
+  uint64_t case_words[ORJ_STATES * 4u], sub_words[ORJ_STATES * 2u], u[ORJ_STATES];
+  uint16_t case_index[1u << ORJ_INDEX_BITS], sub_index[1u << ORJ_INDEX_BITS];
+  uint64_t roots[ORJ_STATES / 64u];
+  orj_set_t cs = {case_words, case_index, 4, 0}, ss = {sub_words, sub_index, 2, 0};
+  uint32_t first = knhk_ctz64(general), cap = KNHK_NO_OTHER, at = first;
+
+  h->orj_general = 0;
+  h->orj_probes = 0;
+  h->orj_keys = 0;
+  memset(h->orj_conds, 0, sizeof h->orj_conds);
+  memset(h->orj_tasks, 0, sizeof h->orj_tasks);
+  memset(h->orj_table, 0, sizeof h->orj_table);
+  for (uint64_t g = general; g; g &= g - 1) {
+    uint32_t j = knhk_ctz64(g);
+    if (knhk_popcount64(net->tasks[j].pre) > KNHK_ORJOIN_MAX_INPUTS) {
+      cap = KNHK_ORJOIN_CAP_INPUTS;
+      at = j;
+      goto fail;
+    }
+  }
+  memset(case_index, 0, sizeof case_index);
+  if (orj_explore_case(net, joins, general, expect, &cs)) {
+    cap = KNHK_ORJOIN_CAP_STATES;
+    goto fail;
+  }
+  for (uint64_t g = general; g; g &= g - 1) {
+    uint32_t j = knhk_ctz64(g);
+    const knhk_task_t *J = &net->tasks[j];
+    uint64_t pre = J->pre, conds = pre, tasks = 0, prev_conds, prev_tasks;
+    do { /* C_j, T_j: backward from j's inputs, not through j */
+      prev_conds = conds;
+      prev_tasks = tasks;
+      for (uint32_t t = 0; t < net->ntasks; t++)
+        if (t != j && (net->tasks[t].post & conds)) {
+          tasks |= KNHK_BIT(t);
+          conds |= net->tasks[t].pre;
+        }
+    } while (conds != prev_conds || tasks != prev_tasks);
+    h->orj_conds[j] = conds;
+    h->orj_tasks[j] = tasks;
+
+    /* (2) the restricted states reachable from the keys of every partly marked state */
+    orj_restricted_t rs = {net, joins, conds, tasks, &ss, u, 1, NULL, 0};
+    ss.n = 0;
+    memset(sub_index, 0, sizeof sub_index);
+    memset(roots, 0, sizeof roots);
+    for (uint32_t q = 0; q < cs.n; q++) {
+      const uint64_t *st = &cs.w[(size_t)q * 4u];
+      uint64_t have = st[ORJ_M] & pre;
+      if (!have || have == pre) continue;
+      uint64_t w[2] = {st[ORJ_M] & conds, st[ORJ_B] & tasks};
+      if (orj_add(&ss, w)) goto states;
+      uint32_t at_q = orj_find(&ss, w, NULL);
+      roots[at_q / 64u] |= KNHK_BIT(at_q % 64u);
+    }
+    for (uint32_t q = 0; q < ss.n && !rs.full; q++)
+      orj_successors(&rs, ss.w[(size_t)q * 2u], ss.w[(size_t)q * 2u + 1u]);
+    if (rs.full) goto states;
+
+    /* (3) U by fixpoint, sweeping in reverse discovery order */
+    for (uint32_t q = 0; q < ss.n; q++) u[q] = KNHK_BIT(orj_inputs(ss.w[(size_t)q * 2u], pre));
+    rs.add = 0;
+    for (uint32_t sweep = 0, changed = 1; changed && sweep <= ss.n; sweep++) {
+      changed = 0;
+      for (uint32_t q = ss.n; q-- > 0;) {
+        uint64_t acc = u[q];
+        rs.acc = &acc;
+        orj_successors(&rs, ss.w[(size_t)q * 2u], ss.w[(size_t)q * 2u + 1u]);
+        if (acc != u[q]) {
+          u[q] = acc;
+          changed = 1;
+        }
+      }
+    }
+
+    /* the enabling keys into the table */
+    uint32_t n_in = knhk_popcount64(pre);
+    for (uint32_t q = 0; q < ss.n; q++) {
+      if (!((roots[q / 64u] >> (q % 64u)) & 1u)) continue;
+      uint32_t x = orj_inputs(ss.w[(size_t)q * 2u], pre);
+      uint64_t sup = 0; /* the strict supersets of x among the subsets of the inputs */
+      for (uint32_t y = 0; y < (1u << n_in); y++)
+        if ((y & x) == x && y != x) sup |= KNHK_BIT(y);
+      if (u[q] & sup) continue; /* a further input can still be marked: wait */
+      if (h->orj_keys >= KNHK_ORJOIN_MAX_KEYS) {
+        cap = KNHK_ORJOIN_CAP_KEYS;
+        at = j;
+        goto fail;
+      }
+      uint64_t km = ss.w[(size_t)q * 2u], kb = ss.w[(size_t)q * 2u + 1u] | KNHK_BIT(j);
+      uint32_t slot = knhk_orj_slot(km, kb), probe = 0;
+      while (h->orj_table[(slot + probe) & (ORJ_TABLE - 1u)].busy != 0) probe++;
+      h->orj_table[(slot + probe) & (ORJ_TABLE - 1u)].marking = km;
+      h->orj_table[(slot + probe) & (ORJ_TABLE - 1u)].busy = kb;
+      if (probe > h->orj_probes) h->orj_probes = probe;
+      h->orj_keys++;
+    }
+    continue;
+  states:
+    cap = KNHK_ORJOIN_CAP_STATES;
+    at = j;
+    goto fail;
+  }
+  h->orj_general = general;
+  return KNHK_OK;
+fail:
+  h->orj_probes = 0;
+  h->orj_keys = 0;
+  memset(h->orj_conds, 0, sizeof h->orj_conds);
+  memset(h->orj_tasks, 0, sizeof h->orj_tasks);
+  memset(h->orj_table, 0, sizeof h->orj_table);
+  return report(r, KNHK_OR_JOIN_CAP, KNHK_ELEMENT_TASK, at, cap);
+}
+
 knhk_status knhk_net_seal(knhk_net_t *net, knhk_seal_report_t *r) {
   if (!net) return report(r, KNHK_BAD_ARGUMENT, KNHK_ELEMENT_NONE, 0, KNHK_NO_OTHER);
   if (net->sealed) return report(r, KNHK_SEALED, KNHK_ELEMENT_NONE, 0, KNHK_NO_OTHER);
@@ -394,8 +751,10 @@ knhk_status knhk_net_seal(knhk_net_t *net, knhk_seal_report_t *r) {
   }
 
   /* OR-joins: find a structured OR-split whose branches each reach exactly one input of the
-   * join and together cover all of them. Record, per split branch, the input it activates. */
+   * join and together cover all of them. Record, per split branch, the input it activates.
+   * An OR-join without one is general (non-local): decided by the tables orjoin_seal derives. */
   uint64_t expect[KNHK_MAX_TASKS][KNHK_MAX_BRANCHES];
+  uint64_t general = 0;
   memset(expect, 0, sizeof expect);
   for (uint32_t j = 0; j < net->ntasks; j++) {
     const knhk_task_t *join = &net->tasks[j];
@@ -417,23 +776,34 @@ knhk_status knhk_net_seal(knhk_net_t *net, knhk_seal_report_t *r) {
         matched = 1;
       }
     }
-    if (!matched) return report(r, KNHK_NONLOCAL_OR_JOIN, KNHK_ELEMENT_TASK, j, KNHK_NO_OTHER);
+    if (!matched) general |= KNHK_BIT(j);
   }
-  /* An input condition shared by two OR-joins would make or_expect ambiguous. */
+  /* An input condition shared by two structured OR-joins would make or_expect ambiguous. */
   uint64_t or_inputs = 0;
   for (uint32_t j = 0; j < net->ntasks; j++) {
     const knhk_task_t *join = &net->tasks[j];
-    if (effective_join(join) != KNHK_JOIN_OR) continue;
+    if (effective_join(join) != KNHK_JOIN_OR || (general & KNHK_BIT(j))) continue;
     if (or_inputs & join->pre)
       return report(r, KNHK_NONLOCAL_OR_JOIN, KNHK_ELEMENT_TASK, j, KNHK_NO_OTHER);
     or_inputs |= join->pre;
   }
 
-  /* Side state exists in this net only when some task is an OR-join or a discriminator. */
+  /* Side state exists in this net only when some task is a structured OR-join or a
+   * discriminator (a general OR-join keeps none). */
   int side_state = 0;
+  uint8_t joins[KNHK_MAX_TASKS];
   for (uint32_t i = 0; i < net->ntasks; i++) {
     uint8_t join = effective_join(&net->tasks[i]);
-    side_state |= join == KNHK_JOIN_OR || join == KNHK_JOIN_DISCRIMINATOR;
+    joins[i] = join;
+    side_state |= (join == KNHK_JOIN_OR && !(general & KNHK_BIT(i))) ||
+                  join == KNHK_JOIN_DISCRIMINATOR;
+  }
+
+  /* General OR-joins: the only part of the net written before the commit is their tables in
+   * net->hot (cleared again when the analysis refuses). */
+  if (general) {
+    knhk_status s = orjoin_seal(net, r, joins, general, expect);
+    if (s != KNHK_OK) return s;
   }
 
   /* Commit: the net does not change above this line, so a failed seal leaves it as it was. */

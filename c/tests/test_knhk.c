@@ -608,16 +608,249 @@ static void test_multi_merge_refused(void) {
   expect_seal(KNHK_MULTI_MERGE, KNHK_ELEMENT_CONDITION, m);
 }
 
-/* An OR-join fed by an AND-split has no matching OR-split: non-local. */
-static void test_nonlocal_or_join_refused(void) {
+/* WCP-37 local synchronizing merge, non-local in knhk's sense (no OR-split matches the join):
+ * A AND-splits to three branches; B (XOR split) may skip the join by going to c5 (E then
+ * ends the case); D is an OR-join over c3, c4, c6. It fires when an input is marked and no
+ * token or busy task upstream can still mark another one (the YAWL engine's rule). */
+static uint32_t w37_b, w37_c, w37_d, w37_e, w37_f;
+static void build_wcp37(void) {
   knhk_net_init(&net);
-  uint32_t i = cond(), c1 = cond(), c2 = cond(), o = cond();
+  uint32_t i = cond(), c1 = cond(), c2 = cond(), c7 = cond(), c3 = cond(), c4 = cond(),
+           c6 = cond(), c5 = cond(), o = cond();
   uint32_t a = task(KNHK_JOIN_XOR, KNHK_SPLIT_AND);
-  uint32_t d = task(KNHK_JOIN_OR, KNHK_SPLIT_AND);
+  w37_b = task(KNHK_JOIN_XOR, KNHK_SPLIT_XOR);
+  w37_c = task(KNHK_JOIN_XOR, KNHK_SPLIT_AND);
+  w37_f = task(KNHK_JOIN_XOR, KNHK_SPLIT_AND);
+  w37_d = task(KNHK_JOIN_OR, KNHK_SPLIT_AND);
+  w37_e = task(KNHK_JOIN_XOR, KNHK_SPLIT_AND);
+  knhk_net_set_input(&net, i);
+  knhk_net_set_output(&net, o);
+  in(i, a); out(a, c1); out(a, c2); out(a, c7);
+  in(c1, w37_b);
+  out_guard(w37_b, c3, KNHK_GUARD_EQ, 0, 0, 0);
+  out_guard(w37_b, c5, KNHK_GUARD_TRUE, 0, 0, 1);
+  in(c2, w37_c); out(w37_c, c4);
+  in(c7, w37_f); out(w37_f, c6);
+  in(c3, w37_d); in(c4, w37_d); in(c6, w37_d); out(w37_d, o);
+  in(c5, w37_e); out(w37_e, o);
+  (void)a;
+}
+
+static void test_wcp37_local_sync_merge(void) {
+  build_wcp37();
+  seal_ok();
+  const knhk_hot_t *h = &net.hot.tables;
+  CHECK(h->orj_general == B(w37_d));
+  CHECK(knhk_net_general_or_joins(&net) == B(w37_d));
+  CHECK(knhk_net_general_or_joins(NULL) == 0);
+  CHECK(h->orj_keys > 0);
+  CHECK(kase.or_expect == 0);
+  CHECK_STATUS(knhk_fire(&net, &kase, 0), KNHK_OK);            /* A: c1, c2, c7 */
+  CHECK_STATUS(knhk_fire(&net, &kase, w37_c), KNHK_OK);        /* c4 */
+  REFUSE(knhk_start(&net, &kase, w37_d), KNHK_NOT_ENABLED);    /* c1 and c7 may still arrive */
+  CHECK_STATUS(knhk_fire(&net, &kase, w37_f), KNHK_OK);        /* c6 */
+  REFUSE(knhk_fire(&net, &kase, w37_d), KNHK_NOT_ENABLED);     /* B may still mark c3 */
+  CHECK_STATUS(knhk_start(&net, &kase, w37_b), KNHK_OK);       /* B busy: it counts */
+  REFUSE(knhk_fire(&net, &kase, w37_d), KNHK_NOT_ENABLED);
+  CHECK(!(knhk_enabled(&net, &kase) & B(w37_d)));
+  CHECK_STATUS(knhk_complete(&net, &kase, w37_b), KNHK_OK);    /* r0 == 0: c3 */
+  CHECK(knhk_enabled(&net, &kase) & B(w37_d));                 /* every input marked */
+  CHECK_STATUS(knhk_fire(&net, &kase, w37_d), KNHK_OK);
+  CHECK(knhk_case_state(&net, &kase) == KNHK_STATE_COMPLETE);
+  CHECK(!(kase.flags & KNHK_FLAG_EXPLICIT_TERMINATION));
+
+  /* B skips the join (c5): D fires on c4 and c6 alone, consuming both; E ends the case */
+  knhk_case_init(&net, &kase);
+  kase.regs[0] = 1;
+  CHECK_STATUS(knhk_fire(&net, &kase, 0), KNHK_OK);
+  CHECK_STATUS(knhk_fire(&net, &kase, w37_c), KNHK_OK);
+  CHECK_STATUS(knhk_fire(&net, &kase, w37_f), KNHK_OK);
+  CHECK_STATUS(knhk_fire(&net, &kase, w37_b), KNHK_OK);        /* c5: nothing can reach c3 */
+  CHECK(knhk_enabled(&net, &kase) & B(w37_d));
+  CHECK_STATUS(knhk_start(&net, &kase, w37_d), KNHK_OK);
+  CHECK(kase.marking == B(7));                                  /* c5 left; c4, c6 consumed */
+  CHECK_STATUS(knhk_complete(&net, &kase, w37_d), KNHK_OK);
+  CHECK(knhk_case_state(&net, &kase) == KNHK_STATE_COMPLETE);
+  CHECK(kase.flags & KNHK_FLAG_EXPLICIT_TERMINATION);          /* c5 was still marked */
+
+  /* WCP-19 cancel task: withdrawing F's enabling token (c7) leaves c6 unreachable */
+  knhk_case_init(&net, &kase);
+  CHECK_STATUS(knhk_fire(&net, &kase, 0), KNHK_OK);
+  CHECK_STATUS(knhk_fire(&net, &kase, w37_c), KNHK_OK);
+  CHECK_STATUS(knhk_fire(&net, &kase, w37_b), KNHK_OK);        /* c3 */
+  REFUSE(knhk_fire(&net, &kase, w37_d), KNHK_NOT_ENABLED);     /* c7 may still give c6 */
+  CHECK_STATUS(knhk_cancel_task(&net, &kase, w37_f), KNHK_OK);
+  CHECK_STATUS(knhk_fire(&net, &kase, w37_d), KNHK_OK);
+  CHECK(knhk_case_state(&net, &kase) == KNHK_STATE_COMPLETE);
+
+  /* save and restore keep the decision (no side words, the enabled set recomputed) */
+  knhk_case_init(&net, &kase);
+  CHECK_STATUS(knhk_fire(&net, &kase, 0), KNHK_OK);
+  CHECK_STATUS(knhk_fire(&net, &kase, w37_c), KNHK_OK);
+  uint8_t bytes[KNHK_CASE_BYTES];
+  knhk_case_t back;
+  CHECK_STATUS(knhk_case_save(&net, &kase, bytes, sizeof bytes), KNHK_OK);
+  CHECK_STATUS(knhk_case_restore(&net, &back, bytes, sizeof bytes), KNHK_OK);
+  CHECK(memcmp(&back, &kase, sizeof kase) == 0);
+}
+
+/* WCP-38 general synchronizing merge: the OR-join D waits for a branch that loops (B, L)
+ * and is released when a cancellation region (Z, a deferred choice against C) removes that
+ * branch, busy tasks included. */
+static uint32_t w38_a, w38_b, w38_l, w38_c, w38_z, w38_d;
+static void build_wcp38(void) {
+  knhk_net_init(&net);
+  uint32_t i = cond(), p1 = cond(), p2 = cond(), p3 = cond(), p4 = cond(), p5 = cond(),
+           o = cond();
+  w38_a = task(KNHK_JOIN_XOR, KNHK_SPLIT_AND);
+  w38_b = task(KNHK_JOIN_XOR, KNHK_SPLIT_XOR);
+  w38_l = task(KNHK_JOIN_XOR, KNHK_SPLIT_AND);
+  w38_c = task(KNHK_JOIN_XOR, KNHK_SPLIT_AND);
+  w38_z = task(KNHK_JOIN_XOR, KNHK_SPLIT_AND);
+  w38_d = task(KNHK_JOIN_OR, KNHK_SPLIT_AND);
+  knhk_net_set_input(&net, i);
+  knhk_net_set_output(&net, o);
+  in(i, w38_a); out(w38_a, p1); out(w38_a, p2);
+  in(p1, w38_b);
+  out_guard(w38_b, p5, KNHK_GUARD_GT, 0, 0, 0); /* loop while r0 > 0 */
+  out_guard(w38_b, p3, KNHK_GUARD_TRUE, 0, 0, 1);
+  in(p5, w38_l); out(w38_l, p1);
+  in(p2, w38_c); out(w38_c, p4);
+  in(p2, w38_z); out(w38_z, p4);                 /* deferred choice: C or Z */
+  knhk_net_add_cancel_condition(&net, w38_z, p1);
+  knhk_net_add_cancel_condition(&net, w38_z, p5);
+  knhk_net_add_cancel_task(&net, w38_z, w38_b);
+  knhk_net_add_cancel_task(&net, w38_z, w38_l);
+  in(p3, w38_d); in(p4, w38_d); out(w38_d, o);
+}
+
+static void test_wcp38_general_sync_merge(void) {
+  build_wcp38();
+  seal_ok();
+  CHECK(net.hot.tables.orj_general == B(w38_d));
+  /* C, then the loop runs twice: D waits throughout */
+  kase.regs[0] = 1;
+  CHECK_STATUS(knhk_fire(&net, &kase, w38_a), KNHK_OK);
+  CHECK_STATUS(knhk_fire(&net, &kase, w38_c), KNHK_OK);
+  for (int round = 0; round < 2; round++) {
+    REFUSE(knhk_fire(&net, &kase, w38_d), KNHK_NOT_ENABLED);
+    CHECK_STATUS(knhk_fire(&net, &kase, w38_b), KNHK_OK);      /* p5 */
+    REFUSE(knhk_fire(&net, &kase, w38_d), KNHK_NOT_ENABLED);
+    CHECK_STATUS(knhk_start(&net, &kase, w38_l), KNHK_OK);     /* L busy */
+    REFUSE(knhk_fire(&net, &kase, w38_d), KNHK_NOT_ENABLED);
+    CHECK_STATUS(knhk_complete(&net, &kase, w38_l), KNHK_OK);  /* p1 again */
+  }
+  kase.regs[0] = 0;
+  CHECK_STATUS(knhk_fire(&net, &kase, w38_b), KNHK_OK);        /* p3 */
+  CHECK_STATUS(knhk_fire(&net, &kase, w38_d), KNHK_OK);
+  CHECK(knhk_case_state(&net, &kase) == KNHK_STATE_COMPLETE);
+  CHECK(!(kase.flags & KNHK_FLAG_EXPLICIT_TERMINATION));
+
+  /* Z instead of C, while B is busy: the region (B, L, p1, p5) is cancelled, and D fires on
+   * p4 alone */
+  knhk_case_init(&net, &kase);
+  kase.regs[0] = 1;
+  CHECK_STATUS(knhk_fire(&net, &kase, w38_a), KNHK_OK);
+  CHECK_STATUS(knhk_start(&net, &kase, w38_b), KNHK_OK);
+  CHECK_STATUS(knhk_start(&net, &kase, w38_z), KNHK_OK);
+  REFUSE(knhk_start(&net, &kase, w38_d), KNHK_NOT_ENABLED);    /* nothing marked */
+  CHECK_STATUS(knhk_complete(&net, &kase, w38_z), KNHK_OK);
+  CHECK(kase.busy == 0 && kase.marking == B(4));
+  CHECK(knhk_enabled(&net, &kase) == B(w38_d));
+  CHECK_STATUS(knhk_fire(&net, &kase, w38_d), KNHK_OK);
+  CHECK(knhk_case_state(&net, &kase) == KNHK_STATE_COMPLETE);
+
+  /* the same through a beat and a block lane (the general path under the beat) */
+  knhk_case_t cases[2];
+  knhk_case_init(&net, &cases[0]);
+  knhk_case_init(&net, &cases[1]);
+  knhk_event_t ev[6];
+  memset(ev, 0, sizeof ev);
+  const uint32_t order[6] = {w38_a, w38_c, w38_d, w38_b, w38_d, w38_d};
+  const uint8_t want[6] = {KNHK_OK, KNHK_OK, KNHK_NOT_ENABLED, KNHK_OK, KNHK_OK,
+                           KNHK_CASE_COMPLETE};
+  for (uint32_t k = 0; k < 6; k++) {
+    ev[k].case_index = 1; ev[k].op = KNHK_OP_FIRE; ev[k].task = (uint8_t)order[k];
+  }
+  uint8_t st[6];
+  CHECK_STATUS(knhk_beat(&net, cases, 2, ev, 6, st), KNHK_OK);
+  for (uint32_t k = 0; k < 6; k++) CHECK(st[k] == want[k]);
+  CHECK(knhk_case_state(&net, &cases[1]) == KNHK_STATE_COMPLETE);
+}
+
+/* WCP-7 stays on its side words next to a general OR-join; a structured OR-join's net keeps
+ * no general tables. */
+static void test_orjoin_structured_kept(void) {
+  build_or();
+  CHECK(net.hot.tables.orj_general == 0);
+  CHECK(knhk_net_general_or_joins(&net) == 0);
+  CHECK(net.hot.tables.orj_keys == 0);
+}
+
+/* Above the caps: refused, naming the OR-join and the cap. */
+static void test_orjoin_caps(void) {
+  /* 7 inputs */
+  knhk_net_init(&net);
+  uint32_t i = cond(), o = cond();
+  uint32_t a = task(KNHK_JOIN_XOR, KNHK_SPLIT_AND), d = task(KNHK_JOIN_OR, KNHK_SPLIT_AND);
+  knhk_net_set_input(&net, i);
+  knhk_net_set_output(&net, o);
+  in(i, a);
+  for (int k = 0; k < 7; k++) {
+    uint32_t c = cond();
+    out(a, c);
+    in(c, d);
+  }
+  out(d, o);
+  expect_seal(KNHK_OR_JOIN_CAP, KNHK_ELEMENT_TASK, d);
+  knhk_seal_report_t r;
+  knhk_net_seal(&net, &r);
+  CHECK(r.other == KNHK_ORJOIN_CAP_INPUTS);
+  CHECK(strcmp(knhk_status_name(KNHK_OR_JOIN_CAP), "KNHK_OR_JOIN_CAP") == 0);
+
+  /* 6 branches of 4 tasks each: 9^6 reachable states, past KNHK_ORJOIN_MAX_STATES */
+  knhk_net_init(&net);
+  i = cond();
+  o = cond();
+  a = task(KNHK_JOIN_XOR, KNHK_SPLIT_AND);
+  uint32_t ends[6];
+  for (int k = 0; k < 6; k++) {
+    uint32_t c = cond();
+    out(a, c);
+    for (int n = 0; n < 4; n++) {
+      uint32_t t = task(KNHK_JOIN_XOR, KNHK_SPLIT_AND), next = cond();
+      in(c, t);
+      out(t, next);
+      c = next;
+    }
+    ends[k] = c;
+  }
+  d = task(KNHK_JOIN_OR, KNHK_SPLIT_AND);
+  for (int k = 0; k < 6; k++) in(ends[k], d);
+  knhk_net_set_input(&net, i);
+  knhk_net_set_output(&net, o);
+  in(i, a);
+  out(d, o);
+  expect_seal(KNHK_OR_JOIN_CAP, KNHK_ELEMENT_TASK, d);
+  knhk_net_seal(&net, &r);
+  CHECK(r.other == KNHK_ORJOIN_CAP_STATES);
+
+  /* the AND-split-fed OR-join that ABI 2 refused as non-local: every input arrives */
+  knhk_net_init(&net);
+  i = cond();
+  uint32_t c1 = cond(), c2 = cond();
+  o = cond();
+  a = task(KNHK_JOIN_XOR, KNHK_SPLIT_AND);
+  d = task(KNHK_JOIN_OR, KNHK_SPLIT_AND);
   knhk_net_set_input(&net, i);
   knhk_net_set_output(&net, o);
   in(i, a); out(a, c1); out(a, c2); in(c1, d); in(c2, d); out(d, o);
-  expect_seal(KNHK_NONLOCAL_OR_JOIN, KNHK_ELEMENT_TASK, d);
+  seal_ok();
+  CHECK_STATUS(knhk_start(&net, &kase, a), KNHK_OK);
+  REFUSE(knhk_fire(&net, &kase, d), KNHK_NOT_ENABLED);
+  CHECK_STATUS(knhk_complete(&net, &kase, a), KNHK_OK);
+  CHECK_STATUS(knhk_fire(&net, &kase, d), KNHK_OK);
+  CHECK(knhk_case_state(&net, &kase) == KNHK_STATE_COMPLETE);
 }
 
 static void test_beat(void) {
@@ -1025,7 +1258,10 @@ int main(void) {
   test_safety_violation();
   test_seal_defects();
   test_multi_merge_refused();
-  test_nonlocal_or_join_refused();
+  test_wcp37_local_sync_merge();
+  test_wcp38_general_sync_merge();
+  test_orjoin_structured_kept();
+  test_orjoin_caps();
   test_beat();
   test_beat_paths_agree();
   test_hot_guard_ranges();

@@ -5,14 +5,20 @@ pub const KNHK_VERSION_MINOR: u32 = 1;
 pub const KNHK_VERSION_PATCH: u32 = 0;
 pub const KNHK_VERSION_STRING: &[u8; 6] = b"0.1.0\0";
 pub const KNHK_VERSION_HEX: u32 = 256;
-pub const KNHK_ABI_VERSION: u32 = 2;
+pub const KNHK_ABI_VERSION: u32 = 3;
 pub const KNHK_MAX_CONDITIONS: u32 = 64;
 pub const KNHK_MAX_TASKS: u32 = 64;
 pub const KNHK_MAX_BRANCHES: u32 = 8;
 pub const KNHK_REGISTERS: u32 = 8;
 pub const KNHK_BEAT_LANES: u32 = 8;
-pub const KNHK_STATUS_COUNT: u32 = 39;
-pub const KNHK_HOT_STORAGE_BYTES: u32 = 4096;
+pub const KNHK_STATUS_COUNT: u32 = 40;
+pub const KNHK_ORJOIN_MAX_STATES: u32 = 2048;
+pub const KNHK_ORJOIN_MAX_INPUTS: u32 = 6;
+pub const KNHK_ORJOIN_MAX_KEYS: u32 = 512;
+pub const KNHK_ORJOIN_CAP_STATES: u32 = 0;
+pub const KNHK_ORJOIN_CAP_INPUTS: u32 = 1;
+pub const KNHK_ORJOIN_CAP_KEYS: u32 = 2;
+pub const KNHK_HOT_STORAGE_BYTES: u32 = 24576;
 pub const KNHK_FLAG_DONE: u32 = 1;
 pub const KNHK_FLAG_COMPLETED: u32 = 2;
 pub const KNHK_FLAG_CANCELLED: u32 = 4;
@@ -62,6 +68,7 @@ pub const KNHK_BAD_FLAGS: knhk_status = 35;
 pub const KNHK_BAD_SIDE_WORDS: knhk_status = 36;
 pub const KNHK_BAD_CASE_STATE: knhk_status = 37;
 pub const KNHK_BAD_ENABLED: knhk_status = 38;
+pub const KNHK_OR_JOIN_CAP: knhk_status = 39;
 #[doc = " Status of every operation. Values are stable ABI."]
 pub type knhk_status = ::core::ffi::c_uint;
 pub const KNHK_JOIN_AND: knhk_join = 0;
@@ -157,7 +164,7 @@ pub type knhk_task_t = knhk_task;
 #[repr(align(64))]
 #[derive(Copy, Clone)]
 pub union knhk_hot_storage {
-    pub opaque: [u64; 512usize],
+    pub opaque: [u64; 3072usize],
 }
 impl Default for knhk_hot_storage {
     fn default() -> Self {
@@ -353,8 +360,12 @@ unsafe extern "C" {
     pub fn knhk_net_add_cancel_task(net: *mut knhk_net_t, task: u32, victim: u32) -> knhk_status;
 }
 unsafe extern "C" {
-    #[doc = " Validates the net once and, on success, makes it immutable and runnable. Checks, in this\n  order: input/output set and distinct, no flow into the input or out of the output, every\n  task has an input and an output flow, one default per XOR/OR split, every element\n  reachable from the input and able to reach the output, no multi-merge (concurrent\n  branches of an AND/OR split reaching one condition), every OR-join matched by a structured\n  OR-split. A task with a single input condition and an AND or OR join is normalised to XOR\n  (same behaviour). `report` may be NULL; when given it receives the status and the element\n  that failed. Returns KNHK_OK or the first defect's status; a failed seal leaves the net\n  unsealed and otherwise unchanged."]
+    #[doc = " Validates the net once and, on success, makes it immutable and runnable. Checks, in this\n  order: input/output set and distinct, no flow into the input or out of the output, every\n  task has an input and an output flow, one default per XOR/OR split, every element\n  reachable from the input and able to reach the output, no multi-merge (concurrent\n  branches of an AND/OR split reaching one condition). A task with a single input condition\n  and an AND or OR join is normalised to XOR (same behaviour).\n\n  OR-joins: one matched by a structured OR-split (each split branch reaches exactly one\n  join input, together all of them) is the structured synchronizing merge (WCP-7: side\n  words, a mask test at run time). Any other is general (WCP-37, WCP-38) and decided as the\n  YAWL engine decides it: enabled when an input is marked and no state reachable from the\n  current one without firing it marks the marked inputs and a further one, asked of the net\n  restricted to what can reach the join's inputs, with busy tasks able to complete,\n  cancellation sets applied, any split outcome possible (data is not known), other OR-joins\n  and discriminators taking one token from one input, and a completion onto a marked\n  condition impossible (as in the kernel). Seal explores the case's reachable states and, per\n  general OR-join, the restricted net's, and stores the enabling states' keys (marking and\n  busy set within the restricted net) in the net; at run time the decision is two masks and\n  a hash-table probe, no allocation and no exploration. Start of a general OR-join consumes\n  every marked input. A state seal did not reach (only a restored case can be in one) finds\n  no key: the OR-join waits. Seal refuses with KNHK_OR_JOIN_CAP (report: the OR-join, and in\n  `other` the cap) when an exploration would pass KNHK_ORJOIN_MAX_STATES states, an OR-join\n  has more than KNHK_ORJOIN_MAX_INPUTS inputs, or the net more than KNHK_ORJOIN_MAX_KEYS\n  enabling keys. The exploration runs on the stack (about 130 KiB, only for nets with a\n  general OR-join) and takes time in proportion to the states (milliseconds at the caps).\n\n  `report` may be NULL; when given it receives the status and the element that failed.\n  Returns KNHK_OK or the first defect's status; a failed seal leaves the net unsealed and\n  otherwise unchanged."]
     pub fn knhk_net_seal(net: *mut knhk_net_t, report: *mut knhk_seal_report_t) -> knhk_status;
+}
+unsafe extern "C" {
+    #[doc = " The OR-joins of a sealed net decided by the general rule (bit t = task t): those without a\n  matching structured OR-split (WCP-37, WCP-38). 0 for NULL, an unsealed net, or a net whose\n  OR-joins are all structured (WCP-7, side words)."]
+    pub fn knhk_net_general_or_joins(net: *const knhk_net_t) -> u64;
 }
 unsafe extern "C" {
     #[doc = " Fills guard with the single comparison `regs[lhs] op constant` (term[1] = TRUE)."]

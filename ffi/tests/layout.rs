@@ -13,7 +13,7 @@ extern "C" {
 /// The ABI version that the pinned column of [`layouts`] describes. Changing any public size,
 /// alignment or offset is an ABI change: bump `KNHK_ABI_VERSION` (c/include/knhk/version.h),
 /// then set this and re-pin the column. `layouts_pinned_with_abi_version` fails otherwise.
-const PINNED_ABI: u32 = 2;
+const PINNED_ABI: u32 = 3;
 
 /// Every public struct's size, alignment and field offsets, in layout_probe.c's order: the name,
 /// the Rust bindings' value and the value pinned for [`PINNED_ABI`]. The short-path tables are
@@ -72,23 +72,23 @@ fn layouts() -> Vec<(&'static str, usize, u64)> {
         ("task.ndefaults", offset_of!(knhk_task_t, ndefaults), 44),
         ("task.race", offset_of!(knhk_task_t, race), 45),
         ("task.reserved", offset_of!(knhk_task_t, reserved), 46),
-        ("sizeof hot_storage", size_of::<knhk_hot_storage_t>(), 4096),
+        ("sizeof hot_storage", size_of::<knhk_hot_storage_t>(), 24576),
         ("alignof hot_storage", align_of::<knhk_hot_storage_t>(), 64),
-        ("sizeof net", size_of::<knhk_net_t>(), 36928),
+        ("sizeof net", size_of::<knhk_net_t>(), 57408),
         ("alignof net", align_of::<knhk_net_t>(), 64),
         ("net.tasks", offset_of!(knhk_net_t, tasks), 0),
         ("net.branches", offset_of!(knhk_net_t, branches), 4096),
         ("net.hot", offset_of!(knhk_net_t, hot), 32768),
-        ("net.input", offset_of!(knhk_net_t, input), 36864),
-        ("net.output", offset_of!(knhk_net_t, output), 36872),
+        ("net.input", offset_of!(knhk_net_t, input), 57344),
+        ("net.output", offset_of!(knhk_net_t, output), 57352),
         (
             "net.nconditions",
             offset_of!(knhk_net_t, nconditions),
-            36880,
+            57360,
         ),
-        ("net.ntasks", offset_of!(knhk_net_t, ntasks), 36884),
-        ("net.sealed", offset_of!(knhk_net_t, sealed), 36888),
-        ("net.reserved", offset_of!(knhk_net_t, reserved), 36892),
+        ("net.ntasks", offset_of!(knhk_net_t, ntasks), 57364),
+        ("net.sealed", offset_of!(knhk_net_t, sealed), 57368),
+        ("net.reserved", offset_of!(knhk_net_t, reserved), 57372),
         ("sizeof case", size_of::<knhk_case_t>(), 128),
         ("alignof case", align_of::<knhk_case_t>(), 64),
         ("case.marking", offset_of!(knhk_case_t, marking), 0),

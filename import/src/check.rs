@@ -26,7 +26,8 @@ pub enum FindingKind {
     NotSafe,
     /// An XOR-join whose inputs can be marked together, or marked again while it runs (WCP-8).
     MultiMerge,
-    /// An OR-join without a matching structured OR-split (refused; see docs/import.md).
+    /// A non-local OR-join (no matching structured OR-split) past the kernel's seal-time caps
+    /// (`KNHK_OR_JOIN_CAP`; refused, see docs/import.md). Below them it runs (WCP-37/38).
     NonLocalOrJoin,
     /// A reachable state from which the output condition cannot be reached.
     NoOptionToComplete,
@@ -36,6 +37,9 @@ pub enum FindingKind {
     ImproperCompletion,
     /// A task that can never start.
     DeadTask,
+    /// A non-local OR-join (WCP-37/38) that the kernel runs, decided by the YAWL rule from
+    /// tables its seal derived (a note).
+    GeneralOrJoin,
     /// The exploration hit the state cap: soundness is not decided.
     ExplorationIncomplete,
     /// Flows whose predicate the client supplies (external predicates).
@@ -463,7 +467,9 @@ pub fn verify(model: &Model, opts: &Options) -> Report {
         Err(e) => {
             let kind = match e.error {
                 Some(knhk_kernel::Error::MultiMerge) => FindingKind::MultiMerge,
-                Some(knhk_kernel::Error::NonlocalOrJoin) => FindingKind::NonLocalOrJoin,
+                Some(knhk_kernel::Error::NonlocalOrJoin | knhk_kernel::Error::OrJoinCap) => {
+                    FindingKind::NonLocalOrJoin
+                }
                 Some(
                     knhk_kernel::Error::CapacityConditions
                     | knhk_kernel::Error::CapacityTasks
@@ -489,6 +495,31 @@ pub fn verify(model: &Model, opts: &Options) -> Report {
     let mut patterns = patterns;
     if findings.iter().any(|f| f.kind == FindingKind::MultiMerge) {
         patterns.push("WCP-8 multi-merge");
+    }
+    let general = compiled.net.general_or_joins();
+    if general != 0 {
+        let structured = model
+            .tasks
+            .iter()
+            .enumerate()
+            .any(|(i, t)| t.join == Join::Or && t.inputs.len() > 1 && general & (1 << i) == 0);
+        if !structured {
+            patterns.retain(|p| !p.starts_with("WCP-7 "));
+        }
+        patterns.push("WCP-37/38 general synchronizing merge");
+        for t in (0..64).filter(|t| general & (1u64 << t) != 0) {
+            let id = model.task_id(t).to_string();
+            findings.push(Finding {
+                kind: FindingKind::GeneralOrJoin,
+                severity: Severity::Info,
+                message: format!(
+                    "task '{id}': non-local OR-join (WCP-37/38, no matching structured \
+                     OR-split): decided as the YAWL engine decides it, from tables the kernel's \
+                     seal derived over the reachable states"
+                ),
+                elements: vec![id],
+            });
+        }
     }
     Report {
         findings,

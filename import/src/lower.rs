@@ -63,8 +63,13 @@ pub fn explain(e: Error) -> &'static str {
              the kernel runs 1-safe nets"
         }
         Error::NonlocalOrJoin => {
-            "non-local OR-join: no matching structured OR-split (only structured \
-             synchronizing merges, WCP-7, are run)"
+            "non-local OR-join: no matching structured OR-split (refused by libknhk before \
+             ABI 3)"
+        }
+        Error::OrJoinCap => {
+            "non-local OR-join (WCP-37/38) whose seal-time analysis exceeds a cap: the kernel \
+             decides it exactly (the YAWL rule, precomputed over the reachable states) or \
+             refuses it"
         }
         Error::InputIsOutput => "input and output are the same condition",
         _ => "refused by the kernel",
@@ -92,7 +97,10 @@ fn seal_error(model: &Model, e: SealError) -> LowerError {
         elements.push(id);
     }
     message.push_str(explain(e.error));
-    if let Some(o) = e.other {
+    if let Some(cap) = e.or_join_cap() {
+        // `other` names the cap, not an element
+        message.push_str(&format!(" (cap {})", cap.describe()));
+    } else if let Some(o) = e.other {
         // For a multi-merge, `other` is the split whose branches meet; otherwise a task too.
         let id = model.task_id(o as usize).to_string();
         message.push_str(&format!(" (with task '{id}')"));

@@ -171,6 +171,134 @@ fn cancellation_sets_and_removes_tokens_from_flow() {
     );
 }
 
+/// A model file written for these tests (import/tests/models), imported, verified and lowered.
+fn model_file(name: &str) -> (knhk_import::Model, Box<knhk_kernel::Net>) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/models")
+        .join(name);
+    let m = import_file(&path, &Options::default()).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let r = verify(&m, &Options::default());
+    assert!(r.accepted(), "{name}: {:#?}", r.findings);
+    assert!(r.exhaustive, "{name}: soundness decided");
+    assert!(
+        r.patterns
+            .contains(&"WCP-37/38 general synchronizing merge"),
+        "{:?}",
+        r.patterns
+    );
+    assert!(
+        !r.patterns.iter().any(|p| p.starts_with("WCP-7 ")),
+        "{:?}",
+        r.patterns
+    );
+    let note = r
+        .findings
+        .iter()
+        .find(|f| f.kind == FindingKind::GeneralOrJoin)
+        .expect("a note on the general OR-join");
+    assert_eq!(note.elements, ["D"]);
+    let net = lower(&m).expect("lowers").net;
+    (m, net)
+}
+
+fn task_of(m: &knhk_import::Model, id: &str) -> u32 {
+    m.tasks.iter().position(|t| t.id == id).expect("task") as u32
+}
+
+#[test]
+fn wcp37_local_synchronizing_merge_model() {
+    let (m, net) = model_file("WCP37LocalSynchronizingMerge.yawl");
+    let [a, b, f, c, d] = ["A", "B", "F", "C", "D"].map(|id| task_of(&m, id));
+    assert_eq!(net.general_or_joins(), 1 << d);
+    let mut k = Case::new(&net).unwrap();
+    *k.regs_mut() = m.initial_registers(); // left = right = 1, direct = 0
+    net.fire(&mut k, a).unwrap();
+    net.fire(&mut k, c).unwrap();
+    assert_eq!(net.fire(&mut k, d), Err(knhk_kernel::Error::NotEnabled)); // B pending
+    net.fire(&mut k, b).unwrap(); // to F, not straight to D
+    assert_eq!(net.fire(&mut k, d), Err(knhk_kernel::Error::NotEnabled)); // F pending
+    net.start(&mut k, f).unwrap();
+    assert_eq!(net.enabled(&k) & (1 << d), 0, "busy F still counts");
+    net.complete(&mut k, f).unwrap();
+    net.fire(&mut k, d).unwrap();
+    assert_eq!(net.state(&k), CaseState::Complete);
+
+    // only the right branch: D does not wait for the left one
+    let mut k = Case::new(&net).unwrap();
+    *k.regs_mut() = m.initial_registers();
+    k.regs_mut()[0] = 0; // left = 0
+    net.fire(&mut k, a).unwrap();
+    net.fire(&mut k, c).unwrap();
+    net.fire(&mut k, d).unwrap();
+    assert_eq!(net.state(&k), CaseState::Complete);
+}
+
+#[test]
+fn wcp38_general_synchronizing_merge_model() {
+    let (m, net) = model_file("WCP38GeneralSynchronizingMerge.yawl");
+    let [a, b, l, c, z, d] = ["A", "B", "L", "C", "Z", "D"].map(|id| task_of(&m, id));
+    let mut k = Case::new(&net).unwrap();
+    *k.regs_mut() = m.initial_registers(); // again = 1
+    net.fire(&mut k, a).unwrap();
+    net.fire(&mut k, c).unwrap();
+    for _ in 0..3 {
+        assert_eq!(net.fire(&mut k, d), Err(knhk_kernel::Error::NotEnabled));
+        net.fire(&mut k, b).unwrap(); // to L
+        assert_eq!(net.fire(&mut k, d), Err(knhk_kernel::Error::NotEnabled));
+        net.fire(&mut k, l).unwrap();
+    }
+    k.regs_mut()[0] = 0;
+    net.fire(&mut k, b).unwrap(); // to D
+    net.fire(&mut k, d).unwrap();
+    assert_eq!(net.state(&k), CaseState::Complete);
+
+    // Z cancels the loop while B is busy: D fires on Z's token alone
+    let mut k = Case::new(&net).unwrap();
+    *k.regs_mut() = m.initial_registers();
+    net.fire(&mut k, a).unwrap();
+    net.start(&mut k, b).unwrap();
+    assert_eq!(net.enabled(&k) & (1 << d), 0);
+    net.fire(&mut k, z).unwrap();
+    assert_eq!(k.busy(), 0);
+    assert_eq!(net.enabled(&k), 1 << d);
+    net.fire(&mut k, d).unwrap();
+    assert_eq!(net.state(&k), CaseState::Complete);
+}
+
+/// Past the kernel's caps a non-local OR-join is refused, naming the cap.
+#[test]
+fn general_or_join_past_the_cap_is_refused() {
+    let flows: String = (0..7)
+        .map(|k| format!(r#"<flowsInto><nextElementRef id="T{k}"/></flowsInto>"#))
+        .collect();
+    let branches: String = (0..7)
+        .map(|k| {
+            format!(
+                r#"<task id="T{k}"><flowsInto><nextElementRef id="J"/></flowsInto><join code="xor"/><split code="and"/></task>"#
+            )
+        })
+        .collect();
+    let body = format!(
+        r#"<task id="A">{flows}<join code="xor"/><split code="and"/></task>{branches}
+        <task id="J"><flowsInto><nextElementRef id="out"/></flowsInto><join code="or"/><split code="and"/></task>"#
+    );
+    let m = import_str(&yawl4(&body, ""), &Options::default()).expect("imports");
+    let r = verify(&m, &Options::default());
+    assert!(!r.accepted());
+    let f = r
+        .findings
+        .iter()
+        .find(|f| f.kind == FindingKind::NonLocalOrJoin)
+        .unwrap_or_else(|| panic!("{:#?}", r.findings));
+    assert_eq!(f.elements, ["J"]);
+    assert!(
+        f.message.contains("KNHK_ORJOIN_MAX_INPUTS"),
+        "{}",
+        f.message
+    );
+    assert!(f.message.contains("KNHK_OR_JOIN_CAP"), "{}", f.message);
+}
+
 #[test]
 fn composite_tasks_are_flattened() {
     let body = r#"

@@ -57,7 +57,8 @@ pub enum Error {
     TwoDefaults = sys::KNHK_TWO_DEFAULTS,
     /// Seal: concurrent branches can put two tokens on one condition (WCP-8 multi-merge).
     MultiMerge = sys::KNHK_MULTI_MERGE,
-    /// Seal: OR-join without a matching structured OR-split.
+    /// Seal: no longer returned since ABI 3 (a non-local OR-join is decided by the YAWL
+    /// rule, or refused with [`Error::OrJoinCap`]); kept for its value.
     NonlocalOrJoin = sys::KNHK_NONLOCAL_OR_JOIN,
     /// Seal: input and output are the same condition.
     InputIsOutput = sys::KNHK_INPUT_IS_OUTPUT,
@@ -86,6 +87,10 @@ pub enum Error {
     BadCaseState = sys::KNHK_BAD_CASE_STATE,
     /// Restore: the saved enabled set is not the one the net's rules give for the marking.
     BadEnabled = sys::KNHK_BAD_ENABLED,
+    /// Seal: a non-local OR-join whose decision tables would exceed a seal-time cap
+    /// ([`crate::ORJOIN_MAX_STATES`] states, [`crate::ORJOIN_MAX_INPUTS`] inputs or
+    /// [`crate::ORJOIN_MAX_KEYS`] enabling keys); [`SealError::or_join_cap`] says which.
+    OrJoinCap = sys::KNHK_OR_JOIN_CAP,
 }
 
 impl Error {
@@ -104,7 +109,7 @@ impl Error {
     #[cold]
     pub fn from_raw(status: u32) -> Error {
         use Error::*;
-        const ALL: [Error; 38] = [
+        const ALL: [Error; 39] = [
             NotEnabled,
             NotStarted,
             SafetyViolation,
@@ -143,6 +148,7 @@ impl Error {
             BadSideWords,
             BadCaseState,
             BadEnabled,
+            OrJoinCap,
         ];
         const _: () = assert!(ALL.len() + 1 == sys::KNHK_STATUS_COUNT as usize);
         ALL.iter()
@@ -207,6 +213,7 @@ impl fmt::Display for Error {
             }
             Error::BadCaseState => "case flags disagree with its marking",
             Error::BadEnabled => "saved enabled set differs from the one the net's rules give",
+            Error::OrJoinCap => "non-local OR-join past a seal-time cap of its analysis",
         };
         write!(f, "{} ({})", what, self.name())
     }
@@ -234,17 +241,59 @@ pub struct SealError {
     pub error: Error,
     /// The element it concerns.
     pub element: Element,
-    /// A second element index involved, if any (for MultiMerge: the split task).
+    /// A second element index involved, if any (for MultiMerge: the split task); for
+    /// OrJoinCap the cap's code instead (see [`SealError::or_join_cap`]).
     pub other: Option<u32>,
+}
+
+/// Which seal-time cap a non-local OR-join exceeded ([`Error::OrJoinCap`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OrJoinCap {
+    /// More than [`crate::ORJOIN_MAX_STATES`] states in one exploration.
+    States,
+    /// More than [`crate::ORJOIN_MAX_INPUTS`] input conditions on the OR-join.
+    Inputs,
+    /// More than [`crate::ORJOIN_MAX_KEYS`] enabling keys in the net.
+    Keys,
+}
+
+impl OrJoinCap {
+    /// The cap's name and value, e.g. `"KNHK_ORJOIN_MAX_STATES = 2048"`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            OrJoinCap::States => "KNHK_ORJOIN_MAX_STATES = 2048 states",
+            OrJoinCap::Inputs => "KNHK_ORJOIN_MAX_INPUTS = 6 inputs",
+            OrJoinCap::Keys => "KNHK_ORJOIN_MAX_KEYS = 512 enabling keys",
+        }
+    }
+}
+
+impl SealError {
+    /// For [`Error::OrJoinCap`]: the cap exceeded (the report's `other` field); else `None`.
+    pub fn or_join_cap(&self) -> Option<OrJoinCap> {
+        if self.error != Error::OrJoinCap {
+            return None;
+        }
+        match self.other? {
+            sys::KNHK_ORJOIN_CAP_STATES => Some(OrJoinCap::States),
+            sys::KNHK_ORJOIN_CAP_INPUTS => Some(OrJoinCap::Inputs),
+            sys::KNHK_ORJOIN_CAP_KEYS => Some(OrJoinCap::Keys),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for SealError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.element {
-            Element::None => write!(f, "{}", self.error),
-            Element::Condition(c) => write!(f, "condition {c}: {}", self.error),
-            Element::Task(t) => write!(f, "task {t}: {}", self.error),
+            Element::None => write!(f, "{}", self.error)?,
+            Element::Condition(c) => write!(f, "condition {c}: {}", self.error)?,
+            Element::Task(t) => write!(f, "task {t}: {}", self.error)?,
         }
+        if let Some(cap) = self.or_join_cap() {
+            write!(f, " [cap {}]", cap.describe())?;
+        }
+        Ok(())
     }
 }
 

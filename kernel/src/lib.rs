@@ -42,7 +42,7 @@ pub mod ring;
 pub use beat::{Event, Op};
 pub use block::{Block, BlockPath, NO_TASK};
 pub use case::{flags, Case, CaseState, CASE_BYTES};
-pub use error::{Element, Error, SealError};
+pub use error::{Element, Error, OrJoinCap, SealError};
 pub use guard::{Guard, GuardOp, Operand, Term};
 pub use net::{Join, Net, Split, TaskView};
 
@@ -59,6 +59,12 @@ pub const MAX_BRANCHES: usize = knhk_sys::KNHK_MAX_BRANCHES as usize;
 pub const REGISTERS: usize = knhk_sys::KNHK_REGISTERS as usize;
 /// Events per beat.
 pub const BEAT_LANES: usize = knhk_sys::KNHK_BEAT_LANES as usize;
+/// Non-local OR-joins: states of one seal-time exploration (see [`Join::Or`]).
+pub const ORJOIN_MAX_STATES: usize = knhk_sys::KNHK_ORJOIN_MAX_STATES as usize;
+/// Non-local OR-joins: input conditions of one such join.
+pub const ORJOIN_MAX_INPUTS: usize = knhk_sys::KNHK_ORJOIN_MAX_INPUTS as usize;
+/// Non-local OR-joins: enabling keys stored for all of a net's non-local OR-joins.
+pub const ORJOIN_MAX_KEYS: usize = knhk_sys::KNHK_ORJOIN_MAX_KEYS as usize;
 
 const _: () = assert!(core::mem::size_of::<Case>() == 128);
 const _: () = assert!(core::mem::align_of::<Case>() == 64);

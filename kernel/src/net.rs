@@ -12,7 +12,12 @@ pub enum Join {
     And = sys::KNHK_JOIN_AND,
     /// Any input marked; start consumes one.
     Xor = sys::KNHK_JOIN_XOR,
-    /// Structured synchronizing merge (WCP-7).
+    /// OR-join. With a matching structured OR-split: the structured synchronizing merge
+    /// (WCP-7, side words in the case). Otherwise general (WCP-37, WCP-38), decided as the
+    /// YAWL engine decides it: enabled when an input is marked and no state reachable without
+    /// firing it marks a further input (cancellation regions and busy tasks included); seal
+    /// derives the decision tables, or refuses with [`Error::OrJoinCap`] above its caps.
+    /// Start consumes every marked input.
     Or = sys::KNHK_JOIN_OR,
     /// Structured discriminator (WCP-9).
     Discriminator = sys::KNHK_JOIN_DISCRIMINATOR,
@@ -225,6 +230,13 @@ impl Net {
     }
 
     // ---- introspection ----
+
+    /// The OR-joins decided by the general (YAWL) rule, bit t = task t: those without a
+    /// matching structured OR-split (WCP-37/38). 0 before seal.
+    pub fn general_or_joins(&self) -> u64 {
+        // SAFETY: a pointer from a live reference; the function only reads the net.
+        unsafe { sys::knhk_net_general_or_joins(&self.raw) }
+    }
 
     /// True after a successful seal.
     pub fn is_sealed(&self) -> bool {

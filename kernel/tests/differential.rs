@@ -39,6 +39,9 @@ struct TaskM {
     branches: Vec<Branch>,
     cancel_conds: Vec<u32>,
     cancel_tasks: Vec<u32>,
+    /// An OR-join without a matching structured OR-split: the kernel decides it by the YAWL
+    /// rule (the reference explores, see `RefCase::yawl_or_join_enabled`).
+    general_or: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -62,6 +65,7 @@ impl Model {
             branches: vec![],
             cancel_conds: vec![],
             cancel_tasks: vec![],
+            general_or: false,
         });
         self.tasks.len() as u32 - 1
     }
@@ -75,29 +79,38 @@ impl Model {
     }
 
     fn to_net(&self) -> Result<Box<Net>, String> {
+        self.build().map_err(|e| e.to_string())
+    }
+
+    fn build(&self) -> Result<Box<Net>, knhk_kernel::SealError> {
+        let err = |error| knhk_kernel::SealError {
+            error,
+            element: knhk_kernel::Element::None,
+            other: None,
+        };
         let mut net = Box::new(Net::new());
         for _ in 0..self.nconds {
-            net.add_condition().map_err(|e| e.to_string())?;
+            net.add_condition().map_err(err)?;
         }
-        net.set_input(self.input).map_err(|e| e.to_string())?;
-        net.set_output(self.output).map_err(|e| e.to_string())?;
+        net.set_input(self.input).map_err(err)?;
+        net.set_output(self.output).map_err(err)?;
         for t in &self.tasks {
-            let id = net.add_task(t.join, t.split).map_err(|e| e.to_string())?;
+            let id = net.add_task(t.join, t.split).map_err(err)?;
             for &c in &t.pre {
-                net.input_flow(c, id).map_err(|e| e.to_string())?;
+                net.input_flow(c, id).map_err(err)?;
             }
             for b in &t.branches {
                 net.output_flow(id, b.cond, b.guard.as_ref(), b.default)
-                    .map_err(|e| e.to_string())?;
+                    .map_err(err)?;
             }
             for &c in &t.cancel_conds {
-                net.add_cancel_condition(id, c).map_err(|e| e.to_string())?;
+                net.add_cancel_condition(id, c).map_err(err)?;
             }
             for &v in &t.cancel_tasks {
-                net.add_cancel_task(id, v).map_err(|e| e.to_string())?;
+                net.add_cancel_task(id, v).map_err(err)?;
             }
         }
-        net.seal().map_err(|e| e.to_string())?;
+        net.seal()?;
         Ok(net)
     }
 }
@@ -159,7 +172,7 @@ struct Region {
 
 /// Appends a block that starts at condition `c_in` and returns its exit condition.
 fn block(m: &mut Model, rng: &mut Rng, depth: u32, c_in: u32, region: &mut Region) -> u32 {
-    let kind = if depth == 0 { 0 } else { rng.below(8) };
+    let kind = if depth == 0 { 0 } else { rng.below(9) };
     match kind {
         // a single task
         0 => {
@@ -252,6 +265,58 @@ fn block(m: &mut Model, rng: &mut Rng, depth: u32, c_in: u32, region: &mut Regio
             region.conds.push(c);
             c
         }
+        // general (non-local) OR-join (WCP-37/38): an AND (or XOR) split into 2-3 branches
+        // joined by an OR-join that no OR-split matches; sometimes one branch's entry races a canceller Z
+        // (deferred choice) that empties another branch's region, so the join fires on fewer
+        // inputs
+        8 => {
+            let n = 2 + rng.below(2) as usize;
+            // an AND split, or an XOR split (then the join gets exactly one branch)
+            let xor = rng.below(3) == 0;
+            let s = m.task(
+                Join::Xor,
+                if xor { Split::Xor } else { Split::And },
+                vec![c_in],
+            );
+            region.tasks.push(s);
+            let default = rng.below(n as u64) as usize;
+            let (mut starts, mut ends, mut regions) = (vec![], vec![], vec![]);
+            for k in 0..n {
+                let a = m.cond();
+                m.tasks[s as usize].branches.push(Branch {
+                    cond: a,
+                    guard: xor.then(|| random_guard(rng)),
+                    default: xor && k == default,
+                    or_expect: None,
+                });
+                let mut sub = Region::default();
+                sub.conds.push(a);
+                let e = block(m, rng, depth - 1, a, &mut sub);
+                starts.push(a);
+                ends.push(e);
+                regions.push(sub);
+            }
+            if rng.below(2) == 0 {
+                let y = rng.below(n as u64) as usize;
+                let x = (y + 1 + rng.below(n as u64 - 1) as usize) % n;
+                let z = m.task(Join::Xor, Split::And, vec![starts[y]]);
+                m.out(z, ends[y]);
+                m.tasks[z as usize].cancel_conds = regions[x].conds.clone();
+                m.tasks[z as usize].cancel_tasks = regions[x].tasks.clone();
+                region.tasks.push(z);
+            }
+            for sub in regions {
+                region.conds.extend(sub.conds);
+                region.tasks.extend(sub.tasks);
+            }
+            let j = m.task(Join::Or, Split::And, ends);
+            m.tasks[j as usize].general_or = true;
+            let c = m.cond();
+            m.out(j, c);
+            region.tasks.push(j);
+            region.conds.push(c);
+            c
+        }
         // deferred choice: two tasks race for c_in, then an XOR join
         _ => {
             let mut ends = vec![];
@@ -302,7 +367,12 @@ fn generate(seed: u64) -> Model {
             m.tasks[k as usize].cancel_tasks = region.tasks.clone();
         }
         if m.nconds <= 64 && m.tasks.len() <= 64 && m.tasks.iter().all(|t| t.branches.len() <= 8) {
-            return m;
+            // a general OR-join whose analysis passes the seal's caps is refused (OrJoinCap):
+            // draw again
+            match m.build() {
+                Err(e) if e.error == Error::OrJoinCap => continue,
+                _ => return m,
+            }
         }
     }
 }
@@ -399,6 +469,7 @@ impl RefCase {
         match Self::join_of(task) {
             Join::And => task.pre.iter().all(|&c| self.marked(c)),
             Join::Xor | Join::Discriminator => task.pre.iter().any(|&c| self.marked(c)),
+            Join::Or if task.general_or => self.yawl_or_join_enabled(m, t),
             Join::Or => {
                 let need: Vec<u32> = task
                     .pre
@@ -409,6 +480,137 @@ impl RefCase {
                 !need.is_empty() && need.iter().all(|&c| self.marked(c))
             }
         }
+    }
+
+    /// The YAWL engine's OR-join rule, decided directly by exploring states at each call
+    /// (Wynn et al. 2005; YAWL's E2WFOJNet): OR-join `j` is enabled when an input is marked
+    /// and no state reachable from the current one without firing `j` marks the inputs marked
+    /// now and a further one. As YAWL does, the question is asked of the net restricted to
+    /// the conditions and tasks from which an input of `j` can be reached without passing
+    /// `j`; busy tasks may complete (their outputs count); cancellation sets empty what they
+    /// name; every XOR/OR split may take any flow / any non-empty set of flows (data is not
+    /// known); other OR-joins and discriminators take one token from any one marked input;
+    /// a completion that would put a token on a marked condition does not happen.
+    fn yawl_or_join_enabled(&self, m: &Model, j: u32) -> bool {
+        let join = &m.tasks[j as usize];
+        let marked_inputs: BTreeSet<u32> = join
+            .pre
+            .iter()
+            .copied()
+            .filter(|&c| self.marked(c))
+            .collect();
+        if marked_inputs.is_empty() {
+            return false;
+        }
+        if marked_inputs.len() == join.pre.len() {
+            return true;
+        }
+        // the restricted net: backward from j's inputs, never through j
+        let mut conds: BTreeSet<u32> = join.pre.iter().copied().collect();
+        let mut tasks: BTreeSet<u32> = BTreeSet::new();
+        loop {
+            let before = (conds.len(), tasks.len());
+            for (t, task) in m.tasks.iter().enumerate() {
+                let t = t as u32;
+                if t != j && task.branches.iter().any(|b| conds.contains(&b.cond)) {
+                    tasks.insert(t);
+                    conds.extend(task.pre.iter().copied());
+                }
+            }
+            if (conds.len(), tasks.len()) == before {
+                break;
+            }
+        }
+        type State = (BTreeSet<u32>, BTreeSet<u32>);
+        let start: State = (
+            self.tokens
+                .keys()
+                .copied()
+                .filter(|c| conds.contains(c) && self.marked(*c))
+                .collect(),
+            self.busy
+                .iter()
+                .copied()
+                .filter(|t| tasks.contains(t))
+                .collect(),
+        );
+        let mut seen: BTreeSet<State> = BTreeSet::new();
+        let mut todo = vec![start.clone()];
+        seen.insert(start);
+        while let Some((marking, busy)) = todo.pop() {
+            let mut next: Vec<State> = vec![];
+            for &t in &tasks {
+                let task = &m.tasks[t as usize];
+                if !busy.contains(&t) {
+                    let have: Vec<u32> = task
+                        .pre
+                        .iter()
+                        .copied()
+                        .filter(|c| marking.contains(c))
+                        .collect();
+                    let mut b2 = busy.clone();
+                    b2.insert(t);
+                    if Self::join_of(task) == Join::And {
+                        if have.len() == task.pre.len() {
+                            let mk = marking.iter().copied().filter(|c| !have.contains(c));
+                            next.push((mk.collect(), b2));
+                        }
+                    } else {
+                        for &c in &have {
+                            let mut mk = marking.clone();
+                            mk.remove(&c);
+                            next.push((mk, b2.clone()));
+                        }
+                    }
+                    continue;
+                }
+                let mut mk = marking.clone();
+                let mut b2 = busy.clone();
+                for c in &task.cancel_conds {
+                    mk.remove(c);
+                }
+                for v in &task.cancel_tasks {
+                    b2.remove(v);
+                }
+                b2.remove(&t);
+                let n = task.branches.len();
+                let choices: Vec<Vec<usize>> = match task.split {
+                    Split::And => vec![(0..n).collect()],
+                    Split::Xor => (0..n).map(|k| vec![k]).collect(),
+                    Split::Or => (1u32..1 << n)
+                        .map(|set| (0..n).filter(|&k| set & (1 << k) != 0).collect())
+                        .collect(),
+                };
+                for choice in choices {
+                    let out: Vec<u32> = choice
+                        .iter()
+                        .map(|&k| task.branches[k].cond)
+                        .filter(|c| conds.contains(c))
+                        .collect();
+                    if out.iter().any(|c| mk.contains(c)) {
+                        continue; // the kernel refuses it (SAFETY_VIOLATION)
+                    }
+                    let mut m2 = mk.clone();
+                    m2.extend(out);
+                    next.push((m2, b2.clone()));
+                }
+            }
+            for state in next {
+                let inputs: BTreeSet<u32> = join
+                    .pre
+                    .iter()
+                    .copied()
+                    .filter(|c| state.0.contains(c))
+                    .collect();
+                if inputs.is_superset(&marked_inputs) && inputs.len() > marked_inputs.len() {
+                    return false; // a further input can still be marked: wait
+                }
+                if seen.insert(state.clone()) {
+                    todo.push(state);
+                }
+            }
+        }
+        true
     }
 
     fn enabled_set(&self, m: &Model) -> u64 {
@@ -430,6 +632,11 @@ impl RefCase {
                 let lowest = task.pre.iter().copied().filter(|&c| self.marked(c)).min();
                 if let Some(c) = lowest {
                     self.take(c);
+                }
+            }
+            Join::Or if task.general_or => {
+                for &c in &task.pre {
+                    self.take(c); // every marked input
                 }
             }
             Join::Or => {
@@ -954,6 +1161,15 @@ fn generator_covers_every_pattern() {
                 seen.insert("back edge".to_string());
             }
         }
+        if m.tasks.iter().any(|t| t.general_or) {
+            seen.insert("general or-join".to_string());
+            // a canceller Z: cancels a region and does not end the case
+            if m.tasks.iter().any(|z| {
+                !z.cancel_conds.is_empty() && z.branches.iter().all(|b| b.cond != m.output)
+            }) {
+                seen.insert("general or-join with cancellation".to_string());
+            }
+        }
         if m.tasks.iter().any(|t| {
             t.pre.len() == 1 && m.tasks.iter().filter(|u| u.pre.contains(&t.pre[0])).count() > 1
         }) {
@@ -971,10 +1187,74 @@ fn generator_covers_every_pattern() {
         "cancel",
         "back edge",
         "deferred choice",
+        "general or-join",
+        "general or-join with cancellation",
     ] {
         assert!(
             seen.contains(want),
             "generator never produced {want}: {seen:?}"
         );
     }
+}
+
+/// The general OR-joins of the generated nets are decided both ways, with inputs partly
+/// marked: some waits (a further input can still be marked) and some fires (none can), so
+/// the property above compares real decisions, not only the trivial ones.
+#[test]
+fn general_or_joins_decide_both_ways() {
+    let (mut waits, mut fires) = (0u32, 0u32);
+    for seed in 0..2000u64 {
+        let model = generate(seed * 104_729 + 7);
+        let Some(joins) = Some(
+            (0..model.tasks.len() as u32)
+                .filter(|&t| model.tasks[t as usize].general_or)
+                .collect::<Vec<_>>(),
+        )
+        .filter(|j| !j.is_empty()) else {
+            continue;
+        };
+        let net = model.to_net().expect("net");
+        let mut case = Case::new(&net).expect("case");
+        let mut reference = RefCase::new(&model);
+        let mut rng = Rng(seed | 1);
+        for _ in 0..80 {
+            for &j in &joins {
+                let pre = &model.tasks[j as usize].pre;
+                let marked = pre.iter().filter(|&&c| reference.marked(c)).count();
+                if marked > 0 && marked < pre.len() && !reference.busy.contains(&j) {
+                    let kernel = net.enabled(&case) & (1 << j) != 0;
+                    assert_eq!(kernel, reference.enabled(&model, j), "seed {seed} join {j}");
+                    if kernel {
+                        fires += 1;
+                    } else {
+                        waits += 1;
+                    }
+                }
+            }
+            let enabled = net.enabled(&case);
+            let busy = case.busy();
+            let raw = (
+                rng.below(16) as u8,
+                rng.below(256) as u8 | 1,
+                rng.below(256) as u8,
+                rng.below(256) as u8,
+            );
+            let step = match pick_step(raw, &model, enabled, busy) {
+                Step::CancelCase | Step::CancelTask(_) => continue,
+                s => s,
+            };
+            if let Step::SetReg(r, v) = step {
+                case.regs_mut()[r] = v;
+                reference.regs[r] = v;
+                continue;
+            }
+            let got = kernel_apply(&net, &mut case, step);
+            assert_eq!(got, reference.apply(&model, &step), "seed {seed}");
+            if net.state(&case) != CaseState::Running {
+                break;
+            }
+        }
+    }
+    println!("general OR-joins, partly marked: {waits} waits, {fires} fires");
+    assert!(waits >= 200 && fires >= 100, "waits {waits}, fires {fires}");
 }

@@ -310,15 +310,170 @@ fn wcp08_multi_merge_is_refused_at_seal() {
     assert!(!b.net.is_sealed());
 }
 
+/// WCP-37 local synchronizing merge with no matching OR-split: A AND-splits into three
+/// branches; B may leave the join's region (c7, E ends the case). The OR-join D fires when an
+/// input is marked and nothing upstream (tokens, busy tasks) can mark another one.
+fn wcp37_net() -> (Box<Net>, Case, [u32; 6]) {
+    let mut b = B::new(9);
+    let a = b.task(Join::Xor, Split::And, &[0], &[1, 2, 3]);
+    let bt = b.guarded(
+        Join::Xor,
+        Split::Xor,
+        &[1],
+        &[(4, Guard::Term(Term::constant(0, GuardOp::Eq, 0)))],
+        7,
+    );
+    let c = b.task(Join::Xor, Split::And, &[2], &[5]);
+    let f = b.task(Join::Xor, Split::And, &[3], &[6]);
+    let d = b.task(Join::Or, Split::And, &[4, 5, 6], &[8]);
+    let e = b.task(Join::Xor, Split::And, &[7], &[8]);
+    let (net, case) = b.seal();
+    assert_eq!(net.general_or_joins(), bit(d));
+    (net, case, [a, bt, c, f, d, e])
+}
+
 #[test]
-fn nonlocal_or_join_is_refused_at_seal() {
+fn wcp37_local_synchronizing_merge() {
+    let (net, case, [a, bt, c, f, d, _e]) = wcp37_net();
+    // every branch arrives: D waits for each, a busy B included
+    let mut k = case;
+    net.fire(&mut k, a).unwrap();
+    net.fire(&mut k, c).unwrap();
+    refused(&net, &mut k, |n, x| n.start(x, d), Error::NotEnabled);
+    net.fire(&mut k, f).unwrap();
+    refused(&net, &mut k, |n, x| n.fire(x, d), Error::NotEnabled);
+    net.start(&mut k, bt).unwrap();
+    assert_eq!(net.enabled(&k) & bit(d), 0, "a busy B may still mark c3");
+    net.complete(&mut k, bt).unwrap();
+    assert_eq!(k.marking(), bit(4) | bit(5) | bit(6));
+    net.fire(&mut k, d).unwrap();
+    assert_eq!(net.state(&k), CaseState::Complete);
+    assert_eq!(k.flags() & flags::EXPLICIT_TERMINATION, 0);
+    assert_eq!(k.or_expect(), 0, "a general OR-join keeps no side words");
+
+    // B leaves the region: D fires on c4 and c6 alone and consumes both
+    let mut k = case;
+    k.regs_mut()[0] = 1;
+    net.fire(&mut k, a).unwrap();
+    net.fire(&mut k, c).unwrap();
+    net.fire(&mut k, bt).unwrap();
+    refused(&net, &mut k, |n, x| n.fire(x, d), Error::NotEnabled); // c7 may still give c6
+    net.fire(&mut k, f).unwrap();
+    assert_ne!(net.enabled(&k) & bit(d), 0);
+    net.start(&mut k, d).unwrap();
+    assert_eq!(k.marking(), bit(7));
+
+    // WCP-19: withdrawing F's token releases D
+    let mut k = case;
+    net.fire(&mut k, a).unwrap();
+    net.fire(&mut k, bt).unwrap();
+    net.fire(&mut k, c).unwrap();
+    refused(&net, &mut k, |n, x| n.fire(x, d), Error::NotEnabled);
+    net.cancel_task(&mut k, f).unwrap();
+    net.fire(&mut k, d).unwrap();
+    assert_eq!(net.state(&k), CaseState::Complete);
+}
+
+/// WCP-38 general synchronizing merge: D waits for a looping branch (B, L) and is released
+/// when Z (a deferred choice against C) cancels that branch's region, busy tasks included.
+#[test]
+fn wcp38_general_synchronizing_merge() {
+    let mut b = B::new(7);
+    let a = b.task(Join::Xor, Split::And, &[0], &[1, 2]);
+    let bt = b.guarded(
+        Join::Xor,
+        Split::Xor,
+        &[1],
+        &[(5, Guard::Term(Term::constant(0, GuardOp::Gt, 0)))],
+        3,
+    );
+    let l = b.task(Join::Xor, Split::And, &[5], &[1]);
+    let c = b.task(Join::Xor, Split::And, &[2], &[4]);
+    let z = b.task(Join::Xor, Split::And, &[2], &[4]);
+    for cond in [1, 5] {
+        b.net.add_cancel_condition(z, cond).unwrap();
+    }
+    for victim in [bt, l] {
+        b.net.add_cancel_task(z, victim).unwrap();
+    }
+    let d = b.task(Join::Or, Split::And, &[3, 4], &[6]);
+    let (net, case) = b.seal();
+
+    let mut k = case;
+    k.regs_mut()[0] = 1;
+    net.fire(&mut k, a).unwrap();
+    net.fire(&mut k, c).unwrap();
+    for _ in 0..3 {
+        refused(&net, &mut k, |n, x| n.fire(x, d), Error::NotEnabled);
+        net.fire(&mut k, bt).unwrap(); // loops: p5
+        refused(&net, &mut k, |n, x| n.fire(x, d), Error::NotEnabled);
+        net.start(&mut k, l).unwrap();
+        refused(&net, &mut k, |n, x| n.fire(x, d), Error::NotEnabled);
+        net.complete(&mut k, l).unwrap();
+    }
+    k.regs_mut()[0] = 0;
+    net.fire(&mut k, bt).unwrap();
+    net.fire(&mut k, d).unwrap();
+    assert_eq!(net.state(&k), CaseState::Complete);
+
+    // Z cancels the looping branch while B is busy: D fires on p4 alone
+    let mut k = case;
+    k.regs_mut()[0] = 1;
+    net.fire(&mut k, a).unwrap();
+    net.start(&mut k, bt).unwrap();
+    net.fire(&mut k, z).unwrap();
+    assert_eq!((k.marking(), k.busy()), (bit(4), 0));
+    assert_eq!(net.enabled(&k), bit(d));
+    net.fire(&mut k, d).unwrap();
+    assert_eq!(net.state(&k), CaseState::Complete);
+    assert_eq!(k.flags() & flags::EXPLICIT_TERMINATION, 0);
+}
+
+/// The OR-join fed by an AND-split that ABI 2 refused as non-local now runs; past the caps
+/// seal refuses, naming the OR-join and the cap.
+#[test]
+fn nonlocal_or_join_runs_and_caps_refuse() {
     let mut b = B::new(4);
-    b.task(Join::Xor, Split::And, &[0], &[1, 2]);
+    let a = b.task(Join::Xor, Split::And, &[0], &[1, 2]);
     let j = b.task(Join::Or, Split::And, &[1, 2], &[3]);
+    let (net, mut k) = b.seal();
+    net.start(&mut k, a).unwrap();
+    refused(&net, &mut k, |n, x| n.fire(x, j), Error::NotEnabled);
+    net.complete(&mut k, a).unwrap();
+    net.fire(&mut k, j).unwrap();
+    assert_eq!(net.state(&k), CaseState::Complete);
+
+    // 7 inputs
+    let mut b = B::new(9);
+    b.task(Join::Xor, Split::And, &[0], &[1, 2, 3, 4, 5, 6, 7]);
+    let j = b.task(Join::Or, Split::And, &[1, 2, 3, 4, 5, 6, 7], &[8]);
     let err = b.net.seal().unwrap_err();
-    assert_eq!(err.error, Error::NonlocalOrJoin);
+    assert_eq!(err.error, Error::OrJoinCap);
     assert_eq!(err.element, Element::Task(j));
-    assert!(err.to_string().contains("KNHK_NONLOCAL_OR_JOIN"), "{err}");
+    assert_eq!(err.or_join_cap(), Some(knhk_kernel::OrJoinCap::Inputs));
+    assert!(err.to_string().contains("KNHK_OR_JOIN_CAP"), "{err}");
+    assert!(err.to_string().contains("KNHK_ORJOIN_MAX_INPUTS"), "{err}");
+    assert!(!b.net.is_sealed());
+
+    // six branches of four tasks: 9^6 states, past ORJOIN_MAX_STATES
+    let mut b = B::new(2 + 6 * 5);
+    let mut ends = vec![];
+    let firsts: Vec<u32> = (0..6).map(|k| 1 + 5 * k).collect();
+    b.task(Join::Xor, Split::And, &[0], &firsts);
+    for &first in &firsts {
+        for n in 0..4 {
+            b.task(Join::Xor, Split::And, &[first + n], &[first + n + 1]);
+        }
+        ends.push(first + 4);
+    }
+    let j = b.task(Join::Or, Split::And, &ends, &[31]);
+    let err = b.net.seal().unwrap_err();
+    assert_eq!(
+        (err.error, err.element),
+        (Error::OrJoinCap, Element::Task(j))
+    );
+    assert_eq!(err.or_join_cap(), Some(knhk_kernel::OrJoinCap::States));
+    assert!(knhk_kernel::ORJOIN_MAX_STATES < 9usize.pow(6));
 }
 
 #[test]

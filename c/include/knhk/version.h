@@ -23,7 +23,8 @@
 
 /** ABI version of knhk.h (what knhk_abi_version() returns). 1: up to the block beats;
  *  2: the short-path tables in knhk_net_t became opaque (knhk_hot_storage_t), the version
- *  functions were added. */
-#define KNHK_ABI_VERSION 2u
+ *  functions were added; 3: non-local OR-joins: status KNHK_OR_JOIN_CAP, the opaque storage
+ *  grew to 24 KiB (knhk_net_t with it). */
+#define KNHK_ABI_VERSION 3u
 
 #endif /* KNHK_VERSION_H */
