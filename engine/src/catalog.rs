@@ -17,6 +17,16 @@ pub struct Compiled {
 
 /// Imports, verifies and compiles a model. `format`, when given, must match the document.
 pub fn compile(model: &[u8], format: Option<Format>) -> Result<Compiled, EngineError> {
+    compile_with(model, format, &knhk_import::Options::default())
+}
+
+/// [`compile`] with import options (a cancellation flag: a registration whose caller went
+/// away stops at the importer's next check).
+pub fn compile_with(
+    model: &[u8],
+    format: Option<Format>,
+    opts: &knhk_import::Options,
+) -> Result<Compiled, EngineError> {
     let text = String::from_utf8_lossy(model);
     let detected = knhk_import::detect(&text).map_err(|e| EngineError::BadModel(e.to_string()))?;
     if let Some(f) = format.filter(|f| *f != detected) {
@@ -26,10 +36,9 @@ pub fn compile(model: &[u8], format: Option<Format>) -> Result<Compiled, EngineE
             format_name(detected)
         )));
     }
-    let opts = knhk_import::Options::default();
-    let m = knhk_import::import_bytes(model, &opts)
-        .map_err(|e| EngineError::BadModel(e.to_string()))?;
-    let report = knhk_import::verify(&m, &opts);
+    let m =
+        knhk_import::import_bytes(model, opts).map_err(|e| EngineError::BadModel(e.to_string()))?;
+    let report = knhk_import::verify(&m, opts);
     if !report.accepted() {
         let why: Vec<String> = report.refusals().map(|f| f.message.clone()).collect();
         return Err(EngineError::BadModel(format!(

@@ -383,13 +383,22 @@ fn has_cycle(model: &Model) -> bool {
     let nt = model.tasks.len();
     let mut succ = vec![Vec::new(); nt];
     let mut indeg = vec![0usize; nt];
+    // Condition -> the tasks that consume it: linear in the flows, not tasks x flows.
+    let mut consumers = vec![Vec::new(); model.conditions.len()];
+    for (b, u) in model.tasks.iter().enumerate() {
+        for &c in &u.inputs {
+            if let Some(v) = consumers.get_mut(c) {
+                if v.last() != Some(&b) {
+                    v.push(b);
+                }
+            }
+        }
+    }
     for (a, t) in model.tasks.iter().enumerate() {
         for f in &t.outputs {
-            for (b, u) in model.tasks.iter().enumerate() {
-                if u.inputs.contains(&f.target) {
-                    succ[a].push(b);
-                    indeg[b] += 1;
-                }
+            for &b in consumers.get(f.target).map_or(&[][..], Vec::as_slice) {
+                succ[a].push(b);
+                indeg[b] += 1;
             }
         }
     }
@@ -490,7 +499,7 @@ pub fn verify(model: &Model, opts: &Options) -> Report {
             };
         }
     };
-    let ex = explore::explore(model, &compiled.net, opts.state_cap);
+    let ex = explore::explore_until(model, &compiled.net, opts.state_cap, &|| opts.cancelled());
     findings.extend(ex.findings);
     let mut patterns = patterns;
     if findings.iter().any(|f| f.kind == FindingKind::MultiMerge) {

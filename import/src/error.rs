@@ -47,6 +47,9 @@ pub enum ImportError {
          nets (at most one token per condition)"
     )]
     NotSafe { place: String, tokens: u64 },
+    /// The caller cancelled the import ([`crate::Options::cancel`]).
+    #[error("import cancelled: its caller went away")]
+    Cancelled,
 }
 
 impl ImportError {

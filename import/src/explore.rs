@@ -69,6 +69,12 @@ fn bits(set: u64) -> impl Iterator<Item = u32> {
 
 /// Explores the reachable states of `net` (the lowering of `model`) up to `cap` states.
 pub fn explore(model: &Model, net: &Net, cap: usize) -> Exploration {
+    explore_until(model, net, cap, &|| false)
+}
+
+/// [`explore`], checking `stop` every 1,024 states: once it says so, the exploration ends
+/// with a refusal (its caller went away, or gave up).
+pub fn explore_until(model: &Model, net: &Net, cap: usize, stop: &dyn Fn() -> bool) -> Exploration {
     let mut findings = Vec::new();
     let init = match Case::new(net) {
         Ok(c) => c,
@@ -113,7 +119,21 @@ pub fn explore(model: &Model, net: &Net, cap: usize) -> Exploration {
     let mut deadlocks = Vec::new();
     let mut complete = vec![false];
 
+    let mut visited = 0usize;
     while let Some(si) = queue.pop_front() {
+        visited += 1;
+        if visited.is_multiple_of(1024) && stop() {
+            findings.push(Finding::refusal(
+                FindingKind::ExplorationIncomplete,
+                format!("exploration stopped after {visited} states: the import was cancelled"),
+                Vec::new(),
+            ));
+            return Exploration {
+                states: states.len(),
+                exhaustive: false,
+                findings,
+            };
+        }
         let s = states[si];
         match net.state(&s) {
             CaseState::Complete => {

@@ -43,6 +43,8 @@ pub mod xpath;
 mod yawl;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 pub use check::{verify, Finding, FindingKind, Report};
 pub use error::ImportError;
@@ -64,6 +66,10 @@ pub struct Options {
     /// Most states the soundness exploration visits; above it the exploration stops and says
     /// the soundness findings are incomplete.
     pub state_cap: usize,
+    /// Set by the caller when the result is no longer wanted (a server's client went away):
+    /// the import stops at its next check (between stages, and every 1,024 explored states)
+    /// with [`ImportError::Cancelled`] or a refusal.
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 impl Default for Options {
@@ -71,6 +77,24 @@ impl Default for Options {
         Options {
             external_predicates: false,
             state_cap: 200_000,
+            cancel: None,
+        }
+    }
+}
+
+impl Options {
+    /// Whether the caller cancelled the import.
+    pub fn cancelled(&self) -> bool {
+        self.cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+    }
+
+    fn check_cancelled(&self) -> Result<(), ImportError> {
+        if self.cancelled() {
+            Err(ImportError::Cancelled)
+        } else {
+            Ok(())
         }
     }
 }
@@ -144,6 +168,7 @@ pub fn import_bytes(bytes: &[u8], opts: &Options) -> Result<Model, ImportError> 
         });
     }
     let text = xml::decode(bytes);
+    opts.check_cancelled()?;
     import_str(&text, opts)
 }
 
@@ -154,6 +179,7 @@ pub fn import_str(text: &str, opts: &Options) -> Result<Model, ImportError> {
         Format::Pnml => pnml::read(text)?,
         Format::Json => json::read(text)?,
     };
+    opts.check_cancelled()?;
     raw::build(spec, opts)
 }
 

@@ -260,18 +260,30 @@ pub(crate) fn read(src: &str) -> Result<RawSpec, ImportError> {
     } else {
         (sources, "source (no initial marking)")
     };
-    let woped_xor_join = |p: &Place| -> bool {
-        c.transitions.iter().any(|t| {
-            pre.get(&t.id).is_some_and(|ins| ins.contains(&p.id))
-                && matches!(t.woped_op, Some(105 | 106 | 109))
-        })
-    };
-    let woped_xor_split = |p: &Place| -> bool {
-        c.transitions.iter().any(|t| {
-            post.get(&t.id).is_some_and(|outs| outs.contains(&p.id))
-                && matches!(t.woped_op, Some(104 | 106 | 108))
-        })
-    };
+    // Place -> the transitions consuming it, in transition order, and the places read by a
+    // WoPeD XOR-join or written by a WoPeD XOR-split: one pass over the arcs (a scan of every
+    // transition per place made large nets quadratic).
+    let mut consumers: HashMap<&str, Vec<&str>> = HashMap::new();
+    let mut xor_join_inputs: HashSet<&str> = HashSet::new();
+    let mut xor_split_outputs: HashSet<&str> = HashSet::new();
+    for t in &c.transitions {
+        for p in pre.get(&t.id).map_or(&[][..], Vec::as_slice) {
+            let v = consumers.entry(p.as_str()).or_default();
+            if v.last() != Some(&t.id.as_str()) {
+                v.push(t.id.as_str());
+            }
+            if matches!(t.woped_op, Some(105 | 106 | 109)) {
+                xor_join_inputs.insert(p.as_str());
+            }
+        }
+        if matches!(t.woped_op, Some(104 | 106 | 108)) {
+            for p in post.get(&t.id).map_or(&[][..], Vec::as_slice) {
+                xor_split_outputs.insert(p.as_str());
+            }
+        }
+    }
+    let woped_xor_join = |p: &Place| -> bool { xor_join_inputs.contains(p.id.as_str()) };
+    let woped_xor_split = |p: &Place| -> bool { xor_split_outputs.contains(p.id.as_str()) };
     let mut input_id = None;
     let mut output_id = None;
     match start_places.as_slice() {
@@ -376,11 +388,11 @@ pub(crate) fn read(src: &str) -> Result<RawSpec, ImportError> {
         } else {
             Kind::Condition
         };
-        let mut flows: Vec<RawFlow> = c
-            .transitions
+        let mut flows: Vec<RawFlow> = consumers
+            .get(p.id.as_str())
+            .map_or(&[][..], Vec::as_slice)
             .iter()
-            .filter(|t| pre.get(&t.id).is_some_and(|ins| ins.contains(&p.id)))
-            .map(|t| RawFlow::to(&t.id))
+            .map(|t| RawFlow::to(*t))
             .collect();
         if multi_sink.contains(&p.id) {
             flows.push(RawFlow::to("__end"));

@@ -408,6 +408,12 @@ pub(crate) fn build(spec: RawSpec, opts: &Options) -> Result<Model, ImportError>
         .enumerate()
         .map(|(t, e)| (e.id.as_str(), t))
         .collect();
+    // Every "<id>/" prefix of a flattened element: a composite task's sub-net elements sit
+    // under it (one set, not a scan of all elements per task).
+    let prefixes: HashSet<&str> = elements
+        .iter()
+        .flat_map(|x| x.id.match_indices('/').map(|(i, _)| &x.id[..=i]))
+        .collect();
     let mut tasks: Vec<Task> = elements
         .iter()
         .filter_map(|e| {
@@ -432,7 +438,7 @@ pub(crate) fn build(spec: RawSpec, opts: &Options) -> Result<Model, ImportError>
                 composite: rt
                     .decomposes_to
                     .clone()
-                    .filter(|_| elements.iter().any(|x| x.id.starts_with(&inner))),
+                    .filter(|_| prefixes.contains(inner.as_str())),
             })
         })
         .collect();

@@ -18,17 +18,42 @@ pub(crate) fn decode(bytes: &[u8]) -> String {
     }
 }
 
-/// Parses a document with a node limit and no DTD.
+/// Deepest element nesting accepted (models nest a handful of levels; a deeper document is an
+/// attack on whatever walks it recursively).
+pub const MAX_DEPTH: usize = 256;
+
+/// Parses a document with a node limit, a nesting limit and no DTD (so no entity expansion).
 pub(crate) fn parse<'a>(text: &'a str, format: &'static str) -> Result<Document<'a>, ImportError> {
     let opts = ParsingOptions {
         allow_dtd: false,
         nodes_limit: NODES_LIMIT,
         ..ParsingOptions::default()
     };
-    Document::parse_with_options(text, opts).map_err(|e| ImportError::Syntax {
+    let doc = Document::parse_with_options(text, opts).map_err(|e| ImportError::Syntax {
         format,
         reason: e.to_string(),
-    })
+    })?;
+    // Depth of each node by its id (document order: a parent comes before its children).
+    let mut depth = vec![0usize; doc.descendants().count() + 1];
+    for n in doc.descendants().filter(|n| n.is_element()) {
+        let d = n.parent().map_or(0, |p| {
+            depth.get(p.id().get() as usize).copied().unwrap_or(0)
+        }) + 1;
+        if d > MAX_DEPTH {
+            let pos = doc.text_pos_at(n.range().start);
+            return Err(ImportError::Syntax {
+                format,
+                reason: format!(
+                    "elements nested deeper than {MAX_DEPTH} levels (at line {})",
+                    pos.row
+                ),
+            });
+        }
+        if let Some(slot) = depth.get_mut(n.id().get() as usize) {
+            *slot = d;
+        }
+    }
+    Ok(doc)
 }
 
 pub(crate) fn children<'a, 'i>(

@@ -87,14 +87,32 @@ impl Knhk for KnhkService {
         let format = convert::format_in(r.format)?;
         let model = Arc::new(r.model);
         let source = model.clone();
+        // Import runs on a blocking thread, which a dropped future cannot stop: when the
+        // client goes away (or its deadline passes) this handler is dropped, the guard raises
+        // the flag, and the importer stops at its next check instead of finishing unwanted work.
+        let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let _cancel_on_drop = CancelOnDrop(cancel.clone());
+        let opts = knhk_import::Options {
+            cancel: Some(cancel),
+            ..knhk_import::Options::default()
+        };
         let catalog::Compiled {
             model: m,
             net,
             format: detected,
-        } = tokio::task::spawn_blocking(move || catalog::compile(&model, format))
-            .await
-            .map_err(|e| Status::internal(format!("compiler task: {e}")))?
-            .or_status()?;
+        } = tokio::task::spawn_blocking(move || {
+            let compiled = catalog::compile_with(&model, format, &opts);
+            if compiled.is_err() && opts.cancelled() {
+                tracing::info!(
+                    bytes = model.len(),
+                    "model import stopped: the caller went away"
+                );
+            }
+            compiled
+        })
+        .await
+        .map_err(|e| Status::internal(format!("compiler task: {e}")))?
+        .or_status()?;
         let name = m.name.clone();
         // Durable, then visible (Engine::register): the journal's group commit runs inside,
         // so the whole registration runs on a blocking thread.
@@ -717,5 +735,14 @@ async fn forward_watch(
                 }
             }
         }
+    }
+}
+
+/// Raises its flag when dropped: a handler's cancellation reaches the blocking work it started.
+struct CancelOnDrop(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
