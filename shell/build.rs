@@ -21,6 +21,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_prost_build::configure()
+        // Malformed requests are INVALID_ARGUMENT, not INTERNAL (src/grpc/codec.rs).
+        .codec_path("crate::grpc::codec::KnhkCodec")
         .file_descriptor_set_path(out.join("knhk_v1_descriptor.bin"))
         .compile_with_config(config, &protos, &[root])?;
     Ok(())

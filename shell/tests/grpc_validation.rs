@@ -101,3 +101,42 @@ async fn ids_are_validated_and_echoed_bounded() {
     bounded(&r, Code::NotFound);
     srv.shutdown().await;
 }
+
+/// `CreateCaseRequest` as bytes on the wire: field 1 (`workflow_id`) without the UTF-8
+/// check a `string` field gets, so the test can send what a broken or hostile client sends.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RawCreateCase {
+    #[prost(bytes = "vec", tag = "1")]
+    workflow_id: Vec<u8>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_does_not_decode_is_invalid_argument_not_internal() {
+    let srv = start(config(1, 64, 64)).await;
+    let channel = tonic::transport::Endpoint::from_shared(srv.url.clone())
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    let call = |bytes: Vec<u8>| {
+        let mut grpc = grpc.clone();
+        async move {
+            grpc.ready().await.expect("ready");
+            grpc.unary(
+                tonic::Request::new(RawCreateCase { workflow_id: bytes }),
+                tonic::codegen::http::uri::PathAndQuery::from_static("/knhk.v1.Knhk/CreateCase"),
+                tonic_prost::ProstCodec::<RawCreateCase, proto::Case>::default(),
+            )
+            .await
+        }
+    };
+    let r = call(vec![b'w', 0xff, 0xfe]).await.expect_err("not UTF-8");
+    assert_eq!(r.code(), Code::InvalidArgument, "{r}");
+    assert!(r.message().contains("malformed message"), "{}", r.message());
+    // The same call with a valid (unknown) id decodes and gets its own answer.
+    let r = call(b"nope".to_vec()).await.expect_err("unknown workflow");
+    assert_eq!(r.code(), Code::NotFound, "{r}");
+    grpc.ready().await.expect("the connection is still usable");
+    srv.shutdown().await;
+}

@@ -177,3 +177,53 @@ async fn a_registration_whose_client_went_away_stops_importing() {
     p.kill();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_calls_are_logged_rate_limited_and_counted() {
+    let dir = scratch("refusal-log");
+    let mut p = spawn(&dir.join("data"), &dir.join("serve.log"), &[], None);
+    let mut c = p.ready().await.expect("server");
+    let refused = |log: &str| log.lines().filter(|l| l.contains("call refused")).count();
+    let e = c
+        .get_workflow(proto::GetWorkflowRequest {
+            workflow_id: "no-such\nforged line".into(),
+        })
+        .await
+        .expect_err("unknown");
+    assert_eq!(e.code(), Code::NotFound);
+    let log = p.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("call refused"))
+        .unwrap_or_else(|| panic!("a refused call is logged: {log}"));
+    assert!(
+        line.contains("GetWorkflow") && line.contains("NOT_FOUND"),
+        "{line}"
+    );
+    assert!(
+        !log.contains("forged line\n"),
+        "a newline forged a log line"
+    );
+
+    // A flood: at most 20 lines a second, and the count of the rest comes with a later line.
+    let t0 = Instant::now();
+    for _ in 0..300 {
+        let _ = c.get_case(proto::GetCaseRequest { case_id: 1 << 40 }).await;
+    }
+    let flood_secs = t0.elapsed().as_secs() + 1;
+    let logged = refused(&p.log_text()) - 1;
+    assert!(
+        logged as u64 <= 20 * (flood_secs + 1),
+        "{logged} lines for 300 refusals in {flood_secs} s"
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let _ = c.get_case(proto::GetCaseRequest { case_id: 1 << 40 }).await;
+    let log = p.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("call refused") && !l.contains("suppressed=0")),
+        "the suppressed refusals are counted: {log}"
+    );
+    p.kill();
+    let _ = std::fs::remove_dir_all(&dir);
+}

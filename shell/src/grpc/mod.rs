@@ -3,6 +3,7 @@
 //! (the only place that knows gRPC codes). The server's life cycle (health, reflection,
 //! shutdown) is in `crate::server`.
 
+pub mod codec;
 pub mod convert;
 pub mod service;
 pub mod status;

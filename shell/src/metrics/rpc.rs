@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -84,11 +85,12 @@ struct Finish {
 }
 
 impl Finish {
-    fn finish(&mut self, code: i32) {
+    fn finish(&mut self, code: i32, message: Option<&str>) {
         if self.done {
             return;
         }
         self.done = true;
+        log_refusal(&self.service, &self.method, code, message);
         self.span.record("rpc.grpc.status_code", code);
         if code != 0 {
             self.span.record("otel.status_code", "ERROR");
@@ -121,7 +123,7 @@ impl Finish {
 impl Drop for Finish {
     fn drop(&mut self) {
         // Dropped before trailers: the client went away mid-response.
-        self.finish(1);
+        self.finish(1, None);
     }
 }
 
@@ -130,6 +132,63 @@ fn grpc_status(headers: &http::HeaderMap) -> Option<i32> {
         .get("grpc-status")
         .and_then(|v| v.to_str().ok())
         .and_then(|s| s.parse().ok())
+}
+
+/// The status message as sent (percent-encoded: a control character in it cannot forge a log
+/// line).
+fn grpc_message(headers: &http::HeaderMap) -> Option<&str> {
+    headers.get("grpc-message").and_then(|v| v.to_str().ok())
+}
+
+/// Refusal lines logged per second, at most; the rest are counted and the count logged with
+/// the next line.
+const REFUSAL_LINES_PER_SECOND: u64 = 20;
+/// The second (since the Unix epoch) the current budget is for, and the lines it has used.
+static REFUSAL_SECOND: AtomicU64 = AtomicU64::new(0);
+static REFUSAL_LINES: AtomicU64 = AtomicU64::new(0);
+static REFUSALS_SUPPRESSED: AtomicU64 = AtomicU64::new(0);
+
+/// Logs a refused or failed call (every code but OK and CANCELLED, which is the client's own
+/// doing), rate-limited: a flood of bad calls costs a bounded number of log lines, and says
+/// how many it did not log.
+fn log_refusal(service: &str, method: &str, code: i32, message: Option<&str>) {
+    if code == 0 || code == 1 {
+        return;
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if REFUSAL_SECOND.swap(now, Ordering::Relaxed) != now {
+        REFUSAL_LINES.store(0, Ordering::Relaxed);
+    }
+    if REFUSAL_LINES.fetch_add(1, Ordering::Relaxed) >= REFUSAL_LINES_PER_SECOND {
+        REFUSALS_SUPPRESSED.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    let suppressed = REFUSALS_SUPPRESSED.swap(0, Ordering::Relaxed);
+    let message = message.unwrap_or("");
+    // Bounded: the engine bounds what it echoes, but a status can come from elsewhere.
+    let message = &message[..message.floor_char_boundary(256)];
+    let code_name = code_name(code);
+    match code {
+        // Errors of the server, or of its limits: an operator looks at these.
+        2 | 4 | 8 | 12 | 13 | 14 | 15 => tracing::warn!(
+            rpc.service = service,
+            rpc.method = method,
+            code = code_name,
+            message,
+            suppressed,
+            "call failed"
+        ),
+        _ => tracing::info!(
+            rpc.service = service,
+            rpc.method = method,
+            code = code_name,
+            message,
+            suppressed,
+            "call refused"
+        ),
+    }
 }
 
 impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for RpcService<S>
@@ -188,7 +247,7 @@ where
                     // Trailers-only responses (most errors) carry the status in the headers.
                     let (parts, body) = resp.into_parts();
                     if let Some(code) = grpc_status(&parts.headers) {
-                        finish.finish(code);
+                        finish.finish(code, grpc_message(&parts.headers));
                     }
                     Ok(http::Response::from_parts(
                         parts,
@@ -199,7 +258,7 @@ where
                     ))
                 }
                 Err(e) => {
-                    finish.finish(2);
+                    finish.finish(2, Some("the service failed before answering"));
                     Err(e)
                 }
             }
@@ -230,20 +289,20 @@ impl<B: http_body::Body> http_body::Body for MeteredBody<B> {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(t) = frame.trailers_ref() {
                     if let Some(f) = this.finish.as_mut() {
-                        f.finish(grpc_status(t).unwrap_or(0));
+                        f.finish(grpc_status(t).unwrap_or(0), grpc_message(t));
                     }
                 }
             }
             Poll::Ready(Some(Err(_))) => {
                 if let Some(f) = this.finish.as_mut() {
-                    f.finish(2);
+                    f.finish(2, Some("the response body failed"));
                 }
             }
             Poll::Ready(None) => {
                 if let Some(f) = this.finish.as_mut() {
                     // Ended without trailers: the status was in the headers (already recorded)
                     // or the stream closed cleanly.
-                    f.finish(0);
+                    f.finish(0, None);
                 }
             }
             Poll::Pending => {}
