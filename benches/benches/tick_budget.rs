@@ -116,6 +116,16 @@ fn main() {
     for s in other {
         benches.push(scen_rust(s, "rust"));
     }
+    // the non-local OR-join step (WCP-37/38), both APIs, beside wcp03_synchronization: reported,
+    // not gated (issue 13's target: at most 2x a WCP-3 step)
+    for s in [
+        knhk_benches::orjoin_nonlocal(),
+        knhk_benches::orjoin_nonlocal_lookup(),
+    ] {
+        let s: &'static Scenario = Box::leak(Box::new(s));
+        benches.push(scen_rust(s, "rust"));
+        benches.push(scen_c(s));
+    }
 
     // ---- the beat: 64 cases x 62 steps, 8 distinct cases per beat ----
     {

@@ -566,6 +566,104 @@ pub fn wcp09_discriminator() -> Scenario {
     Scenario::new("wcp09_discriminator", net, start, steps)
 }
 
+/// Non-local OR-join (WCP-37/38): a chain of 15 general OR-joins `J_k` over `m_{k-1}` and a
+/// "dead" input `d_k`. X XOR-splits `h` to `m_0` (default) or to `g2`; the AND-join G
+/// (`g1`, `g2`) leads to `e`, from which two XOR splits mark exactly one `d_k` (so every
+/// reachable state is on one sequential path and the seal's exploration stays small). From
+/// `m_0` each `J_k` finds one input marked and the other unreachable, and fires.
+///
+/// `orjoin_nonlocal`: `i -> X` directly (no `g1`): nothing upstream of `J_k` can move, so
+/// each decision is the two-mask test (`orj_quiet`). `orjoin_nonlocal_lookup`: S AND-splits
+/// `i` to `g1` and `h`, and `g1` stays marked (G waits for `g2` forever): a token upstream,
+/// so each decision is the table lookup (hash, probe). The last J marks the output while
+/// `g1` is still marked (an explicit termination, the general path). 15 OR-join fires per
+/// iteration either way, like `wcp03_synchronization`'s 15 AND-joins.
+pub fn orjoin_nonlocal() -> Scenario {
+    orjoin_chain("orjoin_nonlocal", false)
+}
+
+/// See [`orjoin_nonlocal`]: the same chain, every decision a table lookup.
+pub fn orjoin_nonlocal_lookup() -> Scenario {
+    orjoin_chain("orjoin_nonlocal_lookup", true)
+}
+
+fn orjoin_chain(name: &'static str, lookup: bool) -> Scenario {
+    // with `g1` left marked, the 16th J would end the case by explicit termination (the
+    // general path): the iteration fires the first 15
+    let stages = if lookup { 16 } else { 15 };
+    let mut net = Box::new(Net::new());
+    let i = net.add_condition().unwrap();
+    let o = net.add_condition().unwrap();
+    let m = conds(&mut net, stages); // m_0 ..; the last J produces the output
+    let d = conds(&mut net, stages);
+    let [e, e2] = [0; 2].map(|_| net.add_condition().unwrap());
+    let [g1, g2, h] = if lookup {
+        [0; 3].map(|_| net.add_condition().unwrap())
+    } else {
+        [i; 3] // unused
+    };
+    let mut setup = Vec::new();
+    if lookup {
+        let s = net.add_task(Join::Xor, Split::And).unwrap();
+        net.input_flow(i, s).unwrap();
+        net.output_flow(s, g1, None, false).unwrap();
+        net.output_flow(s, h, None, false).unwrap();
+        setup.push(Step::Fire(s));
+    }
+    let x = net.add_task(Join::Xor, Split::Xor).unwrap();
+    net.input_flow(if lookup { h } else { i }, x).unwrap();
+    let never = Guard::Term(Term::constant(0, GuardOp::Eq, 1));
+    let to_e = if lookup { g2 } else { e };
+    net.output_flow(x, to_e, Some(&never), false).unwrap();
+    net.output_flow(x, m[0], None, true).unwrap();
+    setup.push(Step::Fire(x));
+    if lookup {
+        let g = net.add_task(Join::And, Split::And).unwrap();
+        net.input_flow(g1, g).unwrap();
+        net.input_flow(g2, g).unwrap();
+        net.output_flow(g, e, None, false).unwrap();
+    }
+    // XOR splits of at most 8 flows: 7 guarded d's and the default to the next split's input
+    // (the last one's default: the last d)
+    let chunks: Vec<&[u32]> = d[..stages - 1].chunks(7).collect();
+    let mut from = e;
+    let mut spare = Some(e2);
+    for (n, chunk) in chunks.iter().enumerate() {
+        let et = net.add_task(Join::Xor, Split::Xor).unwrap();
+        net.input_flow(from, et).unwrap();
+        for &dk in chunk.iter() {
+            net.output_flow(et, dk, Some(&never), false).unwrap();
+        }
+        let to = if n + 1 == chunks.len() {
+            d[stages - 1]
+        } else {
+            from = spare.take().unwrap_or_else(|| net.add_condition().unwrap());
+            from
+        };
+        net.output_flow(et, to, None, true).unwrap();
+    }
+    let mut joins = Vec::new();
+    for k in 0..stages {
+        let j = net.add_task(Join::Or, Split::And).unwrap();
+        net.input_flow(m[k], j).unwrap();
+        net.input_flow(d[k], j).unwrap();
+        let next = if k + 1 < stages { m[k + 1] } else { o };
+        net.output_flow(j, next, None, false).unwrap();
+        joins.push(j);
+    }
+    net.set_input(i).unwrap();
+    net.set_output(o).unwrap();
+    seal(&mut net, name);
+    assert_eq!(
+        net.general_or_joins(),
+        joins.iter().fold(0, |a, &j| a | 1u64 << j),
+        "every J_k is a general OR-join"
+    );
+    let start = after(&net, &setup);
+    let steps = joins.into_iter().take(15).map(Step::Fire).collect();
+    Scenario::new(name, net, start, steps)
+}
+
 /// The reported, not gated, patterns.
 pub fn other_patterns() -> Vec<Scenario> {
     vec![
@@ -860,7 +958,11 @@ mod tests {
 
     #[test]
     fn every_scenario_runs() {
-        for s in core_patterns().iter().chain(other_patterns().iter()) {
+        for s in core_patterns()
+            .iter()
+            .chain(other_patterns().iter())
+            .chain([orjoin_nonlocal(), orjoin_nonlocal_lookup()].iter())
+        {
             s.validate().unwrap();
         }
     }

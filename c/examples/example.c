@@ -3,11 +3,22 @@
  *   i -> register (AND split) -> [check_credit, check_stock] -> approve (AND join, XOR split)
  *   approve: amount (register 0) <= 1000 -> ship; otherwise (default) -> review -> ship
  *
+ * Then a general (non-local) OR-join, WCP-37 (or_join_demo):
+ *
+ *   i -> order (OR split: register 0 bit 1 -> pack, bit 2 -> invoice; default invoice)
+ *   pack (XOR split): register 1 == 1 -> notify; otherwise (default) -> gift_wrap -> notify
+ *   invoice -> notify;  notify: OR-join of its three inputs -> o
+ *
+ * No OR-split matches notify (pack's branch can mark either of two of its inputs), so seal
+ * derives the YAWL engine's decision for it: notify fires when an input is marked and no token
+ * or busy task upstream can still mark another one.
+ *
  * Build: cc example.c $(pkg-config --cflags --libs knhk) */
 #include <knhk.h>
 #include <stdio.h>
 
-static knhk_net_t net; /* caller-owned; static because it is ~36 KB */
+static knhk_net_t net;   /* caller-owned; static because it is ~57 KB */
+static knhk_net_t ornet; /* the OR-join demo's net */
 
 static int check(knhk_status s, const char *what) {
   if (s != KNHK_OK) {
@@ -15,6 +26,71 @@ static int check(knhk_status s, const char *what) {
     return 1;
   }
   return 0;
+}
+
+/* The OR-join demo: prints what notify does at each point; returns 0 when it behaves. */
+static int or_join_demo(void) {
+  uint32_t i, c_pack, c_inv, p_direct, p_wrap, w_out, inv_out, o;
+  uint32_t order, pack, wrap, invoice, notify;
+  int bad = 0;
+  knhk_net_init(&ornet);
+  uint32_t *conds[] = {&i, &c_pack, &c_inv, &p_direct, &p_wrap, &w_out, &inv_out, &o};
+  for (unsigned k = 0; k < sizeof conds / sizeof conds[0]; k++)
+    bad |= check(knhk_net_add_condition(&ornet, conds[k]), "condition");
+  bad |= check(knhk_net_add_task(&ornet, KNHK_JOIN_XOR, KNHK_SPLIT_OR, &order), "task");
+  bad |= check(knhk_net_add_task(&ornet, KNHK_JOIN_XOR, KNHK_SPLIT_XOR, &pack), "task");
+  bad |= check(knhk_net_add_task(&ornet, KNHK_JOIN_XOR, KNHK_SPLIT_AND, &wrap), "task");
+  bad |= check(knhk_net_add_task(&ornet, KNHK_JOIN_XOR, KNHK_SPLIT_AND, &invoice), "task");
+  bad |= check(knhk_net_add_task(&ornet, KNHK_JOIN_OR, KNHK_SPLIT_AND, &notify), "task");
+  knhk_net_set_input(&ornet, i);
+  knhk_net_set_output(&ornet, o);
+  knhk_guard_t g;
+  knhk_net_add_input_flow(&ornet, i, order);
+  knhk_guard_const(&g, KNHK_GUARD_BIT, 0, 1);
+  knhk_net_add_output_flow(&ornet, order, c_pack, &g, 0);
+  knhk_guard_const(&g, KNHK_GUARD_BIT, 0, 2);
+  knhk_net_add_output_flow(&ornet, order, c_inv, &g, 1);
+  knhk_net_add_input_flow(&ornet, c_pack, pack);
+  knhk_guard_const(&g, KNHK_GUARD_EQ, 1, 1);
+  knhk_net_add_output_flow(&ornet, pack, p_direct, &g, 0);
+  knhk_net_add_output_flow(&ornet, pack, p_wrap, NULL, 1);
+  knhk_net_add_input_flow(&ornet, p_wrap, wrap);
+  knhk_net_add_output_flow(&ornet, wrap, w_out, NULL, 0);
+  knhk_net_add_input_flow(&ornet, c_inv, invoice);
+  knhk_net_add_output_flow(&ornet, invoice, inv_out, NULL, 0);
+  knhk_net_add_input_flow(&ornet, p_direct, notify);
+  knhk_net_add_input_flow(&ornet, w_out, notify);
+  knhk_net_add_input_flow(&ornet, inv_out, notify);
+  knhk_net_add_output_flow(&ornet, notify, o, NULL, 0);
+  knhk_seal_report_t report;
+  if (check(knhk_net_seal(&ornet, &report), "seal (OR-join)") || bad) return 1;
+  if (!(knhk_net_general_or_joins(&ornet) >> notify & 1)) return 1;
+
+  knhk_case_t c;
+  knhk_case_init(&ornet, &c);
+  c.regs[0] = 3; /* both branches */
+  c.regs[1] = 0; /* gift wrap */
+  bad |= check(knhk_fire(&ornet, &c, order), "order");
+  bad |= check(knhk_fire(&ornet, &c, invoice), "invoice");
+  int waits_pack = knhk_fire(&ornet, &c, notify) == KNHK_NOT_ENABLED;
+  bad |= check(knhk_fire(&ornet, &c, pack), "pack");
+  int waits_wrap = knhk_fire(&ornet, &c, notify) == KNHK_NOT_ENABLED;
+  bad |= check(knhk_start(&ornet, &c, wrap), "start gift_wrap");
+  int waits_busy = knhk_fire(&ornet, &c, notify) == KNHK_NOT_ENABLED;
+  bad |= check(knhk_complete(&ornet, &c, wrap), "complete gift_wrap");
+  bad |= check(knhk_fire(&ornet, &c, notify), "notify");
+  int done = knhk_case_state(&ornet, &c) == KNHK_STATE_COMPLETE;
+  printf("or-join: notify waits for pack %s, for gift_wrap %s (busy: %s), then fires: %s\n",
+         waits_pack ? "yes" : "no", waits_wrap ? "yes" : "no", waits_busy ? "yes" : "no",
+         done ? "complete" : "not complete");
+  /* invoice only: nothing upstream can reach the other inputs, notify does not wait */
+  knhk_case_init(&ornet, &c);
+  c.regs[0] = 2;
+  bad |= check(knhk_fire(&ornet, &c, order), "order");
+  bad |= check(knhk_fire(&ornet, &c, invoice), "invoice");
+  bad |= check(knhk_fire(&ornet, &c, notify), "notify (invoice only)");
+  done &= knhk_case_state(&ornet, &c) == KNHK_STATE_COMPLETE;
+  return bad || !(waits_pack && waits_wrap && waits_busy && done);
 }
 
 int main(void) {
@@ -80,5 +156,5 @@ int main(void) {
            knhk_case_state(&net, &c) == KNHK_STATE_COMPLETE ? "complete" : "not complete", steps);
     if (knhk_case_state(&net, &c) != KNHK_STATE_COMPLETE || steps != expect_steps[n]) return 1;
   }
-  return 0;
+  return or_join_demo();
 }

@@ -103,7 +103,8 @@ typedef enum knhk_status {
   KNHK_NO_DEFAULT = 23,        /* XOR/OR split without a default flow */
   KNHK_TWO_DEFAULTS = 24,      /* XOR/OR split with more than one default flow */
   KNHK_MULTI_MERGE = 25,       /* concurrent branches can put two tokens on one condition */
-  KNHK_NONLOCAL_OR_JOIN = 26,  /* OR-join without a matching structured OR-split */
+  KNHK_NONLOCAL_OR_JOIN = 26,  /* not returned since ABI 3 (a non-local OR-join is decided, see
+                                  KNHK_JOIN_OR, or refused with KNHK_OR_JOIN_CAP) */
   KNHK_INPUT_IS_OUTPUT = 27,   /* input and output are the same condition */
   /* --- blocks --- */
   KNHK_LANE_IDLE = 28,         /* knhk_block_fire/knhk_block_beat: the lane had no event
@@ -239,6 +240,9 @@ typedef struct knhk_task {
                                  (two or more marked: the general path takes the lowest) */
 #define KNHK_HOT_XOR_SPLIT 4u /* ... out_on when its guard holds, else out_on ^ out_flip */
 #define KNHK_HOT_ENDS 8u      /* ... and it may mark the output condition */
+#define KNHK_HOT_ORJOIN 16u   /* not hot (KNHK_HOT clear): a general OR-join with an AND split, no
+                                 cancellation set, in a net without side state: fire decides it
+                                 from orj_* (below) and moves its tokens in one short sequence */
 
 /** Per-task byte fields of the short path. 8 bytes, so that a vector path reads one task's
  *  fields as one 64-bit lane. */
@@ -250,7 +254,8 @@ typedef struct knhk_hot_meta {
 } knhk_hot_meta_t;
 
 /** The short path of fire, derived at seal (struct of arrays, indexed by task): a task is hot
- *  when it has an AND or XOR join, no cancellation set, no OR-join or discriminator in its net,
+ *  when it has an AND or XOR join, no cancellation set, no structured OR-join or discriminator
+ *  in its net (a general one keeps no side words),
  *  and an AND split or a two-way XOR split whose guard is one comparison of a register with a
  *  constant. Such a guard holds exactly when (uint64_t)regs[lhs] - lo <= span (unsigned,
  *  wrapping): every comparison with a constant is such a range. The output is out_on when the
@@ -271,10 +276,15 @@ typedef struct knhk_hot {
    * some but not all inputs marked, the key is (marking & orj_conds[t], (busy & orj_tasks[t])
    * | bit t); it is enabled exactly when the key is in orj_table (open addressing, linear
    * probing from the key's hash, at most orj_probes + 1 slots; an entry with busy 0 is empty).
-   * Seal put there the keys of the enabling states among those reachable from the input. */
+   * Seal put there the keys of the enabling states among those reachable from the input.
+   * Before the lookup, orj_quiet decides the states where nothing upstream can move. */
   uint64_t orj_general;                    /* OR-joins decided by these tables */
   uint64_t orj_conds[KNHK_MAX_TASKS];      /* conditions from which an input can be reached */
   uint64_t orj_tasks[KNHK_MAX_TASKS];      /* tasks from which an input can be reached */
+  uint64_t orj_quiet[KNHK_MAX_TASKS];      /* orj_conds less the inputs that no task of
+                                              orj_tasks consumes: with none of them marked
+                                              and none of orj_tasks busy, nothing upstream
+                                              can move, and the join is enabled (no lookup) */
   uint32_t orj_probes;                     /* longest probe sequence of a stored key, minus 1 */
   uint32_t orj_keys;                       /* keys stored */
   struct {
@@ -476,7 +486,7 @@ KNHK_EXPORT knhk_status knhk_net_add_cancel_task(knhk_net_t *net, uint32_t task,
  *  `other` the cap) when an exploration would pass KNHK_ORJOIN_MAX_STATES states, an OR-join
  *  has more than KNHK_ORJOIN_MAX_INPUTS inputs, or the net more than KNHK_ORJOIN_MAX_KEYS
  *  enabling keys. The exploration runs on the stack (about 130 KiB, only for nets with a
- *  general OR-join) and takes time in proportion to the states (milliseconds at the caps).
+ *  general OR-join).
  *
  *  `report` may be NULL; when given it receives the status and the element that failed.
  *  Returns KNHK_OK or the first defect's status; a failed seal leaves the net unsealed and

@@ -49,14 +49,20 @@ KNHK_INLINE void store(knhk_case_t *c, const work_t *w) {
   c->seq++;
 }
 
-/* A general (non-local) OR-join t with some but not all inputs marked (have): enabled when
- * the key of the state is in the table seal derived (knhk_hot_t.orj_*; knhk_net.c,
- * orjoin_seal): two masks, a multiply-shift hash and one or a few compared slots. */
+/* A general (non-local) OR-join t with some but not all inputs marked: enabled when nothing
+ * upstream can move (two masks), else when the key of the state is in the table seal derived
+ * (knhk_hot_t.orj_*; knhk_net.c, orjoin_seal): a multiply-shift hash and one or a few
+ * compared slots. */
 static inline int orjoin_enabled(const knhk_net_t *n, uint32_t t, uint64_t m, uint64_t busy) {
   const knhk_hot_t *h = KNHK_HOT_TABLES(n);
+  /* nothing upstream can move (no token but on inputs only t consumes, nothing busy): no
+   * state but this one is reachable, so no further input can be marked */
+  if (((m & h->orj_quiet[t]) | (busy & h->orj_tasks[t])) == 0) return 1;
   uint64_t km = m & h->orj_conds[t], kb = (busy & h->orj_tasks[t]) | KNHK_BIT(t);
   uint32_t slot = knhk_orj_slot(km, kb);
-  for (uint32_t p = 0; p <= h->orj_probes; p++) {
+  /* the first slot holds the key, or one of its keys' neighbours; probes past it are rare */
+  if (h->orj_table[slot].busy == kb && h->orj_table[slot].marking == km) return 1;
+  for (uint32_t p = 1; p <= h->orj_probes; p++) {
     const uint32_t i = (slot + p) & (2u * KNHK_ORJOIN_MAX_KEYS - 1u);
     if (h->orj_table[i].busy == kb && h->orj_table[i].marking == km) return 1;
     if (h->orj_table[i].busy == 0) return 0;
@@ -370,12 +376,50 @@ knhk_status knhk_complete_bits(const knhk_net_t *net, knhk_case_t *c, uint32_t t
   return op_complete(net, c, t, branch_bits, 1);
 }
 
+/* Fire of a general OR-join marked KNHK_HOT_ORJOIN at seal (AND split, no cancellation set,
+ * no side state in the net; so sealed, t < ntasks): the decision (all inputs marked, or the
+ * key in the table), then the short path's token move. Returns KNHK_OK after committing, or
+ * KNHK_TAKE_GENERAL_PATH with nothing written (every refusal, an explicit termination). */
+KNHK_INLINE int fire_orjoin(const knhk_net_t *n, knhk_case_t *c, uint32_t t, uint32_t kind) {
+  const knhk_hot_t *h = KNHK_HOT_TABLES(n);
+  uint64_t m = c->marking, busy = c->busy, pre = h->pre[t], have = m & pre;
+  if (have != pre && !orjoin_enabled(n, t, m, busy)) return KNHK_TAKE_GENERAL_PATH;
+  uint64_t out = h->out_on[t], x = m ^ have;
+  if (KNHK_UNLIKELY(c->flags | ((busy >> t) & 1u) | (uint64_t)(have == 0) | (x & out)))
+    return KNHK_TAKE_GENERAL_PATH;
+  if (kind & KNHK_HOT_ENDS) {
+    if (x | busy) return KNHK_TAKE_GENERAL_PATH; /* explicit termination */
+    c->flags = KNHK_FLAG_DONE | KNHK_FLAG_COMPLETED;
+  }
+  c->marking = x | out;
+  c->seq++;
+  return KNHK_OK;
+}
+
 /* The general path out of line, so that fire's short path stays a small leaf function with
  * few saved registers. */
+__attribute__((noinline)) static knhk_status fire_slow(const knhk_net_t *net, knhk_case_t *c,
+                                                       uint32_t t, uint32_t bits, int use_bits) {
+  return op_fire(net, c, t, bits, use_bits);
+}
+
+/* A general OR-join's short sequence (fire_orjoin), else the general path: a function of its
+ * own, so that it saves only the registers it needs. Its split is AND, which reads no
+ * branch bits: the general path gets none. */
+__attribute__((noinline)) static knhk_status fire_orjoin_or_slow(const knhk_net_t *net,
+                                                                 knhk_case_t *c, uint32_t t,
+                                                                 uint32_t kind) {
+  if (KNHK_LIKELY(fire_orjoin(net, c, t, kind) == KNHK_OK)) return KNHK_OK;
+  return fire_slow(net, c, t, 0, 0);
+}
+
+/* Whatever the short path did not take: a dispatch that tail-calls one of the two above. */
 __attribute__((noinline)) static knhk_status fire_general(const knhk_net_t *net, knhk_case_t *c,
                                                           uint32_t t, uint32_t bits,
                                                           int use_bits) {
-  return op_fire(net, c, t, bits, use_bits);
+  uint32_t kind = t < KNHK_MAX_TASKS ? KNHK_HOT_TABLES(net)->meta[t].kind : 0;
+  if (kind & KNHK_HOT_ORJOIN) return fire_orjoin_or_slow(net, c, t, kind);
+  return fire_slow(net, c, t, bits, use_bits);
 }
 
 KNHK_HOT_ENTRY knhk_status knhk_fire(const knhk_net_t *net, knhk_case_t *c, uint32_t t) {

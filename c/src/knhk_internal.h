@@ -55,10 +55,11 @@ KNHK_INTERNAL knhk_status knhk_block_fire_avx2(const knhk_net_t *net, knhk_block
 #define KNHK_HAVE_AVX2 0
 #endif
 
-/* The slot of a general OR-join's key (knhk_hot_t.orj_table): multiply-shift over the key's
- * two words, the top log2(2 * KNHK_ORJOIN_MAX_KEYS) = 10 bits. Seal and run time share it. */
+/* The slot of a general OR-join's key (knhk_hot_t.orj_table): multiply-shift of the marking
+ * plus the busy word rotated by 32 (condition and task bits land apart), the top
+ * log2(2 * KNHK_ORJOIN_MAX_KEYS) = 10 bits. Seal and run time share it. */
 static inline uint32_t knhk_orj_slot(uint64_t marking, uint64_t busy) {
-  return (uint32_t)(((marking ^ (busy * 0x9E3779B97F4A7C15ull)) * 0xD6E8FEB86659FD93ull) >> 54);
+  return (uint32_t)(((marking + ((busy << 32) | (busy >> 32))) * 0x9E3779B97F4A7C15ull) >> 54);
 }
 _Static_assert(2u * KNHK_ORJOIN_MAX_KEYS == 1024u, "knhk_orj_slot takes the top 10 bits");
 

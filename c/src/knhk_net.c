@@ -311,6 +311,13 @@ static void set_hot(knhk_net_t *net, uint32_t i, int side_state) {
   h->span[i] = ~0ull;
   h->meta[i] = (knhk_hot_meta_t){0};
   if (side_state || t->cancel_conditions || t->cancel_tasks) return;
+  if (t->join == KNHK_JOIN_OR && t->split == KNHK_SPLIT_AND &&
+      (h->orj_general & KNHK_BIT(i)) &&
+      (!(t->post & net->output) || t->post == net->output)) {
+    /* not hot: kinds (the hot union) leaves it out; ENDS: it marks the output */
+    h->meta[i].kind = (uint8_t)(KNHK_HOT_ORJOIN | ((t->post & net->output) ? KNHK_HOT_ENDS : 0));
+    return;
+  }
   if (t->join != KNHK_JOIN_AND && t->join != KNHK_JOIN_XOR) return;
   /* An AND split onto the output condition and another condition ends the case by explicit
    * termination (the other token is cleared, WCP-43): the general path's work. The short
@@ -591,6 +598,7 @@ __attribute__((noinline)) static knhk_status orjoin_seal(knhk_net_t *net, knhk_s
   h->orj_keys = 0;
   memset(h->orj_conds, 0, sizeof h->orj_conds);
   memset(h->orj_tasks, 0, sizeof h->orj_tasks);
+  memset(h->orj_quiet, 0, sizeof h->orj_quiet);
   memset(h->orj_table, 0, sizeof h->orj_table);
   for (uint64_t g = general; g; g &= g - 1) {
     uint32_t j = knhk_ctz64(g);
@@ -620,6 +628,9 @@ __attribute__((noinline)) static knhk_status orjoin_seal(knhk_net_t *net, knhk_s
     } while (conds != prev_conds || tasks != prev_tasks);
     h->orj_conds[j] = conds;
     h->orj_tasks[j] = tasks;
+    uint64_t consumed = 0;
+    for (uint64_t rest = tasks; rest; rest &= rest - 1) consumed |= net->tasks[knhk_ctz64(rest)].pre;
+    h->orj_quiet[j] = conds & ~(pre & ~consumed);
 
     /* (2) the restricted states reachable from the keys of every partly marked state */
     orj_restricted_t rs = {net, joins, conds, tasks, &ss, u, 1, NULL, 0};
@@ -690,6 +701,7 @@ fail:
   h->orj_keys = 0;
   memset(h->orj_conds, 0, sizeof h->orj_conds);
   memset(h->orj_tasks, 0, sizeof h->orj_tasks);
+  memset(h->orj_quiet, 0, sizeof h->orj_quiet);
   memset(h->orj_table, 0, sizeof h->orj_table);
   return report(r, KNHK_OR_JOIN_CAP, KNHK_ELEMENT_TASK, at, cap);
 }

@@ -47,6 +47,8 @@ readelf -d build/example-tree | grep -q "(NEEDED).*\[$SONAME\]" \
   || fail "build/example-tree does not load $SONAME"
 ./build/example-tree | grep -q 'case amount=5000: complete after 6 steps' \
   || fail "build/example-tree (built against the tree) failed"
+./build/example-tree | grep -q 'or-join: notify waits for pack yes, for gift_wrap yes (busy: yes), then fires: complete' \
+  || fail "build/example-tree: the OR-join demo failed"
 echo "build tree: cc example.c \$(pkg-config --cflags --libs knhk) runs without LD_LIBRARY_PATH"
 
 # 4. staged install

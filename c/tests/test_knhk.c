@@ -728,6 +728,11 @@ static void test_wcp38_general_sync_merge(void) {
   build_wcp38();
   seal_ok();
   CHECK(net.hot.tables.orj_general == B(w38_d));
+  /* D: AND split, no cancellation set, no side state: fire's own OR-join sequence, which
+   * ends the case (ENDS); Z, with a cancellation set, is not hot */
+  CHECK(net.hot.tables.meta[w38_d].kind == (KNHK_HOT_ORJOIN | KNHK_HOT_ENDS));
+  CHECK(!(net.hot.tables.meta[w38_z].kind & KNHK_HOT));
+  CHECK(net.hot.tables.meta[w38_c].kind & KNHK_HOT); /* the other tasks stay hot */
   /* C, then the loop runs twice: D waits throughout */
   kase.regs[0] = 1;
   CHECK_STATUS(knhk_fire(&net, &kase, w38_a), KNHK_OK);
