@@ -30,6 +30,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{broadcast, oneshot};
 
+use crate::archive::{ArchiveQuery, CaseArchive, FinishedCase, Retention};
 use crate::command::{BatchEvent, Data, EventKind, EventResult, TaskRef};
 pub use crate::command::{Hist, Lifecycle};
 use crate::error::EngineError;
@@ -56,6 +57,11 @@ pub struct EngineConfig {
     /// The partition whose cases this engine holds (written into every case id; a single
     /// node owns partition 0). Ids of another partition answer "unknown case".
     pub partition: u16,
+    /// Where finished cases go before their slots are reused (`crate::archive`); none: the
+    /// oldest finished case is evicted, history and all.
+    pub archive: Option<Arc<dyn CaseArchive>>,
+    /// What the archiver deletes from the archive, deliberately (checked every minute).
+    pub retention: Retention,
 }
 
 impl Default for EngineConfig {
@@ -67,6 +73,8 @@ impl Default for EngineConfig {
             history_limit: 1 << 12,
             watch_buffer: 1024,
             partition: 0,
+            archive: None,
+            retention: Retention::default(),
         }
     }
 }
@@ -114,8 +122,12 @@ pub struct SlotBook {
     pub created_ns: u64,
     /// False until the worker has run the creation.
     pub live: bool,
-    /// Completed or cancelled (evictable).
+    /// Completed or cancelled (evictable, once archived when there is an archive).
     pub terminal: bool,
+    /// When it became terminal (ns since the Unix epoch).
+    pub finished_ns: u64,
+    /// Stored by the archive (when there is one): its slot may be reused.
+    pub archived: bool,
     /// The case as of its last op.
     pub last: Outcome,
     pub regs: [i64; REGISTERS],
@@ -133,6 +145,8 @@ impl SlotBook {
             created_ns: 0,
             live: false,
             terminal: false,
+            finished_ns: 0,
+            archived: false,
             last: Outcome::default(),
             regs: [0; REGISTERS],
             history: VecDeque::new(),
@@ -170,6 +184,9 @@ impl Book {
         self.history_room = (self.history_room + after.1 as u64).saturating_sub(before.1 as u64);
     }
 }
+
+/// Where an archive listing continues: the last (creation time, case id) of a page.
+pub type ArchivePosition = (u64, u64);
 
 /// How full the engine is ([`Engine::capacity`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -248,6 +265,8 @@ pub struct CaseView {
     pub last: Outcome,
     pub regs: [i64; REGISTERS],
     pub created_ns: u64,
+    /// Read from the archive: the case is no longer in memory.
+    pub archived: bool,
 }
 
 /// Called on a shard's reply thread with every executed job, in execution order. The hook owns
@@ -305,6 +324,25 @@ pub struct Engine {
     stopped: AtomicBool,
     reply_threads: Mutex<Vec<JoinHandle<()>>>,
     hook: Arc<dyn BatchHook>,
+    archiver: Mutex<Option<JoinHandle<()>>>,
+    archive_stats: Arc<ArchiveStats>,
+    /// Woken each time the archiver stored a batch (a creation waiting for a slot retries).
+    archived: Arc<tokio::sync::Notify>,
+}
+
+/// Counters of the archiver (metrics, health).
+#[derive(Debug, Default)]
+pub struct ArchiveStats {
+    /// Finished cases stored.
+    pub archived: AtomicU64,
+    /// Finished cases waiting to be stored.
+    pub pending: AtomicU64,
+    /// Store attempts that failed.
+    pub failures: AtomicU64,
+    /// Cases deleted by retention.
+    pub pruned: AtomicU64,
+    /// The last store error, while the archive is failing.
+    pub failing: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -425,6 +463,8 @@ impl Engine {
             });
             ports.push(port);
         }
+        let archive = cfg.archive.clone();
+        let (finished_tx, finished_rx) = std::sync::mpsc::channel::<(usize, u32, u64)>();
         let engine = Arc::new(Engine {
             cfg: EngineConfig { workers, ..cfg },
             per_shard,
@@ -438,6 +478,9 @@ impl Engine {
             stopped: AtomicBool::new(false),
             reply_threads: Mutex::new(Vec::new()),
             hook: hook.clone(),
+            archiver: Mutex::new(None),
+            archive_stats: Arc::new(ArchiveStats::default()),
+            archived: Arc::new(tokio::sync::Notify::new()),
         });
         let mut threads = Vec::with_capacity(workers);
         for (index, port) in ports.into_iter().enumerate() {
@@ -447,6 +490,7 @@ impl Engine {
                 events: engine.shards[index].events.clone(),
                 hook: hook.clone(),
                 history_limit: engine.cfg.history_limit,
+                finished: archive.as_ref().map(|_| finished_tx.clone()),
             };
             let t = thread::Builder::new()
                 .name(format!("knhk-reply-{index}"))
@@ -454,6 +498,21 @@ impl Engine {
             threads.push(t);
         }
         *lock(&engine.reply_threads) = threads;
+        drop(finished_tx);
+        if let Some(archive) = archive {
+            let ctx = ArchiverCtx {
+                archive,
+                books: engine.shards.iter().map(|s| s.book.clone()).collect(),
+                engine: Arc::downgrade(&engine),
+                stats: engine.archive_stats.clone(),
+                notify: engine.archived.clone(),
+                retention: engine.cfg.retention,
+            };
+            let t = thread::Builder::new()
+                .name("knhk-archiver".into())
+                .spawn(move || archiver_loop(finished_rx, ctx))?;
+            *lock(&engine.archiver) = Some(t);
+        }
         Ok(engine)
     }
 
@@ -527,6 +586,21 @@ impl Engine {
         for t in threads {
             let _ = t.join();
         }
+        // The reply threads held the archiver's senders: it stores what is pending and ends.
+        let archiver = lock(&self.archiver).take();
+        if let Some(t) = archiver {
+            let _ = t.join();
+        }
+    }
+
+    /// The archiver's counters (zeros without an archive).
+    pub fn archive_stats(&self) -> Arc<ArchiveStats> {
+        self.archive_stats.clone()
+    }
+
+    /// The archive, when there is one.
+    pub fn archive(&self) -> Option<Arc<dyn CaseArchive>> {
+        self.cfg.archive.clone()
     }
 
     // ---------------------------------------------------------------- workflows
@@ -683,7 +757,7 @@ impl Engine {
         for k in 0..w {
             let shard = (start + k) % w;
             let mut book = lock(&self.shards[shard].book);
-            let Some(slot) = pop_reusable(&mut book) else {
+            let Some(slot) = pop_reusable(&mut book, self.cfg.archive.is_some()) else {
                 continue;
             };
             let held = book.history_held(slot);
@@ -703,9 +777,24 @@ impl Engine {
             book.account_history(held, cleared);
             return Ok((id, shard, slot));
         }
+        let waiting = self.archive_stats.pending.load(Ordering::Relaxed);
+        if self.cfg.archive.is_some() && waiting > 0 {
+            let why = lock(&self.archive_stats.failing)
+                .clone()
+                .map_or_else(String::new, |e| format!(" (the archive is failing: {e})"));
+            return Err(EngineError::Exhausted(format!(
+                "case capacity reached: {waiting} finished cases keep their slots until the \
+                 archive stores them{why}; retry later"
+            )));
+        }
         Err(EngineError::Exhausted(format!(
             "case capacity reached: all {total} case slots hold running cases (raise --case-capacity)"
         )))
+    }
+
+    /// Whether a refused allocation may succeed once the archiver stores what it holds.
+    fn archive_pending(&self) -> bool {
+        self.cfg.archive.is_some() && self.archive_stats.pending.load(Ordering::Relaxed) > 0
     }
 
     fn release_slot(&self, shard: usize, slot: u32, id: u64) {
@@ -956,6 +1045,7 @@ impl Engine {
             last,
             regs,
             created_ns,
+            archived: false,
         })
     }
 
@@ -984,7 +1074,20 @@ impl Engine {
         }
         let wf = self.workflow(workflow_id)?;
         let (mask, regs) = initial_registers(&wf, data)?;
-        let (id, shard, slot) = self.allocate(&wf)?;
+        // With an archive, a full engine frees slots as the archiver stores finished cases:
+        // wait for it a little rather than refuse at once.
+        let deadline = std::time::Instant::now() + ARCHIVE_WAIT;
+        let (id, shard, slot) = loop {
+            match self.allocate(&wf) {
+                Ok(x) => break x,
+                Err(e) if self.archive_pending() && std::time::Instant::now() < deadline => {
+                    let notified = self.archived.notified();
+                    let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
+                    drop(e);
+                }
+                Err(e) => return Err(e),
+            }
+        };
         let mut op = Op::new(OpKind::Create, id, slot, 0);
         op.workflow = wf.index;
         op.reg_mask = mask;
@@ -1054,10 +1157,98 @@ impl Engine {
         self.view(shard, slot, case_id)
     }
 
-    /// The current state of a case.
+    /// The current state of a case: from memory, else (when there is an archive) from the
+    /// archive (blocking: call it off the async runtime's workers when an archive is set).
     pub fn get_case(&self, case_id: u64) -> Result<CaseView, EngineError> {
         let (shard, slot) = self.locate(case_id).ok_or(EngineError::NoCase(case_id))?;
-        self.view(shard, slot, case_id)
+        match self.view(shard, slot, case_id) {
+            Err(EngineError::NoCase(_)) => self
+                .archived_case(case_id)?
+                .and_then(|f| self.archived_view(f))
+                .ok_or(EngineError::NoCase(case_id)),
+            other => other,
+        }
+    }
+
+    /// A case from the archive, if there is one and it holds the case.
+    fn archived_case(&self, case_id: u64) -> Result<Option<FinishedCase>, EngineError> {
+        let Some(a) = &self.cfg.archive else {
+            return Ok(None);
+        };
+        a.get(case_id)
+            .map_err(|e| EngineError::Unavailable(format!("archive ({}): {e}", a.kind())))
+    }
+
+    fn archived_view(&self, f: FinishedCase) -> Option<CaseView> {
+        Some(CaseView {
+            id: f.case_id,
+            workflow: self.workflow_at(f.workflow)?,
+            last: f.last,
+            regs: f.regs,
+            created_ns: f.created_ns,
+            archived: true,
+        })
+    }
+
+    /// Archived cases matching `q` that are no longer in memory (those still held are listed
+    /// by [`Engine::list_cases`]), as views; and the (creation time, case id) to continue after.
+    /// Blocking. Empty without an archive.
+    pub fn list_archived(
+        &self,
+        q: &ArchiveQuery,
+    ) -> Result<(Vec<CaseView>, Option<ArchivePosition>), EngineError> {
+        let Some(a) = &self.cfg.archive else {
+            return Ok((Vec::new(), None));
+        };
+        let found = a
+            .list(q)
+            .map_err(|e| EngineError::Unavailable(format!("archive ({}): {e}", a.kind())))?;
+        let next = (found.len() >= q.limit.max(1))
+            .then(|| found.last().map(|f| (f.created_ns, f.case_id)))
+            .flatten();
+        let views = found
+            .into_iter()
+            .filter(|f| !self.holds(f.case_id))
+            .filter_map(|f| self.archived_view(f))
+            .collect();
+        Ok((views, next))
+    }
+
+    /// Archived cases matching `q` (not held in memory) with their histories, for export; and
+    /// where to continue. Blocking. Empty without an archive.
+    pub fn archived_histories(
+        &self,
+        q: &ArchiveQuery,
+    ) -> Result<(Vec<CaseHistory>, Option<ArchivePosition>), EngineError> {
+        let Some(a) = &self.cfg.archive else {
+            return Ok((Vec::new(), None));
+        };
+        let q = ArchiveQuery {
+            with_history: true,
+            ..q.clone()
+        };
+        let found = a
+            .list(&q)
+            .map_err(|e| EngineError::Unavailable(format!("archive ({}): {e}", a.kind())))?;
+        let next = (found.len() >= q.limit.max(1))
+            .then(|| found.last().map(|f| (f.created_ns, f.case_id)))
+            .flatten();
+        let out = found
+            .into_iter()
+            .filter(|f| !self.holds(f.case_id))
+            .map(history_of_finished)
+            .collect();
+        Ok((out, next))
+    }
+
+    /// Whether the engine holds case `id` in memory.
+    pub fn holds(&self, case_id: u64) -> bool {
+        self.locate(case_id).is_some_and(|(shard, slot)| {
+            lock(&self.shards[shard].book)
+                .slots
+                .get(slot as usize)
+                .is_some_and(|s| s.id == case_id && s.live)
+        })
     }
 
     /// Every live case matching the filters, shard by shard.
@@ -1079,6 +1270,7 @@ impl Engine {
                             last: b.last,
                             regs: b.regs,
                             created_ns: b.created_ns,
+                            archived: false,
                         })
                     })
                     .collect()
@@ -1144,11 +1336,17 @@ impl Engine {
     /// id is unknown or its slot was reused.
     pub fn history(&self, case_id: u64) -> Result<CaseHistory, EngineError> {
         let (shard, slot) = self.locate(case_id).ok_or(EngineError::NoCase(case_id))?;
-        let book = lock(&self.shards[shard].book);
-        match book.slots.get(slot as usize) {
-            Some(s) if s.id == case_id && s.live => Ok(history_of(s)),
-            _ => Err(EngineError::NoCase(case_id)),
+        {
+            let book = lock(&self.shards[shard].book);
+            if let Some(s) = book.slots.get(slot as usize) {
+                if s.id == case_id && s.live {
+                    return Ok(history_of(s));
+                }
+            }
         }
+        self.archived_case(case_id)?
+            .map(history_of_finished)
+            .ok_or(EngineError::NoCase(case_id))
     }
 
     /// Subscribes to a shard's events; with `history_of`, atomically with a copy of that
@@ -1456,6 +1654,16 @@ pub fn status_error(o: &Outcome, case_id: u64, wf: &Workflow, task: u8) -> Engin
     }
 }
 
+fn history_of_finished(f: FinishedCase) -> CaseHistory {
+    CaseHistory {
+        case_id: f.case_id,
+        workflow: f.workflow,
+        created_ns: f.created_ns,
+        events: f.history,
+        dropped: f.history_dropped,
+    }
+}
+
 fn history_of(s: &SlotBook) -> CaseHistory {
     CaseHistory {
         case_id: s.id,
@@ -1466,17 +1674,25 @@ fn history_of(s: &SlotBook) -> CaseHistory {
     }
 }
 
-fn pop_reusable(book: &mut Book) -> Option<u32> {
+/// A slot for a new case: a free one, else the oldest finished case's — with an archive, only
+/// once the archive holds it (`archived`); an older case waiting for the archive blocks the
+/// ones behind it, so eviction stays oldest first.
+fn pop_reusable(book: &mut Book, archived_only: bool) -> Option<u32> {
     if let Some(s) = book.free.pop() {
         return Some(s);
     }
-    while let Some((slot, id)) = book.done.pop_front() {
-        if book
-            .slots
-            .get(slot as usize)
-            .is_some_and(|s| s.id == id && s.terminal)
-        {
-            return Some(slot);
+    while let Some(&(slot, id)) = book.done.front() {
+        match book.slots.get(slot as usize) {
+            Some(s) if s.id == id && s.terminal => {
+                if archived_only && !s.archived {
+                    return None;
+                }
+                book.done.pop_front();
+                return Some(slot);
+            }
+            _ => {
+                book.done.pop_front();
+            }
         }
     }
     None
@@ -1490,6 +1706,8 @@ struct ReplyCtx {
     events: broadcast::Sender<Arc<EventBatch>>,
     hook: Arc<dyn BatchHook>,
     history_limit: usize,
+    /// To the archiver: (shard, slot, id) of each case that became terminal.
+    finished: Option<std::sync::mpsc::Sender<(usize, u32, u64)>>,
 }
 
 fn reply_loop(mut port: ReplyPort, ctx: ReplyCtx) {
@@ -1574,7 +1792,11 @@ fn record(ctx: &ReplyCtx, job: &mut Job, scratch: &mut Vec<WatchItem>) {
                     s.history_dropped = v.history_dropped;
                     if v.terminal && !s.terminal {
                         s.terminal = true;
+                        s.finished_ns = s.history.back().map_or(s.created_ns, |h| h.time_ns);
                         book.done.push_back((op.slot, op.case_id));
+                        if let Some(tx) = &ctx.finished {
+                            let _ = tx.send((ctx.shard, op.slot, op.case_id));
+                        }
                     }
                 } else {
                     s.id = 0;
@@ -1644,7 +1866,11 @@ fn record(ctx: &ReplyCtx, job: &mut Job, scratch: &mut Vec<WatchItem>) {
             }
             if matches!(o.state, State::Complete | State::Cancelled) && !s.terminal {
                 s.terminal = true;
+                s.finished_ns = now;
                 book.done.push_back((op.slot, op.case_id));
+                if let Some(tx) = &ctx.finished {
+                    let _ = tx.send((ctx.shard, op.slot, op.case_id));
+                }
             }
         }
         let held_after = book.history_held(op.slot);
@@ -1726,4 +1952,171 @@ fn derive(
             }
         }
     }
+}
+
+// -------------------------------------------------------------------- archiver
+
+/// How long a creation waits for the archiver to free a slot before it is refused.
+const ARCHIVE_WAIT: Duration = Duration::from_secs(2);
+/// Finished cases stored per archive call, at most.
+const ARCHIVE_BATCH: usize = 1024;
+/// How often retention runs.
+const RETENTION_EVERY: Duration = Duration::from_secs(60);
+
+struct ArchiverCtx {
+    archive: Arc<dyn CaseArchive>,
+    books: Vec<Arc<Mutex<Book>>>,
+    engine: std::sync::Weak<Engine>,
+    stats: Arc<ArchiveStats>,
+    notify: Arc<tokio::sync::Notify>,
+    retention: Retention,
+}
+
+/// Stores finished cases in batches, oldest first; marks them archived (evictable) once the
+/// archive confirmed them. On a failure it keeps them (their slots stay taken) and retries
+/// with a growing pause. Ends when the reply threads are gone and nothing is pending (or the
+/// archive is failing: the cases are in the event log and are archived after a restart).
+fn archiver_loop(rx: std::sync::mpsc::Receiver<(usize, u32, u64)>, ctx: ArchiverCtx) {
+    use std::sync::mpsc::RecvTimeoutError;
+    let mut pending: VecDeque<(usize, u32, u64)> = VecDeque::new();
+    let mut backoff = Duration::from_millis(100);
+    let mut retry_at = std::time::Instant::now();
+    let mut last_prune = std::time::Instant::now();
+    let mut disconnected = false;
+    loop {
+        let wait = if pending.is_empty() {
+            Duration::from_millis(200)
+        } else {
+            retry_at
+                .saturating_duration_since(std::time::Instant::now())
+                .max(Duration::from_millis(1))
+        };
+        match rx.recv_timeout(wait) {
+            Ok(x) => {
+                pending.push_back(x);
+                while let Ok(x) = rx.try_recv() {
+                    pending.push_back(x);
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => disconnected = true,
+        }
+        ctx.stats
+            .pending
+            .store(pending.len() as u64, Ordering::Relaxed);
+        let failing = lock(&ctx.stats.failing).is_some();
+        if !pending.is_empty() && std::time::Instant::now() >= retry_at {
+            let n = pending.len().min(ARCHIVE_BATCH);
+            let batch: Vec<(usize, u32, u64)> = pending.iter().take(n).copied().collect();
+            let cases = collect_finished(&ctx, &batch);
+            match ctx.archive.store(&cases) {
+                Ok(()) => {
+                    for &(shard, slot, id) in &batch {
+                        if let Some(book) = ctx.books.get(shard) {
+                            if let Some(s) = lock(book).slots.get_mut(slot as usize) {
+                                if s.id == id {
+                                    s.archived = true;
+                                }
+                            }
+                        }
+                    }
+                    pending.drain(..n);
+                    ctx.stats
+                        .archived
+                        .fetch_add(cases.len() as u64, Ordering::Relaxed);
+                    ctx.stats
+                        .pending
+                        .store(pending.len() as u64, Ordering::Relaxed);
+                    if lock(&ctx.stats.failing).take().is_some() {
+                        tracing::info!(archive = ctx.archive.kind(), "archive stores again");
+                    }
+                    backoff = Duration::from_millis(100);
+                    ctx.notify.notify_waiters();
+                }
+                Err(e) => {
+                    ctx.stats.failures.fetch_add(1, Ordering::Relaxed);
+                    if !failing {
+                        tracing::warn!(
+                            archive = ctx.archive.kind(),
+                            error = %e,
+                            pending = pending.len(),
+                            "archive store failed: finished cases keep their slots until it \
+                             stores them"
+                        );
+                    }
+                    *lock(&ctx.stats.failing) = Some(e);
+                    retry_at = std::time::Instant::now() + backoff;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        let retain = ctx.retention.max_age_secs.is_some() || ctx.retention.max_cases.is_some();
+        if retain && last_prune.elapsed() >= RETENTION_EVERY {
+            last_prune = std::time::Instant::now();
+            prune(&ctx);
+        }
+        if disconnected && (pending.is_empty() || lock(&ctx.stats.failing).is_some()) {
+            if !pending.is_empty() {
+                tracing::warn!(
+                    pending = pending.len(),
+                    "stopping with finished cases not archived: they are archived after a restart"
+                );
+            }
+            return;
+        }
+    }
+}
+
+/// Deletes what the retention setting says, and says so.
+fn prune(ctx: &ArchiverCtx) {
+    match ctx.archive.prune(&ctx.retention, now_ns()) {
+        Ok(0) => {}
+        Ok(n) => {
+            ctx.stats.pruned.fetch_add(n, Ordering::Relaxed);
+            tracing::info!(
+                deleted = n,
+                max_age_secs = ctx.retention.max_age_secs,
+                max_cases = ctx.retention.max_cases,
+                "archive retention: archived cases deleted"
+            );
+        }
+        Err(e) => tracing::warn!(error = %e, "archive retention failed"),
+    }
+}
+
+/// The finished cases named in `batch`, as the book holds them (a case evicted meanwhile, which
+/// cannot happen before it is archived, or whose slot holds another case, is skipped).
+fn collect_finished(ctx: &ArchiverCtx, batch: &[(usize, u32, u64)]) -> Vec<FinishedCase> {
+    let wfs = ctx
+        .engine
+        .upgrade()
+        .map(|e| e.workflows())
+        .unwrap_or_default();
+    let mut out = Vec::with_capacity(batch.len());
+    for &(shard, slot, id) in batch {
+        let Some(book) = ctx.books.get(shard) else {
+            continue;
+        };
+        let book = lock(book);
+        let Some(s) = book.slots.get(slot as usize) else {
+            continue;
+        };
+        if s.id != id || !s.terminal {
+            continue;
+        }
+        let wf = wfs.get(usize::from(s.workflow));
+        out.push(FinishedCase {
+            case_id: id,
+            workflow: s.workflow,
+            workflow_id: wf.map(|w| w.id.clone()).unwrap_or_default(),
+            namespace: wf.map(|w| w.namespace.clone()).unwrap_or_default(),
+            created_ns: s.created_ns,
+            finished_ns: s.finished_ns,
+            last: s.last,
+            regs: s.regs,
+            history: s.history.iter().copied().collect(),
+            history_dropped: s.history_dropped,
+        });
+    }
+    out
 }

@@ -21,6 +21,7 @@
 #![forbid(unsafe_code)]
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod archive;
 pub mod catalog;
 pub mod command;
 pub mod engine;

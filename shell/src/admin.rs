@@ -306,8 +306,12 @@ impl Observer {
             loop {
                 tick.tick().await;
                 let Some(obs) = me.upgrade() else { return };
-                if obs.phase() == Phase::Stopped {
-                    return;
+                match obs.phase() {
+                    Phase::Stopped => return,
+                    // Until the server says it serves, it sets the health statuses itself: a
+                    // verdict computed here before that could land after its SERVING.
+                    Phase::Starting => continue,
+                    _ => {}
                 }
                 obs.sample_now();
                 let ready = obs.ready().is_ok();

@@ -134,6 +134,18 @@ struct ServeArgs {
     /// Size in MiB past which a log segment is sealed and older segments are compacted.
     #[arg(long, env = "KNHK_SEGMENT_MB", default_value_t = 64)]
     segment_mb: u64,
+    /// Where finished cases go before their slots are reused: `sqlite` (an archive file in
+    /// the data directory), `off` (the oldest finished case is evicted, history and all), or
+    /// `auto` (the default: `sqlite` unless `--durability off`).
+    #[arg(long, env = "KNHK_ARCHIVE", value_enum, default_value_t = ArchiveArg::Auto)]
+    archive: ArchiveArg,
+    /// Delete archived cases that finished more than this many days ago (checked every
+    /// minute; 0: keep them whatever their age).
+    #[arg(long, env = "KNHK_ARCHIVE_RETENTION_DAYS", default_value_t = 0)]
+    archive_retention_days: u64,
+    /// Keep at most this many archived cases, the most recently finished (0: no limit).
+    #[arg(long, env = "KNHK_ARCHIVE_RETENTION_CASES", default_value_t = 0)]
+    archive_retention_cases: u64,
     /// Address of the HTTP endpoints (/metrics, /health, /health/live, /health/ready,
     /// /health/startup; docs/operations.md), or `off` for none (and no gRPC metrics).
     #[arg(long, env = "KNHK_HTTP_ADDR", default_value = "127.0.0.1:9090", value_parser = parse_http_addr)]
@@ -199,6 +211,14 @@ enum ClientAuthArg {
 enum DurabilityArg {
     Sync,
     Relaxed,
+    Off,
+}
+
+/// `--archive`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ArchiveArg {
+    Auto,
+    Sqlite,
     Off,
 }
 
@@ -301,7 +321,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    let cfg = ServerConfig {
+    let mut cfg = ServerConfig {
         engine: EngineConfig {
             workers: args.workers.unwrap_or_else(default_workers).max(1),
             case_capacity: args.case_capacity.max(1),
@@ -310,6 +330,13 @@ fn serve(args: ServeArgs) -> ExitCode {
             watch_buffer: args.watch_buffer.max(16),
             // A single node owns partition 0 (docs/api.md, "Cases and ids").
             partition: 0,
+            archive: None,
+            retention: knhk_engine::archive::Retention {
+                max_age_secs: (args.archive_retention_days > 0)
+                    .then(|| args.archive_retention_days.saturating_mul(86_400)),
+                max_cases: (args.archive_retention_cases > 0)
+                    .then_some(args.archive_retention_cases),
+            },
         },
         max_concurrent_streams: args.max_concurrent_streams.max(1),
         drain_grace: Duration::from_millis(args.drain_grace_ms),
@@ -356,6 +383,20 @@ fn serve(args: ServeArgs) -> ExitCode {
             segment_bytes: args.segment_mb.max(1) << 20,
         }),
     };
+    let archive = match args.archive {
+        ArchiveArg::Off => false,
+        ArchiveArg::Sqlite => true,
+        ArchiveArg::Auto => journal.is_some(),
+    };
+    if archive {
+        match knhk_archive::SqliteArchive::open_in(&args.data_dir) {
+            Ok(a) => cfg.engine.archive = Some(std::sync::Arc::new(a)),
+            Err(e) => {
+                eprintln!("knhk serve: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
     let format = match args.log_format {
         LogFormatArg::Json => LogFormat::Json,
         LogFormatArg::Text => LogFormat::Text,

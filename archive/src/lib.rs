@@ -1,0 +1,492 @@
+//! knhk-archive: finished cases in SQLite, the embedded implementation of knhk-engine's
+//! [`CaseArchive`] (docs/durability.md, "Archive").
+//!
+//! One file in the data directory (`archive.sqlite`), WAL journal, `synchronous=FULL`: a
+//! store returns once its transaction is durable. One row per case (its id the primary key,
+//! so storing a case again replaces it: the engine may store a case twice across a crash,
+//! never keep two copies); its final state, data and history in the archive's own encoding
+//! (below), independent of the engine's in-memory layout.
+//!
+//! ```text
+//! regs     := 8 × i64 LE
+//! history  := (time unix ns u64 LE | task u8 | lifecycle u8) × n
+//!             lifecycle: 1 start, 2 complete, 3 withdraw, 4 ate_abort, 5 pi_abort
+//! state    := 0 running, 1 complete, 2 deadlocked, 3 cancelled
+//! ```
+
+#![forbid(unsafe_code)]
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use knhk_engine::archive::{ArchiveQuery, CaseArchive, FinishedCase, Retention};
+use knhk_engine::engine::{Hist, Lifecycle};
+use knhk_engine::workers::{Outcome, State, Status, REGISTERS};
+use rusqlite::{params, Connection, OptionalExtension};
+
+/// The file the archive keeps in the data directory.
+pub const FILE_NAME: &str = "archive.sqlite";
+
+/// The SQLite archive.
+#[derive(Debug)]
+pub struct SqliteArchive {
+    conn: Mutex<Connection>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS cases (
+    case_id         INTEGER PRIMARY KEY,
+    namespace       TEXT    NOT NULL,
+    workflow        INTEGER NOT NULL,
+    workflow_id     TEXT    NOT NULL,
+    state           INTEGER NOT NULL,
+    created_ns      INTEGER NOT NULL,
+    finished_ns     INTEGER NOT NULL,
+    seq             INTEGER NOT NULL,
+    flags           INTEGER NOT NULL,
+    marking         INTEGER NOT NULL,
+    busy            INTEGER NOT NULL,
+    enabled         INTEGER NOT NULL,
+    regs            BLOB    NOT NULL,
+    history         BLOB    NOT NULL,
+    history_dropped INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS cases_by_created ON cases (created_ns, case_id);
+CREATE INDEX IF NOT EXISTS cases_by_finished ON cases (finished_ns);
+";
+
+fn err(what: &str, e: rusqlite::Error) -> String {
+    format!("{what}: {e}")
+}
+
+impl SqliteArchive {
+    /// Opens (creating when missing) the archive at `path`.
+    pub fn open(path: &Path) -> Result<SqliteArchive, String> {
+        let conn = Connection::open(path)
+            .map_err(|e| format!("cannot open the archive {}: {e}", path.display()))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(|e| err("archive: journal_mode=WAL", e))?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(|e| err("archive: synchronous=FULL", e))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(|e| err("archive: busy timeout", e))?;
+        conn.execute_batch(SCHEMA).map_err(|e| {
+            format!(
+                "cannot create the archive's tables in {}: {e}",
+                path.display()
+            )
+        })?;
+        Ok(SqliteArchive {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// Opens the archive of a data directory (`<dir>/archive.sqlite`).
+    pub fn open_in(dir: &Path) -> Result<SqliteArchive, String> {
+        if dir.exists() && !dir.is_dir() {
+            return Err(format!(
+                "data directory {} exists and is not a directory",
+                dir.display()
+            ));
+        }
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create the data directory {}: {e}", dir.display()))?;
+        SqliteArchive::open(&dir.join(FILE_NAME))
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn state_code(s: State) -> i64 {
+    match s {
+        State::Running => 0,
+        State::Complete => 1,
+        State::Deadlocked => 2,
+        State::Cancelled => 3,
+    }
+}
+
+fn state_of(c: i64) -> State {
+    match c {
+        1 => State::Complete,
+        2 => State::Deadlocked,
+        3 => State::Cancelled,
+        _ => State::Running,
+    }
+}
+
+fn lifecycle_code(l: Lifecycle) -> u8 {
+    match l {
+        Lifecycle::Start => 1,
+        Lifecycle::Complete => 2,
+        Lifecycle::Withdraw => 3,
+        Lifecycle::AteAbort => 4,
+        Lifecycle::PiAbort => 5,
+    }
+}
+
+fn lifecycle_of(c: u8) -> Option<Lifecycle> {
+    Some(match c {
+        1 => Lifecycle::Start,
+        2 => Lifecycle::Complete,
+        3 => Lifecycle::Withdraw,
+        4 => Lifecycle::AteAbort,
+        5 => Lifecycle::PiAbort,
+        _ => return None,
+    })
+}
+
+fn encode_regs(regs: &[i64; REGISTERS]) -> Vec<u8> {
+    regs.iter().flat_map(|r| r.to_le_bytes()).collect()
+}
+
+fn decode_regs(b: &[u8]) -> [i64; REGISTERS] {
+    let mut regs = [0i64; REGISTERS];
+    for (r, chunk) in regs.iter_mut().zip(b.chunks_exact(8)) {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(chunk);
+        *r = i64::from_le_bytes(a);
+    }
+    regs
+}
+
+fn encode_history(h: &[Hist]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(h.len() * 10);
+    for e in h {
+        b.extend_from_slice(&e.time_ns.to_le_bytes());
+        b.push(e.task);
+        b.push(lifecycle_code(e.lifecycle));
+    }
+    b
+}
+
+fn decode_history(b: &[u8]) -> Result<Vec<Hist>, String> {
+    if !b.len().is_multiple_of(10) {
+        return Err(format!("history of {} bytes is not whole events", b.len()));
+    }
+    b.chunks_exact(10)
+        .map(|c| {
+            let mut t = [0u8; 8];
+            t.copy_from_slice(&c[..8]);
+            Ok(Hist {
+                time_ns: u64::from_le_bytes(t),
+                task: c[8],
+                lifecycle: lifecycle_of(c[9])
+                    .ok_or_else(|| format!("unknown lifecycle code {}", c[9]))?,
+            })
+        })
+        .collect()
+}
+
+const COLUMNS: &str = "case_id, namespace, workflow, workflow_id, state, created_ns, finished_ns, \
+                       seq, flags, marking, busy, enabled, regs, history_dropped";
+
+/// A row (without its history) as a finished case.
+fn row_case(row: &rusqlite::Row<'_>) -> rusqlite::Result<FinishedCase> {
+    let state = state_of(row.get(4)?);
+    let busy = row.get::<_, i64>(10)? as u64;
+    let enabled = row.get::<_, i64>(11)? as u64;
+    let regs: Vec<u8> = row.get(12)?;
+    Ok(FinishedCase {
+        case_id: row.get::<_, i64>(0)? as u64,
+        namespace: row.get(1)?,
+        workflow: u16::try_from(row.get::<_, i64>(2)?).unwrap_or(u16::MAX),
+        workflow_id: row.get(3)?,
+        created_ns: row.get::<_, i64>(5)? as u64,
+        finished_ns: row.get::<_, i64>(6)? as u64,
+        last: Outcome {
+            status: Status::Ok,
+            state,
+            flags: u32::try_from(row.get::<_, i64>(8)?).unwrap_or(0),
+            seq: row.get::<_, i64>(7)? as u64,
+            marking: row.get::<_, i64>(9)? as u64,
+            busy_before: busy,
+            busy,
+            enabled_before: enabled,
+            enabled,
+        },
+        regs: decode_regs(&regs),
+        history: Vec::new(),
+        history_dropped: row.get::<_, i64>(13)? as u64,
+    })
+}
+
+impl CaseArchive for SqliteArchive {
+    fn store(&self, cases: &[FinishedCase]) -> Result<(), String> {
+        if cases.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| err("archive: begin", e))?;
+        {
+            let mut st = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO cases (case_id, namespace, workflow, workflow_id, \
+                     state, created_ns, finished_ns, seq, flags, marking, busy, enabled, regs, \
+                     history, history_dropped) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                )
+                .map_err(|e| err("archive: prepare insert", e))?;
+            for c in cases {
+                st.execute(params![
+                    c.case_id as i64,
+                    c.namespace,
+                    i64::from(c.workflow),
+                    c.workflow_id,
+                    state_code(c.last.state),
+                    c.created_ns as i64,
+                    c.finished_ns as i64,
+                    c.last.seq as i64,
+                    i64::from(c.last.flags),
+                    c.last.marking as i64,
+                    c.last.busy as i64,
+                    c.last.enabled as i64,
+                    encode_regs(&c.regs),
+                    encode_history(&c.history),
+                    c.history_dropped as i64,
+                ])
+                .map_err(|e| format!("archive: storing case {}: {e}", c.case_id))?;
+            }
+        }
+        tx.commit().map_err(|e| err("archive: commit", e))
+    }
+
+    fn get(&self, case_id: u64) -> Result<Option<FinishedCase>, String> {
+        let conn = self.conn();
+        let found = conn
+            .query_row(
+                &format!("SELECT {COLUMNS}, history FROM cases WHERE case_id = ?1"),
+                params![case_id as i64],
+                |row| Ok((row_case(row)?, row.get::<_, Vec<u8>>(14)?)),
+            )
+            .optional()
+            .map_err(|e| format!("archive: reading case {case_id}: {e}"))?;
+        match found {
+            None => Ok(None),
+            Some((mut c, h)) => {
+                c.history = decode_history(&h).map_err(|e| format!("case {case_id}: {e}"))?;
+                Ok(Some(c))
+            }
+        }
+    }
+
+    fn list(&self, q: &ArchiveQuery) -> Result<Vec<FinishedCase>, String> {
+        let conn = self.conn();
+        let (after_created, after_id) = q.after.unwrap_or((0, 0));
+        let sql = format!(
+            "SELECT {COLUMNS}, {} FROM cases \
+             WHERE (?1 IS NULL OR namespace = ?1) AND (?2 IS NULL OR workflow = ?2) \
+               AND (?3 IS NULL OR state = ?3) AND created_ns >= ?4 AND created_ns < ?5 \
+               AND (?6 = 0 OR (created_ns, case_id) > (?7, ?8)) \
+             ORDER BY created_ns, case_id LIMIT ?9",
+            if q.with_history { "history" } else { "x''" }
+        );
+        let mut st = conn
+            .prepare_cached(&sql)
+            .map_err(|e| err("archive: prepare list", e))?;
+        let rows = st
+            .query_map(
+                params![
+                    q.namespace,
+                    q.workflow.map(i64::from),
+                    q.state.map(state_code),
+                    q.created.start.min(i64::MAX as u64) as i64,
+                    q.created.end.min(i64::MAX as u64) as i64,
+                    i64::from(q.after.is_some()),
+                    after_created as i64,
+                    after_id as i64,
+                    q.limit.max(1) as i64,
+                ],
+                |row| Ok((row_case(row)?, row.get::<_, Vec<u8>>(14)?)),
+            )
+            .map_err(|e| err("archive: list", e))?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (mut c, h) = r.map_err(|e| err("archive: list", e))?;
+            if q.with_history {
+                c.history = decode_history(&h).map_err(|e| format!("case {}: {e}", c.case_id))?;
+            }
+            out.push(c);
+        }
+        Ok(out)
+    }
+
+    fn prune(&self, r: &Retention, now_ns: u64) -> Result<u64, String> {
+        let conn = self.conn();
+        let mut deleted = 0u64;
+        if let Some(age) = r.max_age_secs {
+            let before = now_ns.saturating_sub(age.saturating_mul(1_000_000_000));
+            deleted += conn
+                .execute(
+                    "DELETE FROM cases WHERE finished_ns < ?1",
+                    params![before.min(i64::MAX as u64) as i64],
+                )
+                .map_err(|e| err("archive: retention by age", e))? as u64;
+        }
+        if let Some(keep) = r.max_cases {
+            deleted += conn
+                .execute(
+                    "DELETE FROM cases WHERE case_id NOT IN \
+                     (SELECT case_id FROM cases ORDER BY finished_ns DESC, case_id DESC LIMIT ?1)",
+                    params![keep.min(i64::MAX as u64) as i64],
+                )
+                .map_err(|e| err("archive: retention by count", e))? as u64;
+        }
+        Ok(deleted)
+    }
+
+    fn count(&self) -> Result<u64, String> {
+        self.conn()
+            .query_row("SELECT count(*) FROM cases", [], |r| r.get::<_, i64>(0))
+            .map(|n| n as u64)
+            .map_err(|e| err("archive: count", e))
+    }
+
+    fn kind(&self) -> &'static str {
+        "sqlite"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn case(id: u64, created: u64, finished: u64, wf: u16) -> FinishedCase {
+        let mut regs = [0i64; REGISTERS];
+        regs[2] = -7;
+        FinishedCase {
+            case_id: id,
+            workflow: wf,
+            workflow_id: format!("wf{wf}"),
+            namespace: "default".into(),
+            created_ns: created,
+            finished_ns: finished,
+            last: Outcome {
+                status: Status::Ok,
+                state: State::Complete,
+                flags: 3,
+                seq: 4,
+                marking: 1 << 63,
+                busy_before: 0,
+                busy: 0,
+                enabled_before: 0,
+                enabled: 0,
+            },
+            regs,
+            history: vec![
+                Hist {
+                    time_ns: created + 1,
+                    task: 0,
+                    lifecycle: Lifecycle::Start,
+                },
+                Hist {
+                    time_ns: finished,
+                    task: 0,
+                    lifecycle: Lifecycle::Complete,
+                },
+            ],
+            history_dropped: 1,
+        }
+    }
+
+    fn temp() -> (std::path::PathBuf, SqliteArchive) {
+        let dir = std::env::temp_dir().join(format!(
+            "knhk-archive-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        ));
+        let a = SqliteArchive::open_in(&dir).unwrap_or_else(|e| panic!("{e}"));
+        (dir, a)
+    }
+
+    #[test]
+    fn store_get_list_page_and_replace() {
+        let (dir, a) = temp();
+        let cases: Vec<_> = (1..=5)
+            .map(|i| case(i, 100 * i, 100 * i + 50, (i % 2) as u16))
+            .collect();
+        a.store(&cases).unwrap_or_else(|e| panic!("{e}"));
+        // Storing again replaces: one row per case.
+        a.store(&cases[..2]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(a.count(), Ok(5));
+        let got = a
+            .get(3)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("case 3"));
+        assert_eq!(got.last.marking, 1 << 63);
+        assert_eq!(got.last.state, State::Complete);
+        assert_eq!((got.last.seq, got.last.flags), (4, 3));
+        assert_eq!(got.regs[2], -7);
+        assert_eq!(got.history.len(), 2);
+        assert_eq!(got.history[1].lifecycle, Lifecycle::Complete);
+        assert_eq!(got.history_dropped, 1);
+        assert!(matches!(a.get(99), Ok(None)));
+        // Pages of 2 in creation order, then a filter by workflow.
+        let mut q = ArchiveQuery {
+            limit: 2,
+            ..ArchiveQuery::default()
+        };
+        let mut seen = Vec::new();
+        loop {
+            let page = a.list(&q).unwrap_or_else(|e| panic!("{e}"));
+            seen.extend(page.iter().map(|c| c.case_id));
+            if page.len() < 2 {
+                break;
+            }
+            q.after = page.last().map(|c| (c.created_ns, c.case_id));
+        }
+        assert_eq!(seen, vec![1, 2, 3, 4, 5]);
+        let odd = a
+            .list(&ArchiveQuery {
+                workflow: Some(1),
+                with_history: true,
+                ..ArchiveQuery::default()
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            odd.iter().map(|c| c.case_id).collect::<Vec<_>>(),
+            vec![1, 3, 5]
+        );
+        assert!(odd.iter().all(|c| c.history.len() == 2));
+        let ranged = a
+            .list(&ArchiveQuery {
+                created: 200..400,
+                ..ArchiveQuery::default()
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            ranged.iter().map(|c| c.case_id).collect::<Vec<_>>(),
+            vec![2, 3]
+        );
+        // Retention: by count keeps the most recently finished, by age the younger ones.
+        let n = a
+            .prune(
+                &Retention {
+                    max_age_secs: None,
+                    max_cases: Some(3),
+                },
+                0,
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(n, 2);
+        assert!(matches!(a.get(1), Ok(None)));
+        assert_eq!(a.count(), Ok(3));
+        let n = a
+            .prune(
+                &Retention {
+                    max_age_secs: Some(1),
+                    max_cases: None,
+                },
+                1_000_000_000 + 400,
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(n, 1, "case 3 finished at 350 < 400");
+        assert_eq!(a.count(), Ok(2));
+        drop(a);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
