@@ -126,7 +126,7 @@ typedef enum knhk_status {
                                   rules give for the saved marking */
   /* --- seal, continued --- */
   KNHK_OR_JOIN_CAP = 39        /* a non-local OR-join whose decision would exceed a seal-time
-                                  cap (KNHK_ORJOIN_MAX_STATES, _MAX_INPUTS, _MAX_KEYS); the
+                                  cap (KNHK_ORJOIN_MAX_STATES, _INPUTS, _KEYS, _WORK); the
                                   report names the OR-join and, in `other`, the cap
                                   (KNHK_ORJOIN_CAP_*) */
 } knhk_status;
@@ -139,10 +139,13 @@ typedef enum knhk_status {
                                         or one OR-join's restricted net) */
 #define KNHK_ORJOIN_MAX_INPUTS 6u    /* input conditions of one non-local OR-join */
 #define KNHK_ORJOIN_MAX_KEYS 512u    /* enabling states (keys) of all non-local OR-joins of a net */
+#define KNHK_ORJOIN_MAX_WORK 16777216u /* states generated, duplicates included, over all of a
+                                          net's explorations (bounds seal's time) */
 /** knhk_seal_report_t.other for KNHK_OR_JOIN_CAP: which cap was exceeded. */
 #define KNHK_ORJOIN_CAP_STATES 0u
 #define KNHK_ORJOIN_CAP_INPUTS 1u
 #define KNHK_ORJOIN_CAP_KEYS 2u
+#define KNHK_ORJOIN_CAP_WORK 3u
 
 /** Join codes. */
 typedef enum knhk_join {
@@ -482,11 +485,13 @@ KNHK_EXPORT knhk_status knhk_net_add_cancel_task(knhk_net_t *net, uint32_t task,
  *  busy set within the restricted net) in the net; at run time the decision is two masks and
  *  a hash-table probe, no allocation and no exploration. Start of a general OR-join consumes
  *  every marked input. A state seal did not reach (only a restored case can be in one) finds
- *  no key: the OR-join waits. Seal refuses with KNHK_OR_JOIN_CAP (report: the OR-join, and in
- *  `other` the cap) when an exploration would pass KNHK_ORJOIN_MAX_STATES states, an OR-join
- *  has more than KNHK_ORJOIN_MAX_INPUTS inputs, or the net more than KNHK_ORJOIN_MAX_KEYS
- *  enabling keys. The exploration runs on the stack (about 130 KiB, only for nets with a
- *  general OR-join).
+ *  no key: the OR-join waits, unless nothing upstream of it can move (then it is enabled).
+ *  Seal refuses with KNHK_OR_JOIN_CAP (report: the OR-join, and in `other` the cap) when an
+ *  exploration would pass KNHK_ORJOIN_MAX_STATES states, an OR-join has more than
+ *  KNHK_ORJOIN_MAX_INPUTS inputs, the net more than KNHK_ORJOIN_MAX_KEYS enabling keys, or
+ *  the explorations together generate more than KNHK_ORJOIN_MAX_WORK states (duplicates
+ *  included: this bounds seal's time, as the others bound its memory). The exploration runs
+ *  on the stack (about 130 KiB, only for nets with a general OR-join).
  *
  *  `report` may be NULL; when given it receives the status and the element that failed.
  *  Returns KNHK_OK or the first defect's status; a failed seal leaves the net unsealed and

@@ -386,7 +386,12 @@ typedef struct orj_set {
   uint64_t *w;       /* states, `stride` words each */
   uint16_t *index;   /* hash slot -> state number + 1; 0: empty */
   uint32_t stride, n;
+  uint64_t *work;    /* states generated so far, over every exploration (KNHK_ORJOIN_MAX_WORK) */
 } orj_set_t;
+
+/* orj_add's refusals: the set is full, or the explorations generated too many states. */
+#define ORJ_FULL 1
+#define ORJ_WORK 2
 
 static uint32_t orj_hash(const uint64_t *w, uint32_t stride) {
   uint64_t h = 0x9E3779B97F4A7C15ull;
@@ -409,11 +414,13 @@ static uint32_t orj_find(const orj_set_t *s, const uint64_t *w, uint32_t *slot) 
   return ORJ_STATES;
 }
 
-/* Adds a state; returns 0, or -1 when the set is full (a new state past ORJ_STATES). */
+/* Adds a state (generated: counted as work); returns 0, ORJ_WORK past KNHK_ORJOIN_MAX_WORK
+ * generated states, or ORJ_FULL when the set is full (a new state past ORJ_STATES). */
 static int orj_add(orj_set_t *s, const uint64_t *w) {
   uint32_t slot;
+  if (++*s->work > KNHK_ORJOIN_MAX_WORK) return ORJ_WORK;
   if (orj_find(s, w, &slot) != ORJ_STATES) return 0;
-  if (s->n >= ORJ_STATES) return -1;
+  if (s->n >= ORJ_STATES) return ORJ_FULL;
   memcpy(&s->w[(size_t)s->n * s->stride], w, s->stride * sizeof(uint64_t));
   s->n++;
   s->index[slot] = (uint16_t)s->n;
@@ -491,7 +498,8 @@ static int orj_add_live(const knhk_net_t *net, orj_set_t *s, const uint64_t *x) 
 static int orj_explore_case(const knhk_net_t *net, const uint8_t *joins, uint64_t general,
                             uint64_t expect[][KNHK_MAX_BRANCHES], orj_set_t *s) {
   uint64_t init[4] = {net->input, 0, 0, 0};
-  if (orj_add(s, init)) return -1;
+  int e = orj_add(s, init);
+  if (e) return e;
   for (uint32_t q = 0; q < s->n; q++) {
     uint64_t st[4];
     memcpy(st, &s->w[(size_t)q * 4u], sizeof st);
@@ -501,13 +509,13 @@ static int orj_explore_case(const knhk_net_t *net, const uint8_t *joins, uint64_
       memcpy(x, st, sizeof x);
       if (!(st[ORJ_B] & bit)) {
         if (!orj_start(net, joins, general, t, x)) continue;
-        if (orj_add_live(net, s, x)) return -1;
+        if ((e = orj_add_live(net, s, x)) != 0) return e;
         x[ORJ_B] &= ~bit; /* cancel_task of an enabled task */
-        if (orj_add_live(net, s, x)) return -1;
+        if ((e = orj_add_live(net, s, x)) != 0) return e;
         continue;
       }
       x[ORJ_B] &= ~bit; /* cancel_task of a busy task */
-      if (orj_add_live(net, s, x)) return -1;
+      if ((e = orj_add_live(net, s, x)) != 0) return e;
       for (uint32_t k = 0, nk = orj_nchoices(T); k < nk; k++) {
         uint64_t exp, out = orj_choice(net, expect, t, k, &exp);
         memcpy(x, st, sizeof x);
@@ -521,7 +529,7 @@ static int orj_explore_case(const knhk_net_t *net, const uint8_t *joins, uint64_
         if (x[ORJ_M] & out) continue; /* SAFETY_VIOLATION: no such step */
         x[ORJ_M] |= out;
         x[ORJ_OE] |= exp;
-        if (orj_add_live(net, s, x)) return -1;
+        if ((e = orj_add_live(net, s, x)) != 0) return e;
       }
     }
   }
@@ -537,13 +545,18 @@ typedef struct orj_restricted {
   uint64_t *u;    /* (3): per state, the input sets reachable from it */
   int add;        /* visit: 1 adds the successor, 0 ORs its U into *acc */
   uint64_t *acc;
-  int full;
+  int full;       /* ORJ_FULL or ORJ_WORK once a cap is passed */
 } orj_restricted_t;
 
 static void orj_visit(orj_restricted_t *r, uint64_t m, uint64_t b) {
   uint64_t w[2] = {m, b};
+  if (r->full) return;
   if (r->add) {
-    if (orj_add(r->set, w)) r->full = 1;
+    r->full = orj_add(r->set, w);
+    return;
+  }
+  if (++*r->set->work > KNHK_ORJOIN_MAX_WORK) {
+    r->full = ORJ_WORK;
     return;
   }
   uint32_t i = orj_find(r->set, w, NULL);
@@ -590,7 +603,8 @@ __attribute__((noinline)) static knhk_status orjoin_seal(knhk_net_t *net, knhk_s
   uint64_t case_words[ORJ_STATES * 4u], sub_words[ORJ_STATES * 2u], u[ORJ_STATES];
   uint16_t case_index[1u << ORJ_INDEX_BITS], sub_index[1u << ORJ_INDEX_BITS];
   uint64_t roots[ORJ_STATES / 64u];
-  orj_set_t cs = {case_words, case_index, 4, 0}, ss = {sub_words, sub_index, 2, 0};
+  uint64_t work = 0;
+  orj_set_t cs = {case_words, case_index, 4, 0, &work}, ss = {sub_words, sub_index, 2, 0, &work};
   uint32_t first = knhk_ctz64(general), cap = KNHK_NO_OTHER, at = first;
 
   h->orj_general = 0;
@@ -609,8 +623,9 @@ __attribute__((noinline)) static knhk_status orjoin_seal(knhk_net_t *net, knhk_s
     }
   }
   memset(case_index, 0, sizeof case_index);
-  if (orj_explore_case(net, joins, general, expect, &cs)) {
-    cap = KNHK_ORJOIN_CAP_STATES;
+  int e = orj_explore_case(net, joins, general, expect, &cs);
+  if (e) {
+    cap = e == ORJ_WORK ? KNHK_ORJOIN_CAP_WORK : KNHK_ORJOIN_CAP_STATES;
     goto fail;
   }
   for (uint64_t g = general; g; g &= g - 1) {
@@ -642,7 +657,7 @@ __attribute__((noinline)) static knhk_status orjoin_seal(knhk_net_t *net, knhk_s
       uint64_t have = st[ORJ_M] & pre;
       if (!have || have == pre) continue;
       uint64_t w[2] = {st[ORJ_M] & conds, st[ORJ_B] & tasks};
-      if (orj_add(&ss, w)) goto states;
+      if ((rs.full = orj_add(&ss, w)) != 0) goto states;
       uint32_t at_q = orj_find(&ss, w, NULL);
       roots[at_q / 64u] |= KNHK_BIT(at_q % 64u);
     }
@@ -653,9 +668,9 @@ __attribute__((noinline)) static knhk_status orjoin_seal(knhk_net_t *net, knhk_s
     /* (3) U by fixpoint, sweeping in reverse discovery order */
     for (uint32_t q = 0; q < ss.n; q++) u[q] = KNHK_BIT(orj_inputs(ss.w[(size_t)q * 2u], pre));
     rs.add = 0;
-    for (uint32_t sweep = 0, changed = 1; changed && sweep <= ss.n; sweep++) {
+    for (uint32_t sweep = 0, changed = 1; changed && sweep <= ss.n && !rs.full; sweep++) {
       changed = 0;
-      for (uint32_t q = ss.n; q-- > 0;) {
+      for (uint32_t q = ss.n; q-- > 0 && !rs.full;) {
         uint64_t acc = u[q];
         rs.acc = &acc;
         orj_successors(&rs, ss.w[(size_t)q * 2u], ss.w[(size_t)q * 2u + 1u]);
@@ -665,6 +680,7 @@ __attribute__((noinline)) static knhk_status orjoin_seal(knhk_net_t *net, knhk_s
         }
       }
     }
+    if (rs.full) goto states; /* ORJ_WORK: U is not complete */
 
     /* the enabling keys into the table */
     uint32_t n_in = knhk_popcount64(pre);
@@ -690,7 +706,7 @@ __attribute__((noinline)) static knhk_status orjoin_seal(knhk_net_t *net, knhk_s
     }
     continue;
   states:
-    cap = KNHK_ORJOIN_CAP_STATES;
+    cap = rs.full == ORJ_WORK ? KNHK_ORJOIN_CAP_WORK : KNHK_ORJOIN_CAP_STATES;
     at = j;
     goto fail;
   }

@@ -65,6 +65,9 @@ pub const ORJOIN_MAX_STATES: usize = knhk_sys::KNHK_ORJOIN_MAX_STATES as usize;
 pub const ORJOIN_MAX_INPUTS: usize = knhk_sys::KNHK_ORJOIN_MAX_INPUTS as usize;
 /// Non-local OR-joins: enabling keys stored for all of a net's non-local OR-joins.
 pub const ORJOIN_MAX_KEYS: usize = knhk_sys::KNHK_ORJOIN_MAX_KEYS as usize;
+/// Non-local OR-joins: states generated (duplicates included) by all of a net's seal-time
+/// explorations together.
+pub const ORJOIN_MAX_WORK: usize = knhk_sys::KNHK_ORJOIN_MAX_WORK as usize;
 
 const _: () = assert!(core::mem::size_of::<Case>() == 128);
 const _: () = assert!(core::mem::align_of::<Case>() == 64);
