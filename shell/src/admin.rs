@@ -561,6 +561,31 @@ impl Observer {
         }
     }
 
+    /// Archive check (when there is an archive): Degraded while its stores fail (finished
+    /// cases keep their slots meanwhile; nothing is lost).
+    fn archive_check(&self, engine: &Engine) -> Option<Check> {
+        let archive = engine.archive()?;
+        let stats = engine.archive_stats();
+        let pending = stats.pending.load(Ordering::Relaxed);
+        let failing = stats
+            .failing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        Some(match failing {
+            Some(e) => Check::degraded(format!(
+                "{} archive failing ({e}): {pending} finished cases keep their slots until it \
+                 stores them",
+                archive.kind()
+            )),
+            None => Check::healthy(format!(
+                "{} archive: {} cases stored, {pending} pending",
+                archive.kind(),
+                stats.archived.load(Ordering::Relaxed)
+            )),
+        })
+    }
+
     /// Capacity probe: Ok while ready and a new case has a slot.
     pub fn accepting_cases(&self) -> Result<String, String> {
         self.ready()?;
@@ -673,6 +698,9 @@ impl Observer {
             checks.insert("rings".to_string(), self.rings_check(&engine));
             checks.insert("watch".to_string(), self.watch_check(&engine));
             checks.insert("capacity".to_string(), self.capacity_check(&engine));
+            if let Some(a) = self.archive_check(&engine) {
+                checks.insert("archive".to_string(), a);
+            }
             if let Some(j) = self.journal_check(&engine) {
                 checks.insert("journal".to_string(), j);
             }

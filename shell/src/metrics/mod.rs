@@ -482,6 +482,37 @@ impl prometheus_client::collector::Collector for EngineCollector {
             )?;
         }
 
+        // The archive of finished cases (docs/durability.md, "Archive"), when there is one.
+        if engine.archive().is_some() {
+            let a = engine.archive_stats();
+            gauge(
+                &mut encoder,
+                "knhk_archive_pending",
+                "Finished cases waiting for the archive (they keep their slots until stored)",
+                None,
+                i64::try_from(a.pending.load(Ordering::Relaxed)).unwrap_or(i64::MAX),
+            )?;
+            for (name, help, value) in [
+                (
+                    "knhk_archive_stored",
+                    "Finished cases stored in the archive (a case stored again after a restart counts again)",
+                    a.archived.load(Ordering::Relaxed),
+                ),
+                (
+                    "knhk_archive_failures",
+                    "Archive store attempts that failed (retried)",
+                    a.failures.load(Ordering::Relaxed),
+                ),
+                (
+                    "knhk_archive_pruned",
+                    "Archived cases deleted by the retention setting",
+                    a.pruned.load(Ordering::Relaxed),
+                ),
+            ] {
+                counter(&mut encoder, name, help, None, value)?;
+            }
+        }
+
         // Kernel ticks per op.
         {
             let mut total_sum = 0u64;

@@ -99,6 +99,19 @@ pub fn spawn(data: &Path, log: &Path, extra: &[&str], wrap_sh: Option<&str>) -> 
         "--data-dir".into(),
         data.display().to_string(),
     ];
+    // A default the caller sets itself is dropped (clap refuses a flag given twice).
+    for flag in [
+        "--workers",
+        "--case-capacity",
+        "--io-threads",
+        "--drain-grace-ms",
+    ] {
+        if extra.contains(&flag) {
+            if let Some(i) = args.iter().position(|a| a == flag) {
+                args.drain(i..i + 2);
+            }
+        }
+    }
     args.extend(extra.iter().map(|s| s.to_string()));
     let logf = std::fs::File::create(log).expect("log file");
     let mut cmd = match wrap_sh {
