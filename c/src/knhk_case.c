@@ -413,10 +413,10 @@ __attribute__((noinline)) static knhk_status fire_orjoin_or_slow(const knhk_net_
   return fire_slow(net, c, t, 0, 0);
 }
 
-/* Whatever the short path did not take: a dispatch that tail-calls one of the two above. */
-__attribute__((noinline)) static knhk_status fire_general(const knhk_net_t *net, knhk_case_t *c,
-                                                          uint32_t t, uint32_t bits,
-                                                          int use_bits) {
+/* Whatever the short path did not take: a dispatch, inline in the callers' cold tails (the
+ * task's kind is the one the short path just read), that tail-calls one of the two above. */
+KNHK_INLINE knhk_status fire_general(const knhk_net_t *net, knhk_case_t *c, uint32_t t,
+                                     uint32_t bits, int use_bits) {
   uint32_t kind = t < KNHK_MAX_TASKS ? KNHK_HOT_TABLES(net)->meta[t].kind : 0;
   if (kind & KNHK_HOT_ORJOIN) return fire_orjoin_or_slow(net, c, t, kind);
   return fire_slow(net, c, t, bits, use_bits);
