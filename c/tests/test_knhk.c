@@ -683,6 +683,19 @@ static void test_wcp37_local_sync_merge(void) {
   CHECK_STATUS(knhk_fire(&net, &kase, w37_d), KNHK_OK);
   CHECK(knhk_case_state(&net, &kase) == KNHK_STATE_COMPLETE);
 
+  /* A valid case no run reaches (c1 and c3 together: B consumed c1 to mark c3), as a restore
+   * may hand in: its key is not in the table and a token upstream (c1) fails the quiet test,
+   * so D waits (the documented behaviour; the YAWL rule itself would let D fire, B's only way
+   * to c3 being refused while c3 is marked) */
+  knhk_case_init(&net, &kase);
+  kase.marking = B(1) | B(4);
+  CHECK_STATUS(knhk_case_check(&net, &kase), KNHK_OK);
+  CHECK(!(knhk_enabled(&net, &kase) & B(w37_d)));
+  REFUSE(knhk_fire(&net, &kase, w37_d), KNHK_NOT_ENABLED);
+  /* ... while with nothing upstream (c3 alone) the quiet test decides: D fires */
+  kase.marking = B(4);
+  CHECK(knhk_enabled(&net, &kase) & B(w37_d));
+
   /* save and restore keep the decision (no side words, the enabled set recomputed) */
   knhk_case_init(&net, &kase);
   CHECK_STATUS(knhk_fire(&net, &kase, 0), KNHK_OK);
