@@ -373,9 +373,12 @@ static void set_hot(knhk_net_t *net, uint32_t i, int side_state) {
 /* inputs (at most 6), which sets of inputs some state reachable from it marks (a fixpoint   */
 /* U(s) = {inputs(s)} + U(successors)). A key whose inputs are partly marked is enabling    */
 /* when U holds no strict superset of its marked inputs; those keys go into the net's table. */
-/* A state outside (1) (only a restored case can be in one) finds no key: the OR-join waits. */
+/* At run time a quiet mask (C_j less the inputs no task of T_j consumes) decides first the  */
+/* states where nothing upstream can move (enabled, no lookup). A state outside (1) (only a  */
+/* restored case can be in one) that is not quiet finds no key: the OR-join waits.           */
 /*                                                                                          */
-/* Scratch: on the stack, bounded (about 130 KiB, only for nets with a general OR-join).    */
+/* Scratch: on the stack, bounded (about 130 KiB, only for nets with a general OR-join);     */
+/* time: bounded by KNHK_ORJOIN_MAX_WORK generated states over all the explorations.         */
 /* ---------------------------------------------------------------------------------------- */
 
 #define ORJ_STATES KNHK_ORJOIN_MAX_STATES
