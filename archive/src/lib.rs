@@ -52,7 +52,9 @@ CREATE TABLE IF NOT EXISTS cases (
     history_dropped INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS cases_by_created ON cases (created_ns, case_id);
-CREATE INDEX IF NOT EXISTS cases_by_finished ON cases (finished_ns);
+-- No index on finished_ns: retention by age scans the table once a minute, and each index
+-- costs every store (docs/performance.md, "Archive").
+
 ";
 
 fn err(what: &str, e: rusqlite::Error) -> String {

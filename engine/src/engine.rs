@@ -1959,7 +1959,7 @@ fn derive(
 /// How long a creation waits for the archiver to free a slot before it is refused.
 const ARCHIVE_WAIT: Duration = Duration::from_secs(2);
 /// Finished cases stored per archive call, at most.
-const ARCHIVE_BATCH: usize = 1024;
+const ARCHIVE_BATCH: usize = 8192;
 /// How often retention runs.
 const RETENTION_EVERY: Duration = Duration::from_secs(60);
 
