@@ -53,7 +53,7 @@ CREATE TABLE IF NOT EXISTS cases (
 );
 CREATE INDEX IF NOT EXISTS cases_by_created ON cases (created_ns, case_id);
 -- No index on finished_ns: retention by age scans the table once a minute, and each index
--- costs every store (docs/performance.md, "Archive").
+-- costs every store (docs/performance.md, 'Archive').
 
 ";
 
