@@ -53,6 +53,10 @@ pub struct ObserveConfig {
     /// opening, or of its previous response (an idle keep-alive connection counts too);
     /// else it is closed. Bounds what a slowloris client can hold.
     pub header_read_timeout: Duration,
+    /// Authentication (crate::auth): when set and the HTTP address is not a loopback one,
+    /// `/metrics` and `/health` need a bearer token of a principal with role `reader` in some
+    /// namespace. The probes `/health/live|ready|startup` stay open.
+    pub auth: Option<Arc<crate::auth::AuthState>>,
 }
 
 impl Default for ObserveConfig {
@@ -62,6 +66,7 @@ impl Default for ObserveConfig {
             heartbeat_timeout: Duration::from_secs(2),
             saturation: 0.9,
             header_read_timeout: Duration::from_secs(10),
+            auth: None,
         }
     }
 }
@@ -749,7 +754,53 @@ pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// OpenMetrics when the scraper asks for it (Prometheus does), the classic text format
 /// otherwise (curl, promtool); both from the same prometheus-client encoding.
+/// `/metrics` and `/health` on a non-loopback HTTP address with authentication configured:
+/// `Some(response)` (401 or 403) unless the request carries a bearer token of a principal with
+/// role `reader` in some namespace. The rule follows the configured bind address.
+fn guard(obs: &Observer, headers: &HeaderMap, path: &str) -> Option<Response> {
+    let auth = obs.cfg.auth.as_ref()?;
+    let bound = obs.http_addr().or(obs.cfg.http_addr)?;
+    if bound.ip().is_loopback() {
+        return None;
+    }
+    let values: Vec<&[u8]> = headers
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .map(|v| v.as_bytes())
+        .collect();
+    let who = if values.is_empty() {
+        Err("no credentials: send `Authorization: Bearer <JWT>`".to_string())
+    } else {
+        auth.authenticate(&values, None)
+    };
+    let plain = [
+        (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+        (header::WWW_AUTHENTICATE, "Bearer"),
+    ];
+    let refusal = match who {
+        Err(why) => crate::auth::Refusal::Unauthenticated(why),
+        Ok(p) if p.permissions.any_role().is_some() => return None,
+        Ok(p) => crate::auth::Refusal::Denied(format!(
+            "{path} needs role reader in some namespace; {} {} holds none",
+            p.via.name(),
+            p.subject_escaped()
+        )),
+    };
+    auth.note_refusal(&refusal, path, None);
+    Some(match refusal {
+        crate::auth::Refusal::Denied(why) => {
+            (StatusCode::FORBIDDEN, plain, format!("{why}\n")).into_response()
+        }
+        crate::auth::Refusal::Unauthenticated(why) | crate::auth::Refusal::BadNamespace(why) => {
+            (StatusCode::UNAUTHORIZED, plain, format!("{why}\n")).into_response()
+        }
+    })
+}
+
 async fn metrics(State(obs): State<Arc<Observer>>, headers: HeaderMap) -> Response {
+    if let Some(r) = guard(&obs, &headers, "/metrics") {
+        return r;
+    }
     let openmetrics = headers
         .get_all(header::ACCEPT)
         .iter()
@@ -798,7 +849,10 @@ async fn startup(State(obs): State<Arc<Observer>>) -> Response {
     probe(obs.startup())
 }
 
-async fn health(State(obs): State<Arc<Observer>>) -> Response {
+async fn health(State(obs): State<Arc<Observer>>, headers: HeaderMap) -> Response {
+    if let Some(r) = guard(&obs, &headers, "/health") {
+        return r;
+    }
     let report = obs.report();
     let code = if report.status == Level::Unhealthy {
         StatusCode::SERVICE_UNAVAILABLE

@@ -138,16 +138,73 @@ fn print_case(c: &proto::Case) {
     );
 }
 
+/// Credentials and namespace the client commands send with every call.
+#[derive(Debug, Clone, Default)]
+pub struct CallAuth {
+    /// File holding a bearer JWT (`--token-file`): sent as `authorization: Bearer <JWT>`.
+    pub token_file: Option<PathBuf>,
+    /// Namespace to act in (`--namespace`): sent as `knhk-namespace`.
+    pub namespace: Option<String>,
+}
+
+impl CallAuth {
+    /// The metadata to add to every call. Errors name the file (never the token).
+    fn metadata(
+        &self,
+    ) -> Result<
+        Vec<(
+            &'static str,
+            tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+        )>,
+        BoxError,
+    > {
+        let mut v = Vec::new();
+        if let Some(p) = &self.token_file {
+            let raw = std::fs::read_to_string(p)
+                .map_err(|e| format!("--token-file {}: {e}", p.display()))?;
+            let token = raw.trim();
+            if token.is_empty() {
+                return Err(format!("--token-file {}: the file is empty", p.display()).into());
+            }
+            let mut value: tonic::metadata::MetadataValue<tonic::metadata::Ascii> =
+                format!("Bearer {token}").parse().map_err(|_| {
+                    format!(
+                        "--token-file {}: the token holds characters a header cannot carry",
+                        p.display()
+                    )
+                })?;
+            value.set_sensitive(true);
+            v.push(("authorization", value));
+        }
+        if let Some(ns) = &self.namespace {
+            let value = ns
+                .parse()
+                .map_err(|_| format!("--namespace {ns:?} is not a namespace name"))?;
+            v.push((crate::auth::NAMESPACE_HEADER, value));
+        }
+        Ok(v)
+    }
+}
+
 /// Runs one client command against `server` (e.g. `http://127.0.0.1:50051`).
-/// `https://` servers are reached over TLS as `tls` says (crate::tls::ClientTls).
+/// `https://` servers are reached over TLS as `tls` says (crate::tls::ClientTls); every call
+/// carries `auth`'s token and namespace.
 pub async fn run(
     server: &str,
     tls: &crate::tls::ClientTls,
+    auth: &CallAuth,
     cmd: ClientCommand,
 ) -> Result<(), BoxError> {
-    let mut c = KnhkClient::new(tls.channel(server).await?)
-        .max_decoding_message_size(64 << 20)
-        .max_encoding_message_size(64 << 20);
+    let metadata = auth.metadata()?;
+    let channel = tls.channel(server).await?;
+    let mut c = KnhkClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
+        for (k, v) in &metadata {
+            req.metadata_mut().insert(*k, v.clone());
+        }
+        Ok(req)
+    })
+    .max_decoding_message_size(64 << 20)
+    .max_encoding_message_size(64 << 20);
     match cmd {
         ClientCommand::Register { file, id } => {
             let model = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;

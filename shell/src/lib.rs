@@ -12,6 +12,8 @@
 //! - [`admin`] (HTTP probes, readiness, the bridge to grpc.health), [`metrics`] (the collector,
 //!   the RPC layer), [`telemetry`]: health probes and `/metrics` (axum, prometheus-client),
 //!   worker counters and tick histograms, per-RPC spans, logs and OTLP export.
+//! - [`auth`]: bearer JWTs and client certificates → principals; roles per namespace; the
+//!   RPC access table and the tower layer that enforces it.
 //! - [`tls`]: TLS and mTLS on the gRPC port (own accept loop, reload, CRLs), client TLS.
 //! - [`client`]: the `knhk` subcommands that talk to a running server.
 //! - [`cli`]: `knhk check`, `compile`, `replay`: the import library's reports printed, exit codes.
@@ -24,6 +26,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod grpc;

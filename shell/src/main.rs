@@ -8,6 +8,8 @@
 //! knhk register FILE | create WF | fire CASE TASK | watch | export ...   # client commands
 //! knhk serve --tls-cert C --tls-key K [--tls-client-ca CA [--tls-crl CRL]...]   # TLS, mTLS
 //! knhk --server https://HOST:50051 --tls-ca CA [--tls-client-cert C --tls-client-key K] workflows
+//! knhk serve --auth-jwks-file JWKS --auth-issuer I --auth-audience A   # bearer JWTs (docs/security.md)
+//! knhk --token-file TOKEN --namespace NS cases                         # a client with a token
 //! ```
 
 #![forbid(unsafe_code)]
@@ -20,6 +22,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use knhk_shell::admin::ObserveConfig;
+use knhk_shell::auth::{AuthConfig, AuthState};
 use knhk_shell::client::{self, ClientCommand};
 use knhk_shell::engine::{default_workers, EngineConfig};
 use knhk_shell::journal::{Durability, JournalConfig};
@@ -67,6 +70,14 @@ struct Cli {
     /// Client commands: name the server's certificate must carry (default: the host of --server).
     #[arg(long, env = "KNHK_TLS_SERVER_NAME", global = true)]
     tls_server_name: Option<String>,
+    /// Client commands: file holding a bearer JWT, sent as `authorization: Bearer <JWT>`
+    /// (docs/security.md).
+    #[arg(long, env = "KNHK_TOKEN_FILE", global = true, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// Client commands: the namespace to act in, sent as `knhk-namespace` (default: the
+    /// server's `default`).
+    #[arg(long, env = "KNHK_NAMESPACE", global = true)]
+    namespace: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -197,6 +208,43 @@ struct ServeArgs {
     /// a change reloads them); 0: reload on SIGHUP only.
     #[arg(long, env = "KNHK_TLS_RELOAD_INTERVAL_MS", default_value_t = 10_000)]
     tls_reload_interval_ms: u64,
+    /// File holding the HS256 secret bearer tokens are signed with (its bytes, trailing
+    /// whitespace removed; at least 32). Turns on authentication (docs/security.md).
+    #[arg(long, env = "KNHK_AUTH_HS256_SECRET_FILE", value_name = "FILE")]
+    auth_hs256_secret_file: Option<PathBuf>,
+    /// JWK Set file of the public keys bearer tokens are signed with (RS256/384/512,
+    /// PS256/384/512, ES256/384, EdDSA), each pinned by its `alg`. Turns on authentication.
+    #[arg(long, env = "KNHK_AUTH_JWKS_FILE", value_name = "FILE")]
+    auth_jwks_file: Option<PathBuf>,
+    /// The `iss` every bearer token must carry (required with a token key).
+    #[arg(long, env = "KNHK_AUTH_ISSUER")]
+    auth_issuer: Option<String>,
+    /// The `aud` every bearer token must carry (required with a token key).
+    #[arg(long, env = "KNHK_AUTH_AUDIENCE")]
+    auth_audience: Option<String>,
+    /// Seconds of clock skew allowed on a token's `exp` and `nbf`.
+    #[arg(long, env = "KNHK_AUTH_LEEWAY_SECS", default_value_t = 30)]
+    auth_leeway_secs: u64,
+    /// The token claim that holds `namespace:role` permissions.
+    #[arg(
+        long,
+        env = "KNHK_AUTH_PERMISSIONS_CLAIM",
+        default_value = "permissions"
+    )]
+    auth_permissions_claim: String,
+    /// File mapping client certificate names (`dns:`, `uri:`, `email:`, `ip:` subject
+    /// alternative names) to permissions. Needs --tls-client-ca. Turns on authentication.
+    #[arg(
+        long,
+        env = "KNHK_AUTH_CERT_MAP",
+        requires = "tls_client_ca",
+        value_name = "FILE"
+    )]
+    auth_cert_map: Option<PathBuf>,
+    /// Serve a non-loopback address without authentication (refused otherwise): anyone who
+    /// can reach the ports can do anything.
+    #[arg(long, env = "KNHK_INSECURE_NO_AUTH")]
+    insecure_no_auth: bool,
 }
 
 /// `--tls-client-auth`.
@@ -282,7 +330,11 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            match rt.block_on(client::run(&cli.server, &client_tls, c)) {
+            let call_auth = client::CallAuth {
+                token_file: cli.token_file.clone(),
+                namespace: cli.namespace.clone(),
+            };
+            match rt.block_on(client::run(&cli.server, &client_tls, &call_auth, c)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     // The causes too: a TLS refusal is otherwise only "transport error".
@@ -312,7 +364,38 @@ fn serve(args: ServeArgs) -> ExitCode {
     // let a few hundred idle sockets starve the probes. Raise it to the hard limit (logged
     // once tracing is up).
     let open_files = rlimit::increase_nofile_limit(u64::MAX);
+    let auth_cfg = AuthConfig {
+        hs256_secret_file: args.auth_hs256_secret_file.clone(),
+        jwks_file: args.auth_jwks_file.clone(),
+        issuer: args.auth_issuer.clone(),
+        audience: args.auth_audience.clone(),
+        leeway_secs: args.auth_leeway_secs,
+        permissions_claim: args.auth_permissions_claim.clone(),
+        cert_map: args.auth_cert_map.clone(),
+    };
+    // Safe defaults: a non-loopback bind without authentication is refused, before anything
+    // is read or bound.
+    let bind_warnings = match knhk_shell::auth::check_bind(
+        args.grpc_addr,
+        args.http_addr.0,
+        auth_cfg.enabled(),
+        args.insecure_no_auth,
+    ) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("knhk serve: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let auth = match AuthState::load(&auth_cfg) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("knhk serve: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let observe = ObserveConfig {
+        auth: auth.clone(),
         http_addr: args.http_addr.0,
         heartbeat_timeout: Duration::from_millis(args.heartbeat_timeout_ms.max(1)),
         header_read_timeout: Duration::from_millis(args.http_header_timeout_ms.max(1)),
@@ -358,6 +441,7 @@ fn serve(args: ServeArgs) -> ExitCode {
                 reload_interval: (args.tls_reload_interval_ms > 0)
                     .then(|| Duration::from_millis(args.tls_reload_interval_ms)),
             }),
+        auth,
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.io_threads.unwrap_or(cores).max(1))
@@ -409,6 +493,19 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    for w in &bind_warnings {
+        tracing::warn!("{w}");
+    }
+    if cfg.auth.is_some() && cfg.tls.is_none() && !args.grpc_addr.ip().is_loopback() {
+        tracing::warn!(
+            addr = %args.grpc_addr,
+            "bearer tokens travel in plaintext on the gRPC port (no --tls-cert): anyone on the \
+             path can read and replay them"
+        );
+    }
+    if cfg.auth.is_none() {
+        tracing::warn!("authentication is off: every caller may do everything (loopback only)");
+    }
     match &open_files {
         Ok(n) => tracing::info!(
             open_files = n,

@@ -29,6 +29,7 @@ use tokio::sync::watch;
 use tonic_health::ServingStatus;
 
 use crate::admin::{Check, ObserveConfig, Observer, Phase};
+use crate::auth::{AuthLayer, AuthState};
 use crate::engine::{BatchHook, Engine, EngineConfig};
 use crate::grpc::service::KnhkService;
 use crate::journal::{self, JournalConfig};
@@ -52,6 +53,9 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     /// TLS on the gRPC port (crate::tls); `None`: plaintext.
     pub tls: Option<TlsConfig>,
+    /// Authentication (crate::auth, loaded by `AuthState::load`); `None`: every call is
+    /// allowed (in the namespace it names).
+    pub auth: Option<Arc<AuthState>>,
 }
 
 impl Default for ServerConfig {
@@ -62,12 +66,24 @@ impl Default for ServerConfig {
             drain_grace: Duration::from_millis(500),
             shutdown_timeout: Duration::from_secs(10),
             tls: None,
+            auth: None,
         }
     }
 }
 
 /// The name health reports for the knhk service.
 pub use crate::grpc::SERVICE_NAME;
+
+/// The encoded file descriptor sets of every service the gRPC port serves: `knhk.v1`,
+/// `grpc.health.v1`, `grpc.reflection.v1` and `v1alpha` (what the auth table must cover).
+pub fn served_descriptor_sets() -> [&'static [u8]; 4] {
+    [
+        proto::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ]
+}
 
 /// A running server's handles, for tests and embedding.
 #[derive(Clone)]
@@ -230,6 +246,8 @@ pub async fn serve_observed(
         .max_concurrent_streams(Some(cfg.max_concurrent_streams))
         .tcp_nodelay(true)
         .layer(observer.rpc_layer())
+        // Inside the RPC layer: refusals are counted and traced like any other answer.
+        .layer(AuthLayer::new(cfg.auth.clone()))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -293,6 +311,10 @@ pub async fn serve_addr(
         }
         Some(_) => "on, client certificates required",
     };
+    let auth_mode = cfg
+        .auth
+        .as_ref()
+        .map_or_else(|| "off".to_string(), |a| a.describe());
     serve_observed(
         listener,
         cfg,
@@ -305,6 +327,7 @@ pub async fn serve_addr(
                 addr = %local,
                 workers = r.engine.shard_count(),
                 tls = tls_mode,
+                auth = %auth_mode,
                 "knhk serving gRPC (knhk.v1.Knhk, grpc.health.v1, reflection)"
             );
         },

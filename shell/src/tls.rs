@@ -32,6 +32,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
+use crate::auth::PeerIdentity;
+
 /// PEM files larger than this are refused (a certificate bundle or CRL is far smaller).
 const MAX_PEM_BYTES: u64 = 16 << 20;
 
@@ -402,7 +404,16 @@ impl TlsState {
         async move {
             let peer = tcp.peer_addr().ok();
             let why = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => return Some(Conn::Tls(Box::new(tls))),
+                Ok(Ok(tls)) => {
+                    // The verified client certificate's names, once per connection.
+                    let peer = tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .map(|leaf| Arc::new(PeerIdentity::from_der(leaf.as_ref())));
+                    return Some(Conn::Tls(Box::new(tls), peer));
+                }
                 Ok(Err(e)) => e.to_string(),
                 Err(_) => format!("no handshake within {} ms", timeout.as_millis()),
             };
@@ -427,19 +438,37 @@ impl TlsState {
 /// backlog holds new connections).
 const MAX_PENDING_HANDSHAKES: usize = 4096;
 
-/// A connection of the gRPC port: plain TCP, or TLS over TCP once the handshake is done.
+/// A connection of the gRPC port: plain TCP, or TLS over TCP once the handshake is done
+/// (with the names of the client certificate, when one was presented and verified).
 pub enum Conn {
     Plain(TcpStream),
-    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    Tls(
+        Box<tokio_rustls::server::TlsStream<TcpStream>>,
+        Option<Arc<PeerIdentity>>,
+    ),
+}
+
+/// What every request of a connection carries in its extensions: the TCP addresses and the
+/// verified client certificate's names (crate::auth).
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub tcp: TcpConnectInfo,
+    pub peer: Option<Arc<PeerIdentity>>,
 }
 
 impl Connected for Conn {
-    type ConnectInfo = TcpConnectInfo;
+    type ConnectInfo = ConnInfo;
 
-    fn connect_info(&self) -> TcpConnectInfo {
+    fn connect_info(&self) -> ConnInfo {
         match self {
-            Conn::Plain(s) => s.connect_info(),
-            Conn::Tls(s) => s.get_ref().0.connect_info(),
+            Conn::Plain(s) => ConnInfo {
+                tcp: s.connect_info(),
+                peer: None,
+            },
+            Conn::Tls(s, peer) => ConnInfo {
+                tcp: s.get_ref().0.connect_info(),
+                peer: peer.clone(),
+            },
         }
     }
 }
@@ -452,7 +481,7 @@ impl AsyncRead for Conn {
     ) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Conn::Tls(s, _) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -465,7 +494,7 @@ impl AsyncWrite for Conn {
     ) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Conn::Tls(s, _) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -476,28 +505,28 @@ impl AsyncWrite for Conn {
     ) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            Conn::Tls(s, _) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
         match self {
             Conn::Plain(s) => s.is_write_vectored(),
-            Conn::Tls(s) => s.is_write_vectored(),
+            Conn::Tls(s, _) => s.is_write_vectored(),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_flush(cx),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Conn::Tls(s, _) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Conn::Tls(s, _) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }

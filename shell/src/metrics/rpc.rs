@@ -221,6 +221,9 @@ where
             knhk.case_id = tracing::field::Empty,
             knhk.task = tracing::field::Empty,
             knhk.events = tracing::field::Empty,
+            enduser.id = tracing::field::Empty,
+            knhk.auth = tracing::field::Empty,
+            knhk.namespace = tracing::field::Empty,
         );
         if let Some(m) = &self.metrics {
             m.in_flight.inc();

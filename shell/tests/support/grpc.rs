@@ -39,6 +39,7 @@ pub fn config(workers: usize, capacity: usize, watch_buffer: usize) -> ServerCon
         drain_grace: Duration::from_millis(300),
         shutdown_timeout: Duration::from_secs(3),
         tls: None,
+        auth: None,
     }
 }
 

@@ -1,0 +1,609 @@
+//! Authentication and authorization of the gRPC port (and of `/metrics` and `/health` on a
+//! non-loopback HTTP port): docs/security.md.
+//!
+//! - Who: a bearer JWT (`authorization: Bearer <token>`, [`jwt`]) verified against an HS256
+//!   secret file or a JWKS file of public keys, each key pinned to its algorithm, with `exp`,
+//!   `iss`, `aud` and `sub` required; or the TLS client certificate's subject alternative
+//!   names, mapped to permissions by a certificate map file ([`CertMap`]).
+//! - What: [`policy::RPC_TABLE`] says what each RPC needs; permissions are `namespace:role`
+//!   pairs; the namespace a call acts in is the `knhk-namespace` metadata (default `default`).
+//!   The tower layer in [`layer`] decides before any handler runs and hands the handlers a
+//!   [`Caller`] (principal and namespace) in the request's extensions.
+//! - Without any of `--auth-*` configured nothing is checked (every call is allowed in the
+//!   namespace it names); `knhk serve` refuses that on a non-loopback address unless
+//!   `--insecure-no-auth` is given ([`check_bind`]).
+//!
+//! Tokens are never logged, traced or echoed: refusals name what was wrong ("token expired"),
+//! the `authorization` header is removed from the request before the handlers see it.
+
+pub mod jwt;
+pub mod layer;
+pub mod policy;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub use layer::AuthLayer;
+pub use policy::{Need, Permissions, Role, Scope, DEFAULT_NAMESPACE, NAMESPACE_HEADER, RPC_TABLE};
+
+/// How a principal proved who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// A bearer JWT.
+    Token,
+    /// A verified TLS client certificate.
+    Certificate,
+}
+
+impl Via {
+    pub fn name(self) -> &'static str {
+        match self {
+            Via::Token => "token",
+            Via::Certificate => "certificate",
+        }
+    }
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The token's `sub`, or the certificate name that matched the map (`dns:...`, `uri:...`).
+    pub subject: String,
+    pub via: Via,
+    pub permissions: Permissions,
+    /// The token's `exp` (seconds since the epoch).
+    pub expires_unix: Option<u64>,
+}
+
+/// Who is calling and in which namespace: in every request's extensions once the auth layer
+/// let it through. `principal` is `None` when no authentication is configured.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub principal: Option<Arc<Principal>>,
+    pub namespace: String,
+}
+
+impl Caller {
+    /// The caller of a request (the default namespace when the layer did not run).
+    pub fn of<T>(request: &tonic::Request<T>) -> Caller {
+        request
+            .extensions()
+            .get::<Caller>()
+            .cloned()
+            .unwrap_or_else(|| Caller {
+                principal: None,
+                namespace: DEFAULT_NAMESPACE.to_string(),
+            })
+    }
+}
+
+/// The names a verified client certificate carries (subject alternative names), as
+/// `dns:NAME`, `uri:URI`, `email:ADDRESS`, `ip:ADDRESS`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerIdentity {
+    pub names: Vec<String>,
+}
+
+impl PeerIdentity {
+    /// The subject alternative names of a DER certificate (one rustls verified). A certificate
+    /// that does not parse, or has no names, gives an empty identity.
+    pub fn from_der(der: &[u8]) -> PeerIdentity {
+        use x509_parser::extensions::GeneralName;
+        let mut names = Vec::new();
+        if let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) {
+            if let Ok(Some(san)) = cert.subject_alternative_name() {
+                for n in &san.value.general_names {
+                    match n {
+                        GeneralName::DNSName(d) => names.push(format!("dns:{d}")),
+                        GeneralName::URI(u) => names.push(format!("uri:{u}")),
+                        GeneralName::RFC822Name(m) => names.push(format!("email:{m}")),
+                        GeneralName::IPAddress(b) => {
+                            let ip = match b.len() {
+                                4 => <[u8; 4]>::try_from(*b)
+                                    .ok()
+                                    .map(|a| std::net::IpAddr::from(a).to_string()),
+                                16 => <[u8; 16]>::try_from(*b)
+                                    .ok()
+                                    .map(|a| std::net::IpAddr::from(a).to_string()),
+                                _ => None,
+                            };
+                            if let Some(ip) = ip {
+                                names.push(format!("ip:{ip}"));
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        PeerIdentity { names }
+    }
+}
+
+/// A file of the auth configuration that could not be used: which, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} {}: {reason}", path.display())]
+pub struct AuthFileError {
+    pub what: &'static str,
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+impl AuthFileError {
+    fn new(what: &'static str, path: &Path, reason: impl Into<String>) -> AuthFileError {
+        AuthFileError {
+            what,
+            path: path.to_path_buf(),
+            reason: reason.into(),
+        }
+    }
+}
+
+const CERT_MAP_FILE: &str = "certificate map file";
+
+/// Certificate names → permissions (`--auth-cert-map`). One entry a line:
+///
+/// ```text
+/// # name                           permissions (namespace:role ...)
+/// dns:worker-1.example.com         default:operator
+/// uri:spiffe://example.com/admin   *:admin
+/// ```
+///
+/// Lines are tried in order; the first whose name the certificate carries gives the
+/// principal (its subject is that name). A verified certificate that matches no line is
+/// authenticated with no permissions (PERMISSION_DENIED on everything but health).
+#[derive(Debug, Clone, Default)]
+pub struct CertMap {
+    entries: Vec<(String, Permissions)>,
+}
+
+impl CertMap {
+    /// Parses the file; errors name the file and the line.
+    pub fn load(path: &Path) -> Result<CertMap, AuthFileError> {
+        let meta = std::fs::metadata(path)
+            .map_err(|e| AuthFileError::new(CERT_MAP_FILE, path, format!("cannot read: {e}")))?;
+        if meta.len() > 1 << 20 {
+            return Err(AuthFileError::new(
+                CERT_MAP_FILE,
+                path,
+                "more than 1 MiB".to_string(),
+            ));
+        }
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| AuthFileError::new(CERT_MAP_FILE, path, format!("cannot read: {e}")))?;
+        CertMap::parse(&text).map_err(|r| AuthFileError::new(CERT_MAP_FILE, path, r))
+    }
+
+    /// Parses the text of a map file.
+    pub fn parse(text: &str) -> Result<CertMap, String> {
+        let mut entries = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            let mut words = line.split_whitespace();
+            let name = words.next().unwrap_or("");
+            let kind = name.split_once(':').map(|(k, _)| k);
+            if !matches!(kind, Some("dns" | "uri" | "email" | "ip")) || name.len() <= 4 {
+                return Err(format!(
+                    "line {}: the name must start with dns:, uri:, email: or ip:",
+                    i + 1
+                ));
+            }
+            let mut perms = Vec::new();
+            for w in words.flat_map(|w| w.split(',')).filter(|w| !w.is_empty()) {
+                match policy::Permission::parse(w) {
+                    Some(p) => perms.push(p),
+                    None => {
+                        return Err(format!(
+                            "line {}: {w:?} is not namespace:role (roles: reader, operator, \
+                             admin; namespace * for all)",
+                            i + 1
+                        ))
+                    }
+                }
+            }
+            if perms.is_empty() {
+                return Err(format!("line {}: {name} has no permissions", i + 1));
+            }
+            entries.push((name.to_string(), Permissions(perms)));
+        }
+        Ok(CertMap { entries })
+    }
+
+    /// The principal of a certificate carrying `id`'s names.
+    pub fn principal(&self, id: &PeerIdentity) -> Option<Principal> {
+        self.entries
+            .iter()
+            .find(|(name, _)| id.names.iter().any(|n| n == name))
+            .map(|(name, perms)| Principal {
+                subject: name.clone(),
+                via: Via::Certificate,
+                permissions: perms.clone(),
+                expires_unix: None,
+            })
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when the map has no entry.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// The `--auth-*` flags.
+#[derive(Debug, Clone, Default)]
+pub struct AuthConfig {
+    /// `--auth-hs256-secret-file`.
+    pub hs256_secret_file: Option<PathBuf>,
+    /// `--auth-jwks-file`.
+    pub jwks_file: Option<PathBuf>,
+    /// `--auth-issuer`: required with a key.
+    pub issuer: Option<String>,
+    /// `--auth-audience`: required with a key.
+    pub audience: Option<String>,
+    /// `--auth-leeway-secs`.
+    pub leeway_secs: u64,
+    /// `--auth-permissions-claim` (default `permissions`).
+    pub permissions_claim: String,
+    /// `--auth-cert-map`.
+    pub cert_map: Option<PathBuf>,
+}
+
+impl AuthConfig {
+    /// True when some way to authenticate is configured.
+    pub fn enabled(&self) -> bool {
+        self.hs256_secret_file.is_some() || self.jwks_file.is_some() || self.cert_map.is_some()
+    }
+}
+
+/// Loaded authentication: keys and certificate map, and counters.
+#[derive(Debug)]
+pub struct AuthState {
+    keys: Option<jwt::Keys>,
+    cert_map: Option<CertMap>,
+    refused: AtomicU64,
+    denied: AtomicU64,
+    /// Second (since the epoch) of the last refusal logged: at most one line a second.
+    last_log: AtomicU64,
+}
+
+/// Why a request was not let through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// UNAUTHENTICATED: no usable credentials.
+    Unauthenticated(String),
+    /// PERMISSION_DENIED: authenticated, but the role is missing.
+    Denied(String),
+    /// INVALID_ARGUMENT: the namespace metadata is not a namespace name.
+    BadNamespace(String),
+}
+
+impl AuthState {
+    /// Loads the files of `cfg`. `None` when no authentication is configured. Errors name
+    /// the file or flag.
+    pub fn load(cfg: &AuthConfig) -> Result<Option<Arc<AuthState>>, String> {
+        if !cfg.enabled() {
+            return Ok(None);
+        }
+        let keys = if cfg.hs256_secret_file.is_some() || cfg.jwks_file.is_some() {
+            let issuer =
+                cfg.issuer.clone().filter(|s| !s.is_empty()).ok_or(
+                    "--auth-issuer is required with a token key (the iss tokens must carry)",
+                )?;
+            let audience = cfg.audience.clone().filter(|s| !s.is_empty()).ok_or(
+                "--auth-audience is required with a token key (the aud tokens must carry)",
+            )?;
+            let settings = jwt::JwtSettings {
+                issuer,
+                audience,
+                leeway_secs: cfg.leeway_secs,
+                permissions_claim: if cfg.permissions_claim.is_empty() {
+                    "permissions".into()
+                } else {
+                    cfg.permissions_claim.clone()
+                },
+            };
+            Some(
+                jwt::Keys::load(
+                    cfg.hs256_secret_file.as_deref(),
+                    cfg.jwks_file.as_deref(),
+                    settings,
+                )
+                .map_err(|e| e.to_string())?,
+            )
+        } else {
+            None
+        };
+        let cert_map = match &cfg.cert_map {
+            Some(p) => Some(CertMap::load(p).map_err(|e| e.to_string())?),
+            None => None,
+        };
+        Ok(Some(Arc::new(AuthState {
+            keys,
+            cert_map,
+            refused: AtomicU64::new(0),
+            denied: AtomicU64::new(0),
+            last_log: AtomicU64::new(0),
+        })))
+    }
+
+    /// One line for the start-up log: what authenticates callers.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(k) = &self.keys {
+            parts.push(format!("bearer tokens ({} keys)", k.len()));
+        }
+        if let Some(m) = &self.cert_map {
+            parts.push(format!("client certificates ({} mapped names)", m.len()));
+        }
+        parts.join(" and ")
+    }
+
+    /// True when bearer tokens are accepted.
+    pub fn accepts_tokens(&self) -> bool {
+        self.keys.is_some()
+    }
+
+    /// Calls refused as unauthenticated so far.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    /// Calls refused for a missing role so far.
+    pub fn denied(&self) -> u64 {
+        self.denied.load(Ordering::Relaxed)
+    }
+
+    /// The principal of a request: its bearer token (`authorization` values) when it has one,
+    /// else its verified client certificate's names.
+    pub fn authenticate(
+        &self,
+        authorization: &[&[u8]],
+        peer: Option<&PeerIdentity>,
+    ) -> Result<Principal, String> {
+        match authorization {
+            [] => {}
+            [one] => return self.bearer(one),
+            _ => return Err("more than one authorization header".into()),
+        }
+        if let Some(id) = peer {
+            if let Some(map) = &self.cert_map {
+                return Ok(map.principal(id).unwrap_or_else(|| Principal {
+                    subject: id
+                        .names
+                        .first()
+                        .cloned()
+                        .unwrap_or_else(|| "certificate without names".into()),
+                    via: Via::Certificate,
+                    permissions: Permissions::default(),
+                    expires_unix: None,
+                }));
+            }
+        }
+        Err(match (&self.keys, &self.cert_map) {
+            (Some(_), Some(_)) => {
+                "no credentials: send `authorization: Bearer <JWT>` or a client certificate"
+            }
+            (Some(_), None) => "no credentials: send `authorization: Bearer <JWT>`",
+            _ => "no credentials: present a client certificate",
+        }
+        .into())
+    }
+
+    fn bearer(&self, value: &[u8]) -> Result<Principal, String> {
+        let Some(keys) = &self.keys else {
+            return Err(
+                "bearer tokens are not accepted here (no token key configured): present a \
+                 client certificate"
+                    .into(),
+            );
+        };
+        let value = std::str::from_utf8(value)
+            .map_err(|_| "authorization header is not ASCII".to_string())?;
+        let (scheme, token) = value
+            .split_once(' ')
+            .ok_or("authorization header is not `Bearer <JWT>`")?;
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err("authorization scheme is not Bearer".into());
+        }
+        let token = token.trim();
+        if token.is_empty() {
+            return Err("authorization header carries an empty token".into());
+        }
+        keys.verify(token)
+    }
+
+    /// Decides a call to `path` acting in `namespace` by `who` (`Err` from authentication).
+    pub fn authorize(
+        &self,
+        path: &str,
+        namespace: &str,
+        who: &Result<Principal, String>,
+    ) -> Result<(), Refusal> {
+        let need = policy::need(path);
+        if need == Some(Need::Open) {
+            return Ok(());
+        }
+        let p = who
+            .as_ref()
+            .map_err(|e| Refusal::Unauthenticated(e.clone()))?;
+        let Some(Need::Role(role, scope)) = need else {
+            return Err(Refusal::Denied(
+                "this method is not in the server's access table".into(),
+            ));
+        };
+        let held = match scope {
+            Scope::Namespace => p.permissions.role_in(namespace),
+            Scope::AnyNamespace => p.permissions.any_role(),
+        };
+        if held.is_some_and(|h| h >= role) {
+            return Ok(());
+        }
+        Err(Refusal::Denied(match scope {
+            Scope::Namespace => format!(
+                "{} needs role {role} in namespace {namespace}; {} {} holds {}",
+                method_name(path),
+                p.via.name(),
+                p.subject_escaped(),
+                held.map_or("none".to_string(), |h| h.to_string())
+            ),
+            Scope::AnyNamespace => format!(
+                "{} needs role {role} in some namespace; {} {} holds none",
+                method_name(path),
+                p.via.name(),
+                p.subject_escaped()
+            ),
+        }))
+    }
+
+    /// Counts a refusal and logs it (at most one line a second; never the token).
+    pub fn note_refusal(&self, r: &Refusal, path: &str, peer: Option<SocketAddr>) {
+        let (counter, code) = match r {
+            Refusal::Unauthenticated(_) => (&self.refused, "UNAUTHENTICATED"),
+            Refusal::Denied(_) => (&self.denied, "PERMISSION_DENIED"),
+            Refusal::BadNamespace(_) => (&self.denied, "INVALID_ARGUMENT"),
+        };
+        let n = counter.fetch_add(1, Ordering::Relaxed) + 1;
+        let sec = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        if self.last_log.swap(sec, Ordering::Relaxed) != sec {
+            let why = match r {
+                Refusal::Unauthenticated(w) | Refusal::Denied(w) | Refusal::BadNamespace(w) => w,
+            };
+            tracing::warn!(
+                peer = ?peer,
+                rpc = %method_name(path),
+                code,
+                so_far = n,
+                "call refused: {why} (at most one such line a second)"
+            );
+        }
+    }
+}
+
+impl Principal {
+    /// The subject for messages and logs: at most 64 characters, control characters escaped.
+    pub fn subject_escaped(&self) -> String {
+        let mut s: String = self
+            .subject
+            .chars()
+            .take(64)
+            .flat_map(char::escape_debug)
+            .collect();
+        if self.subject.chars().count() > 64 {
+            s.push('…');
+        }
+        s
+    }
+}
+
+/// `/pkg.Service/Method` → `pkg.Service/Method`, at most 128 characters, escaped (the path
+/// comes from the client).
+fn method_name(path: &str) -> String {
+    path.trim_start_matches('/')
+        .chars()
+        .take(128)
+        .flat_map(char::escape_debug)
+        .collect()
+}
+
+/// The start-up rule of `knhk serve`: binding a non-loopback address (gRPC or HTTP) without
+/// authentication is refused unless `insecure_no_auth`. The rule follows the configured bind
+/// address, never a peer's. `Ok` carries warnings to log.
+pub fn check_bind(
+    grpc: SocketAddr,
+    http: Option<SocketAddr>,
+    auth: bool,
+    insecure_no_auth: bool,
+) -> Result<Vec<String>, String> {
+    let exposed: Vec<String> = std::iter::once(("gRPC", grpc))
+        .chain(http.map(|h| ("HTTP", h)))
+        .filter(|(_, a)| !a.ip().is_loopback())
+        .map(|(what, a)| format!("{what} {a}"))
+        .collect();
+    if exposed.is_empty() || auth {
+        return Ok(Vec::new());
+    }
+    if insecure_no_auth {
+        return Ok(vec![format!(
+            "--insecure-no-auth: serving {} with NO authentication: anyone who can reach it \
+             can register workflows, cancel any case and read every case",
+            exposed.join(" and ")
+        )]);
+    }
+    Err(format!(
+        "refusing to serve {} without authentication: configure --auth-hs256-secret-file, \
+         --auth-jwks-file or --auth-cert-map (docs/security.md), bind 127.0.0.1, or pass \
+         --insecure-no-auth to accept the risk",
+        exposed.join(" and ")
+    ))
+}
+
+#[cfg(test)]
+#[allow(clippy::expect_used)] // test code: a failed expectation is the test failing
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().expect("addr")
+    }
+
+    #[test]
+    fn bind_rule_follows_the_configured_address() {
+        let lo = addr("127.0.0.1:1");
+        let lo6 = addr("[::1]:1");
+        let any = addr("0.0.0.0:1");
+        assert_eq!(check_bind(lo, Some(lo6), false, false), Ok(vec![]));
+        assert_eq!(check_bind(lo, None, false, false), Ok(vec![]));
+        let e = check_bind(any, Some(lo), false, false).expect_err("refused");
+        assert!(
+            e.contains("--insecure-no-auth") && e.contains("gRPC 0.0.0.0:1"),
+            "{e}"
+        );
+        let e = check_bind(lo, Some(addr("10.0.0.1:9")), false, false).expect_err("refused");
+        assert!(e.contains("HTTP 10.0.0.1:9"), "{e}");
+        assert_eq!(check_bind(any, Some(any), true, false), Ok(vec![]));
+        let w = check_bind(any, None, false, true).expect("allowed");
+        assert_eq!(w.len(), 1);
+    }
+
+    #[test]
+    fn cert_map_parses_and_matches_in_order() {
+        let m = CertMap::parse(
+            "# comment\n\ndns:a.test default:operator,ns2:reader\nuri:spiffe://x/y *:admin # all\n",
+        )
+        .expect("parse");
+        assert_eq!(m.len(), 2);
+        let id = PeerIdentity {
+            names: vec!["uri:spiffe://x/y".into(), "dns:a.test".into()],
+        };
+        let p = m.principal(&id).expect("mapped");
+        assert_eq!(p.subject, "dns:a.test");
+        assert_eq!(p.permissions.role_in("default"), Some(Role::Operator));
+        assert_eq!(p.permissions.role_in("ns2"), Some(Role::Reader));
+        assert!(m
+            .principal(&PeerIdentity {
+                names: vec!["dns:b.test".into()]
+            })
+            .is_none());
+        for bad in [
+            "a.test default:reader",
+            "dns:a.test",
+            "dns:a.test default:root",
+        ] {
+            let e = CertMap::parse(bad).expect_err(bad);
+            assert!(e.starts_with("line 1:"), "{e}");
+        }
+    }
+}
