@@ -504,7 +504,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         );
     }
     if cfg.auth.is_none() {
-        tracing::warn!("authentication is off: every caller may do everything (loopback only)");
+        tracing::warn!("authentication is off: every caller may do everything (docs/security.md)");
     }
     match &open_files {
         Ok(n) => tracing::info!(

@@ -19,6 +19,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use knhk_shell::auth::{Need, Role, Scope, RPC_TABLE};
+use knhk_shell::proto;
+use knhk_shell::proto::knhk_client::KnhkClient;
 use knhk_shell::tls::ClientTls;
 use prost::Message;
 use serde_json::json;
@@ -1149,4 +1151,359 @@ async fn python_grpcio_with_a_pyjwt_token() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(text.trim(), "OK UNAUTHENTICATED");
+}
+
+// ---------------------------------------------------------------- namespaces
+
+/// Adds a bearer token and a namespace to every call.
+#[derive(Clone)]
+struct As {
+    token: String,
+    ns: String,
+}
+
+impl tonic::service::Interceptor for As {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let t: MetadataValue<_> = format!("Bearer {}", self.token).parse().expect("token");
+        req.metadata_mut().insert("authorization", t);
+        req.metadata_mut()
+            .insert("knhk-namespace", self.ns.parse().expect("namespace"));
+        Ok(req)
+    }
+}
+
+type NsClient =
+    KnhkClient<tonic::service::interceptor::InterceptedService<tonic::transport::Channel, As>>;
+
+async fn client_as(url: &str, token: &str, ns: &str) -> NsClient {
+    let ch = tonic::transport::Endpoint::from_shared(url.to_string())
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    KnhkClient::with_interceptor(
+        ch,
+        As {
+            token: token.into(),
+            ns: ns.into(),
+        },
+    )
+}
+
+async fn register_as(c: &mut NsClient, id: &str) -> Result<proto::Workflow, tonic::Status> {
+    c.register_workflow(proto::RegisterWorkflowRequest {
+        model: support::corpus("yawl/WPC1Sequence.yawl"),
+        format: 0,
+        workflow_id: id.into(),
+    })
+    .await
+    .map(|r| r.into_inner().workflow.expect("workflow"))
+}
+
+fn task_req(case_id: u64, task: &str) -> proto::TaskRequest {
+    proto::TaskRequest {
+        case_id,
+        task: task.into(),
+        ..Default::default()
+    }
+}
+
+/// NOT_FOUND with the very message an unknown object of that id gets.
+fn same_as_unknown<T: std::fmt::Debug>(
+    r: Result<T, tonic::Status>,
+    unknown: &tonic::Status,
+    what: &str,
+) {
+    let s = r.expect_err(what);
+    assert_eq!(s.code(), Code::NotFound, "{what}: {}", s.message());
+    assert_eq!(
+        unknown.code(),
+        Code::NotFound,
+        "{what}: {}",
+        unknown.message()
+    );
+    assert_eq!(
+        s.message(),
+        unknown.message(),
+        "{what}: the answer differs from an unknown id's"
+    );
+}
+
+async fn cases_of(c: &mut NsClient, workflow: &str) -> Vec<u64> {
+    use tokio_stream::StreamExt;
+    let mut s = c
+        .list_cases(proto::ListCasesRequest {
+            workflow_id: workflow.into(),
+            state: 0,
+        })
+        .await
+        .expect("ListCases")
+        .into_inner();
+    let mut v = Vec::new();
+    while let Some(c) = s.next().await {
+        v.push(c.expect("case").case_id);
+    }
+    v
+}
+
+/// Workflows and cases belong to the namespace they were registered in: every RPC naming
+/// another namespace's workflow or case answers NOT_FOUND exactly as for an unknown one, lists,
+/// watches and exports show only the caller's namespace, bulk events on foreign cases are
+/// NOT_FOUND and change nothing; the namespace survives a restart (event log).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_namespaces_objects_are_not_found() {
+    use tokio_stream::StreamExt;
+    let dir = support::scratch("auth-ns");
+    let secret = put(&dir, "secret", SECRET);
+    let mut flags = auth_flags(&secret, None);
+    flags.retain(|f| f != "--durability" && f != "off");
+    let token_a = hs256(&claims("alice", &["team-a:admin"]));
+    let token_b = hs256(&claims("bob", &["team-b:admin"]));
+    let mut p = serve(&dir, "ns", &flags, None);
+    ready(&mut p, &hs256(&claims("root", &["*:admin"]))).await;
+    let mut a = client_as(&p.url, &token_a, "team-a").await;
+    let mut b = client_as(&p.url, &token_b, "team-b").await;
+
+    let wa = register_as(&mut a, "wf-a").await.expect("register a");
+    let wb = register_as(&mut b, "wf-b").await.expect("register b");
+    assert_eq!(
+        (wa.workflow_id.as_str(), wb.workflow_id.as_str()),
+        ("wf-a", "wf-b")
+    );
+    // Workflow ids are server-wide: b cannot take a's id (ALREADY_EXISTS, no data).
+    let taken = register_as(&mut b, "wf-a").await.expect_err("taken");
+    assert_eq!(taken.code(), Code::AlreadyExists, "{}", taken.message());
+    let ca = a
+        .create_case(proto::CreateCaseRequest {
+            workflow_id: "wf-a".into(),
+            data: Default::default(),
+        })
+        .await
+        .expect("create a")
+        .into_inner()
+        .case_id;
+    let cb = b
+        .create_case(proto::CreateCaseRequest {
+            workflow_id: "wf-b".into(),
+            data: Default::default(),
+        })
+        .await
+        .expect("create b")
+        .into_inner();
+    let cb_seq = cb.seq;
+    let cb = cb.case_id;
+
+    // What an unknown workflow and case answer (ids that never existed).
+    let nowf = a
+        .get_workflow(proto::GetWorkflowRequest {
+            workflow_id: "wf-b".into(),
+        })
+        .await;
+    let never = a
+        .get_workflow(proto::GetWorkflowRequest {
+            workflow_id: "wf-never".into(),
+        })
+        .await
+        .expect_err("unknown");
+    let never_as_b = tonic::Status::new(never.code(), never.message().replace("wf-never", "wf-b"));
+    same_as_unknown(nowf, &never_as_b, "GetWorkflow of b's workflow");
+    let missing_case = cb + (1 << 40); // same slot, another generation: never existed
+    let unknown_case = a
+        .get_case(proto::GetCaseRequest {
+            case_id: missing_case,
+        })
+        .await
+        .expect_err("unknown");
+    let unknown_cb = tonic::Status::new(
+        unknown_case.code(),
+        unknown_case
+            .message()
+            .replace(&missing_case.to_string(), &cb.to_string()),
+    );
+    same_as_unknown(
+        a.get_case(proto::GetCaseRequest { case_id: cb }).await,
+        &unknown_cb,
+        "GetCase",
+    );
+    for (what, r) in [
+        ("StartTask", a.start_task(task_req(cb, "A")).await),
+        ("FireTask", a.fire_task(task_req(cb, "A")).await),
+        ("CompleteTask", a.complete_task(task_req(cb, "A")).await),
+        ("CancelTask", a.cancel_task(task_req(cb, "A")).await),
+        (
+            "CancelCase",
+            a.cancel_case(proto::CancelCaseRequest { case_id: cb })
+                .await,
+        ),
+    ] {
+        same_as_unknown(r, &unknown_cb, what);
+    }
+    let r = a
+        .create_case(proto::CreateCaseRequest {
+            workflow_id: "wf-b".into(),
+            data: Default::default(),
+        })
+        .await;
+    same_as_unknown(r, &never_as_b, "CreateCase of b's workflow");
+    let r = a
+        .watch_case(proto::WatchCaseRequest {
+            case_id: cb,
+            ..Default::default()
+        })
+        .await;
+    same_as_unknown(r.map(|_| ()), &unknown_cb, "WatchCase of b's case");
+    let r = a
+        .watch_case(proto::WatchCaseRequest {
+            workflow_id: "wf-b".into(),
+            ..Default::default()
+        })
+        .await;
+    same_as_unknown(r.map(|_| ()), &never_as_b, "WatchCase of b's workflow");
+    let r = a
+        .export_case_xes(proto::ExportCaseXesRequest {
+            case_id: cb,
+            ..Default::default()
+        })
+        .await;
+    same_as_unknown(r, &unknown_cb, "ExportCaseXes of b's case");
+    let r = a
+        .export_xes(proto::ExportXesRequest {
+            workflow_id: "wf-b".into(),
+            ..Default::default()
+        })
+        .await;
+    same_as_unknown(r.map(|_| ()), &never_as_b, "ExportXes of b's workflow");
+    let r = a
+        .list_cases(proto::ListCasesRequest {
+            workflow_id: "wf-b".into(),
+            state: 0,
+        })
+        .await;
+    same_as_unknown(r.map(|_| ()), &never_as_b, "ListCases of b's workflow");
+
+    // Lists and exports show only the caller's namespace.
+    let names: Vec<String> = a
+        .list_workflows(proto::ListWorkflowsRequest {})
+        .await
+        .expect("list")
+        .into_inner()
+        .workflows
+        .into_iter()
+        .map(|w| w.workflow_id)
+        .collect();
+    assert_eq!(names, vec!["wf-a".to_string()]);
+    assert_eq!(cases_of(&mut a, "").await, vec![ca]);
+    assert_eq!(cases_of(&mut b, "").await, vec![cb]);
+    let x = a
+        .export_case_xes(proto::ExportCaseXesRequest::default())
+        .await
+        .expect("export")
+        .into_inner();
+    assert_eq!(x.traces, 1, "a's export holds a's case only");
+    assert!(!String::from_utf8_lossy(&x.xes).contains(&format!("\"{cb}\"")));
+    let mut chunks = a
+        .export_xes(proto::ExportXesRequest::default())
+        .await
+        .expect("export stream")
+        .into_inner();
+    let mut last = None;
+    while let Some(c) = chunks.next().await {
+        last = Some(c.expect("chunk"));
+    }
+    assert_eq!(last.expect("last chunk").traces, 1);
+
+    // A watcher of "everything" sees its own namespace's events only.
+    let mut watch = a
+        .watch_case(proto::WatchCaseRequest::default())
+        .await
+        .expect("watch all")
+        .into_inner();
+    b.fire_task(task_req(cb, "A"))
+        .await
+        .expect("b fires on its case");
+    a.fire_task(task_req(ca, "A"))
+        .await
+        .expect("a fires on its case");
+    let first = tokio::time::timeout(Duration::from_secs(5), watch.next())
+        .await
+        .expect("an event within 5 s")
+        .expect("stream open")
+        .expect("event");
+    assert_eq!(
+        first.case_id, ca,
+        "a's watcher saw another namespace's event: {first:?}"
+    );
+    let cb_seq = cb_seq + 1;
+
+    // Bulk: events on b's objects are NOT_FOUND in place, the others run.
+    let batch = proto::SubmitEventsRequest {
+        events: vec![
+            proto::Event {
+                op: proto::EventOp::CreateCase as i32,
+                workflow_id: "wf-b".into(),
+                ..Default::default()
+            },
+            proto::Event {
+                op: proto::EventOp::Fire as i32,
+                case_id: cb,
+                task: Some(proto::event::Task::TaskName("B".into())),
+                ..Default::default()
+            },
+            proto::Event {
+                op: proto::EventOp::Fire as i32,
+                case_id: ca,
+                task: Some(proto::event::Task::TaskName("B".into())),
+                ..Default::default()
+            },
+            proto::Event {
+                op: proto::EventOp::CancelCase as i32,
+                case_id: cb,
+                ..Default::default()
+            },
+        ],
+    };
+    let mut out = a
+        .submit_events(tokio_stream::iter(vec![batch]))
+        .await
+        .expect("submit")
+        .into_inner();
+    let results = out.next().await.expect("a response").expect("ok").results;
+    let codes: Vec<i32> = results.iter().map(|r| r.code).collect();
+    assert_eq!(codes, vec![5, 5, 0, 5], "{results:?}");
+    assert!(results[1].message.contains(&cb.to_string()), "{results:?}");
+    // b's case is as b left it.
+    let after = b
+        .get_case(proto::GetCaseRequest { case_id: cb })
+        .await
+        .expect("b's case")
+        .into_inner();
+    assert_eq!(after.seq, cb_seq, "{after:?}");
+    assert_eq!(
+        cases_of(&mut b, "").await,
+        vec![cb],
+        "no case was created in b by a"
+    );
+
+    // The namespace is durable: after a restart the same answers.
+    p.kill();
+    let mut p = serve(&dir, "ns", &flags, None);
+    ready(&mut p, &hs256(&claims("root", &["*:admin"]))).await;
+    let mut a = client_as(&p.url, &token_a, "team-a").await;
+    let mut b = client_as(&p.url, &token_b, "team-b").await;
+    let r = a
+        .get_workflow(proto::GetWorkflowRequest {
+            workflow_id: "wf-b".into(),
+        })
+        .await;
+    same_as_unknown(
+        r,
+        &never_as_b,
+        "GetWorkflow of b's workflow after a restart",
+    );
+    b.get_workflow(proto::GetWorkflowRequest {
+        workflow_id: "wf-b".into(),
+    })
+    .await
+    .expect("b's workflow after a restart");
+    assert_eq!(cases_of(&mut a, "").await, vec![ca]);
 }

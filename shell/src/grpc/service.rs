@@ -10,10 +10,12 @@ use tokio_stream::wrappers::{BroadcastStream, ReceiverStream};
 use tokio_stream::{Stream, StreamExt, StreamMap};
 use tonic::{Request, Response, Status, Streaming};
 
-use knhk_engine::catalog;
+use knhk_engine::command::{BatchEvent, EventResult};
+use knhk_engine::{catalog, EngineError};
 
 use super::convert;
 use super::status::{status, OrStatus};
+use crate::auth::Caller;
 use crate::engine::{self, Engine, EventBatch, Hist, WatchItem};
 use crate::proto::knhk_server::Knhk;
 use crate::proto::{self, *};
@@ -46,6 +48,26 @@ impl KnhkService {
         }
     }
 
+    /// The workflow `id` when it belongs to namespace `ns`; otherwise NOT_FOUND, the same
+    /// answer as for an unknown id (another namespace's objects are never revealed).
+    fn workflow_in(&self, id: &str, ns: &str) -> Result<Arc<Workflow>, Status> {
+        let wf = self.engine.workflow(id).or_status()?;
+        if wf.namespace != ns {
+            return Err(status(EngineError::NoWorkflow(id.to_string())));
+        }
+        Ok(wf)
+    }
+
+    /// The workflow, shard and slot of case `case_id` when it belongs to namespace `ns`;
+    /// otherwise NOT_FOUND, as for an unknown case.
+    fn case_in(&self, case_id: u64, ns: &str) -> Result<(Arc<Workflow>, usize, u32), Status> {
+        let r = self.engine.case_workflow(case_id).or_status()?;
+        if r.0.namespace != ns {
+            return Err(status(EngineError::NoCase(case_id)));
+        }
+        Ok(r)
+    }
+
     fn live(&self) -> Result<(), Status> {
         if self.engine.is_draining() {
             Err(status(knhk_engine::EngineError::Draining))
@@ -54,8 +76,15 @@ impl KnhkService {
         }
     }
 
-    async fn task(&self, kind: OpKind, r: TaskRequest) -> Result<Response<Case>, Status> {
+    async fn task(
+        &self,
+        kind: OpKind,
+        request: Request<TaskRequest>,
+    ) -> Result<Response<Case>, Status> {
+        let ns = Caller::of(&request).namespace;
+        let r = request.into_inner();
         telemetry::record_case(r.case_id, Some(&r.task));
+        self.case_in(r.case_id, &ns)?;
         let view = self
             .engine
             .task_op(
@@ -80,6 +109,7 @@ impl Knhk for KnhkService {
         request: Request<RegisterWorkflowRequest>,
     ) -> Result<Response<RegisterWorkflowResponse>, Status> {
         self.live()?;
+        let ns = Caller::of(&request).namespace;
         let r = request.into_inner();
         if !r.workflow_id.is_empty() {
             knhk_engine::error::check_id(&r.workflow_id).or_status()?;
@@ -122,14 +152,10 @@ impl Knhk for KnhkService {
             eng.register(
                 &r.workflow_id,
                 |index, id| {
-                    Ok(Workflow::new(
-                        index,
-                        id,
-                        detected,
-                        &m,
-                        *net,
-                        engine::now_ns(),
-                    ))
+                    Ok(
+                        Workflow::new(index, id, detected, &m, *net, engine::now_ns())
+                            .in_namespace(&ns),
+                    )
                 },
                 &name,
                 |wf| hook.registered(wf, &source),
@@ -139,7 +165,12 @@ impl Knhk for KnhkService {
         .map_err(|e| Status::internal(format!("registration task: {e}")))?
         .or_status()?;
         telemetry::record_workflow(&wf.id);
-        tracing::info!(workflow = %wf.id, tasks = wf.tasks.len(), "workflow registered");
+        tracing::info!(
+            workflow = %wf.id,
+            namespace = %wf.namespace,
+            tasks = wf.tasks.len(),
+            "workflow registered"
+        );
         Ok(Response::new(RegisterWorkflowResponse {
             workflow: Some(convert::workflow_out(&wf)),
         }))
@@ -149,21 +180,21 @@ impl Knhk for KnhkService {
         &self,
         request: Request<GetWorkflowRequest>,
     ) -> Result<Response<proto::Workflow>, Status> {
-        let wf = self
-            .engine
-            .workflow(&request.into_inner().workflow_id)
-            .or_status()?;
+        let ns = Caller::of(&request).namespace;
+        let wf = self.workflow_in(&request.into_inner().workflow_id, &ns)?;
         Ok(Response::new(convert::workflow_out(&wf)))
     }
 
     async fn list_workflows(
         &self,
-        _request: Request<ListWorkflowsRequest>,
+        request: Request<ListWorkflowsRequest>,
     ) -> Result<Response<ListWorkflowsResponse>, Status> {
+        let ns = Caller::of(&request).namespace;
         let workflows = self
             .engine
             .workflows()
             .iter()
+            .filter(|w| w.namespace == ns)
             .map(|w| convert::workflow_out(w))
             .collect();
         Ok(Response::new(ListWorkflowsResponse { workflows }))
@@ -173,8 +204,10 @@ impl Knhk for KnhkService {
         &self,
         request: Request<CreateCaseRequest>,
     ) -> Result<Response<Case>, Status> {
+        let ns = Caller::of(&request).namespace;
         let r = request.into_inner();
         telemetry::record_workflow(&r.workflow_id);
+        self.workflow_in(&r.workflow_id, &ns)?;
         let view = self
             .engine
             .create_case(&r.workflow_id, &convert::data_in(&r.data))
@@ -185,35 +218,41 @@ impl Knhk for KnhkService {
     }
 
     async fn start_task(&self, request: Request<TaskRequest>) -> Result<Response<Case>, Status> {
-        self.task(OpKind::Start, request.into_inner()).await
+        self.task(OpKind::Start, request).await
     }
 
     async fn complete_task(&self, request: Request<TaskRequest>) -> Result<Response<Case>, Status> {
-        self.task(OpKind::Complete, request.into_inner()).await
+        self.task(OpKind::Complete, request).await
     }
 
     async fn fire_task(&self, request: Request<TaskRequest>) -> Result<Response<Case>, Status> {
-        self.task(OpKind::Fire, request.into_inner()).await
+        self.task(OpKind::Fire, request).await
     }
 
     async fn cancel_task(&self, request: Request<TaskRequest>) -> Result<Response<Case>, Status> {
-        self.task(OpKind::CancelTask, request.into_inner()).await
+        self.task(OpKind::CancelTask, request).await
     }
 
     async fn cancel_case(
         &self,
         request: Request<CancelCaseRequest>,
     ) -> Result<Response<Case>, Status> {
+        let ns = Caller::of(&request).namespace;
         let case_id = request.into_inner().case_id;
         telemetry::record_case(case_id, None);
+        self.case_in(case_id, &ns)?;
         let view = self.engine.cancel_case(case_id).await.or_status()?;
         Ok(Response::new(convert::case_out(&view)))
     }
 
     async fn get_case(&self, request: Request<GetCaseRequest>) -> Result<Response<Case>, Status> {
+        let ns = Caller::of(&request).namespace;
         let case_id = request.into_inner().case_id;
         telemetry::record_case(case_id, None);
         let view = self.engine.get_case(case_id).or_status()?;
+        if view.workflow.namespace != ns {
+            return Err(status(EngineError::NoCase(case_id)));
+        }
         Ok(Response::new(convert::case_out(&view)))
     }
 
@@ -224,6 +263,7 @@ impl Knhk for KnhkService {
         request: Request<WatchCaseRequest>,
     ) -> Result<Response<Self::WatchCaseStream>, Status> {
         self.live()?;
+        let ns = Caller::of(&request).namespace;
         let r = request.into_inner();
         let mut subs = Vec::new();
         let filter;
@@ -231,7 +271,7 @@ impl Knhk for KnhkService {
         let mut first_wf: Option<Arc<Workflow>> = None;
         let mut finished = false;
         if r.case_id != 0 {
-            let (wf, shard, slot) = self.engine.case_workflow(r.case_id).or_status()?;
+            let (wf, shard, slot) = self.case_in(r.case_id, &ns)?;
             let sub = self
                 .engine
                 .subscribe(shard, Some((slot, r.case_id)))
@@ -247,7 +287,7 @@ impl Knhk for KnhkService {
             filter = if r.workflow_id.is_empty() {
                 Filter::All
             } else {
-                Filter::Workflow(self.engine.workflow(&r.workflow_id).or_status()?.index)
+                Filter::Workflow(self.workflow_in(&r.workflow_id, &ns)?.index)
             };
             for shard in 0..self.engine.shard_count() {
                 let sub = self.engine.subscribe(shard, None).or_status()?;
@@ -272,7 +312,7 @@ impl Knhk for KnhkService {
                 // A finished case has no more events: the stream ends after its history.
                 return;
             }
-            forward_watch(engine, subs, filter, tx, closing, metrics).await;
+            forward_watch(engine, subs, filter, ns, tx, closing, metrics).await;
         });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
@@ -283,11 +323,12 @@ impl Knhk for KnhkService {
         &self,
         request: Request<ListCasesRequest>,
     ) -> Result<Response<Self::ListCasesStream>, Status> {
+        let ns = Caller::of(&request).namespace;
         let r = request.into_inner();
         let wf = if r.workflow_id.is_empty() {
             None
         } else {
-            Some(self.engine.workflow(&r.workflow_id).or_status()?.index)
+            Some(self.workflow_in(&r.workflow_id, &ns)?.index)
         };
         let state = match proto::CaseState::try_from(r.state) {
             Ok(s) => convert::state_in(s),
@@ -303,6 +344,7 @@ impl Knhk for KnhkService {
             .list_cases(wf, state)
             .into_iter()
             .flatten()
+            .filter(|v| v.workflow.namespace == ns)
             .collect();
         views.sort_by_key(|v| v.id & 0xffff_ffff);
         let stream = tokio_stream::iter(views.into_iter().map(|v| Ok(convert::case_out(&v))));
@@ -313,14 +355,15 @@ impl Knhk for KnhkService {
         &self,
         request: Request<ExportCaseXesRequest>,
     ) -> Result<Response<ExportCaseXesResponse>, Status> {
+        let ns = Caller::of(&request).namespace;
         let r = request.into_inner();
         // With a case id the workflow is ignored (as documented for this RPC).
         let wf = if r.case_id == 0 && !r.workflow_id.is_empty() {
-            Some(self.engine.workflow(&r.workflow_id).or_status()?.index)
+            Some(self.workflow_in(&r.workflow_id, &ns)?.index)
         } else {
             None
         };
-        let refs = export_refs(&self.engine, r.case_id, wf, 0..u64::MAX)?;
+        let refs = export_refs(&self.engine, &ns, r.case_id, wf, 0..u64::MAX)?;
         let name = log_name(r.case_id, &r.workflow_id, 0, 0);
         let engine = self.engine.clone();
         // Room for the other fields of the response beside the document.
@@ -369,6 +412,7 @@ impl Knhk for KnhkService {
         request: Request<ExportXesRequest>,
     ) -> Result<Response<Self::ExportXesStream>, Status> {
         self.live()?;
+        let ns = Caller::of(&request).namespace;
         let r = request.into_inner();
         let chunk = match r.chunk_bytes {
             0 => EXPORT_CHUNK,
@@ -390,10 +434,10 @@ impl Knhk for KnhkService {
         let wf = if r.workflow_id.is_empty() {
             None
         } else {
-            Some(self.engine.workflow(&r.workflow_id).or_status()?.index)
+            Some(self.workflow_in(&r.workflow_id, &ns)?.index)
         };
         let created = from..if to == 0 { u64::MAX } else { to };
-        let refs = export_refs(&self.engine, r.case_id, wf, created)?;
+        let refs = export_refs(&self.engine, &ns, r.case_id, wf, created)?;
         let name = log_name(r.case_id, &r.workflow_id, from, to);
         let (tx, rx) = mpsc::channel(EXPORT_DEPTH);
         let engine = self.engine.clone();
@@ -446,9 +490,13 @@ impl Knhk for KnhkService {
         request: Request<Streaming<SubmitEventsRequest>>,
     ) -> Result<Response<Self::SubmitEventsStream>, Status> {
         self.live()?;
+        let ns = Caller::of(&request).namespace;
         let mut input = request.into_inner();
-        let (pending_tx, mut pending_rx) =
-            mpsc::channel::<(engine::PendingBatch, tracing::Span)>(PIPELINE_DEPTH);
+        let (pending_tx, mut pending_rx) = mpsc::channel::<(
+            engine::PendingBatch,
+            Vec<(usize, EventResult)>,
+            tracing::Span,
+        )>(PIPELINE_DEPTH);
         let rpc_span = tracing::Span::current();
         let (out_tx, out_rx) = mpsc::channel(PIPELINE_DEPTH);
         let engine = self.engine.clone();
@@ -465,8 +513,9 @@ impl Knhk for KnhkService {
                         Ok(Some(m)) => {
                             let span = telemetry::batch_span(&rpc_span, m.events.len());
                             let events = m.events.into_iter().map(convert::event_in).collect();
+                            let (events, foreign) = split_by_namespace(&engine, &ns, events);
                             let pending = span.in_scope(|| engine.submit_batch(events));
-                            if pending_tx.send((pending, span)).await.is_err() {
+                            if pending_tx.send((pending, foreign, span)).await.is_err() {
                                 break;
                             }
                         }
@@ -483,9 +532,10 @@ impl Knhk for KnhkService {
         // Writer: answers batches in order as their jobs come back.
         let engine = self.engine.clone();
         tokio::spawn(async move {
-            while let Some((p, span)) = pending_rx.recv().await {
+            while let Some((p, foreign, span)) = pending_rx.recv().await {
                 let results =
                     tracing::Instrument::instrument(p.finish(&engine), span.clone()).await;
+                let results = merge_refused(results, foreign);
                 span.record(
                     "knhk.refused",
                     results.iter().filter(|r| r.error.is_some()).count(),
@@ -505,6 +555,68 @@ impl Knhk for KnhkService {
     }
 }
 
+/// Splits a bulk batch into the events the caller's namespace `ns` may run and NOT_FOUND
+/// results (by position) for events naming another namespace's workflow or case, answered as
+/// an unknown one would be. Free when every workflow is in `ns` (one namespace in use).
+fn split_by_namespace(
+    engine: &Engine,
+    ns: &str,
+    events: Vec<BatchEvent>,
+) -> (Vec<BatchEvent>, Vec<(usize, EventResult)>) {
+    if engine.workflows().iter().all(|w| w.namespace == ns) {
+        return (events, Vec::new());
+    }
+    let mut keep = Vec::with_capacity(events.len());
+    let mut foreign = Vec::new();
+    for (pos, ev) in events.into_iter().enumerate() {
+        let refusal = match ev.op {
+            Ok(OpKind::Create) => engine
+                .workflow(&ev.workflow_id)
+                .ok()
+                .filter(|w| w.namespace != ns)
+                .map(|_| EngineError::NoWorkflow(ev.workflow_id.clone())),
+            Ok(_) => engine
+                .case_workflow(ev.case_id)
+                .ok()
+                .filter(|(w, _, _)| w.namespace != ns)
+                .map(|_| EngineError::NoCase(ev.case_id)),
+            // Undecodable: the engine refuses it in place.
+            Err(_) => None,
+        };
+        match refusal {
+            Some(e) => foreign.push((
+                pos,
+                EventResult {
+                    case_id: ev.case_id,
+                    error: Some(e),
+                    state: None,
+                },
+            )),
+            None => keep.push(ev),
+        }
+    }
+    (keep, foreign)
+}
+
+/// The results of a batch in request order: the engine's for the events it ran, `foreign`
+/// (by position) for the others.
+fn merge_refused(ran: Vec<EventResult>, foreign: Vec<(usize, EventResult)>) -> Vec<EventResult> {
+    if foreign.is_empty() {
+        return ran;
+    }
+    let n = ran.len() + foreign.len();
+    let mut out = Vec::with_capacity(n);
+    let mut ran = ran.into_iter();
+    let mut foreign = foreign.into_iter().peekable();
+    for pos in 0..n {
+        match foreign.next_if(|(p, _)| *p == pos) {
+            Some((_, r)) => out.push(r),
+            None => out.extend(ran.next()),
+        }
+    }
+    out
+}
+
 /// Default (and unary) XES chunk size: 1 MiB.
 const EXPORT_CHUNK: usize = 1 << 20;
 /// Smallest and largest chunk size a client may ask for (the largest stays well under the 4 MiB
@@ -522,18 +634,34 @@ enum ExportStop {
     Closing,
 }
 
-/// The cases an export covers, oldest first: the named case (NOT_FOUND when unknown) if it
-/// matches the other filters, or every case matching them.
+/// The cases of namespace `ns` an export covers, oldest first: the named case (NOT_FOUND when
+/// unknown or of another namespace) if it matches the other filters, or every case matching
+/// them.
 fn export_refs(
     engine: &Engine,
+    ns: &str,
     case_id: u64,
     workflow: Option<u16>,
     created: std::ops::Range<u64>,
 ) -> Result<Vec<engine::CaseRef>, Status> {
     if case_id == 0 {
-        return Ok(engine.case_refs(workflow, created));
+        let mut refs = engine.case_refs(workflow, created);
+        if workflow.is_none() {
+            let mut of_ns: HashMap<u16, bool> = HashMap::new();
+            refs.retain(|r| {
+                *of_ns.entry(r.workflow).or_insert_with(|| {
+                    engine
+                        .workflow_at(r.workflow)
+                        .is_some_and(|w| w.namespace == ns)
+                })
+            });
+        }
+        return Ok(refs);
     }
     let v = engine.get_case(case_id).or_status()?;
+    if v.workflow.namespace != ns {
+        return Err(status(EngineError::NoCase(case_id)));
+    }
     let r = engine::CaseRef {
         case_id,
         workflow: v.workflow.index,
@@ -671,6 +799,7 @@ async fn forward_watch(
     engine: Arc<Engine>,
     subs: Vec<(usize, broadcast::Receiver<Arc<EventBatch>>, u64)>,
     filter: Filter,
+    ns: String,
     tx: mpsc::Sender<Result<WatchEvent, Status>>,
     mut closing: watch::Receiver<bool>,
     metrics: Option<crate::metrics::RpcMetrics>,
@@ -721,6 +850,10 @@ async fn forward_watch(
                     None => continue,
                 },
             };
+            // Only the caller's namespace (a case or workflow filter already is in it).
+            if wf.namespace != ns {
+                continue;
+            }
             let ev = watch_event(item, &wf, lagged);
             lagged = 0;
             if tx.send(Ok(ev)).await.is_err() {
