@@ -55,7 +55,7 @@ pub struct ObserveConfig {
     pub header_read_timeout: Duration,
     /// Authentication (crate::auth): when set and the HTTP address is not a loopback one,
     /// `/metrics` and `/health` need a bearer token of a principal with role `reader` in some
-    /// namespace. The probes `/health/live|ready|startup` stay open.
+    /// namespace. The probes (`/health/live|ready|startup|capacity`) stay open.
     pub auth: Option<Arc<crate::auth::AuthState>>,
 }
 
