@@ -497,7 +497,7 @@ async fn bad_tokens_are_unauthenticated_and_never_logged() {
 
     p.kill();
     let log = p.log_text();
-    assert!(log.contains("call refused"), "refusals are logged: {log}");
+    assert!(log.contains("access refused"), "refusals are logged: {log}");
     assert!(log.contains("TRACE"), "the server logged at trace level");
     for t in &sent {
         // The whole token, and its signature part alone (the secret-bearing part).

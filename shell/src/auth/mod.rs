@@ -486,7 +486,7 @@ impl AuthState {
                 rpc = %method_name(path),
                 code,
                 so_far = n,
-                "call refused: {why} (at most one such line a second)"
+                "access refused: {why} (at most one such line a second)"
             );
         }
     }
