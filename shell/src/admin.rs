@@ -794,6 +794,12 @@ fn guard(obs: &Observer, headers: &HeaderMap, path: &str) -> Option<Response> {
         crate::auth::Refusal::Unauthenticated(why) | crate::auth::Refusal::BadNamespace(why) => {
             (StatusCode::UNAUTHORIZED, plain, format!("{why}\n")).into_response()
         }
+        crate::auth::Refusal::Throttled(t) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            plain,
+            format!("{}\n", t.message),
+        )
+            .into_response(),
     })
 }
 

@@ -22,7 +22,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use knhk_shell::admin::ObserveConfig;
-use knhk_shell::auth::{AuthConfig, AuthState};
+use knhk_shell::auth::{AuthConfig, AuthState, RateConfig};
 use knhk_shell::client::{self, ClientCommand};
 use knhk_shell::engine::{default_workers, EngineConfig};
 use knhk_shell::journal::{Durability, JournalConfig};
@@ -241,6 +241,21 @@ struct ServeArgs {
         value_name = "FILE"
     )]
     auth_cert_map: Option<PathBuf>,
+    /// Calls (unary calls and stream opens) a second each authenticated principal may make;
+    /// more get RESOURCE_EXHAUSTED with `knhk-retry-after-ms`. 0: unlimited.
+    #[arg(long, env = "KNHK_RATE_CALLS", default_value_t = 2400)]
+    rate_calls: u32,
+    /// Calls a principal may make at once above the rate (0: one second's worth).
+    #[arg(long, env = "KNHK_RATE_CALLS_BURST", default_value_t = 0)]
+    rate_calls_burst: u32,
+    /// Bulk events (SubmitEvents) a second each authenticated principal may send; a batch
+    /// waits up to 1 s for budget, then its events are RESOURCE_EXHAUSTED. 0: unlimited.
+    #[arg(long, env = "KNHK_RATE_EVENTS", default_value_t = 0)]
+    rate_events: u32,
+    /// Bulk events a principal may send at once (0: one second's worth); a larger batch is
+    /// refused.
+    #[arg(long, env = "KNHK_RATE_EVENTS_BURST", default_value_t = 0)]
+    rate_events_burst: u32,
     /// Serve a non-loopback address without authentication (refused otherwise): anyone who
     /// can reach the ports can do anything.
     #[arg(long, env = "KNHK_INSECURE_NO_AUTH")]
@@ -372,6 +387,12 @@ fn serve(args: ServeArgs) -> ExitCode {
         leeway_secs: args.auth_leeway_secs,
         permissions_claim: args.auth_permissions_claim.clone(),
         cert_map: args.auth_cert_map.clone(),
+        rates: RateConfig {
+            calls_per_second: args.rate_calls,
+            calls_burst: args.rate_calls_burst,
+            events_per_second: args.rate_events,
+            events_burst: args.rate_events_burst,
+        },
     };
     // Safe defaults: a non-loopback bind without authentication is refused, before anything
     // is read or bound.

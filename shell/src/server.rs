@@ -259,6 +259,17 @@ pub async fn serve_observed(
     let incoming = Incoming::new(listener, tls.clone());
     // Reload of the TLS files on SIGHUP and on change (registered before health says SERVING).
     let tls_watch = tls.clone().map(|t| tokio::spawn(t.watch()));
+    // The rate limiters forget idle principals once a minute (bounded memory).
+    let limits_housekeeping = cfg.auth.clone().map(|a| {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                a.limits.housekeep();
+            }
+        })
+    });
     let transport = router.serve_with_incoming_shutdown(incoming, async move {
         let _ = stop_transport_rx.await;
     });
@@ -283,6 +294,9 @@ pub async fn serve_observed(
     };
     if let Some(w) = tls_watch {
         w.abort();
+    }
+    if let Some(h) = limits_housekeeping {
+        h.abort();
     }
     let _ = tokio::task::spawn_blocking(move || core.stop()).await;
     observer.set_phase(Phase::Stopped);

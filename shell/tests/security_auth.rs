@@ -1507,3 +1507,115 @@ async fn other_namespaces_objects_are_not_found() {
     .expect("b's workflow after a restart");
     assert_eq!(cases_of(&mut a, "").await, vec![ca]);
 }
+
+// ---------------------------------------------------------------- rate limits
+
+/// Each principal has its own call budget: one client over it gets RESOURCE_EXHAUSTED with
+/// `knhk-retry-after-ms`, another in the same instant is unaffected, health is never limited.
+/// A bulk batch larger than the event burst is refused event by event; one within it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_are_per_principal() {
+    use tokio_stream::StreamExt;
+    let dir = support::scratch("auth-rate");
+    let secret = put(&dir, "secret", SECRET);
+    let mut flags = auth_flags(&secret, None);
+    for f in [
+        "--rate-calls",
+        "2",
+        "--rate-calls-burst",
+        "2",
+        "--rate-events",
+        "100",
+    ] {
+        flags.push(f.to_string());
+    }
+    let mut p = serve(&dir, "rate", &flags, None);
+    ready(&mut p, &hs256(&claims("probe", &["*:reader"]))).await;
+    let a = hs256(&claims("client-a", &["default:operator"]));
+    let b = hs256(&claims("client-b", &["default:operator"]));
+    let ch = tonic::transport::Endpoint::from_shared(p.url.clone())
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    let list = "/knhk.v1.Knhk/ListWorkflows";
+    // A: 20 calls in a row against 2 a second (burst 2): the first passes, most do not.
+    let mut codes = Vec::new();
+    for _ in 0..20 {
+        codes.push(call_on(ch.clone(), list, &bearer(&a)).await);
+    }
+    assert_eq!(codes[0].0, Code::Ok, "{:?}", codes[0]);
+    let throttled: Vec<_> = codes
+        .iter()
+        .filter(|c| c.0 == Code::ResourceExhausted)
+        .collect();
+    assert!(throttled.len() >= 10, "{codes:?}");
+    assert!(
+        throttled[0].1.contains("rate limit") && throttled[0].1.contains("retry in"),
+        "{codes:?}"
+    );
+    // The retry hint travels as metadata.
+    let mut c = KnhkClient::with_interceptor(
+        ch.clone(),
+        As {
+            token: a.clone(),
+            ns: "default".into(),
+        },
+    );
+    let st = c
+        .list_workflows(proto::ListWorkflowsRequest {})
+        .await
+        .expect_err("throttled");
+    assert_eq!(st.code(), Code::ResourceExhausted, "{}", st.message());
+    let ms: u64 = st
+        .metadata()
+        .get("knhk-retry-after-ms")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("knhk-retry-after-ms");
+    assert!((1..=1000).contains(&ms), "{ms}");
+    // B, right away: its own budget.
+    let (code, msg) = call_on(ch.clone(), list, &bearer(&b)).await;
+    assert_eq!(code, Code::Ok, "{msg}");
+    // Health is not limited.
+    for _ in 0..10 {
+        let (code, msg) = call_on(ch.clone(), "/grpc.health.v1.Health/Check", &[]).await;
+        assert_eq!(code, Code::Ok, "{msg}");
+    }
+
+    // Bulk: C's batch of 150 events is over the burst of 100: each event RESOURCE_EXHAUSTED;
+    // a batch of 50 runs (its events answered by the engine: NOT_FOUND for a case 0).
+    let cc = hs256(&claims("client-c", &["default:operator"]));
+    let mut c = KnhkClient::with_interceptor(
+        ch,
+        As {
+            token: cc,
+            ns: "default".into(),
+        },
+    );
+    let ev = |n: usize| proto::SubmitEventsRequest {
+        events: (0..n)
+            .map(|_| proto::Event {
+                op: proto::EventOp::CancelCase as i32,
+                case_id: 0,
+                ..Default::default()
+            })
+            .collect(),
+    };
+    let mut out = c
+        .submit_events(tokio_stream::iter(vec![ev(150), ev(50)]))
+        .await
+        .expect("submit")
+        .into_inner();
+    let first = out.next().await.expect("response").expect("ok").results;
+    assert_eq!(first.len(), 150);
+    assert!(first.iter().all(|r| r.code == 8), "{:?}", &first[..2]);
+    assert!(
+        first[0].message.contains("--rate-events-burst"),
+        "{}",
+        first[0].message
+    );
+    let second = out.next().await.expect("response").expect("ok").results;
+    assert_eq!(second.len(), 50);
+    assert!(second.iter().all(|r| r.code == 5), "{:?}", &second[..2]);
+}

@@ -89,11 +89,13 @@ where
             _ if open => Ok(Caller {
                 principal: None,
                 namespace: DEFAULT_NAMESPACE.to_string(),
+                auth: None,
             }),
             None => namespace_of(req.headers())
                 .map(|namespace| Caller {
                     principal: None,
                     namespace,
+                    auth: None,
                 })
                 .map_err(Refusal::BadNamespace),
             Some(state) => {
@@ -109,10 +111,21 @@ where
                     // Unauthenticated first: a stranger learns nothing about namespaces.
                     Err(e) if who.is_ok() => Err(Refusal::BadNamespace(e)),
                     Err(_) => Err(Refusal::Unauthenticated(who.err().unwrap_or_default())),
-                    Ok(namespace) => state.authorize(&path, &namespace, &who).map(|()| Caller {
-                        principal: who.ok().map(Arc::new),
-                        namespace,
-                    }),
+                    Ok(namespace) => state
+                        .authorize(&path, &namespace, &who)
+                        .and_then(|()| match &who {
+                            // Let through: one call from the principal's budget.
+                            Ok(p) => state
+                                .limits
+                                .admit_call(&p.key())
+                                .map_err(Refusal::Throttled),
+                            Err(_) => Ok(()),
+                        })
+                        .map(|()| Caller {
+                            principal: who.ok().map(Arc::new),
+                            namespace,
+                            auth: Some(state.clone()),
+                        }),
                 }
             }
         };
@@ -140,11 +153,25 @@ where
                     Refusal::Unauthenticated(why) => Status::unauthenticated(why),
                     Refusal::Denied(why) => Status::permission_denied(why),
                     Refusal::BadNamespace(why) => Status::invalid_argument(why),
+                    Refusal::Throttled(t) => throttled_status(&t),
                 };
                 futures_either::Either::ready(status.into_http())
             }
         }
     }
+}
+
+/// The metadata that says how long a throttled client should wait before retrying.
+pub const RETRY_AFTER_HEADER: &str = "knhk-retry-after-ms";
+
+/// RESOURCE_EXHAUSTED for a spent budget, with `knhk-retry-after-ms`.
+pub fn throttled_status(t: &super::Throttled) -> Status {
+    let mut md = tonic::metadata::MetadataMap::new();
+    let ms = t.retry_after.as_millis().max(1).to_string();
+    if let Ok(v) = ms.parse() {
+        md.insert(RETRY_AFTER_HEADER, v);
+    }
+    Status::with_metadata(tonic::Code::ResourceExhausted, t.message.clone(), md)
 }
 
 /// A future that is the inner service's or an immediate answer.

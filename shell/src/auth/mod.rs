@@ -18,6 +18,7 @@
 
 pub mod jwt;
 pub mod layer;
+pub mod limits;
 pub mod policy;
 
 use std::net::SocketAddr;
@@ -27,6 +28,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use layer::AuthLayer;
+pub use limits::{RateConfig, RateLimits, Throttled};
 pub use policy::{Need, Permissions, Role, Scope, DEFAULT_NAMESPACE, NAMESPACE_HEADER, RPC_TABLE};
 
 /// How a principal proved who it is.
@@ -59,11 +61,25 @@ pub struct Principal {
 }
 
 /// Who is calling and in which namespace: in every request's extensions once the auth layer
-/// let it through. `principal` is `None` when no authentication is configured.
+/// let it through. `principal` is `None` when no authentication is configured (or for an
+/// open method).
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub principal: Option<Arc<Principal>>,
     pub namespace: String,
+    /// The server's auth state, for the principal's bulk event budget.
+    pub auth: Option<Arc<AuthState>>,
+}
+
+impl Caller {
+    /// Takes `n` bulk events from the principal's budget (`--rate-events`), waiting up to a
+    /// second for it. Always Ok without a principal or an event limit.
+    pub async fn admit_events(&self, n: usize) -> Result<(), Throttled> {
+        match (&self.principal, &self.auth) {
+            (Some(p), Some(a)) => a.limits.admit_events(&p.key(), n).await,
+            _ => Ok(()),
+        }
+    }
 }
 
 impl Caller {
@@ -76,6 +92,7 @@ impl Caller {
             .unwrap_or_else(|| Caller {
                 principal: None,
                 namespace: DEFAULT_NAMESPACE.to_string(),
+                auth: None,
             })
     }
 }
@@ -256,6 +273,8 @@ pub struct AuthConfig {
     pub permissions_claim: String,
     /// `--auth-cert-map`.
     pub cert_map: Option<PathBuf>,
+    /// `--rate-*`: per-principal limits.
+    pub rates: RateConfig,
 }
 
 impl AuthConfig {
@@ -270,8 +289,11 @@ impl AuthConfig {
 pub struct AuthState {
     keys: Option<jwt::Keys>,
     cert_map: Option<CertMap>,
+    /// Per-principal rate limits.
+    pub limits: RateLimits,
     refused: AtomicU64,
     denied: AtomicU64,
+    throttled: AtomicU64,
     /// Second (since the epoch) of the last refusal logged: at most one line a second.
     last_log: AtomicU64,
 }
@@ -285,6 +307,8 @@ pub enum Refusal {
     Denied(String),
     /// INVALID_ARGUMENT: the namespace metadata is not a namespace name.
     BadNamespace(String),
+    /// RESOURCE_EXHAUSTED: the principal's call budget is spent.
+    Throttled(Throttled),
 }
 
 impl AuthState {
@@ -330,8 +354,10 @@ impl AuthState {
         Ok(Some(Arc::new(AuthState {
             keys,
             cert_map,
+            limits: RateLimits::new(cfg.rates),
             refused: AtomicU64::new(0),
             denied: AtomicU64::new(0),
+            throttled: AtomicU64::new(0),
             last_log: AtomicU64::new(0),
         })))
     }
@@ -345,7 +371,11 @@ impl AuthState {
         if let Some(m) = &self.cert_map {
             parts.push(format!("client certificates ({} mapped names)", m.len()));
         }
-        parts.join(" and ")
+        format!(
+            "{}; rate limits {}",
+            parts.join(" and "),
+            self.limits.describe()
+        )
     }
 
     /// True when bearer tokens are accepted.
@@ -361,6 +391,11 @@ impl AuthState {
     /// Calls refused for a missing role so far.
     pub fn denied(&self) -> u64 {
         self.denied.load(Ordering::Relaxed)
+    }
+
+    /// Calls and bulk batches refused by a rate limit so far.
+    pub fn throttled(&self) -> u64 {
+        self.throttled.load(Ordering::Relaxed)
     }
 
     /// The principal of a request: its bearer token (`authorization` values) when it has one,
@@ -471,6 +506,7 @@ impl AuthState {
             Refusal::Unauthenticated(_) => (&self.refused, "UNAUTHENTICATED"),
             Refusal::Denied(_) => (&self.denied, "PERMISSION_DENIED"),
             Refusal::BadNamespace(_) => (&self.denied, "INVALID_ARGUMENT"),
+            Refusal::Throttled(_) => (&self.throttled, "RESOURCE_EXHAUSTED"),
         };
         let n = counter.fetch_add(1, Ordering::Relaxed) + 1;
         let sec = SystemTime::now()
@@ -480,6 +516,7 @@ impl AuthState {
         if self.last_log.swap(sec, Ordering::Relaxed) != sec {
             let why = match r {
                 Refusal::Unauthenticated(w) | Refusal::Denied(w) | Refusal::BadNamespace(w) => w,
+                Refusal::Throttled(t) => &t.message,
             };
             tracing::warn!(
                 peer = ?peer,
@@ -493,6 +530,11 @@ impl AuthState {
 }
 
 impl Principal {
+    /// The key of the principal's rate limits: how it authenticated and its subject.
+    pub fn key(&self) -> String {
+        format!("{}:{}", self.via.name(), self.subject)
+    }
+
     /// The subject for messages and logs: at most 64 characters, control characters escaped.
     pub fn subject_escaped(&self) -> String {
         let mut s: String = self

@@ -490,7 +490,8 @@ impl Knhk for KnhkService {
         request: Request<Streaming<SubmitEventsRequest>>,
     ) -> Result<Response<Self::SubmitEventsStream>, Status> {
         self.live()?;
-        let ns = Caller::of(&request).namespace;
+        let caller = Caller::of(&request);
+        let ns = caller.namespace.clone();
         let mut input = request.into_inner();
         let (pending_tx, mut pending_rx) = mpsc::channel::<(
             engine::PendingBatch,
@@ -512,6 +513,28 @@ impl Knhk for KnhkService {
                     msg = input.message() => match msg {
                         Ok(Some(m)) => {
                             let span = telemetry::batch_span(&rpc_span, m.events.len());
+                            // The principal's bulk budget (--rate-events): waits up to a second,
+                            // then refuses the whole batch, event by event.
+                            if let Err(t) = caller.admit_events(m.events.len()).await {
+                                let refused = m
+                                    .events
+                                    .iter()
+                                    .enumerate()
+                                    .map(|(pos, e)| {
+                                        let error = EngineError::Exhausted(t.message.clone());
+                                        (pos, EventResult {
+                                            case_id: e.case_id,
+                                            error: Some(error),
+                                            state: None,
+                                        })
+                                    })
+                                    .collect();
+                                let pending = engine.submit_batch(Vec::new());
+                                if pending_tx.send((pending, refused, span)).await.is_err() {
+                                    break;
+                                }
+                                continue;
+                            }
                             let events = m.events.into_iter().map(convert::event_in).collect();
                             let (events, foreign) = split_by_namespace(&engine, &ns, events);
                             let pending = span.in_scope(|| engine.submit_batch(events));
