@@ -241,6 +241,10 @@ struct ServeArgs {
         value_name = "FILE"
     )]
     auth_cert_map: Option<PathBuf>,
+    /// Milliseconds between checks of the auth files (--auth-*-file, --auth-cert-map) for
+    /// changes (a change reloads them; so does SIGHUP); 0: reload on SIGHUP only.
+    #[arg(long, env = "KNHK_AUTH_RELOAD_INTERVAL_MS", default_value_t = 10_000)]
+    auth_reload_interval_ms: u64,
     /// Calls (unary calls and stream opens) a second each authenticated principal may make;
     /// more get RESOURCE_EXHAUSTED with `knhk-retry-after-ms`. 0: unlimited.
     #[arg(long, env = "KNHK_RATE_CALLS", default_value_t = 2400)]
@@ -393,6 +397,8 @@ fn serve(args: ServeArgs) -> ExitCode {
             events_per_second: args.rate_events,
             events_burst: args.rate_events_burst,
         },
+        reload_interval: (args.auth_reload_interval_ms > 0)
+            .then(|| Duration::from_millis(args.auth_reload_interval_ms)),
     };
     // Safe defaults: a non-loopback bind without authentication is refused, before anything
     // is read or bound.

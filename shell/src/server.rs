@@ -259,6 +259,11 @@ pub async fn serve_observed(
     let incoming = Incoming::new(listener, tls.clone());
     // Reload of the TLS files on SIGHUP and on change (registered before health says SERVING).
     let tls_watch = tls.clone().map(|t| tokio::spawn(t.watch()));
+    // Reload of the auth files on SIGHUP and on change.
+    let auth_watch = cfg.auth.clone().map(|a| {
+        let interval = a.config().reload_interval;
+        tokio::spawn(a.watch(interval))
+    });
     // The rate limiters forget idle principals once a minute (bounded memory).
     let limits_housekeeping = cfg.auth.clone().map(|a| {
         tokio::spawn(async move {
@@ -297,6 +302,9 @@ pub async fn serve_observed(
     }
     if let Some(h) = limits_housekeeping {
         h.abort();
+    }
+    if let Some(w) = auth_watch {
+        w.abort();
     }
     let _ = tokio::task::spawn_blocking(move || core.stop()).await;
     observer.set_phase(Phase::Stopped);

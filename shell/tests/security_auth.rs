@@ -1619,3 +1619,119 @@ async fn rate_limits_are_per_principal() {
     assert_eq!(second.len(), 50);
     assert!(second.iter().all(|r| r.code == 5), "{:?}", &second[..2]);
 }
+
+// ---------------------------------------------------------------- key rotation
+
+/// Polls `call` until it answers `want` (10 s at most).
+async fn wait_code(url: &str, token: &str, want: Code, what: &str) {
+    let t0 = Instant::now();
+    loop {
+        let (code, msg) = call(url, "/knhk.v1.Knhk/ListWorkflows", &bearer(token)).await;
+        if code == want {
+            return;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "{what}: still {code:?}: {msg}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Writes then renames (a reader never sees half a file).
+fn replace(dir: &Path, name: &str, text: &str) {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, text).expect("write");
+    std::fs::rename(&tmp, dir.join(name)).expect("rename");
+}
+
+/// The JWKS is reloaded on SIGHUP (a new key's tokens pass, no restart) and a broken file
+/// keeps the keys in use; with `--auth-reload-interval-ms`, a changed file is picked up by
+/// itself and a removed key's tokens fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_reload_without_restart() {
+    let dir = support::scratch("auth-reload");
+    let (k1, j1) = rcgen_key(Algorithm::ES256, "k1");
+    let (k2, j2) = rcgen_key(Algorithm::ES256, "k2");
+    let set = |keys: Vec<Jwk>| serde_json::to_string(&JwkSet { keys }).expect("json");
+    replace(&dir, "jwks.json", &set(vec![j1.clone()]));
+    let jwks = dir.join("jwks.json");
+    let base = |interval: &str| -> Vec<String> {
+        [
+            "--durability",
+            "off",
+            "--auth-jwks-file",
+            &s(&jwks),
+            "--auth-issuer",
+            ISS,
+            "--auth-audience",
+            AUD,
+            "--auth-reload-interval-ms",
+            interval,
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .collect()
+    };
+    let t1 = signed(
+        Algorithm::ES256,
+        Some("k1"),
+        &k1,
+        &claims("one", &["*:reader"]),
+    );
+    let t2 = signed(
+        Algorithm::ES256,
+        Some("k2"),
+        &k2,
+        &claims("two", &["*:reader"]),
+    );
+
+    // SIGHUP only.
+    let mut p = serve(&dir, "hup", &base("0"), None);
+    ready(&mut p, &t1).await;
+    let (code, msg) = call(&p.url, "/knhk.v1.Knhk/ListWorkflows", &bearer(&t2)).await;
+    assert_eq!(code, Code::Unauthenticated, "{msg}");
+    assert!(msg.contains("key id"), "{msg}");
+    let hup = |pid: u32| {
+        let ok = Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "kill -HUP");
+    };
+    replace(&dir, "jwks.json", &set(vec![j1.clone(), j2.clone()]));
+    hup(p.child.id());
+    wait_code(&p.url, &t2, Code::Ok, "k2 after SIGHUP").await;
+    // A broken file: the keys in use stay, the failure is logged naming the file.
+    let mut no_alg = j2.clone();
+    no_alg.common.key_algorithm = None;
+    replace(&dir, "jwks.json", &set(vec![j1.clone(), no_alg]));
+    hup(p.child.id());
+    let t0 = Instant::now();
+    while !p.log_text().contains("auth reload failed") {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "no reload failure logged: {}",
+            p.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(p.log_text().contains("jwks.json"), "{}", p.log_text());
+    let (code, msg) = call(&p.url, "/knhk.v1.Knhk/ListWorkflows", &bearer(&t2)).await;
+    assert_eq!(code, Code::Ok, "the previous keys stay: {msg}");
+    assert!(
+        p.child.try_wait().expect("wait").is_none(),
+        "SIGHUP ended the server"
+    );
+    p.kill();
+
+    // On file change: k1 removed, k2 kept.
+    replace(&dir, "jwks.json", &set(vec![j1, j2.clone()]));
+    let mut p = serve(&dir, "change", &base("50"), None);
+    ready(&mut p, &t1).await;
+    replace(&dir, "jwks.json", &set(vec![j2]));
+    wait_code(&p.url, &t1, Code::Unauthenticated, "k1 removed").await;
+    let (code, msg) = call(&p.url, "/knhk.v1.Knhk/ListWorkflows", &bearer(&t2)).await;
+    assert_eq!(code, Code::Ok, "{msg}");
+}

@@ -24,8 +24,10 @@ pub mod policy;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
 
 pub use layer::AuthLayer;
 pub use limits::{RateConfig, RateLimits, Throttled};
@@ -275,6 +277,9 @@ pub struct AuthConfig {
     pub cert_map: Option<PathBuf>,
     /// `--rate-*`: per-principal limits.
     pub rates: RateConfig,
+    /// `--auth-reload-interval-ms`: how often the files are checked for changes (`None`: on
+    /// SIGHUP only).
+    pub reload_interval: Option<std::time::Duration>,
 }
 
 impl AuthConfig {
@@ -284,40 +289,15 @@ impl AuthConfig {
     }
 }
 
-/// Loaded authentication: keys and certificate map, and counters.
+/// The files of the auth configuration as last loaded: swapped whole on reload.
 #[derive(Debug)]
-pub struct AuthState {
+struct Loaded {
     keys: Option<jwt::Keys>,
     cert_map: Option<CertMap>,
-    /// Per-principal rate limits.
-    pub limits: RateLimits,
-    refused: AtomicU64,
-    denied: AtomicU64,
-    throttled: AtomicU64,
-    /// Second (since the epoch) of the last refusal logged: at most one line a second.
-    last_log: AtomicU64,
 }
 
-/// Why a request was not let through.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Refusal {
-    /// UNAUTHENTICATED: no usable credentials.
-    Unauthenticated(String),
-    /// PERMISSION_DENIED: authenticated, but the role is missing.
-    Denied(String),
-    /// INVALID_ARGUMENT: the namespace metadata is not a namespace name.
-    BadNamespace(String),
-    /// RESOURCE_EXHAUSTED: the principal's call budget is spent.
-    Throttled(Throttled),
-}
-
-impl AuthState {
-    /// Loads the files of `cfg`. `None` when no authentication is configured. Errors name
-    /// the file or flag.
-    pub fn load(cfg: &AuthConfig) -> Result<Option<Arc<AuthState>>, String> {
-        if !cfg.enabled() {
-            return Ok(None);
-        }
+impl Loaded {
+    fn load(cfg: &AuthConfig) -> Result<Loaded, String> {
         let keys = if cfg.hs256_secret_file.is_some() || cfg.jwks_file.is_some() {
             let issuer =
                 cfg.issuer.clone().filter(|s| !s.is_empty()).ok_or(
@@ -351,9 +331,77 @@ impl AuthState {
             Some(p) => Some(CertMap::load(p).map_err(|e| e.to_string())?),
             None => None,
         };
+        Ok(Loaded { keys, cert_map })
+    }
+}
+
+/// What identifies a file's version: size and modification time.
+type Stamp = Option<(u64, SystemTime)>;
+
+fn stamps(cfg: &AuthConfig) -> Vec<Stamp> {
+    [&cfg.hs256_secret_file, &cfg.jwks_file, &cfg.cert_map]
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            std::fs::metadata(p)
+                .ok()
+                .map(|m| (m.len(), m.modified().unwrap_or(UNIX_EPOCH)))
+        })
+        .collect()
+}
+
+/// Loaded authentication: keys and certificate map (reloadable), rate limits, counters.
+pub struct AuthState {
+    cfg: AuthConfig,
+    loaded: ArcSwap<Loaded>,
+    /// The file versions last looked at (loaded or refused).
+    seen: Mutex<Vec<Stamp>>,
+    reloads: AtomicU64,
+    /// Per-principal rate limits.
+    pub limits: RateLimits,
+    refused: AtomicU64,
+    denied: AtomicU64,
+    throttled: AtomicU64,
+    /// Second (since the epoch) of the last refusal logged: at most one line a second.
+    last_log: AtomicU64,
+}
+
+impl std::fmt::Debug for AuthState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthState")
+            .field("loaded", &self.loaded.load())
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a request was not let through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// UNAUTHENTICATED: no usable credentials.
+    Unauthenticated(String),
+    /// PERMISSION_DENIED: authenticated, but the role is missing.
+    Denied(String),
+    /// INVALID_ARGUMENT: the namespace metadata is not a namespace name.
+    BadNamespace(String),
+    /// RESOURCE_EXHAUSTED: the principal's call budget is spent.
+    Throttled(Throttled),
+}
+
+impl AuthState {
+    /// Loads the files of `cfg`. `None` when no authentication is configured. Errors name
+    /// the file or flag.
+    pub fn load(cfg: &AuthConfig) -> Result<Option<Arc<AuthState>>, String> {
+        if !cfg.enabled() {
+            return Ok(None);
+        }
+        let seen = stamps(cfg);
+        let loaded = Loaded::load(cfg)?;
         Ok(Some(Arc::new(AuthState {
-            keys,
-            cert_map,
+            cfg: cfg.clone(),
+            loaded: ArcSwap::from_pointee(loaded),
+            seen: Mutex::new(seen),
+            reloads: AtomicU64::new(0),
             limits: RateLimits::new(cfg.rates),
             refused: AtomicU64::new(0),
             denied: AtomicU64::new(0),
@@ -362,13 +410,124 @@ impl AuthState {
         })))
     }
 
+    /// Reads the key files and the certificate map again: on success new calls are checked
+    /// against them; on failure the previous ones stay and the error (naming the file) is
+    /// returned.
+    pub fn reload(&self) -> Result<(), String> {
+        let before = stamps(&self.cfg);
+        if let Ok(mut s) = self.seen.lock() {
+            *s = before;
+        }
+        let loaded = Loaded::load(&self.cfg)?;
+        self.loaded.store(Arc::new(loaded));
+        self.reloads.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &AuthConfig {
+        &self.cfg
+    }
+
+    /// Successful reloads so far.
+    pub fn reloads(&self) -> u64 {
+        self.reloads.load(Ordering::Relaxed)
+    }
+
+    /// Reloads when a file's size or modification time changed since it was last looked at;
+    /// `None` when nothing changed.
+    pub fn reload_if_changed(&self) -> Option<Result<(), String>> {
+        let now = stamps(&self.cfg);
+        let changed = self.seen.lock().map(|s| *s != now).unwrap_or(true);
+        changed.then(|| self.reload())
+    }
+
+    fn reload_logged(&self, trigger: &str, r: Result<(), String>) {
+        match r {
+            Ok(()) => tracing::info!(
+                trigger,
+                auth = %self.describe(),
+                "auth keys and certificate map reloaded (new calls use them)"
+            ),
+            Err(e) => tracing::error!(
+                trigger,
+                "auth reload failed, the previous keys and map stay in use: {e}"
+            ),
+        }
+    }
+
+    /// Reloads on SIGHUP and, every `interval` (when given), when a file changed; runs until
+    /// aborted. The SIGHUP handler is installed when this is called (inside a runtime), not
+    /// when the future first runs: a SIGHUP right after start cannot end the process.
+    pub fn watch(
+        self: Arc<Self>,
+        interval: Option<std::time::Duration>,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        #[cfg(unix)]
+        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        #[cfg(not(unix))]
+        let hup: Option<()> = None;
+        self.watch_with(interval, hup)
+    }
+
+    async fn watch_with(
+        self: Arc<Self>,
+        interval: Option<std::time::Duration>,
+        #[cfg(unix)] mut hup: Option<tokio::signal::unix::Signal>,
+        #[cfg(not(unix))] _hup: Option<()>,
+    ) {
+        let mut tick = interval.map(|d| {
+            let mut i = tokio::time::interval(d.max(std::time::Duration::from_millis(10)));
+            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            i
+        });
+        loop {
+            #[cfg(unix)]
+            let hup_fut = async {
+                match hup.as_mut() {
+                    Some(h) => {
+                        h.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            #[cfg(not(unix))]
+            let hup_fut = std::future::pending::<()>();
+            let tick_fut = async {
+                match tick.as_mut() {
+                    Some(t) => {
+                        t.tick().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = hup_fut => {
+                    let me = self.clone();
+                    if let Ok(r) = tokio::task::spawn_blocking(move || me.reload()).await {
+                        self.reload_logged("SIGHUP", r);
+                    }
+                }
+                _ = tick_fut => {
+                    let me = self.clone();
+                    if let Ok(Some(r)) =
+                        tokio::task::spawn_blocking(move || me.reload_if_changed()).await
+                    {
+                        self.reload_logged("file change", r);
+                    }
+                }
+            }
+        }
+    }
+
     /// One line for the start-up log: what authenticates callers.
     pub fn describe(&self) -> String {
+        let loaded = self.loaded.load();
         let mut parts = Vec::new();
-        if let Some(k) = &self.keys {
+        if let Some(k) = &loaded.keys {
             parts.push(format!("bearer tokens ({} keys)", k.len()));
         }
-        if let Some(m) = &self.cert_map {
+        if let Some(m) = &loaded.cert_map {
             parts.push(format!("client certificates ({} mapped names)", m.len()));
         }
         format!(
@@ -380,7 +539,7 @@ impl AuthState {
 
     /// True when bearer tokens are accepted.
     pub fn accepts_tokens(&self) -> bool {
-        self.keys.is_some()
+        self.loaded.load().keys.is_some()
     }
 
     /// Calls refused as unauthenticated so far.
@@ -405,13 +564,14 @@ impl AuthState {
         authorization: &[&[u8]],
         peer: Option<&PeerIdentity>,
     ) -> Result<Principal, String> {
+        let loaded = self.loaded.load();
         match authorization {
             [] => {}
-            [one] => return self.bearer(one),
+            [one] => return bearer(&loaded, one),
             _ => return Err("more than one authorization header".into()),
         }
         if let Some(id) = peer {
-            if let Some(map) = &self.cert_map {
+            if let Some(map) = &loaded.cert_map {
                 return Ok(map.principal(id).unwrap_or_else(|| Principal {
                     subject: id
                         .names
@@ -424,7 +584,7 @@ impl AuthState {
                 }));
             }
         }
-        Err(match (&self.keys, &self.cert_map) {
+        Err(match (&loaded.keys, &loaded.cert_map) {
             (Some(_), Some(_)) => {
                 "no credentials: send `authorization: Bearer <JWT>` or a client certificate"
             }
@@ -433,30 +593,33 @@ impl AuthState {
         }
         .into())
     }
+}
 
-    fn bearer(&self, value: &[u8]) -> Result<Principal, String> {
-        let Some(keys) = &self.keys else {
-            return Err(
-                "bearer tokens are not accepted here (no token key configured): present a \
-                 client certificate"
-                    .into(),
-            );
-        };
-        let value = std::str::from_utf8(value)
-            .map_err(|_| "authorization header is not ASCII".to_string())?;
-        let (scheme, token) = value
-            .split_once(' ')
-            .ok_or("authorization header is not `Bearer <JWT>`")?;
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            return Err("authorization scheme is not Bearer".into());
-        }
-        let token = token.trim();
-        if token.is_empty() {
-            return Err("authorization header carries an empty token".into());
-        }
-        keys.verify(token)
+/// The principal of an `authorization` header value.
+fn bearer(loaded: &Loaded, value: &[u8]) -> Result<Principal, String> {
+    let Some(keys) = &loaded.keys else {
+        return Err(
+            "bearer tokens are not accepted here (no token key configured): present a \
+             client certificate"
+                .into(),
+        );
+    };
+    let value =
+        std::str::from_utf8(value).map_err(|_| "authorization header is not ASCII".to_string())?;
+    let (scheme, token) = value
+        .split_once(' ')
+        .ok_or("authorization header is not `Bearer <JWT>`")?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err("authorization scheme is not Bearer".into());
     }
+    let token = token.trim();
+    if token.is_empty() {
+        return Err("authorization header carries an empty token".into());
+    }
+    keys.verify(token)
+}
 
+impl AuthState {
     /// Decides a call to `path` acting in `namespace` by `who` (`Err` from authentication).
     pub fn authorize(
         &self,
