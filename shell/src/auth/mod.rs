@@ -335,6 +335,74 @@ impl Loaded {
     }
 }
 
+/// Tokens verified in the last minute, so that a client sending the same token on every call
+/// pays for one signature check a minute, not one a call. Keyed by the whole `authorization`
+/// value (tokens up to [`TokenCache::MAX_KEY`] bytes; at most [`TokenCache::MAX_ENTRIES`],
+/// emptied when full): an entry lives until the token's `exp` or 60 s, whichever is first, and
+/// only for the key generation it was verified with. Only successes are kept.
+#[derive(Default)]
+struct TokenCache {
+    entries: Mutex<std::collections::HashMap<Vec<u8>, CachedToken>>,
+}
+
+struct CachedToken {
+    principal: Principal,
+    until: std::time::Instant,
+    generation: u64,
+}
+
+impl TokenCache {
+    const MAX_KEY: usize = 2048;
+    const MAX_ENTRIES: usize = 1024;
+    const TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
+    fn get(&self, value: &[u8], generation: u64) -> Option<Principal> {
+        if value.len() > Self::MAX_KEY {
+            return None;
+        }
+        let map = self.entries.lock().ok()?;
+        let e = map.get(value)?;
+        (e.generation == generation && std::time::Instant::now() < e.until)
+            .then(|| e.principal.clone())
+    }
+
+    fn put(&self, value: &[u8], p: &Principal, generation: u64) {
+        if value.len() > Self::MAX_KEY {
+            return;
+        }
+        let now_unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        // Tokens always carry exp (required); without one, nothing is cached.
+        let Some(left) = p.expires_unix.and_then(|e| e.checked_sub(now_unix)) else {
+            return;
+        };
+        let ttl = Self::TTL.min(std::time::Duration::from_secs(left));
+        if ttl.is_zero() {
+            return;
+        }
+        if let Ok(mut map) = self.entries.lock() {
+            if map.len() >= Self::MAX_ENTRIES {
+                map.clear();
+            }
+            map.insert(
+                value.to_vec(),
+                CachedToken {
+                    principal: p.clone(),
+                    until: std::time::Instant::now() + ttl,
+                    generation,
+                },
+            );
+        }
+    }
+
+    fn clear(&self) {
+        if let Ok(mut map) = self.entries.lock() {
+            map.clear();
+        }
+    }
+}
+
 /// What identifies a file's version: size and modification time.
 type Stamp = Option<(u64, SystemTime)>;
 
@@ -356,7 +424,10 @@ pub struct AuthState {
     loaded: ArcSwap<Loaded>,
     /// The file versions last looked at (loaded or refused).
     seen: Mutex<Vec<Stamp>>,
+    /// Successful reloads: also the generation of the keys, for the token cache.
     reloads: AtomicU64,
+    /// Recently verified tokens.
+    cache: TokenCache,
     /// Per-principal rate limits.
     pub limits: RateLimits,
     refused: AtomicU64,
@@ -402,6 +473,7 @@ impl AuthState {
             loaded: ArcSwap::from_pointee(loaded),
             seen: Mutex::new(seen),
             reloads: AtomicU64::new(0),
+            cache: TokenCache::default(),
             limits: RateLimits::new(cfg.rates),
             refused: AtomicU64::new(0),
             denied: AtomicU64::new(0),
@@ -420,7 +492,8 @@ impl AuthState {
         }
         let loaded = Loaded::load(&self.cfg)?;
         self.loaded.store(Arc::new(loaded));
-        self.reloads.fetch_add(1, Ordering::Relaxed);
+        self.reloads.fetch_add(1, Ordering::AcqRel);
+        self.cache.clear();
         Ok(())
     }
 
@@ -564,10 +637,22 @@ impl AuthState {
         authorization: &[&[u8]],
         peer: Option<&PeerIdentity>,
     ) -> Result<Principal, String> {
+        // The generation before the keys: an entry verified with keys a reload replaced is
+        // never found again.
+        let generation = self.reloads.load(Ordering::Acquire);
         let loaded = self.loaded.load();
         match authorization {
             [] => {}
-            [one] => return bearer(&loaded, one),
+            [one] => {
+                if let Some(p) = self.cache.get(one, generation) {
+                    return Ok(p);
+                }
+                let r = bearer(&loaded, one);
+                if let Ok(p) = &r {
+                    self.cache.put(one, p, generation);
+                }
+                return r;
+            }
             _ => return Err("more than one authorization header".into()),
         }
         if let Some(id) = peer {
@@ -781,6 +866,33 @@ mod tests {
         assert_eq!(check_bind(any, Some(any), true, false), Ok(vec![]));
         let w = check_bind(any, None, false, true).expect("allowed");
         assert_eq!(w.len(), 1);
+    }
+
+    #[test]
+    fn token_cache_keeps_successes_per_generation_until_exp() {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let p = |exp: Option<u64>| Principal {
+            subject: "s".into(),
+            via: Via::Token,
+            permissions: Permissions::default(),
+            expires_unix: exp,
+        };
+        let c = TokenCache::default();
+        c.put(b"Bearer a", &p(Some(now + 3600)), 7);
+        assert_eq!(c.get(b"Bearer a", 7), Some(p(Some(now + 3600))));
+        assert_eq!(c.get(b"Bearer a", 8), None, "another key generation");
+        assert_eq!(c.get(b"Bearer b", 7), None);
+        c.put(b"Bearer old", &p(Some(now.saturating_sub(1))), 7);
+        assert_eq!(c.get(b"Bearer old", 7), None, "expired: not kept");
+        c.put(b"Bearer none", &p(None), 7);
+        assert_eq!(c.get(b"Bearer none", 7), None, "no exp: not kept");
+        let long = vec![b'x'; TokenCache::MAX_KEY + 1];
+        c.put(&long, &p(Some(now + 3600)), 7);
+        assert_eq!(c.get(&long, 7), None, "too long to keep");
+        c.clear();
+        assert_eq!(c.get(b"Bearer a", 7), None);
     }
 
     #[test]
