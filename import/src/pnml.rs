@@ -293,7 +293,30 @@ pub(crate) fn read(src: &str) -> Result<RawSpec, ImportError> {
                 "no initially marked place and no source place: no input condition",
             ))
         }
-        [one] => input_id = Some(one.id.clone()),
+        [one] if !place_in.contains_key(&one.id) => input_id = Some(one.id.clone()),
+        [one] => {
+            // The kernel's input condition has no inflow (a case starts there once): a place
+            // that is marked and also fed by arcs gets a synthesised input and silent start.
+            elements.push(RawElement {
+                id: "__input".into(),
+                name: Some("input".into()),
+                kind: Kind::Input,
+                flows: vec![RawFlow::to("__start")],
+            });
+            let mut t = RawTask::new(Join::Xor, Split::And);
+            t.silent = true;
+            elements.push(RawElement {
+                id: "__start".into(),
+                name: None,
+                kind: Kind::Task(t),
+                flows: vec![RawFlow::to(&one.id)],
+            });
+            notes.push(format!(
+                "{start_why} place '{}' has incoming arcs: input '__input' and a silent start \
+                 '__start' marking it (an input condition has no inflow)",
+                one.id
+            ));
+        }
         many => {
             let all_xor = many.iter().all(|p| woped_xor_join(p));
             let ids: Vec<&str> = many.iter().map(|p| p.id.as_str()).collect();
@@ -344,7 +367,31 @@ pub(crate) fn read(src: &str) -> Result<RawSpec, ImportError> {
                 "no final-marking place and no sink place: no output condition",
             ))
         }
-        [one] => output_id = Some(one.id.clone()),
+        [one] if !place_out.contains_key(&one.id) => output_id = Some(one.id.clone()),
+        [one] => {
+            // A final place with outgoing arcs: the case may go on from it or end there; a
+            // silent end moves its token to a synthesised output condition (which has no
+            // outflow, as the kernel requires).
+            let mut t = RawTask::new(Join::Xor, Split::And);
+            t.silent = true;
+            elements.push(RawElement {
+                id: "__end".into(),
+                name: None,
+                kind: Kind::Task(t),
+                flows: vec![RawFlow::to("__output")],
+            });
+            elements.push(RawElement {
+                id: "__output".into(),
+                name: Some("output".into()),
+                kind: Kind::Output,
+                flows: Vec::new(),
+            });
+            notes.push(format!(
+                "final place '{}' has outgoing arcs: output '__output' after a silent end \
+                 '__end' (deferred choice between going on and ending)",
+                one.id
+            ));
+        }
         many => {
             let all_xor = many.iter().all(|p| woped_xor_split(p));
             let ids: Vec<&str> = many.iter().map(|p| p.id.as_str()).collect();

@@ -526,6 +526,45 @@ fn pnml_namespaced_ptnet_without_page_and_silent_transitions() {
 }
 
 #[test]
+fn pnml_marked_place_with_inflow_and_final_place_with_outflow_are_normalised() {
+    // p0 is marked and fed back by `again`; the final marking's p2 has an outgoing arc.
+    let src = r#"<pnml><net id="loop" type="http://www.pnml.org/version-2009/grammar/ptnet"><page id="g">
+      <place id="p0"><initialMarking><text>1</text></initialMarking></place>
+      <place id="p1"/><place id="p2"/>
+      <transition id="work"><name><text>work</text></name></transition>
+      <transition id="again"><name><text>again</text></name></transition>
+      <transition id="check"><name><text>check</text></name></transition>
+      <transition id="reopen"><name><text>reopen</text></name></transition>
+      <arc id="a1" source="p0" target="work"/><arc id="a2" source="work" target="p1"/>
+      <arc id="a3" source="p1" target="again"/><arc id="a4" source="again" target="p0"/>
+      <arc id="a5" source="p1" target="check"/><arc id="a6" source="check" target="p2"/>
+      <arc id="a7" source="p2" target="reopen"/><arc id="a8" source="reopen" target="p1"/>
+      </page>
+      <finalmarkings><marking><place idref="p2"><text>1</text></place></marking></finalmarkings>
+    </net></pnml>"#;
+    let m = accepted(src);
+    assert_eq!(
+        (m.condition_id(m.input), m.condition_id(m.output)),
+        ("__input", "__output")
+    );
+    let ids: Vec<&str> = m.tasks.iter().map(|t| t.id.as_str()).collect();
+    assert!(
+        ids.contains(&"__start") && ids.contains(&"__end"),
+        "{ids:?}"
+    );
+    assert!(m
+        .tasks
+        .iter()
+        .filter(|t| t.id.starts_with("__"))
+        .all(|t| t.silent));
+    let notes = m.notes.join("\n");
+    assert!(
+        notes.contains("'p0' has incoming arcs") && notes.contains("'p2' has outgoing arcs"),
+        "the check output says what was synthesised: {notes}"
+    );
+}
+
+#[test]
 fn pnml_refusals() {
     let two = r#"<pnml><net id="n" type="http://www.pnml.org/version-2009/grammar/ptnet"><page id="g">
       <place id="p"><initialMarking><text>2</text></initialMarking></place></page></net></pnml>"#;
