@@ -1735,3 +1735,74 @@ async fn keys_reload_without_restart() {
     let (code, msg) = call(&p.url, "/knhk.v1.Knhk/ListWorkflows", &bearer(&t2)).await;
     assert_eq!(code, Code::Ok, "{msg}");
 }
+
+// ---------------------------------------------------------------- token expiry on streams
+
+/// A stream lives no longer than the token it was opened with: WatchCase and SubmitEvents
+/// opened with a token that expires in 2 s end with UNAUTHENTICATED (leeway 0 here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_end_when_their_token_expires() {
+    use tokio_stream::StreamExt;
+    let dir = support::scratch("auth-expiry");
+    let secret = put(&dir, "secret", SECRET);
+    let mut flags = auth_flags(&secret, None);
+    flags.extend(["--auth-leeway-secs".to_string(), "0".to_string()]);
+    let mut p = serve(&dir, "expiry", &flags, None);
+    ready(&mut p, &hs256(&claims("probe", &["*:reader"]))).await;
+    let mut c = claims("short", &["default:operator"]);
+    c["exp"] = json!(now() + 2);
+    let short = hs256(&c);
+    let long = hs256(&claims("long", &["default:operator"]));
+    let mut watcher = client_as(&p.url, &short, "default").await;
+    let mut watch = watcher
+        .watch_case(proto::WatchCaseRequest::default())
+        .await
+        .expect("watch opens while the token is valid")
+        .into_inner();
+    let mut bulk = client_as(&p.url, &short, "default").await;
+    let (tx, rx) = tokio::sync::mpsc::channel::<proto::SubmitEventsRequest>(4);
+    let mut out = bulk
+        .submit_events(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("bulk opens while the token is valid")
+        .into_inner();
+    // A stream opened with a long-lived token goes on meanwhile.
+    let mut other = client_as(&p.url, &long, "default").await;
+    let mut other_watch = other
+        .watch_case(proto::WatchCaseRequest::default())
+        .await
+        .expect("watch")
+        .into_inner();
+    let end = tokio::time::timeout(Duration::from_secs(15), watch.next())
+        .await
+        .expect("the watch ends within 15 s");
+    let st = end.expect("a status").expect_err("UNAUTHENTICATED");
+    assert_eq!(st.code(), Code::Unauthenticated, "{}", st.message());
+    assert!(st.message().contains("expired"), "{}", st.message());
+    let end = tokio::time::timeout(Duration::from_secs(15), out.next())
+        .await
+        .expect("the bulk stream ends within 15 s");
+    let st = end.expect("a status").expect_err("UNAUTHENTICATED");
+    assert_eq!(st.code(), Code::Unauthenticated, "{}", st.message());
+    drop(tx);
+    // The long-lived watcher still receives.
+    let wf = register_as(
+        &mut client_as(&p.url, &hs256(&claims("root", &["*:admin"])), "default").await,
+        "",
+    )
+    .await
+    .expect("register");
+    other
+        .create_case(proto::CreateCaseRequest {
+            workflow_id: wf.workflow_id,
+            data: Default::default(),
+        })
+        .await
+        .expect("create");
+    let ev = tokio::time::timeout(Duration::from_secs(5), other_watch.next())
+        .await
+        .expect("an event within 5 s")
+        .expect("open")
+        .expect("event");
+    assert_eq!(ev.kind, proto::EventKind::CaseCreated as i32);
+}

@@ -74,6 +74,18 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// When a stream opened by this caller must end: its token's `exp` plus the leeway. `None`
+    /// without a token (certificates and unauthenticated servers).
+    pub fn stream_deadline(&self) -> Option<tokio::time::Instant> {
+        let exp = self.principal.as_ref()?.expires_unix?;
+        let leeway = self.auth.as_ref().map_or(0, |a| a.config().leeway_secs);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let left = exp.saturating_add(leeway).saturating_sub(now);
+        Some(tokio::time::Instant::now() + std::time::Duration::from_secs(left))
+    }
+
     /// Takes `n` bulk events from the principal's budget (`--rate-events`), waiting up to a
     /// second for it. Always Ok without a principal or an event limit.
     pub async fn admit_events(&self, n: usize) -> Result<(), Throttled> {

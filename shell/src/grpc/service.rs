@@ -263,7 +263,9 @@ impl Knhk for KnhkService {
         request: Request<WatchCaseRequest>,
     ) -> Result<Response<Self::WatchCaseStream>, Status> {
         self.live()?;
-        let ns = Caller::of(&request).namespace;
+        let caller = Caller::of(&request);
+        let deadline = caller.stream_deadline();
+        let ns = caller.namespace;
         let r = request.into_inner();
         let mut subs = Vec::new();
         let filter;
@@ -312,7 +314,12 @@ impl Knhk for KnhkService {
                 // A finished case has no more events: the stream ends after its history.
                 return;
             }
-            forward_watch(engine, subs, filter, ns, tx, closing, metrics).await;
+            let scope = WatchScope {
+                filter,
+                ns,
+                deadline,
+            };
+            forward_watch(engine, subs, scope, tx, closing, metrics).await;
         });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
@@ -491,6 +498,7 @@ impl Knhk for KnhkService {
     ) -> Result<Response<Self::SubmitEventsStream>, Status> {
         self.live()?;
         let caller = Caller::of(&request);
+        let deadline = caller.stream_deadline();
         let ns = caller.namespace.clone();
         let mut input = request.into_inner();
         let (pending_tx, mut pending_rx) = mpsc::channel::<(
@@ -549,6 +557,10 @@ impl Knhk for KnhkService {
                         }
                     },
                     _ = closing.changed() => break,
+                    () = until(deadline) => {
+                        let _ = err_tx.send(Err(token_expired())).await;
+                        break;
+                    }
                 }
             }
         });
@@ -638,6 +650,21 @@ fn merge_refused(ran: Vec<EventResult>, foreign: Vec<(usize, EventResult)>) -> V
         }
     }
     out
+}
+
+/// Resolves at `deadline`; never without one.
+async fn until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// How a stream ends when the token it was opened with expires.
+fn token_expired() -> Status {
+    Status::unauthenticated(
+        "token expired (exp is past): the stream ends with it; open a new one with a fresh token",
+    )
 }
 
 /// Default (and unary) XES chunk size: 1 MiB.
@@ -766,6 +793,13 @@ fn write_export<E>(
     })
 }
 
+/// What a watcher sees and until when: its filter, its namespace, its token's expiry.
+struct WatchScope {
+    filter: Filter,
+    ns: String,
+    deadline: Option<tokio::time::Instant>,
+}
+
 #[derive(Debug, Clone, Copy)]
 enum Filter {
     Case(u64),
@@ -821,8 +855,7 @@ fn watch_event(item: &WatchItem, wf: &Workflow, lagged: u64) -> WatchEvent {
 async fn forward_watch(
     engine: Arc<Engine>,
     subs: Vec<(usize, broadcast::Receiver<Arc<EventBatch>>, u64)>,
-    filter: Filter,
-    ns: String,
+    scope: WatchScope,
     tx: mpsc::Sender<Result<WatchEvent, Status>>,
     mut closing: watch::Receiver<bool>,
     metrics: Option<crate::metrics::RpcMetrics>,
@@ -842,6 +875,10 @@ async fn forward_watch(
         let next = tokio::select! {
             n = streams.next() => n,
             _ = closing.changed() => return,
+            () = until(scope.deadline) => {
+                let _ = tx.send(Err(token_expired())).await;
+                return;
+            }
             _ = tx.closed() => return,
         };
         let Some((shard, item)) = next else { return };
@@ -860,7 +897,7 @@ async fn forward_watch(
         let skip = exp.saturating_sub(batch.first) as usize;
         *exp = batch.first + batch.items.len() as u64;
         for item in batch.items.iter().skip(skip) {
-            if !filter.matches(item) {
+            if !scope.filter.matches(item) {
                 continue;
             }
             let wf = match wfs.get(&item.workflow) {
@@ -874,7 +911,7 @@ async fn forward_watch(
                 },
             };
             // Only the caller's namespace (a case or workflow filter already is in it).
-            if wf.namespace != ns {
+            if wf.namespace != scope.ns {
                 continue;
             }
             let ev = watch_event(item, &wf, lagged);
@@ -882,7 +919,7 @@ async fn forward_watch(
             if tx.send(Ok(ev)).await.is_err() {
                 return;
             }
-            if let Filter::Case(_) = filter {
+            if let Filter::Case(_) = scope.filter {
                 if matches!(
                     item.kind,
                     knhk_engine::EventKind::CaseCompleted | knhk_engine::EventKind::CaseCancelled
