@@ -17,6 +17,9 @@ use crate::xes::Log;
 /// Most cases kept in a replay frontier.
 pub const FRONTIER_CAP: usize = 10_000;
 
+/// Why an event with an unknown name is refused (whatever the frontier held).
+const NO_SUCH_TASK: &str = "no task or transition of the model has this name";
+
 /// How a variant ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -33,6 +36,10 @@ pub enum Outcome {
     },
     /// Every event fired but no complete case is reachable afterwards.
     Incomplete { markings: Vec<Vec<String>> },
+    /// Not decided: the frontier hit [`FRONTIER_CAP`] cases, so reachable cases were left out
+    /// and a refusal could be wrong. `index` is the event where the cases dropped mattered
+    /// (the refused event, or the end).
+    Undecided { index: usize, event: String },
 }
 
 /// One trace variant and its outcome.
@@ -50,6 +57,8 @@ pub struct ReplayReport {
     pub variants: Vec<Variant>,
     pub traces: usize,
     pub fitting: usize,
+    /// Traces whose replay hit the frontier cap without fitting: neither fitting nor not.
+    pub undecided: usize,
 }
 
 impl ReplayReport {
@@ -68,6 +77,11 @@ struct Ctx<'a> {
     net: &'a Net,
     sets: Vec<Vec<u32>>,
     silent: Vec<u32>,
+    /// Set when a frontier dropped cases at the cap (this variant's verdict is then only
+    /// sure when it fits).
+    capped: std::cell::Cell<bool>,
+    /// Most cases a frontier keeps ([`FRONTIER_CAP`] unless a caller asks otherwise).
+    cap: usize,
 }
 
 impl Ctx<'_> {
@@ -99,7 +113,8 @@ impl Ctx<'_> {
                 let mut next = Vec::new();
                 self.fire(&c, t, &mut next);
                 for n in next {
-                    if all.len() >= FRONTIER_CAP {
+                    if all.len() >= self.cap {
+                        self.capped.set(true);
                         return all;
                     }
                     if seen.insert(key(&n)) {
@@ -137,7 +152,30 @@ impl Ctx<'_> {
         out
     }
 
+    /// [`Ctx::replay_variant`], with a refusal reached after a frontier dropped cases turned
+    /// into [`Outcome::Undecided`].
     fn run(&self, events: &[String], labels: &HashMap<&str, Vec<u32>>) -> Outcome {
+        self.capped.set(false);
+        let outcome = self.replay_variant(events, labels);
+        if !self.capped.get() {
+            return outcome;
+        }
+        match outcome {
+            Outcome::Refused {
+                index,
+                event,
+                reason,
+                ..
+            } if reason != NO_SUCH_TASK => Outcome::Undecided { index, event },
+            Outcome::Incomplete { .. } => Outcome::Undecided {
+                index: events.len(),
+                event: String::new(),
+            },
+            other => other,
+        }
+    }
+
+    fn replay_variant(&self, events: &[String], labels: &HashMap<&str, Vec<u32>>) -> Outcome {
         let init = match Case::new(self.net) {
             Ok(c) => c,
             Err(e) => {
@@ -155,7 +193,7 @@ impl Ctx<'_> {
                 return Outcome::Refused {
                     index: i,
                     event: ev.clone(),
-                    reason: "no task or transition of the model has this name".into(),
+                    reason: NO_SUCH_TASK.into(),
                     markings: self.describe(&frontier),
                 };
             };
@@ -170,7 +208,9 @@ impl Ctx<'_> {
                     let mut out = Vec::new();
                     self.fire(c, t, &mut out);
                     for n in out {
-                        if next.len() < FRONTIER_CAP && seen.insert(key(&n)) {
+                        if next.len() >= self.cap {
+                            self.capped.set(true);
+                        } else if seen.insert(key(&n)) {
                             next.push(n);
                         }
                     }
@@ -201,6 +241,11 @@ impl Ctx<'_> {
 
 /// Replays `log` on `model` (lowered and sealed as `net`).
 pub fn replay(model: &Model, net: &Net, log: &Log) -> ReplayReport {
+    replay_with_cap(model, net, log, FRONTIER_CAP)
+}
+
+/// [`replay`] keeping at most `cap` cases per frontier.
+pub fn replay_with_cap(model: &Model, net: &Net, log: &Log, cap: usize) -> ReplayReport {
     let ctx = Ctx {
         model,
         net,
@@ -209,6 +254,8 @@ pub fn replay(model: &Model, net: &Net, log: &Log) -> ReplayReport {
             .filter(|&t| model.tasks[t].silent)
             .filter_map(|t| u32::try_from(t).ok())
             .collect(),
+        capped: std::cell::Cell::new(false),
+        cap: cap.max(1),
     };
     let mut labels: HashMap<&str, Vec<u32>> = HashMap::new();
     for (i, t) in model.tasks.iter().enumerate() {
@@ -233,11 +280,14 @@ pub fn replay(model: &Model, net: &Net, log: &Log) -> ReplayReport {
     }
     let mut variants = Vec::new();
     let mut fitting = 0;
+    let mut undecided = 0;
     for seq in order {
         let traces = groups.remove(&seq).unwrap_or_default();
         let outcome = ctx.run(&seq, &labels);
-        if outcome == Outcome::Fits {
-            fitting += traces.len();
+        match outcome {
+            Outcome::Fits => fitting += traces.len(),
+            Outcome::Undecided { .. } => undecided += traces.len(),
+            _ => {}
         }
         variants.push(Variant {
             events: seq,
@@ -249,5 +299,6 @@ pub fn replay(model: &Model, net: &Net, log: &Log) -> ReplayReport {
         variants,
         traces: log.traces.len(),
         fitting,
+        undecided,
     }
 }

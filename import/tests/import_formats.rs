@@ -698,3 +698,55 @@ proptest! {
         let _ = import_str(&src, &Options::default());
     }
 }
+
+#[test]
+fn a_replay_that_hits_its_frontier_cap_is_not_decided_not_unfit() {
+    use knhk_import::replay::{replay_with_cap, Outcome};
+    use knhk_import::xes::{Log, Trace, XesEvent};
+    // From p0, two silent transitions lead to p1 (then `a`) and p2 (then `b`).
+    let src = r#"<pnml><net id="n" type="http://www.pnml.org/version-2009/grammar/ptnet"><page id="g">
+      <place id="p0"><initialMarking><text>1</text></initialMarking></place>
+      <place id="p1"/><place id="p2"/><place id="p3"/>
+      <transition id="tau1"/><transition id="tau2"/>
+      <transition id="a"><name><text>a</text></name></transition>
+      <transition id="b"><name><text>b</text></name></transition>
+      <arc id="x1" source="p0" target="tau1"/><arc id="x2" source="tau1" target="p1"/>
+      <arc id="x3" source="p0" target="tau2"/><arc id="x4" source="tau2" target="p2"/>
+      <arc id="x5" source="p1" target="a"/><arc id="x6" source="a" target="p3"/>
+      <arc id="x7" source="p2" target="b"/><arc id="x8" source="b" target="p3"/>
+    </page></net></pnml>"#;
+    let m = accepted(src);
+    let net = knhk_import::lower(&m).expect("lowers").net;
+    let trace = |names: &[&str]| Trace {
+        name: None,
+        events: names
+            .iter()
+            .map(|n| XesEvent {
+                name: n.to_string(),
+                lifecycle: None,
+            })
+            .collect(),
+    };
+    let log = Log {
+        traces: vec![trace(&["b"]), trace(&["c"])],
+    };
+    // With room for every case, `b` fits; `c` names no task: refused whatever the cap.
+    let full = replay_with_cap(&m, &net, &log, 10_000);
+    assert_eq!(full.variants[0].outcome, Outcome::Fits);
+    assert!(matches!(full.variants[1].outcome, Outcome::Refused { .. }));
+    assert_eq!((full.fitting, full.undecided), (1, 0));
+    // A frontier of 2 cases drops the one where `b` is enabled: not decided, not "does not fit".
+    let capped = replay_with_cap(&m, &net, &log, 2);
+    assert_eq!(
+        capped.variants[0].outcome,
+        Outcome::Undecided {
+            index: 0,
+            event: "b".into()
+        }
+    );
+    assert!(matches!(
+        capped.variants[1].outcome,
+        Outcome::Refused { .. }
+    ));
+    assert_eq!((capped.fitting, capped.undecided), (0, 1));
+}

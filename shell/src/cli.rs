@@ -373,6 +373,20 @@ pub fn replay(model_path: &Path, log_path: &Path, out: &mut dyn Write, err: &mut
                     let _ = writeln!(out, "    marking: {{{}}}", m.join(", "));
                 }
             }
+            Outcome::Undecided { index, event } => {
+                let at = if event.is_empty() {
+                    "after the last event".to_string()
+                } else {
+                    format!("at event {} '{event}'", index + 1)
+                };
+                let _ = writeln!(
+                    out,
+                    "{head}: not decided: the replay frontier reached its cap of {} cases {at}, \
+                     so cases that could fit were left out; traces {}",
+                    knhk_import::replay::FRONTIER_CAP,
+                    v.traces.join(", ")
+                );
+            }
             Outcome::Incomplete { markings } => {
                 let _ = writeln!(out, "{head}: does not fit: the case cannot complete after the last event; traces {}", v.traces.join(", "));
                 for m in markings {
@@ -383,10 +397,15 @@ pub fn replay(model_path: &Path, log_path: &Path, out: &mut dyn Write, err: &mut
     }
     let _ = writeln!(
         out,
-        "fitting traces: {}/{} ({:.1}%)",
+        "fitting traces: {}/{} ({:.1}%){}",
         r.fitting,
         r.traces,
-        r.fitness() * 100.0
+        r.fitness() * 100.0,
+        if r.undecided > 0 {
+            format!(", not decided: {}", r.undecided)
+        } else {
+            String::new()
+        }
     );
     if r.fitting == r.traces {
         EXIT_OK
