@@ -52,6 +52,12 @@ pub enum ClientCommand {
     Cases {
         #[arg(long)]
         workflow: Option<String>,
+        /// Also the archived cases (finished, no longer in memory), after those in memory.
+        #[arg(long)]
+        archived: bool,
+        /// At most this many cases (0: all).
+        #[arg(long, default_value_t = 0)]
+        limit: u32,
     },
     /// Print the events of a case, or of every case of a workflow, as they happen.
     Watch {
@@ -126,10 +132,11 @@ fn print_case(c: &proto::Case) {
         .collect();
     data.sort();
     println!(
-        "case {} of {}: {} seq={} marking=[{}] enabled=[{}] busy=[{}] data={{{}}}",
+        "case {} of {}: {}{} seq={} marking=[{}] enabled=[{}] busy=[{}] data={{{}}}",
         c.case_id,
         c.workflow_id,
         state_name(c.state),
+        if c.archived { " (archived)" } else { "" },
         c.seq,
         c.marking.join(", "),
         c.enabled_tasks.join(", "),
@@ -295,11 +302,17 @@ pub async fn run(
             let r = c.get_case(proto::GetCaseRequest { case_id: case }).await?;
             print_case(r.get_ref());
         }
-        ClientCommand::Cases { workflow } => {
+        ClientCommand::Cases {
+            workflow,
+            archived,
+            limit,
+        } => {
             let mut s = c
                 .list_cases(proto::ListCasesRequest {
                     workflow_id: workflow.unwrap_or_default(),
-                    state: 0,
+                    include_archived: archived,
+                    limit,
+                    ..Default::default()
                 })
                 .await?
                 .into_inner();

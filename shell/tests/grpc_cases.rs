@@ -140,6 +140,7 @@ async fn unary_rpcs_and_their_errors() {
         .list_cases(proto::ListCasesRequest {
             workflow_id: "WP1Sequence".into(),
             state: 0,
+            ..Default::default()
         })
         .await
         .expect("list")
@@ -153,6 +154,7 @@ async fn unary_rpcs_and_their_errors() {
         .list_cases(proto::ListCasesRequest {
             workflow_id: String::new(),
             state: proto::CaseState::Cancelled as i32,
+            ..Default::default()
         })
         .await
         .expect("list")
@@ -457,6 +459,7 @@ async fn random_requests_never_panic() {
             .list_cases(proto::ListCasesRequest {
                 workflow_id: String::new(),
                 state: (r % 7) as i32,
+                ..Default::default()
             })
             .await;
         let _ = c

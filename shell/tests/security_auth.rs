@@ -1234,7 +1234,7 @@ async fn cases_of(c: &mut NsClient, workflow: &str) -> Vec<u64> {
     let mut s = c
         .list_cases(proto::ListCasesRequest {
             workflow_id: workflow.into(),
-            state: 0,
+            ..Default::default()
         })
         .await
         .expect("ListCases")
@@ -1376,7 +1376,7 @@ async fn other_namespaces_objects_are_not_found() {
     let r = a
         .list_cases(proto::ListCasesRequest {
             workflow_id: "wf-b".into(),
-            state: 0,
+            ..Default::default()
         })
         .await;
     same_as_unknown(r.map(|_| ()), &never_as_b, "ListCases of b's workflow");

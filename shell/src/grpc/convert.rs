@@ -95,6 +95,7 @@ pub fn case_out(v: &CaseView) -> proto::Case {
         seq: v.last.seq,
         created_unix_nanos: v.created_ns,
         explicit_termination: v.last.flags & knhk_kernel::flags::EXPLICIT_TERMINATION != 0,
+        archived: v.archived,
     }
 }
 

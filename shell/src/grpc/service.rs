@@ -10,6 +10,7 @@ use tokio_stream::wrappers::{BroadcastStream, ReceiverStream};
 use tokio_stream::{Stream, StreamExt, StreamMap};
 use tonic::{Request, Response, Status, Streaming};
 
+use knhk_engine::archive::ArchiveQuery;
 use knhk_engine::command::{BatchEvent, EventResult};
 use knhk_engine::{catalog, EngineError};
 
@@ -249,7 +250,16 @@ impl Knhk for KnhkService {
         let ns = Caller::of(&request).namespace;
         let case_id = request.into_inner().case_id;
         telemetry::record_case(case_id, None);
-        let view = self.engine.get_case(case_id).or_status()?;
+        let view = if self.engine.holds(case_id) || self.engine.archive().is_none() {
+            self.engine.get_case(case_id)
+        } else {
+            // Not in memory: the archive is read (a blocking SQLite query).
+            let engine = self.engine.clone();
+            tokio::task::spawn_blocking(move || engine.get_case(case_id))
+                .await
+                .map_err(|e| Status::internal(format!("archive read task: {e}")))?
+        }
+        .or_status()?;
         if view.workflow.namespace != ns {
             return Err(status(EngineError::NoCase(case_id)));
         }
@@ -272,6 +282,36 @@ impl Knhk for KnhkService {
         let mut history: Vec<Hist> = Vec::new();
         let mut first_wf: Option<Arc<Workflow>> = None;
         let mut finished = false;
+        if r.case_id != 0 && !self.engine.holds(r.case_id) && self.engine.archive().is_some() {
+            // A case no longer in memory is finished: its history (when asked for) from the
+            // archive, then the end of the stream.
+            let engine = self.engine.clone();
+            let case_id = r.case_id;
+            let (view, hist) = tokio::task::spawn_blocking(move || {
+                let view = engine.get_case(case_id)?;
+                let hist = engine.history(case_id)?;
+                Ok::<_, EngineError>((view, hist))
+            })
+            .await
+            .map_err(|e| Status::internal(format!("archive read task: {e}")))?
+            .or_status()?;
+            if view.workflow.namespace != ns {
+                return Err(status(EngineError::NoCase(case_id)));
+            }
+            let events: Vec<_> = if r.from_start {
+                hist.events
+                    .iter()
+                    .map(|h| Ok(history_event(case_id, &view.workflow, h)))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let (tx, rx) = mpsc::channel(events.len().max(1));
+            for e in events {
+                let _ = tx.try_send(e);
+            }
+            return Ok(Response::new(ReceiverStream::new(rx)));
+        }
         if r.case_id != 0 {
             let (wf, shard, slot) = self.case_in(r.case_id, &ns)?;
             let sub = self
@@ -346,16 +386,72 @@ impl Knhk for KnhkService {
                 )))
             }
         };
+        let (from, to) = (r.created_from_unix_nanos, r.created_to_unix_nanos);
+        if to != 0 && to <= from {
+            return Err(Status::invalid_argument(format!(
+                "created_to_unix_nanos {to} must be greater than created_from_unix_nanos {from} \
+                 (or 0: no upper bound)"
+            )));
+        }
+        let created = from..if to == 0 { u64::MAX } else { to };
+        let limit = if r.limit == 0 {
+            usize::MAX
+        } else {
+            r.limit as usize
+        };
         let mut views: Vec<_> = self
             .engine
             .list_cases(wf, state)
             .into_iter()
             .flatten()
-            .filter(|v| v.workflow.namespace == ns)
+            .filter(|v| v.workflow.namespace == ns && created.contains(&v.created_ns))
             .collect();
         views.sort_by_key(|v| v.id & 0xffff_ffff);
-        let stream = tokio_stream::iter(views.into_iter().map(|v| Ok(convert::case_out(&v))));
-        Ok(Response::new(Box::pin(stream)))
+        views.truncate(limit);
+        let left = limit - views.len();
+        let held = tokio_stream::iter(views.into_iter().map(|v| Ok(convert::case_out(&v))));
+        if !r.include_archived || left == 0 || self.engine.archive().is_none() {
+            return Ok(Response::new(Box::pin(held)));
+        }
+        // Then the archive, a page at a time on a blocking thread (bounded memory: one page
+        // and the channel).
+        let query = ArchiveQuery {
+            namespace: Some(ns),
+            workflow: wf,
+            state,
+            created,
+            after: None,
+            limit: ARCHIVE_PAGE.min(left),
+            with_history: false,
+        };
+        let (tx, rx) = mpsc::channel(256);
+        let engine = self.engine.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut q = query;
+            let mut left = left;
+            loop {
+                q.limit = ARCHIVE_PAGE.min(left);
+                match engine.list_archived(&q) {
+                    Ok((page, next)) => {
+                        for v in page.iter().take(left) {
+                            if tx.blocking_send(Ok(convert::case_out(v))).is_err() {
+                                return;
+                            }
+                            left -= 1;
+                        }
+                        match next {
+                            Some(p) if left > 0 => q.after = Some(p),
+                            _ => return,
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(status(e)));
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(held.chain(ReceiverStream::new(rx)))))
     }
 
     async fn export_case_xes(
@@ -371,6 +467,7 @@ impl Knhk for KnhkService {
             None
         };
         let refs = export_refs(&self.engine, &ns, r.case_id, wf, 0..u64::MAX)?;
+        let archived = archived_query(&self.engine, &ns, r.case_id, wf, 0..u64::MAX);
         let name = log_name(r.case_id, &r.workflow_id, 0, 0);
         let engine = self.engine.clone();
         // Room for the other fields of the response beside the document.
@@ -393,10 +490,18 @@ impl Knhk for KnhkService {
                 doc.extend_from_slice(chunk.as_bytes());
                 Ok(())
             };
-            let last = write_export(&engine, &name, &refs, EXPORT_CHUNK, emit, |traces| {
-                traces_done.set(traces);
-                None
-            })?;
+            let last = write_export(
+                &engine,
+                &name,
+                &refs,
+                archived,
+                EXPORT_CHUNK,
+                emit,
+                |traces| {
+                    traces_done.set(traces);
+                    None
+                },
+            )?;
             if doc.len() + last.xes.len() > budget {
                 return Err(too_big(last.traces));
             }
@@ -444,6 +549,7 @@ impl Knhk for KnhkService {
             Some(self.workflow_in(&r.workflow_id, &ns)?.index)
         };
         let created = from..if to == 0 { u64::MAX } else { to };
+        let archived = archived_query(&self.engine, &ns, r.case_id, wf, created.clone());
         let refs = export_refs(&self.engine, &ns, r.case_id, wf, created)?;
         let name = log_name(r.case_id, &r.workflow_id, from, to);
         let (tx, rx) = mpsc::channel(EXPORT_DEPTH);
@@ -464,7 +570,7 @@ impl Knhk for KnhkService {
                 .map_err(|_| ExportStop::Gone)
             };
             let stop = |_| (*closing.borrow()).then_some(ExportStop::Closing);
-            match write_export(&engine, &name, &refs, chunk, emit, stop) {
+            match write_export(&engine, &name, &refs, archived, chunk, emit, stop) {
                 Ok(last) => {
                     let total = bytes + last.xes.len() as u64;
                     tracing::info!(
@@ -675,6 +781,8 @@ const EXPORT_CHUNK_MIN: usize = 1 << 10;
 const EXPORT_CHUNK_MAX: usize = 2 << 20;
 /// Chunks an export stream may have queued before its writer waits for the client.
 const EXPORT_DEPTH: usize = 4;
+/// Archived cases read per archive query (listings and exports page through the archive).
+const ARCHIVE_PAGE: usize = 1000;
 
 /// Why a streamed export stopped early.
 enum ExportStop {
@@ -721,6 +829,23 @@ fn export_refs(
     Ok(if keep { vec![r] } else { Vec::new() })
 }
 
+/// The archived cases a workflow-wide or time-range export adds to the cases in memory (none
+/// for a one-case export, whose case is read from wherever it is, or without an archive).
+fn archived_query(
+    engine: &Engine,
+    ns: &str,
+    case_id: u64,
+    workflow: Option<u16>,
+    created: std::ops::Range<u64>,
+) -> Option<ArchiveQuery> {
+    (case_id == 0 && engine.archive().is_some()).then(|| ArchiveQuery {
+        namespace: Some(ns.to_string()),
+        workflow,
+        created,
+        ..ArchiveQuery::default()
+    })
+}
+
 /// The XES log's `concept:name`.
 fn log_name(case_id: u64, workflow_id: &str, from: u64, to: u64) -> String {
     let mut name = if case_id != 0 {
@@ -743,10 +868,12 @@ fn log_name(case_id: u64, workflow_id: &str, from: u64, to: u64) -> String {
 /// full chunk, `stop` (asked before each case, with the traces written so far) may end the
 /// export early. Returns the last chunk, with the footer and the counts. A case evicted since
 /// `refs` was taken is left out and counted.
+#[allow(clippy::too_many_arguments)]
 fn write_export<E>(
     engine: &Engine,
     name: &str,
     refs: &[engine::CaseRef],
+    archived: Option<ArchiveQuery>,
     chunk: usize,
     mut emit: impl FnMut(String) -> Result<(), E>,
     mut stop: impl FnMut(u64) -> Option<E>,
@@ -754,14 +881,11 @@ fn write_export<E>(
     let mut w = xes::Writer::new(name, chunk);
     let mut wfs: HashMap<u16, Arc<Workflow>> = HashMap::new();
     let (mut dropped, mut evicted) = (0u64, 0u64);
-    for r in refs {
-        if let Some(e) = stop(w.counts().0) {
-            return Err(e);
-        }
-        let Ok(h) = engine.history(r.case_id) else {
-            evicted += 1;
-            continue;
-        };
+    let mut written: std::collections::HashSet<u64> = std::collections::HashSet::new();
+    let mut write = |w: &mut xes::Writer,
+                     h: &engine::CaseHistory,
+                     emit: &mut dyn FnMut(String) -> Result<(), E>|
+     -> Result<(), E> {
         let wf = match wfs.get(&h.workflow) {
             Some(wf) => wf.clone(),
             None => match engine.workflow_at(h.workflow) {
@@ -769,18 +893,50 @@ fn write_export<E>(
                     wfs.insert(h.workflow, wf.clone());
                     wf
                 }
-                None => continue,
+                None => return Ok(()),
             },
         };
-        dropped += h.dropped;
         w.trace(
             &xes::TraceInput {
                 case_id: h.case_id,
                 workflow: &wf,
                 history: &h.events,
             },
-            &mut emit,
-        )?;
+            &mut { emit },
+        )
+    };
+    for r in refs {
+        if let Some(e) = stop(w.counts().0) {
+            return Err(e);
+        }
+        // A case evicted since `refs` was taken is read from the archive, when there is one.
+        let Ok(h) = engine.history(r.case_id) else {
+            evicted += 1;
+            continue;
+        };
+        dropped += h.dropped;
+        written.insert(h.case_id);
+        write(&mut w, &h, &mut emit)?;
+    }
+    // Then the archived cases no longer in memory, a page at a time.
+    if let Some(mut q) = archived {
+        q.limit = ARCHIVE_PAGE;
+        loop {
+            if let Some(e) = stop(w.counts().0) {
+                return Err(e);
+            }
+            let Ok((page, next)) = engine.archived_histories(&q) else {
+                break;
+            };
+            for h in page.iter().filter(|h| !written.contains(&h.case_id)) {
+                dropped += h.dropped;
+                write(&mut w, h, &mut emit)?;
+            }
+            match next {
+                Some(p) => q.after = Some(p),
+                None => break,
+            }
+        }
     }
     let (xml, traces, events) = w.finish();
     Ok(XesChunk {
