@@ -64,8 +64,14 @@ extern "C" {
 /** Capacity of the hot form: one bit per condition and per task in a 64-bit mask. */
 #define KNHK_MAX_CONDITIONS 64u
 #define KNHK_MAX_TASKS 64u
-/** Outgoing flows (branches) per task. */
-#define KNHK_MAX_BRANCHES 8u
+/** Outgoing flows (branches) per task: one per condition of the 64-bit mask (the input
+ *  condition takes no flow, so a sealed net's widest split has 63). Incoming flows are a mask
+ *  (knhk_task_t.pre): any number of a net's conditions. */
+#define KNHK_MAX_BRANCHES 64u
+/** Outgoing flows of all tasks of a net together: one pool (knhk_net_t.branches), each task's
+ *  flows contiguous from knhk_task_t.first_branch. 512 = 64 tasks x 8, the capacity every net
+ *  had before tasks could be wide (ABI 3), so every net built then still fits. */
+#define KNHK_MAX_FLOWS 512u
 /** Data registers per case, read by guards. */
 #define KNHK_REGISTERS 8u
 /** Events per beat (knhk_beat). */
@@ -88,7 +94,8 @@ typedef enum knhk_status {
   KNHK_BAD_CONDITION = 9,      /* condition index out of range */
   KNHK_CAPACITY_CONDITIONS = 10, /* more than KNHK_MAX_CONDITIONS conditions */
   KNHK_CAPACITY_TASKS = 11,    /* more than KNHK_MAX_TASKS tasks */
-  KNHK_CAPACITY_BRANCHES = 12, /* more than KNHK_MAX_BRANCHES outgoing flows on one task */
+  KNHK_CAPACITY_BRANCHES = 12, /* more than KNHK_MAX_BRANCHES outgoing flows on one task, or
+                                  more than KNHK_MAX_FLOWS in the net */
   KNHK_DUPLICATE_FLOW = 13,    /* the same flow added twice */
   KNHK_BAD_GUARD = 14,         /* guard with an unknown operator or register out of range */
   /* --- seal (validation); knhk_seal_report_t names the element --- */
@@ -225,9 +232,11 @@ typedef struct knhk_task {
   uint8_t nbranches;           /* number of outgoing flows */
   uint8_t default_branch;      /* index of the default flow (XOR/OR), 0xFF when none */
   uint8_t ndefaults;           /* number of flows marked default (seal checks == 1) */
-  uint8_t race;                /* set at seal: XOR split: the non-default branches, raced in
-                                  order (bit k = branch k) */
-  uint8_t reserved[18];
+  uint8_t race;                /* set at seal: XOR split: the non-default branches among the
+                                  first 8, raced in order (bit k = branch k) */
+  uint16_t first_branch;       /* the task's first flow in knhk_net_t.branches; its flows are
+                                  branches[first_branch .. first_branch + nbranches) */
+  uint8_t reserved[16];
 } knhk_task_t;
 
 /** The short path's tables inside knhk_net_t, derived at seal (all zero before): opaque, of a
@@ -313,14 +322,16 @@ _Static_assert(sizeof(knhk_hot_storage_t) == KNHK_HOT_STORAGE_BYTES &&
  *  The fields are readable; write them only through the builder. */
 typedef struct knhk_net {
   knhk_task_t tasks[KNHK_MAX_TASKS];
-  knhk_branch_t branches[KNHK_MAX_TASKS][KNHK_MAX_BRANCHES];
+  knhk_branch_t branches[KNHK_MAX_FLOWS]; /* every task's outgoing flows, task by task, each
+                                             task's in evaluation order (knhk_task_t.first_branch,
+                                             .nbranches); since ABI 4 (before: [64][8]) */
   knhk_hot_storage_t hot;       /* set at seal: the short path's tables (opaque, see above) */
   _Alignas(64) uint64_t input;  /* input condition bit (0 until set) */
   uint64_t output;              /* output condition bit (0 until set) */
   uint32_t nconditions;
   uint32_t ntasks;
   uint32_t sealed;              /* 1 after a successful knhk_net_seal */
-  uint32_t reserved;
+  uint32_t nflows;              /* outgoing flows of all tasks (used entries of branches) */
 } knhk_net_t;
 
 /** Case flags (knhk_case_t.flags). */
@@ -388,7 +399,8 @@ typedef struct knhk_event {
   uint8_t task;         /* task index */
   uint16_t flags;       /* KNHK_EVENT_* */
   uint32_t branch_bits; /* with KNHK_EVENT_USE_BITS: bit k = flow k's predicate is true */
-  uint32_t reserved;
+  uint32_t branch_bits_hi; /* with KNHK_EVENT_USE_BITS: bit k = flow 32 + k's predicate (wide
+                              tasks); 0 otherwise */
 } knhk_event_t;
 
 /** Kinds of element a seal report can name. */
@@ -527,15 +539,23 @@ KNHK_EXPORT knhk_status knhk_start(const knhk_net_t *net, knhk_case_t *c, uint32
 KNHK_EXPORT knhk_status knhk_complete(const knhk_net_t *net, knhk_case_t *c, uint32_t t);
 
 /** As knhk_complete, but bit k of branch_bits is the caller's value of flow k's predicate
- *  (for predicates richer than a guard). Guards are not evaluated. */
+ *  (for predicates richer than a guard). Guards are not evaluated. Flows 32 and up (wide
+ *  tasks) read as false: use knhk_complete_bits64 for them. */
 KNHK_EXPORT knhk_status knhk_complete_bits(const knhk_net_t *net, knhk_case_t *c, uint32_t t,
                                            uint32_t branch_bits);
+/** knhk_complete_bits with a predicate bit for each of up to KNHK_MAX_BRANCHES flows. */
+KNHK_EXPORT knhk_status knhk_complete_bits64(const knhk_net_t *net, knhk_case_t *c, uint32_t t,
+                                             uint64_t branch_bits);
 
 /** Start then complete, atomically: on a refusal of either half the case is unchanged.
  *  Returns the statuses of knhk_start and knhk_complete. */
 KNHK_EXPORT knhk_status knhk_fire(const knhk_net_t *net, knhk_case_t *c, uint32_t t);
 KNHK_EXPORT knhk_status knhk_fire_bits(const knhk_net_t *net, knhk_case_t *c, uint32_t t,
                                        uint32_t branch_bits);
+/** knhk_fire_bits with a predicate bit for each of up to KNHK_MAX_BRANCHES flows (wide tasks);
+ *  knhk_fire_bits(.., b) is knhk_fire_bits64(.., b) with flows 32 and up false. */
+KNHK_EXPORT knhk_status knhk_fire_bits64(const knhk_net_t *net, knhk_case_t *c, uint32_t t,
+                                         uint64_t branch_bits);
 
 /** Cancels task t (WCP-19): a busy task is withdrawn; an enabled task loses the tokens that
  *  enable it. Returns KNHK_OK, KNHK_BAD_TASK, KNHK_CASE_COMPLETE or KNHK_NOT_ENABLED. */

@@ -127,30 +127,33 @@ KNHK_INLINE void settle(const knhk_net_t *n, work_t *w) {
 /* Complete: cancellation first, then the split's output. Returns a status; *w is only
  * meaningful on KNHK_OK. `bits` are the branch predicates (computed or supplied). */
 KNHK_INLINE knhk_status complete_work(const knhk_net_t *n, uint32_t t, const knhk_task_t *T,
-                                      uint64_t bit, uint32_t bits, work_t *w) {
+                                      uint64_t bit, uint64_t bits, work_t *w) {
   uint64_t out, expect;
+  (void)t;
   if (T->split == KNHK_SPLIT_AND) {
     out = T->post;
     expect = T->or_expect_all;
   } else {
-    const knhk_branch_t *br = n->branches[t];
-    uint32_t valid = (1u << T->nbranches) - 1u;
-    uint32_t def = 1u << (T->default_branch & 7u);
+    /* the task's flows in the net's pool (up to KNHK_MAX_BRANCHES = 64: bit k = flow k) */
+    const knhk_branch_t *br = &n->branches[T->first_branch];
+    uint64_t valid = ~0ull >> ((64u - T->nbranches) & 63u); /* nbranches >= 1 after seal */
+    uint32_t d = T->default_branch & 63u;
+    uint64_t def = 1ull << d;
     if (T->split == KNHK_SPLIT_XOR) {
       /* first true guard in order; the default flow is the fallback, never raced */
       bits &= valid & ~def;
-      bits |= (uint32_t)(bits == 0) << (T->default_branch & 7u);
-      uint32_t k = (uint32_t)__builtin_ctz(bits);
+      bits |= (uint64_t)(bits == 0) << d;
+      uint32_t k = (uint32_t)__builtin_ctzll(bits);
       out = br[k].conditions;
       expect = br[k].or_expect;
     } else {
       /* OR: every true guard (the default's own guard included), else the default */
       bits &= valid;
-      bits |= (uint32_t)(bits == 0) << (T->default_branch & 7u);
+      bits |= (uint64_t)(bits == 0) << d;
       out = 0;
       expect = 0;
       while (bits) {
-        uint32_t k = (uint32_t)__builtin_ctz(bits);
+        uint32_t k = (uint32_t)__builtin_ctzll(bits);
         out |= br[k].conditions;
         expect |= br[k].or_expect;
         bits &= bits - 1;
@@ -171,12 +174,12 @@ KNHK_INLINE knhk_status complete_work(const knhk_net_t *n, uint32_t t, const knh
   return KNHK_OK;
 }
 
-KNHK_INLINE uint32_t eval_bits(const knhk_net_t *n, const knhk_case_t *c, uint32_t t,
-                               const knhk_task_t *T) {
+KNHK_INLINE uint64_t eval_bits(const knhk_net_t *n, const knhk_case_t *c, const knhk_task_t *T) {
   if (T->split == KNHK_SPLIT_AND) return 0;
-  uint32_t bits = 0;
-  const knhk_branch_t *br = n->branches[t];
-  for (uint32_t k = 0; k < T->nbranches; k++) bits |= guard_eval(&br[k].guard, c->regs) << k;
+  uint64_t bits = 0;
+  const knhk_branch_t *br = &n->branches[T->first_branch];
+  for (uint32_t k = 0; k < T->nbranches; k++)
+    bits |= (uint64_t)guard_eval(&br[k].guard, c->regs) << k;
   return bits;
 }
 
@@ -199,13 +202,13 @@ KNHK_INLINE knhk_status op_start(const knhk_net_t *n, knhk_case_t *c, uint32_t t
 }
 
 KNHK_INLINE knhk_status op_complete(const knhk_net_t *n, knhk_case_t *c, uint32_t t,
-                                    uint32_t bits, int use_bits) {
+                                    uint64_t bits, int use_bits) {
   knhk_status s = admit(n, c, t);
   if (s != KNHK_OK) return s;
   const knhk_task_t *T = &n->tasks[t];
   uint64_t bit = KNHK_BIT(t);
   if (!(c->busy & bit)) return KNHK_NOT_STARTED;
-  if (!use_bits) bits = eval_bits(n, c, t, T);
+  if (!use_bits) bits = eval_bits(n, c, T);
   work_t w;
   load(&w, c);
   s = complete_work(n, t, T, bit, bits, &w);
@@ -286,13 +289,13 @@ KNHK_INLINE int fire_hot_case(const knhk_net_t *n, knhk_case_t *c, uint32_t t, u
                   use_bits);
 }
 
-KNHK_INLINE knhk_status op_fire(const knhk_net_t *n, knhk_case_t *c, uint32_t t, uint32_t bits,
+KNHK_INLINE knhk_status op_fire(const knhk_net_t *n, knhk_case_t *c, uint32_t t, uint64_t bits,
                                 int use_bits) {
   knhk_status s = admit(n, c, t);
   if (s != KNHK_OK) return s;
   const knhk_task_t *T = &n->tasks[t];
   uint64_t bit = KNHK_BIT(t);
-  if (!use_bits) bits = eval_bits(n, c, t, T);
+  if (!use_bits) bits = eval_bits(n, c, T);
   work_t w;
   load(&w, c);
   if (!start_work(n, t, T, bit, &w)) return KNHK_NOT_ENABLED;
@@ -376,6 +379,11 @@ knhk_status knhk_complete_bits(const knhk_net_t *net, knhk_case_t *c, uint32_t t
   return op_complete(net, c, t, branch_bits, 1);
 }
 
+knhk_status knhk_complete_bits64(const knhk_net_t *net, knhk_case_t *c, uint32_t t,
+                                 uint64_t branch_bits) {
+  return op_complete(net, c, t, branch_bits, 1);
+}
+
 /* Fire of a general OR-join marked KNHK_HOT_ORJOIN at seal (AND split, no cancellation set,
  * no side state in the net; so sealed, t < ntasks): the decision (all inputs marked, or the
  * key in the table), then the short path's token move. Returns KNHK_OK after committing, or
@@ -399,7 +407,7 @@ KNHK_INLINE int fire_orjoin(const knhk_net_t *n, knhk_case_t *c, uint32_t t, uin
 /* The general path out of line, so that fire's short path stays a small leaf function with
  * few saved registers. */
 __attribute__((noinline)) static knhk_status fire_slow(const knhk_net_t *net, knhk_case_t *c,
-                                                       uint32_t t, uint32_t bits, int use_bits) {
+                                                       uint32_t t, uint64_t bits, int use_bits) {
   return op_fire(net, c, t, bits, use_bits);
 }
 
@@ -416,7 +424,7 @@ __attribute__((noinline)) static knhk_status fire_orjoin_or_slow(const knhk_net_
 /* Whatever the short path did not take: a dispatch, inline in the callers' cold tails (the
  * task's kind is the one the short path just read), that tail-calls one of the two above. */
 KNHK_INLINE knhk_status fire_general(const knhk_net_t *net, knhk_case_t *c, uint32_t t,
-                                     uint32_t bits, int use_bits) {
+                                     uint64_t bits, int use_bits) {
   uint32_t kind = t < KNHK_MAX_TASKS ? KNHK_HOT_TABLES(net)->meta[t].kind : 0;
   if (kind & KNHK_HOT_ORJOIN) return fire_orjoin_or_slow(net, c, t, kind);
   return fire_slow(net, c, t, bits, use_bits);
@@ -430,6 +438,14 @@ KNHK_HOT_ENTRY knhk_status knhk_fire(const knhk_net_t *net, knhk_case_t *c, uint
 KNHK_HOT_ENTRY knhk_status knhk_fire_bits(const knhk_net_t *net, knhk_case_t *c,
                                           uint32_t t, uint32_t branch_bits) {
   if (KNHK_LIKELY(fire_hot_case(net, c, t, branch_bits, 1) == KNHK_OK)) return KNHK_OK;
+  return fire_general(net, c, t, branch_bits, 1);
+}
+
+/* Wide tasks' caller bits: a hot task reads only its guarded flow's bit among its first two
+ * flows (knhk_hot_meta_t.race), so the short path takes the low word. */
+knhk_status knhk_fire_bits64(const knhk_net_t *net, knhk_case_t *c, uint32_t t,
+                             uint64_t branch_bits) {
+  if (KNHK_LIKELY(fire_hot_case(net, c, t, (uint32_t)branch_bits, 1) == KNHK_OK)) return KNHK_OK;
   return fire_general(net, c, t, branch_bits, 1);
 }
 
@@ -455,12 +471,13 @@ __attribute__((noinline)) static knhk_status beat_lane(const knhk_net_t *net, kn
   if (KNHK_UNLIKELY(e->case_index >= ncases)) return KNHK_BAD_ARGUMENT;
   knhk_case_t *c = &cases[e->case_index];
   int use_bits = (e->flags & KNHK_EVENT_USE_BITS) != 0;
+  uint64_t bits = ((uint64_t)e->branch_bits_hi << 32) | e->branch_bits;
   switch (e->op) {
     case KNHK_OP_FIRE:
       if (fire_hot_case(net, c, e->task, e->branch_bits, use_bits) == KNHK_OK) return KNHK_OK;
-      return op_fire(net, c, e->task, e->branch_bits, use_bits);
+      return op_fire(net, c, e->task, bits, use_bits);
     case KNHK_OP_START: return op_start(net, c, e->task);
-    case KNHK_OP_COMPLETE: return op_complete(net, c, e->task, e->branch_bits, use_bits);
+    case KNHK_OP_COMPLETE: return op_complete(net, c, e->task, bits, use_bits);
     case KNHK_OP_CANCEL_TASK: return op_cancel_task(net, c, e->task);
     case KNHK_OP_CANCEL_CASE: return op_cancel_case(net, c);
     default: return KNHK_BAD_ARGUMENT;

@@ -82,6 +82,7 @@ knhk_status knhk_net_add_task(knhk_net_t *net, uint32_t join, uint32_t split,
   knhk_task_t *t = &net->tasks[net->ntasks];
   t->join = (uint8_t)join;
   t->split = (uint8_t)split;
+  t->first_branch = (uint16_t)net->nflows; /* its flows go after every earlier task's */
   if (out_index) *out_index = net->ntasks;
   net->ntasks++;
   return KNHK_OK;
@@ -140,9 +141,17 @@ knhk_status knhk_net_add_output_flow(knhk_net_t *net, uint32_t task, uint32_t co
   if (condition >= net->nconditions) return KNHK_BAD_CONDITION;
   knhk_task_t *t = &net->tasks[task];
   if (t->post & KNHK_BIT(condition)) return KNHK_DUPLICATE_FLOW;
-  if (t->nbranches >= KNHK_MAX_BRANCHES) return KNHK_CAPACITY_BRANCHES;
+  if (t->nbranches >= KNHK_MAX_BRANCHES || net->nflows >= KNHK_MAX_FLOWS)
+    return KNHK_CAPACITY_BRANCHES;
   if (guard && !guard_valid(guard)) return KNHK_BAD_GUARD;
-  knhk_branch_t *b = &net->branches[task][t->nbranches];
+  /* The pool keeps each task's flows contiguous, task by task: the new flow goes at the end
+   * of this task's flows, the later tasks' flows move up by one (cold path). */
+  uint32_t at = (uint32_t)t->first_branch + t->nbranches;
+  memmove(&net->branches[at + 1u], &net->branches[at],
+          (size_t)(net->nflows - at) * sizeof net->branches[0]);
+  for (uint32_t u = task + 1u; u < net->ntasks; u++) net->tasks[u].first_branch++;
+  net->nflows++;
+  knhk_branch_t *b = &net->branches[at];
   memset(b, 0, sizeof *b);
   b->conditions = KNHK_BIT(condition);
   if (guard) {
@@ -328,14 +337,15 @@ static void set_hot(knhk_net_t *net, uint32_t i, int side_state) {
   if (t->split == KNHK_SPLIT_XOR) {
     if (t->nbranches != 2) return;
     uint32_t def = t->default_branch & 7u, k = 1u - def;
-    const knhk_guard_t *g = &net->branches[i][k].guard;
+    const knhk_branch_t *br = &net->branches[t->first_branch];
+    const knhk_guard_t *g = &br[k].guard;
     const knhk_term_t *term = &g->term[0];
     uint64_t lo, span;
     if (g->combine != KNHK_COMBINE_AND || g->term[1].op != KNHK_GUARD_TRUE) return;
     if (term->rhs_is_reg || !guard_range(term, &lo, &span)) return;
     kind |= KNHK_HOT_XOR_SPLIT;
-    h->out_on[i] = net->branches[i][k].conditions;
-    h->out_flip[i] = h->out_on[i] ^ net->branches[i][def].conditions;
+    h->out_on[i] = br[k].conditions;
+    h->out_flip[i] = h->out_on[i] ^ br[def].conditions;
     h->lo[i] = lo;
     h->span[i] = span;
     h->meta[i].lhs = (uint8_t)(term->lhs & (KNHK_REGISTERS - 1));
@@ -432,23 +442,28 @@ static int orj_add(orj_set_t *s, const uint64_t *w) {
 
 /* The outputs of choice `k` of task t's split (AND: 1 choice; XOR: one per flow; OR: one per
  * non-empty set of flows), and the OR-join inputs it activates (structured OR-joins). */
-static uint32_t orj_nchoices(const knhk_task_t *T) {
+/* An OR split of n flows has 2^n - 1 choices: past 2^24 (KNHK_ORJOIN_MAX_WORK) the work cap
+ * would refuse anyway, so the count saturates there (wide OR splits, up to 64 flows). */
+static uint64_t orj_nchoices(const knhk_task_t *T) {
   if (T->split == KNHK_SPLIT_AND) return 1;
   if (T->split == KNHK_SPLIT_XOR) return T->nbranches;
-  return (1u << T->nbranches) - 1u;
+  if (T->nbranches > 24) return (uint64_t)KNHK_ORJOIN_MAX_WORK + 1u;
+  return (1ull << T->nbranches) - 1u;
 }
 
-static uint64_t orj_choice(const knhk_net_t *net, uint64_t expect[][KNHK_MAX_BRANCHES],
-                           uint32_t t, uint32_t k, uint64_t *exp) {
+/* expect: per flow of the pool (knhk_net_t.branches), the OR-join inputs it activates. */
+static uint64_t orj_choice(const knhk_net_t *net, const uint64_t *expect, uint32_t t, uint64_t k,
+                           uint64_t *exp) {
   const knhk_task_t *T = &net->tasks[t];
-  uint32_t set = T->split == KNHK_SPLIT_AND ? (1u << T->nbranches) - 1u
-                 : T->split == KNHK_SPLIT_XOR ? 1u << k
+  uint64_t set = T->split == KNHK_SPLIT_AND ? ~0ull
+                 : T->split == KNHK_SPLIT_XOR ? 1ull << (k & 63u)
                                               : k + 1u;
   uint64_t out = 0, e = 0;
+  const knhk_branch_t *br = &net->branches[T->first_branch];
   for (uint32_t b = 0; b < T->nbranches; b++) {
     if (!((set >> b) & 1u)) continue;
-    out |= net->branches[t][b].conditions;
-    if (expect) e |= expect[t][b];
+    out |= br[b].conditions;
+    if (expect) e |= expect[T->first_branch + b];
   }
   if (exp) *exp = e;
   return out;
@@ -499,7 +514,7 @@ static int orj_add_live(const knhk_net_t *net, orj_set_t *s, const uint64_t *x) 
 }
 
 static int orj_explore_case(const knhk_net_t *net, const uint8_t *joins, uint64_t general,
-                            uint64_t expect[][KNHK_MAX_BRANCHES], orj_set_t *s) {
+                            const uint64_t *expect, orj_set_t *s) {
   uint64_t init[4] = {net->input, 0, 0, 0};
   int e = orj_add(s, init);
   if (e) return e;
@@ -519,7 +534,7 @@ static int orj_explore_case(const knhk_net_t *net, const uint8_t *joins, uint64_
       }
       x[ORJ_B] &= ~bit; /* cancel_task of a busy task */
       if ((e = orj_add_live(net, s, x)) != 0) return e;
-      for (uint32_t k = 0, nk = orj_nchoices(T); k < nk; k++) {
+      for (uint64_t k = 0, nk = orj_nchoices(T); k < nk; k++) {
         uint64_t exp, out = orj_choice(net, expect, t, k, &exp);
         memcpy(x, st, sizeof x);
         x[ORJ_M] &= ~T->cancel_conditions;
@@ -581,7 +596,7 @@ static void orj_successors(orj_restricted_t *r, uint64_t m, uint64_t b) {
       continue;
     }
     uint64_t cm = m & ~T->cancel_conditions, cb = b & ~(T->cancel_tasks | bit);
-    for (uint32_t k = 0, nk = orj_nchoices(T); k < nk; k++) {
+    for (uint64_t k = 0, nk = orj_nchoices(T); k < nk && !r->full; k++) {
       uint64_t out = orj_choice(net, NULL, t, k, NULL) & r->conds;
       if (cm & out) continue;
       orj_visit(r, cm | out, cb);
@@ -601,7 +616,7 @@ static uint32_t orj_inputs(uint64_t m, uint64_t pre) {
  * KNHK_OK or KNHK_OR_JOIN_CAP (via the report; the tables are then cleared). */
 __attribute__((noinline)) static knhk_status orjoin_seal(knhk_net_t *net, knhk_seal_report_t *r,
                                                          const uint8_t *joins, uint64_t general,
-                                                         uint64_t expect[][KNHK_MAX_BRANCHES]) {
+                                                         const uint64_t *expect) {
   knhk_hot_t *h = KNHK_HOT_TABLES(net);
   uint64_t case_words[ORJ_STATES * 4u], sub_words[ORJ_STATES * 2u], u[ORJ_STATES];
   uint16_t case_index[1u << ORJ_INDEX_BITS], sub_index[1u << ORJ_INDEX_BITS];
@@ -772,8 +787,9 @@ knhk_status knhk_net_seal(knhk_net_t *net, knhk_seal_report_t *r) {
     const knhk_task_t *t = &net->tasks[s];
     if (t->split == KNHK_SPLIT_XOR || t->nbranches < 2) continue;
     uint64_t regions[KNHK_MAX_BRANCHES];
+    const knhk_branch_t *br = &net->branches[t->first_branch];
     for (uint32_t k = 0; k < t->nbranches; k++)
-      regions[k] = branch_region(net, net->branches[s][k].conditions, 0, NULL);
+      regions[k] = branch_region(net, br[k].conditions, 0, NULL);
     for (uint32_t a = 0; a < t->nbranches; a++)
       for (uint32_t b = a + 1; b < t->nbranches; b++)
         if (regions[a] & regions[b] & ~net->output)
@@ -784,7 +800,7 @@ knhk_status knhk_net_seal(knhk_net_t *net, knhk_seal_report_t *r) {
   /* OR-joins: find a structured OR-split whose branches each reach exactly one input of the
    * join and together cover all of them. Record, per split branch, the input it activates.
    * An OR-join without one is general (non-local): decided by the tables orjoin_seal derives. */
-  uint64_t expect[KNHK_MAX_TASKS][KNHK_MAX_BRANCHES];
+  uint64_t expect[KNHK_MAX_FLOWS]; /* per flow of the pool */
   uint64_t general = 0;
   memset(expect, 0, sizeof expect);
   for (uint32_t j = 0; j < net->ntasks; j++) {
@@ -797,13 +813,14 @@ knhk_status knhk_net_seal(knhk_net_t *net, knhk_seal_report_t *r) {
       uint64_t covered = 0, per[KNHK_MAX_BRANCHES];
       int ok = 1;
       for (uint32_t k = 0; k < split->nbranches && ok; k++) {
-        uint64_t region = branch_region(net, net->branches[s][k].conditions, KNHK_BIT(j), NULL);
+        uint64_t region =
+            branch_region(net, net->branches[split->first_branch + k].conditions, KNHK_BIT(j), NULL);
         per[k] = region & join->pre;
         if (knhk_popcount64(per[k]) != 1 || (covered & per[k])) ok = 0;
         covered |= per[k];
       }
       if (ok && covered == join->pre) {
-        for (uint32_t k = 0; k < split->nbranches; k++) expect[s][k] |= per[k];
+        for (uint32_t k = 0; k < split->nbranches; k++) expect[split->first_branch + k] |= per[k];
         matched = 1;
       }
     }
@@ -845,12 +862,13 @@ knhk_status knhk_net_seal(knhk_net_t *net, knhk_seal_report_t *r) {
     t->join = effective_join(t);
     t->or_expect_all = 0;
     for (uint32_t k = 0; k < t->nbranches; k++) {
-      net->branches[i][k].or_expect = expect[i][k];
-      t->or_expect_all |= expect[i][k];
+      net->branches[t->first_branch + k].or_expect = expect[t->first_branch + k];
+      t->or_expect_all |= expect[t->first_branch + k];
     }
     t->race = 0;
-    if (t->split == KNHK_SPLIT_XOR)
-      t->race = (uint8_t)(((1u << t->nbranches) - 1u) & ~(1u << t->default_branch));
+    if (t->split == KNHK_SPLIT_XOR) /* the first 8 flows (the field's width) */
+      t->race = (uint8_t)(0xFFu >> (8u - (t->nbranches < 8u ? t->nbranches : 8u)) &
+                          ~(t->default_branch < 8u ? 1u << t->default_branch : 0u));
     set_hot(net, i, side_state);
   }
   net->sealed = 1;

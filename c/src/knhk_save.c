@@ -97,9 +97,12 @@ uint64_t knhk_net_fingerprint(const knhk_net_t *net) {
     mix(&f, T->split, 1);
     mix(&f, T->nbranches, 1);
     mix(&f, T->default_branch, 1);
-    for (uint32_t k = 0; k < T->nbranches && k < KNHK_MAX_BRANCHES; k++) {
-      mix(&f, net->branches[t][k].conditions, 8);
-      mix_guard(&f, &net->branches[t][k].guard);
+    /* the task's flows in order, from the net's pool (the same bytes as when each task had
+     * its own 8 slots, so the fingerprints of nets built then did not change) */
+    const knhk_branch_t *br = &net->branches[T->first_branch];
+    for (uint32_t k = 0; k < T->nbranches && T->first_branch + k < KNHK_MAX_FLOWS; k++) {
+      mix(&f, br[k].conditions, 8);
+      mix_guard(&f, &br[k].guard);
     }
   }
   /* murmur3's fmix64: every input bit reaches every output bit */

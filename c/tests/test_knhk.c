@@ -37,6 +37,8 @@ static int checks;
 static knhk_net_t net;
 static knhk_case_t kase;
 
+static uint32_t knhk_popcount64_test(uint64_t x) { return (uint32_t)__builtin_popcountll(x); }
+
 static uint32_t cond(void) {
   uint32_t c = 0;
   CHECK_STATUS(knhk_net_add_condition(&net, &c), KNHK_OK);
@@ -582,9 +584,20 @@ static void test_seal_defects(void) {
   CHECK_STATUS(knhk_net_add_condition(&net, NULL), KNHK_CAPACITY_CONDITIONS);
   for (uint32_t n = 0; n < KNHK_MAX_TASKS; n++) CHECK_STATUS(knhk_net_add_task(&net, 0, 0, NULL), KNHK_OK);
   CHECK_STATUS(knhk_net_add_task(&net, 0, 0, NULL), KNHK_CAPACITY_TASKS);
+  /* 64 flows per task (every condition: a 65th is a duplicate), 512 in the net; tasks' flows
+   * added interleaved stay each in its own order */
   for (uint32_t n = 0; n < KNHK_MAX_BRANCHES; n++) CHECK_STATUS(knhk_net_add_output_flow(&net, 0, n, NULL, 0), KNHK_OK);
-  CHECK_STATUS(knhk_net_add_output_flow(&net, 0, 9, NULL, 0), KNHK_CAPACITY_BRANCHES);
-  CHECK_STATUS(knhk_net_add_output_flow(&net, 1, 0, NULL, 0), KNHK_OK);
+  CHECK_STATUS(knhk_net_add_output_flow(&net, 0, 9, NULL, 0), KNHK_DUPLICATE_FLOW);
+  for (uint32_t n = 0; n < KNHK_MAX_BRANCHES; n++)
+    for (uint32_t t = 7; t >= 1; t--)
+      CHECK_STATUS(knhk_net_add_output_flow(&net, t, 63 - n, NULL, 0), KNHK_OK);
+  CHECK(net.nflows == KNHK_MAX_FLOWS);
+  for (uint32_t t = 0; t < 8; t++) {
+    CHECK(net.tasks[t].nbranches == KNHK_MAX_BRANCHES && net.tasks[t].first_branch == 64 * t);
+    for (uint32_t k = 0; k < KNHK_MAX_BRANCHES; k++)
+      CHECK(net.branches[net.tasks[t].first_branch + k].conditions == B(t == 0 ? k : 63 - k));
+  }
+  CHECK_STATUS(knhk_net_add_output_flow(&net, 8, 0, NULL, 0), KNHK_CAPACITY_BRANCHES);
   CHECK_STATUS(knhk_net_add_output_flow(&net, 1, 0, NULL, 0), KNHK_DUPLICATE_FLOW);
   CHECK_STATUS(knhk_net_add_input_flow(&net, 64, 0), KNHK_BAD_CONDITION);
   CHECK_STATUS(knhk_net_add_input_flow(&net, 0, 64), KNHK_BAD_TASK);
@@ -592,6 +605,209 @@ static void test_seal_defects(void) {
   CHECK_STATUS(knhk_net_init(NULL), KNHK_BAD_ARGUMENT);
   knhk_case_t fresh;
   CHECK_STATUS(knhk_case_init(&net, &fresh), KNHK_NOT_SEALED);
+}
+
+
+/* Wide tasks (up to KNHK_MAX_BRANCHES flows): a 62-way AND split and AND join (the widest
+ * that leaves the case running in a 64-condition net: no flow enters the input, and a flow
+ * onto the output ends the case), a 63-way split with the output among its flows, 64 flows
+ * refused at seal only because one enters the input; a 45-way XOR split with guards and
+ * caller bits past 32; a 20-way OR split into a structured 20-input OR-join. */
+static void test_wide_tasks(void) {
+  /* i -> W (AND split) -> c2..c63 -> J (AND join) -> o */
+  knhk_net_init(&net);
+  uint32_t i = cond(), o = cond();
+  knhk_net_set_input(&net, i);
+  knhk_net_set_output(&net, o);
+  uint32_t w = task(KNHK_JOIN_XOR, KNHK_SPLIT_AND), j = task(KNHK_JOIN_AND, KNHK_SPLIT_AND);
+  in(i, w);
+  uint64_t mid = 0;
+  for (uint32_t k = 0; k < 62; k++) {
+    uint32_t c = cond();
+    out(w, c);
+    in(c, j);
+    mid |= B(c);
+  }
+  out(j, o);
+  seal_ok();
+  CHECK(net.tasks[w].nbranches == 62 && knhk_popcount64_test(net.tasks[j].pre) == 62);
+  CHECK(net.hot.tables.meta[w].kind & KNHK_HOT); /* an AND split is a mask: the short path */
+  CHECK(net.hot.tables.meta[j].kind & KNHK_HOT);
+  REFUSE(knhk_fire(&net, &kase, j), KNHK_NOT_ENABLED);
+  CHECK_STATUS(knhk_fire(&net, &kase, w), KNHK_OK);
+  CHECK(kase.marking == mid);
+  REFUSE(knhk_fire(&net, &kase, w), KNHK_NOT_ENABLED);
+  CHECK_STATUS(knhk_fire(&net, &kase, j), KNHK_OK);
+  CHECK(kase.marking == B(o) && knhk_case_state(&net, &kase) == KNHK_STATE_COMPLETE);
+  /* two-phase, through the general path: the join waits for all 62 */
+  knhk_case_init(&net, &kase);
+  CHECK_STATUS(knhk_start(&net, &kase, w), KNHK_OK);
+  CHECK_STATUS(knhk_complete(&net, &kase, w), KNHK_OK);
+  CHECK(kase.marking == mid);
+  kase.marking &= ~B(40);
+  REFUSE(knhk_start(&net, &kase, j), KNHK_NOT_ENABLED);
+  kase.marking |= B(40);
+  CHECK_STATUS(knhk_start(&net, &kase, j), KNHK_OK);
+  CHECK_STATUS(knhk_complete(&net, &kase, j), KNHK_OK);
+  CHECK(knhk_case_state(&net, &kase) == KNHK_STATE_COMPLETE);
+
+  /* 63 flows, the output among them: accepted; the case ends at once (WCP-43) */
+  knhk_net_init(&net);
+  i = cond();
+  o = cond();
+  knhk_net_set_input(&net, i);
+  knhk_net_set_output(&net, o);
+  w = task(KNHK_JOIN_XOR, KNHK_SPLIT_AND);
+  j = task(KNHK_JOIN_XOR, KNHK_SPLIT_AND);
+  in(i, w);
+  out(w, o);
+  for (uint32_t k = 0; k < 62; k++) {
+    uint32_t c = cond();
+    out(w, c);
+    in(c, j);
+  }
+  out(j, o);
+  seal_ok();
+  CHECK(net.tasks[w].nbranches == 63);
+  CHECK_STATUS(knhk_fire(&net, &kase, w), KNHK_OK);
+  CHECK(kase.marking == B(o) && (kase.flags & KNHK_FLAG_EXPLICIT_TERMINATION));
+  /* the 64th flow can only enter the input: seal names it */
+  knhk_net_init(&net);
+  i = cond();
+  o = cond();
+  for (uint32_t k = 0; k < 62; k++) cond();
+  knhk_net_set_input(&net, i);
+  knhk_net_set_output(&net, o);
+  w = task(KNHK_JOIN_XOR, KNHK_SPLIT_AND);
+  in(i, w);
+  for (uint32_t c = 0; c < 64; c++) out(w, c);
+  CHECK(net.tasks[w].nbranches == 64);
+  expect_seal(KNHK_INPUT_HAS_INFLOW, KNHK_ELEMENT_TASK, w);
+
+  /* i -> X (45-way XOR split, flow k guarded regs[0] == k, the last the default) -> c_k ->
+   * T_k -> o */
+  knhk_net_init(&net);
+  i = cond();
+  o = cond();
+  knhk_net_set_input(&net, i);
+  knhk_net_set_output(&net, o);
+  uint32_t x = task(KNHK_JOIN_XOR, KNHK_SPLIT_XOR), cx[45];
+  in(i, x);
+  for (uint32_t k = 0; k < 45; k++) {
+    cx[k] = cond();
+    out_guard(x, cx[k], KNHK_GUARD_EQ, 0, (int64_t)k, k == 44);
+    uint32_t tk = task(KNHK_JOIN_XOR, KNHK_SPLIT_AND);
+    in(cx[k], tk);
+    out(tk, o);
+  }
+  seal_ok();
+  CHECK(!(net.hot.tables.meta[x].kind & KNHK_HOT)); /* wide XOR: the general path */
+  for (uint32_t k = 0; k < 46; k++) {
+    knhk_case_init(&net, &kase);
+    kase.regs[0] = k == 45 ? 1000 : (int64_t)k; /* 45 and 44: no guard but the default's */
+    CHECK_STATUS(knhk_fire(&net, &kase, x), KNHK_OK);
+    CHECK(kase.marking == B(cx[k < 44 ? k : 44]));
+    CHECK_STATUS(knhk_fire(&net, &kase, 1 + (k < 44 ? k : 44)), KNHK_OK);
+    CHECK(knhk_case_state(&net, &kase) == KNHK_STATE_COMPLETE);
+  }
+  /* caller bits past 32: the first true flow in order, never the default unless none */
+  knhk_case_init(&net, &kase);
+  CHECK_STATUS(knhk_fire_bits64(&net, &kase, x, B(40) | B(41)), KNHK_OK);
+  CHECK(kase.marking == B(cx[40]));
+  knhk_case_init(&net, &kase);
+  CHECK_STATUS(knhk_fire_bits64(&net, &kase, x, B(44)), KNHK_OK); /* the default's bit alone */
+  CHECK(kase.marking == B(cx[44]));
+  knhk_case_init(&net, &kase);
+  CHECK_STATUS(knhk_fire_bits(&net, &kase, x, 0), KNHK_OK); /* 32-bit: flows 32+ false */
+  CHECK(kase.marking == B(cx[44]));
+  knhk_case_init(&net, &kase);
+  CHECK_STATUS(knhk_start(&net, &kase, x), KNHK_OK);
+  CHECK_STATUS(knhk_complete_bits64(&net, &kase, x, B(33) | B(43)), KNHK_OK);
+  CHECK(kase.marking == B(cx[33]));
+  /* a beat event carries flows 32..63 in branch_bits_hi */
+  {
+    knhk_case_t cs[2];
+    knhk_case_init(&net, &cs[0]);
+    knhk_case_init(&net, &cs[1]);
+    knhk_event_t ev[2] = {{0, KNHK_OP_FIRE, (uint8_t)x, KNHK_EVENT_USE_BITS, 0, 1u << 6},
+                          {1, KNHK_OP_FIRE, (uint8_t)x, KNHK_EVENT_USE_BITS, 1u << 3, 1u << 6}};
+    uint8_t st[2];
+    CHECK_STATUS(knhk_beat(&net, cs, 2, ev, 2, st), KNHK_OK);
+    CHECK(st[0] == KNHK_OK && cs[0].marking == B(cx[38]));
+    CHECK(st[1] == KNHK_OK && cs[1].marking == B(cx[3]));
+  }
+  /* every block path agrees with knhk_fire lane by lane */
+  for (uint32_t path = 0; path < 3; path++) {
+    if (!knhk_path_supported(path)) continue;
+    knhk_block_t blk;
+    knhk_block_init(&net, &blk);
+    uint8_t tasks[8], st[8];
+    for (uint32_t l = 0; l < 8; l++) {
+      blk.regs[0][l] = (int64_t)(l * 6);
+      tasks[l] = (uint8_t)x;
+    }
+    CHECK_STATUS(knhk_block_fire_on(&net, &blk, 1, tasks, st, path), KNHK_OK);
+    for (uint32_t l = 0; l < 8; l++) {
+      knhk_case_t one, lane;
+      knhk_case_init(&net, &one);
+      one.regs[0] = (int64_t)(l * 6);
+      CHECK_STATUS(knhk_fire(&net, &one, x), (knhk_status)st[l]);
+      knhk_block_get(&blk, l, &lane);
+      CHECK(memcmp(&one, &lane, sizeof one) == 0);
+      CHECK(lane.marking == B(cx[l * 6 < 44 ? l * 6 : 44]));
+    }
+  }
+  uint64_t fp_xor = knhk_net_fingerprint(&net);
+
+  /* i -> S (20-way OR split, flow k guarded (regs[0] & 2^k) != 0, the last the default) ->
+   * c_k -> T_k -> d_k -> J (structured OR-join of 20 inputs) -> o */
+  knhk_net_init(&net);
+  i = cond();
+  o = cond();
+  knhk_net_set_input(&net, i);
+  knhk_net_set_output(&net, o);
+  uint32_t sp = task(KNHK_JOIN_XOR, KNHK_SPLIT_OR), dk[20], tk[20];
+  uint32_t jn = task(KNHK_JOIN_OR, KNHK_SPLIT_AND);
+  in(i, sp);
+  for (uint32_t k = 0; k < 20; k++) {
+    uint32_t c = cond();
+    dk[k] = cond();
+    out_guard(sp, c, KNHK_GUARD_BIT, 0, (int64_t)B(k), k == 19);
+    tk[k] = task(KNHK_JOIN_XOR, KNHK_SPLIT_AND);
+    in(c, tk[k]);
+    out(tk[k], dk[k]);
+    in(dk[k], jn);
+  }
+  out(jn, o);
+  seal_ok();
+  CHECK(knhk_net_general_or_joins(&net) == 0); /* matched by the split: WCP-7 */
+  CHECK(knhk_net_fingerprint(&net) != fp_xor);
+  const uint64_t picks[] = {0, B(0), B(19), B(3) | B(7) | B(18), 0xFFFFF, B(25)};
+  for (uint32_t p = 0; p < sizeof picks / sizeof picks[0]; p++) {
+    knhk_case_init(&net, &kase);
+    kase.regs[0] = (int64_t)picks[p];
+    uint64_t chosen = picks[p] & 0xFFFFF;
+    if (!chosen) chosen = B(19); /* no guard true: the default */
+    CHECK_STATUS(knhk_fire(&net, &kase, sp), KNHK_OK);
+    uint64_t want_m = 0, want_e = 0;
+    for (uint32_t k = 0; k < 20; k++)
+      if (chosen & B(k)) {
+        want_m |= net.branches[net.tasks[sp].first_branch + k].conditions;
+        want_e |= B(dk[k]);
+      }
+    CHECK(kase.marking == want_m && kase.or_expect == want_e);
+    /* the join waits until every activated branch arrived */
+    uint32_t last = 0;
+    for (uint32_t k = 0; k < 20; k++)
+      if (chosen & B(k)) last = k;
+    for (uint32_t k = 0; k < 20; k++) {
+      if (!(chosen & B(k))) continue;
+      if (k == last) REFUSE(knhk_fire(&net, &kase, jn), KNHK_NOT_ENABLED);
+      CHECK_STATUS(knhk_fire(&net, &kase, tk[k]), KNHK_OK);
+    }
+    CHECK_STATUS(knhk_fire(&net, &kase, jn), KNHK_OK);
+    CHECK(knhk_case_state(&net, &kase) == KNHK_STATE_COMPLETE);
+  }
 }
 
 /* WCP-8 multi-merge is refused: A AND-splits to B and C, both produce onto m. */
@@ -1276,6 +1492,7 @@ int main(void) {
   test_safety_violation();
   test_seal_defects();
   test_multi_merge_refused();
+  test_wide_tasks();
   test_wcp37_local_sync_merge();
   test_wcp38_general_sync_merge();
   test_orjoin_structured_kept();

@@ -5,10 +5,11 @@ pub const KNHK_VERSION_MINOR: u32 = 1;
 pub const KNHK_VERSION_PATCH: u32 = 0;
 pub const KNHK_VERSION_STRING: &[u8; 6] = b"0.1.0\0";
 pub const KNHK_VERSION_HEX: u32 = 256;
-pub const KNHK_ABI_VERSION: u32 = 3;
+pub const KNHK_ABI_VERSION: u32 = 4;
 pub const KNHK_MAX_CONDITIONS: u32 = 64;
 pub const KNHK_MAX_TASKS: u32 = 64;
-pub const KNHK_MAX_BRANCHES: u32 = 8;
+pub const KNHK_MAX_BRANCHES: u32 = 64;
+pub const KNHK_MAX_FLOWS: u32 = 512;
 pub const KNHK_REGISTERS: u32 = 8;
 pub const KNHK_BEAT_LANES: u32 = 8;
 pub const KNHK_STATUS_COUNT: u32 = 40;
@@ -149,7 +150,8 @@ pub struct knhk_task {
     pub default_branch: u8,
     pub ndefaults: u8,
     pub race: u8,
-    pub reserved: [u8; 18usize],
+    pub first_branch: u16,
+    pub reserved: [u8; 16usize],
 }
 impl Default for knhk_task {
     fn default() -> Self {
@@ -184,14 +186,14 @@ pub type knhk_hot_storage_t = knhk_hot_storage;
 #[derive(Copy, Clone)]
 pub struct knhk_net {
     pub tasks: [knhk_task_t; 64usize],
-    pub branches: [[knhk_branch_t; 8usize]; 64usize],
+    pub branches: [knhk_branch_t; 512usize],
     pub hot: knhk_hot_storage_t,
     pub input: u64,
     pub output: u64,
     pub nconditions: u32,
     pub ntasks: u32,
     pub sealed: u32,
-    pub reserved: u32,
+    pub nflows: u32,
 }
 impl Default for knhk_net {
     fn default() -> Self {
@@ -276,7 +278,7 @@ pub struct knhk_event {
     pub task: u8,
     pub flags: u16,
     pub branch_bits: u32,
-    pub reserved: u32,
+    pub branch_bits_hi: u32,
 }
 #[doc = " One (case, event) pair of a beat. 16 bytes."]
 pub type knhk_event_t = knhk_event;
@@ -390,12 +392,21 @@ unsafe extern "C" {
     pub fn knhk_complete(net: *const knhk_net_t, c: *mut knhk_case_t, t: u32) -> knhk_status;
 }
 unsafe extern "C" {
-    #[doc = " As knhk_complete, but bit k of branch_bits is the caller's value of flow k's predicate\n  (for predicates richer than a guard). Guards are not evaluated."]
+    #[doc = " As knhk_complete, but bit k of branch_bits is the caller's value of flow k's predicate\n  (for predicates richer than a guard). Guards are not evaluated. Flows 32 and up (wide\n  tasks) read as false: use knhk_complete_bits64 for them."]
     pub fn knhk_complete_bits(
         net: *const knhk_net_t,
         c: *mut knhk_case_t,
         t: u32,
         branch_bits: u32,
+    ) -> knhk_status;
+}
+unsafe extern "C" {
+    #[doc = " knhk_complete_bits with a predicate bit for each of up to KNHK_MAX_BRANCHES flows."]
+    pub fn knhk_complete_bits64(
+        net: *const knhk_net_t,
+        c: *mut knhk_case_t,
+        t: u32,
+        branch_bits: u64,
     ) -> knhk_status;
 }
 unsafe extern "C" {
@@ -408,6 +419,15 @@ unsafe extern "C" {
         c: *mut knhk_case_t,
         t: u32,
         branch_bits: u32,
+    ) -> knhk_status;
+}
+unsafe extern "C" {
+    #[doc = " knhk_fire_bits with a predicate bit for each of up to KNHK_MAX_BRANCHES flows (wide tasks);\n  knhk_fire_bits(.., b) is knhk_fire_bits64(.., b) with flows 32 and up false."]
+    pub fn knhk_fire_bits64(
+        net: *const knhk_net_t,
+        c: *mut knhk_case_t,
+        t: u32,
+        branch_bits: u64,
     ) -> knhk_status;
 }
 unsafe extern "C" {

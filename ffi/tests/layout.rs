@@ -13,7 +13,7 @@ extern "C" {
 /// The ABI version that the pinned column of [`layouts`] describes. Changing any public size,
 /// alignment or offset is an ABI change: bump `KNHK_ABI_VERSION` (c/include/knhk/version.h),
 /// then set this and re-pin the column. `layouts_pinned_with_abi_version` fails otherwise.
-const PINNED_ABI: u32 = 3;
+const PINNED_ABI: u32 = 4;
 
 /// Every public struct's size, alignment and field offsets, in layout_probe.c's order: the name,
 /// the Rust bindings' value and the value pinned for [`PINNED_ABI`]. The short-path tables are
@@ -71,7 +71,12 @@ fn layouts() -> Vec<(&'static str, usize, u64)> {
         ),
         ("task.ndefaults", offset_of!(knhk_task_t, ndefaults), 44),
         ("task.race", offset_of!(knhk_task_t, race), 45),
-        ("task.reserved", offset_of!(knhk_task_t, reserved), 46),
+        (
+            "task.first_branch",
+            offset_of!(knhk_task_t, first_branch),
+            46,
+        ),
+        ("task.reserved", offset_of!(knhk_task_t, reserved), 48),
         ("sizeof hot_storage", size_of::<knhk_hot_storage_t>(), 24576),
         ("alignof hot_storage", align_of::<knhk_hot_storage_t>(), 64),
         ("sizeof net", size_of::<knhk_net_t>(), 57408),
@@ -88,7 +93,7 @@ fn layouts() -> Vec<(&'static str, usize, u64)> {
         ),
         ("net.ntasks", offset_of!(knhk_net_t, ntasks), 57364),
         ("net.sealed", offset_of!(knhk_net_t, sealed), 57368),
-        ("net.reserved", offset_of!(knhk_net_t, reserved), 57372),
+        ("net.nflows", offset_of!(knhk_net_t, nflows), 57372),
         ("sizeof case", size_of::<knhk_case_t>(), 128),
         ("alignof case", align_of::<knhk_case_t>(), 64),
         ("case.marking", offset_of!(knhk_case_t, marking), 0),
@@ -120,7 +125,11 @@ fn layouts() -> Vec<(&'static str, usize, u64)> {
             offset_of!(knhk_event_t, branch_bits),
             8,
         ),
-        ("event.reserved", offset_of!(knhk_event_t, reserved), 12),
+        (
+            "event.branch_bits_hi",
+            offset_of!(knhk_event_t, branch_bits_hi),
+            12,
+        ),
         ("sizeof seal_report", size_of::<knhk_seal_report_t>(), 16),
         ("alignof seal_report", align_of::<knhk_seal_report_t>(), 4),
         (

@@ -21,7 +21,8 @@ const uint64_t knhk_layout_probe[] = {
     ENTRY(knhk_task_t, pre), ENTRY(knhk_task_t, post), ENTRY(knhk_task_t, cancel_conditions),
     ENTRY(knhk_task_t, cancel_tasks), ENTRY(knhk_task_t, or_expect_all), ENTRY(knhk_task_t, join),
     ENTRY(knhk_task_t, split), ENTRY(knhk_task_t, nbranches), ENTRY(knhk_task_t, default_branch),
-    ENTRY(knhk_task_t, ndefaults), ENTRY(knhk_task_t, race), ENTRY(knhk_task_t, reserved),
+    ENTRY(knhk_task_t, ndefaults), ENTRY(knhk_task_t, race), ENTRY(knhk_task_t, first_branch),
+    ENTRY(knhk_task_t, reserved),
 
     sizeof(knhk_hot_storage_t), _Alignof(knhk_hot_storage_t),
 
@@ -29,7 +30,7 @@ const uint64_t knhk_layout_probe[] = {
     ENTRY(knhk_net_t, tasks), ENTRY(knhk_net_t, branches), ENTRY(knhk_net_t, hot),
     ENTRY(knhk_net_t, input),
     ENTRY(knhk_net_t, output), ENTRY(knhk_net_t, nconditions), ENTRY(knhk_net_t, ntasks),
-    ENTRY(knhk_net_t, sealed), ENTRY(knhk_net_t, reserved),
+    ENTRY(knhk_net_t, sealed), ENTRY(knhk_net_t, nflows),
 
     sizeof(knhk_case_t), _Alignof(knhk_case_t),
     ENTRY(knhk_case_t, marking), ENTRY(knhk_case_t, busy), ENTRY(knhk_case_t, or_expect),
@@ -43,7 +44,7 @@ const uint64_t knhk_layout_probe[] = {
 
     sizeof(knhk_event_t), _Alignof(knhk_event_t),
     ENTRY(knhk_event_t, case_index), ENTRY(knhk_event_t, op), ENTRY(knhk_event_t, task),
-    ENTRY(knhk_event_t, flags), ENTRY(knhk_event_t, branch_bits), ENTRY(knhk_event_t, reserved),
+    ENTRY(knhk_event_t, flags), ENTRY(knhk_event_t, branch_bits), ENTRY(knhk_event_t, branch_bits_hi),
 
     sizeof(knhk_seal_report_t), _Alignof(knhk_seal_report_t),
     ENTRY(knhk_seal_report_t, status), ENTRY(knhk_seal_report_t, element),

@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
 
 use crate::ir::{FlowGuard, Join, Model, Split};
-use crate::{explore, lower, Options, MAX_BRANCHES, MAX_CONDITIONS, MAX_TASKS};
+use crate::{explore, lower, Options, MAX_BRANCHES, MAX_CONDITIONS, MAX_FLOWS, MAX_TASKS};
 
 /// What a finding is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -142,6 +142,14 @@ pub fn structural(model: &Model) -> Vec<Finding> {
         out.push(Finding::refusal(
             FindingKind::Capacity,
             format!("{nt} tasks; the kernel holds {MAX_TASKS}"),
+            Vec::new(),
+        ));
+    }
+    let flows: usize = model.tasks.iter().map(|t| t.outputs.len()).sum();
+    if flows > MAX_FLOWS {
+        out.push(Finding::refusal(
+            FindingKind::Capacity,
+            format!("{flows} outgoing flows of tasks; the kernel holds {MAX_FLOWS} per net"),
             Vec::new(),
         ));
     }

@@ -52,7 +52,7 @@ pub use ir::Model;
 pub use lower::{lower, Compiled};
 
 // The kernel's limits, from knhk-kernel (the one source: libknhk's header).
-pub use knhk_kernel::{MAX_BRANCHES, MAX_CONDITIONS, MAX_TASKS, REGISTERS};
+pub use knhk_kernel::{MAX_BRANCHES, MAX_CONDITIONS, MAX_FLOWS, MAX_TASKS, REGISTERS};
 /// Largest input file accepted (bytes); larger files are refused before parsing.
 pub const MAX_INPUT_BYTES: u64 = 64 * 1024 * 1024;
 

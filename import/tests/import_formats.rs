@@ -750,3 +750,43 @@ fn a_replay_that_hits_its_frontier_cap_is_not_decided_not_unfit() {
     ));
     assert_eq!((capped.fitting, capped.undecided), (0, 1));
 }
+
+/// Wide tasks (more than the 8 flows a task held before ABI 4): `knhk check` accepts a model
+/// with a 24-way AND split, a 24-input AND join and a 12-way XOR split with predicates, and the
+/// kernel runs it.
+#[test]
+fn wide_split_model() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/models/WideSplit.yawl");
+    let m = import_file(&path, &Options::default()).expect("imports");
+    let r = verify(&m, &Options::default());
+    assert!(r.accepted(), "{:#?}", r.findings);
+    assert!(
+        !r.findings.iter().any(|f| f.kind == FindingKind::Capacity),
+        "{:#?}",
+        r.findings
+    );
+    let net = lower(&m).expect("lowers").net;
+    let a = task_of(&m, "A");
+    let j = task_of(&m, "J");
+    let ts: Vec<u32> = (0..24).map(|k| task_of(&m, &format!("T{k}"))).collect();
+    let xs: Vec<u32> = (0..12).map(|k| task_of(&m, &format!("X{k}"))).collect();
+    assert_eq!(net.task(a).unwrap().branch_count(), 24);
+    assert_eq!(net.task(j).unwrap().pre().count_ones(), 24);
+    assert_eq!(net.task(j).unwrap().branch_count(), 12);
+    for (pick, x) in [(0, 0), (7, 7), (10, 10), (11, 11), (99, 11)] {
+        let mut k = Case::new(&net).unwrap();
+        *k.regs_mut() = m.initial_registers();
+        k.regs_mut()[0] = pick;
+        net.fire(&mut k, a).unwrap();
+        assert_eq!(net.enabled(&k), ts.iter().fold(0, |e, &t| e | 1 << t));
+        for &t in &ts[..23] {
+            net.fire(&mut k, t).unwrap();
+            assert_eq!(net.fire(&mut k, j), Err(knhk_kernel::Error::NotEnabled));
+        }
+        net.fire(&mut k, ts[23]).unwrap();
+        net.fire(&mut k, j).unwrap();
+        assert_eq!(net.enabled(&k), 1 << xs[x], "pick {pick}");
+        net.fire(&mut k, xs[x]).unwrap();
+        assert_eq!(net.state(&k), CaseState::Complete);
+    }
+}

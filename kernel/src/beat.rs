@@ -35,7 +35,7 @@ impl Event {
                 task,
                 flags: 0,
                 branch_bits: 0,
-                reserved: 0,
+                branch_bits_hi: 0,
             },
         }
     }
@@ -46,6 +46,17 @@ impl Event {
         let mut e = Event::new(case_index, op, task);
         e.raw.flags = sys::KNHK_EVENT_USE_BITS as u16;
         e.raw.branch_bits = branch_bits;
+        e
+    }
+
+    /// As `with_bits`, with a predicate bit for each of up to [`crate::MAX_BRANCHES`] flows
+    /// (wide tasks: flows 32..63 travel in the event's `branch_bits_hi`).
+    #[inline]
+    pub fn with_bits64(case_index: u32, op: Op, task: u8, branch_bits: u64) -> Event {
+        let mut e = Event::new(case_index, op, task);
+        e.raw.flags = sys::KNHK_EVENT_USE_BITS as u16;
+        e.raw.branch_bits = branch_bits as u32;
+        e.raw.branch_bits_hi = (branch_bits >> 32) as u32;
         e
     }
 

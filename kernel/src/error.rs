@@ -29,7 +29,7 @@ pub enum Error {
     CapacityConditions = sys::KNHK_CAPACITY_CONDITIONS,
     /// More than 64 tasks.
     CapacityTasks = sys::KNHK_CAPACITY_TASKS,
-    /// More than 8 outgoing flows on one task.
+    /// More than 64 outgoing flows on one task, or more than 512 in the net.
     CapacityBranches = sys::KNHK_CAPACITY_BRANCHES,
     /// The same flow added twice.
     DuplicateFlow = sys::KNHK_DUPLICATE_FLOW,
@@ -183,7 +183,7 @@ impl fmt::Display for Error {
             Error::BadCondition => "no such condition",
             Error::CapacityConditions => "more than 64 conditions",
             Error::CapacityTasks => "more than 64 tasks",
-            Error::CapacityBranches => "more than 8 outgoing flows on one task",
+            Error::CapacityBranches => "more than 64 outgoing flows on one task, or 512 in the net",
             Error::DuplicateFlow => "duplicate flow",
             Error::BadGuard => "bad guard",
             Error::NoInput => "no input condition",

@@ -53,8 +53,15 @@ pub use knhk_sys as sys;
 pub const MAX_CONDITIONS: usize = knhk_sys::KNHK_MAX_CONDITIONS as usize;
 /// Tasks per net.
 pub const MAX_TASKS: usize = knhk_sys::KNHK_MAX_TASKS as usize;
-/// Outgoing flows per task.
+/// Outgoing flows per task: 64, one per condition of the mask. A sealed net's widest split has
+/// 63 (no flow enters the input condition), 62 when none of them is the output. AND splits
+/// (a mask) and hot tasks keep their short path at any width; XOR and OR splits of more than
+/// two flows take the general path, which reads a guard per flow. Incoming flows are a mask:
+/// any number of the net's conditions.
 pub const MAX_BRANCHES: usize = knhk_sys::KNHK_MAX_BRANCHES as usize;
+/// Outgoing flows of all tasks of a net together (64 tasks x 8: every net that fitted when a
+/// task held 8 flows still fits).
+pub const MAX_FLOWS: usize = knhk_sys::KNHK_MAX_FLOWS as usize;
 /// Data registers per case.
 pub const REGISTERS: usize = knhk_sys::KNHK_REGISTERS as usize;
 /// Events per beat.

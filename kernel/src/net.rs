@@ -264,7 +264,8 @@ impl Net {
             return None;
         }
         let raw = &self.raw.tasks[t as usize];
-        let branches = &self.raw.branches[t as usize][..raw.nbranches as usize];
+        let first = raw.first_branch as usize;
+        let branches = &self.raw.branches[first..first + raw.nbranches as usize];
         Some(TaskView { raw, branches })
     }
     /// The raw C struct (read-only).
@@ -323,6 +324,21 @@ impl Net {
     pub fn fire_with(&self, case: &mut Case, t: u32, branch_bits: u32) -> Result<(), Error> {
         // SAFETY: pointers from live references; the case is exclusively borrowed.
         Error::check(unsafe { sys::knhk_fire_bits(&self.raw, &mut case.raw, t, branch_bits) })
+    }
+
+    /// [`Net::complete_with`] with a predicate bit for each of up to [`crate::MAX_BRANCHES`]
+    /// flows (wide tasks; `complete_with` reads flows 32 and up as false).
+    #[inline]
+    pub fn complete_with64(&self, case: &mut Case, t: u32, branch_bits: u64) -> Result<(), Error> {
+        // SAFETY: pointers from live references; the case is exclusively borrowed.
+        Error::check(unsafe { sys::knhk_complete_bits64(&self.raw, &mut case.raw, t, branch_bits) })
+    }
+
+    /// [`Net::fire_with`] with a predicate bit for each of up to [`crate::MAX_BRANCHES`] flows.
+    #[inline]
+    pub fn fire_with64(&self, case: &mut Case, t: u32, branch_bits: u64) -> Result<(), Error> {
+        // SAFETY: pointers from live references; the case is exclusively borrowed.
+        Error::check(unsafe { sys::knhk_fire_bits64(&self.raw, &mut case.raw, t, branch_bits) })
     }
 
     /// Cancels task `t` (WCP-19): withdraws it if busy, removes its enabling tokens if enabled.

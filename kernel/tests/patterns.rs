@@ -508,3 +508,135 @@ fn unsealed_net_refuses_cases() {
     let net = Net::new();
     assert_eq!(Case::new(&net).unwrap_err(), Error::NotSealed);
 }
+
+/// Wide tasks: a 62-way AND split into a 62-input AND join (the widest that keeps the case
+/// running in a 64-condition net: no flow enters the input, a flow onto the output ends the
+/// case), 64 flows accepted by the builder and refused at seal only for the flow into the
+/// input; a 20-way XOR split and a 20-way OR split (into a structured 20-input OR-join), each
+/// flow guarded, the last the default.
+#[test]
+fn wide_and_split_and_join() {
+    let mut b = B::new(64);
+    let mid: Vec<u32> = (1..63).collect();
+    let w = b.task(Join::Xor, Split::And, &[0], &mid);
+    let j = b.task(Join::And, Split::And, &mid, &[63]);
+    let (net, case) = b.seal();
+    assert_eq!(net.task(w).unwrap().branch_count(), 62);
+    assert_eq!(
+        net.task(w).unwrap().branch_conditions().collect::<Vec<_>>(),
+        mid
+    );
+    let all_mid = mid.iter().fold(0, |m, &c| m | bit(c));
+    let mut c = case;
+    refused(&net, &mut c, |n, c| n.fire(c, j), Error::NotEnabled);
+    net.fire(&mut c, w).unwrap();
+    assert_eq!(c.marking(), all_mid);
+    assert_eq!(net.enabled(&c), bit(j));
+    net.fire(&mut c, j).unwrap();
+    assert_eq!(net.state(&c), CaseState::Complete);
+    // two-phase (the general path): the same tokens
+    let mut c = case;
+    net.start(&mut c, w).unwrap();
+    refused(&net, &mut c, |n, c| n.start(c, j), Error::NotEnabled);
+    net.complete(&mut c, w).unwrap();
+    assert_eq!(c.marking(), all_mid);
+    net.start(&mut c, j).unwrap();
+    net.complete(&mut c, j).unwrap();
+    assert_eq!(net.state(&c), CaseState::Complete);
+
+    // 64 flows on one task: the builder holds them; seal refuses the flow into the input
+    let mut b = B::new(64);
+    let all: Vec<u32> = (0..64).collect();
+    let t = b.task(Join::Xor, Split::And, &[0], &all);
+    assert_eq!(
+        b.net.task(t).unwrap().branch_count(),
+        knhk_kernel::MAX_BRANCHES
+    );
+    let err = b.net.seal().unwrap_err();
+    assert_eq!(err.error, Error::InputHasInflow);
+}
+
+fn wide_choice(split: Split) -> (Box<Net>, Case, u32, Vec<u32>, Vec<u32>, u32) {
+    // i(0) -> S -> c_k (1..=20) -> T_k -> d_k (21..=40) -> J -> o(41)
+    let mut b = B::new(42);
+    let s = b.net.add_task(Join::Xor, split).unwrap();
+    b.net.input_flow(0, s).unwrap();
+    for k in 0..20u32 {
+        let g = match split {
+            Split::Xor => Guard::Term(Term::constant(0, GuardOp::Eq, i64::from(k))),
+            _ => Guard::Term(Term::constant(0, GuardOp::Bit, 1 << k)),
+        };
+        b.net.output_flow(s, 1 + k, Some(&g), k == 19).unwrap();
+    }
+    let tasks: Vec<u32> = (0..20u32)
+        .map(|k| b.task(Join::Xor, Split::And, &[1 + k], &[21 + k]))
+        .collect();
+    let ins: Vec<u32> = (21..41).collect();
+    let join = if split == Split::Xor {
+        Join::Xor
+    } else {
+        Join::Or
+    };
+    let j = b.task(join, Split::And, &ins, &[41]);
+    let (net, case) = b.seal();
+    (net, case, s, tasks, ins, j)
+}
+
+#[test]
+fn wide_xor_split_with_guards() {
+    let (net, case, s, tasks, _, j) = wide_choice(Split::Xor);
+    assert_eq!(net.task(s).unwrap().branch_count(), 20);
+    assert_eq!(net.task(s).unwrap().default_branch(), Some(19));
+    for (v, k) in [(0, 0), (7, 7), (18, 18), (19, 19), (-5, 19), (1000, 19)] {
+        let mut c = case;
+        c.regs_mut()[0] = v;
+        net.fire(&mut c, s).unwrap();
+        assert_eq!(c.marking(), bit(1 + k), "regs[0] = {v}");
+        assert_eq!(net.enabled(&c), bit(tasks[k as usize]));
+        net.fire(&mut c, tasks[k as usize]).unwrap();
+        net.fire(&mut c, j).unwrap();
+        assert_eq!(net.state(&c), CaseState::Complete);
+    }
+    // caller bits: the first true flow in order; none true: the default
+    let mut c = case;
+    net.fire_with64(&mut c, s, (1 << 12) | (1 << 15)).unwrap();
+    assert_eq!(c.marking(), bit(13));
+    let mut c = case;
+    net.fire_with(&mut c, s, 0).unwrap();
+    assert_eq!(c.marking(), bit(20));
+}
+
+#[test]
+fn wide_or_split_with_guards_into_structured_or_join() {
+    let (net, case, s, tasks, ins, j) = wide_choice(Split::Or);
+    assert_eq!(
+        net.general_or_joins(),
+        0,
+        "the 20-way split matches the join (WCP-7)"
+    );
+    for pick in [0u64, 1, 1 << 19, (1 << 3) | (1 << 7) | (1 << 18), 0xF_FFFF] {
+        let mut c = case;
+        c.regs_mut()[0] = pick as i64;
+        let chosen = if pick == 0 { 1 << 19 } else { pick };
+        net.fire(&mut c, s).unwrap();
+        let want: u64 = (0..20)
+            .filter(|k| chosen >> k & 1 == 1)
+            .map(|k| bit(1 + k))
+            .sum();
+        assert_eq!(c.marking(), want, "pick {pick:#x}");
+        let expected: u64 = (0..20)
+            .filter(|&k| chosen >> k & 1 == 1)
+            .map(|k| bit(ins[k]))
+            .sum();
+        assert_eq!(c.or_expect(), expected);
+        let fired: Vec<usize> = (0..20).filter(|&k| chosen >> k & 1 == 1).collect();
+        for (n, &k) in fired.iter().enumerate() {
+            if n + 1 == fired.len() {
+                refused(&net, &mut c, |net, c| net.fire(c, j), Error::NotEnabled);
+            }
+            net.fire(&mut c, tasks[k]).unwrap();
+        }
+        net.fire(&mut c, j).unwrap();
+        assert_eq!(net.state(&c), CaseState::Complete);
+    }
+}
