@@ -126,6 +126,16 @@ fn main() {
         benches.push(scen_rust(s, "rust"));
         benches.push(scen_c(s));
     }
+    // wide tasks (issue 13 item 4): a 62-way AND split and 62-input AND join (the short path at
+    // full width) and a 20-way XOR split with guards (the general path): reported, not gated
+    for s in [
+        knhk_benches::wide_and_split_62(),
+        knhk_benches::wide_xor_split_20(),
+    ] {
+        let s: &'static Scenario = Box::leak(Box::new(s));
+        benches.push(scen_rust(s, "rust"));
+        benches.push(scen_c(s));
+    }
 
     // ---- the beat: 64 cases x 62 steps, 8 distinct cases per beat ----
     {

@@ -582,6 +582,69 @@ pub fn orjoin_nonlocal() -> Scenario {
     orjoin_chain("orjoin_nonlocal", false)
 }
 
+/// Wide tasks: `i -> W -> c_1..c_62 -> J -> o`, W an AND split of 62 flows and J an AND join
+/// of 62 inputs (the widest pair a 64-condition net holds: no flow enters the input, and a
+/// flow onto the output would end the case). One iteration fires W and J (2 steps). Both are
+/// hot (an AND split's output and an AND join's input are masks), so this is the short path
+/// at full width.
+pub fn wide_and_split_62() -> Scenario {
+    let mut net = Box::new(Net::new());
+    let i = net.add_condition().unwrap();
+    let o = net.add_condition().unwrap();
+    let mid = conds(&mut net, 62);
+    net.set_input(i).unwrap();
+    net.set_output(o).unwrap();
+    let w = net.add_task(Join::Xor, Split::And).unwrap();
+    let j = net.add_task(Join::And, Split::And).unwrap();
+    net.input_flow(i, w).unwrap();
+    for &c in &mid {
+        net.output_flow(w, c, None, false).unwrap();
+        net.input_flow(c, j).unwrap();
+    }
+    net.output_flow(j, o, None, false).unwrap();
+    seal(&mut net, "wide and split");
+    let start = Case::new(&net).unwrap();
+    Scenario::new(
+        "wide_and_split_62",
+        net,
+        start,
+        vec![Step::Fire(w), Step::Fire(j)],
+    )
+}
+
+/// Wide XOR split: `i -> X -> c_0..c_19 -> T_k -> o`, X an XOR split of 20 flows, flow k
+/// guarded `regs[0] == k` (the last the default), `regs[0] = 17`: X's guards are evaluated
+/// flow by flow on the general path (a split of more than two flows is not hot). One
+/// iteration fires X and T_17 (2 steps).
+pub fn wide_xor_split_20() -> Scenario {
+    let mut net = Box::new(Net::new());
+    let i = net.add_condition().unwrap();
+    let o = net.add_condition().unwrap();
+    let c = conds(&mut net, 20);
+    net.set_input(i).unwrap();
+    net.set_output(o).unwrap();
+    let x = net.add_task(Join::Xor, Split::Xor).unwrap();
+    net.input_flow(i, x).unwrap();
+    let mut ts = Vec::new();
+    for (k, &ck) in c.iter().enumerate() {
+        let g = Guard::Term(Term::constant(0, GuardOp::Eq, k as i64));
+        net.output_flow(x, ck, Some(&g), k == 19).unwrap();
+        let t = net.add_task(Join::Xor, Split::And).unwrap();
+        net.input_flow(ck, t).unwrap();
+        net.output_flow(t, o, None, false).unwrap();
+        ts.push(t);
+    }
+    seal(&mut net, "wide xor split");
+    let mut start = Case::new(&net).unwrap();
+    start.regs_mut()[0] = 17;
+    Scenario::new(
+        "wide_xor_split_20",
+        net,
+        start,
+        vec![Step::Fire(x), Step::Fire(ts[17])],
+    )
+}
+
 /// See [`orjoin_nonlocal`]: the same chain, every decision a table lookup.
 pub fn orjoin_nonlocal_lookup() -> Scenario {
     orjoin_chain("orjoin_nonlocal_lookup", true)
