@@ -13,7 +13,7 @@
 //! `KNHK_DIFF_CASES` sets the number of sequences (default 10,000).
 use knhk_kernel::{
     flags, Block, BlockPath, Case, CaseState, Error, Event, Guard, GuardOp, Join, Net, Op, Split,
-    Term, NO_TASK,
+    Term, MAX_BRANCHES, NO_TASK,
 };
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
@@ -172,7 +172,7 @@ struct Region {
 
 /// Appends a block that starts at condition `c_in` and returns its exit condition.
 fn block(m: &mut Model, rng: &mut Rng, depth: u32, c_in: u32, region: &mut Region) -> u32 {
-    let kind = if depth == 0 { 0 } else { rng.below(9) };
+    let kind = if depth == 0 { 0 } else { rng.below(10) };
     match kind {
         // a single task
         0 => {
@@ -317,6 +317,54 @@ fn block(m: &mut Model, rng: &mut Rng, depth: u32, c_in: u32, region: &mut Regio
             region.conds.push(c);
             c
         }
+        // a wide task (more flows than the 8 a task held before ABI 4): an AND split of 9..=40
+        // flows into an AND join, an XOR split of 9..=40 guarded flows into an XOR join, or an
+        // OR split of 9..=12 guarded flows into its structured OR-join (2^n - 1 choices for the
+        // reference's and the seal's explorations); each branch goes straight to the join or
+        // through one task
+        9 => {
+            let split = [Split::And, Split::Xor, Split::Or][rng.below(3) as usize];
+            let n = if split == Split::Or {
+                9 + rng.below(4) as usize
+            } else {
+                9 + rng.below(32) as usize
+            };
+            let s = m.task(Join::Xor, split, vec![c_in]);
+            region.tasks.push(s);
+            let default = rng.below(n as u64) as usize;
+            let mut ends = vec![];
+            for k in 0..n {
+                let a = m.cond();
+                region.conds.push(a);
+                m.tasks[s as usize].branches.push(Branch {
+                    cond: a,
+                    guard: (split != Split::And).then(|| random_guard(rng)),
+                    default: split != Split::And && k == default,
+                    or_expect: None,
+                });
+                ends.push(if rng.below(3) == 0 {
+                    block(m, rng, 0, a, region)
+                } else {
+                    a
+                });
+            }
+            if split == Split::Or {
+                for (k, &e) in ends.iter().enumerate() {
+                    m.tasks[s as usize].branches[k].or_expect = Some(e);
+                }
+            }
+            let join = match split {
+                Split::And => Join::And,
+                Split::Xor => Join::Xor,
+                Split::Or => Join::Or,
+            };
+            let j = m.task(join, Split::And, ends);
+            let c = m.cond();
+            m.out(j, c);
+            region.tasks.push(j);
+            region.conds.push(c);
+            c
+        }
         // deferred choice: two tasks race for c_in, then an XOR join
         _ => {
             let mut ends = vec![];
@@ -366,7 +414,10 @@ fn generate(seed: u64) -> Model {
             m.tasks[k as usize].cancel_conds = region.conds.clone();
             m.tasks[k as usize].cancel_tasks = region.tasks.clone();
         }
-        if m.nconds <= 64 && m.tasks.len() <= 64 && m.tasks.iter().all(|t| t.branches.len() <= 8) {
+        if m.nconds <= 64
+            && m.tasks.len() <= 64
+            && m.tasks.iter().all(|t| t.branches.len() <= MAX_BRANCHES)
+        {
             // a general OR-join whose analysis passes the seal's caps is refused (OrJoinCap):
             // draw again
             match m.build() {
@@ -577,8 +628,8 @@ impl RefCase {
                 let choices: Vec<Vec<usize>> = match task.split {
                     Split::And => vec![(0..n).collect()],
                     Split::Xor => (0..n).map(|k| vec![k]).collect(),
-                    Split::Or => (1u32..1 << n)
-                        .map(|set| (0..n).filter(|&k| set & (1 << k) != 0).collect())
+                    Split::Or => (1u64..1 << n)
+                        .map(|set| (0..n).filter(|&k| set & (1u64 << k) != 0).collect())
                         .collect(),
                 };
                 for choice in choices {
@@ -660,20 +711,20 @@ impl RefCase {
     }
 
     /// The branches a completing task produces into.
-    fn chosen_branches(m: &Model, t: u32, bits: u32) -> Vec<usize> {
+    fn chosen_branches(m: &Model, t: u32, bits: u64) -> Vec<usize> {
         let task = &m.tasks[t as usize];
         let n = task.branches.len();
         let default = task.branches.iter().position(|b| b.default);
         match task.split {
             Split::And => (0..n).collect(),
             Split::Xor => {
-                let first = (0..n).find(|&k| Some(k) != default && bits & (1 << k) != 0);
+                let first = (0..n).find(|&k| Some(k) != default && bits & (1u64 << k) != 0);
                 vec![first
                     .or(default)
                     .expect("validated XOR split has a default")]
             }
             Split::Or => {
-                let on: Vec<usize> = (0..n).filter(|&k| bits & (1 << k) != 0).collect();
+                let on: Vec<usize> = (0..n).filter(|&k| bits & (1u64 << k) != 0).collect();
                 if on.is_empty() {
                     vec![default.expect("validated OR split has a default")]
                 } else {
@@ -683,17 +734,17 @@ impl RefCase {
         }
     }
 
-    fn guard_bits(&self, m: &Model, t: u32) -> u32 {
+    fn guard_bits(&self, m: &Model, t: u32) -> u64 {
         let task = &m.tasks[t as usize];
         task.branches
             .iter()
             .enumerate()
             .filter(|(_, b)| guard_holds(&b.guard, &self.regs))
-            .fold(0, |acc, (k, _)| acc | 1 << k)
+            .fold(0, |acc, (k, _)| acc | 1u64 << k)
     }
 
     /// Completes busy `t` on a copy; returns the new state or the refusal.
-    fn do_complete(&self, m: &Model, t: u32, bits: u32) -> Result<RefCase, Error> {
+    fn do_complete(&self, m: &Model, t: u32, bits: u64) -> Result<RefCase, Error> {
         let task = &m.tasks[t as usize];
         let mut next = self.clone();
         for &c in &task.cancel_conds {
@@ -884,8 +935,8 @@ impl RefCase {
 #[derive(Debug, Clone, Copy)]
 enum Step {
     Start(u32),
-    Complete(u32, Option<u32>),
-    Fire(u32, Option<u32>),
+    Complete(u32, Option<u64>),
+    Fire(u32, Option<u64>),
     CancelTask(u32),
     CancelCase,
     SetReg(usize, i64),
@@ -914,8 +965,10 @@ fn pick_step(raw: (u8, u8, u8, u8), m: &Model, enabled: u64, busy: u64) -> Step 
             }
         }
     };
+    // six bits from the byte, repeated every six flows (up to flow 63: wide tasks' caller bits
+    // past 32 travel in the upper word)
     let supplied = if bits % 3 == 0 {
-        Some(bits as u32 >> 2)
+        Some(u64::from(bits >> 2) * 0x0041_0410_4104_1041)
     } else {
         None
     };
@@ -933,9 +986,9 @@ fn kernel_apply(net: &Net, case: &mut Case, step: Step) -> Result<(), Error> {
     match step {
         Step::Start(t) => net.start(case, t),
         Step::Complete(t, None) => net.complete(case, t),
-        Step::Complete(t, Some(b)) => net.complete_with(case, t, b),
+        Step::Complete(t, Some(b)) => net.complete_with64(case, t, b),
         Step::Fire(t, None) => net.fire(case, t),
-        Step::Fire(t, Some(b)) => net.fire_with(case, t, b),
+        Step::Fire(t, Some(b)) => net.fire_with64(case, t, b),
         Step::CancelTask(t) => net.cancel_task(case, t),
         Step::CancelCase => net.cancel_case(case),
         Step::SetReg(..) => unreachable!(),
@@ -947,9 +1000,9 @@ fn beat_event(step: Step) -> Event {
     match step {
         Step::Start(t) => Event::new(0, Op::Start, task(t)),
         Step::Complete(t, None) => Event::new(0, Op::Complete, task(t)),
-        Step::Complete(t, Some(b)) => Event::with_bits(0, Op::Complete, task(t), b),
+        Step::Complete(t, Some(b)) => Event::with_bits64(0, Op::Complete, task(t), b),
         Step::Fire(t, None) => Event::new(0, Op::Fire, task(t)),
-        Step::Fire(t, Some(b)) => Event::with_bits(0, Op::Fire, task(t), b),
+        Step::Fire(t, Some(b)) => Event::with_bits64(0, Op::Fire, task(t), b),
         Step::CancelTask(t) => Event::new(0, Op::CancelTask, task(t)),
         Step::CancelCase => Event::new(0, Op::CancelCase, 0),
         Step::SetReg(..) => unreachable!(),
@@ -1170,6 +1223,17 @@ fn generator_covers_every_pattern() {
                 seen.insert("general or-join with cancellation".to_string());
             }
         }
+        for t in &m.tasks {
+            if t.branches.len() > 8 {
+                seen.insert(format!("wide split {:?}", t.split));
+            }
+            if t.branches.len() > 32 {
+                seen.insert("split past 32 flows".to_string());
+            }
+            if t.pre.len() > 8 {
+                seen.insert(format!("wide join {:?}", RefCase::join_of(t)));
+            }
+        }
         if m.tasks.iter().any(|t| {
             t.pre.len() == 1 && m.tasks.iter().filter(|u| u.pre.contains(&t.pre[0])).count() > 1
         }) {
@@ -1189,6 +1253,13 @@ fn generator_covers_every_pattern() {
         "deferred choice",
         "general or-join",
         "general or-join with cancellation",
+        "wide split And",
+        "wide split Xor",
+        "wide split Or",
+        "split past 32 flows",
+        "wide join And",
+        "wide join Xor",
+        "wide join Or",
     ] {
         assert!(
             seen.contains(want),
