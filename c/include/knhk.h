@@ -465,8 +465,16 @@ KNHK_EXPORT knhk_status knhk_net_add_input_flow(knhk_net_t *net, uint32_t condit
 /** Adds the flow task -> condition as the task's next branch (branches are evaluated in the
  *  order they are added). `guard` may be NULL (always true; AND splits ignore guards).
  *  `is_default` marks the default flow of an XOR/OR split. Returns KNHK_OK, KNHK_SEALED,
- *  KNHK_BAD_TASK, KNHK_BAD_CONDITION, KNHK_CAPACITY_BRANCHES, KNHK_DUPLICATE_FLOW or
- *  KNHK_BAD_GUARD. */
+ *  KNHK_BAD_TASK, KNHK_BAD_CONDITION, KNHK_CAPACITY_BRANCHES (the task has KNHK_MAX_BRANCHES
+ *  flows, or the net KNHK_MAX_FLOWS), KNHK_DUPLICATE_FLOW or KNHK_BAD_GUARD.
+ *
+ *  Wide tasks: flows may be added to tasks in any order; the net keeps each task's flows
+ *  contiguous in knhk_net_t.branches (later tasks' flows move up by one). An AND split of any
+ *  width, and an AND or XOR join of any number of inputs, stays on fire's short path; an XOR
+ *  split of more than two flows and every OR split take the general path, which evaluates
+ *  each flow's guard. In a net with a general OR-join, seal explores every outcome of every OR
+ *  split (2^n - 1 for n flows): OR splits of more than about 20 flows there exceed
+ *  KNHK_ORJOIN_MAX_WORK and the seal refuses with KNHK_OR_JOIN_CAP. */
 KNHK_EXPORT knhk_status knhk_net_add_output_flow(knhk_net_t *net, uint32_t task, uint32_t condition,
                                                  const knhk_guard_t *guard, uint32_t is_default);
 

@@ -343,7 +343,7 @@ unsafe extern "C" {
     pub fn knhk_net_add_input_flow(net: *mut knhk_net_t, condition: u32, task: u32) -> knhk_status;
 }
 unsafe extern "C" {
-    #[doc = " Adds the flow task -> condition as the task's next branch (branches are evaluated in the\n  order they are added). `guard` may be NULL (always true; AND splits ignore guards).\n  `is_default` marks the default flow of an XOR/OR split. Returns KNHK_OK, KNHK_SEALED,\n  KNHK_BAD_TASK, KNHK_BAD_CONDITION, KNHK_CAPACITY_BRANCHES, KNHK_DUPLICATE_FLOW or\n  KNHK_BAD_GUARD."]
+    #[doc = " Adds the flow task -> condition as the task's next branch (branches are evaluated in the\n  order they are added). `guard` may be NULL (always true; AND splits ignore guards).\n  `is_default` marks the default flow of an XOR/OR split. Returns KNHK_OK, KNHK_SEALED,\n  KNHK_BAD_TASK, KNHK_BAD_CONDITION, KNHK_CAPACITY_BRANCHES (the task has KNHK_MAX_BRANCHES\n  flows, or the net KNHK_MAX_FLOWS), KNHK_DUPLICATE_FLOW or KNHK_BAD_GUARD.\n\n  Wide tasks: flows may be added to tasks in any order; the net keeps each task's flows\n  contiguous in knhk_net_t.branches (later tasks' flows move up by one). An AND split of any\n  width, and an AND or XOR join of any number of inputs, stays on fire's short path; an XOR\n  split of more than two flows and every OR split take the general path, which evaluates\n  each flow's guard. In a net with a general OR-join, seal explores every outcome of every OR\n  split (2^n - 1 for n flows): OR splits of more than about 20 flows there exceed\n  KNHK_ORJOIN_MAX_WORK and the seal refuses with KNHK_OR_JOIN_CAP."]
     pub fn knhk_net_add_output_flow(
         net: *mut knhk_net_t,
         task: u32,
