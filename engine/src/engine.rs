@@ -326,6 +326,9 @@ pub struct Engine {
     hook: Arc<dyn BatchHook>,
     archiver: Mutex<Option<JoinHandle<()>>>,
     archive_stats: Arc<ArchiveStats>,
+    /// Some workflow was registered with client predicates (bulk events then look up their
+    /// task's flows).
+    client_predicates: AtomicBool,
     /// Woken each time the archiver stored a batch (a creation waiting for a slot retries).
     archived: Arc<tokio::sync::Notify>,
 }
@@ -480,6 +483,7 @@ impl Engine {
             hook: hook.clone(),
             archiver: Mutex::new(None),
             archive_stats: Arc::new(ArchiveStats::default()),
+            client_predicates: AtomicBool::new(false),
             archived: Arc::new(tokio::sync::Notify::new()),
         });
         let mut threads = Vec::with_capacity(workers);
@@ -674,6 +678,9 @@ impl Engine {
             return Err(EngineError::Internal(format!(
                 "net slot {index} already set"
             )));
+        }
+        if wf.client_predicates {
+            self.client_predicates.store(true, Ordering::Relaxed);
         }
         let mut reg = self.registry.write().unwrap_or_else(|p| p.into_inner());
         reg.list.push(wf.clone());
@@ -1121,6 +1128,7 @@ impl Engine {
         }
         let (wf, shard, slot) = self.case_workflow(case_id)?;
         let t = wf.task(task)?;
+        needs_client_bits(&wf, t, kind, branch_bits)?;
         let mut op = Op::new(kind, case_id, slot, t);
         let mut payload = Vec::new();
         if matches!(kind, OpKind::Complete | OpKind::Fire) {
@@ -1478,7 +1486,9 @@ impl Engine {
         let (shard, slot) = self
             .locate(ev.case_id)
             .ok_or(EngineError::NoCase(ev.case_id))?;
-        let needs_wf = matches!(ev.task, Some(TaskRef::Name(_))) || !ev.data.is_empty();
+        let needs_wf = matches!(ev.task, Some(TaskRef::Name(_)))
+            || !ev.data.is_empty()
+            || self.client_predicates.load(Ordering::Relaxed);
         let (t, wf_index, regs) = if needs_wf {
             let (wf, _, _) = self.case_workflow(ev.case_id)?;
             let t = match &ev.task {
@@ -1486,6 +1496,7 @@ impl Engine {
                 Some(TaskRef::Index(i)) => u8::try_from(*i).unwrap_or(u8::MAX),
                 None => 0,
             };
+            needs_client_bits(&wf, t, kind, ev.branch_bits)?;
             let regs = if !ev.data.is_empty() && matches!(kind, OpKind::Complete | OpKind::Fire) {
                 Some(wf.registers(&ev.data)?)
             } else {
@@ -1651,6 +1662,35 @@ pub fn status_error(o: &Outcome, case_id: u64, wf: &Workflow, task: u8) -> Engin
             EngineError::Internal(format!("the kernel refused an op on case {case_id}"))
         }
         Status::Stopped => EngineError::Draining,
+    }
+}
+
+/// A completion of a task whose branches depend on predicates the client evaluates must carry
+/// the client's branch bits: without them the kernel would treat those flows as unguarded and
+/// pick one on its own.
+fn needs_client_bits(
+    wf: &Workflow,
+    t: u8,
+    kind: OpKind,
+    bits: Option<u32>,
+) -> Result<(), EngineError> {
+    if bits.is_some() || !matches!(kind, OpKind::Complete | OpKind::Fire) {
+        return Ok(());
+    }
+    match wf.tasks.get(usize::from(t)) {
+        Some(meta) if !meta.client_predicates.is_empty() => Err(EngineError::BadData {
+            reason: format!(
+                "task '{}' chooses its branches by predicates the client evaluates: give \
+                 branch_bits ({})",
+                meta.name,
+                meta.client_predicates
+                    .iter()
+                    .map(|p| format!("bit {}: {}", p.bit, crate::error::echo(&p.predicate)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }),
+        _ => Ok(()),
     }
 }
 

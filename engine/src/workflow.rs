@@ -25,6 +25,18 @@ pub struct TaskMeta {
     pub silent: bool,
     pub join: String,
     pub split: String,
+    /// Its outgoing flows whose predicate the client evaluates (registered with client
+    /// predicates): completing it takes `branch_bits`.
+    pub client_predicates: Vec<ClientPredicate>,
+}
+
+/// A flow whose predicate the client evaluates: bit `bit` of the completion's branch bits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientPredicate {
+    pub bit: u32,
+    /// The element the flow leads to, as the model names it.
+    pub target: String,
+    pub predicate: String,
 }
 
 /// A variable that a guard reads, and the register it lives in.
@@ -47,6 +59,9 @@ pub struct Workflow {
     /// The namespace the workflow and its cases belong to ([`DEFAULT_NAMESPACE`] unless the
     /// registration named one).
     pub namespace: String,
+    /// Registered with client predicates: flows the compiler cannot evaluate take the
+    /// client's branch bits (recorded so that a replay compiles it the same way).
+    pub client_predicates: bool,
     pub name: String,
     pub format: Format,
     pub net: Arc<Net>,
@@ -107,6 +122,17 @@ impl Workflow {
                 silent: t.silent,
                 join: t.join.to_string(),
                 split: t.split.to_string(),
+                client_predicates: t
+                    .outputs
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, f)| f.guard == knhk_import::ir::FlowGuard::External)
+                    .map(|(k, f)| ClientPredicate {
+                        bit: k as u32,
+                        target: f.target_element.clone(),
+                        predicate: f.predicate.clone().unwrap_or_default(),
+                    })
+                    .collect(),
             })
             .collect();
         let mut task_by_name = HashMap::new();
@@ -149,6 +175,7 @@ impl Workflow {
             index,
             id,
             namespace: DEFAULT_NAMESPACE.to_string(),
+            client_predicates: false,
             name: model.name.clone(),
             format,
             net: Arc::new(net),
@@ -165,6 +192,12 @@ impl Workflow {
             cases_created: AtomicU64::new(0),
             registered_unix_nanos,
         }
+    }
+
+    /// The same workflow, registered with client predicates (set before registration).
+    pub fn with_client_predicates(mut self, on: bool) -> Workflow {
+        self.client_predicates = on;
+        self
     }
 
     /// The same workflow in namespace `namespace` (set before registration).

@@ -562,6 +562,7 @@ fn compact(
                     put_bytes(b, w.model);
                     put_bytes(b, w.form);
                     put_bytes(b, w.namespace.as_bytes());
+                    b.extend_from_slice(&w.options.to_le_bytes());
                 });
             }
         }
@@ -1062,8 +1063,15 @@ fn replay_workflow(engine: &Engine, p: &[u8]) -> Result<(), String> {
         model: m,
         net,
         format: detected,
-    } = catalog::compile(w.model, format_of_code(w.format))
-        .map_err(|e| format!("'{}': {e}", w.id))?;
+    } = catalog::compile_with(
+        w.model,
+        format_of_code(w.format),
+        &knhk_import::Options {
+            external_predicates: w.options & OPTION_CLIENT_PREDICATES != 0,
+            ..knhk_import::Options::default()
+        },
+    )
+    .map_err(|e| format!("'{}': {e}", w.id))?;
     let form = net_form(&net);
     if form != w.form {
         return Err(format!(
@@ -1085,7 +1093,8 @@ fn replay_workflow(engine: &Engine, p: &[u8]) -> Result<(), String> {
                 }
                 Ok(
                     Workflow::new(index, id, detected, &m, *net, w.registered_ns)
-                        .in_namespace(w.namespace),
+                        .in_namespace(w.namespace)
+                        .with_client_predicates(w.options & OPTION_CLIENT_PREDICATES != 0),
                 )
             },
             &name,

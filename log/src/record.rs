@@ -8,6 +8,7 @@
 //! workflow  (kind 2) := index u16 | registered unix ns u64 | format i32 (1 YAWL, 2 PNML, 3 JSON)
 //!                       | id bytes | source model bytes | compiled form bytes     (bytes := len u32 | data)
 //!                       | [namespace bytes: version 3 on; absent = "default"]
+//!                       | [options u32: bit 0 client predicates; absent = 0]
 //! batch     (kind 3) := shard u16 | time unix ns u64 | n u32 | op × n
 //! op                 := case id u64 | slot u32 | op code u8 | task u8 | flags u8 | registers written u8
 //!                       | seq after u64 | state after u8
@@ -198,6 +199,7 @@ pub(crate) struct WfRec<'a> {
     pub(crate) model: &'a [u8],
     pub(crate) form: &'a [u8],
     pub(crate) namespace: &'a str,
+    pub(crate) options: u32,
 }
 
 /// The log's code of a model format (1 YAWL, 2 PNML, 3 JSON; 0: detect from the content).
@@ -229,7 +231,19 @@ pub(crate) fn put_workflow(buf: &mut Vec<u8>, w: &Workflow, model: &[u8]) {
         put_bytes(b, model);
         put_bytes(b, &form);
         put_bytes(b, w.namespace.as_bytes());
+        b.extend_from_slice(&workflow_options(w).to_le_bytes());
     });
+}
+
+/// Workflow option bit: registered with client predicates.
+pub(crate) const OPTION_CLIENT_PREDICATES: u32 = 1;
+
+pub(crate) fn workflow_options(w: &Workflow) -> u32 {
+    if w.client_predicates {
+        OPTION_CLIENT_PREDICATES
+    } else {
+        0
+    }
 }
 
 pub(crate) fn get_workflow(p: &[u8]) -> Result<WfRec<'_>, String> {
@@ -245,6 +259,7 @@ pub(crate) fn get_workflow(p: &[u8]) -> Result<WfRec<'_>, String> {
     } else {
         std::str::from_utf8(r.bytes()?).map_err(|_| "workflow namespace is not UTF-8")?
     };
+    let options = if r.b.is_empty() { 0 } else { r.u32()? };
     Ok(WfRec {
         index,
         registered_ns,
@@ -253,6 +268,7 @@ pub(crate) fn get_workflow(p: &[u8]) -> Result<WfRec<'_>, String> {
         model,
         form,
         namespace,
+        options,
     })
 }
 

@@ -79,6 +79,7 @@ fn round(archive: bool, secs: u64, batch: usize) -> Result<f64, BoxError> {
             )?,
             format: proto::ModelFormat::Yawl as i32,
             workflow_id: "seq".into(),
+            ..Default::default()
         })
         .await?;
         let (tx, rx) = tokio::sync::mpsc::channel::<proto::SubmitEventsRequest>(2);

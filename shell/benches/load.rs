@@ -126,6 +126,7 @@ async fn run(url: String, secs: u64, batch: usize, running: Running) -> Result<(
         model,
         format: proto::ModelFormat::Yawl as i32,
         workflow_id: "cycles".into(),
+        ..Default::default()
     })
     .await?;
 

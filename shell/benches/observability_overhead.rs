@@ -187,6 +187,7 @@ async fn phase(on: bool, secs: u64, otlp: SocketAddr) -> Result<f64, BoxError> {
             model: std::fs::read(path)?,
             format: 0,
             workflow_id: "seq".into(),
+            ..Default::default()
         })
         .await?
         .into_inner()

@@ -18,6 +18,10 @@ pub enum ClientCommand {
         /// Id to register under (default: the model's name).
         #[arg(long)]
         id: Option<String>,
+        /// Accept predicates the server cannot evaluate: the client gives their branch bits
+        /// when completing the task (GetWorkflow lists those flows).
+        #[arg(long)]
+        client_predicates: bool,
     },
     /// List registered workflows.
     Workflows,
@@ -213,13 +217,18 @@ pub async fn run(
     .max_decoding_message_size(64 << 20)
     .max_encoding_message_size(64 << 20);
     match cmd {
-        ClientCommand::Register { file, id } => {
+        ClientCommand::Register {
+            file,
+            id,
+            client_predicates,
+        } => {
             let model = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
             let r = c
                 .register_workflow(proto::RegisterWorkflowRequest {
                     model,
                     format: proto::ModelFormat::Unspecified as i32,
                     workflow_id: id.unwrap_or_default(),
+                    client_predicates,
                 })
                 .await?
                 .into_inner();

@@ -90,6 +90,11 @@ enum Command {
     Check {
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Accept predicates outside the compiled XPath subset, as `RegisterWorkflow` with
+        /// `client_predicates` does: the check lists the flows whose branch bits the client
+        /// gives.
+        #[arg(long)]
+        client_predicates: bool,
     },
     /// Show the compiled kernel net of a model.
     Compile { file: PathBuf },
@@ -322,8 +327,15 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Serve(args) => serve(*args),
-        Command::Check { files } => code(knhk_shell::cli::check(
+        Command::Check {
+            files,
+            client_predicates,
+        } => code(knhk_shell::cli::check_with(
             &files,
+            &knhk_import::Options {
+                external_predicates: client_predicates,
+                ..knhk_import::Options::default()
+            },
             &mut std::io::stdout(),
             &mut std::io::stderr(),
         )),

@@ -53,6 +53,7 @@ async fn finished_cases_survive_sigkill_and_are_archived_exactly_once() {
                 model: corpus("yawl/WPC1Sequence.yawl"),
                 format: proto::ModelFormat::Yawl as i32,
                 workflow_id: "seq".into(),
+                ..Default::default()
             })
             .await
             .expect("register");

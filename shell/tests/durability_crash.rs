@@ -33,6 +33,7 @@ async fn register_cycles(c: &mut Client) {
         model: cycles_model(),
         format: proto::ModelFormat::Yawl as i32,
         workflow_id: "cycles".into(),
+        ..Default::default()
     })
     .await
     .expect("register");

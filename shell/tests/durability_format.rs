@@ -197,6 +197,7 @@ async fn write_golden_v3() {
         model: support::corpus(file),
         format: proto::ModelFormat::Yawl as i32,
         workflow_id: id.into(),
+        ..Default::default()
     };
     c.register_workflow(register("seq", "yawl/WPC1Sequence.yawl"))
         .await

@@ -71,6 +71,7 @@ async fn crash_inside_a_held_registration_loses_no_acknowledged_event() {
             model: corpus("yawl/WPC1Sequence.yawl"),
             format: proto::ModelFormat::Yawl as i32,
             workflow_id: "early".into(),
+            ..Default::default()
         })
         .await
         .expect("register 'early'");
@@ -85,6 +86,7 @@ async fn crash_inside_a_held_registration_loses_no_acknowledged_event() {
                 model: corpus("yawl/WPC1Sequence.yawl"),
                 format: proto::ModelFormat::Yawl as i32,
                 workflow_id: "held".into(),
+                ..Default::default()
             })
             .await
     });
@@ -143,6 +145,7 @@ async fn crash_inside_a_held_registration_loses_no_acknowledged_event() {
         model: corpus("yawl/WPC1Sequence.yawl"),
         format: proto::ModelFormat::Yawl as i32,
         workflow_id: "held".into(),
+        ..Default::default()
     })
     .await
     .expect("register 'held' after the crash");

@@ -44,6 +44,7 @@ async fn evicted_cases_are_read_listed_watched_and_exported_from_the_archive() {
         model: corpus("yawl/WPC1Sequence.yawl"),
         format: proto::ModelFormat::Yawl as i32,
         workflow_id: "seq".into(),
+        ..Default::default()
     })
     .await
     .expect("register");

@@ -169,6 +169,7 @@ async fn unary_rpcs_and_their_errors() {
             model: b"<specificationSet><oops".to_vec(),
             format: 0,
             workflow_id: String::new(),
+            ..Default::default()
         })
         .await;
     expect_code(r, Code::InvalidArgument, "model refused");
@@ -177,6 +178,7 @@ async fn unary_rpcs_and_their_errors() {
             model: model("yawl/WPC8MultiMerge.yawl"),
             format: 0,
             workflow_id: String::new(),
+            ..Default::default()
         })
         .await;
     expect_code(r, Code::InvalidArgument, "model refused");
@@ -185,6 +187,7 @@ async fn unary_rpcs_and_their_errors() {
             model: model("yawl/WPC1Sequence.yawl"),
             format: proto::ModelFormat::Pnml as i32,
             workflow_id: String::new(),
+            ..Default::default()
         })
         .await;
     expect_code(r, Code::InvalidArgument, "MODEL_FORMAT_YAWL");
@@ -194,6 +197,7 @@ async fn unary_rpcs_and_their_errors() {
             model: model("yawl/WPC1Sequence.yawl"),
             format: 0,
             workflow_id: "WP1Sequence".into(),
+            ..Default::default()
         })
         .await;
     expect_code(r, Code::AlreadyExists, "WP1Sequence");
@@ -453,6 +457,7 @@ async fn random_requests_never_panic() {
                 model: (0..(r % 64)).map(|i| (r >> (i % 56)) as u8).collect(),
                 format: (r % 6) as i32,
                 workflow_id: String::new(),
+                client_predicates: r % 2 == 0,
             })
             .await;
         let _ = c

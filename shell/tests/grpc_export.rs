@@ -321,6 +321,7 @@ async fn export_past_the_message_limit_streams() {
             model,
             format: proto::ModelFormat::Json as i32,
             workflow_id: "long".into(),
+            ..Default::default()
         })
         .await
         .expect("register")
@@ -482,6 +483,7 @@ async fn export_memory_and_rate() {
             model: model.clone(),
             format: proto::ModelFormat::Json as i32,
             workflow_id: "long".into(),
+            ..Default::default()
         })
         .await
     {

@@ -26,6 +26,7 @@ async fn general_or_join_over_grpc() {
             model: wcp38(),
             format: 0,
             workflow_id: String::new(),
+            ..Default::default()
         })
         .await
         .expect("register")

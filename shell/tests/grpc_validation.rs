@@ -45,6 +45,7 @@ async fn ids_are_validated_and_echoed_bounded() {
                 model: model("yawl/WPC1Sequence.yawl"),
                 format: 0,
                 workflow_id: bad.into(),
+                ..Default::default()
             })
             .await
             .expect_err("refused");
@@ -75,6 +76,7 @@ async fn ids_are_validated_and_echoed_bounded() {
             model: model("yawl/WPC1Sequence.yawl"),
             format: 0,
             workflow_id: id.clone(),
+            ..Default::default()
         })
         .await
         .expect("an id of the maximum length registers")

@@ -138,6 +138,7 @@ async fn slow_watcher_never_stalls_the_kernel() {
             model: model("yawl/WPC10AbitraryCycles.yawl"),
             format: proto::ModelFormat::Yawl as i32,
             workflow_id: "cycles".into(),
+            ..Default::default()
         })
         .await
         .expect("register")

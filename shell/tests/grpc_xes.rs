@@ -99,6 +99,7 @@ async fn xes_export_replays_with_fitness_one() {
             model: model(rel),
             format: proto::ModelFormat::Pnml as i32,
             workflow_id: id.into(),
+            ..Default::default()
         })
         .await
         .expect("register");

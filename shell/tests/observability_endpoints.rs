@@ -234,6 +234,7 @@ async fn capacity_is_visible_and_a_full_engine_refuses_new_cases_but_stays_ready
             model: model("yawl/WPC1Sequence.yawl"),
             format: 0,
             workflow_id: "seq".into(),
+            ..Default::default()
         })
         .await
         .expect("register");
@@ -446,6 +447,7 @@ async fn metrics_and_probes_follow_the_server() {
             model: model("yawl/WPC1Sequence.yawl"),
             format: 0,
             workflow_id: "seq".into(),
+            ..Default::default()
         })
         .await
         .expect("register")
@@ -815,6 +817,7 @@ async fn otlp_spans_reach_a_collector_and_its_absence_harms_nothing() {
             model: model("yawl/WPC1Sequence.yawl"),
             format: 0,
             workflow_id: "traced".into(),
+            ..Default::default()
         })
         .await
         .expect("register")

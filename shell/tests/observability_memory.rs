@@ -120,6 +120,7 @@ async fn memory_per_slot_per_case_and_per_history_event() {
         model: model("yawl/WPC1Sequence.yawl"),
         format: 0,
         workflow_id: "seq".into(),
+        ..Default::default()
     })
     .await
     .expect("register");

@@ -1195,6 +1195,7 @@ async fn register_as(c: &mut NsClient, id: &str) -> Result<proto::Workflow, toni
         model: support::corpus("yawl/WPC1Sequence.yawl"),
         format: 0,
         workflow_id: id.into(),
+        ..Default::default()
     })
     .await
     .map(|r| r.into_inner().workflow.expect("workflow"))

@@ -86,6 +86,7 @@ fn register(model: String) -> proto::RegisterWorkflowRequest {
         model: model.into_bytes(),
         format: proto::ModelFormat::Pnml as i32,
         workflow_id: String::new(),
+        ..Default::default()
     }
 }
 

@@ -146,6 +146,18 @@ pub fn workflow_out(w: &Workflow) -> proto::Workflow {
         variables: w.variables.iter().map(|v| v.name.clone()).collect(),
         cases_created: w.cases_created(),
         registered_unix_nanos: w.registered_unix_nanos,
+        client_predicates: w
+            .tasks
+            .iter()
+            .flat_map(|t| {
+                t.client_predicates.iter().map(|p| proto::ClientPredicate {
+                    task: t.name.clone(),
+                    bit: p.bit,
+                    target: p.target.clone(),
+                    predicate: p.predicate.clone(),
+                })
+            })
+            .collect(),
     }
 }
 

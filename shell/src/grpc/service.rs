@@ -123,8 +123,10 @@ impl Knhk for KnhkService {
         // the flag, and the importer stops at its next check instead of finishing unwanted work.
         let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let _cancel_on_drop = CancelOnDrop(cancel.clone());
+        let client_predicates = r.client_predicates;
         let opts = knhk_import::Options {
             cancel: Some(cancel),
+            external_predicates: client_predicates,
             ..knhk_import::Options::default()
         };
         let catalog::Compiled {
@@ -155,7 +157,8 @@ impl Knhk for KnhkService {
                 |index, id| {
                     Ok(
                         Workflow::new(index, id, detected, &m, *net, engine::now_ns())
-                            .in_namespace(&ns),
+                            .in_namespace(&ns)
+                            .with_client_predicates(client_predicates),
                     )
                 },
                 &name,

@@ -95,6 +95,7 @@ pub async fn register(c: &mut Client, rel: &str) -> proto::Workflow {
         model: model(rel),
         format: 0,
         workflow_id: String::new(),
+        ..Default::default()
     })
     .await
     .expect("register")
