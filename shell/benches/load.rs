@@ -11,7 +11,9 @@
 //!
 //! `cargo bench -p knhk-shell --bench load` (bounded: a few seconds per phase). Environment:
 //! `KNHK_BENCH_SECS` (per phase, default 5), `KNHK_BENCH_BATCH` (events per bulk message,
-//! default 3072), `KNHK_BENCH_WORKERS` (kernel workers, default: the server's default).
+//! default 3072), `KNHK_BENCH_WORKERS` (kernel workers, default: the server's default),
+//! `KNHK_BENCH_AUTH=es256` (the server checks an ES256 bearer token from a JWKS on every call,
+//! the client sends one; rate limits off; default: no authentication).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -25,6 +27,55 @@ use knhk_shell::server::{self, Running, ServerConfig};
 use tokio_stream::StreamExt;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Adds the bearer token (when the bench runs with authentication) to every call.
+#[derive(Clone)]
+struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// `KNHK_BENCH_AUTH=es256`: an ES256 key in a JWKS file, the server's auth state and a token
+/// (an hour, `*:admin`) for the client.
+fn es256_auth() -> Result<(std::sync::Arc<knhk_shell::auth::AuthState>, Bearer), BoxError> {
+    use jsonwebtoken::{encode, jwk::Jwk, jwk::JwkSet, Algorithm, EncodingKey, Header};
+    let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let key = EncodingKey::from_ec_pem(kp.serialize_pem().as_bytes())?;
+    let mut jwk = Jwk::from_encoding_key(&key, Algorithm::ES256)?;
+    jwk.common.key_id = Some("bench".into());
+    let path = std::env::temp_dir().join(format!("knhk-bench-jwks-{}.json", std::process::id()));
+    std::fs::write(&path, serde_json::to_string(&JwkSet { keys: vec![jwk] })?)?;
+    let cfg = knhk_shell::auth::AuthConfig {
+        jwks_file: Some(path.clone()),
+        issuer: Some("bench".into()),
+        audience: Some("knhk".into()),
+        leeway_secs: 30,
+        rates: knhk_shell::auth::RateConfig {
+            calls_per_second: 0,
+            calls_burst: 0,
+            events_per_second: 0,
+            events_burst: 0,
+        },
+        ..Default::default()
+    };
+    let state = knhk_shell::auth::AuthState::load(&cfg)?.ok_or("auth not configured")?;
+    let _ = std::fs::remove_file(&path);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let mut h = Header::new(Algorithm::ES256);
+    h.kid = Some("bench".into());
+    let claims = serde_json::json!({ "sub": "bench", "iss": "bench", "aud": "knhk",
+        "exp": now + 3600, "permissions": ["*:admin"] });
+    let token = encode(&h, &claims, &key)?;
+    Ok((state, Bearer(Some(format!("Bearer {token}").parse()?))))
+}
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -84,8 +135,25 @@ fn main() -> Result<(), BoxError> {
     let addr = listener.local_addr()?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Running>();
+    let (auth, bearer) = match std::env::var("KNHK_BENCH_AUTH").as_deref() {
+        Ok("es256") => {
+            let (a, b) = es256_auth()?;
+            (Some(a), b)
+        }
+        Ok("" | "off") | Err(_) => (None, Bearer(None)),
+        Ok(other) => return Err(format!("KNHK_BENCH_AUTH={other}: es256 or off").into()),
+    };
+    println!(
+        "authentication: {}",
+        if auth.is_some() {
+            "ES256 bearer token on every call"
+        } else {
+            "off"
+        }
+    );
     let cfg = ServerConfig {
         engine,
+        auth,
         ..ServerConfig::default()
     };
     let served = server_rt.spawn(server::serve(
@@ -106,16 +174,30 @@ fn main() -> Result<(), BoxError> {
         .thread_name("client")
         .enable_all()
         .build()?;
-    client_rt.block_on(run(format!("http://{addr}"), secs, batch, running.clone()))?;
+    client_rt.block_on(run(
+        format!("http://{addr}"),
+        bearer,
+        secs,
+        batch,
+        running.clone(),
+    ))?;
 
     let _ = stop_tx.send(());
     let _ = server_rt.block_on(served);
     Ok(())
 }
 
-async fn run(url: String, secs: u64, batch: usize, running: Running) -> Result<(), BoxError> {
-    let mut c = KnhkClient::connect(url.clone())
-        .await?
+async fn run(
+    url: String,
+    bearer: Bearer,
+    secs: u64,
+    batch: usize,
+    running: Running,
+) -> Result<(), BoxError> {
+    let channel = tonic::transport::Endpoint::from_shared(url)?
+        .connect()
+        .await?;
+    let mut c = KnhkClient::with_interceptor(channel, bearer)
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20);
     let model = std::fs::read(
