@@ -178,6 +178,13 @@ KNHK_INLINE uint64_t eval_bits(const knhk_net_t *n, const knhk_case_t *c, const 
   if (T->split == KNHK_SPLIT_AND) return 0;
   uint64_t bits = 0;
   const knhk_branch_t *br = &n->branches[T->first_branch];
+  if (KNHK_UNLIKELY(T->split == KNHK_SPLIT_XOR && T->nbranches > 8)) {
+    /* a wide XOR split: complete_work takes the first true non-default flow, so the guards
+     * after it (and the default's) need not be evaluated; none true: 0, the default */
+    for (uint32_t k = 0; k < T->nbranches; k++)
+      if (k != T->default_branch && guard_eval(&br[k].guard, c->regs)) return 1ull << k;
+    return 0;
+  }
   for (uint32_t k = 0; k < T->nbranches; k++)
     bits |= (uint64_t)guard_eval(&br[k].guard, c->regs) << k;
   return bits;
