@@ -13,6 +13,11 @@ pub struct Compiled {
     pub model: Model,
     pub net: Box<Net>,
     pub format: Format,
+    /// What verification found that does not refuse the model: warnings (soundness not
+    /// decided at the state cap...) and notes (mapping decisions, constructs not executed).
+    pub findings: Vec<knhk_import::Finding>,
+    /// The soundness exploration visited every reachable state.
+    pub soundness_decided: bool,
 }
 
 /// Imports, verifies and compiles a model. `format`, when given, must match the document.
@@ -47,11 +52,29 @@ pub fn compile_with(
             why.join("; ")
         )));
     }
+    // Branch bits travel as 32 bits through the API: a client predicate on a flow past the
+    // 32nd of its task could never be set.
+    for t in &m.tasks {
+        if let Some((k, _)) = t
+            .outputs
+            .iter()
+            .enumerate()
+            .find(|(k, f)| *k >= 32 && f.guard == knhk_import::ir::FlowGuard::External)
+        {
+            return Err(EngineError::BadModel(format!(
+                "task '{}': flow {k} has a predicate the client evaluates, but branch_bits \
+                 holds the first 32 flows of a task",
+                t.id
+            )));
+        }
+    }
     let compiled = knhk_import::lower(&m).map_err(|e| EngineError::BadModel(e.message))?;
     Ok(Compiled {
         model: m,
         net: compiled.net,
         format: detected,
+        findings: report.findings,
+        soundness_decided: report.exhaustive,
     })
 }
 

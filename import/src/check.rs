@@ -508,7 +508,14 @@ pub fn verify(model: &Model, opts: &Options) -> Report {
         }
     };
     let ex = explore::explore_until(model, &compiled.net, opts.state_cap, &|| opts.cancelled());
-    findings.extend(ex.findings);
+    findings.extend(ex.findings.into_iter().map(|mut f| {
+        if opts.refuse_undecided && f.kind == FindingKind::ExplorationIncomplete {
+            // Asked for: a model whose soundness is not decided is not accepted.
+            f.severity = Severity::Refusal;
+            f.message.push_str(" (refused: soundness must be decided)");
+        }
+        f
+    }));
     let mut patterns = patterns;
     if findings.iter().any(|f| f.kind == FindingKind::MultiMerge) {
         patterns.push("WCP-8 multi-merge");

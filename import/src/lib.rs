@@ -46,7 +46,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-pub use check::{verify, Finding, FindingKind, Report};
+pub use check::{verify, Finding, FindingKind, Report, Severity};
 pub use error::ImportError;
 pub use ir::Model;
 pub use lower::{lower, Compiled};
@@ -70,6 +70,9 @@ pub struct Options {
     /// the import stops at its next check (between stages, and every 1,024 explored states)
     /// with [`ImportError::Cancelled`] or a refusal.
     pub cancel: Option<Arc<AtomicBool>>,
+    /// Refuse a model whose soundness exploration hit `state_cap` (not decided) instead of
+    /// accepting it with a warning.
+    pub refuse_undecided: bool,
 }
 
 impl Default for Options {
@@ -78,6 +81,7 @@ impl Default for Options {
             external_predicates: false,
             state_cap: 200_000,
             cancel: None,
+            refuse_undecided: false,
         }
     }
 }

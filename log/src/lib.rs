@@ -1063,6 +1063,7 @@ fn replay_workflow(engine: &Engine, p: &[u8]) -> Result<(), String> {
         model: m,
         net,
         format: detected,
+        ..
     } = catalog::compile_with(
         w.model,
         format_of_code(w.format),

@@ -229,6 +229,7 @@ pub async fn run(
                     format: proto::ModelFormat::Unspecified as i32,
                     workflow_id: id.unwrap_or_default(),
                     client_predicates,
+                    ..Default::default()
                 })
                 .await?
                 .into_inner();
@@ -240,6 +241,15 @@ pub async fn run(
                     .map(|t| t.name.as_str())
                     .collect();
                 println!("{}  tasks: {}", w.workflow_id, tasks.join(", "));
+            }
+            if !r.soundness_decided {
+                println!("  soundness: not decided (the exploration hit its state cap)");
+            }
+            for m in &r.warnings {
+                println!("  [warning] {m}");
+            }
+            for m in &r.notes {
+                println!("  [note] {m}");
             }
         }
         ClientCommand::Workflows => {

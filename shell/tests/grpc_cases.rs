@@ -458,6 +458,7 @@ async fn random_requests_never_panic() {
                 format: (r % 6) as i32,
                 workflow_id: String::new(),
                 client_predicates: r % 2 == 0,
+                refuse_undecided: r % 3 == 0,
             })
             .await;
         let _ = c

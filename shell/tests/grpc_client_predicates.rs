@@ -36,6 +36,7 @@ fn register(client_predicates: bool) -> proto::RegisterWorkflowRequest {
         format: proto::ModelFormat::Json as i32,
         workflow_id: "triage".into(),
         client_predicates,
+        ..Default::default()
     }
 }
 

@@ -33,6 +33,7 @@ async fn wide_split_over_grpc() {
             model,
             format: 0,
             workflow_id: String::new(),
+            ..Default::default()
         })
         .await
         .expect("register")

@@ -228,3 +228,48 @@ async fn refused_calls_are_logged_rate_limited_and_counted() {
     p.kill();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_whose_soundness_is_not_decided_says_so_and_can_be_refused() {
+    let dir = scratch("undecided");
+    let mut p = spawn(&dir.join("data"), &dir.join("serve.log"), &[], None);
+    let mut c = p.ready().await.expect("server");
+    let r = c
+        .register_workflow(register(many_states()))
+        .await
+        .expect("accepted with a warning")
+        .into_inner();
+    assert!(!r.soundness_decided);
+    assert!(
+        r.warnings.iter().any(|w| w.contains("state cap")),
+        "{:?}",
+        r.warnings
+    );
+    let e = c
+        .register_workflow(proto::RegisterWorkflowRequest {
+            refuse_undecided: true,
+            ..register(many_states())
+        })
+        .await
+        .expect_err("refused on request");
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(
+        e.message().contains("soundness must be decided"),
+        "{}",
+        e.message()
+    );
+    // A small model is decided.
+    let r = c
+        .register_workflow(proto::RegisterWorkflowRequest {
+            model: support::corpus("yawl/WPC1Sequence.yawl"),
+            format: proto::ModelFormat::Yawl as i32,
+            refuse_undecided: true,
+            ..Default::default()
+        })
+        .await
+        .expect("decided")
+        .into_inner();
+    assert!(r.soundness_decided && r.warnings.is_empty());
+    p.kill();
+    let _ = std::fs::remove_dir_all(&dir);
+}

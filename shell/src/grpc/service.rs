@@ -127,12 +127,15 @@ impl Knhk for KnhkService {
         let opts = knhk_import::Options {
             cancel: Some(cancel),
             external_predicates: client_predicates,
+            refuse_undecided: r.refuse_undecided,
             ..knhk_import::Options::default()
         };
         let catalog::Compiled {
             model: m,
             net,
             format: detected,
+            findings,
+            soundness_decided,
         } = tokio::task::spawn_blocking(move || {
             let compiled = catalog::compile_with(&model, format, &opts);
             if compiled.is_err() && opts.cancelled() {
@@ -147,6 +150,7 @@ impl Knhk for KnhkService {
         .map_err(|e| Status::internal(format!("compiler task: {e}")))?
         .or_status()?;
         let name = m.name.clone();
+        let notes = m.notes.clone();
         // Durable, then visible (Engine::register): the journal's group commit runs inside,
         // so the whole registration runs on a blocking thread.
         let eng = self.engine.clone();
@@ -175,8 +179,17 @@ impl Knhk for KnhkService {
             tasks = wf.tasks.len(),
             "workflow registered"
         );
+        let (warnings, infos): (Vec<_>, Vec<_>) = findings
+            .into_iter()
+            .partition(|f| f.severity == knhk_import::Severity::Warning);
         Ok(Response::new(RegisterWorkflowResponse {
             workflow: Some(convert::workflow_out(&wf)),
+            soundness_decided,
+            warnings: warnings.into_iter().map(|f| f.message).collect(),
+            notes: notes
+                .into_iter()
+                .chain(infos.into_iter().map(|f| f.message))
+                .collect(),
         }))
     }
 
