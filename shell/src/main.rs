@@ -95,6 +95,9 @@ enum Command {
         /// gives.
         #[arg(long)]
         client_predicates: bool,
+        /// Refuse a model whose soundness exploration hits the state cap (not decided).
+        #[arg(long)]
+        refuse_undecided: bool,
     },
     /// Show the compiled kernel net of a model.
     Compile { file: PathBuf },
@@ -330,10 +333,12 @@ fn main() -> ExitCode {
         Command::Check {
             files,
             client_predicates,
+            refuse_undecided,
         } => code(knhk_shell::cli::check_with(
             &files,
             &knhk_import::Options {
                 external_predicates: client_predicates,
+                refuse_undecided,
                 ..knhk_import::Options::default()
             },
             &mut std::io::stdout(),
