@@ -342,10 +342,22 @@ impl TlsState {
     }
 
     /// Reloads on SIGHUP and, with `reload_interval`, when the files change; runs until
-    /// aborted.
-    pub async fn watch(self: Arc<Self>) {
+    /// aborted. The SIGHUP handler is installed when this is called, not when the returned
+    /// future first runs: a SIGHUP between start-up and the first poll would otherwise meet
+    /// the default action and end the process.
+    pub fn watch(self: Arc<Self>) -> impl std::future::Future<Output = ()> + Send {
         #[cfg(unix)]
-        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        self.watch_with(
+            #[cfg(unix)]
+            hup,
+        )
+    }
+
+    async fn watch_with(
+        self: Arc<Self>,
+        #[cfg(unix)] mut hup: Option<tokio::signal::unix::Signal>,
+    ) {
         let mut tick = self.cfg.reload_interval.map(|d| {
             let mut i = tokio::time::interval(d.max(Duration::from_millis(10)));
             i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
