@@ -123,6 +123,13 @@ struct ServeArgs {
     /// HTTP/2 concurrent streams per connection.
     #[arg(long, env = "KNHK_MAX_CONCURRENT_STREAMS", default_value_t = 1024)]
     max_concurrent_streams: u32,
+    /// Open connections on the gRPC port, at most: more are closed at once (and logged, at
+    /// most once a second).
+    #[arg(long, env = "KNHK_MAX_CONNECTIONS", default_value_t = 4096)]
+    max_connections: usize,
+    /// Open WatchCase streams, at most: more get RESOURCE_EXHAUSTED.
+    #[arg(long, env = "KNHK_MAX_WATCHERS", default_value_t = 1024)]
+    max_watchers: usize,
     /// Threads of the network (tokio) side (default: one per core).
     #[arg(long, env = "KNHK_IO_THREADS")]
     io_threads: Option<usize>,
@@ -466,6 +473,8 @@ fn serve(args: ServeArgs) -> ExitCode {
             },
         },
         max_concurrent_streams: args.max_concurrent_streams.max(1),
+        max_connections: args.max_connections.max(1),
+        max_watchers: args.max_watchers.max(1),
         drain_grace: Duration::from_millis(args.drain_grace_ms),
         shutdown_timeout: Duration::from_millis(args.shutdown_timeout_ms),
         tls: args

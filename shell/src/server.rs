@@ -56,6 +56,10 @@ pub struct ServerConfig {
     /// Authentication (crate::auth, loaded by `AuthState::load`); `None`: every call is
     /// allowed (in the namespace it names).
     pub auth: Option<Arc<AuthState>>,
+    /// Open connections on the gRPC port, at most (more are closed at once, and logged).
+    pub max_connections: usize,
+    /// Open WatchCase streams, at most (more get RESOURCE_EXHAUSTED).
+    pub max_watchers: usize,
 }
 
 impl Default for ServerConfig {
@@ -67,6 +71,8 @@ impl Default for ServerConfig {
             shutdown_timeout: Duration::from_secs(10),
             tls: None,
             auth: None,
+            max_connections: 4096,
+            max_watchers: 1024,
         }
     }
 }
@@ -159,12 +165,14 @@ pub async fn serve_observed(
     // While the engine starts (workers, journal replay), a startup server on the same listener
     // answers health (NOT_SERVING) so probes get an answer rather than a stalled connection.
     let listener = Arc::new(listener);
+    // One cap for the port: the start-up server's connections count too.
+    let conn_limit = crate::tls::ConnLimit::new(cfg.max_connections);
     let (startup_stop_tx, startup_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let startup = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(health_service.clone())
             .serve_with_incoming_shutdown(
-                Incoming::new(listener.clone(), tls.clone()),
+                Incoming::new(listener.clone(), tls.clone(), conn_limit.clone()),
                 async move {
                     let _ = startup_stop_rx.await;
                 },
@@ -209,7 +217,8 @@ pub async fn serve_observed(
         engine.clone(),
         closing_rx,
         observer.enabled().then(|| observer.metrics().rpc.clone()),
-    );
+    )
+    .with_max_watchers(cfg.max_watchers);
 
     // Shutdown sequence, driven by the signal.
     let (stop_transport_tx, stop_transport_rx) = tokio::sync::oneshot::channel::<()>();
@@ -256,7 +265,7 @@ pub async fn serve_observed(
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         );
-    let incoming = Incoming::new(listener, tls.clone());
+    let incoming = Incoming::new(listener, tls.clone(), conn_limit);
     // Reload of the TLS files on SIGHUP and on change (registered before health says SERVING).
     let tls_watch = tls.clone().map(|t| tokio::spawn(t.watch()));
     // Reload of the auth files on SIGHUP and on change.

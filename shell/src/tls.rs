@@ -550,20 +550,139 @@ pub struct Incoming {
     listener: Arc<tokio::net::TcpListener>,
     tls: Option<Arc<TlsState>>,
     pending: tokio::task::JoinSet<Option<Conn>>,
+    limit: Arc<ConnLimit>,
+}
+
+/// The cap on open connections of a port (`--max-connections`): past it a new connection is
+/// accepted and closed at once (left in the backlog it would only time out), and that is
+/// logged, at most once a second.
+#[derive(Debug)]
+pub struct ConnLimit {
+    open: std::sync::atomic::AtomicUsize,
+    max: usize,
+    refused: std::sync::atomic::AtomicU64,
+    last_log_sec: std::sync::atomic::AtomicU64,
+}
+
+impl ConnLimit {
+    pub fn new(max: usize) -> Arc<ConnLimit> {
+        Arc::new(ConnLimit {
+            open: std::sync::atomic::AtomicUsize::new(0),
+            max: max.max(1),
+            refused: std::sync::atomic::AtomicU64::new(0),
+            last_log_sec: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    fn take(self: &Arc<Self>) -> Option<ConnSlot> {
+        let n = self.open.fetch_add(1, Ordering::AcqRel);
+        if n < self.max {
+            return Some(ConnSlot(self.clone()));
+        }
+        self.open.fetch_sub(1, Ordering::AcqRel);
+        let refused = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if self.last_log_sec.swap(now, Ordering::Relaxed) != now {
+            tracing::warn!(
+                open = n,
+                max = self.max,
+                refused_total = refused,
+                "connection refused: the open-connection cap is reached (--max-connections)"
+            );
+        }
+        None
+    }
+}
+
+/// One open connection's place under the cap; given back when the connection is dropped.
+#[derive(Debug)]
+pub struct ConnSlot(Arc<ConnLimit>);
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A connection counted under its port's cap.
+#[allow(missing_debug_implementations)] // the TLS stream has no Debug
+pub struct Counted {
+    conn: Conn,
+    _slot: ConnSlot,
+}
+
+impl Connected for Counted {
+    type ConnectInfo = ConnInfo;
+
+    fn connect_info(&self) -> ConnInfo {
+        self.conn.connect_info()
+    }
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().conn).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().conn).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().conn).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.conn.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().conn).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().conn).poll_shutdown(cx)
+    }
 }
 
 impl Incoming {
-    pub fn new(listener: Arc<tokio::net::TcpListener>, tls: Option<Arc<TlsState>>) -> Self {
+    pub fn new(
+        listener: Arc<tokio::net::TcpListener>,
+        tls: Option<Arc<TlsState>>,
+        limit: Arc<ConnLimit>,
+    ) -> Self {
         Incoming {
             listener,
             tls,
             pending: tokio::task::JoinSet::new(),
+            limit,
         }
     }
 }
 
 impl tokio_stream::Stream for Incoming {
-    type Item = std::io::Result<Conn>;
+    type Item = std::io::Result<Counted>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
@@ -574,7 +693,16 @@ impl tokio_stream::Stream for Incoming {
                     // Small replies must not wait for Nagle's algorithm.
                     let _ = stream.set_nodelay(true);
                     match &this.tls {
-                        None => return Poll::Ready(Some(Ok(Conn::Plain(stream)))),
+                        None => match this.limit.take() {
+                            Some(slot) => {
+                                return Poll::Ready(Some(Ok(Counted {
+                                    conn: Conn::Plain(stream),
+                                    _slot: slot,
+                                })))
+                            }
+                            // Over the cap: closed at once (dropped).
+                            None => continue,
+                        },
                         Some(tls) => {
                             this.pending.spawn(TlsState::handshake(tls.clone(), stream));
                         }
@@ -586,7 +714,10 @@ impl tokio_stream::Stream for Incoming {
         }
         loop {
             match this.pending.poll_join_next(cx) {
-                Poll::Ready(Some(Ok(Some(conn)))) => return Poll::Ready(Some(Ok(conn))),
+                Poll::Ready(Some(Ok(Some(conn)))) => match this.limit.take() {
+                    Some(slot) => return Poll::Ready(Some(Ok(Counted { conn, _slot: slot }))),
+                    None => continue,
+                },
                 // A failed or timed-out handshake (logged), or a cancelled task.
                 Poll::Ready(Some(_)) => continue,
                 // Nothing in progress (the listener's waker is registered) or all in progress.

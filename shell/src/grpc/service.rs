@@ -33,6 +33,18 @@ pub struct KnhkService {
     closing: watch::Receiver<bool>,
     /// RPC metrics (None when metrics are off): watch events lost to slow subscribers.
     metrics: Option<crate::metrics::RpcMetrics>,
+    /// Open WatchCase streams, and the cap on them.
+    watchers: Arc<std::sync::atomic::AtomicUsize>,
+    max_watchers: usize,
+}
+
+/// One open watch stream's place under the cap; given back when its task ends.
+struct WatchSlot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for WatchSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 impl KnhkService {
@@ -46,7 +58,29 @@ impl KnhkService {
             engine,
             closing,
             metrics,
+            watchers: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            max_watchers: usize::MAX,
         }
+    }
+
+    /// At most `max` open WatchCase streams (more get RESOURCE_EXHAUSTED).
+    pub fn with_max_watchers(mut self, max: usize) -> KnhkService {
+        self.max_watchers = max.max(1);
+        self
+    }
+
+    /// A place for one more watch stream, or RESOURCE_EXHAUSTED naming the cap.
+    fn watch_slot(&self) -> Result<WatchSlot, Status> {
+        use std::sync::atomic::Ordering;
+        let n = self.watchers.fetch_add(1, Ordering::AcqRel);
+        if n >= self.max_watchers {
+            self.watchers.fetch_sub(1, Ordering::AcqRel);
+            return Err(Status::resource_exhausted(format!(
+                "{n} watch streams are open, the server's cap (--max-watchers): close one or \
+                 retry later"
+            )));
+        }
+        Ok(WatchSlot(self.watchers.clone()))
     }
 
     /// The workflow `id` when it belongs to namespace `ns`; otherwise NOT_FOUND, the same
@@ -289,6 +323,7 @@ impl Knhk for KnhkService {
         request: Request<WatchCaseRequest>,
     ) -> Result<Response<Self::WatchCaseStream>, Status> {
         self.live()?;
+        let slot = self.watch_slot()?;
         let caller = Caller::of(&request);
         let deadline = caller.stream_deadline();
         let ns = caller.namespace;
@@ -358,6 +393,7 @@ impl Knhk for KnhkService {
         let case_id = r.case_id;
         let metrics = self.metrics.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             if let Some(wf) = first_wf {
                 for h in &history {
                     let ev = history_event(case_id, &wf, h);

@@ -40,6 +40,7 @@ pub fn config(workers: usize, capacity: usize, watch_buffer: usize) -> ServerCon
         shutdown_timeout: Duration::from_secs(3),
         tls: None,
         auth: None,
+        ..ServerConfig::default()
     }
 }
 
