@@ -130,6 +130,13 @@ struct ServeArgs {
     /// Open WatchCase streams, at most: more get RESOURCE_EXHAUSTED.
     #[arg(long, env = "KNHK_MAX_WATCHERS", default_value_t = 1024)]
     max_watchers: usize,
+    /// Largest request message of every RPC but RegisterWorkflow, in bytes (refused with
+    /// OUT_OF_RANGE from its length prefix, before it is read).
+    #[arg(long, env = "KNHK_MAX_MESSAGE_BYTES", default_value_t = 4 << 20)]
+    max_message_bytes: usize,
+    /// Largest RegisterWorkflow request (the model), in bytes; at most 64 MiB.
+    #[arg(long, env = "KNHK_MAX_MODEL_BYTES", default_value_t = 64 << 20)]
+    max_model_bytes: usize,
     /// Threads of the network (tokio) side (default: one per core).
     #[arg(long, env = "KNHK_IO_THREADS")]
     io_threads: Option<usize>,
@@ -475,6 +482,8 @@ fn serve(args: ServeArgs) -> ExitCode {
         max_concurrent_streams: args.max_concurrent_streams.max(1),
         max_connections: args.max_connections.max(1),
         max_watchers: args.max_watchers.max(1),
+        max_message_bytes: args.max_message_bytes.clamp(1024, 64 << 20),
+        max_model_bytes: args.max_model_bytes.clamp(1024, 64 << 20),
         drain_grace: Duration::from_millis(args.drain_grace_ms),
         shutdown_timeout: Duration::from_millis(args.shutdown_timeout_ms),
         tls: args

@@ -34,7 +34,7 @@ use crate::engine::{BatchHook, Engine, EngineConfig};
 use crate::grpc::service::KnhkService;
 use crate::journal::{self, JournalConfig};
 use crate::proto;
-use crate::proto::knhk_server::KnhkServer;
+
 use crate::tls::{Incoming, TlsConfig, TlsState};
 
 /// Largest gRPC message the server sends or accepts (64 MiB). A unary XES export whose
@@ -60,6 +60,10 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Open WatchCase streams, at most (more get RESOURCE_EXHAUSTED).
     pub max_watchers: usize,
+    /// Largest request message of every method but RegisterWorkflow.
+    pub max_message_bytes: usize,
+    /// Largest RegisterWorkflow request (the model).
+    pub max_model_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -73,6 +77,8 @@ impl Default for ServerConfig {
             auth: None,
             max_connections: 4096,
             max_watchers: 1024,
+            max_message_bytes: 4 << 20,
+            max_model_bytes: MAX_MESSAGE_BYTES,
         }
     }
 }
@@ -260,11 +266,11 @@ pub async fn serve_observed(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(
-            KnhkServer::new(service)
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        );
+        .add_service(crate::grpc::SizedKnhk::new(
+            service,
+            cfg.max_message_bytes,
+            cfg.max_model_bytes,
+        ));
     let incoming = Incoming::new(listener, tls.clone(), conn_limit);
     // Reload of the TLS files on SIGHUP and on change (registered before health says SERVING).
     let tls_watch = tls.clone().map(|t| tokio::spawn(t.watch()));

@@ -114,3 +114,54 @@ async fn connections_past_the_cap_are_closed_and_logged() {
     p.kill();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_messages_are_refused_except_models_up_to_their_own_limit() {
+    let srv = start(ServerConfig {
+        max_message_bytes: 64 << 10,
+        max_model_bytes: 8 << 20,
+        ..config(1, 64, 64)
+    })
+    .await;
+    let mut c = srv
+        .client()
+        .await
+        .max_encoding_message_size(64 << 20)
+        .max_decoding_message_size(64 << 20);
+    // 100 KiB in an ordinary call: over the 64 KiB message limit.
+    let e = c
+        .get_workflow(proto::GetWorkflowRequest {
+            workflow_id: "w".repeat(100 << 10),
+        })
+        .await
+        .expect_err("oversize");
+    assert_eq!(e.code(), Code::OutOfRange, "{e}");
+    assert!(e.message().contains("too large"), "{}", e.message());
+    // A 1 MiB model is read (and refused for what it is, not for its size).
+    let mut model = b"{\"name\":\"x\",".to_vec();
+    model.extend(std::iter::repeat_n(b' ', 1 << 20));
+    model.extend_from_slice(b"\"id\":\"Net\"}");
+    let e = c
+        .register_workflow(proto::RegisterWorkflowRequest {
+            model,
+            format: proto::ModelFormat::Json as i32,
+            ..Default::default()
+        })
+        .await
+        .expect_err("not a valid model");
+    assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+    // Past the model limit: refused for its size.
+    let e = c
+        .register_workflow(proto::RegisterWorkflowRequest {
+            model: vec![b' '; 9 << 20],
+            ..Default::default()
+        })
+        .await
+        .expect_err("oversize model");
+    assert_eq!(e.code(), Code::OutOfRange, "{e}");
+    // The server goes on serving.
+    c.list_workflows(proto::ListWorkflowsRequest {})
+        .await
+        .expect("still serving");
+    srv.shutdown().await;
+}

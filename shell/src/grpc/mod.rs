@@ -16,3 +16,67 @@ pub const SERVICE_NAME: &str = "knhk.v1.Knhk";
 /// running cases (`SERVICE_NAME` stays SERVING), so this is for routing new cases, not for
 /// taking the server out of service.
 pub const NEW_CASES_SERVICE: &str = "knhk.v1.Knhk.CreateCase";
+
+/// `knhk.v1.Knhk` with a request size limit per method: `RegisterWorkflow` (a model) may be as
+/// large as `max_model_bytes`, every other request at most `max_message_bytes`. tonic applies
+/// one decoding limit per service, checked from a message's length prefix before its body is
+/// buffered, so the service is served by two instances of the generated server (one
+/// implementation behind both) and each call goes to the one whose limit fits its method.
+#[derive(Clone)]
+#[allow(missing_debug_implementations)] // the service holds the engine, which has no useful Debug
+pub struct SizedKnhk {
+    models: crate::proto::knhk_server::KnhkServer<service::KnhkService>,
+    messages: crate::proto::knhk_server::KnhkServer<service::KnhkService>,
+}
+
+impl SizedKnhk {
+    pub fn new(
+        service: service::KnhkService,
+        max_message_bytes: usize,
+        max_model_bytes: usize,
+    ) -> SizedKnhk {
+        use crate::proto::knhk_server::KnhkServer;
+        let shared = std::sync::Arc::new(service);
+        let encode = crate::server::MAX_MESSAGE_BYTES;
+        SizedKnhk {
+            models: KnhkServer::from_arc(shared.clone())
+                .max_decoding_message_size(max_model_bytes)
+                .max_encoding_message_size(encode),
+            messages: KnhkServer::from_arc(shared)
+                .max_decoding_message_size(max_message_bytes)
+                .max_encoding_message_size(encode),
+        }
+    }
+}
+
+impl tonic::server::NamedService for SizedKnhk {
+    const NAME: &'static str = SERVICE_NAME;
+}
+
+impl<B> tower::Service<http::Request<B>> for SizedKnhk
+where
+    B: http_body::Body + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        // Both generated servers are always ready.
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if req.uri().path() == "/knhk.v1.Knhk/RegisterWorkflow" {
+            Box::pin(self.models.call(req))
+        } else {
+            Box::pin(self.messages.call(req))
+        }
+    }
+}
