@@ -372,20 +372,7 @@ pub(crate) fn read(src: &str) -> Result<RawSpec, ImportError> {
             // A final place with outgoing arcs: the case may go on from it or end there; a
             // silent end moves its token to a synthesised output condition (which has no
             // outflow, as the kernel requires).
-            let mut t = RawTask::new(Join::Xor, Split::And);
-            t.silent = true;
-            elements.push(RawElement {
-                id: "__end".into(),
-                name: None,
-                kind: Kind::Task(t),
-                flows: vec![RawFlow::to("__output")],
-            });
-            elements.push(RawElement {
-                id: "__output".into(),
-                name: Some("output".into()),
-                kind: Kind::Output,
-                flows: Vec::new(),
-            });
+            push_end(&mut elements, Join::Xor);
             notes.push(format!(
                 "final place '{}' has outgoing arcs: output '__output' after a silent end \
                  '__end' (deferred choice between going on and ending)",
@@ -395,21 +382,7 @@ pub(crate) fn read(src: &str) -> Result<RawSpec, ImportError> {
         many => {
             let all_xor = many.iter().all(|p| woped_xor_split(p));
             let ids: Vec<&str> = many.iter().map(|p| p.id.as_str()).collect();
-            let join = if all_xor { Join::Xor } else { Join::And };
-            let mut t = RawTask::new(join, Split::And);
-            t.silent = true;
-            elements.push(RawElement {
-                id: "__end".into(),
-                name: None,
-                kind: Kind::Task(t),
-                flows: vec![RawFlow::to("__output")],
-            });
-            elements.push(RawElement {
-                id: "__output".into(),
-                name: Some("output".into()),
-                kind: Kind::Output,
-                flows: Vec::new(),
-            });
+            push_end(&mut elements, if all_xor { Join::Xor } else { Join::And });
             notes.push(format!(
                 "{} sink places {ids:?}: output '__output' after a silent {}-join '__end'",
                 many.len(),
@@ -486,6 +459,25 @@ pub(crate) fn read(src: &str) -> Result<RawSpec, ImportError> {
         nets: vec![net],
         notes,
     })
+}
+
+/// A synthesised silent end `__end` (with `join` over the places that flow into it) into a
+/// synthesised output condition `__output`.
+fn push_end(elements: &mut Vec<RawElement>, join: Join) {
+    let mut t = RawTask::new(join, Split::And);
+    t.silent = true;
+    elements.push(RawElement {
+        id: "__end".into(),
+        name: None,
+        kind: Kind::Task(t),
+        flows: vec![RawFlow::to("__output")],
+    });
+    elements.push(RawElement {
+        id: "__output".into(),
+        name: Some("output".into()),
+        kind: Kind::Output,
+        flows: Vec::new(),
+    });
 }
 
 /// pm4py's `<finalmarkings><marking><place idref><text>n</text></place>...`: the places with

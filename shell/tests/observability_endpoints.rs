@@ -167,6 +167,41 @@ async fn wait_grpc_health(url: &str, want: ServingStatus, within: Duration) {
 
 // ------------------------------------------------------------------- metrics and probes
 
+/// Serves `cfg` on `listener`, observed by `observer`, in a task: the stop switch, the task,
+/// and what the server reported once ready.
+async fn serve_in_task(
+    observer: &Arc<Observer>,
+    listener: TcpListener,
+    cfg: ServerConfig,
+) -> (
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), String>>,
+    Running,
+) {
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = oneshot::channel::<Running>();
+    let obs = observer.clone();
+    let done = tokio::spawn(async move {
+        server::serve_observed(
+            listener,
+            cfg,
+            None,
+            None,
+            obs,
+            async move {
+                let _ = stop_rx.await;
+            },
+            move |r| {
+                let _ = ready_tx.send(r);
+            },
+        )
+        .await
+        .map_err(|e| e.to_string())
+    });
+    let running = ready_rx.await.expect("server ready");
+    (stop_tx, done, running)
+}
+
 /// A full engine (every slot holds a running case) refuses new cases and says so on every
 /// channel, while it stays ready: its running cases must still be served, or they could never
 /// finish and free a slot.
@@ -192,27 +227,7 @@ async fn capacity_is_visible_and_a_full_engine_refuses_new_cases_but_stays_ready
         },
         ..ServerConfig::default()
     };
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let (ready_tx, ready_rx) = oneshot::channel::<Running>();
-    let obs = observer.clone();
-    let done = tokio::spawn(async move {
-        server::serve_observed(
-            listener,
-            cfg,
-            None,
-            None,
-            obs,
-            async move {
-                let _ = stop_rx.await;
-            },
-            move |r| {
-                let _ = ready_tx.send(r);
-            },
-        )
-        .await
-        .map_err(|e| e.to_string())
-    });
-    let _running = ready_rx.await.expect("server ready");
+    let (stop_tx, done, _running) = serve_in_task(&observer, listener, cfg).await;
     let new_cases = "knhk.v1.Knhk.CreateCase";
     wait_code(http_addr, "/health/capacity", 200, Duration::from_secs(5)).await;
     let t0 = Instant::now();
@@ -376,27 +391,7 @@ async fn metrics_and_probes_follow_the_server() {
         shutdown_timeout: Duration::from_secs(3),
         ..ServerConfig::default()
     };
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let (ready_tx, ready_rx) = oneshot::channel::<Running>();
-    let obs = observer.clone();
-    let done = tokio::spawn(async move {
-        server::serve_observed(
-            listener,
-            cfg,
-            None,
-            None,
-            obs,
-            async move {
-                let _ = stop_rx.await;
-            },
-            move |r| {
-                let _ = ready_tx.send(r);
-            },
-        )
-        .await
-        .map_err(|e| e.to_string())
-    });
-    let running = ready_rx.await.expect("server ready");
+    let (stop_tx, done, running) = serve_in_task(&observer, listener, cfg).await;
 
     // Started: every probe 200, /health healthy, gRPC health SERVING.
     wait_code(http_addr, "/health/startup", 200, Duration::from_secs(5)).await;
