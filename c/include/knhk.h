@@ -68,7 +68,7 @@ extern "C" {
  *  condition takes no flow, so a sealed net's widest split has 63). Incoming flows are a mask
  *  (knhk_task_t.pre): any number of a net's conditions. */
 #define KNHK_MAX_BRANCHES 64u
-/** Outgoing flows of all tasks of a net together: one pool (knhk_net_t.branches), each task's
+/** Outgoing flows of all tasks of a net together: one fixed array inside the net (knhk_net_t.branches), each task's
  *  flows contiguous from knhk_task_t.first_branch. 512 = 64 tasks x 8, the capacity every net
  *  had before tasks could be wide (ABI 3), so every net built then still fits. */
 #define KNHK_MAX_FLOWS 512u

@@ -134,7 +134,7 @@ KNHK_INLINE knhk_status complete_work(const knhk_net_t *n, uint32_t t, const knh
     out = T->post;
     expect = T->or_expect_all;
   } else {
-    /* the task's flows in the net's pool (up to KNHK_MAX_BRANCHES = 64: bit k = flow k) */
+    /* the task's flows in the net's flow array (up to KNHK_MAX_BRANCHES = 64: bit k = flow k) */
     const knhk_branch_t *br = &n->branches[T->first_branch];
     uint64_t valid = ~0ull >> ((64u - T->nbranches) & 63u); /* nbranches >= 1 after seal */
     uint32_t d = T->default_branch & 63u;

@@ -144,7 +144,7 @@ knhk_status knhk_net_add_output_flow(knhk_net_t *net, uint32_t task, uint32_t co
   if (t->nbranches >= KNHK_MAX_BRANCHES || net->nflows >= KNHK_MAX_FLOWS)
     return KNHK_CAPACITY_BRANCHES;
   if (guard && !guard_valid(guard)) return KNHK_BAD_GUARD;
-  /* The pool keeps each task's flows contiguous, task by task: the new flow goes at the end
+  /* The flow array keeps each task's flows contiguous, task by task: the new flow goes at the end
    * of this task's flows, the later tasks' flows move up by one (cold path). */
   uint32_t at = (uint32_t)t->first_branch + t->nbranches;
   memmove(&net->branches[at + 1u], &net->branches[at],
@@ -451,7 +451,7 @@ static uint64_t orj_nchoices(const knhk_task_t *T) {
   return (1ull << T->nbranches) - 1u;
 }
 
-/* expect: per flow of the pool (knhk_net_t.branches), the OR-join inputs it activates. */
+/* expect: per flow of the net's flow array (knhk_net_t.branches), the OR-join inputs it activates. */
 static uint64_t orj_choice(const knhk_net_t *net, const uint64_t *expect, uint32_t t, uint64_t k,
                            uint64_t *exp) {
   const knhk_task_t *T = &net->tasks[t];
@@ -800,7 +800,7 @@ knhk_status knhk_net_seal(knhk_net_t *net, knhk_seal_report_t *r) {
   /* OR-joins: find a structured OR-split whose branches each reach exactly one input of the
    * join and together cover all of them. Record, per split branch, the input it activates.
    * An OR-join without one is general (non-local): decided by the tables orjoin_seal derives. */
-  uint64_t expect[KNHK_MAX_FLOWS]; /* per flow of the pool */
+  uint64_t expect[KNHK_MAX_FLOWS]; /* per flow of the flow array */
   uint64_t general = 0;
   memset(expect, 0, sizeof expect);
   for (uint32_t j = 0; j < net->ntasks; j++) {

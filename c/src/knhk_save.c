@@ -97,7 +97,7 @@ uint64_t knhk_net_fingerprint(const knhk_net_t *net) {
     mix(&f, T->split, 1);
     mix(&f, T->nbranches, 1);
     mix(&f, T->default_branch, 1);
-    /* the task's flows in order, from the net's pool (the same bytes as when each task had
+    /* the task's flows in order, from the net's flow array (the same bytes as when each task had
      * its own 8 slots, so the fingerprints of nets built then did not change) */
     const knhk_branch_t *br = &net->branches[T->first_branch];
     for (uint32_t k = 0; k < T->nbranches && T->first_branch + k < KNHK_MAX_FLOWS; k++) {

@@ -743,6 +743,11 @@ impl Engine {
     /// Reserves a slot for a new case of `wf`; the caller must submit its creation or call
     /// `release_slot`.
     fn allocate(&self, wf: &Workflow) -> Result<(u64, usize, u32), EngineError> {
+        self.try_allocate(wf).map_err(|r| self.refusal_of(r))
+    }
+
+    /// [`Engine::allocate`], saying why when there is no slot.
+    fn try_allocate(&self, wf: &Workflow) -> Result<(u64, usize, u32), NoSlot> {
         let w = self.shards.len();
         let total = (self.per_shard * w) as u64;
         let now = now_ns();
@@ -761,11 +766,17 @@ impl Engine {
         }
         // Every slot has been used once: reuse a freed one, else evict the oldest terminal case.
         let start = self.recycle_cursor.fetch_add(1, Ordering::Relaxed) as usize;
+        let mut refusal = NoSlot::Full;
         for k in 0..w {
             let shard = (start + k) % w;
             let mut book = lock(&self.shards[shard].book);
-            let Some(slot) = pop_reusable(&mut book, self.cfg.archive.is_some()) else {
-                continue;
+            let slot = match pop_reusable(&mut book, self.cfg.archive.is_some()) {
+                Reuse::Slot(slot) => slot,
+                Reuse::WaitArchive => {
+                    refusal = NoSlot::WaitArchive;
+                    continue;
+                }
+                Reuse::Full => continue,
             };
             let held = book.history_held(slot);
             let s = &mut book.slots[slot as usize];
@@ -784,24 +795,27 @@ impl Engine {
             book.account_history(held, cleared);
             return Ok((id, shard, slot));
         }
-        let waiting = self.archive_stats.pending.load(Ordering::Relaxed);
-        if self.cfg.archive.is_some() && waiting > 0 {
-            let why = lock(&self.archive_stats.failing)
-                .clone()
-                .map_or_else(String::new, |e| format!(" (the archive is failing: {e})"));
-            return Err(EngineError::Exhausted(format!(
-                "case capacity reached: {waiting} finished cases keep their slots until the \
-                 archive stores them{why}; retry later"
-            )));
-        }
-        Err(EngineError::Exhausted(format!(
-            "case capacity reached: all {total} case slots hold running cases (raise --case-capacity)"
-        )))
+        Err(refusal)
     }
 
-    /// Whether a refused allocation may succeed once the archiver stores what it holds.
-    fn archive_pending(&self) -> bool {
-        self.cfg.archive.is_some() && self.archive_stats.pending.load(Ordering::Relaxed) > 0
+    /// The refusal of a creation that found no slot.
+    fn refusal_of(&self, r: NoSlot) -> EngineError {
+        let total = self.per_shard * self.shards.len();
+        match r {
+            NoSlot::WaitArchive => {
+                let why = lock(&self.archive_stats.failing)
+                    .clone()
+                    .map_or_else(String::new, |e| format!(" (the archive is failing: {e})"));
+                EngineError::Exhausted(format!(
+                    "case capacity reached: the oldest finished cases keep their slots until the \
+                     archive stores them{why}; retry later"
+                ))
+            }
+            NoSlot::Full => EngineError::Exhausted(format!(
+                "case capacity reached: all {total} case slots hold running cases (raise \
+                 --case-capacity)"
+            )),
+        }
     }
 
     fn release_slot(&self, shard: usize, slot: u32, id: u64) {
@@ -1085,14 +1099,13 @@ impl Engine {
         // wait for it a little rather than refuse at once.
         let deadline = std::time::Instant::now() + ARCHIVE_WAIT;
         let (id, shard, slot) = loop {
-            match self.allocate(&wf) {
+            match self.try_allocate(&wf) {
                 Ok(x) => break x,
-                Err(e) if self.archive_pending() && std::time::Instant::now() < deadline => {
+                Err(NoSlot::WaitArchive) if std::time::Instant::now() < deadline => {
                     let notified = self.archived.notified();
                     let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
-                    drop(e);
                 }
-                Err(e) => return Err(e),
+                Err(r) => return Err(self.refusal_of(r)),
             }
         };
         let mut op = Op::new(OpKind::Create, id, slot, 0);
@@ -1183,8 +1196,25 @@ impl Engine {
         let Some(a) = &self.cfg.archive else {
             return Ok(None);
         };
-        a.get(case_id)
-            .map_err(|e| EngineError::Unavailable(format!("archive ({}): {e}", a.kind())))
+        a.get(case_id).map_err(|e| archive_error(a.as_ref(), e))
+    }
+
+    /// A page of archived cases matching `q` that are no longer in memory (those still held
+    /// are listed from memory), and the (creation time, case id) to continue after. Blocking.
+    /// Empty without an archive.
+    fn archived_page(
+        &self,
+        q: &ArchiveQuery,
+    ) -> Result<(Vec<FinishedCase>, Option<ArchivePosition>), EngineError> {
+        let Some(a) = &self.cfg.archive else {
+            return Ok((Vec::new(), None));
+        };
+        let mut found = a.list(q).map_err(|e| archive_error(a.as_ref(), e))?;
+        let next = (found.len() >= q.limit.max(1))
+            .then(|| found.last().map(|f| (f.created_ns, f.case_id)))
+            .flatten();
+        found.retain(|f| !self.holds(f.case_id));
+        Ok((found, next))
     }
 
     fn archived_view(&self, f: FinishedCase) -> Option<CaseView> {
@@ -1205,18 +1235,9 @@ impl Engine {
         &self,
         q: &ArchiveQuery,
     ) -> Result<(Vec<CaseView>, Option<ArchivePosition>), EngineError> {
-        let Some(a) = &self.cfg.archive else {
-            return Ok((Vec::new(), None));
-        };
-        let found = a
-            .list(q)
-            .map_err(|e| EngineError::Unavailable(format!("archive ({}): {e}", a.kind())))?;
-        let next = (found.len() >= q.limit.max(1))
-            .then(|| found.last().map(|f| (f.created_ns, f.case_id)))
-            .flatten();
+        let (found, next) = self.archived_page(q)?;
         let views = found
             .into_iter()
-            .filter(|f| !self.holds(f.case_id))
             .filter_map(|f| self.archived_view(f))
             .collect();
         Ok((views, next))
@@ -1228,25 +1249,11 @@ impl Engine {
         &self,
         q: &ArchiveQuery,
     ) -> Result<(Vec<CaseHistory>, Option<ArchivePosition>), EngineError> {
-        let Some(a) = &self.cfg.archive else {
-            return Ok((Vec::new(), None));
-        };
-        let q = ArchiveQuery {
+        let (found, next) = self.archived_page(&ArchiveQuery {
             with_history: true,
             ..q.clone()
-        };
-        let found = a
-            .list(&q)
-            .map_err(|e| EngineError::Unavailable(format!("archive ({}): {e}", a.kind())))?;
-        let next = (found.len() >= q.limit.max(1))
-            .then(|| found.last().map(|f| (f.created_ns, f.case_id)))
-            .flatten();
-        let out = found
-            .into_iter()
-            .filter(|f| !self.holds(f.case_id))
-            .map(history_of_finished)
-            .collect();
-        Ok((out, next))
+        })?;
+        Ok((found.into_iter().map(history_of_finished).collect(), next))
     }
 
     /// Whether the engine holds case `id` in memory.
@@ -1694,6 +1701,10 @@ fn needs_client_bits(
     }
 }
 
+fn archive_error(a: &dyn CaseArchive, e: String) -> EngineError {
+    EngineError::Unavailable(format!("archive ({}): {e}", a.kind()))
+}
+
 fn history_of_finished(f: FinishedCase) -> CaseHistory {
     CaseHistory {
         case_id: f.case_id,
@@ -1714,28 +1725,44 @@ fn history_of(s: &SlotBook) -> CaseHistory {
     }
 }
 
+/// Why a creation found no slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NoSlot {
+    /// Every slot holds a running case.
+    Full,
+    /// The oldest finished case waits for the archive: a slot frees once it is stored.
+    WaitArchive,
+}
+
+/// What one shard has for a new case.
+enum Reuse {
+    Slot(u32),
+    WaitArchive,
+    Full,
+}
+
 /// A slot for a new case: a free one, else the oldest finished case's — with an archive, only
 /// once the archive holds it (`archived`); an older case waiting for the archive blocks the
 /// ones behind it, so eviction stays oldest first.
-fn pop_reusable(book: &mut Book, archived_only: bool) -> Option<u32> {
+fn pop_reusable(book: &mut Book, archived_only: bool) -> Reuse {
     if let Some(s) = book.free.pop() {
-        return Some(s);
+        return Reuse::Slot(s);
     }
     while let Some(&(slot, id)) = book.done.front() {
         match book.slots.get(slot as usize) {
             Some(s) if s.id == id && s.terminal => {
                 if archived_only && !s.archived {
-                    return None;
+                    return Reuse::WaitArchive;
                 }
                 book.done.pop_front();
-                return Some(slot);
+                return Reuse::Slot(slot);
             }
             _ => {
                 book.done.pop_front();
             }
         }
     }
-    None
+    Reuse::Full
 }
 
 // -------------------------------------------------------------------- reply threads

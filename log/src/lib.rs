@@ -554,16 +554,7 @@ fn compact(
                 let p = &data[r];
                 let w = get_workflow(p).map_err(io::Error::other)?;
                 // Rewritten in the current format (an older record lacks the namespace).
-                frame(&mut out, K_WORKFLOW, |b| {
-                    b.extend_from_slice(&w.index.to_le_bytes());
-                    b.extend_from_slice(&w.registered_ns.to_le_bytes());
-                    b.extend_from_slice(&w.format.to_le_bytes());
-                    put_bytes(b, w.id.as_bytes());
-                    put_bytes(b, w.model);
-                    put_bytes(b, w.form);
-                    put_bytes(b, w.namespace.as_bytes());
-                    b.extend_from_slice(&w.options.to_le_bytes());
-                });
+                put_workflow_rec(&mut out, &w);
             }
         }
     }
@@ -868,14 +859,9 @@ fn replay(engine: &Arc<Engine>, found: &Found, restored_cases: &AtomicU64) -> io
                         )));
                     }
                     let id = c.case_id;
-                    let Some(cid) = CaseId::decode(id).filter(|c| c.partition == 0) else {
-                        return Err(bad(format!(
-                            "segment {num}: case id {id:#x} is not a partition-0 id"
-                        )));
-                    };
-                    let g = u64::from(cid.local) - 1;
+                    let (g, generation) = logged_id(*num, id)?;
                     fresh = fresh.max(g + 1);
-                    gens.push((g, cid.generation));
+                    gens.push((g, generation));
                     if !engine.slot_free_for(sh, c.slot, id) {
                         flush_shard(engine, &mut shards, sh, true, &mut skipped, &created)?;
                     }
@@ -926,17 +912,9 @@ fn replay(engine: &Arc<Engine>, found: &Found, restored_cases: &AtomicU64) -> io
                         let mut op = rec.op;
                         if op.kind == OpKind::Create {
                             let id = op.case_id;
-                            let Some(cid) = CaseId::decode(id).filter(|c| c.partition == 0) else {
-                                return Err(bad(format!(
-                                    "segment {num}: case id {id:#x} is not a partition-0 id of \
-                                     this layout (a version-1 log whose slot generation passed \
-                                     2^21?): export its cases with a release that reads it and \
-                                     start from a new data directory"
-                                )));
-                            };
-                            let g = u64::from(cid.local) - 1;
+                            let (g, generation) = logged_id(*num, id)?;
                             fresh = fresh.max(g + 1);
-                            gens.push((g, cid.generation));
+                            gens.push((g, generation));
                             if !engine.slot_free_for(sh, op.slot, id) {
                                 // Slot reuse: the previous case's replies come first.
                                 flush_shard(engine, &mut shards, sh, true, &mut skipped, &created)?;
@@ -985,6 +963,19 @@ fn replay(engine: &Arc<Engine>, found: &Found, restored_cases: &AtomicU64) -> io
     let _ = per_shard;
     engine.restore_allocator(fresh, &gens);
     Ok(total)
+}
+
+/// The global slot and generation a logged case id (of a creation or a snapshot) encodes: the
+/// allocator is restored from them.
+fn logged_id(segment: u64, id: u64) -> io::Result<(u64, u32)> {
+    let Some(cid) = CaseId::decode(id).filter(|c| c.partition == 0) else {
+        return Err(bad(format!(
+            "segment {segment}: case id {id:#x} is not a partition-0 id of this layout (a \
+             version-1 log whose slot generation passed 2^21?): export its cases with a release \
+             that reads it and start from a new data directory"
+        )));
+    };
+    Ok((u64::from(cid.local) - 1, cid.generation))
 }
 
 /// Submits the pending ops of shard `sh`; with `wait`, waits for everything in flight.

@@ -223,15 +223,32 @@ pub(crate) fn format_of_code(code: i32) -> Option<Format> {
 
 pub(crate) fn put_workflow(buf: &mut Vec<u8>, w: &Workflow, model: &[u8]) {
     let form = net_form(&w.net);
+    put_workflow_rec(
+        buf,
+        &WfRec {
+            index: w.index,
+            registered_ns: w.registered_unix_nanos,
+            format: format_code(w.format),
+            id: &w.id,
+            model,
+            form: &form,
+            namespace: &w.namespace,
+            options: workflow_options(w),
+        },
+    );
+}
+
+/// A workflow record in the current format (a checkpoint rewrites older ones with it).
+pub(crate) fn put_workflow_rec(buf: &mut Vec<u8>, w: &WfRec<'_>) {
     frame(buf, K_WORKFLOW, |b| {
         b.extend_from_slice(&w.index.to_le_bytes());
-        b.extend_from_slice(&w.registered_unix_nanos.to_le_bytes());
-        b.extend_from_slice(&format_code(w.format).to_le_bytes());
+        b.extend_from_slice(&w.registered_ns.to_le_bytes());
+        b.extend_from_slice(&w.format.to_le_bytes());
         put_bytes(b, w.id.as_bytes());
-        put_bytes(b, model);
-        put_bytes(b, &form);
+        put_bytes(b, w.model);
+        put_bytes(b, w.form);
         put_bytes(b, w.namespace.as_bytes());
-        b.extend_from_slice(&workflow_options(w).to_le_bytes());
+        b.extend_from_slice(&w.options.to_le_bytes());
     });
 }
 

@@ -335,7 +335,12 @@ impl Observer {
                         .set_service_status(crate::grpc::SERVICE_NAME, s)
                         .await;
                 }
-                let accepting = obs.accepting_cases();
+                // Readiness is known: only the capacity is asked.
+                let accepting = if ready {
+                    obs.has_room()
+                } else {
+                    Err("not ready".to_string())
+                };
                 let new = accepting.is_ok();
                 // Logged when a ready server fills up or has room again (not at start or stop).
                 let full = ready && !new;
@@ -594,6 +599,11 @@ impl Observer {
     /// Capacity probe: Ok while ready and a new case has a slot.
     pub fn accepting_cases(&self) -> Result<String, String> {
         self.ready()?;
+        self.has_room()
+    }
+
+    /// The capacity half of [`Observer::accepting_cases`], for a caller that knows readiness.
+    fn has_room(&self) -> Result<String, String> {
         let engine = self.engine().ok_or("not ready: no engine")?;
         let c = self.capacity_check(&engine);
         match c.status {

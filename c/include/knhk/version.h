@@ -25,7 +25,7 @@
  *  2: the short-path tables in knhk_net_t became opaque (knhk_hot_storage_t), the version
  *  functions were added; 3: non-local OR-joins: status KNHK_OR_JOIN_CAP, the opaque storage
  *  grew to 24 KiB (knhk_net_t with it); 4: wide tasks: up to 64 flows per task, the flows of
- *  a net in one pool (knhk_net_t.branches[KNHK_MAX_FLOWS], knhk_task_t.first_branch,
+ *  a net in one fixed array (knhk_net_t.branches[KNHK_MAX_FLOWS], knhk_task_t.first_branch,
  *  knhk_net_t.nflows), knhk_event_t.branch_bits_hi, knhk_complete_bits64/knhk_fire_bits64. */
 #define KNHK_ABI_VERSION 4u
 
