@@ -31,6 +31,7 @@ pub mod cli;
 pub mod client;
 pub mod grpc;
 pub mod metrics;
+pub mod reload;
 pub mod server;
 pub mod telemetry;
 pub mod tls;

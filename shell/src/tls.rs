@@ -346,46 +346,15 @@ impl TlsState {
     /// future first runs: a SIGHUP between start-up and the first poll would otherwise meet
     /// the default action and end the process.
     pub fn watch(self: Arc<Self>) -> impl std::future::Future<Output = ()> + Send {
-        #[cfg(unix)]
-        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-        self.watch_with(
-            #[cfg(unix)]
-            hup,
-        )
+        let triggers = crate::reload::Triggers::new(self.cfg.reload_interval);
+        self.watch_with(triggers)
     }
 
-    async fn watch_with(
-        self: Arc<Self>,
-        #[cfg(unix)] mut hup: Option<tokio::signal::unix::Signal>,
-    ) {
-        let mut tick = self.cfg.reload_interval.map(|d| {
-            let mut i = tokio::time::interval(d.max(Duration::from_millis(10)));
-            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            i
-        });
+    async fn watch_with(self: Arc<Self>, mut triggers: crate::reload::Triggers) {
         loop {
-            #[cfg(unix)]
-            let hup_fut = async {
-                match hup.as_mut() {
-                    Some(h) => {
-                        h.recv().await;
-                    }
-                    None => std::future::pending::<()>().await,
-                }
-            };
-            #[cfg(not(unix))]
-            let hup_fut = std::future::pending::<()>();
-            let tick_fut = async {
-                match tick.as_mut() {
-                    Some(t) => {
-                        t.tick().await;
-                    }
-                    None => std::future::pending::<()>().await,
-                }
-            };
-            tokio::select! {
-                _ = hup_fut => self.reload_logged("SIGHUP"),
-                _ = tick_fut => {
+            match triggers.next().await {
+                crate::reload::Trigger::Hangup => self.reload_logged("SIGHUP"),
+                crate::reload::Trigger::Poll => {
                     let me = self.clone();
                     // File reads off the runtime's threads.
                     let r = tokio::task::spawn_blocking(move || me.reload_if_changed()).await;

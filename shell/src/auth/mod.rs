@@ -548,52 +548,20 @@ impl AuthState {
         self: Arc<Self>,
         interval: Option<std::time::Duration>,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
-        #[cfg(unix)]
-        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-        #[cfg(not(unix))]
-        let hup: Option<()> = None;
-        self.watch_with(interval, hup)
+        let triggers = crate::reload::Triggers::new(interval);
+        self.watch_with(triggers)
     }
 
-    async fn watch_with(
-        self: Arc<Self>,
-        interval: Option<std::time::Duration>,
-        #[cfg(unix)] mut hup: Option<tokio::signal::unix::Signal>,
-        #[cfg(not(unix))] _hup: Option<()>,
-    ) {
-        let mut tick = interval.map(|d| {
-            let mut i = tokio::time::interval(d.max(std::time::Duration::from_millis(10)));
-            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            i
-        });
+    async fn watch_with(self: Arc<Self>, mut triggers: crate::reload::Triggers) {
         loop {
-            #[cfg(unix)]
-            let hup_fut = async {
-                match hup.as_mut() {
-                    Some(h) => {
-                        h.recv().await;
-                    }
-                    None => std::future::pending::<()>().await,
-                }
-            };
-            #[cfg(not(unix))]
-            let hup_fut = std::future::pending::<()>();
-            let tick_fut = async {
-                match tick.as_mut() {
-                    Some(t) => {
-                        t.tick().await;
-                    }
-                    None => std::future::pending::<()>().await,
-                }
-            };
-            tokio::select! {
-                _ = hup_fut => {
+            match triggers.next().await {
+                crate::reload::Trigger::Hangup => {
                     let me = self.clone();
                     if let Ok(r) = tokio::task::spawn_blocking(move || me.reload()).await {
                         self.reload_logged("SIGHUP", r);
                     }
                 }
-                _ = tick_fut => {
+                crate::reload::Trigger::Poll => {
                     let me = self.clone();
                     if let Ok(Some(r)) =
                         tokio::task::spawn_blocking(move || me.reload_if_changed()).await
