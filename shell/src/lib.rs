@@ -14,6 +14,7 @@
 //!   worker counters and tick histograms, per-RPC spans, logs and OTLP export.
 //! - [`auth`]: bearer JWTs and client certificates → principals; roles per namespace; the
 //!   RPC access table and the tower layer that enforces it.
+//! - [`audit`]: the durable audit log (who did what, when, from where, with what result).
 //! - [`tls`]: TLS and mTLS on the gRPC port (own accept loop, reload, CRLs), client TLS.
 //! - [`client`]: the `knhk` subcommands that talk to a running server.
 //! - [`cli`]: `knhk check`, `compile`, `replay`: the import library's reports printed, exit codes.
@@ -26,6 +27,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod client;

@@ -103,6 +103,16 @@ enum Command {
     Compile { file: PathBuf },
     /// Replay an XES log on a model; exit 0 when every trace fits.
     Replay { model: PathBuf, log: PathBuf },
+    /// Print the audit log (one JSON record a line) and verify it (CRCs, order, hash chain);
+    /// exit 0 when it verifies, 1 when not, 2 when it cannot be read.
+    Audit {
+        /// The audit directory (`knhk serve --audit-dir`).
+        #[arg(default_value = "./knhk-data/audit")]
+        dir: PathBuf,
+        /// Verify only: print no records.
+        #[arg(long)]
+        quiet: bool,
+    },
     #[command(flatten)]
     Client(ClientCommand),
 }
@@ -282,6 +292,19 @@ struct ServeArgs {
     /// refused.
     #[arg(long, env = "KNHK_RATE_EVENTS_BURST", default_value_t = 0)]
     rate_events_burst: u32,
+    /// The audit log (docs/security.md): `on` records every state-changing call and every
+    /// refusal, `off` none, `auto` (the default) is `on` unless `--durability off`.
+    #[arg(long, env = "KNHK_AUDIT", value_enum, default_value_t = AuditArg::Auto)]
+    audit: AuditArg,
+    /// Directory of the audit log (default: `audit` in the data directory).
+    #[arg(long, env = "KNHK_AUDIT_DIR", value_name = "DIR")]
+    audit_dir: Option<PathBuf>,
+    /// Size in MiB past which an audit file is closed and a new one started.
+    #[arg(long, env = "KNHK_AUDIT_MAX_MB", default_value_t = 64)]
+    audit_max_mb: u64,
+    /// Audit files kept, at most (the oldest are removed); 0: all.
+    #[arg(long, env = "KNHK_AUDIT_MAX_FILES", default_value_t = 0)]
+    audit_max_files: usize,
     /// Serve a non-loopback address without authentication (refused otherwise): anyone who
     /// can reach the ports can do anything.
     #[arg(long, env = "KNHK_INSECURE_NO_AUTH")]
@@ -300,6 +323,14 @@ enum ClientAuthArg {
 enum DurabilityArg {
     Sync,
     Relaxed,
+    Off,
+}
+
+/// `--audit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum AuditArg {
+    Auto,
+    On,
     Off,
 }
 
@@ -366,6 +397,12 @@ fn main() -> ExitCode {
         Command::Replay { model, log } => code(knhk_shell::cli::replay(
             &model,
             &log,
+            &mut std::io::stdout(),
+            &mut std::io::stderr(),
+        )),
+        Command::Audit { dir, quiet } => code(knhk_shell::audit::run_cli(
+            &dir,
+            quiet,
             &mut std::io::stdout(),
             &mut std::io::stderr(),
         )),
@@ -504,6 +541,17 @@ fn serve(args: ServeArgs) -> ExitCode {
                     .then(|| Duration::from_millis(args.tls_reload_interval_ms)),
             }),
         auth,
+        audit: match (args.audit, args.durability) {
+            (AuditArg::Off, _) | (AuditArg::Auto, DurabilityArg::Off) => None,
+            _ => Some(knhk_shell::audit::AuditConfig {
+                dir: args
+                    .audit_dir
+                    .clone()
+                    .unwrap_or_else(|| args.data_dir.join("audit")),
+                max_file_bytes: args.audit_max_mb.max(1) << 20,
+                max_files: args.audit_max_files,
+            }),
+        },
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.io_threads.unwrap_or(cores).max(1))

@@ -64,6 +64,8 @@ pub struct ServerConfig {
     pub max_message_bytes: usize,
     /// Largest RegisterWorkflow request (the model).
     pub max_model_bytes: usize,
+    /// The audit log (crate::audit); `None`: no audit records.
+    pub audit: Option<crate::audit::AuditConfig>,
 }
 
 impl Default for ServerConfig {
@@ -79,6 +81,7 @@ impl Default for ServerConfig {
             max_watchers: 1024,
             max_message_bytes: 4 << 20,
             max_model_bytes: MAX_MESSAGE_BYTES,
+            audit: None,
         }
     }
 }
@@ -153,6 +156,16 @@ pub async fn serve_observed(
         }
         None => None,
     };
+    // The audit log next: a directory that cannot be written stops the start.
+    let audit = match cfg.audit.clone() {
+        Some(a) => Some(
+            tokio::task::spawn_blocking(move || crate::audit::AuditLog::open(a))
+                .await
+                .map_err(|e| format!("audit log task: {e}"))?
+                .map_err(|e| format!("audit log: {e}"))?,
+        ),
+        None => None,
+    };
     if observer.http_addr().is_none() {
         observer.start_http().await?;
     }
@@ -224,7 +237,8 @@ pub async fn serve_observed(
         closing_rx,
         observer.enabled().then(|| observer.metrics().rpc.clone()),
     )
-    .with_max_watchers(cfg.max_watchers);
+    .with_max_watchers(cfg.max_watchers)
+    .with_audit(audit.clone());
 
     // Shutdown sequence, driven by the signal.
     let (stop_transport_tx, stop_transport_rx) = tokio::sync::oneshot::channel::<()>();
@@ -262,7 +276,7 @@ pub async fn serve_observed(
         .tcp_nodelay(true)
         .layer(observer.rpc_layer())
         // Inside the RPC layer: refusals are counted and traced like any other answer.
-        .layer(AuthLayer::new(cfg.auth.clone()))
+        .layer(AuthLayer::new(cfg.auth.clone()).with_audit(audit.clone()))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -321,7 +335,13 @@ pub async fn serve_observed(
     if let Some(w) = auth_watch {
         w.abort();
     }
-    let _ = tokio::task::spawn_blocking(move || core.stop()).await;
+    let _ = tokio::task::spawn_blocking(move || {
+        core.stop();
+        if let Some(a) = audit {
+            a.close();
+        }
+    })
+    .await;
     observer.set_phase(Phase::Stopped);
     observer.stop_http().await;
     tracing::info!("shutdown: workers stopped");

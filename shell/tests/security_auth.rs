@@ -27,18 +27,9 @@ use serde_json::json;
 use tonic::metadata::MetadataValue;
 use tonic::Code;
 
-const ISS: &str = "https://issuer.knhk.test";
-const AUD: &str = "knhk-test";
-const SECRET: &str = "0123456789abcdef0123456789abcdef-test-secret";
+use support::tokens::{claims, hs256, now, AUD, ISS, SECRET};
 
 // ---------------------------------------------------------------- keys and tokens
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
 
 fn put(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
@@ -48,21 +39,6 @@ fn put(dir: &Path, name: &str, text: &str) -> PathBuf {
 
 fn s(p: &Path) -> String {
     p.display().to_string()
-}
-
-/// Valid claims: `sub`, `iss`, `aud`, `exp` in an hour, and `permissions`.
-fn claims(sub: &str, perms: &[&str]) -> serde_json::Value {
-    json!({ "sub": sub, "iss": ISS, "aud": AUD, "exp": now() + 3600, "iat": now(),
-            "permissions": perms })
-}
-
-fn hs256(claims: &serde_json::Value) -> String {
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        claims,
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .expect("mint HS256")
 }
 
 fn signed(alg: Algorithm, kid: Option<&str>, key: &EncodingKey, c: &serde_json::Value) -> String {

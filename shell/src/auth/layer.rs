@@ -12,6 +12,7 @@ use tonic::Status;
 
 use super::policy::{self, Need};
 use super::{AuthState, Caller, Refusal, DEFAULT_NAMESPACE, NAMESPACE_HEADER};
+use crate::audit::{cap, code_name, AuditLog, Record};
 use crate::tls::ConnInfo;
 
 /// The layer; `state` `None` lets every call through (no authentication configured), still
@@ -19,11 +20,18 @@ use crate::tls::ConnInfo;
 #[derive(Debug, Clone)]
 pub struct AuthLayer {
     state: Option<Arc<AuthState>>,
+    audit: Option<Arc<AuditLog>>,
 }
 
 impl AuthLayer {
     pub fn new(state: Option<Arc<AuthState>>) -> AuthLayer {
-        AuthLayer { state }
+        AuthLayer { state, audit: None }
+    }
+
+    /// Every refusal also goes to `audit` (queued, not waited for: nothing changed).
+    pub fn with_audit(mut self, audit: Option<Arc<AuditLog>>) -> AuthLayer {
+        self.audit = audit;
+        self
     }
 }
 
@@ -33,6 +41,7 @@ impl<S> tower::Layer<S> for AuthLayer {
         AuthService {
             inner,
             state: self.state.clone(),
+            audit: self.audit.clone(),
         }
     }
 }
@@ -42,6 +51,7 @@ impl<S> tower::Layer<S> for AuthLayer {
 pub struct AuthService<S> {
     inner: S,
     state: Option<Arc<AuthState>>,
+    audit: Option<Arc<AuditLog>>,
 }
 
 /// The namespace a request names: `Err` when the metadata is repeated or not a namespace name.
@@ -84,6 +94,8 @@ where
             req.extensions_mut().insert(i.tcp.clone());
         }
         let open = policy::need(&path) == Some(Need::Open);
+        // Who was authenticated, for the audit record of a refusal that comes after.
+        let mut known: Option<Arc<super::Principal>> = None;
         let decided = match &self.state {
             // Health: no credentials, no namespace.
             _ if open => Ok(Caller {
@@ -111,21 +123,29 @@ where
                     // Unauthenticated first: a stranger learns nothing about namespaces.
                     Err(e) if who.is_ok() => Err(Refusal::BadNamespace(e)),
                     Err(_) => Err(Refusal::Unauthenticated(who.err().unwrap_or_default())),
-                    Ok(namespace) => state
-                        .authorize(&path, &namespace, &who)
-                        .and_then(|()| match &who {
-                            // Let through: one call from the principal's budget.
-                            Ok(p) => state
-                                .limits
-                                .admit_call(&p.key())
-                                .map_err(Refusal::Throttled),
-                            Err(_) => Ok(()),
-                        })
-                        .map(|()| Caller {
-                            principal: who.ok().map(Arc::new),
-                            namespace,
-                            auth: Some(state.clone()),
-                        }),
+                    Ok(namespace) => {
+                        let allowed = state.authorize(&path, &namespace, &who).and_then(|()| {
+                            match &who {
+                                // Let through: one call from the principal's budget.
+                                Ok(p) => state
+                                    .limits
+                                    .admit_call(&p.key())
+                                    .map_err(Refusal::Throttled),
+                                Err(_) => Ok(()),
+                            }
+                        });
+                        match allowed {
+                            Ok(()) => Ok(Caller {
+                                principal: who.ok().map(Arc::new),
+                                namespace,
+                                auth: Some(state.clone()),
+                            }),
+                            Err(r) => {
+                                known = who.ok().map(Arc::new);
+                                Err(r)
+                            }
+                        }
+                    }
                 }
             }
         };
@@ -142,6 +162,23 @@ where
                 futures_either::Either::inner(self.inner.call(req))
             }
             Err(refusal) => {
+                if let Some(audit) = &self.audit {
+                    let caller = Caller {
+                        principal: known,
+                        namespace: namespace_of(req.headers()).unwrap_or_default(),
+                        auth: None,
+                    };
+                    let peer = info.as_ref().and_then(|i| i.tcp.remote_addr);
+                    let (code, why) = match &refusal {
+                        Refusal::Unauthenticated(w) => (tonic::Code::Unauthenticated, w),
+                        Refusal::Denied(w) => (tonic::Code::PermissionDenied, w),
+                        Refusal::BadNamespace(w) => (tonic::Code::InvalidArgument, w),
+                        Refusal::Throttled(t) => (tonic::Code::ResourceExhausted, &t.message),
+                    };
+                    let mut rec = Record::of_caller(&cap(&path), &caller, peer);
+                    rec.code = code_name(code).to_string();
+                    audit.note(rec.with_message(why));
+                }
                 if let Some(state) = &self.state {
                     state.note_refusal(
                         &refusal,

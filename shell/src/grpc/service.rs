@@ -16,6 +16,7 @@ use knhk_engine::{catalog, EngineError};
 
 use super::convert;
 use super::status::{status, OrStatus};
+use crate::audit::{cap, AuditLog, Record};
 use crate::auth::Caller;
 use crate::engine::{self, Engine, EventBatch, Hist, WatchItem};
 use crate::proto::knhk_server::Knhk;
@@ -36,6 +37,8 @@ pub struct KnhkService {
     /// Open WatchCase streams, and the cap on them.
     watchers: Arc<std::sync::atomic::AtomicUsize>,
     max_watchers: usize,
+    /// The audit log: every state-changing call is answered once its record is durable.
+    audit: Option<Arc<AuditLog>>,
 }
 
 /// One open watch stream's place under the cap; given back when its task ends.
@@ -60,6 +63,48 @@ impl KnhkService {
             metrics,
             watchers: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             max_watchers: usize::MAX,
+            audit: None,
+        }
+    }
+
+    /// Records every state-changing call in `audit` before answering it.
+    pub fn with_audit(mut self, audit: Option<Arc<AuditLog>>) -> KnhkService {
+        self.audit = audit;
+        self
+    }
+
+    /// The audit record a state-changing call of `method` starts (None without an audit log);
+    /// UNAVAILABLE once the audit log has failed (nothing is changed that cannot be recorded).
+    fn audit_start<T>(&self, request: &Request<T>, method: &str) -> Result<Option<Record>, Status> {
+        let Some(audit) = &self.audit else {
+            return Ok(None);
+        };
+        if let Some(why) = audit.failure() {
+            return Err(Status::unavailable(format!(
+                "the audit log cannot record changes: {why}"
+            )));
+        }
+        let rpc = format!("/{}/{method}", super::SERVICE_NAME);
+        Ok(Some(Record::of_caller(
+            &rpc,
+            &Caller::of(request),
+            request.remote_addr(),
+        )))
+    }
+
+    /// Answers `r` once its audit record (`rec`, completed with the outcome) is durable. A
+    /// change whose record cannot be written is answered UNAVAILABLE, never OK.
+    async fn audited<T>(&self, rec: Option<Record>, r: Result<T, Status>) -> Result<T, Status> {
+        let (Some(audit), Some(mut rec)) = (&self.audit, rec) else {
+            return r;
+        };
+        rec.outcome(&r);
+        match audit.append(rec).await {
+            Err(why) if r.is_ok() => Err(Status::unavailable(format!(
+                "the change was made but its audit record could not be written ({why}); the \
+                 server refuses further changes"
+            ))),
+            _ => r,
         }
     }
 
@@ -114,6 +159,21 @@ impl KnhkService {
     async fn task(
         &self,
         kind: OpKind,
+        method: &str,
+        request: Request<TaskRequest>,
+    ) -> Result<Response<Case>, Status> {
+        let mut rec = self.audit_start(&request, method)?;
+        if let Some(a) = rec.as_mut() {
+            a.case = Some(request.get_ref().case_id);
+            a.task = Some(cap(&request.get_ref().task));
+        }
+        let r = self.task_op(kind, request).await;
+        self.audited(rec, r).await
+    }
+
+    async fn task_op(
+        &self,
+        kind: OpKind,
         request: Request<TaskRequest>,
     ) -> Result<Response<Case>, Status> {
         let ns = Caller::of(&request).namespace;
@@ -133,13 +193,9 @@ impl KnhkService {
             .or_status()?;
         Ok(Response::new(convert::case_out(&view)))
     }
-}
 
-type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
-
-#[tonic::async_trait]
-impl Knhk for KnhkService {
-    async fn register_workflow(
+    /// RegisterWorkflow, unaudited.
+    async fn register(
         &self,
         request: Request<RegisterWorkflowRequest>,
     ) -> Result<Response<RegisterWorkflowResponse>, Status> {
@@ -226,6 +282,31 @@ impl Knhk for KnhkService {
                 .collect(),
         }))
     }
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl Knhk for KnhkService {
+    async fn register_workflow(
+        &self,
+        request: Request<RegisterWorkflowRequest>,
+    ) -> Result<Response<RegisterWorkflowResponse>, Status> {
+        let mut rec = self.audit_start(&request, "RegisterWorkflow")?;
+        if let Some(a) = rec.as_mut() {
+            let id = &request.get_ref().workflow_id;
+            a.workflow = (!id.is_empty()).then(|| cap(id));
+        }
+        let r = self.register(request).await;
+        if let (Some(a), Ok(resp)) = (rec.as_mut(), &r) {
+            a.workflow = resp
+                .get_ref()
+                .workflow
+                .as_ref()
+                .map(|w| w.workflow_id.clone());
+        }
+        self.audited(rec, r).await
+    }
 
     async fn get_workflow(
         &self,
@@ -255,45 +336,64 @@ impl Knhk for KnhkService {
         &self,
         request: Request<CreateCaseRequest>,
     ) -> Result<Response<Case>, Status> {
+        let mut rec = self.audit_start(&request, "CreateCase")?;
         let ns = Caller::of(&request).namespace;
         let r = request.into_inner();
-        telemetry::record_workflow(&r.workflow_id);
-        self.workflow_in(&r.workflow_id, &ns)?;
-        let view = self
-            .engine
-            .create_case(&r.workflow_id, &convert::data_in(&r.data))
-            .await
-            .or_status()?;
-        telemetry::record_case(view.id, None);
-        Ok(Response::new(convert::case_out(&view)))
+        if let Some(a) = rec.as_mut() {
+            a.workflow = Some(cap(&r.workflow_id));
+        }
+        let res = async {
+            telemetry::record_workflow(&r.workflow_id);
+            self.workflow_in(&r.workflow_id, &ns)?;
+            let view = self
+                .engine
+                .create_case(&r.workflow_id, &convert::data_in(&r.data))
+                .await
+                .or_status()?;
+            telemetry::record_case(view.id, None);
+            Ok(Response::new(convert::case_out(&view)))
+        }
+        .await;
+        if let (Some(a), Ok(c)) = (rec.as_mut(), &res) {
+            a.case = Some(c.get_ref().case_id);
+        }
+        self.audited(rec, res).await
     }
 
     async fn start_task(&self, request: Request<TaskRequest>) -> Result<Response<Case>, Status> {
-        self.task(OpKind::Start, request).await
+        self.task(OpKind::Start, "StartTask", request).await
     }
 
     async fn complete_task(&self, request: Request<TaskRequest>) -> Result<Response<Case>, Status> {
-        self.task(OpKind::Complete, request).await
+        self.task(OpKind::Complete, "CompleteTask", request).await
     }
 
     async fn fire_task(&self, request: Request<TaskRequest>) -> Result<Response<Case>, Status> {
-        self.task(OpKind::Fire, request).await
+        self.task(OpKind::Fire, "FireTask", request).await
     }
 
     async fn cancel_task(&self, request: Request<TaskRequest>) -> Result<Response<Case>, Status> {
-        self.task(OpKind::CancelTask, request).await
+        self.task(OpKind::CancelTask, "CancelTask", request).await
     }
 
     async fn cancel_case(
         &self,
         request: Request<CancelCaseRequest>,
     ) -> Result<Response<Case>, Status> {
+        let mut rec = self.audit_start(&request, "CancelCase")?;
         let ns = Caller::of(&request).namespace;
         let case_id = request.into_inner().case_id;
-        telemetry::record_case(case_id, None);
-        self.case_in(case_id, &ns)?;
-        let view = self.engine.cancel_case(case_id).await.or_status()?;
-        Ok(Response::new(convert::case_out(&view)))
+        if let Some(a) = rec.as_mut() {
+            a.case = Some(case_id);
+        }
+        let res = async {
+            telemetry::record_case(case_id, None);
+            self.case_in(case_id, &ns)?;
+            let view = self.engine.cancel_case(case_id).await.or_status()?;
+            Ok(Response::new(convert::case_out(&view)))
+        }
+        .await;
+        self.audited(rec, res).await
     }
 
     async fn get_case(&self, request: Request<GetCaseRequest>) -> Result<Response<Case>, Status> {
@@ -655,6 +755,8 @@ impl Knhk for KnhkService {
         request: Request<Streaming<SubmitEventsRequest>>,
     ) -> Result<Response<Self::SubmitEventsStream>, Status> {
         self.live()?;
+        // One audit record per message, made durable before its answer is sent.
+        let audit_base = self.audit_start(&request, "SubmitEvents")?;
         let caller = Caller::of(&request);
         let deadline = caller.stream_deadline();
         let ns = caller.namespace.clone();
@@ -722,24 +824,50 @@ impl Knhk for KnhkService {
                 }
             }
         });
-        // Writer: answers batches in order as their jobs come back.
+        // Writer: answers batches in order as their jobs come back (with an audit log: each
+        // answer once its record is durable; the records of several batches share a sync).
         let engine = self.engine.clone();
+        let audit = self.audit.clone().zip(audit_base);
+        let (ack_tx, mut ack_rx) =
+            mpsc::channel::<(Option<crate::audit::Pending>, SubmitEventsResponse)>(PIPELINE_DEPTH);
         tokio::spawn(async move {
             while let Some((p, foreign, span)) = pending_rx.recv().await {
                 let results =
                     tracing::Instrument::instrument(p.finish(&engine), span.clone()).await;
                 let results = merge_refused(results, foreign);
-                span.record(
-                    "knhk.refused",
-                    results.iter().filter(|r| r.error.is_some()).count(),
-                );
+                let refused = results.iter().filter(|r| r.error.is_some()).count();
+                span.record("knhk.refused", refused);
+                let pending = audit.as_ref().map(|(log, base)| {
+                    let mut rec = base.clone();
+                    rec.events = Some(results.len() as u64);
+                    rec.refused = Some(refused as u64);
+                    log.append_pending(rec)
+                });
                 let results = results.into_iter().map(convert::result_out).collect();
                 drop(span);
-                if out_tx
-                    .send(Ok(SubmitEventsResponse { results }))
+                if ack_tx
+                    .send((pending, SubmitEventsResponse { results }))
                     .await
                     .is_err()
                 {
+                    break;
+                }
+            }
+        });
+        tokio::spawn(async move {
+            while let Some((pending, resp)) = ack_rx.recv().await {
+                if let Some(p) = pending {
+                    if let Err(why) = p.durable().await {
+                        let _ = out_tx
+                            .send(Err(Status::unavailable(format!(
+                                "the batch was executed but its audit record could not be \
+                                 written ({why}); the server refuses further changes"
+                            ))))
+                            .await;
+                        break;
+                    }
+                }
+                if out_tx.send(Ok(resp)).await.is_err() {
                     break;
                 }
             }
