@@ -17,12 +17,9 @@ use tonic::Code;
 
 use support::tokens::{claims, hs256, AUD, ISS, SECRET};
 
-type Intercepted = KnhkClient<
-    tonic::service::interceptor::InterceptedService<
-        tonic::transport::Channel,
-        Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>,
-    >,
->;
+type Stamp = Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>;
+type Intercepted =
+    KnhkClient<tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Stamp>>;
 
 /// A client that sends `token` (if any) and acts in namespace `ns`.
 async fn client(url: &str, token: Option<&str>, ns: &str) -> Intercepted {
@@ -34,14 +31,13 @@ async fn client(url: &str, token: Option<&str>, ns: &str) -> Intercepted {
     let auth: Option<tonic::metadata::MetadataValue<_>> =
         token.map(|t| format!("Bearer {t}").parse().expect("metadata"));
     let ns: tonic::metadata::MetadataValue<_> = ns.parse().expect("namespace");
-    let f: Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send> =
-        Box::new(move |mut req: tonic::Request<()>| {
-            if let Some(a) = &auth {
-                req.metadata_mut().insert("authorization", a.clone());
-            }
-            req.metadata_mut().insert("knhk-namespace", ns.clone());
-            Ok(req)
-        });
+    let f: Stamp = Box::new(move |mut req: tonic::Request<()>| {
+        if let Some(a) = &auth {
+            req.metadata_mut().insert("authorization", a.clone());
+        }
+        req.metadata_mut().insert("knhk-namespace", ns.clone());
+        Ok(req)
+    });
     KnhkClient::with_interceptor(ch, f)
 }
 
