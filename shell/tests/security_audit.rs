@@ -385,3 +385,65 @@ fn files_rotate_and_the_oldest_are_removed() {
     );
     assert!(seen.windows(2).all(|w| w[1] == w[0] + 1));
 }
+
+/// The audit file cannot grow (RLIMIT_FSIZE, as on a full disk): the change whose record
+/// failed is answered UNAVAILABLE, never OK, and so is every later change; every change that
+/// was acknowledged has its record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_whose_record_cannot_be_written_is_not_acknowledged() {
+    let dir = support::scratch("audit-full");
+    let data = dir.join("data");
+    let mut p = support::spawn(
+        &data,
+        &dir.join("serve.log"),
+        &[],
+        Some("trap '' XFSZ; ulimit -f 512"),
+    );
+    let mut c = p.ready().await.expect("start");
+    c.register_workflow(proto::RegisterWorkflowRequest {
+        model: support::corpus("yawl/WPC1Sequence.yawl"),
+        workflow_id: "full".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("register");
+    let create = || proto::CreateCaseRequest {
+        workflow_id: "full".into(),
+        ..Default::default()
+    };
+    let mut acked = Vec::new();
+    let refusal = loop {
+        assert!(acked.len() < 100_000, "the size limit was never reached");
+        match c.create_case(create()).await {
+            Ok(r) => acked.push(r.into_inner().case_id),
+            Err(s) => break s,
+        }
+    };
+    assert_eq!(refusal.code(), Code::Unavailable, "{refusal:?}");
+    assert!(
+        refusal
+            .message()
+            .contains("audit record could not be written"),
+        "{}",
+        refusal.message()
+    );
+    let again = c
+        .create_case(create())
+        .await
+        .expect_err("refused from now on");
+    assert_eq!(again.code(), Code::Unavailable);
+    assert!(again.message().contains("audit log"), "{}", again.message());
+    p.kill();
+    let (code, recs, err) = knhk_audit(&data.join("audit"));
+    assert_eq!(code, 0, "{err}");
+    let recorded: Vec<u64> = find(&recs, "CreateCase", "OK")
+        .iter()
+        .filter_map(|r| r.case)
+        .collect();
+    for id in &acked {
+        assert!(
+            recorded.contains(id),
+            "acknowledged case {id} has no record"
+        );
+    }
+}
