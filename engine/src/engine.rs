@@ -39,7 +39,7 @@ use crate::workers::{
     self, Job, NetTable, Op, OpKind, Outcome, ReplyPort, State, Status, SubmitError, WorkerHandle,
     WorkerSpec, OP_USE_BITS, REGISTERS,
 };
-use crate::workflow::{bits, Workflow};
+use crate::workflow::{bits, Workflow, DEFAULT_NAMESPACE};
 
 /// Engine configuration (the server's flags).
 #[derive(Debug, Clone)]
@@ -306,7 +306,9 @@ struct ShardCtl {
 #[derive(Default)]
 struct Registry {
     list: Vec<Arc<Workflow>>,
-    by_id: HashMap<String, Arc<Workflow>>,
+    /// By namespace, then id: ids are unique within a namespace only (another namespace may
+    /// use the same id, and registering never reveals that it does).
+    by_id: HashMap<String, HashMap<String, Arc<Workflow>>>,
 }
 
 /// The engine. Cheap to share (`Arc<Engine>`).
@@ -624,6 +626,19 @@ impl Engine {
         default_name: &str,
         durable: impl FnOnce(&Workflow) -> Result<(), EngineError>,
     ) -> Result<Arc<Workflow>, EngineError> {
+        self.register_in(DEFAULT_NAMESPACE, requested, build, default_name, durable)
+    }
+
+    /// [`Engine::register`] in `namespace`: the id must be free in that namespace only, and
+    /// `build` must put the workflow in it ([`Workflow::in_namespace`]).
+    pub fn register_in(
+        &self,
+        namespace: &str,
+        requested: &str,
+        build: impl FnOnce(u16, String) -> Result<Workflow, EngineError>,
+        default_name: &str,
+        durable: impl FnOnce(&Workflow) -> Result<(), EngineError>,
+    ) -> Result<Arc<Workflow>, EngineError> {
         if self.is_draining() {
             return Err(EngineError::Draining);
         }
@@ -640,6 +655,7 @@ impl Engine {
                     workers::MAX_WORKFLOWS
                 )));
             }
+            let taken = |id: &str| reg.by_id.get(namespace).is_some_and(|m| m.contains_key(id));
             let id = if requested.is_empty() {
                 // Derived from the model's name: control characters dropped and the length
                 // bounded, so the id passes `error::check_id` like a client's would.
@@ -657,12 +673,12 @@ impl Engine {
                 };
                 let mut id = base.to_string();
                 let mut n = 2;
-                while reg.by_id.contains_key(&id) {
+                while taken(&id) {
                     id = format!("{base}-{n}");
                     n += 1;
                 }
                 id
-            } else if reg.by_id.contains_key(requested) {
+            } else if taken(requested) {
                 return Err(EngineError::WorkflowExists(requested.to_string()));
             } else {
                 requested.to_string()
@@ -671,6 +687,12 @@ impl Engine {
         };
         let index16 = u16::try_from(index).map_err(|_| EngineError::Internal("index".into()))?;
         let wf = Arc::new(build(index16, id.clone())?);
+        if wf.namespace != namespace {
+            return Err(EngineError::Internal(format!(
+                "workflow '{id}' built in namespace '{}', registered in '{namespace}'",
+                wf.namespace
+            )));
+        }
         #[cfg(feature = "testing")]
         crate::testing::hold_registration(&id);
         durable(&wf)?;
@@ -684,15 +706,25 @@ impl Engine {
         }
         let mut reg = self.registry.write().unwrap_or_else(|p| p.into_inner());
         reg.list.push(wf.clone());
-        reg.by_id.insert(id, wf.clone());
+        reg.by_id
+            .entry(namespace.to_string())
+            .or_default()
+            .insert(id, wf.clone());
         Ok(wf)
     }
 
-    /// A workflow by id.
+    /// A workflow of the default namespace by id.
     pub fn workflow(&self, id: &str) -> Result<Arc<Workflow>, EngineError> {
+        self.workflow_in(DEFAULT_NAMESPACE, id)
+    }
+
+    /// A workflow of `namespace` by id (NOT_FOUND for an id of another namespace, exactly as
+    /// for an unknown one).
+    pub fn workflow_in(&self, namespace: &str, id: &str) -> Result<Arc<Workflow>, EngineError> {
         let reg = self.registry.read().unwrap_or_else(|p| p.into_inner());
         reg.by_id
-            .get(id)
+            .get(namespace)
+            .and_then(|m| m.get(id))
             .cloned()
             .ok_or_else(|| EngineError::NoWorkflow(id.to_string()))
     }
@@ -1084,16 +1116,27 @@ impl Engine {
         Ok((wf, shard, slot))
     }
 
-    /// Creates a case of `workflow_id` with initial `data`.
+    /// Creates a case of `workflow_id` (default namespace) with initial `data`.
     pub async fn create_case(
         &self,
+        workflow_id: &str,
+        data: &Data,
+    ) -> Result<CaseView, EngineError> {
+        self.create_case_in(DEFAULT_NAMESPACE, workflow_id, data)
+            .await
+    }
+
+    /// Creates a case of workflow `workflow_id` of `namespace` with initial `data`.
+    pub async fn create_case_in(
+        &self,
+        namespace: &str,
         workflow_id: &str,
         data: &Data,
     ) -> Result<CaseView, EngineError> {
         if self.is_draining() {
             return Err(EngineError::Draining);
         }
-        let wf = self.workflow(workflow_id)?;
+        let wf = self.workflow_in(namespace, workflow_id)?;
         let (mask, regs) = initial_registers(&wf, data)?;
         // With an archive, a full engine frees slots as the archiver stores finished cases:
         // wait for it a little rather than refuse at once.
@@ -1401,6 +1444,11 @@ impl Engine {
     /// Queues a bulk batch. Per-event problems (unknown case, bad task name, full ring) become
     /// that event's result; the returned pending batch resolves to one result per event.
     pub fn submit_batch(&self, events: Vec<BatchEvent>) -> PendingBatch {
+        self.submit_batch_in(DEFAULT_NAMESPACE, events)
+    }
+
+    /// [`Engine::submit_batch`] with the workflows of creations looked up in `namespace`.
+    pub fn submit_batch_in(&self, namespace: &str, events: Vec<BatchEvent>) -> PendingBatch {
         let n = events.len();
         let mut results: Vec<EventResult> = vec![
             EventResult {
@@ -1420,7 +1468,7 @@ impl Engine {
                 results[pos] = EventResult::refused(EngineError::Draining, ev.case_id);
                 continue;
             }
-            match self.prepare(&ev, &mut wf_cache) {
+            match self.prepare(namespace, &ev, &mut wf_cache) {
                 Ok((shard, op, regs, wf)) => {
                     let b = &mut per_shard[shard];
                     let mut op = op;
@@ -1468,6 +1516,7 @@ impl Engine {
 
     fn prepare(
         &self,
+        namespace: &str,
         ev: &BatchEvent,
         cache: &mut Option<Arc<Workflow>>,
     ) -> Result<Prepared, EngineError> {
@@ -1478,7 +1527,7 @@ impl Engine {
             let wf = match cache {
                 Some(w) if w.id == ev.workflow_id => w.clone(),
                 _ => {
-                    let w = self.workflow(&ev.workflow_id)?;
+                    let w = self.workflow_in(namespace, &ev.workflow_id)?;
                     *cache = Some(w.clone());
                     w
                 }

@@ -1075,7 +1075,8 @@ fn replay_workflow(engine: &Engine, p: &[u8]) -> Result<(), String> {
     let name = m.name.clone();
     let expect = w.index;
     engine
-        .register(
+        .register_in(
+            w.namespace,
             w.id,
             |index, id| {
                 if index != expect {

@@ -1247,8 +1247,11 @@ async fn other_namespaces_objects_are_not_found() {
         (wa.workflow_id.as_str(), wb.workflow_id.as_str()),
         ("wf-a", "wf-b")
     );
-    // Workflow ids are server-wide: b cannot take a's id (ALREADY_EXISTS, no data).
-    let taken = register_as(&mut b, "wf-a").await.expect_err("taken");
+    // Workflow ids are per namespace: b registers its own "wf-a" (nothing tells b that a has
+    // one); only a's own namespace answers ALREADY_EXISTS for it.
+    let b_wf_a = register_as(&mut b, "wf-a").await.expect("b's own wf-a");
+    assert_eq!(b_wf_a.workflow_id, "wf-a");
+    let taken = register_as(&mut a, "wf-a").await.expect_err("taken in a");
     assert_eq!(taken.code(), Code::AlreadyExists, "{}", taken.message());
     let ca = a
         .create_case(proto::CreateCaseRequest {
@@ -1483,6 +1486,11 @@ async fn other_namespaces_objects_are_not_found() {
     .await
     .expect("b's workflow after a restart");
     assert_eq!(cases_of(&mut a, "").await, vec![ca]);
+    // Both "wf-a" come back, each in its namespace: a's has a's case, b's none.
+    assert_eq!(cases_of(&mut a, "wf-a").await, vec![ca]);
+    assert_eq!(cases_of(&mut b, "wf-a").await, Vec::<u64>::new());
+    let again = register_as(&mut b, "wf-a").await.expect_err("taken in b");
+    assert_eq!(again.code(), Code::AlreadyExists, "{}", again.message());
 }
 
 // ---------------------------------------------------------------- rate limits

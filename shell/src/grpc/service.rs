@@ -131,11 +131,7 @@ impl KnhkService {
     /// The workflow `id` when it belongs to namespace `ns`; otherwise NOT_FOUND, the same
     /// answer as for an unknown id (another namespace's objects are never revealed).
     fn workflow_in(&self, id: &str, ns: &str) -> Result<Arc<Workflow>, Status> {
-        let wf = self.engine.workflow(id).or_status()?;
-        if wf.namespace != ns {
-            return Err(status(EngineError::NoWorkflow(id.to_string())));
-        }
-        Ok(wf)
+        self.engine.workflow_in(ns, id).or_status()
     }
 
     /// The workflow, shard and slot of case `case_id` when it belongs to namespace `ns`;
@@ -246,7 +242,8 @@ impl KnhkService {
         let eng = self.engine.clone();
         let wf = tokio::task::spawn_blocking(move || {
             let hook = eng.hook();
-            eng.register(
+            eng.register_in(
+                &ns,
                 &r.workflow_id,
                 |index, id| {
                     Ok(
@@ -347,7 +344,7 @@ impl Knhk for KnhkService {
             self.workflow_in(&r.workflow_id, &ns)?;
             let view = self
                 .engine
-                .create_case(&r.workflow_id, &convert::data_in(&r.data))
+                .create_case_in(&ns, &r.workflow_id, &convert::data_in(&r.data))
                 .await
                 .or_status()?;
             telemetry::record_case(view.id, None);
@@ -805,7 +802,8 @@ impl Knhk for KnhkService {
                             }
                             let events = m.events.into_iter().map(convert::event_in).collect();
                             let (events, foreign) = split_by_namespace(&engine, &ns, events);
-                            let pending = span.in_scope(|| engine.submit_batch(events));
+                            let pending =
+                                span.in_scope(|| engine.submit_batch_in(&ns, events));
                             if pending_tx.send((pending, foreign, span)).await.is_err() {
                                 break;
                             }
@@ -877,8 +875,9 @@ impl Knhk for KnhkService {
 }
 
 /// Splits a bulk batch into the events the caller's namespace `ns` may run and NOT_FOUND
-/// results (by position) for events naming another namespace's workflow or case, answered as
-/// an unknown one would be. Free when every workflow is in `ns` (one namespace in use).
+/// results (by position) for events naming another namespace's case, answered as an unknown
+/// one would be (a creation's workflow is looked up in `ns` by the engine). Free when every
+/// workflow is in `ns` (one namespace in use).
 fn split_by_namespace(
     engine: &Engine,
     ns: &str,
@@ -891,11 +890,8 @@ fn split_by_namespace(
     let mut foreign = Vec::new();
     for (pos, ev) in events.into_iter().enumerate() {
         let refusal = match ev.op {
-            Ok(OpKind::Create) => engine
-                .workflow(&ev.workflow_id)
-                .ok()
-                .filter(|w| w.namespace != ns)
-                .map(|_| EngineError::NoWorkflow(ev.workflow_id.clone())),
+            // Looked up in `ns` by the engine (Engine::submit_batch_in).
+            Ok(OpKind::Create) => None,
             Ok(_) => engine
                 .case_workflow(ev.case_id)
                 .ok()
