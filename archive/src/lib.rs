@@ -1,5 +1,6 @@
 //! knhk-archive: finished cases in SQLite, the embedded implementation of knhk-engine's
-//! [`CaseArchive`] (docs/durability.md, "Archive").
+//! [`CaseArchive`] (docs/durability.md, "Archive"), and in PostgreSQL ([`PgArchive`], module
+//! [`postgres`]).
 //!
 //! One file in the data directory (`archive.sqlite`), WAL journal, `synchronous=FULL`: a
 //! store returns once its transaction is durable. One row per case (its id the primary key,
@@ -23,6 +24,9 @@ use knhk_engine::archive::{ArchiveQuery, CaseArchive, FinishedCase, Retention};
 use knhk_engine::engine::{Hist, Lifecycle};
 use knhk_engine::workers::{Outcome, State, Status, REGISTERS};
 use rusqlite::{params, Connection, OptionalExtension};
+
+pub mod postgres;
+pub use postgres::PgArchive;
 
 /// The file the archive keeps in the data directory.
 pub const FILE_NAME: &str = "archive.sqlite";
@@ -101,7 +105,7 @@ impl SqliteArchive {
     }
 }
 
-fn state_code(s: State) -> i64 {
+pub(crate) fn state_code(s: State) -> i64 {
     match s {
         State::Running => 0,
         State::Complete => 1,
@@ -110,7 +114,7 @@ fn state_code(s: State) -> i64 {
     }
 }
 
-fn state_of(c: i64) -> State {
+pub(crate) fn state_of(c: i64) -> State {
     match c {
         1 => State::Complete,
         2 => State::Deadlocked,
@@ -119,7 +123,7 @@ fn state_of(c: i64) -> State {
     }
 }
 
-fn lifecycle_code(l: Lifecycle) -> u8 {
+pub(crate) fn lifecycle_code(l: Lifecycle) -> u8 {
     match l {
         Lifecycle::Start => 1,
         Lifecycle::Complete => 2,
@@ -129,7 +133,7 @@ fn lifecycle_code(l: Lifecycle) -> u8 {
     }
 }
 
-fn lifecycle_of(c: u8) -> Option<Lifecycle> {
+pub(crate) fn lifecycle_of(c: u8) -> Option<Lifecycle> {
     Some(match c {
         1 => Lifecycle::Start,
         2 => Lifecycle::Complete,
@@ -348,147 +352,5 @@ impl CaseArchive for SqliteArchive {
 
     fn kind(&self) -> &'static str {
         "sqlite"
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn case(id: u64, created: u64, finished: u64, wf: u16) -> FinishedCase {
-        let mut regs = [0i64; REGISTERS];
-        regs[2] = -7;
-        FinishedCase {
-            case_id: id,
-            workflow: wf,
-            workflow_id: format!("wf{wf}"),
-            namespace: "default".into(),
-            created_ns: created,
-            finished_ns: finished,
-            last: Outcome {
-                status: Status::Ok,
-                state: State::Complete,
-                flags: 3,
-                seq: 4,
-                marking: 1 << 63,
-                busy_before: 0,
-                busy: 0,
-                enabled_before: 0,
-                enabled: 0,
-            },
-            regs,
-            history: vec![
-                Hist {
-                    time_ns: created + 1,
-                    task: 0,
-                    lifecycle: Lifecycle::Start,
-                },
-                Hist {
-                    time_ns: finished,
-                    task: 0,
-                    lifecycle: Lifecycle::Complete,
-                },
-            ],
-            history_dropped: 1,
-        }
-    }
-
-    fn temp() -> (std::path::PathBuf, SqliteArchive) {
-        let dir = std::env::temp_dir().join(format!(
-            "knhk-archive-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos())
-        ));
-        let a = SqliteArchive::open_in(&dir).unwrap_or_else(|e| panic!("{e}"));
-        (dir, a)
-    }
-
-    #[test]
-    fn store_get_list_page_and_replace() {
-        let (dir, a) = temp();
-        let cases: Vec<_> = (1..=5)
-            .map(|i| case(i, 100 * i, 100 * i + 50, (i % 2) as u16))
-            .collect();
-        a.store(&cases).unwrap_or_else(|e| panic!("{e}"));
-        // Storing again replaces: one row per case.
-        a.store(&cases[..2]).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(a.count(), Ok(5));
-        let got = a
-            .get(3)
-            .unwrap_or_else(|e| panic!("{e}"))
-            .unwrap_or_else(|| panic!("case 3"));
-        assert_eq!(got.last.marking, 1 << 63);
-        assert_eq!(got.last.state, State::Complete);
-        assert_eq!((got.last.seq, got.last.flags), (4, 3));
-        assert_eq!(got.regs[2], -7);
-        assert_eq!(got.history.len(), 2);
-        assert_eq!(got.history[1].lifecycle, Lifecycle::Complete);
-        assert_eq!(got.history_dropped, 1);
-        assert!(matches!(a.get(99), Ok(None)));
-        // Pages of 2 in creation order, then a filter by workflow.
-        let mut q = ArchiveQuery {
-            limit: 2,
-            ..ArchiveQuery::default()
-        };
-        let mut seen = Vec::new();
-        loop {
-            let page = a.list(&q).unwrap_or_else(|e| panic!("{e}"));
-            seen.extend(page.iter().map(|c| c.case_id));
-            if page.len() < 2 {
-                break;
-            }
-            q.after = page.last().map(|c| (c.created_ns, c.case_id));
-        }
-        assert_eq!(seen, vec![1, 2, 3, 4, 5]);
-        let odd = a
-            .list(&ArchiveQuery {
-                workflow: Some(1),
-                with_history: true,
-                ..ArchiveQuery::default()
-            })
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(
-            odd.iter().map(|c| c.case_id).collect::<Vec<_>>(),
-            vec![1, 3, 5]
-        );
-        assert!(odd.iter().all(|c| c.history.len() == 2));
-        let ranged = a
-            .list(&ArchiveQuery {
-                created: 200..400,
-                ..ArchiveQuery::default()
-            })
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(
-            ranged.iter().map(|c| c.case_id).collect::<Vec<_>>(),
-            vec![2, 3]
-        );
-        // Retention: by count keeps the most recently finished, by age the younger ones.
-        let n = a
-            .prune(
-                &Retention {
-                    max_age_secs: None,
-                    max_cases: Some(3),
-                },
-                0,
-            )
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(n, 2);
-        assert!(matches!(a.get(1), Ok(None)));
-        assert_eq!(a.count(), Ok(3));
-        let n = a
-            .prune(
-                &Retention {
-                    max_age_secs: Some(1),
-                    max_cases: None,
-                },
-                1_000_000_000 + 400,
-            )
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(n, 1, "case 3 finished at 350 < 400");
-        assert_eq!(a.count(), Ok(2));
-        drop(a);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

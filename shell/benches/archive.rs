@@ -2,18 +2,20 @@
 //! event log (`sync`) and 4,096 case slots runs short cases (WPC1Sequence: create, fire A, fire
 //! B) through the bulk stream, so every case finishes and its slot is reused; the same run
 //! alternates `--archive off` and the SQLite archive, two rounds each, and prints finished
-//! cases per second for each. Then the SQLite archive alone: stores of batches of 1,024 cases
-//! per second.
+//! cases per second for each. Then each archive alone: stores of batches of 1,024 cases per
+//! second. With `KNHK_BENCH_POSTGRES_URL` set (a PostgreSQL server whose `knhk_cases` table
+//! the bench may empty), the PostgreSQL archive takes part in the same alternation.
 //!
 //! `cargo bench -p knhk-shell --bench archive`. Environment: `KNHK_BENCH_SECS` (per round,
-//! default 4), `KNHK_BENCH_BATCH` (cases per bulk message, default 1024).
+//! default 4), `KNHK_BENCH_BATCH` (cases per bulk message, default 1024),
+//! `KNHK_BENCH_POSTGRES_URL`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use knhk_archive::SqliteArchive;
-use knhk_engine::archive::{CaseArchive, FinishedCase};
+use knhk_archive::{PgArchive, SqliteArchive};
+use knhk_engine::archive::{CaseArchive, FinishedCase, Retention};
 use knhk_engine::engine::{Hist, Lifecycle};
 use knhk_shell::engine::EngineConfig;
 use knhk_shell::journal::JournalConfig;
@@ -37,16 +39,52 @@ fn scratch(name: &str) -> PathBuf {
     d
 }
 
+/// Which archive a round runs with.
+#[derive(Clone, Copy)]
+enum Kind<'a> {
+    Off,
+    Sqlite,
+    Postgres(&'a str),
+}
+
+impl Kind<'_> {
+    fn name(&self) -> &'static str {
+        match self {
+            Kind::Off => "off",
+            Kind::Sqlite => "sqlite",
+            Kind::Postgres(_) => "postgres",
+        }
+    }
+
+    /// A fresh, empty archive of this kind (None for `Off`).
+    fn open(&self, dir: &std::path::Path) -> Result<Option<Arc<dyn CaseArchive>>, BoxError> {
+        Ok(match self {
+            Kind::Off => None,
+            Kind::Sqlite => Some(Arc::new(SqliteArchive::open_in(dir)?)),
+            Kind::Postgres(url) => {
+                let a = PgArchive::connect(url)?;
+                // Emptied through retention (keep none): every round starts from no rows.
+                a.prune(
+                    &Retention {
+                        max_age_secs: None,
+                        max_cases: Some(0),
+                    },
+                    0,
+                )?;
+                Some(Arc::new(a))
+            }
+        })
+    }
+}
+
 /// One round: a fresh server (archive on or off), bulk cases for `secs`; finished cases/s.
-fn round(archive: bool, secs: u64, batch: usize) -> Result<f64, BoxError> {
-    let dir = scratch(if archive { "sqlite" } else { "off" });
-    let mut engine = EngineConfig {
+fn round(kind: Kind<'_>, secs: u64, batch: usize) -> Result<f64, BoxError> {
+    let dir = scratch(kind.name());
+    let engine = EngineConfig {
         case_capacity: 4096,
+        archive: kind.open(&dir)?,
         ..EngineConfig::default()
     };
-    if archive {
-        engine.archive = Some(Arc::new(SqliteArchive::open_in(&dir)?));
-    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -127,7 +165,7 @@ fn round(archive: bool, secs: u64, batch: usize) -> Result<f64, BoxError> {
         let rate = finished as f64 / t0.elapsed().as_secs_f64();
         println!(
             "  archive {}: {finished} cases finished, {refused} creations refused (no slot yet)",
-            if archive { "sqlite" } else { "off" }
+            kind.name()
         );
         Ok::<f64, BoxError>(rate)
     })?;
@@ -137,9 +175,9 @@ fn round(archive: bool, secs: u64, batch: usize) -> Result<f64, BoxError> {
     Ok(rate)
 }
 
-fn store_rate() -> Result<f64, BoxError> {
+fn store_rate(kind: Kind<'_>) -> Result<f64, BoxError> {
     let dir = scratch("store");
-    let a = SqliteArchive::open_in(&dir)?;
+    let a = kind.open(&dir)?.ok_or("no archive")?;
     let history: Vec<Hist> = (0..4)
         .map(|i| Hist {
             time_ns: 1_000 + i,
@@ -180,29 +218,39 @@ fn main() -> Result<(), BoxError> {
     let secs = env_or("KNHK_BENCH_SECS", 4).clamp(1, 60);
     let batch = env_or("KNHK_BENCH_BATCH", 1024).clamp(1, 4096) as usize;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let pg_url = std::env::var("KNHK_BENCH_POSTGRES_URL").ok();
     println!(
         "knhk archive bench: {cores} cores, durability sync, 4096 slots, {batch} cases per bulk message, {secs}s per round"
     );
-    let mut off = Vec::new();
-    let mut on = Vec::new();
+    let mut kinds = vec![Kind::Off, Kind::Sqlite];
+    match &pg_url {
+        Some(url) => kinds.push(Kind::Postgres(url)),
+        None => println!("  (KNHK_BENCH_POSTGRES_URL not set: no PostgreSQL rounds)"),
+    }
+    let mut rates = vec![Vec::new(); kinds.len()];
     for _ in 0..2 {
-        off.push(round(false, secs, batch)?);
-        on.push(round(true, secs, batch)?);
+        for (k, r) in kinds.iter().zip(rates.iter_mut()) {
+            r.push(round(*k, secs, batch)?);
+        }
     }
     let med = |v: &[f64]| (v[0] + v[1]) / 2.0;
-    println!(
-        "finished cases/s: archive off {:.0} ({:.0}, {:.0}); sqlite {:.0} ({:.0}, {:.0}); cost {:.1} %",
-        med(&off),
-        off[0],
-        off[1],
-        med(&on),
-        on[0],
-        on[1],
-        (1.0 - med(&on) / med(&off)) * 100.0
-    );
-    println!(
-        "sqlite archive alone: {:.0} cases/s stored (batches of 1024, 4 history events each, synchronous=FULL)",
-        store_rate()?
-    );
+    let off = med(&rates[0]);
+    for (k, r) in kinds.iter().zip(&rates) {
+        println!(
+            "finished cases/s: archive {} {:.0} ({:.0}, {:.0}); cost {:.1} %",
+            k.name(),
+            med(r),
+            r[0],
+            r[1],
+            (1.0 - med(r) / off) * 100.0
+        );
+    }
+    for k in &kinds[1..] {
+        println!(
+            "{} archive alone: {:.0} cases/s stored (batches of 1024, 4 history events each)",
+            k.name(),
+            store_rate(*k)?
+        );
+    }
     Ok(())
 }

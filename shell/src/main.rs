@@ -178,10 +178,15 @@ struct ServeArgs {
     #[arg(long, env = "KNHK_SEGMENT_MB", default_value_t = 64)]
     segment_mb: u64,
     /// Where finished cases go before their slots are reused: `sqlite` (an archive file in
-    /// the data directory), `off` (the oldest finished case is evicted, history and all), or
-    /// `auto` (the default: `sqlite` unless `--durability off`).
+    /// the data directory), `postgres` (the PostgreSQL server at `--archive-url`), `off` (the
+    /// oldest finished case is evicted, history and all), or `auto` (the default: `sqlite`
+    /// unless `--durability off`).
     #[arg(long, env = "KNHK_ARCHIVE", value_enum, default_value_t = ArchiveArg::Auto)]
     archive: ArchiveArg,
+    /// The PostgreSQL server of `--archive postgres`: `postgresql://user:password@host:port/dbname`
+    /// or `host=… user=… dbname=…` (prefer the environment variable for a password).
+    #[arg(long, env = "KNHK_ARCHIVE_URL", hide_env_values = true)]
+    archive_url: Option<String>,
     /// Delete archived cases that finished more than this many days ago (checked every
     /// minute; 0: keep them whatever their age).
     #[arg(long, env = "KNHK_ARCHIVE_RETENTION_DAYS", default_value_t = 0)]
@@ -339,6 +344,7 @@ enum AuditArg {
 enum ArchiveArg {
     Auto,
     Sqlite,
+    Postgres,
     Off,
 }
 
@@ -577,18 +583,33 @@ fn serve(args: ServeArgs) -> ExitCode {
             segment_bytes: args.segment_mb.max(1) << 20,
         }),
     };
-    let archive = match args.archive {
-        ArchiveArg::Off => false,
-        ArchiveArg::Sqlite => true,
-        ArchiveArg::Auto => journal.is_some(),
-    };
-    if archive {
-        match knhk_archive::SqliteArchive::open_in(&args.data_dir) {
-            Ok(a) => cfg.engine.archive = Some(std::sync::Arc::new(a)),
-            Err(e) => {
-                eprintln!("knhk serve: {e}");
-                return ExitCode::from(1);
+    let archive: Result<Option<std::sync::Arc<dyn knhk_engine::archive::CaseArchive>>, String> =
+        match (args.archive, &args.archive_url) {
+            (ArchiveArg::Auto | ArchiveArg::Sqlite | ArchiveArg::Off, Some(_)) => Err(format!(
+                "--archive-url (or KNHK_ARCHIVE_URL) is set but --archive is {}: it is for \
+                 --archive postgres",
+                args.archive
+                    .to_possible_value()
+                    .map_or_else(String::new, |v| v.get_name().to_string())
+            )),
+            (ArchiveArg::Off, None) => Ok(None),
+            (ArchiveArg::Auto, _) if journal.is_none() => Ok(None),
+            (ArchiveArg::Auto | ArchiveArg::Sqlite, _) => {
+                knhk_archive::SqliteArchive::open_in(&args.data_dir)
+                    .map(|a| Some(std::sync::Arc::new(a) as _))
             }
+            (ArchiveArg::Postgres, Some(url)) => {
+                knhk_archive::PgArchive::connect(url).map(|a| Some(std::sync::Arc::new(a) as _))
+            }
+            (ArchiveArg::Postgres, None) => {
+                Err("--archive postgres needs the server: --archive-url or KNHK_ARCHIVE_URL".into())
+            }
+        };
+    match archive {
+        Ok(a) => cfg.engine.archive = a,
+        Err(e) => {
+            eprintln!("knhk serve: {e}");
+            return ExitCode::from(1);
         }
     }
     let format = match args.log_format {

@@ -2,13 +2,16 @@
 //! with 4 case slots and the default SQLite archive runs 12 cases to completion; the 8 evicted
 //! ones answer GetCase with `archived` set, ListCases lists them after the cases in memory
 //! when asked (and not otherwise), WatchCase(from_start) replays an archived case's history
-//! and ends, and the XES export of the workflow holds all 12 traces.
+//! and ends, and the XES export of the workflow holds all 12 traces. The same run against
+//! `--archive postgres` on the server at KNHK_TEST_POSTGRES_URL (a database of its own).
 
 use std::time::{Duration, Instant};
 
 use knhk_shell::proto;
 use tokio_stream::StreamExt;
 
+#[path = "../../archive/tests/pg_scratch/mod.rs"]
+mod pg_scratch;
 mod support;
 use support::{corpus, scratch, spawn, Client};
 
@@ -32,13 +35,40 @@ async fn list(c: &mut Client, include_archived: bool, limit: u32) -> Vec<proto::
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn evicted_cases_are_read_listed_watched_and_exported_from_the_archive() {
-    let dir = scratch("grpc-archive");
-    let mut p = spawn(
-        &dir.join("data"),
-        &dir.join("serve.log"),
-        &["--case-capacity", "4"],
-        None,
-    );
+    evicted_cases_come_from_the_archive("grpc-archive", &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evicted_cases_come_from_the_postgres_archive() {
+    let Some(db) = pg_scratch::fresh("grpc") else {
+        return;
+    };
+    let url = db.url();
+    evicted_cases_come_from_the_archive(
+        "grpc-archive-pg",
+        &["--archive", "postgres", "--archive-url", &url],
+    )
+    .await;
+    // The cases are in PostgreSQL, each once.
+    let (client, conn) = db
+        .config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(conn);
+    let n: i64 = client
+        .query_one("SELECT count(DISTINCT case_id) FROM knhk_cases", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(n, 12);
+}
+
+async fn evicted_cases_come_from_the_archive(name: &str, archive: &[&str]) {
+    let dir = scratch(name);
+    let mut args = vec!["--case-capacity", "4"];
+    args.extend_from_slice(archive);
+    let mut p = spawn(&dir.join("data"), &dir.join("serve.log"), &args, None);
     let mut c = p.ready().await.expect("server");
     c.register_workflow(proto::RegisterWorkflowRequest {
         model: corpus("yawl/WPC1Sequence.yawl"),
