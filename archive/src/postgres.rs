@@ -154,8 +154,9 @@ impl Inner {
             *g = None;
             let (client, conn) = self.config.connect(NoTls).await.map_err(|e| {
                 format!(
-                    "archive: cannot connect to PostgreSQL at {}: {e}",
-                    self.target
+                    "archive: cannot connect to PostgreSQL at {}: {}",
+                    self.target,
+                    chain(&e)
                 )
             })?;
             // Drives the connection; ends when it closes (the client then reports closed).
@@ -165,8 +166,9 @@ impl Inner {
             if schema {
                 client.batch_execute(SCHEMA).await.map_err(|e| {
                     format!(
-                        "archive: cannot create the archive's tables in PostgreSQL at {}: {e}",
-                        self.target
+                        "archive: cannot create the archive's tables in PostgreSQL at {}: {}",
+                        self.target,
+                        chain(&e)
                     )
                 })?;
             }
@@ -176,8 +178,23 @@ impl Inner {
     }
 }
 
+/// An error with its causes ("error connecting to server: Connection refused (os error 111)").
+fn chain(e: &tokio_postgres::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let c_s = c.to_string();
+        if !s.contains(&c_s) {
+            s.push_str(": ");
+            s.push_str(&c_s);
+        }
+        cause = c.source();
+    }
+    s
+}
+
 fn pg(what: &str, e: tokio_postgres::Error) -> String {
-    format!("archive (PostgreSQL): {what}: {e}")
+    format!("archive (PostgreSQL): {what}: {}", chain(&e))
 }
 
 /// A case as the columns of its row, in [`COLUMNS`] order.
