@@ -80,6 +80,26 @@ async fn events_view_and_a_connection_opened_again() {
         ))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
+    // Termination is asynchronous: wait until the archive's backends are gone.
+    let t0 = std::time::Instant::now();
+    loop {
+        let n: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+                &[&db.name],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .get(0);
+        if n == 0 {
+            break;
+        }
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(10),
+            "backends not ended"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let a2 = a.clone();
     let count = tokio::task::spawn_blocking(move || {
         // The first call may find its connection broken (and fail); the next one reconnects.
