@@ -169,6 +169,8 @@ pub struct Book {
     /// a reused slot keeps its buffer).
     history_events: u64,
     history_room: u64,
+    /// Cases of each workflow (by index) created and not finished (running or deadlocked).
+    unfinished: Vec<u32>,
 }
 
 impl Book {
@@ -459,6 +461,7 @@ impl Engine {
                 event_seq: 0,
                 history_events: 0,
                 history_room: 0,
+                unfinished: vec![0; workers::MAX_WORKFLOWS],
             };
             let (events, _) = broadcast::channel(cfg.watch_buffer.max(16));
             shards.push(ShardCtl {
@@ -727,6 +730,19 @@ impl Engine {
             .and_then(|m| m.get(id))
             .cloned()
             .ok_or_else(|| EngineError::NoWorkflow(id.to_string()))
+    }
+
+    /// Cases created and not finished (running or deadlocked) of the workflows at `indices`,
+    /// summed over the shards (each shard's book locked in turn).
+    pub fn unfinished_cases(&self, indices: &[u16]) -> u64 {
+        let mut n = 0u64;
+        for ctl in &self.shards {
+            let book = lock(&ctl.book);
+            for i in indices {
+                n += u64::from(book.unfinished.get(usize::from(*i)).copied().unwrap_or(0));
+            }
+        }
+        n
     }
 
     /// A workflow by kernel index.
@@ -1906,6 +1922,11 @@ fn record(ctx: &ReplyCtx, job: &mut Job, scratch: &mut Vec<WatchItem>) {
                     s.regs = v.regs;
                     s.history = std::mem::take(&mut v.history).into();
                     s.history_dropped = v.history_dropped;
+                    if !v.terminal {
+                        if let Some(n) = book.unfinished.get_mut(usize::from(s.workflow)) {
+                            *n += 1;
+                        }
+                    }
                     if v.terminal && !s.terminal {
                         s.terminal = true;
                         s.finished_ns = s.history.back().map_or(s.created_ns, |h| h.time_ns);
@@ -1972,6 +1993,11 @@ fn record(ctx: &ReplyCtx, job: &mut Job, scratch: &mut Vec<WatchItem>) {
                 }
             };
             derive(op, o, was_live, &mut emit);
+            if op.kind == OpKind::Create && !was_live {
+                if let Some(n) = book.unfinished.get_mut(usize::from(s.workflow)) {
+                    *n += 1;
+                }
+            }
             if o.state != was_state || !was_live {
                 match o.state {
                     State::Complete => emit(0, EventKind::CaseCompleted, None),
@@ -1983,6 +2009,9 @@ fn record(ctx: &ReplyCtx, job: &mut Job, scratch: &mut Vec<WatchItem>) {
             if matches!(o.state, State::Complete | State::Cancelled) && !s.terminal {
                 s.terminal = true;
                 s.finished_ns = now;
+                if let Some(n) = book.unfinished.get_mut(usize::from(s.workflow)) {
+                    *n = n.saturating_sub(1);
+                }
                 book.done.push_back((op.slot, op.case_id));
                 if let Some(tx) = &ctx.finished {
                     let _ = tx.send((ctx.shard, op.slot, op.case_id));

@@ -61,6 +61,8 @@ fn es256_auth() -> Result<(std::sync::Arc<knhk_shell::auth::AuthState>, Bearer),
             calls_burst: 0,
             events_per_second: 0,
             events_burst: 0,
+            auth_failures_per_second: 0,
+            auth_failures_burst: 0,
         },
         ..Default::default()
     };

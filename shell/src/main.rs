@@ -137,6 +137,18 @@ struct ServeArgs {
     /// most once a second).
     #[arg(long, env = "KNHK_MAX_CONNECTIONS", default_value_t = 4096)]
     max_connections: usize,
+    /// Milliseconds a call's handler may take before it answers (a unary call's answer, a
+    /// stream's opening); past it DEADLINE_EXCEEDED. 0: no limit.
+    #[arg(long, env = "KNHK_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
+    request_timeout_ms: u64,
+    /// Workflows a namespace may register; more get RESOURCE_EXHAUSTED. 0: no limit (the
+    /// server's 4096 in all).
+    #[arg(long, env = "KNHK_MAX_WORKFLOWS_PER_NAMESPACE", default_value_t = 1024)]
+    max_workflows_per_namespace: usize,
+    /// Unfinished (running or deadlocked) cases a namespace may have; more creations get
+    /// RESOURCE_EXHAUSTED. 0: no limit (the case capacity).
+    #[arg(long, env = "KNHK_MAX_LIVE_CASES_PER_NAMESPACE", default_value_t = 0)]
+    max_live_cases_per_namespace: u64,
     /// Open WatchCase streams, at most: more get RESOURCE_EXHAUSTED.
     #[arg(long, env = "KNHK_MAX_WATCHERS", default_value_t = 1024)]
     max_watchers: usize,
@@ -297,6 +309,14 @@ struct ServeArgs {
     /// refused.
     #[arg(long, env = "KNHK_RATE_EVENTS_BURST", default_value_t = 0)]
     rate_events_burst: u32,
+    /// Failed authentications a second one client address may make; past its burst the
+    /// address is refused (RESOURCE_EXHAUSTED, before any credential is checked) until it has
+    /// room again. 0: unlimited.
+    #[arg(long, env = "KNHK_RATE_AUTH_FAILURES", default_value_t = 10)]
+    rate_auth_failures: u32,
+    /// Failed authentications an address may make at once (0: ten seconds' worth).
+    #[arg(long, env = "KNHK_RATE_AUTH_FAILURES_BURST", default_value_t = 0)]
+    rate_auth_failures_burst: u32,
     /// The audit log (docs/security.md): `on` records every state-changing call and every
     /// refusal, `off` none, `auto` (the default) is `on` unless `--durability off`.
     #[arg(long, env = "KNHK_AUDIT", value_enum, default_value_t = AuditArg::Auto)]
@@ -470,6 +490,8 @@ fn serve(args: ServeArgs) -> ExitCode {
             calls_burst: args.rate_calls_burst,
             events_per_second: args.rate_events,
             events_burst: args.rate_events_burst,
+            auth_failures_per_second: args.rate_auth_failures,
+            auth_failures_burst: args.rate_auth_failures_burst,
         },
         reload_interval: (args.auth_reload_interval_ms > 0)
             .then(|| Duration::from_millis(args.auth_reload_interval_ms)),
@@ -525,6 +547,12 @@ fn serve(args: ServeArgs) -> ExitCode {
         max_concurrent_streams: args.max_concurrent_streams.max(1),
         max_connections: args.max_connections.max(1),
         max_watchers: args.max_watchers.max(1),
+        request_timeout: (args.request_timeout_ms > 0)
+            .then(|| Duration::from_millis(args.request_timeout_ms)),
+        namespace_limits: knhk_shell::grpc::service::NamespaceLimits {
+            workflows: args.max_workflows_per_namespace,
+            live_cases: args.max_live_cases_per_namespace,
+        },
         max_message_bytes: args.max_message_bytes.clamp(1024, 64 << 20),
         max_model_bytes: args.max_model_bytes.clamp(1024, 64 << 20),
         drain_grace: Duration::from_millis(args.drain_grace_ms),

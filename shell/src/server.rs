@@ -66,6 +66,10 @@ pub struct ServerConfig {
     pub max_model_bytes: usize,
     /// The audit log (crate::audit); `None`: no audit records.
     pub audit: Option<crate::audit::AuditConfig>,
+    /// The most a call's handler may take before it answers (DEADLINE_EXCEEDED past it).
+    pub request_timeout: Option<Duration>,
+    /// Workflows and unfinished cases per namespace (0: no limit).
+    pub namespace_limits: crate::grpc::service::NamespaceLimits,
 }
 
 impl Default for ServerConfig {
@@ -82,6 +86,11 @@ impl Default for ServerConfig {
             max_message_bytes: 4 << 20,
             max_model_bytes: MAX_MESSAGE_BYTES,
             audit: None,
+            request_timeout: Some(Duration::from_secs(30)),
+            namespace_limits: crate::grpc::service::NamespaceLimits {
+                workflows: 1024,
+                live_cases: 0,
+            },
         }
     }
 }
@@ -238,7 +247,8 @@ pub async fn serve_observed(
         observer.enabled().then(|| observer.metrics().rpc.clone()),
     )
     .with_max_watchers(cfg.max_watchers)
-    .with_audit(audit.clone());
+    .with_audit(audit.clone())
+    .with_namespace_limits(cfg.namespace_limits);
 
     // Shutdown sequence, driven by the signal.
     let (stop_transport_tx, stop_transport_rx) = tokio::sync::oneshot::channel::<()>();
@@ -275,6 +285,7 @@ pub async fn serve_observed(
         .max_concurrent_streams(Some(cfg.max_concurrent_streams))
         .tcp_nodelay(true)
         .layer(observer.rpc_layer())
+        .layer(crate::grpc::limits::LimitsLayer::new(cfg.request_timeout))
         // Inside the RPC layer: refusals are counted and traced like any other answer.
         .layer(AuthLayer::new(cfg.auth.clone()).with_audit(audit.clone()))
         .add_service(health_service)

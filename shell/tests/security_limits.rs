@@ -1,7 +1,9 @@
 //! Resource limits that hold (issue 12, item 5): open watch streams are capped
 //! (`--max-watchers`: RESOURCE_EXHAUSTED past it, room again once one closes) and so are open
 //! connections (`--max-connections`: a connection past it is closed at once and the refusal
-//! logged; room again once one closes).
+//! logged; room again once one closes); a handler past `--request-timeout-ms` is answered
+//! DEADLINE_EXCEEDED; workflows and unfinished cases per namespace are capped; an address
+//! that fails to authenticate too often is refused for a while.
 
 use std::time::{Duration, Instant};
 
@@ -11,7 +13,8 @@ use knhk_shell::server::ServerConfig;
 use tonic::Code;
 
 mod support;
-use support::grpc::{config, start};
+use support::grpc::{config, ev_create, expect_code, start};
+use support::tokens::{claims, hs256, AUD, ISS, SECRET};
 use support::{scratch, spawn};
 
 fn watch_all() -> proto::WatchCaseRequest {
@@ -164,4 +167,207 @@ async fn oversize_messages_are_refused_except_models_up_to_their_own_limit() {
         .await
         .expect("still serving");
     srv.shutdown().await;
+}
+
+/// `msg` acting in namespace `ns`.
+fn in_ns<T>(msg: T, ns: &str) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut()
+        .insert("knhk-namespace", ns.parse().expect("namespace"));
+    r
+}
+
+fn register_req(id: &str) -> proto::RegisterWorkflowRequest {
+    proto::RegisterWorkflowRequest {
+        model: support::corpus("yawl/WPC1Sequence.yawl"),
+        workflow_id: id.into(),
+        ..Default::default()
+    }
+}
+
+fn create_req(wf: &str) -> proto::CreateCaseRequest {
+    proto::CreateCaseRequest {
+        workflow_id: wf.into(),
+        ..Default::default()
+    }
+}
+
+/// A namespace registers at most its cap of workflows and holds at most its cap of unfinished
+/// cases (unary and bulk creations alike); another namespace is unaffected; a cancelled case
+/// makes room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflows_and_unfinished_cases_are_capped_per_namespace() {
+    let srv = start(ServerConfig {
+        namespace_limits: knhk_shell::grpc::service::NamespaceLimits {
+            workflows: 2,
+            live_cases: 3,
+        },
+        ..config(2, 64, 64)
+    })
+    .await;
+    let mut c = srv.client().await;
+    for id in ["w1", "w2"] {
+        c.register_workflow(in_ns(register_req(id), "a"))
+            .await
+            .expect("under the cap");
+    }
+    expect_code(
+        c.register_workflow(in_ns(register_req("w3"), "a")).await,
+        Code::ResourceExhausted,
+        "--max-workflows-per-namespace",
+    );
+    c.register_workflow(in_ns(register_req("w3"), "b"))
+        .await
+        .expect("another namespace has its own cap");
+
+    let mut ids = Vec::new();
+    for wf in ["w1", "w2", "w1"] {
+        ids.push(
+            c.create_case(in_ns(create_req(wf), "a"))
+                .await
+                .expect("under the cap")
+                .into_inner()
+                .case_id,
+        );
+    }
+    expect_code(
+        c.create_case(in_ns(create_req("w1"), "a")).await,
+        Code::ResourceExhausted,
+        "--max-live-cases-per-namespace",
+    );
+    c.create_case(in_ns(create_req("w3"), "b"))
+        .await
+        .expect("another namespace");
+    c.cancel_case(in_ns(proto::CancelCaseRequest { case_id: ids[0] }, "a"))
+        .await
+        .expect("cancel");
+    // Room for one: a bulk batch of two creations runs one and refuses the other.
+    let batch = proto::SubmitEventsRequest {
+        events: vec![ev_create("w1"), ev_create("w2")],
+    };
+    let mut out = c
+        .submit_events(in_ns(tokio_stream::iter(vec![batch]), "a"))
+        .await
+        .expect("submit")
+        .into_inner();
+    let results = out.message().await.expect("answer").expect("one").results;
+    let codes: Vec<i32> = results.iter().map(|r| r.code).collect();
+    assert_eq!(
+        codes,
+        vec![0, Code::ResourceExhausted as i32],
+        "{results:?}"
+    );
+    assert!(
+        results[1]
+            .message
+            .contains("--max-live-cases-per-namespace"),
+        "{results:?}"
+    );
+    srv.shutdown().await;
+}
+
+/// A handler that has not answered within `--request-timeout-ms` is answered
+/// DEADLINE_EXCEEDED naming the flag (here a registration held by the test switch for 5 s);
+/// other calls go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_past_the_request_timeout_is_deadline_exceeded() {
+    let dir = scratch("req-timeout");
+    let mut p = spawn(
+        &dir.join("data"),
+        &dir.join("serve.log"),
+        &["--request-timeout-ms", "500"],
+        Some("export KNHK_TESTING_HOLD_REGISTRATION=slow:5000"),
+    );
+    let mut c = p.ready().await.expect("server");
+    let t0 = Instant::now();
+    let e = c
+        .register_workflow(register_req("slow"))
+        .await
+        .expect_err("held past the timeout");
+    assert_eq!(e.code(), Code::DeadlineExceeded, "{e}");
+    assert!(
+        e.message().contains("--request-timeout-ms"),
+        "{}",
+        e.message()
+    );
+    assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
+    // (Registrations are serialised: another one would wait for the held one.)
+    c.list_workflows(proto::ListWorkflowsRequest {})
+        .await
+        .expect("a quick call is answered");
+    p.kill();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An address that fails to authenticate more than its burst is refused RESOURCE_EXHAUSTED
+/// (with `knhk-retry-after-ms`, naming the flag), even with a valid token, until its budget
+/// has room again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_that_fails_to_authenticate_too_often_is_refused_for_a_while() {
+    let dir = scratch("auth-failures");
+    let secret = dir.join("secret");
+    std::fs::write(&secret, SECRET).expect("secret");
+    let secret = secret.display().to_string();
+    let mut p = spawn(
+        &dir.join("data"),
+        &dir.join("serve.log"),
+        &[
+            "--auth-hs256-secret-file",
+            &secret,
+            "--auth-issuer",
+            ISS,
+            "--auth-audience",
+            AUD,
+            "--rate-auth-failures",
+            "1",
+            "--rate-auth-failures-burst",
+            "3",
+        ],
+        None,
+    );
+    let good = hs256(&claims("alice", &["default:reader"]));
+    let call = |token: String| {
+        let url = p.url.clone();
+        async move {
+            let mut c = KnhkClient::connect(url)
+                .await
+                .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+            let mut r = tonic::Request::new(proto::ListWorkflowsRequest {});
+            r.metadata_mut().insert(
+                "authorization",
+                format!("Bearer {token}").parse().expect("metadata"),
+            );
+            c.list_workflows(r).await
+        }
+    };
+    let t0 = Instant::now();
+    loop {
+        if call(good.clone()).await.is_ok() {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "{}", p.log_text());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The burst of failures is answered UNAUTHENTICATED; the one past it blocks the address.
+    for _ in 0..4 {
+        let e = call("not-a-token".into()).await.expect_err("bad token");
+        assert_eq!(e.code(), Code::Unauthenticated, "{e}");
+    }
+    let e = call(good.clone()).await.expect_err("blocked address");
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e}");
+    assert!(
+        e.message().contains("--rate-auth-failures"),
+        "{}",
+        e.message()
+    );
+    let wait: u64 = e
+        .metadata()
+        .get("knhk-retry-after-ms")
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .expect("retry hint");
+    assert!(wait <= 1000, "{wait}");
+    tokio::time::sleep(Duration::from_millis(wait + 50)).await;
+    call(good).await.expect("room again");
+    p.kill();
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -118,12 +118,26 @@ where
                     .map(|v| v.as_bytes())
                     .collect();
                 let peer = info.as_ref().and_then(|i| i.peer.as_deref());
-                let who = state.authenticate(&values, peer);
-                match namespace_of(req.headers()) {
+                let ip = info
+                    .as_ref()
+                    .and_then(|i| i.tcp.remote_addr)
+                    .map(|a| a.ip());
+                // An address that failed too often is refused before its credentials cost a
+                // signature check.
+                let blocked = ip.map_or(Ok(()), |ip| state.limits.check_address(ip));
+                let who = match blocked {
+                    Ok(()) => state.authenticate(&values, peer),
+                    Err(_) => Err(String::new()),
+                };
+                if let (Err(_), Ok(()), Some(ip)) = (&who, &blocked, ip) {
+                    state.limits.note_failure(ip);
+                }
+                match (blocked, namespace_of(req.headers())) {
+                    (Err(t), _) => Err(Refusal::Throttled(t)),
                     // Unauthenticated first: a stranger learns nothing about namespaces.
-                    Err(e) if who.is_ok() => Err(Refusal::BadNamespace(e)),
-                    Err(_) => Err(Refusal::Unauthenticated(who.err().unwrap_or_default())),
-                    Ok(namespace) => {
+                    (_, Err(e)) if who.is_ok() => Err(Refusal::BadNamespace(e)),
+                    (_, Err(_)) => Err(Refusal::Unauthenticated(who.err().unwrap_or_default())),
+                    (_, Ok(namespace)) => {
                         let allowed = state.authorize(&path, &namespace, &who).and_then(|()| {
                             match &who {
                                 // Let through: one call from the principal's budget.

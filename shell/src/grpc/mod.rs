@@ -5,6 +5,7 @@
 
 pub mod codec;
 pub mod convert;
+pub mod limits;
 pub mod service;
 pub mod status;
 

@@ -39,6 +39,61 @@ pub struct KnhkService {
     max_watchers: usize,
     /// The audit log: every state-changing call is answered once its record is durable.
     audit: Option<Arc<AuditLog>>,
+    /// Workflows a namespace may register, and cases it may have unfinished (0: no limit).
+    ns_limits: NamespaceLimits,
+}
+
+/// `--max-workflows-per-namespace`, `--max-live-cases-per-namespace` (0: no limit).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NamespaceLimits {
+    pub workflows: usize,
+    pub live_cases: u64,
+}
+
+impl NamespaceLimits {
+    /// RESOURCE_EXHAUSTED when `ns` has its cap of workflows.
+    pub fn check_workflows(&self, engine: &Engine, ns: &str) -> Result<(), EngineError> {
+        if self.workflows == 0 {
+            return Ok(());
+        }
+        let n = engine
+            .workflows()
+            .iter()
+            .filter(|w| w.namespace == ns)
+            .count();
+        if n >= self.workflows {
+            return Err(EngineError::Exhausted(format!(
+                "namespace '{ns}' has {n} workflows, the most a namespace may register \
+                 (--max-workflows-per-namespace)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// How many more cases `ns` may create (None: no limit).
+    fn case_room(&self, engine: &Engine, ns: &str) -> Option<u64> {
+        if self.live_cases == 0 {
+            return None;
+        }
+        let indices: Vec<u16> = engine
+            .workflows()
+            .iter()
+            .filter(|w| w.namespace == ns)
+            .map(|w| w.index)
+            .collect();
+        Some(
+            self.live_cases
+                .saturating_sub(engine.unfinished_cases(&indices)),
+        )
+    }
+
+    fn cases_refusal(&self, ns: &str) -> EngineError {
+        EngineError::Exhausted(format!(
+            "namespace '{ns}' has {} unfinished cases, the most it may have \
+             (--max-live-cases-per-namespace): finish or cancel some first",
+            self.live_cases
+        ))
+    }
 }
 
 /// One open watch stream's place under the cap; given back when its task ends.
@@ -64,7 +119,14 @@ impl KnhkService {
             watchers: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             max_watchers: usize::MAX,
             audit: None,
+            ns_limits: NamespaceLimits::default(),
         }
+    }
+
+    /// Caps on workflows and unfinished cases per namespace.
+    pub fn with_namespace_limits(mut self, limits: NamespaceLimits) -> KnhkService {
+        self.ns_limits = limits;
+        self
     }
 
     /// Records every state-changing call in `audit` before answering it.
@@ -197,6 +259,9 @@ impl KnhkService {
     ) -> Result<Response<RegisterWorkflowResponse>, Status> {
         self.live()?;
         let ns = Caller::of(&request).namespace;
+        // Before the import: a namespace at its cap costs no parsing.
+        let limits = self.ns_limits;
+        limits.check_workflows(&self.engine, &ns).or_status()?;
         let r = request.into_inner();
         if !r.workflow_id.is_empty() {
             knhk_engine::error::check_id(&r.workflow_id).or_status()?;
@@ -246,6 +311,9 @@ impl KnhkService {
                 &ns,
                 &r.workflow_id,
                 |index, id| {
+                    // Again under the registration lock: concurrent registrations cannot
+                    // pass the cap together.
+                    limits.check_workflows(&eng, &ns)?;
                     Ok(
                         Workflow::new(index, id, detected, &m, *net, engine::now_ns())
                             .in_namespace(&ns)
@@ -342,6 +410,9 @@ impl Knhk for KnhkService {
         let res = async {
             telemetry::record_workflow(&r.workflow_id);
             self.workflow_in(&r.workflow_id, &ns)?;
+            if self.ns_limits.case_room(&self.engine, &ns) == Some(0) {
+                return Err(status(self.ns_limits.cases_refusal(&ns)));
+            }
             let view = self
                 .engine
                 .create_case_in(&ns, &r.workflow_id, &convert::data_in(&r.data))
@@ -758,6 +829,7 @@ impl Knhk for KnhkService {
         let deadline = caller.stream_deadline();
         let ns = caller.namespace.clone();
         let mut input = request.into_inner();
+        let ns_limits = self.ns_limits;
         let (pending_tx, mut pending_rx) = mpsc::channel::<(
             engine::PendingBatch,
             Vec<(usize, EventResult)>,
@@ -801,7 +873,9 @@ impl Knhk for KnhkService {
                                 continue;
                             }
                             let events = m.events.into_iter().map(convert::event_in).collect();
-                            let (events, foreign) = split_by_namespace(&engine, &ns, events);
+                            let room = ns_limits.case_room(&engine, &ns);
+                            let (events, foreign) =
+                                split_by_namespace(&engine, &ns, events, room, &ns_limits);
                             let pending =
                                 span.in_scope(|| engine.submit_batch_in(&ns, events));
                             if pending_tx.send((pending, foreign, span)).await.is_err() {
@@ -876,22 +950,33 @@ impl Knhk for KnhkService {
 
 /// Splits a bulk batch into the events the caller's namespace `ns` may run and NOT_FOUND
 /// results (by position) for events naming another namespace's case, answered as an unknown
-/// one would be (a creation's workflow is looked up in `ns` by the engine). Free when every
-/// workflow is in `ns` (one namespace in use).
+/// one would be (a creation's workflow is looked up in `ns` by the engine), and
+/// RESOURCE_EXHAUSTED for creations past `room` (the namespace's cap of unfinished cases).
+/// Free when every workflow is in `ns` (one namespace in use) and there is no cap.
 fn split_by_namespace(
     engine: &Engine,
     ns: &str,
     events: Vec<BatchEvent>,
+    mut room: Option<u64>,
+    limits: &NamespaceLimits,
 ) -> (Vec<BatchEvent>, Vec<(usize, EventResult)>) {
-    if engine.workflows().iter().all(|w| w.namespace == ns) {
+    if room.is_none() && engine.workflows().iter().all(|w| w.namespace == ns) {
         return (events, Vec::new());
     }
     let mut keep = Vec::with_capacity(events.len());
     let mut foreign = Vec::new();
     for (pos, ev) in events.into_iter().enumerate() {
         let refusal = match ev.op {
-            // Looked up in `ns` by the engine (Engine::submit_batch_in).
-            Ok(OpKind::Create) => None,
+            // Looked up in `ns` by the engine (Engine::submit_batch_in); past the namespace's
+            // cap of unfinished cases, refused.
+            Ok(OpKind::Create) => match &mut room {
+                Some(0) => Some(limits.cases_refusal(ns)),
+                Some(n) => {
+                    *n -= 1;
+                    None
+                }
+                None => None,
+            },
             Ok(_) => engine
                 .case_workflow(ev.case_id)
                 .ok()
