@@ -131,6 +131,9 @@ fn main() {
     for s in [
         knhk_benches::wide_and_split_62(),
         knhk_benches::wide_xor_split_20(),
+        // multiple instances (issue 13 item 2): instance start and complete, reported, not
+        // gated (target: at most 2x a WCP-3 step)
+        knhk_benches::mi_instance_start_complete(),
     ] {
         let s: &'static Scenario = Box::leak(Box::new(s));
         benches.push(scen_rust(s, "rust"));

@@ -27,6 +27,10 @@ pub enum Step {
     CancelTask(u32),
     /// `cancel_case()`.
     CancelCase,
+    /// `start_instance(t, i)` (multiple-instance tasks).
+    StartInstance(u32, u32),
+    /// `complete_instance(t, i)`.
+    CompleteInstance(u32, u32),
 }
 
 /// A net, the case every iteration starts from, and the operations of one iteration.
@@ -102,6 +106,8 @@ impl Scenario {
                 Step::Complete(t) => net.complete(case, t),
                 Step::CancelTask(t) => net.cancel_task(case, t),
                 Step::CancelCase => net.cancel_case(case),
+                Step::StartInstance(t, i) => net.start_instance(case, t, i),
+                Step::CompleteInstance(t, i) => net.complete_instance(case, t, i),
             }
             .is_ok();
         }
@@ -134,6 +140,10 @@ impl Scenario {
                     Step::Complete(t) => knhk_sys::knhk_complete(raw_net, c, t),
                     Step::CancelTask(t) => knhk_sys::knhk_cancel_task(raw_net, c, t),
                     Step::CancelCase => knhk_sys::knhk_cancel_case(raw_net, c),
+                    Step::StartInstance(t, i) => knhk_sys::knhk_instance_start(raw_net, c, t, i),
+                    Step::CompleteInstance(t, i) => {
+                        knhk_sys::knhk_instance_complete(raw_net, c, t, i)
+                    }
                 }
             };
             ok &= status == knhk_sys::KNHK_OK;
@@ -182,6 +192,8 @@ fn after(net: &Net, steps: &[Step]) -> Case {
             Step::Complete(t) => net.complete(&mut case, t),
             Step::CancelTask(t) => net.cancel_task(&mut case, t),
             Step::CancelCase => net.cancel_case(&mut case),
+            Step::StartInstance(t, i) => net.start_instance(&mut case, t, i),
+            Step::CompleteInstance(t, i) => net.complete_instance(&mut case, t, i),
         };
         r.unwrap_or_else(|e| panic!("setup step {st:?}: {e:?}"));
     }
@@ -643,6 +655,33 @@ pub fn wide_xor_split_20() -> Scenario {
         start,
         vec![Step::Fire(x), Step::Fire(ts[17])],
     )
+}
+
+/// Multiple instances (issue 13 item 2): `i -> M -> c -> B -> o`, M a multiple-instance task of
+/// 32 instances (all must complete). One iteration starts M, starts and completes each
+/// instance in id order (the last completion completes M) and fires B: 66 steps, 64 of them
+/// instance steps.
+pub fn mi_instance_start_complete() -> Scenario {
+    let mut net = Box::new(Net::new());
+    let [i, c, o] = [0; 3].map(|_| net.add_condition().unwrap());
+    net.set_input(i).unwrap();
+    net.set_output(o).unwrap();
+    let m = net.add_task(Join::Xor, Split::And).unwrap();
+    let b = net.add_task(Join::Xor, Split::And).unwrap();
+    net.input_flow(i, m).unwrap();
+    net.output_flow(m, c, None, false).unwrap();
+    net.input_flow(c, b).unwrap();
+    net.output_flow(b, o, None, false).unwrap();
+    net.set_mi(m, knhk_kernel::MiSpec::fixed(32)).unwrap();
+    seal(&mut net, "mi");
+    let start = Case::new(&net).unwrap();
+    let mut steps = vec![Step::Start(m)];
+    for k in 0..32 {
+        steps.push(Step::StartInstance(m, k));
+        steps.push(Step::CompleteInstance(m, k));
+    }
+    steps.push(Step::Fire(b));
+    Scenario::new("mi_instance_start_complete", net, start, steps)
 }
 
 /// See [`orjoin_nonlocal`]: the same chain, every decision a table lookup.

@@ -13,12 +13,20 @@
  * derives the YAWL engine's decision for it: notify fires when an input is marked and no token
  * or busy task upstream can still mark another one.
  *
+ * Then a multiple-instance task, WCP-14 and WCP-35 (mi_demo):
+ *
+ *   i -> review (MI: count from register 0, threshold 2) -> decide -> o
+ *
+ * Starting review creates regs[0] instances; each starts and completes on its own; the second
+ * completion completes review and withdraws the instances still open (YAWL's threshold).
+ *
  * Build: cc example.c $(pkg-config --cflags --libs knhk) */
 #include <knhk.h>
 #include <stdio.h>
 
 static knhk_net_t net;   /* caller-owned; static because it is ~57 KB */
 static knhk_net_t ornet; /* the OR-join demo's net */
+static knhk_net_t minet; /* the multiple-instance demo's net */
 
 static int check(knhk_status s, const char *what) {
   if (s != KNHK_OK) {
@@ -26,6 +34,43 @@ static int check(knhk_status s, const char *what) {
     return 1;
   }
   return 0;
+}
+
+/* The MI demo: three reviewers, two must answer. Returns 0 when it behaves. */
+static int mi_demo(void) {
+  uint32_t i, c, o, review, decide;
+  int bad = 0;
+  knhk_net_init(&minet);
+  bad |= check(knhk_net_add_condition(&minet, &i), "condition");
+  bad |= check(knhk_net_add_condition(&minet, &c), "condition");
+  bad |= check(knhk_net_add_condition(&minet, &o), "condition");
+  bad |= check(knhk_net_add_task(&minet, KNHK_JOIN_XOR, KNHK_SPLIT_AND, &review), "task");
+  bad |= check(knhk_net_add_task(&minet, KNHK_JOIN_XOR, KNHK_SPLIT_AND, &decide), "task");
+  knhk_net_set_input(&minet, i);
+  knhk_net_set_output(&minet, o);
+  knhk_net_add_input_flow(&minet, i, review);
+  knhk_net_add_output_flow(&minet, review, c, NULL, 0);
+  knhk_net_add_input_flow(&minet, c, decide);
+  knhk_net_add_output_flow(&minet, decide, o, NULL, 0);
+  /* minimum 1, maximum 10, threshold 2, static creation, count from register 0 */
+  knhk_mi_spec_t spec = {1, 10, 2, 0, 0, 0, 0};
+  bad |= check(knhk_net_set_mi(&minet, review, &spec), "set_mi");
+  if (check(knhk_net_seal(&minet, NULL), "seal") || bad) return 1;
+  knhk_case_t k;
+  knhk_case_init(&minet, &k);
+  k.regs[0] = 3;
+  if (check(knhk_start(&minet, &k, review), "start review")) return 1;
+  printf("review: %u instances\n", knhk_instance_slot(&minet, &k, review)->created);
+  for (uint32_t n = 0; n < 3; n++) bad |= check(knhk_instance_start(&minet, &k, review, n), "start");
+  bad |= check(knhk_instance_complete(&minet, &k, review, 2), "complete 2");
+  bad |= check(knhk_instance_complete(&minet, &k, review, 0), "complete 0");
+  /* the threshold: review completed, instance 1 withdrawn */
+  printf("review after two answers: %s, instance 1 %s\n",
+         (k.busy >> review) & 1u ? "busy" : "completed",
+         knhk_instance_state_of(&minet, &k, review, 1) == KNHK_INSTANCE_NONE ? "withdrawn" : "open");
+  if (k.busy || knhk_instance_complete(&minet, &k, review, 1) != KNHK_NOT_STARTED) return 1;
+  bad |= check(knhk_fire(&minet, &k, decide), "decide");
+  return bad || knhk_case_state(&minet, &k) != KNHK_STATE_COMPLETE;
 }
 
 /* The OR-join demo: prints what notify does at each point; returns 0 when it behaves. */
@@ -156,5 +201,5 @@ int main(void) {
            knhk_case_state(&net, &c) == KNHK_STATE_COMPLETE ? "complete" : "not complete", steps);
     if (knhk_case_state(&net, &c) != KNHK_STATE_COMPLETE || steps != expect_steps[n]) return 1;
   }
-  return or_join_demo();
+  return or_join_demo() || mi_demo();
 }

@@ -76,6 +76,16 @@ extern "C" {
 #define KNHK_REGISTERS 8u
 /** Events per beat (knhk_beat). */
 #define KNHK_BEAT_LANES 8u
+/** Multiple-instance tasks per net: one fixed slot each in every case (knhk_case_t.mi). */
+#define KNHK_MAX_MI_TASKS 4u
+/** Instances one activation of a multiple-instance task may create (YAWL's maximum is capped
+ *  here: 2^16). A start asking for more, or an add past it, is KNHK_MI_LIMIT. */
+#define KNHK_MI_MAX_INSTANCES 65536u
+/** Started instances are tracked in a 64-bit window from the oldest unfinished instance of
+ *  the task (knhk_mi_slot_t.base): an instance at or past base + KNHK_MI_WINDOW_SIZE cannot start
+ *  until the instances before it have finished (status KNHK_MI_WINDOW). Instances complete in any
+ *  order; at most 64 run at once beyond the oldest running one. */
+#define KNHK_MI_WINDOW_SIZE 64u
 
 /** Status of every operation. Values are stable ABI. */
 typedef enum knhk_status {
@@ -132,14 +142,31 @@ typedef enum knhk_status {
   KNHK_BAD_ENABLED = 38,       /* restore: the saved enabled set is not the one the net's
                                   rules give for the saved marking */
   /* --- seal, continued --- */
-  KNHK_OR_JOIN_CAP = 39        /* a non-local OR-join whose decision would exceed a seal-time
+  KNHK_OR_JOIN_CAP = 39,       /* a non-local OR-join whose decision would exceed a seal-time
                                   cap (KNHK_ORJOIN_MAX_STATES, _INPUTS, _KEYS, _WORK); the
                                   report names the OR-join and, in `other`, the cap
                                   (KNHK_ORJOIN_CAP_*) */
+  /* --- multiple-instance tasks (ABI 5) --- */
+  KNHK_MI_TASK = 40,           /* complete/fire (or a block lane) names a multiple-instance
+                                  task: its instances complete one by one
+                                  (knhk_instance_complete) */
+  KNHK_NOT_MI_TASK = 41,       /* an instance operation names a task that is not
+                                  multiple-instance */
+  KNHK_BAD_INSTANCE = 42,      /* the instance was not created, or is already started (start),
+                                  not started or already completed (complete) */
+  KNHK_MI_LIMIT = 43,          /* start: the instance count is outside [minimum, maximum];
+                                  add: the task has its maximum, or creates statically */
+  KNHK_MI_WINDOW = 44,         /* instance start at or past base + KNHK_MI_WINDOW_SIZE */
+  KNHK_BAD_MI = 45,            /* knhk_net_set_mi: minimum 0, minimum > maximum, maximum >
+                                  KNHK_MI_MAX_INSTANCES, threshold 0 without KNHK_MI_KEEP,
+                                  unknown flag, count register out of range */
+  KNHK_CAPACITY_MI = 46,       /* more than KNHK_MAX_MI_TASKS multiple-instance tasks */
+  KNHK_BAD_MI_SLOT = 47        /* case check: mi_live or a slot disagrees with the net or with
+                                  the busy set (see knhk_case_check) */
 } knhk_status;
 
 /** Number of distinct knhk_status values (for tables indexed by status). */
-#define KNHK_STATUS_COUNT 40u
+#define KNHK_STATUS_COUNT 48u
 
 /** Caps of the non-local OR-join analysis at seal (see knhk_net_seal and docs/kernel.md). */
 #define KNHK_ORJOIN_MAX_STATES 2048u /* states of one exploration (the case's reachable states,
@@ -220,6 +247,31 @@ typedef struct knhk_branch {
   knhk_guard_t guard;
 } knhk_branch_t;
 
+/** knhk_mi_spec_t.flags. */
+#define KNHK_MI_DYNAMIC 1u /* instances may be added while the task runs (YAWL creationMode
+                              "dynamic": WCP-15, WCP-36), up to the maximum */
+#define KNHK_MI_KEEP 2u    /* at the threshold the task completes but the other instances run on
+                              and complete (WCP-34; with threshold 0 the task completes when it
+                              starts: WCP-12); the task is not enabled again until they have.
+                              Without it the threshold cancels them (YAWL: WCP-35) */
+/** knhk_mi_spec_t.count_reg: no count register. */
+#define KNHK_MI_NO_REG 0xFFu
+
+/** A multiple-instance task's attributes (knhk_net_set_mi), as YAWL's
+ *  multipleInstanceAttributes: minimum, maximum, threshold, creation mode. 16 bytes. */
+typedef struct knhk_mi_spec {
+  uint32_t minimum;   /* >= 1: instances knhk_start creates when no count is given */
+  uint32_t maximum;   /* >= minimum, <= KNHK_MI_MAX_INSTANCES */
+  uint32_t threshold; /* completions after which the task completes (capped by the number
+                         created); 0 only with KNHK_MI_KEEP */
+  uint8_t flags;      /* KNHK_MI_* */
+  uint8_t count_reg;  /* register holding the instance count knhk_start reads (WCP-14), or
+                         KNHK_MI_NO_REG: the minimum (WCP-13) */
+  uint8_t slot;       /* set by knhk_net_set_mi: the task's slot in knhk_case_t.mi, plus 1
+                         (0: not a multiple-instance task) */
+  uint8_t reserved;   /* must be 0 */
+} knhk_mi_spec_t;
+
 /** A task as the builder records it (the general path reads this). One cache line. */
 typedef struct knhk_task {
   _Alignas(64) uint64_t pre;   /* input condition mask */
@@ -236,7 +288,7 @@ typedef struct knhk_task {
                                   first 8, raced in order (bit k = branch k) */
   uint16_t first_branch;       /* the task's first flow in knhk_net_t.branches; its flows are
                                   branches[first_branch .. first_branch + nbranches) */
-  uint8_t reserved[16];
+  knhk_mi_spec_t mi;           /* multiple instances (mi.slot != 0), since ABI 5 */
 } knhk_task_t;
 
 /** The short path's tables inside knhk_net_t, derived at seal (all zero before): opaque, of a
@@ -342,7 +394,21 @@ typedef struct knhk_net {
                                              cleared (WCP-43) */
 #define KNHK_FLAG_IMPLICIT_TERMINATION 16u /* nothing marked, nothing busy (WCP-11) */
 
-/** The state of one case: two cache lines, no pointers. */
+/** The instances of one activation of a multiple-instance task (knhk_case_t.mi). 32 bytes.
+ *  Instance ids are 0 .. created-1. Every instance below base has completed; instance
+ *  base + k is started when bit k of `started` is set and completed when bit k of `done` is
+ *  (base moves past completed instances at once, so bit 0 of done is always clear); an
+ *  instance at or past base + 64 has not started. A slot not in use is all zero. */
+typedef struct knhk_mi_slot {
+  uint64_t started;  /* bit k: instance base + k started (completed ones included) */
+  uint64_t done;     /* bit k: instance base + k completed */
+  uint32_t base;      /* the oldest instance not completed */
+  uint32_t created;   /* instances created (0: the slot is not in use) */
+  uint32_t completed; /* instances completed: base + popcount(done) */
+  uint32_t reserved;  /* 0 */
+} knhk_mi_slot_t;
+
+/** The state of one case: four cache lines, no pointers. */
 typedef struct knhk_case {
   _Alignas(64) uint64_t marking; /* one bit per marked condition */
   uint64_t busy;                 /* one bit per started, not yet completed task */
@@ -351,8 +417,12 @@ typedef struct knhk_case {
   uint64_t seq;                  /* number of successful operations on this case */
   uint32_t flags;                /* KNHK_FLAG_* */
   uint32_t reserved;
-  uint64_t reserved2[2];
+  uint64_t mi_live;              /* bit t: multiple-instance task t has unfinished instances
+                                    (busy, or past its threshold with KNHK_MI_KEEP); its slot is
+                                    mi[tasks[t].mi.slot - 1] (since ABI 5) */
+  uint64_t reserved2;
   _Alignas(64) int64_t regs[KNHK_REGISTERS]; /* data registers read by guards */
+  _Alignas(64) knhk_mi_slot_t mi[KNHK_MAX_MI_TASKS]; /* multiple instances (since ABI 5) */
 } knhk_case_t;
 
 /** Eight cases side by side, struct of arrays: lane i of every field is case i (the fields
@@ -376,7 +446,8 @@ typedef struct knhk_block {
 typedef enum knhk_state {
   KNHK_STATE_RUNNING = 0,
   KNHK_STATE_COMPLETE = 1,
-  KNHK_STATE_DEADLOCKED = 2, /* tokens remain, no task enabled, nothing busy */
+  KNHK_STATE_DEADLOCKED = 2, /* tokens remain, no task enabled, nothing busy, no live
+                                instances */
   KNHK_STATE_CANCELLED = 3
 } knhk_state;
 
@@ -485,6 +556,22 @@ KNHK_EXPORT knhk_status knhk_net_add_cancel_condition(knhk_net_t *net, uint32_t 
                                                       uint32_t condition);
 KNHK_EXPORT knhk_status knhk_net_add_cancel_task(knhk_net_t *net, uint32_t task, uint32_t victim);
 
+/** Makes `task` a multiple-instance task (WCP-12..15, 34..36) with the attributes in *spec
+ *  (its `slot` is ignored and set here; a second call replaces the attributes). Starting the
+ *  task creates its instances (knhk_start, knhk_start_mi); each instance starts and completes
+ *  on its own (knhk_instance_start, knhk_instance_complete); the task completes (cancellation
+ *  set, then split) with the instance completion that reaches min(threshold, created), or that
+ *  completes every created instance. The instances not completed then are withdrawn (slot
+ *  cleared: YAWL's cancelling partial join, WCP-35), or with KNHK_MI_KEEP run on to their own
+ *  completion (WCP-34, WCP-12). A dynamic task (KNHK_MI_DYNAMIC) gains instances while it runs
+ *  (knhk_instance_add), up to its maximum (WCP-15, WCP-36). An MI task never takes fire's
+ *  short path; in a net with a KNHK_MI_KEEP task no task that marks the output does either.
+ *  Withdrawing an MI task (a cancellation set, knhk_cancel_task, knhk_cancel_case, explicit
+ *  termination) withdraws its instances. Returns KNHK_OK, KNHK_BAD_ARGUMENT (spec NULL),
+ *  KNHK_SEALED, KNHK_BAD_TASK, KNHK_BAD_MI or KNHK_CAPACITY_MI (a further task past
+ *  KNHK_MAX_MI_TASKS). */
+KNHK_EXPORT knhk_status knhk_net_set_mi(knhk_net_t *net, uint32_t task, const knhk_mi_spec_t *spec);
+
 /** Validates the net once and, on success, makes it immutable and runnable. Checks, in this
  *  order: input/output set and distinct, no flow into the input or out of the output, every
  *  task has an input and an output flow, one default per XOR/OR split, every element
@@ -572,6 +659,68 @@ KNHK_EXPORT knhk_status knhk_cancel_task(const knhk_net_t *net, knhk_case_t *c, 
 /** Cancels the whole case (WCP-20): clears marking and busy set, flags it CANCELLED.
  *  Returns KNHK_OK or KNHK_CASE_COMPLETE. */
 KNHK_EXPORT knhk_status knhk_cancel_case(const knhk_net_t *net, knhk_case_t *c);
+
+/* ------------------------------------------------------------------------------------------
+ * Multiple-instance tasks (knhk_net_set_mi; cold path: no allocation, no locks, no syscalls)
+ *
+ * Starting an MI task (knhk_start, knhk_start_mi) consumes its input tokens as any start and
+ * creates instances 0 .. n-1 in the task's slot (knhk_case_t.mi). With threshold 0 (and
+ * KNHK_MI_KEEP) the task then completes at once (WCP-12). Instance operations name the task
+ * and the instance id; each is atomic like every case operation: a refusal leaves the case
+ * byte-for-byte unchanged (the slot included), and a success counts in seq.
+ * ------------------------------------------------------------------------------------------ */
+
+/** Starts MI task t creating `count` instances (WCP-14: a count known at run time). knhk_start
+ *  on an MI task creates regs[count_reg] instances, or the minimum without a count register.
+ *  Returns knhk_start's statuses, KNHK_NOT_MI_TASK, or KNHK_MI_LIMIT (count outside
+ *  [minimum, maximum]). */
+KNHK_EXPORT knhk_status knhk_start_mi(const knhk_net_t *net, knhk_case_t *c, uint32_t t,
+                                      uint32_t count);
+
+/** Starts instance `instance` of MI task t. Returns KNHK_OK, KNHK_BAD_TASK, KNHK_CASE_COMPLETE,
+ *  KNHK_NOT_MI_TASK, KNHK_NOT_STARTED (the task has no live instances), KNHK_BAD_INSTANCE (not
+ *  created, or already started) or KNHK_MI_WINDOW. */
+KNHK_EXPORT knhk_status knhk_instance_start(const knhk_net_t *net, knhk_case_t *c, uint32_t t,
+                                            uint32_t instance);
+
+/** Completes started instance `instance` of MI task t; when that reaches the threshold (or
+ *  completes every instance) the task completes too, its split's guards evaluated on c->regs.
+ *  Returns KNHK_OK, KNHK_BAD_TASK, KNHK_CASE_COMPLETE, KNHK_NOT_MI_TASK, KNHK_NOT_STARTED,
+ *  KNHK_BAD_INSTANCE (not created, not started, or already completed) or, when the task's
+ *  completion would put a token on a marked condition, KNHK_SAFETY_VIOLATION (the instance
+ *  stays started). */
+KNHK_EXPORT knhk_status knhk_instance_complete(const knhk_net_t *net, knhk_case_t *c, uint32_t t,
+                                               uint32_t instance);
+/** knhk_instance_complete with the caller's predicate bits for the task's split (as
+ *  knhk_complete_bits64), used when the instance completes the task. */
+KNHK_EXPORT knhk_status knhk_instance_complete_bits64(const knhk_net_t *net, knhk_case_t *c,
+                                                      uint32_t t, uint32_t instance,
+                                                      uint64_t branch_bits);
+
+/** Creates one more instance of running dynamic MI task t (WCP-15, WCP-36); its id (the
+ *  number created before) goes to *out_instance (may be NULL). Returns KNHK_OK, KNHK_BAD_TASK,
+ *  KNHK_CASE_COMPLETE, KNHK_NOT_MI_TASK, KNHK_NOT_STARTED (the task is not running) or
+ *  KNHK_MI_LIMIT (the maximum is reached, or the task creates statically). */
+KNHK_EXPORT knhk_status knhk_instance_add(const knhk_net_t *net, knhk_case_t *c, uint32_t t,
+                                          uint32_t *out_instance);
+
+/** Instance states (knhk_instance_state_of). */
+typedef enum knhk_instance_state {
+  KNHK_INSTANCE_NONE = 0,      /* no such instance in the task's live slot (never created,
+                                  or withdrawn or finished with the slot) */
+  KNHK_INSTANCE_CREATED = 1,   /* created, not started */
+  KNHK_INSTANCE_STARTED = 2,   /* started, not completed */
+  KNHK_INSTANCE_COMPLETED = 3  /* completed while the slot is live */
+} knhk_instance_state;
+
+/** The state of instance `instance` of task t in *c (a knhk_instance_state; NONE for a task
+ *  that is not MI or has no live slot). Reads only. */
+KNHK_EXPORT uint32_t knhk_instance_state_of(const knhk_net_t *net, const knhk_case_t *c, uint32_t t,
+                                         uint32_t instance);
+
+/** The slot of MI task t in *c (NULL when t is not an MI task of a sealed net). */
+KNHK_EXPORT const knhk_mi_slot_t *knhk_instance_slot(const knhk_net_t *net, const knhk_case_t *c,
+                                                     uint32_t t);
 
 /** Running, complete, deadlocked or cancelled. */
 KNHK_EXPORT knhk_state knhk_case_state(const knhk_net_t *net, const knhk_case_t *c);
@@ -681,18 +830,29 @@ KNHK_EXPORT knhk_status knhk_block_beat(const knhk_net_t *net, knhk_block_t *b,
  *     0  u32 magic KNHK_CASE_MAGIC ("KNHC")      64  u32 flags
  *     4  u32 format version KNHK_CASE_FORMAT     68  u32 reserved, 0
  *     8  u64 net fingerprint (knhk_net_fingerprint)   72  i64 regs[8]
- *    16  u64 marking     24  u64 busy           136  u32 reserved, 0
- *    32  u64 or_expect   40  u64 absorb         140  u32 CRC-32C (Castagnoli, as the crc32c
- *    48  u64 enabled (knhk_enabled at save)          crate and SSE4.2 compute it) of bytes
- *    56  u64 seq                                     0..140
+ *    16  u64 marking     24  u64 busy           136  u64 mi_live
+ *    32  u64 or_expect   40  u64 absorb         144  MI slots 0..3, 24 bytes each: u64
+ *    48  u64 enabled (knhk_enabled at save)          started, u64 done, u32 base, u32 created
+ *    56  u64 seq                                240  u32 reserved, 0
+ *                                               244  u32 CRC-32C (Castagnoli, as the crc32c
+ *                                                    crate and SSE4.2 compute it) of bytes
+ *                                                    0..244
+ *
+ * That is format 2 (ABI 5). Restore still reads format 1 (ABI up to 4): 144 bytes, the same
+ * up to offset 136, then u32 reserved and the CRC-32C of bytes 0..140 at 140; its cases have
+ * no MI state. A net without MI tasks has the same fingerprint in both.
  *
  * The enabled set is redundant (it follows from the rest): restore recomputes it and refuses a
  * mismatch, which catches bytes written by a library whose rules differ for this net. A case
  * is "valid for a net" (knhk_case_check) when every marked condition and busy task exists in
  * the net; the flags are 0 (running), DONE|COMPLETED with or without EXPLICIT_TERMINATION,
  * DONE|COMPLETED|IMPLICIT_TERMINATION or DONE|CANCELLED; or_expect lies within the net's
- * OR-join inputs and absorb within its discriminator inputs, off the marking; and the flags
- * agree with the marking: a running case has work (a token or a busy task) and no token on
+ * OR-join inputs and absorb within its discriminator inputs, off the marking; mi_live holds
+ * only MI tasks, every busy MI task and, not busy, only KNHK_MI_KEEP tasks; a live slot has
+ * 1 <= created <= maximum, base < created, done within started within the created instances,
+ * bit 0 of done clear, fewer completions than the threshold (busy) or than created (running
+ * on); every other slot is zero; and the flags
+ * agree with the marking: a running case has work (a token, a busy task or live instances) and no token on
  * the output; a completed case holds the output token alone, nothing busy and no side state;
  * one completed by implicit termination holds no token and nothing busy (its side words stay
  * as they were); a cancelled case holds nothing at all. Registers and seq are not restricted. Every operation keeps a valid case valid. A
@@ -701,9 +861,9 @@ KNHK_EXPORT knhk_status knhk_block_beat(const knhk_net_t *net, knhk_block_t *b,
  * ------------------------------------------------------------------------------------------ */
 
 /** Size of a saved case, its magic number ("KNHC" as little-endian bytes) and format. */
-#define KNHK_CASE_BYTES 144u
+#define KNHK_CASE_BYTES 248u
 #define KNHK_CASE_MAGIC 0x43484E4Bu
-#define KNHK_CASE_FORMAT 1u
+#define KNHK_CASE_FORMAT 2u
 
 /** A 64-bit fingerprint of a sealed net's structure: its conditions, input and output, and
  *  every task's join, split, flows in order, guards, default flow and cancellation sets (not
@@ -714,7 +874,7 @@ KNHK_EXPORT uint64_t knhk_net_fingerprint(const knhk_net_t *net);
 
 /** Checks that *c is a valid case of `net` (see above). Returns KNHK_OK, KNHK_BAD_ARGUMENT
  *  (NULL), KNHK_NOT_SEALED, or the first defect in this order: KNHK_BAD_MARKING, KNHK_BAD_BUSY,
- *  KNHK_BAD_FLAGS, KNHK_BAD_SIDE_WORDS, KNHK_BAD_CASE_STATE. Reads only. */
+ *  KNHK_BAD_FLAGS, KNHK_BAD_SIDE_WORDS, KNHK_BAD_MI_SLOT, KNHK_BAD_CASE_STATE. Reads only. */
 KNHK_EXPORT knhk_status knhk_case_check(const knhk_net_t *net, const knhk_case_t *c);
 
 /** Writes the KNHK_CASE_BYTES-byte encoding of *c, a case of `net`, to out[0..KNHK_CASE_BYTES)

@@ -24,7 +24,7 @@
  *     flipped.
  *
  *   knhk_block_fire_avx2: a knhk_block_t (struct of arrays).
- *   knhk_beat_avx2: cases in an array (knhk_case_t, 128 bytes each): gathers in, scalar stores
+ *   knhk_beat_avx2: cases in an array (knhk_case_t, 256 bytes each): gathers in, scalar stores
  *     out (AVX2 has no scatter). Two lanes on one case (found by comparing the indices with
  *     their rotations): the whole beat runs on the scalar path, in lane order.
  *
@@ -270,7 +270,7 @@ KNHK_AVX2 knhk_status knhk_beat_avx2(const knhk_net_t *net, knhk_case_t *cases, 
       const __m128i k32 = half ? _mm256_extracti128_si256(ok32, 1) : _mm256_castsi256_si128(ok32);
       const __m128i t32 = half ? _mm256_extracti128_si256(task, 1) : _mm256_castsi256_si128(task);
       const __m256i cand = _mm256_cvtepi32_epi64(k32);
-      const __m256i coff = _mm256_slli_epi64(_mm256_cvtepu32_epi64(c32), 7);
+      const __m256i coff = _mm256_slli_epi64(_mm256_cvtepu32_epi64(c32), KNHK_CASE_SHIFT);
       const __m256i m = GATHER4(coff, cb + offsetof(knhk_case_t, marking));
       const __m256i busy = GATHER4(coff, cb + offsetof(knhk_case_t, busy));
       const __m256i flags = _mm256_and_si256(GATHER4(coff, cb + offsetof(knhk_case_t, flags)),

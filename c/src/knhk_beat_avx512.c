@@ -11,7 +11,7 @@
  * Two layouts:
  *   knhk_block_fire_avx512: a knhk_block_t (struct of arrays): the lanes' fields are vector
  *     loads and masked stores; the per-task tables are looked up with permutes.
- *   knhk_beat_avx512: cases in an array (knhk_case_t, 128 bytes each): gathers and scatters.
+ *   knhk_beat_avx512: cases in an array (knhk_case_t, 256 bytes each): gathers and scatters.
  *     Lanes on distinct cases are independent, so the vector lanes commit first and the scalar
  *     lanes follow in lane order. When two lanes name the same case (AVX-512 CD conflict
  *     detection), the whole beat runs on the scalar path, in lane order.
@@ -225,7 +225,7 @@ KNHK_AVX512 knhk_status knhk_beat_avx512(const knhk_net_t *net, knhk_case_t *cas
                 _mm256_cmplt_epu32_mask(task, _mm256_set1_epi32(KNHK_MAX_TASKS));
   if (ok) {
     const __m512i task64 = _mm512_cvtepu32_epi64(task);
-    const __m512i coff = _mm512_slli_epi64(_mm512_cvtepu32_epi64(idx), 7);
+    const __m512i coff = _mm512_slli_epi64(_mm512_cvtepu32_epi64(idx), KNHK_CASE_SHIFT);
     char *cb = (char *)cases;
     const __m512i m = GATHER(ok, coff, cb + offsetof(knhk_case_t, marking));
     const __m512i busy = GATHER(ok, coff, cb + offsetof(knhk_case_t, busy));

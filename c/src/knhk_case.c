@@ -28,7 +28,7 @@ KNHK_INLINE uint32_t guard_eval(const knhk_guard_t *g, const int64_t *regs) {
 /* ---- the working copy of a case ---- */
 
 typedef struct work {
-  uint64_t m, busy, or_expect, absorb;
+  uint64_t m, busy, or_expect, absorb, mi_live;
   uint32_t flags;
 } work_t;
 
@@ -37,14 +37,35 @@ KNHK_INLINE void load(work_t *w, const knhk_case_t *c) {
   w->busy = c->busy;
   w->or_expect = c->or_expect;
   w->absorb = c->absorb;
+  w->mi_live = c->mi_live;
   w->flags = c->flags;
 }
 
-KNHK_INLINE void store(knhk_case_t *c, const work_t *w) {
+/* The slot of an MI task whose mi_live bit an operation cleared is zeroed here: withdrawn
+ * instances (cancellation, threshold, termination) leave no trace. */
+__attribute__((noinline)) static void clear_slots(const knhk_net_t *n, knhk_case_t *c,
+                                                  uint64_t gone) {
+  while (gone) {
+    uint32_t t = knhk_ctz64(gone);
+    uint32_t k = (uint32_t)(n->tasks[t].mi.slot - 1u) & (KNHK_MAX_MI_TASKS - 1u);
+    c->mi[k].started = 0;
+    c->mi[k].done = 0;
+    c->mi[k].base = 0;
+    c->mi[k].created = 0;
+    c->mi[k].completed = 0;
+    c->mi[k].reserved = 0;
+    gone &= gone - 1;
+  }
+}
+
+KNHK_INLINE void store(const knhk_net_t *n, knhk_case_t *c, const work_t *w) {
+  uint64_t gone = c->mi_live & ~w->mi_live;
+  if (KNHK_UNLIKELY(gone)) clear_slots(n, c, gone);
   c->marking = w->m;
   c->busy = w->busy;
   c->or_expect = w->or_expect;
   c->absorb = w->absorb;
+  c->mi_live = w->mi_live;
   c->flags = w->flags;
   c->seq++;
 }
@@ -104,7 +125,8 @@ KNHK_INLINE int start_work(const knhk_net_t *n, uint32_t t, const knhk_task_t *T
       w->absorb |= T->pre & ~have;
       break;
   }
-  enabled &= (w->busy & bit) == 0;
+  /* an MI task with instances still running after its threshold (KNHK_MI_KEEP) waits */
+  enabled &= ((w->busy | w->mi_live) & bit) == 0;
   w->m &= ~consume;
   w->busy |= bit;
   return enabled;
@@ -113,13 +135,14 @@ KNHK_INLINE int start_work(const knhk_net_t *n, uint32_t t, const knhk_task_t *T
 /* Termination rules after tokens moved (WCP-43 explicit, WCP-11 implicit). */
 KNHK_INLINE void settle(const knhk_net_t *n, work_t *w) {
   if (w->m & n->output) {
-    if ((w->m ^ n->output) | w->busy) w->flags |= KNHK_FLAG_EXPLICIT_TERMINATION;
+    if ((w->m ^ n->output) | w->busy | w->mi_live) w->flags |= KNHK_FLAG_EXPLICIT_TERMINATION;
     w->m = n->output;
     w->busy = 0;
     w->or_expect = 0;
     w->absorb = 0;
+    w->mi_live = 0;
     w->flags |= KNHK_FLAG_DONE | KNHK_FLAG_COMPLETED;
-  } else if ((w->m | w->busy) == 0) {
+  } else if ((w->m | w->busy | w->mi_live) == 0) {
     w->flags |= KNHK_FLAG_DONE | KNHK_FLAG_COMPLETED | KNHK_FLAG_IMPLICIT_TERMINATION;
   }
 }
@@ -164,6 +187,7 @@ KNHK_INLINE knhk_status complete_work(const knhk_net_t *n, uint32_t t, const knh
   w->or_expect &= ~T->cancel_conditions;
   w->absorb &= ~T->cancel_conditions;
   w->busy &= ~(T->cancel_tasks | bit);
+  w->mi_live &= ~T->cancel_tasks; /* a withdrawn MI task's instances go with it */
   uint64_t absorbed = out & w->absorb;
   out ^= absorbed;
   w->absorb ^= absorbed;
@@ -198,13 +222,23 @@ KNHK_INLINE knhk_status admit(const knhk_net_t *n, const knhk_case_t *c, uint32_
   return KNHK_OK;
 }
 
+static knhk_status op_start_mi(const knhk_net_t *n, knhk_case_t *c, uint32_t t, uint64_t count);
+
 KNHK_INLINE knhk_status op_start(const knhk_net_t *n, knhk_case_t *c, uint32_t t) {
   knhk_status s = admit(n, c, t);
   if (s != KNHK_OK) return s;
+  const knhk_task_t *T = &n->tasks[t];
+  if (KNHK_UNLIKELY(T->mi.slot)) {
+    /* the count: the count register's value (a negative one is out of range), else minimum */
+    uint64_t count = T->mi.count_reg == KNHK_MI_NO_REG
+                         ? T->mi.minimum
+                         : (uint64_t)c->regs[T->mi.count_reg & (KNHK_REGISTERS - 1)];
+    return op_start_mi(n, c, t, count);
+  }
   work_t w;
   load(&w, c);
-  if (!start_work(n, t, &n->tasks[t], KNHK_BIT(t), &w)) return KNHK_NOT_ENABLED;
-  store(c, &w);
+  if (!start_work(n, t, T, KNHK_BIT(t), &w)) return KNHK_NOT_ENABLED;
+  store(n, c, &w);
   return KNHK_OK;
 }
 
@@ -214,13 +248,14 @@ KNHK_INLINE knhk_status op_complete(const knhk_net_t *n, knhk_case_t *c, uint32_
   if (s != KNHK_OK) return s;
   const knhk_task_t *T = &n->tasks[t];
   uint64_t bit = KNHK_BIT(t);
+  if (KNHK_UNLIKELY(T->mi.slot)) return KNHK_MI_TASK;
   if (!(c->busy & bit)) return KNHK_NOT_STARTED;
   if (!use_bits) bits = eval_bits(n, c, T);
   work_t w;
   load(&w, c);
   s = complete_work(n, t, T, bit, bits, &w);
   if (s != KNHK_OK) return s;
-  store(c, &w);
+  store(n, c, &w);
   return KNHK_OK;
 }
 
@@ -302,13 +337,14 @@ KNHK_INLINE knhk_status op_fire(const knhk_net_t *n, knhk_case_t *c, uint32_t t,
   if (s != KNHK_OK) return s;
   const knhk_task_t *T = &n->tasks[t];
   uint64_t bit = KNHK_BIT(t);
+  if (KNHK_UNLIKELY(T->mi.slot)) return KNHK_MI_TASK;
   if (!use_bits) bits = eval_bits(n, c, T);
   work_t w;
   load(&w, c);
   if (!start_work(n, t, T, bit, &w)) return KNHK_NOT_ENABLED;
   s = complete_work(n, t, T, bit, bits, &w);
   if (s != KNHK_OK) return s;
-  store(c, &w);
+  store(n, c, &w);
   return KNHK_OK;
 }
 
@@ -318,15 +354,18 @@ KNHK_INLINE knhk_status op_cancel_task(const knhk_net_t *n, knhk_case_t *c, uint
   uint64_t bit = KNHK_BIT(t);
   work_t w;
   load(&w, c);
-  if (w.busy & bit) {
+  if ((w.busy | w.mi_live) & bit) {
+    /* a busy task is withdrawn; an MI task's instances (running, or past a KNHK_MI_KEEP
+     * threshold) with it */
     w.busy &= ~bit;
+    w.mi_live &= ~bit;
   } else {
     /* withdraw an enabled task: the tokens it would consume are removed, it does not run */
     if (!start_work(n, t, &n->tasks[t], bit, &w)) return KNHK_NOT_ENABLED;
     w.busy &= ~bit;
   }
   settle(n, &w);
-  store(c, &w);
+  store(n, c, &w);
   return KNHK_OK;
 }
 
@@ -339,8 +378,143 @@ KNHK_INLINE knhk_status op_cancel_case(const knhk_net_t *n, knhk_case_t *c) {
   w.busy = 0;
   w.or_expect = 0;
   w.absorb = 0;
+  w.mi_live = 0;
   w.flags |= KNHK_FLAG_DONE | KNHK_FLAG_CANCELLED;
-  store(c, &w);
+  store(n, c, &w);
+  return KNHK_OK;
+}
+
+/* ---- multiple-instance tasks (knhk.h; knhk_mi_slot_t) ---- */
+
+/* Start of MI task t creating `count` instances: the task's start (tokens, busy), its slot
+ * filled, and with threshold 0 (KNHK_MI_KEEP, WCP-12) its completion at once. */
+static knhk_status op_start_mi(const knhk_net_t *n, knhk_case_t *c, uint32_t t, uint64_t count) {
+  const knhk_task_t *T = &n->tasks[t];
+  uint64_t bit = KNHK_BIT(t);
+  work_t w;
+  load(&w, c);
+  if (!start_work(n, t, T, bit, &w)) return KNHK_NOT_ENABLED;
+  if (count < T->mi.minimum || count > T->mi.maximum) return KNHK_MI_LIMIT;
+  w.mi_live |= bit;
+  if (T->mi.threshold == 0) {
+    knhk_status s = complete_work(n, t, T, bit, eval_bits(n, c, T), &w);
+    if (s != KNHK_OK) return s;
+  }
+  if (w.mi_live & bit) { /* not withdrawn by its own completion (explicit termination) */
+    knhk_mi_slot_t *slot = &c->mi[(T->mi.slot - 1u) & (KNHK_MAX_MI_TASKS - 1u)];
+    slot->started = 0;
+    slot->done = 0;
+    slot->base = 0;
+    slot->created = (uint32_t)count;
+    slot->completed = 0;
+    slot->reserved = 0;
+  }
+  store(n, c, &w);
+  return KNHK_OK;
+}
+
+/* Precondition of the instance operations: *slot is the live slot of MI task t. */
+KNHK_INLINE knhk_status mi_admit(const knhk_net_t *n, const knhk_case_t *c, uint32_t t,
+                                 uint32_t *slot) {
+  knhk_status s = admit(n, c, t);
+  if (s != KNHK_OK) return s;
+  const knhk_task_t *T = &n->tasks[t];
+  if (!T->mi.slot) return KNHK_NOT_MI_TASK;
+  if (!(c->mi_live & KNHK_BIT(t))) return KNHK_NOT_STARTED;
+  *slot = (T->mi.slot - 1u) & (KNHK_MAX_MI_TASKS - 1u);
+  return KNHK_OK;
+}
+
+static knhk_status op_instance_start(const knhk_net_t *n, knhk_case_t *c, uint32_t t,
+                                     uint32_t i) {
+  uint32_t k = 0;
+  knhk_status s = mi_admit(n, c, t, &k);
+  if (s != KNHK_OK) return s;
+  knhk_mi_slot_t *slot = &c->mi[k];
+  if (i >= slot->created || i < slot->base) return KNHK_BAD_INSTANCE;
+  uint32_t off = i - slot->base;
+  if (off >= KNHK_MI_WINDOW_SIZE) return KNHK_MI_WINDOW;
+  if (slot->started & KNHK_BIT(off)) return KNHK_BAD_INSTANCE;
+  slot->started |= KNHK_BIT(off);
+  c->seq++;
+  return KNHK_OK;
+}
+
+static knhk_status op_instance_complete(const knhk_net_t *n, knhk_case_t *c, uint32_t t,
+                                        uint32_t i, uint64_t bits, int use_bits) {
+  uint32_t k = 0;
+  knhk_status s = mi_admit(n, c, t, &k);
+  if (s != KNHK_OK) return s;
+  const knhk_task_t *T = &n->tasks[t];
+  uint64_t bit = KNHK_BIT(t);
+  knhk_mi_slot_t *sl = &c->mi[k];
+  /* the slot's words one by one (a struct copy may read them as one vector, which cannot
+   * take the value of an instance start's recent 8-byte store) */
+  uint64_t started = sl->started, done = sl->done;
+  uint32_t base = sl->base, created = sl->created;
+  if (i >= created || i < base || i - base >= KNHK_MI_WINDOW_SIZE) return KNHK_BAD_INSTANCE;
+  uint64_t b = KNHK_BIT(i - base);
+  if (!(started & b) || (done & b)) return KNHK_BAD_INSTANCE;
+  done |= b;
+  /* base moves past the completed prefix (the window slides) */
+  uint32_t skip = knhk_ctz64(~done);
+  if (skip == 64) {
+    started = 0;
+    done = 0;
+  } else {
+    started >>= skip;
+    done >>= skip;
+  }
+  base += skip;
+  uint32_t completed = sl->completed + 1;
+  uint32_t threshold = T->mi.threshold < created ? T->mi.threshold : created;
+  if (KNHK_LIKELY((c->busy & bit) && completed < threshold)) {
+    /* the common case: the task runs on; only the slot and seq change */
+    sl->started = started;
+    sl->done = done;
+    sl->base = base;
+    sl->completed = completed;
+    c->seq++;
+    return KNHK_OK;
+  }
+  work_t w;
+  load(&w, c);
+  if (w.busy & bit) {
+    if (completed >= threshold) {
+      /* the task completes; the rest are withdrawn (WCP-35) unless they run on (KEEP) */
+      if (!(T->mi.flags & KNHK_MI_KEEP) || completed == created) w.mi_live &= ~bit;
+      if (!use_bits) bits = eval_bits(n, c, T);
+      s = complete_work(n, t, T, bit, bits, &w);
+      if (s != KNHK_OK) return s;
+    }
+  } else if (completed == created) {
+    /* the last instance running on past the threshold: the slot is free, the task may be
+     * enabled again, and the case may end (nothing left) */
+    w.mi_live &= ~bit;
+    settle(n, &w);
+  }
+  if (w.mi_live & bit) {
+    sl->started = started;
+    sl->done = done;
+    sl->base = base;
+    sl->completed = completed;
+  }
+  store(n, c, &w);
+  return KNHK_OK;
+}
+
+static knhk_status op_instance_add(const knhk_net_t *n, knhk_case_t *c, uint32_t t,
+                                   uint32_t *out) {
+  uint32_t k = 0;
+  knhk_status s = mi_admit(n, c, t, &k);
+  if (s != KNHK_OK) return s;
+  const knhk_task_t *T = &n->tasks[t];
+  if (!(c->busy & KNHK_BIT(t))) return KNHK_NOT_STARTED;
+  if (!(T->mi.flags & KNHK_MI_DYNAMIC) || c->mi[k].created >= T->mi.maximum)
+    return KNHK_MI_LIMIT;
+  if (out) *out = c->mi[k].created;
+  c->mi[k].created++;
+  c->seq++;
   return KNHK_OK;
 }
 
@@ -356,9 +530,10 @@ knhk_status knhk_case_init(const knhk_net_t *net, knhk_case_t *c) {
   c->seq = 0;
   c->flags = 0;
   c->reserved = 0;
-  c->reserved2[0] = 0;
-  c->reserved2[1] = 0;
+  c->mi_live = 0;
+  c->reserved2 = 0;
   for (uint32_t i = 0; i < KNHK_REGISTERS; i++) c->regs[i] = 0;
+  memset(c->mi, 0, sizeof c->mi);
   return KNHK_OK;
 }
 
@@ -456,6 +631,49 @@ knhk_status knhk_fire_bits64(const knhk_net_t *net, knhk_case_t *c, uint32_t t,
   return fire_general(net, c, t, branch_bits, 1);
 }
 
+knhk_status knhk_start_mi(const knhk_net_t *net, knhk_case_t *c, uint32_t t, uint32_t count) {
+  knhk_status s = admit(net, c, t);
+  if (s != KNHK_OK) return s;
+  if (!net->tasks[t].mi.slot) return KNHK_NOT_MI_TASK;
+  return op_start_mi(net, c, t, count);
+}
+
+knhk_status knhk_instance_start(const knhk_net_t *net, knhk_case_t *c, uint32_t t,
+                                uint32_t instance) {
+  return op_instance_start(net, c, t, instance);
+}
+
+knhk_status knhk_instance_complete(const knhk_net_t *net, knhk_case_t *c, uint32_t t,
+                                   uint32_t instance) {
+  return op_instance_complete(net, c, t, instance, 0, 0);
+}
+
+knhk_status knhk_instance_complete_bits64(const knhk_net_t *net, knhk_case_t *c, uint32_t t,
+                                          uint32_t instance, uint64_t branch_bits) {
+  return op_instance_complete(net, c, t, instance, branch_bits, 1);
+}
+
+knhk_status knhk_instance_add(const knhk_net_t *net, knhk_case_t *c, uint32_t t,
+                              uint32_t *out_instance) {
+  return op_instance_add(net, c, t, out_instance);
+}
+
+const knhk_mi_slot_t *knhk_instance_slot(const knhk_net_t *net, const knhk_case_t *c,
+                                         uint32_t t) {
+  if (!net || !c || !net->sealed || t >= net->ntasks || !net->tasks[t].mi.slot) return NULL;
+  return &c->mi[(net->tasks[t].mi.slot - 1u) & (KNHK_MAX_MI_TASKS - 1u)];
+}
+
+uint32_t knhk_instance_state_of(const knhk_net_t *net, const knhk_case_t *c, uint32_t t,
+                             uint32_t instance) {
+  const knhk_mi_slot_t *m = knhk_instance_slot(net, c, t);
+  if (!m || !(c->mi_live & KNHK_BIT(t)) || instance >= m->created) return KNHK_INSTANCE_NONE;
+  if (instance < m->base) return KNHK_INSTANCE_COMPLETED;
+  uint32_t off = instance - m->base;
+  if (off >= KNHK_MI_WINDOW_SIZE || !(m->started & KNHK_BIT(off))) return KNHK_INSTANCE_CREATED;
+  return (m->done & KNHK_BIT(off)) ? KNHK_INSTANCE_COMPLETED : KNHK_INSTANCE_STARTED;
+}
+
 knhk_status knhk_cancel_task(const knhk_net_t *net, knhk_case_t *c, uint32_t t) {
   return op_cancel_task(net, c, t);
 }
@@ -467,7 +685,9 @@ knhk_status knhk_cancel_case(const knhk_net_t *net, knhk_case_t *c) {
 knhk_state knhk_case_state(const knhk_net_t *net, const knhk_case_t *c) {
   if (c->flags & KNHK_FLAG_CANCELLED) return KNHK_STATE_CANCELLED;
   if (c->flags & KNHK_FLAG_COMPLETED) return KNHK_STATE_COMPLETE;
-  if (c->busy == 0 && c->marking != 0 && knhk_enabled(net, c) == 0) return KNHK_STATE_DEADLOCKED;
+  /* live instances (running on past a KEEP threshold) may still free their task */
+  if ((c->busy | c->mi_live) == 0 && c->marking != 0 && knhk_enabled(net, c) == 0)
+    return KNHK_STATE_DEADLOCKED;
   return KNHK_STATE_RUNNING;
 }
 
@@ -585,14 +805,16 @@ knhk_status knhk_block_get(const knhk_block_t *b, uint32_t lane, knhk_case_t *ou
   out->seq = b->seq[lane];
   out->flags = (uint32_t)b->flags[lane];
   out->reserved = 0;
-  out->reserved2[0] = 0;
-  out->reserved2[1] = 0;
+  out->mi_live = 0;
+  out->reserved2 = 0;
   for (uint32_t r = 0; r < KNHK_REGISTERS; r++) out->regs[r] = b->regs[r][lane];
+  memset(out->mi, 0, sizeof out->mi);
   return KNHK_OK;
 }
 
 knhk_status knhk_block_set(knhk_block_t *b, uint32_t lane, const knhk_case_t *c) {
-  if (lane >= KNHK_BEAT_LANES) return KNHK_BAD_ARGUMENT;
+  /* a block holds no MI slots: a case with live instances does not fit in a lane */
+  if (lane >= KNHK_BEAT_LANES || c->mi_live) return KNHK_BAD_ARGUMENT;
   b->marking[lane] = c->marking;
   b->busy[lane] = c->busy;
   b->or_expect[lane] = c->or_expect;
@@ -615,6 +837,9 @@ knhk_status knhk_block_init(const knhk_net_t *net, knhk_block_t *b) {
  * (a refusal leaves the lane unchanged). */
 static knhk_status block_lane_event(const knhk_net_t *net, knhk_block_t *b, uint32_t lane,
                                     const knhk_event_t *e) {
+  /* a block holds no MI slots: an MI task's start, complete or fire is refused in a lane */
+  if (e->op <= KNHK_OP_FIRE && e->task < net->ntasks && net->tasks[e->task].mi.slot)
+    return KNHK_MI_TASK;
   knhk_case_t c;
   (void)knhk_block_get(b, lane, &c);
   knhk_event_t one = *e;

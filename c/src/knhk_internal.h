@@ -20,6 +20,10 @@
 #define KNHK_HOT_TABLES(net) (&(net)->hot.tables)
 
 #define KNHK_BIT(i) (1ull << (i))
+
+/* log2 of sizeof(knhk_case_t): the vector beats turn a case index into a byte offset. */
+#define KNHK_CASE_SHIFT 8
+_Static_assert(sizeof(knhk_case_t) == 1u << KNHK_CASE_SHIFT, "KNHK_CASE_SHIFT is stale");
 #define KNHK_NO_OTHER 0xFFFFFFFFu
 
 /* Fires task t on lane `lane` of *b by the general rules (knhk_case.c): KNHK_LANE_IDLE for

@@ -48,6 +48,14 @@ static const char *const knhk_status_names[] = {
     "KNHK_BAD_CASE_STATE",
     "KNHK_BAD_ENABLED",
     "KNHK_OR_JOIN_CAP",
+    "KNHK_MI_TASK",
+    "KNHK_NOT_MI_TASK",
+    "KNHK_BAD_INSTANCE",
+    "KNHK_MI_LIMIT",
+    "KNHK_MI_WINDOW",
+    "KNHK_BAD_MI",
+    "KNHK_CAPACITY_MI",
+    "KNHK_BAD_MI_SLOT",
 };
 _Static_assert(sizeof knhk_status_names / sizeof knhk_status_names[0] == KNHK_STATUS_COUNT,
                "a status without a name");
@@ -91,6 +99,29 @@ knhk_status knhk_net_add_task(knhk_net_t *net, uint32_t join, uint32_t split,
 static knhk_status check_builder(const knhk_net_t *net) {
   if (!net) return KNHK_BAD_ARGUMENT;
   if (net->sealed) return KNHK_SEALED;
+  return KNHK_OK;
+}
+
+knhk_status knhk_net_set_mi(knhk_net_t *net, uint32_t task, const knhk_mi_spec_t *spec) {
+  knhk_status s = check_builder(net);
+  if (s != KNHK_OK) return s;
+  if (!spec) return KNHK_BAD_ARGUMENT;
+  if (task >= net->ntasks) return KNHK_BAD_TASK;
+  if (spec->minimum == 0 || spec->minimum > spec->maximum ||
+      spec->maximum > KNHK_MI_MAX_INSTANCES || (spec->flags & ~(KNHK_MI_DYNAMIC | KNHK_MI_KEEP)) ||
+      (spec->threshold == 0 && !(spec->flags & KNHK_MI_KEEP)) ||
+      (spec->count_reg != KNHK_MI_NO_REG && spec->count_reg >= KNHK_REGISTERS) || spec->reserved)
+    return KNHK_BAD_MI;
+  knhk_task_t *t = &net->tasks[task];
+  uint8_t slot = t->mi.slot;
+  if (!slot) {
+    uint32_t used = 0;
+    for (uint32_t i = 0; i < net->ntasks; i++) used += net->tasks[i].mi.slot != 0;
+    if (used >= KNHK_MAX_MI_TASKS) return KNHK_CAPACITY_MI;
+    slot = (uint8_t)(used + 1u);
+  }
+  t->mi = *spec;
+  t->mi.slot = slot;
   return KNHK_OK;
 }
 
@@ -310,7 +341,7 @@ static int guard_range(const knhk_term_t *term, uint64_t *lo, uint64_t *span) {
  * a range guard, no cancellation set, and no side state anywhere in the net (no OR-join or
  * discriminator could absorb or expect what the task produces). Called on a net that passed
  * every check; t->join is effective. */
-static void set_hot(knhk_net_t *net, uint32_t i, int side_state) {
+static void set_hot(knhk_net_t *net, uint32_t i, int side_state, int mi_keep) {
   const knhk_task_t *t = &net->tasks[i];
   knhk_hot_t *h = KNHK_HOT_TABLES(net);
   h->pre[i] = t->pre;
@@ -320,6 +351,11 @@ static void set_hot(knhk_net_t *net, uint32_t i, int side_state) {
   h->span[i] = ~0ull;
   h->meta[i] = (knhk_hot_meta_t){0};
   if (side_state || t->cancel_conditions || t->cancel_tasks) return;
+  /* an MI task: its start creates instances, its completion comes from them */
+  if (t->mi.slot) return;
+  /* instances running on past a KEEP threshold are work the short paths' end test does not
+   * see: a task that marks the output takes the general path (explicit termination) */
+  if (mi_keep && (t->post & net->output)) return;
   if (t->join == KNHK_JOIN_OR && t->split == KNHK_SPLIT_AND &&
       (h->orj_general & KNHK_BIT(i)) &&
       (!(t->post & net->output) || t->post == net->output)) {
@@ -838,9 +874,10 @@ knhk_status knhk_net_seal(knhk_net_t *net, knhk_seal_report_t *r) {
 
   /* Side state exists in this net only when some task is a structured OR-join or a
    * discriminator (a general OR-join keeps none). */
-  int side_state = 0;
+  int side_state = 0, mi_keep = 0;
   uint8_t joins[KNHK_MAX_TASKS];
   for (uint32_t i = 0; i < net->ntasks; i++) {
+    mi_keep |= net->tasks[i].mi.slot != 0 && (net->tasks[i].mi.flags & KNHK_MI_KEEP);
     uint8_t join = effective_join(&net->tasks[i]);
     joins[i] = join;
     side_state |= (join == KNHK_JOIN_OR && !(general & KNHK_BIT(i))) ||
@@ -869,7 +906,7 @@ knhk_status knhk_net_seal(knhk_net_t *net, knhk_seal_report_t *r) {
     if (t->split == KNHK_SPLIT_XOR) /* the first 8 flows (the field's width) */
       t->race = (uint8_t)(0xFFu >> (8u - (t->nbranches < 8u ? t->nbranches : 8u)) &
                           ~(t->default_branch < 8u ? 1u << t->default_branch : 0u));
-    set_hot(net, i, side_state);
+    set_hot(net, i, side_state, mi_keep);
   }
   net->sealed = 1;
   return report(r, KNHK_OK, KNHK_ELEMENT_NONE, 0, KNHK_NO_OTHER);

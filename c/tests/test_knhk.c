@@ -89,7 +89,9 @@ static void test_abi(void) {
   CHECK(strcmp(KNHK_VERSION_STRING, v) == 0);
   CHECK(sizeof(knhk_hot_storage_t) == KNHK_HOT_STORAGE_BYTES);
   CHECK(sizeof(knhk_hot_t) <= KNHK_HOT_STORAGE_BYTES);
-  CHECK(sizeof(knhk_case_t) == 128);
+  CHECK(sizeof(knhk_case_t) == 256);
+  CHECK(sizeof(knhk_mi_slot_t) == 32);
+  CHECK(sizeof(knhk_mi_spec_t) == 16);
   CHECK(_Alignof(knhk_case_t) == 64);
   CHECK(sizeof(knhk_task_t) == 64);
   CHECK(strcmp(knhk_status_name(KNHK_MULTI_MERGE), "KNHK_MULTI_MERGE") == 0);
@@ -1476,6 +1478,387 @@ static void test_tick_counter(void) {
     printf("tick counter: %.4f ticks/ns over 20 ms\n", per_ns);
 }
 
+
+/* ---- multiple-instance tasks (WCP-12..15, 34..36) ---- */
+
+/* i -> A -> p -> M (multiple instances) -> c -> B, B's XOR split back to p while r1 < 1, else
+ * to o. Returns M; *b_out is B. */
+static uint32_t build_mi(const knhk_mi_spec_t *spec, uint32_t *b_out, uint32_t *c_out) {
+  knhk_net_init(&net);
+  uint32_t i = cond(), p = cond(), c = cond(), o = cond();
+  uint32_t a = task(KNHK_JOIN_XOR, KNHK_SPLIT_AND), m = task(KNHK_JOIN_XOR, KNHK_SPLIT_AND);
+  uint32_t b = task(KNHK_JOIN_XOR, KNHK_SPLIT_XOR);
+  knhk_net_set_input(&net, i);
+  knhk_net_set_output(&net, o);
+  in(i, a); out(a, p); in(p, m); out(m, c); in(c, b);
+  out_guard(b, p, KNHK_GUARD_LT, 1, 1, 0);
+  out_guard(b, o, KNHK_GUARD_TRUE, 0, 0, 1);
+  CHECK_STATUS(knhk_net_set_mi(&net, m, spec), KNHK_OK);
+  seal_ok();
+  kase.regs[1] = 1; /* B ends the case unless a test loops */
+  CHECK_STATUS(knhk_fire(&net, &kase, a), KNHK_OK);
+  *b_out = b;
+  if (c_out) *c_out = c;
+  return m;
+}
+
+static knhk_mi_spec_t mi_spec(uint32_t min, uint32_t max, uint32_t threshold, uint8_t flags) {
+  knhk_mi_spec_t s = {min, max, threshold, flags, KNHK_MI_NO_REG, 0, 0};
+  return s;
+}
+
+static void run_instance(uint32_t m, uint32_t i) {
+  CHECK_STATUS(knhk_instance_start(&net, &kase, m, i), KNHK_OK);
+  CHECK_STATUS(knhk_instance_complete(&net, &kase, m, i), KNHK_OK);
+}
+
+/* WCP-13 MI with a priori design-time knowledge: 3 instances, all complete. */
+static void test_wcp13_mi_design_time(void) {
+  knhk_mi_spec_t spec = mi_spec(3, 3, 3, 0);
+  uint32_t b, c, m = build_mi(&spec, &b, &c);
+  REFUSE(knhk_instance_start(&net, &kase, m, 0), KNHK_NOT_STARTED);
+  REFUSE(knhk_instance_start(&net, &kase, b, 0), KNHK_NOT_MI_TASK);
+  REFUSE(knhk_fire(&net, &kase, m), KNHK_MI_TASK);
+  CHECK(knhk_enabled(&net, &kase) == B(m));
+  CHECK_STATUS(knhk_start(&net, &kase, m), KNHK_OK);
+  const knhk_mi_slot_t *slot = knhk_instance_slot(&net, &kase, m);
+  CHECK(slot && slot->created == 3 && slot->base == 0 && slot->started == 0);
+  CHECK(kase.busy == B(m) && kase.mi_live == B(m));
+  REFUSE(knhk_complete(&net, &kase, m), KNHK_MI_TASK);
+  REFUSE(knhk_instance_complete(&net, &kase, m, 1), KNHK_BAD_INSTANCE); /* not started */
+  REFUSE(knhk_instance_start(&net, &kase, m, 3), KNHK_BAD_INSTANCE);    /* not created */
+  CHECK_STATUS(knhk_instance_start(&net, &kase, m, 2), KNHK_OK);
+  REFUSE(knhk_instance_start(&net, &kase, m, 2), KNHK_BAD_INSTANCE); /* already started */
+  CHECK(knhk_instance_state_of(&net, &kase, m, 2) == KNHK_INSTANCE_STARTED);
+  CHECK(knhk_instance_state_of(&net, &kase, m, 0) == KNHK_INSTANCE_CREATED);
+  CHECK_STATUS(knhk_instance_complete(&net, &kase, m, 2), KNHK_OK);
+  CHECK(knhk_instance_state_of(&net, &kase, m, 2) == KNHK_INSTANCE_COMPLETED);
+  REFUSE(knhk_instance_complete(&net, &kase, m, 2), KNHK_BAD_INSTANCE); /* completed */
+  run_instance(m, 0);
+  CHECK(slot->base == 1 && kase.busy == B(m));
+  CHECK(knhk_instance_state_of(&net, &kase, m, 0) == KNHK_INSTANCE_COMPLETED);
+  uint64_t seq = kase.seq;
+  run_instance(m, 1); /* the last: the task completes */
+  CHECK(kase.seq == seq + 2);
+  CHECK(kase.busy == 0 && kase.mi_live == 0 && kase.marking == B(c));
+  CHECK(slot->created == 0 && slot->base == 0 && slot->done == 0);
+  CHECK(knhk_instance_state_of(&net, &kase, m, 0) == KNHK_INSTANCE_NONE);
+  REFUSE(knhk_instance_start(&net, &kase, m, 0), KNHK_NOT_STARTED);
+  CHECK_STATUS(knhk_fire(&net, &kase, b), KNHK_OK);
+  CHECK(knhk_case_state(&net, &kase) == KNHK_STATE_COMPLETE);
+  CHECK_STATUS(knhk_case_check(&net, &kase), KNHK_OK);
+}
+
+/* WCP-14 MI with a priori run-time knowledge: the count from register 0, or the caller. */
+static void test_wcp14_mi_run_time(void) {
+  knhk_mi_spec_t spec = mi_spec(1, 100, 100, 0);
+  spec.count_reg = 0;
+  uint32_t b, c, m = build_mi(&spec, &b, &c);
+  kase.regs[0] = 0;
+  REFUSE(knhk_start(&net, &kase, m), KNHK_MI_LIMIT);
+  kase.regs[0] = -1;
+  REFUSE(knhk_start(&net, &kase, m), KNHK_MI_LIMIT);
+  kase.regs[0] = 101;
+  REFUSE(knhk_start(&net, &kase, m), KNHK_MI_LIMIT);
+  REFUSE(knhk_start_mi(&net, &kase, m, 101), KNHK_MI_LIMIT);
+  REFUSE(knhk_start_mi(&net, &kase, b, 1), KNHK_NOT_MI_TASK);
+  kase.regs[0] = 5;
+  CHECK_STATUS(knhk_start(&net, &kase, m), KNHK_OK);
+  CHECK(knhk_instance_slot(&net, &kase, m)->created == 5);
+  for (uint32_t i = 5; i-- > 0;) CHECK_STATUS(knhk_instance_start(&net, &kase, m, i), KNHK_OK);
+  for (uint32_t i = 0; i < 4; i++) CHECK_STATUS(knhk_instance_complete(&net, &kase, m, i), KNHK_OK);
+  CHECK(kase.busy == B(m));
+  CHECK_STATUS(knhk_instance_complete(&net, &kase, m, 4), KNHK_OK);
+  CHECK(kase.marking == B(c) && kase.mi_live == 0);
+  /* the caller's count, in a second round (B loops back while r1 < 1) */
+  kase.regs[1] = 0;
+  CHECK_STATUS(knhk_fire(&net, &kase, b), KNHK_OK);
+  CHECK_STATUS(knhk_start_mi(&net, &kase, m, 2), KNHK_OK);
+  CHECK(knhk_instance_slot(&net, &kase, m)->created == 2);
+  run_instance(m, 1);
+  run_instance(m, 0);
+  CHECK(kase.marking == B(c) && kase.busy == 0);
+}
+
+/* WCP-15 MI without a priori run-time knowledge: dynamic creation up to the maximum; the task
+ * completes when every created instance has. */
+static void test_wcp15_mi_dynamic(void) {
+  knhk_mi_spec_t spec = mi_spec(1, 4, 4, KNHK_MI_DYNAMIC);
+  uint32_t b, c, m = build_mi(&spec, &b, &c);
+  uint32_t id = 99;
+  REFUSE(knhk_instance_add(&net, &kase, m, &id), KNHK_NOT_STARTED);
+  CHECK_STATUS(knhk_start(&net, &kase, m), KNHK_OK);
+  CHECK_STATUS(knhk_instance_start(&net, &kase, m, 0), KNHK_OK);
+  CHECK_STATUS(knhk_instance_add(&net, &kase, m, &id), KNHK_OK);
+  CHECK(id == 1);
+  CHECK_STATUS(knhk_instance_add(&net, &kase, m, &id), KNHK_OK);
+  CHECK(id == 2);
+  CHECK_STATUS(knhk_instance_complete(&net, &kase, m, 0), KNHK_OK);
+  CHECK_STATUS(knhk_instance_add(&net, &kase, m, NULL), KNHK_OK);
+  REFUSE(knhk_instance_add(&net, &kase, m, &id), KNHK_MI_LIMIT); /* the maximum, 4 */
+  CHECK(knhk_instance_slot(&net, &kase, m)->created == 4);
+  run_instance(m, 3);
+  run_instance(m, 1);
+  CHECK(kase.busy == B(m));
+  run_instance(m, 2);
+  CHECK(kase.busy == 0 && kase.marking == B(c) && kase.mi_live == 0);
+  /* a static task takes no additions */
+  knhk_mi_spec_t fixed = mi_spec(2, 4, 4, 0);
+  m = build_mi(&fixed, &b, &c);
+  CHECK_STATUS(knhk_start(&net, &kase, m), KNHK_OK);
+  REFUSE(knhk_instance_add(&net, &kase, m, &id), KNHK_MI_LIMIT);
+}
+
+/* WCP-35 cancelling partial join (YAWL's threshold): 2 of 4; the other instances are
+ * withdrawn. */
+static void test_wcp35_cancelling_partial_join(void) {
+  knhk_mi_spec_t spec = mi_spec(4, 4, 2, 0);
+  uint32_t b, c, m = build_mi(&spec, &b, &c);
+  CHECK_STATUS(knhk_start(&net, &kase, m), KNHK_OK);
+  for (uint32_t i = 0; i < 4; i++) CHECK_STATUS(knhk_instance_start(&net, &kase, m, i), KNHK_OK);
+  CHECK_STATUS(knhk_instance_complete(&net, &kase, m, 3), KNHK_OK);
+  CHECK(kase.busy == B(m));
+  CHECK_STATUS(knhk_instance_complete(&net, &kase, m, 1), KNHK_OK);
+  CHECK(kase.busy == 0 && kase.mi_live == 0 && kase.marking == B(c));
+  const knhk_mi_slot_t *slot = knhk_instance_slot(&net, &kase, m);
+  CHECK(slot->created == 0 && slot->started == 0);
+  REFUSE(knhk_instance_complete(&net, &kase, m, 0), KNHK_NOT_STARTED); /* withdrawn */
+  CHECK_STATUS(knhk_case_check(&net, &kase), KNHK_OK);
+}
+
+/* WCP-34 static partial join: 2 of 4 complete the task; the other two run on; the task is not
+ * enabled again until they have completed. */
+static void test_wcp34_static_partial_join(void) {
+  knhk_mi_spec_t spec = mi_spec(4, 4, 2, KNHK_MI_KEEP);
+  uint32_t b, c, m = build_mi(&spec, &b, &c);
+  CHECK(net.hot.tables.meta[b].kind == 0); /* it marks the output in a KEEP net */
+  CHECK_STATUS(knhk_start(&net, &kase, m), KNHK_OK);
+  for (uint32_t i = 0; i < 4; i++) CHECK_STATUS(knhk_instance_start(&net, &kase, m, i), KNHK_OK);
+  CHECK_STATUS(knhk_instance_complete(&net, &kase, m, 0), KNHK_OK);
+  CHECK_STATUS(knhk_instance_complete(&net, &kase, m, 2), KNHK_OK);
+  CHECK(kase.busy == 0 && kase.marking == B(c) && kase.mi_live == B(m));
+  CHECK_STATUS(knhk_case_check(&net, &kase), KNHK_OK);
+  /* B loops back: M has a token but its instances still run */
+  kase.regs[1] = 0;
+  CHECK_STATUS(knhk_fire(&net, &kase, b), KNHK_OK);
+  CHECK((knhk_enabled(&net, &kase) & B(m)) == 0);
+  REFUSE(knhk_start(&net, &kase, m), KNHK_NOT_ENABLED);
+  REFUSE(knhk_instance_add(&net, &kase, m, NULL), KNHK_NOT_STARTED);
+  CHECK_STATUS(knhk_instance_complete(&net, &kase, m, 1), KNHK_OK);
+  CHECK(kase.mi_live == B(m));
+  CHECK_STATUS(knhk_instance_complete(&net, &kase, m, 3), KNHK_OK); /* the last: slot free */
+  CHECK(kase.mi_live == 0 && knhk_instance_slot(&net, &kase, m)->created == 0);
+  CHECK(knhk_enabled(&net, &kase) == B(m));
+  /* second round: the case ends (B to o) while instances run on: explicit termination
+   * withdraws them */
+  CHECK_STATUS(knhk_start(&net, &kase, m), KNHK_OK);
+  run_instance(m, 0);
+  run_instance(m, 1);
+  CHECK(kase.mi_live == B(m));
+  kase.regs[1] = 1;
+  CHECK_STATUS(knhk_fire(&net, &kase, b), KNHK_OK);
+  CHECK(knhk_case_state(&net, &kase) == KNHK_STATE_COMPLETE);
+  CHECK(kase.flags & KNHK_FLAG_EXPLICIT_TERMINATION);
+  CHECK(kase.mi_live == 0 && knhk_instance_slot(&net, &kase, m)->created == 0);
+  CHECK_STATUS(knhk_case_check(&net, &kase), KNHK_OK);
+}
+
+/* WCP-12 MI without synchronization: threshold 0 with KNHK_MI_KEEP: the task completes when it
+ * starts; its instances run on their own. */
+static void test_wcp12_mi_without_sync(void) {
+  knhk_mi_spec_t spec = mi_spec(3, 3, 0, KNHK_MI_KEEP);
+  uint32_t b, c, m = build_mi(&spec, &b, &c);
+  knhk_mi_spec_t bad = mi_spec(3, 3, 0, 0);
+  CHECK_STATUS(knhk_net_set_mi(&net, m, &bad), KNHK_SEALED);
+  CHECK_STATUS(knhk_start(&net, &kase, m), KNHK_OK);
+  CHECK(kase.busy == 0 && kase.marking == B(c) && kase.mi_live == B(m));
+  CHECK(knhk_instance_slot(&net, &kase, m)->created == 3);
+  run_instance(m, 2);
+  run_instance(m, 0);
+  CHECK(knhk_case_state(&net, &kase) == KNHK_STATE_RUNNING);
+  run_instance(m, 1);
+  CHECK(kase.mi_live == 0 && kase.marking == B(c));
+  CHECK_STATUS(knhk_fire(&net, &kase, b), KNHK_OK);
+  CHECK(knhk_case_state(&net, &kase) == KNHK_STATE_COMPLETE);
+  CHECK(!(kase.flags & KNHK_FLAG_EXPLICIT_TERMINATION));
+}
+
+/* WCP-36 dynamic partial join: dynamic creation, the threshold completes the task and
+ * withdraws the rest. */
+static void test_wcp36_dynamic_partial_join(void) {
+  knhk_mi_spec_t spec = mi_spec(1, 10, 3, KNHK_MI_DYNAMIC);
+  uint32_t b, c, m = build_mi(&spec, &b, &c);
+  CHECK_STATUS(knhk_start(&net, &kase, m), KNHK_OK);
+  for (uint32_t k = 0; k < 4; k++) CHECK_STATUS(knhk_instance_add(&net, &kase, m, NULL), KNHK_OK);
+  CHECK(knhk_instance_slot(&net, &kase, m)->created == 5);
+  run_instance(m, 4);
+  run_instance(m, 0);
+  CHECK(kase.busy == B(m));
+  CHECK_STATUS(knhk_instance_start(&net, &kase, m, 2), KNHK_OK);
+  CHECK_STATUS(knhk_instance_complete(&net, &kase, m, 2), KNHK_OK);
+  CHECK(kase.busy == 0 && kase.mi_live == 0 && kase.marking == B(c));
+}
+
+/* Builder refusals, the instance window, 2^16 instances, cancellation of MI tasks, blocks. */
+static void test_mi_limits_and_cancel(void) {
+  knhk_mi_spec_t spec = mi_spec(1, 1, 1, 0);
+  knhk_net_init(&net);
+  uint32_t i = cond(), o = cond();
+  uint32_t t[6];
+  for (uint32_t k = 0; k < 6; k++) {
+    t[k] = task(KNHK_JOIN_XOR, KNHK_SPLIT_AND);
+    in(i, t[k]);
+    out(t[k], o);
+  }
+  knhk_net_set_input(&net, i);
+  knhk_net_set_output(&net, o);
+  knhk_mi_spec_t bads[] = {mi_spec(0, 1, 1, 0), mi_spec(2, 1, 1, 0),
+                           mi_spec(1, KNHK_MI_MAX_INSTANCES + 1, 1, 0), mi_spec(1, 1, 0, 0),
+                           mi_spec(1, 1, 1, 4)};
+  for (uint32_t k = 0; k < sizeof bads / sizeof bads[0]; k++)
+    CHECK_STATUS(knhk_net_set_mi(&net, t[0], &bads[k]), KNHK_BAD_MI);
+  knhk_mi_spec_t badreg = spec;
+  badreg.count_reg = KNHK_REGISTERS;
+  CHECK_STATUS(knhk_net_set_mi(&net, t[0], &badreg), KNHK_BAD_MI);
+  CHECK_STATUS(knhk_net_set_mi(&net, 9, &spec), KNHK_BAD_TASK);
+  CHECK_STATUS(knhk_net_set_mi(&net, t[0], NULL), KNHK_BAD_ARGUMENT);
+  for (uint32_t k = 0; k < KNHK_MAX_MI_TASKS; k++)
+    CHECK_STATUS(knhk_net_set_mi(&net, t[k], &spec), KNHK_OK);
+  CHECK_STATUS(knhk_net_set_mi(&net, t[0], &spec), KNHK_OK); /* replaces: same slot */
+  CHECK(net.tasks[t[0]].mi.slot == 1 && net.tasks[t[3]].mi.slot == 4);
+  CHECK_STATUS(knhk_net_set_mi(&net, t[4], &spec), KNHK_CAPACITY_MI);
+
+  /* 2^16 instances; at most 64 started past the oldest unfinished one */
+  knhk_mi_spec_t big = mi_spec(KNHK_MI_MAX_INSTANCES, KNHK_MI_MAX_INSTANCES,
+                               KNHK_MI_MAX_INSTANCES, 0);
+  uint32_t b, c, m = build_mi(&big, &b, &c);
+  CHECK_STATUS(knhk_start(&net, &kase, m), KNHK_OK);
+  for (uint32_t k = 0; k < KNHK_MI_WINDOW_SIZE; k++)
+    CHECK_STATUS(knhk_instance_start(&net, &kase, m, k), KNHK_OK);
+  REFUSE(knhk_instance_start(&net, &kase, m, KNHK_MI_WINDOW_SIZE), KNHK_MI_WINDOW);
+  REFUSE(knhk_instance_complete(&net, &kase, m, KNHK_MI_WINDOW_SIZE), KNHK_BAD_INSTANCE);
+  CHECK_STATUS(knhk_instance_complete(&net, &kase, m, 1), KNHK_OK);
+  REFUSE(knhk_instance_start(&net, &kase, m, KNHK_MI_WINDOW_SIZE), KNHK_MI_WINDOW);
+  CHECK_STATUS(knhk_instance_complete(&net, &kase, m, 0), KNHK_OK); /* base moves to 2 */
+  CHECK(knhk_instance_slot(&net, &kase, m)->base == 2);
+  CHECK_STATUS(knhk_instance_start(&net, &kase, m, KNHK_MI_WINDOW_SIZE), KNHK_OK);
+  CHECK_STATUS(knhk_instance_start(&net, &kase, m, KNHK_MI_WINDOW_SIZE + 1), KNHK_OK);
+  for (uint32_t k = 2; k < KNHK_MI_WINDOW_SIZE + 2; k++)
+    CHECK_STATUS(knhk_instance_complete(&net, &kase, m, k), KNHK_OK);
+  int ok = 1;
+  for (uint32_t k = KNHK_MI_WINDOW_SIZE + 2; k < KNHK_MI_MAX_INSTANCES - 1; k++)
+    ok &= knhk_instance_start(&net, &kase, m, k) == KNHK_OK &&
+          knhk_instance_complete(&net, &kase, m, k) == KNHK_OK;
+  CHECK(ok);
+  CHECK(kase.busy == B(m));
+  CHECK(knhk_instance_slot(&net, &kase, m)->base == KNHK_MI_MAX_INSTANCES - 1);
+  CHECK_STATUS(knhk_case_check(&net, &kase), KNHK_OK);
+  run_instance(m, KNHK_MI_MAX_INSTANCES - 1);
+  CHECK(kase.busy == 0 && kase.marking == B(c));
+
+  /* knhk_cancel_task and knhk_cancel_case withdraw the instances */
+  knhk_mi_spec_t three = mi_spec(3, 3, 3, 0);
+  m = build_mi(&three, &b, &c);
+  CHECK_STATUS(knhk_start(&net, &kase, m), KNHK_OK);
+  CHECK_STATUS(knhk_instance_start(&net, &kase, m, 1), KNHK_OK);
+  CHECK_STATUS(knhk_cancel_task(&net, &kase, m), KNHK_OK);
+  CHECK(kase.busy == 0 && kase.mi_live == 0 && knhk_instance_slot(&net, &kase, m)->started == 0);
+  CHECK(knhk_instance_slot(&net, &kase, m)->created == 0);
+  m = build_mi(&three, &b, &c);
+  CHECK_STATUS(knhk_start(&net, &kase, m), KNHK_OK);
+  CHECK_STATUS(knhk_cancel_case(&net, &kase), KNHK_OK);
+  CHECK(kase.mi_live == 0 && knhk_instance_slot(&net, &kase, m)->created == 0);
+  CHECK_STATUS(knhk_case_check(&net, &kase), KNHK_OK);
+
+  /* a cancellation set (WCP-25/26): X, racing M from an AND split, cancels M */
+  knhk_net_init(&net);
+  uint32_t ci = cond(), p1 = cond(), p2 = cond(), q1 = cond(), q2 = cond(), co = cond();
+  uint32_t a = task(KNHK_JOIN_XOR, KNHK_SPLIT_AND), mm = task(KNHK_JOIN_XOR, KNHK_SPLIT_AND);
+  uint32_t x = task(KNHK_JOIN_XOR, KNHK_SPLIT_AND), j = task(KNHK_JOIN_XOR, KNHK_SPLIT_AND);
+  knhk_net_set_input(&net, ci);
+  knhk_net_set_output(&net, co);
+  in(ci, a); out(a, p1); out(a, p2); in(p1, mm); out(mm, q1); in(p2, x); out(x, q2);
+  in(q1, j); in(q2, j); out(j, co);
+  CHECK_STATUS(knhk_net_add_cancel_task(&net, x, mm), KNHK_OK);
+  CHECK_STATUS(knhk_net_add_cancel_condition(&net, x, q1), KNHK_OK);
+  CHECK_STATUS(knhk_net_set_mi(&net, mm, &three), KNHK_OK);
+  seal_ok();
+  CHECK_STATUS(knhk_fire(&net, &kase, a), KNHK_OK);
+  CHECK_STATUS(knhk_start(&net, &kase, mm), KNHK_OK);
+  CHECK_STATUS(knhk_instance_start(&net, &kase, mm, 0), KNHK_OK);
+  CHECK_STATUS(knhk_fire(&net, &kase, x), KNHK_OK);
+  CHECK(kase.mi_live == 0 && kase.busy == 0 && kase.marking == B(q2));
+  CHECK(knhk_instance_slot(&net, &kase, mm)->created == 0);
+  CHECK_STATUS(knhk_case_check(&net, &kase), KNHK_OK);
+
+  /* blocks hold no MI slots: an MI task's start in a lane is refused */
+  knhk_block_t blk;
+  m = build_mi(&three, &b, &c);
+  CHECK_STATUS(knhk_block_init(&net, &blk), KNHK_OK);
+  knhk_event_t ev[KNHK_BEAT_LANES];
+  memset(ev, 0, sizeof ev);
+  ev[0].op = KNHK_OP_FIRE;
+  ev[0].task = 0;
+  ev[1].op = KNHK_OP_FIRE;
+  ev[1].task = 0;
+  uint8_t st[KNHK_BEAT_LANES];
+  CHECK_STATUS(knhk_block_beat(&net, &blk, ev, 1, st), KNHK_OK);
+  CHECK(st[0] == KNHK_OK);
+  ev[0].op = KNHK_OP_START;
+  ev[0].task = (uint8_t)m;
+  CHECK_STATUS(knhk_block_beat(&net, &blk, ev, 1, st), KNHK_OK);
+  CHECK(st[0] == KNHK_MI_TASK);
+  CHECK_STATUS(knhk_start(&net, &kase, m), KNHK_OK);
+  CHECK_STATUS(knhk_block_set(&blk, 0, &kase), KNHK_BAD_ARGUMENT);
+  /* but a beat of cases runs MI starts (count from the spec) */
+  knhk_event_t e1 = {0, KNHK_OP_START, (uint8_t)m, 0, 0, 0};
+  m = build_mi(&three, &b, &c);
+  CHECK_STATUS(knhk_beat(&net, &kase, 1, &e1, 1, st), KNHK_OK);
+  CHECK(st[0] == KNHK_OK && knhk_instance_slot(&net, &kase, m)->created == 3);
+}
+
+/* MI state survives save and restore; a slot that disagrees with the net is refused. */
+static void test_mi_save_restore(void) {
+  knhk_mi_spec_t spec = mi_spec(5, 5, 4, KNHK_MI_KEEP);
+  uint32_t b, c, m = build_mi(&spec, &b, &c);
+  CHECK_STATUS(knhk_start(&net, &kase, m), KNHK_OK);
+  CHECK_STATUS(knhk_instance_start(&net, &kase, m, 3), KNHK_OK);
+  run_instance(m, 0);
+  run_instance(m, 1);
+  uint8_t bytes[KNHK_CASE_BYTES];
+  CHECK_STATUS(knhk_case_save(&net, &kase, bytes, sizeof bytes), KNHK_OK);
+  knhk_case_t back;
+  memset(&back, 0x5a, sizeof back);
+  CHECK_STATUS(knhk_case_restore(&net, &back, bytes, sizeof bytes), KNHK_OK);
+  CHECK(memcmp(&back, &kase, sizeof kase) == 0);
+  knhk_case_t bad = kase;
+  bad.mi[0].done |= 1; /* bit 0 of done set: base would have moved */
+  CHECK_STATUS(knhk_case_check(&net, &bad), KNHK_BAD_MI_SLOT);
+  bad = kase;
+  bad.mi[0].created = 6; /* past the maximum */
+  CHECK_STATUS(knhk_case_check(&net, &bad), KNHK_BAD_MI_SLOT);
+  bad = kase;
+  bad.mi_live = 0; /* busy MI task without a slot */
+  CHECK_STATUS(knhk_case_check(&net, &bad), KNHK_BAD_MI_SLOT);
+  bad = kase;
+  bad.mi[1].created = 1; /* a slot no task has */
+  CHECK_STATUS(knhk_case_check(&net, &bad), KNHK_BAD_MI_SLOT);
+  bad = kase;
+  bad.mi[0].done = 0x10; /* done but not started */
+  CHECK_STATUS(knhk_case_check(&net, &bad), KNHK_BAD_MI_SLOT);
+  bad = kase;
+  bad.mi[0].completed++; /* the count disagrees with base and done */
+  CHECK_STATUS(knhk_case_check(&net, &bad), KNHK_BAD_MI_SLOT);
+  /* the threshold (4) reached while busy */
+  run_instance(m, 2);
+  CHECK(kase.busy == B(m));
+  CHECK_STATUS(knhk_instance_complete(&net, &kase, m, 3), KNHK_OK);
+  CHECK(kase.busy == 0 && kase.mi_live == B(m));
+  CHECK_STATUS(knhk_case_save(&net, &kase, bytes, sizeof bytes), KNHK_OK);
+  CHECK_STATUS(knhk_case_restore(&net, &back, bytes, sizeof bytes), KNHK_OK);
+  CHECK(memcmp(&back, &kase, sizeof kase) == 0);
+}
+
 int main(void) {
   test_abi();
   test_tick_counter();
@@ -1501,6 +1884,15 @@ int main(void) {
   test_beat_paths_agree();
   test_hot_guard_ranges();
   test_block_paths_agree();
+  test_wcp13_mi_design_time();
+  test_wcp14_mi_run_time();
+  test_wcp15_mi_dynamic();
+  test_wcp35_cancelling_partial_join();
+  test_wcp34_static_partial_join();
+  test_wcp12_mi_without_sync();
+  test_wcp36_dynamic_partial_join();
+  test_mi_limits_and_cancel();
+  test_mi_save_restore();
   printf("libknhk tests: %d checks, %d failed\n", checks, failures);
   return failures ? 1 : 0;
 }

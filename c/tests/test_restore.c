@@ -235,7 +235,7 @@ static void le32(uint8_t *p, uint32_t v) {
 static void le64(uint8_t *p, uint64_t v) {
   for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
 }
-static void reseal(uint8_t *b) { le32(b + 140, crc32c_ref(b, 140)); }
+static void reseal(uint8_t *b) { le32(b + 244, crc32c_ref(b, 244)); }
 
 /* Encodes any case words (valid or not), with the given fingerprint and enabled set. */
 static void forge(uint8_t b[KNHK_CASE_BYTES], uint64_t fingerprint, const knhk_case_t *c,
@@ -355,6 +355,22 @@ static void test_fingerprint(void) {
  * a change of the format (bump KNHK_CASE_FORMAT) or of the fingerprint. */
 static void test_golden(void) {
   static const char golden[2 * KNHK_CASE_BYTES + 1] =
+      "4b4e4843" "02000000"                 /* magic "KNHC", format 2 */
+      "cb6d75975b629e36"                    /* fingerprint of nets[0] */
+      "0200000000000000" "0000000000000000" /* marking c1, busy */
+      "0000000000000000" "0000000000000000" /* or_expect, absorb */
+      "0200000000000000" "0100000000000000" /* enabled B, seq 1 */
+      "00000000" "00000000"                 /* flags, reserved */
+      "feffffffffffffff" "0000000000000000" "0000000000000000" "0000000000000000"
+      "0000000000000000" "0000000000000000" "0000000000000000" "0000000000000080" /* regs */
+      "0000000000000000"                    /* mi_live */
+      "000000000000000000000000000000000000000000000000" /* MI slots 0..3 */
+      "000000000000000000000000000000000000000000000000"
+      "000000000000000000000000000000000000000000000000"
+      "000000000000000000000000000000000000000000000000"
+      "00000000" "7258138e";                /* reserved, CRC-32C */
+  /* format 1 (ABI up to 4), still restored: the same case */
+  static const char golden_v1[2 * 144 + 1] =
       "4b4e4843" "01000000"                 /* magic "KNHC", format 1 */
       "cb6d75975b629e36"                    /* fingerprint of nets[0] */
       "0200000000000000" "0000000000000000" /* marking c1, busy */
@@ -386,6 +402,19 @@ static void test_golden(void) {
   knhk_case_t r;
   CHECK_STATUS(knhk_case_restore(&nets[0], &r, g, sizeof g), KNHK_OK);
   CHECK(memcmp(&r, &c, sizeof r) == 0);
+  uint8_t g1[144];
+  for (uint32_t i = 0; i < 144; i++) {
+    unsigned v = 0;
+    sscanf(golden_v1 + 2 * i, "%2x", &v);
+    g1[i] = (uint8_t)v;
+  }
+  knhk_case_t r1;
+  memset(&r1, 0x77, sizeof r1);
+  CHECK_STATUS(knhk_case_restore(&nets[0], &r1, g1, sizeof g1), KNHK_OK);
+  CHECK(memcmp(&r1, &c, sizeof r1) == 0);
+  CHECK_STATUS(knhk_case_restore(&nets[0], &r1, g1, sizeof g1 - 1), KNHK_BAD_LENGTH);
+  g1[140] ^= 1;
+  CHECK_STATUS(knhk_case_restore(&nets[0], &r1, g1, sizeof g1), KNHK_BAD_CHECKSUM);
 }
 
 /* Every point of random runs of every net: save, restore, the same behaviour after. */
@@ -516,7 +545,7 @@ static void test_refusals(void) {
   reseal(x);
   CHECK_STATUS(knhk_case_restore(n, &r, x, sizeof b), KNHK_BAD_FORMAT);
   memcpy(x, b, sizeof b);
-  x[139] = 0x80;
+  x[243] = 0x80;
   reseal(x);
   CHECK_STATUS(knhk_case_restore(n, &r, x, sizeof b), KNHK_BAD_FORMAT);
 
@@ -629,11 +658,11 @@ static void test_refusals(void) {
   /* reserved fields of the struct are not saved: restore writes zeros */
   bad = c;
   bad.reserved = 7;
-  bad.reserved2[1] = 9;
+  bad.reserved2 = 9;
   CHECK_STATUS(knhk_case_save(n, &bad, x, sizeof b), KNHK_OK);
   CHECK(memcmp(x, b, sizeof b) == 0);
   CHECK_STATUS(knhk_case_restore(n, &r, x, sizeof b), KNHK_OK);
-  CHECK(r.reserved == 0 && r.reserved2[0] == 0 && r.reserved2[1] == 0);
+  CHECK(r.reserved == 0 && r.reserved2 == 0);
   CHECK(memcmp(&r, &c, sizeof r) == 0);
 }
 
@@ -641,6 +670,7 @@ static int is_refusal(knhk_status s) {
   return s == KNHK_BAD_LENGTH || s == KNHK_BAD_FORMAT || s == KNHK_BAD_CHECKSUM ||
          s == KNHK_WRONG_NET || s == KNHK_BAD_MARKING || s == KNHK_BAD_BUSY ||
          s == KNHK_BAD_FLAGS || s == KNHK_BAD_SIDE_WORDS || s == KNHK_BAD_CASE_STATE ||
+         s == KNHK_BAD_MI_SLOT ||
          s == KNHK_BAD_ENABLED;
 }
 
@@ -688,7 +718,7 @@ static void test_fuzz(void) {
     }
     /* accepted: valid, and stays valid under any operation */
     CHECK_STATUS(knhk_case_check(n, &r), KNHK_OK);
-    CHECK(r.reserved == 0 && r.reserved2[0] == 0 && r.reserved2[1] == 0);
+    CHECK(r.reserved == 0 && r.reserved2 == 0);
     uint8_t again[KNHK_CASE_BYTES];
     CHECK_STATUS(knhk_case_save(n, &r, again, sizeof again), KNHK_OK);
     CHECK(memcmp(again, x, KNHK_CASE_BYTES) == 0); /* accepted bytes are canonical */

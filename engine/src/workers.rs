@@ -236,8 +236,11 @@ pub struct Outcome {
 /// bytes (written and read by the worker) and what the reply thread's book knows of it.
 #[derive(Debug, Clone)]
 pub struct SavedCase {
-    /// [`Case::save`]'s encoding: marking, busy set, side words, registers, seq, state.
-    pub bytes: [u8; knhk_kernel::CASE_BYTES],
+    /// [`Case::save`]'s encoding: marking, busy set, side words, registers, seq, state, MI
+    /// slots. [`knhk_kernel::CASE_BYTES`] long when saved here; a checkpoint of an older log may
+    /// hold an earlier format (144 bytes, format 1), which restore still reads. Allocated with
+    /// the job, so the worker writes into it without allocating.
+    pub bytes: Vec<u8>,
     pub created_ns: u64,
     /// The case's data as the server reports it.
     pub regs: [i64; REGISTERS],
@@ -251,7 +254,7 @@ pub struct SavedCase {
 impl Default for SavedCase {
     fn default() -> SavedCase {
         SavedCase {
-            bytes: [0; knhk_kernel::CASE_BYTES],
+            bytes: vec![0; knhk_kernel::CASE_BYTES],
             created_ns: 0,
             regs: [0; REGISTERS],
             terminal: false,
@@ -695,7 +698,12 @@ impl Worker {
                     exec::create(net, &mut shard.cases[slot], op.reg_mask, regs)
                 }
                 OpKind::Save => match job.saved.get_mut(op.data as usize) {
-                    Some(saved) => exec::save(net, &shard.cases[slot], &mut saved.bytes),
+                    Some(saved) => match <&mut [u8; knhk_kernel::CASE_BYTES]>::try_from(
+                        saved.bytes.as_mut_slice(),
+                    ) {
+                        Ok(out) => exec::save(net, &shard.cases[slot], out),
+                        Err(_) => exec::refused(),
+                    },
                     None => exec::refused(),
                 },
                 OpKind::Restore => match job.saved.get(op.data as usize) {

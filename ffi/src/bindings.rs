@@ -5,14 +5,17 @@ pub const KNHK_VERSION_MINOR: u32 = 1;
 pub const KNHK_VERSION_PATCH: u32 = 0;
 pub const KNHK_VERSION_STRING: &[u8; 6] = b"0.1.0\0";
 pub const KNHK_VERSION_HEX: u32 = 256;
-pub const KNHK_ABI_VERSION: u32 = 4;
+pub const KNHK_ABI_VERSION: u32 = 5;
 pub const KNHK_MAX_CONDITIONS: u32 = 64;
 pub const KNHK_MAX_TASKS: u32 = 64;
 pub const KNHK_MAX_BRANCHES: u32 = 64;
 pub const KNHK_MAX_FLOWS: u32 = 512;
 pub const KNHK_REGISTERS: u32 = 8;
 pub const KNHK_BEAT_LANES: u32 = 8;
-pub const KNHK_STATUS_COUNT: u32 = 40;
+pub const KNHK_MAX_MI_TASKS: u32 = 4;
+pub const KNHK_MI_MAX_INSTANCES: u32 = 65536;
+pub const KNHK_MI_WINDOW_SIZE: u32 = 64;
+pub const KNHK_STATUS_COUNT: u32 = 48;
 pub const KNHK_ORJOIN_MAX_STATES: u32 = 2048;
 pub const KNHK_ORJOIN_MAX_INPUTS: u32 = 6;
 pub const KNHK_ORJOIN_MAX_KEYS: u32 = 512;
@@ -21,6 +24,9 @@ pub const KNHK_ORJOIN_CAP_STATES: u32 = 0;
 pub const KNHK_ORJOIN_CAP_INPUTS: u32 = 1;
 pub const KNHK_ORJOIN_CAP_KEYS: u32 = 2;
 pub const KNHK_ORJOIN_CAP_WORK: u32 = 3;
+pub const KNHK_MI_DYNAMIC: u32 = 1;
+pub const KNHK_MI_KEEP: u32 = 2;
+pub const KNHK_MI_NO_REG: u32 = 255;
 pub const KNHK_HOT_STORAGE_BYTES: u32 = 24576;
 pub const KNHK_FLAG_DONE: u32 = 1;
 pub const KNHK_FLAG_COMPLETED: u32 = 2;
@@ -29,9 +35,9 @@ pub const KNHK_FLAG_EXPLICIT_TERMINATION: u32 = 8;
 pub const KNHK_FLAG_IMPLICIT_TERMINATION: u32 = 16;
 pub const KNHK_NO_TASK: u32 = 255;
 pub const KNHK_EVENT_USE_BITS: u32 = 1;
-pub const KNHK_CASE_BYTES: u32 = 144;
+pub const KNHK_CASE_BYTES: u32 = 248;
 pub const KNHK_CASE_MAGIC: u32 = 1128812107;
-pub const KNHK_CASE_FORMAT: u32 = 1;
+pub const KNHK_CASE_FORMAT: u32 = 2;
 pub const KNHK_OK: knhk_status = 0;
 pub const KNHK_NOT_ENABLED: knhk_status = 1;
 pub const KNHK_NOT_STARTED: knhk_status = 2;
@@ -72,6 +78,14 @@ pub const KNHK_BAD_SIDE_WORDS: knhk_status = 36;
 pub const KNHK_BAD_CASE_STATE: knhk_status = 37;
 pub const KNHK_BAD_ENABLED: knhk_status = 38;
 pub const KNHK_OR_JOIN_CAP: knhk_status = 39;
+pub const KNHK_MI_TASK: knhk_status = 40;
+pub const KNHK_NOT_MI_TASK: knhk_status = 41;
+pub const KNHK_BAD_INSTANCE: knhk_status = 42;
+pub const KNHK_MI_LIMIT: knhk_status = 43;
+pub const KNHK_MI_WINDOW: knhk_status = 44;
+pub const KNHK_BAD_MI: knhk_status = 45;
+pub const KNHK_CAPACITY_MI: knhk_status = 46;
+pub const KNHK_BAD_MI_SLOT: knhk_status = 47;
 #[doc = " Status of every operation. Values are stable ABI."]
 pub type knhk_status = ::core::ffi::c_uint;
 pub const KNHK_JOIN_AND: knhk_join = 0;
@@ -134,6 +148,20 @@ pub struct knhk_branch {
 }
 #[doc = " One outgoing flow of a task, in evaluation order."]
 pub type knhk_branch_t = knhk_branch;
+#[doc = " A multiple-instance task's attributes (knhk_net_set_mi), as YAWL's\n  multipleInstanceAttributes: minimum, maximum, threshold, creation mode. 16 bytes."]
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct knhk_mi_spec {
+    pub minimum: u32,
+    pub maximum: u32,
+    pub threshold: u32,
+    pub flags: u8,
+    pub count_reg: u8,
+    pub slot: u8,
+    pub reserved: u8,
+}
+#[doc = " A multiple-instance task's attributes (knhk_net_set_mi), as YAWL's\n  multipleInstanceAttributes: minimum, maximum, threshold, creation mode. 16 bytes."]
+pub type knhk_mi_spec_t = knhk_mi_spec;
 #[doc = " A task as the builder records it (the general path reads this). One cache line."]
 #[repr(C)]
 #[repr(align(64))]
@@ -151,7 +179,7 @@ pub struct knhk_task {
     pub ndefaults: u8,
     pub race: u8,
     pub first_branch: u16,
-    pub reserved: [u8; 16usize],
+    pub mi: knhk_mi_spec_t,
 }
 impl Default for knhk_task {
     fn default() -> Self {
@@ -206,7 +234,20 @@ impl Default for knhk_net {
 }
 #[doc = " A net in caller-owned memory. Build with knhk_net_* and seal before running cases.\n  The fields are readable; write them only through the builder."]
 pub type knhk_net_t = knhk_net;
-#[doc = " The state of one case: two cache lines, no pointers."]
+#[doc = " The instances of one activation of a multiple-instance task (knhk_case_t.mi). 32 bytes.\n  Instance ids are 0 .. created-1. Every instance below base has completed; instance\n  base + k is started when bit k of `started` is set and completed when bit k of `done` is\n  (base moves past completed instances at once, so bit 0 of done is always clear); an\n  instance at or past base + 64 has not started. A slot not in use is all zero."]
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct knhk_mi_slot {
+    pub started: u64,
+    pub done: u64,
+    pub base: u32,
+    pub created: u32,
+    pub completed: u32,
+    pub reserved: u32,
+}
+#[doc = " The instances of one activation of a multiple-instance task (knhk_case_t.mi). 32 bytes.\n  Instance ids are 0 .. created-1. Every instance below base has completed; instance\n  base + k is started when bit k of `started` is set and completed when bit k of `done` is\n  (base moves past completed instances at once, so bit 0 of done is always clear); an\n  instance at or past base + 64 has not started. A slot not in use is all zero."]
+pub type knhk_mi_slot_t = knhk_mi_slot;
+#[doc = " The state of one case: four cache lines, no pointers."]
 #[repr(C)]
 #[repr(align(64))]
 #[derive(Debug, Copy, Clone)]
@@ -218,8 +259,10 @@ pub struct knhk_case {
     pub seq: u64,
     pub flags: u32,
     pub reserved: u32,
-    pub reserved2: [u64; 2usize],
+    pub mi_live: u64,
+    pub reserved2: u64,
     pub regs: [i64; 8usize],
+    pub mi: [knhk_mi_slot_t; 4usize],
 }
 impl Default for knhk_case {
     fn default() -> Self {
@@ -230,7 +273,7 @@ impl Default for knhk_case {
         }
     }
 }
-#[doc = " The state of one case: two cache lines, no pointers."]
+#[doc = " The state of one case: four cache lines, no pointers."]
 pub type knhk_case_t = knhk_case;
 #[doc = " Eight cases side by side, struct of arrays: lane i of every field is case i (the fields\n  mean what knhk_case_t's do). knhk_block_fire runs a beat over a block with vector loads and\n  stores where the CPU has them. Copy a case in or out with knhk_block_set/knhk_block_get.\n  Caller-owned memory; a block is owned by one thread at a time, like a case. 896 bytes."]
 #[repr(C)]
@@ -364,6 +407,14 @@ unsafe extern "C" {
     pub fn knhk_net_add_cancel_task(net: *mut knhk_net_t, task: u32, victim: u32) -> knhk_status;
 }
 unsafe extern "C" {
+    #[doc = " Makes `task` a multiple-instance task (WCP-12..15, 34..36) with the attributes in *spec\n  (its `slot` is ignored and set here; a second call replaces the attributes). Starting the\n  task creates its instances (knhk_start, knhk_start_mi); each instance starts and completes\n  on its own (knhk_instance_start, knhk_instance_complete); the task completes (cancellation\n  set, then split) with the instance completion that reaches min(threshold, created), or that\n  completes every created instance. The instances not completed then are withdrawn (slot\n  cleared: YAWL's cancelling partial join, WCP-35), or with KNHK_MI_KEEP run on to their own\n  completion (WCP-34, WCP-12). A dynamic task (KNHK_MI_DYNAMIC) gains instances while it runs\n  (knhk_instance_add), up to its maximum (WCP-15, WCP-36). An MI task never takes fire's\n  short path; in a net with a KNHK_MI_KEEP task no task that marks the output does either.\n  Withdrawing an MI task (a cancellation set, knhk_cancel_task, knhk_cancel_case, explicit\n  termination) withdraws its instances. Returns KNHK_OK, KNHK_BAD_ARGUMENT (spec NULL),\n  KNHK_SEALED, KNHK_BAD_TASK, KNHK_BAD_MI or KNHK_CAPACITY_MI (a further task past\n  KNHK_MAX_MI_TASKS)."]
+    pub fn knhk_net_set_mi(
+        net: *mut knhk_net_t,
+        task: u32,
+        spec: *const knhk_mi_spec_t,
+    ) -> knhk_status;
+}
+unsafe extern "C" {
     #[doc = " Validates the net once and, on success, makes it immutable and runnable. Checks, in this\n  order: input/output set and distinct, no flow into the input or out of the output, every\n  task has an input and an output flow, one default per XOR/OR split, every element\n  reachable from the input and able to reach the output, no multi-merge (concurrent\n  branches of an AND/OR split reaching one condition). A task with a single input condition\n  and an AND or OR join is normalised to XOR (same behaviour).\n\n  OR-joins: one matched by a structured OR-split (each split branch reaches exactly one\n  join input, together all of them) is the structured synchronizing merge (WCP-7: side\n  words, a mask test at run time). Any other is general (WCP-37, WCP-38) and decided as the\n  YAWL engine decides it: enabled when an input is marked and no state reachable from the\n  current one without firing it marks the marked inputs and a further one, asked of the net\n  restricted to what can reach the join's inputs, with busy tasks able to complete,\n  cancellation sets applied, any split outcome possible (data is not known), other OR-joins\n  and discriminators taking one token from one input, and a completion onto a marked\n  condition impossible (as in the kernel). Seal explores the case's reachable states and, per\n  general OR-join, the restricted net's, and stores the enabling states' keys (marking and\n  busy set within the restricted net) in the net; at run time the decision is two masks and\n  a hash-table probe, no allocation and no exploration. Start of a general OR-join consumes\n  every marked input. A state seal did not reach (only a restored case can be in one) finds\n  no key: the OR-join waits, unless nothing upstream of it can move (then it is enabled).\n  Seal refuses with KNHK_OR_JOIN_CAP (report: the OR-join, and in `other` the cap) when an\n  exploration would pass KNHK_ORJOIN_MAX_STATES states, an OR-join has more than\n  KNHK_ORJOIN_MAX_INPUTS inputs, the net more than KNHK_ORJOIN_MAX_KEYS enabling keys, or\n  the explorations together generate more than KNHK_ORJOIN_MAX_WORK states (duplicates\n  included: this bounds seal's time, as the others bound its memory). The exploration runs\n  on the stack (about 130 KiB, only for nets with a general OR-join).\n\n  `report` may be NULL; when given it receives the status and the element that failed.\n  Returns KNHK_OK or the first defect's status; a failed seal leaves the net unsealed and\n  otherwise unchanged."]
     pub fn knhk_net_seal(net: *mut knhk_net_t, report: *mut knhk_seal_report_t) -> knhk_status;
 }
@@ -437,6 +488,75 @@ unsafe extern "C" {
 unsafe extern "C" {
     #[doc = " Cancels the whole case (WCP-20): clears marking and busy set, flags it CANCELLED.\n  Returns KNHK_OK or KNHK_CASE_COMPLETE."]
     pub fn knhk_cancel_case(net: *const knhk_net_t, c: *mut knhk_case_t) -> knhk_status;
+}
+unsafe extern "C" {
+    #[doc = " Starts MI task t creating `count` instances (WCP-14: a count known at run time). knhk_start\n  on an MI task creates regs[count_reg] instances, or the minimum without a count register.\n  Returns knhk_start's statuses, KNHK_NOT_MI_TASK, or KNHK_MI_LIMIT (count outside\n  [minimum, maximum])."]
+    pub fn knhk_start_mi(
+        net: *const knhk_net_t,
+        c: *mut knhk_case_t,
+        t: u32,
+        count: u32,
+    ) -> knhk_status;
+}
+unsafe extern "C" {
+    #[doc = " Starts instance `instance` of MI task t. Returns KNHK_OK, KNHK_BAD_TASK, KNHK_CASE_COMPLETE,\n  KNHK_NOT_MI_TASK, KNHK_NOT_STARTED (the task has no live instances), KNHK_BAD_INSTANCE (not\n  created, or already started) or KNHK_MI_WINDOW."]
+    pub fn knhk_instance_start(
+        net: *const knhk_net_t,
+        c: *mut knhk_case_t,
+        t: u32,
+        instance: u32,
+    ) -> knhk_status;
+}
+unsafe extern "C" {
+    #[doc = " Completes started instance `instance` of MI task t; when that reaches the threshold (or\n  completes every instance) the task completes too, its split's guards evaluated on c->regs.\n  Returns KNHK_OK, KNHK_BAD_TASK, KNHK_CASE_COMPLETE, KNHK_NOT_MI_TASK, KNHK_NOT_STARTED,\n  KNHK_BAD_INSTANCE (not created, not started, or already completed) or, when the task's\n  completion would put a token on a marked condition, KNHK_SAFETY_VIOLATION (the instance\n  stays started)."]
+    pub fn knhk_instance_complete(
+        net: *const knhk_net_t,
+        c: *mut knhk_case_t,
+        t: u32,
+        instance: u32,
+    ) -> knhk_status;
+}
+unsafe extern "C" {
+    #[doc = " knhk_instance_complete with the caller's predicate bits for the task's split (as\n  knhk_complete_bits64), used when the instance completes the task."]
+    pub fn knhk_instance_complete_bits64(
+        net: *const knhk_net_t,
+        c: *mut knhk_case_t,
+        t: u32,
+        instance: u32,
+        branch_bits: u64,
+    ) -> knhk_status;
+}
+unsafe extern "C" {
+    #[doc = " Creates one more instance of running dynamic MI task t (WCP-15, WCP-36); its id (the\n  number created before) goes to *out_instance (may be NULL). Returns KNHK_OK, KNHK_BAD_TASK,\n  KNHK_CASE_COMPLETE, KNHK_NOT_MI_TASK, KNHK_NOT_STARTED (the task is not running) or\n  KNHK_MI_LIMIT (the maximum is reached, or the task creates statically)."]
+    pub fn knhk_instance_add(
+        net: *const knhk_net_t,
+        c: *mut knhk_case_t,
+        t: u32,
+        out_instance: *mut u32,
+    ) -> knhk_status;
+}
+pub const KNHK_INSTANCE_NONE: knhk_instance_state = 0;
+pub const KNHK_INSTANCE_CREATED: knhk_instance_state = 1;
+pub const KNHK_INSTANCE_STARTED: knhk_instance_state = 2;
+pub const KNHK_INSTANCE_COMPLETED: knhk_instance_state = 3;
+#[doc = " Instance states (knhk_instance_state_of)."]
+pub type knhk_instance_state = ::core::ffi::c_uint;
+unsafe extern "C" {
+    #[doc = " The state of instance `instance` of task t in *c (a knhk_instance_state; NONE for a task\n  that is not MI or has no live slot). Reads only."]
+    pub fn knhk_instance_state_of(
+        net: *const knhk_net_t,
+        c: *const knhk_case_t,
+        t: u32,
+        instance: u32,
+    ) -> u32;
+}
+unsafe extern "C" {
+    #[doc = " The slot of MI task t in *c (NULL when t is not an MI task of a sealed net)."]
+    pub fn knhk_instance_slot(
+        net: *const knhk_net_t,
+        c: *const knhk_case_t,
+        t: u32,
+    ) -> *const knhk_mi_slot_t;
 }
 unsafe extern "C" {
     #[doc = " Running, complete, deadlocked or cancelled."]
@@ -558,7 +678,7 @@ unsafe extern "C" {
     pub fn knhk_net_fingerprint(net: *const knhk_net_t) -> u64;
 }
 unsafe extern "C" {
-    #[doc = " Checks that *c is a valid case of `net` (see above). Returns KNHK_OK, KNHK_BAD_ARGUMENT\n  (NULL), KNHK_NOT_SEALED, or the first defect in this order: KNHK_BAD_MARKING, KNHK_BAD_BUSY,\n  KNHK_BAD_FLAGS, KNHK_BAD_SIDE_WORDS, KNHK_BAD_CASE_STATE. Reads only."]
+    #[doc = " Checks that *c is a valid case of `net` (see above). Returns KNHK_OK, KNHK_BAD_ARGUMENT\n  (NULL), KNHK_NOT_SEALED, or the first defect in this order: KNHK_BAD_MARKING, KNHK_BAD_BUSY,\n  KNHK_BAD_FLAGS, KNHK_BAD_SIDE_WORDS, KNHK_BAD_MI_SLOT, KNHK_BAD_CASE_STATE. Reads only."]
     pub fn knhk_case_check(net: *const knhk_net_t, c: *const knhk_case_t) -> knhk_status;
 }
 unsafe extern "C" {

@@ -22,7 +22,12 @@ const uint64_t knhk_layout_probe[] = {
     ENTRY(knhk_task_t, cancel_tasks), ENTRY(knhk_task_t, or_expect_all), ENTRY(knhk_task_t, join),
     ENTRY(knhk_task_t, split), ENTRY(knhk_task_t, nbranches), ENTRY(knhk_task_t, default_branch),
     ENTRY(knhk_task_t, ndefaults), ENTRY(knhk_task_t, race), ENTRY(knhk_task_t, first_branch),
-    ENTRY(knhk_task_t, reserved),
+    ENTRY(knhk_task_t, mi),
+
+    sizeof(knhk_mi_spec_t), _Alignof(knhk_mi_spec_t),
+    ENTRY(knhk_mi_spec_t, minimum), ENTRY(knhk_mi_spec_t, maximum), ENTRY(knhk_mi_spec_t, threshold),
+    ENTRY(knhk_mi_spec_t, flags), ENTRY(knhk_mi_spec_t, count_reg), ENTRY(knhk_mi_spec_t, slot),
+    ENTRY(knhk_mi_spec_t, reserved),
 
     sizeof(knhk_hot_storage_t), _Alignof(knhk_hot_storage_t),
 
@@ -35,7 +40,13 @@ const uint64_t knhk_layout_probe[] = {
     sizeof(knhk_case_t), _Alignof(knhk_case_t),
     ENTRY(knhk_case_t, marking), ENTRY(knhk_case_t, busy), ENTRY(knhk_case_t, or_expect),
     ENTRY(knhk_case_t, absorb), ENTRY(knhk_case_t, seq), ENTRY(knhk_case_t, flags),
-    ENTRY(knhk_case_t, reserved), ENTRY(knhk_case_t, reserved2), ENTRY(knhk_case_t, regs),
+    ENTRY(knhk_case_t, reserved), ENTRY(knhk_case_t, mi_live), ENTRY(knhk_case_t, reserved2),
+    ENTRY(knhk_case_t, regs), ENTRY(knhk_case_t, mi),
+
+    sizeof(knhk_mi_slot_t), _Alignof(knhk_mi_slot_t),
+    ENTRY(knhk_mi_slot_t, started), ENTRY(knhk_mi_slot_t, done), ENTRY(knhk_mi_slot_t, base),
+    ENTRY(knhk_mi_slot_t, created), ENTRY(knhk_mi_slot_t, completed),
+    ENTRY(knhk_mi_slot_t, reserved),
 
     sizeof(knhk_block_t), _Alignof(knhk_block_t),
     ENTRY(knhk_block_t, marking), ENTRY(knhk_block_t, busy), ENTRY(knhk_block_t, or_expect),

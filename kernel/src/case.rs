@@ -1,4 +1,4 @@
-//! A case: the state of one workflow instance, 128 bytes, 64-byte aligned, no pointers.
+//! A case: the state of one workflow instance, 256 bytes, 64-byte aligned, no pointers.
 use crate::{Error, Net};
 use knhk_sys as sys;
 
@@ -162,8 +162,17 @@ impl PartialEq for Case {
             && a.seq == b.seq
             && a.flags == b.flags
             && a.reserved == b.reserved
+            && a.mi_live == b.mi_live
             && a.reserved2 == b.reserved2
             && a.regs == b.regs
+            && a.mi.iter().zip(b.mi.iter()).all(|(x, y)| {
+                x.started == y.started
+                    && x.done == y.done
+                    && x.base == y.base
+                    && x.created == y.created
+                    && x.completed == y.completed
+                    && x.reserved == y.reserved
+            })
     }
 }
 impl Eq for Case {}
@@ -178,6 +187,11 @@ impl core::fmt::Debug for Case {
             .field("seq", &self.raw.seq)
             .field("flags", &self.raw.flags)
             .field("regs", &self.raw.regs)
+            .field("mi_live", &format_args!("{:#x}", self.raw.mi_live))
+            .field(
+                "mi",
+                &self.raw.mi.map(|m| (m.created, m.base, m.started, m.done)),
+            )
             .finish()
     }
 }

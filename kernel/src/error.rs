@@ -92,6 +92,26 @@ pub enum Error {
     /// [`crate::ORJOIN_MAX_KEYS`] enabling keys or [`crate::ORJOIN_MAX_WORK`] generated states);
     /// [`SealError::or_join_cap`] says which.
     OrJoinCap = sys::KNHK_OR_JOIN_CAP,
+    /// Complete or fire (or a block lane) names a multiple-instance task: its instances
+    /// complete one by one ([`crate::Net::complete_instance`]).
+    MiTask = sys::KNHK_MI_TASK,
+    /// An instance operation names a task that is not multiple-instance.
+    NotMiTask = sys::KNHK_NOT_MI_TASK,
+    /// The instance was not created, or is already started (start), not started or already
+    /// completed (complete).
+    BadInstance = sys::KNHK_BAD_INSTANCE,
+    /// Start: the instance count is outside the task's [minimum, maximum]; add: the task has
+    /// its maximum, or creates instances statically.
+    MiLimit = sys::KNHK_MI_LIMIT,
+    /// Instance start [`crate::MI_WINDOW`] or more past the oldest unfinished instance.
+    MiWindow = sys::KNHK_MI_WINDOW,
+    /// Builder: bad multiple-instance attributes (minimum 0 or above the maximum, maximum past
+    /// [`crate::MI_MAX_INSTANCES`], threshold 0 without keep, count register out of range).
+    BadMi = sys::KNHK_BAD_MI,
+    /// Builder: more than [`crate::MAX_MI_TASKS`] multiple-instance tasks.
+    CapacityMi = sys::KNHK_CAPACITY_MI,
+    /// Case check: the MI slots or `mi_live` disagree with the net or the busy set.
+    BadMiSlot = sys::KNHK_BAD_MI_SLOT,
 }
 
 impl Error {
@@ -110,7 +130,7 @@ impl Error {
     #[cold]
     pub fn from_raw(status: u32) -> Error {
         use Error::*;
-        const ALL: [Error; 39] = [
+        const ALL: [Error; 47] = [
             NotEnabled,
             NotStarted,
             SafetyViolation,
@@ -150,6 +170,14 @@ impl Error {
             BadCaseState,
             BadEnabled,
             OrJoinCap,
+            MiTask,
+            NotMiTask,
+            BadInstance,
+            MiLimit,
+            MiWindow,
+            BadMi,
+            CapacityMi,
+            BadMiSlot,
         ];
         const _: () = assert!(ALL.len() + 1 == sys::KNHK_STATUS_COUNT as usize);
         ALL.iter()
@@ -215,6 +243,20 @@ impl fmt::Display for Error {
             Error::BadCaseState => "case flags disagree with its marking",
             Error::BadEnabled => "saved enabled set differs from the one the net's rules give",
             Error::OrJoinCap => "non-local OR-join past a seal-time cap of its analysis",
+            Error::MiTask => "task is multiple-instance: complete its instances",
+            Error::NotMiTask => "task is not multiple-instance",
+            Error::BadInstance => {
+                "no such instance in this state (not created, already started, not started or already completed)"
+            }
+            Error::MiLimit => {
+                "instance count outside the task's minimum and maximum (or the task creates statically)"
+            }
+            Error::MiWindow => {
+                "instance starts 64 or more past the task's oldest unfinished instance"
+            }
+            Error::BadMi => "bad multiple-instance attributes",
+            Error::CapacityMi => "more than 4 multiple-instance tasks in one net",
+            Error::BadMiSlot => "case's multiple-instance state disagrees with the net",
         };
         write!(f, "{} ({})", what, self.name())
     }

@@ -5,7 +5,8 @@
 //!
 //! - [`Net`]: built through builder methods into caller storage, sealed once, then immutable
 //!   and `Sync`.
-//! - [`Case`]: 128 bytes, 64-byte aligned: marking, busy set, side words, registers.
+//! - [`Case`]: 256 bytes, 64-byte aligned: marking, busy set, side words, registers, the
+//!   slots of multiple-instance tasks ([`MiSpec`]).
 //! - [`Net::beat`]: up to 8 (case, event) pairs in one call.
 //! - [`Case::save`] / [`Case::restore`]: a case as [`CASE_BYTES`] checked bytes for a
 //!   checkpoint; restore refuses bytes that do not fit the net.
@@ -36,6 +37,7 @@ mod case;
 pub mod clock;
 mod error;
 mod guard;
+mod mi;
 mod net;
 pub mod ring;
 
@@ -44,6 +46,7 @@ pub use block::{Block, BlockPath, NO_TASK};
 pub use case::{flags, Case, CaseState, CASE_BYTES};
 pub use error::{Element, Error, OrJoinCap, SealError};
 pub use guard::{Guard, GuardOp, Operand, Term};
+pub use mi::{InstanceState, Instances, MiSpec, MAX_MI_TASKS, MI_MAX_INSTANCES, MI_WINDOW};
 pub use net::{Join, Net, Split, TaskView};
 
 /// Raw bindings, for callers that need the C view.
@@ -76,7 +79,7 @@ pub const ORJOIN_MAX_KEYS: usize = knhk_sys::KNHK_ORJOIN_MAX_KEYS as usize;
 /// explorations together.
 pub const ORJOIN_MAX_WORK: usize = knhk_sys::KNHK_ORJOIN_MAX_WORK as usize;
 
-const _: () = assert!(core::mem::size_of::<Case>() == 128);
+const _: () = assert!(core::mem::size_of::<Case>() == 256);
 const _: () = assert!(core::mem::align_of::<Case>() == 64);
 const _: () = assert!(core::mem::size_of::<Event>() == 16);
 const _: () = assert!(core::mem::size_of::<Block>() == 896);

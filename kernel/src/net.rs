@@ -100,6 +100,13 @@ impl<'a> TaskView<'a> {
     pub fn default_branch(&self) -> Option<usize> {
         (self.raw.ndefaults > 0).then_some(self.raw.default_branch as usize)
     }
+    /// The task's multiple-instance attributes, if it is an MI task.
+    pub fn mi(&self) -> Option<crate::MiSpec> {
+        crate::MiSpec::from_raw(&self.raw.mi)
+    }
+    pub(crate) fn mi_slot(&self) -> Option<usize> {
+        (self.raw.mi.slot != 0).then(|| (self.raw.mi.slot as usize - 1) % crate::MAX_MI_TASKS)
+    }
 }
 
 /// A workflow net in the kernel's hot form (~36 KB). Keep it in a `Box` or a `static` when

@@ -10,10 +10,17 @@
 //! (`Case::save`, `Case::restore`): the restored case must equal it and, given the same step,
 //! return the same status and bytes; after every step `Case::check` must accept the case.
 //!
+//! Multiple-instance tasks (about a third of the nets make some single tasks MI, with random
+//! minimum, maximum, threshold, creation mode and keep): the reference keeps each live MI
+//! task's instances as sets (created count, started, completed); instance steps (start,
+//! complete, add) go through the single-case calls and the array beats' cases alike (a beat
+//! has no instance op), and nets with MI tasks skip the block paths (a block holds no MI
+//! slots; `knhk.h`: an MI task's start in a lane is refused, tested in C).
+//!
 //! `KNHK_DIFF_CASES` sets the number of sequences (default 10,000).
 use knhk_kernel::{
-    flags, Block, BlockPath, Case, CaseState, Error, Event, Guard, GuardOp, Join, Net, Op, Split,
-    Term, MAX_BRANCHES, NO_TASK,
+    flags, Block, BlockPath, Case, CaseState, Error, Event, Guard, GuardOp, InstanceState, Join,
+    MiSpec, Net, Op, Split, Term, MAX_BRANCHES, MAX_MI_TASKS, NO_TASK,
 };
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
@@ -42,6 +49,8 @@ struct TaskM {
     /// An OR-join without a matching structured OR-split: the kernel decides it by the YAWL
     /// rule (the reference explores, see `RefCase::yawl_or_join_enabled`).
     general_or: bool,
+    /// Multiple instances.
+    mi: Option<MiSpec>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -66,6 +75,7 @@ impl Model {
             cancel_conds: vec![],
             cancel_tasks: vec![],
             general_or: false,
+            mi: None,
         });
         self.tasks.len() as u32 - 1
     }
@@ -108,6 +118,9 @@ impl Model {
             }
             for &v in &t.cancel_tasks {
                 net.add_cancel_task(id, v).map_err(err)?;
+            }
+            if let Some(spec) = t.mi {
+                net.set_mi(id, spec).map_err(err)?;
             }
         }
         net.seal()?;
@@ -414,6 +427,39 @@ fn generate(seed: u64) -> Model {
             m.tasks[k as usize].cancel_conds = region.conds.clone();
             m.tasks[k as usize].cancel_tasks = region.tasks.clone();
         }
+        // multiple instances on some single tasks of about a third of the nets, from an RNG of
+        // its own (the nets' shapes stay those of the seed)
+        let mut mi_rng = Rng(seed.rotate_left(17) ^ 0x6d69_6d69_6d69_6d69 | 1);
+        if mi_rng.below(3) == 0 {
+            let singles: Vec<usize> = (0..m.tasks.len())
+                .filter(|&t| {
+                    let task = &m.tasks[t];
+                    task.pre.len() == 1 && task.branches.len() == 1 && task.split == Split::And
+                })
+                .collect();
+            for t in singles {
+                let used = m.tasks.iter().filter(|t| t.mi.is_some()).count();
+                if used >= MAX_MI_TASKS || mi_rng.below(2) == 0 {
+                    continue;
+                }
+                let minimum = 1 + mi_rng.below(3) as u32;
+                let maximum = minimum + mi_rng.below(3) as u32;
+                let keep = mi_rng.below(3) == 0;
+                let threshold = match mi_rng.below(4) {
+                    0 if keep => 0,
+                    0 | 1 => 1 + mi_rng.below(maximum as u64) as u32,
+                    _ => maximum + mi_rng.below(2) as u32,
+                };
+                m.tasks[t].mi = Some(MiSpec {
+                    minimum,
+                    maximum,
+                    threshold,
+                    dynamic: mi_rng.below(2) == 0,
+                    keep,
+                    count_register: (mi_rng.below(3) == 0).then_some(mi_rng.below(4) as u8),
+                });
+            }
+        }
         if m.nconds <= 64
             && m.tasks.len() <= 64
             && m.tasks.iter().all(|t| t.branches.len() <= MAX_BRANCHES)
@@ -445,6 +491,15 @@ struct RefCase {
     implicit: bool,
     seq: u64,
     regs: [i64; 8],
+    /// Live MI tasks: their instances.
+    mi: BTreeMap<u32, RefMi>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+struct RefMi {
+    created: u32,
+    started: BTreeSet<u32>,
+    completed: BTreeSet<u32>,
 }
 
 fn term_holds(t: &Term, regs: &[i64; 8]) -> bool {
@@ -492,6 +547,7 @@ impl RefCase {
             implicit: false,
             seq: 0,
             regs: [0; 8],
+            mi: BTreeMap::new(),
         }
     }
 
@@ -513,7 +569,7 @@ impl RefCase {
     }
 
     fn enabled(&self, m: &Model, t: u32) -> bool {
-        if self.done || self.busy.contains(&t) {
+        if self.done || self.busy.contains(&t) || self.mi.contains_key(&t) {
             return false;
         }
         let task = &m.tasks[t as usize];
@@ -754,6 +810,7 @@ impl RefCase {
         }
         for &v in &task.cancel_tasks {
             next.busy.remove(&v);
+            next.mi.remove(&v);
         }
         next.busy.remove(&t);
         let chosen = Self::chosen_branches(m, t, bits);
@@ -782,18 +839,21 @@ impl RefCase {
 
     fn settle(&mut self, m: &Model) {
         if self.marked(m.output) {
-            let others = self.tokens.keys().any(|&c| c != m.output) || !self.busy.is_empty();
+            let others = self.tokens.keys().any(|&c| c != m.output)
+                || !self.busy.is_empty()
+                || !self.mi.is_empty();
             if others {
                 self.explicit = true;
             }
             self.tokens.clear();
             self.tokens.insert(m.output, 1);
             self.busy.clear();
+            self.mi.clear();
             self.or_expect.clear();
             self.absorb.clear();
             self.done = true;
             self.completed = true;
-        } else if self.tokens.is_empty() && self.busy.is_empty() {
+        } else if self.tokens.is_empty() && self.busy.is_empty() && self.mi.is_empty() {
             self.done = true;
             self.completed = true;
             self.implicit = true;
@@ -810,6 +870,48 @@ impl RefCase {
         Ok(())
     }
 
+    /// An MI task's start: the count (register or minimum) within [minimum, maximum], the
+    /// instances created, and with threshold 0 the task's completion at once.
+    fn start_mi(
+        &self,
+        m: &Model,
+        t: u32,
+        spec: MiSpec,
+        count: Option<i64>,
+    ) -> Result<RefCase, Error> {
+        let count = count.unwrap_or_else(|| match spec.count_register {
+            Some(r) => self.regs[r as usize],
+            None => i64::from(spec.minimum),
+        });
+        if count < i64::from(spec.minimum) || count > i64::from(spec.maximum) {
+            return Err(Error::MiLimit);
+        }
+        let mut n = self.clone();
+        n.do_start(m, t);
+        n.mi.insert(
+            t,
+            RefMi {
+                created: count as u32,
+                ..RefMi::default()
+            },
+        );
+        if spec.threshold == 0 {
+            let bits = self.guard_bits(m, t);
+            n = n.do_complete(m, t, bits)?;
+        }
+        Ok(n)
+    }
+
+    /// Admission of an instance step: the task exists, is MI and has live instances.
+    fn admit_mi(&self, m: &Model, t: u32) -> Result<MiSpec, Error> {
+        self.admit(m, t)?;
+        let spec = m.tasks[t as usize].mi.ok_or(Error::NotMiTask)?;
+        if !self.mi.contains_key(&t) {
+            return Err(Error::NotStarted);
+        }
+        Ok(spec)
+    }
+
     fn apply(&mut self, m: &Model, op: &Step) -> Result<(), Error> {
         let next = match *op {
             Step::Start(t) => {
@@ -817,12 +919,65 @@ impl RefCase {
                 if !self.enabled(m, t) {
                     return Err(Error::NotEnabled);
                 }
+                if let Some(spec) = m.tasks[t as usize].mi {
+                    self.start_mi(m, t, spec, None)?
+                } else {
+                    let mut n = self.clone();
+                    n.do_start(m, t);
+                    n
+                }
+            }
+            Step::StartInstance(t, i) => {
+                self.admit_mi(m, t)?;
+                let mi = &self.mi[&t];
+                if i >= mi.created || mi.started.contains(&i) {
+                    return Err(Error::BadInstance);
+                }
                 let mut n = self.clone();
-                n.do_start(m, t);
+                n.mi.get_mut(&t).expect("live").started.insert(i);
+                n
+            }
+            Step::CompleteInstance(t, i, bits) => {
+                let spec = self.admit_mi(m, t)?;
+                let mi = &self.mi[&t];
+                if i >= mi.created || !mi.started.contains(&i) || mi.completed.contains(&i) {
+                    return Err(Error::BadInstance);
+                }
+                let mut n = self.clone();
+                let slot = n.mi.get_mut(&t).expect("live");
+                slot.completed.insert(i);
+                let (completed, created) = (slot.completed.len() as u32, slot.created);
+                if n.busy.contains(&t) {
+                    if completed >= spec.threshold.min(created) {
+                        if !spec.keep || completed == created {
+                            n.mi.remove(&t);
+                        }
+                        let bits = bits.unwrap_or_else(|| self.guard_bits(m, t));
+                        n = n.do_complete(m, t, bits)?;
+                    }
+                } else if completed == created {
+                    n.mi.remove(&t);
+                    n.settle(m);
+                }
+                n
+            }
+            Step::AddInstance(t) => {
+                let spec = self.admit_mi(m, t)?;
+                if !self.busy.contains(&t) {
+                    return Err(Error::NotStarted);
+                }
+                if !spec.dynamic || self.mi[&t].created >= spec.maximum {
+                    return Err(Error::MiLimit);
+                }
+                let mut n = self.clone();
+                n.mi.get_mut(&t).expect("live").created += 1;
                 n
             }
             Step::Complete(t, bits) => {
                 self.admit(m, t)?;
+                if m.tasks[t as usize].mi.is_some() {
+                    return Err(Error::MiTask);
+                }
                 if !self.busy.contains(&t) {
                     return Err(Error::NotStarted);
                 }
@@ -831,6 +986,9 @@ impl RefCase {
             }
             Step::Fire(t, bits) => {
                 self.admit(m, t)?;
+                if m.tasks[t as usize].mi.is_some() {
+                    return Err(Error::MiTask);
+                }
                 if !self.enabled(m, t) {
                     return Err(Error::NotEnabled);
                 }
@@ -842,8 +1000,9 @@ impl RefCase {
             Step::CancelTask(t) => {
                 self.admit(m, t)?;
                 let mut n = self.clone();
-                if n.busy.contains(&t) {
+                if n.busy.contains(&t) || n.mi.contains_key(&t) {
                     n.busy.remove(&t);
+                    n.mi.remove(&t);
                 } else if n.enabled(m, t) {
                     n.do_start(m, t);
                     n.busy.remove(&t);
@@ -862,6 +1021,7 @@ impl RefCase {
                 n.busy.clear();
                 n.or_expect.clear();
                 n.absorb.clear();
+                n.mi.clear();
                 n.done = true;
                 n.cancelled = true;
                 n
@@ -878,7 +1038,11 @@ impl RefCase {
             CaseState::Cancelled
         } else if self.completed {
             CaseState::Complete
-        } else if self.busy.is_empty() && !self.tokens.is_empty() && self.enabled_set(m) == 0 {
+        } else if self.busy.is_empty()
+            && self.mi.is_empty()
+            && !self.tokens.is_empty()
+            && self.enabled_set(m) == 0
+        {
             CaseState::Deadlocked
         } else {
             CaseState::Running
@@ -925,6 +1089,24 @@ impl RefCase {
         assert_eq!(case.regs(), &self.regs, "{ctx}: regs");
         assert_eq!(net.state(case), self.state(m), "{ctx}: state");
         assert_eq!(net.enabled(case), self.enabled_set(m), "{ctx}: enabled set");
+        let live: BTreeSet<u32> = self.mi.keys().copied().collect();
+        assert_eq!(case.mi_live(), set(&live), "{ctx}: mi_live");
+        for (&t, mi) in &self.mi {
+            let got = case.instances(net, t).expect("live instances");
+            assert_eq!(got.created, mi.created, "{ctx}: task {t} instances created");
+            for i in 0..mi.created + 1 {
+                let want = if i >= mi.created {
+                    InstanceState::None
+                } else if mi.completed.contains(&i) {
+                    InstanceState::Completed
+                } else if mi.started.contains(&i) {
+                    InstanceState::Started
+                } else {
+                    InstanceState::Created
+                };
+                assert_eq!(got.state(i), want, "{ctx}: task {t} instance {i}");
+            }
+        }
     }
 }
 
@@ -940,11 +1122,21 @@ enum Step {
     CancelTask(u32),
     CancelCase,
     SetReg(usize, i64),
+    StartInstance(u32, u32),
+    CompleteInstance(u32, u32, Option<u64>),
+    AddInstance(u32),
 }
 
 /// Turns raw proptest bytes into a step, biased towards enabled and busy tasks so sequences
 /// get deep into the net.
-fn pick_step(raw: (u8, u8, u8, u8), m: &Model, enabled: u64, busy: u64) -> Step {
+fn pick_step(
+    raw: (u8, u8, u8, u8),
+    m: &Model,
+    enabled: u64,
+    busy: u64,
+    case: &Case,
+    net: &Net,
+) -> Step {
     let (kind, which, bits, val) = raw;
     let ntasks = m.tasks.len() as u32;
     let choose = |mask: u64| -> u32 {
@@ -972,6 +1164,19 @@ fn pick_step(raw: (u8, u8, u8, u8), m: &Model, enabled: u64, busy: u64) -> Step 
     } else {
         None
     };
+    // nets with MI tasks: while some have live instances, about half the steps are instance
+    // steps on one of them (instance ids up to one past the created ones)
+    let live = case.mi_live();
+    if live != 0 && matches!(kind % 20, 11..=14 | 17..=19) {
+        let t = choose(live);
+        let created = case.instances(net, t).map_or(0, |x| x.created);
+        let i = u32::from(val) % (created + 1);
+        return match kind % 20 {
+            11 | 12 | 17 => Step::StartInstance(t, i),
+            13 | 14 | 18 => Step::CompleteInstance(t, i, supplied),
+            _ => Step::AddInstance(t),
+        };
+    }
     match kind % 20 {
         0..=6 => Step::Fire(choose(enabled), supplied),
         7..=10 => Step::Start(choose(enabled)),
@@ -991,8 +1196,20 @@ fn kernel_apply(net: &Net, case: &mut Case, step: Step) -> Result<(), Error> {
         Step::Fire(t, Some(b)) => net.fire_with64(case, t, b),
         Step::CancelTask(t) => net.cancel_task(case, t),
         Step::CancelCase => net.cancel_case(case),
+        Step::StartInstance(t, i) => net.start_instance(case, t, i),
+        Step::CompleteInstance(t, i, None) => net.complete_instance(case, t, i),
+        Step::CompleteInstance(t, i, Some(b)) => net.complete_instance_with64(case, t, i, b),
+        Step::AddInstance(t) => net.add_instance(case, t).map(|_| ()),
         Step::SetReg(..) => unreachable!(),
     }
+}
+
+/// Instance steps have no beat op: the shadows run them through the single-case calls.
+fn is_instance_step(step: Step) -> bool {
+    matches!(
+        step,
+        Step::StartInstance(..) | Step::CompleteInstance(..) | Step::AddInstance(_)
+    )
 }
 
 fn beat_event(step: Step) -> Event {
@@ -1005,7 +1222,12 @@ fn beat_event(step: Step) -> Event {
         Step::Fire(t, Some(b)) => Event::with_bits64(0, Op::Fire, task(t), b),
         Step::CancelTask(t) => Event::new(0, Op::CancelTask, task(t)),
         Step::CancelCase => Event::new(0, Op::CancelCase, 0),
-        Step::SetReg(..) => unreachable!(),
+        Step::SetReg(..)
+        | Step::StartInstance(..)
+        | Step::CompleteInstance(..)
+        | Step::AddInstance(_) => {
+            unreachable!()
+        }
     }
 }
 
@@ -1035,10 +1257,11 @@ fn run_sequence(seed: u64, raw_steps: &[(u8, u8, u8, u8)]) {
             block
         })
         .collect();
+    let has_mi = model.tasks.iter().any(|t| t.mi.is_some());
     let mut reference = RefCase::new(&model);
     reference.assert_matches(&case, &model, &net, "initial");
     for (i, &raw) in raw_steps.iter().enumerate() {
-        let step = pick_step(raw, &model, net.enabled(&case), case.busy());
+        let step = pick_step(raw, &model, net.enabled(&case), case.busy(), &case, &net);
         let ctx = format!("seed {seed} step {i} {step:?}");
         if let Step::SetReg(r, v) = step {
             case.regs_mut()[r] = v;
@@ -1082,6 +1305,21 @@ fn run_sequence(seed: u64, raw_steps: &[(u8, u8, u8, u8)]) {
         );
         assert_eq!(restored, case, "{ctx}: restored case after the step");
 
+        if is_instance_step(step) {
+            assert_eq!(
+                kernel_apply(&net, &mut shadow[0], step),
+                got,
+                "{ctx}: shadow status"
+            );
+            assert_eq!(shadow[0], case, "{ctx}: shadow case");
+            for array in &mut arrays {
+                for c in array.iter_mut() {
+                    assert_eq!(kernel_apply(&net, c, step), got, "{ctx}: array status");
+                    assert_eq!(*c, case, "{ctx}: array case");
+                }
+            }
+            continue;
+        }
         // Tasks >= 256 cannot be expressed in a beat lane; they are refused above anyway.
         let mut statuses = [0u8; 8];
         net.beat(&mut shadow, &[beat_event(step)], &mut statuses)
@@ -1119,6 +1357,9 @@ fn run_sequence(seed: u64, raw_steps: &[(u8, u8, u8, u8)]) {
         }
 
         for (&path, block) in paths.iter().zip(blocks.iter_mut()) {
+            if has_mi {
+                break; // a block holds no MI slots
+            }
             let mut lane_statuses = [0u8; 8];
             match step {
                 Step::Fire(t, None) if t < u32::from(NO_TASK) => {
@@ -1239,6 +1480,24 @@ fn generator_covers_every_pattern() {
         }) {
             seen.insert("deferred choice".to_string());
         }
+        for spec in m.tasks.iter().filter_map(|t| t.mi) {
+            seen.insert("mi".to_string());
+            if spec.dynamic {
+                seen.insert("mi dynamic".to_string());
+            }
+            if spec.keep && spec.threshold > 0 {
+                seen.insert("mi keep".to_string());
+            }
+            if spec.threshold == 0 {
+                seen.insert("mi without sync".to_string());
+            }
+            if spec.threshold < spec.minimum && spec.threshold > 0 && !spec.keep {
+                seen.insert("mi cancelling threshold".to_string());
+            }
+            if spec.count_register.is_some() {
+                seen.insert("mi count register".to_string());
+            }
+        }
     }
     for want in [
         "join And",
@@ -1260,6 +1519,12 @@ fn generator_covers_every_pattern() {
         "wide join And",
         "wide join Xor",
         "wide join Or",
+        "mi",
+        "mi dynamic",
+        "mi keep",
+        "mi without sync",
+        "mi cancelling threshold",
+        "mi count register",
     ] {
         assert!(
             seen.contains(want),
@@ -1310,7 +1575,7 @@ fn general_or_joins_decide_both_ways() {
                 rng.below(256) as u8,
                 rng.below(256) as u8,
             );
-            let step = match pick_step(raw, &model, enabled, busy) {
+            let step = match pick_step(raw, &model, enabled, busy, &case, &net) {
                 Step::CancelCase | Step::CancelTask(_) => continue,
                 s => s,
             };
@@ -1328,4 +1593,85 @@ fn general_or_joins_decide_both_ways() {
     }
     println!("general OR-joins, partly marked: {waits} waits, {fires} fires");
     assert!(waits >= 200 && fires >= 100, "waits {waits}, fires {fires}");
+}
+
+/// Random runs of nets with MI tasks reach every MI outcome (so the property exercises them):
+/// a threshold that withdraws instances, instances running on past a keep threshold and
+/// draining, a task completing at its start (threshold 0), dynamic additions; each step agrees
+/// with the reference.
+#[test]
+fn mi_outcomes_covered() {
+    let mut seen = BTreeSet::new();
+    let mut rng = Rng(0x5eed_0001);
+    for seed in 0..3000u64 {
+        let model = generate(seed * 104_729 + 3);
+        if model.tasks.iter().all(|t| t.mi.is_none()) {
+            continue;
+        }
+        let net = model.to_net().expect("net");
+        let mut case = Case::new(&net).expect("case");
+        let mut reference = RefCase::new(&model);
+        for _ in 0..80 {
+            let raw = (
+                rng.below(20) as u8,
+                rng.below(256) as u8 | 1,
+                rng.below(256) as u8,
+                rng.below(256) as u8,
+            );
+            let step = match pick_step(raw, &model, net.enabled(&case), case.busy(), &case, &net) {
+                Step::CancelCase => continue,
+                Step::SetReg(r, v) => {
+                    case.regs_mut()[r] = v;
+                    reference.regs[r] = v;
+                    continue;
+                }
+                s => s,
+            };
+            let before = case;
+            let got = kernel_apply(&net, &mut case, step);
+            assert_eq!(got, reference.apply(&model, &step), "seed {seed} {step:?}");
+            reference.assert_matches(&case, &model, &net, &format!("seed {seed} {step:?}"));
+            if got.is_err() {
+                continue;
+            }
+            match step {
+                Step::CompleteInstance(t, ..) => {
+                    let bit = 1u64 << t;
+                    let was = before.instances(&net, t).expect("live");
+                    if before.busy() & bit != 0 && case.busy() & bit == 0 {
+                        if case.mi_live() & bit != 0 {
+                            seen.insert("keep runs on");
+                        } else if was.completed() + 1 < was.created {
+                            seen.insert("threshold withdraws");
+                        } else {
+                            seen.insert("all complete");
+                        }
+                    } else if before.busy() & bit == 0 && case.mi_live() & bit == 0 {
+                        seen.insert("drained");
+                    }
+                }
+                Step::AddInstance(_) => {
+                    seen.insert("added");
+                }
+                Step::Start(t)
+                    if model.tasks[t as usize].mi.is_some()
+                        && case.busy() & (1 << t) == 0
+                        && case.mi_live() & (1 << t) != 0 =>
+                {
+                    seen.insert("completes at start");
+                }
+                _ => {}
+            }
+        }
+    }
+    for want in [
+        "keep runs on",
+        "threshold withdraws",
+        "all complete",
+        "drained",
+        "added",
+        "completes at start",
+    ] {
+        assert!(seen.contains(want), "never saw {want}: {seen:?}");
+    }
 }

@@ -1,6 +1,7 @@
 //! One test per workflow control-flow pattern, through the safe Rust API.
 use knhk_kernel::{
-    flags, Case, CaseState, Element, Error, Event, Guard, GuardOp, Join, Net, Op, Split, Term,
+    flags, Case, CaseState, Element, Error, Event, Guard, GuardOp, InstanceState, Join, MiSpec,
+    Net, Op, Split, Term, MI_MAX_INSTANCES, MI_WINDOW,
 };
 
 /// A small net-building helper: conditions by name order, tasks with pre/post lists.
@@ -639,4 +640,264 @@ fn wide_or_split_with_guards_into_structured_or_join() {
         net.fire(&mut c, j).unwrap();
         assert_eq!(net.state(&c), CaseState::Complete);
     }
+}
+
+// ---- multiple-instance tasks (WCP-12..15, 34..36) ----
+
+/// i -> A -> p -> M (multiple instances) -> c -> B -> o. Returns (net, case after A, M, B).
+fn mi_net(spec: MiSpec) -> (Box<Net>, Case, u32, u32) {
+    let mut b = B::new(4);
+    let a = b.task(Join::Xor, Split::And, &[0], &[1]);
+    let m = b.task(Join::Xor, Split::And, &[1], &[2]);
+    let t = b.task(Join::Xor, Split::And, &[2], &[3]);
+    b.net.set_mi(m, spec).unwrap();
+    let (net, mut case) = b.seal();
+    net.fire(&mut case, a).unwrap();
+    (net, case, m, t)
+}
+
+fn run(net: &Net, case: &mut Case, m: u32, i: u32) {
+    net.start_instance(case, m, i).unwrap();
+    net.complete_instance(case, m, i).unwrap();
+}
+
+/// A refusal leaves the case unchanged.
+fn refuse(
+    net: &Net,
+    case: &mut Case,
+    want: Error,
+    op: impl FnOnce(&Net, &mut Case) -> Result<(), Error>,
+) {
+    let before = *case;
+    assert_eq!(op(net, case), Err(want));
+    assert_eq!(*case, before);
+}
+
+#[test]
+fn wcp13_mi_design_time() {
+    let (net, mut case, m, t) = mi_net(MiSpec::fixed(3));
+    assert_eq!(net.mi_spec(m), Some(MiSpec::fixed(3)));
+    refuse(&net, &mut case, Error::MiTask, |n, c| n.fire(c, m));
+    net.start(&mut case, m).unwrap();
+    refuse(&net, &mut case, Error::MiTask, |n, c| n.complete(c, m));
+    refuse(&net, &mut case, Error::BadInstance, |n, c| {
+        n.complete_instance(c, m, 0)
+    });
+    refuse(&net, &mut case, Error::BadInstance, |n, c| {
+        n.start_instance(c, m, 3)
+    });
+    refuse(&net, &mut case, Error::NotMiTask, |n, c| {
+        n.start_instance(c, t, 0)
+    });
+    let inst = case.instances(&net, m).unwrap();
+    assert_eq!((inst.created, inst.completed()), (3, 0));
+    run(&net, &mut case, m, 1);
+    run(&net, &mut case, m, 0);
+    assert_eq!(
+        case.instances(&net, m).unwrap().state(1),
+        InstanceState::Completed
+    );
+    assert_eq!(case.busy(), bit(m));
+    run(&net, &mut case, m, 2);
+    assert_eq!(
+        (case.busy(), case.mi_live(), case.marking()),
+        (0, 0, bit(2))
+    );
+    assert!(case.instances(&net, m).is_none());
+    net.fire(&mut case, t).unwrap();
+    assert_eq!(net.state(&case), CaseState::Complete);
+}
+
+#[test]
+fn wcp14_mi_run_time() {
+    let spec = MiSpec {
+        count_register: Some(2),
+        ..MiSpec {
+            minimum: 1,
+            maximum: 50,
+            threshold: 50,
+            dynamic: false,
+            keep: false,
+            count_register: None,
+        }
+    };
+    let (net, mut case, m, _) = mi_net(spec);
+    case.regs_mut()[2] = 51;
+    refuse(&net, &mut case, Error::MiLimit, |n, c| n.start(c, m));
+    case.regs_mut()[2] = 7;
+    net.start(&mut case, m).unwrap();
+    assert_eq!(case.instances(&net, m).unwrap().created, 7);
+    for i in (0..7).rev() {
+        run(&net, &mut case, m, i);
+    }
+    assert_eq!(case.marking(), bit(2));
+    // the caller's count
+    let (net, mut case, m, _) = mi_net(spec);
+    refuse(&net, &mut case, Error::MiLimit, |n, c| n.start_mi(c, m, 0));
+    net.start_mi(&mut case, m, 2).unwrap();
+    assert_eq!(case.instances(&net, m).unwrap().created, 2);
+}
+
+#[test]
+fn wcp15_mi_no_a_priori_knowledge() {
+    let spec = MiSpec {
+        minimum: 1,
+        maximum: 3,
+        threshold: 3,
+        dynamic: true,
+        keep: false,
+        count_register: None,
+    };
+    let (net, mut case, m, _) = mi_net(spec);
+    net.start(&mut case, m).unwrap();
+    net.start_instance(&mut case, m, 0).unwrap();
+    assert_eq!(net.add_instance(&mut case, m), Ok(1));
+    assert_eq!(net.add_instance(&mut case, m), Ok(2));
+    refuse(&net, &mut case, Error::MiLimit, |n, c| {
+        n.add_instance(c, m).map(|_| ())
+    });
+    net.complete_instance(&mut case, m, 0).unwrap();
+    run(&net, &mut case, m, 2);
+    assert_eq!(case.busy(), bit(m));
+    run(&net, &mut case, m, 1);
+    assert_eq!((case.busy(), case.marking()), (0, bit(2)));
+}
+
+#[test]
+fn wcp35_cancelling_partial_join() {
+    let spec = MiSpec {
+        minimum: 4,
+        maximum: 4,
+        threshold: 2,
+        dynamic: false,
+        keep: false,
+        count_register: None,
+    };
+    let (net, mut case, m, _) = mi_net(spec);
+    net.start(&mut case, m).unwrap();
+    for i in 0..4 {
+        net.start_instance(&mut case, m, i).unwrap();
+    }
+    net.complete_instance(&mut case, m, 2).unwrap();
+    net.complete_instance(&mut case, m, 0).unwrap();
+    // the threshold: the task completes, instances 1 and 3 are withdrawn
+    assert_eq!(
+        (case.busy(), case.mi_live(), case.marking()),
+        (0, 0, bit(2))
+    );
+    refuse(&net, &mut case, Error::NotStarted, |n, c| {
+        n.complete_instance(c, m, 1)
+    });
+}
+
+#[test]
+fn wcp34_static_partial_join() {
+    let spec = MiSpec {
+        minimum: 3,
+        maximum: 3,
+        threshold: 1,
+        dynamic: false,
+        keep: true,
+        count_register: None,
+    };
+    let (net, mut case, m, t) = mi_net(spec);
+    net.start(&mut case, m).unwrap();
+    run(&net, &mut case, m, 1);
+    // the task completed; its other instances run on
+    assert_eq!(
+        (case.busy(), case.mi_live(), case.marking()),
+        (0, bit(m), bit(2))
+    );
+    assert_eq!(net.state(&case), CaseState::Running);
+    run(&net, &mut case, m, 0);
+    run(&net, &mut case, m, 2);
+    assert_eq!(case.mi_live(), 0);
+    net.fire(&mut case, t).unwrap();
+    assert_eq!(case.flags() & flags::EXPLICIT_TERMINATION, 0);
+}
+
+#[test]
+fn wcp12_mi_without_synchronization() {
+    let spec = MiSpec {
+        minimum: 2,
+        maximum: 2,
+        threshold: 0,
+        dynamic: false,
+        keep: true,
+        count_register: None,
+    };
+    let (net, mut case, m, t) = mi_net(spec);
+    net.start(&mut case, m).unwrap();
+    assert_eq!(
+        (case.busy(), case.mi_live(), case.marking()),
+        (0, bit(m), bit(2))
+    );
+    run(&net, &mut case, m, 0);
+    // the case ends while instance 1 is unfinished: explicit termination withdraws it
+    net.fire(&mut case, t).unwrap();
+    assert_eq!(net.state(&case), CaseState::Complete);
+    assert_ne!(case.flags() & flags::EXPLICIT_TERMINATION, 0);
+    assert_eq!(case.mi_live(), 0);
+}
+
+#[test]
+fn wcp36_dynamic_partial_join() {
+    let spec = MiSpec {
+        minimum: 1,
+        maximum: 8,
+        threshold: 2,
+        dynamic: true,
+        keep: false,
+        count_register: None,
+    };
+    let (net, mut case, m, _) = mi_net(spec);
+    net.start(&mut case, m).unwrap();
+    net.add_instance(&mut case, m).unwrap();
+    net.add_instance(&mut case, m).unwrap();
+    run(&net, &mut case, m, 2);
+    assert_eq!(case.busy(), bit(m));
+    run(&net, &mut case, m, 0);
+    assert_eq!(
+        (case.busy(), case.mi_live(), case.marking()),
+        (0, 0, bit(2))
+    );
+}
+
+#[test]
+fn mi_limits() {
+    let mut b = B::new(2);
+    let t = b.task(Join::Xor, Split::And, &[0], &[1]);
+    let bad = MiSpec {
+        maximum: MI_MAX_INSTANCES + 1,
+        ..MiSpec::fixed(1)
+    };
+    assert_eq!(b.net.set_mi(t, bad), Err(Error::BadMi));
+    assert_eq!(
+        b.net.set_mi(
+            t,
+            MiSpec {
+                threshold: 0,
+                ..MiSpec::fixed(1)
+            }
+        ),
+        Err(Error::BadMi)
+    );
+    // 2^16 instances, at most MI_WINDOW started past the oldest unfinished one
+    let (net, mut case, m, _) = mi_net(MiSpec::fixed(MI_MAX_INSTANCES));
+    net.start(&mut case, m).unwrap();
+    for i in 0..MI_WINDOW {
+        net.start_instance(&mut case, m, i).unwrap();
+    }
+    refuse(&net, &mut case, Error::MiWindow, |n, c| {
+        n.start_instance(c, m, MI_WINDOW)
+    });
+    net.complete_instance(&mut case, m, 0).unwrap();
+    net.start_instance(&mut case, m, MI_WINDOW).unwrap();
+    for i in 1..=MI_WINDOW {
+        net.complete_instance(&mut case, m, i).unwrap();
+    }
+    for i in MI_WINDOW + 1..MI_MAX_INSTANCES {
+        run(&net, &mut case, m, i);
+    }
+    assert_eq!((case.busy(), case.marking()), (0, bit(2)));
 }

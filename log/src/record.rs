@@ -29,6 +29,8 @@
 //! [`state_code`]), mapped from the engine's types in one place, so a change of an engine enum
 //! cannot silently change the format.
 
+/// A saved case in libknhk's format 1 (ABI up to 4): still restored.
+const CASE_BYTES_FORMAT1: usize = 144;
 use knhk_engine::engine::{Hist, Lifecycle};
 use knhk_engine::workers::{Job, Op, OpKind, SavedCase, State, Status, OP_USE_BITS, REGISTERS};
 use knhk_engine::workflow::{Workflow, DEFAULT_NAMESPACE};
@@ -623,14 +625,17 @@ pub(crate) fn get_case(p: &[u8]) -> Result<CaseRec, String> {
         });
     }
     let bytes = r.bytes()?;
-    if bytes.len() != saved.bytes.len() {
+    // this libknhk's format, or format 1 (144 bytes, before multiple-instance slots), which
+    // knhk_case_restore still reads
+    if bytes.len() != saved.bytes.len() && bytes.len() != CASE_BYTES_FORMAT1 {
         return Err(format!(
-            "case {case_id}: saved case of {} bytes, this libknhk saves {}",
+            "case {case_id}: saved case of {} bytes, this libknhk saves {} (and reads {})",
             bytes.len(),
-            saved.bytes.len()
+            saved.bytes.len(),
+            CASE_BYTES_FORMAT1
         ));
     }
-    saved.bytes.copy_from_slice(bytes);
+    saved.bytes = bytes.to_vec();
     Ok(CaseRec {
         shard,
         slot,

@@ -26,7 +26,10 @@
  *  functions were added; 3: non-local OR-joins: status KNHK_OR_JOIN_CAP, the opaque storage
  *  grew to 24 KiB (knhk_net_t with it); 4: wide tasks: up to 64 flows per task, the flows of
  *  a net in one fixed array (knhk_net_t.branches[KNHK_MAX_FLOWS], knhk_task_t.first_branch,
- *  knhk_net_t.nflows), knhk_event_t.branch_bits_hi, knhk_complete_bits64/knhk_fire_bits64. */
-#define KNHK_ABI_VERSION 4u
+ *  knhk_net_t.nflows), knhk_event_t.branch_bits_hi, knhk_complete_bits64/knhk_fire_bits64; 5: multiple-instance tasks: knhk_task_t.mi
+ *  (knhk_mi_spec_t, in the former reserved bytes), knhk_case_t.mi_live and .mi (the case grew
+ *  to 256 bytes), statuses 40..47, knhk_net_set_mi, knhk_start_mi, knhk_instance_*, case save
+ *  format 2. */
+#define KNHK_ABI_VERSION 5u
 
 #endif /* KNHK_VERSION_H */
