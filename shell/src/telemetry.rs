@@ -9,7 +9,11 @@
 //!   variables are honoured: `OTEL_SERVICE_NAME` (default `knhk`), `OTEL_RESOURCE_ATTRIBUTES`,
 //!   `OTEL_EXPORTER_OTLP_TIMEOUT`, `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_BSP_SCHEDULE_DELAY`,
 //!   `OTEL_BSP_MAX_QUEUE_SIZE`, `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`; `OTEL_SDK_DISABLED=true` or
-//!   `OTEL_TRACES_EXPORTER=none` turns export off.
+//!   `OTEL_TRACES_EXPORTER=none` turns export off. An `https://` endpoint is reached over TLS
+//!   (rustls, the one crypto provider): the collector's certificate is checked against
+//!   `OTEL_EXPORTER_OTLP_CERTIFICATE` (a PEM CA bundle) or else the system's roots, and
+//!   `OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE` with `OTEL_EXPORTER_OTLP_CLIENT_KEY` present a
+//!   client certificate (mutual TLS); each has its `OTEL_EXPORTER_OTLP_TRACES_*` form.
 //! - Spans: one per RPC ([`crate::metrics::RpcLayer`]: `rpc.system`, `rpc.service`,
 //!   `rpc.method`, `rpc.grpc.status_code`) and one per bulk batch ([`batch_span`]), never one per
 //!   kernel operation.
@@ -63,6 +67,48 @@ fn env_set(name: &str) -> bool {
     std::env::var(name).is_ok_and(|v| !v.trim().is_empty())
 }
 
+/// The value of `OTEL_EXPORTER_OTLP_TRACES_<name>`, else `OTEL_EXPORTER_OTLP_<name>`.
+fn otlp_env(name: &str) -> Option<(String, String)> {
+    [
+        format!("OTEL_EXPORTER_OTLP_TRACES_{name}"),
+        format!("OTEL_EXPORTER_OTLP_{name}"),
+    ]
+    .into_iter()
+    .find_map(|var| {
+        let v = std::env::var(&var).ok()?;
+        (!v.trim().is_empty()).then(|| (var, v.trim().to_string()))
+    })
+}
+
+/// TLS for an `https://` collector endpoint: its CA (or the system's roots) and an optional
+/// client certificate. `None` for a plaintext endpoint. Errors name the variable and file.
+fn otlp_tls() -> Result<Option<tonic::transport::ClientTlsConfig>, String> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let https = otlp_env("ENDPOINT").is_some_and(|(_, v)| v.starts_with("https://"));
+    if !https {
+        return Ok(None);
+    }
+    let read = |(var, path): (String, String)| {
+        std::fs::read(&path).map_err(|e| format!("{var}: cannot read {path}: {e}"))
+    };
+    let mut tls = ClientTlsConfig::new();
+    tls = match otlp_env("CERTIFICATE") {
+        Some(ca) => tls.ca_certificate(Certificate::from_pem(read(ca)?)),
+        None => tls.with_native_roots(),
+    };
+    match (otlp_env("CLIENT_CERTIFICATE"), otlp_env("CLIENT_KEY")) {
+        (Some(c), Some(k)) => tls = tls.identity(Identity::from_pem(read(c)?, read(k)?)),
+        (None, None) => {}
+        (Some((var, _)), None) | (None, Some((var, _))) => {
+            return Err(format!(
+                "{var} is set without its pair (OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and \
+                 OTEL_EXPORTER_OTLP_CLIENT_KEY go together)"
+            ))
+        }
+    }
+    Ok(Some(tls))
+}
+
 /// True when the OTEL_* environment asks for OTLP trace export.
 pub fn otlp_requested() -> bool {
     let disabled = std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.eq_ignore_ascii_case("true"))
@@ -104,9 +150,12 @@ pub fn init(format: LogFormat) -> Result<Telemetry, Box<dyn std::error::Error + 
     };
     let mut telemetry = Telemetry::default();
     let otel = if otlp_requested() {
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .build()?;
+        use opentelemetry_otlp::WithTonicConfig as _;
+        let mut builder = opentelemetry_otlp::SpanExporter::builder().with_tonic();
+        if let Some(tls) = otlp_tls()? {
+            builder = builder.with_tls_config(tls);
+        }
+        let exporter = builder.build()?;
         let provider = SdkTracerProvider::builder()
             .with_batch_exporter(exporter)
             .with_resource(resource())

@@ -2,6 +2,7 @@
 //! scratch data directory and a free port, with its log; corpus models; small helpers.
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod grpc;
 pub mod tokens;
 
