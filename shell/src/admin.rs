@@ -57,6 +57,9 @@ pub struct ObserveConfig {
     /// `/metrics` and `/health` need a bearer token of a principal with role `reader` in some
     /// namespace. The probes (`/health/live|ready|startup|capacity`) stay open.
     pub auth: Option<Arc<crate::auth::AuthState>>,
+    /// TLS on the HTTP port (`--http-tls`, `--http-tls-cert`): HTTPS only, ALPN http/1.1,
+    /// reloaded like the gRPC port's; no client certificates (probes present none).
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 impl Default for ObserveConfig {
@@ -67,6 +70,7 @@ impl Default for ObserveConfig {
             saturation: 0.9,
             header_read_timeout: Duration::from_secs(10),
             auth: None,
+            tls: None,
         }
     }
 }
@@ -241,10 +245,22 @@ impl Observer {
         let Some(addr) = self.cfg.http_addr else {
             return Ok(None);
         };
+        let tls = match self.cfg.tls.clone() {
+            Some(t) => {
+                crate::tls::install_crypto_provider();
+                Some(
+                    crate::tls::TlsState::new_http1(t)
+                        .map_err(|e| std::io::Error::other(format!("HTTP port TLS: {e}")))?,
+                )
+            }
+            None => None,
+        };
         let listener = TcpListener::bind(addr).await?;
         let local = listener.local_addr()?;
         let _ = self.http_addr.set(local);
         let app = router(self.clone());
+        // Reload of the HTTP port's TLS files on SIGHUP and on change.
+        let tls_watch = tls.clone().map(|t| tokio::spawn(t.watch()));
         let mut stop = self.stop.subscribe();
         let header_timeout = self.cfg.header_read_timeout;
         let task = tokio::spawn(async move {
@@ -255,7 +271,10 @@ impl Observer {
                     }
                 }
             };
-            serve_http(listener, app, header_timeout, shutdown).await;
+            serve_http(listener, tls, app, header_timeout, shutdown).await;
+            if let Some(w) = tls_watch {
+                w.abort();
+            }
         });
         *self.http_task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
         tracing::info!(addr = %local, "knhk serving HTTP (/metrics, /health)");
@@ -884,6 +903,7 @@ async fn health(State(obs): State<Arc<Observer>>, headers: HeaderMap) -> Respons
 /// connection was held forever).
 async fn serve_http(
     listener: TcpListener,
+    tls: Option<Arc<crate::tls::TlsState>>,
     app: axum::Router,
     header_timeout: Duration,
     shutdown: impl std::future::Future<Output = ()>,
@@ -913,15 +933,33 @@ async fn serve_http(
                 continue;
             }
         };
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(header_timeout)
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            // A closed or timed-out connection is not an error of the server.
-            let _ = conn.await;
-        });
+        let builder = {
+            let mut b = hyper::server::conn::http1::Builder::new();
+            b.timer(TokioTimer::new())
+                .header_read_timeout(header_timeout);
+            b
+        };
+        let service = TowerToHyperService::new(app.clone());
+        match &tls {
+            None => {
+                let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+                tokio::spawn(async move {
+                    // A closed or timed-out connection is not an error of the server.
+                    let _ = conn.await;
+                });
+            }
+            Some(tls) => {
+                // The handshake (under its deadline) in the connection's own task; a failed
+                // one is logged by the TLS state, at most once a second.
+                let handshake = crate::tls::TlsState::handshake(tls.clone(), stream);
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    let Some(conn) = handshake.await else { return };
+                    let conn = watcher.watch(builder.serve_connection(TokioIo::new(conn), service));
+                    let _ = conn.await;
+                });
+            }
+        }
     }
     drop(listener);
     graceful.shutdown().await;

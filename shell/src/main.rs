@@ -250,6 +250,26 @@ struct ServeArgs {
         value_name = "PEM"
     )]
     tls_crl: Vec<PathBuf>,
+    /// Serve the HTTP port (probes, /metrics, /health) over TLS with --tls-cert and --tls-key
+    /// (HTTPS only; no client certificates: probes present none).
+    #[arg(long, env = "KNHK_HTTP_TLS", requires = "tls_cert")]
+    http_tls: bool,
+    /// PEM certificate chain of the HTTP port, when it is not --tls-cert: turns on TLS there.
+    #[arg(
+        long,
+        env = "KNHK_HTTP_TLS_CERT",
+        requires = "http_tls_key",
+        value_name = "PEM"
+    )]
+    http_tls_cert: Option<PathBuf>,
+    /// PEM private key of --http-tls-cert.
+    #[arg(
+        long,
+        env = "KNHK_HTTP_TLS_KEY",
+        requires = "http_tls_cert",
+        value_name = "PEM"
+    )]
+    http_tls_key: Option<PathBuf>,
     /// Milliseconds a client has, from the TCP accept, to complete its TLS handshake.
     #[arg(long, env = "KNHK_TLS_HANDSHAKE_TIMEOUT_MS", default_value_t = 10_000)]
     tls_handshake_timeout_ms: u64,
@@ -522,6 +542,17 @@ fn serve(args: ServeArgs) -> ExitCode {
         http_addr: args.http_addr.0,
         heartbeat_timeout: Duration::from_millis(args.heartbeat_timeout_ms.max(1)),
         header_read_timeout: Duration::from_millis(args.http_header_timeout_ms.max(1)),
+        tls: match (&args.http_tls_cert, &args.http_tls_key) {
+            (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+            _ if args.http_tls => args.tls_cert.clone().zip(args.tls_key.clone()),
+            _ => None,
+        }
+        .map(|(cert, key)| TlsConfig {
+            handshake_timeout: Duration::from_millis(args.tls_handshake_timeout_ms.max(1)),
+            reload_interval: (args.tls_reload_interval_ms > 0)
+                .then(|| Duration::from_millis(args.tls_reload_interval_ms)),
+            ..TlsConfig::new(cert, key)
+        }),
         ..ObserveConfig::default()
     };
     let cores = std::thread::available_parallelism()

@@ -168,6 +168,11 @@ fn read_certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'sta
 /// Loads and checks every file of `cfg` and builds the rustls configuration (ALPN `h2`).
 /// Errors name the file and what is wrong with it.
 pub fn load(cfg: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    load_alpn(cfg, b"h2")
+}
+
+/// [`load`] offering `alpn`.
+fn load_alpn(cfg: &TlsConfig, alpn: &[u8]) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let provider = provider();
     let certs = read_certs(CERT, &cfg.cert)?;
     let key_pem = read_pem(KEY, &cfg.key)?;
@@ -240,7 +245,7 @@ pub fn load(cfg: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let mut config = builder
         .with_single_cert(certs, key)
         .map_err(|e| err(CERT, &cfg.cert, format!("unusable with its key: {e}")))?;
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     Ok(Arc::new(config))
 }
 
@@ -261,6 +266,8 @@ fn stamps(cfg: &TlsConfig) -> Vec<Stamp> {
 /// The live TLS configuration of the gRPC port: swapped whole on reload.
 pub struct TlsState {
     cfg: TlsConfig,
+    /// ALPN offered: `h2` (the gRPC port) or `http/1.1` (the HTTP port).
+    alpn: &'static [u8],
     current: ArcSwap<rustls::ServerConfig>,
     /// The file versions last looked at (loaded or refused).
     seen: Mutex<Vec<Stamp>>,
@@ -279,10 +286,20 @@ impl std::fmt::Debug for TlsState {
 impl TlsState {
     /// Loads the files of `cfg` ([`load`]).
     pub fn new(cfg: TlsConfig) -> Result<Arc<Self>, TlsError> {
+        Self::with_alpn(cfg, b"h2")
+    }
+
+    /// [`TlsState::new`] for the HTTP port: ALPN `http/1.1`.
+    pub fn new_http1(cfg: TlsConfig) -> Result<Arc<Self>, TlsError> {
+        Self::with_alpn(cfg, b"http/1.1")
+    }
+
+    fn with_alpn(cfg: TlsConfig, alpn: &'static [u8]) -> Result<Arc<Self>, TlsError> {
         let seen = stamps(&cfg);
-        let config = load(&cfg)?;
+        let config = load_alpn(&cfg, alpn)?;
         Ok(Arc::new(TlsState {
             cfg,
+            alpn,
             current: ArcSwap::new(config),
             seen: Mutex::new(seen),
             reloads: AtomicU64::new(0),
@@ -313,7 +330,7 @@ impl TlsState {
         if let Ok(mut s) = self.seen.lock() {
             *s = before;
         }
-        let config = load(&self.cfg)?;
+        let config = load_alpn(&self.cfg, self.alpn)?;
         self.current.store(config);
         self.reloads.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -376,7 +393,7 @@ impl TlsState {
     }
 
     /// Spawns the handshake of `tcp` under the deadline.
-    fn handshake(
+    pub(crate) fn handshake(
         me: Arc<Self>,
         tcp: TcpStream,
     ) -> impl std::future::Future<Output = Option<Conn>> + Send + 'static {

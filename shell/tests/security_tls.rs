@@ -663,3 +663,97 @@ fn bad_tls_files_stop_the_start_naming_the_file() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("--tls-cert"), "{err}");
 }
+
+/// One HTTP/1.1 GET of `path` over TLS (verified against `ca`, ALPN http/1.1 and h2 offered):
+/// (negotiated ALPN, response head and body).
+async fn https_get(port: u16, ca: &str, path: &str) -> Result<(Option<Vec<u8>>, String), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    knhk_shell::tls::install_crypto_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    use rustls_pki_types::pem::PemObject as _;
+    for c in rustls_pki_types::CertificateDer::pem_slice_iter(ca.as_bytes()) {
+        roots
+            .add(c.map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+    }
+    let mut cfg = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| e.to_string())?;
+    let name = rustls_pki_types::ServerName::try_from("localhost").map_err(|e| e.to_string())?;
+    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+    tls.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut out)).await;
+    Ok((alpn, String::from_utf8_lossy(&out).into_owned()))
+}
+
+/// The HTTP port over TLS (issue 12 item 1): with the gRPC port's files (`--http-tls`) or its own
+/// (`--http-tls-cert`, `--http-tls-key`), the probes answer over HTTPS with ALPN http/1.1 and a
+/// plaintext request gets no HTTP answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_port_serves_tls_with_the_grpc_files_or_its_own() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = support::scratch("http-tls");
+    let auth = ca("http test CA");
+    let (cert, key) = leaf(&auth, 2, true);
+    let (own_cert, own_key) = leaf(&auth, 9, true);
+    let ca_pem = put(&dir, "ca.pem", &auth.pem);
+    let (cert, key) = (put(&dir, "cert.pem", &cert), put(&dir, "key.pem", &key));
+    let (own_cert, own_key) = (
+        put(&dir, "own.pem", &own_cert),
+        put(&dir, "own.key", &own_key),
+    );
+    for (name, flags) in [
+        ("same", vec!["--http-tls".to_string()]),
+        (
+            "own",
+            vec![
+                "--http-tls-cert".to_string(),
+                s(&own_cert),
+                "--http-tls-key".into(),
+                s(&own_key),
+            ],
+        ),
+    ] {
+        let http_port = support::free_port();
+        let http = format!("127.0.0.1:{http_port}");
+        let mut extra = vec!["--tls-cert", "", "--tls-key", "", "--http-addr", &http];
+        let (c, k) = (s(&cert), s(&key));
+        extra[1] = &c;
+        extra[3] = &k;
+        extra.extend(flags.iter().map(String::as_str));
+        let (mut p, url) = serve(&dir, name, &extra);
+        ready(&mut p, &url, &ca_only(&ca_pem)).await;
+        let (alpn, resp) = https_get(http_port, &auth.pem, "/health/live")
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}\n{}", p.log_text()));
+        assert_eq!(alpn.as_deref(), Some(&b"http/1.1"[..]), "{name}");
+        assert!(resp.starts_with("HTTP/1.1 200"), "{name}: {resp}");
+        // Plaintext HTTP on the TLS port: no HTTP answer.
+        let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", http_port))
+            .await
+            .expect("connect");
+        tcp.write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("write");
+        let mut buf = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut buf)).await;
+        assert!(
+            !String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 200"),
+            "{name}: plaintext was served"
+        );
+        p.kill();
+    }
+}
