@@ -141,6 +141,10 @@ struct ServeArgs {
     /// stream's opening); past it DEADLINE_EXCEEDED. 0: no limit.
     #[arg(long, env = "KNHK_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
     request_timeout_ms: u64,
+    /// Milliseconds a gRPC connection may stay with no open call (an open stream counts)
+    /// before it is closed. 0: never.
+    #[arg(long, env = "KNHK_IDLE_TIMEOUT_MS", default_value_t = 300_000)]
+    idle_timeout_ms: u64,
     /// Workflows a namespace may register; more get RESOURCE_EXHAUSTED. 0: no limit (the
     /// server's 4096 in all).
     #[arg(long, env = "KNHK_MAX_WORKFLOWS_PER_NAMESPACE", default_value_t = 1024)]
@@ -580,6 +584,8 @@ fn serve(args: ServeArgs) -> ExitCode {
         max_watchers: args.max_watchers.max(1),
         request_timeout: (args.request_timeout_ms > 0)
             .then(|| Duration::from_millis(args.request_timeout_ms)),
+        idle_timeout: (args.idle_timeout_ms > 0)
+            .then(|| Duration::from_millis(args.idle_timeout_ms)),
         namespace_limits: knhk_shell::grpc::service::NamespaceLimits {
             workflows: args.max_workflows_per_namespace,
             live_cases: args.max_live_cases_per_namespace,

@@ -68,6 +68,8 @@ pub struct ServerConfig {
     pub audit: Option<crate::audit::AuditConfig>,
     /// The most a call's handler may take before it answers (DEADLINE_EXCEEDED past it).
     pub request_timeout: Option<Duration>,
+    /// A connection with no open call for this long is closed.
+    pub idle_timeout: Option<Duration>,
     /// Workflows and unfinished cases per namespace (0: no limit).
     pub namespace_limits: crate::grpc::service::NamespaceLimits,
 }
@@ -87,6 +89,7 @@ impl Default for ServerConfig {
             max_model_bytes: MAX_MESSAGE_BYTES,
             audit: None,
             request_timeout: Some(Duration::from_secs(30)),
+            idle_timeout: Some(Duration::from_secs(300)),
             namespace_limits: crate::grpc::service::NamespaceLimits {
                 workflows: 1024,
                 live_cases: 0,
@@ -194,7 +197,8 @@ pub async fn serve_observed(
     // answers health (NOT_SERVING) so probes get an answer rather than a stalled connection.
     let listener = Arc::new(listener);
     // One cap for the port: the start-up server's connections count too.
-    let conn_limit = crate::tls::ConnLimit::new(cfg.max_connections);
+    let conn_limit =
+        crate::tls::ConnLimit::with_idle_timeout(cfg.max_connections, cfg.idle_timeout);
     let (startup_stop_tx, startup_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let startup = tokio::spawn(
         tonic::transport::Server::builder()

@@ -14,6 +14,7 @@
 //! One crypto provider is compiled in: ring (rustls, tonic `tls-ring`, rcgen in the tests).
 //! [`install_crypto_provider`] installs it as the process default at start-up.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -452,6 +453,57 @@ pub enum Conn {
 pub struct ConnInfo {
     pub tcp: TcpConnectInfo,
     pub peer: Option<Arc<PeerIdentity>>,
+    /// The connection's open calls, for the idle timeout (`--idle-timeout-ms`).
+    pub activity: Option<Arc<Activity>>,
+}
+
+/// The calls a connection has open, and since when it has none: a connection with none for
+/// longer than the idle timeout is closed.
+#[derive(Debug)]
+pub struct Activity {
+    active: std::sync::atomic::AtomicUsize,
+    /// Since when no call has been open (meaningful while `active` is 0).
+    idle_since: Mutex<tokio::time::Instant>,
+    /// The connection's reader, woken when the last call ends (to arm its timer).
+    reader: atomic_waker::AtomicWaker,
+}
+
+impl Activity {
+    fn new() -> Arc<Activity> {
+        Arc::new(Activity {
+            active: std::sync::atomic::AtomicUsize::new(0),
+            idle_since: Mutex::new(tokio::time::Instant::now()),
+            reader: atomic_waker::AtomicWaker::new(),
+        })
+    }
+
+    /// One more open call, until the guard is dropped.
+    pub fn enter(self: &Arc<Self>) -> ActiveCall {
+        self.active.fetch_add(1, Ordering::AcqRel);
+        ActiveCall(self.clone())
+    }
+
+    fn idle_since(&self) -> Option<tokio::time::Instant> {
+        if self.active.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        Some(*self.idle_since.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// An open call of a connection ([`Activity::enter`]).
+#[derive(Debug)]
+pub struct ActiveCall(Arc<Activity>);
+
+impl Drop for ActiveCall {
+    fn drop(&mut self) {
+        let a = &self.0;
+        // The time first: a reader that sees 0 open calls reads a fresh idle start.
+        *a.idle_since.lock().unwrap_or_else(|p| p.into_inner()) = tokio::time::Instant::now();
+        if a.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            a.reader.wake();
+        }
+    }
 }
 
 impl Connected for Conn {
@@ -462,10 +514,12 @@ impl Connected for Conn {
             Conn::Plain(s) => ConnInfo {
                 tcp: s.connect_info(),
                 peer: None,
+                activity: None,
             },
             Conn::Tls(s, peer) => ConnInfo {
                 tcp: s.get_ref().0.connect_info(),
                 peer: peer.clone(),
+                activity: None,
             },
         }
     }
@@ -546,15 +600,23 @@ pub struct Incoming {
 pub struct ConnLimit {
     open: std::sync::atomic::AtomicUsize,
     max: usize,
+    /// A connection with no open call for this long is closed (`--idle-timeout-ms`).
+    idle: Option<Duration>,
     refused: std::sync::atomic::AtomicU64,
     last_log_sec: std::sync::atomic::AtomicU64,
 }
 
 impl ConnLimit {
     pub fn new(max: usize) -> Arc<ConnLimit> {
+        Self::with_idle_timeout(max, None)
+    }
+
+    /// At most `max` connections, each closed once it has had no open call for `idle`.
+    pub fn with_idle_timeout(max: usize, idle: Option<Duration>) -> Arc<ConnLimit> {
         Arc::new(ConnLimit {
             open: std::sync::atomic::AtomicUsize::new(0),
             max: max.max(1),
+            idle,
             refused: std::sync::atomic::AtomicU64::new(0),
             last_log_sec: std::sync::atomic::AtomicU64::new(0),
         })
@@ -602,13 +664,38 @@ impl Drop for ConnSlot {
 pub struct Counted {
     conn: Conn,
     _slot: ConnSlot,
+    idle: Option<Idle>,
+}
+
+/// The idle timeout of a connection: its open calls and a timer.
+struct Idle {
+    activity: Arc<Activity>,
+    timeout: Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Counted {
+    fn new(conn: Conn, slot: ConnSlot) -> Counted {
+        let idle = slot.0.idle.map(|timeout| Idle {
+            activity: Activity::new(),
+            timeout,
+            timer: Box::pin(tokio::time::sleep(timeout)),
+        });
+        Counted {
+            conn,
+            _slot: slot,
+            idle,
+        }
+    }
 }
 
 impl Connected for Counted {
     type ConnectInfo = ConnInfo;
 
     fn connect_info(&self) -> ConnInfo {
-        self.conn.connect_info()
+        let mut info = self.conn.connect_info();
+        info.activity = self.idle.as_ref().map(|i| i.activity.clone());
+        info
     }
 }
 
@@ -618,7 +705,26 @@ impl AsyncRead for Counted {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().conn).poll_read(cx, buf)
+        let this = self.get_mut();
+        if let Some(idle) = &mut this.idle {
+            idle.activity.reader.register(cx.waker());
+            if let Some(since) = idle.activity.idle_since() {
+                let deadline = since + idle.timeout;
+                if idle.timer.deadline() != deadline {
+                    idle.timer.as_mut().reset(deadline);
+                }
+                if idle.timer.as_mut().poll(cx).is_ready() {
+                    tracing::debug!(
+                        peer = ?this.conn.connect_info().tcp.remote_addr,
+                        ms = idle.timeout.as_millis() as u64,
+                        "connection closed: idle past --idle-timeout-ms"
+                    );
+                    // End of input: the HTTP/2 server closes the connection.
+                    return Poll::Ready(Ok(()));
+                }
+            }
+        }
+        Pin::new(&mut this.conn).poll_read(cx, buf)
     }
 }
 
@@ -681,10 +787,10 @@ impl tokio_stream::Stream for Incoming {
                     match &this.tls {
                         None => match this.limit.take() {
                             Some(slot) => {
-                                return Poll::Ready(Some(Ok(Counted {
-                                    conn: Conn::Plain(stream),
-                                    _slot: slot,
-                                })))
+                                return Poll::Ready(Some(Ok(Counted::new(
+                                    Conn::Plain(stream),
+                                    slot,
+                                ))))
                             }
                             // Over the cap: closed at once (dropped).
                             None => continue,
@@ -701,7 +807,7 @@ impl tokio_stream::Stream for Incoming {
         loop {
             match this.pending.poll_join_next(cx) {
                 Poll::Ready(Some(Ok(Some(conn)))) => match this.limit.take() {
-                    Some(slot) => return Poll::Ready(Some(Ok(Counted { conn, _slot: slot }))),
+                    Some(slot) => return Poll::Ready(Some(Ok(Counted::new(conn, slot)))),
                     None => continue,
                 },
                 // A failed or timed-out handshake (logged), or a cancelled task.

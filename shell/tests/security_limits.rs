@@ -371,3 +371,59 @@ async fn an_address_that_fails_to_authenticate_too_often_is_refused_for_a_while(
     p.kill();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A gRPC connection with no open call for `--idle-timeout-ms` is closed (here one that sent
+/// the HTTP/2 preface and nothing more); one holding an open WatchCase stream is not, however
+/// long the stream stays quiet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_and_open_streams_are_kept() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = scratch("idle");
+    let mut p = spawn(
+        &dir.join("data"),
+        &dir.join("serve.log"),
+        &["--idle-timeout-ms", "300"],
+        None,
+    );
+    let mut c = p.ready().await.expect("server");
+    let addr = p.url.trim_start_matches("http://").to_string();
+    let mut raw = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    raw.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .expect("preface");
+    let t0 = Instant::now();
+    let mut buf = [0u8; 1024];
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match raw.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "an idle connection was kept 5 s");
+    assert!(
+        t0.elapsed() >= Duration::from_millis(250),
+        "closed before the timeout: {:?}",
+        t0.elapsed()
+    );
+
+    // A quiet watch stream keeps its connection past three timeouts.
+    c.register_workflow(register_req("idle"))
+        .await
+        .expect("register");
+    let mut w = c.watch_case(watch_all()).await.expect("watch").into_inner();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let mut other = KnhkClient::connect(p.url.clone()).await.expect("connect");
+    other.create_case(create_req("idle")).await.expect("create");
+    let ev = tokio::time::timeout(Duration::from_secs(5), w.message())
+        .await
+        .expect("an event within 5 s")
+        .expect("the stream is open");
+    assert!(ev.is_some(), "the watch stream ended");
+    p.kill();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -2,7 +2,9 @@
 //! `--request-timeout-ms`, the most a call's handler may take before it answers (a unary
 //! call's answer, a stream's opening; a stream itself may last longer). Past it the handler is
 //! dropped (its work stops at its next await; an import in progress stops at its next check)
-//! and the call is answered DEADLINE_EXCEEDED naming the flag.
+//! and the call is answered DEADLINE_EXCEEDED naming the flag. And the connection's open calls
+//! for `--idle-timeout-ms` (crate::tls::Activity): a call is open from its request until its
+//! response body ends (a stream's last message), so a connection with a long watch is not idle.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -58,13 +60,29 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let timeout = self.timeout;
+        let open = req
+            .extensions()
+            .get::<crate::tls::ConnInfo>()
+            .and_then(|i| i.activity.as_ref())
+            .map(|a| a.enter());
         let fut = self.inner.call(req);
         Box::pin(async move {
+            let track = |r: Result<Resp, S::Error>| match open {
+                Some(call) => r.map(|resp| {
+                    resp.map(|body| {
+                        tonic::body::Body::new(Tracked {
+                            inner: body,
+                            _call: call,
+                        })
+                    })
+                }),
+                None => r,
+            };
             let Some(t) = timeout else {
-                return fut.await;
+                return track(fut.await);
             };
             match tokio::time::timeout(t, fut).await {
-                Ok(r) => r,
+                Ok(r) => track(r),
                 Err(_) => Ok(Status::deadline_exceeded(format!(
                     "the call took longer than the server's {} ms request timeout \
                      (--request-timeout-ms)",
@@ -73,5 +91,34 @@ where
                 .into_http()),
             }
         })
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that keeps its call open (for the idle timeout) until it ends.
+    struct Tracked {
+        #[pin]
+        inner: tonic::body::Body,
+        _call: crate::tls::ActiveCall,
+    }
+}
+
+impl http_body::Body for Tracked {
+    type Data = <tonic::body::Body as http_body::Body>::Data;
+    type Error = <tonic::body::Body as http_body::Body>::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
