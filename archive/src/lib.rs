@@ -10,7 +10,8 @@
 //!
 //! ```text
 //! regs     := 8 × i64 LE
-//! history  := (time unix ns u64 LE | task u8 | lifecycle u8) × n
+//! history  := (time unix ns u64 LE | task u8 | lifecycle u8 [| instance u32 LE: lifecycle
+//!             bit 0x80, an instance of a multiple-instance task]) × n
 //!             lifecycle: 1 start, 2 complete, 3 withdraw, 4 ate_abort, 5 pi_abort
 //! state    := 0 running, 1 complete, 2 deadlocked, 3 cancelled
 //! ```
@@ -21,6 +22,7 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use knhk_engine::archive::{ArchiveQuery, CaseArchive, FinishedCase, Retention};
+use knhk_engine::command::NO_INSTANCE;
 use knhk_engine::engine::{Hist, Lifecycle};
 use knhk_engine::workers::{Outcome, State, Status, REGISTERS};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -158,32 +160,54 @@ fn decode_regs(b: &[u8]) -> [i64; REGISTERS] {
     regs
 }
 
+/// Lifecycle code bit: an instance (u32 LE) of a multiple-instance task follows.
+const WITH_INSTANCE: u8 = 0x80;
+
 fn encode_history(h: &[Hist]) -> Vec<u8> {
     let mut b = Vec::with_capacity(h.len() * 10);
     for e in h {
         b.extend_from_slice(&e.time_ns.to_le_bytes());
         b.push(e.task);
-        b.push(lifecycle_code(e.lifecycle));
+        if e.instance == NO_INSTANCE {
+            b.push(lifecycle_code(e.lifecycle));
+        } else {
+            b.push(lifecycle_code(e.lifecycle) | WITH_INSTANCE);
+            b.extend_from_slice(&e.instance.to_le_bytes());
+        }
     }
     b
 }
 
-fn decode_history(b: &[u8]) -> Result<Vec<Hist>, String> {
-    if !b.len().is_multiple_of(10) {
-        return Err(format!("history of {} bytes is not whole events", b.len()));
+fn decode_history(mut b: &[u8]) -> Result<Vec<Hist>, String> {
+    let mut out = Vec::with_capacity(b.len() / 10);
+    while !b.is_empty() {
+        if b.len() < 10 {
+            return Err(format!(
+                "history ends inside an event ({} bytes left)",
+                b.len()
+            ));
+        }
+        let mut t = [0u8; 8];
+        t.copy_from_slice(&b[..8]);
+        let code = b[9];
+        let (instance, len) = if code & WITH_INSTANCE != 0 {
+            let i = b
+                .get(10..14)
+                .ok_or_else(|| "history ends inside an instance id".to_string())?;
+            (u32::from_le_bytes([i[0], i[1], i[2], i[3]]), 14)
+        } else {
+            (NO_INSTANCE, 10)
+        };
+        out.push(Hist {
+            time_ns: u64::from_le_bytes(t),
+            task: b[8],
+            lifecycle: lifecycle_of(code & !WITH_INSTANCE)
+                .ok_or_else(|| format!("unknown lifecycle code {code}"))?,
+            instance,
+        });
+        b = &b[len..];
     }
-    b.chunks_exact(10)
-        .map(|c| {
-            let mut t = [0u8; 8];
-            t.copy_from_slice(&c[..8]);
-            Ok(Hist {
-                time_ns: u64::from_le_bytes(t),
-                task: c[8],
-                lifecycle: lifecycle_of(c[9])
-                    .ok_or_else(|| format!("unknown lifecycle code {}", c[9]))?,
-            })
-        })
-        .collect()
+    Ok(out)
 }
 
 const COLUMNS: &str = "case_id, namespace, workflow, workflow_id, state, created_ns, finished_ns, \
@@ -212,6 +236,8 @@ fn row_case(row: &rusqlite::Row<'_>) -> rusqlite::Result<FinishedCase> {
             busy,
             enabled_before: enabled,
             enabled,
+            // finished cases hold no live instances
+            ..Outcome::default()
         },
         regs: decode_regs(&regs),
         history: Vec::new(),

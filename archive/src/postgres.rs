@@ -326,6 +326,9 @@ fn row_case(row: &Row) -> Result<FinishedCase, String> {
                 lifecycle: u8::try_from(l).ok().and_then(lifecycle_of).ok_or_else(|| {
                     format!("archive (PostgreSQL): case {case_id}: unknown lifecycle code {l}")
                 })?,
+                // the PostgreSQL schema keeps no instance ids of multiple-instance tasks
+                // (docs/durability.md): an archived MI event reads as the task's
+                instance: knhk_engine::command::NO_INSTANCE,
             })
         })
         .collect::<Result<Vec<_>, String>>()?;
@@ -346,6 +349,7 @@ fn row_case(row: &Row) -> Result<FinishedCase, String> {
             busy,
             enabled_before: enabled,
             enabled,
+            ..Outcome::default()
         },
         regs,
         history,

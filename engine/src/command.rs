@@ -106,4 +106,10 @@ pub struct Hist {
     pub time_ns: u64,
     pub task: u8,
     pub lifecycle: Lifecycle,
+    /// The instance of a multiple-instance task the event is about ([`NO_INSTANCE`]: the
+    /// task itself).
+    pub instance: u32,
 }
+
+/// [`Hist::instance`] of an event about a task, not one of its instances.
+pub const NO_INSTANCE: u32 = u32::MAX;

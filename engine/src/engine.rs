@@ -31,7 +31,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{broadcast, oneshot};
 
 use crate::archive::{ArchiveQuery, CaseArchive, FinishedCase, Retention};
-use crate::command::{BatchEvent, Data, EventKind, EventResult, TaskRef};
+use crate::command::{BatchEvent, Data, EventKind, EventResult, TaskRef, NO_INSTANCE};
 pub use crate::command::{Hist, Lifecycle};
 use crate::error::EngineError;
 use crate::ids::{self, CaseId};
@@ -95,6 +95,8 @@ pub struct WatchItem {
     pub kind: EventKind,
     pub task: u8,
     pub lifecycle: Option<Lifecycle>,
+    /// The instance of a multiple-instance task ([`crate::command::NO_INSTANCE`]: none).
+    pub instance: u32,
     pub time_ns: u64,
     pub seq: u64,
     pub state: State,
@@ -1195,6 +1197,37 @@ impl Engine {
         data: &Data,
         branch_bits: Option<u32>,
     ) -> Result<CaseView, EngineError> {
+        self.op_on_task(kind, case_id, task, None, data, branch_bits)
+            .await
+            .map(|(view, _)| view)
+    }
+
+    /// An op on a multiple-instance task: `Start` with an instance count (`instance`),
+    /// `StartInstance` and `CompleteInstance` of instance `instance`, `AddInstance` (returns
+    /// the new instance's id; `instance` is not read). Returns the case after it and the
+    /// instance.
+    pub async fn instance_op(
+        &self,
+        kind: OpKind,
+        case_id: u64,
+        task: &str,
+        instance: u32,
+        data: &Data,
+        branch_bits: Option<u32>,
+    ) -> Result<(CaseView, u32), EngineError> {
+        self.op_on_task(kind, case_id, task, Some(instance), data, branch_bits)
+            .await
+    }
+
+    async fn op_on_task(
+        &self,
+        kind: OpKind,
+        case_id: u64,
+        task: &str,
+        instance: Option<u32>,
+        data: &Data,
+        branch_bits: Option<u32>,
+    ) -> Result<(CaseView, u32), EngineError> {
         if self.is_draining() {
             return Err(EngineError::Draining);
         }
@@ -1202,8 +1235,17 @@ impl Engine {
         let t = wf.task(task)?;
         needs_client_bits(&wf, t, kind, branch_bits)?;
         let mut op = Op::new(kind, case_id, slot, t);
+        if let Some(i) = instance {
+            op.instance = i;
+            if kind == OpKind::Start {
+                op.flags |= workers::OP_COUNT;
+            }
+        }
         let mut payload = Vec::new();
-        if matches!(kind, OpKind::Complete | OpKind::Fire) {
+        if matches!(
+            kind,
+            OpKind::Complete | OpKind::Fire | OpKind::CompleteInstance
+        ) {
             if !data.is_empty() {
                 let (mask, regs) = wf.registers(data)?;
                 op.reg_mask = mask;
@@ -1217,9 +1259,16 @@ impl Engine {
         let job = self.run(shard, Job::new(vec![op], payload)).await?;
         let o = job.out.first().copied().unwrap_or_default();
         if o.status != Status::Ok {
-            return Err(status_error(&o, case_id, &wf, t));
+            let e = status_error(&o, case_id, &wf, t);
+            return Err(match (e, instance, kind) {
+                (EngineError::Precondition(m), Some(i), OpKind::StartInstance)
+                | (EngineError::Precondition(m), Some(i), OpKind::CompleteInstance) => {
+                    EngineError::Precondition(format!("{m} (instance {i})"))
+                }
+                (e, ..) => e,
+            });
         }
-        self.view(shard, slot, case_id)
+        Ok((self.view(shard, slot, case_id)?, o.instance))
     }
 
     /// Cancels a case.
@@ -1734,6 +1783,28 @@ pub fn status_error(o: &Outcome, case_id: u64, wf: &Workflow, task: u8) -> Engin
             EngineError::Internal(format!("the kernel refused an op on case {case_id}"))
         }
         Status::Stopped => EngineError::Draining,
+        Status::MiTask => EngineError::Precondition(format!(
+            "task '{t}' of case {case_id} is multiple-instance: complete its instances \
+             (CompleteInstance) instead"
+        )),
+        Status::NotMiTask => EngineError::Precondition(format!(
+            "task '{t}' of case {case_id} is not multiple-instance"
+        )),
+        Status::BadInstance => EngineError::Precondition(format!(
+            "task '{t}' of case {case_id} has no such instance in the state this needs \
+             (not created, already started, not started or already completed)"
+        )),
+        Status::MiLimit => EngineError::Precondition(format!(
+            "task '{t}' of case {case_id}: the instance count would leave the task's \
+             minimum..maximum (at most {} per task), or the task creates its instances \
+             statically",
+            knhk_kernel::MI_MAX_INSTANCES
+        )),
+        Status::MiWindow => EngineError::Exhausted(format!(
+            "task '{t}' of case {case_id}: an instance may start at most {} past the oldest \
+             unfinished one: complete earlier instances first",
+            knhk_kernel::MI_WINDOW
+        )),
     }
 }
 
@@ -1746,7 +1817,12 @@ fn needs_client_bits(
     kind: OpKind,
     bits: Option<u32>,
 ) -> Result<(), EngineError> {
-    if bits.is_some() || !matches!(kind, OpKind::Complete | OpKind::Fire) {
+    if bits.is_some()
+        || !matches!(
+            kind,
+            OpKind::Complete | OpKind::Fire | OpKind::CompleteInstance
+        )
+    {
         return Ok(());
     }
     match wf.tasks.get(usize::from(t)) {
@@ -1950,6 +2026,7 @@ fn record(ctx: &ReplyCtx, job: &mut Job, scratch: &mut Vec<WatchItem>) {
             }
             let was_state = s.last.state;
             let was_live = s.live;
+            let prev = s.last;
             s.last = *o;
             if op.kind == OpKind::Create {
                 s.live = true;
@@ -1964,7 +2041,7 @@ fn record(ctx: &ReplyCtx, job: &mut Job, scratch: &mut Vec<WatchItem>) {
                     }
                 }
             }
-            let mut emit = |task: u8, kind: EventKind, lc: Option<Lifecycle>| {
+            let mut emit = |task: u8, kind: EventKind, lc: Option<Lifecycle>, instance: u32| {
                 produced += 1;
                 if let Some(lc) = lc {
                     if s.history.len() >= ctx.history_limit {
@@ -1975,6 +2052,7 @@ fn record(ctx: &ReplyCtx, job: &mut Job, scratch: &mut Vec<WatchItem>) {
                         time_ns: now,
                         task,
                         lifecycle: lc,
+                        instance,
                     });
                 }
                 if watching {
@@ -1984,6 +2062,7 @@ fn record(ctx: &ReplyCtx, job: &mut Job, scratch: &mut Vec<WatchItem>) {
                         kind,
                         task,
                         lifecycle: lc,
+                        instance,
                         time_ns: now,
                         seq: o.seq,
                         state: o.state,
@@ -1992,7 +2071,7 @@ fn record(ctx: &ReplyCtx, job: &mut Job, scratch: &mut Vec<WatchItem>) {
                     });
                 }
             };
-            derive(op, o, was_live, &mut emit);
+            derive(op, o, &prev, was_live, &mut emit);
             if op.kind == OpKind::Create && !was_live {
                 if let Some(n) = book.unfinished.get_mut(usize::from(s.workflow)) {
                     *n += 1;
@@ -2000,9 +2079,9 @@ fn record(ctx: &ReplyCtx, job: &mut Job, scratch: &mut Vec<WatchItem>) {
             }
             if o.state != was_state || !was_live {
                 match o.state {
-                    State::Complete => emit(0, EventKind::CaseCompleted, None),
-                    State::Cancelled => emit(0, EventKind::CaseCancelled, None),
-                    State::Deadlocked => emit(0, EventKind::CaseDeadlocked, None),
+                    State::Complete => emit(0, EventKind::CaseCompleted, None, NO_INSTANCE),
+                    State::Cancelled => emit(0, EventKind::CaseCancelled, None, NO_INSTANCE),
+                    State::Deadlocked => emit(0, EventKind::CaseDeadlocked, None, NO_INSTANCE),
                     State::Running => {}
                 }
             }
@@ -2038,40 +2117,53 @@ fn job_data<'a>(data: &'a [[i64; REGISTERS]], op: &Op) -> Option<&'a [i64; REGIS
 }
 
 /// The lifecycle events one successful op produced, from its before/after sets.
+///
+/// A multiple-instance task has events per instance (`Hist::instance`), none of its own: an
+/// instance's start and complete, and an abort for each started instance that an op withdraws
+/// (the threshold, a cancellation, the case's end), found against `prev`, the case before.
 fn derive(
     op: &Op,
     o: &Outcome,
+    prev: &Outcome,
     was_live: bool,
-    emit: &mut impl FnMut(u8, EventKind, Option<Lifecycle>),
+    emit: &mut impl FnMut(u8, EventKind, Option<Lifecycle>, u32),
 ) {
     use EventKind::{CaseCreated, Task};
     let t = op.task;
     let tb = if t < 64 { 1u64 << t } else { 0 };
-    let aborted = o.busy_before & !o.busy & !tb;
+    // MI tasks live before the op: their instances speak for them
+    let mi_before = if op.kind == OpKind::Create || op.kind == OpKind::Restore {
+        0
+    } else {
+        prev.mi_live
+    };
+    let aborted = o.busy_before & !o.busy & !tb & !mi_before;
     let withdrawn = o.enabled_before & !o.enabled & !o.busy & !tb;
     match op.kind {
         OpKind::Create => {
             if !was_live {
-                emit(0, CaseCreated, None);
+                emit(0, CaseCreated, None, NO_INSTANCE);
             }
         }
         OpKind::Start => {
-            emit(t, Task, Some(Lifecycle::Start));
+            if o.mi_live & tb == 0 {
+                emit(t, Task, Some(Lifecycle::Start), NO_INSTANCE);
+            }
             for w in bits(withdrawn) {
-                emit(w as u8, Task, Some(Lifecycle::Withdraw));
+                emit(w as u8, Task, Some(Lifecycle::Withdraw), NO_INSTANCE);
             }
         }
         OpKind::Complete | OpKind::Fire => {
             if op.kind == OpKind::Fire {
-                emit(t, Task, Some(Lifecycle::Start));
+                emit(t, Task, Some(Lifecycle::Start), NO_INSTANCE);
             }
             for a in bits(aborted) {
-                emit(a as u8, Task, Some(Lifecycle::AteAbort));
+                emit(a as u8, Task, Some(Lifecycle::AteAbort), NO_INSTANCE);
             }
             for w in bits(withdrawn) {
-                emit(w as u8, Task, Some(Lifecycle::Withdraw));
+                emit(w as u8, Task, Some(Lifecycle::Withdraw), NO_INSTANCE);
             }
-            emit(t, Task, Some(Lifecycle::Complete));
+            emit(t, Task, Some(Lifecycle::Complete), NO_INSTANCE);
         }
         OpKind::CancelTask => {
             let lc = if o.busy_before & tb != 0 {
@@ -2079,21 +2171,57 @@ fn derive(
             } else {
                 Lifecycle::Withdraw
             };
-            emit(t, Task, Some(lc));
+            if mi_before & tb == 0 {
+                emit(t, Task, Some(lc), NO_INSTANCE);
+            }
             for a in bits(aborted) {
-                emit(a as u8, Task, Some(Lifecycle::AteAbort));
+                emit(a as u8, Task, Some(Lifecycle::AteAbort), NO_INSTANCE);
             }
             for w in bits(withdrawn) {
-                emit(w as u8, Task, Some(Lifecycle::Withdraw));
+                emit(w as u8, Task, Some(Lifecycle::Withdraw), NO_INSTANCE);
             }
         }
         OpKind::Save | OpKind::Restore => {}
+        OpKind::StartInstance => emit(t, Task, Some(Lifecycle::Start), o.instance),
+        OpKind::AddInstance => {}
+        OpKind::CompleteInstance => {
+            emit(t, Task, Some(Lifecycle::Complete), o.instance);
+            if o.busy_before & tb != 0 && o.busy & tb == 0 {
+                // the task completed with this instance: its cancellation set and split ran
+                for a in bits(aborted) {
+                    emit(a as u8, Task, Some(Lifecycle::AteAbort), NO_INSTANCE);
+                }
+                for w in bits(withdrawn) {
+                    emit(w as u8, Task, Some(Lifecycle::Withdraw), NO_INSTANCE);
+                }
+            }
+        }
         OpKind::CancelCase => {
-            for a in bits(o.busy_before) {
-                emit(a as u8, Task, Some(Lifecycle::PiAbort));
+            for a in bits(o.busy_before & !mi_before) {
+                emit(a as u8, Task, Some(Lifecycle::PiAbort), NO_INSTANCE);
             }
             for w in bits(o.enabled_before & !o.busy_before) {
-                emit(w as u8, Task, Some(Lifecycle::Withdraw));
+                emit(w as u8, Task, Some(Lifecycle::Withdraw), NO_INSTANCE);
+            }
+        }
+    }
+    for u in bits(mi_before) {
+        let u = u as u8;
+        let (Some(was), now) = (prev.instances(u), o.instances(u)) else {
+            continue;
+        };
+        if now.is_some_and(|n| n.created >= was.created && n.base >= was.base) {
+            continue; // still live, nothing withdrawn
+        }
+        let lc = if op.kind == OpKind::CancelCase {
+            Lifecycle::PiAbort
+        } else {
+            Lifecycle::AteAbort
+        };
+        for (i, st) in was.iter() {
+            let completed_now = op.kind == OpKind::CompleteInstance && u == t && i == o.instance;
+            if st == knhk_kernel::InstanceState::Started && !completed_now {
+                emit(u, Task, Some(lc), i);
             }
         }
     }

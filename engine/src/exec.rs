@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use knhk_kernel::{Case, Error, Event, Join, Net, Op as KOp, Split, CASE_BYTES};
 
-use crate::workers::{Op, OpKind, Outcome, State, Status, OP_USE_BITS, REGISTERS};
+use crate::workers::{Op, OpKind, Outcome, State, Status, OP_COUNT, OP_USE_BITS, REGISTERS};
 
 /// Lanes per kernel beat (the kernel's `BEAT_LANES`, from libknhk's header).
 pub use knhk_kernel::BEAT_LANES as LANES;
@@ -38,6 +38,11 @@ fn status_of(e: Error) -> Status {
         Error::SafetyViolation => Status::SafetyViolation,
         Error::CaseComplete => Status::CaseComplete,
         Error::BadTask => Status::BadTask,
+        Error::MiTask => Status::MiTask,
+        Error::NotMiTask => Status::NotMiTask,
+        Error::BadInstance => Status::BadInstance,
+        Error::MiLimit => Status::MiLimit,
+        Error::MiWindow => Status::MiWindow,
         _ => Status::Refused,
     }
 }
@@ -53,7 +58,22 @@ fn status_of_code(code: u8) -> Status {
 /// The state of a case as an outcome (before = after), for refusals and snapshots.
 fn observe(net: &Net, case: &Case, status: Status) -> Outcome {
     let enabled = net.enabled(case);
+    // the live instances of multiple-instance tasks (none in most nets: no work)
+    let mut mi = [(0u8, knhk_kernel::Instances::default()); knhk_kernel::MAX_MI_TASKS];
+    let mut live = case.mi_live();
+    let mut k = 0;
+    while live != 0 && k < mi.len() {
+        let t = live.trailing_zeros();
+        if let Some(i) = case.instances(net, t) {
+            mi[k] = (t as u8, i);
+            k += 1;
+        }
+        live &= live - 1;
+    }
     Outcome {
+        instance: 0,
+        mi_live: case.mi_live(),
+        mi,
         status,
         state: net.state(case).into(),
         flags: case.flags(),
@@ -131,7 +151,13 @@ pub fn single(net: &Net, case: &mut Case, op: &Op, regs: Option<[i64; REGISTERS]
     let busy_before = case.busy();
     let enabled_before = net.enabled(case);
     let saved: [i64; REGISTERS] = *case.regs();
-    if let (Some(values), true) = (regs, matches!(op.kind, OpKind::Complete | OpKind::Fire)) {
+    if let (Some(values), true) = (
+        regs,
+        matches!(
+            op.kind,
+            OpKind::Complete | OpKind::Fire | OpKind::CompleteInstance
+        ),
+    ) {
         let dst = case.regs_mut();
         for (r, v) in values.iter().enumerate() {
             if op.reg_mask & (1 << r) != 0 {
@@ -141,9 +167,17 @@ pub fn single(net: &Net, case: &mut Case, op: &Op, regs: Option<[i64; REGISTERS]
     }
     let t = u32::from(op.task);
     let bits = (op.flags & OP_USE_BITS != 0).then_some(op.branch_bits);
+    let mut instance = op.instance;
     let result = match op.kind {
         OpKind::Create | OpKind::Save | OpKind::Restore => Err(Error::BadArgument),
+        OpKind::Start if op.flags & OP_COUNT != 0 => net.start_mi(case, t, op.instance),
         OpKind::Start => net.start(case, t),
+        OpKind::StartInstance => net.start_instance(case, t, op.instance),
+        OpKind::CompleteInstance => match bits {
+            Some(b) => net.complete_instance_with64(case, t, op.instance, u64::from(b)),
+            None => net.complete_instance(case, t, op.instance),
+        },
+        OpKind::AddInstance => net.add_instance(case, t).map(|i| instance = i),
         OpKind::Complete => match bits {
             Some(b) => net.complete_with(case, t, b),
             None => net.complete(case, t),
@@ -165,6 +199,7 @@ pub fn single(net: &Net, case: &mut Case, op: &Op, regs: Option<[i64; REGISTERS]
     let mut o = observe(net, case, status);
     o.busy_before = busy_before;
     o.enabled_before = enabled_before;
+    o.instance = instance;
     o
 }
 
@@ -227,7 +262,13 @@ impl BeatBuilder {
             OpKind::Start => KOp::Start,
             OpKind::Complete => KOp::Complete,
             // Creations, saves and restores never join a beat (the worker runs them alone).
-            OpKind::Fire | OpKind::Create | OpKind::Save | OpKind::Restore => KOp::Fire,
+            OpKind::Fire
+            | OpKind::Create
+            | OpKind::Save
+            | OpKind::Restore
+            | OpKind::StartInstance
+            | OpKind::CompleteInstance
+            | OpKind::AddInstance => KOp::Fire,
             OpKind::CancelTask => KOp::CancelTask,
             OpKind::CancelCase => KOp::CancelCase,
         };

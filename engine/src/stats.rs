@@ -22,17 +22,22 @@ use crate::workers::{Job, NetTable, OpKind, State, Status};
 
 // ------------------------------------------------------------------------------ worker side
 
-/// Op kinds, in `OpKind` order (label `op`).
-pub const OP_NAMES: [&str; 6] = [
+/// Op kinds, in `OpKind` order (label `op`); saves and restores (6, 7) are not counted.
+pub const OP_NAMES: [&str; 11] = [
     "create_case",
     "start",
     "complete",
     "fire",
     "cancel_task",
     "cancel_case",
+    "save",
+    "restore",
+    "start_instance",
+    "complete_instance",
+    "add_instance",
 ];
 /// Statuses, in `Status` order (label `status`).
-pub const STATUS_NAMES: [&str; 10] = [
+pub const STATUS_NAMES: [&str; 15] = [
     "ok",
     "no_case",
     "no_workflow",
@@ -43,6 +48,11 @@ pub const STATUS_NAMES: [&str; 10] = [
     "bad_task",
     "refused",
     "stopped",
+    "mi_task",
+    "not_mi_task",
+    "bad_instance",
+    "mi_limit",
+    "mi_window",
 ];
 const JOINS: [&str; 4] = ["and", "xor", "or", "discriminator"];
 const SPLITS: [&str; 3] = ["and", "xor", "or"];

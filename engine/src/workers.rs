@@ -132,10 +132,30 @@ pub enum OpKind {
     /// Replay: put the case saved in `job.saved[data]` into the slot, as case `case_id` of
     /// `workflow` (the reply thread installs its history and data).
     Restore = 7,
+    /// Start instance `instance` of a multiple-instance task.
+    StartInstance = 8,
+    /// Complete instance `instance` of a multiple-instance task (data and branch bits as
+    /// Complete); the task completes with it at its threshold.
+    CompleteInstance = 9,
+    /// Add an instance to a running dynamic multiple-instance task (its id in the outcome).
+    AddInstance = 10,
+}
+
+impl OpKind {
+    /// Ops on one instance of a multiple-instance task (they run alone, never in a beat).
+    pub fn is_instance_op(self) -> bool {
+        matches!(
+            self,
+            OpKind::StartInstance | OpKind::CompleteInstance | OpKind::AddInstance
+        )
+    }
 }
 
 /// Op flag: `branch_bits` replaces guard evaluation (KNHK_EVENT_USE_BITS).
 pub const OP_USE_BITS: u8 = 1;
+/// Op flag: a Start of a multiple-instance task creates `instance` instances (the caller's
+/// count) instead of the task's count register or minimum.
+pub const OP_COUNT: u8 = 2;
 
 /// One operation of a job. 32 bytes, `Copy`.
 #[derive(Debug, Clone, Copy)]
@@ -154,6 +174,8 @@ pub struct Op {
     pub branch_bits: u32,
     /// Index into `job.data` (meaningful when `reg_mask != 0`).
     pub data: u32,
+    /// Instance ops: the instance; a Start with [`OP_COUNT`]: the instance count.
+    pub instance: u32,
 }
 
 impl Op {
@@ -169,6 +191,7 @@ impl Op {
             reg_mask: 0,
             branch_bits: 0,
             data: 0,
+            instance: 0,
         }
     }
 }
@@ -192,6 +215,17 @@ pub enum Status {
     Refused = 8,
     /// Not executed: the worker was stopping.
     Stopped = 9,
+    /// Complete or fire of a multiple-instance task (its instances complete one by one).
+    MiTask = 10,
+    /// An instance op on a task that is not multiple-instance.
+    NotMiTask = 11,
+    /// No such instance in the state the op needs.
+    BadInstance = 12,
+    /// An instance count outside the task's minimum and maximum, or an add past the maximum
+    /// (or to a task that creates statically).
+    MiLimit = 13,
+    /// An instance start 64 or more past the task's oldest unfinished instance.
+    MiWindow = 14,
 }
 
 /// Life state of a case (mirrors the kernel's `CaseState`).
@@ -230,6 +264,24 @@ pub struct Outcome {
     pub busy: u64,
     pub enabled_before: u64,
     pub enabled: u64,
+    /// Instance ops: the instance (an add: the new one); a Start with a count: the count.
+    pub instance: u32,
+    /// Multiple-instance tasks with live instances after the op, and their instances (the
+    /// first `mi_live.count_ones()` entries, in task order).
+    pub mi_live: u64,
+    pub mi: [(u8, knhk_kernel::Instances); knhk_kernel::MAX_MI_TASKS],
+}
+
+impl Outcome {
+    /// The live instances of task `t` after the op.
+    pub fn instances(&self, t: u8) -> Option<&knhk_kernel::Instances> {
+        let n = self.mi_live.count_ones() as usize;
+        self.mi
+            .iter()
+            .take(n)
+            .find(|(task, _)| *task == t)
+            .map(|(_, i)| i)
+    }
 }
 
 /// A case as a checkpoint holds it ([`OpKind::Save`], [`OpKind::Restore`]): the kernel's saved
@@ -677,7 +729,11 @@ impl Worker {
                 refused += 1;
                 continue;
             };
-            let plain = !installs && op.kind != OpKind::Save && op.reg_mask == 0;
+            let plain = !installs
+                && op.kind != OpKind::Save
+                && op.reg_mask == 0
+                && !op.kind.is_instance_op()
+                && op.flags & OP_COUNT == 0;
             if plain && beat.accepts(wf, op.slot) {
                 beat.push(i, wf, &op, net, &shard.cases[slot]);
                 if beat.is_full() {

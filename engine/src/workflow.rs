@@ -218,6 +218,11 @@ impl Workflow {
     }
 
     /// The name of task `t`.
+    /// The multiple-instance attributes of task `t`, if it is an MI task.
+    pub fn mi_spec(&self, t: u8) -> Option<knhk_kernel::MiSpec> {
+        self.net.mi_spec(u32::from(t))
+    }
+
     pub fn task_name(&self, t: u8) -> &str {
         self.tasks
             .get(usize::from(t))

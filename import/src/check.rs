@@ -456,11 +456,35 @@ pub fn verify(model: &Model, opts: &Options) -> Report {
             });
         }
         if let Some(mi) = &t.mi {
+            let how = match (&t.composite, crate::lower::mi_spec(mi)) {
+                (Some(_), _) => "a composite task: its flattened sub-net runs once (the caller \
+                                 counts instances; sub-net cases per instance are not built)"
+                    .to_string(),
+                (None, Ok(k)) => format!(
+                    "the kernel runs it as minimum {}, maximum {}, threshold {} (the rest \
+                     withdrawn), {} creation; instances start and complete one by one \
+                     (StartInstance, CompleteInstance){}",
+                    k.minimum,
+                    k.maximum,
+                    k.threshold,
+                    if k.dynamic { "dynamic" } else { "static" },
+                    if mi
+                        .min
+                        .as_deref()
+                        .is_some_and(|m| m.trim().parse::<u64>().is_err())
+                    {
+                        "; the minimum is a query: StartInstances gives the count"
+                    } else {
+                        ""
+                    }
+                ),
+                (None, Err(m)) => format!("refused: {m}"),
+            };
             findings.push(Finding {
                 kind: FindingKind::MultiInstance,
                 severity: Severity::Info,
                 message: format!(
-                    "task '{}' is multiple-instance (min {}, max {}, threshold {}, creation {}): the kernel runs it as one task; the caller counts instances",
+                    "task '{}' is multiple-instance (min {}, max {}, threshold {}, creation {}): {how}",
                     t.id,
                     mi.min.as_deref().unwrap_or("-"),
                     mi.max.as_deref().unwrap_or("-"),
@@ -507,7 +531,21 @@ pub fn verify(model: &Model, opts: &Options) -> Report {
             };
         }
     };
-    let ex = explore::explore_until(model, &compiled.net, opts.state_cap, &|| opts.cancelled());
+    // Multiple-instance tasks (imported without keep) move tokens as single tasks do: start
+    // consumes, the completion at the threshold produces. The exploration runs on the net
+    // without their MI attributes (an MI task refuses the plain completion it tries).
+    let plain;
+    let net = if model.tasks.iter().any(|t| t.mi.is_some()) {
+        let mut m = model.clone();
+        for t in &mut m.tasks {
+            t.mi = None;
+        }
+        plain = lower(&m).map(|c| c.net);
+        plain.as_ref().unwrap_or(&compiled.net)
+    } else {
+        &compiled.net
+    };
+    let ex = explore::explore_until(model, net, opts.state_cap, &|| opts.cancelled());
     findings.extend(ex.findings.into_iter().map(|mut f| {
         if opts.refuse_undecided && f.kind == FindingKind::ExplorationIncomplete {
             // Asked for: a model whose soundness is not decided is not accepted.

@@ -146,8 +146,8 @@ pub struct Flow {
     pub ordering: Option<i64>,
 }
 
-/// Multiple-instance attributes as found (the kernel runs the task as one instance; the
-/// caller counts instances, see `docs/import.md`).
+/// Multiple-instance attributes as found (lowered to the kernel's by `lower::mi_spec`, see
+/// `docs/import.md`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct MultiInstance {
     pub min: Option<String>,

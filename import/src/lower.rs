@@ -72,6 +72,11 @@ pub fn explain(e: Error) -> &'static str {
              refuses it"
         }
         Error::InputIsOutput => "input and output are the same condition",
+        Error::CapacityMi => {
+            "more than 4 multiple-instance tasks in one net (the kernel keeps a slot per MI \
+             task in every case)"
+        }
+        Error::BadMi => "multiple-instance attributes the kernel cannot take",
         _ => "refused by the kernel",
     }
 }
@@ -121,6 +126,42 @@ fn builder_error(e: Error, what: String, elements: Vec<String>) -> LowerError {
         elements,
         error: Some(e),
     }
+}
+
+/// The kernel's multiple-instance attributes for YAWL's: a number is taken as is (YAWL's
+/// "unbounded" 2147483647, and any maximum past [`knhk_kernel::MI_MAX_INSTANCES`], is capped
+/// there; a threshold past the maximum is the maximum); an absent or non-numeric (XQuery) maximum is the cap, threshold the
+/// maximum, minimum 1 (YAWL's own fallback for a query it cannot count). `creationMode
+/// dynamic` allows instances to be added while the task runs. Err names what does not fit.
+pub fn mi_spec(mi: &crate::ir::MultiInstance) -> Result<knhk_kernel::MiSpec, String> {
+    let cap = knhk_kernel::MI_MAX_INSTANCES;
+    let num = |v: &Option<String>| v.as_deref().and_then(|s| s.trim().parse::<u64>().ok());
+    let minimum = num(&mi.min).unwrap_or(1);
+    if minimum == 0 || minimum > u64::from(cap) {
+        return Err(format!(
+            "minimum {minimum} is outside 1..{cap} (the kernel's instances per task)"
+        ));
+    }
+    let maximum = num(&mi.max).unwrap_or(u64::from(cap)).min(u64::from(cap));
+    if maximum < minimum {
+        return Err(format!("maximum {maximum} is below minimum {minimum}"));
+    }
+    // a threshold past the maximum (YAWL's "unbounded") waits for every instance: the maximum
+    let threshold = num(&mi.threshold).unwrap_or(maximum).min(maximum);
+    if threshold == 0 {
+        return Err("threshold 0 (YAWL requires at least 1)".into());
+    }
+    Ok(knhk_kernel::MiSpec {
+        minimum: minimum as u32,
+        maximum: maximum as u32,
+        threshold: threshold as u32,
+        dynamic: mi
+            .creation_mode
+            .as_deref()
+            .is_some_and(|m| m.eq_ignore_ascii_case("dynamic")),
+        keep: false,
+        count_register: None,
+    })
 }
 
 fn u32_of(i: usize) -> u32 {
@@ -191,6 +232,23 @@ pub fn lower(model: &Model) -> Result<Compiled, LowerError> {
                 builder_error(
                     e,
                     format!("cancellation set of '{}'", t.id),
+                    vec![t.id.clone()],
+                )
+            })?;
+        }
+        // multiple instances of an atomic task (a flattened composite task's entry runs its
+        // sub-net once: see check.rs)
+        if let (Some(mi), None) = (&t.mi, &t.composite) {
+            let spec = mi_spec(mi).map_err(|m| LowerError {
+                status: "KNHK_BAD_MI".into(),
+                message: format!("multiple-instance task '{}': {m}", t.id),
+                elements: vec![t.id.clone()],
+                error: Some(Error::BadMi),
+            })?;
+            net.set_mi(u32_of(ti), spec).map_err(|e| {
+                builder_error(
+                    e,
+                    format!("multiple-instance task '{}'", t.id),
                     vec![t.id.clone()],
                 )
             })?;

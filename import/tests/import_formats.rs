@@ -790,3 +790,57 @@ fn wide_split_model() {
         assert_eq!(net.state(&k), CaseState::Complete);
     }
 }
+
+/// YAWL's multiple-instance attributes become the kernel's (issue 13 item 2): Review (static,
+/// 1..10, threshold 2) and Collect (dynamic, 1..3, YAWL's "unbounded" threshold capped), run
+/// through the lowered net.
+#[test]
+fn multiple_instance_attributes_are_mapped() {
+    use knhk_kernel::{Error, MiSpec, MI_MAX_INSTANCES};
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/models/MultipleInstances.yawl");
+    let m = import_file(&p, &Options::default()).expect("imports");
+    let r = verify(&m, &Options::default());
+    assert!(r.accepted(), "{:#?}", r.findings);
+    let note = r
+        .findings
+        .iter()
+        .find(|f| f.kind == FindingKind::MultiInstance && f.elements == ["Review"])
+        .expect("a note on Review");
+    assert!(note.message.contains("threshold 2"), "{}", note.message);
+    let net = lower(&m).expect("lowers").net;
+    let [prepare, review, collect, decide] =
+        ["Prepare", "Review", "Collect", "Decide"].map(|id| task_of(&m, id));
+    assert_eq!(
+        net.mi_spec(review),
+        Some(MiSpec {
+            minimum: 1,
+            maximum: 10,
+            threshold: 2,
+            dynamic: false,
+            keep: false,
+            count_register: None
+        })
+    );
+    let spec = net.mi_spec(collect).expect("Collect is MI");
+    assert_eq!((spec.maximum, spec.threshold, spec.dynamic), (3, 3, true));
+    assert_eq!(net.mi_spec(prepare), None);
+    let mut k = Case::new(&net).unwrap();
+    net.fire(&mut k, prepare).unwrap();
+    assert_eq!(net.start_mi(&mut k, review, 11), Err(Error::MiLimit));
+    net.start_mi(&mut k, review, 3).unwrap();
+    for i in 0..2 {
+        net.start_instance(&mut k, review, i).unwrap();
+        net.complete_instance(&mut k, review, i).unwrap();
+    }
+    assert_eq!(k.busy(), 0, "the threshold completed Review");
+    net.start(&mut k, collect).unwrap();
+    assert_eq!(net.add_instance(&mut k, collect), Ok(1));
+    for i in 0..2 {
+        net.start_instance(&mut k, collect, i).unwrap();
+        net.complete_instance(&mut k, collect, i).unwrap();
+    }
+    net.fire(&mut k, decide).unwrap();
+    assert_eq!(net.state(&k), CaseState::Complete);
+    assert_eq!(MI_MAX_INSTANCES, 65_536);
+}

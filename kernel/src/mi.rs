@@ -95,7 +95,7 @@ pub enum InstanceState {
 }
 
 /// The instances of one activation of an MI task in a case (a copy of its slot).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Instances {
     /// Instances created (ids `0..created`).
     pub created: u32,

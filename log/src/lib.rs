@@ -64,12 +64,15 @@ mod segment;
 use record::*;
 use segment::*;
 
-/// On-disk format version, in every segment header. Version 3: checkpoints hold case snapshots
+/// On-disk format version, in every segment header. Version 4: multiple-instance tasks: op codes
+/// 6..8 (start, complete, add instance) and an instance field in op records, history events
+/// with an instance in case records, saved cases of libknhk's format 2 (248 bytes; format 1's
+/// 144 bytes are still read). Version 3: checkpoints hold case snapshots
 /// (case records) instead of the ops of held cases, and workflow records their namespace.
 /// Version 2: case ids carry a partition field ([`knhk_engine::ids`]). Older segments are read
 /// (version-1 ids are partition-0 ids, the same numbers) and never appended to: the server
 /// continues in a new segment of the current version.
-pub const FORMAT_VERSION: u16 = 3;
+pub const FORMAT_VERSION: u16 = 4;
 /// The oldest format version this server reads.
 pub const OLDEST_READABLE_VERSION: u16 = 1;
 /// The first 8 bytes of every segment.
@@ -1153,11 +1156,13 @@ mod tests {
                 time_ns: 10,
                 task: 1,
                 lifecycle: Lifecycle::Start,
+                instance: knhk_engine::command::NO_INSTANCE,
             },
             Hist {
                 time_ns: 11,
                 task: 1,
                 lifecycle: Lifecycle::PiAbort,
+                instance: 65_535,
             },
         ];
         let rec = CaseRec {
@@ -1195,11 +1200,14 @@ mod tests {
             .saved
             .history
             .iter()
-            .map(|h| (h.time_ns, h.task, h.lifecycle))
+            .map(|h| (h.time_ns, h.task, h.lifecycle, h.instance))
             .collect();
         assert_eq!(
             h,
-            vec![(10, 1, Lifecycle::Start), (11, 1, Lifecycle::PiAbort)]
+            vec![
+                (10, 1, Lifecycle::Start, knhk_engine::command::NO_INSTANCE),
+                (11, 1, Lifecycle::PiAbort, 65_535)
+            ]
         );
         // A history count the payload cannot hold, and a truncated payload, are errors.
         let mut forged = p.to_vec();
@@ -1231,5 +1239,49 @@ mod tests {
         assert_eq!(out[0].op.branch_bits, 0b101);
         assert_eq!(out[0].regs, Some([7, 0, 0, 0, 0, 0, 0, 0]));
         assert_eq!(out[0].seq, 9);
+    }
+
+    /// Multiple-instance ops (version 4): their instance, and a start's count, survive.
+    #[test]
+    fn instance_op_roundtrip() {
+        use knhk_engine::workers::OP_COUNT;
+        let mut ops = vec![
+            Op::new(OpKind::Start, 7, 1, 3),
+            Op::new(OpKind::StartInstance, 7, 1, 3),
+            Op::new(OpKind::CompleteInstance, 7, 1, 3),
+            Op::new(OpKind::AddInstance, 7, 1, 3),
+        ];
+        ops[0].flags = OP_COUNT;
+        ops[0].instance = 65_536;
+        ops[1].instance = 12;
+        ops[2].instance = 40_000;
+        ops[2].flags = knhk_engine::workers::OP_USE_BITS;
+        ops[2].branch_bits = 2;
+        ops[3].instance = 5;
+        let job = Job::new(ops.clone(), Vec::new());
+        let mut buf = MAGIC.to_vec();
+        assert_eq!(put_batch(&mut buf, 0, &job), 4);
+        let (recs, d) = scan(&buf);
+        assert!(d.is_none());
+        let mut out = Vec::new();
+        get_batch(&buf[recs[0].1.clone()], &mut out).unwrap_or((0, 0));
+        let got: Vec<_> = out
+            .iter()
+            .map(|r| (r.op.kind, r.op.instance, r.op.flags, r.op.branch_bits))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (OpKind::Start, 65_536, OP_COUNT, 0),
+                (OpKind::StartInstance, 12, 0, 0),
+                (
+                    OpKind::CompleteInstance,
+                    40_000,
+                    knhk_engine::workers::OP_USE_BITS,
+                    2
+                ),
+                (OpKind::AddInstance, 5, 0, 0),
+            ]
+        );
     }
 }

@@ -13,11 +13,14 @@
 //! op                 := case id u64 | slot u32 | op code u8 | task u8 | flags u8 | registers written u8
 //!                       | seq after u64 | state after u8
 //!                       | [workflow index u16: create only] | [branch bits u32: flags & 1]
+//!                       | [instance u32: flags & 2 (version 4 on): the instance of an
+//!                         instance op, or with flags & 4 the instance count of a start]
 //!                       | [nonzero mask u8 | value i64 per set bit: registers written ≠ 0]
 //! counters  (kind 4) := fresh-slot cursor u64 | n u32 | (global slot u64 | generation u32) × n
 //! case      (kind 5) := shard u16 | slot u32 | case id u64 | workflow index u16 | created unix ns u64
 //!                       | seq u64 | state u8 | terminal u8 | nonzero mask u8 | value i64 per set bit
-//!                       | history dropped u64 | n u32 | (time unix ns u64 | task u8 | lifecycle u8) × n
+//!                       | history dropped u64 | n u32 | (time unix ns u64 | task u8 | lifecycle u8
+//!                         [| instance u32: lifecycle & 0x80, version 4 on]) × n
 //!                       | saved case bytes (libknhk's `knhk_case_save` encoding)
 //! ```
 //!
@@ -29,14 +32,18 @@
 //! [`state_code`]), mapped from the engine's types in one place, so a change of an engine enum
 //! cannot silently change the format.
 
-/// A saved case in libknhk's format 1 (ABI up to 4): still restored.
-const CASE_BYTES_FORMAT1: usize = 144;
+use knhk_engine::command::NO_INSTANCE;
 use knhk_engine::engine::{Hist, Lifecycle};
-use knhk_engine::workers::{Job, Op, OpKind, SavedCase, State, Status, OP_USE_BITS, REGISTERS};
+use knhk_engine::workers::{
+    Job, Op, OpKind, SavedCase, State, Status, OP_COUNT, OP_USE_BITS, REGISTERS,
+};
 use knhk_engine::workflow::{Workflow, DEFAULT_NAMESPACE};
 use knhk_import::Format;
 
 use crate::{K_BATCH, K_CASE, K_COUNTERS, K_HEADER, K_WORKFLOW, MAGIC, MAX_RECORD};
+
+/// A saved case in libknhk's format 1 (ABI up to 4): still restored.
+const CASE_BYTES_FORMAT1: usize = 144;
 
 // ------------------------------------------------------------------------------- framing
 
@@ -368,11 +375,19 @@ pub(crate) fn put_op(
     // Only ops with a code reach here (put_batch, and checkpoints copying logged ops).
     b.push(op_code(op.kind).unwrap_or(u8::MAX));
     b.push(op.task);
-    b.push(if op.flags & OP_USE_BITS != 0 {
-        FLAG_BRANCH_BITS
-    } else {
-        0
-    });
+    let with_instance = op.kind.is_instance_op() || op.flags & OP_COUNT != 0;
+    b.push(
+        if op.flags & OP_USE_BITS != 0 {
+            FLAG_BRANCH_BITS
+        } else {
+            0
+        } | if with_instance { FLAG_INSTANCE } else { 0 }
+            | if op.flags & OP_COUNT != 0 {
+                FLAG_COUNT
+            } else {
+                0
+            },
+    );
     b.push(op.reg_mask);
     b.extend_from_slice(&seq.to_le_bytes());
     b.push(state);
@@ -381,6 +396,9 @@ pub(crate) fn put_op(
     }
     if op.flags & OP_USE_BITS != 0 {
         b.extend_from_slice(&op.branch_bits.to_le_bytes());
+    }
+    if with_instance {
+        b.extend_from_slice(&op.instance.to_le_bytes());
     }
     if op.reg_mask != 0 {
         let vals = regs.copied().unwrap_or([0; REGISTERS]);
@@ -411,8 +429,9 @@ pub(crate) struct OpRec {
 // The op record's codes. They are the log's own and never change with the engine's types;
 // the mapping below is the only place that relates the two.
 
-/// Op kinds: 0 create, 1 start, 2 complete, 3 fire, 4 cancel task, 5 cancel case. Saves and
-/// restores are checkpoint traffic, never logged as ops: `None`.
+/// Op kinds: 0 create, 1 start, 2 complete, 3 fire, 4 cancel task, 5 cancel case; version 4
+/// on: 6 start instance, 7 complete instance, 8 add instance. Saves and restores are checkpoint
+/// traffic, never logged as ops: `None`.
 pub(crate) fn op_code(k: OpKind) -> Option<u8> {
     Some(match k {
         OpKind::Create => 0,
@@ -421,6 +440,9 @@ pub(crate) fn op_code(k: OpKind) -> Option<u8> {
         OpKind::Fire => 3,
         OpKind::CancelTask => 4,
         OpKind::CancelCase => 5,
+        OpKind::StartInstance => 6,
+        OpKind::CompleteInstance => 7,
+        OpKind::AddInstance => 8,
         OpKind::Save | OpKind::Restore => return None,
     })
 }
@@ -433,12 +455,22 @@ pub(crate) fn kind_of(k: u8) -> Result<OpKind, String> {
         3 => OpKind::Fire,
         4 => OpKind::CancelTask,
         5 => OpKind::CancelCase,
+        6 => OpKind::StartInstance,
+        7 => OpKind::CompleteInstance,
+        8 => OpKind::AddInstance,
         _ => return Err(format!("unknown op kind {k}")),
     })
 }
 
 /// Flag bit of an op record: the op carried caller-computed branch bits (a u32 follows).
 pub(crate) const FLAG_BRANCH_BITS: u8 = 1;
+/// Flag bit of an op record (version 4 on): an instance u32 follows the branch bits.
+pub(crate) const FLAG_INSTANCE: u8 = 2;
+/// Flag bit of an op record (version 4 on): a start with the caller's instance count (in the
+/// instance field).
+pub(crate) const FLAG_COUNT: u8 = 4;
+/// Bit of a history event's lifecycle code (version 4 on): an instance u32 follows.
+pub(crate) const LIFECYCLE_INSTANCE: u8 = 0x80;
 
 /// Lifecycle codes of a case record's history: 1 start, 2 complete, 3 withdraw, 4 ate_abort,
 /// 5 pi_abort.
@@ -498,6 +530,12 @@ pub(crate) fn get_batch(p: &[u8], out: &mut Vec<OpRec>) -> Result<(u16, u64), St
         }
         if flags & FLAG_BRANCH_BITS != 0 {
             op.branch_bits = r.u32()?;
+        }
+        if flags & FLAG_INSTANCE != 0 {
+            op.instance = r.u32()?;
+        }
+        if flags & FLAG_COUNT != 0 {
+            op.flags |= OP_COUNT;
         }
         let regs = if reg_mask != 0 {
             let nz = r.u8()?;
@@ -580,7 +618,12 @@ pub(crate) fn put_case(buf: &mut Vec<u8>, c: &CaseRec) {
         for h in &c.saved.history {
             b.extend_from_slice(&h.time_ns.to_le_bytes());
             b.push(h.task);
-            b.push(lifecycle_code(h.lifecycle));
+            if h.instance == NO_INSTANCE {
+                b.push(lifecycle_code(h.lifecycle));
+            } else {
+                b.push(lifecycle_code(h.lifecycle) | LIFECYCLE_INSTANCE);
+                b.extend_from_slice(&h.instance.to_le_bytes());
+            }
         }
         put_bytes(b, &c.saved.bytes);
     });
@@ -617,11 +660,18 @@ pub(crate) fn get_case(p: &[u8]) -> Result<CaseRec, String> {
     for _ in 0..n {
         let time_ns = r.u64()?;
         let task = r.u8()?;
-        let lifecycle = lifecycle_of(r.u8()?)?;
+        let code = r.u8()?;
+        let lifecycle = lifecycle_of(code & !LIFECYCLE_INSTANCE)?;
+        let instance = if code & LIFECYCLE_INSTANCE != 0 {
+            r.u32()?
+        } else {
+            NO_INSTANCE
+        };
         saved.history.push(Hist {
             time_ns,
             task,
             lifecycle,
+            instance,
         });
     }
     let bytes = r.bytes()?;

@@ -187,6 +187,7 @@ fn store_rate(kind: Kind<'_>) -> Result<f64, BoxError> {
             } else {
                 Lifecycle::Complete
             },
+            instance: knhk_engine::command::NO_INSTANCE,
         })
         .collect();
     let mut next = 1u64;

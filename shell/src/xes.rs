@@ -131,6 +131,9 @@ impl Writer {
         // concept:instance pairs a start with its complete or abort: the open instance of each
         // task, numbered per trace.
         let mut open = [0u32; 64];
+        // a multiple-instance task's events pair per instance: (task, instance) -> the open one
+        let mut open_mi: std::collections::HashMap<(u8, u32), u32> =
+            std::collections::HashMap::new();
         let mut next_instance = 1u32;
         let mut last_us = 0u64;
         for h in t.history {
@@ -140,7 +143,12 @@ impl Writer {
             if task.silent {
                 continue;
             }
-            let slot = &mut open[usize::from(h.task) % 64];
+            let mut mi_slot = open_mi.get(&(h.task, h.instance)).copied().unwrap_or(0);
+            let slot = if h.instance == knhk_engine::command::NO_INSTANCE {
+                &mut open[usize::from(h.task) % 64]
+            } else {
+                &mut mi_slot
+            };
             let instance = match h.lifecycle {
                 Lifecycle::Start => {
                     *slot = next_instance;
@@ -162,6 +170,13 @@ impl Writer {
                     next_instance - 1
                 }
             };
+            if h.instance != knhk_engine::command::NO_INSTANCE {
+                if mi_slot != 0 {
+                    open_mi.insert((h.task, h.instance), mi_slot);
+                } else {
+                    open_mi.remove(&(h.task, h.instance));
+                }
+            }
             let us = (h.time_ns / 1000).max(last_us + 1);
             last_us = us;
             let mark = self.buf.len();

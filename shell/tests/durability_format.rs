@@ -6,9 +6,12 @@
 //! `--workers 2 --case-capacity 16`: workflow `seq` (WPC1Sequence.yawl); cases 1-3 created;
 //! `fire 1 A`, `fire 2 A`, `fire 2 B`, `cancel 3`; 14 more creations (the last one evicts the
 //! cancelled case 3 and reuses its slot with generation 1: id (1 << 32) | 3). Version 3's
-//! golden (written by `write_golden_v3` below, 4 KiB segments) then registers `sync`
+//! golden (written by the writer below as it was then, 4 KiB segments) then registers `sync`
 //! (WPC3Synchronization.yawl), which seals a segment: its checkpoint holds the 16 cases as
-//! snapshots, and replay restores them from there.
+//! snapshots, and replay restores them from there. Version 4's golden (`write_golden_current`)
+//! holds the same history in version 4 (saved cases in libknhk's format 2, 248 bytes); the
+//! records version 4 added for multiple-instance tasks are pinned by `knhk-log`'s
+//! `instance_op_roundtrip` and replayed by `grpc_mi.rs`'s restart test.
 
 use std::path::{Path, PathBuf};
 
@@ -98,7 +101,7 @@ async fn golden_history_is_replayed_exactly(version: &str) {
     p.kill();
 
     let after = segments(&data);
-    if version != "v3" {
+    if version != "v3" && version != "v4" {
         assert_eq!(
             after.len(),
             before.len() + 1,
@@ -107,7 +110,11 @@ async fn golden_history_is_replayed_exactly(version: &str) {
         );
     }
     let replayed = std::fs::read_to_string(&log).expect("server log");
-    let restored = if version == "v3" { 16 } else { 0 };
+    let restored = if version == "v3" || version == "v4" {
+        16
+    } else {
+        0
+    };
     assert!(
         replayed.contains(&format!("restored_cases={restored}")),
         "{version}: {restored} cases restored from snapshots: {replayed}"
@@ -140,18 +147,24 @@ async fn version_3_checkpoint_of_case_snapshots_is_restored_exactly() {
     golden_history_is_replayed_exactly("v3").await;
 }
 
-/// Writes `tests/golden/v3` (run explicitly, after a deliberate format change):
-/// `cargo test -p knhk-shell --test durability_format -- --ignored write_golden_v3`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "writes the version-3 golden: run explicitly"]
-async fn write_golden_v3() {
+async fn version_4_checkpoint_of_case_snapshots_is_restored_exactly() {
+    golden_history_is_replayed_exactly("v4").await;
+}
+
+/// Writes the current format version's golden, `tests/golden/v4` (run explicitly, after a
+/// deliberate format change; v3's was written the same way by the release of version 3):
+/// `cargo test -p knhk-shell --test durability_format -- --ignored write_golden_current`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "writes the current version's golden: run explicitly"]
+async fn write_golden_current() {
     use knhk_shell::engine::EngineConfig;
     use knhk_shell::journal::JournalConfig;
     use knhk_shell::server::{self, ServerConfig};
     use std::sync::atomic::Ordering::Relaxed;
     use std::time::Duration;
 
-    let out = golden("v3");
+    let out = golden("v4");
     let _ = std::fs::remove_dir_all(&out);
     let mut jc = JournalConfig::new(&out);
     jc.segment_bytes = 4096;
@@ -262,7 +275,7 @@ async fn a_future_format_version_is_refused_with_what_to_do() {
         .await
         .expect_err("a version-99 log must not start");
     assert!(
-        err.contains("format version 99") && err.contains("reads versions 1 to 3"),
+        err.contains("format version 99") && err.contains("reads versions 1 to 4"),
         "the refusal names the version and what to do: {err}"
     );
     let _ = std::fs::remove_dir_all(&dir);

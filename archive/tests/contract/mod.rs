@@ -38,6 +38,7 @@ fn case(id: u64, created: u64, finished: u64, wf: u16) -> FinishedCase {
             busy: 0,
             enabled_before: 0,
             enabled: 0,
+            ..Outcome::default()
         },
         regs,
         history: vec![
@@ -45,11 +46,13 @@ fn case(id: u64, created: u64, finished: u64, wf: u16) -> FinishedCase {
                 time_ns: created + 1,
                 task: 0,
                 lifecycle: Lifecycle::Start,
+                instance: knhk_engine::command::NO_INSTANCE,
             },
             Hist {
                 time_ns: finished,
                 task: 200,
                 lifecycle: Lifecycle::Complete,
+                instance: knhk_engine::command::NO_INSTANCE,
             },
         ],
         history_dropped: 1,

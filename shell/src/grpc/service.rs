@@ -252,6 +252,39 @@ impl KnhkService {
         Ok(Response::new(convert::case_out(&view)))
     }
 
+    /// Start, complete or add an instance of a multiple-instance task.
+    async fn instance(
+        &self,
+        kind: OpKind,
+        request: Request<InstanceRequest>,
+    ) -> Result<Response<InstanceResponse>, Status> {
+        let ns = Caller::of(&request).namespace;
+        let r = request.into_inner();
+        telemetry::record_case(r.case_id, Some(&r.task));
+        self.case_in(r.case_id, &ns)?;
+        if kind != OpKind::CompleteInstance && (!r.data.is_empty() || r.branch_bits.is_some()) {
+            return Err(status(EngineError::BadData {
+                reason: "data and branch_bits are for CompleteInstance".into(),
+            }));
+        }
+        let (view, instance) = self
+            .engine
+            .instance_op(
+                kind,
+                r.case_id,
+                &r.task,
+                r.instance,
+                &convert::data_in(&r.data),
+                r.branch_bits,
+            )
+            .await
+            .or_status()?;
+        Ok(Response::new(InstanceResponse {
+            case: Some(convert::case_out(&view)),
+            instance,
+        }))
+    }
+
     /// RegisterWorkflow, unaudited.
     async fn register(
         &self,
@@ -442,6 +475,80 @@ impl Knhk for KnhkService {
 
     async fn cancel_task(&self, request: Request<TaskRequest>) -> Result<Response<Case>, Status> {
         self.task(OpKind::CancelTask, "CancelTask", request).await
+    }
+
+    async fn start_instances(
+        &self,
+        request: Request<InstanceRequest>,
+    ) -> Result<Response<InstanceResponse>, Status> {
+        self.instance(OpKind::Start, request).await
+    }
+
+    async fn start_instance(
+        &self,
+        request: Request<InstanceRequest>,
+    ) -> Result<Response<InstanceResponse>, Status> {
+        self.instance(OpKind::StartInstance, request).await
+    }
+
+    async fn complete_instance(
+        &self,
+        request: Request<InstanceRequest>,
+    ) -> Result<Response<InstanceResponse>, Status> {
+        self.instance(OpKind::CompleteInstance, request).await
+    }
+
+    async fn add_instance(
+        &self,
+        request: Request<InstanceRequest>,
+    ) -> Result<Response<InstanceResponse>, Status> {
+        self.instance(OpKind::AddInstance, request).await
+    }
+
+    async fn list_instances(
+        &self,
+        request: Request<ListInstancesRequest>,
+    ) -> Result<Response<ListInstancesResponse>, Status> {
+        let ns = Caller::of(&request).namespace;
+        let r = request.into_inner();
+        self.case_in(r.case_id, &ns)?;
+        let engine = self.engine.clone();
+        let case_id = r.case_id;
+        let view = tokio::task::spawn_blocking(move || engine.get_case(case_id))
+            .await
+            .map_err(|e| Status::internal(format!("list instances: {e}")))?
+            .or_status()?;
+        let t = view.workflow.task(&r.task).or_status()?;
+        if view.workflow.mi_spec(t).is_none() {
+            return Err(status(EngineError::Precondition(format!(
+                "task '{}' of workflow '{}' is not multiple-instance",
+                view.workflow.task_name(t),
+                view.workflow.id
+            ))));
+        }
+        let mut out = ListInstancesResponse {
+            case_id,
+            task: view.workflow.task_name(t).to_string(),
+            ..ListInstancesResponse::default()
+        };
+        if let Some(inst) = view.last.instances(t) {
+            out.live = true;
+            out.created = inst.created;
+            out.completed = inst.completed();
+            out.instances = inst
+                .iter()
+                .map(|(i, st)| TaskInstance {
+                    instance: i,
+                    state: match st {
+                        knhk_kernel::InstanceState::Created => InstanceState::Created,
+                        knhk_kernel::InstanceState::Started => InstanceState::Started,
+                        knhk_kernel::InstanceState::Completed => InstanceState::Completed,
+                        knhk_kernel::InstanceState::None => InstanceState::Unspecified,
+                    } as i32,
+                })
+                .collect();
+        }
+        Ok(Response::new(out))
     }
 
     async fn cancel_case(
@@ -1242,6 +1349,7 @@ fn history_event(case_id: u64, wf: &Workflow, h: &Hist) -> WatchEvent {
         task: wf.task_name(h.task).to_string(),
         lifecycle: h.lifecycle as i32,
         time_unix_nanos: h.time_ns,
+        instance: (h.instance != knhk_engine::command::NO_INSTANCE).then_some(h.instance),
         ..WatchEvent::default()
     }
 }
@@ -1263,6 +1371,7 @@ fn watch_event(item: &WatchItem, wf: &Workflow, lagged: u64) -> WatchEvent {
         marking: wf.marking_names(item.marking),
         enabled_tasks: wf.task_names(item.enabled),
         lagged,
+        instance: (item.instance != knhk_engine::command::NO_INSTANCE).then_some(item.instance),
     }
 }
 
