@@ -58,6 +58,7 @@ use knhk_engine::workers::{Job, Op, OpKind, SavedCase, Status, REGISTERS};
 use knhk_engine::workflow::Workflow;
 use knhk_engine::{catalog, EngineError};
 
+pub mod frames;
 mod record;
 mod segment;
 
@@ -817,6 +818,7 @@ struct ShardReplay {
 /// snapshots restored are counted in `restored`).
 fn replay(engine: &Arc<Engine>, found: &Found, restored_cases: &AtomicU64) -> io::Result<u64> {
     let (workers, per_shard) = engine.layout();
+    let partition = engine.config().partition;
     let mut shards: Vec<ShardReplay> = (0..workers).map(|_| ShardReplay::default()).collect();
     let mut fresh: u64 = 0;
     let mut gens: Vec<(u64, u32)> = Vec::new();
@@ -862,7 +864,7 @@ fn replay(engine: &Arc<Engine>, found: &Found, restored_cases: &AtomicU64) -> io
                         )));
                     }
                     let id = c.case_id;
-                    let (g, generation) = logged_id(*num, id)?;
+                    let (g, generation) = logged_id(*num, id, partition)?;
                     fresh = fresh.max(g + 1);
                     gens.push((g, generation));
                     if !engine.slot_free_for(sh, c.slot, id) {
@@ -915,7 +917,7 @@ fn replay(engine: &Arc<Engine>, found: &Found, restored_cases: &AtomicU64) -> io
                         let mut op = rec.op;
                         if op.kind == OpKind::Create {
                             let id = op.case_id;
-                            let (g, generation) = logged_id(*num, id)?;
+                            let (g, generation) = logged_id(*num, id, partition)?;
                             fresh = fresh.max(g + 1);
                             gens.push((g, generation));
                             if !engine.slot_free_for(sh, op.slot, id) {
@@ -970,12 +972,12 @@ fn replay(engine: &Arc<Engine>, found: &Found, restored_cases: &AtomicU64) -> io
 
 /// The global slot and generation a logged case id (of a creation or a snapshot) encodes: the
 /// allocator is restored from them.
-fn logged_id(segment: u64, id: u64) -> io::Result<(u64, u32)> {
-    let Some(cid) = CaseId::decode(id).filter(|c| c.partition == 0) else {
+fn logged_id(segment: u64, id: u64, partition: u16) -> io::Result<(u64, u32)> {
+    let Some(cid) = CaseId::decode(id).filter(|c| c.partition == partition) else {
         return Err(bad(format!(
-            "segment {segment}: case id {id:#x} is not a partition-0 id of this layout (a \
-             version-1 log whose slot generation passed 2^21?): export its cases with a release \
-             that reads it and start from a new data directory"
+            "segment {segment}: case id {id:#x} is not a partition-{partition} id of this \
+             layout (a version-1 log whose slot generation passed 2^21?): export its cases with \
+             a release that reads it and start from a new data directory"
         )));
     };
     Ok((u64::from(cid.local) - 1, cid.generation))

@@ -31,6 +31,9 @@ pub enum ClientCommand {
         /// Initial data, `name=value` (repeatable).
         #[arg(long = "data", value_name = "NAME=VALUE")]
         data: Vec<String>,
+        /// Cluster mode: cases with one business key share a partition.
+        #[arg(long)]
+        business_key: Option<String>,
     },
     /// Start a task.
     Start { case: u64, task: String },
@@ -267,12 +270,17 @@ pub async fn run(
                 );
             }
         }
-        ClientCommand::Create { workflow, data } => {
+        ClientCommand::Create {
+            workflow,
+            data,
+            business_key,
+        } => {
             let data = parse_data(&data)?;
             let r = c
                 .create_case(proto::CreateCaseRequest {
                     workflow_id: workflow,
                     data,
+                    business_key: business_key.unwrap_or_default(),
                 })
                 .await?;
             print_case(r.get_ref());

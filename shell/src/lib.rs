@@ -30,6 +30,7 @@ pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod cli;
+pub mod cluster;
 pub mod client;
 pub mod grpc;
 pub mod metrics;

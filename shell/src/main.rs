@@ -122,6 +122,33 @@ struct ServeArgs {
     /// Address of the gRPC server.
     #[arg(long, env = "KNHK_GRPC_ADDR", default_value = "127.0.0.1:50051")]
     grpc_addr: SocketAddr,
+    /// Cluster mode (docs/cluster.md): NATS server URLs, comma-separated, whose JetStream
+    /// holds the partitions' logs. Requires --etcd, --node-id and --advertise.
+    #[arg(long, env = "KNHK_NATS", value_delimiter = ',', requires_all = ["etcd", "node_id", "advertise"])]
+    nats: Vec<String>,
+    /// Cluster mode: etcd endpoints, comma-separated (leases and partition ownership).
+    #[arg(long, env = "KNHK_ETCD", value_delimiter = ',', requires = "nats")]
+    etcd: Vec<String>,
+    /// Cluster mode: this node's id, unique in the cluster.
+    #[arg(long, env = "KNHK_NODE_ID", requires = "nats")]
+    node_id: Option<String>,
+    /// Cluster mode: the gRPC address (host:port) other nodes and clients reach this node at.
+    #[arg(long, env = "KNHK_ADVERTISE", requires = "nats")]
+    advertise: Option<String>,
+    /// Cluster mode: partitions of the cluster, fixed when it is created (a node started
+    /// with another count refuses to start).
+    #[arg(long, env = "KNHK_PARTITIONS", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    partitions: u16,
+    /// Cluster mode: the cluster's name (prefix of its etcd keys, subjects and streams).
+    #[arg(long, env = "KNHK_CLUSTER_NAME", default_value = "knhk")]
+    cluster_name: String,
+    /// Cluster mode: the ownership lease's time-to-live, in seconds (a crashed node's
+    /// partitions move after about this long).
+    #[arg(long, env = "KNHK_LEASE_TTL_S", default_value_t = 5)]
+    lease_ttl_s: u64,
+    /// Cluster mode: replicas of each JetStream stream (at most the number of NATS servers).
+    #[arg(long, env = "KNHK_STREAM_REPLICAS", default_value_t = 3)]
+    stream_replicas: usize,
     /// Kernel worker threads, each pinned to a core and owning a shard of the cases
     /// (default: one per core but one, at least one).
     #[arg(long, env = "KNHK_WORKERS")]
@@ -658,7 +685,7 @@ fn serve(args: ServeArgs) -> ExitCode {
                     .map_or_else(String::new, |v| v.get_name().to_string())
             )),
             (ArchiveArg::Off, None) => Ok(None),
-            (ArchiveArg::Auto, _) if journal.is_none() => Ok(None),
+            (ArchiveArg::Auto, _) if journal.is_none() || !args.nats.is_empty() => Ok(None),
             (ArchiveArg::Auto | ArchiveArg::Sqlite, _) => {
                 knhk_archive::SqliteArchive::open_in(&args.data_dir)
                     .map(|a| Some(std::sync::Arc::new(a) as _))
@@ -709,7 +736,33 @@ fn serve(args: ServeArgs) -> ExitCode {
         ),
         Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
     }
-    let code = match rt.block_on(server::serve_addr(args.grpc_addr, cfg, journal, observe)) {
+    if !args.nats.is_empty() && args.durability != DurabilityArg::Relaxed {
+        eprintln!(
+            "knhk serve: cluster mode acknowledges once a quorum of the JetStream stream's \
+             replicas has committed a frame; it cannot yet verify that the NATS servers fsync \
+             before acknowledging (nats-server >= 2.10 with sync_interval: always), so \
+             --durability sync is refused: start with --durability relaxed (docs/cluster.md)"
+        );
+        return ExitCode::from(2);
+    }
+    let served = if args.nats.is_empty() {
+        rt.block_on(server::serve_addr(args.grpc_addr, cfg, journal, observe))
+    } else {
+        let partitions = usize::from(args.partitions);
+        let cluster = knhk_shell::cluster::ClusterConfig {
+            nats: args.nats.clone(),
+            etcd: args.etcd.clone(),
+            node_id: args.node_id.clone().unwrap_or_default(),
+            advertise: args.advertise.clone().unwrap_or_default(),
+            partitions: args.partitions,
+            name: args.cluster_name.clone(),
+            lease_ttl: Duration::from_secs(args.lease_ttl_s.max(2)),
+            replicas: args.stream_replicas.max(1),
+            partition_capacity: args.case_capacity.div_ceil(partitions).max(1),
+        };
+        rt.block_on(server::serve_cluster(args.grpc_addr, cfg, cluster, observe))
+    };
+    let code = match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("knhk serve: {e}");

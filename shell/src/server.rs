@@ -428,3 +428,114 @@ pub async fn shutdown_signal() {
         _ = term => {}
     }
 }
+
+/// Cluster mode (crate::cluster, docs/cluster.md): joins the cluster of `cluster`, serves
+/// `knhk.v1.Knhk` through the cluster router on `addr` until SIGINT or SIGTERM, then hands its
+/// partitions back (drained and acknowledged) and leaves. Health says SERVING once every
+/// partition this node ranks first for is claimed and rebuilt.
+pub async fn serve_cluster(
+    addr: SocketAddr,
+    cfg: ServerConfig,
+    cluster: crate::cluster::ClusterConfig,
+    observe: ObserveConfig,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let observer = Observer::new(observe);
+    observer.start_http().await?;
+    let listener = TcpListener::bind(addr).await?;
+    let (health, health_service) = tonic_health::server::health_reporter();
+    for name in ["", SERVICE_NAME, crate::grpc::NEW_CASES_SERVICE] {
+        health
+            .set_service_status(name, ServingStatus::NotServing)
+            .await;
+    }
+    let (closing_tx, closing_rx) = watch::channel(false);
+    let node_id = cluster.node_id.clone();
+    let partitions = cluster.partitions;
+    let node = crate::cluster::Node::start(
+        cluster,
+        cfg.engine.clone(),
+        closing_rx,
+        observer.enabled().then(|| observer.metrics().rpc.clone()),
+        cfg.max_watchers,
+    )
+    .await?;
+    observer.set_check(
+        "state",
+        Check::healthy("cluster mode: partitions rebuilt from JetStream"),
+        true,
+    );
+    observer.attach(&node.catalog_engine, None, health.clone());
+    {
+        // Readiness: every partition this node ranks first for is claimed and rebuilt.
+        let health = health.clone();
+        let mut ready = node.ready.subscribe();
+        tokio::spawn(async move {
+            let _ = ready.wait_for(|r| *r).await;
+            for name in ["", SERVICE_NAME, crate::grpc::NEW_CASES_SERVICE] {
+                health.set_service_status(name, ServingStatus::Serving).await;
+            }
+        });
+    }
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let tls = match &cfg.tls {
+        Some(t) => {
+            crate::tls::install_crypto_provider();
+            Some(TlsState::new(t.clone())?)
+        }
+        None => None,
+    };
+    let conn_limit = crate::tls::ConnLimit::new(cfg.max_connections);
+    let router = tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(cfg.max_concurrent_streams))
+        .tcp_nodelay(true)
+        .layer(observer.rpc_layer())
+        .layer(AuthLayer::new(cfg.auth.clone()))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(crate::grpc::SizedKnhk::new(
+            crate::cluster::router::ClusterService::new(node.clone()),
+            cfg.max_message_bytes,
+            cfg.max_model_bytes,
+        ));
+    let incoming = Incoming::new(Arc::new(listener), tls, conn_limit);
+    observer.set_phase(Phase::Serving);
+    tracing::info!(
+        addr = %addr,
+        node = %node_id,
+        partitions,
+        "knhk serving gRPC in cluster mode"
+    );
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let grace = cfg.drain_grace;
+    let stopper = {
+        let node = node.clone();
+        let health = health.clone();
+        let observer = observer.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("shutdown: handing partitions back");
+            observer.set_phase(Phase::Draining);
+            for name in ["", SERVICE_NAME, crate::grpc::NEW_CASES_SERVICE] {
+                health
+                    .set_service_status(name, ServingStatus::NotServing)
+                    .await;
+            }
+            let _ = closing_tx.send(true);
+            node.shutdown().await;
+            tokio::time::sleep(grace).await;
+            let _ = stop_tx.send(());
+        })
+    };
+    let result = router
+        .serve_with_incoming_shutdown(incoming, async move {
+            let _ = stop_rx.await;
+        })
+        .await;
+    stopper.abort();
+    observer.set_phase(Phase::Stopped);
+    observer.stop_http().await;
+    result.map_err(|e| e.into())
+}

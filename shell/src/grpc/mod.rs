@@ -23,19 +23,28 @@ pub const NEW_CASES_SERVICE: &str = "knhk.v1.Knhk.CreateCase";
 /// one decoding limit per service, checked from a message's length prefix before its body is
 /// buffered, so the service is served by two instances of the generated server (one
 /// implementation behind both) and each call goes to the one whose limit fits its method.
-#[derive(Clone)]
 #[allow(missing_debug_implementations)] // the service holds the engine, which has no useful Debug
-pub struct SizedKnhk {
-    models: crate::proto::knhk_server::KnhkServer<service::KnhkService>,
-    messages: crate::proto::knhk_server::KnhkServer<service::KnhkService>,
+pub struct SizedKnhk<S = service::KnhkService> {
+    models: crate::proto::knhk_server::KnhkServer<S>,
+    messages: crate::proto::knhk_server::KnhkServer<S>,
 }
 
-impl SizedKnhk {
+// By hand: the generated servers share the service through an Arc, whatever `S` is.
+impl<S> Clone for SizedKnhk<S> {
+    fn clone(&self) -> Self {
+        SizedKnhk {
+            models: self.models.clone(),
+            messages: self.messages.clone(),
+        }
+    }
+}
+
+impl<S: crate::proto::knhk_server::Knhk> SizedKnhk<S> {
     pub fn new(
-        service: service::KnhkService,
+        service: S,
         max_message_bytes: usize,
         max_model_bytes: usize,
-    ) -> SizedKnhk {
+    ) -> SizedKnhk<S> {
         use crate::proto::knhk_server::KnhkServer;
         let shared = std::sync::Arc::new(service);
         let encode = crate::server::MAX_MESSAGE_BYTES;
@@ -50,11 +59,11 @@ impl SizedKnhk {
     }
 }
 
-impl tonic::server::NamedService for SizedKnhk {
+impl<S> tonic::server::NamedService for SizedKnhk<S> {
     const NAME: &'static str = SERVICE_NAME;
 }
 
-impl<B> tower::Service<http::Request<B>> for SizedKnhk
+impl<S: crate::proto::knhk_server::Knhk, B> tower::Service<http::Request<B>> for SizedKnhk<S>
 where
     B: http_body::Body + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,

@@ -430,6 +430,23 @@ impl Knhk for KnhkService {
         Ok(Response::new(ListWorkflowsResponse { workflows }))
     }
 
+    async fn get_topology(
+        &self,
+        _request: Request<GetTopologyRequest>,
+    ) -> Result<Response<Topology>, Status> {
+        // A single node owns its one partition.
+        let partition = u32::from(self.engine.config().partition);
+        Ok(Response::new(Topology {
+            partitions: 1,
+            owners: vec![PartitionOwner {
+                partition,
+                node_id: String::new(),
+                address: String::new(),
+                epoch: 0,
+            }],
+        }))
+    }
+
     async fn create_case(
         &self,
         request: Request<CreateCaseRequest>,

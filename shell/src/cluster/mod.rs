@@ -1,0 +1,853 @@
+//! Cluster mode (docs/cluster.md): case partitions whose logs are subjects of NATS JetStream
+//! streams, owned through etcd leases, served by whichever node owns them and reachable
+//! through any node.
+//!
+//! - A fixed number of partitions, chosen when the cluster is created (stored in etcd; a node
+//!   started with another count refuses to start). Case ids carry their partition.
+//! - Each owned partition is one engine (one worker: a partition is a serial state machine, as
+//!   in Zeebe) whose batch hook is the partition's [`plog::PartitionLog`].
+//! - Ownership: every node keeps a lease; a partition goes to the first live node in its
+//!   rendezvous ranking, which claims it with a transaction on the partition's owner key; the
+//!   key's create revision is the partition's epoch. A new owner publishes a fence frame,
+//!   replays the subject under the epoch rule, then serves.
+//! - A node acknowledges only while its lease is valid by its own monotonic clock (deadline:
+//!   keepalive sent + TTL − margin). A node that loses its lease exits (its supervisor restarts
+//!   it): it never holds a partition another node may own.
+//! - Workflows: one stream subject holds every registration record in order; every node applies
+//!   them, in that order, to its catalog and to every partition engine it runs.
+
+pub mod plog;
+pub mod router;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, stream};
+use bytes::Bytes;
+use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp};
+use tokio_stream::StreamExt;
+use tokio::sync::watch;
+
+use knhk_engine::engine::{BatchHook, Engine, EngineConfig};
+use knhk_engine::workflow::Workflow;
+use knhk_engine::EngineError;
+
+use crate::grpc::service::KnhkService;
+use plog::PartitionLog;
+
+/// Cluster settings (`knhk serve --nats … --etcd …`).
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// NATS server URLs (JetStream enabled).
+    pub nats: Vec<String>,
+    /// etcd endpoints.
+    pub etcd: Vec<String>,
+    /// This node's id (unique in the cluster).
+    pub node_id: String,
+    /// The gRPC address other nodes and clients reach this node at.
+    pub advertise: String,
+    /// Partitions (fixed when the cluster is created).
+    pub partitions: u16,
+    /// The cluster's name: prefix of its etcd keys, subjects and streams.
+    pub name: String,
+    /// Lease time-to-live.
+    pub lease_ttl: Duration,
+    /// JetStream stream replicas (3 in production; at most the number of servers).
+    pub replicas: usize,
+    /// Case slots per partition engine.
+    pub partition_capacity: usize,
+}
+
+/// How long before its lease's expiry (as etcd counts it) a node stops acknowledging.
+pub const LEASE_MARGIN: Duration = Duration::from_secs(1);
+/// Streams the partitions' subjects are spread over.
+pub const LOG_STREAMS: u16 = 3;
+
+/// Cluster counters (on /metrics as `knhk_cluster_*`).
+#[derive(Debug, Default)]
+pub struct ClusterStats {
+    pub partitions_owned: AtomicU64,
+    pub epoch_changes: AtomicU64,
+    pub forwarded: AtomicU64,
+    pub fenced: AtomicU64,
+    pub ambiguous: AtomicU64,
+    pub resolved_landed: AtomicU64,
+    pub frames: AtomicU64,
+    pub replayed_frames: AtomicU64,
+    pub dropped_frames: AtomicU64,
+}
+
+/// The node's lease as its own monotonic clock sees it: acknowledgements are allowed until
+/// `deadline` (last keepalive sent + TTL − margin).
+#[derive(Debug)]
+pub struct LeaseClock {
+    origin: Instant,
+    deadline_ns: AtomicU64,
+}
+
+impl LeaseClock {
+    fn new() -> LeaseClock {
+        LeaseClock {
+            origin: Instant::now(),
+            deadline_ns: AtomicU64::new(0),
+        }
+    }
+
+    fn now_ns(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// The lease was renewed by a keepalive sent at `sent`.
+    fn renewed(&self, sent: Instant, ttl: Duration) {
+        let until = sent.saturating_duration_since(self.origin) + ttl.saturating_sub(LEASE_MARGIN);
+        let ns = u64::try_from(until.as_nanos()).unwrap_or(u64::MAX);
+        self.deadline_ns.fetch_max(ns, Ordering::SeqCst);
+    }
+
+    /// Whether this node may still acknowledge work.
+    pub fn valid(&self) -> bool {
+        self.now_ns() < self.deadline_ns.load(Ordering::SeqCst)
+    }
+}
+
+/// A partition this node owns and serves.
+pub struct Part {
+    pub partition: u16,
+    pub epoch: u64,
+    pub engine: Arc<Engine>,
+    pub log: Arc<PartitionLog>,
+    pub service: KnhkService,
+}
+
+/// Another node's ownership of a partition, as the owner keys say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    pub node: String,
+    pub address: String,
+    pub epoch: u64,
+}
+
+/// The registrations applied so far (in stream order), and the stream position they cover.
+#[derive(Default)]
+struct Catalog {
+    records: Vec<Vec<u8>>,
+    applied_seq: u64,
+}
+
+/// This node's view of the cluster and the partitions it runs.
+pub struct Node {
+    pub cfg: ClusterConfig,
+    pub js: jetstream::Context,
+    etcd: etcd_client::Client,
+    lease_id: i64,
+    pub lease: Arc<LeaseClock>,
+    pub stats: Arc<ClusterStats>,
+    pub parts: RwLock<BTreeMap<u16, Arc<Part>>>,
+    pub owners: RwLock<HashMap<u16, Owner>>,
+    /// Workflows: an engine that only holds the catalog (ids, namespaces, compiled nets).
+    pub catalog_engine: Arc<Engine>,
+    pub catalog_service: KnhkService,
+    catalog: tokio::sync::Mutex<Catalog>,
+    applied: watch::Sender<u64>,
+    /// The stream sequence of the last registration this node published.
+    published: Arc<AtomicU64>,
+    closing: watch::Receiver<bool>,
+    metrics: Option<crate::metrics::RpcMetrics>,
+    max_watchers: usize,
+    /// Set once every partition this node ranks first for has been claimed or found owned.
+    pub ready: watch::Sender<bool>,
+    engine_template: EngineConfig,
+}
+
+fn key(cfg: &ClusterConfig, what: &str) -> String {
+    format!("/knhk/{}/{what}", cfg.name)
+}
+
+/// Rendezvous ranking: the node with the highest score for partition `p` owns it.
+fn score(node: &str, p: u16) -> u64 {
+    use std::hash::{Hash, Hasher};
+    // SipHash with fixed keys: the same on every node running this build.
+    let mut h = std::hash::DefaultHasher::new();
+    node.hash(&mut h);
+    p.hash(&mut h);
+    h.finish()
+}
+
+/// The first-ranked node of `live` for partition `p`.
+pub fn ranked_first(live: &[String], p: u16) -> Option<&String> {
+    live.iter().max_by_key(|n| (score(n, p), n.as_str()))
+}
+
+fn io_err(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(e.to_string())
+}
+
+/// The partition a key lands on: `hash(business_key) mod P` (stable across nodes and builds:
+/// CRC-32C).
+pub fn partition_of_key(key: &str, partitions: u16) -> u16 {
+    (crc32c::crc32c(key.as_bytes()) % u32::from(partitions.max(1))) as u16
+}
+
+/// Workflow registrations publish through the catalog engine's hook: the record goes to the
+/// workflow subject after the last one this node applied, so registrations from any node get
+/// one order (the index of each equals its position).
+struct CatalogHook {
+    js: jetstream::Context,
+    subject: String,
+    expected: Arc<AtomicU64>,
+    published: Arc<AtomicU64>,
+    rt: tokio::runtime::Handle,
+}
+
+impl BatchHook for CatalogHook {
+    fn executed(&self, _shard: usize, job: Box<knhk_engine::workers::Job>) {
+        job.release();
+    }
+
+    fn registered(&self, wf: &Workflow, model: &[u8]) -> Result<(), EngineError> {
+        let mut rec = Vec::new();
+        knhk_log::frames::encode_workflow(&mut rec, wf, model);
+        let expected = self.expected.load(Ordering::SeqCst);
+        let publish = jetstream::message::PublishMessage::build()
+            .payload(Bytes::from(rec))
+            .expected_last_subject_sequence(expected);
+        let js = self.js.clone();
+        let subject = self.subject.clone();
+        let ack = self.rt.block_on(async move {
+            match js.send_publish(subject, publish).await {
+                Ok(f) => f.await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        });
+        match ack {
+            Ok(a) => {
+                self.published.store(a.sequence, Ordering::SeqCst);
+                Ok(())
+            }
+            Err(e) => Err(EngineError::Unavailable(format!(
+                "the workflow catalog could not be written ({e}); retry"
+            ))),
+        }
+    }
+}
+
+impl Node {
+    /// Connects to NATS and etcd, checks the cluster's partition count, takes a lease, starts
+    /// the keepalive, the workflow applier and the ownership loop.
+    pub async fn start(
+        cfg: ClusterConfig,
+        engine_template: EngineConfig,
+        closing: watch::Receiver<bool>,
+        metrics: Option<crate::metrics::RpcMetrics>,
+        max_watchers: usize,
+    ) -> std::io::Result<Arc<Node>> {
+        let nats = async_nats::ConnectOptions::new()
+            .name(format!("knhk-{}", cfg.node_id))
+            .retry_on_initial_connect()
+            .connect(cfg.nats.clone())
+            .await
+            .map_err(|e| io_err(format!("cannot connect to NATS {:?}: {e}", cfg.nats)))?;
+        let js = jetstream::ContextBuilder::new()
+            .timeout(Duration::from_secs(2))
+            .build(nats);
+        let mut etcd = etcd_client::Client::connect(
+            &cfg.etcd,
+            Some(
+                etcd_client::ConnectOptions::new()
+                    .with_connect_timeout(Duration::from_secs(2))
+                    .with_timeout(Duration::from_secs(3)),
+            ),
+        )
+        .await
+        .map_err(|e| io_err(format!("cannot connect to etcd {:?}: {e}", cfg.etcd)))?;
+
+        // The partition count is the cluster's: the first node writes it, the others match it.
+        let pkey = key(&cfg, "partitions");
+        let txn = Txn::new()
+            .when([Compare::create_revision(pkey.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(pkey.clone(), cfg.partitions.to_string(), None)])
+            .or_else([TxnOp::get(pkey.clone(), None)]);
+        let r = etcd.txn(txn).await.map_err(io_err)?;
+        if !r.succeeded() {
+            let have = etcd
+                .get(pkey.clone(), None)
+                .await
+                .map_err(io_err)?
+                .kvs()
+                .first()
+                .and_then(|kv| kv.value_str().ok().map(str::to_string))
+                .unwrap_or_default();
+            if have != cfg.partitions.to_string() {
+                return Err(io_err(format!(
+                    "cluster '{}' was created with {have} partitions, this node was started \
+                     with --partitions {}: the count is fixed when the cluster is created",
+                    cfg.name, cfg.partitions
+                )));
+            }
+        }
+
+        Self::ensure_streams(&js, &cfg).await?;
+
+        let ttl_s = cfg.lease_ttl.as_secs().max(2) as i64;
+        let lease_id = etcd.lease_grant(ttl_s, None).await.map_err(io_err)?.id();
+        let lease = Arc::new(LeaseClock::new());
+        lease.renewed(Instant::now(), Duration::from_secs(ttl_s as u64));
+        etcd.put(
+            key(&cfg, &format!("node/{}", cfg.node_id)),
+            cfg.advertise.clone(),
+            Some(PutOptions::new().with_lease(lease_id)),
+        )
+        .await
+        .map_err(io_err)?;
+
+        let expected = Arc::new(AtomicU64::new(0));
+        let published = Arc::new(AtomicU64::new(0));
+        let catalog_engine = Engine::start(
+            EngineConfig {
+                workers: 1,
+                case_capacity: 1,
+                pin: false,
+                archive: None,
+                ..engine_template.clone()
+            },
+            Arc::new(CatalogHook {
+                js: js.clone(),
+                subject: format!("{}.wf", cfg.name),
+                expected: expected.clone(),
+                published: published.clone(),
+                rt: tokio::runtime::Handle::current(),
+            }),
+        )?;
+        let catalog_service = KnhkService::new(catalog_engine.clone(), closing.clone(), None);
+        let (applied, _) = watch::channel(0u64);
+        let (ready, _) = watch::channel(false);
+        let node = Arc::new(Node {
+            cfg,
+            js,
+            etcd,
+            lease_id,
+            lease,
+            stats: Arc::new(ClusterStats::default()),
+            parts: RwLock::new(BTreeMap::new()),
+            owners: RwLock::new(HashMap::new()),
+            catalog_engine,
+            catalog_service,
+            catalog: tokio::sync::Mutex::new(Catalog::default()),
+            applied,
+            published: published.clone(),
+            closing,
+            metrics,
+            max_watchers,
+            ready,
+            engine_template,
+        });
+        tokio::spawn(node.clone().keepalive(ttl_s));
+        {
+            let node = node.clone();
+            tokio::spawn(async move { node.apply_workflows(expected).await });
+        }
+        tokio::spawn(node.clone().ownership_loop());
+        Ok(node)
+    }
+
+    async fn ensure_streams(js: &jetstream::Context, cfg: &ClusterConfig) -> std::io::Result<()> {
+        let mut configs = vec![stream::Config {
+            name: format!("{}_WF", cfg.name.to_uppercase()),
+            subjects: vec![format!("{}.wf", cfg.name)],
+            storage: stream::StorageType::File,
+            num_replicas: cfg.replicas,
+            ..Default::default()
+        }];
+        for s in 0..LOG_STREAMS {
+            configs.push(stream::Config {
+                name: format!("{}_LOG_{s}", cfg.name.to_uppercase()),
+                subjects: (0..cfg.partitions)
+                    .filter(|p| p % LOG_STREAMS == s)
+                    .map(|p| plog::subject(&cfg.name, p))
+                    .collect(),
+                storage: stream::StorageType::File,
+                num_replicas: cfg.replicas,
+                duplicate_window: Duration::from_secs(120),
+                ..Default::default()
+            });
+        }
+        for c in configs {
+            let name = c.name.clone();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                match js.get_or_create_stream(c.clone()).await {
+                    Ok(_) => break,
+                    Err(e) if Instant::now() < deadline => {
+                        tracing::info!(stream = %name, error = %e, "waiting for JetStream");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                    Err(e) => {
+                        return Err(io_err(format!("JetStream stream {name}: {e}")));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Renews the lease every TTL/5. A lease etcd no longer knows, or no renewal before the
+    /// deadline, ends the process: the partitions may already be another node's.
+    async fn keepalive(self: Arc<Self>, ttl_s: i64) {
+        let ttl = Duration::from_secs(ttl_s as u64);
+        let every = ttl / 5;
+        let mut etcd = self.etcd.clone();
+        loop {
+            let (mut keeper, mut stream) = match etcd.lease_keep_alive(self.lease_id).await {
+                Ok(k) => k,
+                Err(e) => {
+                    self.check_lease(&format!("keepalive stream: {e}"));
+                    tokio::time::sleep(every).await;
+                    continue;
+                }
+            };
+            loop {
+                let sent = Instant::now();
+                if let Err(e) = keeper.keep_alive().await {
+                    self.check_lease(&format!("keepalive: {e}"));
+                    break;
+                }
+                match tokio::time::timeout(every, stream.message()).await {
+                    Ok(Ok(Some(r))) if r.ttl() > 0 => self.lease.renewed(sent, ttl),
+                    Ok(Ok(Some(_))) => {
+                        lease_lost("etcd says the lease has expired");
+                    }
+                    Ok(Ok(None)) | Ok(Err(_)) => {
+                        self.check_lease("keepalive stream ended");
+                        break;
+                    }
+                    Err(_) => self.check_lease("keepalive unanswered"),
+                }
+                tokio::time::sleep(every.saturating_sub(sent.elapsed())).await;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn check_lease(&self, why: &str) {
+        tracing::warn!(error = why, "lease renewal failed");
+        if !self.lease.valid() {
+            lease_lost(why);
+        }
+    }
+
+    /// Applies registration records from the workflow subject, in order, to the catalog and
+    /// to every partition engine.
+    async fn apply_workflows(self: Arc<Self>, expected: Arc<AtomicU64>) {
+        let stream_name = format!("{}_WF", self.cfg.name.to_uppercase());
+        loop {
+            let err = async {
+                let stream = self
+                    .js
+                    .get_stream(&stream_name)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let from = self.catalog.lock().await.applied_seq + 1;
+                let consumer = stream
+                    .create_consumer(jetstream::consumer::pull::OrderedConfig {
+                        filter_subject: format!("{}.wf", self.cfg.name),
+                        deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence {
+                            start_sequence: from,
+                        },
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let mut msgs = consumer.messages().await.map_err(|e| e.to_string())?;
+                while let Some(m) = msgs.next().await {
+                    let m = m.map_err(|e| e.to_string())?;
+                    let seq = m.info().map_err(|e| e.to_string())?.stream_sequence;
+                    let mut cat = self.catalog.lock().await;
+                    if seq <= cat.applied_seq {
+                        continue;
+                    }
+                    let rec = m.payload.to_vec();
+                    let (index, id) = match knhk_log::frames::workflow_record_key(&rec) {
+                        Ok(k) => k,
+                        Err(e) => {
+                            tracing::error!(seq, error = %e, "workflow stream: unreadable record skipped");
+                            cat.applied_seq = seq;
+                            continue;
+                        }
+                    };
+                    if usize::from(index) != cat.records.len() {
+                        tracing::error!(seq, index, have = cat.records.len(), workflow = %id,
+                            "workflow stream: record out of order skipped");
+                        cat.applied_seq = seq;
+                        continue;
+                    }
+                    let cat_engine = self.catalog_engine.clone();
+                    let parts: Vec<Arc<Engine>> = self
+                        .parts
+                        .read()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .values()
+                        .map(|p| p.engine.clone())
+                        .collect();
+                    let r2 = rec.clone();
+                    let res = tokio::task::spawn_blocking(move || {
+                        if cat_engine.workflows().len() == usize::from(index) {
+                            knhk_log::frames::register_workflow_record(&cat_engine, &r2)?;
+                        }
+                        for e in parts {
+                            knhk_log::frames::register_workflow_record(&e, &r2)?;
+                        }
+                        Ok::<(), std::io::Error>(())
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?;
+                    if let Err(e) = res {
+                        tracing::error!(workflow = %id, error = %e, "workflow stream: apply failed");
+                    }
+                    cat.records.push(rec);
+                    cat.applied_seq = seq;
+                    expected.store(seq, Ordering::SeqCst);
+                    self.applied.send_replace(seq);
+                }
+                Ok::<(), String>(())
+            }
+            .await;
+            if let Err(e) = err {
+                tracing::warn!(error = %e, "workflow stream consumer restarting");
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Registers a workflow cluster-wide: through the catalog (which publishes its record after
+    /// the last applied one), then waits until this node has applied it everywhere.
+    pub async fn register_workflow(
+        &self,
+        request: tonic::Request<crate::proto::RegisterWorkflowRequest>,
+    ) -> Result<tonic::Response<crate::proto::RegisterWorkflowResponse>, tonic::Status> {
+        use crate::proto::knhk_server::Knhk;
+        let (meta, ext, msg) = request.into_parts();
+        for attempt in 0..20 {
+            let guard = self.catalog.lock().await;
+            let before = self.published_seq();
+            let req = tonic::Request::from_parts(meta.clone(), ext.clone(), msg.clone());
+            let res = self.catalog_service.register_workflow(req).await;
+            drop(guard);
+            match res {
+                Ok(resp) => {
+                    let seq = self.published_seq();
+                    if seq > before {
+                        let mut rx = self.applied.subscribe();
+                        let _ = tokio::time::timeout(
+                            Duration::from_secs(10),
+                            rx.wait_for(|&a| a >= seq),
+                        )
+                        .await;
+                    }
+                    return Ok(resp);
+                }
+                Err(s) if s.code() == tonic::Code::Unavailable && attempt < 19 => {
+                    // Another node registered first: catch up, then try again.
+                    tokio::time::sleep(Duration::from_millis(50 * (attempt + 1))).await;
+                }
+                Err(s) => return Err(s),
+            }
+        }
+        Err(tonic::Status::unavailable("workflow registration kept racing; retry"))
+    }
+
+    fn published_seq(&self) -> u64 {
+        self.published.load(Ordering::SeqCst)
+    }
+
+    /// Every 300 ms: reads live nodes and owners, claims the partitions this node ranks first
+    /// for that have no owner.
+    async fn ownership_loop(self: Arc<Self>) {
+        let mut etcd = self.etcd.clone();
+        loop {
+            if *self.closing.borrow() {
+                return;
+            }
+            if let Err(e) = self.ownership_round(&mut etcd).await {
+                tracing::warn!(error = %e, "ownership round failed");
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    async fn ownership_round(self: &Arc<Self>, etcd: &mut etcd_client::Client) -> Result<(), String> {
+        let nodes = etcd
+            .get(key(&self.cfg, "node/"), Some(GetOptions::new().with_prefix()))
+            .await
+            .map_err(|e| e.to_string())?;
+        let prefix = key(&self.cfg, "node/");
+        let live: Vec<String> = nodes
+            .kvs()
+            .iter()
+            .filter_map(|kv| kv.key_str().ok()?.strip_prefix(&prefix).map(str::to_string))
+            .collect();
+        let owners_resp = etcd
+            .get(key(&self.cfg, "owner/"), Some(GetOptions::new().with_prefix()))
+            .await
+            .map_err(|e| e.to_string())?;
+        let oprefix = key(&self.cfg, "owner/");
+        let mut owners = HashMap::new();
+        for kv in owners_resp.kvs() {
+            let Some(p) = kv
+                .key_str()
+                .ok()
+                .and_then(|k| k.strip_prefix(&oprefix))
+                .and_then(|p| p.parse::<u16>().ok())
+            else {
+                continue;
+            };
+            let v = kv.value_str().unwrap_or_default();
+            let (node, address) = v.split_once(' ').unwrap_or((v, ""));
+            owners.insert(
+                p,
+                Owner {
+                    node: node.to_string(),
+                    address: address.to_string(),
+                    epoch: kv.create_revision() as u64,
+                },
+            );
+        }
+        // A partition this node runs must still be its own: otherwise its lease was lost.
+        for (p, part) in self.parts.read().unwrap_or_else(|p| p.into_inner()).iter() {
+            match owners.get(p) {
+                Some(o) if o.node == self.cfg.node_id && o.epoch == part.epoch => {}
+                _ => lease_lost(&format!("partition {p} is no longer owned by this node")),
+            }
+        }
+        *self.owners.write().unwrap_or_else(|p| p.into_inner()) = owners.clone();
+        let mut all_settled = true;
+        for p in 0..self.cfg.partitions {
+            if owners.contains_key(&p) {
+                continue;
+            }
+            if ranked_first(&live, p) != Some(&self.cfg.node_id) {
+                all_settled = false;
+                continue;
+            }
+            let okey = key(&self.cfg, &format!("owner/{p}"));
+            let txn = Txn::new()
+                .when([Compare::create_revision(okey.clone(), CompareOp::Equal, 0)])
+                .and_then([TxnOp::put(
+                    okey.clone(),
+                    format!("{} {}", self.cfg.node_id, self.cfg.advertise),
+                    Some(PutOptions::new().with_lease(self.lease_id)),
+                )]);
+            let r = etcd.txn(txn).await.map_err(|e| e.to_string())?;
+            if !r.succeeded() {
+                continue;
+            }
+            let epoch = r.header().map_or(0, |h| h.revision()) as u64;
+            self.stats.epoch_changes.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(partition = p, epoch, "partition claimed; rebuilding");
+            if let Err(e) = self.adopt(p, epoch).await {
+                tracing::error!(partition = p, error = %e, "partition rebuild failed; releasing it");
+                let _ = etcd.delete(okey, None).await;
+                all_settled = false;
+            }
+        }
+        if all_settled {
+            self.ready.send_replace(true);
+        }
+        Ok(())
+    }
+
+    /// Rebuilds partition `p` under `epoch`: engine, workflows, fence, replay of the valid
+    /// frames, then serving.
+    async fn adopt(self: &Arc<Self>, p: u16, epoch: u64) -> Result<(), String> {
+        let t0 = Instant::now();
+        let log = PartitionLog::new(
+            &self.cfg.name,
+            LOG_STREAMS,
+            p,
+            epoch,
+            self.js.clone(),
+            self.lease.clone(),
+            self.stats.clone(),
+        );
+        let cfg = EngineConfig {
+            workers: 1,
+            case_capacity: self.cfg.partition_capacity,
+            partition: p,
+            pin: false,
+            archive: None,
+            ..self.engine_template.clone()
+        };
+        let hook: Arc<dyn BatchHook> = log.clone();
+        let engine = tokio::task::spawn_blocking(move || Engine::start(cfg, hook))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        // Workflows first, under the catalog lock: none is applied half-way meanwhile.
+        let cat = self.catalog.lock().await;
+        let records = cat.records.clone();
+        let fenced = async {
+            let e2 = engine.clone();
+            tokio::task::spawn_blocking(move || {
+                for r in &records {
+                    knhk_log::frames::register_workflow_record(&e2, r)?;
+                }
+                Ok::<(), std::io::Error>(())
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+            let fence_seq = log.fence().await?;
+            let frames = self.read_frames(&log, fence_seq).await?;
+            let e2 = engine.clone();
+            let replayed = tokio::task::spawn_blocking(move || {
+                let refs: Vec<&[u8]> = frames.iter().map(|f| f.as_ref()).collect();
+                knhk_log::frames::replay_frames(&e2, &refs)
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+            Ok::<(u64, u64), String>((fence_seq, replayed))
+        }
+        .await;
+        let (fence_seq, replayed) = match fenced {
+            Ok(v) => v,
+            Err(e) => {
+                drop(cat);
+                let e2 = engine.clone();
+                let _ = tokio::task::spawn_blocking(move || e2.stop()).await;
+                return Err(e);
+            }
+        };
+        log.start_logging(fence_seq);
+        let service = KnhkService::new(engine.clone(), self.closing.clone(), self.metrics.clone())
+            .with_max_watchers(self.max_watchers);
+        self.parts.write().unwrap_or_else(|p| p.into_inner()).insert(
+            p,
+            Arc::new(Part {
+                partition: p,
+                epoch,
+                engine,
+                log,
+                service,
+            }),
+        );
+        drop(cat);
+        self.stats.partitions_owned.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            partition = p,
+            epoch,
+            ops = replayed,
+            ms = t0.elapsed().as_millis() as u64,
+            "partition serving"
+        );
+        Ok(())
+    }
+
+    /// The payloads of the valid frames of `log`'s subject up to `upto` (its fence): a frame is
+    /// valid iff its epoch is the epoch of the latest fence before it.
+    async fn read_frames(&self, log: &PartitionLog, upto: u64) -> Result<Vec<Bytes>, String> {
+        let stream = self
+            .js
+            .get_stream(log.stream())
+            .await
+            .map_err(|e| e.to_string())?;
+        let consumer = stream
+            .create_consumer(jetstream::consumer::pull::OrderedConfig {
+                filter_subject: log.subject().to_string(),
+                deliver_policy: jetstream::consumer::DeliverPolicy::All,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut msgs = consumer.messages().await.map_err(|e| e.to_string())?;
+        let mut fence = 0u64;
+        let mut out = Vec::new();
+        let mut dropped = 0u64;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let next = tokio::time::timeout_at(deadline, msgs.next())
+                .await
+                .map_err(|_| format!("reading {} timed out", log.subject()))?;
+            let Some(m) = next else {
+                return Err(format!("{} ended before its fence", log.subject()));
+            };
+            let m = m.map_err(|e| e.to_string())?;
+            let seq = m.info().map_err(|e| e.to_string())?.stream_sequence;
+            let headers = m.headers.clone().unwrap_or_default();
+            if let Some(f) = plog::fence_of(&headers) {
+                fence = f;
+            } else if plog::epoch_of(&headers) == fence {
+                out.push(m.payload.clone());
+            } else {
+                dropped += 1;
+            }
+            if seq >= upto {
+                break;
+            }
+        }
+        self.stats
+            .replayed_frames
+            .fetch_add(out.len() as u64, Ordering::Relaxed);
+        self.stats.dropped_frames.fetch_add(dropped, Ordering::Relaxed);
+        if dropped > 0 {
+            tracing::warn!(partition = log.partition, frames = dropped,
+                "frames of a deposed owner dropped (epoch rule)");
+        }
+        Ok(out)
+    }
+
+    /// The partition `p` if this node serves it.
+    pub fn part(&self, p: u16) -> Option<Arc<Part>> {
+        self.parts
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&p)
+            .cloned()
+    }
+
+    /// Graceful stop: stop taking work, wait until every partition's log is acknowledged,
+    /// release the partitions and the lease (successors replay only what is logged).
+    pub async fn shutdown(&self) {
+        let parts: Vec<Arc<Part>> = self
+            .parts
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for p in &parts {
+            p.engine.drain();
+        }
+        for p in &parts {
+            p.log.drained(Duration::from_secs(5)).await;
+        }
+        let mut etcd = self.etcd.clone();
+        for p in &parts {
+            let _ = etcd
+                .delete(key(&self.cfg, &format!("owner/{}", p.partition)), None)
+                .await;
+        }
+        let _ = etcd.lease_revoke(self.lease_id).await;
+        for p in parts {
+            let e = p.engine.clone();
+            let _ = tokio::task::spawn_blocking(move || e.stop()).await;
+        }
+        let e = self.catalog_engine.clone();
+        let _ = tokio::task::spawn_blocking(move || e.stop()).await;
+        tracing::info!("cluster node stopped; partitions and lease released");
+    }
+}
+
+/// The node's lease is gone: its partitions may be another node's already. Exit at once (the
+/// supervisor restarts the node, which then joins as a new member).
+fn lease_lost(why: &str) -> ! {
+    tracing::error!(reason = why, "ownership lease lost: exiting so that nothing more is acknowledged");
+    eprintln!("knhk serve: ownership lease lost ({why}); exiting");
+    std::process::exit(3)
+}
+
+/// Whether `node` is a cluster member with an owner recorded for every partition (for tests).
+pub fn owners_complete(node: &Node) -> bool {
+    node.owners.read().unwrap_or_else(|p| p.into_inner()).len() == usize::from(node.cfg.partitions)
+}

@@ -1,0 +1,410 @@
+//! `knhk.v1.Knhk` in cluster mode: every call goes to the partition it concerns. A partition
+//! this node owns is served in process by the partition's own service; another node's is
+//! forwarded over gRPC to its owner with the caller's credentials (`authorization`,
+//! `knhk-namespace`) and a `knhk-forwarded` mark, which the owner never forwards again. A
+//! partition without an owner (changing hands) answers UNAVAILABLE with `retry-after-ms`.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio_stream::{Stream, StreamExt};
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status, Streaming};
+
+use knhk_engine::ids::CaseId;
+
+use super::{partition_of_key, Node};
+use crate::proto::knhk_client::KnhkClient;
+use crate::proto::knhk_server::Knhk;
+use crate::proto::*;
+
+/// Marks a forwarded call (the owner serves it or refuses; it never forwards it again).
+pub const FORWARDED: &str = "knhk-forwarded";
+/// Asks a node for its own partitions only (the scatter half of a scatter-gather).
+pub const SCOPE_LOCAL: &str = "knhk-scope";
+/// How long a client should wait before retrying a partition that is changing hands.
+pub const RETRY_AFTER_MS: &str = "500";
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// The cluster router.
+pub struct ClusterService {
+    node: Arc<Node>,
+    peers: Mutex<HashMap<String, KnhkClient<Channel>>>,
+    next: AtomicUsize,
+}
+
+impl ClusterService {
+    pub fn new(node: Arc<Node>) -> ClusterService {
+        ClusterService {
+            node,
+            peers: Mutex::new(HashMap::new()),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    fn unavailable(p: u16, why: &str) -> Status {
+        let mut s = Status::unavailable(format!("partition {p} {why}; retry"));
+        s.metadata_mut()
+            .insert("retry-after-ms", MetadataValue::from_static(RETRY_AFTER_MS));
+        s
+    }
+
+    /// The address of partition `p`'s owner when it is another node.
+    fn remote_owner<T>(&self, p: u16, req: &Request<T>) -> Result<String, Status> {
+        if p >= self.node.cfg.partitions {
+            return Err(Status::not_found(format!(
+                "partition {p} does not exist (the cluster has {})",
+                self.node.cfg.partitions
+            )));
+        }
+        if req.metadata().contains_key(FORWARDED) {
+            return Err(Self::unavailable(p, "is not served by the node it was forwarded to"));
+        }
+        let owners = self.node.owners.read().unwrap_or_else(|p| p.into_inner());
+        match owners.get(&p) {
+            Some(o) if o.node != self.node.cfg.node_id => Ok(o.address.clone()),
+            Some(_) => Err(Self::unavailable(p, "is being rebuilt on this node")),
+            None => Err(Self::unavailable(p, "is changing hands")),
+        }
+    }
+
+    fn peer(&self, addr: &str) -> Result<KnhkClient<Channel>, Status> {
+        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = peers.get(addr) {
+            return Ok(c.clone());
+        }
+        let uri = if addr.contains("://") {
+            addr.to_string()
+        } else {
+            format!("http://{addr}")
+        };
+        let ch = Channel::from_shared(uri)
+            .map_err(|e| Status::internal(format!("owner address {addr}: {e}")))?
+            .connect_timeout(std::time::Duration::from_secs(2))
+            .connect_lazy();
+        let c = KnhkClient::new(ch)
+            .max_decoding_message_size(crate::server::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(crate::server::MAX_MESSAGE_BYTES);
+        peers.insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+
+    /// `req` re-addressed to an owner: the caller's credentials and namespace go along.
+    fn forward<T>(&self, req: Request<T>) -> Request<T> {
+        let (meta, _, msg) = req.into_parts();
+        let mut out = Request::new(msg);
+        for k in ["authorization", "knhk-namespace", "grpc-timeout"] {
+            if let Some(v) = meta.get(k) {
+                out.metadata_mut().insert(k, v.clone());
+            }
+        }
+        out.metadata_mut()
+            .insert(FORWARDED, MetadataValue::from_static("1"));
+        self.node.stats.forwarded.fetch_add(1, Ordering::Relaxed);
+        out
+    }
+
+    fn partition_of_case(&self, case_id: u64) -> Result<u16, Status> {
+        CaseId::decode(case_id)
+            .map(|c| c.partition)
+            .ok_or_else(|| Status::not_found(format!("case {case_id} does not exist")))
+    }
+
+    /// Distinct addresses of the other nodes that own partitions.
+    fn other_owners(&self) -> Vec<String> {
+        let owners = self.node.owners.read().unwrap_or_else(|p| p.into_inner());
+        let mut addrs: Vec<String> = owners
+            .values()
+            .filter(|o| o.node != self.node.cfg.node_id)
+            .map(|o| o.address.clone())
+            .collect();
+        addrs.sort();
+        addrs.dedup();
+        addrs
+    }
+
+    fn scatter<T>(&self, req: &Request<T>) -> bool {
+        !req.metadata().contains_key(SCOPE_LOCAL) && !req.metadata().contains_key(FORWARDED)
+    }
+
+    fn scoped<T: Clone>(&self, req: &Request<T>) -> Request<T> {
+        let mut r = self.forward(Request::from_parts(
+            req.metadata().clone(),
+            tonic::Extensions::default(),
+            req.get_ref().clone(),
+        ));
+        r.metadata_mut()
+            .insert(SCOPE_LOCAL, MetadataValue::from_static("local"));
+        r
+    }
+
+    fn clone_req<T: Clone>(req: &Request<T>) -> Request<T> {
+        Request::from_parts(
+            req.metadata().clone(),
+            req.extensions().clone(),
+            req.get_ref().clone(),
+        )
+    }
+}
+
+/// Serves a call on partition `$p` here, or forwards it to the owner.
+macro_rules! routed {
+    ($self:ident, $p:expr, $req:ident, $method:ident) => {{
+        let p = $p;
+        match $self.node.part(p) {
+            Some(part) => part.service.$method($req).await,
+            None => {
+                let addr = $self.remote_owner(p, &$req)?;
+                let mut c = $self.peer(&addr)?;
+                c.$method($self.forward($req)).await
+            }
+        }
+    }};
+}
+
+fn boxed<T: Send + 'static>(s: Streaming<T>) -> BoxStream<T> {
+    Box::pin(s)
+}
+
+#[tonic::async_trait]
+impl Knhk for ClusterService {
+    async fn register_workflow(
+        &self,
+        request: Request<RegisterWorkflowRequest>,
+    ) -> Result<Response<RegisterWorkflowResponse>, Status> {
+        self.node.register_workflow(request).await
+    }
+
+    async fn get_workflow(
+        &self,
+        request: Request<GetWorkflowRequest>,
+    ) -> Result<Response<Workflow>, Status> {
+        self.node.catalog_service.get_workflow(request).await
+    }
+
+    async fn list_workflows(
+        &self,
+        request: Request<ListWorkflowsRequest>,
+    ) -> Result<Response<ListWorkflowsResponse>, Status> {
+        self.node.catalog_service.list_workflows(request).await
+    }
+
+    async fn create_case(
+        &self,
+        request: Request<CreateCaseRequest>,
+    ) -> Result<Response<Case>, Status> {
+        let key = request.get_ref().business_key.clone();
+        if !key.is_empty() {
+            return routed!(
+                self,
+                partition_of_key(&key, self.node.cfg.partitions),
+                request,
+                create_case
+            );
+        }
+        let local: Vec<u16> = self
+            .node
+            .parts
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .copied()
+            .collect();
+        if !local.is_empty() {
+            let p = local[self.next.fetch_add(1, Ordering::Relaxed) % local.len()];
+            return routed!(self, p, request, create_case);
+        }
+        // This node owns nothing yet: any owner takes it.
+        let owners: Vec<u16> = self
+            .node
+            .owners
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .copied()
+            .collect();
+        if owners.is_empty() || request.metadata().contains_key(FORWARDED) {
+            return Err(Status::unavailable(
+                "no partition has an owner yet (the cluster is starting); retry",
+            ));
+        }
+        let p = owners[self.next.fetch_add(1, Ordering::Relaxed) % owners.len()];
+        routed!(self, p, request, create_case)
+    }
+
+    async fn start_task(&self, request: Request<TaskRequest>) -> Result<Response<Case>, Status> {
+        routed!(self, self.partition_of_case(request.get_ref().case_id)?, request, start_task)
+    }
+
+    async fn complete_task(&self, request: Request<TaskRequest>) -> Result<Response<Case>, Status> {
+        routed!(
+            self,
+            self.partition_of_case(request.get_ref().case_id)?,
+            request,
+            complete_task
+        )
+    }
+
+    async fn fire_task(&self, request: Request<TaskRequest>) -> Result<Response<Case>, Status> {
+        routed!(self, self.partition_of_case(request.get_ref().case_id)?, request, fire_task)
+    }
+
+    async fn cancel_task(&self, request: Request<TaskRequest>) -> Result<Response<Case>, Status> {
+        routed!(self, self.partition_of_case(request.get_ref().case_id)?, request, cancel_task)
+    }
+
+    async fn cancel_case(
+        &self,
+        request: Request<CancelCaseRequest>,
+    ) -> Result<Response<Case>, Status> {
+        routed!(self, self.partition_of_case(request.get_ref().case_id)?, request, cancel_case)
+    }
+
+    async fn get_case(&self, request: Request<GetCaseRequest>) -> Result<Response<Case>, Status> {
+        routed!(self, self.partition_of_case(request.get_ref().case_id)?, request, get_case)
+    }
+
+    type WatchCaseStream = BoxStream<WatchEvent>;
+
+    async fn watch_case(
+        &self,
+        request: Request<WatchCaseRequest>,
+    ) -> Result<Response<Self::WatchCaseStream>, Status> {
+        let case_id = request.get_ref().case_id;
+        if case_id != 0 {
+            let p = self.partition_of_case(case_id)?;
+            return match self.node.part(p) {
+                Some(part) => {
+                    let r = part.service.watch_case(request).await?;
+                    Ok(Response::new(Box::pin(r.into_inner()) as BoxStream<_>))
+                }
+                None => {
+                    let addr = self.remote_owner(p, &request)?;
+                    let mut c = self.peer(&addr)?;
+                    let r = c.watch_case(self.forward(request)).await?;
+                    Ok(Response::new(boxed(r.into_inner())))
+                }
+            };
+        }
+        // A workflow's events: every owner's partitions, merged.
+        let mut streams: Vec<BoxStream<WatchEvent>> = Vec::new();
+        let parts: Vec<_> = self
+            .node
+            .parts
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for part in parts {
+            let r = part.service.watch_case(Self::clone_req(&request)).await?;
+            streams.push(Box::pin(r.into_inner()));
+        }
+        if self.scatter(&request) {
+            for addr in self.other_owners() {
+                let mut c = self.peer(&addr)?;
+                let r = c.watch_case(self.scoped(&request)).await?;
+                streams.push(boxed(r.into_inner()));
+            }
+        }
+        Ok(Response::new(Box::pin(futures_util::stream::select_all(streams))))
+    }
+
+    type ListCasesStream = BoxStream<Case>;
+
+    async fn list_cases(
+        &self,
+        request: Request<ListCasesRequest>,
+    ) -> Result<Response<Self::ListCasesStream>, Status> {
+        let limit = request.get_ref().limit as usize;
+        let mut streams: Vec<BoxStream<Case>> = Vec::new();
+        let parts: Vec<_> = self
+            .node
+            .parts
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for part in parts {
+            let r = part.service.list_cases(Self::clone_req(&request)).await?;
+            streams.push(r.into_inner());
+        }
+        if self.scatter(&request) {
+            for addr in self.other_owners() {
+                let mut c = self.peer(&addr)?;
+                let r = c.list_cases(self.scoped(&request)).await?;
+                streams.push(boxed(r.into_inner()));
+            }
+        }
+        let merged = futures_util::stream::select_all(streams);
+        if limit > 0 {
+            Ok(Response::new(Box::pin(merged.take(limit))))
+        } else {
+            Ok(Response::new(Box::pin(merged)))
+        }
+    }
+
+    async fn export_case_xes(
+        &self,
+        request: Request<ExportCaseXesRequest>,
+    ) -> Result<Response<ExportCaseXesResponse>, Status> {
+        let case_id = request.get_ref().case_id;
+        if case_id == 0 {
+            return Err(Status::failed_precondition(
+                "cluster mode exports one case at a time (case_id); a workflow's export across \
+                 partitions is not built yet (docs/cluster.md)",
+            ));
+        }
+        routed!(self, self.partition_of_case(case_id)?, request, export_case_xes)
+    }
+
+    type ExportXesStream = BoxStream<XesChunk>;
+
+    async fn export_xes(
+        &self,
+        _request: Request<ExportXesRequest>,
+    ) -> Result<Response<Self::ExportXesStream>, Status> {
+        Err(Status::failed_precondition(
+            "ExportXes across partitions is not built yet in cluster mode: export cases one at \
+             a time with ExportCaseXes (docs/cluster.md)",
+        ))
+    }
+
+    type SubmitEventsStream = BoxStream<SubmitEventsResponse>;
+
+    async fn submit_events(
+        &self,
+        _request: Request<Streaming<SubmitEventsRequest>>,
+    ) -> Result<Response<Self::SubmitEventsStream>, Status> {
+        Err(Status::failed_precondition(
+            "SubmitEvents is not built yet in cluster mode: use the unary task calls \
+             (docs/cluster.md)",
+        ))
+    }
+
+    async fn get_topology(
+        &self,
+        _request: Request<GetTopologyRequest>,
+    ) -> Result<Response<Topology>, Status> {
+        let owners = self.node.owners.read().unwrap_or_else(|p| p.into_inner());
+        let mut list: Vec<PartitionOwner> = owners
+            .iter()
+            .map(|(p, o)| PartitionOwner {
+                partition: u32::from(*p),
+                node_id: o.node.clone(),
+                address: o.address.clone(),
+                epoch: o.epoch,
+            })
+            .collect();
+        list.sort_by_key(|o| o.partition);
+        Ok(Response::new(Topology {
+            partitions: u32::from(self.node.cfg.partitions),
+            owners: list,
+        }))
+    }
+}
