@@ -37,7 +37,7 @@ use crate::error::EngineError;
 use crate::ids::{self, CaseId};
 use crate::workers::{
     self, Job, NetTable, Op, OpKind, Outcome, ReplyPort, State, Status, SubmitError, WorkerHandle,
-    WorkerSpec, OP_USE_BITS, REGISTERS,
+    WorkerSpec, OP_EXPECT_SEQ, OP_USE_BITS, REGISTERS,
 };
 use crate::workflow::{bits, Workflow, DEFAULT_NAMESPACE};
 
@@ -1196,6 +1196,7 @@ impl Engine {
         task: &str,
         data: &Data,
         branch_bits: Option<u32>,
+        expect_seq: Option<u64>,
     ) -> Result<CaseView, EngineError> {
         self.op_on_task(kind, case_id, task, None, data, branch_bits)
             .await
@@ -1240,6 +1241,15 @@ impl Engine {
             if kind == OpKind::Start {
                 op.flags |= workers::OP_COUNT;
             }
+        }
+        if let Some(seq) = expect_seq {
+            op.flags |= OP_EXPECT_SEQ;
+            op.expect_seq = u32::try_from(seq).map_err(|_| EngineError::BadData {
+                reason: format!(
+                    "expected_seq {seq} is beyond 2^32-1, the largest sequence an operation can \
+                     expect"
+                ),
+            })?;
         }
         let mut payload = Vec::new();
         if matches!(
@@ -1804,6 +1814,11 @@ pub fn status_error(o: &Outcome, case_id: u64, wf: &Workflow, task: u8) -> Engin
             "task '{t}' of case {case_id}: an instance may start at most {} past the oldest \
              unfinished one: complete earlier instances first",
             knhk_kernel::MI_WINDOW
+        )),
+        Status::SeqMismatch => EngineError::Precondition(format!(
+            "case {case_id} is at sequence {}, not the one the request expected: the operation \
+             was not applied (a retry of an operation that already took effect sees this)",
+            o.seq
         )),
     }
 }

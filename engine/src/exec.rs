@@ -7,7 +7,9 @@ use std::sync::OnceLock;
 
 use knhk_kernel::{Case, Error, Event, Join, Net, Op as KOp, Split, CASE_BYTES};
 
-use crate::workers::{Op, OpKind, Outcome, State, Status, OP_COUNT, OP_USE_BITS, REGISTERS};
+use crate::workers::{
+    Op, OpKind, Outcome, State, Status, OP_COUNT, OP_EXPECT_SEQ, OP_USE_BITS, REGISTERS,
+};
 
 /// Lanes per kernel beat (the kernel's `BEAT_LANES`, from libknhk's header).
 pub use knhk_kernel::BEAT_LANES as LANES;
@@ -148,6 +150,9 @@ pub fn restore(net: &Net, case: &mut Case, bytes: &[u8]) -> Outcome {
 
 /// Runs one op alone (ops with data): registers written first and restored on refusal.
 pub fn single(net: &Net, case: &mut Case, op: &Op, regs: Option<[i64; REGISTERS]>) -> Outcome {
+    if op.flags & OP_EXPECT_SEQ != 0 && case.seq() as u32 != op.expect_seq {
+        return observe(net, case, Status::SeqMismatch);
+    }
     let busy_before = case.busy();
     let enabled_before = net.enabled(case);
     let saved: [i64; REGISTERS] = *case.regs();

@@ -156,8 +156,12 @@ pub const OP_USE_BITS: u8 = 1;
 /// Op flag: a Start of a multiple-instance task creates `instance` instances (the caller's
 /// count) instead of the task's count register or minimum.
 pub const OP_COUNT: u8 = 2;
+/// Op flag: refuse the op ([`Status::SeqMismatch`], the case unchanged) unless the case's
+/// sequence number (mod 2^32) is `expect_seq`: a retried op that already took effect is never
+/// applied twice.
+pub const OP_EXPECT_SEQ: u8 = 4;
 
-/// One operation of a job. 32 bytes, `Copy`.
+/// One operation of a job. 40 bytes, `Copy`.
 #[derive(Debug, Clone, Copy)]
 pub struct Op {
     /// The case id the op is for: the worker refuses it (NotFound) when the slot holds another.
@@ -176,6 +180,8 @@ pub struct Op {
     pub data: u32,
     /// Instance ops: the instance; a Start with [`OP_COUNT`]: the instance count.
     pub instance: u32,
+    /// With [`OP_EXPECT_SEQ`]: the case sequence number (mod 2^32) the op expects.
+    pub expect_seq: u32,
 }
 
 impl Op {
@@ -192,6 +198,7 @@ impl Op {
             branch_bits: 0,
             data: 0,
             instance: 0,
+            expect_seq: 0,
         }
     }
 }
@@ -226,6 +233,9 @@ pub enum Status {
     MiLimit = 13,
     /// An instance start 64 or more past the task's oldest unfinished instance.
     MiWindow = 14,
+    /// Not executed: the case's sequence number is not the one the op expected
+    /// ([`OP_EXPECT_SEQ`]); the outcome carries the current one.
+    SeqMismatch = 15,
 }
 
 /// Life state of a case (mirrors the kernel's `CaseState`).
@@ -733,7 +743,8 @@ impl Worker {
                 && op.kind != OpKind::Save
                 && op.reg_mask == 0
                 && !op.kind.is_instance_op()
-                && op.flags & OP_COUNT == 0;
+                && op.flags & OP_COUNT == 0
+                && op.flags & OP_EXPECT_SEQ == 0;
             if plain && beat.accepts(wf, op.slot) {
                 beat.push(i, wf, &op, net, &shard.cases[slot]);
                 if beat.is_full() {

@@ -93,7 +93,7 @@ fn submitters_workers_and_reply_threads_hand_off() {
                 for i in 0..CASES_EACH {
                     let case = block_on(engine.create_case("handoff", &data)).expect("created");
                     for task in ["a", "b"] {
-                        block_on(engine.task_op(OpKind::Fire, case.id, task, &data, None))
+                        block_on(engine.task_op(OpKind::Fire, case.id, task, &data, None, None))
                             .expect("fired");
                     }
                     ids.push(case.id);
@@ -149,7 +149,7 @@ fn submitters_workers_and_reply_threads_hand_off() {
     for _ in 0..2 * stats.len() {
         let case = block_on(engine.create_case("handoff", &data)).expect("created after parking");
         for task in ["a", "b"] {
-            let view = block_on(engine.task_op(OpKind::Fire, case.id, task, &data, None))
+            let view = block_on(engine.task_op(OpKind::Fire, case.id, task, &data, None, None))
                 .expect("a parked worker woke for the op");
             assert_eq!(view.id, case.id);
         }

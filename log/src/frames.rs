@@ -13,7 +13,7 @@ use knhk_engine::workers::Job;
 use knhk_engine::workflow::Workflow;
 
 use crate::record::{get_workflow, put_batch, put_header, put_workflow, scan, Header};
-use crate::segment::Found;
+use crate::segment::{Found, Spans};
 use crate::{bad, replay, replay_workflow, FORMAT_VERSION, K_WORKFLOW, MAGIC};
 
 /// Appends the logged ops of an executed `job` of `shard` (nothing when none succeeded);
@@ -29,7 +29,7 @@ pub fn encode_workflow(buf: &mut Vec<u8>, wf: &Workflow, model: &[u8]) {
 
 /// The records of a frame, `(kind, payload range)`; an error names the first damaged record
 /// (a frame is written whole or not at all, so any damage is corruption).
-fn records(frame: &[u8]) -> io::Result<(Vec<u8>, Vec<(u8, std::ops::Range<usize>)>)> {
+fn records(frame: &[u8]) -> io::Result<(Vec<u8>, Spans)> {
     let mut data = MAGIC.to_vec();
     data.extend_from_slice(frame);
     let (spans, damage) = scan(&data);

@@ -336,6 +336,7 @@ async fn run(
             task: names[i % 3].into(),
             data: HashMap::new(),
             branch_bits: None,
+            ..Default::default()
         })
         .await?;
         lat.push(t.elapsed().as_nanos() as u64);
@@ -365,6 +366,7 @@ async fn run(
                     task: ["A", "B", "C"][i % 3].into(),
                     data: HashMap::new(),
                     branch_bits: None,
+                    ..Default::default()
                 })
                 .await
                 .is_err()

@@ -302,7 +302,7 @@ pub async fn run(
                     case_id: case,
                     task,
                     data,
-                    branch_bits: None,
+                    ..Default::default()
                 })
                 .await?;
             print_case(r.get_ref());
@@ -314,7 +314,7 @@ pub async fn run(
                     case_id: case,
                     task,
                     data,
-                    branch_bits: None,
+                    ..Default::default()
                 })
                 .await?;
             print_case(r.get_ref());

@@ -472,7 +472,9 @@ pub async fn serve_cluster(
         tokio::spawn(async move {
             let _ = ready.wait_for(|r| *r).await;
             for name in ["", SERVICE_NAME, crate::grpc::NEW_CASES_SERVICE] {
-                health.set_service_status(name, ServingStatus::Serving).await;
+                health
+                    .set_service_status(name, ServingStatus::Serving)
+                    .await;
             }
         });
     }

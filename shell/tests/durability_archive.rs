@@ -19,6 +19,7 @@ async fn finish_one(c: &mut Client) -> Option<u64> {
         .create_case(proto::CreateCaseRequest {
             workflow_id: "seq".into(),
             data: Default::default(),
+            ..Default::default()
         })
         .await
         .ok()?

@@ -170,6 +170,7 @@ async fn unary_driver(mut c: Client, model: Shared) {
         .create_case(proto::CreateCaseRequest {
             workflow_id: "cycles".into(),
             data: HashMap::new(),
+            ..Default::default()
         })
         .await;
     let id = match created {
@@ -333,6 +334,7 @@ async fn kill_and_restart_loses_no_acknowledged_event() {
                     .create_case(proto::CreateCaseRequest {
                         workflow_id: "cycles".into(),
                         data: HashMap::new(),
+                        ..Default::default()
                     })
                     .await
                     .expect("create")
@@ -430,6 +432,7 @@ async fn corrupt_and_torn_tails_are_detected_truncated_and_reported() {
             .create_case(proto::CreateCaseRequest {
                 workflow_id: "cycles".into(),
                 data: HashMap::new(),
+                ..Default::default()
             })
             .await
             .expect("create")
@@ -556,6 +559,7 @@ async fn full_disk_refuses_work_and_keeps_every_acknowledged_event() {
             .create_case(proto::CreateCaseRequest {
                 workflow_id: "cycles".into(),
                 data: HashMap::new(),
+                ..Default::default()
             })
             .await
         {
@@ -597,6 +601,7 @@ async fn full_disk_refuses_work_and_keeps_every_acknowledged_event() {
         .create_case(proto::CreateCaseRequest {
             workflow_id: "cycles".into(),
             data: HashMap::new(),
+            ..Default::default()
         })
         .await
         .expect_err("must refuse");
@@ -750,6 +755,7 @@ async fn replay_restores_the_exact_state_across_checkpoints() {
             .create_case(proto::CreateCaseRequest {
                 workflow_id: "cycles".into(),
                 data: HashMap::new(),
+                ..Default::default()
             })
             .await
             .expect("create")
@@ -804,6 +810,7 @@ async fn replay_restores_the_exact_state_across_checkpoints() {
         .create_case(proto::CreateCaseRequest {
             workflow_id: "cycles".into(),
             data: HashMap::new(),
+            ..Default::default()
         })
         .await
         .expect("create")

@@ -92,6 +92,7 @@ async fn golden_history_is_replayed_exactly(version: &str) {
         .create_case(proto::CreateCaseRequest {
             workflow_id: "seq".into(),
             data: Default::default(),
+            ..Default::default()
         })
         .await
         .expect("create after replay")
@@ -223,6 +224,7 @@ async fn write_golden_current() {
     let create = || proto::CreateCaseRequest {
         workflow_id: "seq".into(),
         data: Default::default(),
+        ..Default::default()
     };
     for _ in 0..3 {
         c.create_case(create()).await.expect("create");

@@ -19,6 +19,7 @@ async fn create(c: &mut Client, workflow: &str) -> Result<u64, tonic::Status> {
     c.create_case(proto::CreateCaseRequest {
         workflow_id: workflow.into(),
         data: Default::default(),
+        ..Default::default()
     })
     .await
     .map(|r| r.into_inner().case_id)

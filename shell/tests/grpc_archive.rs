@@ -84,6 +84,7 @@ async fn evicted_cases_come_from_the_archive(name: &str, archive: &[&str]) {
             .create_case(proto::CreateCaseRequest {
                 workflow_id: "seq".into(),
                 data: Default::default(),
+                ..Default::default()
             })
             .await
             .expect("create (waits for the archive to free a slot)")

@@ -131,6 +131,7 @@ async fn backpressure_is_resource_exhausted() {
             .create_case(proto::CreateCaseRequest {
                 workflow_id: "WP1Sequence".into(),
                 data: HashMap::new(),
+                ..Default::default()
             })
             .await
             .expect("create");
@@ -140,6 +141,7 @@ async fn backpressure_is_resource_exhausted() {
         .create_case(proto::CreateCaseRequest {
             workflow_id: "WP1Sequence".into(),
             data: HashMap::new(),
+            ..Default::default()
         })
         .await;
     expect_code(r, Code::ResourceExhausted, "case capacity");
@@ -150,6 +152,7 @@ async fn backpressure_is_resource_exhausted() {
         .create_case(proto::CreateCaseRequest {
             workflow_id: "WP1Sequence".into(),
             data: HashMap::new(),
+            ..Default::default()
         })
         .await
         .expect("create after a case finished")

@@ -44,6 +44,7 @@ async fn unary_rpcs_and_their_errors() {
         .create_case(proto::CreateCaseRequest {
             workflow_id: "WP1Sequence".into(),
             data: HashMap::new(),
+            ..Default::default()
         })
         .await
         .expect("create")
@@ -81,6 +82,7 @@ async fn unary_rpcs_and_their_errors() {
         .create_case(proto::CreateCaseRequest {
             workflow_id: "WP1Sequence".into(),
             data: HashMap::new(),
+            ..Default::default()
         })
         .await
         .expect("create")
@@ -102,6 +104,7 @@ async fn unary_rpcs_and_their_errors() {
         .create_case(proto::CreateCaseRequest {
             workflow_id: "WP1Sequence-2".into(),
             data: HashMap::new(),
+            ..Default::default()
         })
         .await
         .expect("create")
@@ -124,6 +127,7 @@ async fn unary_rpcs_and_their_errors() {
         .create_case(proto::CreateCaseRequest {
             workflow_id: "WP1Sequence-2".into(),
             data: HashMap::new(),
+            ..Default::default()
         })
         .await
         .expect("create")
@@ -213,6 +217,7 @@ async fn unary_rpcs_and_their_errors() {
         .create_case(proto::CreateCaseRequest {
             workflow_id: "nope".into(),
             data: HashMap::new(),
+            ..Default::default()
         })
         .await;
     expect_code(r, Code::NotFound, "'nope'");
@@ -231,6 +236,7 @@ async fn unary_rpcs_and_their_errors() {
         .create_case(proto::CreateCaseRequest {
             workflow_id: "WP1Sequence".into(),
             data: HashMap::new(),
+            ..Default::default()
         })
         .await
         .expect("create")
@@ -279,6 +285,7 @@ async fn unary_rpcs_and_their_errors() {
         .create_case(proto::CreateCaseRequest {
             workflow_id: "WP1Sequence".into(),
             data: HashMap::from([("nosuch".to_string(), int(1))]),
+            ..Default::default()
         })
         .await;
     expect_code(r, Code::InvalidArgument, "'nosuch'");
@@ -292,6 +299,7 @@ async fn unary_rpcs_and_their_errors() {
                     kind: Some(Kind::String("x".into())),
                 },
             )]),
+            ..Default::default()
         })
         .await
         .expect("declared variable")
@@ -313,6 +321,7 @@ async fn output_data_feeds_the_guards() {
             .create_case(proto::CreateCaseRequest {
                 workflow_id: wf.workflow_id.clone(),
                 data: HashMap::new(),
+                ..Default::default()
             })
             .await
             .expect("create")
@@ -324,6 +333,7 @@ async fn output_data_feeds_the_guards() {
                 task: "A".into(),
                 data: HashMap::from([("c".to_string(), int(value))]),
                 branch_bits: None,
+                ..Default::default()
             })
             .await
             .expect("complete")
@@ -342,6 +352,7 @@ async fn output_data_feeds_the_guards() {
                     kind: Some(Kind::Bool(true)),
                 },
             )]),
+            ..Default::default()
         })
         .await;
     expect_code(r, Code::InvalidArgument, "'c'");
@@ -350,6 +361,7 @@ async fn output_data_feeds_the_guards() {
         .create_case(proto::CreateCaseRequest {
             workflow_id: wf.workflow_id.clone(),
             data: HashMap::new(),
+            ..Default::default()
         })
         .await
         .expect("create")
@@ -360,6 +372,7 @@ async fn output_data_feeds_the_guards() {
             task: "A".into(),
             data: HashMap::new(),
             branch_bits: Some(0b10),
+            ..Default::default()
         })
         .await
         .expect("fire")

@@ -45,6 +45,7 @@ async fn run_case(c: &mut Client, bits: u32) -> proto::Case {
         .create_case(proto::CreateCaseRequest {
             workflow_id: "triage".into(),
             data: Default::default(),
+            ..Default::default()
         })
         .await
         .expect("create")
@@ -98,6 +99,7 @@ async fn client_predicates_are_listed_required_honoured_and_durable() {
         .create_case(proto::CreateCaseRequest {
             workflow_id: "triage".into(),
             data: Default::default(),
+            ..Default::default()
         })
         .await
         .expect("create")

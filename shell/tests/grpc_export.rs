@@ -66,6 +66,7 @@ async fn create(c: &mut Client, wf: &str) -> proto::Case {
     c.create_case(proto::CreateCaseRequest {
         workflow_id: wf.into(),
         data: HashMap::new(),
+        ..Default::default()
     })
     .await
     .expect("create")

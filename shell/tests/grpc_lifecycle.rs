@@ -74,6 +74,7 @@ async fn health_reflection_and_graceful_shutdown() {
         .create_case(proto::CreateCaseRequest {
             workflow_id: "WP1Sequence".into(),
             data: HashMap::new(),
+            ..Default::default()
         })
         .await
         .expect("create")
@@ -124,6 +125,7 @@ async fn health_reflection_and_graceful_shutdown() {
         .create_case(proto::CreateCaseRequest {
             workflow_id: "WP1Sequence".into(),
             data: HashMap::new(),
+            ..Default::default()
         })
         .await;
     let s = r.expect_err("refused while draining");

@@ -40,6 +40,7 @@ async fn general_or_join_over_grpc() {
             c.create_case(proto::CreateCaseRequest {
                 workflow_id: id,
                 data: HashMap::new(),
+                ..Default::default()
             })
             .await
             .expect("create")
@@ -77,6 +78,7 @@ async fn general_or_join_over_grpc() {
             task: "B".into(),
             data: HashMap::from([("again".to_string(), int(0))]),
             branch_bits: None,
+            ..Default::default()
         })
         .await
         .expect("B leaves the loop")

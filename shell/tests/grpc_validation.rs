@@ -63,6 +63,7 @@ async fn ids_are_validated_and_echoed_bounded() {
         .create_case(proto::CreateCaseRequest {
             workflow_id: "evil\n2026-01-01 INFO forged line".into(),
             data: Default::default(),
+            ..Default::default()
         })
         .await
         .expect_err("unknown");
@@ -88,6 +89,7 @@ async fn ids_are_validated_and_echoed_bounded() {
         .create_case(proto::CreateCaseRequest {
             workflow_id: id,
             data: Default::default(),
+            ..Default::default()
         })
         .await
         .expect("case")

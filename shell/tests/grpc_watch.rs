@@ -29,6 +29,7 @@ async fn watch_case_streams_events_in_order() {
         .create_case(proto::CreateCaseRequest {
             workflow_id: wf_id.clone(),
             data: HashMap::new(),
+            ..Default::default()
         })
         .await
         .expect("create")

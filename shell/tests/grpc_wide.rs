@@ -46,6 +46,7 @@ async fn wide_split_over_grpc() {
             .create_case(proto::CreateCaseRequest {
                 workflow_id: wf.workflow_id.clone(),
                 data: HashMap::from([("pick".to_string(), int(pick))]),
+                ..Default::default()
             })
             .await
             .expect("create")

@@ -20,6 +20,7 @@ async fn export_xes_one_trace_per_case() {
             .create_case(proto::CreateCaseRequest {
                 workflow_id: "WP1Sequence".into(),
                 data: HashMap::new(),
+                ..Default::default()
             })
             .await
             .expect("create")
@@ -108,6 +109,7 @@ async fn xes_export_replays_with_fitness_one() {
                 .create_case(proto::CreateCaseRequest {
                     workflow_id: id.into(),
                     data: HashMap::new(),
+                    ..Default::default()
                 })
                 .await
                 .expect("create")

@@ -260,6 +260,7 @@ async fn capacity_is_visible_and_a_full_engine_refuses_new_cases_but_stays_ready
             .create_case(proto::CreateCaseRequest {
                 workflow_id: "seq".into(),
                 data: HashMap::new(),
+                ..Default::default()
             })
             .await
             .expect("create")
@@ -278,6 +279,7 @@ async fn capacity_is_visible_and_a_full_engine_refuses_new_cases_but_stays_ready
         .create_case(proto::CreateCaseRequest {
             workflow_id: "seq".into(),
             data: HashMap::new(),
+            ..Default::default()
         })
         .await
         .expect_err("a fifth case has no slot");
@@ -322,6 +324,7 @@ async fn capacity_is_visible_and_a_full_engine_refuses_new_cases_but_stays_ready
     c.create_case(proto::CreateCaseRequest {
         workflow_id: "seq".into(),
         data: HashMap::new(),
+        ..Default::default()
     })
     .await
     .expect("a new case evicts the cancelled one");
@@ -823,6 +826,7 @@ async fn otlp_spans_reach_a_collector_and_its_absence_harms_nothing() {
         .create_case(proto::CreateCaseRequest {
             workflow_id: wf.workflow_id.clone(),
             data: HashMap::new(),
+            ..Default::default()
         })
         .await
         .expect("create")

@@ -1257,6 +1257,7 @@ async fn other_namespaces_objects_are_not_found() {
         .create_case(proto::CreateCaseRequest {
             workflow_id: "wf-a".into(),
             data: Default::default(),
+            ..Default::default()
         })
         .await
         .expect("create a")
@@ -1266,6 +1267,7 @@ async fn other_namespaces_objects_are_not_found() {
         .create_case(proto::CreateCaseRequest {
             workflow_id: "wf-b".into(),
             data: Default::default(),
+            ..Default::default()
         })
         .await
         .expect("create b")
@@ -1322,6 +1324,7 @@ async fn other_namespaces_objects_are_not_found() {
         .create_case(proto::CreateCaseRequest {
             workflow_id: "wf-b".into(),
             data: Default::default(),
+            ..Default::default()
         })
         .await;
     same_as_unknown(r, &never_as_b, "CreateCase of b's workflow");
@@ -1781,6 +1784,7 @@ async fn streams_end_when_their_token_expires() {
         .create_case(proto::CreateCaseRequest {
             workflow_id: wf.workflow_id,
             data: Default::default(),
+            ..Default::default()
         })
         .await
         .expect("create");

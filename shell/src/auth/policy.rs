@@ -188,7 +188,10 @@ pub const RPC_TABLE: &[(&str, Need)] = &[
     ("/knhk.v1.Knhk/ExportXes", ns(Role::Reader)),
     ("/knhk.v1.Knhk/SubmitEvents", ns(Role::Operator)),
     // cluster: partition owners and their addresses (no case data)
-    ("/knhk.v1.Knhk/GetTopology", Need::Role(Role::Reader, Scope::AnyNamespace)),
+    (
+        "/knhk.v1.Knhk/GetTopology",
+        Need::Role(Role::Reader, Scope::AnyNamespace),
+    ),
     // grpc.health.v1: load balancers and orchestrators present no credentials.
     ("/grpc.health.v1.Health/Check", Need::Open),
     ("/grpc.health.v1.Health/Watch", Need::Open),

@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, stream};
 use bytes::Bytes;
 use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp};
-use tokio_stream::StreamExt;
 use tokio::sync::watch;
+use tokio_stream::StreamExt;
 
 use knhk_engine::engine::{BatchHook, Engine, EngineConfig};
 use knhk_engine::workflow::Workflow;
@@ -62,6 +62,9 @@ pub struct ClusterConfig {
 
 /// How long before its lease's expiry (as etcd counts it) a node stops acknowledging.
 pub const LEASE_MARGIN: Duration = Duration::from_secs(1);
+/// Ownership rounds (300 ms each) a partition must be ranked first for by another node before
+/// it is handed over.
+pub const HANDOFF_ROUNDS: u32 = 4;
 /// Streams the partitions' subjects are spread over.
 pub const LOG_STREAMS: u16 = 3;
 
@@ -69,6 +72,7 @@ pub const LOG_STREAMS: u16 = 3;
 #[derive(Debug, Default)]
 pub struct ClusterStats {
     pub partitions_owned: AtomicU64,
+    pub handoffs: AtomicU64,
     pub epoch_changes: AtomicU64,
     pub forwarded: AtomicU64,
     pub fenced: AtomicU64,
@@ -158,6 +162,10 @@ pub struct Node {
     max_watchers: usize,
     /// Set once every partition this node ranks first for has been claimed or found owned.
     pub ready: watch::Sender<bool>,
+    /// Set when a graceful stop begins: the lease is revoked on purpose then.
+    stopping: std::sync::atomic::AtomicBool,
+    /// Ownership rounds each held partition has been ranked first for by another live node.
+    misplaced: std::sync::Mutex<HashMap<u16, u32>>,
     engine_template: EngineConfig,
 }
 
@@ -269,7 +277,18 @@ impl Node {
             .when([Compare::create_revision(pkey.clone(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(pkey.clone(), cfg.partitions.to_string(), None)])
             .or_else([TxnOp::get(pkey.clone(), None)]);
-        let r = etcd.txn(txn).await.map_err(io_err)?;
+        // etcd may still be forming its cluster (a fresh start of everything): wait for it.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let r = loop {
+            match etcd.txn(txn.clone()).await {
+                Ok(r) => break r,
+                Err(e) if Instant::now() < deadline => {
+                    tracing::info!(error = %e, "waiting for etcd");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => return Err(io_err(format!("etcd {:?}: {e}", cfg.etcd))),
+            }
+        };
         if !r.succeeded() {
             let have = etcd
                 .get(pkey.clone(), None)
@@ -341,6 +360,8 @@ impl Node {
             metrics,
             max_watchers,
             ready,
+            misplaced: std::sync::Mutex::new(HashMap::new()),
+            stopping: std::sync::atomic::AtomicBool::new(false),
             engine_template,
         });
         tokio::spawn(node.clone().keepalive(ttl_s));
@@ -399,6 +420,9 @@ impl Node {
         let every = ttl / 5;
         let mut etcd = self.etcd.clone();
         loop {
+            if self.stopping.load(Ordering::SeqCst) {
+                return;
+            }
             let (mut keeper, mut stream) = match etcd.lease_keep_alive(self.lease_id).await {
                 Ok(k) => k,
                 Err(e) => {
@@ -415,6 +439,7 @@ impl Node {
                 }
                 match tokio::time::timeout(every, stream.message()).await {
                     Ok(Ok(Some(r))) if r.ttl() > 0 => self.lease.renewed(sent, ttl),
+                    Ok(Ok(Some(_))) if self.stopping.load(Ordering::SeqCst) => return,
                     Ok(Ok(Some(_))) => {
                         lease_lost("etcd says the lease has expired");
                     }
@@ -431,6 +456,9 @@ impl Node {
     }
 
     fn check_lease(&self, why: &str) {
+        if self.stopping.load(Ordering::SeqCst) {
+            return;
+        }
         tracing::warn!(error = why, "lease renewal failed");
         if !self.lease.valid() {
             lease_lost(why);
@@ -554,7 +582,9 @@ impl Node {
                 Err(s) => return Err(s),
             }
         }
-        Err(tonic::Status::unavailable("workflow registration kept racing; retry"))
+        Err(tonic::Status::unavailable(
+            "workflow registration kept racing; retry",
+        ))
     }
 
     fn published_seq(&self) -> u64 {
@@ -576,9 +606,15 @@ impl Node {
         }
     }
 
-    async fn ownership_round(self: &Arc<Self>, etcd: &mut etcd_client::Client) -> Result<(), String> {
+    async fn ownership_round(
+        self: &Arc<Self>,
+        etcd: &mut etcd_client::Client,
+    ) -> Result<(), String> {
         let nodes = etcd
-            .get(key(&self.cfg, "node/"), Some(GetOptions::new().with_prefix()))
+            .get(
+                key(&self.cfg, "node/"),
+                Some(GetOptions::new().with_prefix()),
+            )
             .await
             .map_err(|e| e.to_string())?;
         let prefix = key(&self.cfg, "node/");
@@ -588,7 +624,10 @@ impl Node {
             .filter_map(|kv| kv.key_str().ok()?.strip_prefix(&prefix).map(str::to_string))
             .collect();
         let owners_resp = etcd
-            .get(key(&self.cfg, "owner/"), Some(GetOptions::new().with_prefix()))
+            .get(
+                key(&self.cfg, "owner/"),
+                Some(GetOptions::new().with_prefix()),
+            )
             .await
             .map_err(|e| e.to_string())?;
         let oprefix = key(&self.cfg, "owner/");
@@ -621,6 +660,45 @@ impl Node {
             }
         }
         *self.owners.write().unwrap_or_else(|p| p.into_inner()) = owners.clone();
+        // Rebalance: a partition that another live node now ranks first for (a node joined or
+        // came back) is handed over once that has held for a few rounds (a brief view of the
+        // node list must not move partitions back and forth).
+        let held: Vec<u16> = self
+            .parts
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .copied()
+            .collect();
+        let mut moving = Vec::new();
+        {
+            let mut misplaced = self.misplaced.lock().unwrap_or_else(|p| p.into_inner());
+            misplaced.retain(|p, _| held.contains(p));
+            for p in held {
+                if ranked_first(&live, p).is_some_and(|n| *n != self.cfg.node_id) {
+                    let rounds = misplaced.entry(p).or_insert(0);
+                    *rounds += 1;
+                    if *rounds >= HANDOFF_ROUNDS {
+                        moving.push(p);
+                    }
+                } else {
+                    misplaced.remove(&p);
+                }
+            }
+        }
+        // A partition whose log failed (fenced, lease gone, JetStream away too long) is
+        // released: whoever ranks first rebuilds it from the log, under a new epoch.
+        let failed: Vec<u16> = self
+            .parts
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, part)| part.log.failure().is_some())
+            .map(|(p, _)| *p)
+            .collect();
+        for p in moving.into_iter().chain(failed) {
+            self.hand_off(p, etcd).await;
+        }
         let mut all_settled = true;
         for p in 0..self.cfg.partitions {
             if owners.contains_key(&p) {
@@ -647,7 +725,9 @@ impl Node {
             tracing::info!(partition = p, epoch, "partition claimed; rebuilding");
             if let Err(e) = self.adopt(p, epoch).await {
                 tracing::error!(partition = p, error = %e, "partition rebuild failed; releasing it");
-                let _ = etcd.delete(okey, None).await;
+                if !self.release_key(p, epoch, etcd).await {
+                    lease_lost(&format!("the owner key of partition {p} could not be released"));
+                }
                 all_settled = false;
             }
         }
@@ -722,16 +802,19 @@ impl Node {
         log.start_logging(fence_seq);
         let service = KnhkService::new(engine.clone(), self.closing.clone(), self.metrics.clone())
             .with_max_watchers(self.max_watchers);
-        self.parts.write().unwrap_or_else(|p| p.into_inner()).insert(
-            p,
-            Arc::new(Part {
-                partition: p,
-                epoch,
-                engine,
-                log,
-                service,
-            }),
-        );
+        self.parts
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                p,
+                Arc::new(Part {
+                    partition: p,
+                    epoch,
+                    engine,
+                    log,
+                    service,
+                }),
+            );
         drop(cat);
         self.stats.partitions_owned.fetch_add(1, Ordering::Relaxed);
         tracing::info!(
@@ -744,48 +827,9 @@ impl Node {
         Ok(())
     }
 
-    /// The payloads of the valid frames of `log`'s subject up to `upto` (its fence): a frame is
-    /// valid iff its epoch is the epoch of the latest fence before it.
+    /// The payloads of the valid frames of `log`'s subject up to `upto` (its fence).
     async fn read_frames(&self, log: &PartitionLog, upto: u64) -> Result<Vec<Bytes>, String> {
-        let stream = self
-            .js
-            .get_stream(log.stream())
-            .await
-            .map_err(|e| e.to_string())?;
-        let consumer = stream
-            .create_consumer(jetstream::consumer::pull::OrderedConfig {
-                filter_subject: log.subject().to_string(),
-                deliver_policy: jetstream::consumer::DeliverPolicy::All,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut msgs = consumer.messages().await.map_err(|e| e.to_string())?;
-        let mut fence = 0u64;
-        let mut out = Vec::new();
-        let mut dropped = 0u64;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-        loop {
-            let next = tokio::time::timeout_at(deadline, msgs.next())
-                .await
-                .map_err(|_| format!("reading {} timed out", log.subject()))?;
-            let Some(m) = next else {
-                return Err(format!("{} ended before its fence", log.subject()));
-            };
-            let m = m.map_err(|e| e.to_string())?;
-            let seq = m.info().map_err(|e| e.to_string())?.stream_sequence;
-            let headers = m.headers.clone().unwrap_or_default();
-            if let Some(f) = plog::fence_of(&headers) {
-                fence = f;
-            } else if plog::epoch_of(&headers) == fence {
-                out.push(m.payload.clone());
-            } else {
-                dropped += 1;
-            }
-            if seq >= upto {
-                break;
-            }
-        }
+        let (out, dropped) = read_valid_frames(&self.js, log.stream(), log.subject(), upto).await?;
         self.stats
             .replayed_frames
             .fetch_add(out.len() as u64, Ordering::Relaxed);
@@ -795,6 +839,63 @@ impl Node {
                 "frames of a deposed owner dropped (epoch rule)");
         }
         Ok(out)
+    }
+
+    /// Hands partition `p` over gracefully: no new work, everything taken acknowledged, the
+    /// owner key released (only if it is still this epoch's), the engine stopped. The
+    /// successor fences and replays; nothing acknowledged is lost.
+    async fn hand_off(&self, p: u16, etcd: &mut etcd_client::Client) {
+        let Some(part) = self
+            .parts
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&p)
+        else {
+            return;
+        };
+        let t0 = Instant::now();
+        part.engine.drain();
+        let drained = part.log.drained(Duration::from_secs(5)).await;
+        let released = self.release_key(p, part.epoch, etcd).await;
+        let e = part.engine.clone();
+        let _ = tokio::task::spawn_blocking(move || e.stop()).await;
+        if !released {
+            lease_lost(&format!("the owner key of partition {p} could not be released"));
+        }
+        self.stats.partitions_owned.fetch_sub(1, Ordering::Relaxed);
+        self.stats.handoffs.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            partition = p,
+            epoch = part.epoch,
+            drained,
+            ms = t0.elapsed().as_millis() as u64,
+            "partition handed over"
+        );
+    }
+
+    /// Deletes partition `p`'s owner key if it is still `epoch`'s; retried while etcd is
+    /// unavailable. False when it could not be done: the caller exits, so that the key expires
+    /// with the lease rather than name a node that no longer serves the partition.
+    async fn release_key(&self, p: u16, epoch: u64, etcd: &mut etcd_client::Client) -> bool {
+        let okey = key(&self.cfg, &format!("owner/{p}"));
+        for attempt in 0..20u32 {
+            let txn = Txn::new()
+                .when([Compare::create_revision(
+                    okey.clone(),
+                    CompareOp::Equal,
+                    epoch as i64,
+                )])
+                .and_then([TxnOp::delete(okey.clone(), None)]);
+            match etcd.txn(txn).await {
+                Ok(_) => return true,
+                Err(e) => {
+                    tracing::warn!(partition = p, attempt, error = %e,
+                        "releasing the owner key failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        false
     }
 
     /// The partition `p` if this node serves it.
@@ -809,6 +910,7 @@ impl Node {
     /// Graceful stop: stop taking work, wait until every partition's log is acknowledged,
     /// release the partitions and the lease (successors replay only what is logged).
     pub async fn shutdown(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
         let parts: Vec<Arc<Part>> = self
             .parts
             .read()
@@ -839,10 +941,152 @@ impl Node {
     }
 }
 
+/// The payloads of the valid frames of a partition's subject up to sequence `upto`, and how
+/// many were dropped: a frame is valid iff its epoch is the epoch of the latest fence before it
+/// (the rule every reader applies: replay, verifier).
+pub async fn read_valid_frames(
+    js: &jetstream::Context,
+    stream: &str,
+    subject: &str,
+    upto: u64,
+) -> Result<(Vec<Bytes>, u64), String> {
+    let stream = js.get_stream(stream).await.map_err(|e| e.to_string())?;
+    let consumer = stream
+        .create_consumer(jetstream::consumer::pull::OrderedConfig {
+            filter_subject: subject.to_string(),
+            deliver_policy: jetstream::consumer::DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut msgs = consumer.messages().await.map_err(|e| e.to_string())?;
+    let mut fence = 0u64;
+    let mut out = Vec::new();
+    let mut dropped = 0u64;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    if upto == 0 {
+        return Ok((out, 0));
+    }
+    loop {
+        let next = tokio::time::timeout_at(deadline, msgs.next())
+            .await
+            .map_err(|_| format!("reading {subject} timed out"))?;
+        let Some(m) = next else {
+            return Err(format!("{subject} ended before sequence {upto}"));
+        };
+        let m = m.map_err(|e| e.to_string())?;
+        let seq = m.info().map_err(|e| e.to_string())?.stream_sequence;
+        let headers = m.headers.clone().unwrap_or_default();
+        if let Some(f) = plog::fence_of(&headers) {
+            fence = f;
+        } else if plog::epoch_of(&headers) == fence {
+            out.push(m.payload.clone());
+        } else {
+            dropped += 1;
+        }
+        if seq >= upto {
+            return Ok((out, dropped));
+        }
+    }
+}
+
+/// One case as a replay of the log leaves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VerifiedCase {
+    pub case_id: u64,
+    pub seq: u64,
+    pub state: knhk_engine::workers::State,
+}
+
+/// The verifier: rebuilds every partition from its subject alone (workflows from the workflow
+/// stream, frames under the epoch rule, replayed into a fresh engine with every result checked
+/// against the logged one) and returns every case it holds. A live cluster's state must equal
+/// this. Frames dropped by the epoch rule are counted in the second value.
+pub async fn verify(
+    nats: &[String],
+    name: &str,
+    partitions: u16,
+    capacity: usize,
+) -> Result<(Vec<VerifiedCase>, u64), String> {
+    let client = async_nats::connect(nats.to_vec())
+        .await
+        .map_err(|e| format!("NATS {nats:?}: {e}"))?;
+    let js = jetstream::new(client);
+    let wf_subject = format!("{name}.wf");
+    let wf_stream = format!("{}_WF", name.to_uppercase());
+    let last_wf = last_seq(&js, &wf_stream, &wf_subject).await?;
+    let (records, _) = read_valid_frames(&js, &wf_stream, &wf_subject, last_wf).await?;
+    let mut cases = Vec::new();
+    let mut dropped = 0;
+    for p in 0..partitions {
+        let stream = plog::stream_name(name, p, LOG_STREAMS);
+        let subject = plog::subject(name, p);
+        let upto = last_seq(&js, &stream, &subject).await?;
+        let (frames, d) = read_valid_frames(&js, &stream, &subject, upto).await?;
+        dropped += d;
+        let records = records.clone();
+        let found = tokio::task::spawn_blocking(move || {
+            let engine = Engine::start(
+                EngineConfig {
+                    workers: 1,
+                    case_capacity: capacity,
+                    partition: p,
+                    pin: false,
+                    ..EngineConfig::default()
+                },
+                Arc::new(knhk_engine::Immediate),
+            )
+            .map_err(|e| e.to_string())?;
+            let res = (|| {
+                for r in &records {
+                    knhk_log::frames::register_workflow_record(&engine, r)
+                        .map_err(|e| format!("workflow record: {e}"))?;
+                }
+                let refs: Vec<&[u8]> = frames.iter().map(|f| f.as_ref()).collect();
+                knhk_log::frames::replay_frames(&engine, &refs)
+                    .map_err(|e| format!("partition {p}: {e}"))?;
+                Ok::<Vec<VerifiedCase>, String>(
+                    engine
+                        .list_cases(None, None)
+                        .into_iter()
+                        .flatten()
+                        .map(|c| VerifiedCase {
+                            case_id: c.id,
+                            seq: c.last.seq,
+                            state: c.last.state,
+                        })
+                        .collect(),
+                )
+            })();
+            engine.stop();
+            res
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        cases.extend(found);
+    }
+    Ok((cases, dropped))
+}
+
+async fn last_seq(js: &jetstream::Context, stream: &str, subject: &str) -> Result<u64, String> {
+    let s = js
+        .get_stream_no_info(stream)
+        .await
+        .map_err(|e| format!("stream {stream}: {e}"))?;
+    match s.get_last_raw_message_by_subject(subject).await {
+        Ok(m) => Ok(m.sequence),
+        Err(e) if e.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => Ok(0),
+        Err(e) => Err(format!("last message of {subject}: {e}")),
+    }
+}
+
 /// The node's lease is gone: its partitions may be another node's already. Exit at once (the
 /// supervisor restarts the node, which then joins as a new member).
 fn lease_lost(why: &str) -> ! {
-    tracing::error!(reason = why, "ownership lease lost: exiting so that nothing more is acknowledged");
+    tracing::error!(
+        reason = why,
+        "ownership lease lost: exiting so that nothing more is acknowledged"
+    );
     eprintln!("knhk serve: ownership lease lost ({why}); exiting");
     std::process::exit(3)
 }

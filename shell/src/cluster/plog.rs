@@ -337,9 +337,11 @@ impl PartitionLog {
                     // Acknowledge only while the lease says we still own the partition.
                     if !self.lease.valid() {
                         drop(held);
-                        self.fail("the node's ownership lease expired before the frame's jobs \
+                        self.fail(
+                            "the node's ownership lease expired before the frame's jobs \
                                    were released"
-                            .into());
+                                .into(),
+                        );
                         return;
                     }
                     for job in held {
@@ -397,9 +399,8 @@ impl BatchHook for PartitionLog {
         if let Some(w) = self.failed.get() {
             return Some(EngineError::Unavailable(w.clone()));
         }
-        (!self.lease.valid()).then(|| {
-            EngineError::Unavailable("this node's ownership lease is not valid".into())
-        })
+        (!self.lease.valid())
+            .then(|| EngineError::Unavailable("this node's ownership lease is not valid".into()))
     }
 
     fn registered(&self, _wf: &Workflow, _model: &[u8]) -> Result<(), EngineError> {

@@ -62,7 +62,10 @@ impl ClusterService {
             )));
         }
         if req.metadata().contains_key(FORWARDED) {
-            return Err(Self::unavailable(p, "is not served by the node it was forwarded to"));
+            return Err(Self::unavailable(
+                p,
+                "is not served by the node it was forwarded to",
+            ));
         }
         let owners = self.node.owners.read().unwrap_or_else(|p| p.into_inner());
         match owners.get(&p) {
@@ -106,6 +109,36 @@ impl ClusterService {
             .insert(FORWARDED, MetadataValue::from_static("1"));
         self.node.stats.forwarded.fetch_add(1, Ordering::Relaxed);
         out
+    }
+
+    /// Partition `p` when this node serves it. A node whose lease is not valid serves none of
+    /// its partitions, reads included: another node may own them already, and this one's
+    /// state may be stale.
+    fn local(&self, p: u16) -> Result<Option<Arc<super::Part>>, Status> {
+        match self.node.part(p) {
+            Some(_) if !self.node.lease.valid() => Err(Self::unavailable(
+                p,
+                "is not served: this node's ownership lease is not valid",
+            )),
+            found => Ok(found),
+        }
+    }
+
+    /// Every partition this node serves (none while its lease is not valid).
+    fn locals(&self) -> Result<Vec<Arc<super::Part>>, Status> {
+        if !self.node.lease.valid() {
+            return Err(Status::unavailable(
+                "this node's ownership lease is not valid; retry",
+            ));
+        }
+        Ok(self
+            .node
+            .parts
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect())
     }
 
     fn partition_of_case(&self, case_id: u64) -> Result<u16, Status> {
@@ -155,7 +188,7 @@ impl ClusterService {
 macro_rules! routed {
     ($self:ident, $p:expr, $req:ident, $method:ident) => {{
         let p = $p;
-        match $self.node.part(p) {
+        match $self.local(p)? {
             Some(part) => part.service.$method($req).await,
             None => {
                 let addr = $self.remote_owner(p, &$req)?;
@@ -206,14 +239,7 @@ impl Knhk for ClusterService {
                 create_case
             );
         }
-        let local: Vec<u16> = self
-            .node
-            .parts
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .keys()
-            .copied()
-            .collect();
+        let local: Vec<u16> = self.locals()?.iter().map(|p| p.partition).collect();
         if !local.is_empty() {
             let p = local[self.next.fetch_add(1, Ordering::Relaxed) % local.len()];
             return routed!(self, p, request, create_case);
@@ -237,7 +263,12 @@ impl Knhk for ClusterService {
     }
 
     async fn start_task(&self, request: Request<TaskRequest>) -> Result<Response<Case>, Status> {
-        routed!(self, self.partition_of_case(request.get_ref().case_id)?, request, start_task)
+        routed!(
+            self,
+            self.partition_of_case(request.get_ref().case_id)?,
+            request,
+            start_task
+        )
     }
 
     async fn complete_task(&self, request: Request<TaskRequest>) -> Result<Response<Case>, Status> {
@@ -250,22 +281,42 @@ impl Knhk for ClusterService {
     }
 
     async fn fire_task(&self, request: Request<TaskRequest>) -> Result<Response<Case>, Status> {
-        routed!(self, self.partition_of_case(request.get_ref().case_id)?, request, fire_task)
+        routed!(
+            self,
+            self.partition_of_case(request.get_ref().case_id)?,
+            request,
+            fire_task
+        )
     }
 
     async fn cancel_task(&self, request: Request<TaskRequest>) -> Result<Response<Case>, Status> {
-        routed!(self, self.partition_of_case(request.get_ref().case_id)?, request, cancel_task)
+        routed!(
+            self,
+            self.partition_of_case(request.get_ref().case_id)?,
+            request,
+            cancel_task
+        )
     }
 
     async fn cancel_case(
         &self,
         request: Request<CancelCaseRequest>,
     ) -> Result<Response<Case>, Status> {
-        routed!(self, self.partition_of_case(request.get_ref().case_id)?, request, cancel_case)
+        routed!(
+            self,
+            self.partition_of_case(request.get_ref().case_id)?,
+            request,
+            cancel_case
+        )
     }
 
     async fn get_case(&self, request: Request<GetCaseRequest>) -> Result<Response<Case>, Status> {
-        routed!(self, self.partition_of_case(request.get_ref().case_id)?, request, get_case)
+        routed!(
+            self,
+            self.partition_of_case(request.get_ref().case_id)?,
+            request,
+            get_case
+        )
     }
 
     type WatchCaseStream = BoxStream<WatchEvent>;
@@ -277,7 +328,7 @@ impl Knhk for ClusterService {
         let case_id = request.get_ref().case_id;
         if case_id != 0 {
             let p = self.partition_of_case(case_id)?;
-            return match self.node.part(p) {
+            return match self.local(p)? {
                 Some(part) => {
                     let r = part.service.watch_case(request).await?;
                     Ok(Response::new(Box::pin(r.into_inner()) as BoxStream<_>))
@@ -292,15 +343,7 @@ impl Knhk for ClusterService {
         }
         // A workflow's events: every owner's partitions, merged.
         let mut streams: Vec<BoxStream<WatchEvent>> = Vec::new();
-        let parts: Vec<_> = self
-            .node
-            .parts
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        for part in parts {
+        for part in self.locals()? {
             let r = part.service.watch_case(Self::clone_req(&request)).await?;
             streams.push(Box::pin(r.into_inner()));
         }
@@ -311,7 +354,9 @@ impl Knhk for ClusterService {
                 streams.push(boxed(r.into_inner()));
             }
         }
-        Ok(Response::new(Box::pin(futures_util::stream::select_all(streams))))
+        Ok(Response::new(Box::pin(futures_util::stream::select_all(
+            streams,
+        ))))
     }
 
     type ListCasesStream = BoxStream<Case>;
@@ -322,15 +367,7 @@ impl Knhk for ClusterService {
     ) -> Result<Response<Self::ListCasesStream>, Status> {
         let limit = request.get_ref().limit as usize;
         let mut streams: Vec<BoxStream<Case>> = Vec::new();
-        let parts: Vec<_> = self
-            .node
-            .parts
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        for part in parts {
+        for part in self.locals()? {
             let r = part.service.list_cases(Self::clone_req(&request)).await?;
             streams.push(r.into_inner());
         }
@@ -360,7 +397,12 @@ impl Knhk for ClusterService {
                  partitions is not built yet (docs/cluster.md)",
             ));
         }
-        routed!(self, self.partition_of_case(case_id)?, request, export_case_xes)
+        routed!(
+            self,
+            self.partition_of_case(case_id)?,
+            request,
+            export_case_xes
+        )
     }
 
     type ExportXesStream = BoxStream<XesChunk>;

@@ -40,11 +40,7 @@ impl<S> Clone for SizedKnhk<S> {
 }
 
 impl<S: crate::proto::knhk_server::Knhk> SizedKnhk<S> {
-    pub fn new(
-        service: S,
-        max_message_bytes: usize,
-        max_model_bytes: usize,
-    ) -> SizedKnhk<S> {
+    pub fn new(service: S, max_message_bytes: usize, max_model_bytes: usize) -> SizedKnhk<S> {
         use crate::proto::knhk_server::KnhkServer;
         let shared = std::sync::Arc::new(service);
         let encode = crate::server::MAX_MESSAGE_BYTES;

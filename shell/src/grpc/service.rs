@@ -246,6 +246,7 @@ impl KnhkService {
                 &r.task,
                 &convert::data_in(&r.data),
                 r.branch_bits,
+                r.expected_seq,
             )
             .await
             .or_status()?;

@@ -1,0 +1,75 @@
+//! Safe retries: a task operation carrying `expected_seq` applies only at that case sequence,
+//! so a client that retries after a lost reply never applies an operation twice.
+
+use std::collections::HashMap;
+
+use knhk_shell::proto;
+use tonic::Code;
+
+mod support;
+use support::grpc::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operation_applies_only_at_the_expected_sequence() {
+    let srv = start(config(2, 64, 64)).await;
+    let mut c = srv.client().await;
+    let wf = register(&mut c, "yawl/WPC1Sequence.yawl").await;
+    let case = c
+        .create_case(proto::CreateCaseRequest {
+            workflow_id: wf.workflow_id.clone(),
+            data: HashMap::new(),
+            ..Default::default()
+        })
+        .await
+        .expect("create")
+        .into_inner();
+    let id = case.case_id;
+    let first = case.enabled_tasks[0].clone();
+    let at = case.seq;
+    let fire = |seq: Option<u64>, name: &str| proto::TaskRequest {
+        case_id: id,
+        task: name.to_string(),
+        expected_seq: seq,
+        ..Default::default()
+    };
+    // First try: applied.
+    let after = c
+        .fire_task(fire(Some(at), &first))
+        .await
+        .expect("fire at the expected sequence")
+        .into_inner();
+    assert_eq!(after.seq, at + 1, "one event applied");
+    // The retry of the same request (its reply was "lost"): refused, naming the current seq,
+    // and the case is unchanged.
+    let retry = c
+        .fire_task(fire(Some(at), &first))
+        .await
+        .expect_err("a retried operation must not apply twice");
+    assert_eq!(retry.code(), Code::FailedPrecondition);
+    assert!(
+        retry.message().contains(&format!("at sequence {}", at + 1)),
+        "the refusal names the current sequence: {}",
+        retry.message()
+    );
+    let now = c
+        .get_case(proto::GetCaseRequest { case_id: id })
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(now.seq, after.seq, "the refused retry changed nothing");
+    assert_eq!(now.enabled_tasks, after.enabled_tasks);
+    // The next task at the right sequence applies; without expected_seq nothing is checked.
+    let next = now.enabled_tasks[0].clone();
+    let done = c
+        .fire_task(fire(Some(now.seq), &next))
+        .await
+        .expect("fire the next task at the current sequence")
+        .into_inner();
+    assert_eq!(done.seq, now.seq + 1);
+    // A sequence an operation can never expect is refused as invalid, not compared.
+    let far = c
+        .fire_task(fire(Some(u64::from(u32::MAX) + 1), &next))
+        .await
+        .expect_err("beyond 2^32-1");
+    assert_eq!(far.code(), Code::InvalidArgument, "{}", far.message());
+}
