@@ -856,6 +856,7 @@ impl Node {
         let t0 = Instant::now();
         part.engine.drain();
         let drained = part.log.drained(Duration::from_secs(5)).await;
+        part.log.seal();
         let released = self.release_key(p, part.epoch, etcd).await;
         let e = part.engine.clone();
         let _ = tokio::task::spawn_blocking(move || e.stop()).await;
@@ -923,6 +924,7 @@ impl Node {
         }
         for p in &parts {
             p.log.drained(Duration::from_secs(5)).await;
+            p.log.seal();
         }
         let mut etcd = self.etcd.clone();
         for p in &parts {

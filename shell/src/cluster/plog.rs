@@ -162,6 +162,18 @@ impl PartitionLog {
         self.wake.notify_one();
     }
 
+    /// Closes the log before the partition's owner key is released: a job that reaches it
+    /// later is refused and no frame in flight is acknowledged, so nothing is acknowledged
+    /// that the successor (who fences after the release) might not replay. (A frame may still
+    /// land before the successor's fence: it is then replayed, unacknowledged, like any frame
+    /// whose reply was lost.)
+    pub fn seal(&self) {
+        self.fail(format!(
+            "partition {} was handed over (epoch {}); retry",
+            self.partition, self.epoch
+        ));
+    }
+
     /// Publishes the fence of this owner's epoch after whatever the subject holds; returns the
     /// fence's sequence. Every reader drops frames of older epochs after it.
     pub async fn fence(&self) -> Result<u64, String> {
@@ -329,6 +341,11 @@ impl PartitionLog {
                 self.append(Bytes::from(buf), &id, false).await
             };
             match result {
+                Ok(_) if self.failed.get().is_some() => {
+                    // Sealed (handed over) or failed while the frame was in flight.
+                    drop(held);
+                    return;
+                }
                 Ok(seq) => {
                     if seq > 0 {
                         self.last_seq.store(seq, Ordering::SeqCst);
