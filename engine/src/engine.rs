@@ -1198,7 +1198,7 @@ impl Engine {
         branch_bits: Option<u32>,
         expect_seq: Option<u64>,
     ) -> Result<CaseView, EngineError> {
-        self.op_on_task(kind, case_id, task, None, data, branch_bits)
+        self.op_on_task(kind, case_id, task, None, data, branch_bits, expect_seq)
             .await
             .map(|(view, _)| view)
     }
@@ -1216,10 +1216,12 @@ impl Engine {
         data: &Data,
         branch_bits: Option<u32>,
     ) -> Result<(CaseView, u32), EngineError> {
-        self.op_on_task(kind, case_id, task, Some(instance), data, branch_bits)
+        self.op_on_task(kind, case_id, task, Some(instance), data, branch_bits, None)
             .await
     }
 
+    // One private entry for task and instance ops: its arguments are the request's fields.
+    #[allow(clippy::too_many_arguments)]
     async fn op_on_task(
         &self,
         kind: OpKind,
@@ -1228,6 +1230,7 @@ impl Engine {
         instance: Option<u32>,
         data: &Data,
         branch_bits: Option<u32>,
+        expect_seq: Option<u64>,
     ) -> Result<(CaseView, u32), EngineError> {
         if self.is_draining() {
             return Err(EngineError::Draining);

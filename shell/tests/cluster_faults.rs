@@ -304,7 +304,11 @@ async fn wait_settled(c: &mut Cluster, within: Duration) {
 fn ambiguous(s: &tonic::Status) -> bool {
     matches!(
         s.code(),
-        Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Cancelled | Code::Internal
+        Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::Unknown
+            | Code::Cancelled
+            | Code::Internal
     )
 }
 
@@ -319,7 +323,13 @@ const TASKS: [&str; 2] = ["A", "B"];
 
 /// One unary client: creates cases through random nodes and fires their tasks in order, each
 /// op with `expected_seq`; records acknowledgements.
-async fn run_client(addrs: Vec<String>, wf: String, acks: Arc<Mutex<Acks>>, stop: Arc<AtomicBool>, seed: u64) {
+async fn run_client(
+    addrs: Vec<String>,
+    wf: String,
+    acks: Arc<Mutex<Acks>>,
+    stop: Arc<AtomicBool>,
+    seed: u64,
+) {
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut pick = || addrs[rng.usize(..addrs.len())].clone();
     while !stop.load(Ordering::Relaxed) {
@@ -374,7 +384,10 @@ async fn run_client(addrs: Vec<String>, wf: String, acks: Arc<Mutex<Acks>>, stop
                     Err(s) if ambiguous(&s) => {
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
-                    Err(s) if s.code() == Code::FailedPrecondition && s.message().contains("at sequence") => {
+                    Err(s)
+                        if s.code() == Code::FailedPrecondition
+                            && s.message().contains("at sequence") =>
+                    {
                         // An earlier try took effect (its reply was lost): it was never
                         // acknowledged, so it is not recorded; carry on from the case's seq.
                         seq += 1;
@@ -401,7 +414,10 @@ async fn check(c: &Cluster, acks: &Arc<Mutex<Acks>>, seen: &mut HashMap<u64, u64
         let addr = &c.grpc[i % c.grpc.len()];
         let deadline = Instant::now() + Duration::from_secs(60);
         let got = loop {
-            assert!(Instant::now() < deadline, "case {case}: unreadable for 60 s after the cluster settled");
+            assert!(
+                Instant::now() < deadline,
+                "case {case}: unreadable for 60 s after the cluster settled"
+            );
             let Some(mut k) = client(addr).await else {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
@@ -417,11 +433,23 @@ async fn check(c: &Cluster, acks: &Arc<Mutex<Acks>>, seen: &mut HashMap<u64, u64
             "case {case}: acknowledged up to seq {acked}, the cluster has {} (lost events)",
             got.seq
         );
-        assert!(got.seq <= TASKS.len() as u64, "case {case}: more events than ops: {}", got.seq);
+        assert!(
+            got.seq <= TASKS.len() as u64,
+            "case {case}: more events than ops: {}",
+            got.seq
+        );
         let before = seen.insert(*case, got.seq).unwrap_or(0);
-        assert!(got.seq >= before, "case {case}: sequence went back from {before} to {}", got.seq);
+        assert!(
+            got.seq >= before,
+            "case {case}: sequence went back from {before} to {}",
+            got.seq
+        );
         let complete = got.state == proto::CaseState::Complete as i32;
-        assert_eq!(complete, got.seq == TASKS.len() as u64, "case {case}: state vs seq {got:?}");
+        assert_eq!(
+            complete,
+            got.seq == TASKS.len() as u64,
+            "case {case}: state vs seq {got:?}"
+        );
         checked += 1;
     }
     // Every case a node lists was created by some client (acknowledged or not): its workflow
@@ -450,14 +478,26 @@ async fn acknowledged_operations_survive_node_nats_and_etcd_faults() {
         println!("SKIPPED: cluster fault test (nats-server or etcd not on PATH)");
         return;
     }
-    let iters: u32 = std::env::var("KNHK_HA_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
+    let iters: u32 = std::env::var("KNHK_HA_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
     let budget = Duration::from_secs(
-        std::env::var("KNHK_HA_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(900),
+        std::env::var("KNHK_HA_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(900),
     );
-    let seed: u64 = std::env::var("KNHK_HA_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(11);
+    let seed: u64 = std::env::var("KNHK_HA_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(11);
     let dir = std::env::temp_dir().join(format!("knhk-ha-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    println!("cluster under {} (seed {seed}, {iters} iterations)", dir.display());
+    println!(
+        "cluster under {} (seed {seed}, {iters} iterations)",
+        dir.display()
+    );
     let mut c = cluster(&dir);
     for p in c.nats.iter_mut().chain(c.etcd.iter_mut()) {
         p.start();
@@ -486,16 +526,24 @@ async fn acknowledged_operations_survive_node_nats_and_etcd_faults() {
     // Every node knows it.
     for addr in &c.grpc {
         let mut k = client(addr).await.expect("node");
-        k.get_workflow(proto::GetWorkflowRequest { workflow_id: wf.clone() })
-            .await
-            .expect("the registration reached every node");
+        k.get_workflow(proto::GetWorkflowRequest {
+            workflow_id: wf.clone(),
+        })
+        .await
+        .expect("the registration reached every node");
     }
 
     let acks = Arc::new(Mutex::new(Acks::default()));
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..3)
         .map(|i| {
-            tokio::spawn(run_client(c.grpc.clone(), wf.clone(), acks.clone(), stop.clone(), seed * 31 + i))
+            tokio::spawn(run_client(
+                c.grpc.clone(),
+                wf.clone(),
+                acks.clone(),
+                stop.clone(),
+                seed * 31 + i,
+            ))
         })
         .collect();
     let mut rng = fastrand::Rng::with_seed(seed);
@@ -539,7 +587,10 @@ async fn acknowledged_operations_survive_node_nats_and_etcd_faults() {
                 while !c.knhk[i].exited() && t.elapsed() < Duration::from_secs(10) {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-                assert!(c.knhk[i].exited(), "a node resumed past its lease must exit");
+                assert!(
+                    c.knhk[i].exited(),
+                    "a node resumed past its lease must exit"
+                );
                 c.knhk[i].start();
             }
             "nats-kill" | "nats-term" => {
@@ -579,7 +630,10 @@ async fn acknowledged_operations_survive_node_nats_and_etcd_faults() {
          acknowledged ops verified, 0 lost",
         t0.elapsed().as_secs_f64()
     );
-    assert!(ops > 0, "the clients acknowledged nothing: the test proved nothing");
+    assert!(
+        ops > 0,
+        "the clients acknowledged nothing: the test proved nothing"
+    );
 
     // The verifier: every partition rebuilt from its subject alone (epoch rule) must equal
     // the live cluster, case by case, and hold every acknowledged case.
@@ -597,7 +651,11 @@ async fn acknowledged_operations_survive_node_nats_and_etcd_faults() {
         let case = item.expect("listed case");
         live.insert(case.case_id, (case.seq, case.state));
     }
-    assert_eq!(verified.len(), live.len(), "verifier and live cluster hold different case sets");
+    assert_eq!(
+        verified.len(),
+        live.len(),
+        "verifier and live cluster hold different case sets"
+    );
     for v in &verified {
         let (seq, state) = live
             .get(&v.case_id)
@@ -616,7 +674,11 @@ async fn acknowledged_operations_survive_node_nats_and_etcd_faults() {
             .iter()
             .find(|v| v.case_id == *case)
             .unwrap_or_else(|| panic!("acknowledged case {case} is not in the log"));
-        assert!(v.seq >= *acked, "case {case}: acknowledged seq {acked}, the log has {}", v.seq);
+        assert!(
+            v.seq >= *acked,
+            "case {case}: acknowledged seq {acked}, the log has {}",
+            v.seq
+        );
     }
     println!(
         "verifier: {} cases replayed from the log equal the live state ({dropped} frames of \

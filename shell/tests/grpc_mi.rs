@@ -80,6 +80,7 @@ async fn create(c: &mut Client, wf: &str) -> u64 {
     c.create_case(proto::CreateCaseRequest {
         workflow_id: wf.into(),
         data: HashMap::new(),
+        ..Default::default()
     })
     .await
     .expect("create")

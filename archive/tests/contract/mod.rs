@@ -271,7 +271,7 @@ async fn finish(engine: &Engine) -> u64 {
     let id = engine.create_case("two", &data).await.expect("create").id;
     for t in ["a", "b"] {
         engine
-            .task_op(OpKind::Fire, id, t, &data, None)
+            .task_op(OpKind::Fire, id, t, &data, None, None)
             .await
             .expect("fire");
     }

@@ -726,7 +726,9 @@ impl Node {
             if let Err(e) = self.adopt(p, epoch).await {
                 tracing::error!(partition = p, error = %e, "partition rebuild failed; releasing it");
                 if !self.release_key(p, epoch, etcd).await {
-                    lease_lost(&format!("the owner key of partition {p} could not be released"));
+                    lease_lost(&format!(
+                        "the owner key of partition {p} could not be released"
+                    ));
                 }
                 all_settled = false;
             }
@@ -833,10 +835,15 @@ impl Node {
         self.stats
             .replayed_frames
             .fetch_add(out.len() as u64, Ordering::Relaxed);
-        self.stats.dropped_frames.fetch_add(dropped, Ordering::Relaxed);
+        self.stats
+            .dropped_frames
+            .fetch_add(dropped, Ordering::Relaxed);
         if dropped > 0 {
-            tracing::warn!(partition = log.partition, frames = dropped,
-                "frames of a deposed owner dropped (epoch rule)");
+            tracing::warn!(
+                partition = log.partition,
+                frames = dropped,
+                "frames of a deposed owner dropped (epoch rule)"
+            );
         }
         Ok(out)
     }
@@ -861,7 +868,9 @@ impl Node {
         let e = part.engine.clone();
         let _ = tokio::task::spawn_blocking(move || e.stop()).await;
         if !released {
-            lease_lost(&format!("the owner key of partition {p} could not be released"));
+            lease_lost(&format!(
+                "the owner key of partition {p} could not be released"
+            ));
         }
         self.stats.partitions_owned.fetch_sub(1, Ordering::Relaxed);
         self.stats.handoffs.fetch_add(1, Ordering::Relaxed);

@@ -429,6 +429,66 @@ impl Knhk for ClusterService {
         ))
     }
 
+    async fn start_instances(
+        &self,
+        request: Request<InstanceRequest>,
+    ) -> Result<Response<InstanceResponse>, Status> {
+        routed!(
+            self,
+            self.partition_of_case(request.get_ref().case_id)?,
+            request,
+            start_instances
+        )
+    }
+
+    async fn start_instance(
+        &self,
+        request: Request<InstanceRequest>,
+    ) -> Result<Response<InstanceResponse>, Status> {
+        routed!(
+            self,
+            self.partition_of_case(request.get_ref().case_id)?,
+            request,
+            start_instance
+        )
+    }
+
+    async fn complete_instance(
+        &self,
+        request: Request<InstanceRequest>,
+    ) -> Result<Response<InstanceResponse>, Status> {
+        routed!(
+            self,
+            self.partition_of_case(request.get_ref().case_id)?,
+            request,
+            complete_instance
+        )
+    }
+
+    async fn add_instance(
+        &self,
+        request: Request<InstanceRequest>,
+    ) -> Result<Response<InstanceResponse>, Status> {
+        routed!(
+            self,
+            self.partition_of_case(request.get_ref().case_id)?,
+            request,
+            add_instance
+        )
+    }
+
+    async fn list_instances(
+        &self,
+        request: Request<ListInstancesRequest>,
+    ) -> Result<Response<ListInstancesResponse>, Status> {
+        routed!(
+            self,
+            self.partition_of_case(request.get_ref().case_id)?,
+            request,
+            list_instances
+        )
+    }
+
     async fn get_topology(
         &self,
         _request: Request<GetTopologyRequest>,
