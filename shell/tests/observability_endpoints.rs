@@ -625,7 +625,18 @@ async fn metrics_and_probes_follow_the_server() {
     assert_eq!(h.code, 503);
     assert!(h.body.contains("\"unhealthy\""), "{}", h.body);
     wait_grpc_health(&url, ServingStatus::NotServing, Duration::from_secs(5)).await;
-    let m = get(http_addr, "/metrics").await.body;
+    // The gauges come from a sample the server reuses for 100 ms, which may predate the
+    // health check that saw the wedge: wait (bounded) for a sample that shows it.
+    let t0 = std::time::Instant::now();
+    let m = loop {
+        let m = get(http_addr, "/metrics").await.body;
+        if sample(&m, r#"knhk_worker_heartbeat_age_seconds{worker="1"}"#) >= 0.4
+            || t0.elapsed() > Duration::from_secs(3)
+        {
+            break m;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert!(sample(&m, r#"knhk_worker_heartbeat_age_seconds{worker="1"}"#) >= 0.4);
     assert!(sample(&m, r#"knhk_worker_heartbeat_age_seconds{worker="0"}"#) < 0.4);
     stats[1].wedge.store(false, Ordering::SeqCst);
