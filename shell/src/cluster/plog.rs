@@ -7,7 +7,7 @@
 //! Every frame carries the owner's epoch (`Knhk-Epoch`), its id `partition:epoch:frame`
 //! (`Nats-Msg-Id`, so a republished frame is stored once) and the subject sequence it expects
 //! to follow (`Nats-Expected-Last-Subject-Sequence`, so a deposed owner's publish is refused).
-//! A timeout or refusal is ambiguous: [`PartitionLog::append`] reads the subject's last message
+//! A timeout or refusal is ambiguous: `PartitionLog::append` reads the subject's last message
 //! to decide whether the frame landed, may be republished, or was fenced off by a new owner.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
