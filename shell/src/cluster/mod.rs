@@ -1101,8 +1101,3 @@ fn lease_lost(why: &str) -> ! {
     eprintln!("knhk serve: ownership lease lost ({why}); exiting");
     std::process::exit(3)
 }
-
-/// Whether `node` is a cluster member with an owner recorded for every partition (for tests).
-pub fn owners_complete(node: &Node) -> bool {
-    node.owners.read().unwrap_or_else(|p| p.into_inner()).len() == usize::from(node.cfg.partitions)
-}
