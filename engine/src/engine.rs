@@ -41,6 +41,9 @@ use crate::workers::{
 };
 use crate::workflow::{bits, Workflow, DEFAULT_NAMESPACE};
 
+mod auto;
+pub use auto::{MAX_PATH, MAX_ROUNDS};
+
 /// Engine configuration (the server's flags).
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -335,6 +338,9 @@ pub struct Engine {
     /// Some workflow was registered with client predicates (bulk events then look up their
     /// task's flows).
     client_predicates: AtomicBool,
+    /// Some workflow has tasks the engine runs itself (bulk events then look up their case's
+    /// workflow: such events run through `auto::apply`).
+    auto_tasks: AtomicBool,
     /// Woken each time the archiver stored a batch (a creation waiting for a slot retries).
     archived: Arc<tokio::sync::Notify>,
 }
@@ -491,6 +497,7 @@ impl Engine {
             archiver: Mutex::new(None),
             archive_stats: Arc::new(ArchiveStats::default()),
             client_predicates: AtomicBool::new(false),
+            auto_tasks: AtomicBool::new(false),
             archived: Arc::new(tokio::sync::Notify::new()),
         });
         let mut threads = Vec::with_capacity(workers);
@@ -708,6 +715,9 @@ impl Engine {
         }
         if wf.client_predicates {
             self.client_predicates.store(true, Ordering::Relaxed);
+        }
+        if wf.auto != 0 {
+            self.auto_tasks.store(true, Ordering::Relaxed);
         }
         let mut reg = self.registry.write().unwrap_or_else(|p| p.into_inner());
         reg.list.push(wf.clone());
@@ -1185,6 +1195,7 @@ impl Engine {
             return Err(status_error(&o, id, &wf, 0));
         }
         wf.cases_created.fetch_add(1, Ordering::Relaxed);
+        self.settle(&wf, shard, slot, id, o).await;
         self.view(shard, slot, id)
     }
 
@@ -1269,18 +1280,18 @@ impl Engine {
                 op.branch_bits = b;
             }
         }
-        let job = self.run(shard, Job::new(vec![op], payload)).await?;
-        let o = job.out.first().copied().unwrap_or_default();
-        if o.status != Status::Ok {
-            let e = status_error(&o, case_id, &wf, t);
-            return Err(match (e, instance, kind) {
-                (EngineError::Precondition(m), Some(i), OpKind::StartInstance)
-                | (EngineError::Precondition(m), Some(i), OpKind::CompleteInstance) => {
-                    EngineError::Precondition(format!("{m} (instance {i})"))
-                }
-                (e, ..) => e,
-            });
-        }
+        let o = match self.op_settled(&wf, shard, slot, op, payload).await {
+            Ok(o) => o,
+            Err(e) => {
+                return Err(match (e, instance, kind) {
+                    (EngineError::Precondition(m), Some(i), OpKind::StartInstance)
+                    | (EngineError::Precondition(m), Some(i), OpKind::CompleteInstance) => {
+                        EngineError::Precondition(format!("{m} (instance {i})"))
+                    }
+                    (e, ..) => e,
+                })
+            }
+        };
         Ok((self.view(shard, slot, case_id)?, o.instance))
     }
 
@@ -1541,9 +1552,14 @@ impl Engine {
             .map(|_| ShardBatch::default())
             .collect();
         let mut wf_cache: Option<Arc<Workflow>> = None;
+        let mut slow = Vec::new();
         for (pos, ev) in events.into_iter().enumerate() {
             if draining {
                 results[pos] = EventResult::refused(EngineError::Draining, ev.case_id);
+                continue;
+            }
+            if self.is_auto_event(namespace, &ev) {
+                slow.push((pos as u32, ev));
                 continue;
             }
             match self.prepare(namespace, &ev, &mut wf_cache) {
@@ -1589,7 +1605,12 @@ impl Engine {
                 }
             }
         }
-        PendingBatch { results, waits }
+        PendingBatch {
+            results,
+            waits,
+            slow,
+            namespace: namespace.to_string(),
+        }
     }
 
     fn prepare(
@@ -1693,12 +1714,22 @@ type Prepared = (usize, Op, Option<[i64; REGISTERS]>, u16);
 pub struct PendingBatch {
     results: Vec<EventResult>,
     waits: Vec<ShardWait>,
+    /// Events on workflows with automatic tasks, with their positions: run one by one per case
+    /// (`auto::apply_all`) once the rest of the batch is done.
+    slow: Vec<(u32, BatchEvent)>,
+    /// The namespace creations look their workflow up in.
+    namespace: String,
 }
 
 impl PendingBatch {
     /// Waits for every shard's reply and returns one result per event, in request order.
     pub async fn finish(self, engine: &Engine) -> Vec<EventResult> {
-        let PendingBatch { mut results, waits } = self;
+        let PendingBatch {
+            mut results,
+            waits,
+            slow,
+            namespace,
+        } = self;
         for ShardWait { rx, pos, wfs } in waits {
             match rx.await {
                 Ok(job) => {
@@ -1744,6 +1775,13 @@ impl PendingBatch {
                             *r = EventResult::refused(e.clone(), id);
                         }
                     }
+                }
+            }
+        }
+        if !slow.is_empty() {
+            for (pos, r) in engine.apply_all(&namespace, slow).await {
+                if let Some(slot) = results.get_mut(pos as usize) {
+                    *slot = r;
                 }
             }
         }

@@ -23,6 +23,10 @@ pub struct TaskMeta {
     pub label: String,
     /// No event corresponds to it (invisible / synthesised task): not exported to XES.
     pub silent: bool,
+    /// The engine runs it itself once it is enabled (a silent task of a workflow registered
+    /// without `manual_silent_tasks`, whose flows need no client predicate): see
+    /// [`Workflow::free_auto`] and `crate::auto`.
+    pub automatic: bool,
     pub join: String,
     pub split: String,
     /// Its outgoing flows whose predicate the client evaluates (registered with client
@@ -62,6 +66,14 @@ pub struct Workflow {
     /// Registered with client predicates: flows the compiler cannot evaluate take the
     /// client's branch bits (recorded so that a replay compiles it the same way).
     pub client_predicates: bool,
+    /// Silent tasks are left to the client (registered with `manual_silent_tasks`, or logged
+    /// before silent tasks ran themselves): `auto` is empty.
+    pub manual_silent_tasks: bool,
+    /// Tasks the engine runs itself (bit t: task t), see [`TaskMeta::automatic`].
+    pub auto: u64,
+    /// Each task's input conditions (bit c: condition c), from the sealed net: two enabled
+    /// tasks that share a marked input are in a deferred choice.
+    pub pre: Vec<u64>,
     pub name: String,
     pub format: Format,
     pub net: Arc<Net>,
@@ -120,6 +132,7 @@ impl Workflow {
                 name: t.id.clone(),
                 label: t.label.clone(),
                 silent: t.silent,
+                automatic: t.silent && !t.has_external(),
                 join: t.join.to_string(),
                 split: t.split.to_string(),
                 client_predicates: t
@@ -169,6 +182,14 @@ impl Workflow {
             .enumerate()
             .map(|(i, v)| (v.name.clone(), i))
             .collect();
+        let pre: Vec<u64> = (0..net.task_count())
+            .map(|t| net.task(t).map_or(0, |v| v.pre()))
+            .collect();
+        let auto = tasks
+            .iter()
+            .enumerate()
+            .filter(|(i, t)| t.automatic && *i < 64)
+            .fold(0u64, |m, (i, _)| m | (1u64 << i));
         let input_condition = conditions.get(model.input).cloned().unwrap_or_default();
         let output_condition = conditions.get(model.output).cloned().unwrap_or_default();
         Workflow {
@@ -176,6 +197,9 @@ impl Workflow {
             id,
             namespace: DEFAULT_NAMESPACE.to_string(),
             client_predicates: false,
+            manual_silent_tasks: false,
+            auto,
+            pre,
             name: model.name.clone(),
             format,
             net: Arc::new(net),
@@ -198,6 +222,36 @@ impl Workflow {
     pub fn with_client_predicates(mut self, on: bool) -> Workflow {
         self.client_predicates = on;
         self
+    }
+
+    /// The same workflow with silent tasks left to the client (`manual`, set before
+    /// registration): the engine runs no task itself.
+    pub fn with_manual_silent_tasks(mut self, manual: bool) -> Workflow {
+        self.manual_silent_tasks = manual;
+        if manual {
+            self.auto = 0;
+            for t in &mut self.tasks {
+                t.automatic = false;
+            }
+        }
+        self
+    }
+
+    /// The tasks the engine runs at once in the state `o` reports: the enabled automatic tasks
+    /// that are in no deferred choice, i.e. share no marked input condition with another
+    /// enabled task. An automatic task in a deferred choice is left for the client's next
+    /// request to decide (`crate::auto`).
+    pub fn free_auto(&self, marking: u64, enabled: u64) -> u64 {
+        let mut free = 0u64;
+        for t in bits(enabled & self.auto) {
+            let mine = self.pre.get(t).copied().unwrap_or(0) & marking;
+            let contested = bits(enabled & !(1u64 << t))
+                .any(|u| self.pre.get(u).copied().unwrap_or(0) & mine != 0);
+            if !contested {
+                free |= 1u64 << t;
+            }
+        }
+        free
     }
 
     /// The same workflow in namespace `namespace` (set before registration).

@@ -73,6 +73,10 @@ pub struct Options {
     /// Refuse a model whose soundness exploration hit `state_cap` (not decided) instead of
     /// accepting it with a warning.
     pub refuse_undecided: bool,
+    /// YAWL tasks without a decomposition (empty routing tasks) are silent: no work, no log
+    /// event, and the engine runs them itself. Off: they are ordinary tasks a client drives
+    /// (the behaviour before silent tasks ran themselves; registrations logged then).
+    pub empty_tasks_silent: bool,
 }
 
 impl Default for Options {
@@ -82,6 +86,7 @@ impl Default for Options {
             state_cap: 200_000,
             cancel: None,
             refuse_undecided: false,
+            empty_tasks_silent: true,
         }
     }
 }

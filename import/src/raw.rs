@@ -37,6 +37,8 @@ pub(crate) struct RawTask {
     /// `decomposesTo` id.
     pub decomposes_to: Option<String>,
     pub silent: bool,
+    /// A YAWL task without a decomposition (an empty routing task): no work is attached.
+    pub empty: bool,
     /// Activity label (defaults to the name, then the id).
     pub label: Option<String>,
 }
@@ -51,6 +53,7 @@ impl RawTask {
             mi: None,
             decomposes_to: None,
             silent: false,
+            empty: false,
             label: None,
         }
     }
@@ -414,6 +417,24 @@ pub(crate) fn build(spec: RawSpec, opts: &Options) -> Result<Model, ImportError>
         .iter()
         .flat_map(|x| x.id.match_indices('/').map(|(i, _)| &x.id[..=i]))
         .collect();
+    let empty: Vec<&str> = elements
+        .iter()
+        .filter(|e| matches!(&e.kind, Kind::Task(rt) if rt.empty && !rt.silent))
+        .map(|e| e.id.as_str())
+        .collect();
+    if !empty.is_empty() {
+        notes.push(if opts.empty_tasks_silent {
+            format!(
+                "tasks without a decomposition (empty routing tasks) {empty:?}: silent, run by the \
+                 engine as soon as they are enabled (no event in a log corresponds to them)"
+            )
+        } else {
+            format!(
+                "tasks without a decomposition (empty routing tasks) {empty:?}: driven by the \
+                 client like any other task (manual silent tasks)"
+            )
+        });
+    }
     let mut tasks: Vec<Task> = elements
         .iter()
         .filter_map(|e| {
@@ -429,7 +450,7 @@ pub(crate) fn build(spec: RawSpec, opts: &Options) -> Result<Model, ImportError>
                 cancel_conditions: Vec::new(),
                 cancel_tasks: Vec::new(),
                 mi: rt.mi.clone(),
-                silent: rt.silent,
+                silent: rt.silent || (rt.empty && opts.empty_tasks_silent),
                 label: rt
                     .label
                     .clone()
@@ -614,6 +635,10 @@ pub(crate) fn build(spec: RawSpec, opts: &Options) -> Result<Model, ImportError>
         }
     }
 
+    if opts.empty_tasks_silent {
+        notes.extend(automatic_notes(&tasks, &conditions));
+    }
+
     Ok(Model {
         name: spec.name,
         format: spec.format,
@@ -631,4 +656,45 @@ fn push_unique(v: &mut Vec<usize>, x: usize) {
     if !v.contains(&x) {
         v.push(x);
     }
+}
+
+/// What the engine does with silent tasks (they run themselves, docs/api.md "Tasks without
+/// work"): which it runs, and the deferred choices between a silent task and another task,
+/// which the client's next request decides.
+fn automatic_notes(tasks: &[Task], conditions: &[Condition]) -> Vec<String> {
+    let auto: Vec<usize> = (0..tasks.len())
+        .filter(|&t| tasks[t].silent && !tasks[t].has_external())
+        .collect();
+    if auto.is_empty() {
+        return Vec::new();
+    }
+    let names: Vec<&str> = auto.iter().map(|&t| tasks[t].id.as_str()).collect();
+    let mut notes = vec![format!(
+        "silent tasks run by the engine as soon as they are enabled: {names:?}"
+    )];
+    for &s in &auto {
+        for (t, other) in tasks.iter().enumerate() {
+            if t == s {
+                continue;
+            }
+            let shared: Vec<&str> = tasks[s]
+                .inputs
+                .iter()
+                .filter(|c| other.inputs.contains(c))
+                .map(|&c| conditions.get(c).map_or("?", |c| c.id.as_str()))
+                .collect();
+            // Each pair once: a silent-silent pair is named from its lower index.
+            if shared.is_empty() || (auto.contains(&t) && t < s) {
+                continue;
+            }
+            notes.push(format!(
+                "silent task '{}' and task '{}' share input {shared:?} (a deferred choice): \
+                 the engine does not run '{}' while both are enabled; the client's next request \
+                 decides (starting '{}' withdraws '{}'; naming a task that '{}' leads to runs it \
+                 first)",
+                tasks[s].id, other.id, tasks[s].id, other.id, tasks[s].id, tasks[s].id
+            ));
+        }
+    }
+    notes
 }

@@ -201,6 +201,7 @@ fn read_task(e: Node<'_, '_>) -> Result<RawTask, ImportError> {
     t.decomposes_to = child(e, "decomposesTo")
         .and_then(|n| attr(n, "id"))
         .map(str::to_string);
+    t.empty = t.decomposes_to.is_none();
     let mi = MultiInstance {
         min: child_text(e, "minimum"),
         max: child_text(e, "maximum"),

@@ -1065,6 +1065,7 @@ fn replay_workflow(engine: &Engine, p: &[u8]) -> Result<(), String> {
         format_of_code(w.format),
         &knhk_import::Options {
             external_predicates: w.options & OPTION_CLIENT_PREDICATES != 0,
+            empty_tasks_silent: w.options & OPTION_AUTO_TASKS != 0,
             ..knhk_import::Options::default()
         },
     )
@@ -1092,7 +1093,8 @@ fn replay_workflow(engine: &Engine, p: &[u8]) -> Result<(), String> {
                 Ok(
                     Workflow::new(index, id, detected, &m, *net, w.registered_ns)
                         .in_namespace(w.namespace)
-                        .with_client_predicates(w.options & OPTION_CLIENT_PREDICATES != 0),
+                        .with_client_predicates(w.options & OPTION_CLIENT_PREDICATES != 0)
+                        .with_manual_silent_tasks(w.options & OPTION_AUTO_TASKS == 0),
                 )
             },
             &name,

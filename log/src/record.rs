@@ -8,7 +8,8 @@
 //! workflow  (kind 2) := index u16 | registered unix ns u64 | format i32 (1 YAWL, 2 PNML, 3 JSON)
 //!                       | id bytes | source model bytes | compiled form bytes     (bytes := len u32 | data)
 //!                       | [namespace bytes: version 3 on; absent = "default"]
-//!                       | [options u32: bit 0 client predicates; absent = 0]
+//!                       | [options u32: bit 0 client predicates, bit 1 silent tasks run
+//!                          themselves; absent = 0]
 //! batch     (kind 3) := shard u16 | time unix ns u64 | n u32 | op × n
 //! op                 := case id u64 | slot u32 | op code u8 | task u8 | flags u8 | registers written u8
 //!                       | seq after u64 | state after u8
@@ -264,12 +265,20 @@ pub(crate) fn put_workflow_rec(buf: &mut Vec<u8>, w: &WfRec<'_>) {
 /// Workflow option bit: registered with client predicates.
 pub(crate) const OPTION_CLIENT_PREDICATES: u32 = 1;
 
+/// Workflow option bit: silent tasks run themselves (registered without
+/// `manual_silent_tasks`). Absent in records logged before they did: those replay with the
+/// client driving every task, as they ran.
+pub(crate) const OPTION_AUTO_TASKS: u32 = 2;
+
 pub(crate) fn workflow_options(w: &Workflow) -> u32 {
+    let mut o = 0;
     if w.client_predicates {
-        OPTION_CLIENT_PREDICATES
-    } else {
-        0
+        o |= OPTION_CLIENT_PREDICATES;
     }
+    if !w.manual_silent_tasks {
+        o |= OPTION_AUTO_TASKS;
+    }
+    o
 }
 
 pub(crate) fn get_workflow(p: &[u8]) -> Result<WfRec<'_>, String> {

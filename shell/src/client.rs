@@ -22,6 +22,10 @@ pub enum ClientCommand {
         /// when completing the task (GetWorkflow lists those flows).
         #[arg(long)]
         client_predicates: bool,
+        /// Leave silent tasks (tasks without a decomposition, silent transitions) to the
+        /// client, as before they ran themselves.
+        #[arg(long)]
+        manual_silent_tasks: bool,
     },
     /// List registered workflows.
     Workflows,
@@ -224,6 +228,7 @@ pub async fn run(
             file,
             id,
             client_predicates,
+            manual_silent_tasks,
         } => {
             let model = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
             let r = c
@@ -232,6 +237,7 @@ pub async fn run(
                     format: proto::ModelFormat::Unspecified as i32,
                     workflow_id: id.unwrap_or_default(),
                     client_predicates,
+                    manual_silent_tasks,
                     ..Default::default()
                 })
                 .await?
@@ -244,6 +250,15 @@ pub async fn run(
                     .map(|t| t.name.as_str())
                     .collect();
                 println!("{}  tasks: {}", w.workflow_id, tasks.join(", "));
+                let auto: Vec<_> = w
+                    .tasks
+                    .iter()
+                    .filter(|t| t.automatic)
+                    .map(|t| t.name.as_str())
+                    .collect();
+                if !auto.is_empty() {
+                    println!("  run by the server: {}", auto.join(", "));
+                }
             }
             if !r.soundness_decided {
                 println!("  soundness: not decided (the exploration hit its state cap)");

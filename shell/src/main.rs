@@ -98,6 +98,10 @@ enum Command {
         /// Refuse a model whose soundness exploration hits the state cap (not decided).
         #[arg(long)]
         refuse_undecided: bool,
+        /// As `RegisterWorkflow` with `manual_silent_tasks`: tasks without a decomposition
+        /// are ordinary tasks, and no task is listed as run by the server.
+        #[arg(long)]
+        manual_silent_tasks: bool,
     },
     /// Show the compiled kernel net of a model.
     Compile { file: PathBuf },
@@ -456,11 +460,13 @@ fn main() -> ExitCode {
             files,
             client_predicates,
             refuse_undecided,
+            manual_silent_tasks,
         } => code(knhk_shell::cli::check_with(
             &files,
             &knhk_import::Options {
                 external_predicates: client_predicates,
                 refuse_undecided,
+                empty_tasks_silent: !manual_silent_tasks,
                 ..knhk_import::Options::default()
             },
             &mut std::io::stdout(),

@@ -226,6 +226,14 @@ pub async fn serve_observed(
     }
     let core = started??;
     let engine = core.engine.clone();
+    // Automatic fires a request caused but the log did not hold when the process ended.
+    let settled = engine.settle_all().await;
+    if settled > 0 {
+        tracing::info!(
+            cases = settled,
+            "silent tasks enabled at restart were run (their fires are logged now)"
+        );
+    }
     let journal = core.log.clone();
     let state = if durable {
         "persisted state loaded (journal replayed)"

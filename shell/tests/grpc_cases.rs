@@ -472,6 +472,7 @@ async fn random_requests_never_panic() {
                 workflow_id: String::new(),
                 client_predicates: r % 2 == 0,
                 refuse_undecided: r % 3 == 0,
+                manual_silent_tasks: r % 5 == 0,
             })
             .await;
         let _ = c

@@ -139,6 +139,7 @@ pub fn workflow_out(w: &Workflow) -> proto::Workflow {
                 split: t.split.clone(),
                 label: t.label.clone(),
                 silent: t.silent,
+                automatic: t.automatic,
             })
             .collect(),
         input_condition: w.input_condition.clone(),
@@ -158,6 +159,7 @@ pub fn workflow_out(w: &Workflow) -> proto::Workflow {
                 })
             })
             .collect(),
+        manual_silent_tasks: w.manual_silent_tasks,
     }
 }
 

@@ -309,10 +309,12 @@ impl KnhkService {
         let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let _cancel_on_drop = CancelOnDrop(cancel.clone());
         let client_predicates = r.client_predicates;
+        let manual_silent = r.manual_silent_tasks;
         let opts = knhk_import::Options {
             cancel: Some(cancel),
             external_predicates: client_predicates,
             refuse_undecided: r.refuse_undecided,
+            empty_tasks_silent: !manual_silent,
             ..knhk_import::Options::default()
         };
         let catalog::Compiled {
@@ -351,7 +353,8 @@ impl KnhkService {
                     Ok(
                         Workflow::new(index, id, detected, &m, *net, engine::now_ns())
                             .in_namespace(&ns)
-                            .with_client_predicates(client_predicates),
+                            .with_client_predicates(client_predicates)
+                            .with_manual_silent_tasks(manual_silent),
                     )
                 },
                 &name,

@@ -91,11 +91,15 @@ impl Server {
     }
 }
 
+/// Registers a corpus model with `manual_silent_tasks`: the pattern files' tasks have no
+/// decomposition (empty routing tasks, which run themselves by default), and these tests drive
+/// every task themselves (tests/grpc_silent_tasks.rs covers the default).
 pub async fn register(c: &mut Client, rel: &str) -> proto::Workflow {
     c.register_workflow(proto::RegisterWorkflowRequest {
         model: model(rel),
         format: 0,
         workflow_id: String::new(),
+        manual_silent_tasks: true,
         ..Default::default()
     })
     .await
