@@ -446,6 +446,7 @@ pub(crate) fn read(src: &str) -> Result<RawSpec, ImportError> {
                 .into(),
         );
     }
+    notes.extend(unexecuted(net));
     let net = RawNet {
         id: net_id,
         elements,
@@ -507,4 +508,44 @@ fn read_final_marking(net: Node<'_, '_>) -> Result<Option<Vec<String>>, ImportEr
         }
     }
     Ok((!out.is_empty()).then_some(out))
+}
+
+/// Tool-specific PNML content that knhk does not execute (WoPeD's simulation times and
+/// probabilities, triggers and resources), as notes naming the elements that carry it.
+fn unexecuted(net: Node<'_, '_>) -> Vec<String> {
+    let mut found: std::collections::BTreeMap<&'static str, Vec<String>> = Default::default();
+    for ts in net
+        .descendants()
+        .filter(|n| n.is_element() && n.tag_name().name() == "toolspecific")
+    {
+        let owner = ts
+            .parent_element()
+            .and_then(|p| attr(p, "id"))
+            .unwrap_or("net")
+            .to_string();
+        for c in ts.children().filter(|c| c.is_element()) {
+            let what = match c.tag_name().name() {
+                "probability" => {
+                    "<probability> (a WoPeD simulation branch probability): not used, the client \
+                     chooses"
+                }
+                "time" | "timeUnit" => {
+                    "<time> (a WoPeD simulation service time): not used, no timer is armed"
+                }
+                "trigger" => "<trigger> (a WoPeD trigger: resource, message or time): not executed",
+                "transitionResource" => {
+                    "<transitionResource> (a WoPeD role and group): knhk assigns no one"
+                }
+                _ => continue,
+            };
+            let ids = found.entry(what).or_default();
+            if !ids.contains(&owner) {
+                ids.push(owner.clone());
+            }
+        }
+    }
+    found
+        .into_iter()
+        .map(|(what, ids)| format!("not executed: {what}: {ids:?}"))
+        .collect()
 }

@@ -2,6 +2,8 @@
 //! (`http://www.citi.qut.edu.au/yawl`, with the old `<rootNet>` form). Element names are matched
 //! by local name, so every version's namespace is read the same way.
 
+use std::collections::BTreeMap;
+
 use roxmltree::Node;
 
 use crate::error::ImportError;
@@ -37,16 +39,25 @@ pub(crate) fn read(src: &str) -> Result<RawSpec, ImportError> {
 
     let mut nets = Vec::new();
     let mut root_net = None;
+    let mut skipped = Unexecuted::default();
     // Beta: <rootNet id="..."> holds the root net directly.
     if let Some(rn) = child(spec, "rootNet") {
-        root_net = Some(read_net(rn)?);
+        root_net = Some(read_net(rn, &mut skipped)?);
+    }
+    if child(spec, "schema").is_some_and(|s| s.children().any(|c| c.is_element())) {
+        skipped.add(
+            "<xs:schema> type definitions (complex data types): not used; variables of those \
+             types are not stored (case data is not a document)",
+            &name,
+        );
     }
     for d in children(spec, "decomposition") {
         let ty = attr(d, "type").unwrap_or("");
         if !ty.ends_with("NetFactsType") {
+            work_decomposition(d, &mut skipped);
             continue;
         }
-        let net = read_net(d)?;
+        let net = read_net(d, &mut skipped)?;
         if attr(d, "isRootNet") == Some("true") {
             if root_net.is_some() {
                 return Err(ImportError::malformed(&net.id, "second root net"));
@@ -64,8 +75,129 @@ pub(crate) fn read(src: &str) -> Result<RawSpec, ImportError> {
         name,
         format: SourceFormat::Yawl { version },
         nets,
-        notes: Vec::new(),
+        notes: skipped.notes(),
     })
+}
+
+/// Constructs of the file that knhk does not execute, and where they are: each becomes one
+/// note (`knhk check`, `RegisterWorkflow.notes`), so nothing is ignored silently.
+#[derive(Default)]
+struct Unexecuted {
+    /// What is not executed (with why) → ids of the elements carrying it, in file order.
+    found: BTreeMap<&'static str, Vec<String>>,
+    /// Unknown elements: tag → ids.
+    unknown: BTreeMap<String, Vec<String>>,
+}
+
+impl Unexecuted {
+    fn add(&mut self, what: &'static str, id: &str) {
+        let ids = self.found.entry(what).or_default();
+        if !ids.iter().any(|x| x == id) {
+            ids.push(id.to_string());
+        }
+    }
+
+    fn unknown(&mut self, tag: &str, id: &str) {
+        let ids = self.unknown.entry(tag.to_string()).or_default();
+        if !ids.iter().any(|x| x == id) {
+            ids.push(id.to_string());
+        }
+    }
+
+    fn notes(self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .found
+            .into_iter()
+            .map(|(what, ids)| format!("not executed: {what}: {ids:?}"))
+            .collect();
+        out.extend(self.unknown.into_iter().map(|(tag, ids)| {
+            format!(
+                "not executed: unknown element <{tag}> (an extension knhk does not read): {ids:?}"
+            )
+        }));
+        out
+    }
+}
+
+/// Children of a `<task>` that control flow reads (everything else is reported).
+const TASK_CONTROL: &[&str] = &[
+    "name",
+    "documentation",
+    "flowsInto",
+    "join",
+    "split",
+    "removesTokens",
+    "removesTokensFromFlow",
+    "decomposesTo",
+    "minimum",
+    "maximum",
+    "threshold",
+    "creationMode",
+    "miDataInput",
+    "miDataOutput",
+];
+
+/// What a task child that knhk does not execute means, by tag.
+fn task_construct(tag: &str) -> Option<&'static str> {
+    Some(match tag {
+        "resourcing" => {
+            "<resourcing> (offer, allocation and start of the work by the YAWL resource \
+             service; roles, participants): knhk assigns no one, a client starts and completes \
+             the task"
+        }
+        "startingMappings" | "completedMappings" | "enablementMappings" => {
+            "task data mappings (<startingMappings>, <completedMappings>): not applied; case \
+             data is not a document, guards read the values clients give"
+        }
+        "timer" => "<timer> (a timer task): no timer is armed, the task waits for a client",
+        "customForm" => "<customForm> (a custom work form): not used, the client presents the work",
+        "configuration" | "defaultConfiguration" => {
+            "<configuration> (configurable YAWL): not applied, the net runs as written"
+        }
+        "logPredicate" => "<logPredicate> (what YAWL's process log records): not used",
+        _ => return None,
+    })
+}
+
+/// A non-net decomposition (the work of atomic tasks): what of it knhk does not execute.
+fn work_decomposition(d: Node<'_, '_>, skipped: &mut Unexecuted) {
+    let id = attr(d, "id").unwrap_or("?");
+    for c in d.children().filter(|c| c.is_element()) {
+        match c.tag_name().name() {
+            "name" | "documentation" | "externalInteraction" => {}
+            "yawlService" => {
+                let service = attr(c, "id").unwrap_or("");
+                if service.to_ascii_lowercase().contains("worklet") {
+                    skipped.add(
+                        "worklet service (<yawlService> naming the worklet service): no worklet \
+                         is selected or run; decompositions",
+                        id,
+                    );
+                } else {
+                    skipped.add(
+                        "web-service gateway (<yawlService>: a YAWL custom service the engine \
+                         would call): not invoked, a client does the work; decompositions",
+                        id,
+                    );
+                }
+            }
+            "codelet" => skipped.add(
+                "<codelet> (Java code YAWL runs for an automated task): not run, a client \
+                 completes the task; decompositions",
+                id,
+            ),
+            "inputParam" | "outputParam" => skipped.add(
+                "task parameters (<inputParam>/<outputParam> of a task's decomposition: the data \
+                 handed to and returned by the work): not passed; decompositions",
+                id,
+            ),
+            "externalDataGateway" => skipped.add(
+                "<externalDataGateway> (data from an external source): not read",
+                id,
+            ),
+            other => skipped.unknown(other, id),
+        }
+    }
 }
 
 fn read_var(v: Node<'_, '_>, input: bool) -> Result<RawVar, ImportError> {
@@ -84,8 +216,23 @@ fn read_var(v: Node<'_, '_>, input: bool) -> Result<RawVar, ImportError> {
     })
 }
 
-fn read_net(d: Node<'_, '_>) -> Result<RawNet, ImportError> {
+fn read_net(d: Node<'_, '_>, skipped: &mut Unexecuted) -> Result<RawNet, ImportError> {
     let id = req_attr(d, "id", "net")?.to_string();
+    for c in d.children().filter(|c| c.is_element()) {
+        match c.tag_name().name() {
+            "externalDataGateway" => skipped.add(
+                "<externalDataGateway> (data from an external source): not read",
+                &id,
+            ),
+            "name"
+            | "documentation"
+            | "inputParam"
+            | "localVariable"
+            | "outputParam"
+            | "processControlElements" => {}
+            other => skipped.unknown(other, &id),
+        }
+    }
     let mut variables: Vec<RawVar> = Vec::new();
     for v in d.children().filter(|c| c.is_element()) {
         let input = match v.tag_name().name() {
@@ -108,8 +255,24 @@ fn read_net(d: Node<'_, '_>) -> Result<RawNet, ImportError> {
             "inputCondition" => Kind::Input,
             "outputCondition" => Kind::Output,
             "condition" => Kind::Condition,
-            "task" => Kind::Task(read_task(e)?),
-            _ => continue,
+            "task" => {
+                let tid = attr(e, "id").unwrap_or("?");
+                for c in e.children().filter(|c| c.is_element()) {
+                    let tag = c.tag_name().name();
+                    if TASK_CONTROL.contains(&tag) {
+                        continue;
+                    }
+                    match task_construct(tag) {
+                        Some(what) => skipped.add(what, tid),
+                        None => skipped.unknown(tag, tid),
+                    }
+                }
+                Kind::Task(read_task(e)?)
+            }
+            other => {
+                skipped.unknown(other, &id);
+                continue;
+            }
         };
         let eid = req_attr(e, "id", tag)?.to_string();
         let mut flows = Vec::new();
