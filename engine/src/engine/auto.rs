@@ -36,6 +36,9 @@ use knhk_kernel::Case;
 use super::*;
 use crate::workers::SavedCase;
 
+/// A boxed future borrowing the engine ([`JoinAll`] polls them together).
+type Run<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
 /// Most rounds of automatic fires after one request.
 pub const MAX_ROUNDS: usize = 64;
 /// Longest sequence of automatic tasks fired to enable a requested task.
@@ -245,7 +248,7 @@ impl Engine {
                 }
             }
         }
-        let runs: Vec<Pin<Box<dyn Future<Output = Vec<(u32, EventResult)>> + Send + '_>>> = groups
+        let runs: Vec<Run<'_, Vec<(u32, EventResult)>>> = groups
             .into_iter()
             .map(|g| {
                 Box::pin(async move {
@@ -254,7 +257,7 @@ impl Engine {
                         out.push((pos, self.apply(namespace, ev).await));
                     }
                     out
-                }) as Pin<Box<dyn Future<Output = _> + Send + '_>>
+                }) as Run<'_, _>
             })
             .collect();
         JoinAll::new(runs).await.into_iter().flatten().collect()
@@ -293,12 +296,12 @@ fn search(wf: &Workflow, case: Case, t: u8) -> Option<Vec<u8>> {
 
 /// Polls futures together until all are ready (the engine has no `futures` dependency).
 struct JoinAll<'a, T> {
-    futs: Vec<Option<Pin<Box<dyn Future<Output = T> + Send + 'a>>>>,
+    futs: Vec<Option<Run<'a, T>>>,
     out: Vec<Option<T>>,
 }
 
 impl<'a, T> JoinAll<'a, T> {
-    fn new(futs: Vec<Pin<Box<dyn Future<Output = T> + Send + 'a>>>) -> Self {
+    fn new(futs: Vec<Run<'a, T>>) -> Self {
         let out = futs.iter().map(|_| None).collect();
         JoinAll {
             futs: futs.into_iter().map(Some).collect(),
