@@ -136,7 +136,7 @@ async fn run_case(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corpus_specifications_run_end_to_end_and_their_exports_replay() {
     let cases = env_u64("KNHK_CORPUS_CASES", 12);
-    let seed = env_u64("KNHK_SEED", 0x5eed_14);
+    let seed = env_u64("KNHK_SEED", 0x005e_ed14);
     eprintln!("seed {seed:#x}, {cases} cases per specification");
     let dir = scratch("corpus-run");
     let mut p = spawn(&dir.join("data"), &dir.join("serve.log"), &[], None);
