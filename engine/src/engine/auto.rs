@@ -231,6 +231,7 @@ impl Engine {
     /// within a case, the cases concurrently. Returns (position, result) pairs.
     pub(super) async fn apply_all(
         &self,
+        namespace: &str,
         events: Vec<(u32, BatchEvent)>,
     ) -> Vec<(u32, EventResult)> {
         // Group by case, keeping order; every creation is a group of its own.
