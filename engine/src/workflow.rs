@@ -132,7 +132,8 @@ impl Workflow {
                 name: t.id.clone(),
                 label: t.label.clone(),
                 silent: t.silent,
-                automatic: t.silent && !t.has_external(),
+                // A multiple-instance task needs the client to say how many instances start.
+                automatic: t.silent && !t.has_external() && t.mi.is_none(),
                 join: t.join.to_string(),
                 split: t.split.to_string(),
                 client_predicates: t

@@ -70,6 +70,7 @@ async fn run_case(
         .create_case(proto::CreateCaseRequest {
             workflow_id: wf.workflow_id.clone(),
             data,
+            ..Default::default()
         })
         .await
     {

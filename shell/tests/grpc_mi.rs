@@ -66,6 +66,8 @@ async fn register(c: &mut Client) -> String {
         model: model(),
         format: 0,
         workflow_id: "mi".into(),
+        // The test drives the silent tasks (Prepare, Decide) itself.
+        manual_silent_tasks: true,
         ..Default::default()
     })
     .await

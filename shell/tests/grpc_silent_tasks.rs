@@ -48,7 +48,7 @@ async fn register(c: &mut Client, id: &str, file: &str, manual: bool) -> proto::
 async fn create(c: &mut Client, wf: &str) -> proto::Case {
     c.create_case(proto::CreateCaseRequest {
         workflow_id: wf.into(),
-        data: Default::default(),
+        ..Default::default()
     })
     .await
     .expect("create")

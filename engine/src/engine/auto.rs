@@ -207,7 +207,7 @@ impl Engine {
                         self.cancel_case(id).await.map(|v| (v.id, v.last))
                     }
                     Ok(task) => self
-                        .task_op(kind, id, &task, &ev.data, ev.branch_bits)
+                        .task_op(kind, id, &task, &ev.data, ev.branch_bits, None)
                         .await
                         .map(|v| (v.id, v.last)),
                     Err(e) => Err(e),
