@@ -269,6 +269,22 @@ async fn client(addr: &str) -> Option<KnhkClient<Channel>> {
     Some(KnhkClient::new(ch))
 }
 
+/// One connection per node, kept across calls (a channel reconnects by itself after its node
+/// restarts): connecting for every call would load the nodes more than the calls do.
+#[derive(Default)]
+struct Clients(HashMap<String, KnhkClient<Channel>>);
+
+impl Clients {
+    async fn get(&mut self, addr: &str) -> Option<KnhkClient<Channel>> {
+        if let Some(k) = self.0.get(addr) {
+            return Some(k.clone());
+        }
+        let k = client(addr).await?;
+        self.0.insert(addr.to_string(), k.clone());
+        Some(k)
+    }
+}
+
 /// Every node answers and every partition has an owner.
 async fn settled(c: &Cluster) -> bool {
     for addr in &c.grpc {
@@ -332,8 +348,9 @@ async fn run_client(
 ) {
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut pick = || addrs[rng.usize(..addrs.len())].clone();
+    let mut pool = Clients::default();
     while !stop.load(Ordering::Relaxed) {
-        let Some(mut k) = client(&pick()).await else {
+        let Some(mut k) = pool.get(&pick()).await else {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
@@ -359,7 +376,8 @@ async fn run_client(
                 if stop.load(Ordering::Relaxed) {
                     return;
                 }
-                let Some(mut k) = client(&pick()).await else {
+                let asked = pick();
+                let Some(mut k) = pool.get(&asked).await else {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 };
@@ -393,15 +411,71 @@ async fn run_client(
                         seq += 1;
                         break;
                     }
-                    Err(s) => panic!("fire {task} on case {id} refused: {s:?}"),
+                    Err(s) => {
+                        let at = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .unwrap_or_default();
+                        let part = knhk_engine::ids::CaseId::decode(id).map(|c| c.partition);
+                        panic!(
+                            "fire {task} on case {id} (partition {part:?}, asked {asked}, at unix \
+                             {:.3} s) refused: {s:?}",
+                            at.as_secs_f64()
+                        )
+                    }
                 }
             }
         }
     }
 }
 
-/// Every acknowledged case and op is there, through any node.
-async fn check(c: &Cluster, acks: &Arc<Mutex<Acks>>, seen: &mut HashMap<u64, u64>) -> usize {
+/// Every case the cluster holds, listed through node `addr` (one scatter-gather over every
+/// partition's owner): case id → (seq, state). Retried while a partition is in transit (the
+/// listing is refused then, never partial).
+async fn list_all(addr: &str) -> HashMap<u64, (u64, i32)> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    'retry: loop {
+        assert!(
+            Instant::now() < deadline,
+            "ListCases through {addr} kept failing for 60 s after the cluster settled"
+        );
+        let Some(mut k) = client(addr).await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let mut listed = match k.list_cases(proto::ListCasesRequest::default()).await {
+            Ok(l) => l.into_inner(),
+            Err(s) if ambiguous(&s) => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            Err(s) => panic!("ListCases refused: {s:?}"),
+        };
+        let mut all = HashMap::new();
+        while let Some(item) = tokio_stream::StreamExt::next(&mut listed).await {
+            match item {
+                Ok(case) => {
+                    let before = all.insert(case.case_id, (case.seq, case.state));
+                    assert!(before.is_none(), "case {} listed twice", case.case_id);
+                }
+                Err(s) if ambiguous(&s) => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue 'retry;
+                }
+                Err(s) => panic!("ListCases stream failed: {s:?}"),
+            }
+        }
+        return all;
+    }
+}
+
+/// Every acknowledged case and op is there (one listing through node `round % 3`); no case
+/// has more events than ops; no sequence went back since the last check.
+async fn check(
+    c: &Cluster,
+    round: usize,
+    acks: &Arc<Mutex<Acks>>,
+    seen: &mut HashMap<u64, u64>,
+) -> usize {
     let snapshot: Vec<(u64, u64)> = acks
         .lock()
         .expect("acks")
@@ -409,62 +483,38 @@ async fn check(c: &Cluster, acks: &Arc<Mutex<Acks>>, seen: &mut HashMap<u64, u64
         .iter()
         .map(|(k, v)| (*k, *v))
         .collect();
-    let mut checked = 0;
-    for (i, (case, acked)) in snapshot.iter().enumerate() {
-        let addr = &c.grpc[i % c.grpc.len()];
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let got = loop {
-            assert!(
-                Instant::now() < deadline,
-                "case {case}: unreadable for 60 s after the cluster settled"
-            );
-            let Some(mut k) = client(addr).await else {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            };
-            match k.get_case(proto::GetCaseRequest { case_id: *case }).await {
-                Ok(v) => break v.into_inner(),
-                Err(s) if ambiguous(&s) => tokio::time::sleep(Duration::from_millis(100)).await,
-                Err(s) => panic!("acknowledged case {case} is gone: {s:?}"),
-            }
+    let addr = &c.grpc[round % c.grpc.len()];
+    let all = list_all(addr).await;
+    for (case, acked) in &snapshot {
+        let Some(&(seq, _)) = all.get(case) else {
+            // Not listed: ask its owner directly before calling it lost.
+            let mut k = client(addr).await.expect("node");
+            let got = k.get_case(proto::GetCaseRequest { case_id: *case }).await;
+            panic!("acknowledged case {case} is not listed by {addr}; GetCase says {got:?}");
         };
         assert!(
-            got.seq >= *acked,
-            "case {case}: acknowledged up to seq {acked}, the cluster has {} (lost events)",
-            got.seq
+            seq >= *acked,
+            "case {case}: acknowledged up to seq {acked}, the cluster has {seq} (lost events)"
         );
+    }
+    for (case, &(seq, state)) in &all {
         assert!(
-            got.seq <= TASKS.len() as u64,
-            "case {case}: more events than ops: {}",
-            got.seq
+            seq <= TASKS.len() as u64,
+            "case {case}: more events than ops: {seq}"
         );
-        let before = seen.insert(*case, got.seq).unwrap_or(0);
+        let before = seen.insert(*case, seq).unwrap_or(0);
         assert!(
-            got.seq >= before,
-            "case {case}: sequence went back from {before} to {}",
-            got.seq
+            seq >= before,
+            "case {case}: sequence went back from {before} to {seq}"
         );
-        let complete = got.state == proto::CaseState::Complete as i32;
+        let complete = state == proto::CaseState::Complete as i32;
         assert_eq!(
             complete,
-            got.seq == TASKS.len() as u64,
-            "case {case}: state vs seq {got:?}"
+            seq == TASKS.len() as u64,
+            "case {case}: state {state} vs seq {seq}"
         );
-        checked += 1;
     }
-    // Every case a node lists was created by some client (acknowledged or not): its workflow
-    // is ours and its sequence is within the workflow's length.
-    let mut k = client(&c.grpc[0]).await.expect("node 0");
-    let mut listed = k
-        .list_cases(proto::ListCasesRequest::default())
-        .await
-        .expect("list")
-        .into_inner();
-    while let Some(item) = tokio_stream::StreamExt::next(&mut listed).await {
-        let case = item.expect("listed case");
-        assert!(case.seq <= TASKS.len() as u64, "listed case {case:?}");
-    }
-    checked
+    snapshot.len()
 }
 
 /// Whether the outside servers are there; without them a test says SKIPPED, unless
@@ -581,6 +631,10 @@ async fn run(iters: u32) {
         if t0.elapsed() > budget {
             break;
         }
+        if clients.iter().any(|h| h.is_finished()) {
+            // A client saw a wrong answer: stop and report it (below).
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(300)).await;
         let kind = match rng.u32(..10) {
             0..=2 => "knhk-kill",
@@ -631,7 +685,7 @@ async fn run(iters: u32) {
             }
         }
         wait_settled(&mut c, Duration::from_secs(90)).await;
-        let n = check(&c, &acks, &mut seen).await;
+        let n = check(&c, it as usize, &acks, &mut seen).await;
         done = it + 1;
         if it % 10 == 0 {
             println!(
@@ -649,7 +703,7 @@ async fn run(iters: u32) {
         }
     }
     wait_settled(&mut c, Duration::from_secs(90)).await;
-    let n = check(&c, &acks, &mut seen).await;
+    let n = check(&c, done as usize, &acks, &mut seen).await;
     let ops = acks.lock().expect("acks").ops;
     println!(
         "done: {done} iterations in {:.0} s, faults {faults:?}; {n} acknowledged cases and {ops} \
@@ -666,17 +720,7 @@ async fn run(iters: u32) {
     let (verified, dropped) = knhk_shell::cluster::verify(&c.nats_urls, "knhk", PARTITIONS, 65536)
         .await
         .expect("verifier replay");
-    let mut k = client(&c.grpc[2]).await.expect("node 2");
-    let mut live = HashMap::new();
-    let mut listed = k
-        .list_cases(proto::ListCasesRequest::default())
-        .await
-        .expect("list")
-        .into_inner();
-    while let Some(item) = tokio_stream::StreamExt::next(&mut listed).await {
-        let case = item.expect("listed case");
-        live.insert(case.case_id, (case.seq, case.state));
-    }
+    let live = list_all(&c.grpc[2]).await;
     assert_eq!(
         verified.len(),
         live.len(),
@@ -695,10 +739,11 @@ async fn run(iters: u32) {
             v.case_id
         );
     }
+    let by_id: HashMap<u64, &knhk_shell::cluster::VerifiedCase> =
+        verified.iter().map(|v| (v.case_id, v)).collect();
     for (case, acked) in &acks.lock().expect("acks").cases {
-        let v = verified
-            .iter()
-            .find(|v| v.case_id == *case)
+        let v = by_id
+            .get(case)
             .unwrap_or_else(|| panic!("acknowledged case {case} is not in the log"));
         assert!(
             v.seq >= *acked,

@@ -89,6 +89,8 @@ pub struct ClusterStats {
 pub struct LeaseClock {
     origin: Instant,
     deadline_ns: AtomicU64,
+    /// Set when the node gives its lease up (shutdown): no keepalive answer revives it.
+    revoked: std::sync::atomic::AtomicBool,
 }
 
 impl LeaseClock {
@@ -96,7 +98,13 @@ impl LeaseClock {
         LeaseClock {
             origin: Instant::now(),
             deadline_ns: AtomicU64::new(0),
+            revoked: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// The node is giving its lease up: from now on it acknowledges and serves nothing.
+    fn revoke(&self) {
+        self.revoked.store(true, Ordering::SeqCst);
     }
 
     fn now_ns(&self) -> u64 {
@@ -112,7 +120,8 @@ impl LeaseClock {
 
     /// Whether this node may still acknowledge work.
     pub fn valid(&self) -> bool {
-        self.now_ns() < self.deadline_ns.load(Ordering::SeqCst)
+        !self.revoked.load(Ordering::SeqCst)
+            && self.now_ns() < self.deadline_ns.load(Ordering::SeqCst)
     }
 }
 
@@ -701,6 +710,10 @@ impl Node {
         }
         let mut all_settled = true;
         for p in 0..self.cfg.partitions {
+            if self.stopping.load(Ordering::SeqCst) {
+                // Shutting down: claim nothing more (shutdown releases what is held).
+                return Ok(());
+            }
             if owners.contains_key(&p) {
                 continue;
             }
@@ -921,13 +934,13 @@ impl Node {
     /// release the partitions and the lease (successors replay only what is logged).
     pub async fn shutdown(&self) {
         self.stopping.store(true, Ordering::SeqCst);
-        let parts: Vec<Arc<Part>> = self
-            .parts
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        // Out of the routing table first: a call that arrives from now on is forwarded to the
+        // successor or answered UNAVAILABLE, never served by an engine that is being stopped
+        // (a stopped engine knows no case, and its answers would be stale anyway).
+        let parts: Vec<Arc<Part>> =
+            std::mem::take(&mut *self.parts.write().unwrap_or_else(|p| p.into_inner()))
+                .into_values()
+                .collect();
         for p in &parts {
             p.engine.drain();
         }
@@ -935,6 +948,9 @@ impl Node {
             p.log.drained(Duration::from_secs(5)).await;
             p.log.seal();
         }
+        // Nothing is acknowledged once the owner keys may be gone (the logs are sealed, and
+        // the lease clock stops here for the scatter reads too).
+        self.lease.revoke();
         let mut etcd = self.etcd.clone();
         for p in &parts {
             let _ = etcd

@@ -28,6 +28,12 @@ pub const SCOPE_LOCAL: &str = "knhk-scope";
 /// How long a client should wait before retrying a partition that is changing hands.
 pub const RETRY_AFTER_MS: &str = "500";
 
+/// The two halves of a scatter-gather (see `ClusterService::scatter_plan`).
+struct ScatterPlan {
+    here: Vec<Arc<super::Part>>,
+    remote: Vec<(String, Vec<u16>)>,
+}
+
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 /// The cluster router.
@@ -147,32 +153,80 @@ impl ClusterService {
             .ok_or_else(|| Status::not_found(format!("case {case_id} does not exist")))
     }
 
-    /// Distinct addresses of the other nodes that own partitions.
-    fn other_owners(&self) -> Vec<String> {
-        let owners = self.node.owners.read().unwrap_or_else(|p| p.into_inner());
-        let mut addrs: Vec<String> = owners
-            .values()
-            .filter(|o| o.node != self.node.cfg.node_id)
-            .map(|o| o.address.clone())
-            .collect();
-        addrs.sort();
-        addrs.dedup();
-        addrs
+    /// Where a scatter-gather goes: the partitions served here, and every other owner with the
+    /// partitions it must serve. Every partition is covered, or the call is refused: a listing
+    /// that silently left out a partition in transit would be wrong, not partial.
+    ///
+    /// A call scoped by another node (`knhk-scope`) is served from the partitions it names, all
+    /// of which must be served here.
+    fn scatter_plan<T>(&self, req: &Request<T>) -> Result<ScatterPlan, Status> {
+        if let Some(scope) = req.metadata().get(SCOPE_LOCAL) {
+            let mut here = Vec::new();
+            for p in scope
+                .to_str()
+                .unwrap_or("")
+                .split(',')
+                .filter(|p| !p.is_empty())
+            {
+                let p: u16 = p.parse().map_err(|_| {
+                    Status::invalid_argument(format!("{SCOPE_LOCAL}: bad partition {p:?}"))
+                })?;
+                match self.local(p)? {
+                    Some(part) => here.push(part),
+                    None => {
+                        return Err(Self::unavailable(
+                            p,
+                            "is not served by the node it was asked of",
+                        ))
+                    }
+                }
+            }
+            return Ok(ScatterPlan {
+                here,
+                remote: Vec::new(),
+            });
+        }
+        if req.metadata().contains_key(FORWARDED) {
+            return Err(Status::invalid_argument(
+                "a forwarded scatter call must name its partitions (knhk-scope)",
+            ));
+        }
+        let owners = self
+            .node
+            .owners
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut here = Vec::new();
+        let mut remote: std::collections::BTreeMap<String, Vec<u16>> = Default::default();
+        for p in 0..self.node.cfg.partitions {
+            match owners.get(&p) {
+                Some(o) if o.node == self.node.cfg.node_id => match self.local(p)? {
+                    Some(part) => here.push(part),
+                    None => return Err(Self::unavailable(p, "is being rebuilt on this node")),
+                },
+                Some(o) => remote.entry(o.address.clone()).or_default().push(p),
+                None => return Err(Self::unavailable(p, "is changing hands")),
+            }
+        }
+        Ok(ScatterPlan {
+            here,
+            remote: remote.into_iter().collect(),
+        })
     }
 
-    fn scatter<T>(&self, req: &Request<T>) -> bool {
-        !req.metadata().contains_key(SCOPE_LOCAL) && !req.metadata().contains_key(FORWARDED)
-    }
-
-    fn scoped<T: Clone>(&self, req: &Request<T>) -> Request<T> {
+    /// `req` scoped to `partitions` of the owner it is sent to.
+    fn scoped<T: Clone>(&self, req: &Request<T>, partitions: &[u16]) -> Result<Request<T>, Status> {
         let mut r = self.forward(Request::from_parts(
             req.metadata().clone(),
             tonic::Extensions::default(),
             req.get_ref().clone(),
         ));
-        r.metadata_mut()
-            .insert(SCOPE_LOCAL, MetadataValue::from_static("local"));
-        r
+        let list: Vec<String> = partitions.iter().map(u16::to_string).collect();
+        let v = MetadataValue::try_from(list.join(","))
+            .map_err(|e| Status::internal(format!("scope metadata: {e}")))?;
+        r.metadata_mut().insert(SCOPE_LOCAL, v);
+        Ok(r)
     }
 
     fn clone_req<T: Clone>(req: &Request<T>) -> Request<T> {
@@ -189,7 +243,21 @@ macro_rules! routed {
     ($self:ident, $p:expr, $req:ident, $method:ident) => {{
         let p = $p;
         match $self.local(p)? {
-            Some(part) => part.service.$method($req).await,
+            Some(part) => {
+                let r = part.service.$method($req).await;
+                if let Err(s) = &r {
+                    if s.code() == tonic::Code::NotFound {
+                        // Rare and worth a line: the owner does not hold what was asked.
+                        tracing::info!(
+                            partition = p,
+                            epoch = part.epoch,
+                            error = %s.message(),
+                            "not found on the owning node"
+                        );
+                    }
+                }
+                r
+            }
             None => {
                 let addr = $self.remote_owner(p, &$req)?;
                 let mut c = $self.peer(&addr)?;
@@ -342,17 +410,16 @@ impl Knhk for ClusterService {
             };
         }
         // A workflow's events: every owner's partitions, merged.
+        let plan = self.scatter_plan(&request)?;
         let mut streams: Vec<BoxStream<WatchEvent>> = Vec::new();
-        for part in self.locals()? {
+        for part in plan.here {
             let r = part.service.watch_case(Self::clone_req(&request)).await?;
             streams.push(Box::pin(r.into_inner()));
         }
-        if self.scatter(&request) {
-            for addr in self.other_owners() {
-                let mut c = self.peer(&addr)?;
-                let r = c.watch_case(self.scoped(&request)).await?;
-                streams.push(boxed(r.into_inner()));
-            }
+        for (addr, partitions) in plan.remote {
+            let mut c = self.peer(&addr)?;
+            let r = c.watch_case(self.scoped(&request, &partitions)?).await?;
+            streams.push(boxed(r.into_inner()));
         }
         Ok(Response::new(Box::pin(futures_util::stream::select_all(
             streams,
@@ -366,17 +433,16 @@ impl Knhk for ClusterService {
         request: Request<ListCasesRequest>,
     ) -> Result<Response<Self::ListCasesStream>, Status> {
         let limit = request.get_ref().limit as usize;
+        let plan = self.scatter_plan(&request)?;
         let mut streams: Vec<BoxStream<Case>> = Vec::new();
-        for part in self.locals()? {
+        for part in plan.here {
             let r = part.service.list_cases(Self::clone_req(&request)).await?;
             streams.push(r.into_inner());
         }
-        if self.scatter(&request) {
-            for addr in self.other_owners() {
-                let mut c = self.peer(&addr)?;
-                let r = c.list_cases(self.scoped(&request)).await?;
-                streams.push(boxed(r.into_inner()));
-            }
+        for (addr, partitions) in plan.remote {
+            let mut c = self.peer(&addr)?;
+            let r = c.list_cases(self.scoped(&request, &partitions)?).await?;
+            streams.push(boxed(r.into_inner()));
         }
         let merged = futures_util::stream::select_all(streams);
         if limit > 0 {

@@ -46,6 +46,7 @@ use knhk_engine::stats::{pattern_name, EVENT_CELLS, OP_NAMES, PATTERNS, STATUS_N
 pub struct EngineSlot {
     engine: OnceLock<Weak<Engine>>,
     journal: OnceLock<Arc<JournalStats>>,
+    cluster: OnceLock<Arc<crate::cluster::ClusterStats>>,
     /// Seconds since each worker's heartbeat last moved (maintained by the probes' watchdog).
     pub heartbeat_age: Mutex<Vec<f64>>,
 }
@@ -57,6 +58,11 @@ impl EngineSlot {
         if let Some(j) = journal {
             let _ = self.journal.set(j);
         }
+    }
+
+    /// Points the collector at a cluster node's counters (cluster mode).
+    pub fn set_cluster(&self, stats: Arc<crate::cluster::ClusterStats>) {
+        let _ = self.cluster.set(stats);
     }
 
     /// The event log's counters, when durability is on.
@@ -257,6 +263,55 @@ fn gauge(
 /// A counter field of a stats struct.
 type Field<T> = fn(&T) -> &AtomicU64;
 
+/// A cluster node's counters (docs/cluster.md): name, help, field.
+const CLUSTER_COUNTERS: [(&str, &str, Field<crate::cluster::ClusterStats>); 9] = [
+    (
+        "knhk_cluster_epoch_changes",
+        "Partitions this node claimed (each claim starts a new epoch)",
+        |c| &c.epoch_changes,
+    ),
+    (
+        "knhk_cluster_handoffs",
+        "Partitions this node handed over gracefully (rebalance, failed log)",
+        |c| &c.handoffs,
+    ),
+    (
+        "knhk_cluster_forwarded_calls",
+        "Calls this node forwarded to a partition's owner",
+        |c| &c.forwarded,
+    ),
+    (
+        "knhk_cluster_fence_rejections",
+        "Publishes refused because a newer owner had fenced the partition",
+        |c| &c.fenced,
+    ),
+    (
+        "knhk_cluster_ambiguous_publishes",
+        "Publishes whose outcome was ambiguous (timeout, no responders, wrong last sequence) and were resolved by reading the subject",
+        |c| &c.ambiguous,
+    ),
+    (
+        "knhk_cluster_ambiguous_landed",
+        "Ambiguous publishes found to have landed",
+        |c| &c.resolved_landed,
+    ),
+    (
+        "knhk_cluster_frames",
+        "Frames this node published to JetStream and had acknowledged",
+        |c| &c.frames,
+    ),
+    (
+        "knhk_cluster_replayed_frames",
+        "Frames replayed while rebuilding claimed partitions",
+        |c| &c.replayed_frames,
+    ),
+    (
+        "knhk_cluster_dropped_frames",
+        "Frames of deposed owners dropped by the epoch rule while rebuilding",
+        |c| &c.dropped_frames,
+    ),
+];
+
 /// The event log's counters: name, help, field.
 const JOURNAL_COUNTERS: [(&str, &str, Field<JournalStats>); 9] = [
     (
@@ -347,6 +402,24 @@ impl prometheus_client::collector::Collector for EngineCollector {
             None,
             i64::try_from(self.started.elapsed().as_secs()).unwrap_or(i64::MAX),
         )?;
+        if let Some(c) = self.slot.cluster.get() {
+            gauge(
+                &mut encoder,
+                "knhk_cluster_partitions_owned",
+                "Partitions this node owns and serves (cluster mode)",
+                None,
+                i64::try_from(c.partitions_owned.load(Ordering::Relaxed)).unwrap_or(i64::MAX),
+            )?;
+            for (name, help, field) in CLUSTER_COUNTERS {
+                counter(
+                    &mut encoder,
+                    name,
+                    help,
+                    None,
+                    field(c).load(Ordering::Relaxed),
+                )?;
+            }
+        }
         let Some(engine) = self.slot.get() else {
             return Ok(());
         };
