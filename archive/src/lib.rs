@@ -307,13 +307,20 @@ impl CaseArchive for SqliteArchive {
     fn list(&self, q: &ArchiveQuery) -> Result<Vec<FinishedCase>, String> {
         let conn = self.conn();
         let (after_created, after_id) = q.after.unwrap_or((0, 0));
+        // The page's start only when there is one: inside an OR it would keep SQLite from
+        // seeking the index to it, and every page would scan from the range's start.
         let sql = format!(
             "SELECT {COLUMNS}, {} FROM cases \
              WHERE (?1 IS NULL OR namespace = ?1) AND (?2 IS NULL OR workflow = ?2) \
                AND (?3 IS NULL OR state = ?3) AND created_ns >= ?4 AND created_ns < ?5 \
-               AND (?6 = 0 OR (created_ns, case_id) > (?7, ?8)) \
+               AND {} \
              ORDER BY created_ns, case_id LIMIT ?9",
-            if q.with_history { "history" } else { "x''" }
+            if q.with_history { "history" } else { "x''" },
+            if q.after.is_some() {
+                "(created_ns, case_id) > (?7, ?8)"
+            } else {
+                "?6 = 0"
+            }
         );
         let mut st = conn
             .prepare_cached(&sql)

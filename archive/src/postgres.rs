@@ -502,8 +502,14 @@ impl CaseArchive for PgArchive {
                AND ($2::integer IS NULL OR workflow = $2) \
                AND ($3::smallint IS NULL OR state = $3) \
                AND created_ns >= $4 AND created_ns < $5 \
-               AND (NOT $6::boolean OR (created_ns, case_id) > ($7, $8)) \
-             ORDER BY created_ns, case_id LIMIT $9"
+               AND {} \
+             ORDER BY created_ns, case_id LIMIT $9",
+            // The page's start only when there is one (an index seek, not a filter).
+            if q.after.is_some() {
+                "(created_ns, case_id) > ($7, $8) AND $6::boolean"
+            } else {
+                "NOT $6::boolean AND $7::bigint = $7 AND $8::bigint = $8"
+            }
         );
         let namespace = q.namespace.clone();
         let workflow = q.workflow.map(i32::from);
