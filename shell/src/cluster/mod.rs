@@ -16,6 +16,7 @@
 //! - Workflows: one stream subject holds every registration record in order; every node applies
 //!   them, in that order, to its catalog and to every partition engine it runs.
 
+pub mod bulk;
 pub mod plog;
 pub mod router;
 

@@ -34,25 +34,26 @@ struct ScatterPlan {
     remote: Vec<(String, Vec<u16>)>,
 }
 
-type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+pub(super) type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
-/// The cluster router.
+/// The cluster router (cheap to clone: the clones share the peer connections).
+#[derive(Clone)]
 pub struct ClusterService {
-    node: Arc<Node>,
-    peers: Mutex<HashMap<String, KnhkClient<Channel>>>,
-    next: AtomicUsize,
+    pub(super) node: Arc<Node>,
+    peers: Arc<Mutex<HashMap<String, KnhkClient<Channel>>>>,
+    pub(super) next: Arc<AtomicUsize>,
 }
 
 impl ClusterService {
     pub fn new(node: Arc<Node>) -> ClusterService {
         ClusterService {
             node,
-            peers: Mutex::new(HashMap::new()),
-            next: AtomicUsize::new(0),
+            peers: Arc::new(Mutex::new(HashMap::new())),
+            next: Arc::new(AtomicUsize::new(0)),
         }
     }
 
-    fn unavailable(p: u16, why: &str) -> Status {
+    pub(super) fn unavailable(p: u16, why: &str) -> Status {
         let mut s = Status::unavailable(format!("partition {p} {why}; retry"));
         s.metadata_mut()
             .insert("retry-after-ms", MetadataValue::from_static(RETRY_AFTER_MS));
@@ -73,6 +74,12 @@ impl ClusterService {
                 "is not served by the node it was forwarded to",
             ));
         }
+        self.owner_address(p)
+    }
+
+    /// The address of partition `p`'s owner when it is another node (UNAVAILABLE when it has
+    /// none, or when it is this node and the partition is not serving yet).
+    pub(super) fn owner_address(&self, p: u16) -> Result<String, Status> {
         let owners = self.node.owners.read().unwrap_or_else(|p| p.into_inner());
         match owners.get(&p) {
             Some(o) if o.node != self.node.cfg.node_id => Ok(o.address.clone()),
@@ -81,7 +88,7 @@ impl ClusterService {
         }
     }
 
-    fn peer(&self, addr: &str) -> Result<KnhkClient<Channel>, Status> {
+    pub(super) fn peer(&self, addr: &str) -> Result<KnhkClient<Channel>, Status> {
         let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = peers.get(addr) {
             return Ok(c.clone());
@@ -103,7 +110,7 @@ impl ClusterService {
     }
 
     /// `req` re-addressed to an owner: the caller's credentials and namespace go along.
-    fn forward<T>(&self, req: Request<T>) -> Request<T> {
+    pub(super) fn forward<T>(&self, req: Request<T>) -> Request<T> {
         let (meta, _, msg) = req.into_parts();
         let mut out = Request::new(msg);
         for k in ["authorization", "knhk-namespace", "grpc-timeout"] {
@@ -120,7 +127,7 @@ impl ClusterService {
     /// Partition `p` when this node serves it. A node whose lease is not valid serves none of
     /// its partitions, reads included: another node may own them already, and this one's
     /// state may be stale.
-    fn local(&self, p: u16) -> Result<Option<Arc<super::Part>>, Status> {
+    pub(super) fn local(&self, p: u16) -> Result<Option<Arc<super::Part>>, Status> {
         match self.node.part(p) {
             Some(_) if !self.node.lease.valid() => Err(Self::unavailable(
                 p,
@@ -131,7 +138,7 @@ impl ClusterService {
     }
 
     /// Every partition this node serves (none while its lease is not valid).
-    fn locals(&self) -> Result<Vec<Arc<super::Part>>, Status> {
+    pub(super) fn locals(&self) -> Result<Vec<Arc<super::Part>>, Status> {
         if !self.node.lease.valid() {
             return Err(Status::unavailable(
                 "this node's ownership lease is not valid; retry",
@@ -487,12 +494,9 @@ impl Knhk for ClusterService {
 
     async fn submit_events(
         &self,
-        _request: Request<Streaming<SubmitEventsRequest>>,
+        request: Request<Streaming<SubmitEventsRequest>>,
     ) -> Result<Response<Self::SubmitEventsStream>, Status> {
-        Err(Status::failed_precondition(
-            "SubmitEvents is not built yet in cluster mode: use the unary task calls \
-             (docs/cluster.md)",
-        ))
+        super::bulk::submit_events(self.clone(), request)
     }
 
     async fn start_instances(

@@ -1076,6 +1076,50 @@ impl Knhk for KnhkService {
     }
 }
 
+impl KnhkService {
+    /// Queues one bulk batch on this service's engine at once (so batches queued one after
+    /// another run in that order per case) and returns the future of its results, in event
+    /// order. The cluster router runs a partition's share of a caller's `SubmitEvents` batch
+    /// this way; the caller's event budget is taken by the router, once per batch.
+    pub fn queue_batch(
+        &self,
+        namespace: &str,
+        events: Vec<proto::Event>,
+    ) -> impl std::future::Future<Output = Vec<proto::EventResult>> + Send + 'static {
+        let engine = self.engine.clone();
+        let (pending, foreign) = if let Err(s) = self.live() {
+            let refused = events
+                .iter()
+                .enumerate()
+                .map(|(pos, e)| {
+                    (
+                        pos,
+                        EventResult {
+                            case_id: e.case_id,
+                            error: Some(EngineError::Unavailable(s.message().to_string())),
+                            state: None,
+                        },
+                    )
+                })
+                .collect();
+            (engine.submit_batch(Vec::new()), refused)
+        } else {
+            let events = events.into_iter().map(convert::event_in).collect();
+            let room = self.ns_limits.case_room(&engine, namespace);
+            let (events, foreign) =
+                split_by_namespace(&engine, namespace, events, room, &self.ns_limits);
+            (engine.submit_batch_in(namespace, events), foreign)
+        };
+        async move {
+            let results = pending.finish(&engine).await;
+            merge_refused(results, foreign)
+                .into_iter()
+                .map(convert::result_out)
+                .collect()
+        }
+    }
+}
+
 /// Splits a bulk batch into the events the caller's namespace `ns` may run and NOT_FOUND
 /// results (by position) for events naming another namespace's case, answered as an unknown
 /// one would be (a creation's workflow is looked up in `ns` by the engine), and

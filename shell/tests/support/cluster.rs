@@ -1,0 +1,312 @@
+//! A cluster on loopback for tests and benches (docs/cluster.md): 3 `nats-server`
+//! (JetStream), 3 `etcd` and 3 `knhk serve --nats … --etcd …` under a temporary directory,
+//! each process started and stopped by its id. Included with `#[path]` by
+//! `tests/cluster_faults.rs` and `benches/cluster.rs`.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use knhk_shell::proto::{self, knhk_client::KnhkClient};
+use tonic::transport::Channel;
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+pub fn on_path(bin: &str) -> bool {
+    Command::new(bin)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+pub fn signal(child: &Child, sig: &str) {
+    let _ = Command::new("kill")
+        .args([&format!("-{sig}"), &child.id().to_string()])
+        .status();
+}
+
+/// One supervised process: how to start it, and the running child.
+pub struct Proc {
+    pub name: String,
+    pub cmd: Vec<String>,
+    pub log: PathBuf,
+    pub child: Option<Child>,
+}
+
+impl Proc {
+    pub fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let child = Command::new(&self.cmd[0])
+            .args(&self.cmd[1..])
+            .stdout(Stdio::from(log.try_clone().expect("log")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", self.name));
+        self.child = Some(child);
+    }
+
+    pub fn kill(&mut self, sig: &str) {
+        if let Some(c) = &self.child {
+            signal(c, sig);
+        }
+    }
+
+    /// Reaps an exited child (a zombie knhk exits on its own once its lease is gone).
+    pub fn exited(&mut self) -> bool {
+        match &mut self.child {
+            Some(c) => matches!(c.try_wait(), Ok(Some(_))),
+            None => true,
+        }
+    }
+
+    pub fn stop_and_wait(&mut self, sig: &str) {
+        if let Some(mut c) = self.child.take() {
+            signal(&c, sig);
+            signal(&c, "CONT");
+            let t0 = Instant::now();
+            while t0.elapsed() < Duration::from_secs(10) {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub struct Cluster {
+    pub nats: Vec<Proc>,
+    pub etcd: Vec<Proc>,
+    pub knhk: Vec<Proc>,
+    /// The knhk nodes' gRPC endpoints (`http://…`).
+    pub grpc: Vec<String>,
+    /// The knhk nodes' HTTP addresses (metrics, probes).
+    pub http: Vec<String>,
+    pub nats_urls: Vec<String>,
+    pub partitions: u16,
+    _dir: tempdir::Dir,
+}
+
+mod tempdir {
+    /// A directory removed when dropped.
+    pub struct Dir(pub std::path::PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            if std::env::var_os("KNHK_HA_KEEP").is_none() {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+    }
+}
+
+/// The processes of a cluster (none started yet): 3 nats-server, 3 etcd, 3 knhk nodes with
+/// `partitions` partitions and a `lease_ttl_s` lease, each node with `extra` flags.
+pub fn cluster(dir: &Path, partitions: u16, lease_ttl_s: u64, extra: &[&str]) -> Cluster {
+    let nats_ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+    let etcd_ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+    let knhk_ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+    let routes: Vec<String> = nats_ports
+        .iter()
+        .map(|(_, c)| format!("nats-route://127.0.0.1:{c}"))
+        .collect();
+    let mut nats = Vec::new();
+    for (i, (client, route)) in nats_ports.iter().enumerate() {
+        let store = dir.join(format!("nats{i}"));
+        std::fs::create_dir_all(&store).expect("store dir");
+        let conf = dir.join(format!("nats{i}.conf"));
+        std::fs::write(
+            &conf,
+            format!(
+                "server_name: n{i}\nlisten: 127.0.0.1:{client}\njetstream {{ store_dir: \"{}\" }}\n\
+                 cluster {{ name: knhk, listen: 127.0.0.1:{route}, routes: [{}] }}\n",
+                store.display(),
+                routes.join(", ")
+            ),
+        )
+        .expect("nats config");
+        nats.push(Proc {
+            name: format!("nats{i}"),
+            cmd: vec![
+                "nats-server".into(),
+                "-c".into(),
+                conf.display().to_string(),
+            ],
+            log: dir.join(format!("nats{i}.log")),
+            child: None,
+        });
+    }
+    let initial: Vec<String> = etcd_ports
+        .iter()
+        .enumerate()
+        .map(|(i, (_, peer))| format!("e{i}=http://127.0.0.1:{peer}"))
+        .collect();
+    let mut etcd = Vec::new();
+    for (i, (client, peer)) in etcd_ports.iter().enumerate() {
+        etcd.push(Proc {
+            name: format!("etcd{i}"),
+            cmd: vec![
+                "etcd".into(),
+                "--name".into(),
+                format!("e{i}"),
+                "--data-dir".into(),
+                dir.join(format!("etcd{i}")).display().to_string(),
+                "--listen-client-urls".into(),
+                format!("http://127.0.0.1:{client}"),
+                "--advertise-client-urls".into(),
+                format!("http://127.0.0.1:{client}"),
+                "--listen-peer-urls".into(),
+                format!("http://127.0.0.1:{peer}"),
+                "--initial-advertise-peer-urls".into(),
+                format!("http://127.0.0.1:{peer}"),
+                "--initial-cluster".into(),
+                initial.join(","),
+                "--initial-cluster-state".into(),
+                "new".into(),
+            ],
+            log: dir.join(format!("etcd{i}.log")),
+            child: None,
+        });
+    }
+    let nats_urls: Vec<String> = nats_ports
+        .iter()
+        .map(|(c, _)| format!("nats://127.0.0.1:{c}"))
+        .collect();
+    let etcd_urls: Vec<String> = etcd_ports
+        .iter()
+        .map(|(c, _)| format!("http://127.0.0.1:{c}"))
+        .collect();
+    let mut knhk = Vec::new();
+    let mut grpc = Vec::new();
+    let mut http = Vec::new();
+    for (i, (g, h)) in knhk_ports.iter().enumerate() {
+        let addr = format!("127.0.0.1:{g}");
+        grpc.push(format!("http://{addr}"));
+        http.push(format!("127.0.0.1:{h}"));
+        let mut cmd: Vec<String> = vec![
+            env!("CARGO_BIN_EXE_knhk").into(),
+            "serve".into(),
+            "--grpc-addr".into(),
+            addr.clone(),
+            "--http-addr".into(),
+            format!("127.0.0.1:{h}"),
+            "--nats".into(),
+            nats_urls.join(","),
+            "--etcd".into(),
+            etcd_urls.join(","),
+            "--node-id".into(),
+            format!("k{i}"),
+            "--advertise".into(),
+            addr,
+            "--partitions".into(),
+            partitions.to_string(),
+            "--durability".into(),
+            "relaxed".into(),
+            "--lease-ttl-s".into(),
+            lease_ttl_s.to_string(),
+            "--case-capacity".into(),
+            "1048576".into(),
+            "--workers".into(),
+            "1".into(),
+        ];
+        cmd.extend(extra.iter().map(|s| s.to_string()));
+        knhk.push(Proc {
+            name: format!("knhk{i}"),
+            cmd,
+            log: dir.join(format!("knhk{i}.log")),
+            child: None,
+        });
+    }
+    Cluster {
+        nats,
+        etcd,
+        knhk,
+        grpc,
+        http,
+        nats_urls,
+        partitions,
+        _dir: tempdir::Dir(dir.to_path_buf()),
+    }
+}
+
+pub async fn client(addr: &str) -> Option<KnhkClient<Channel>> {
+    let ch = Channel::from_shared(addr.to_string())
+        .ok()?
+        .connect_timeout(Duration::from_millis(500))
+        .timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .ok()?;
+    Some(KnhkClient::new(ch))
+}
+
+/// One connection per node, kept across calls (a channel reconnects by itself after its node
+/// restarts): connecting for every call would load the nodes more than the calls do.
+#[derive(Default)]
+pub struct Clients(HashMap<String, KnhkClient<Channel>>);
+
+impl Clients {
+    pub async fn get(&mut self, addr: &str) -> Option<KnhkClient<Channel>> {
+        if let Some(k) = self.0.get(addr) {
+            return Some(k.clone());
+        }
+        let k = client(addr).await?;
+        self.0.insert(addr.to_string(), k.clone());
+        Some(k)
+    }
+}
+
+/// Every node answers and every partition has an owner.
+pub async fn settled(c: &Cluster) -> bool {
+    for addr in &c.grpc {
+        let Some(mut k) = client(addr).await else {
+            return false;
+        };
+        match k.get_topology(proto::GetTopologyRequest {}).await {
+            Ok(t) if t.get_ref().owners.len() == usize::from(c.partitions) => {}
+            _ => return false,
+        }
+    }
+    true
+}
+
+pub async fn wait_settled(c: &mut Cluster, within: Duration) {
+    let t0 = Instant::now();
+    while t0.elapsed() < within {
+        // The supervisor's part: a node that exited (a lost lease) is restarted.
+        for p in c.knhk.iter_mut() {
+            if p.exited() {
+                p.start();
+            }
+        }
+        if settled(c).await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("the cluster did not settle (every node up, every partition owned) within {within:?}");
+}
