@@ -638,6 +638,39 @@ async fn run(iters: u32) {
          deposed owners dropped by the epoch rule)",
         verified.len()
     );
+
+    // ExportXes through a node joins every owner's partitions into one document: one header,
+    // one trace per live case, one closing tag.
+    let mut k = client(&c.grpc[1]).await.expect("node 1");
+    let mut chunks = k
+        .export_xes(proto::ExportXesRequest::default())
+        .await
+        .expect("export")
+        .into_inner();
+    let mut doc = Vec::new();
+    let mut last = None;
+    while let Some(ch) = tokio_stream::StreamExt::next(&mut chunks).await {
+        let ch = ch.expect("export chunk");
+        doc.extend_from_slice(&ch.xes);
+        if ch.last {
+            last = Some(ch);
+        }
+    }
+    let last = last.expect("the export ended with its last chunk");
+    let doc = String::from_utf8(doc).expect("utf-8");
+    assert_eq!(
+        last.traces as usize,
+        live.len(),
+        "exported traces vs live cases"
+    );
+    assert_eq!(doc.matches("<trace>").count(), live.len(), "trace elements");
+    assert_eq!(doc.matches("<log ").count(), 1, "one log element");
+    assert_eq!(doc.matches("</log>").count(), 1, "one closing tag");
+    assert!(doc.ends_with("</log>\n"));
+    println!(
+        "ExportXes across {PARTITIONS} partitions: {} traces, {} events in one document",
+        last.traces, last.events
+    );
     for p in c.knhk.iter_mut() {
         p.stop_and_wait("TERM");
     }

@@ -19,6 +19,7 @@
 pub mod bulk;
 pub mod plog;
 pub mod router;
+mod xes_join;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};

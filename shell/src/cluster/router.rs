@@ -466,8 +466,8 @@ impl Knhk for ClusterService {
         let case_id = request.get_ref().case_id;
         if case_id == 0 {
             return Err(Status::failed_precondition(
-                "cluster mode exports one case at a time (case_id); a workflow's export across \
-                 partitions is not built yet (docs/cluster.md)",
+                "in cluster mode ExportCaseXes exports one case (case_id); export a workflow's \
+                 cases across partitions with the streaming ExportXes (docs/cluster.md)",
             ));
         }
         routed!(
@@ -482,12 +482,47 @@ impl Knhk for ClusterService {
 
     async fn export_xes(
         &self,
-        _request: Request<ExportXesRequest>,
+        request: Request<ExportXesRequest>,
     ) -> Result<Response<Self::ExportXesStream>, Status> {
-        Err(Status::failed_precondition(
-            "ExportXes across partitions is not built yet in cluster mode: export cases one at \
-             a time with ExportCaseXes (docs/cluster.md)",
-        ))
+        let r = request.get_ref().clone();
+        if r.case_id != 0 {
+            let p = self.partition_of_case(r.case_id)?;
+            return match self.local(p)? {
+                Some(part) => {
+                    let s = part.service.export_xes(request).await?;
+                    Ok(Response::new(Box::pin(s.into_inner()) as BoxStream<_>))
+                }
+                None => {
+                    let addr = self.remote_owner(p, &request)?;
+                    let mut c = self.peer(&addr)?;
+                    let s = c.export_xes(self.forward(request)).await?;
+                    Ok(Response::new(boxed(s.into_inner())))
+                }
+            };
+        }
+        // Every owner's partitions: one document each, joined into one (the headers are the
+        // same: the log's name follows from the request alone).
+        let plan = self.scatter_plan(&request)?;
+        let mut parts: Vec<BoxStream<XesChunk>> = Vec::new();
+        for part in plan.here {
+            let s = part.service.export_xes(Self::clone_req(&request)).await?;
+            parts.push(Box::pin(s.into_inner()));
+        }
+        for (addr, partitions) in plan.remote {
+            let mut c = self.peer(&addr)?;
+            let s = c.export_xes(self.scoped(&request, &partitions)?).await?;
+            parts.push(boxed(s.into_inner()));
+        }
+        let name = crate::grpc::service::log_name(
+            0,
+            &r.workflow_id,
+            r.created_from_unix_nanos,
+            r.created_to_unix_nanos,
+        );
+        let header = crate::xes::Writer::new(&name, usize::MAX).pending();
+        Ok(Response::new(Box::pin(super::xes_join::join(
+            parts, header,
+        ))))
     }
 
     type SubmitEventsStream = BoxStream<SubmitEventsResponse>;

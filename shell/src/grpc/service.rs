@@ -1280,7 +1280,7 @@ fn archived_query(
 }
 
 /// The XES log's `concept:name`.
-fn log_name(case_id: u64, workflow_id: &str, from: u64, to: u64) -> String {
+pub(crate) fn log_name(case_id: u64, workflow_id: &str, from: u64, to: u64) -> String {
     let mut name = if case_id != 0 {
         format!("knhk case {case_id}")
     } else if workflow_id.is_empty() {
