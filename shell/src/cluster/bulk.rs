@@ -30,6 +30,8 @@ use crate::proto::{Event, EventOp, EventResult, SubmitEventsRequest, SubmitEvent
 const PIPELINE_DEPTH: usize = 64;
 
 type Answer = Result<Vec<EventResult>, Status>;
+/// A partition served here, the batch positions of its events, and the events.
+type LocalShare = (Arc<super::Part>, Vec<usize>, Vec<Event>);
 type BatchFuture = Pin<Box<dyn Future<Output = Result<SubmitEventsResponse, Status>> + Send>>;
 
 /// One forwarded stream to an owner: shares go out in order and their answers come back in
@@ -205,7 +207,7 @@ async fn dispatch(
         .locals()
         .map(|l| l.iter().map(|p| p.partition).collect())
         .unwrap_or_default();
-    let mut local: BTreeMap<u16, (Arc<super::Part>, Vec<usize>, Vec<Event>)> = BTreeMap::new();
+    let mut local: BTreeMap<u16, LocalShare> = BTreeMap::new();
     let mut remote: BTreeMap<String, (Vec<usize>, Vec<Event>)> = BTreeMap::new();
     for (i, ev) in events.into_iter().enumerate() {
         let p = if ev.op == EventOp::CreateCase as i32 {

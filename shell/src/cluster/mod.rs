@@ -164,7 +164,9 @@ pub struct Node {
     /// Workflows: an engine that only holds the catalog (ids, namespaces, compiled nets).
     pub catalog_engine: Arc<Engine>,
     pub catalog_service: KnhkService,
-    catalog: tokio::sync::Mutex<Catalog>,
+    /// Written by the registration applier and by registrations (one at a time); read by
+    /// partition rebuilds, several at once.
+    catalog: tokio::sync::RwLock<Catalog>,
     applied: watch::Sender<u64>,
     /// The stream sequence of the last registration this node published.
     published: Arc<AtomicU64>,
@@ -364,7 +366,7 @@ impl Node {
             owners: RwLock::new(HashMap::new()),
             catalog_engine,
             catalog_service,
-            catalog: tokio::sync::Mutex::new(Catalog::default()),
+            catalog: tokio::sync::RwLock::new(Catalog::default()),
             applied,
             published: published.clone(),
             closing,
@@ -487,7 +489,7 @@ impl Node {
                     .get_stream(&stream_name)
                     .await
                     .map_err(|e| e.to_string())?;
-                let from = self.catalog.lock().await.applied_seq + 1;
+                let from = self.catalog.read().await.applied_seq + 1;
                 let consumer = stream
                     .create_consumer(jetstream::consumer::pull::OrderedConfig {
                         filter_subject: format!("{}.wf", self.cfg.name),
@@ -502,7 +504,7 @@ impl Node {
                 while let Some(m) = msgs.next().await {
                     let m = m.map_err(|e| e.to_string())?;
                     let seq = m.info().map_err(|e| e.to_string())?.stream_sequence;
-                    let mut cat = self.catalog.lock().await;
+                    let mut cat = self.catalog.write().await;
                     if seq <= cat.applied_seq {
                         continue;
                     }
@@ -568,7 +570,7 @@ impl Node {
         use crate::proto::knhk_server::Knhk;
         let (meta, ext, msg) = request.into_parts();
         for attempt in 0..20 {
-            let guard = self.catalog.lock().await;
+            let guard = self.catalog.write().await;
             let before = self.published_seq();
             let req = tonic::Request::from_parts(meta.clone(), ext.clone(), msg.clone());
             let res = self.catalog_service.register_workflow(req).await;
@@ -711,10 +713,14 @@ impl Node {
             self.hand_off(p, etcd).await;
         }
         let mut all_settled = true;
+        // Claims first, then every claimed partition rebuilt at once (a node taking over
+        // several partitions replays their subjects side by side, not one after another).
+        let mut claimed = Vec::new();
+        let mut failed_round = None;
         for p in 0..self.cfg.partitions {
             if self.stopping.load(Ordering::SeqCst) {
                 // Shutting down: claim nothing more (shutdown releases what is held).
-                return Ok(());
+                break;
             }
             if owners.contains_key(&p) {
                 continue;
@@ -731,14 +737,27 @@ impl Node {
                     format!("{} {}", self.cfg.node_id, self.cfg.advertise),
                     Some(PutOptions::new().with_lease(self.lease_id)),
                 )]);
-            let r = etcd.txn(txn).await.map_err(|e| e.to_string())?;
+            let r = match etcd.txn(txn).await {
+                Ok(r) => r,
+                Err(e) => {
+                    // What was claimed so far is still rebuilt below.
+                    failed_round = Some(e.to_string());
+                    break;
+                }
+            };
             if !r.succeeded() {
                 continue;
             }
             let epoch = r.header().map_or(0, |h| h.revision()) as u64;
             self.stats.epoch_changes.fetch_add(1, Ordering::Relaxed);
             tracing::info!(partition = p, epoch, "partition claimed; rebuilding");
-            if let Err(e) = self.adopt(p, epoch).await {
+            claimed.push((p, epoch));
+        }
+        let rebuilt =
+            futures_util::future::join_all(claimed.iter().map(|&(p, epoch)| self.adopt(p, epoch)))
+                .await;
+        for (&(p, epoch), result) in claimed.iter().zip(rebuilt) {
+            if let Err(e) = result {
                 tracing::error!(partition = p, error = %e, "partition rebuild failed; releasing it");
                 if !self.release_key(p, epoch, etcd).await {
                     lease_lost(&format!(
@@ -747,6 +766,9 @@ impl Node {
                 }
                 all_settled = false;
             }
+        }
+        if let Some(e) = failed_round {
+            return Err(e);
         }
         if all_settled {
             self.ready.send_replace(true);
@@ -780,8 +802,9 @@ impl Node {
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
-        // Workflows first, under the catalog lock: none is applied half-way meanwhile.
-        let cat = self.catalog.lock().await;
+        // Workflows first, under the catalog's read lock (held until the partition is in the
+        // routing table): no registration is applied half-way meanwhile.
+        let cat = self.catalog.read().await;
         let records = cat.records.clone();
         let fenced = async {
             let e2 = engine.clone();
