@@ -465,6 +465,7 @@ pub async fn serve_cluster(
         closing_rx,
         observer.enabled().then(|| observer.metrics().rpc.clone()),
         cfg.max_watchers,
+        cfg.namespace_limits,
     )
     .await?;
     observer.set_check(
@@ -498,11 +499,13 @@ pub async fn serve_cluster(
         }
         None => None,
     };
-    let conn_limit = crate::tls::ConnLimit::new(cfg.max_connections);
+    let conn_limit =
+        crate::tls::ConnLimit::with_idle_timeout(cfg.max_connections, cfg.idle_timeout);
     let router = tonic::transport::Server::builder()
         .max_concurrent_streams(Some(cfg.max_concurrent_streams))
         .tcp_nodelay(true)
         .layer(observer.rpc_layer())
+        .layer(crate::grpc::limits::LimitsLayer::new(cfg.request_timeout))
         .layer(AuthLayer::new(cfg.auth.clone()))
         .add_service(health_service)
         .add_service(reflection_v1)

@@ -263,6 +263,7 @@ impl Node {
         closing: watch::Receiver<bool>,
         metrics: Option<crate::metrics::RpcMetrics>,
         max_watchers: usize,
+        namespace_limits: crate::grpc::service::NamespaceLimits,
     ) -> std::io::Result<Arc<Node>> {
         let nats = async_nats::ConnectOptions::new()
             .name(format!("knhk-{}", cfg.node_id))
@@ -352,7 +353,9 @@ impl Node {
                 rt: tokio::runtime::Handle::current(),
             }),
         )?;
-        let catalog_service = KnhkService::new(catalog_engine.clone(), closing.clone(), None);
+        // Registrations go through the catalog: its per-namespace workflow cap is the cluster's.
+        let catalog_service = KnhkService::new(catalog_engine.clone(), closing.clone(), None)
+            .with_namespace_limits(namespace_limits);
         let (applied, _) = watch::channel(0u64);
         let (ready, _) = watch::channel(false);
         let node = Arc::new(Node {
