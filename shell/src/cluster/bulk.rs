@@ -221,14 +221,7 @@ async fn dispatch(
                 ));
                 continue;
             } else {
-                let owned: Vec<u16> = svc
-                    .node
-                    .owners
-                    .read()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .keys()
-                    .copied()
-                    .collect();
+                let owned = svc.owned_partitions();
                 if owned.is_empty() {
                     results[i] = Some(refused(
                         0,

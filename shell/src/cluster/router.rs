@@ -77,6 +77,17 @@ impl ClusterService {
         self.owner_address(p)
     }
 
+    /// The partitions that have an owner, as this node's view of the owner keys says.
+    pub(super) fn owned_partitions(&self) -> Vec<u16> {
+        self.node
+            .owners
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .copied()
+            .collect()
+    }
+
     /// The address of partition `p`'s owner when it is another node (UNAVAILABLE when it has
     /// none, or when it is this node and the partition is not serving yet).
     pub(super) fn owner_address(&self, p: u16) -> Result<String, Status> {
@@ -320,14 +331,7 @@ impl Knhk for ClusterService {
             return routed!(self, p, request, create_case);
         }
         // This node owns nothing yet: any owner takes it.
-        let owners: Vec<u16> = self
-            .node
-            .owners
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .keys()
-            .copied()
-            .collect();
+        let owners = self.owned_partitions();
         if owners.is_empty() || request.metadata().contains_key(FORWARDED) {
             return Err(Status::unavailable(
                 "no partition has an owner yet (the cluster is starting); retry",
