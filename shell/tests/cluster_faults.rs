@@ -293,23 +293,31 @@ async fn run_bulk_client(
     }
 }
 
-/// Every case the cluster holds, listed through node `addr` (one scatter-gather over every
-/// partition's owner): case id → (seq, state). Retried while a partition is in transit (the
-/// listing is refused then, never partial).
-async fn list_all(addr: &str) -> HashMap<u64, (u64, i32)> {
-    let deadline = Instant::now() + Duration::from_secs(60);
+/// Every case the cluster holds, listed by one scatter-gather over every partition's owner,
+/// through node `addrs[first]` and then, while the listing is refused (a partition in transit,
+/// a node whose view of the owners is behind), through the next nodes in turn: case id →
+/// (seq, state). A listing is refused, never partial.
+async fn list_all(addrs: &[String], first: usize) -> HashMap<u64, (u64, i32)> {
+    let deadline = Instant::now() + Duration::from_secs(150);
+    let mut last_error = String::from("none");
+    let mut attempt = first;
     'retry: loop {
         assert!(
             Instant::now() < deadline,
-            "ListCases through {addr} kept failing for 60 s after the cluster settled"
+            "ListCases kept failing through every node for 150 s after the cluster settled \
+             (last error: {last_error})"
         );
+        let addr = &addrs[attempt % addrs.len()];
+        attempt += 1;
         let Some(mut k) = client(addr).await else {
+            last_error = format!("{addr}: no connection");
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
         let mut listed = match k.list_cases(proto::ListCasesRequest::default()).await {
             Ok(l) => l.into_inner(),
             Err(s) if ambiguous(&s) => {
+                last_error = format!("{addr}: {s:?}");
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
@@ -323,6 +331,7 @@ async fn list_all(addr: &str) -> HashMap<u64, (u64, i32)> {
                     assert!(before.is_none(), "case {} listed twice", case.case_id);
                 }
                 Err(s) if ambiguous(&s) => {
+                    last_error = format!("{addr} (mid-stream): {s:?}");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     continue 'retry;
                 }
@@ -349,7 +358,7 @@ async fn check(
         .map(|(k, v)| (*k, *v))
         .collect();
     let addr = &c.grpc[round % c.grpc.len()];
-    let all = list_all(addr).await;
+    let all = list_all(&c.grpc, round).await;
     for (case, acked) in &snapshot {
         let Some(&(seq, _)) = all.get(case) else {
             // Not listed: ask its owner directly before calling it lost.
@@ -602,7 +611,7 @@ async fn run(iters: u32) {
     let (verified, dropped) = knhk_shell::cluster::verify(&c.nats_urls, "knhk", PARTITIONS, 65536)
         .await
         .expect("verifier replay");
-    let live = list_all(&c.grpc[2]).await;
+    let live = list_all(&c.grpc, 2).await;
     assert_eq!(
         verified.len(),
         live.len(),

@@ -117,6 +117,20 @@ mod tempdir {
     pub struct Dir(pub std::path::PathBuf);
     impl Drop for Dir {
         fn drop(&mut self) {
+            if std::thread::panicking() {
+                // A failed run leaves its story in the test's output: the end of every knhk
+                // node's log (the directory itself goes, unless KNHK_HA_KEEP is set).
+                for i in 0..3 {
+                    let log = self.0.join(format!("knhk{i}.log"));
+                    if let Ok(text) = std::fs::read_to_string(&log) {
+                        let lines: Vec<&str> = text.lines().collect();
+                        eprintln!("--- last lines of {}", log.display());
+                        for l in &lines[lines.len().saturating_sub(40)..] {
+                            eprintln!("{l}");
+                        }
+                    }
+                }
+            }
             if std::env::var_os("KNHK_HA_KEEP").is_none() {
                 let _ = std::fs::remove_dir_all(&self.0);
             }
