@@ -474,7 +474,7 @@ pub async fn serve_cluster(
         true,
     );
     observer.attach(&node.catalog_engine, None, health.clone());
-    observer.metrics().slot.set_cluster(node.stats.clone());
+    observer.metrics().slot.set_cluster(&node);
     {
         // Readiness: every partition this node ranks first for is claimed and rebuilt.
         let health = health.clone();

@@ -680,6 +680,26 @@ async fn run(iters: u32) {
         "ExportXes across {PARTITIONS} partitions: {} traces, {} events in one document",
         last.traces, last.events
     );
+
+    // /metrics: the nodes serve every partition between them, and published frames.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut served = 0.0;
+        let mut frames = 0.0;
+        for h in &c.http {
+            let m = harness::metrics(h).await;
+            served += harness::sample(&m, "knhk_cluster_partitions_owned");
+            frames += harness::sample(&m, "knhk_cluster_frames_total");
+        }
+        if served == f64::from(PARTITIONS) && frames > 0.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/metrics: {served} partitions served (of {PARTITIONS}), {frames} frames"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     for p in c.knhk.iter_mut() {
         p.stop_and_wait("TERM");
     }

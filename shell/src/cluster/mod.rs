@@ -73,7 +73,6 @@ pub const LOG_STREAMS: u16 = 3;
 /// Cluster counters (on /metrics as `knhk_cluster_*`).
 #[derive(Debug, Default)]
 pub struct ClusterStats {
-    pub partitions_owned: AtomicU64,
     pub handoffs: AtomicU64,
     pub epoch_changes: AtomicU64,
     pub forwarded: AtomicU64,
@@ -859,7 +858,6 @@ impl Node {
                 }),
             );
         drop(cat);
-        self.stats.partitions_owned.fetch_add(1, Ordering::Relaxed);
         tracing::info!(
             partition = p,
             epoch,
@@ -913,7 +911,6 @@ impl Node {
                 "the owner key of partition {p} could not be released"
             ));
         }
-        self.stats.partitions_owned.fetch_sub(1, Ordering::Relaxed);
         self.stats.handoffs.fetch_add(1, Ordering::Relaxed);
         tracing::info!(
             partition = p,
@@ -947,6 +944,11 @@ impl Node {
             }
         }
         false
+    }
+
+    /// How many partitions this node serves now.
+    pub fn partitions_served(&self) -> usize {
+        self.parts.read().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     /// The partition `p` if this node serves it.

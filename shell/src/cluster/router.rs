@@ -285,6 +285,44 @@ macro_rules! routed {
     }};
 }
 
+/// A server-streaming call on partition `$p`: served here or forwarded to the owner.
+macro_rules! routed_stream {
+    ($self:ident, $p:expr, $req:ident, $method:ident) => {{
+        let p = $p;
+        match $self.local(p)? {
+            Some(part) => {
+                let r = part.service.$method($req).await?;
+                Ok(Response::new(Box::pin(r.into_inner()) as BoxStream<_>))
+            }
+            None => {
+                let addr = $self.remote_owner(p, &$req)?;
+                let mut c = $self.peer(&addr)?;
+                let r = c.$method($self.forward($req)).await?;
+                Ok(Response::new(boxed(r.into_inner())))
+            }
+        }
+    }};
+}
+
+/// The streams of a scatter-gather: one per partition served here, one per other owner
+/// (scoped to the partitions it must serve); see `ClusterService::scatter_plan`.
+macro_rules! scattered {
+    ($self:ident, $req:ident, $method:ident) => {{
+        let plan = $self.scatter_plan(&$req)?;
+        let mut streams = Vec::new();
+        for part in plan.here {
+            let r = part.service.$method(Self::clone_req(&$req)).await?;
+            streams.push(Box::pin(r.into_inner()) as BoxStream<_>);
+        }
+        for (addr, partitions) in plan.remote {
+            let mut c = $self.peer(&addr)?;
+            let r = c.$method($self.scoped(&$req, &partitions)?).await?;
+            streams.push(boxed(r.into_inner()));
+        }
+        streams
+    }};
+}
+
 fn boxed<T: Send + 'static>(s: Streaming<T>) -> BoxStream<T> {
     Box::pin(s)
 }
@@ -406,32 +444,10 @@ impl Knhk for ClusterService {
     ) -> Result<Response<Self::WatchCaseStream>, Status> {
         let case_id = request.get_ref().case_id;
         if case_id != 0 {
-            let p = self.partition_of_case(case_id)?;
-            return match self.local(p)? {
-                Some(part) => {
-                    let r = part.service.watch_case(request).await?;
-                    Ok(Response::new(Box::pin(r.into_inner()) as BoxStream<_>))
-                }
-                None => {
-                    let addr = self.remote_owner(p, &request)?;
-                    let mut c = self.peer(&addr)?;
-                    let r = c.watch_case(self.forward(request)).await?;
-                    Ok(Response::new(boxed(r.into_inner())))
-                }
-            };
+            return routed_stream!(self, self.partition_of_case(case_id)?, request, watch_case);
         }
         // A workflow's events: every owner's partitions, merged.
-        let plan = self.scatter_plan(&request)?;
-        let mut streams: Vec<BoxStream<WatchEvent>> = Vec::new();
-        for part in plan.here {
-            let r = part.service.watch_case(Self::clone_req(&request)).await?;
-            streams.push(Box::pin(r.into_inner()));
-        }
-        for (addr, partitions) in plan.remote {
-            let mut c = self.peer(&addr)?;
-            let r = c.watch_case(self.scoped(&request, &partitions)?).await?;
-            streams.push(boxed(r.into_inner()));
-        }
+        let streams = scattered!(self, request, watch_case);
         Ok(Response::new(Box::pin(futures_util::stream::select_all(
             streams,
         ))))
@@ -444,17 +460,7 @@ impl Knhk for ClusterService {
         request: Request<ListCasesRequest>,
     ) -> Result<Response<Self::ListCasesStream>, Status> {
         let limit = request.get_ref().limit as usize;
-        let plan = self.scatter_plan(&request)?;
-        let mut streams: Vec<BoxStream<Case>> = Vec::new();
-        for part in plan.here {
-            let r = part.service.list_cases(Self::clone_req(&request)).await?;
-            streams.push(r.into_inner());
-        }
-        for (addr, partitions) in plan.remote {
-            let mut c = self.peer(&addr)?;
-            let r = c.list_cases(self.scoped(&request, &partitions)?).await?;
-            streams.push(boxed(r.into_inner()));
-        }
+        let streams = scattered!(self, request, list_cases);
         let merged = futures_util::stream::select_all(streams);
         if limit > 0 {
             Ok(Response::new(Box::pin(merged.take(limit))))
@@ -490,33 +496,16 @@ impl Knhk for ClusterService {
     ) -> Result<Response<Self::ExportXesStream>, Status> {
         let r = request.get_ref().clone();
         if r.case_id != 0 {
-            let p = self.partition_of_case(r.case_id)?;
-            return match self.local(p)? {
-                Some(part) => {
-                    let s = part.service.export_xes(request).await?;
-                    Ok(Response::new(Box::pin(s.into_inner()) as BoxStream<_>))
-                }
-                None => {
-                    let addr = self.remote_owner(p, &request)?;
-                    let mut c = self.peer(&addr)?;
-                    let s = c.export_xes(self.forward(request)).await?;
-                    Ok(Response::new(boxed(s.into_inner())))
-                }
-            };
+            return routed_stream!(
+                self,
+                self.partition_of_case(r.case_id)?,
+                request,
+                export_xes
+            );
         }
         // Every owner's partitions: one document each, joined into one (the headers are the
         // same: the log's name follows from the request alone).
-        let plan = self.scatter_plan(&request)?;
-        let mut parts: Vec<BoxStream<XesChunk>> = Vec::new();
-        for part in plan.here {
-            let s = part.service.export_xes(Self::clone_req(&request)).await?;
-            parts.push(Box::pin(s.into_inner()));
-        }
-        for (addr, partitions) in plan.remote {
-            let mut c = self.peer(&addr)?;
-            let s = c.export_xes(self.scoped(&request, &partitions)?).await?;
-            parts.push(boxed(s.into_inner()));
-        }
+        let parts = scattered!(self, request, export_xes);
         let name = crate::grpc::service::log_name(
             0,
             &r.workflow_id,

@@ -46,7 +46,7 @@ use knhk_engine::stats::{pattern_name, EVENT_CELLS, OP_NAMES, PATTERNS, STATUS_N
 pub struct EngineSlot {
     engine: OnceLock<Weak<Engine>>,
     journal: OnceLock<Arc<JournalStats>>,
-    cluster: OnceLock<Arc<crate::cluster::ClusterStats>>,
+    cluster: OnceLock<Weak<crate::cluster::Node>>,
     /// Seconds since each worker's heartbeat last moved (maintained by the probes' watchdog).
     pub heartbeat_age: Mutex<Vec<f64>>,
 }
@@ -60,9 +60,9 @@ impl EngineSlot {
         }
     }
 
-    /// Points the collector at a cluster node's counters (cluster mode).
-    pub fn set_cluster(&self, stats: Arc<crate::cluster::ClusterStats>) {
-        let _ = self.cluster.set(stats);
+    /// Points the collector at a cluster node (cluster mode).
+    pub fn set_cluster(&self, node: &Arc<crate::cluster::Node>) {
+        let _ = self.cluster.set(Arc::downgrade(node));
     }
 
     /// The event log's counters, when durability is on.
@@ -402,13 +402,14 @@ impl prometheus_client::collector::Collector for EngineCollector {
             None,
             i64::try_from(self.started.elapsed().as_secs()).unwrap_or(i64::MAX),
         )?;
-        if let Some(c) = self.slot.cluster.get() {
+        if let Some(node) = self.slot.cluster.get().and_then(Weak::upgrade) {
+            let c = &node.stats;
             gauge(
                 &mut encoder,
                 "knhk_cluster_partitions_owned",
                 "Partitions this node owns and serves (cluster mode)",
                 None,
-                i64::try_from(c.partitions_owned.load(Ordering::Relaxed)).unwrap_or(i64::MAX),
+                i64::try_from(node.partitions_served()).unwrap_or(i64::MAX),
             )?;
             for (name, help, field) in CLUSTER_COUNTERS {
                 counter(

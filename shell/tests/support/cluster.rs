@@ -324,3 +324,25 @@ pub async fn wait_settled(c: &mut Cluster, within: Duration) {
     }
     panic!("the cluster did not settle (every node up, every partition owned) within {within:?}");
 }
+
+/// The `/metrics` text of a node's HTTP address (`Cluster::http`), by a plain HTTP/1.1 GET.
+pub async fn metrics(addr: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+        return String::new();
+    };
+    let req = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    if s.write_all(req.as_bytes()).await.is_err() {
+        return String::new();
+    }
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf).await;
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// The value of an unlabelled sample `name` in a metrics text (0 when absent).
+pub fn sample(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
