@@ -132,6 +132,8 @@ pub(crate) fn lifecycle_code(l: Lifecycle) -> u8 {
         Lifecycle::Withdraw => 3,
         Lifecycle::AteAbort => 4,
         Lifecycle::PiAbort => 5,
+        Lifecycle::TimerSkip => 6,
+        Lifecycle::TimerComplete => 7,
     }
 }
 
@@ -142,6 +144,8 @@ pub(crate) fn lifecycle_of(c: u8) -> Option<Lifecycle> {
         3 => Lifecycle::Withdraw,
         4 => Lifecycle::AteAbort,
         5 => Lifecycle::PiAbort,
+        6 => Lifecycle::TimerSkip,
+        7 => Lifecycle::TimerComplete,
         _ => return None,
     })
 }

@@ -85,6 +85,12 @@ pub enum Lifecycle {
     Withdraw = 3,
     AteAbort = 4,
     PiAbort = 5,
+    /// The task's timer expired while it was enabled: it completed without being started
+    /// (YAWL's skip; XES `autoskip`).
+    TimerSkip = 6,
+    /// The task's timer expired while it was started: the engine completed it (XES
+    /// `complete`, with `knhk:timer`).
+    TimerComplete = 7,
 }
 
 impl Lifecycle {
@@ -96,7 +102,14 @@ impl Lifecycle {
             Lifecycle::Withdraw => "withdraw",
             Lifecycle::AteAbort => "ate_abort",
             Lifecycle::PiAbort => "pi_abort",
+            Lifecycle::TimerSkip => "autoskip",
+            Lifecycle::TimerComplete => "complete",
         }
+    }
+
+    /// The event is a timer's expiry.
+    pub fn by_timer(self) -> bool {
+        matches!(self, Lifecycle::TimerSkip | Lifecycle::TimerComplete)
     }
 }
 

@@ -42,7 +42,9 @@ use crate::workers::{
 use crate::workflow::{bits, Workflow, DEFAULT_NAMESPACE};
 
 mod auto;
+mod timers;
 pub use auto::{MAX_PATH, MAX_ROUNDS};
+pub use timers::{ArmedTimer, TimerStats};
 
 /// Engine configuration (the server's flags).
 #[derive(Debug, Clone)]
@@ -139,6 +141,8 @@ pub struct SlotBook {
     pub history: VecDeque<Hist>,
     /// Events dropped from the front of `history` (history_limit).
     pub history_dropped: u64,
+    /// The case's armed timers (`timers`).
+    pub timers: Vec<ArmedTimer>,
 }
 
 impl SlotBook {
@@ -156,6 +160,7 @@ impl SlotBook {
             regs: [0; REGISTERS],
             history: VecDeque::new(),
             history_dropped: 0,
+            timers: Vec::new(),
         }
     }
 }
@@ -274,6 +279,8 @@ pub struct CaseView {
     pub created_ns: u64,
     /// Read from the archive: the case is no longer in memory.
     pub archived: bool,
+    /// Its armed task timers.
+    pub timers: Vec<ArmedTimer>,
 }
 
 /// Called on a shard's reply thread with every executed job, in execution order. The hook owns
@@ -343,6 +350,8 @@ pub struct Engine {
     auto_tasks: AtomicBool,
     /// Woken each time the archiver stored a batch (a creation waiting for a slot retries).
     archived: Arc<tokio::sync::Notify>,
+    /// Task timers: their specifications, schedule and counters.
+    timers: Arc<timers::Timers>,
 }
 
 /// Counters of the archiver (metrics, health).
@@ -499,6 +508,7 @@ impl Engine {
             client_predicates: AtomicBool::new(false),
             auto_tasks: AtomicBool::new(false),
             archived: Arc::new(tokio::sync::Notify::new()),
+            timers: Arc::new(timers::Timers::default()),
         });
         let mut threads = Vec::with_capacity(workers);
         for (index, port) in ports.into_iter().enumerate() {
@@ -509,6 +519,7 @@ impl Engine {
                 hook: hook.clone(),
                 history_limit: engine.cfg.history_limit,
                 finished: archive.as_ref().map(|_| finished_tx.clone()),
+                timers: engine.timers.clone(),
             };
             let t = thread::Builder::new()
                 .name(format!("knhk-reply-{index}"))
@@ -719,6 +730,7 @@ impl Engine {
         if wf.auto != 0 {
             self.auto_tasks.store(true, Ordering::Relaxed);
         }
+        self.timers.register(&wf);
         let mut reg = self.registry.write().unwrap_or_else(|p| p.into_inner());
         reg.list.push(wf.clone());
         reg.by_id
@@ -1110,10 +1122,12 @@ impl Engine {
     }
 
     fn view(&self, shard: usize, slot: u32, case_id: u64) -> Result<CaseView, EngineError> {
-        let (wf_index, last, regs, created_ns) = {
+        let (wf_index, last, regs, created_ns, timers) = {
             let book = lock(&self.shards[shard].book);
             match book.slots.get(slot as usize) {
-                Some(s) if s.id == case_id && s.live => (s.workflow, s.last, s.regs, s.created_ns),
+                Some(s) if s.id == case_id && s.live => {
+                    (s.workflow, s.last, s.regs, s.created_ns, s.timers.clone())
+                }
                 _ => return Err(EngineError::NoCase(case_id)),
             }
         };
@@ -1127,6 +1141,7 @@ impl Engine {
             regs,
             created_ns,
             archived: false,
+            timers,
         })
     }
 
@@ -1357,6 +1372,7 @@ impl Engine {
             regs: f.regs,
             created_ns: f.created_ns,
             archived: true,
+            timers: Vec::new(),
         })
     }
 
@@ -1418,6 +1434,7 @@ impl Engine {
                             regs: b.regs,
                             created_ns: b.created_ns,
                             archived: false,
+                            timers: b.timers.clone(),
                         })
                     })
                     .collect()
@@ -1972,6 +1989,7 @@ struct ReplyCtx {
     history_limit: usize,
     /// To the archiver: (shard, slot, id) of each case that became terminal.
     finished: Option<std::sync::mpsc::Sender<(usize, u32, u64)>>,
+    timers: Arc<timers::Timers>,
 }
 
 fn reply_loop(mut port: ReplyPort, ctx: ReplyCtx) {
@@ -2043,6 +2061,7 @@ fn record(ctx: &ReplyCtx, job: &mut Job, scratch: &mut Vec<WatchItem>) {
                     v.terminal = s.terminal;
                     v.history = s.history.iter().copied().collect();
                     v.history_dropped = s.history_dropped;
+                    v.timers = s.timers.clone();
                 }
                 break 'op;
             }
@@ -2054,6 +2073,9 @@ fn record(ctx: &ReplyCtx, job: &mut Job, scratch: &mut Vec<WatchItem>) {
                     s.regs = v.regs;
                     s.history = std::mem::take(&mut v.history).into();
                     s.history_dropped = v.history_dropped;
+                    s.timers = std::mem::take(&mut v.timers);
+                    ctx.timers
+                        .restore(ctx.shard, op.slot, op.case_id, &s.timers);
                     if !v.terminal {
                         if let Some(n) = book.unfinished.get_mut(usize::from(s.workflow)) {
                             *n += 1;
@@ -2097,9 +2119,14 @@ fn record(ctx: &ReplyCtx, job: &mut Job, scratch: &mut Vec<WatchItem>) {
                     }
                 }
             }
+            // tasks whose episode ended in this op (a timer armed for them falls)
+            let mut ended = 0u64;
             let mut emit = |task: u8, kind: EventKind, lc: Option<Lifecycle>, instance: u32| {
                 produced += 1;
                 if let Some(lc) = lc {
+                    if lc != Lifecycle::Start && instance == NO_INSTANCE && task < 64 {
+                        ended |= 1u64 << task;
+                    }
                     if s.history.len() >= ctx.history_limit {
                         s.history.pop_front();
                         s.history_dropped += 1;
@@ -2140,6 +2167,19 @@ fn record(ctx: &ReplyCtx, job: &mut Job, scratch: &mut Vec<WatchItem>) {
                     State::Deadlocked => emit(0, EventKind::CaseDeadlocked, None, NO_INSTANCE),
                     State::Running => {}
                 }
+            }
+            if !s.timers.is_empty() || o.state == State::Running {
+                ctx.timers.update(
+                    ctx.shard,
+                    op.slot,
+                    op.case_id,
+                    s.workflow,
+                    &mut s.timers,
+                    o,
+                    ended,
+                    &s.regs,
+                    now,
+                );
             }
             if matches!(o.state, State::Complete | State::Cancelled) && !s.terminal {
                 s.terminal = true;
@@ -2210,7 +2250,8 @@ fn derive(
             }
         }
         OpKind::Complete | OpKind::Fire => {
-            if op.kind == OpKind::Fire {
+            let by_timer = op.flags & workers::OP_TIMER != 0;
+            if op.kind == OpKind::Fire && !by_timer {
                 emit(t, Task, Some(Lifecycle::Start), NO_INSTANCE);
             }
             for a in bits(aborted) {
@@ -2219,7 +2260,12 @@ fn derive(
             for w in bits(withdrawn) {
                 emit(w as u8, Task, Some(Lifecycle::Withdraw), NO_INSTANCE);
             }
-            emit(t, Task, Some(Lifecycle::Complete), NO_INSTANCE);
+            let lc = match (by_timer, op.kind) {
+                (false, _) => Lifecycle::Complete,
+                (true, OpKind::Fire) => Lifecycle::TimerSkip,
+                (true, _) => Lifecycle::TimerComplete,
+            };
+            emit(t, Task, Some(lc), NO_INSTANCE);
         }
         OpKind::CancelTask => {
             let lc = if o.busy_before & tb != 0 {

@@ -160,6 +160,10 @@ pub const OP_COUNT: u8 = 2;
 /// sequence number (mod 2^32) is `expect_seq`: a retried op that already took effect is never
 /// applied twice.
 pub const OP_EXPECT_SEQ: u8 = 4;
+/// Op flag: the op is a task timer's expiry (a Fire skips the enabled task, a Complete ends the
+/// started one): its events say so ([`crate::command::Lifecycle::TimerSkip`],
+/// [`crate::command::Lifecycle::TimerComplete`]). The worker ignores it.
+pub const OP_TIMER: u8 = 8;
 
 /// One operation of a job. 40 bytes, `Copy`.
 #[derive(Debug, Clone, Copy)]
@@ -311,6 +315,8 @@ pub struct SavedCase {
     pub history: Vec<crate::command::Hist>,
     /// Events dropped from the front of `history` (the engine's history limit).
     pub history_dropped: u64,
+    /// The case's armed timers.
+    pub timers: Vec<crate::engine::ArmedTimer>,
 }
 
 impl Default for SavedCase {
@@ -322,6 +328,7 @@ impl Default for SavedCase {
             terminal: false,
             history: Vec::new(),
             history_dropped: 0,
+            timers: Vec::new(),
         }
     }
 }

@@ -32,6 +32,8 @@ pub struct TaskMeta {
     /// Its outgoing flows whose predicate the client evaluates (registered with client
     /// predicates): completing it takes `branch_bits`.
     pub client_predicates: Vec<ClientPredicate>,
+    /// Its timer: on expiry the engine skips it (enabled) or completes it (started).
+    pub timer: Option<knhk_import::ir::Timer>,
 }
 
 /// A flow whose predicate the client evaluates: bit `bit` of the completion's branch bits.
@@ -132,8 +134,9 @@ impl Workflow {
                 name: t.id.clone(),
                 label: t.label.clone(),
                 silent: t.silent,
-                // A multiple-instance task needs the client to say how many instances start.
-                automatic: t.silent && !t.has_external() && t.mi.is_none(),
+                // A multiple-instance task needs the client to say how many instances start; a
+                // silent task with a timer waits for it.
+                automatic: t.silent && !t.has_external() && t.mi.is_none() && t.timer.is_none(),
                 join: t.join.to_string(),
                 split: t.split.to_string(),
                 client_predicates: t
@@ -147,6 +150,7 @@ impl Workflow {
                         predicate: f.predicate.clone().unwrap_or_default(),
                     })
                     .collect(),
+                timer: t.timer.clone(),
             })
             .collect();
         let mut task_by_name = HashMap::new();

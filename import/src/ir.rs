@@ -178,6 +178,95 @@ pub struct Task {
     pub label: String,
     /// For the entry task of a flattened composite task: the sub-net's id.
     pub composite: Option<String>,
+    /// The task's timer (YAWL `<timer>`, or a deadline of the JSON form), armed by the engine.
+    pub timer: Option<Timer>,
+}
+
+/// When a task's timer starts running (YAWL `<trigger>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimerTrigger {
+    /// When the task is enabled (`OnEnabled`); it keeps running if the task is started.
+    OnEnabled,
+    /// When the task is started (`OnExecuting`).
+    OnExecuting,
+}
+
+/// When a task's timer expires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TimerWhen {
+    /// A duration after the trigger: `months` calendar months (years count 12), then `millis`
+    /// milliseconds. `text` is the duration as the model wrote it.
+    After {
+        months: u32,
+        millis: u64,
+        text: String,
+    },
+    /// A fixed time: milliseconds since the Unix epoch (YAWL `<expiry>`).
+    At { unix_ms: i64 },
+    /// A duration in milliseconds read from an integer variable when the timer starts; the
+    /// register it lives in once lowered.
+    Variable { name: String, register: Option<u8> },
+}
+
+/// A task timer: on expiry an enabled task is skipped (it completes without being started)
+/// and a started one is completed, as the YAWL engine does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timer {
+    pub trigger: TimerTrigger,
+    pub when: TimerWhen,
+}
+
+impl fmt::Display for Timer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let on = match self.trigger {
+            TimerTrigger::OnEnabled => "on enablement",
+            TimerTrigger::OnExecuting => "on start",
+        };
+        match &self.when {
+            TimerWhen::After { text, .. } => write!(f, "{text}, armed {on}"),
+            TimerWhen::At { unix_ms } => {
+                write!(f, "at {unix_ms} ms since the Unix epoch, armed {on}")
+            }
+            TimerWhen::Variable { name, .. } => {
+                write!(f, "after the milliseconds in variable '{name}', armed {on}")
+            }
+        }
+    }
+}
+
+impl Timer {
+    /// Parses an ISO 8601 duration (`PT30M`, `P3D`, `P1Y2M`) into a timer expiring that long
+    /// after `trigger`.
+    pub fn after(trigger: TimerTrigger, text: &str) -> Result<Timer, String> {
+        let d = iso8601::duration(text.trim())
+            .map_err(|_| format!("'{text}' is not an ISO 8601 duration (such as PT30M or P3D)"))?;
+        let (months, millis) = match d {
+            iso8601::Duration::YMDHMS {
+                year,
+                month,
+                day,
+                hour,
+                minute,
+                second,
+                millisecond,
+            } => {
+                let months = u64::from(year) * 12 + u64::from(month);
+                let secs = ((u64::from(day) * 24 + u64::from(hour)) * 60 + u64::from(minute)) * 60
+                    + u64::from(second);
+                (months, secs * 1000 + u64::from(millisecond))
+            }
+            iso8601::Duration::Weeks(w) => (0, u64::from(w) * 7 * 86_400_000),
+        };
+        let months = u32::try_from(months).map_err(|_| format!("duration '{text}' is too long"))?;
+        Ok(Timer {
+            trigger,
+            when: TimerWhen::After {
+                months,
+                millis,
+                text: text.trim().to_string(),
+            },
+        })
+    }
 }
 
 impl Task {

@@ -15,7 +15,7 @@
 use serde::Deserialize;
 
 use crate::error::ImportError;
-use crate::ir::{Join, MultiInstance, SourceFormat, Split};
+use crate::ir::{Join, MultiInstance, SourceFormat, Split, Timer, TimerTrigger, TimerWhen};
 use crate::raw::{Kind, RawElement, RawFlow, RawNet, RawSpec, RawTask, RawVar};
 
 #[derive(Debug, Deserialize)]
@@ -140,6 +140,52 @@ struct JsonTask {
     decomposes_to: Option<String>,
     #[serde(default)]
     silent: bool,
+    timer: Option<JsonTimer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum JsonTrigger {
+    Enabled,
+    Started,
+}
+
+/// A task deadline: `trigger` says when it starts; exactly one of `duration` (ISO 8601),
+/// `expiry` (ms since the Unix epoch) or `variable` (an integer variable holding milliseconds,
+/// read when the timer starts).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonTimer {
+    trigger: JsonTrigger,
+    duration: Option<String>,
+    expiry: Option<i64>,
+    variable: Option<String>,
+}
+
+fn timer(task: &str, t: JsonTimer) -> Result<Timer, ImportError> {
+    let trigger = match t.trigger {
+        JsonTrigger::Enabled => TimerTrigger::OnEnabled,
+        JsonTrigger::Started => TimerTrigger::OnExecuting,
+    };
+    match (t.duration, t.expiry, t.variable) {
+        (Some(d), None, None) => Timer::after(trigger, &d)
+            .map_err(|why| ImportError::malformed(task, format!("timer: {why}"))),
+        (None, Some(unix_ms), None) => Ok(Timer {
+            trigger,
+            when: TimerWhen::At { unix_ms },
+        }),
+        (None, None, Some(name)) => Ok(Timer {
+            trigger,
+            when: TimerWhen::Variable {
+                name,
+                register: None,
+            },
+        }),
+        _ => Err(ImportError::malformed(
+            task,
+            "timer: give exactly one of duration, expiry, variable",
+        )),
+    }
 }
 
 fn scalar(v: Option<serde_json::Value>) -> Option<String> {
@@ -161,7 +207,7 @@ fn flows(v: Vec<JsonFlow>) -> Vec<RawFlow> {
         .collect()
 }
 
-fn net(n: JsonNet) -> RawNet {
+fn net(n: JsonNet) -> Result<RawNet, ImportError> {
     let mut elements = Vec::new();
     for c in n.conditions {
         let kind = match c.kind {
@@ -200,6 +246,7 @@ fn net(n: JsonNet) -> RawNet {
         rt.decomposes_to = t.decomposes_to;
         rt.silent = t.silent;
         rt.label = t.label;
+        rt.timer = t.timer.map(|x| timer(&t.id, x)).transpose()?;
         elements.push(RawElement {
             id: t.id,
             name: t.name,
@@ -217,11 +264,11 @@ fn net(n: JsonNet) -> RawNet {
             input: v.input,
         })
         .collect();
-    RawNet {
+    Ok(RawNet {
         id: n.id,
         elements,
         variables,
-    }
+    })
 }
 
 /// Reads the JSON form.
@@ -237,8 +284,10 @@ pub(crate) fn read(src: &str) -> Result<RawSpec, ImportError> {
         conditions: spec.conditions,
         tasks: spec.tasks,
     };
-    let mut nets = vec![net(root)];
-    nets.extend(spec.subnets.into_iter().map(net));
+    let mut nets = vec![net(root)?];
+    for n in spec.subnets {
+        nets.push(net(n)?);
+    }
     Ok(RawSpec {
         name,
         format: SourceFormat::Json,

@@ -6,8 +6,8 @@ use std::collections::{HashMap, HashSet};
 
 use crate::error::ImportError;
 use crate::ir::{
-    Condition, Flow, FlowGuard, Join, Model, MultiInstance, SourceFormat, Split, Task, VarType,
-    Variable,
+    Condition, Flow, FlowGuard, Join, Model, MultiInstance, SourceFormat, Split, Task, Timer,
+    TimerWhen, VarType, Variable,
 };
 use crate::{xpath, Options, REGISTERS};
 
@@ -16,6 +16,8 @@ const MAX_NESTING: usize = 16;
 
 /// Kind of a source element.
 #[derive(Debug, Clone, PartialEq)]
+// One per element of a model, read once: a task's size is no concern.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Kind {
     Input,
     Output,
@@ -41,6 +43,8 @@ pub(crate) struct RawTask {
     pub empty: bool,
     /// Activity label (defaults to the name, then the id).
     pub label: Option<String>,
+    /// The task's timer, as read (a variable timer's register is assigned when lowering).
+    pub timer: Option<Timer>,
 }
 
 impl RawTask {
@@ -55,6 +59,7 @@ impl RawTask {
             silent: false,
             empty: false,
             label: None,
+            timer: None,
         }
     }
 }
@@ -253,6 +258,8 @@ fn expand(
         entry_task.mi = t.mi.clone();
         entry_task.label = t.label.clone();
         entry_task.decomposes_to = t.decomposes_to.clone();
+        // kept so that lowering notes it as not armed (no timer runs on a composite task)
+        entry_task.timer = t.timer.clone();
         let entry = RawElement {
             id: el.id.clone(),
             name: el.name.clone(),
@@ -419,7 +426,9 @@ pub(crate) fn build(spec: RawSpec, opts: &Options) -> Result<Model, ImportError>
         .collect();
     let empty: Vec<&str> = elements
         .iter()
-        .filter(|e| matches!(&e.kind, Kind::Task(rt) if rt.empty && !rt.silent))
+        .filter(
+            |e| matches!(&e.kind, Kind::Task(rt) if rt.empty && !rt.silent && rt.timer.is_none()),
+        )
         .map(|e| e.id.as_str())
         .collect();
     if !empty.is_empty() {
@@ -460,6 +469,7 @@ pub(crate) fn build(spec: RawSpec, opts: &Options) -> Result<Model, ImportError>
                     .decomposes_to
                     .clone()
                     .filter(|_| prefixes.contains(inner.as_str())),
+                timer: rt.timer.clone(),
             })
         })
         .collect();
@@ -575,6 +585,59 @@ pub(crate) fn build(spec: RawSpec, opts: &Options) -> Result<Model, ImportError>
         let _ = net;
     }
 
+    // Timers: a variable timer reads its variable's register; timers the engine cannot run
+    // (on a multiple-instance or composite task) are dropped with a note.
+    for (ei, e) in elements.iter().enumerate() {
+        let Some(&t) = task_of.get(e.id.as_str()) else {
+            continue;
+        };
+        let task = &mut tasks[t];
+        let Some(timer) = task.timer.as_mut() else {
+            continue;
+        };
+        if task.mi.is_some() || task.composite.is_some() {
+            let what = if task.mi.is_some() {
+                "a multiple-instance task"
+            } else {
+                "a composite task"
+            };
+            notes.push(format!(
+                "timer of task '{}' ({timer}): not armed, the engine runs no timer on {what}",
+                e.id
+            ));
+            task.timer = None;
+            continue;
+        }
+        if let TimerWhen::Variable { name, register } = &mut timer.when {
+            let (r, ty) = xpath::Scope::variable(&mut scope, &flat.net_of[ei], name)
+                .map_err(|reason| ImportError::malformed(&e.id, format!("timer: {reason}")))?;
+            if !matches!(ty, VarType::Int) {
+                return Err(ImportError::malformed(
+                    &e.id,
+                    format!(
+                        "timer variable '{name}' is of type {ty}; a timer reads milliseconds \
+                         from an integer variable"
+                    ),
+                ));
+            }
+            *register = Some(r);
+        }
+    }
+    for t in tasks.iter().filter(|t| t.timer.is_some()) {
+        if let Some(timer) = &t.timer {
+            notes.push(format!(
+                "timer of task '{}': {timer}; on expiry the engine completes the task (an enabled \
+                 task is skipped, a started one completed){}",
+                t.id,
+                if t.silent {
+                    "; the task is silent (no work), so it waits for its timer"
+                } else {
+                    ""
+                }
+            ));
+        }
+    }
+
     // Initial values of the variables that got registers.
     for v in scope.vars.iter_mut() {
         if v.register.is_none() {
@@ -663,7 +726,7 @@ fn push_unique(v: &mut Vec<usize>, x: usize) {
 /// which the client's next request decides.
 fn automatic_notes(tasks: &[Task], conditions: &[Condition]) -> Vec<String> {
     let auto: Vec<usize> = (0..tasks.len())
-        .filter(|&t| tasks[t].silent && !tasks[t].has_external())
+        .filter(|&t| tasks[t].silent && !tasks[t].has_external() && tasks[t].timer.is_none())
         .collect();
     if auto.is_empty() {
         return Vec::new();

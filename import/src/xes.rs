@@ -179,10 +179,11 @@ fn close(
     match name {
         b"event" => {
             if let (Some(ev), Some(t)) = (event.take(), trace.as_mut()) {
-                let keep = ev
-                    .lifecycle
-                    .as_deref()
-                    .is_none_or(|l| l.eq_ignore_ascii_case("complete"));
+                let keep = ev.lifecycle.as_deref().is_none_or(|l| {
+                    // an autoskip (a task completed by its timer without being started)
+                    // moves the case like a completion
+                    l.eq_ignore_ascii_case("complete") || l.eq_ignore_ascii_case("autoskip")
+                });
                 if keep {
                     *events += 1;
                     if *events > MAX_EVENTS {

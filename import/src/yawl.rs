@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use roxmltree::Node;
 
 use crate::error::ImportError;
-use crate::ir::{Join, MultiInstance, SourceFormat, Split};
+use crate::ir::{Join, MultiInstance, SourceFormat, Split, Timer, TimerTrigger, TimerWhen};
 use crate::raw::{Kind, RawElement, RawFlow, RawNet, RawSpec, RawTask, RawVar};
 use crate::xml::{attr, child, child_text, children, parse, req_attr, text};
 
@@ -149,7 +149,7 @@ fn task_construct(tag: &str) -> Option<&'static str> {
             "task data mappings (<startingMappings>, <completedMappings>): not applied; case \
              data is not a document, guards read the values clients give"
         }
-        "timer" => "<timer> (a timer task): no timer is armed, the task waits for a client",
+        "timer" => return None,
         "customForm" => "<customForm> (a custom work form): not used, the client presents the work",
         "configuration" | "defaultConfiguration" => {
             "<configuration> (configurable YAWL): not applied, the net runs as written"
@@ -259,7 +259,15 @@ fn read_net(d: Node<'_, '_>, skipped: &mut Unexecuted) -> Result<RawNet, ImportE
                 let tid = attr(e, "id").unwrap_or("?");
                 for c in e.children().filter(|c| c.is_element()) {
                     let tag = c.tag_name().name();
-                    if TASK_CONTROL.contains(&tag) {
+                    if tag == "timer" && child(c, "netparam").is_some() {
+                        skipped.add(
+                            "<timer><netparam> (YAWL's late-bound timer, read from a YTimerType \
+                             variable when the task is enabled): not armed, case data is not a \
+                             document; the task waits for a client",
+                            tid,
+                        );
+                    }
+                    if TASK_CONTROL.contains(&tag) || tag == "timer" {
                         continue;
                     }
                     match task_construct(tag) {
@@ -311,6 +319,65 @@ fn read_net(d: Node<'_, '_>, skipped: &mut Unexecuted) -> Result<RawNet, ImportE
         elements,
         variables,
     })
+}
+
+/// A task's `<timer>`: `<trigger>` with `<duration>` (ISO 8601), `<durationparams>` (ticks of
+/// an interval) or `<expiry>` (ms since the Unix epoch); or `<netparam>`, a variable naming
+/// the timer at run time.
+fn read_timer(n: Node<'_, '_>, task: &str) -> Result<Option<Timer>, ImportError> {
+    let bad = |why: String| ImportError::malformed(task, format!("<timer>: {why}"));
+    if child(n, "netparam").is_some() {
+        // noted by read_net: not armed
+        return Ok(None);
+    }
+    let trigger = match child_text(n, "trigger").as_deref().map(str::trim) {
+        Some("OnEnabled") => TimerTrigger::OnEnabled,
+        Some("OnExecuting") => TimerTrigger::OnExecuting,
+        Some(other) => return Err(bad(format!("unknown <trigger> '{other}'"))),
+        None => return Err(bad("no <trigger> (OnEnabled or OnExecuting)".into())),
+    };
+    if let Some(d) = child_text(n, "duration") {
+        return Timer::after(trigger, &d).map(Some).map_err(bad);
+    }
+    if let Some(p) = child(n, "durationparams") {
+        let ticks = child_text(p, "ticks")
+            .and_then(|t| t.trim().parse::<u64>().ok())
+            .ok_or_else(|| bad("<durationparams> without a whole number of <ticks>".into()))?;
+        let unit = child_text(p, "interval").unwrap_or_default();
+        let iso = match unit.trim() {
+            "YEAR" => format!("P{ticks}Y"),
+            "MONTH" => format!("P{ticks}M"),
+            "WEEK" => format!("P{}D", ticks.saturating_mul(7)),
+            "DAY" => format!("P{ticks}D"),
+            "HOUR" => format!("PT{ticks}H"),
+            "MIN" => format!("PT{ticks}M"),
+            "SEC" => format!("PT{ticks}S"),
+            "MSEC" => {
+                return Ok(Some(Timer {
+                    trigger,
+                    when: TimerWhen::After {
+                        months: 0,
+                        millis: ticks,
+                        text: format!("{ticks} ms"),
+                    },
+                }))
+            }
+            other => return Err(bad(format!("unknown <interval> '{other}'"))),
+        };
+        return Timer::after(trigger, &iso).map(Some).map_err(bad);
+    }
+    if let Some(x) = child_text(n, "expiry") {
+        let unix_ms = x.trim().parse::<i64>().map_err(|_| {
+            bad(format!(
+                "<expiry> '{x}' is not milliseconds since the Unix epoch"
+            ))
+        })?;
+        return Ok(Some(Timer {
+            trigger,
+            when: TimerWhen::At { unix_ms },
+        }));
+    }
+    Err(bad("none of <duration>, <durationparams>, <expiry>".into()))
 }
 
 fn read_task(e: Node<'_, '_>) -> Result<RawTask, ImportError> {
@@ -365,6 +432,10 @@ fn read_task(e: Node<'_, '_>) -> Result<RawTask, ImportError> {
         .and_then(|n| attr(n, "id"))
         .map(str::to_string);
     t.empty = t.decomposes_to.is_none();
+    t.timer = match child(e, "timer") {
+        None => None,
+        Some(n) => read_timer(n, id)?,
+    };
     let mi = MultiInstance {
         min: child_text(e, "minimum"),
         max: child_text(e, "maximum"),

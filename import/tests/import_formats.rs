@@ -844,3 +844,172 @@ fn multiple_instance_attributes_are_mapped() {
     assert_eq!(net.state(&k), CaseState::Complete);
     assert_eq!(MI_MAX_INSTANCES, 65_536);
 }
+
+/// A YAWL spec with one task `A` whose `<timer>` is `timer`, and an empty task `W`.
+fn timed_yawl(timer: &str) -> String {
+    format!(
+        r#"<specificationSet xmlns="http://www.yawlfoundation.org/yawlschema" version="4.0">
+  <specification uri="timed">
+    <decomposition id="Net" isRootNet="true" xsi:type="NetFactsType" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
+      <localVariable><name>t</name><type>YTimerType</type><namespace>x</namespace></localVariable>
+      <processControlElements>
+        <inputCondition id="i"><flowsInto><nextElementRef id="A"/></flowsInto></inputCondition>
+        <task id="A">
+          <flowsInto><nextElementRef id="o"/></flowsInto>
+          <join code="xor"/><split code="and"/>
+          {timer}
+          <decomposesTo id="work"/>
+        </task>
+        <outputCondition id="o"/>
+      </processControlElements>
+    </decomposition>
+    <decomposition id="work" xsi:type="WebServiceGatewayFactsType" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"/>
+  </specification>
+</specificationSet>"#
+    )
+}
+
+#[test]
+fn yawl_timers_are_read_and_bad_ones_refused() {
+    use knhk_import::ir::{TimerTrigger, TimerWhen};
+    let timer = |xml: &str| {
+        import_str(&timed_yawl(xml), &Options::default())
+            .map(|m| (m.tasks[0].timer.clone(), m.notes))
+    };
+    // ISO 8601: calendar months apart from the fixed part
+    let (t, notes) =
+        timer("<timer><trigger>OnEnabled</trigger><duration>P1Y2M3DT4H5M6.5S</duration></timer>")
+            .expect("duration");
+    let t = t.expect("armed");
+    assert_eq!(t.trigger, TimerTrigger::OnEnabled);
+    match t.when {
+        TimerWhen::After { months, millis, .. } => {
+            assert_eq!(months, 14);
+            assert_eq!(millis, ((3 * 24 + 4) * 60 + 5) * 60_000 + 6_500);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        notes.iter().any(|n| n.contains("timer of task 'A'")),
+        "{notes:?}"
+    );
+    // ticks of an interval
+    let (t, _) = timer(
+        "<timer><trigger>OnExecuting</trigger><durationparams><ticks>90</ticks><interval>SEC</interval></durationparams></timer>",
+    )
+    .expect("durationparams");
+    let t = t.expect("armed");
+    assert_eq!(t.trigger, TimerTrigger::OnExecuting);
+    assert!(
+        matches!(
+            t.when,
+            TimerWhen::After {
+                months: 0,
+                millis: 90_000,
+                ..
+            }
+        ),
+        "{t:?}"
+    );
+    // a fixed expiry
+    let (t, _) = timer("<timer><trigger>OnEnabled</trigger><expiry>1800000000000</expiry></timer>")
+        .expect("expiry");
+    assert_eq!(
+        t.expect("armed").when,
+        TimerWhen::At {
+            unix_ms: 1_800_000_000_000
+        }
+    );
+    // a late-bound timer is not armed, and said so
+    let (t, notes) = timer("<timer><netparam>t</netparam></timer>").expect("netparam");
+    assert!(t.is_none());
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("<timer><netparam>") && n.contains("\"A\"")),
+        "{notes:?}"
+    );
+    // malformed timers name the task and what is wrong
+    for (xml, words) in [
+        (
+            "<timer><trigger>OnEnabled</trigger><duration>30 minutes</duration></timer>",
+            "not an ISO 8601 duration",
+        ),
+        (
+            "<timer><trigger>Sometimes</trigger><duration>PT1M</duration></timer>",
+            "unknown <trigger>",
+        ),
+        ("<timer><duration>PT1M</duration></timer>", "no <trigger>"),
+        (
+            "<timer><trigger>OnEnabled</trigger></timer>",
+            "none of <duration>",
+        ),
+        (
+            "<timer><trigger>OnEnabled</trigger><expiry>tomorrow</expiry></timer>",
+            "<expiry>",
+        ),
+    ] {
+        let e = timer(xml).expect_err(xml).to_string();
+        assert!(e.contains(words) && e.contains('A'), "{xml}: {e}");
+    }
+}
+
+#[test]
+fn json_timers_need_exactly_one_expiry_and_an_int_variable() {
+    let spec = |timer: &str, var_type: &str| {
+        format!(
+            r#"{{ "name": "t", "id": "Net",
+              "variables": [ {{ "name": "ms", "type": "{var_type}", "initial": "5" }} ],
+              "conditions": [ {{ "id": "i", "kind": "input", "flows": [ {{ "to": "A" }} ] }},
+                              {{ "id": "o", "kind": "output" }} ],
+              "tasks": [ {{ "id": "A", "timer": {timer}, "flows": [ {{ "to": "o" }} ] }} ] }}"#
+        )
+    };
+    let m = import_str(
+        &spec(r#"{ "trigger": "started", "variable": "ms" }"#, "int"),
+        &Options::default(),
+    )
+    .expect("variable timer");
+    let reg = m
+        .variables
+        .iter()
+        .find(|v| v.name == "ms")
+        .and_then(|v| v.register);
+    assert!(reg.is_some(), "the variable got a register");
+    assert_eq!(
+        m.tasks[0].timer.as_ref().map(|t| t.when.clone()),
+        Some(knhk_import::ir::TimerWhen::Variable {
+            name: "ms".into(),
+            register: reg
+        })
+    );
+    assert_eq!(m.initial_registers()[usize::from(reg.unwrap_or(0))], 5);
+    for (timer, ty, words) in [
+        (
+            r#"{ "trigger": "enabled", "duration": "PT1S", "expiry": 5 }"#,
+            "int",
+            "exactly one",
+        ),
+        (r#"{ "trigger": "enabled" }"#, "int", "exactly one"),
+        (
+            r#"{ "trigger": "enabled", "variable": "ms" }"#,
+            "string",
+            "integer variable",
+        ),
+        (
+            r#"{ "trigger": "enabled", "variable": "nope" }"#,
+            "int",
+            "unknown variable",
+        ),
+        (
+            r#"{ "trigger": "enabled", "duration": "P" }"#,
+            "int",
+            "ISO 8601",
+        ),
+    ] {
+        let e = import_str(&spec(timer, ty), &Options::default())
+            .expect_err(timer)
+            .to_string();
+        assert!(e.contains(words), "{timer}: {e}");
+    }
+}

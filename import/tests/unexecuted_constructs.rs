@@ -49,7 +49,6 @@ const TASK_TAGS: &[(&str, &str)] = &[
     ("<resourcing", "<resourcing>"),
     ("<startingMappings", "data mappings"),
     ("<completedMappings", "data mappings"),
-    ("<timer", "<timer>"),
     ("<customForm", "<customForm>"),
     ("<configuration", "<configuration>"),
 ];
@@ -69,6 +68,8 @@ fn every_unexecuted_construct_of_the_corpus_is_noted() {
     let mut checked = 0;
     let mut constructs = 0;
     let mut refused = Vec::new();
+    // (file, task, notes) of every executed timer: each must be named in the notes.
+    let mut timers: Vec<(String, String, Vec<String>)> = Vec::new();
     for sub in ["yawl", "yawl-more"] {
         let mut files: Vec<PathBuf> = std::fs::read_dir(corpus_dir(sub))
             .expect("corpus")
@@ -107,6 +108,12 @@ fn every_unexecuted_construct_of_the_corpus_is_noted() {
                         expect(words, &id, tag);
                     }
                 }
+                // A timer is executed, and said so; a late-bound one (<netparam>) is not.
+                if block.contains("<netparam") {
+                    expect("<timer><netparam>", &id, "<timer><netparam>");
+                } else if block.contains("<timer") {
+                    timers.push((f.display().to_string(), id.clone(), model.notes.clone()));
+                }
             }
             for (id, block) in blocks(&text, "decomposition") {
                 if block.contains("NetFactsType") {
@@ -128,6 +135,15 @@ fn every_unexecuted_construct_of_the_corpus_is_noted() {
             }
         }
     }
+    for (file, id, notes) in &timers {
+        let words = format!("timer of task '{id}'");
+        assert!(
+            notes.iter().any(|n| n.contains(&words)),
+            "{file}: the timer of '{id}' is not noted; notes: {notes:#?}"
+        );
+    }
+    assert!(timers.len() >= 5, "the corpus's timer tasks: {timers:?}");
+    constructs += timers.len();
     eprintln!(
         "{checked} specifications checked, {constructs} constructs noted; not imported: \
          {refused:#?}"

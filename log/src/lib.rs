@@ -1219,6 +1219,41 @@ mod tests {
         forged[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(get_case(&forged).is_err_and(|e| e.contains("exceeds the record")));
         assert!(get_case(&p[..p.len() - 1]).is_err());
+        assert!(got.saved.timers.is_empty(), "no timers: none read");
+
+        // Armed timers follow the saved case; a torn timer list is an error.
+        let timers = vec![
+            knhk_engine::engine::ArmedTimer {
+                task: 2,
+                deadline_ns: 1_700_000_000_123_456_789,
+                epoch: 9,
+            },
+            knhk_engine::engine::ArmedTimer {
+                task: 63,
+                deadline_ns: u64::MAX,
+                epoch: u64::MAX - 1,
+            },
+        ];
+        let mut rec = rec;
+        rec.saved.timers = timers.clone();
+        rec.saved.history.push(Hist {
+            time_ns: 12,
+            task: 2,
+            lifecycle: Lifecycle::TimerSkip,
+            instance: knhk_engine::command::NO_INSTANCE,
+        });
+        let mut buf = MAGIC.to_vec();
+        put_case(&mut buf, &rec);
+        let (recs, _) = scan(&buf);
+        let p = &buf[recs[0].1.clone()];
+        let got = get_case(p).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(got.saved.timers, timers);
+        assert_eq!(got.saved.bytes, rec.saved.bytes);
+        assert_eq!(
+            got.saved.history.last().map(|h| h.lifecycle),
+            Some(Lifecycle::TimerSkip)
+        );
+        assert!(get_case(&p[..p.len() - 3]).is_err());
     }
 
     #[test]
@@ -1243,6 +1278,35 @@ mod tests {
         assert_eq!(out[0].op.branch_bits, 0b101);
         assert_eq!(out[0].regs, Some([7, 0, 0, 0, 0, 0, 0, 0]));
         assert_eq!(out[0].seq, 9);
+    }
+
+    /// A timer's expiry keeps its flag (its events are the timer's); the expected sequence
+    /// number it ran with is not logged (a replay applies what succeeded).
+    #[test]
+    fn timer_op_roundtrip() {
+        use knhk_engine::workers::{OP_EXPECT_SEQ, OP_TIMER};
+        let mut ops = vec![
+            Op::new(OpKind::Fire, 7, 1, 3),
+            Op::new(OpKind::Complete, 7, 1, 4),
+        ];
+        for op in &mut ops {
+            op.flags = OP_TIMER | OP_EXPECT_SEQ;
+            op.expect_seq = 11;
+        }
+        let job = Job::new(ops, Vec::new());
+        let mut buf = MAGIC.to_vec();
+        assert_eq!(put_batch(&mut buf, 0, &job), 2);
+        let (recs, _) = scan(&buf);
+        let mut out = Vec::new();
+        get_batch(&buf[recs[0].1.clone()], &mut out).unwrap_or((0, 0));
+        let got: Vec<_> = out
+            .iter()
+            .map(|r| (r.op.kind, r.op.task, r.op.flags))
+            .collect();
+        assert_eq!(
+            got,
+            vec![(OpKind::Fire, 3, OP_TIMER), (OpKind::Complete, 4, OP_TIMER)]
+        );
     }
 
     /// Multiple-instance ops (version 4): their instance, and a start's count, survive.

@@ -14,6 +14,7 @@
 //! op                 := case id u64 | slot u32 | op code u8 | task u8 | flags u8 | registers written u8
 //!                       | seq after u64 | state after u8
 //!                       | [workflow index u16: create only] | [branch bits u32: flags & 1]
+//!                         (flags: 1 branch bits, 2 instance, 4 instance count, 8 a task timer's expiry)
 //!                       | [instance u32: flags & 2 (version 4 on): the instance of an
 //!                         instance op, or with flags & 4 the instance count of a start]
 //!                       | [nonzero mask u8 | value i64 per set bit: registers written ≠ 0]
@@ -23,6 +24,8 @@
 //!                       | history dropped u64 | n u32 | (time unix ns u64 | task u8 | lifecycle u8
 //!                         [| instance u32: lifecycle & 0x80, version 4 on]) × n
 //!                       | saved case bytes (libknhk's `knhk_case_save` encoding)
+//!                       | [armed timers: n u8 | (task u8 | deadline unix ns u64 | epoch u64) × n;
+//!                          absent = none]
 //! ```
 //!
 //! Case records (version 3 on) appear only in checkpoints: one per case the engine held when
@@ -34,9 +37,9 @@
 //! cannot silently change the format.
 
 use knhk_engine::command::NO_INSTANCE;
-use knhk_engine::engine::{Hist, Lifecycle};
+use knhk_engine::engine::{ArmedTimer, Hist, Lifecycle};
 use knhk_engine::workers::{
-    Job, Op, OpKind, SavedCase, State, Status, OP_COUNT, OP_USE_BITS, REGISTERS,
+    Job, Op, OpKind, SavedCase, State, Status, OP_COUNT, OP_TIMER, OP_USE_BITS, REGISTERS,
 };
 use knhk_engine::workflow::{Workflow, DEFAULT_NAMESPACE};
 use knhk_import::Format;
@@ -395,6 +398,11 @@ pub(crate) fn put_op(
                 FLAG_COUNT
             } else {
                 0
+            }
+            | if op.flags & OP_TIMER != 0 {
+                FLAG_TIMER
+            } else {
+                0
             },
     );
     b.push(op.reg_mask);
@@ -478,11 +486,14 @@ pub(crate) const FLAG_INSTANCE: u8 = 2;
 /// Flag bit of an op record (version 4 on): a start with the caller's instance count (in the
 /// instance field).
 pub(crate) const FLAG_COUNT: u8 = 4;
+/// Flag bit of an op record: a task timer's expiry (engine `OP_TIMER`); its events are the
+/// timer's (`autoskip`, or a completion by the timer).
+pub(crate) const FLAG_TIMER: u8 = 8;
 /// Bit of a history event's lifecycle code (version 4 on): an instance u32 follows.
 pub(crate) const LIFECYCLE_INSTANCE: u8 = 0x80;
 
 /// Lifecycle codes of a case record's history: 1 start, 2 complete, 3 withdraw, 4 ate_abort,
-/// 5 pi_abort.
+/// 5 pi_abort, 6 skipped by its timer, 7 completed by its timer.
 pub(crate) fn lifecycle_code(l: Lifecycle) -> u8 {
     match l {
         Lifecycle::Start => 1,
@@ -490,6 +501,8 @@ pub(crate) fn lifecycle_code(l: Lifecycle) -> u8 {
         Lifecycle::Withdraw => 3,
         Lifecycle::AteAbort => 4,
         Lifecycle::PiAbort => 5,
+        Lifecycle::TimerSkip => 6,
+        Lifecycle::TimerComplete => 7,
     }
 }
 
@@ -500,6 +513,8 @@ pub(crate) fn lifecycle_of(c: u8) -> Result<Lifecycle, String> {
         3 => Lifecycle::Withdraw,
         4 => Lifecycle::AteAbort,
         5 => Lifecycle::PiAbort,
+        6 => Lifecycle::TimerSkip,
+        7 => Lifecycle::TimerComplete,
         _ => return Err(format!("unknown lifecycle code {c}")),
     })
 }
@@ -545,6 +560,9 @@ pub(crate) fn get_batch(p: &[u8], out: &mut Vec<OpRec>) -> Result<(u16, u64), St
         }
         if flags & FLAG_COUNT != 0 {
             op.flags |= OP_COUNT;
+        }
+        if flags & FLAG_TIMER != 0 {
+            op.flags |= OP_TIMER;
         }
         let regs = if reg_mask != 0 {
             let nz = r.u8()?;
@@ -635,6 +653,16 @@ pub(crate) fn put_case(buf: &mut Vec<u8>, c: &CaseRec) {
             }
         }
         put_bytes(b, &c.saved.bytes);
+        // armed timers: only when there are some, so that a case without timers keeps the
+        // record it always had
+        if !c.saved.timers.is_empty() {
+            b.push(u8::try_from(c.saved.timers.len()).unwrap_or(u8::MAX));
+            for t in c.saved.timers.iter().take(usize::from(u8::MAX)) {
+                b.push(t.task);
+                b.extend_from_slice(&t.deadline_ns.to_le_bytes());
+                b.extend_from_slice(&t.epoch.to_le_bytes());
+            }
+        }
     });
 }
 
@@ -695,6 +723,16 @@ pub(crate) fn get_case(p: &[u8]) -> Result<CaseRec, String> {
         ));
     }
     saved.bytes = bytes.to_vec();
+    if !r.b.is_empty() {
+        let n = r.u8()?;
+        for _ in 0..n {
+            saved.timers.push(ArmedTimer {
+                task: r.u8()?,
+                deadline_ns: r.u64()?,
+                epoch: r.u64()?,
+            });
+        }
+    }
     Ok(CaseRec {
         shard,
         slot,

@@ -234,6 +234,9 @@ pub async fn serve_observed(
             "silent tasks enabled at restart were run (their fires are logged now)"
         );
     }
+    // Timers start once the log is replayed: those that expired while the server was down fire
+    // now, each once.
+    engine.start_timers();
     let journal = core.log.clone();
     let state = if durable {
         "persisted state loaded (journal replayed)"

@@ -155,7 +155,10 @@ impl Writer {
                     next_instance += 1;
                     *slot
                 }
-                Lifecycle::Complete | Lifecycle::AteAbort | Lifecycle::PiAbort => {
+                Lifecycle::Complete
+                | Lifecycle::TimerComplete
+                | Lifecycle::AteAbort
+                | Lifecycle::PiAbort => {
                     let i = if *slot != 0 {
                         *slot
                     } else {
@@ -165,7 +168,7 @@ impl Writer {
                     *slot = 0;
                     i
                 }
-                Lifecycle::Withdraw => {
+                Lifecycle::Withdraw | Lifecycle::TimerSkip => {
                     next_instance += 1;
                     next_instance - 1
                 }
@@ -201,6 +204,10 @@ impl Writer {
                 x,
                 "      <string key=\"concept:instance\" value=\"{instance}\"/>"
             );
+            if h.lifecycle.by_timer() {
+                // the task's timer expired (an autoskip, or a completion by the engine)
+                x.push_str("      <boolean key=\"knhk:timer\" value=\"true\"/>\n");
+            }
             x.push_str("    </event>\n");
             self.events += 1;
             self.cut(mark, emit)?;

@@ -20,7 +20,7 @@ use tokio_stream::StreamExt;
 use tonic::Code;
 
 mod support;
-use support::{corpus, env_u64, free_port, scratch, spawn, Client, Rng};
+use support::{corpus, env_u64, free_port, http_get, scratch, spawn, Client, Rng};
 
 const NAMES: [&str; 3] = ["A", "B", "C"];
 
@@ -393,22 +393,6 @@ async fn kill_and_restart_loses_no_acknowledged_event() {
 
 // ------------------------------------------------------------------------------- tails
 
-/// A plain HTTP/1.1 GET of `path` on `addr`; the body.
-async fn http_get(addr: &str, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("connect http");
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.expect("send");
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.expect("read");
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    text.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or(text)
-}
-
 fn last_segment(data: &Path) -> PathBuf {
     let mut v: Vec<PathBuf> = std::fs::read_dir(data)
         .expect("data dir")
@@ -749,6 +733,33 @@ async fn replay_restores_the_exact_state_across_checkpoints() {
     let srv = start_in_process(Some(jc.clone()), 2).await;
     let mut c = srv.client().await;
     register_cycles(&mut c).await;
+    // Cases with a task timer armed (an hour: it never fires here): the checkpoints written
+    // below carry their timers, and the restart must give them back.
+    c.register_workflow(proto::RegisterWorkflowRequest {
+        model: br#"{ "name": "deadline", "id": "Net",
+          "conditions": [ { "id": "i", "kind": "input", "flows": [ { "to": "A" } ] },
+                          { "id": "o", "kind": "output" } ],
+          "tasks": [ { "id": "A", "timer": { "trigger": "enabled", "duration": "PT1H" },
+                       "flows": [ { "to": "o" } ] } ] }"#
+            .to_vec(),
+        workflow_id: "deadline".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("register deadline");
+    let mut timed = Vec::new();
+    for _ in 0..20 {
+        let cs = c
+            .create_case(proto::CreateCaseRequest {
+                workflow_id: "deadline".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("create timed")
+            .into_inner();
+        assert_eq!(cs.timers.len(), 1);
+        timed.push(cs);
+    }
     let mut ids = Vec::new();
     for i in 0..400u64 {
         let cs = c
@@ -800,6 +811,17 @@ async fn replay_restores_the_exact_state_across_checkpoints() {
     assert_eq!(before.0.len(), after.0.len());
     for (a, b) in before.0.iter().zip(after.0.iter()) {
         assert_eq!(a, b, "case differs after replay");
+    }
+    for t in &timed {
+        let k = after
+            .0
+            .iter()
+            .find(|k| k.case_id == t.case_id)
+            .expect("timed case");
+        assert_eq!(
+            k.timers, t.timers,
+            "armed timers restored from the checkpoint"
+        );
     }
     assert_eq!(
         before.1, after.1,

@@ -842,6 +842,8 @@ impl Node {
             }
         };
         log.start_logging(fence_seq);
+        // timers that expired while no node served the partition fire now, once
+        engine.start_timers();
         let service = KnhkService::new(engine.clone(), self.closing.clone(), self.metrics.clone())
             .with_max_watchers(self.max_watchers);
         self.parts

@@ -50,6 +50,19 @@ pub fn state_out(s: State) -> proto::CaseState {
     }
 }
 
+/// A task event's lifecycle on the wire (a timer's completion is a COMPLETE with `timer` set).
+pub fn lifecycle_out(l: knhk_engine::command::Lifecycle) -> proto::Lifecycle {
+    use knhk_engine::command::Lifecycle as L;
+    match l {
+        L::Start => proto::Lifecycle::Start,
+        L::Complete | L::TimerComplete => proto::Lifecycle::Complete,
+        L::Withdraw => proto::Lifecycle::Withdraw,
+        L::AteAbort => proto::Lifecycle::AteAbort,
+        L::PiAbort => proto::Lifecycle::PiAbort,
+        L::TimerSkip => proto::Lifecycle::Autoskip,
+    }
+}
+
 /// A requested case state (ListCases filter): None for unspecified.
 pub fn state_in(s: proto::CaseState) -> Option<State> {
     match s {
@@ -96,6 +109,14 @@ pub fn case_out(v: &CaseView) -> proto::Case {
         created_unix_nanos: v.created_ns,
         explicit_termination: v.last.flags & knhk_kernel::flags::EXPLICIT_TERMINATION != 0,
         archived: v.archived,
+        timers: v
+            .timers
+            .iter()
+            .map(|t| proto::ArmedTimer {
+                task: wf.task_name(t.task).to_string(),
+                deadline_unix_nanos: t.deadline_ns,
+            })
+            .collect(),
     }
 }
 
@@ -140,6 +161,7 @@ pub fn workflow_out(w: &Workflow) -> proto::Workflow {
                 label: t.label.clone(),
                 silent: t.silent,
                 automatic: t.automatic,
+                timer: t.timer.as_ref().map(|x| x.to_string()).unwrap_or_default(),
             })
             .collect(),
         input_condition: w.input_condition.clone(),

@@ -1412,7 +1412,8 @@ fn history_event(case_id: u64, wf: &Workflow, h: &Hist) -> WatchEvent {
         workflow_id: wf.id.clone(),
         kind: EventKind::Task as i32,
         task: wf.task_name(h.task).to_string(),
-        lifecycle: h.lifecycle as i32,
+        lifecycle: convert::lifecycle_out(h.lifecycle) as i32,
+        timer: h.lifecycle.by_timer(),
         time_unix_nanos: h.time_ns,
         instance: (h.instance != knhk_engine::command::NO_INSTANCE).then_some(h.instance),
         ..WatchEvent::default()
@@ -1429,7 +1430,10 @@ fn watch_event(item: &WatchItem, wf: &Workflow, lagged: u64) -> WatchEvent {
         } else {
             String::new()
         },
-        lifecycle: item.lifecycle.map_or(0, |l| l as i32),
+        lifecycle: item
+            .lifecycle
+            .map_or(0, |l| convert::lifecycle_out(l) as i32),
+        timer: item.lifecycle.is_some_and(|l| l.by_timer()),
         time_unix_nanos: item.time_ns,
         case_seq: item.seq,
         state: convert::state_out(item.state) as i32,

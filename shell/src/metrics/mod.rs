@@ -512,6 +512,56 @@ impl prometheus_client::collector::Collector for EngineCollector {
             counter(&mut encoder, name, help, None, value)?;
         }
 
+        // Task timers (docs/api.md, "Timers").
+        let timers = engine.timer_stats();
+        gauge(
+            &mut encoder,
+            "knhk_timers_scheduled",
+            "Task timers armed and not yet fired or cancelled",
+            None,
+            i64::try_from(engine.timers_scheduled()).unwrap_or(i64::MAX),
+        )?;
+        for (name, help, value) in [
+            (
+                "knhk_timers_armed",
+                "Task timers armed (a task enabled or started whose timer began to run)",
+                &timers.armed,
+            ),
+            (
+                "knhk_timers_cancelled",
+                "Task timers cancelled before expiry (the task completed or was withdrawn first)",
+                &timers.cancelled,
+            ),
+            (
+                "knhk_timers_skipped",
+                "Expired task timers that skipped an enabled task (autoskip)",
+                &timers.skipped,
+            ),
+            (
+                "knhk_timers_completed",
+                "Expired task timers that completed a started task",
+                &timers.completed,
+            ),
+            (
+                "knhk_timers_raced",
+                "Timer fires refused because the case moved first (looked at again)",
+                &timers.raced,
+            ),
+            (
+                "knhk_timers_failed",
+                "Timer fires that failed (retried a second later)",
+                &timers.failed,
+            ),
+        ] {
+            counter(
+                &mut encoder,
+                name,
+                help,
+                None,
+                value.load(Ordering::Relaxed),
+            )?;
+        }
+
         // Capacity: slots and history memory (docs/operations.md, "Capacity").
         let cap = engine.capacity();
         let bytes = |events: u64| events.saturating_mul(crate::engine::HISTORY_EVENT_BYTES as u64);

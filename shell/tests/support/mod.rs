@@ -219,6 +219,22 @@ impl Drop for Proc {
     }
 }
 
+/// A plain HTTP/1.1 GET of `path` on `addr` (the server's HTTP side); the body.
+pub async fn http_get(addr: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect http");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("send");
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.expect("read");
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    text.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or(text)
+}
+
 /// Every case the server lists (ListCases, all workflows), in its order.
 pub async fn list_cases(c: &mut Client) -> Vec<proto::Case> {
     use tokio_stream::StreamExt;
