@@ -95,6 +95,30 @@ pub struct Workflow {
     declared: std::collections::HashSet<String>,
     pub cases_created: AtomicU64,
     pub registered_unix_nanos: u64,
+    /// Timers the registration gave tasks of the model (already in the model the workflow
+    /// was built from; kept so that the log records them for a replay).
+    pub registered_timers: Vec<RegisteredTimer>,
+}
+
+/// A task timer given at registration (`RegisterWorkflowRequest.task_timers`): a duration
+/// from the task's enablement or start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisteredTimer {
+    pub task: String,
+    pub trigger: knhk_import::ir::TimerTrigger,
+    /// ISO 8601.
+    pub duration: String,
+}
+
+impl RegisteredTimer {
+    /// Gives the model's task this timer (before the workflow is built from the model).
+    pub fn apply(&self, model: &mut Model) -> Result<(), EngineError> {
+        let bad = |why: String| EngineError::BadData {
+            reason: format!("task timer for {}: {why}", crate::error::echo(&self.task)),
+        };
+        let timer = knhk_import::ir::Timer::after(self.trigger, &self.duration).map_err(bad)?;
+        model.set_timer(&self.task, timer).map_err(bad)
+    }
 }
 
 impl std::fmt::Debug for Workflow {
@@ -220,7 +244,15 @@ impl Workflow {
             declared: model.variables.iter().map(|v| v.name.clone()).collect(),
             cases_created: AtomicU64::new(0),
             registered_unix_nanos,
+            registered_timers: Vec::new(),
         }
+    }
+
+    /// The same workflow, recording the timers its registration gave (already applied to the
+    /// model it was built from, [`RegisteredTimer::apply`]).
+    pub fn with_registered_timers(mut self, timers: Vec<RegisteredTimer>) -> Workflow {
+        self.registered_timers = timers;
+        self
     }
 
     /// The same workflow, registered with client predicates (set before registration).

@@ -355,6 +355,44 @@ impl Model {
         regs
     }
 
+    /// Gives task `task` (by id, or by label when no other task has it) the timer `timer`, set
+    /// at registration for a model without timers of its own (a deadline): refused for a task
+    /// that has a timer already, a multiple-instance or a composite task. Noted in `notes`.
+    pub fn set_timer(&mut self, task: &str, timer: Timer) -> Result<(), String> {
+        let t = match self.tasks.iter().position(|t| t.id == task) {
+            Some(t) => t,
+            None => {
+                let mut by_label = self
+                    .tasks
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, t)| t.label == task);
+                match (by_label.next(), by_label.next()) {
+                    (Some((t, _)), None) => t,
+                    (Some(_), Some(_)) => return Err("more than one task has that label".into()),
+                    _ => return Err("the model has no such task".into()),
+                }
+            }
+        };
+        let tk = &mut self.tasks[t];
+        if let Some(own) = &tk.timer {
+            return Err(format!("task '{}' has a timer of its own ({own})", tk.id));
+        }
+        if tk.mi.is_some() || tk.composite.is_some() {
+            return Err(format!(
+                "task '{}' is a multiple-instance or composite task: no timer runs on it",
+                tk.id
+            ));
+        }
+        self.notes.push(format!(
+            "timer of task '{}' (set at registration): {timer}; on expiry the engine completes \
+             the task (an enabled task is skipped, a started one completed)",
+            tk.id
+        ));
+        tk.timer = Some(timer);
+        Ok(())
+    }
+
     /// Number of flows: input flows plus output flows.
     pub fn flow_count(&self) -> usize {
         self.tasks

@@ -1056,7 +1056,7 @@ fn check(
 fn replay_workflow(engine: &Engine, p: &[u8]) -> Result<(), String> {
     let w = get_workflow(p)?;
     let catalog::Compiled {
-        model: m,
+        model: mut m,
         net,
         format: detected,
         ..
@@ -1078,8 +1078,13 @@ fn replay_workflow(engine: &Engine, p: &[u8]) -> Result<(), String> {
             w.id
         ));
     }
+    for t in &w.timers {
+        t.apply(&mut m)
+            .map_err(|e| format!("workflow '{}': {e}", w.id))?;
+    }
     let name = m.name.clone();
     let expect = w.index;
+    let timers = w.timers.clone();
     engine
         .register_in(
             w.namespace,
@@ -1094,7 +1099,8 @@ fn replay_workflow(engine: &Engine, p: &[u8]) -> Result<(), String> {
                     Workflow::new(index, id, detected, &m, *net, w.registered_ns)
                         .in_namespace(w.namespace)
                         .with_client_predicates(w.options & OPTION_CLIENT_PREDICATES != 0)
-                        .with_manual_silent_tasks(w.options & OPTION_AUTO_TASKS == 0),
+                        .with_manual_silent_tasks(w.options & OPTION_AUTO_TASKS == 0)
+                        .with_registered_timers(timers),
                 )
             },
             &name,

@@ -10,6 +10,9 @@
 //!                       | [namespace bytes: version 3 on; absent = "default"]
 //!                       | [options u32: bit 0 client predicates, bit 1 silent tasks run
 //!                          themselves; absent = 0]
+//!                       | [task timers given at registration: n u16 | (task bytes | trigger u8
+//!                          (1 on enablement, 2 on start) | ISO 8601 duration bytes) × n;
+//!                          absent = none]
 //! batch     (kind 3) := shard u16 | time unix ns u64 | n u32 | op × n
 //! op                 := case id u64 | slot u32 | op code u8 | task u8 | flags u8 | registers written u8
 //!                       | seq after u64 | state after u8
@@ -41,7 +44,8 @@ use knhk_engine::engine::{ArmedTimer, Hist, Lifecycle};
 use knhk_engine::workers::{
     Job, Op, OpKind, SavedCase, State, Status, OP_COUNT, OP_TIMER, OP_USE_BITS, REGISTERS,
 };
-use knhk_engine::workflow::{Workflow, DEFAULT_NAMESPACE};
+use knhk_engine::workflow::{RegisteredTimer, Workflow, DEFAULT_NAMESPACE};
+use knhk_import::ir::TimerTrigger;
 use knhk_import::Format;
 
 use crate::{K_BATCH, K_CASE, K_COUNTERS, K_HEADER, K_WORKFLOW, MAGIC, MAX_RECORD};
@@ -213,6 +217,8 @@ pub(crate) struct WfRec<'a> {
     pub(crate) form: &'a [u8],
     pub(crate) namespace: &'a str,
     pub(crate) options: u32,
+    /// Timers the registration gave tasks (`RegisterWorkflowRequest.task_timers`).
+    pub(crate) timers: Vec<RegisteredTimer>,
 }
 
 /// The log's code of a model format (1 YAWL, 2 PNML, 3 JSON; 0: detect from the content).
@@ -247,6 +253,7 @@ pub(crate) fn put_workflow(buf: &mut Vec<u8>, w: &Workflow, model: &[u8]) {
             form: &form,
             namespace: &w.namespace,
             options: workflow_options(w),
+            timers: w.registered_timers.clone(),
         },
     );
 }
@@ -262,6 +269,18 @@ pub(crate) fn put_workflow_rec(buf: &mut Vec<u8>, w: &WfRec<'_>) {
         put_bytes(b, w.form);
         put_bytes(b, w.namespace.as_bytes());
         b.extend_from_slice(&w.options.to_le_bytes());
+        // registered timers: only when there are some (a record without keeps its old form)
+        if !w.timers.is_empty() {
+            b.extend_from_slice(&(w.timers.len().min(usize::from(u16::MAX)) as u16).to_le_bytes());
+            for t in w.timers.iter().take(usize::from(u16::MAX)) {
+                put_bytes(b, t.task.as_bytes());
+                b.push(match t.trigger {
+                    TimerTrigger::OnEnabled => 1,
+                    TimerTrigger::OnExecuting => 2,
+                });
+                put_bytes(b, t.duration.as_bytes());
+            }
+        }
     });
 }
 
@@ -298,6 +317,25 @@ pub(crate) fn get_workflow(p: &[u8]) -> Result<WfRec<'_>, String> {
         std::str::from_utf8(r.bytes()?).map_err(|_| "workflow namespace is not UTF-8")?
     };
     let options = if r.b.is_empty() { 0 } else { r.u32()? };
+    let mut timers = Vec::new();
+    if !r.b.is_empty() {
+        let n = r.u16()?;
+        for _ in 0..n {
+            let task = std::str::from_utf8(r.bytes()?).map_err(|_| "timer task is not UTF-8")?;
+            let trigger = match r.u8()? {
+                1 => TimerTrigger::OnEnabled,
+                2 => TimerTrigger::OnExecuting,
+                c => return Err(format!("unknown timer trigger {c}")),
+            };
+            let duration =
+                std::str::from_utf8(r.bytes()?).map_err(|_| "timer duration is not UTF-8")?;
+            timers.push(RegisteredTimer {
+                task: task.to_string(),
+                trigger,
+                duration: duration.to_string(),
+            });
+        }
+    }
     Ok(WfRec {
         index,
         registered_ns,
@@ -307,6 +345,7 @@ pub(crate) fn get_workflow(p: &[u8]) -> Result<WfRec<'_>, String> {
         form,
         namespace,
         options,
+        timers,
     })
 }
 

@@ -9,6 +9,8 @@
 //!   (a loop) fires once per enablement;
 //! - timers survive a SIGKILL: a timer that expired while the server was down fires once after
 //!   restart, and a fired timer is not fired again by the next restart;
+//! - a deadline given at registration to a model without timers runs like a model's own, and
+//!   is replayed with its workflow; a bad one is refused by name;
 //! - GetCase lists armed timers, the XES export and /metrics show the expiries, and the YAWL
 //!   corpus's timer tasks register with their timers armed (their durations are months).
 
@@ -339,7 +341,65 @@ async fn timers_skip_complete_race_and_survive_a_kill() {
         "{xes}"
     );
 
-    // 7. SIGKILL with a timer running; its deadline passes while the server is down.
+    // 7. A deadline given at registration, to a model without timers (YAWL here): A of the
+    // sequence A, B is skipped after 1 s; what is wrong with a deadline is refused by name.
+    let timer = |task: &str, trigger: proto::TimerTrigger, duration: &str| proto::TaskTimer {
+        task: task.into(),
+        trigger: trigger as i32,
+        duration: duration.into(),
+    };
+    let reg = c
+        .register_workflow(proto::RegisterWorkflowRequest {
+            model: corpus("yawl/WPC1Sequence.yawl"),
+            workflow_id: "sequence".into(),
+            task_timers: vec![timer("A", proto::TimerTrigger::Enabled, "PT1S")],
+            ..Default::default()
+        })
+        .await
+        .expect("register with a deadline")
+        .into_inner();
+    assert!(
+        reg.notes
+            .iter()
+            .any(|n| n.contains("timer of task 'A' (set at registration)")),
+        "{:?}",
+        reg.notes
+    );
+    let seq_case = create(&mut c, "sequence").await;
+    assert_eq!(seq_case.timers.len(), 1, "{seq_case:?}");
+    for (t, words) in [
+        (
+            timer("Z", proto::TimerTrigger::Enabled, "PT1S"),
+            "no such task",
+        ),
+        (
+            timer("A", proto::TimerTrigger::Unspecified, "PT1S"),
+            "trigger",
+        ),
+        (timer("A", proto::TimerTrigger::Started, "soon"), "ISO 8601"),
+    ] {
+        let e = c
+            .register_workflow(proto::RegisterWorkflowRequest {
+                model: corpus("yawl/WPC1Sequence.yawl"),
+                task_timers: vec![t],
+                ..Default::default()
+            })
+            .await
+            .expect_err(words);
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+        assert!(e.message().contains(words), "{words}: {e:?}");
+    }
+    let e = c
+        .register_workflow(proto::RegisterWorkflowRequest {
+            model: DEADLINES.as_bytes().to_vec(),
+            task_timers: vec![timer("A", proto::TimerTrigger::Started, "PT5S")],
+            ..Default::default()
+        })
+        .await
+        .expect_err("A has its own timer");
+    assert!(e.message().contains("has a timer of its own"), "{e:?}");
+
+    // 8. SIGKILL with a timer running; its deadline passes while the server is down.
     let pending = create(&mut c, "deadlines").await;
     let deadline = pending.timers[0].deadline_unix_nanos;
     p.kill();
@@ -372,11 +432,26 @@ async fn timers_skip_complete_race_and_survive_a_kill() {
     );
     let h = history(&mut c, pending.case_id).await;
     assert_eq!(count(&h, "A", AUTOSKIP), 1, "{h:?}");
+    // the registered deadline was replayed with its workflow, and fired
+    let w = c
+        .get_workflow(proto::GetWorkflowRequest {
+            workflow_id: "sequence".into(),
+        })
+        .await
+        .expect("sequence")
+        .into_inner();
+    assert_eq!(
+        w.tasks[0].timer, "PT1S, armed on enablement",
+        "{:?}",
+        w.tasks
+    );
+    let k = case(&mut c, seq_case.case_id).await;
+    assert_eq!(k.enabled_tasks, vec!["B".to_string()], "A skipped: {k:?}");
     // the finished cases came back as they were
     assert_eq!(case(&mut c, skipped.case_id).await.state, COMPLETE);
     assert_eq!(case(&mut c, waited.case_id).await.state, COMPLETE);
 
-    // 8. The YAWL corpus's timer tasks: armed at enablement or start, durations in months.
+    // 9. The YAWL corpus's timer tasks: armed at enablement or start, durations in months.
     for (file, armed_at_enablement) in [
         ("yawl-more/TimerTaskOnEnablement.yawl", true),
         ("yawl-more/TimerTaskOnStart.yawl", false),

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use knhk_engine::engine::CaseView;
 use knhk_engine::workers::{OpKind, State};
-use knhk_engine::workflow::Workflow;
+use knhk_engine::workflow::{RegisteredTimer, Workflow};
 use knhk_engine::{BatchEvent, Data, EventKind, EventResult, TaskRef, Value};
 use knhk_import::Format;
 use tonic::Status;
@@ -61,6 +61,27 @@ pub fn lifecycle_out(l: knhk_engine::command::Lifecycle) -> proto::Lifecycle {
         L::PiAbort => proto::Lifecycle::PiAbort,
         L::TimerSkip => proto::Lifecycle::Autoskip,
     }
+}
+
+/// A task timer of a registration.
+pub fn task_timer_in(t: &proto::TaskTimer) -> Result<RegisteredTimer, Status> {
+    use knhk_import::ir::TimerTrigger;
+    let trigger = match proto::TimerTrigger::try_from(t.trigger) {
+        Ok(proto::TimerTrigger::Enabled) => TimerTrigger::OnEnabled,
+        Ok(proto::TimerTrigger::Started) => TimerTrigger::OnExecuting,
+        _ => {
+            return Err(Status::invalid_argument(format!(
+                "task timer for {}: trigger must be TIMER_TRIGGER_ENABLED or \
+                 TIMER_TRIGGER_STARTED",
+                knhk_engine::error::echo(&t.task)
+            )))
+        }
+    };
+    Ok(RegisteredTimer {
+        task: t.task.clone(),
+        trigger,
+        duration: t.duration.clone(),
+    })
 }
 
 /// A requested case state (ListCases filter): None for unspecified.

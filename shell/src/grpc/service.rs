@@ -310,6 +310,11 @@ impl KnhkService {
         let _cancel_on_drop = CancelOnDrop(cancel.clone());
         let client_predicates = r.client_predicates;
         let manual_silent = r.manual_silent_tasks;
+        let timers = r
+            .task_timers
+            .iter()
+            .map(convert::task_timer_in)
+            .collect::<Result<Vec<_>, Status>>()?;
         let opts = knhk_import::Options {
             cancel: Some(cancel),
             external_predicates: client_predicates,
@@ -318,7 +323,7 @@ impl KnhkService {
             ..knhk_import::Options::default()
         };
         let catalog::Compiled {
-            model: m,
+            model: mut m,
             net,
             format: detected,
             findings,
@@ -336,6 +341,9 @@ impl KnhkService {
         .await
         .map_err(|e| Status::internal(format!("compiler task: {e}")))?
         .or_status()?;
+        for t in &timers {
+            t.apply(&mut m).or_status()?;
+        }
         let name = m.name.clone();
         let notes = m.notes.clone();
         // Durable, then visible (Engine::register): the journal's group commit runs inside,
@@ -354,7 +362,8 @@ impl KnhkService {
                         Workflow::new(index, id, detected, &m, *net, engine::now_ns())
                             .in_namespace(&ns)
                             .with_client_predicates(client_predicates)
-                            .with_manual_silent_tasks(manual_silent),
+                            .with_manual_silent_tasks(manual_silent)
+                            .with_registered_timers(timers),
                     )
                 },
                 &name,
