@@ -690,6 +690,73 @@ async fn run(iters: u32) {
         last.traces, last.events
     );
 
+    // Timers run on the partition that owns the case: a deadline of 1 s skips task A of cases
+    // created through every node, and the nodes' /metrics count the skips between them.
+    if iters == 0 {
+        let mut k = client(&c.grpc[0]).await.expect("node 0");
+        k.register_workflow(proto::RegisterWorkflowRequest {
+            model: br#"{ "name": "deadline", "id": "Net",
+              "conditions": [ { "id": "i", "kind": "input", "flows": [ { "to": "A" } ] },
+                              { "id": "o", "kind": "output" } ],
+              "tasks": [ { "id": "A", "timer": { "trigger": "enabled", "duration": "PT1S" },
+                           "flows": [ { "to": "B" } ] },
+                         { "id": "B", "flows": [ { "to": "o" } ] } ] }"#
+                .to_vec(),
+            workflow_id: "deadline".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("register deadline");
+        let mut timed = Vec::new();
+        for addr in c.grpc.iter().cycle().take(6) {
+            let mut k = client(addr).await.expect("node");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let case = loop {
+                // the registration reaches the other nodes asynchronously
+                match k
+                    .create_case(proto::CreateCaseRequest {
+                        workflow_id: "deadline".into(),
+                        ..Default::default()
+                    })
+                    .await
+                {
+                    Ok(r) => break r.into_inner(),
+                    Err(s) if Instant::now() < deadline => {
+                        let _ = s;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    Err(s) => panic!("create through {addr}: {s:?}"),
+                }
+            };
+            assert_eq!(case.timers.len(), 1, "{case:?}");
+            timed.push((addr.clone(), case.case_id));
+        }
+        for (addr, id) in &timed {
+            let mut k = client(addr).await.expect("node");
+            let deadline = Instant::now() + Duration::from_secs(15);
+            loop {
+                let case = k
+                    .get_case(proto::GetCaseRequest { case_id: *id })
+                    .await
+                    .expect("get timed case")
+                    .into_inner();
+                if case.enabled_tasks == ["B"] {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "case {id}: A's timer did not fire in 15 s: {case:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        let mut skipped = 0.0;
+        for h in &c.http {
+            skipped += harness::sample(&harness::metrics(h).await, "knhk_timers_skipped_total");
+        }
+        assert_eq!(skipped, timed.len() as f64, "timer skips on /metrics");
+    }
+
     // /metrics: the nodes serve every partition between them, and published frames.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

@@ -122,7 +122,7 @@ async fn run_case(
             moves.extend(case.enabled_tasks.iter().map(|t| (false, t.clone())));
         }
         // With a timer running, sometimes let it expire instead of acting.
-        if !case.timers.is_empty() && (moves.is_empty() || rng.next() % 3 == 0) {
+        if !case.timers.is_empty() && (moves.is_empty() || rng.next().is_multiple_of(3)) {
             let seq = case.seq;
             for _ in 0..100 {
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;

@@ -953,6 +953,16 @@ impl Node {
         self.parts.read().unwrap_or_else(|p| p.into_inner()).len()
     }
 
+    /// The engines of the partitions this node serves (metrics sum over them).
+    pub fn partition_engines(&self) -> Vec<Arc<Engine>> {
+        self.parts
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|part| part.engine.clone())
+            .collect()
+    }
+
     /// The partition `p` if this node serves it.
     pub fn part(&self, p: u16) -> Option<Arc<Part>> {
         self.parts

@@ -512,54 +512,58 @@ impl prometheus_client::collector::Collector for EngineCollector {
             counter(&mut encoder, name, help, None, value)?;
         }
 
-        // Task timers (docs/api.md, "Timers").
-        let timers = engine.timer_stats();
+        // Task timers (docs/api.md, "Timers"): in cluster mode, over the partitions served.
+        let mut engines = vec![engine.clone()];
+        if let Some(node) = self.slot.cluster.get().and_then(Weak::upgrade) {
+            engines.extend(node.partition_engines());
+        }
+        let scheduled: usize = engines.iter().map(|e| e.timers_scheduled()).sum();
+        let timer_sum = |f: fn(&knhk_engine::engine::TimerStats) -> &AtomicU64| -> u64 {
+            engines
+                .iter()
+                .map(|e| f(&e.timer_stats()).load(Ordering::Relaxed))
+                .sum()
+        };
         gauge(
             &mut encoder,
             "knhk_timers_scheduled",
             "Task timers armed and not yet fired or cancelled",
             None,
-            i64::try_from(engine.timers_scheduled()).unwrap_or(i64::MAX),
+            i64::try_from(scheduled).unwrap_or(i64::MAX),
         )?;
         for (name, help, value) in [
             (
                 "knhk_timers_armed",
                 "Task timers armed (a task enabled or started whose timer began to run)",
-                &timers.armed,
+                timer_sum(|t| &t.armed),
             ),
             (
                 "knhk_timers_cancelled",
                 "Task timers cancelled before expiry (the task completed or was withdrawn first)",
-                &timers.cancelled,
+                timer_sum(|t| &t.cancelled),
             ),
             (
                 "knhk_timers_skipped",
                 "Expired task timers that skipped an enabled task (autoskip)",
-                &timers.skipped,
+                timer_sum(|t| &t.skipped),
             ),
             (
                 "knhk_timers_completed",
                 "Expired task timers that completed a started task",
-                &timers.completed,
+                timer_sum(|t| &t.completed),
             ),
             (
                 "knhk_timers_raced",
                 "Timer fires refused because the case moved first (looked at again)",
-                &timers.raced,
+                timer_sum(|t| &t.raced),
             ),
             (
                 "knhk_timers_failed",
                 "Timer fires that failed (retried a second later)",
-                &timers.failed,
+                timer_sum(|t| &t.failed),
             ),
         ] {
-            counter(
-                &mut encoder,
-                name,
-                help,
-                None,
-                value.load(Ordering::Relaxed),
-            )?;
+            counter(&mut encoder, name, help, None, value)?;
         }
 
         // Capacity: slots and history memory (docs/operations.md, "Capacity").
