@@ -14,6 +14,14 @@
 //! default 3072), `KNHK_BENCH_WORKERS` (kernel workers, default: the server's default),
 //! `KNHK_BENCH_AUTH=es256` (the server checks an ES256 bearer token from a JWKS on every call,
 //! the client sends one; rate limits off; default: no authentication).
+//!
+//! `KNHK_BENCH_AUTH=compare` (issue 12 item 9): the cost of the security layer, in one run.
+//! Plaintext and "secure" servers alternate, `KNHK_BENCH_ROUNDS` times each (default 2), each
+//! a fresh in-process server on its own data directory; secure = TLS on the gRPC port (rustls,
+//! an ECDSA P-256 certificate), an ES256 bearer token checked on every call, and the audit log.
+//! Both run the event log as `KNHK_BENCH_JOURNAL` says (`sync`, the server's default;
+//! `relaxed`; `off`: memory only), so the audit records ride the same group commit as the
+//! changes they describe. A table of both modes ends the output.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -106,6 +114,35 @@ fn percentiles(name: &str, unit_ns: &mut [u64]) {
     );
 }
 
+/// What one mode measured (for the comparison table).
+#[derive(Debug, Clone, Copy, Default)]
+struct Summary {
+    bulk_eps: f64,
+    bulk_one_eps: f64,
+    unary_p50_us: f64,
+    unary_p99_us: f64,
+    unary16_cps: f64,
+}
+
+/// How a bench server runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Plain,
+    /// An ES256 bearer token on every call, no TLS, no audit (`KNHK_BENCH_AUTH=es256`).
+    Token,
+    /// TLS, an ES256 bearer token and the audit log.
+    Secure,
+}
+
+/// Quantile `q` of sorted nanosecond samples, in microseconds.
+fn quantile_us(sorted_ns: &[u64], q: f64) -> f64 {
+    if sorted_ns.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted_ns.len() as f64 - 1.0) * q).round() as usize;
+    sorted_ns[i.min(sorted_ns.len() - 1)] as f64 / 1000.0
+}
+
 fn main() -> Result<(), BoxError> {
     let secs = env_or("KNHK_BENCH_SECS", 5).clamp(1, 60);
     let batch = env_or("KNHK_BENCH_BATCH", 3072).clamp(3, 1 << 16) as usize;
@@ -126,7 +163,145 @@ fn main() -> Result<(), BoxError> {
         "knhk load bench: {cores} cores, {} kernel worker(s), {secs}s per phase, {batch} events per bulk message",
         engine.workers
     );
+    let journal = match std::env::var("KNHK_BENCH_JOURNAL").as_deref() {
+        Ok("sync") => Some(knhk_log::Durability::Sync),
+        Ok("relaxed") => Some(knhk_log::Durability::Relaxed),
+        Ok("off") => None,
+        Ok(other) => return Err(format!("KNHK_BENCH_JOURNAL={other}: sync, relaxed or off").into()),
+        Err(_) => None,
+    };
+    match std::env::var("KNHK_BENCH_AUTH").as_deref() {
+        Ok("es256") => {
+            bench_mode(Mode::Token, journal, &engine, cores, secs, batch)?;
+        }
+        Ok("" | "off") | Err(_) => {
+            bench_mode(Mode::Plain, journal, &engine, cores, secs, batch)?;
+        }
+        Ok("compare") => {
+            let journal = match std::env::var("KNHK_BENCH_JOURNAL") {
+                Err(_) => Some(knhk_log::Durability::Sync),
+                Ok(_) => journal,
+            };
+            let rounds = env_or("KNHK_BENCH_ROUNDS", 2).clamp(1, 20);
+            let mut plain = Vec::new();
+            let mut secure = Vec::new();
+            for r in 0..rounds {
+                println!("\n== round {} of {rounds}: plaintext", r + 1);
+                plain.push(bench_mode(
+                    Mode::Plain,
+                    journal,
+                    &engine,
+                    cores,
+                    secs,
+                    batch,
+                )?);
+                println!(
+                    "\n== round {} of {rounds}: TLS + ES256 token + audit",
+                    r + 1
+                );
+                secure.push(bench_mode(
+                    Mode::Secure,
+                    journal,
+                    &engine,
+                    cores,
+                    secs,
+                    batch,
+                )?);
+            }
+            compare_table(&plain, &secure, journal);
+        }
+        Ok(other) => return Err(format!("KNHK_BENCH_AUTH={other}: off, es256 or compare").into()),
+    }
+    Ok(())
+}
 
+/// A row of the comparison table: what, which figure of a run, the unit.
+type Row = (&'static str, fn(&Summary) -> f64, &'static str);
+
+/// The comparison table: each run, and the median of each mode's runs.
+fn compare_table(plain: &[Summary], secure: &[Summary], journal: Option<knhk_log::Durability>) {
+    fn median(v: &[Summary], f: fn(&Summary) -> f64) -> f64 {
+        let mut x: Vec<f64> = v.iter().map(f).collect();
+        x.sort_by(|a, b| a.total_cmp(b));
+        x[x.len() / 2]
+    }
+    let rows: [Row; 5] = [
+        ("bulk SubmitEvents, pipelined", |s| s.bulk_eps, "events/s"),
+        (
+            "bulk, one message in flight",
+            |s| s.bulk_one_eps,
+            "events/s",
+        ),
+        ("unary FireTask, 1 caller: p50", |s| s.unary_p50_us, "us"),
+        ("unary FireTask, 1 caller: p99", |s| s.unary_p99_us, "us"),
+        ("unary FireTask, 16 callers", |s| s.unary16_cps, "calls/s"),
+    ];
+    println!(
+        "\n| what (event log: {}) | plaintext (each run; median) | TLS + token + audit (each run; median) | change of medians |",
+        match journal {
+            Some(knhk_log::Durability::Sync) => "sync",
+            Some(knhk_log::Durability::Relaxed) => "relaxed",
+            None => "off",
+        }
+    );
+    println!("|---|---|---|---|");
+    for (name, f, unit) in rows {
+        let runs = |v: &[Summary]| {
+            v.iter()
+                .map(|s| format!("{:.0}", f(s)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let (a, b) = (median(plain, f), median(secure, f));
+        println!(
+            "| {name} ({unit}) | {}; {a:.0} | {}; {b:.0} | {:+.1} % |",
+            runs(plain),
+            runs(secure),
+            (b - a) / a * 100.0
+        );
+    }
+}
+
+/// A self-signed CA and a server certificate for 127.0.0.1 it signs, written to `dir`:
+/// (server cert path, server key path, CA path).
+fn bench_certs(dir: &std::path::Path) -> Result<(PathBuf, PathBuf, PathBuf), BoxError> {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate()?;
+    let ca_cert = ca.self_signed(&ca_key)?;
+    let issuer = Issuer::new(ca, ca_key);
+    let leaf = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])?;
+    let key = KeyPair::generate()?;
+    let cert = leaf.signed_by(&key, &issuer)?;
+    let paths = (
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+        dir.join("ca.pem"),
+    );
+    std::fs::write(&paths.0, cert.pem())?;
+    std::fs::write(&paths.1, key.serialize_pem())?;
+    std::fs::write(&paths.2, ca_cert.pem())?;
+    Ok(paths)
+}
+
+/// Starts a server in `mode`, runs every phase against it, stops it.
+fn bench_mode(
+    mode: Mode,
+    journal: Option<knhk_log::Durability>,
+    engine: &EngineConfig,
+    cores: usize,
+    secs: u64,
+    batch: usize,
+) -> Result<Summary, BoxError> {
+    let dir = std::env::temp_dir().join(format!(
+        "knhk-bench-load-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&dir)?;
     // The server has its own runtime, like `knhk serve`.
     let server_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cores.max(1))
@@ -137,31 +312,62 @@ fn main() -> Result<(), BoxError> {
     let addr = listener.local_addr()?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Running>();
-    let (auth, bearer) = match std::env::var("KNHK_BENCH_AUTH").as_deref() {
-        Ok("es256") => {
+    let (auth, bearer) = match mode {
+        Mode::Token | Mode::Secure => {
             let (a, b) = es256_auth()?;
             (Some(a), b)
         }
-        Ok("" | "off") | Err(_) => (None, Bearer(None)),
-        Ok(other) => return Err(format!("KNHK_BENCH_AUTH={other}: es256 or off").into()),
+        Mode::Plain => (None, Bearer(None)),
+    };
+    let (tls, url, client_tls) = if mode == Mode::Secure {
+        let (cert, key, ca) = bench_certs(&dir)?;
+        let client = knhk_shell::tls::ClientTls {
+            ca: Some(ca),
+            ..Default::default()
+        };
+        (
+            Some(knhk_shell::tls::TlsConfig::new(cert, key)),
+            format!("https://127.0.0.1:{}", addr.port()),
+            client,
+        )
+    } else {
+        (
+            None,
+            format!("http://{addr}"),
+            knhk_shell::tls::ClientTls::default(),
+        )
     };
     println!(
-        "authentication: {}",
-        if auth.is_some() {
-            "ES256 bearer token on every call"
-        } else {
-            "off"
+        "security: {}; event log: {}",
+        match mode {
+            Mode::Plain => "none (plaintext, no authentication)",
+            Mode::Token => "ES256 bearer token on every call",
+            Mode::Secure => "TLS + ES256 bearer token on every call + audit log",
+        },
+        match journal {
+            Some(knhk_log::Durability::Sync) => "sync",
+            Some(knhk_log::Durability::Relaxed) => "relaxed",
+            None => "off (memory only)",
         }
     );
     let cfg = ServerConfig {
-        engine,
+        engine: engine.clone(),
         auth,
+        tls,
+        audit: (mode == Mode::Secure)
+            .then(|| knhk_shell::audit::AuditConfig::new(dir.join("audit"))),
         ..ServerConfig::default()
     };
-    let served = server_rt.spawn(server::serve(
+    let jc = journal.map(|d| {
+        let mut jc = knhk_log::JournalConfig::new(dir.join("data"));
+        jc.durability = d;
+        jc
+    });
+    let served = server_rt.spawn(server::serve_journaled(
         listener,
         cfg,
         None,
+        jc,
         async move {
             let _ = stop_rx.await;
         },
@@ -176,29 +382,26 @@ fn main() -> Result<(), BoxError> {
         .thread_name("client")
         .enable_all()
         .build()?;
-    client_rt.block_on(run(
-        format!("http://{addr}"),
-        bearer,
-        secs,
-        batch,
-        running.clone(),
-    ))?;
+    let summary = client_rt.block_on(async {
+        let channel = client_tls.channel(&url).await?;
+        run(channel, bearer, secs, batch, running.clone()).await
+    })?;
 
     let _ = stop_tx.send(());
     let _ = server_rt.block_on(served);
-    Ok(())
+    drop(server_rt);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(summary)
 }
 
 async fn run(
-    url: String,
+    channel: tonic::transport::Channel,
     bearer: Bearer,
     secs: u64,
     batch: usize,
     running: Running,
-) -> Result<(), BoxError> {
-    let channel = tonic::transport::Endpoint::from_shared(url)?
-        .connect()
-        .await?;
+) -> Result<Summary, BoxError> {
+    let mut summary = Summary::default();
     let mut c = KnhkClient::with_interceptor(channel, bearer)
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20);
@@ -294,6 +497,7 @@ async fn run(
         "bulk SubmitEvents: {events} events in {el:.2}s = {:.0} events/s ({msgs} messages of {per_msg} events, {failed} refused)",
         events as f64 / el
     );
+    summary.bulk_eps = events as f64 / el;
     percentiles("bulk message round trip", &mut lat);
 
     // ---- 1b. bulk stream, one message in flight: the latency of a batch on its own.
@@ -321,6 +525,7 @@ async fn run(
         "bulk SubmitEvents, 1 message in flight: {events} events in {el:.2}s = {:.0} events/s",
         events as f64 / el
     );
+    summary.bulk_one_eps = events as f64 / el;
     percentiles("bulk message round trip, unpipelined", &mut lat);
 
     // ---- 2. unary FireTask, sequential: latency.
@@ -348,6 +553,8 @@ async fn run(
         i as f64 / el
     );
     percentiles("unary FireTask latency", &mut lat);
+    summary.unary_p50_us = quantile_us(&lat, 0.50);
+    summary.unary_p99_us = quantile_us(&lat, 0.99);
 
     // ---- 3. unary FireTask, 16 concurrent callers on their own cases.
     let callers = 16usize.min(ids.len());
@@ -390,6 +597,7 @@ async fn run(
         lat.len() as f64 / el
     );
     percentiles("unary FireTask latency under load", &mut lat);
+    summary.unary16_cps = lat.len() as f64 / el;
 
     for (i, s) in running.engine.worker_stats().iter().enumerate() {
         use std::sync::atomic::Ordering::Relaxed;
@@ -409,5 +617,5 @@ async fn run(
             s.in_full.load(Relaxed),
         );
     }
-    Ok(())
+    Ok(summary)
 }

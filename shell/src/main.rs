@@ -191,6 +191,11 @@ struct ServeArgs {
     /// OUT_OF_RANGE from its length prefix, before it is read).
     #[arg(long, env = "KNHK_MAX_MESSAGE_BYTES", default_value_t = 4 << 20)]
     max_message_bytes: usize,
+    /// Bytes of partly received request messages the server may hold over all calls (a
+    /// message counts until its last byte arrives); a call that would pass it gets
+    /// RESOURCE_EXHAUSTED. 0: no limit.
+    #[arg(long, env = "KNHK_MAX_REQUEST_BYTES_IN_FLIGHT", default_value_t = knhk_shell::server::DEFAULT_REQUEST_BYTES_IN_FLIGHT)]
+    max_request_bytes_in_flight: u64,
     /// Largest RegisterWorkflow request (the model), in bytes; at most 64 MiB.
     #[arg(long, env = "KNHK_MAX_MODEL_BYTES", default_value_t = 64 << 20)]
     max_model_bytes: usize,
@@ -624,6 +629,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             live_cases: args.max_live_cases_per_namespace,
         },
         max_message_bytes: args.max_message_bytes.clamp(1024, 64 << 20),
+        max_request_bytes_in_flight: args.max_request_bytes_in_flight,
         max_model_bytes: args.max_model_bytes.clamp(1024, 64 << 20),
         drain_grace: Duration::from_millis(args.drain_grace_ms),
         shutdown_timeout: Duration::from_millis(args.shutdown_timeout_ms),

@@ -72,6 +72,9 @@ pub struct ServerConfig {
     pub idle_timeout: Option<Duration>,
     /// Workflows and unfinished cases per namespace (0: no limit).
     pub namespace_limits: crate::grpc::service::NamespaceLimits,
+    /// Bytes of partly received request messages the server may hold, over every call
+    /// (`crate::grpc::limits::RequestBudget`); 0: no limit.
+    pub max_request_bytes_in_flight: u64,
 }
 
 impl Default for ServerConfig {
@@ -94,9 +97,13 @@ impl Default for ServerConfig {
                 workflows: 1024,
                 live_cases: 0,
             },
+            max_request_bytes_in_flight: DEFAULT_REQUEST_BYTES_IN_FLIGHT,
         }
     }
 }
+
+/// `--max-request-bytes-in-flight` by default: 256 MiB.
+pub const DEFAULT_REQUEST_BYTES_IN_FLIGHT: u64 = 256 << 20;
 
 /// The name health reports for the knhk service.
 pub use crate::grpc::SERVICE_NAME;
@@ -119,6 +126,8 @@ pub struct Running {
     pub health: tonic_health::server::HealthReporter,
     /// The event log's counters, when durability is on.
     pub journal: Option<Arc<journal::JournalStats>>,
+    /// The gRPC port's budget of partly received request bytes.
+    pub request_budget: Arc<crate::grpc::limits::RequestBudget>,
 }
 
 /// Serves on `listener` until `shutdown` resolves, then shuts down as described above.
@@ -197,6 +206,13 @@ pub async fn serve_observed(
     // answers health (NOT_SERVING) so probes get an answer rather than a stalled connection.
     let listener = Arc::new(listener);
     // One cap for the port: the start-up server's connections count too.
+    let request_budget = Arc::new(crate::grpc::limits::RequestBudget::new(
+        cfg.max_request_bytes_in_flight,
+    ));
+    observer
+        .metrics()
+        .slot
+        .set_request_budget(request_budget.clone());
     let conn_limit =
         crate::tls::ConnLimit::with_idle_timeout(cfg.max_connections, cfg.idle_timeout);
     let (startup_stop_tx, startup_stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -300,7 +316,10 @@ pub async fn serve_observed(
         .max_concurrent_streams(Some(cfg.max_concurrent_streams))
         .tcp_nodelay(true)
         .layer(observer.rpc_layer())
-        .layer(crate::grpc::limits::LimitsLayer::new(cfg.request_timeout))
+        .layer(crate::grpc::limits::LimitsLayer::new(
+            cfg.request_timeout,
+            request_budget.clone(),
+        ))
         // Inside the RPC layer: refusals are counted and traced like any other answer.
         .layer(AuthLayer::new(cfg.auth.clone()).with_audit(audit.clone()))
         .add_service(health_service)
@@ -343,6 +362,7 @@ pub async fn serve_observed(
         engine: engine.clone(),
         health: health.clone(),
         journal: journal.as_ref().map(|j| j.stats()),
+        request_budget: request_budget.clone(),
     });
 
     let result = tokio::select! {
@@ -502,13 +522,23 @@ pub async fn serve_cluster(
         }
         None => None,
     };
+    let request_budget = Arc::new(crate::grpc::limits::RequestBudget::new(
+        cfg.max_request_bytes_in_flight,
+    ));
+    observer
+        .metrics()
+        .slot
+        .set_request_budget(request_budget.clone());
     let conn_limit =
         crate::tls::ConnLimit::with_idle_timeout(cfg.max_connections, cfg.idle_timeout);
     let router = tonic::transport::Server::builder()
         .max_concurrent_streams(Some(cfg.max_concurrent_streams))
         .tcp_nodelay(true)
         .layer(observer.rpc_layer())
-        .layer(crate::grpc::limits::LimitsLayer::new(cfg.request_timeout))
+        .layer(crate::grpc::limits::LimitsLayer::new(
+            cfg.request_timeout,
+            request_budget.clone(),
+        ))
         .layer(AuthLayer::new(cfg.auth.clone()))
         .add_service(health_service)
         .add_service(reflection_v1)

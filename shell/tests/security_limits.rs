@@ -429,3 +429,123 @@ async fn idle_connections_are_closed_and_open_streams_are_kept() {
     p.kill();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Opens a RegisterWorkflow call on `conn` whose message announces `announced` bytes and sends
+/// `sent` of them, holding the rest back; the stream and the response to come.
+async fn half_sent(
+    conn: &mut h2::client::SendRequest<bytes::Bytes>,
+    announced: u32,
+    sent: usize,
+) -> (h2::SendStream<bytes::Bytes>, h2::client::ResponseFuture) {
+    let req = http::Request::builder()
+        .method("POST")
+        .uri("http://localhost/knhk.v1.Knhk/RegisterWorkflow")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .expect("request");
+    let mut ready = conn.clone().ready().await.expect("h2 ready");
+    let (resp, mut body) = ready.send_request(req, false).expect("send request");
+    let mut data = vec![0u8];
+    data.extend_from_slice(&announced.to_be_bytes());
+    data.extend(std::iter::repeat_n(b' ', sent));
+    body.send_data(bytes::Bytes::from(data), false)
+        .expect("send data");
+    *conn = ready;
+    (body, resp)
+}
+
+/// The grpc-status of a response (trailers-only, or in its trailers), and its message.
+async fn grpc_status(resp: h2::client::ResponseFuture) -> (String, String) {
+    let resp = resp.await.expect("response");
+    let get = |h: &http::HeaderMap| {
+        (
+            h.get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+            h.get("grpc-message")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+        )
+    };
+    if let (Some(s), m) = get(resp.headers()) {
+        return (s, m.unwrap_or_default());
+    }
+    let mut body = resp.into_body();
+    while let Some(d) = body.data().await {
+        let _ = d.expect("data");
+    }
+    let t = body.trailers().await.expect("trailers").unwrap_or_default();
+    let (s, m) = get(&t);
+    (s.unwrap_or_default(), m.unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partly_sent_requests_are_held_to_the_bytes_in_flight_budget() {
+    let srv = start(ServerConfig {
+        max_model_bytes: 8 << 20,
+        max_request_bytes_in_flight: 1 << 20,
+        ..config(1, 64, 64)
+    })
+    .await;
+    let addr = srv.url.trim_start_matches("http://").to_string();
+    let tcp = tokio::net::TcpStream::connect(&addr).await.expect("tcp");
+    let (mut conn, driver) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    tokio::spawn(async move {
+        let _ = driver.await;
+    });
+    // A: 700 KiB of a 4 MiB model, held open.
+    let (a, _a_resp) = half_sent(&mut conn, 4 << 20, 700 << 10).await;
+    let budget = srv.running.request_budget.clone();
+    let t0 = Instant::now();
+    while budget.held() < 700 << 10 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the server holds {} bytes",
+            budget.held()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // B: another 700 KiB would pass the 1 MiB budget: refused, naming the flag.
+    let (_b, b_resp) = half_sent(&mut conn, 4 << 20, 700 << 10).await;
+    let (code, message) = grpc_status(b_resp).await;
+    assert_eq!(
+        code,
+        (Code::ResourceExhausted as i32).to_string(),
+        "{message}"
+    );
+    assert!(message.contains("max-request-bytes-in-flight"), "{message}");
+    assert!(budget.refused() >= 1);
+    // Ordinary calls go on meanwhile.
+    let mut c = srv.client().await;
+    c.list_workflows(proto::ListWorkflowsRequest {})
+        .await
+        .expect("small calls pass");
+    // A given up (reset): its bytes are freed, and a model of 900 KiB is read whole (and
+    // refused for what it is, not for its size).
+    let mut a = a;
+    a.send_reset(h2::Reason::CANCEL);
+    let t0 = Instant::now();
+    while budget.held() > 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "{} held",
+            budget.held()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut model = b"{\"name\":\"x\",".to_vec();
+    model.extend(std::iter::repeat_n(b' ', 900 << 10));
+    model.extend_from_slice(b"\"id\":\"Net\"}");
+    let e = c
+        .register_workflow(proto::RegisterWorkflowRequest {
+            model,
+            format: proto::ModelFormat::Json as i32,
+            ..Default::default()
+        })
+        .await
+        .expect_err("not a valid model");
+    assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+    assert_eq!(budget.held(), 0, "a whole message holds nothing once read");
+    srv.shutdown().await;
+}

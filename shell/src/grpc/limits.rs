@@ -5,25 +5,95 @@
 //! and the call is answered DEADLINE_EXCEEDED naming the flag. And the connection's open calls
 //! for `--idle-timeout-ms` (crate::tls::Activity): a call is open from its request until its
 //! response body ends (a stream's last message), so a connection with a long watch is not idle.
+//! And `--max-request-bytes-in-flight`: the bytes of partly received request messages the
+//! server holds, over all calls ([`RequestBudget`]).
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
+
+use bytes::{Buf, Bytes};
 
 use tonic::Status;
 
 type Resp = http::Response<tonic::body::Body>;
 
+/// The bytes of partly received request messages the server holds, over every call of the
+/// port, and the most it may hold (`--max-request-bytes-in-flight`).
+///
+/// Each request body is read through [`Budgeted`], which follows the gRPC framing (a 5-byte
+/// header with the message length, then the message): the bytes of a message whose end has
+/// not arrived are held against the budget until it has (tonic then decodes it and hands it
+/// to the handler, whose memory the concurrency limits bound). A frame that would take the
+/// total past the limit fails its call with RESOURCE_EXHAUSTED, so a few clients that send
+/// large messages slowly (or never finish them) cannot make the server hold
+/// `--max-connections` × `--max-concurrent-streams` × `--max-message-bytes`.
+#[derive(Debug, Default)]
+pub struct RequestBudget {
+    limit: u64,
+    held: AtomicU64,
+    refused: AtomicU64,
+}
+
+impl RequestBudget {
+    /// `limit` 0: no limit (the bytes are still counted).
+    pub fn new(limit: u64) -> RequestBudget {
+        RequestBudget {
+            limit,
+            ..RequestBudget::default()
+        }
+    }
+
+    /// Bytes held now.
+    pub fn held(&self) -> u64 {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// Calls refused for the budget.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    fn take(&self, n: u64) -> bool {
+        let mut cur = self.held.load(Ordering::Relaxed);
+        loop {
+            let next = cur.saturating_add(n);
+            if self.limit != 0 && next > self.limit {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                return false;
+            }
+            match self
+                .held
+                .compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => return true,
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    fn give(&self, n: u64) {
+        self.held.fetch_sub(n, Ordering::AcqRel);
+    }
+}
+
 /// The layer; `timeout` `None`: no limit.
 #[derive(Debug, Clone)]
 pub struct LimitsLayer {
     timeout: Option<Duration>,
+    budget: Arc<RequestBudget>,
 }
 
 impl LimitsLayer {
-    pub fn new(timeout: Option<Duration>) -> LimitsLayer {
-        LimitsLayer { timeout }
+    pub fn new(timeout: Option<Duration>, budget: Arc<RequestBudget>) -> LimitsLayer {
+        LimitsLayer { timeout, budget }
     }
 }
 
@@ -33,6 +103,7 @@ impl<S> tower::Layer<S> for LimitsLayer {
         Limits {
             inner,
             timeout: self.timeout,
+            budget: self.budget.clone(),
         }
     }
 }
@@ -42,13 +113,16 @@ impl<S> tower::Layer<S> for LimitsLayer {
 pub struct Limits<S> {
     inner: S,
     timeout: Option<Duration>,
+    budget: Arc<RequestBudget>,
 }
 
 impl<S, B> tower::Service<http::Request<B>> for Limits<S>
 where
-    S: tower::Service<http::Request<B>, Response = Resp>,
+    S: tower::Service<http::Request<tonic::body::Body>, Response = Resp>,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     type Response = Resp;
     type Error = S::Error;
@@ -60,6 +134,14 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let timeout = self.timeout;
+        let budget = self.budget.clone();
+        let req = req.map(|body| {
+            tonic::body::Body::new(Budgeted {
+                inner: body,
+                framing: Framing::default(),
+                hold: Hold { budget, bytes: 0 },
+            })
+        });
         let open = req
             .extensions()
             .get::<crate::tls::ConnInfo>()
@@ -120,5 +202,178 @@ impl http_body::Body for Tracked {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// Where a request body is in its gRPC framing.
+#[derive(Debug, Default)]
+struct Framing {
+    /// Bytes of the current message's 5-byte header seen so far.
+    header: [u8; 5],
+    header_len: usize,
+    /// Bytes of the current message's body still to come (after a complete header).
+    remaining: u64,
+}
+
+impl Framing {
+    /// Follows `chunk` through the framing; returns the bytes of it that belong to the
+    /// message still incomplete at its end, and whether a message completed within it.
+    fn advance(&mut self, mut chunk: &[u8]) -> (u64, bool) {
+        let mut completed = false;
+        let mut open_bytes = 0u64;
+        while !chunk.is_empty() {
+            if self.header_len < 5 {
+                let take = (5 - self.header_len).min(chunk.len());
+                self.header[self.header_len..self.header_len + take]
+                    .copy_from_slice(&chunk[..take]);
+                self.header_len += take;
+                open_bytes += take as u64;
+                chunk = &chunk[take..];
+                if self.header_len == 5 {
+                    let mut len = [0u8; 4];
+                    len.copy_from_slice(&self.header[1..5]);
+                    self.remaining = u64::from(u32::from_be_bytes(len));
+                }
+            } else {
+                let take = (self.remaining.min(chunk.len() as u64)) as usize;
+                self.remaining -= take as u64;
+                open_bytes += take as u64;
+                chunk = &chunk[take..];
+            }
+            if self.header_len == 5 && self.remaining == 0 {
+                // a message ended: its bytes go to the decoder now
+                self.header_len = 0;
+                completed = true;
+                open_bytes = 0;
+            }
+        }
+        (open_bytes, completed)
+    }
+}
+
+/// Bytes one body holds against the budget; given back when the body is dropped.
+#[derive(Debug)]
+struct Hold {
+    budget: Arc<RequestBudget>,
+    bytes: u64,
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.budget.give(self.bytes);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request body read against the [`RequestBudget`].
+    struct Budgeted<B> {
+        #[pin]
+        inner: B,
+        framing: Framing,
+        hold: Hold,
+    }
+}
+
+impl<B> http_body::Body for Budgeted<B>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let this = self.project();
+        let frame = match this.inner.poll_frame(cx) {
+            Poll::Ready(Some(Ok(f))) => f,
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending => return Poll::Pending,
+        };
+        if let Some(data) = frame.data_ref() {
+            let (open, completed) = this.framing.advance(data.chunk());
+            // what this body holds after the frame: the open message's bytes (the ones before
+            // this frame too, unless a message ended in it)
+            let before = this.hold.bytes;
+            let after = if completed { open } else { before + open };
+            if after > before {
+                if !this.hold.budget.take(after - before) {
+                    let limit = this.hold.budget.limit();
+                    tracing::warn!(
+                        limit,
+                        held = this.hold.budget.held(),
+                        "a request was refused: the server holds too many bytes of partly \
+                         received requests (--max-request-bytes-in-flight)"
+                    );
+                    return Poll::Ready(Some(Err(Box::new(Status::resource_exhausted(format!(
+                        "the server holds {limit} bytes of partly received requests, its \
+                         limit (--max-request-bytes-in-flight): retry later"
+                    ))))));
+                }
+            } else {
+                this.hold.budget.give(before - after);
+            }
+            this.hold.bytes = after;
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(len: u32) -> Vec<u8> {
+        let mut m = vec![0u8];
+        m.extend_from_slice(&len.to_be_bytes());
+        m.extend(std::iter::repeat_n(7u8, len as usize));
+        m
+    }
+
+    #[test]
+    fn framing_counts_only_the_open_message() {
+        let mut f = Framing::default();
+        // a whole message, then 3 bytes of the next header
+        let mut chunk = msg(10);
+        chunk.extend_from_slice(&[0, 0, 0]);
+        assert_eq!(f.advance(&chunk), (3, true));
+        // the rest of the header (length 100) and 50 body bytes
+        let mut rest = vec![0u8, 100];
+        rest.extend(std::iter::repeat_n(1u8, 50));
+        assert_eq!(f.advance(&rest), (52, false));
+        // the last 50 bytes end it
+        assert_eq!(f.advance(&[2u8; 50]), (0, true));
+        // an empty message completes with its header
+        assert_eq!(f.advance(&msg(0)), (0, true));
+        // byte by byte
+        for (i, b) in msg(3).iter().enumerate() {
+            let (open, done) = f.advance(&[*b]);
+            assert_eq!(done, i == 7, "byte {i}");
+            assert_eq!(open, if i == 7 { 0 } else { 1 });
+        }
+    }
+
+    #[test]
+    fn the_budget_refuses_past_its_limit_and_counts() {
+        let b = RequestBudget::new(100);
+        assert!(b.take(60));
+        assert!(!b.take(41));
+        assert!(b.take(40));
+        assert_eq!((b.held(), b.refused()), (100, 1));
+        b.give(100);
+        assert_eq!(b.held(), 0);
+        let unlimited = RequestBudget::new(0);
+        assert!(unlimited.take(u64::MAX / 2));
     }
 }

@@ -47,6 +47,7 @@ pub struct EngineSlot {
     engine: OnceLock<Weak<Engine>>,
     journal: OnceLock<Arc<JournalStats>>,
     cluster: OnceLock<Weak<crate::cluster::Node>>,
+    request_budget: OnceLock<Arc<crate::grpc::limits::RequestBudget>>,
     /// Seconds since each worker's heartbeat last moved (maintained by the probes' watchdog).
     pub heartbeat_age: Mutex<Vec<f64>>,
 }
@@ -58,6 +59,11 @@ impl EngineSlot {
         if let Some(j) = journal {
             let _ = self.journal.set(j);
         }
+    }
+
+    /// Points the collector at the gRPC port's request byte budget.
+    pub fn set_request_budget(&self, budget: Arc<crate::grpc::limits::RequestBudget>) {
+        let _ = self.request_budget.set(budget);
     }
 
     /// Points the collector at a cluster node (cluster mode).
@@ -510,6 +516,25 @@ impl prometheus_client::collector::Collector for EngineCollector {
             ),
         ] {
             counter(&mut encoder, name, help, None, value)?;
+        }
+
+        // The gRPC port's budget of partly received request bytes (docs/security.md).
+        if let Some(b) = self.slot.request_budget.get() {
+            gauge(
+                &mut encoder,
+                "knhk_request_bytes_in_flight",
+                "Bytes of partly received request messages the server holds (all calls)",
+                None,
+                i64::try_from(b.held()).unwrap_or(i64::MAX),
+            )?;
+            counter(
+                &mut encoder,
+                "knhk_request_bytes_refusals",
+                "Calls refused because the bytes in flight would pass \
+                 --max-request-bytes-in-flight",
+                None,
+                b.refused(),
+            )?;
         }
 
         // Task timers (docs/api.md, "Timers"): in cluster mode, over the partitions served.
