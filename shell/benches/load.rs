@@ -159,8 +159,16 @@ fn main() -> Result<(), BoxError> {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
     println!(
-        "knhk load bench: {cores} cores, {} kernel worker(s), {secs}s per phase, {batch} events per bulk message",
+        "knhk load bench: {cpu}, {cores} cores, {} kernel worker(s), {secs}s per phase, {batch} events per bulk message",
         engine.workers
     );
     let journal = match std::env::var("KNHK_BENCH_JOURNAL").as_deref() {
