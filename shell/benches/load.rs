@@ -16,9 +16,10 @@
 //! the client sends one; rate limits off; default: no authentication).
 //!
 //! `KNHK_BENCH_AUTH=compare` (issue 12 item 9): the cost of the security layer, in one run.
-//! Plaintext and "secure" servers alternate, `KNHK_BENCH_ROUNDS` times each (default 2), each
-//! a fresh in-process server on its own data directory; secure = TLS on the gRPC port (rustls,
-//! an ECDSA P-256 certificate), an ES256 bearer token checked on every call, and the audit log.
+//! Five servers take turns, `KNHK_BENCH_ROUNDS` rounds (default 2), each a fresh in-process
+//! server on its own data directory: plaintext; TLS alone (rustls, an ECDSA P-256
+//! certificate); an ES256 bearer token checked on every call alone; the audit log alone; and
+//! all three.
 //! Both run the event log as `KNHK_BENCH_JOURNAL` says (`sync`, the server's default;
 //! `relaxed`; `off`: memory only), so the audit records ride the same group commit as the
 //! changes they describe. A table of both modes ends the output.
@@ -128,10 +129,35 @@ struct Summary {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
     Plain,
+    /// TLS only.
+    Tls,
     /// An ES256 bearer token on every call, no TLS, no audit (`KNHK_BENCH_AUTH=es256`).
     Token,
+    /// The audit log only.
+    Audit,
     /// TLS, an ES256 bearer token and the audit log.
     Secure,
+}
+
+impl Mode {
+    fn tls(self) -> bool {
+        matches!(self, Mode::Tls | Mode::Secure)
+    }
+    fn token(self) -> bool {
+        matches!(self, Mode::Token | Mode::Secure)
+    }
+    fn audit(self) -> bool {
+        matches!(self, Mode::Audit | Mode::Secure)
+    }
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Plain => "plaintext",
+            Mode::Tls => "TLS",
+            Mode::Token => "ES256 token",
+            Mode::Audit => "audit log",
+            Mode::Secure => "TLS + token + audit",
+        }
+    }
 }
 
 /// Quantile `q` of sorted nanosecond samples, in microseconds.
@@ -191,32 +217,21 @@ fn main() -> Result<(), BoxError> {
                 Ok(_) => journal,
             };
             let rounds = env_or("KNHK_BENCH_ROUNDS", 2).clamp(1, 20);
-            let mut plain = Vec::new();
-            let mut secure = Vec::new();
+            let modes = [
+                Mode::Plain,
+                Mode::Tls,
+                Mode::Token,
+                Mode::Audit,
+                Mode::Secure,
+            ];
+            let mut runs: Vec<Vec<Summary>> = vec![Vec::new(); modes.len()];
             for r in 0..rounds {
-                println!("\n== round {} of {rounds}: plaintext", r + 1);
-                plain.push(bench_mode(
-                    Mode::Plain,
-                    journal,
-                    &engine,
-                    cores,
-                    secs,
-                    batch,
-                )?);
-                println!(
-                    "\n== round {} of {rounds}: TLS + ES256 token + audit",
-                    r + 1
-                );
-                secure.push(bench_mode(
-                    Mode::Secure,
-                    journal,
-                    &engine,
-                    cores,
-                    secs,
-                    batch,
-                )?);
+                for (m, mode) in modes.iter().enumerate() {
+                    println!("\n== round {} of {rounds}: {}", r + 1, mode.name());
+                    runs[m].push(bench_mode(*mode, journal, &engine, cores, secs, batch)?);
+                }
             }
-            compare_table(&plain, &secure, journal);
+            compare_table(&modes, &runs, journal);
         }
         Ok(other) => return Err(format!("KNHK_BENCH_AUTH={other}: off, es256 or compare").into()),
     }
@@ -227,11 +242,11 @@ fn main() -> Result<(), BoxError> {
 type Row = (&'static str, fn(&Summary) -> f64, &'static str);
 
 /// The comparison table: each run, and the median of each mode's runs.
-fn compare_table(plain: &[Summary], secure: &[Summary], journal: Option<knhk_log::Durability>) {
+fn compare_table(modes: &[Mode], runs: &[Vec<Summary>], journal: Option<knhk_log::Durability>) {
     fn median(v: &[Summary], f: fn(&Summary) -> f64) -> f64 {
         let mut x: Vec<f64> = v.iter().map(f).collect();
         x.sort_by(|a, b| a.total_cmp(b));
-        x[x.len() / 2]
+        x.get(x.len() / 2).copied().unwrap_or(0.0)
     }
     let rows: [Row; 5] = [
         ("bulk SubmitEvents, pipelined", |s| s.bulk_eps, "events/s"),
@@ -244,29 +259,35 @@ fn compare_table(plain: &[Summary], secure: &[Summary], journal: Option<knhk_log
         ("unary FireTask, 1 caller: p99", |s| s.unary_p99_us, "us"),
         ("unary FireTask, 16 callers", |s| s.unary16_cps, "calls/s"),
     ];
-    println!(
-        "\n| what (event log: {}) | plaintext (each run; median) | TLS + token + audit (each run; median) | change of medians |",
-        match journal {
-            Some(knhk_log::Durability::Sync) => "sync",
-            Some(knhk_log::Durability::Relaxed) => "relaxed",
-            None => "off",
-        }
-    );
-    println!("|---|---|---|---|");
+    let log = match journal {
+        Some(knhk_log::Durability::Sync) => "sync",
+        Some(knhk_log::Durability::Relaxed) => "relaxed",
+        None => "off",
+    };
+    println!("\nEach cell: the runs, then their median (and its change from plaintext's).");
+    let head: Vec<&str> = modes.iter().map(|m| m.name()).collect();
+    println!("\n| what (event log: {log}) | {} |", head.join(" | "));
+    println!("|---|{}", "---|".repeat(modes.len()));
     for (name, f, unit) in rows {
-        let runs = |v: &[Summary]| {
-            v.iter()
-                .map(|s| format!("{:.0}", f(s)))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let (a, b) = (median(plain, f), median(secure, f));
-        println!(
-            "| {name} ({unit}) | {}; {a:.0} | {}; {b:.0} | {:+.1} % |",
-            runs(plain),
-            runs(secure),
-            (b - a) / a * 100.0
-        );
+        let base = runs.first().map_or(0.0, |r| median(r, f));
+        let cells: Vec<String> = runs
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let each = r
+                    .iter()
+                    .map(|s| format!("{:.0}", f(s)))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let m = median(r, f);
+                if i == 0 {
+                    format!("{each}; **{m:.0}**")
+                } else {
+                    format!("{each}; **{m:.0}** ({:+.1} %)", (m - base) / base * 100.0)
+                }
+            })
+            .collect();
+        println!("| {name} ({unit}) | {} |", cells.join(" | "));
     }
 }
 
@@ -320,14 +341,13 @@ fn bench_mode(
     let addr = listener.local_addr()?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Running>();
-    let (auth, bearer) = match mode {
-        Mode::Token | Mode::Secure => {
-            let (a, b) = es256_auth()?;
-            (Some(a), b)
-        }
-        Mode::Plain => (None, Bearer(None)),
+    let (auth, bearer) = if mode.token() {
+        let (a, b) = es256_auth()?;
+        (Some(a), b)
+    } else {
+        (None, Bearer(None))
     };
-    let (tls, url, client_tls) = if mode == Mode::Secure {
+    let (tls, url, client_tls) = if mode.tls() {
         let (cert, key, ca) = bench_certs(&dir)?;
         let client = knhk_shell::tls::ClientTls {
             ca: Some(ca),
@@ -349,7 +369,9 @@ fn bench_mode(
         "security: {}; event log: {}",
         match mode {
             Mode::Plain => "none (plaintext, no authentication)",
+            Mode::Tls => "TLS",
             Mode::Token => "ES256 bearer token on every call",
+            Mode::Audit => "the audit log",
             Mode::Secure => "TLS + ES256 bearer token on every call + audit log",
         },
         match journal {
@@ -362,7 +384,8 @@ fn bench_mode(
         engine: engine.clone(),
         auth,
         tls,
-        audit: (mode == Mode::Secure)
+        audit: mode
+            .audit()
             .then(|| knhk_shell::audit::AuditConfig::new(dir.join("audit"))),
         ..ServerConfig::default()
     };
