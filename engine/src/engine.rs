@@ -407,6 +407,23 @@ fn available_memory() -> Option<(u64, &'static str)> {
     }
 }
 
+/// The id of a workflow registered without one: the model's name, control characters dropped
+/// and the length bounded, so the id passes `error::check_id` like a client's would.
+fn derived_id(default_name: &str) -> String {
+    let mut cleaned = String::new();
+    for c in default_name.trim().chars().filter(|c| !c.is_control()) {
+        if cleaned.len() + c.len_utf8() > crate::error::MAX_ID_BYTES - 8 {
+            break;
+        }
+        cleaned.push(c);
+    }
+    if cleaned.is_empty() {
+        "workflow".to_string()
+    } else {
+        cleaned
+    }
+}
+
 /// Nanoseconds since the Unix epoch.
 pub fn now_ns() -> u64 {
     SystemTime::now()
@@ -649,15 +666,28 @@ impl Engine {
         default_name: &str,
         durable: impl FnOnce(&Workflow) -> Result<(), EngineError>,
     ) -> Result<Arc<Workflow>, EngineError> {
-        self.register_in(DEFAULT_NAMESPACE, requested, build, default_name, durable)
+        self.register_in(
+            DEFAULT_NAMESPACE,
+            requested,
+            None,
+            build,
+            default_name,
+            durable,
+        )
     }
 
     /// [`Engine::register`] in `namespace`: the id must be free in that namespace only, and
     /// `build` must put the workflow in it ([`Workflow::in_namespace`]).
+    ///
+    /// With `digest` (the [`crate::workflow::registration_digest`] of the request): a
+    /// workflow already registered under the requested id (or, with none requested, the id
+    /// derived from the model's name) with the same digest is returned as it is, built and
+    /// logged nothing: registering the same content again is idempotent (a client's retry).
     pub fn register_in(
         &self,
         namespace: &str,
         requested: &str,
+        digest: Option<[u8; 32]>,
         build: impl FnOnce(u16, String) -> Result<Workflow, EngineError>,
         default_name: &str,
         durable: impl FnOnce(&Workflow) -> Result<(), EngineError>,
@@ -671,6 +701,21 @@ impl Engine {
         let _serial = lock(&self.registering);
         let (index, id) = {
             let reg = self.registry.read().unwrap_or_else(|p| p.into_inner());
+            if let Some(d) = digest {
+                let id = if requested.is_empty() {
+                    derived_id(default_name)
+                } else {
+                    requested.to_string()
+                };
+                if let Some(wf) = reg
+                    .by_id
+                    .get(namespace)
+                    .and_then(|m| m.get(&id))
+                    .filter(|wf| wf.source_digest == Some(d))
+                {
+                    return Ok(wf.clone());
+                }
+            }
             let index = reg.list.len();
             if index >= workers::MAX_WORKFLOWS {
                 return Err(EngineError::Exhausted(format!(
@@ -680,21 +725,8 @@ impl Engine {
             }
             let taken = |id: &str| reg.by_id.get(namespace).is_some_and(|m| m.contains_key(id));
             let id = if requested.is_empty() {
-                // Derived from the model's name: control characters dropped and the length
-                // bounded, so the id passes `error::check_id` like a client's would.
-                let mut cleaned = String::new();
-                for c in default_name.trim().chars().filter(|c| !c.is_control()) {
-                    if cleaned.len() + c.len_utf8() > crate::error::MAX_ID_BYTES - 8 {
-                        break;
-                    }
-                    cleaned.push(c);
-                }
-                let base = if cleaned.is_empty() {
-                    "workflow"
-                } else {
-                    cleaned.as_str()
-                };
-                let mut id = base.to_string();
+                let base = derived_id(default_name);
+                let mut id = base.clone();
                 let mut n = 2;
                 while taken(&id) {
                     id = format!("{base}-{n}");

@@ -98,6 +98,44 @@ pub struct Workflow {
     /// Timers the registration gave tasks of the model (already in the model the workflow
     /// was built from; kept so that the log records them for a replay).
     pub registered_timers: Vec<RegisteredTimer>,
+    /// [`registration_digest`] of what registered it (None: not known, never matched).
+    pub source_digest: Option<[u8; 32]>,
+}
+
+/// What makes two registrations the same (`Engine::register_in`'s idempotence): SHA-256 over
+/// the model's bytes, its format, the options that change what is compiled or run, and the
+/// timers the registration gives tasks.
+pub fn registration_digest(
+    model: &[u8],
+    format: Format,
+    client_predicates: bool,
+    manual_silent_tasks: bool,
+    timers: &[RegisteredTimer],
+) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update((model.len() as u64).to_le_bytes());
+    h.update(model);
+    h.update([
+        match format {
+            Format::Yawl => 1,
+            Format::Pnml => 2,
+            Format::Json => 3,
+        },
+        u8::from(client_predicates),
+        u8::from(manual_silent_tasks),
+    ]);
+    for t in timers {
+        h.update((t.task.len() as u64).to_le_bytes());
+        h.update(t.task.as_bytes());
+        h.update([match t.trigger {
+            knhk_import::ir::TimerTrigger::OnEnabled => 1,
+            knhk_import::ir::TimerTrigger::OnExecuting => 2,
+        }]);
+        h.update((t.duration.len() as u64).to_le_bytes());
+        h.update(t.duration.as_bytes());
+    }
+    h.finalize().into()
 }
 
 /// A task timer given at registration (`RegisterWorkflowRequest.task_timers`): a duration
@@ -245,6 +283,7 @@ impl Workflow {
             cases_created: AtomicU64::new(0),
             registered_unix_nanos,
             registered_timers: Vec::new(),
+            source_digest: None,
         }
     }
 
@@ -252,6 +291,12 @@ impl Workflow {
     /// model it was built from, [`RegisteredTimer::apply`]).
     pub fn with_registered_timers(mut self, timers: Vec<RegisteredTimer>) -> Workflow {
         self.registered_timers = timers;
+        self
+    }
+
+    /// The same workflow, with the digest of what registered it.
+    pub fn with_source_digest(mut self, digest: [u8; 32]) -> Workflow {
+        self.source_digest = Some(digest);
         self
     }
 

@@ -1085,10 +1085,18 @@ fn replay_workflow(engine: &Engine, p: &[u8]) -> Result<(), String> {
     let name = m.name.clone();
     let expect = w.index;
     let timers = w.timers.clone();
+    let digest = knhk_engine::workflow::registration_digest(
+        w.model,
+        detected,
+        w.options & OPTION_CLIENT_PREDICATES != 0,
+        w.options & OPTION_AUTO_TASKS == 0,
+        &timers,
+    );
     engine
         .register_in(
             w.namespace,
             w.id,
+            None,
             |index, id| {
                 if index != expect {
                     return Err(EngineError::Internal(format!(
@@ -1100,7 +1108,8 @@ fn replay_workflow(engine: &Engine, p: &[u8]) -> Result<(), String> {
                         .in_namespace(w.namespace)
                         .with_client_predicates(w.options & OPTION_CLIENT_PREDICATES != 0)
                         .with_manual_silent_tasks(w.options & OPTION_AUTO_TASKS == 0)
-                        .with_registered_timers(timers),
+                        .with_registered_timers(timers)
+                        .with_source_digest(digest),
                 )
             },
             &name,

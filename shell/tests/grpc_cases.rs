@@ -22,7 +22,21 @@ async fn unary_rpcs_and_their_errors() {
         wf.tasks.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
         ["A", "B"]
     );
-    let again = register(&mut c, "yawl/WPC1Sequence.yawl").await;
+    // The same content again (a retry) is the existing workflow; with another option it is
+    // another workflow, whose id derived from the model's name gets a suffix.
+    let same = register(&mut c, "yawl/WPC1Sequence.yawl").await;
+    assert_eq!(same, wf, "idempotent");
+    let again = c
+        .register_workflow(proto::RegisterWorkflowRequest {
+            model: model("yawl/WPC1Sequence.yawl"),
+            manual_silent_tasks: false,
+            ..Default::default()
+        })
+        .await
+        .expect("register with another option")
+        .into_inner()
+        .workflow
+        .expect("workflow");
     assert_eq!(again.workflow_id, "WP1Sequence-2");
     let got = c
         .get_workflow(proto::GetWorkflowRequest {
@@ -195,12 +209,51 @@ async fn unary_rpcs_and_their_errors() {
         })
         .await;
     expect_code(r, Code::InvalidArgument, "MODEL_FORMAT_YAWL");
-    // ALREADY_EXISTS.
+    // ALREADY_EXISTS: another model under a taken id.
+    let r = c
+        .register_workflow(proto::RegisterWorkflowRequest {
+            model: model("yawl/WPC3Synchronization.yawl"),
+            format: 0,
+            workflow_id: "WP1Sequence".into(),
+            ..Default::default()
+        })
+        .await;
+    expect_code(r, Code::AlreadyExists, "WP1Sequence");
+    // The same model again (a client's retry) is idempotent: the existing workflow; with
+    // another option it is another registration, refused for its taken id.
+    let before = c
+        .list_workflows(proto::ListWorkflowsRequest {})
+        .await
+        .expect("list")
+        .into_inner()
+        .workflows
+        .len();
+    let again = c
+        .register_workflow(proto::RegisterWorkflowRequest {
+            model: model("yawl/WPC1Sequence.yawl"),
+            workflow_id: "WP1Sequence".into(),
+            manual_silent_tasks: true,
+            ..Default::default()
+        })
+        .await
+        .expect("idempotent registration")
+        .into_inner()
+        .workflow
+        .expect("workflow");
+    assert_eq!(again.workflow_id, "WP1Sequence");
+    let after = c
+        .list_workflows(proto::ListWorkflowsRequest {})
+        .await
+        .expect("list")
+        .into_inner()
+        .workflows
+        .len();
+    assert_eq!(before, after, "no new workflow");
     let r = c
         .register_workflow(proto::RegisterWorkflowRequest {
             model: model("yawl/WPC1Sequence.yawl"),
-            format: 0,
             workflow_id: "WP1Sequence".into(),
+            manual_silent_tasks: false,
             ..Default::default()
         })
         .await;

@@ -1167,8 +1167,16 @@ async fn client_as(url: &str, token: &str, ns: &str) -> NsClient {
 }
 
 async fn register_as(c: &mut NsClient, id: &str) -> Result<proto::Workflow, tonic::Status> {
+    register_model_as(c, id, "yawl/WPC1Sequence.yawl").await
+}
+
+async fn register_model_as(
+    c: &mut NsClient,
+    id: &str,
+    file: &str,
+) -> Result<proto::Workflow, tonic::Status> {
     c.register_workflow(proto::RegisterWorkflowRequest {
-        model: support::corpus("yawl/WPC1Sequence.yawl"),
+        model: support::corpus(file),
         format: 0,
         workflow_id: id.into(),
         ..Default::default()
@@ -1251,8 +1259,15 @@ async fn other_namespaces_objects_are_not_found() {
     // one); only a's own namespace answers ALREADY_EXISTS for it.
     let b_wf_a = register_as(&mut b, "wf-a").await.expect("b's own wf-a");
     assert_eq!(b_wf_a.workflow_id, "wf-a");
-    let taken = register_as(&mut a, "wf-a").await.expect_err("taken in a");
+    let taken = register_model_as(&mut a, "wf-a", "yawl/WPC3Synchronization.yawl")
+        .await
+        .expect_err("taken in a");
     assert_eq!(taken.code(), Code::AlreadyExists, "{}", taken.message());
+    // The same content again is idempotent: the existing workflow, no new one.
+    let again = register_as(&mut a, "wf-a")
+        .await
+        .expect("a retried registration");
+    assert_eq!(again, wa, "the existing workflow");
     let ca = a
         .create_case(proto::CreateCaseRequest {
             workflow_id: "wf-a".into(),
@@ -1492,8 +1507,15 @@ async fn other_namespaces_objects_are_not_found() {
     // Both "wf-a" come back, each in its namespace: a's has a's case, b's none.
     assert_eq!(cases_of(&mut a, "wf-a").await, vec![ca]);
     assert_eq!(cases_of(&mut b, "wf-a").await, Vec::<u64>::new());
-    let again = register_as(&mut b, "wf-a").await.expect_err("taken in b");
+    let again = register_model_as(&mut b, "wf-a", "yawl/WPC3Synchronization.yawl")
+        .await
+        .expect_err("taken in b");
     assert_eq!(again.code(), Code::AlreadyExists, "{}", again.message());
+    // Idempotence survives the restart (the digest is recomputed from the log).
+    let same = register_as(&mut b, "wf-a")
+        .await
+        .expect("b's retried registration");
+    assert_eq!(same.workflow_id, "wf-a");
 }
 
 // ---------------------------------------------------------------- rate limits

@@ -346,6 +346,13 @@ impl KnhkService {
         }
         let name = m.name.clone();
         let notes = m.notes.clone();
+        let digest = knhk_engine::workflow::registration_digest(
+            &source,
+            detected,
+            client_predicates,
+            manual_silent,
+            &timers,
+        );
         // Durable, then visible (Engine::register): the journal's group commit runs inside,
         // so the whole registration runs on a blocking thread.
         let eng = self.engine.clone();
@@ -354,6 +361,7 @@ impl KnhkService {
             eng.register_in(
                 &ns,
                 &r.workflow_id,
+                Some(digest),
                 |index, id| {
                     // Again under the registration lock: concurrent registrations cannot
                     // pass the cap together.
@@ -363,7 +371,8 @@ impl KnhkService {
                             .in_namespace(&ns)
                             .with_client_predicates(client_predicates)
                             .with_manual_silent_tasks(manual_silent)
-                            .with_registered_timers(timers),
+                            .with_registered_timers(timers)
+                            .with_source_digest(digest),
                     )
                 },
                 &name,
