@@ -53,6 +53,33 @@ pub struct BatchEvent {
     pub data: Data,
     /// Caller-computed predicate bits of a completion.
     pub branch_bits: Option<u32>,
+    /// A task event applies only at this case sequence number (`OP_EXPECT_SEQ`).
+    pub expected_seq: Option<u64>,
+}
+
+impl BatchEvent {
+    /// The event's expected sequence as an op carries it (mod 2^32 is all a case's ops
+    /// compare): refused on a creation or a case cancellation, and past 2^32-1.
+    pub fn expect_seq(&self) -> Result<Option<u32>, EngineError> {
+        let Some(seq) = self.expected_seq else {
+            return Ok(None);
+        };
+        if matches!(self.op, Ok(OpKind::Create | OpKind::CancelCase)) {
+            return Err(EngineError::BadData {
+                reason: "expected_seq applies to task events (START, COMPLETE, FIRE, \
+                         CANCEL_TASK), not to CREATE_CASE or CANCEL_CASE"
+                    .into(),
+            });
+        }
+        u32::try_from(seq)
+            .map(Some)
+            .map_err(|_| EngineError::BadData {
+                reason: format!(
+                    "expected_seq {seq} is beyond 2^32-1, the largest sequence an operation can \
+                 expect"
+                ),
+            })
+    }
 }
 
 /// The result of one bulk event.

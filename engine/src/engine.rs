@@ -1671,6 +1671,7 @@ impl Engine {
         let kind = ev.op.map_err(|op| EngineError::BadData {
             reason: format!("event op {op} is not a valid EventOp"),
         })?;
+        let expect_seq = ev.expect_seq()?;
         if kind == OpKind::Create {
             let wf = match cache {
                 Some(w) if w.id == ev.workflow_id => w.clone(),
@@ -1720,6 +1721,10 @@ impl Engine {
             });
         }
         let mut op = Op::new(kind, ev.case_id, slot, t);
+        if let Some(seq) = expect_seq {
+            op.flags |= OP_EXPECT_SEQ;
+            op.expect_seq = seq;
+        }
         if let Some(b) = ev.branch_bits {
             if matches!(kind, OpKind::Complete | OpKind::Fire) {
                 op.flags |= OP_USE_BITS;

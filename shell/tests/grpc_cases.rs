@@ -497,6 +497,7 @@ async fn random_requests_never_panic() {
                 workflow_id: workflows[((r >> 52) % workflows.len() as u64) as usize].into(),
                 data,
                 branch_bits: (r & 128 != 0).then_some((r >> 12) as u32),
+                expected_seq: (r & 256 != 0).then_some((r >> 20) % 8),
             });
         }
         let n = events.len();

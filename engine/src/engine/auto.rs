@@ -186,6 +186,9 @@ impl Engine {
     /// One bulk event with the unary calls' semantics (automatic tasks settled after it).
     async fn apply(&self, namespace: &str, ev: BatchEvent) -> EventResult {
         let id = ev.case_id;
+        if let Err(e) = ev.expect_seq() {
+            return EventResult::refused(e, id);
+        }
         let r = match ev.op {
             Ok(OpKind::Create) => self
                 .create_case_in(namespace, &ev.workflow_id, &ev.data)
@@ -207,7 +210,7 @@ impl Engine {
                         self.cancel_case(id).await.map(|v| (v.id, v.last))
                     }
                     Ok(task) => self
-                        .task_op(kind, id, &task, &ev.data, ev.branch_bits, None)
+                        .task_op(kind, id, &task, &ev.data, ev.branch_bits, ev.expected_seq)
                         .await
                         .map(|v| (v.id, v.last)),
                     Err(e) => Err(e),

@@ -232,6 +232,7 @@ pub fn event_in(ev: proto::Event) -> BatchEvent {
             data_in(&ev.data)
         },
         branch_bits: ev.branch_bits,
+        expected_seq: ev.expected_seq,
     }
 }
 
