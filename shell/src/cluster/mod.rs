@@ -602,6 +602,25 @@ impl Node {
         ))
     }
 
+    /// Read-your-writes for registrations made through another node: when the workflow stream
+    /// holds records this node has not applied yet, waits (at most `within`) until it has.
+    /// True when it applied something new (a lookup that failed is worth another try).
+    pub async fn catch_up_workflows(&self, within: Duration) -> bool {
+        let stream_name = format!("{}_WF", self.cfg.name.to_uppercase());
+        let last = match self.js.get_stream(&stream_name).await {
+            Ok(s) => s.cached_info().state.last_sequence,
+            Err(_) => return false,
+        };
+        if *self.applied.borrow() >= last {
+            return false;
+        }
+        let mut rx = self.applied.subscribe();
+        let caught_up = tokio::time::timeout(within, rx.wait_for(|&a| a >= last))
+            .await
+            .is_ok();
+        caught_up
+    }
+
     fn published_seq(&self) -> u64 {
         self.published.load(Ordering::SeqCst)
     }

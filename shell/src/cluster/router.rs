@@ -327,30 +327,10 @@ fn boxed<T: Send + 'static>(s: Streaming<T>) -> BoxStream<T> {
     Box::pin(s)
 }
 
-#[tonic::async_trait]
-impl Knhk for ClusterService {
-    async fn register_workflow(
-        &self,
-        request: Request<RegisterWorkflowRequest>,
-    ) -> Result<Response<RegisterWorkflowResponse>, Status> {
-        self.node.register_workflow(request).await
-    }
-
-    async fn get_workflow(
-        &self,
-        request: Request<GetWorkflowRequest>,
-    ) -> Result<Response<Workflow>, Status> {
-        self.node.catalog_service.get_workflow(request).await
-    }
-
-    async fn list_workflows(
-        &self,
-        request: Request<ListWorkflowsRequest>,
-    ) -> Result<Response<ListWorkflowsResponse>, Status> {
-        self.node.catalog_service.list_workflows(request).await
-    }
-
-    async fn create_case(
+impl ClusterService {
+    /// CreateCase once: on the partition of its business key, or on one of this node's
+    /// partitions, or forwarded to any owner.
+    async fn create_case_once(
         &self,
         request: Request<CreateCaseRequest>,
     ) -> Result<Response<Case>, Status> {
@@ -377,6 +357,68 @@ impl Knhk for ClusterService {
         }
         let p = owners[self.next.fetch_add(1, Ordering::Relaxed) % owners.len()];
         routed!(self, p, request, create_case)
+    }
+}
+
+/// How long a lookup of an unknown workflow waits for this node to apply registrations made
+/// through other nodes before it answers NOT_FOUND.
+const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A refusal for an unknown workflow (the engine's `NoWorkflow`).
+fn unknown_workflow(s: &Status) -> bool {
+    s.code() == tonic::Code::NotFound && s.message().starts_with("unknown workflow")
+}
+
+#[tonic::async_trait]
+impl Knhk for ClusterService {
+    async fn register_workflow(
+        &self,
+        request: Request<RegisterWorkflowRequest>,
+    ) -> Result<Response<RegisterWorkflowResponse>, Status> {
+        self.node.register_workflow(request).await
+    }
+
+    async fn get_workflow(
+        &self,
+        request: Request<GetWorkflowRequest>,
+    ) -> Result<Response<Workflow>, Status> {
+        let (meta, ext, msg) = request.into_parts();
+        let again = Request::from_parts(meta.clone(), ext.clone(), msg.clone());
+        match self
+            .node
+            .catalog_service
+            .get_workflow(Request::from_parts(meta, ext, msg))
+            .await
+        {
+            Err(s) if unknown_workflow(&s) && self.node.catch_up_workflows(CATCH_UP).await => {
+                self.node.catalog_service.get_workflow(again).await
+            }
+            r => r,
+        }
+    }
+
+    async fn list_workflows(
+        &self,
+        request: Request<ListWorkflowsRequest>,
+    ) -> Result<Response<ListWorkflowsResponse>, Status> {
+        self.node.catalog_service.list_workflows(request).await
+    }
+
+    async fn create_case(
+        &self,
+        request: Request<CreateCaseRequest>,
+    ) -> Result<Response<Case>, Status> {
+        let (meta, ext, msg) = request.into_parts();
+        let again = Request::from_parts(meta.clone(), ext.clone(), msg.clone());
+        match self
+            .create_case_once(Request::from_parts(meta, ext, msg))
+            .await
+        {
+            Err(s) if unknown_workflow(&s) && self.node.catch_up_workflows(CATCH_UP).await => {
+                self.create_case_once(again).await
+            }
+            r => r,
+        }
     }
 
     async fn start_task(&self, request: Request<TaskRequest>) -> Result<Response<Case>, Status> {
