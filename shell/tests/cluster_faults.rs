@@ -733,6 +733,39 @@ async fn run(iters: u32) {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
+        // A bulk creation right after a registration through another node sees it too.
+        let mut k0 = client(&c.grpc[0]).await.expect("node 0");
+        k0.register_workflow(proto::RegisterWorkflowRequest {
+            model: br#"{ "name": "bulk-ryw", "id": "Net",
+              "conditions": [ { "id": "i", "kind": "input", "flows": [ { "to": "A" } ] },
+                              { "id": "o", "kind": "output" } ],
+              "tasks": [ { "id": "A", "flows": [ { "to": "o" } ] } ] }"#
+                .to_vec(),
+            workflow_id: "bulk-ryw".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("register bulk-ryw");
+        let last = c.grpc.last().expect("nodes").clone();
+        let mut kl = client(&last).await.expect("last node");
+        let mut answers = kl
+            .submit_events(tokio_stream::iter([proto::SubmitEventsRequest {
+                events: vec![proto::Event {
+                    op: proto::EventOp::CreateCase as i32,
+                    workflow_id: "bulk-ryw".into(),
+                    ..Default::default()
+                }],
+            }]))
+            .await
+            .expect("submit")
+            .into_inner();
+        let r = tokio_stream::StreamExt::next(&mut answers)
+            .await
+            .expect("an answer")
+            .expect("answer ok")
+            .results;
+        assert_eq!(r[0].code, 0, "bulk create through {last}: {r:?}");
+
         let mut skipped = 0.0;
         for h in &c.http {
             skipped += harness::sample(&harness::metrics(h).await, "knhk_timers_skipped_total");

@@ -200,6 +200,19 @@ async fn dispatch(
     meta: &MetadataMap,
     owners: &mut HashMap<String, OwnerStream>,
 ) -> BatchFuture {
+    // Read-your-writes, as for a unary CreateCase: a creation naming a workflow this node has
+    // not applied yet waits (once per batch, bounded) for the workflow stream.
+    let unknown = events.iter().any(|ev| {
+        ev.op == EventOp::CreateCase as i32
+            && svc
+                .node
+                .catalog_engine
+                .workflow_in(namespace, &ev.workflow_id)
+                .is_err()
+    });
+    if unknown {
+        svc.node.catch_up_workflows(super::router::CATCH_UP).await;
+    }
     let n = events.len();
     let mut results: Vec<Option<EventResult>> = vec![None; n];
     let partitions = svc.node.cfg.partitions;

@@ -362,7 +362,7 @@ impl ClusterService {
 
 /// How long a lookup of an unknown workflow waits for this node to apply registrations made
 /// through other nodes before it answers NOT_FOUND.
-const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(5);
+pub(super) const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A refusal for an unknown workflow (the engine's `NoWorkflow`).
 fn unknown_workflow(s: &Status) -> bool {
