@@ -12,7 +12,8 @@
 //! regs     := 8 × i64 LE
 //! history  := (time unix ns u64 LE | task u8 | lifecycle u8 [| instance u32 LE: lifecycle
 //!             bit 0x80, an instance of a multiple-instance task]) × n
-//!             lifecycle: 1 start, 2 complete, 3 withdraw, 4 ate_abort, 5 pi_abort
+//!             lifecycle: 1 start, 2 complete, 3 withdraw, 4 ate_abort, 5 pi_abort,
+//!             6 skipped by its timer (autoskip), 7 completed by its timer
 //! state    := 0 running, 1 complete, 2 deadlocked, 3 cancelled
 //! ```
 

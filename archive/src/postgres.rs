@@ -63,7 +63,9 @@ CREATE OR REPLACE VIEW knhk_events AS
     SELECT c.case_id, c.namespace, c.workflow_id,
            c.history_dropped + e.n - 1 AS position, e.time_ns, e.task,
            CASE e.lifecycle WHEN 1 THEN 'start' WHEN 2 THEN 'complete' WHEN 3 THEN 'withdraw'
-                            WHEN 4 THEN 'ate_abort' WHEN 5 THEN 'pi_abort' END AS lifecycle
+                            WHEN 4 THEN 'ate_abort' WHEN 5 THEN 'pi_abort'
+                            WHEN 6 THEN 'autoskip' WHEN 7 THEN 'complete' END AS lifecycle,
+           e.lifecycle IN (6, 7) AS by_timer
     FROM knhk_cases c,
          unnest(c.event_ns, c.event_task, c.event_lifecycle)
              WITH ORDINALITY AS e(time_ns, task, lifecycle, n);

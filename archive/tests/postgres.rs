@@ -70,6 +70,13 @@ async fn events_view_and_a_connection_opened_again() {
         got,
         vec![("complete".to_string(), 80), ("start".to_string(), 80)]
     );
+    // no timer ran in these cases: the view's by_timer column says so
+    let timed: i64 = client
+        .query_one("SELECT count(*) FROM knhk_events WHERE by_timer", &[])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .get(0);
+    assert_eq!(timed, 0);
     // The archive's connections are ended by the server (an administrator, a restart): the
     // next calls connect again.
     client

@@ -49,6 +49,18 @@ fn case(id: u64, created: u64, finished: u64, wf: u16) -> FinishedCase {
                 instance: knhk_engine::command::NO_INSTANCE,
             },
             Hist {
+                time_ns: finished - 2,
+                task: 3,
+                lifecycle: Lifecycle::TimerSkip,
+                instance: knhk_engine::command::NO_INSTANCE,
+            },
+            Hist {
+                time_ns: finished - 1,
+                task: 4,
+                lifecycle: Lifecycle::TimerComplete,
+                instance: knhk_engine::command::NO_INSTANCE,
+            },
+            Hist {
                 time_ns: finished,
                 task: 200,
                 lifecycle: Lifecycle::Complete,
@@ -83,10 +95,19 @@ pub fn store_get_list_page_replace_and_retention(a: &dyn CaseArchive) {
     assert_eq!(got.regs[2], -7);
     assert_eq!((got.workflow, got.workflow_id.as_str()), (1, "wf1"));
     assert_eq!((got.created_ns, got.finished_ns), (300, 350));
-    assert_eq!(got.history.len(), 2);
-    assert_eq!(got.history[1].lifecycle, Lifecycle::Complete);
-    assert_eq!(got.history[1].task, 200);
-    assert_eq!(got.history[1].time_ns, 350);
+    assert_eq!(got.history.len(), 4);
+    assert_eq!(got.history[3].lifecycle, Lifecycle::Complete);
+    assert_eq!(got.history[3].task, 200);
+    assert_eq!(got.history[3].time_ns, 350);
+    // a timer's events keep what they were
+    assert_eq!(
+        (got.history[1].lifecycle, got.history[1].task),
+        (Lifecycle::TimerSkip, 3)
+    );
+    assert_eq!(
+        (got.history[2].lifecycle, got.history[2].task),
+        (Lifecycle::TimerComplete, 4)
+    );
     assert_eq!(got.history_dropped, 1);
     assert!(matches!(a.get(99), Ok(None)));
     // Pages of 2 in creation order, then filters: workflow, state, namespace, time range.
@@ -126,7 +147,7 @@ pub fn store_get_list_page_replace_and_retention(a: &dyn CaseArchive) {
         odd.iter().map(|c| c.case_id).collect::<Vec<_>>(),
         vec![1, 3, 5]
     );
-    assert!(odd.iter().all(|c| c.history.len() == 2));
+    assert!(odd.iter().all(|c| c.history.len() == 4));
     assert_eq!(
         ids(ArchiveQuery {
             state: Some(State::Cancelled),
