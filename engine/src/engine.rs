@@ -296,6 +296,12 @@ pub trait BatchHook: Send + Sync + 'static {
 
     /// A workflow was registered from `model`: returns once that is durable (blocking; the
     /// server calls it on a blocking thread before answering).
+    /// Makes a workflow's retirement durable before it takes effect (the journal appends its
+    /// record and returns once it is synced). The default keeps nothing.
+    fn retired(&self, _wf: &Workflow) -> Result<(), EngineError> {
+        Ok(())
+    }
+
     fn registered(&self, _wf: &Workflow, _model: &[u8]) -> Result<(), EngineError> {
         Ok(())
     }
@@ -405,6 +411,17 @@ fn available_memory() -> Option<(u64, &'static str)> {
         (None, Some(c)) => Some((c, "the cgroup's memory.max")),
         (None, None) => None,
     }
+}
+
+/// A creation on a retired workflow: refused, naming it.
+fn refuse_retired(wf: &Workflow) -> Result<(), EngineError> {
+    if wf.retired.load(Ordering::Acquire) {
+        return Err(EngineError::Precondition(format!(
+            "workflow {} is retired: it takes no new cases (its cases run on)",
+            crate::error::echo(&wf.id)
+        )));
+    }
+    Ok(())
 }
 
 /// The id of a workflow registered without one: the model's name, control characters dropped
@@ -770,6 +787,38 @@ impl Engine {
             .or_default()
             .insert(id, wf.clone());
         Ok(wf)
+    }
+
+    /// Retires workflow `id` of `namespace`: it takes no new case from now on (its cases run
+    /// on). Durable first (the hook's [`BatchHook::retired`]), then in force; retiring a
+    /// retired workflow changes nothing.
+    pub fn retire_in(&self, namespace: &str, id: &str) -> Result<Arc<Workflow>, EngineError> {
+        if self.is_draining() {
+            return Err(EngineError::Draining);
+        }
+        if let Some(e) = self.hook.refusal() {
+            return Err(e);
+        }
+        // With registrations: a retirement is logged after the workflow's record.
+        let _serial = lock(&self.registering);
+        let wf = self.workflow_in(namespace, id)?;
+        if wf.retired.load(Ordering::Acquire) {
+            return Ok(wf);
+        }
+        self.hook.retired(&wf)?;
+        wf.retired.store(true, Ordering::Release);
+        Ok(wf)
+    }
+
+    /// Replay: the workflow at `index` was retired.
+    pub fn mark_retired(&self, index: u16) -> Result<(), EngineError> {
+        let wf = self.workflow_at(index).ok_or_else(|| {
+            EngineError::Internal(format!(
+                "a retirement names workflow index {index}, not loaded"
+            ))
+        })?;
+        wf.retired.store(true, Ordering::Release);
+        Ok(())
     }
 
     /// A workflow of the default namespace by id.
@@ -1212,6 +1261,7 @@ impl Engine {
             return Err(EngineError::Draining);
         }
         let wf = self.workflow_in(namespace, workflow_id)?;
+        refuse_retired(&wf)?;
         let (mask, regs) = initial_registers(&wf, data)?;
         // With an archive, a full engine frees slots as the archiver stores finished cases:
         // wait for it a little rather than refuse at once.
@@ -1681,6 +1731,7 @@ impl Engine {
                     w
                 }
             };
+            refuse_retired(&wf)?;
             let (mask, regs) = initial_registers(&wf, &ev.data)?;
             let (id, shard, slot) = self.allocate(&wf)?;
             let mut op = Op::new(OpKind::Create, id, slot, 0);

@@ -100,6 +100,8 @@ pub struct Workflow {
     pub registered_timers: Vec<RegisteredTimer>,
     /// [`registration_digest`] of what registered it (None: not known, never matched).
     pub source_digest: Option<[u8; 32]>,
+    /// Retired (`Engine::retire_in`): no new case; its cases run on.
+    pub retired: std::sync::atomic::AtomicBool,
 }
 
 /// What makes two registrations the same (`Engine::register_in`'s idempotence): SHA-256 over
@@ -284,6 +286,7 @@ impl Workflow {
             registered_unix_nanos,
             registered_timers: Vec::new(),
             source_digest: None,
+            retired: std::sync::atomic::AtomicBool::new(false),
         }
     }
 

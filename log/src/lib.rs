@@ -92,6 +92,7 @@ pub(crate) const K_WORKFLOW: u8 = 2;
 pub(crate) const K_BATCH: u8 = 3;
 pub(crate) const K_COUNTERS: u8 = 4;
 pub(crate) const K_CASE: u8 = 5;
+pub(crate) const K_RETIRE: u8 = 6;
 /// Cases saved per save job of a checkpoint.
 const SAVE_JOB_CASES: usize = 4096;
 
@@ -278,6 +279,28 @@ impl BatchHook for Journal {
             .failed
             .get()
             .map(|w| EngineError::Unavailable(w.clone()))
+    }
+
+    fn retired(&self, wf: &Workflow) -> Result<(), EngineError> {
+        let s = &*self.shared;
+        if let Some(e) = self.refusal() {
+            return Err(e);
+        }
+        let (tx, rx) = mpsc::sync_channel(1);
+        {
+            let mut q = lock(&s.q);
+            put_retire(&mut q.buf, wf.index, knhk_engine::engine::now_ns());
+            q.records += 1;
+            q.waiters.push(tx);
+        }
+        s.wake.notify_one();
+        match rx.recv() {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(why)) => Err(EngineError::Unavailable(why)),
+            Err(_) => Err(EngineError::Unavailable(
+                "event log writer stopped before the retirement was durable".into(),
+            )),
+        }
     }
 
     fn registered(&self, wf: &Workflow, model: &[u8]) -> Result<(), EngineError> {
@@ -559,6 +582,9 @@ fn compact(
                 let w = get_workflow(p).map_err(io::Error::other)?;
                 // Rewritten in the current format (an older record lacks the namespace).
                 put_workflow_rec(&mut out, &w);
+            } else if kind == K_RETIRE {
+                let (index, at) = get_retire(&data[r]).map_err(io::Error::other)?;
+                put_retire(&mut out, index, at);
             }
         }
     }
@@ -848,6 +874,18 @@ fn replay(engine: &Arc<Engine>, found: &Found, restored_cases: &AtomicU64) -> io
     for (_, num, p) in wfs {
         replay_workflow(engine, p)
             .map_err(|e| bad(format!("event log segment {num}: workflow record: {e}")))?;
+    }
+    // Retirements, once every workflow is back (a retirement follows its workflow's record).
+    for (num, data, spans) in &found.segments {
+        for (kind, r) in spans.iter().skip(1) {
+            if *kind == K_RETIRE {
+                let (index, _) = get_retire(&data[r.clone()])
+                    .map_err(|e| bad(format!("event log segment {num}: retirement: {e}")))?;
+                engine
+                    .mark_retired(index)
+                    .map_err(|e| bad(format!("event log segment {num}: retirement: {e}")))?;
+            }
+        }
     }
     for (num, data, spans) in &found.segments {
         for (kind, r) in spans.iter().skip(1) {

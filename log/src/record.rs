@@ -29,6 +29,8 @@
 //!                       | saved case bytes (libknhk's `knhk_case_save` encoding)
 //!                       | [armed timers: n u8 | (task u8 | deadline unix ns u64 | epoch u64) × n;
 //!                          absent = none]
+//! retire    (kind 6) := workflow index u16 | retired unix ns u64     (RetireWorkflow; kept by
+//!                       checkpoints; an older reader ignores it)
 //! ```
 //!
 //! Case records (version 3 on) appear only in checkpoints: one per case the engine held when
@@ -48,7 +50,7 @@ use knhk_engine::workflow::{RegisteredTimer, Workflow, DEFAULT_NAMESPACE};
 use knhk_import::ir::TimerTrigger;
 use knhk_import::Format;
 
-use crate::{K_BATCH, K_CASE, K_COUNTERS, K_HEADER, K_WORKFLOW, MAGIC, MAX_RECORD};
+use crate::{K_BATCH, K_CASE, K_COUNTERS, K_HEADER, K_RETIRE, K_WORKFLOW, MAGIC, MAX_RECORD};
 
 /// A saved case in libknhk's format 1 (ABI up to 4): still restored.
 const CASE_BYTES_FORMAT1: usize = 144;
@@ -781,4 +783,17 @@ pub(crate) fn get_case(p: &[u8]) -> Result<CaseRec, String> {
         state,
         saved,
     })
+}
+
+/// A workflow's retirement: its index and when.
+pub(crate) fn put_retire(buf: &mut Vec<u8>, index: u16, at_ns: u64) {
+    frame(buf, K_RETIRE, |b| {
+        b.extend_from_slice(&index.to_le_bytes());
+        b.extend_from_slice(&at_ns.to_le_bytes());
+    });
+}
+
+pub(crate) fn get_retire(p: &[u8]) -> Result<(u16, u64), String> {
+    let mut r = Rd { b: p };
+    Ok((r.u16()?, r.u64()?))
 }

@@ -29,6 +29,8 @@ pub enum ClientCommand {
     },
     /// List registered workflows.
     Workflows,
+    /// Retire a workflow: it takes no new case; its cases run on.
+    Retire { workflow: String },
     /// Create a case of a workflow.
     Create {
         workflow: String,
@@ -278,12 +280,25 @@ pub async fn run(
                 .workflows
             {
                 println!(
-                    "{}  ({} tasks, {} cases)",
+                    "{}  ({} tasks, {} cases{})",
                     w.workflow_id,
                     w.tasks.len(),
-                    w.cases_created
+                    w.cases_created,
+                    if w.retired { ", retired" } else { "" }
                 );
             }
+        }
+        ClientCommand::Retire { workflow } => {
+            let w = c
+                .retire_workflow(proto::RetireWorkflowRequest {
+                    workflow_id: workflow,
+                })
+                .await?
+                .into_inner();
+            println!(
+                "{} retired: it takes no new case ({} cases created)",
+                w.workflow_id, w.cases_created
+            );
         }
         ClientCommand::Create {
             workflow,

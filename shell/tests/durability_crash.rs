@@ -760,6 +760,12 @@ async fn replay_restores_the_exact_state_across_checkpoints() {
         assert_eq!(cs.timers.len(), 1);
         timed.push(cs);
     }
+    // Retired early: its record sits in a segment the checkpoints below compact away.
+    c.retire_workflow(proto::RetireWorkflowRequest {
+        workflow_id: "deadline".into(),
+    })
+    .await
+    .expect("retire deadline");
     let mut ids = Vec::new();
     for i in 0..400u64 {
         let cs = c
@@ -823,6 +829,14 @@ async fn replay_restores_the_exact_state_across_checkpoints() {
             "armed timers restored from the checkpoint"
         );
     }
+    let deadline = c
+        .get_workflow(proto::GetWorkflowRequest {
+            workflow_id: "deadline".into(),
+        })
+        .await
+        .expect("deadline")
+        .into_inner();
+    assert!(deadline.retired, "the retirement survives the checkpoints");
     assert_eq!(
         before.1, after.1,
         "XES export (histories, times) differs after replay"

@@ -167,6 +167,7 @@ const fn ns(r: Role) -> Need {
 pub const RPC_TABLE: &[(&str, Need)] = &[
     // knhk.v1.Knhk: workflows
     ("/knhk.v1.Knhk/RegisterWorkflow", ns(Role::Admin)),
+    ("/knhk.v1.Knhk/RetireWorkflow", ns(Role::Admin)),
     ("/knhk.v1.Knhk/GetWorkflow", ns(Role::Reader)),
     ("/knhk.v1.Knhk/ListWorkflows", ns(Role::Reader)),
     // cases

@@ -378,6 +378,16 @@ impl Knhk for ClusterService {
         self.node.register_workflow(request).await
     }
 
+    async fn retire_workflow(
+        &self,
+        _request: Request<crate::proto::RetireWorkflowRequest>,
+    ) -> Result<Response<Workflow>, Status> {
+        Err(Status::unimplemented(
+            "RetireWorkflow is not built in cluster mode yet (a retirement would have to reach \
+             every node through the workflow stream)",
+        ))
+    }
+
     async fn get_workflow(
         &self,
         request: Request<GetWorkflowRequest>,

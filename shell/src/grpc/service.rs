@@ -428,6 +428,29 @@ impl Knhk for KnhkService {
         self.audited(rec, r).await
     }
 
+    async fn retire_workflow(
+        &self,
+        request: Request<proto::RetireWorkflowRequest>,
+    ) -> Result<Response<proto::Workflow>, Status> {
+        let mut rec = self.audit_start(&request, "RetireWorkflow")?;
+        let ns = Caller::of(&request).namespace;
+        let id = request.into_inner().workflow_id;
+        if let Some(a) = rec.as_mut() {
+            a.workflow = Some(cap(&id));
+        }
+        // The journal's sync runs inside: on a blocking thread.
+        let eng = self.engine.clone();
+        let r = tokio::task::spawn_blocking(move || eng.retire_in(&ns, &id))
+            .await
+            .map_err(|e| Status::internal(format!("retirement task: {e}")))
+            .and_then(|r| r.or_status())
+            .map(|wf| {
+                tracing::info!(workflow = %wf.id, namespace = %wf.namespace, "workflow retired");
+                Response::new(convert::workflow_out(&wf))
+            });
+        self.audited(rec, r).await
+    }
+
     async fn get_workflow(
         &self,
         request: Request<GetWorkflowRequest>,
