@@ -24,7 +24,7 @@ type Resp = http::Response<tonic::body::Body>;
 /// The bytes of partly received request messages the server holds, over every call of the
 /// port, and the most it may hold (`--max-request-bytes-in-flight`).
 ///
-/// Each request body is read through [`Budgeted`], which follows the gRPC framing (a 5-byte
+/// Each request body is read through `Budgeted`, which follows the gRPC framing (a 5-byte
 /// header with the message length, then the message): the bytes of a message whose end has
 /// not arrived are held against the budget until it has (tonic then decodes it and hands it
 /// to the handler, whose memory the concurrency limits bound). A frame that would take the
