@@ -282,28 +282,24 @@ impl BatchHook for Journal {
     }
 
     fn retired(&self, wf: &Workflow) -> Result<(), EngineError> {
-        let s = &*self.shared;
-        if let Some(e) = self.refusal() {
-            return Err(e);
-        }
-        let (tx, rx) = mpsc::sync_channel(1);
-        {
-            let mut q = lock(&s.q);
-            put_retire(&mut q.buf, wf.index, knhk_engine::engine::now_ns());
-            q.records += 1;
-            q.waiters.push(tx);
-        }
-        s.wake.notify_one();
-        match rx.recv() {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(why)) => Err(EngineError::Unavailable(why)),
-            Err(_) => Err(EngineError::Unavailable(
-                "event log writer stopped before the retirement was durable".into(),
-            )),
-        }
+        self.append_durably("retirement", |buf| {
+            put_retire(buf, wf.index, knhk_engine::engine::now_ns())
+        })
     }
 
     fn registered(&self, wf: &Workflow, model: &[u8]) -> Result<(), EngineError> {
+        self.append_durably("workflow", |buf| put_workflow(buf, wf, model))
+    }
+}
+
+impl Journal {
+    /// Appends one record (`put` writes it) with the next group commit and waits until it is
+    /// durable; `what` names it in the error when the writer stops first.
+    fn append_durably(
+        &self,
+        what: &str,
+        put: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<(), EngineError> {
         let s = &*self.shared;
         if let Some(e) = self.refusal() {
             return Err(e);
@@ -311,7 +307,7 @@ impl BatchHook for Journal {
         let (tx, rx) = mpsc::sync_channel(1);
         {
             let mut q = lock(&s.q);
-            put_workflow(&mut q.buf, wf, model);
+            put(&mut q.buf);
             q.records += 1;
             q.waiters.push(tx);
         }
@@ -319,9 +315,9 @@ impl BatchHook for Journal {
         match rx.recv() {
             Ok(Ok(())) => Ok(()),
             Ok(Err(why)) => Err(EngineError::Unavailable(why)),
-            Err(_) => Err(EngineError::Unavailable(
-                "event log writer stopped before the workflow was durable".into(),
-            )),
+            Err(_) => Err(EngineError::Unavailable(format!(
+                "event log writer stopped before the {what} was durable"
+            ))),
         }
     }
 }
@@ -1279,12 +1275,10 @@ mod tests {
             knhk_engine::engine::ArmedTimer {
                 task: 2,
                 deadline_ns: 1_700_000_000_123_456_789,
-                epoch: 9,
             },
             knhk_engine::engine::ArmedTimer {
                 task: 63,
                 deadline_ns: u64::MAX,
-                epoch: u64::MAX - 1,
             },
         ];
         let mut rec = rec;

@@ -27,7 +27,7 @@
 //!                       | history dropped u64 | n u32 | (time unix ns u64 | task u8 | lifecycle u8
 //!                         [| instance u32: lifecycle & 0x80, version 4 on]) × n
 //!                       | saved case bytes (libknhk's `knhk_case_save` encoding)
-//!                       | [armed timers: n u8 | (task u8 | deadline unix ns u64 | epoch u64) × n;
+//!                       | [armed timers: n u8 | (task u8 | deadline unix ns u64) × n;
 //!                          absent = none]
 //! retire    (kind 6) := workflow index u16 | retired unix ns u64     (RetireWorkflow; kept by
 //!                       checkpoints; an older reader ignores it)
@@ -701,7 +701,6 @@ pub(crate) fn put_case(buf: &mut Vec<u8>, c: &CaseRec) {
             for t in c.saved.timers.iter().take(usize::from(u8::MAX)) {
                 b.push(t.task);
                 b.extend_from_slice(&t.deadline_ns.to_le_bytes());
-                b.extend_from_slice(&t.epoch.to_le_bytes());
             }
         }
     });
@@ -770,7 +769,6 @@ pub(crate) fn get_case(p: &[u8]) -> Result<CaseRec, String> {
             saved.timers.push(ArmedTimer {
                 task: r.u8()?,
                 deadline_ns: r.u64()?,
-                epoch: r.u64()?,
             });
         }
     }

@@ -17,6 +17,9 @@
 //! (events per bulk message, default 3072), `KNHK_BENCH_PARTITIONS` (default 16),
 //! `KNHK_BENCH_LEASE_TTL_S` (default 5).
 
+#[path = "common/cpu.rs"]
+mod cpu;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -473,14 +476,7 @@ async fn run() -> Result<(), BoxError> {
     let batch = env_or("KNHK_BENCH_BATCH", 3072).clamp(3, 1 << 16) as usize;
     let partitions = env_or("KNHK_BENCH_PARTITIONS", 16).clamp(1, 4096) as u16;
     let ttl = env_or("KNHK_BENCH_LEASE_TTL_S", 5).clamp(2, 60);
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_default();
+    let cpu = cpu::model_name();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
         "knhk cluster bench: {cpu}, {cores} cores, every process on this machine; {secs} s per \

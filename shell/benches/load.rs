@@ -24,6 +24,9 @@
 //! `relaxed`; `off`: memory only), so the audit records ride the same group commit as the
 //! changes they describe. A table of both modes ends the output.
 
+#[path = "common/cpu.rs"]
+mod cpu;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -185,14 +188,7 @@ fn main() -> Result<(), BoxError> {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_default();
+    let cpu = cpu::model_name();
     println!(
         "knhk load bench: {cpu}, {cores} cores, {} kernel worker(s), {secs}s per phase, {batch} events per bulk message",
         engine.workers

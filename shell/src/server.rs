@@ -102,6 +102,18 @@ impl Default for ServerConfig {
     }
 }
 
+/// The port's budget of partly received request bytes, shown on `/metrics`.
+fn request_budget(
+    cfg: &ServerConfig,
+    observer: &Observer,
+) -> Arc<crate::grpc::limits::RequestBudget> {
+    let budget = Arc::new(crate::grpc::limits::RequestBudget::new(
+        cfg.max_request_bytes_in_flight,
+    ));
+    observer.metrics().slot.set_request_budget(budget.clone());
+    budget
+}
+
 /// `--max-request-bytes-in-flight` by default: 256 MiB.
 pub const DEFAULT_REQUEST_BYTES_IN_FLIGHT: u64 = 256 << 20;
 
@@ -206,13 +218,7 @@ pub async fn serve_observed(
     // answers health (NOT_SERVING) so probes get an answer rather than a stalled connection.
     let listener = Arc::new(listener);
     // One cap for the port: the start-up server's connections count too.
-    let request_budget = Arc::new(crate::grpc::limits::RequestBudget::new(
-        cfg.max_request_bytes_in_flight,
-    ));
-    observer
-        .metrics()
-        .slot
-        .set_request_budget(request_budget.clone());
+    let request_budget = request_budget(&cfg, &observer);
     let conn_limit =
         crate::tls::ConnLimit::with_idle_timeout(cfg.max_connections, cfg.idle_timeout);
     let (startup_stop_tx, startup_stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -522,13 +528,7 @@ pub async fn serve_cluster(
         }
         None => None,
     };
-    let request_budget = Arc::new(crate::grpc::limits::RequestBudget::new(
-        cfg.max_request_bytes_in_flight,
-    ));
-    observer
-        .metrics()
-        .slot
-        .set_request_budget(request_budget.clone());
+    let request_budget = request_budget(&cfg, &observer);
     let conn_limit =
         crate::tls::ConnLimit::with_idle_timeout(cfg.max_connections, cfg.idle_timeout);
     let router = tonic::transport::Server::builder()

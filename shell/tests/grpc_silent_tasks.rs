@@ -18,7 +18,9 @@ use tokio_stream::StreamExt;
 use tonic::Code;
 
 mod support;
-use support::{corpus, corpus_path, scratch, spawn, Client};
+use support::{
+    corpus, corpus_path, create_case as create, get_case as case, scratch, spawn, Client,
+};
 
 const RUNNING: &str = "pnml/running-example.pnml";
 
@@ -45,29 +47,12 @@ async fn register(c: &mut Client, id: &str, file: &str, manual: bool) -> proto::
     .expect("workflow")
 }
 
-async fn create(c: &mut Client, wf: &str) -> proto::Case {
-    c.create_case(proto::CreateCaseRequest {
-        workflow_id: wf.into(),
-        ..Default::default()
-    })
-    .await
-    .expect("create")
-    .into_inner()
-}
-
 fn fire(case_id: u64, task: &str) -> proto::TaskRequest {
     proto::TaskRequest {
         case_id,
         task: task.into(),
         ..Default::default()
     }
-}
-
-async fn case(c: &mut Client, id: u64) -> proto::Case {
-    c.get_case(proto::GetCaseRequest { case_id: id })
-        .await
-        .expect("get case")
-        .into_inner()
 }
 
 const COMPLETE: i32 = proto::CaseState::Complete as i32;

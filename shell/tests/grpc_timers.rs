@@ -20,7 +20,9 @@ use knhk_shell::proto;
 use tokio_stream::StreamExt;
 
 mod support;
-use support::{corpus, free_port, http_get, scratch, spawn, Client};
+use support::{
+    corpus, create_case as create, free_port, get_case as case, http_get, scratch, spawn, Client,
+};
 
 const RUNNING: i32 = proto::CaseState::Running as i32;
 const COMPLETE: i32 = proto::CaseState::Complete as i32;
@@ -87,29 +89,12 @@ async fn register(c: &mut Client, id: &str, model: &[u8]) -> proto::RegisterWork
     .into_inner()
 }
 
-async fn create(c: &mut Client, wf: &str) -> proto::Case {
-    c.create_case(proto::CreateCaseRequest {
-        workflow_id: wf.into(),
-        ..Default::default()
-    })
-    .await
-    .expect("create")
-    .into_inner()
-}
-
 fn task(case_id: u64, task: &str) -> proto::TaskRequest {
     proto::TaskRequest {
         case_id,
         task: task.into(),
         ..Default::default()
     }
-}
-
-async fn case(c: &mut Client, id: u64) -> proto::Case {
-    c.get_case(proto::GetCaseRequest { case_id: id })
-        .await
-        .expect("get case")
-        .into_inner()
 }
 
 /// The case's task events so far: (task, lifecycle, timer).
@@ -401,7 +386,7 @@ async fn timers_skip_complete_race_and_survive_a_kill() {
 
     // 8. SIGKILL with a timer running; its deadline passes while the server is down.
     let pending = create(&mut c, "deadlines").await;
-    let deadline = pending.timers[0].deadline_unix_nanos;
+    assert_eq!(pending.timers.len(), 1, "A's timer runs: {pending:?}");
     p.kill();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let mut p = spawn(&data, &dir.join("2.log"), &["--http-addr", &http], None);
@@ -418,7 +403,6 @@ async fn timers_skip_complete_race_and_survive_a_kill() {
     let h = history(&mut c, pending.case_id).await;
     assert_eq!(h, vec![("A".to_string(), AUTOSKIP, true)], "fired once");
     let seq = k.seq;
-    assert!(super_now() > deadline);
     // ... and not again after another kill.
     p.kill();
     let mut p = spawn(&data, &dir.join("3.log"), &["--http-addr", &http], None);
@@ -475,11 +459,4 @@ async fn timers_skip_complete_race_and_survive_a_kill() {
     }
     p.kill();
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-fn super_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
 }

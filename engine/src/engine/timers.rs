@@ -7,8 +7,8 @@
 //!   keeps running once the task is started), an `OnExecuting` timer when the task starts. The
 //!   deadline is the time of the op that armed it (the logged batch time, so a replay computes
 //!   the same deadline) plus the duration (calendar months first, then the fixed part), a fixed
-//!   expiry, or the milliseconds an integer variable holds then. Its epoch is the case's
-//!   sequence number after that op: a later arming of the same task has another epoch.
+//!   expiry, or the milliseconds an integer variable holds then. A task enabled or started
+//!   again (a loop) gets a new timer.
 //! - **Cancelled** when the trigger falls: the task completes, is withdrawn or aborted, the case
 //!   ends.
 //! - **Fired** by the engine's timer service at the deadline, as an ordinary op (logged like a
@@ -36,8 +36,6 @@ pub struct ArmedTimer {
     pub task: u8,
     /// Expiry, ns since the Unix epoch.
     pub deadline_ns: u64,
-    /// The case's sequence number after the op that armed it.
-    pub epoch: u64,
 }
 
 /// Timer counters (`/metrics`).
@@ -90,10 +88,9 @@ impl Schedule {
 /// threads) and the schedule the service runs.
 #[derive(Default)]
 pub(crate) struct Timers {
-    /// Workflow index → its tasks' timers (None: the workflow has none).
-    specs: RwLock<Vec<Option<TaskTimers>>>,
-    /// Some workflow has timers: the reply threads look only then.
-    any: AtomicBool,
+    /// Workflow index → its tasks' timers (None: the workflow has none; empty: no workflow
+    /// has any). Read by the reply threads on every op without a lock.
+    specs: arc_swap::ArcSwap<Vec<Option<TaskTimers>>>,
     schedule: Mutex<Schedule>,
     /// Woken when a timer is scheduled.
     wake: tokio::sync::Notify,
@@ -107,21 +104,14 @@ impl Timers {
             return;
         }
         let specs: Vec<Option<Timer>> = wf.tasks.iter().map(|t| t.timer.clone()).collect();
-        let mut all = self.specs.write().unwrap_or_else(|p| p.into_inner());
+        // Registrations are serialised (Engine::register_in): copy, change, publish.
+        let mut all = self.specs.load().as_ref().clone();
         let i = usize::from(wf.index);
         if all.len() <= i {
             all.resize(i + 1, None);
         }
         all[i] = Some(Arc::new(specs));
-        self.any.store(true, Ordering::Release);
-    }
-
-    fn specs(&self, workflow: u16) -> Option<TaskTimers> {
-        if !self.any.load(Ordering::Acquire) {
-            return None;
-        }
-        let all = self.specs.read().unwrap_or_else(|p| p.into_inner());
-        all.get(usize::from(workflow)).cloned().flatten()
+        self.specs.store(Arc::new(all));
     }
 
     fn schedule(&self, key: Key, deadline: u64, case_id: u64) {
@@ -161,7 +151,8 @@ impl Timers {
         regs: &[i64; REGISTERS],
         now: u64,
     ) {
-        let Some(specs) = self.specs(workflow) else {
+        let all = self.specs.load();
+        let Some(Some(specs)) = all.get(usize::from(workflow)) else {
             return;
         };
         let running = o.state == State::Running;
@@ -198,7 +189,6 @@ impl Timers {
             armed.push(ArmedTimer {
                 task: t as u8,
                 deadline_ns,
-                epoch: o.seq,
             });
             self.schedule((shard, slot, t as u8), deadline_ns, case_id);
             self.stats.armed.fetch_add(1, Ordering::Relaxed);
@@ -334,7 +324,7 @@ impl Engine {
                     return true; // cancelled
                 };
                 if armed.deadline_ns > now_ns() {
-                    // re-armed since (a later epoch): keep it scheduled
+                    // re-armed since (the task ran again): keep it scheduled
                     self.timers.schedule(key, armed.deadline_ns, case_id);
                     return true;
                 }

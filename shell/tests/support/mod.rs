@@ -235,6 +235,25 @@ pub async fn http_get(addr: &str, path: &str) -> String {
         .unwrap_or(text)
 }
 
+/// CreateCase of workflow `wf` without data.
+pub async fn create_case(c: &mut Client, wf: &str) -> proto::Case {
+    c.create_case(proto::CreateCaseRequest {
+        workflow_id: wf.into(),
+        ..Default::default()
+    })
+    .await
+    .expect("create")
+    .into_inner()
+}
+
+/// GetCase.
+pub async fn get_case(c: &mut Client, id: u64) -> proto::Case {
+    c.get_case(proto::GetCaseRequest { case_id: id })
+        .await
+        .expect("get case")
+        .into_inner()
+}
+
 /// Every case the server lists (ListCases, all workflows), in its order.
 pub async fn list_cases(c: &mut Client) -> Vec<proto::Case> {
     use tokio_stream::StreamExt;
