@@ -36,8 +36,8 @@ pub use crate::command::{Hist, Lifecycle};
 use crate::error::EngineError;
 use crate::ids::{self, CaseId};
 use crate::workers::{
-    self, Job, NetTable, Op, OpKind, Outcome, ReplyPort, State, Status, SubmitError, WorkerHandle,
-    WorkerSpec, OP_EXPECT_SEQ, OP_USE_BITS, REGISTERS,
+    self, Job, NetTable, OnExecuted, Op, OpKind, Outcome, ReplyPort, State, Status, SubmitError,
+    WorkerHandle, WorkerSpec, OP_EXPECT_SEQ, OP_USE_BITS, REGISTERS,
 };
 use crate::workflow::{bits, Workflow, DEFAULT_NAMESPACE};
 
@@ -304,6 +304,74 @@ pub trait BatchHook: Send + Sync + 'static {
 
     fn registered(&self, _wf: &Workflow, _model: &[u8]) -> Result<(), EngineError> {
         Ok(())
+    }
+}
+
+/// What a caller learns once the op it asked for has executed: on the shard's reply thread,
+/// before the batch hook (the event log) takes the job, so before the job is durable and before
+/// the call returns. Gets the case id and the op's result. The audit log queues a change's
+/// record here, so that the record is written in the same commit window as the change.
+pub type ExecutedNote = Box<dyn FnOnce(u64, Result<(), EngineError>) + Send>;
+
+tokio::task_local! {
+    static EXECUTED_NOTE: std::cell::RefCell<Option<ExecutedNote>>;
+}
+
+/// Runs `call`, one of the engine's case operations ([`Engine::create_case_in`],
+/// [`Engine::task_op`], [`Engine::instance_op`], [`Engine::cancel_case`]), with `note` called
+/// once its op has executed. A call refused before its op reaches a kernel worker (unknown case,
+/// bad data, draining), or whose first outcome is not final and whose retry never ran, does not
+/// call it: the caller then knows the outcome only from the call's result.
+pub async fn with_executed_note<F: std::future::Future>(note: ExecutedNote, call: F) -> F::Output {
+    EXECUTED_NOTE
+        .scope(std::cell::RefCell::new(Some(note)), call)
+        .await
+}
+
+/// The executed note of the call in progress, shared by the jobs that may decide its outcome.
+#[derive(Clone, Default)]
+struct NoteSlot(Option<Arc<Mutex<Option<ExecutedNote>>>>);
+
+impl NoteSlot {
+    /// Takes the note [`with_executed_note`] set for this call, if any.
+    fn take_current() -> NoteSlot {
+        NoteSlot(
+            EXECUTED_NOTE
+                .try_with(|n| n.borrow_mut().take())
+                .ok()
+                .flatten()
+                .map(|n| Arc::new(Mutex::new(Some(n)))),
+        )
+    }
+
+    /// A job callback that calls the note with `decide(job)`, the call's result, unless
+    /// `decide` says the outcome is not final (None: a later job decides it).
+    fn on_executed(
+        &self,
+        case_id: u64,
+        decide: impl FnOnce(&Job) -> Option<Result<(), EngineError>> + Send + 'static,
+    ) -> OnExecuted {
+        let Some(slot) = self.0.clone() else {
+            return OnExecuted(None);
+        };
+        OnExecuted(Some(Box::new(move |job: &Job| {
+            if let Some(r) = decide(job) {
+                if let Some(note) = lock(&slot).take() {
+                    note(case_id, r);
+                }
+            }
+        })))
+    }
+}
+
+/// The result of a one-op call from its job's outcome.
+fn op_result(job: &Job, case_id: u64, wf: &Workflow, task: u8) -> Result<(), EngineError> {
+    match job.out.last() {
+        Some(o) if o.status == Status::Ok => Ok(()),
+        Some(o) => Err(status_error(o, case_id, wf, task)),
+        None => Err(EngineError::Internal(
+            "a job came back without an outcome".into(),
+        )),
     }
 }
 
@@ -1260,6 +1328,7 @@ impl Engine {
         if self.is_draining() {
             return Err(EngineError::Draining);
         }
+        let note = NoteSlot::take_current();
         let wf = self.workflow_in(namespace, workflow_id)?;
         refuse_retired(&wf)?;
         let (mask, regs) = initial_registers(&wf, data)?;
@@ -1279,7 +1348,9 @@ impl Engine {
         let mut op = Op::new(OpKind::Create, id, slot, 0);
         op.workflow = wf.index;
         op.reg_mask = mask;
-        let job = Job::new(vec![op], vec![regs]);
+        let mut job = Job::new(vec![op], vec![regs]);
+        let noted = wf.clone();
+        job.on_executed = note.on_executed(id, move |j| Some(op_result(j, id, &noted, 0)));
         let job = match self.submit(shard, job) {
             Ok(rx) => rx.await.map_err(|_| self.gone())?,
             Err(e) => {
@@ -1343,6 +1414,7 @@ impl Engine {
         if self.is_draining() {
             return Err(EngineError::Draining);
         }
+        let note = NoteSlot::take_current();
         let (wf, shard, slot) = self.case_workflow(case_id)?;
         let t = wf.task(task)?;
         needs_client_bits(&wf, t, kind, branch_bits)?;
@@ -1377,7 +1449,7 @@ impl Engine {
                 op.branch_bits = b;
             }
         }
-        let o = match self.op_settled(&wf, shard, slot, op, payload).await {
+        let o = match self.op_settled(&wf, shard, slot, op, payload, note).await {
             Ok(o) => o,
             Err(e) => {
                 return Err(match (e, instance, kind) {
@@ -1397,9 +1469,14 @@ impl Engine {
         if self.is_draining() {
             return Err(EngineError::Draining);
         }
+        let note = NoteSlot::take_current();
         let (wf, shard, slot) = self.case_workflow(case_id)?;
         let op = Op::new(OpKind::CancelCase, case_id, slot, 0);
-        let job = self.run(shard, Job::new(vec![op], Vec::new())).await?;
+        let mut job = Job::new(vec![op], Vec::new());
+        let noted = wf.clone();
+        job.on_executed =
+            note.on_executed(case_id, move |j| Some(op_result(j, case_id, &noted, 0)));
+        let job = self.run(shard, job).await?;
         let o = job.out.first().copied().unwrap_or_default();
         if o.status != Status::Ok {
             return Err(status_error(&o, case_id, &wf, 0));
@@ -2092,6 +2169,9 @@ fn reply_loop(mut port: ReplyPort, ctx: ReplyCtx) {
                 job.time_ns = now_ns();
             }
             record(&ctx, &mut job, &mut scratch);
+            if let Some(f) = job.on_executed.0.take() {
+                f(&job);
+            }
             ctx.hook.executed(ctx.shard, job);
         }
         if any {

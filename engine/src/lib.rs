@@ -36,5 +36,7 @@ pub mod workers;
 pub mod workflow;
 
 pub use command::{BatchEvent, Data, EventKind, EventResult, TaskRef, Value};
-pub use engine::{BatchHook, Capacity, Engine, EngineConfig, Immediate};
+pub use engine::{
+    with_executed_note, BatchHook, Capacity, Engine, EngineConfig, ExecutedNote, Immediate,
+};
 pub use error::EngineError;

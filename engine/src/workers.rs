@@ -351,6 +351,22 @@ pub struct Job {
     /// When the job's events happened (ns since the Unix epoch): stamped by the reply thread
     /// when 0; a replayed job carries its logged time.
     pub time_ns: u64,
+    /// Called by the reply thread once the job has executed, before the batch hook (the event
+    /// log) takes it: what a caller must do while the job's records are not yet durable.
+    pub on_executed: OnExecuted,
+}
+
+/// A callback the reply thread calls with an executed job.
+pub type JobCallback = Box<dyn FnOnce(&Job) + Send>;
+
+/// A job's [`Job::on_executed`] callback, if it has one.
+#[derive(Default)]
+pub struct OnExecuted(pub Option<JobCallback>);
+
+impl std::fmt::Debug for OnExecuted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Some(..)" } else { "None" })
+    }
 }
 
 impl Job {
@@ -364,6 +380,7 @@ impl Job {
             saved: Vec::new(),
             reply: None,
             time_ns: 0,
+            on_executed: OnExecuted(None),
         })
     }
 

@@ -152,6 +152,21 @@ pub struct JournalStats {
     pub failed: AtomicU64,
 }
 
+/// Another log whose records must be durable in the same group commit as the event log's (the
+/// audit log): the writer marks it before its own `fdatasync` and waits for it after, before
+/// it releases the commit's jobs. Its sync runs on its own thread, alongside the event log's.
+pub trait CommitPeer: Send + Sync + 'static {
+    /// Marks everything queued so far and starts making it durable; returns the mark.
+    fn mark(&self) -> u64;
+    /// Returns once everything up to `mark` is durable; `Err` says why it cannot be.
+    fn wait(&self, mark: u64) -> Result<(), String>;
+
+    /// Told once, when the log joins the peer to its commits (sync mode): the peer may leave
+    /// the records meant for those commits to be started by [`CommitPeer::mark`], so that one
+    /// of its syncs lines up with each of the log's.
+    fn joined(&self) {}
+}
+
 /// An event log: the engine's executed jobs go in through its [`BatchHook`] side (each job is
 /// held until its records are durable, then released to its caller; a refusal comes back
 /// while the log cannot persist), registrations through [`BatchHook::registered`] (returns
@@ -176,6 +191,10 @@ pub trait EventLog: BatchHook + std::fmt::Debug {
 
     /// Flushes what is buffered, makes it durable and stops (after the engine has stopped).
     fn close(&self);
+
+    /// Makes `peer`'s queued records part of every later group commit that releases jobs.
+    /// A log whose appends are not synced with peers ignores it (the default).
+    fn set_commit_peer(&self, _peer: Arc<dyn CommitPeer>) {}
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -202,6 +221,8 @@ struct Shared {
     failed: OnceLock<String>,
     relaxed: bool,
     stats: Arc<JournalStats>,
+    /// Synced in the same group commit (the audit log), when set.
+    peer: OnceLock<Arc<dyn CommitPeer>>,
 }
 
 /// The event log: a [`BatchHook`] that holds each job until its records are durable.
@@ -471,6 +492,12 @@ fn write_until_stopped(shared: &Arc<Shared>, w: &mut Writer) {
         } else {
             wrote
         };
+        // The peer's records queued for these jobs' calls are made durable alongside.
+        let peer = shared
+            .peer
+            .get()
+            .filter(|_| !shared.relaxed && !held.is_empty())
+            .map(|p| (p, p.mark()));
         let res = if wrote || sync {
             w.append(&buf, sync)
         } else {
@@ -478,6 +505,13 @@ fn write_until_stopped(shared: &Arc<Shared>, w: &mut Writer) {
         };
         match res {
             Ok(()) => {
+                if let Some((p, mark)) = peer {
+                    // Released anyway on failure: each call waits for its own record too,
+                    // and answers UNAVAILABLE when it cannot be written.
+                    if let Err(why) = p.wait(mark) {
+                        tracing::warn!(error = %why, "event log: the commit's peer log failed");
+                    }
+                }
                 let st = &shared.stats;
                 if sync {
                     st.fsyncs.fetch_add(1, Ordering::Relaxed);
@@ -702,6 +736,7 @@ impl Journal {
                 stop: AtomicBool::new(false),
                 failed: OnceLock::new(),
                 relaxed: jc.durability == Durability::Relaxed,
+                peer: OnceLock::new(),
                 stats,
             }),
             layout: found.layout,
@@ -715,6 +750,13 @@ impl Journal {
 impl EventLog for Journal {
     fn layout(&self) -> Option<(u32, u32)> {
         self.layout
+    }
+
+    fn set_commit_peer(&self, peer: Arc<dyn CommitPeer>) {
+        if !self.shared.relaxed {
+            peer.joined();
+        }
+        let _ = self.shared.peer.set(peer);
     }
 
     fn recover(&self, engine: &Arc<Engine>) -> io::Result<u64> {

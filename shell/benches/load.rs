@@ -20,6 +20,7 @@
 //! server on its own data directory: plaintext; TLS alone (rustls, an ECDSA P-256
 //! certificate); an ES256 bearer token checked on every call alone; the audit log alone; and
 //! all three.
+//! `KNHK_BENCH_AUTH=audit`: the same, with plaintext and the audit log only.
 //! Both run the event log as `KNHK_BENCH_JOURNAL` says (`sync`, the server's default;
 //! `relaxed`; `off`: memory only), so the audit records ride the same group commit as the
 //! changes they describe. A table of both modes ends the output.
@@ -207,19 +208,23 @@ fn main() -> Result<(), BoxError> {
         Ok("" | "off") | Err(_) => {
             bench_mode(Mode::Plain, journal, &engine, cores, secs, batch)?;
         }
-        Ok("compare") => {
+        Ok(which @ ("compare" | "audit")) => {
             let journal = match std::env::var("KNHK_BENCH_JOURNAL") {
                 Err(_) => Some(knhk_log::Durability::Sync),
                 Ok(_) => journal,
             };
             let rounds = env_or("KNHK_BENCH_ROUNDS", 2).clamp(1, 20);
-            let modes = [
-                Mode::Plain,
-                Mode::Tls,
-                Mode::Token,
-                Mode::Audit,
-                Mode::Secure,
-            ];
+            let modes: &[Mode] = if which == "audit" {
+                &[Mode::Plain, Mode::Audit]
+            } else {
+                &[
+                    Mode::Plain,
+                    Mode::Tls,
+                    Mode::Token,
+                    Mode::Audit,
+                    Mode::Secure,
+                ]
+            };
             let mut runs: Vec<Vec<Summary>> = vec![Vec::new(); modes.len()];
             for r in 0..rounds {
                 for (m, mode) in modes.iter().enumerate() {
@@ -227,9 +232,11 @@ fn main() -> Result<(), BoxError> {
                     runs[m].push(bench_mode(*mode, journal, &engine, cores, secs, batch)?);
                 }
             }
-            compare_table(&modes, &runs, journal);
+            compare_table(modes, &runs, journal);
         }
-        Ok(other) => return Err(format!("KNHK_BENCH_AUTH={other}: off, es256 or compare").into()),
+        Ok(other) => {
+            return Err(format!("KNHK_BENCH_AUTH={other}: off, es256, audit or compare").into())
+        }
     }
     Ok(())
 }

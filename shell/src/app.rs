@@ -8,7 +8,7 @@ use std::io;
 use std::sync::Arc;
 
 use knhk_engine::{BatchHook, Engine, EngineConfig, Immediate};
-use knhk_log::{apply_layout, EventLog, Journal, JournalConfig};
+use knhk_log::{apply_layout, CommitPeer, EventLog, Journal, JournalConfig};
 
 /// A started engine and, when durability is on, the event log it was recovered from.
 #[derive(Debug, Clone)]
@@ -24,12 +24,16 @@ pub fn start(
     mut cfg: EngineConfig,
     hook: Option<Arc<dyn BatchHook>>,
     journal: Option<JournalConfig>,
+    commit_peer: Option<Arc<dyn CommitPeer>>,
 ) -> io::Result<Core> {
     let Some(jc) = journal else {
         let engine = Engine::start(cfg, hook.unwrap_or_else(|| Arc::new(Immediate)))?;
         return Ok(Core { engine, log: None });
     };
     let log: Arc<dyn EventLog> = Journal::open(jc)?;
+    if let Some(peer) = commit_peer {
+        log.set_commit_peer(peer);
+    }
     apply_layout(log.as_ref(), &mut cfg);
     let engine = Engine::start(cfg, log.clone())?;
     if let Err(e) = log.recover(&engine) {

@@ -95,6 +95,10 @@ pub struct Record {
     pub case: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<String>,
+    /// The instance a multiple-instance call named (StartInstance, CompleteInstance) or the
+    /// count it asked for (StartInstances).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<u32>,
     /// SubmitEvents: events in the message, and how many of them were refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub events: Option<u64>,
@@ -214,14 +218,23 @@ struct Queue {
     seq: u64,
     prev: String,
     records: u64,
+    /// The `seq` of the last record known durable.
+    synced: u64,
+    /// The writer thread has ended: `synced` moves no more.
+    writer_done: bool,
 }
 
 struct Shared {
     q: Mutex<Queue>,
     wake: Condvar,
+    /// Signalled when `synced` moves (or the log fails).
+    synced: Condvar,
     stop: AtomicBool,
     failed: OnceLock<String>,
     stats: AuditStats,
+    /// The event log commits with this log ([`knhk_log::CommitPeer`]): its marks start the
+    /// syncs of the records queued for its commits.
+    grouped: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -411,9 +424,13 @@ impl AuditLog {
                 seq,
                 prev,
                 records: 0,
+                synced: seq,
+                writer_done: false,
             }),
             wake: Condvar::new(),
+            synced: Condvar::new(),
             stop: AtomicBool::new(false),
+            grouped: AtomicBool::new(false),
             failed: OnceLock::new(),
             stats: AuditStats::default(),
         });
@@ -429,7 +446,11 @@ impl AuditLog {
         let s = shared.clone();
         let h = thread::Builder::new()
             .name("knhk-audit".into())
-            .spawn(move || writer_loop(&s, w))?;
+            .spawn(move || {
+                writer_loop(&s, w);
+                lock(&s.q).writer_done = true;
+                s.synced.notify_all();
+            })?;
         Ok(Arc::new(AuditLog {
             cfg,
             shared,
@@ -452,7 +473,12 @@ impl AuditLog {
         self.shared.failed.get().cloned()
     }
 
-    fn queue(&self, mut rec: Record, wait: bool) -> Option<oneshot::Receiver<Result<(), String>>> {
+    fn queue(
+        &self,
+        mut rec: Record,
+        wait: bool,
+        wake: bool,
+    ) -> Option<oneshot::Receiver<Result<(), String>>> {
         let s = &*self.shared;
         let ns = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -484,7 +510,9 @@ impl AuditLog {
                 rx
             })
         };
-        s.wake.notify_one();
+        if wake {
+            s.wake.notify_one();
+        }
         rx
     }
 
@@ -496,11 +524,23 @@ impl AuditLog {
     /// Queues `rec` now (its place in the order is taken here); the returned [`Pending`]
     /// resolves once it is durable.
     pub fn append_pending(&self, rec: Record) -> Pending {
+        self.pending(rec, true)
+    }
+
+    /// [`Self::append_pending`] for the record of an op the event log is about to commit:
+    /// when the event log commits with this log, its mark starts the sync (one audit sync
+    /// lines up with each of its own, rather than one starting early and the commit waiting
+    /// for the next).
+    pub fn append_for_commit(&self, rec: Record) -> Pending {
+        self.pending(rec, !self.shared.grouped.load(Ordering::Relaxed))
+    }
+
+    fn pending(&self, rec: Record, wake: bool) -> Pending {
         if let Some(f) = self.failure() {
             return Pending(Err(f));
         }
         Pending(
-            self.queue(rec, true)
+            self.queue(rec, true, wake)
                 .ok_or_else(|| "the audit record could not be encoded".to_string()),
         )
     }
@@ -508,7 +548,7 @@ impl AuditLog {
     /// Queues `rec` without waiting (a refusal: nothing changed).
     pub fn note(&self, rec: Record) {
         if self.failure().is_none() {
-            let _ = self.queue(rec, false);
+            let _ = self.queue(rec, false, true);
         }
     }
 
@@ -518,6 +558,44 @@ impl AuditLog {
         self.shared.wake.notify_all();
         if let Some(h) = lock(&self.writer).take() {
             let _ = h.join();
+        }
+    }
+}
+
+/// The audit log takes part in the event log's group commit: the event log marks it before
+/// its own `fdatasync` and waits for it before it releases the commit's jobs, so the records
+/// queued for those jobs' calls (on the reply thread, [`crate::grpc`]'s `audited_call`) are
+/// durable in the same commit as the changes they describe.
+impl knhk_log::CommitPeer for AuditLog {
+    fn joined(&self) {
+        self.shared.grouped.store(true, Ordering::Relaxed);
+    }
+
+    fn mark(&self) -> u64 {
+        let s = &*self.shared;
+        let seq = lock(&s.q).seq;
+        s.wake.notify_one();
+        seq
+    }
+
+    fn wait(&self, mark: u64) -> Result<(), String> {
+        let s = &*self.shared;
+        let mut q = lock(&s.q);
+        loop {
+            if let Some(why) = s.failed.get() {
+                return Err(why.clone());
+            }
+            if q.synced >= mark {
+                return Ok(());
+            }
+            if q.writer_done {
+                return Err("the audit log writer stopped".into());
+            }
+            let (g, _) = s
+                .synced
+                .wait_timeout(q, Duration::from_millis(100))
+                .unwrap_or_else(|p| p.into_inner());
+            q = g;
         }
     }
 }
@@ -593,7 +671,7 @@ impl Writer {
 fn writer_loop(s: &Shared, mut w: Writer) {
     let mut buf: Vec<u8> = Vec::with_capacity(64 << 10);
     loop {
-        let (waiters, records, stopping) = {
+        let (waiters, records, upto, stopping) = {
             let mut q = lock(&s.q);
             while q.buf.is_empty() && !s.stop.load(Ordering::SeqCst) {
                 let (g, _) = s
@@ -605,11 +683,13 @@ fn writer_loop(s: &Shared, mut w: Writer) {
             std::mem::swap(&mut q.buf, &mut buf);
             let waiters = std::mem::take(&mut q.waiters);
             let records = std::mem::take(&mut q.records);
-            (waiters, records, s.stop.load(Ordering::SeqCst))
+            (waiters, records, q.seq, s.stop.load(Ordering::SeqCst))
         };
         if !buf.is_empty() {
             match w.append(&buf) {
                 Ok(()) => {
+                    lock(&s.q).synced = upto;
+                    s.synced.notify_all();
                     s.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
                     s.stats.records.fetch_add(records, Ordering::Relaxed);
                     s.stats.bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
@@ -621,6 +701,7 @@ fn writer_loop(s: &Shared, mut w: Writer) {
                     let why = format!("{e}; the server refuses state-changing calls");
                     tracing::error!(error = %why, "audit log failed");
                     let _ = s.failed.set(why.clone());
+                    s.synced.notify_all();
                     for tx in waiters {
                         let _ = tx.send(Err(why.clone()));
                     }

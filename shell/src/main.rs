@@ -690,9 +690,6 @@ fn serve(args: ServeArgs) -> ExitCode {
     if !args.nats.is_empty() {
         // What cluster mode does not do yet is refused, not ignored (docs/cluster.md).
         let mut not_built = Vec::new();
-        if matches!(args.audit, AuditArg::On) {
-            not_built.push("--audit on (the audit log)");
-        }
         if matches!(args.archive, ArchiveArg::Sqlite | ArchiveArg::Postgres) {
             not_built.push("--archive sqlite or postgres (an archive of finished cases)");
         }
@@ -777,11 +774,6 @@ fn serve(args: ServeArgs) -> ExitCode {
              --durability sync is refused: start with --durability relaxed (docs/cluster.md)"
         );
         return ExitCode::from(2);
-    }
-    if !args.nats.is_empty() && cfg.audit.is_some() {
-        // `--audit auto`: on in single-node mode; cluster mode has no audit log yet.
-        tracing::warn!("no audit log in cluster mode (not built yet; docs/cluster.md)");
-        cfg.audit = None;
     }
     let served = if args.nats.is_empty() {
         rt.block_on(server::serve_addr(args.grpc_addr, cfg, journal, observe))

@@ -190,15 +190,7 @@ pub async fn serve_observed(
         None => None,
     };
     // The audit log next: a directory that cannot be written stops the start.
-    let audit = match cfg.audit.clone() {
-        Some(a) => Some(
-            tokio::task::spawn_blocking(move || crate::audit::AuditLog::open(a))
-                .await
-                .map_err(|e| format!("audit log task: {e}"))?
-                .map_err(|e| format!("audit log: {e}"))?,
-        ),
-        None => None,
-    };
+    let audit = open_audit(&cfg).await?;
     if observer.http_addr().is_none() {
         observer.start_http().await?;
     }
@@ -234,8 +226,11 @@ pub async fn serve_observed(
     );
 
     let engine_cfg = cfg.engine.clone();
-    let started =
-        tokio::task::spawn_blocking(move || crate::app::start(engine_cfg, hook, journal)).await;
+    let commit_peer = audit.clone().map(|a| a as Arc<dyn knhk_log::CommitPeer>);
+    let started = tokio::task::spawn_blocking(move || {
+        crate::app::start(engine_cfg, hook, journal, commit_peer)
+    })
+    .await;
     // Hand the listener over: the startup server stops (a health watcher opened during startup
     // is cut after 500 ms and reconnects to the full server).
     let _ = startup_stop_tx.send(());
@@ -322,10 +317,11 @@ pub async fn serve_observed(
         .max_concurrent_streams(Some(cfg.max_concurrent_streams))
         .tcp_nodelay(true)
         .layer(observer.rpc_layer())
-        .layer(crate::grpc::limits::LimitsLayer::new(
-            cfg.request_timeout,
-            request_budget.clone(),
-        ))
+        .layer(
+            crate::grpc::limits::LimitsLayer::new(cfg.request_timeout, request_budget.clone())
+                .with_message_limits(cfg.max_message_bytes, cfg.max_model_bytes)
+                .with_audit(audit.clone()),
+        )
         // Inside the RPC layer: refusals are counted and traced like any other answer.
         .layer(AuthLayer::new(cfg.auth.clone()).with_audit(audit.clone()))
         .add_service(health_service)
@@ -466,6 +462,20 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// The audit log `cfg` asks for, opened (off the async workers); an error names the directory.
+async fn open_audit(
+    cfg: &ServerConfig,
+) -> Result<Option<Arc<crate::audit::AuditLog>>, Box<dyn std::error::Error + Send + Sync>> {
+    let Some(a) = cfg.audit.clone() else {
+        return Ok(None);
+    };
+    let log = tokio::task::spawn_blocking(move || crate::audit::AuditLog::open(a))
+        .await
+        .map_err(|e| format!("audit log task: {e}"))?
+        .map_err(|e| format!("audit log: {e}"))?;
+    Ok(Some(log))
+}
+
 /// Cluster mode (crate::cluster, docs/cluster.md): joins the cluster of `cluster`, serves
 /// `knhk.v1.Knhk` through the cluster router on `addr` until SIGINT or SIGTERM, then hands its
 /// partitions back (drained and acknowledged) and leaves. Health says SERVING once every
@@ -477,6 +487,7 @@ pub async fn serve_cluster(
     observe: ObserveConfig,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let observer = Observer::new(observe);
+    let audit = open_audit(&cfg).await?;
     observer.start_http().await?;
     let listener = TcpListener::bind(addr).await?;
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -495,6 +506,7 @@ pub async fn serve_cluster(
         observer.enabled().then(|| observer.metrics().rpc.clone()),
         cfg.max_watchers,
         cfg.namespace_limits,
+        audit.clone(),
     )
     .await?;
     observer.set_check(
@@ -535,11 +547,12 @@ pub async fn serve_cluster(
         .max_concurrent_streams(Some(cfg.max_concurrent_streams))
         .tcp_nodelay(true)
         .layer(observer.rpc_layer())
-        .layer(crate::grpc::limits::LimitsLayer::new(
-            cfg.request_timeout,
-            request_budget.clone(),
-        ))
-        .layer(AuthLayer::new(cfg.auth.clone()))
+        .layer(
+            crate::grpc::limits::LimitsLayer::new(cfg.request_timeout, request_budget.clone())
+                .with_message_limits(cfg.max_message_bytes, cfg.max_model_bytes)
+                .with_audit(audit.clone()),
+        )
+        .layer(AuthLayer::new(cfg.auth.clone()).with_audit(audit.clone()))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(crate::grpc::SizedKnhk::new(
@@ -582,6 +595,9 @@ pub async fn serve_cluster(
         })
         .await;
     stopper.abort();
+    if let Some(a) = audit {
+        let _ = tokio::task::spawn_blocking(move || a.close()).await;
+    }
     observer.set_phase(Phase::Stopped);
     observer.stop_http().await;
     result.map_err(|e| e.into())

@@ -26,7 +26,7 @@ use tonic::Code;
 
 #[path = "support/cluster.rs"]
 mod harness;
-use harness::{client, cluster, on_path, wait_settled, Clients, Cluster};
+use harness::{client, cluster, servers_present, wait_settled, Clients, Cluster};
 
 const PARTITIONS: u16 = 8;
 const LEASE_TTL_S: u64 = 4;
@@ -389,19 +389,6 @@ async fn check(
         );
     }
     snapshot.len()
-}
-
-/// Whether the outside servers are there; without them a test says SKIPPED, unless
-/// KNHK_CLUSTER_TESTS=require.
-fn servers_present() -> bool {
-    if on_path("nats-server") && on_path("etcd") {
-        return true;
-    }
-    if std::env::var("KNHK_CLUSTER_TESTS").as_deref() == Ok("require") {
-        panic!("nats-server and etcd must be on PATH (KNHK_CLUSTER_TESTS=require)");
-    }
-    println!("SKIPPED: cluster test (nats-server or etcd not on PATH)");
-    false
 }
 
 /// One cluster at a time: the two tests' clusters would share two cores.

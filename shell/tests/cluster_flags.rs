@@ -1,6 +1,6 @@
 //! What cluster mode does not do yet is refused at start with a line naming it, never ignored
-//! (docs/cluster.md): `--durability sync`, `--audit on`, an explicit archive, a cluster-wide
-//! cap of live cases. The refusals come before any connection, so no NATS or etcd is needed.
+//! (docs/cluster.md): `--durability sync`, an explicit archive, a cluster-wide cap of live
+//! cases. The refusals come before any connection, so no NATS or etcd is needed.
 
 use std::process::Command;
 
@@ -40,10 +40,6 @@ fn cluster_mode_refuses_what_it_does_not_do() {
         (
             &["--durability", "sync"][..],
             "--durability sync is refused",
-        ),
-        (
-            &["--durability", "relaxed", "--audit", "on"][..],
-            "--audit on",
         ),
         (
             &["--durability", "relaxed", "--archive", "sqlite"][..],

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use knhk_shell::audit::{self, AuditConfig, AuditLog, Record};
+use knhk_shell::audit::{self, code_name, AuditConfig, AuditLog, Record};
 use knhk_shell::proto;
 use knhk_shell::proto::knhk_client::KnhkClient;
 use tonic::Code;
@@ -156,6 +156,61 @@ async fn every_change_and_refusal_is_recorded_and_survives_sigkill() {
     })
     .await
     .expect("cancel");
+    // A refusal by the kernel (recorded once its op has executed) and the multiple-instance
+    // calls.
+    let e = a
+        .fire_task(proto::TaskRequest {
+            case_id: c1.case_id,
+            task: task.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("fired twice");
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    let mi_model = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../import/tests/models/MultipleInstances.yawl"),
+    )
+    .expect("the MI model");
+    a.register_workflow(proto::RegisterWorkflowRequest {
+        model: mi_model,
+        workflow_id: "mi".into(),
+        manual_silent_tasks: true,
+        ..Default::default()
+    })
+    .await
+    .expect("register mi");
+    let mi = a
+        .create_case(proto::CreateCaseRequest {
+            workflow_id: "mi".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("create mi")
+        .into_inner();
+    a.fire_task(proto::TaskRequest {
+        case_id: mi.case_id,
+        task: "Prepare".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("Prepare");
+    let inst = |instance| proto::InstanceRequest {
+        case_id: mi.case_id,
+        task: "Review".into(),
+        instance,
+        ..Default::default()
+    };
+    a.start_instances(inst(2)).await.expect("StartInstances");
+    let bad_instance = a
+        .complete_instance(inst(7))
+        .await
+        .expect_err("no instance 7")
+        .code();
+    a.start_instance(inst(0)).await.expect("StartInstance");
+    a.complete_instance(inst(0))
+        .await
+        .expect("CompleteInstance");
     let e = a
         .create_case(proto::CreateCaseRequest {
             workflow_id: "no-such".into(),
@@ -212,8 +267,9 @@ async fn every_change_and_refusal_is_recorded_and_survives_sigkill() {
         assert_eq!(v.len(), 1, "{rpc} {code}: {recs:#?}");
         v[0].clone()
     };
-    let reg = one("RegisterWorkflow", "OK");
-    assert_eq!(reg.workflow.as_deref(), Some(wf.workflow_id.as_str()));
+    let regs = find(&recs, "RegisterWorkflow", "OK");
+    let regs: Vec<_> = regs.iter().map(|r| r.workflow.as_deref()).collect();
+    assert_eq!(regs, [Some(wf.workflow_id.as_str()), Some("mi")]);
     for r in recs.iter().filter(|r| r.code == "OK") {
         assert_eq!(r.principal.as_deref(), Some("alice"), "{r:?}");
         assert_eq!(r.via.as_deref(), Some("token"), "{r:?}");
@@ -227,11 +283,34 @@ async fn every_change_and_refusal_is_recorded_and_survives_sigkill() {
     }
     let creates = find(&recs, "CreateCase", "OK");
     let ids: Vec<_> = creates.iter().map(|r| r.case).collect();
-    assert_eq!(ids, vec![Some(c1.case_id), Some(c2.case_id)]);
-    let fire = one("FireTask", "OK");
     assert_eq!(
-        (fire.case, fire.task.as_deref()),
+        ids,
+        vec![Some(c1.case_id), Some(c2.case_id), Some(mi.case_id)]
+    );
+    let fires = find(&recs, "FireTask", "OK");
+    assert_eq!(
+        (fires[0].case, fires[0].task.as_deref()),
         (Some(c1.case_id), Some(task.as_str()))
+    );
+    let twice = one("FireTask", "FAILED_PRECONDITION");
+    assert_eq!(twice.case, Some(c1.case_id));
+    assert!(
+        twice
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("not enabled")),
+        "{twice:?}"
+    );
+    let started = one("StartInstances", "OK");
+    assert_eq!(
+        (started.case, started.task.as_deref(), started.instance),
+        (Some(mi.case_id), Some("Review"), Some(2))
+    );
+    assert_eq!(one("StartInstance", "OK").instance, Some(0));
+    assert_eq!(one("CompleteInstance", "OK").instance, Some(0));
+    assert_eq!(
+        one("CompleteInstance", code_name(bad_instance)).instance,
+        Some(7)
     );
     assert_eq!(one("CancelCase", "OK").case, Some(c2.case_id));
     let nf = one("CreateCase", "NOT_FOUND");
@@ -446,4 +525,105 @@ async fn a_change_whose_record_cannot_be_written_is_not_acknowledged() {
             "acknowledged case {id} has no record"
         );
     }
+}
+
+/// The event log's group commit waits for its peer (the audit log, `CommitPeer`): a change is
+/// not released to its caller until the peer's records marked at that commit are durable. The
+/// peer here is a gate the test opens; the journal and the engine are the real ones.
+#[test]
+fn the_event_log_releases_a_commit_only_once_its_peer_is_durable() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Condvar, Mutex};
+
+    use knhk_shell::engine::now_ns;
+    use knhk_shell::journal::{CommitPeer, JournalConfig};
+    use knhk_shell::workflow::Workflow;
+    use knhk_shell::EngineConfig;
+
+    #[derive(Default)]
+    struct Gate {
+        marks: AtomicU64,
+        open: Mutex<bool>,
+        opened: Condvar,
+    }
+    impl CommitPeer for Gate {
+        fn mark(&self) -> u64 {
+            self.marks.fetch_add(1, Ordering::SeqCst) + 1
+        }
+        fn wait(&self, _mark: u64) -> Result<(), String> {
+            let mut open = self.open.lock().unwrap();
+            while !*open {
+                open = self.opened.wait(open).unwrap();
+            }
+            Ok(())
+        }
+    }
+
+    let dir = support::scratch("commit-peer");
+    let gate = Arc::new(Gate::default());
+    let cfg = EngineConfig {
+        workers: 1,
+        case_capacity: 64,
+        pin: false,
+        ..EngineConfig::default()
+    };
+    let core = knhk_shell::app::start(
+        cfg,
+        None,
+        Some(JournalConfig::new(dir.join("data"))),
+        Some(gate.clone()),
+    )
+    .expect("engine and journal start");
+    let (engine, log) = (core.engine.clone(), core.log.clone().expect("a journal"));
+    let model = support::corpus("yawl/WPC1Sequence.yawl");
+    let compiled = knhk_engine::catalog::compile(&model, None).expect("model compiles");
+    engine
+        .register(
+            "seq",
+            |index, id| {
+                Ok(Workflow::new(
+                    index,
+                    id,
+                    compiled.format,
+                    &compiled.model,
+                    *compiled.net,
+                    now_ns(),
+                ))
+            },
+            "seq",
+            |wf| log.registered(wf, &model),
+        )
+        .expect("registered (a workflow record waits for no peer)");
+    assert_eq!(gate.marks.load(Ordering::SeqCst), 0);
+
+    let (tx, rx) = std::sync::mpsc::channel();
+    let creator = {
+        let engine = engine.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let r = rt.block_on(engine.create_case("seq", &Default::default()));
+            let _ = tx.send(r.map(|c| c.id).map_err(|e| e.to_string()));
+        })
+    };
+    // The creation is written and synced, but held while the peer is not durable.
+    assert!(
+        rx.recv_timeout(Duration::from_millis(300)).is_err(),
+        "the change was released before its peer was durable"
+    );
+    assert!(
+        gate.marks.load(Ordering::SeqCst) >= 1,
+        "the peer was not marked"
+    );
+    *gate.open.lock().unwrap() = true;
+    gate.opened.notify_all();
+    let id = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("released once the peer is durable")
+        .expect("created");
+    assert!(id > 0);
+    creator.join().expect("creator");
+    core.stop();
 }

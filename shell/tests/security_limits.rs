@@ -3,10 +3,12 @@
 //! connections (`--max-connections`: a connection past it is closed at once and the refusal
 //! logged; room again once one closes); a handler past `--request-timeout-ms` is answered
 //! DEADLINE_EXCEEDED; workflows and unfinished cases per namespace are capped; an address
-//! that fails to authenticate too often is refused for a while.
+//! that fails to authenticate too often is refused for a while. Each refusal of a watch, of a
+//! message size or of the bytes in flight leaves an audit record.
 
 use std::time::{Duration, Instant};
 
+use knhk_shell::audit::{AuditConfig, Record};
 use knhk_shell::proto;
 use knhk_shell::proto::knhk_client::KnhkClient;
 use knhk_shell::server::ServerConfig;
@@ -15,7 +17,7 @@ use tonic::Code;
 mod support;
 use support::grpc::{config, ev_create, expect_code, start};
 use support::tokens::{claims, hs256, AUD, ISS, SECRET};
-use support::{scratch, spawn};
+use support::{audit_records, scratch, spawn};
 
 fn watch_all() -> proto::WatchCaseRequest {
     proto::WatchCaseRequest {
@@ -25,13 +27,36 @@ fn watch_all() -> proto::WatchCaseRequest {
     }
 }
 
+/// `cfg` with an audit log in a scratch directory, returned too.
+fn with_audit(name: &str, cfg: ServerConfig) -> (ServerConfig, std::path::PathBuf) {
+    let dir = scratch(name).join("audit");
+    let cfg = ServerConfig {
+        audit: Some(AuditConfig::new(&dir)),
+        ..cfg
+    };
+    (cfg, dir)
+}
+
+/// The one record of `rpc` (its method name) with `code`.
+fn one_record(recs: &[Record], rpc: &str, code: &str) -> Record {
+    let found: Vec<_> = recs
+        .iter()
+        .filter(|r| r.rpc == format!("/knhk.v1.Knhk/{rpc}") && r.code == code)
+        .collect();
+    assert_eq!(found.len(), 1, "{rpc} {code}: {recs:#?}");
+    found[0].clone()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_streams_are_capped() {
-    let srv = start(ServerConfig {
-        max_watchers: 2,
-        ..config(1, 64, 64)
-    })
-    .await;
+    let (cfg, audit_dir) = with_audit(
+        "watch-cap",
+        ServerConfig {
+            max_watchers: 2,
+            ..config(1, 64, 64)
+        },
+    );
+    let srv = start(cfg).await;
     let mut c = srv.client().await;
     let first = c.watch_case(watch_all()).await.expect("first watch");
     let _second = c.watch_case(watch_all()).await.expect("second watch");
@@ -44,11 +69,13 @@ async fn watch_streams_are_capped() {
     // Closing one gives its place back (once its forwarding task has ended).
     drop(first);
     let t0 = Instant::now();
+    let mut refused = 1;
     loop {
         match c.watch_case(watch_all()).await {
             Ok(_) => break,
             Err(e) => {
                 assert_eq!(e.code(), Code::ResourceExhausted);
+                refused += 1;
                 assert!(
                     t0.elapsed() < Duration::from_secs(5),
                     "the place never came back"
@@ -58,6 +85,25 @@ async fn watch_streams_are_capped() {
         }
     }
     srv.shutdown().await;
+    let recs = audit_records(&audit_dir);
+    let watch: Vec<_> = recs
+        .iter()
+        .filter(|r| r.rpc.ends_with("/WatchCase"))
+        .collect();
+    assert_eq!(
+        watch.len(),
+        refused,
+        "one record per refusal, none for a watch: {recs:#?}"
+    );
+    for r in watch {
+        assert_eq!(r.code, "RESOURCE_EXHAUSTED");
+        assert!(
+            r.message
+                .as_deref()
+                .is_some_and(|m| m.contains("--max-watchers")),
+            "{r:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,12 +166,15 @@ async fn connections_past_the_cap_are_closed_and_logged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversize_messages_are_refused_except_models_up_to_their_own_limit() {
-    let srv = start(ServerConfig {
-        max_message_bytes: 64 << 10,
-        max_model_bytes: 8 << 20,
-        ..config(1, 64, 64)
-    })
-    .await;
+    let (cfg, audit_dir) = with_audit(
+        "oversize",
+        ServerConfig {
+            max_message_bytes: 64 << 10,
+            max_model_bytes: 8 << 20,
+            ..config(1, 64, 64)
+        },
+    );
+    let srv = start(cfg).await;
     let mut c = srv
         .client()
         .await
@@ -162,11 +211,29 @@ async fn oversize_messages_are_refused_except_models_up_to_their_own_limit() {
         .await
         .expect_err("oversize model");
     assert_eq!(e.code(), Code::OutOfRange, "{e}");
+    assert!(e.message().contains("--max-model-bytes"), "{}", e.message());
     // The server goes on serving.
     c.list_workflows(proto::ListWorkflowsRequest {})
         .await
         .expect("still serving");
     srv.shutdown().await;
+    // The size refusals are recorded; the invalid model too (a registration is a change).
+    let recs = audit_records(&audit_dir);
+    let get = one_record(&recs, "GetWorkflow", "OUT_OF_RANGE");
+    assert!(
+        get.message
+            .as_deref()
+            .is_some_and(|m| m.contains("--max-message-bytes")),
+        "{get:?}"
+    );
+    let big = one_record(&recs, "RegisterWorkflow", "OUT_OF_RANGE");
+    assert!(
+        big.message
+            .as_deref()
+            .is_some_and(|m| m.contains(&(8u64 << 20).to_string())),
+        "{big:?}"
+    );
+    one_record(&recs, "RegisterWorkflow", "INVALID_ARGUMENT");
 }
 
 /// `msg` acting in namespace `ns`.
@@ -482,12 +549,15 @@ async fn grpc_status(resp: h2::client::ResponseFuture) -> (String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partly_sent_requests_are_held_to_the_bytes_in_flight_budget() {
-    let srv = start(ServerConfig {
-        max_model_bytes: 8 << 20,
-        max_request_bytes_in_flight: 1 << 20,
-        ..config(1, 64, 64)
-    })
-    .await;
+    let (cfg, audit_dir) = with_audit(
+        "bytes-in-flight",
+        ServerConfig {
+            max_model_bytes: 8 << 20,
+            max_request_bytes_in_flight: 1 << 20,
+            ..config(1, 64, 64)
+        },
+    );
+    let srv = start(cfg).await;
     let addr = srv.url.trim_start_matches("http://").to_string();
     let tcp = tokio::net::TcpStream::connect(&addr).await.expect("tcp");
     let (mut conn, driver) = h2::client::handshake(tcp).await.expect("h2 handshake");
@@ -548,4 +618,13 @@ async fn partly_sent_requests_are_held_to_the_bytes_in_flight_budget() {
     assert_eq!(e.code(), Code::InvalidArgument, "{e}");
     assert_eq!(budget.held(), 0, "a whole message holds nothing once read");
     srv.shutdown().await;
+    let recs = audit_records(&audit_dir);
+    let refused = one_record(&recs, "RegisterWorkflow", "RESOURCE_EXHAUSTED");
+    assert!(
+        refused
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("--max-request-bytes-in-flight")),
+        "{refused:?}"
+    );
 }

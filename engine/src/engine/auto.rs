@@ -112,25 +112,41 @@ impl Engine {
     /// enable it, those are fired first (the deferred choice goes the client's way).
     pub(super) async fn op_settled(
         &self,
-        wf: &Workflow,
+        wf: &Arc<Workflow>,
         shard: usize,
         slot: u32,
         op: Op,
         payload: Vec<[i64; REGISTERS]>,
+        note: NoteSlot,
     ) -> Result<Outcome, EngineError> {
-        let job = self.run(shard, Job::new(vec![op], payload.clone())).await?;
+        // A start or fire refused as not enabled is tried again after the silent tasks that
+        // enable it: that first outcome is not the call's.
+        let retried = wf.auto != 0 && matches!(op.kind, OpKind::Start | OpKind::Fire);
+        let (case_id, task) = (op.case_id, op.task);
+        let mut job = Job::new(vec![op], payload.clone());
+        let noted = wf.clone();
+        job.on_executed = note.on_executed(case_id, move |j| {
+            let r = op_result(j, case_id, &noted, task);
+            let not_final = retried
+                && j.out
+                    .first()
+                    .is_some_and(|o| o.status == Status::NotEnabled);
+            (!not_final).then_some(r)
+        });
+        let job = self.run(shard, job).await?;
         let mut o = job.out.first().copied().unwrap_or_default();
-        if o.status == Status::NotEnabled
-            && wf.auto != 0
-            && matches!(op.kind, OpKind::Start | OpKind::Fire)
-        {
+        if o.status == Status::NotEnabled && retried {
             if let Some(path) = self.silent_path(wf, shard, slot, op.case_id, op.task).await {
                 let mut ops: Vec<Op> = path
                     .iter()
                     .map(|&u| Op::new(OpKind::Fire, op.case_id, slot, u))
                     .collect();
                 ops.push(op);
-                let job = self.run(shard, Job::new(ops, payload)).await?;
+                let mut job = Job::new(ops, payload);
+                let noted = wf.clone();
+                job.on_executed =
+                    note.on_executed(case_id, move |j| Some(op_result(j, case_id, &noted, task)));
+                let job = self.run(shard, job).await?;
                 o = job.out.last().copied().unwrap_or_default();
             }
         }

@@ -163,15 +163,25 @@ where
                 }
             }
         };
-        req.headers_mut().remove(AUTHORIZATION);
+        let credential = req.headers_mut().remove(AUTHORIZATION);
         match decided {
             Ok(caller) => {
+                if let Some(c) = credential.filter(|_| caller.principal.is_some()) {
+                    req.extensions_mut().insert(super::ForwardCredential(c));
+                }
                 if let Some(p) = &caller.principal {
                     let span = tracing::Span::current();
                     span.record("enduser.id", p.subject_escaped().as_str());
                     span.record("knhk.auth", p.via.name());
                 }
                 tracing::Span::current().record("knhk.namespace", caller.namespace.as_str());
+                // For the audit record of a refusal while the body is read (grpc/limits.rs).
+                if let Some(slot) = req
+                    .extensions()
+                    .get::<Arc<crate::grpc::limits::CallerSlot>>()
+                {
+                    let _ = slot.0.set(caller.clone());
+                }
                 req.extensions_mut().insert(caller);
                 futures_either::Either::inner(self.inner.call(req))
             }

@@ -62,6 +62,18 @@ pub struct Principal {
     pub expires_unix: Option<u64>,
 }
 
+/// The caller's `authorization` header, moved by the auth layer out of the headers the handlers
+/// see (so that nothing logs it) into the request's extensions, for one use: a cluster node
+/// that forwards the call to a partition's owner acts for the caller with it.
+#[derive(Clone)]
+pub struct ForwardCredential(pub http::HeaderValue);
+
+impl std::fmt::Debug for ForwardCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ForwardCredential(<redacted>)")
+    }
+}
+
 /// Who is calling and in which namespace: in every request's extensions once the auth layer
 /// let it through. `principal` is `None` when no authentication is configured (or for an
 /// open method).

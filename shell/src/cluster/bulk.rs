@@ -131,7 +131,26 @@ pub fn submit_events(
     }
     let caller = Caller::of(&request);
     let forwarded = request.metadata().contains_key(FORWARDED);
-    let meta = request.metadata().clone();
+    // One audit record a message, by the node the caller reached (the owners' shares of a
+    // forwarded stream are not recorded again).
+    let audit = match (&svc.node.audit, forwarded) {
+        (Some(log), false) => svc
+            .node
+            .catalog_service
+            .audit_start(&request, "SubmitEvents")?
+            .map(|base| (log.clone(), base)),
+        _ => None,
+    };
+    let mut meta = request.metadata().clone();
+    // The caller's token, for the shares forwarded to other owners (the auth layer moved it
+    // out of the headers).
+    if let Some(v) = request
+        .extensions()
+        .get::<crate::auth::ForwardCredential>()
+        .and_then(|c| tonic::metadata::MetadataValue::try_from(c.0.as_bytes()).ok())
+    {
+        meta.insert("authorization", v);
+    }
     let mut input = request.into_inner();
     let (work_tx, mut work_rx) = mpsc::channel::<BatchFuture>(PIPELINE_DEPTH);
     let (out_tx, out_rx) = mpsc::channel(PIPELINE_DEPTH);
@@ -180,7 +199,22 @@ pub fn submit_events(
     // Writer: answers batches in order.
     tokio::spawn(async move {
         while let Some(batch) = work_rx.recv().await {
-            let r = batch.await;
+            let r = match (batch.await, &audit) {
+                (Ok(answer), Some((log, base))) => {
+                    let mut rec = base.clone();
+                    rec.events = Some(answer.results.len() as u64);
+                    rec.refused =
+                        Some(answer.results.iter().filter(|e| e.code != 0).count() as u64);
+                    match log.append(rec).await {
+                        Ok(()) => Ok(answer),
+                        Err(why) => Err(Status::unavailable(format!(
+                            "the batch was executed but its audit record could not be written \
+                             ({why}); the server refuses further changes"
+                        ))),
+                    }
+                }
+                (r, _) => r,
+            };
             let end = r.is_err();
             if out_tx.send(r).await.is_err() || end {
                 break;

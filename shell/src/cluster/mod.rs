@@ -172,6 +172,9 @@ pub struct Node {
     closing: watch::Receiver<bool>,
     metrics: Option<crate::metrics::RpcMetrics>,
     max_watchers: usize,
+    /// This node's audit log: the changes its partitions make (whichever node the caller
+    /// reached), the registrations and bulk messages callers sent to it, its refusals.
+    pub audit: Option<Arc<crate::audit::AuditLog>>,
     /// Set once every partition this node ranks first for has been claimed or found owned.
     pub ready: watch::Sender<bool>,
     /// Set when a graceful stop begins: the lease is revoked on purpose then.
@@ -263,6 +266,7 @@ impl Node {
         metrics: Option<crate::metrics::RpcMetrics>,
         max_watchers: usize,
         namespace_limits: crate::grpc::service::NamespaceLimits,
+        audit: Option<Arc<crate::audit::AuditLog>>,
     ) -> std::io::Result<Arc<Node>> {
         let nats = async_nats::ConnectOptions::new()
             .name(format!("knhk-{}", cfg.node_id))
@@ -354,7 +358,8 @@ impl Node {
         )?;
         // Registrations go through the catalog: its per-namespace workflow cap is the cluster's.
         let catalog_service = KnhkService::new(catalog_engine.clone(), closing.clone(), None)
-            .with_namespace_limits(namespace_limits);
+            .with_namespace_limits(namespace_limits)
+            .with_audit(audit.clone());
         let (applied, _) = watch::channel(0u64);
         let (ready, _) = watch::channel(false);
         let node = Arc::new(Node {
@@ -374,6 +379,7 @@ impl Node {
             closing,
             metrics,
             max_watchers,
+            audit,
             ready,
             misplaced: std::sync::Mutex::new(HashMap::new()),
             stopping: std::sync::atomic::AtomicBool::new(false),
@@ -569,13 +575,14 @@ impl Node {
         &self,
         request: tonic::Request<crate::proto::RegisterWorkflowRequest>,
     ) -> Result<tonic::Response<crate::proto::RegisterWorkflowResponse>, tonic::Status> {
-        use crate::proto::knhk_server::Knhk;
         let (meta, ext, msg) = request.into_parts();
         for attempt in 0..20 {
             let guard = self.catalog.write().await;
             let before = self.published_seq();
             let req = tonic::Request::from_parts(meta.clone(), ext.clone(), msg.clone());
-            let res = self.catalog_service.register_workflow(req).await;
+            // Unaudited here: the node the caller reached records the call once
+            // (router.rs), not once per attempt.
+            let res = self.catalog_service.register(req).await;
             drop(guard);
             match res {
                 Ok(resp) => {
@@ -864,7 +871,8 @@ impl Node {
         // timers that expired while no node served the partition fire now, once
         engine.start_timers();
         let service = KnhkService::new(engine.clone(), self.closing.clone(), self.metrics.clone())
-            .with_max_watchers(self.max_watchers);
+            .with_max_watchers(self.max_watchers)
+            .with_audit(self.audit.clone());
         self.parts
             .write()
             .unwrap_or_else(|p| p.into_inner())

@@ -122,12 +122,19 @@ impl ClusterService {
 
     /// `req` re-addressed to an owner: the caller's credentials and namespace go along.
     pub(super) fn forward<T>(&self, req: Request<T>) -> Request<T> {
-        let (meta, _, msg) = req.into_parts();
+        let (meta, ext, msg) = req.into_parts();
         let mut out = Request::new(msg);
         for k in ["authorization", "knhk-namespace", "grpc-timeout"] {
             if let Some(v) = meta.get(k) {
                 out.metadata_mut().insert(k, v.clone());
             }
+        }
+        // The caller's token: the auth layer moved it out of the headers.
+        if let Some(v) = ext
+            .get::<crate::auth::ForwardCredential>()
+            .and_then(|c| MetadataValue::try_from(c.0.as_bytes()).ok())
+        {
+            out.metadata_mut().insert("authorization", v);
         }
         out.metadata_mut()
             .insert(FORWARDED, MetadataValue::from_static("1"));
@@ -237,7 +244,7 @@ impl ClusterService {
     fn scoped<T: Clone>(&self, req: &Request<T>, partitions: &[u16]) -> Result<Request<T>, Status> {
         let mut r = self.forward(Request::from_parts(
             req.metadata().clone(),
-            tonic::Extensions::default(),
+            req.extensions().clone(),
             req.get_ref().clone(),
         ));
         let list: Vec<String> = partitions.iter().map(u16::to_string).collect();
@@ -375,7 +382,10 @@ impl Knhk for ClusterService {
         &self,
         request: Request<RegisterWorkflowRequest>,
     ) -> Result<Response<RegisterWorkflowResponse>, Status> {
-        self.node.register_workflow(request).await
+        let node = &self.node;
+        node.catalog_service
+            .register_audited(request, |r| node.register_workflow(r))
+            .await
     }
 
     async fn retire_workflow(

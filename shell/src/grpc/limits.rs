@@ -6,18 +6,36 @@
 //! for `--idle-timeout-ms` (crate::tls::Activity): a call is open from its request until its
 //! response body ends (a stream's last message), so a connection with a long watch is not idle.
 //! And `--max-request-bytes-in-flight`: the bytes of partly received request messages the
-//! server holds, over all calls ([`RequestBudget`]).
+//! server holds, over all calls ([`RequestBudget`]). And `--max-message-bytes` /
+//! `--max-model-bytes`: a message whose length prefix is past the limit is refused OUT_OF_RANGE
+//! before its bytes are read (tonic's decoder holds the same limits, behind this one).
+//!
+//! Both refusals happen while the handler reads the request, after the auth layer let the call
+//! in: each leaves an audit record (principal, namespace, RPC, code) when there is an audit
+//! log; the auth layer puts the caller in the request's [`CallerSlot`] for it.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 
 use tonic::Status;
+
+use crate::audit::{cap, code_name, AuditLog, Record};
+use crate::auth::Caller;
+
+/// The path whose messages `--max-model-bytes` bounds; every other has `--max-message-bytes`.
+pub const MODEL_PATH: &str = "/knhk.v1.Knhk/RegisterWorkflow";
+
+/// Who a call is from, once the auth layer has let it in (a request extension this layer
+/// inserts and the auth layer fills): for the audit record of a refusal made while the request
+/// body is read.
+#[derive(Debug, Default)]
+pub struct CallerSlot(pub OnceLock<Caller>);
 
 type Resp = http::Response<tonic::body::Body>;
 
@@ -87,13 +105,47 @@ impl RequestBudget {
 /// The layer; `timeout` `None`: no limit.
 #[derive(Debug, Clone)]
 pub struct LimitsLayer {
+    cfg: LimitsConfig,
+}
+
+#[derive(Debug, Clone)]
+struct LimitsConfig {
     timeout: Option<Duration>,
     budget: Arc<RequestBudget>,
+    /// Largest message of [`MODEL_PATH`], and of every other path (bytes; 0: no limit).
+    max_model: u64,
+    max_message: u64,
+    audit: Option<Arc<AuditLog>>,
+    /// The second (Unix time) of the last refusal logged: at most one line a second.
+    last_log: Arc<AtomicU64>,
 }
 
 impl LimitsLayer {
+    /// No message size limit and no audit log until set.
     pub fn new(timeout: Option<Duration>, budget: Arc<RequestBudget>) -> LimitsLayer {
-        LimitsLayer { timeout, budget }
+        LimitsLayer {
+            cfg: LimitsConfig {
+                timeout,
+                budget,
+                max_model: 0,
+                max_message: 0,
+                audit: None,
+                last_log: Arc::default(),
+            },
+        }
+    }
+
+    /// Refuses messages past `max_message` bytes (`max_model` for RegisterWorkflow).
+    pub fn with_message_limits(mut self, max_message: usize, max_model: usize) -> LimitsLayer {
+        self.cfg.max_message = max_message as u64;
+        self.cfg.max_model = max_model as u64;
+        self
+    }
+
+    /// Records every refusal of this layer in `audit`.
+    pub fn with_audit(mut self, audit: Option<Arc<AuditLog>>) -> LimitsLayer {
+        self.cfg.audit = audit;
+        self
     }
 }
 
@@ -102,8 +154,7 @@ impl<S> tower::Layer<S> for LimitsLayer {
     fn layer(&self, inner: S) -> Limits<S> {
         Limits {
             inner,
-            timeout: self.timeout,
-            budget: self.budget.clone(),
+            cfg: self.cfg.clone(),
         }
     }
 }
@@ -112,8 +163,48 @@ impl<S> tower::Layer<S> for LimitsLayer {
 #[derive(Debug, Clone)]
 pub struct Limits<S> {
     inner: S,
-    timeout: Option<Duration>,
-    budget: Arc<RequestBudget>,
+    cfg: LimitsConfig,
+}
+
+/// Where a refusal made while a body is read is recorded.
+#[derive(Debug)]
+struct RefusalRecord {
+    audit: Option<Arc<AuditLog>>,
+    path: String,
+    peer: Option<std::net::SocketAddr>,
+    caller: Arc<CallerSlot>,
+    last_log: Arc<AtomicU64>,
+}
+
+impl RefusalRecord {
+    /// `status` as an audit record (queued, not waited for: nothing changed) and as the error
+    /// the body yields.
+    fn refuse(&self, status: Status) -> Box<dyn std::error::Error + Send + Sync> {
+        let sec = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if self.last_log.swap(sec, Ordering::Relaxed) != sec {
+            tracing::warn!(
+                peer = ?self.peer,
+                rpc = %crate::audit::cap(&self.path),
+                code = code_name(status.code()),
+                "request refused: {} (at most one such line a second)",
+                status.message()
+            );
+        }
+        if let Some(audit) = &self.audit {
+            let unknown = Caller {
+                principal: None,
+                namespace: String::new(),
+                auth: None,
+            };
+            let caller = self.caller.0.get().unwrap_or(&unknown);
+            let mut rec = Record::of_caller(&cap(&self.path), caller, self.peer);
+            rec.code = code_name(status.code()).to_string();
+            audit.note(rec.with_message(status.message()));
+        }
+        Box::new(status)
+    }
 }
 
 impl<S, B> tower::Service<http::Request<B>> for Limits<S>
@@ -132,14 +223,35 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let timeout = self.timeout;
-        let budget = self.budget.clone();
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        let cfg = &self.cfg;
+        let timeout = cfg.timeout;
+        let budget = cfg.budget.clone();
+        let path = req.uri().path();
+        let max_message = if path == MODEL_PATH {
+            cfg.max_model
+        } else {
+            cfg.max_message
+        };
+        let caller = Arc::new(CallerSlot::default());
+        let refusal = RefusalRecord {
+            audit: cfg.audit.clone(),
+            path: path.to_string(),
+            peer: req
+                .extensions()
+                .get::<crate::tls::ConnInfo>()
+                .and_then(|i| i.tcp.remote_addr),
+            caller: caller.clone(),
+            last_log: cfg.last_log.clone(),
+        };
+        req.extensions_mut().insert(caller);
         let req = req.map(|body| {
             tonic::body::Body::new(Budgeted {
                 inner: body,
                 framing: Framing::default(),
                 hold: Hold { budget, bytes: 0 },
+                max_message,
+                refusal,
             })
         });
         let open = req
@@ -213,6 +325,8 @@ struct Framing {
     header_len: usize,
     /// Bytes of the current message's body still to come (after a complete header).
     remaining: u64,
+    /// The largest message length a header declared.
+    largest: u64,
 }
 
 impl Framing {
@@ -233,6 +347,7 @@ impl Framing {
                     let mut len = [0u8; 4];
                     len.copy_from_slice(&self.header[1..5]);
                     self.remaining = u64::from(u32::from_be_bytes(len));
+                    self.largest = self.largest.max(self.remaining);
                 }
             } else {
                 let take = (self.remaining.min(chunk.len() as u64)) as usize;
@@ -271,6 +386,9 @@ pin_project_lite::pin_project! {
         inner: B,
         framing: Framing,
         hold: Hold,
+        // 0: no limit.
+        max_message: u64,
+        refusal: RefusalRecord,
     }
 }
 
@@ -295,6 +413,21 @@ where
         };
         if let Some(data) = frame.data_ref() {
             let (open, completed) = this.framing.advance(data.chunk());
+            let max = *this.max_message;
+            if max != 0 && this.framing.largest > max {
+                let flag = if this.refusal.path == MODEL_PATH {
+                    "--max-model-bytes"
+                } else {
+                    "--max-message-bytes"
+                };
+                return Poll::Ready(Some(Err(this.refusal.refuse(Status::out_of_range(
+                    format!(
+                        "request message too large: {} bytes, the server's limit is {max} \
+                         ({flag})",
+                        this.framing.largest
+                    ),
+                )))));
+            }
             // what this body holds after the frame: the open message's bytes (the ones before
             // this frame too, unless a message ended in it)
             let before = this.hold.bytes;
@@ -302,16 +435,12 @@ where
             if after > before {
                 if !this.hold.budget.take(after - before) {
                     let limit = this.hold.budget.limit();
-                    tracing::warn!(
-                        limit,
-                        held = this.hold.budget.held(),
-                        "a request was refused: the server holds too many bytes of partly \
-                         received requests (--max-request-bytes-in-flight)"
-                    );
-                    return Poll::Ready(Some(Err(Box::new(Status::resource_exhausted(format!(
-                        "the server holds {limit} bytes of partly received requests, its \
-                         limit (--max-request-bytes-in-flight): retry later"
-                    ))))));
+                    return Poll::Ready(Some(Err(this.refusal.refuse(
+                        Status::resource_exhausted(format!(
+                            "the server holds {limit} bytes of partly received requests, its \
+                             limit (--max-request-bytes-in-flight): retry later"
+                        )),
+                    ))));
                 }
             } else {
                 this.hold.budget.give(before - after);
@@ -356,6 +485,7 @@ mod tests {
         assert_eq!(f.advance(&[2u8; 50]), (0, true));
         // an empty message completes with its header
         assert_eq!(f.advance(&msg(0)), (0, true));
+        assert_eq!(f.largest, 100);
         // byte by byte
         for (i, b) in msg(3).iter().enumerate() {
             let (open, done) = f.advance(&[*b]);

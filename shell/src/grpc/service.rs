@@ -137,7 +137,11 @@ impl KnhkService {
 
     /// The audit record a state-changing call of `method` starts (None without an audit log);
     /// UNAVAILABLE once the audit log has failed (nothing is changed that cannot be recorded).
-    fn audit_start<T>(&self, request: &Request<T>, method: &str) -> Result<Option<Record>, Status> {
+    pub(crate) fn audit_start<T>(
+        &self,
+        request: &Request<T>,
+        method: &str,
+    ) -> Result<Option<Record>, Status> {
         let Some(audit) = &self.audit else {
             return Ok(None);
         };
@@ -156,18 +160,71 @@ impl KnhkService {
 
     /// Answers `r` once its audit record (`rec`, completed with the outcome) is durable. A
     /// change whose record cannot be written is answered UNAVAILABLE, never OK.
-    async fn audited<T>(&self, rec: Option<Record>, r: Result<T, Status>) -> Result<T, Status> {
+    pub(crate) async fn audited<T>(
+        &self,
+        rec: Option<Record>,
+        r: Result<T, Status>,
+    ) -> Result<T, Status> {
         let (Some(audit), Some(mut rec)) = (&self.audit, rec) else {
             return r;
         };
         rec.outcome(&r);
         match audit.append(rec).await {
-            Err(why) if r.is_ok() => Err(Status::unavailable(format!(
-                "the change was made but its audit record could not be written ({why}); the \
-                 server refuses further changes"
-            ))),
+            Err(why) if r.is_ok() => Err(audit_lost(&why)),
             _ => r,
         }
+    }
+
+    /// Runs `call`, a state-changing engine call, so that its audit record (`rec`, completed
+    /// with the case id and the op's result) is queued the moment the op has executed: on the
+    /// shard's reply thread, before the event log's group commit takes the op. The record's
+    /// `fdatasync` then runs alongside the event log's, and the answer waits for both. It is
+    /// queued even when the caller goes away meanwhile: a change made is recorded. A call
+    /// refused before its op executed is recorded after, as [`Self::audited`] does;
+    /// `case_of` names the case of a successful result (a created case's new id).
+    async fn audited_call<T>(
+        &self,
+        rec: Option<Record>,
+        call: impl std::future::Future<Output = Result<T, Status>>,
+        case_of: impl FnOnce(&T) -> Option<u64>,
+    ) -> Result<T, Status> {
+        let (Some(audit), Some(mut rec)) = (&self.audit, rec) else {
+            return call.await;
+        };
+        let queued: Arc<std::sync::Mutex<Option<crate::audit::Pending>>> = Arc::default();
+        let note: knhk_engine::ExecutedNote = {
+            let (audit, mut rec, queued) = (audit.clone(), rec.clone(), queued.clone());
+            Box::new(move |case_id, r| {
+                rec.case = Some(case_id);
+                rec.outcome(&r.map_err(status));
+                let pending = audit.append_for_commit(rec);
+                *queued.lock().unwrap_or_else(|p| p.into_inner()) = Some(pending);
+            })
+        };
+        let r = knhk_engine::with_executed_note(note, call).await;
+        let pending = queued.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let Some(pending) = pending else {
+            if let Some(case) = r.as_ref().ok().and_then(case_of) {
+                rec.case = Some(case);
+            }
+            return self.audited(Some(rec), r).await;
+        };
+        match pending.durable().await {
+            Err(why) if r.is_ok() => Err(audit_lost(&why)),
+            _ => r,
+        }
+    }
+
+    /// `refusal` of a call to `method` that changes nothing, recorded in the audit log
+    /// (queued, not waited for) as the auth layer records its refusals.
+    fn refusal_noted<T>(&self, request: &Request<T>, method: &str, refusal: Status) -> Status {
+        if let Some(audit) = &self.audit {
+            let rpc = format!("/{}/{method}", super::SERVICE_NAME);
+            let mut rec = Record::of_caller(&rpc, &Caller::of(request), request.remote_addr());
+            rec.outcome::<()>(&Err(refusal.clone()));
+            audit.note(rec);
+        }
+        refusal
     }
 
     /// At most `max` open WatchCase streams (more get RESOURCE_EXHAUSTED).
@@ -225,8 +282,8 @@ impl KnhkService {
             a.case = Some(request.get_ref().case_id);
             a.task = Some(cap(&request.get_ref().task));
         }
-        let r = self.task_op(kind, request).await;
-        self.audited(rec, r).await
+        self.audited_call(rec, self.task_op(kind, request), |_| None)
+            .await
     }
 
     async fn task_op(
@@ -253,8 +310,25 @@ impl KnhkService {
         Ok(Response::new(convert::case_out(&view)))
     }
 
-    /// Start, complete or add an instance of a multiple-instance task.
+    /// Start, complete or add an instance of a multiple-instance task (audited).
     async fn instance(
+        &self,
+        kind: OpKind,
+        method: &str,
+        request: Request<InstanceRequest>,
+    ) -> Result<Response<InstanceResponse>, Status> {
+        let mut rec = self.audit_start(&request, method)?;
+        if let Some(a) = rec.as_mut() {
+            let r = request.get_ref();
+            a.case = Some(r.case_id);
+            a.task = Some(cap(&r.task));
+            a.instance = (kind != OpKind::AddInstance).then_some(r.instance);
+        }
+        self.audited_call(rec, self.instance_op(kind, request), |_| None)
+            .await
+    }
+
+    async fn instance_op(
         &self,
         kind: OpKind,
         request: Request<InstanceRequest>,
@@ -286,8 +360,34 @@ impl KnhkService {
         }))
     }
 
+    /// RegisterWorkflow with its audit record: `register` does the work (this service's
+    /// [`Self::register`], or a cluster node's registration through its catalog).
+    pub(crate) async fn register_audited<F>(
+        &self,
+        request: Request<RegisterWorkflowRequest>,
+        register: impl FnOnce(Request<RegisterWorkflowRequest>) -> F,
+    ) -> Result<Response<RegisterWorkflowResponse>, Status>
+    where
+        F: std::future::Future<Output = Result<Response<RegisterWorkflowResponse>, Status>>,
+    {
+        let mut rec = self.audit_start(&request, "RegisterWorkflow")?;
+        if let Some(a) = rec.as_mut() {
+            let id = &request.get_ref().workflow_id;
+            a.workflow = (!id.is_empty()).then(|| cap(id));
+        }
+        let r = register(request).await;
+        if let (Some(a), Ok(resp)) = (rec.as_mut(), &r) {
+            a.workflow = resp
+                .get_ref()
+                .workflow
+                .as_ref()
+                .map(|w| w.workflow_id.clone());
+        }
+        self.audited(rec, r).await
+    }
+
     /// RegisterWorkflow, unaudited.
-    async fn register(
+    pub(crate) async fn register(
         &self,
         request: Request<RegisterWorkflowRequest>,
     ) -> Result<Response<RegisterWorkflowResponse>, Status> {
@@ -412,20 +512,7 @@ impl Knhk for KnhkService {
         &self,
         request: Request<RegisterWorkflowRequest>,
     ) -> Result<Response<RegisterWorkflowResponse>, Status> {
-        let mut rec = self.audit_start(&request, "RegisterWorkflow")?;
-        if let Some(a) = rec.as_mut() {
-            let id = &request.get_ref().workflow_id;
-            a.workflow = (!id.is_empty()).then(|| cap(id));
-        }
-        let r = self.register(request).await;
-        if let (Some(a), Ok(resp)) = (rec.as_mut(), &r) {
-            a.workflow = resp
-                .get_ref()
-                .workflow
-                .as_ref()
-                .map(|w| w.workflow_id.clone());
-        }
-        self.audited(rec, r).await
+        self.register_audited(request, |r| self.register(r)).await
     }
 
     async fn retire_workflow(
@@ -502,7 +589,7 @@ impl Knhk for KnhkService {
         if let Some(a) = rec.as_mut() {
             a.workflow = Some(cap(&r.workflow_id));
         }
-        let res = async {
+        let call = async {
             telemetry::record_workflow(&r.workflow_id);
             self.workflow_in(&r.workflow_id, &ns)?;
             if self.ns_limits.case_room(&self.engine, &ns) == Some(0) {
@@ -515,12 +602,9 @@ impl Knhk for KnhkService {
                 .or_status()?;
             telemetry::record_case(view.id, None);
             Ok(Response::new(convert::case_out(&view)))
-        }
-        .await;
-        if let (Some(a), Ok(c)) = (rec.as_mut(), &res) {
-            a.case = Some(c.get_ref().case_id);
-        }
-        self.audited(rec, res).await
+        };
+        self.audited_call(rec, call, |c| Some(c.get_ref().case_id))
+            .await
     }
 
     async fn start_task(&self, request: Request<TaskRequest>) -> Result<Response<Case>, Status> {
@@ -543,28 +627,32 @@ impl Knhk for KnhkService {
         &self,
         request: Request<InstanceRequest>,
     ) -> Result<Response<InstanceResponse>, Status> {
-        self.instance(OpKind::Start, request).await
+        self.instance(OpKind::Start, "StartInstances", request)
+            .await
     }
 
     async fn start_instance(
         &self,
         request: Request<InstanceRequest>,
     ) -> Result<Response<InstanceResponse>, Status> {
-        self.instance(OpKind::StartInstance, request).await
+        self.instance(OpKind::StartInstance, "StartInstance", request)
+            .await
     }
 
     async fn complete_instance(
         &self,
         request: Request<InstanceRequest>,
     ) -> Result<Response<InstanceResponse>, Status> {
-        self.instance(OpKind::CompleteInstance, request).await
+        self.instance(OpKind::CompleteInstance, "CompleteInstance", request)
+            .await
     }
 
     async fn add_instance(
         &self,
         request: Request<InstanceRequest>,
     ) -> Result<Response<InstanceResponse>, Status> {
-        self.instance(OpKind::AddInstance, request).await
+        self.instance(OpKind::AddInstance, "AddInstance", request)
+            .await
     }
 
     async fn list_instances(
@@ -623,14 +711,13 @@ impl Knhk for KnhkService {
         if let Some(a) = rec.as_mut() {
             a.case = Some(case_id);
         }
-        let res = async {
+        let call = async {
             telemetry::record_case(case_id, None);
             self.case_in(case_id, &ns)?;
             let view = self.engine.cancel_case(case_id).await.or_status()?;
             Ok(Response::new(convert::case_out(&view)))
-        }
-        .await;
-        self.audited(rec, res).await
+        };
+        self.audited_call(rec, call, |_| None).await
     }
 
     async fn get_case(&self, request: Request<GetCaseRequest>) -> Result<Response<Case>, Status> {
@@ -660,7 +747,9 @@ impl Knhk for KnhkService {
         request: Request<WatchCaseRequest>,
     ) -> Result<Response<Self::WatchCaseStream>, Status> {
         self.live()?;
-        let slot = self.watch_slot()?;
+        let slot = self
+            .watch_slot()
+            .map_err(|e| self.refusal_noted(&request, "WatchCase", e))?;
         let caller = Caller::of(&request);
         let deadline = caller.stream_deadline();
         let ns = caller.namespace;
@@ -1574,4 +1663,12 @@ impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         self.0.store(true, std::sync::atomic::Ordering::Relaxed);
     }
+}
+
+/// The answer to a change whose audit record could not be written.
+fn audit_lost(why: &str) -> Status {
+    Status::unavailable(format!(
+        "the change was made but its audit record could not be written ({why}); the server \
+         refuses further changes"
+    ))
 }

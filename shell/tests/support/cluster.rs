@@ -29,6 +29,19 @@ pub fn on_path(bin: &str) -> bool {
         .is_ok()
 }
 
+/// Whether nats-server and etcd are on PATH; without them a cluster test is skipped (with a
+/// line saying so), or fails when `KNHK_CLUSTER_TESTS=require` (.ci/run sets it).
+pub fn servers_present() -> bool {
+    if on_path("nats-server") && on_path("etcd") {
+        return true;
+    }
+    if std::env::var("KNHK_CLUSTER_TESTS").as_deref() == Ok("require") {
+        panic!("nats-server and etcd must be on PATH (KNHK_CLUSTER_TESTS=require)");
+    }
+    println!("SKIPPED: cluster test (nats-server or etcd not on PATH)");
+    false
+}
+
 pub fn signal(child: &Child, sig: &str) {
     let _ = Command::new("kill")
         .args([&format!("-{sig}"), &child.id().to_string()])
@@ -246,6 +259,9 @@ pub fn cluster(dir: &Path, partitions: u16, lease_ttl_s: u64, extra: &[&str]) ->
             "1048576".into(),
             "--workers".into(),
             "1".into(),
+            // Each node's own files (its audit log).
+            "--data-dir".into(),
+            dir.join(format!("knhk{i}-data")).display().to_string(),
         ];
         cmd.extend(extra.iter().map(|s| s.to_string()));
         knhk.push(Proc {

@@ -268,3 +268,18 @@ pub async fn list_cases(c: &mut Client) -> Vec<proto::Case> {
     }
     v
 }
+
+/// The records of the audit log in `dir` (its server has stopped: the log is closed), after
+/// `audit::verify` found no problem.
+pub fn audit_records(dir: &Path) -> Vec<knhk_shell::audit::Record> {
+    let mut recs = Vec::new();
+    let report = knhk_shell::audit::verify(dir, |r, _| recs.push(r.clone()))
+        .unwrap_or_else(|e| panic!("audit files of {}: {e}", dir.display()));
+    assert!(
+        report.problems.is_empty(),
+        "{}: {:?}",
+        dir.display(),
+        report.problems
+    );
+    recs
+}
