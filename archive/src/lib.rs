@@ -316,7 +316,7 @@ impl CaseArchive for SqliteArchive {
         // seeking the index to it, and every page would scan from the range's start.
         let sql = format!(
             "SELECT {COLUMNS}, {} FROM cases \
-             WHERE (?1 IS NULL OR namespace = ?1) AND (?2 IS NULL OR workflow = ?2) \
+             WHERE (?1 IS NULL OR namespace = ?1) AND (?2 IS NULL OR workflow_id = ?2) \
                AND (?3 IS NULL OR state = ?3) AND created_ns >= ?4 AND created_ns < ?5 \
                AND {} \
              ORDER BY created_ns, case_id LIMIT ?9",
@@ -334,7 +334,7 @@ impl CaseArchive for SqliteArchive {
             .query_map(
                 params![
                     q.namespace,
-                    q.workflow.map(i64::from),
+                    q.workflow_id,
                     q.state.map(state_code),
                     q.created.start.min(i64::MAX as u64) as i64,
                     q.created.end.min(i64::MAX as u64) as i64,

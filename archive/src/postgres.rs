@@ -501,7 +501,7 @@ impl CaseArchive for PgArchive {
         let sql = format!(
             "SELECT {columns} FROM knhk_cases \
              WHERE ($1::text IS NULL OR namespace = $1) \
-               AND ($2::integer IS NULL OR workflow = $2) \
+               AND ($2::text IS NULL OR workflow_id = $2) \
                AND ($3::smallint IS NULL OR state = $3) \
                AND created_ns >= $4 AND created_ns < $5 \
                AND {} \
@@ -514,7 +514,7 @@ impl CaseArchive for PgArchive {
             }
         );
         let namespace = q.namespace.clone();
-        let workflow = q.workflow.map(i32::from);
+        let workflow = q.workflow_id.clone();
         let state = q.state.map(|s| state_code(s) as i16);
         let (start, end) = (clamp(q.created.start), clamp(q.created.end));
         let (after_created, after_id) = q.after.unwrap_or((0, 0));

@@ -40,7 +40,9 @@ pub struct FinishedCase {
 #[derive(Debug, Clone)]
 pub struct ArchiveQuery {
     pub namespace: Option<String>,
-    pub workflow: Option<u16>,
+    /// A workflow id: the cases of every version of it (with `namespace`, of that
+    /// namespace's).
+    pub workflow_id: Option<String>,
     pub state: Option<State>,
     /// Creation time, nanoseconds since the Unix epoch, end excluded.
     pub created: Range<u64>,
@@ -54,7 +56,7 @@ impl Default for ArchiveQuery {
     fn default() -> Self {
         ArchiveQuery {
             namespace: None,
-            workflow: None,
+            workflow_id: None,
             state: None,
             created: 0..u64::MAX,
             after: None,

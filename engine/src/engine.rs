@@ -394,9 +394,10 @@ struct ShardCtl {
 #[derive(Default)]
 struct Registry {
     list: Vec<Arc<Workflow>>,
-    /// By namespace, then id: ids are unique within a namespace only (another namespace may
-    /// use the same id, and registering never reveals that it does).
-    by_id: HashMap<String, HashMap<String, Arc<Workflow>>>,
+    /// By namespace, then id, the versions in order (version n at n - 1): ids are unique
+    /// within a namespace only (another namespace may use the same id, and registering never
+    /// reveals that it does).
+    by_id: HashMap<String, HashMap<String, Vec<Arc<Workflow>>>>,
 }
 
 /// The engine. Cheap to share (`Arc<Engine>`).
@@ -761,13 +762,15 @@ impl Engine {
         )
     }
 
-    /// [`Engine::register`] in `namespace`: the id must be free in that namespace only, and
-    /// `build` must put the workflow in it ([`Workflow::in_namespace`]).
+    /// [`Engine::register`] in `namespace`; `build` must put the workflow in it
+    /// ([`Workflow::in_namespace`]). The id is `requested`, or with none the id derived from
+    /// the model's name (`default_name`: the same name always gives the same id). An id
+    /// already in the namespace gets a new version of its workflow (version n + 1): new cases
+    /// start on the newest version, a case keeps the version it started on.
     ///
-    /// With `digest` (the [`crate::workflow::registration_digest`] of the request): a
-    /// workflow already registered under the requested id (or, with none requested, the id
-    /// derived from the model's name) with the same digest is returned as it is, built and
-    /// logged nothing: registering the same content again is idempotent (a client's retry).
+    /// With `digest` (the [`crate::workflow::registration_digest`] of the request): a version
+    /// of the id with the same digest is returned as it is, built and logged nothing:
+    /// registering the same content again is idempotent (a client's retry).
     pub fn register_in(
         &self,
         namespace: &str,
@@ -784,49 +787,33 @@ impl Engine {
             return Err(e);
         }
         let _serial = lock(&self.registering);
-        let (index, id) = {
+        let (index, id, version) = {
             let reg = self.registry.read().unwrap_or_else(|p| p.into_inner());
-            if let Some(d) = digest {
-                let id = if requested.is_empty() {
-                    derived_id(default_name)
-                } else {
-                    requested.to_string()
-                };
-                if let Some(wf) = reg
-                    .by_id
-                    .get(namespace)
-                    .and_then(|m| m.get(&id))
-                    .filter(|wf| wf.source_digest == Some(d))
-                {
+            let id = if requested.is_empty() {
+                derived_id(default_name)
+            } else {
+                requested.to_string()
+            };
+            let versions = reg.by_id.get(namespace).and_then(|m| m.get(&id));
+            if let (Some(d), Some(vs)) = (digest, versions) {
+                if let Some(wf) = vs.iter().find(|wf| wf.source_digest == Some(d)) {
                     return Ok(wf.clone());
                 }
             }
             let index = reg.list.len();
             if index >= workers::MAX_WORKFLOWS {
                 return Err(EngineError::Exhausted(format!(
-                    "workflow capacity reached ({} workflows)",
+                    "workflow capacity reached ({} workflows, versions included)",
                     workers::MAX_WORKFLOWS
                 )));
             }
-            let taken = |id: &str| reg.by_id.get(namespace).is_some_and(|m| m.contains_key(id));
-            let id = if requested.is_empty() {
-                let base = derived_id(default_name);
-                let mut id = base.clone();
-                let mut n = 2;
-                while taken(&id) {
-                    id = format!("{base}-{n}");
-                    n += 1;
-                }
-                id
-            } else if taken(requested) {
-                return Err(EngineError::WorkflowExists(requested.to_string()));
-            } else {
-                requested.to_string()
-            };
-            (index, id)
+            let version = versions.map_or(1, |vs| vs.len() as u32 + 1);
+            (index, id, version)
         };
         let index16 = u16::try_from(index).map_err(|_| EngineError::Internal("index".into()))?;
-        let wf = Arc::new(build(index16, id.clone())?);
+        let mut built = build(index16, id.clone())?;
+        built.version = version;
+        let wf = Arc::new(built);
         if wf.namespace != namespace {
             return Err(EngineError::Internal(format!(
                 "workflow '{id}' built in namespace '{}', registered in '{namespace}'",
@@ -853,13 +840,17 @@ impl Engine {
         reg.by_id
             .entry(namespace.to_string())
             .or_default()
-            .insert(id, wf.clone());
+            .entry(id)
+            .or_default()
+            .push(wf.clone());
         Ok(wf)
     }
 
-    /// Retires workflow `id` of `namespace`: it takes no new case from now on (its cases run
-    /// on). Durable first (the hook's [`BatchHook::retired`]), then in force; retiring a
-    /// retired workflow changes nothing.
+    /// Retires workflow `id` of `namespace`, every version registered so far: it takes no new
+    /// case from now on (its cases run on; a later registration under the id makes a new
+    /// version that does). Each version's retirement is durable first (the hook's
+    /// [`BatchHook::retired`]), then in force; retiring a retired version changes nothing.
+    /// Returns the newest version.
     pub fn retire_in(&self, namespace: &str, id: &str) -> Result<Arc<Workflow>, EngineError> {
         if self.is_draining() {
             return Err(EngineError::Draining);
@@ -869,13 +860,17 @@ impl Engine {
         }
         // With registrations: a retirement is logged after the workflow's record.
         let _serial = lock(&self.registering);
-        let wf = self.workflow_in(namespace, id)?;
-        if wf.retired.load(Ordering::Acquire) {
-            return Ok(wf);
+        let versions = self.versions_in(namespace, id)?;
+        for wf in &versions {
+            if !wf.retired.load(Ordering::Acquire) {
+                self.hook.retired(wf)?;
+                wf.retired.store(true, Ordering::Release);
+            }
         }
-        self.hook.retired(&wf)?;
-        wf.retired.store(true, Ordering::Release);
-        Ok(wf)
+        versions
+            .last()
+            .cloned()
+            .ok_or_else(|| EngineError::NoWorkflow(id.to_string()))
     }
 
     /// Replay: the workflow at `index` was retired.
@@ -894,15 +889,64 @@ impl Engine {
         self.workflow_in(DEFAULT_NAMESPACE, id)
     }
 
-    /// A workflow of `namespace` by id (NOT_FOUND for an id of another namespace, exactly as
-    /// for an unknown one).
+    /// The newest version of workflow `id` of `namespace` (NOT_FOUND for an id of another
+    /// namespace, exactly as for an unknown one).
     pub fn workflow_in(&self, namespace: &str, id: &str) -> Result<Arc<Workflow>, EngineError> {
         let reg = self.registry.read().unwrap_or_else(|p| p.into_inner());
         reg.by_id
             .get(namespace)
             .and_then(|m| m.get(id))
+            .and_then(|vs| vs.last())
             .cloned()
             .ok_or_else(|| EngineError::NoWorkflow(id.to_string()))
+    }
+
+    /// Version `version` of workflow `id` of `namespace` (0: the newest).
+    pub fn workflow_version_in(
+        &self,
+        namespace: &str,
+        id: &str,
+        version: u32,
+    ) -> Result<Arc<Workflow>, EngineError> {
+        if version == 0 {
+            return self.workflow_in(namespace, id);
+        }
+        let versions = self.versions_in(namespace, id)?;
+        let newest = versions.len() as u32;
+        versions
+            .into_iter()
+            .find(|wf| wf.version == version)
+            .ok_or_else(|| EngineError::NoVersion {
+                workflow: id.to_string(),
+                version,
+                newest,
+            })
+    }
+
+    /// Every version of workflow `id` of `namespace`, oldest first (NOT_FOUND as
+    /// [`Self::workflow_in`]).
+    pub fn versions_in(
+        &self,
+        namespace: &str,
+        id: &str,
+    ) -> Result<Vec<Arc<Workflow>>, EngineError> {
+        let reg = self.registry.read().unwrap_or_else(|p| p.into_inner());
+        reg.by_id
+            .get(namespace)
+            .and_then(|m| m.get(id))
+            .filter(|vs| !vs.is_empty())
+            .cloned()
+            .ok_or_else(|| EngineError::NoWorkflow(id.to_string()))
+    }
+
+    /// The kernel indices of every version of workflow `id` of `namespace` (a filter on the
+    /// cases of the workflow, whatever version they started on).
+    pub fn version_indices_in(&self, namespace: &str, id: &str) -> Result<Vec<u16>, EngineError> {
+        Ok(self
+            .versions_in(namespace, id)?
+            .iter()
+            .map(|wf| wf.index)
+            .collect())
     }
 
     /// Cases created and not finished (running or deadlocked) of the workflows at `indices`,
@@ -1573,8 +1617,9 @@ impl Engine {
         })
     }
 
-    /// Every live case matching the filters, shard by shard.
-    pub fn list_cases(&self, workflow: Option<u16>, state: Option<State>) -> Vec<Vec<CaseView>> {
+    /// Every live case matching the filters (`workflow`: the kernel indices of the versions
+    /// wanted), shard by shard.
+    pub fn list_cases(&self, workflow: Option<&[u16]>, state: Option<State>) -> Vec<Vec<CaseView>> {
         let wfs = self.workflows();
         self.shards
             .iter()
@@ -1583,7 +1628,7 @@ impl Engine {
                 book.slots
                     .iter()
                     .filter(|b| b.live && b.id != 0)
-                    .filter(|b| workflow.is_none_or(|w| w == b.workflow))
+                    .filter(|b| workflow.is_none_or(|w| w.contains(&b.workflow)))
                     .filter(|b| state.is_none_or(|st| st == b.last.state))
                     .filter_map(|b| {
                         Some(CaseView {
@@ -1602,11 +1647,12 @@ impl Engine {
     }
 
     /// The recorded history of cases, for export: (case id, workflow, created, history,
-    /// dropped). `case_id` 0 with a workflow: every case of it.
+    /// dropped). `case_id` 0 with a workflow (the kernel indices of its versions): every case
+    /// of it.
     pub fn histories(
         &self,
         case_id: u64,
-        workflow: Option<u16>,
+        workflow: Option<&[u16]>,
     ) -> Result<Vec<CaseHistory>, EngineError> {
         if case_id != 0 {
             let (shard, slot) = self.locate(case_id).ok_or(EngineError::NoCase(case_id))?;
@@ -1620,7 +1666,7 @@ impl Engine {
         for s in &self.shards {
             let book = lock(&s.book);
             for b in book.slots.iter().filter(|b| b.live && b.id != 0) {
-                if workflow.is_none_or(|w| w == b.workflow) {
+                if workflow.is_none_or(|w| w.contains(&b.workflow)) {
                     out.push(history_of(b));
                 }
             }
@@ -1629,12 +1675,17 @@ impl Engine {
         Ok(out)
     }
 
-    /// The live cases of `workflow` (all when None) created in `created` (nanoseconds since
+    /// The live cases of `workflow` (the kernel indices of the versions wanted; all when None)
+    /// created in `created` (nanoseconds since
     /// the Unix epoch, end excluded), oldest first: by creation time, ties in the order
     /// [`Engine::histories`] uses. Cheap (24 bytes a case, one shard lock at a time); their
     /// histories are read one by one with [`Engine::history`], so a case evicted meanwhile is
     /// simply gone.
-    pub fn case_refs(&self, workflow: Option<u16>, created: std::ops::Range<u64>) -> Vec<CaseRef> {
+    pub fn case_refs(
+        &self,
+        workflow: Option<&[u16]>,
+        created: std::ops::Range<u64>,
+    ) -> Vec<CaseRef> {
         let mut out = Vec::new();
         for s in &self.shards {
             let book = lock(&s.book);
@@ -1642,7 +1693,7 @@ impl Engine {
                 book.slots
                     .iter()
                     .filter(|b| b.live && b.id != 0)
-                    .filter(|b| workflow.is_none_or(|w| w == b.workflow))
+                    .filter(|b| workflow.is_none_or(|w| w.contains(&b.workflow)))
                     .filter(|b| created.contains(&b.created_ns))
                     .map(|b| CaseRef {
                         case_id: b.id,

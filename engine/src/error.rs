@@ -19,8 +19,12 @@ pub enum EngineError {
     NoCase(u64),
     #[error("workflow {} has no task {}", echo(.workflow), echo(.task))]
     NoTask { task: String, workflow: String },
-    #[error("workflow id {} is already registered", echo(.0))]
-    WorkflowExists(String),
+    #[error("workflow {} has no version {version} (it has versions 1 to {newest})", echo(.workflow))]
+    NoVersion {
+        workflow: String,
+        version: u32,
+        newest: u32,
+    },
     /// The task cannot do that now (not enabled, not started, would violate safety).
     #[error("{0}")]
     Precondition(String),

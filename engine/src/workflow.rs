@@ -62,6 +62,10 @@ pub struct Workflow {
     /// Index in the worker's net table.
     pub index: u16,
     pub id: String,
+    /// 1 for the first registration under `id` in its namespace, then +1 for each model
+    /// registered under it with other content (`Engine::register_in`); cases keep the version
+    /// they were created on.
+    pub version: u32,
     /// The namespace the workflow and its cases belong to ([`DEFAULT_NAMESPACE`] unless the
     /// registration named one).
     pub namespace: String,
@@ -264,6 +268,7 @@ impl Workflow {
         Workflow {
             index,
             id,
+            version: 1,
             namespace: DEFAULT_NAMESPACE.to_string(),
             client_predicates: false,
             manual_silent_tasks: false,

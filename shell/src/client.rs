@@ -96,7 +96,8 @@ pub enum ClientCommand {
         #[arg(long, value_name = "UNIX_NANOS")]
         to: Option<u64>,
         /// Output file (default: standard output). Written as `FILE.part` and renamed once
-        /// complete, so FILE is never a truncated document.
+        /// complete, so FILE is never a truncated document; a name ending in `.gz` is
+        /// written gzip-compressed (`knhk replay` reads it as it is).
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
@@ -251,7 +252,12 @@ pub async fn run(
                     .filter(|t| !t.silent)
                     .map(|t| t.name.as_str())
                     .collect();
-                println!("{}  tasks: {}", w.workflow_id, tasks.join(", "));
+                println!(
+                    "{} (version {})  tasks: {}",
+                    w.workflow_id,
+                    w.version,
+                    tasks.join(", ")
+                );
                 let auto: Vec<_> = w
                     .tasks
                     .iter()
@@ -280,8 +286,9 @@ pub async fn run(
                 .workflows
             {
                 println!(
-                    "{}  ({} tasks, {} cases{})",
+                    "{}  (version {}, {} tasks, {} cases{})",
                     w.workflow_id,
+                    w.version,
                     w.tasks.len(),
                     w.cases_created,
                     if w.retired { ", retired" } else { "" }
@@ -440,7 +447,16 @@ pub async fn run(
                     let part = PathBuf::from(part);
                     let file = std::fs::File::create(&part)
                         .map_err(|e| format!("{}: {e}", part.display()))?;
-                    match write_chunks(stream, file).await {
+                    let written = if path.extension().is_some_and(|e| e == "gz") {
+                        let gz = flate2::write::GzEncoder::new(
+                            std::io::BufWriter::new(file),
+                            flate2::Compression::fast(),
+                        );
+                        write_gzip_chunks(stream, gz).await
+                    } else {
+                        write_chunks(stream, std::io::BufWriter::new(file)).await
+                    };
+                    match written {
                         Ok(last) => {
                             std::fs::rename(&part, &path)
                                 .map_err(|e| format!("{}: {e}", path.display()))?;
@@ -486,6 +502,17 @@ async fn write_chunks(
         }
     }
     Err("the export stream ended before its last chunk: the document is incomplete".into())
+}
+
+/// As `write_chunks`, through gzip: the gzip trailer is written (and the file flushed) once
+/// the last chunk came.
+async fn write_gzip_chunks<W: std::io::Write>(
+    stream: tonic::Streaming<proto::XesChunk>,
+    mut gz: flate2::write::GzEncoder<W>,
+) -> Result<proto::XesChunk, BoxError> {
+    let last = write_chunks(stream, &mut gz).await?;
+    gz.finish()?.flush()?;
+    Ok(last)
 }
 
 /// What the counts of an export say beyond traces and events.

@@ -8,7 +8,11 @@
 //! SIGTERMs a nats-server and restarts it; or SIGKILLs an etcd member and restarts it. After
 //! each iteration, with every process back and every partition owned: every acknowledged
 //! operation is present (the case's sequence is at least the acknowledged one, and its state
-//! follows from it), sequences never go back, and every case listed was created.
+//! follows from it), no sequence goes back below what was acknowledged, and every case listed
+//! was created. A sequence may go back above it: a read shows an op as soon as it ran, and
+//! when its owner dies before JetStream acknowledged the op's frame the op was never
+//! acknowledged and is gone (docs/cluster.md, "Reads"); such roll-backs are counted and
+//! printed, and the acknowledged check of the next rounds still catches a real loss.
 //!
 //! Needs `nats-server` and `etcd` on PATH (Debian: nats-server, etcd-server). Without them the
 //! test prints SKIPPED and passes, unless KNHK_CLUSTER_TESTS=require (as .ci/run sets it).
@@ -343,12 +347,14 @@ async fn list_all(addrs: &[String], first: usize) -> HashMap<u64, (u64, i32)> {
 }
 
 /// Every acknowledged case and op is there (one listing through node `round % 3`); no case
-/// has more events than ops; no sequence went back since the last check.
+/// has more events than ops; a sequence that went back since the last check (an op that was
+/// visible, never acknowledged, and lost with its owner) is counted in `rolled_back`.
 async fn check(
     c: &Cluster,
     round: usize,
     acks: &Arc<Mutex<Acks>>,
     seen: &mut HashMap<u64, u64>,
+    rolled_back: &mut u64,
 ) -> usize {
     let snapshot: Vec<(u64, u64)> = acks
         .lock()
@@ -377,10 +383,11 @@ async fn check(
             "case {case}: more events than ops: {seq}"
         );
         let before = seen.insert(*case, seq).unwrap_or(0);
-        assert!(
-            seq >= before,
-            "case {case}: sequence went back from {before} to {seq}"
-        );
+        if seq < before {
+            // Not below the acknowledged sequence: the loop over `snapshot` above checked it.
+            println!("case {case}: unacknowledged ops rolled back, sequence {before} -> {seq}");
+            *rolled_back += 1;
+        }
         let complete = state == proto::CaseState::Complete as i32;
         assert_eq!(
             complete,
@@ -465,6 +472,7 @@ async fn run(iters: u32) {
         let mut k = client(addr).await.expect("node");
         k.get_workflow(proto::GetWorkflowRequest {
             workflow_id: wf.clone(),
+            version: 0,
         })
         .await
         .unwrap_or_else(|s| panic!("the registration is not visible through {addr}: {s:?}"));
@@ -495,6 +503,7 @@ async fn run(iters: u32) {
     }
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut seen = HashMap::new();
+    let mut rolled_back = 0u64;
     if iters == 0 {
         // Load without faults, long enough for every client to finish cases.
         tokio::time::sleep(Duration::from_secs(3)).await;
@@ -560,7 +569,7 @@ async fn run(iters: u32) {
             }
         }
         wait_settled(&mut c, Duration::from_secs(90)).await;
-        let n = check(&c, it as usize, &acks, &mut seen).await;
+        let n = check(&c, it as usize, &acks, &mut seen, &mut rolled_back).await;
         done = it + 1;
         if it % 10 == 0 {
             println!(
@@ -578,11 +587,12 @@ async fn run(iters: u32) {
         }
     }
     wait_settled(&mut c, Duration::from_secs(90)).await;
-    let n = check(&c, done as usize, &acks, &mut seen).await;
+    let n = check(&c, done as usize, &acks, &mut seen, &mut rolled_back).await;
     let ops = acks.lock().expect("acks").ops;
     println!(
         "done: {done} iterations in {:.0} s, faults {faults:?}; {n} acknowledged cases and {ops} \
-         acknowledged ops verified, 0 lost",
+         acknowledged ops verified, 0 lost; {rolled_back} cases showed unacknowledged ops that \
+         were later rolled back",
         t0.elapsed().as_secs_f64()
     );
     assert!(
@@ -752,6 +762,66 @@ async fn run(iters: u32) {
             .expect("answer ok")
             .results;
         assert_eq!(r[0].code, 0, "bulk create through {last}: {r:?}");
+
+        // Versions are one sequence cluster-wide (the catalog's order): another model under
+        // "bulk-ryw" through the last node is version 2 on every node, version 1 stays
+        // readable, and a case created through node 0 starts on version 2.
+        let v2 = kl
+            .register_workflow(proto::RegisterWorkflowRequest {
+                model: br#"{ "name": "bulk-ryw", "id": "Net",
+                  "conditions": [ { "id": "i", "kind": "input", "flows": [ { "to": "A" } ] },
+                                  { "id": "o", "kind": "output" } ],
+                  "tasks": [ { "id": "A", "flows": [ { "to": "B" } ] },
+                             { "id": "B", "flows": [ { "to": "o" } ] } ] }"#
+                    .to_vec(),
+                workflow_id: "bulk-ryw".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("register bulk-ryw version 2")
+            .into_inner()
+            .workflow
+            .expect("workflow");
+        assert_eq!(v2.version, 2);
+        for addr in &c.grpc {
+            let mut k = client(addr).await.expect("node");
+            // (version asked, 0 for the newest; version answered; its tasks)
+            for (version, answered, tasks) in [(0, 2, 2), (1, 1, 1), (2, 2, 2)] {
+                let wf = k
+                    .get_workflow(proto::GetWorkflowRequest {
+                        workflow_id: "bulk-ryw".into(),
+                        version,
+                    })
+                    .await
+                    .unwrap_or_else(|s| panic!("GetWorkflow v{version} through {addr}: {s:?}"))
+                    .into_inner();
+                assert_eq!(
+                    (wf.version, wf.tasks.len()),
+                    (answered, tasks),
+                    "bulk-ryw v{version} through {addr}"
+                );
+            }
+            let listed: Vec<u32> = k
+                .list_workflows(proto::ListWorkflowsRequest {})
+                .await
+                .expect("ListWorkflows")
+                .into_inner()
+                .workflows
+                .into_iter()
+                .filter(|w| w.workflow_id == "bulk-ryw")
+                .map(|w| w.version)
+                .collect();
+            assert_eq!(listed, [1, 2], "versions listed by {addr}");
+        }
+        let on_v2 = k0
+            .create_case(proto::CreateCaseRequest {
+                workflow_id: "bulk-ryw".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("create on version 2")
+            .into_inner();
+        assert_eq!(on_v2.workflow_version, 2, "{on_v2:?}");
 
         let mut skipped = 0.0;
         for h in &c.http {

@@ -832,6 +832,7 @@ async fn replay_restores_the_exact_state_across_checkpoints() {
     let deadline = c
         .get_workflow(proto::GetWorkflowRequest {
             workflow_id: "deadline".into(),
+            version: 0,
         })
         .await
         .expect("deadline")

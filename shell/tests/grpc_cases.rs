@@ -23,7 +23,7 @@ async fn unary_rpcs_and_their_errors() {
         ["A", "B"]
     );
     // The same content again (a retry) is the existing workflow; with another option it is
-    // another workflow, whose id derived from the model's name gets a suffix.
+    // version 2 of the id derived from the model's name (stable: never a suffix).
     let same = register(&mut c, "yawl/WPC1Sequence.yawl").await;
     assert_eq!(same, wf, "idempotent");
     let again = c
@@ -37,15 +37,20 @@ async fn unary_rpcs_and_their_errors() {
         .into_inner()
         .workflow
         .expect("workflow");
-    assert_eq!(again.workflow_id, "WP1Sequence-2");
+    assert_eq!(
+        (wf.version, again.workflow_id.as_str(), again.version),
+        (1, "WP1Sequence", 2)
+    );
     let got = c
         .get_workflow(proto::GetWorkflowRequest {
             workflow_id: "WP1Sequence".into(),
+            version: 0,
         })
         .await
         .expect("get")
         .into_inner();
     assert_eq!(got.input_condition, "InputCondition");
+    assert_eq!(got.version, 2, "the newest version");
     let list = c
         .list_workflows(proto::ListWorkflowsRequest {})
         .await
@@ -116,7 +121,7 @@ async fn unary_rpcs_and_their_errors() {
     // CancelTask: a busy task is aborted, an enabled one withdrawn, anything else refused.
     let fourth = c
         .create_case(proto::CreateCaseRequest {
-            workflow_id: "WP1Sequence-2".into(),
+            workflow_id: "WP1Sequence".into(),
             data: HashMap::new(),
             ..Default::default()
         })
@@ -139,7 +144,7 @@ async fn unary_rpcs_and_their_errors() {
     assert!(aborted.busy_tasks.is_empty());
     let fifth = c
         .create_case(proto::CreateCaseRequest {
-            workflow_id: "WP1Sequence-2".into(),
+            workflow_id: "WP1Sequence".into(),
             data: HashMap::new(),
             ..Default::default()
         })
@@ -167,7 +172,11 @@ async fn unary_rpcs_and_their_errors() {
     while let Some(x) = s.next().await {
         ids.push(x.expect("case").case_id);
     }
-    assert_eq!(ids, [id, second.case_id]);
+    // Every case of the id, whatever its version.
+    ids.sort_unstable();
+    let mut all = vec![id, second.case_id, fourth.case_id, fifth.case_id];
+    all.sort_unstable();
+    assert_eq!(ids, all);
     let mut s = c
         .list_cases(proto::ListCasesRequest {
             workflow_id: String::new(),
@@ -209,60 +218,12 @@ async fn unary_rpcs_and_their_errors() {
         })
         .await;
     expect_code(r, Code::InvalidArgument, "MODEL_FORMAT_YAWL");
-    // ALREADY_EXISTS: another model under a taken id.
-    let r = c
-        .register_workflow(proto::RegisterWorkflowRequest {
-            model: model("yawl/WPC3Synchronization.yawl"),
-            format: 0,
-            workflow_id: "WP1Sequence".into(),
-            ..Default::default()
-        })
-        .await;
-    expect_code(r, Code::AlreadyExists, "WP1Sequence");
-    // The same model again (a client's retry) is idempotent: the existing workflow; with
-    // another option it is another registration, refused for its taken id.
-    let before = c
-        .list_workflows(proto::ListWorkflowsRequest {})
-        .await
-        .expect("list")
-        .into_inner()
-        .workflows
-        .len();
-    let again = c
-        .register_workflow(proto::RegisterWorkflowRequest {
-            model: model("yawl/WPC1Sequence.yawl"),
-            workflow_id: "WP1Sequence".into(),
-            manual_silent_tasks: true,
-            ..Default::default()
-        })
-        .await
-        .expect("idempotent registration")
-        .into_inner()
-        .workflow
-        .expect("workflow");
-    assert_eq!(again.workflow_id, "WP1Sequence");
-    let after = c
-        .list_workflows(proto::ListWorkflowsRequest {})
-        .await
-        .expect("list")
-        .into_inner()
-        .workflows
-        .len();
-    assert_eq!(before, after, "no new workflow");
-    let r = c
-        .register_workflow(proto::RegisterWorkflowRequest {
-            model: model("yawl/WPC1Sequence.yawl"),
-            workflow_id: "WP1Sequence".into(),
-            manual_silent_tasks: false,
-            ..Default::default()
-        })
-        .await;
-    expect_code(r, Code::AlreadyExists, "WP1Sequence");
 
     // NOT_FOUND: workflow, case, task.
     let r = c
         .get_workflow(proto::GetWorkflowRequest {
             workflow_id: "nope".into(),
+            version: 0,
         })
         .await;
     expect_code(r, Code::NotFound, "'nope'");
@@ -359,6 +320,33 @@ async fn unary_rpcs_and_their_errors() {
         .into_inner();
     assert!(declared.data.is_empty());
 
+    // Versions, last: new cases go to the newest version, which from here is another model.
+    // Another model under a taken id: its next version.
+    let v3 = c
+        .register_workflow(proto::RegisterWorkflowRequest {
+            model: model("yawl/WPC3Synchronization.yawl"),
+            format: 0,
+            workflow_id: "WP1Sequence".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("version 3")
+        .into_inner()
+        .workflow
+        .expect("workflow");
+    assert_eq!((v3.workflow_id.as_str(), v3.version), ("WP1Sequence", 3));
+    // The same model as an existing version (a client's retry) is idempotent: that version,
+    // whichever it is.
+    let before = workflow_count(&mut c).await;
+    let again = register_sequence(&mut c, true).await;
+    assert_eq!(
+        (again.workflow_id.as_str(), again.version),
+        ("WP1Sequence", 1)
+    );
+    let after = workflow_count(&mut c).await;
+    assert_eq!(before, after, "no new workflow");
+    let v2 = register_sequence(&mut c, false).await;
+    assert_eq!(v2.version, 2);
     srv.shutdown().await;
 }
 
@@ -557,4 +545,28 @@ async fn random_requests_never_panic() {
         .into_inner();
     assert!(wf.workflows.len() >= 2);
     srv.shutdown().await;
+}
+
+async fn workflow_count(c: &mut Client) -> usize {
+    c.list_workflows(proto::ListWorkflowsRequest {})
+        .await
+        .expect("list")
+        .into_inner()
+        .workflows
+        .len()
+}
+
+/// WPC1Sequence under the id "WP1Sequence", with or without `manual_silent_tasks`.
+async fn register_sequence(c: &mut Client, manual_silent_tasks: bool) -> proto::Workflow {
+    c.register_workflow(proto::RegisterWorkflowRequest {
+        model: model("yawl/WPC1Sequence.yawl"),
+        workflow_id: "WP1Sequence".into(),
+        manual_silent_tasks,
+        ..Default::default()
+    })
+    .await
+    .expect("registration")
+    .into_inner()
+    .workflow
+    .expect("workflow")
 }

@@ -154,6 +154,7 @@ async fn client_predicates_are_listed_required_honoured_and_durable() {
     let wf = c
         .get_workflow(proto::GetWorkflowRequest {
             workflow_id: "triage".into(),
+            version: 0,
         })
         .await
         .expect("replayed")

@@ -243,6 +243,27 @@ async fn streamed_export_matches_unary_and_filters() {
         "nope",
     );
     expect_code(c.export_xes(request(777, "")).await, Code::NotFound, "777");
+
+    // `knhk export -o FILE` (no `.gz`): the unary document's bytes, uncompressed.
+    let unary = c
+        .export_case_xes(proto::ExportCaseXesRequest {
+            case_id: 0,
+            workflow_id: "WP1Sequence".into(),
+        })
+        .await
+        .expect("unary")
+        .into_inner();
+    let dir = std::env::temp_dir().join(format!("knhk-export-plain-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("seq.xes");
+    let out = knhk_export(&srv.url, "WP1Sequence", &path);
+    assert!(
+        out.status.success(),
+        "knhk export: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(std::fs::read(&path).expect("read output") == unary.xes);
+    let _ = std::fs::remove_dir_all(&dir);
     srv.shutdown().await;
 }
 
@@ -385,15 +406,12 @@ async fn export_past_the_message_limit_streams() {
         assert_eq!(acts, names, "trace {:?}", t.name);
     }
 
-    // `knhk export` streams it to a file: the same bytes.
+    // `knhk export` streams it to a gzip file (`.gz`: about 2 MB on disk, not 74): the same
+    // bytes once decompressed.
     let dir = std::env::temp_dir().join(format!("knhk-export-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let path = dir.join("long.xes");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_knhk"))
-        .args(["--server", &srv.url, "export", "--workflow", "long", "-o"])
-        .arg(&path)
-        .output()
-        .expect("run knhk export");
+    let path = dir.join("long.xes.gz");
+    let out = knhk_export(&srv.url, "long", &path);
     assert!(
         out.status.success(),
         "knhk export: {}",
@@ -401,22 +419,30 @@ async fn export_past_the_message_limit_streams() {
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(&format!("{CASES} traces")), "{stderr}");
-    assert!(
-        std::fs::read(&path).expect("read output") == doc,
-        "file differs"
-    );
-    assert!(!dir.join("long.xes.part").exists());
+    let mut unzipped = Vec::with_capacity(doc.len());
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(std::fs::File::open(&path).expect("open output")),
+        &mut unzipped,
+    )
+    .expect("the file is gzip");
+    assert!(unzipped == doc, "file differs");
+    assert!(!dir.join("long.xes.gz.part").exists());
     // A refused export leaves no file behind.
     let bad = dir.join("none.xes");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_knhk"))
-        .args(["--server", &srv.url, "export", "--workflow", "nope", "-o"])
-        .arg(&bad)
-        .output()
-        .expect("run knhk export");
+    let out = knhk_export(&srv.url, "nope", &bad);
     assert!(!out.status.success());
     assert!(!bad.exists() && !dir.join("none.xes.part").exists());
     let _ = std::fs::remove_dir_all(&dir);
     srv.shutdown().await;
+}
+
+/// `knhk --server URL export --workflow WF -o PATH`, run to its end.
+fn knhk_export(url: &str, workflow: &str, path: &std::path::Path) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_knhk"))
+        .args(["--server", url, "export", "--workflow", workflow, "-o"])
+        .arg(path)
+        .output()
+        .expect("run knhk export")
 }
 
 /// The server's resident memory, current and peak, in KiB (`/proc/PID/status`).

@@ -228,6 +228,7 @@ async fn silent_tasks_run_themselves_and_replay() {
     let w = c
         .get_workflow(proto::GetWorkflowRequest {
             workflow_id: "running-manual".into(),
+            version: 0,
         })
         .await
         .expect("workflow")

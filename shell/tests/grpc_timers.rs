@@ -420,6 +420,7 @@ async fn timers_skip_complete_race_and_survive_a_kill() {
     let w = c
         .get_workflow(proto::GetWorkflowRequest {
             workflow_id: "sequence".into(),
+            version: 0,
         })
         .await
         .expect("sequence")

@@ -54,6 +54,7 @@ async fn ids_are_validated_and_echoed_bounded() {
     let r = c
         .get_workflow(proto::GetWorkflowRequest {
             workflow_id: huge.clone(),
+            version: 0,
         })
         .await
         .expect_err("unknown");

@@ -1179,6 +1179,9 @@ async fn register_model_as(
         model: support::corpus(file),
         format: 0,
         workflow_id: id.into(),
+        // Cases wait for their first task whatever the model (WPC3Synchronization's tasks have
+        // no decomposition: they would otherwise run, and the case finish, at creation).
+        manual_silent_tasks: true,
         ..Default::default()
     })
     .await
@@ -1255,14 +1258,14 @@ async fn other_namespaces_objects_are_not_found() {
         (wa.workflow_id.as_str(), wb.workflow_id.as_str()),
         ("wf-a", "wf-b")
     );
-    // Workflow ids are per namespace: b registers its own "wf-a" (nothing tells b that a has
-    // one); only a's own namespace answers ALREADY_EXISTS for it.
+    // Workflow ids are per namespace: b registers its own "wf-a", version 1 (nothing tells b
+    // that a has one); another model under it in a's namespace is version 2 there.
     let b_wf_a = register_as(&mut b, "wf-a").await.expect("b's own wf-a");
-    assert_eq!(b_wf_a.workflow_id, "wf-a");
-    let taken = register_model_as(&mut a, "wf-a", "yawl/WPC3Synchronization.yawl")
+    assert_eq!((b_wf_a.workflow_id.as_str(), b_wf_a.version), ("wf-a", 1));
+    let a_v2 = register_model_as(&mut a, "wf-a", "yawl/WPC3Synchronization.yawl")
         .await
-        .expect_err("taken in a");
-    assert_eq!(taken.code(), Code::AlreadyExists, "{}", taken.message());
+        .expect("version 2 in a");
+    assert_eq!(a_v2.version, 2);
     // The same content again is idempotent: the existing workflow, no new one.
     let again = register_as(&mut a, "wf-a")
         .await
@@ -1294,11 +1297,13 @@ async fn other_namespaces_objects_are_not_found() {
     let nowf = a
         .get_workflow(proto::GetWorkflowRequest {
             workflow_id: "wf-b".into(),
+            version: 0,
         })
         .await;
     let never = a
         .get_workflow(proto::GetWorkflowRequest {
             workflow_id: "wf-never".into(),
+            version: 0,
         })
         .await
         .expect_err("unknown");
@@ -1387,9 +1392,10 @@ async fn other_namespaces_objects_are_not_found() {
         .into_inner()
         .workflows
         .into_iter()
-        .map(|w| w.workflow_id)
+        .map(|w| format!("{}@{}", w.workflow_id, w.version))
         .collect();
-    assert_eq!(names, vec!["wf-a".to_string()]);
+    // a's two versions of wf-a; nothing of b's (neither b's wf-a nor wf-b).
+    assert_eq!(names, ["wf-a@1", "wf-a@2"]);
     assert_eq!(cases_of(&mut a, "").await, vec![ca]);
     assert_eq!(cases_of(&mut b, "").await, vec![cb]);
     let x = a
@@ -1491,6 +1497,7 @@ async fn other_namespaces_objects_are_not_found() {
     let r = a
         .get_workflow(proto::GetWorkflowRequest {
             workflow_id: "wf-b".into(),
+            version: 0,
         })
         .await;
     same_as_unknown(
@@ -1500,6 +1507,7 @@ async fn other_namespaces_objects_are_not_found() {
     );
     b.get_workflow(proto::GetWorkflowRequest {
         workflow_id: "wf-b".into(),
+        version: 0,
     })
     .await
     .expect("b's workflow after a restart");
@@ -1507,15 +1515,15 @@ async fn other_namespaces_objects_are_not_found() {
     // Both "wf-a" come back, each in its namespace: a's has a's case, b's none.
     assert_eq!(cases_of(&mut a, "wf-a").await, vec![ca]);
     assert_eq!(cases_of(&mut b, "wf-a").await, Vec::<u64>::new());
-    let again = register_model_as(&mut b, "wf-a", "yawl/WPC3Synchronization.yawl")
+    let b_v2 = register_model_as(&mut b, "wf-a", "yawl/WPC3Synchronization.yawl")
         .await
-        .expect_err("taken in b");
-    assert_eq!(again.code(), Code::AlreadyExists, "{}", again.message());
-    // Idempotence survives the restart (the digest is recomputed from the log).
+        .expect("version 2 in b");
+    assert_eq!(b_v2.version, 2);
+    // Idempotence survives the restart (the digest is recomputed from the log): version 1.
     let same = register_as(&mut b, "wf-a")
         .await
         .expect("b's retried registration");
-    assert_eq!(same.workflow_id, "wf-a");
+    assert_eq!((same.workflow_id.as_str(), same.version), ("wf-a", 1));
 }
 
 // ---------------------------------------------------------------- rate limits

@@ -188,6 +188,7 @@ async fn refused_calls_are_logged_rate_limited_and_counted() {
     let e = c
         .get_workflow(proto::GetWorkflowRequest {
             workflow_id: "no-such\nforged line".into(),
+            version: 0,
         })
         .await
         .expect_err("unknown");

@@ -184,6 +184,7 @@ async fn oversize_messages_are_refused_except_models_up_to_their_own_limit() {
     let e = c
         .get_workflow(proto::GetWorkflowRequest {
             workflow_id: "w".repeat(100 << 10),
+            version: 0,
         })
         .await
         .expect_err("oversize");

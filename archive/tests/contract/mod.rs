@@ -138,7 +138,7 @@ pub fn store_get_list_page_replace_and_retention(a: &dyn CaseArchive) {
     };
     let odd = a
         .list(&ArchiveQuery {
-            workflow: Some(1),
+            workflow_id: Some("wf1".into()),
             with_history: true,
             ..ArchiveQuery::default()
         })

@@ -856,8 +856,16 @@ impl Node {
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
             Ok::<(u64, u64), String>((fence_seq, replayed))
-        }
-        .await;
+        };
+        // Every step above has its own bound; this one is the last word, so that a rebuild
+        // that hangs somewhere unforeseen is released and claimed again, never left holding
+        // the partition unserved (and the ownership round that waits for it).
+        let fenced = match tokio::time::timeout(REBUILD_LIMIT, fenced).await {
+            Ok(r) => r,
+            Err(_) => Err(format!(
+                "the rebuild of partition {p} took longer than {REBUILD_LIMIT:?}"
+            )),
+        };
         let (fence_seq, replayed) = match fenced {
             Ok(v) => v,
             Err(e) => {
@@ -1037,6 +1045,14 @@ impl Node {
     }
 }
 
+/// The longest a partition's rebuild (workflows, fence, replay) may take before it is given up
+/// and the partition released: longer than the fence's own patience (`APPEND_PATIENCE`) plus
+/// a replay of the largest partitions measured (about 1.5 s for 6,000 ops).
+const REBUILD_LIMIT: Duration = Duration::from_secs(45);
+
+/// How long reading a subject may go without a message before it counts as stalled.
+const READ_STALL: Duration = Duration::from_secs(5);
+
 /// The payloads of the valid frames of a partition's subject up to sequence `upto`, and how
 /// many were dropped: a frame is valid iff its epoch is the epoch of the latest fence before it
 /// (the rule every reader applies: replay, verifier).
@@ -1064,9 +1080,16 @@ pub async fn read_valid_frames(
         return Ok((out, 0));
     }
     loop {
-        let next = tokio::time::timeout_at(deadline, msgs.next())
+        // A consumer that delivers nothing for STALL has stalled (seen after a NATS server
+        // was killed: the ordered consumer never resumed): the caller gives up and starts
+        // over with a new one (a partition's rebuild is released and claimed again) rather
+        // than wait out the whole deadline with the partition unserved.
+        let wait = deadline.min(tokio::time::Instant::now() + READ_STALL);
+        let next = tokio::time::timeout_at(wait, msgs.next())
             .await
-            .map_err(|_| format!("reading {subject} timed out"))?;
+            .map_err(|_| {
+                format!("reading {subject} stalled (nothing for {READ_STALL:?}, or past 120 s)")
+            })?;
         let Some(m) = next else {
             return Err(format!("{subject} ended before sequence {upto}"));
         };

@@ -112,6 +112,7 @@ pub fn case_out(v: &CaseView) -> proto::Case {
     proto::Case {
         case_id: v.id,
         workflow_id: wf.id.clone(),
+        workflow_version: wf.version,
         state: state_out(v.last.state) as i32,
         marking: wf.marking_names(v.last.marking),
         enabled_tasks: wf.task_names(v.last.enabled),
@@ -167,6 +168,7 @@ pub fn format_in(raw: i32) -> Result<Option<Format>, Status> {
 pub fn workflow_out(w: &Workflow) -> proto::Workflow {
     proto::Workflow {
         workflow_id: w.id.clone(),
+        version: w.version,
         name: w.name.clone(),
         format: format_out(w.format) as i32,
         conditions: w.conditions.clone(),

@@ -63,7 +63,7 @@ impl NamespaceLimits {
             .count();
         if n >= self.workflows {
             return Err(EngineError::Exhausted(format!(
-                "namespace '{ns}' has {n} workflows, the most a namespace may register \
+                "namespace '{ns}' has {n} workflows (versions included), the most a namespace may register \
                  (--max-workflows-per-namespace)"
             )));
         }
@@ -251,6 +251,18 @@ impl KnhkService {
     /// answer as for an unknown id (another namespace's objects are never revealed).
     fn workflow_in(&self, id: &str, ns: &str) -> Result<Arc<Workflow>, Status> {
         self.engine.workflow_in(ns, id).or_status()
+    }
+
+    /// Every version of workflow `id` of namespace `ns`, as a filter on cases; None for an
+    /// empty id (no filter).
+    fn versions_of(&self, id: &str, ns: &str) -> Result<Option<Versions>, Status> {
+        if id.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Versions {
+            id: id.to_string(),
+            indices: self.engine.version_indices_in(ns, id).or_status()?,
+        }))
     }
 
     /// The workflow, shard and slot of case `case_id` when it belongs to namespace `ns`;
@@ -543,7 +555,11 @@ impl Knhk for KnhkService {
         request: Request<GetWorkflowRequest>,
     ) -> Result<Response<proto::Workflow>, Status> {
         let ns = Caller::of(&request).namespace;
-        let wf = self.workflow_in(&request.into_inner().workflow_id, &ns)?;
+        let r = request.into_inner();
+        let wf = self
+            .engine
+            .workflow_version_in(&ns, &r.workflow_id, r.version)
+            .or_status()?;
         Ok(Response::new(convert::workflow_out(&wf)))
     }
 
@@ -806,7 +822,11 @@ impl Knhk for KnhkService {
             filter = if r.workflow_id.is_empty() {
                 Filter::All
             } else {
-                Filter::Workflow(self.workflow_in(&r.workflow_id, &ns)?.index)
+                Filter::Workflow(
+                    self.engine
+                        .version_indices_in(&ns, &r.workflow_id)
+                        .or_status()?,
+                )
             };
             for shard in 0..self.engine.shard_count() {
                 let sub = self.engine.subscribe(shard, None).or_status()?;
@@ -850,11 +870,7 @@ impl Knhk for KnhkService {
     ) -> Result<Response<Self::ListCasesStream>, Status> {
         let ns = Caller::of(&request).namespace;
         let r = request.into_inner();
-        let wf = if r.workflow_id.is_empty() {
-            None
-        } else {
-            Some(self.workflow_in(&r.workflow_id, &ns)?.index)
-        };
+        let wf = self.versions_of(&r.workflow_id, &ns)?;
         let state = match proto::CaseState::try_from(r.state) {
             Ok(s) => convert::state_in(s),
             Err(_) => {
@@ -879,7 +895,7 @@ impl Knhk for KnhkService {
         };
         let mut views: Vec<_> = self
             .engine
-            .list_cases(wf, state)
+            .list_cases(wf.as_ref().map(|v| v.indices.as_slice()), state)
             .into_iter()
             .flatten()
             .filter(|v| v.workflow.namespace == ns && created.contains(&v.created_ns))
@@ -895,7 +911,7 @@ impl Knhk for KnhkService {
         // and the channel).
         let query = ArchiveQuery {
             namespace: Some(ns),
-            workflow: wf,
+            workflow_id: wf.map(|v| v.id),
             state,
             created,
             after: None,
@@ -939,13 +955,13 @@ impl Knhk for KnhkService {
         let ns = Caller::of(&request).namespace;
         let r = request.into_inner();
         // With a case id the workflow is ignored (as documented for this RPC).
-        let wf = if r.case_id == 0 && !r.workflow_id.is_empty() {
-            Some(self.workflow_in(&r.workflow_id, &ns)?.index)
+        let wf = if r.case_id == 0 {
+            self.versions_of(&r.workflow_id, &ns)?
         } else {
             None
         };
-        let refs = export_refs(&self.engine, &ns, r.case_id, wf, 0..u64::MAX)?;
-        let archived = archived_query(&self.engine, &ns, r.case_id, wf, 0..u64::MAX);
+        let refs = export_refs(&self.engine, &ns, r.case_id, wf.as_ref(), 0..u64::MAX)?;
+        let archived = archived_query(&self.engine, &ns, r.case_id, wf.as_ref(), 0..u64::MAX);
         let name = log_name(r.case_id, &r.workflow_id, 0, 0);
         let engine = self.engine.clone();
         // Room for the other fields of the response beside the document.
@@ -1021,14 +1037,10 @@ impl Knhk for KnhkService {
                  (or 0: no upper bound)"
             )));
         }
-        let wf = if r.workflow_id.is_empty() {
-            None
-        } else {
-            Some(self.workflow_in(&r.workflow_id, &ns)?.index)
-        };
+        let wf = self.versions_of(&r.workflow_id, &ns)?;
         let created = from..if to == 0 { u64::MAX } else { to };
-        let archived = archived_query(&self.engine, &ns, r.case_id, wf, created.clone());
-        let refs = export_refs(&self.engine, &ns, r.case_id, wf, created)?;
+        let archived = archived_query(&self.engine, &ns, r.case_id, wf.as_ref(), created.clone());
+        let refs = export_refs(&self.engine, &ns, r.case_id, wf.as_ref(), created)?;
         let name = log_name(r.case_id, &r.workflow_id, from, to);
         let (tx, rx) = mpsc::channel(EXPORT_DEPTH);
         let engine = self.engine.clone();
@@ -1355,6 +1367,12 @@ enum ExportStop {
     Closing,
 }
 
+/// A workflow as a filter on cases: its id and the kernel indices of its versions.
+struct Versions {
+    id: String,
+    indices: Vec<u16>,
+}
+
 /// The cases of namespace `ns` an export covers, oldest first: the named case (NOT_FOUND when
 /// unknown or of another namespace) if it matches the other filters, or every case matching
 /// them.
@@ -1362,11 +1380,11 @@ fn export_refs(
     engine: &Engine,
     ns: &str,
     case_id: u64,
-    workflow: Option<u16>,
+    workflow: Option<&Versions>,
     created: std::ops::Range<u64>,
 ) -> Result<Vec<engine::CaseRef>, Status> {
     if case_id == 0 {
-        let mut refs = engine.case_refs(workflow, created);
+        let mut refs = engine.case_refs(workflow.map(|v| v.indices.as_slice()), created);
         if workflow.is_none() {
             let mut of_ns: HashMap<u16, bool> = HashMap::new();
             refs.retain(|r| {
@@ -1388,7 +1406,8 @@ fn export_refs(
         workflow: v.workflow.index,
         created_ns: v.created_ns,
     };
-    let keep = workflow.is_none_or(|w| w == r.workflow) && created.contains(&r.created_ns);
+    let keep =
+        workflow.is_none_or(|w| w.indices.contains(&r.workflow)) && created.contains(&r.created_ns);
     Ok(if keep { vec![r] } else { Vec::new() })
 }
 
@@ -1398,12 +1417,12 @@ fn archived_query(
     engine: &Engine,
     ns: &str,
     case_id: u64,
-    workflow: Option<u16>,
+    workflow: Option<&Versions>,
     created: std::ops::Range<u64>,
 ) -> Option<ArchiveQuery> {
     (case_id == 0 && engine.archive().is_some()).then(|| ArchiveQuery {
         namespace: Some(ns.to_string()),
-        workflow,
+        workflow_id: workflow.map(|v| v.id.clone()),
         created,
         ..ArchiveQuery::default()
     })
@@ -1519,10 +1538,11 @@ struct WatchScope {
     deadline: Option<tokio::time::Instant>,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Filter {
     Case(u64),
-    Workflow(u16),
+    /// The kernel indices of a workflow's versions.
+    Workflow(Vec<u16>),
     All,
 }
 
@@ -1530,7 +1550,7 @@ impl Filter {
     fn matches(&self, item: &WatchItem) -> bool {
         match self {
             Filter::Case(id) => item.case_id == *id,
-            Filter::Workflow(w) => item.workflow == *w,
+            Filter::Workflow(w) => w.contains(&item.workflow),
             Filter::All => true,
         }
     }
