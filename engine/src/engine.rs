@@ -294,14 +294,20 @@ pub trait BatchHook: Send + Sync + 'static {
         None
     }
 
-    /// A workflow was registered from `model`: returns once that is durable (blocking; the
-    /// server calls it on a blocking thread before answering).
     /// Makes a workflow's retirement durable before it takes effect (the journal appends its
     /// record and returns once it is synced). The default keeps nothing.
     fn retired(&self, _wf: &Workflow) -> Result<(), EngineError> {
         Ok(())
     }
 
+    /// Makes the deletion of a workflow version durable before it takes effect, as
+    /// [`BatchHook::retired`]. The default keeps nothing.
+    fn deleted(&self, _wf: &Workflow) -> Result<(), EngineError> {
+        Ok(())
+    }
+
+    /// A workflow was registered from `model`: returns once that is durable (blocking; the
+    /// server calls it on a blocking thread before answering).
     fn registered(&self, _wf: &Workflow, _model: &[u8]) -> Result<(), EngineError> {
         Ok(())
     }
@@ -482,8 +488,15 @@ fn available_memory() -> Option<(u64, &'static str)> {
     }
 }
 
-/// A creation on a retired workflow: refused, naming it.
+/// A creation on a retired workflow (or on a version deleted since it was looked up):
+/// refused, naming it.
 fn refuse_retired(wf: &Workflow) -> Result<(), EngineError> {
+    if wf.deleted.load(Ordering::Acquire) {
+        return Err(EngineError::VersionDeleted {
+            workflow: wf.id.clone(),
+            version: wf.version,
+        });
+    }
     if wf.retired.load(Ordering::Acquire) {
         return Err(EngineError::Precondition(format!(
             "workflow {} is retired: it takes no new cases (its cases run on)",
@@ -796,7 +809,11 @@ impl Engine {
             };
             let versions = reg.by_id.get(namespace).and_then(|m| m.get(&id));
             if let (Some(d), Some(vs)) = (digest, versions) {
-                if let Some(wf) = vs.iter().find(|wf| wf.source_digest == Some(d)) {
+                // A deleted version is not matched: its content again is a new version.
+                if let Some(wf) = vs
+                    .iter()
+                    .find(|wf| wf.source_digest == Some(d) && !wf.deleted.load(Ordering::Acquire))
+                {
                     return Ok(wf.clone());
                 }
             }
@@ -860,28 +877,96 @@ impl Engine {
         }
         // With registrations: a retirement is logged after the workflow's record.
         let _serial = lock(&self.registering);
-        let versions = self.versions_in(namespace, id)?;
-        for wf in &versions {
-            if !wf.retired.load(Ordering::Acquire) {
+        let newest = self.workflow_in(namespace, id)?;
+        for wf in &self.versions_in(namespace, id)? {
+            if !wf.retired.load(Ordering::Acquire) && !wf.deleted.load(Ordering::Acquire) {
                 self.hook.retired(wf)?;
                 wf.retired.store(true, Ordering::Release);
             }
         }
-        versions
-            .last()
+        Ok(newest)
+    }
+
+    /// Deletes version `version` of workflow `id` of `namespace`: from then on it is neither
+    /// listed nor found (by id or version) and takes no new case; new cases of the id start on
+    /// the newest version not deleted. Refused while the version has unfinished cases (cancel
+    /// them, or retire the workflow and wait). The history of its finished cases stays (they
+    /// keep their workflow). Durable first (the hook's [`BatchHook::deleted`]), then in force;
+    /// deleting a deleted version returns it as it is. Its kernel index is not reused.
+    pub fn delete_in(
+        &self,
+        namespace: &str,
+        id: &str,
+        version: u32,
+    ) -> Result<Arc<Workflow>, EngineError> {
+        if self.is_draining() {
+            return Err(EngineError::Draining);
+        }
+        if let Some(e) = self.hook.refusal() {
+            return Err(e);
+        }
+        if version == 0 {
+            return Err(EngineError::BadData {
+                reason: "DeleteWorkflow needs the version to delete (Workflow.version, from 1)"
+                    .into(),
+            });
+        }
+        let _serial = lock(&self.registering);
+        let versions = self.versions_in(namespace, id)?;
+        let wf = versions
+            .iter()
+            .find(|wf| wf.version == version)
             .cloned()
-            .ok_or_else(|| EngineError::NoWorkflow(id.to_string()))
+            .ok_or_else(|| EngineError::NoVersion {
+                workflow: id.to_string(),
+                version,
+                newest: versions.len() as u32,
+            })?;
+        if wf.deleted.load(Ordering::Acquire) {
+            return Ok(wf);
+        }
+        // Cases are counted with the version already refusing creations (`refuse_retired`),
+        // so that none starts on it between the count and the deletion, except a creation
+        // that passed its check just before: it runs on to its end like any other case.
+        wf.deleted.store(true, Ordering::Release);
+        let unfinished = self.unfinished_cases(&[wf.index]);
+        if unfinished > 0 {
+            wf.deleted.store(false, Ordering::Release);
+            return Err(EngineError::Precondition(format!(
+                "workflow {} version {version} has {unfinished} unfinished case{}: cancel \
+                 them, or retire the workflow and delete the version once they finished",
+                crate::error::echo(id),
+                if unfinished == 1 { "" } else { "s" }
+            )));
+        }
+        if let Err(e) = self.hook.deleted(&wf) {
+            wf.deleted.store(false, Ordering::Release);
+            return Err(e);
+        }
+        Ok(wf)
+    }
+
+    /// Replay: the workflow at `index` was deleted.
+    pub fn mark_deleted(&self, index: u16) -> Result<(), EngineError> {
+        self.logged_workflow(index, "deletion")?
+            .deleted
+            .store(true, Ordering::Release);
+        Ok(())
     }
 
     /// Replay: the workflow at `index` was retired.
     pub fn mark_retired(&self, index: u16) -> Result<(), EngineError> {
-        let wf = self.workflow_at(index).ok_or_else(|| {
-            EngineError::Internal(format!(
-                "a retirement names workflow index {index}, not loaded"
-            ))
-        })?;
-        wf.retired.store(true, Ordering::Release);
+        self.logged_workflow(index, "retirement")?
+            .retired
+            .store(true, Ordering::Release);
         Ok(())
+    }
+
+    /// The workflow at `index`, which a replayed record (`what`) names.
+    fn logged_workflow(&self, index: u16, what: &str) -> Result<Arc<Workflow>, EngineError> {
+        self.workflow_at(index).ok_or_else(|| {
+            EngineError::Internal(format!("a {what} names workflow index {index}, not loaded"))
+        })
     }
 
     /// A workflow of the default namespace by id.
@@ -896,7 +981,11 @@ impl Engine {
         reg.by_id
             .get(namespace)
             .and_then(|m| m.get(id))
-            .and_then(|vs| vs.last())
+            .and_then(|vs| {
+                vs.iter()
+                    .rev()
+                    .find(|wf| !wf.deleted.load(Ordering::Acquire))
+            })
             .cloned()
             .ok_or_else(|| EngineError::NoWorkflow(id.to_string()))
     }
@@ -913,18 +1002,25 @@ impl Engine {
         }
         let versions = self.versions_in(namespace, id)?;
         let newest = versions.len() as u32;
-        versions
+        let wf = versions
             .into_iter()
             .find(|wf| wf.version == version)
             .ok_or_else(|| EngineError::NoVersion {
                 workflow: id.to_string(),
                 version,
                 newest,
-            })
+            })?;
+        if wf.deleted.load(Ordering::Acquire) {
+            return Err(EngineError::VersionDeleted {
+                workflow: id.to_string(),
+                version,
+            });
+        }
+        Ok(wf)
     }
 
-    /// Every version of workflow `id` of `namespace`, oldest first (NOT_FOUND as
-    /// [`Self::workflow_in`]).
+    /// Every version of workflow `id` of `namespace`, oldest first, deleted ones included
+    /// (NOT_FOUND as [`Self::workflow_in`]).
     pub fn versions_in(
         &self,
         namespace: &str,

@@ -25,6 +25,8 @@ pub enum EngineError {
         version: u32,
         newest: u32,
     },
+    #[error("workflow {} version {version} was deleted", echo(.workflow))]
+    VersionDeleted { workflow: String, version: u32 },
     /// The task cannot do that now (not enabled, not started, would violate safety).
     #[error("{0}")]
     Precondition(String),

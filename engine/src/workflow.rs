@@ -106,6 +106,9 @@ pub struct Workflow {
     pub source_digest: Option<[u8; 32]>,
     /// Retired (`Engine::retire_in`): no new case; its cases run on.
     pub retired: std::sync::atomic::AtomicBool,
+    /// Deleted (`Engine::delete_in`): neither listed nor found by id, no new case; the
+    /// history of its finished cases still names it.
+    pub deleted: std::sync::atomic::AtomicBool,
 }
 
 /// What makes two registrations the same (`Engine::register_in`'s idempotence): SHA-256 over
@@ -292,6 +295,7 @@ impl Workflow {
             registered_timers: Vec::new(),
             source_digest: None,
             retired: std::sync::atomic::AtomicBool::new(false),
+            deleted: std::sync::atomic::AtomicBool::new(false),
         }
     }
 

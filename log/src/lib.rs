@@ -93,6 +93,7 @@ pub(crate) const K_BATCH: u8 = 3;
 pub(crate) const K_COUNTERS: u8 = 4;
 pub(crate) const K_CASE: u8 = 5;
 pub(crate) const K_RETIRE: u8 = 6;
+pub(crate) const K_DELETE: u8 = 7;
 /// Cases saved per save job of a checkpoint.
 const SAVE_JOB_CASES: usize = 4096;
 
@@ -305,6 +306,12 @@ impl BatchHook for Journal {
     fn retired(&self, wf: &Workflow) -> Result<(), EngineError> {
         self.append_durably("retirement", |buf| {
             put_retire(buf, wf.index, knhk_engine::engine::now_ns())
+        })
+    }
+
+    fn deleted(&self, wf: &Workflow) -> Result<(), EngineError> {
+        self.append_durably("deletion", |buf| {
+            put_delete(buf, wf.index, knhk_engine::engine::now_ns())
         })
     }
 
@@ -615,6 +622,9 @@ fn compact(
             } else if kind == K_RETIRE {
                 let (index, at) = get_retire(&data[r]).map_err(io::Error::other)?;
                 put_retire(&mut out, index, at);
+            } else if kind == K_DELETE {
+                let (index, at) = get_retire(&data[r]).map_err(io::Error::other)?;
+                put_delete(&mut out, index, at);
             }
         }
     }
@@ -913,7 +923,8 @@ fn replay(engine: &Arc<Engine>, found: &Found, restored_cases: &AtomicU64) -> io
         replay_workflow(engine, p)
             .map_err(|e| bad(format!("event log segment {num}: workflow record: {e}")))?;
     }
-    // Retirements, once every workflow is back (a retirement follows its workflow's record).
+    // Retirements and deletions, once every workflow is back (each follows its workflow's
+    // record).
     for (num, data, spans) in &found.segments {
         for (kind, r) in spans.iter().skip(1) {
             if *kind == K_RETIRE {
@@ -922,6 +933,13 @@ fn replay(engine: &Arc<Engine>, found: &Found, restored_cases: &AtomicU64) -> io
                 engine
                     .mark_retired(index)
                     .map_err(|e| bad(format!("event log segment {num}: retirement: {e}")))?;
+            } else if *kind == K_DELETE {
+                // Same payload as a retirement: the index and when.
+                let (index, _) = get_retire(&data[r.clone()])
+                    .map_err(|e| bad(format!("event log segment {num}: deletion: {e}")))?;
+                engine
+                    .mark_deleted(index)
+                    .map_err(|e| bad(format!("event log segment {num}: deletion: {e}")))?;
             }
         }
     }

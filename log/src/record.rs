@@ -31,6 +31,8 @@
 //!                          absent = none]
 //! retire    (kind 6) := workflow index u16 | retired unix ns u64     (RetireWorkflow; kept by
 //!                       checkpoints; an older reader ignores it)
+//! delete    (kind 7) := workflow index u16 | deleted unix ns u64     (DeleteWorkflow; kept by
+//!                       checkpoints with the workflow's record; an older reader ignores it)
 //! ```
 //!
 //! Case records (version 3 on) appear only in checkpoints: one per case the engine held when
@@ -50,7 +52,9 @@ use knhk_engine::workflow::{RegisteredTimer, Workflow, DEFAULT_NAMESPACE};
 use knhk_import::ir::TimerTrigger;
 use knhk_import::Format;
 
-use crate::{K_BATCH, K_CASE, K_COUNTERS, K_HEADER, K_RETIRE, K_WORKFLOW, MAGIC, MAX_RECORD};
+use crate::{
+    K_BATCH, K_CASE, K_COUNTERS, K_DELETE, K_HEADER, K_RETIRE, K_WORKFLOW, MAGIC, MAX_RECORD,
+};
 
 /// A saved case in libknhk's format 1 (ABI up to 4): still restored.
 const CASE_BYTES_FORMAT1: usize = 144;
@@ -791,6 +795,15 @@ pub(crate) fn put_retire(buf: &mut Vec<u8>, index: u16, at_ns: u64) {
     });
 }
 
+/// A workflow version's deletion: its index and when (the retirement's layout).
+pub(crate) fn put_delete(buf: &mut Vec<u8>, index: u16, at_ns: u64) {
+    frame(buf, K_DELETE, |b| {
+        b.extend_from_slice(&index.to_le_bytes());
+        b.extend_from_slice(&at_ns.to_le_bytes());
+    });
+}
+
+/// Reads a retirement's or a deletion's payload.
 pub(crate) fn get_retire(p: &[u8]) -> Result<(u16, u64), String> {
     let mut r = Rd { b: p };
     Ok((r.u16()?, r.u64()?))

@@ -31,6 +31,13 @@ pub enum ClientCommand {
     Workflows,
     /// Retire a workflow: it takes no new case; its cases run on.
     Retire { workflow: String },
+    /// Delete one version of a workflow (it must have no unfinished case); the history of
+    /// its finished cases stays.
+    DeleteWorkflow {
+        workflow: String,
+        #[arg(long)]
+        version: u32,
+    },
     /// Create a case of a workflow.
     Create {
         workflow: String,
@@ -305,6 +312,19 @@ pub async fn run(
             println!(
                 "{} retired: it takes no new case ({} cases created)",
                 w.workflow_id, w.cases_created
+            );
+        }
+        ClientCommand::DeleteWorkflow { workflow, version } => {
+            let w = c
+                .delete_workflow(proto::DeleteWorkflowRequest {
+                    workflow_id: workflow,
+                    version,
+                })
+                .await?
+                .into_inner();
+            println!(
+                "{} version {} deleted ({} cases created on it)",
+                w.workflow_id, w.version, w.cases_created
             );
         }
         ClientCommand::Create {

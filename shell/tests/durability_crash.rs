@@ -766,6 +766,28 @@ async fn replay_restores_the_exact_state_across_checkpoints() {
     })
     .await
     .expect("retire deadline");
+    // A version deleted early, the same way: its delete record must survive the compaction.
+    let doomed = c
+        .register_workflow(proto::RegisterWorkflowRequest {
+            model: br#"{ "name": "doomed", "id": "Net",
+              "conditions": [ { "id": "i", "kind": "input", "flows": [ { "to": "A" } ] },
+                              { "id": "o", "kind": "output" } ],
+              "tasks": [ { "id": "A", "flows": [ { "to": "o" } ] } ] }"#
+                .to_vec(),
+            workflow_id: "doomed".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("register doomed")
+        .into_inner()
+        .workflow
+        .expect("workflow");
+    c.delete_workflow(proto::DeleteWorkflowRequest {
+        workflow_id: "doomed".into(),
+        version: doomed.version,
+    })
+    .await
+    .expect("delete doomed");
     let mut ids = Vec::new();
     for i in 0..400u64 {
         let cs = c
@@ -838,6 +860,15 @@ async fn replay_restores_the_exact_state_across_checkpoints() {
         .expect("deadline")
         .into_inner();
     assert!(deadline.retired, "the retirement survives the checkpoints");
+    let e = c
+        .get_workflow(proto::GetWorkflowRequest {
+            workflow_id: "doomed".into(),
+            version: 1,
+        })
+        .await
+        .expect_err("the deletion survives the checkpoints");
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+    assert!(e.message().contains("was deleted"), "{e:?}");
     assert_eq!(
         before.1, after.1,
         "XES export (histories, times) differs after replay"

@@ -5,7 +5,8 @@
 //! ListCases and the XES export by workflow id cover the cases of every version. A generated
 //! id is the model's name, whatever was registered before. All of it holds after a SIGKILL and
 //! restart (the versions are replayed in registration order); RetireWorkflow retires every
-//! version so far, and a later registration is a live new version.
+//! version so far, and a later registration is a live new version. DeleteWorkflow: see the
+//! second test.
 
 use knhk_shell::proto;
 use tokio_stream::StreamExt;
@@ -212,6 +213,118 @@ async fn versions_keep_their_cases_and_survive_a_restart() {
     let v3 = register(&mut c, &format!("{V1} "), "order").await;
     assert_eq!((v3.version, v3.retired), (3, false));
     assert_eq!(create(&mut c, "order").await.workflow_version, 3);
+    p.kill();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+async fn delete(c: &mut Client, id: &str, version: u32) -> Result<proto::Workflow, tonic::Status> {
+    c.delete_workflow(proto::DeleteWorkflowRequest {
+        workflow_id: id.into(),
+        version,
+    })
+    .await
+    .map(|r| r.into_inner())
+}
+
+fn refused<T: std::fmt::Debug>(r: Result<T, tonic::Status>, code: Code, text: &str) {
+    let e = r.expect_err("refused");
+    assert_eq!(e.code(), code, "{e:?}");
+    assert!(
+        e.message().contains(text),
+        "'{}' lacks '{text}'",
+        e.message()
+    );
+}
+
+/// DeleteWorkflow removes one version with no unfinished case: it is no longer listed or
+/// readable and takes no new case (new cases go to the newest version left), its finished
+/// cases stay readable and listed under the id, its content again is a new version, and all
+/// of it holds after a SIGKILL and restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_version_is_gone_and_its_history_stays() {
+    let dir = scratch("versions-delete");
+    let data = dir.join("data");
+    let mut p = spawn(&data, &dir.join("1.log"), &[], None);
+    let mut c = p.ready().await.expect("server");
+    assert_eq!(register(&mut c, V1, "order").await.version, 1);
+    let old = create(&mut c, "order").await;
+    assert_eq!(register(&mut c, V2, "order").await.version, 2);
+    let running = create(&mut c, "order").await;
+    assert_eq!(running.workflow_version, 2);
+
+    refused(
+        delete(&mut c, "order", 0).await,
+        Code::InvalidArgument,
+        "version",
+    );
+    refused(
+        delete(&mut c, "order", 9).await,
+        Code::NotFound,
+        "no version 9",
+    );
+    refused(delete(&mut c, "nope", 1).await, Code::NotFound, "'nope'");
+    // Version 1 has a case that has not finished: refused, and nothing changed.
+    refused(
+        delete(&mut c, "order", 1).await,
+        Code::FailedPrecondition,
+        "1 unfinished case",
+    );
+    assert_eq!(get(&mut c, "order", 1).await.expect("v1").version, 1);
+    for t in ["A", "B"] {
+        fire(&mut c, old.case_id, t)
+            .await
+            .expect("fire on version 1");
+    }
+    let gone = delete(&mut c, "order", 1).await.expect("delete version 1");
+    assert_eq!((gone.version, gone.deleted), (1, true));
+    // A retry answers the same.
+    let again = delete(&mut c, "order", 1).await.expect("delete it again");
+    assert_eq!((again.version, again.deleted), (1, true));
+    refused(
+        get(&mut c, "order", 1).await,
+        Code::NotFound,
+        "version 1 was deleted",
+    );
+    assert_eq!(listed(&mut c).await, [("order".into(), 2, false)]);
+    // The finished case of version 1: still read and listed.
+    let read = c
+        .get_case(proto::GetCaseRequest {
+            case_id: old.case_id,
+        })
+        .await
+        .expect("a case of the deleted version")
+        .into_inner();
+    assert_eq!(
+        (read.state, read.workflow_version),
+        (proto::CaseState::Complete as i32, 1)
+    );
+    let mut both = vec![old.case_id, running.case_id];
+    both.sort_unstable();
+    assert_eq!(cases_of(&mut c, "order").await, both);
+    // Version 1's content again: a new version (numbers are never reused).
+    assert_eq!(register(&mut c, V1, "order").await.version, 3);
+    // The newest deleted: new cases go to version 2, the newest left.
+    delete(&mut c, "order", 3).await.expect("delete version 3");
+    assert_eq!(create(&mut c, "order").await.workflow_version, 2);
+
+    // SIGKILL and restart: the deletions hold.
+    p.kill();
+    let mut p = spawn(&data, &dir.join("2.log"), &[], None);
+    let mut c = p.ready().await.expect("restart");
+    assert_eq!(listed(&mut c).await, [("order".into(), 2, false)]);
+    refused(
+        get(&mut c, "order", 1).await,
+        Code::NotFound,
+        "version 1 was deleted",
+    );
+    refused(
+        get(&mut c, "order", 3).await,
+        Code::NotFound,
+        "version 3 was deleted",
+    );
+    assert_eq!(get(&mut c, "order", 0).await.expect("newest").version, 2);
+    assert_eq!(create(&mut c, "order").await.workflow_version, 2);
+    assert_eq!(register(&mut c, V2, "order").await.version, 2, "idempotent");
     p.kill();
     let _ = std::fs::remove_dir_all(&dir);
 }

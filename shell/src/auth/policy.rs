@@ -168,6 +168,7 @@ pub const RPC_TABLE: &[(&str, Need)] = &[
     // knhk.v1.Knhk: workflows
     ("/knhk.v1.Knhk/RegisterWorkflow", ns(Role::Admin)),
     ("/knhk.v1.Knhk/RetireWorkflow", ns(Role::Admin)),
+    ("/knhk.v1.Knhk/DeleteWorkflow", ns(Role::Admin)),
     ("/knhk.v1.Knhk/GetWorkflow", ns(Role::Reader)),
     ("/knhk.v1.Knhk/ListWorkflows", ns(Role::Reader)),
     // cases

@@ -388,6 +388,16 @@ impl Knhk for ClusterService {
             .await
     }
 
+    async fn delete_workflow(
+        &self,
+        _request: Request<crate::proto::DeleteWorkflowRequest>,
+    ) -> Result<Response<Workflow>, Status> {
+        Err(Status::unimplemented(
+            "DeleteWorkflow is not built in cluster mode yet (a deletion would have to reach \
+             every node through the workflow stream)",
+        ))
+    }
+
     async fn retire_workflow(
         &self,
         _request: Request<crate::proto::RetireWorkflowRequest>,

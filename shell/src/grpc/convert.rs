@@ -206,6 +206,7 @@ pub fn workflow_out(w: &Workflow) -> proto::Workflow {
             .collect(),
         manual_silent_tasks: w.manual_silent_tasks,
         retired: w.retired.load(std::sync::atomic::Ordering::Acquire),
+        deleted: w.deleted.load(std::sync::atomic::Ordering::Acquire),
     }
 }
 

@@ -550,6 +550,32 @@ impl Knhk for KnhkService {
         self.audited(rec, r).await
     }
 
+    async fn delete_workflow(
+        &self,
+        request: Request<proto::DeleteWorkflowRequest>,
+    ) -> Result<Response<proto::Workflow>, Status> {
+        let mut rec = self.audit_start(&request, "DeleteWorkflow")?;
+        let ns = Caller::of(&request).namespace;
+        let r = request.into_inner();
+        if let Some(a) = rec.as_mut() {
+            a.workflow = Some(format!("{} version {}", cap(&r.workflow_id), r.version));
+        }
+        // The journal's sync runs inside: on a blocking thread.
+        let eng = self.engine.clone();
+        let res = tokio::task::spawn_blocking(move || {
+            eng.delete_in(&ns, &r.workflow_id, r.version)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("deletion task: {e}")))
+        .and_then(|r| r.or_status())
+        .map(|wf| {
+            tracing::info!(workflow = %wf.id, version = wf.version, namespace = %wf.namespace,
+                    "workflow version deleted");
+            Response::new(convert::workflow_out(&wf))
+        });
+        self.audited(rec, res).await
+    }
+
     async fn get_workflow(
         &self,
         request: Request<GetWorkflowRequest>,
@@ -572,7 +598,7 @@ impl Knhk for KnhkService {
             .engine
             .workflows()
             .iter()
-            .filter(|w| w.namespace == ns)
+            .filter(|w| w.namespace == ns && !w.deleted.load(std::sync::atomic::Ordering::Acquire))
             .map(|w| convert::workflow_out(w))
             .collect();
         Ok(Response::new(ListWorkflowsResponse { workflows }))

@@ -10,7 +10,7 @@ pub fn code(e: &EngineError) -> Code {
         EngineError::NoWorkflow(_) | EngineError::NoCase(_) | EngineError::NoTask { .. } => {
             Code::NotFound
         }
-        EngineError::NoVersion { .. } => Code::NotFound,
+        EngineError::NoVersion { .. } | EngineError::VersionDeleted { .. } => Code::NotFound,
         EngineError::Precondition(_) | EngineError::CaseDone { .. } => Code::FailedPrecondition,
         EngineError::Exhausted(_) => Code::ResourceExhausted,
         EngineError::Draining => Code::Unavailable,
