@@ -35,6 +35,7 @@ pub enum ClientCommand {
     /// its finished cases stays.
     DeleteWorkflow {
         workflow: String,
+        /// The version to delete (as `knhk workflows` lists it, from 1).
         #[arg(long)]
         version: u32,
     },
