@@ -236,7 +236,8 @@ fn refused<T: std::fmt::Debug>(r: Result<T, tonic::Status>, code: Code, text: &s
     );
 }
 
-/// DeleteWorkflow removes one version with no unfinished case: it is no longer listed or
+/// A watch by workflow id covers versions registered after it began. DeleteWorkflow removes
+/// one version with no unfinished case: it is no longer listed or
 /// readable and takes no new case (new cases go to the newest version left), its finished
 /// cases stay readable and listed under the id, its content again is a new version, and all
 /// of it holds after a SIGKILL and restart.
@@ -248,9 +249,29 @@ async fn a_deleted_version_is_gone_and_its_history_stays() {
     let mut c = p.ready().await.expect("server");
     assert_eq!(register(&mut c, V1, "order").await.version, 1);
     let old = create(&mut c, "order").await;
+    // A watch of the id, begun while it has one version, sees the cases of a later one.
+    let mut watch = c
+        .watch_case(proto::WatchCaseRequest {
+            workflow_id: "order".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("watch")
+        .into_inner();
     assert_eq!(register(&mut c, V2, "order").await.version, 2);
     let running = create(&mut c, "order").await;
     assert_eq!(running.workflow_version, 2);
+    let ev = tokio::time::timeout(std::time::Duration::from_secs(5), watch.next())
+        .await
+        .expect("an event within 5 s")
+        .expect("an event")
+        .expect("ok");
+    assert_eq!(
+        (ev.case_id, ev.kind),
+        (running.case_id, proto::EventKind::CaseCreated as i32),
+        "{ev:?}"
+    );
+    drop(watch);
 
     refused(
         delete(&mut c, "order", 0).await,

@@ -848,11 +848,9 @@ impl Knhk for KnhkService {
             filter = if r.workflow_id.is_empty() {
                 Filter::All
             } else {
-                Filter::Workflow(
-                    self.engine
-                        .version_indices_in(&ns, &r.workflow_id)
-                        .or_status()?,
-                )
+                // An unknown id is NOT_FOUND now; its versions are matched by id as they come.
+                self.engine.versions_in(&ns, &r.workflow_id).or_status()?;
+                Filter::Workflow(r.workflow_id.clone())
             };
             for shard in 0..self.engine.shard_count() {
                 let sub = self.engine.subscribe(shard, None).or_status()?;
@@ -1567,16 +1565,18 @@ struct WatchScope {
 #[derive(Debug, Clone)]
 enum Filter {
     Case(u64),
-    /// The kernel indices of a workflow's versions.
-    Workflow(Vec<u16>),
+    /// A workflow id (of the watch's namespace): the cases of every version, those registered
+    /// after the watch began included.
+    Workflow(String),
     All,
 }
 
 impl Filter {
-    fn matches(&self, item: &WatchItem) -> bool {
+    /// Whether `item`, of workflow `wf`, passes (the namespace is checked apart).
+    fn matches(&self, item: &WatchItem, wf: &Workflow) -> bool {
         match self {
             Filter::Case(id) => item.case_id == *id,
-            Filter::Workflow(w) => w.contains(&item.workflow),
+            Filter::Workflow(id) => wf.id == *id,
             Filter::All => true,
         }
     }
@@ -1668,8 +1668,8 @@ async fn forward_watch(
         let skip = exp.saturating_sub(batch.first) as usize;
         *exp = batch.first + batch.items.len() as u64;
         for item in batch.items.iter().skip(skip) {
-            if !scope.filter.matches(item) {
-                continue;
+            if matches!(scope.filter, Filter::Case(id) if id != item.case_id) {
+                continue; // before the lookup: a case's watch passes few items
             }
             let wf = match wfs.get(&item.workflow) {
                 Some(w) => w.clone(),
@@ -1681,8 +1681,8 @@ async fn forward_watch(
                     None => continue,
                 },
             };
-            // Only the caller's namespace (a case or workflow filter already is in it).
-            if wf.namespace != scope.ns {
+            // Only the caller's namespace (a case filter already is in it).
+            if wf.namespace != scope.ns || !scope.filter.matches(item, &wf) {
                 continue;
             }
             let ev = watch_event(item, &wf, lagged);
