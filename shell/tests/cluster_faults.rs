@@ -301,7 +301,8 @@ async fn run_bulk_client(
 /// through node `addrs[first]` and then, while the listing is refused (a partition in transit,
 /// a node whose view of the owners is behind), through the next nodes in turn: case id →
 /// (seq, state). A listing is refused, never partial.
-async fn list_all(addrs: &[String], first: usize) -> HashMap<u64, (u64, i32)> {
+async fn list_all(c: &mut Cluster, first: usize) -> HashMap<u64, (u64, i32)> {
+    let addrs = c.grpc.clone();
     let deadline = Instant::now() + Duration::from_secs(150);
     let mut last_error = String::from("none");
     let mut attempt = first;
@@ -311,6 +312,10 @@ async fn list_all(addrs: &[String], first: usize) -> HashMap<u64, (u64, i32)> {
             "ListCases kept failing through every node for 150 s after the cluster settled \
              (last error: {last_error})"
         );
+        // Nodes exit when they cannot renew their lease (etcd electing a leader for longer
+        // than the lease's margin makes every node exit at once): restarted here as in
+        // `wait_settled`, as a supervisor would.
+        harness::revive(c);
         let addr = &addrs[attempt % addrs.len()];
         attempt += 1;
         let Some(mut k) = client(addr).await else {
@@ -350,7 +355,7 @@ async fn list_all(addrs: &[String], first: usize) -> HashMap<u64, (u64, i32)> {
 /// has more events than ops; a sequence that went back since the last check (an op that was
 /// visible, never acknowledged, and lost with its owner) is counted in `rolled_back`.
 async fn check(
-    c: &Cluster,
+    c: &mut Cluster,
     round: usize,
     acks: &Arc<Mutex<Acks>>,
     seen: &mut HashMap<u64, u64>,
@@ -363,12 +368,12 @@ async fn check(
         .iter()
         .map(|(k, v)| (*k, *v))
         .collect();
-    let addr = &c.grpc[round % c.grpc.len()];
-    let all = list_all(&c.grpc, round).await;
+    let addr = c.grpc[round % c.grpc.len()].clone();
+    let all = list_all(c, round).await;
     for (case, acked) in &snapshot {
         let Some(&(seq, _)) = all.get(case) else {
             // Not listed: ask its owner directly before calling it lost.
-            let mut k = client(addr).await.expect("node");
+            let mut k = client(&addr).await.expect("node");
             let got = k.get_case(proto::GetCaseRequest { case_id: *case }).await;
             panic!("acknowledged case {case} is not listed by {addr}; GetCase says {got:?}");
         };
@@ -569,7 +574,7 @@ async fn run(iters: u32) {
             }
         }
         wait_settled(&mut c, Duration::from_secs(90)).await;
-        let n = check(&c, it as usize, &acks, &mut seen, &mut rolled_back).await;
+        let n = check(&mut c, it as usize, &acks, &mut seen, &mut rolled_back).await;
         done = it + 1;
         if it % 10 == 0 {
             println!(
@@ -587,7 +592,7 @@ async fn run(iters: u32) {
         }
     }
     wait_settled(&mut c, Duration::from_secs(90)).await;
-    let n = check(&c, done as usize, &acks, &mut seen, &mut rolled_back).await;
+    let n = check(&mut c, done as usize, &acks, &mut seen, &mut rolled_back).await;
     let ops = acks.lock().expect("acks").ops;
     println!(
         "done: {done} iterations in {:.0} s, faults {faults:?}; {n} acknowledged cases and {ops} \
@@ -609,7 +614,7 @@ async fn run(iters: u32) {
     let (verified, dropped) = knhk_shell::cluster::verify(&c.nats_urls, "knhk", PARTITIONS, 65536)
         .await
         .expect("verifier replay");
-    let live = list_all(&c.grpc, 2).await;
+    let live = list_all(&mut c, 2).await;
     assert_eq!(
         verified.len(),
         live.len(),

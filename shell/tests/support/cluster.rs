@@ -324,15 +324,19 @@ pub async fn settled(c: &Cluster) -> bool {
     true
 }
 
+/// The supervisor's part: a knhk node that exited (a lost lease) is started again.
+pub fn revive(c: &mut Cluster) {
+    for p in c.knhk.iter_mut() {
+        if p.exited() {
+            p.start();
+        }
+    }
+}
+
 pub async fn wait_settled(c: &mut Cluster, within: Duration) {
     let t0 = Instant::now();
     while t0.elapsed() < within {
-        // The supervisor's part: a node that exited (a lost lease) is restarted.
-        for p in c.knhk.iter_mut() {
-            if p.exited() {
-                p.start();
-            }
-        }
+        revive(c);
         if settled(c).await {
             return;
         }
