@@ -139,6 +139,23 @@ async fn forwarded_calls_act_for_the_caller_and_every_node_audits_what_it_did() 
     })
     .await
     .expect("register through node 0");
+    // Catalog changes other than registration are not built in cluster mode: refused, named.
+    let e = a0
+        .retire_workflow(proto::RetireWorkflowRequest {
+            workflow_id: "seq".into(),
+        })
+        .await
+        .expect_err("RetireWorkflow in cluster mode");
+    assert_eq!(e.code(), Code::Unimplemented, "{e}");
+    let e = a0
+        .delete_workflow(proto::DeleteWorkflowRequest {
+            workflow_id: "seq".into(),
+            version: 1,
+        })
+        .await
+        .expect_err("DeleteWorkflow in cluster mode");
+    assert_eq!(e.code(), Code::Unimplemented, "{e}");
+    assert!(e.message().contains("DeleteWorkflow"), "{e}");
 
     // Cases created through node 1 and their first task fired through node 2: their business
     // keys spread them over the partitions, most of them on another node's, so both calls are

@@ -392,20 +392,14 @@ impl Knhk for ClusterService {
         &self,
         _request: Request<crate::proto::DeleteWorkflowRequest>,
     ) -> Result<Response<Workflow>, Status> {
-        Err(Status::unimplemented(
-            "DeleteWorkflow is not built in cluster mode yet (a deletion would have to reach \
-             every node through the workflow stream)",
-        ))
+        Err(catalog_change_unbuilt("DeleteWorkflow"))
     }
 
     async fn retire_workflow(
         &self,
         _request: Request<crate::proto::RetireWorkflowRequest>,
     ) -> Result<Response<Workflow>, Status> {
-        Err(Status::unimplemented(
-            "RetireWorkflow is not built in cluster mode yet (a retirement would have to reach \
-             every node through the workflow stream)",
-        ))
+        Err(catalog_change_unbuilt("RetireWorkflow"))
     }
 
     async fn get_workflow(
@@ -679,4 +673,12 @@ impl Knhk for ClusterService {
             owners: list,
         }))
     }
+}
+
+/// A change to the workflow catalog other than a registration: refused in cluster mode.
+fn catalog_change_unbuilt(rpc: &str) -> Status {
+    Status::unimplemented(format!(
+        "{rpc} is not built in cluster mode yet (it would have to reach every node through the \
+         workflow stream)"
+    ))
 }
