@@ -331,6 +331,7 @@ typedef struct knhk_hot {
   uint64_t out_flip[KNHK_MAX_TASKS];         /* out_on ^ the output when it does not */
   uint64_t lo[KNHK_MAX_TASKS];               /* the guard's range: first value ... */
   uint64_t span[KNHK_MAX_TASKS];             /* ... and its length minus one */
+  uint64_t task_bit[KNHK_MAX_TASKS];         /* 1 << task: fire's busy test without a shift */
   knhk_hot_meta_t meta[KNHK_MAX_TASKS];
   uint64_t kinds;                            /* the union of every task's meta.kind */
   uint32_t xor_split_reg; /* the register every hot XOR split's guard reads, or

@@ -349,6 +349,7 @@ static void set_hot(knhk_net_t *net, uint32_t i, int side_state, int mi_keep) {
   h->out_flip[i] = 0;
   h->lo[i] = 0;
   h->span[i] = ~0ull;
+  h->task_bit[i] = KNHK_BIT(i);
   h->meta[i] = (knhk_hot_meta_t){0};
   if (side_state || t->cancel_conditions || t->cancel_tasks) return;
   /* an MI task: its start creates instances, its completion comes from them */

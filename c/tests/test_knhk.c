@@ -1212,6 +1212,77 @@ static void test_beat_paths_agree(void) {
          knhk_path_supported(KNHK_BEAT_PATH_AVX512) ? "yes" : "no");
 }
 
+/* knhk_fire's own sequences per kind (plain, two-way XOR split, XOR join; knhk_case.c:
+ * fire_short) and the per-bit rules it leaves the other kinds to, against the general rules
+ * (knhk_start then knhk_complete, which never take a short path): every valid case
+ * (knhk_case_check) of any marking, busy set and running or cancelled flags, with the guard's
+ * register on both sides. Same status, marking, busy and flags (a refused fire: the case as
+ * it was); seq one step instead of two. */
+static void test_fire_short_kinds(void) {
+  knhk_net_init(&net);
+  uint32_t i = cond(), p = cond(), q = cond(), r = cond(), j = cond(), o = cond();
+  uint32_t plain = task(KNHK_JOIN_XOR, KNHK_SPLIT_AND); /* i -> p */
+  uint32_t split = task(KNHK_JOIN_XOR, KNHK_SPLIT_XOR); /* p -> q if regs[2] == 0, else r */
+  uint32_t merge = task(KNHK_JOIN_XOR, KNHK_SPLIT_AND); /* q | r -> j */
+  uint32_t sync = task(KNHK_JOIN_AND, KNHK_SPLIT_AND);  /* q & r -> o: ends the case */
+  uint32_t both = task(KNHK_JOIN_XOR, KNHK_SPLIT_XOR);  /* j | r -> p if regs[2] == 0, else q */
+  knhk_net_set_input(&net, i);
+  knhk_net_set_output(&net, o);
+  in(i, plain); out(plain, p);
+  in(p, split); out_guard(split, q, KNHK_GUARD_EQ, 2, 0, 0); out_guard(split, r, KNHK_GUARD_TRUE, 0, 0, 1);
+  in(q, merge); in(r, merge); out(merge, j);
+  in(q, sync); in(r, sync); out(sync, o);
+  in(j, both); in(r, both); out_guard(both, p, KNHK_GUARD_EQ, 2, 0, 0);
+  out_guard(both, q, KNHK_GUARD_TRUE, 0, 0, 1);
+  seal_ok();
+  const knhk_hot_t *h = &net.hot.tables;
+  CHECK(h->meta[plain].kind == KNHK_HOT);
+  CHECK(h->meta[split].kind == (KNHK_HOT | KNHK_HOT_XOR_SPLIT));
+  CHECK(h->meta[merge].kind == (KNHK_HOT | KNHK_HOT_XOR_JOIN));
+  CHECK(h->meta[sync].kind == (KNHK_HOT | KNHK_HOT_ENDS));
+  CHECK(h->meta[both].kind == (KNHK_HOT | KNHK_HOT_XOR_JOIN | KNHK_HOT_XOR_SPLIT));
+  int runs = 0, mismatches = 0, fired_ok = 0;
+  for (uint32_t marking = 0; marking < 64u; marking++) {
+    for (uint32_t busy = 0; busy < 32u; busy++) {
+      for (uint32_t flagged = 0; flagged < 2u; flagged++) {
+        for (int64_t v = 0; v < 2; v++) {
+          for (uint32_t t = 0; t < 5u; t++) {
+            knhk_case_t fired, ref;
+            knhk_case_init(&net, &fired);
+            fired.marking = marking;
+            fired.busy = busy;
+            fired.flags = flagged ? KNHK_FLAG_DONE | KNHK_FLAG_CANCELLED : 0;
+            fired.regs[2] = v;
+            /* valid cases only (knhk_case_check: e.g. no token beside one on the output) */
+            if (knhk_case_check(&net, &fired) != KNHK_OK) continue;
+            ref = fired;
+            const knhk_case_t before = fired;
+            knhk_status s1 = knhk_fire(&net, &fired, t);
+            knhk_status s2 = knhk_start(&net, &ref, t);
+            if (s2 == KNHK_OK) s2 = knhk_complete(&net, &ref, t);
+            /* a refused fire leaves the case as it was, a refused completion after the start
+             * does not: the reference is then the case before */
+            if (s2 != KNHK_OK) {
+              ref = before;
+              ref.seq++;
+            }
+            if (s1 != KNHK_OK) CHECK(memcmp(&fired, &before, sizeof before) == 0);
+            runs++;
+            fired_ok += s1 == KNHK_OK;
+            if (s1 != s2 || fired.marking != ref.marking || fired.busy != ref.busy ||
+                fired.flags != ref.flags ||
+                fired.seq + 1u != ref.seq)
+              mismatches++;
+          }
+        }
+      }
+    }
+  }
+  CHECK(runs > 64 * 16 * 5);
+  CHECK(mismatches == 0);
+  CHECK(fired_ok > 0);
+}
+
 /* The short path of fire (knhk_hot_t) against the general rules (knhk_start then
  * knhk_complete, which never take it) on a two-way XOR split, for every guard operator,
  * constants at the edges of int64_t and register values around them: same marking, busy,
@@ -1883,6 +1954,7 @@ int main(void) {
   test_beat();
   test_beat_paths_agree();
   test_hot_guard_ranges();
+  test_fire_short_kinds();
   test_block_paths_agree();
   test_wcp13_mi_design_time();
   test_wcp14_mi_run_time();
