@@ -48,7 +48,9 @@ int knhk_beat_avx2_supported(void) { return __builtin_cpu_supports("avx2") != 0;
  * (idx: the lanes' tasks below KNHK_MAX_TASKS). */
 typedef struct task_pair {
   uint32_t t0, t1;
+  uint32_t kinds; /* meta.kind of t0 | of t1: both hot (checked by the caller) */
   __m256i sel;
+  __m256i xor_join, xor_split; /* all ones in the lanes whose task has that kind */
 } task_pair;
 
 KNHK_AVX2 KNHK_INLINE __m256i entry4(const void *table, __m256i idx, const task_pair *pair) {
@@ -82,16 +84,24 @@ KNHK_AVX2 KNHK_INLINE hot4 hot_rules4(const knhk_net_t *net, __m256i cand, __m25
   const __m256i one = _mm256_set1_epi64x(1);
   const __m256i zero = _mm256_setzero_si256();
   const __m256i idx = _mm256_and_si256(task, _mm256_set1_epi64x(KNHK_MAX_TASKS - 1));
-  /* a task beyond the tables: refused here (entries >= ntasks are zero: not hot) */
-  __m256i bad = _mm256_or_si256(flags, _mm256_andnot_si256(_mm256_set1_epi64x(KNHK_MAX_TASKS - 1),
-                                                           task));
-  const __m256i meta = entry4(h->meta, idx, pair);
-  bad = _mm256_or_si256(bad, _mm256_andnot_si256(meta, one)); /* KNHK_HOT == 1: not hot */
+  __m256i bad = flags;
+  __m256i meta = zero;
+  /* kinds: the union of the lanes' kinds; in a block the caller read them (both tasks hot,
+   * below ntasks: no range or hot test per lane) */
+  uint32_t kinds = (uint32_t)h->kinds;
+  if (pair) {
+    kinds = pair->kinds;
+  } else {
+    /* a task beyond the tables: refused here (entries >= ntasks are zero: not hot) */
+    bad = _mm256_or_si256(bad, _mm256_andnot_si256(_mm256_set1_epi64x(KNHK_MAX_TASKS - 1), task));
+    meta = entry4(h->meta, idx, pair);
+    bad = _mm256_or_si256(bad, _mm256_andnot_si256(meta, one)); /* KNHK_HOT == 1: not hot */
+  }
   const __m256i pre = entry4(h->pre, idx, pair);
   __m256i consume = pre;
-  if (h->kinds & KNHK_HOT_XOR_JOIN) {
+  if (kinds & KNHK_HOT_XOR_JOIN) {
     const __m256i xjb = _mm256_set1_epi64x(KNHK_HOT_XOR_JOIN);
-    const __m256i xj = _mm256_cmpeq_epi64(_mm256_and_si256(meta, xjb), xjb);
+    const __m256i xj = pair ? pair->xor_join : _mm256_cmpeq_epi64(_mm256_and_si256(meta, xjb), xjb);
     const __m256i have = _mm256_and_si256(m, pre);
     const __m256i less = _mm256_sub_epi64(have, one);
     /* two or more bits: have & (have - 1); none: the top bit of (have - 1) & ~have */
@@ -101,14 +111,17 @@ KNHK_AVX2 KNHK_INLINE hot4 hot_rules4(const knhk_net_t *net, __m256i cand, __m25
     consume = _mm256_blendv_epi8(pre, have, xj);
   }
   __m256i out = entry4(h->out_on, idx, pair);
-  if (h->kinds & KNHK_HOT_XOR_SPLIT) {
+  if (kinds & KNHK_HOT_XOR_SPLIT) {
     const __m256i xsb = _mm256_set1_epi64x(KNHK_HOT_XOR_SPLIT);
-    const __m256i xs = _mm256_and_si256(cand, _mm256_cmpeq_epi64(_mm256_and_si256(meta, xsb), xsb));
+    const __m256i xs =
+        pair ? pair->xor_split
+             : _mm256_and_si256(cand, _mm256_cmpeq_epi64(_mm256_and_si256(meta, xsb), xsb));
     if (!_mm256_testz_si256(xs, xs)) {
       __m256i v;
       if (xreg) {
         v = _mm256_loadu_si256((const __m256i *)xreg);
       } else {
+        if (pair) meta = entry4(h->meta, idx, pair);
         const __m256i lhs = _mm256_and_si256(_mm256_srli_epi64(meta, 8),
                                              _mm256_set1_epi64x(KNHK_REGISTERS - 1));
         const __m256i off =
@@ -130,17 +143,20 @@ KNHK_AVX2 KNHK_INLINE hot4 hot_rules4(const knhk_net_t *net, __m256i cand, __m25
   bad = _mm256_or_si256(bad, _mm256_and_si256(x, _mm256_or_si256(consume, out)));
   /* the task busy (a shift by 64 or more gives 0: those lanes are refused above) */
   bad = _mm256_or_si256(bad, _mm256_and_si256(_mm256_srlv_epi64(busy, task), one));
-  /* the case ends: with other work left it is an explicit termination (scalar rules), else
-   * flags := DONE | COMPLETED */
-  const __m256i ends01 = _mm256_srl_epi64(
-      _mm256_and_si256(out, _mm256_set1_epi64x((long long)net->output)),
-      _mm_cvtsi32_si128((int)knhk_ctz64(net->output)));
-  const __m256i ends = _mm256_sub_epi64(zero, ends01); /* all ones */
-  bad = _mm256_or_si256(bad, _mm256_and_si256(_mm256_or_si256(x, busy), ends));
   hot4 r;
+  r.flags = zero;
+  if (kinds & KNHK_HOT_ENDS) {
+    /* the case ends: with other work left it is an explicit termination (scalar rules), else
+     * flags := DONE | COMPLETED */
+    const __m256i ends01 = _mm256_srl_epi64(
+        _mm256_and_si256(out, _mm256_set1_epi64x((long long)net->output)),
+        _mm_cvtsi32_si128((int)knhk_ctz64(net->output)));
+    const __m256i ends = _mm256_sub_epi64(zero, ends01); /* all ones */
+    bad = _mm256_or_si256(bad, _mm256_and_si256(_mm256_or_si256(x, busy), ends));
+    r.flags = _mm256_and_si256(ends, _mm256_set1_epi64x(KNHK_FLAG_DONE | KNHK_FLAG_COMPLETED));
+  }
   r.commit = _mm256_and_si256(_mm256_cmpeq_epi64(bad, zero), cand);
   r.marking = _mm256_or_si256(x, out);
-  r.flags = _mm256_and_si256(ends, _mm256_set1_epi64x(KNHK_FLAG_DONE | KNHK_FLAG_COMPLETED));
   return r;
 }
 
@@ -163,9 +179,10 @@ KNHK_AVX2 KNHK_INLINE uint32_t block_half(const knhk_net_t *net, knhk_block_t *b
   _mm256_store_si256((__m256i *)&b->marking[o], _mm256_blendv_epi8(m, r.marking, r.commit));
   /* seq - (-1) = seq + 1 in committed lanes */
   _mm256_store_si256((__m256i *)&b->seq[o], _mm256_sub_epi64(seq, r.commit));
-  /* committed lanes' flags were 0 */
-  _mm256_store_si256((__m256i *)&b->flags[o],
-                     _mm256_or_si256(flags, _mm256_and_si256(r.flags, r.commit)));
+  /* committed lanes' flags were 0; they change only where a lane's task may end the case */
+  if (pair->kinds & KNHK_HOT_ENDS)
+    _mm256_store_si256((__m256i *)&b->flags[o],
+                       _mm256_or_si256(flags, _mm256_and_si256(r.flags, r.commit)));
   return (uint32_t)_mm256_movemask_pd(_mm256_castsi256_pd(r.commit));
 }
 
@@ -173,7 +190,8 @@ KNHK_AVX2 KNHK_HOT_ENTRY knhk_status knhk_block_fire_avx2(const knhk_net_t *net,
                                                           knhk_block_t *blocks, uint32_t nblocks,
                                                           const uint8_t *tasks,
                                                           uint8_t *statuses) {
-  const int one_xreg = KNHK_HOT_TABLES(net)->xor_split_reg < KNHK_REGISTERS;
+  const knhk_hot_t *h = KNHK_HOT_TABLES(net);
+  const int one_xreg = h->xor_split_reg < KNHK_REGISTERS;
   for (uint32_t k = 0; k < nblocks; k++) {
     knhk_block_t *b = &blocks[k];
     const uint8_t *tk = &tasks[(size_t)k * KNHK_BEAT_LANES];
@@ -196,10 +214,31 @@ KNHK_AVX2 KNHK_HOT_ENTRY knhk_status knhk_block_fire_avx2(const knhk_net_t *net,
       (void)knhk_block_fire_scalar(net, b, 1, tk, st);
       continue;
     }
+    /* both tasks' kinds, read once per block: a task that is not hot (its lanes would all go
+     * to the scalar rules) sends the block to the scalar path; otherwise the lanes' XOR join
+     * and XOR split masks follow from the two kinds and the lane selector */
+    const uint32_t k0 = h->meta[pair.t0].kind, k1 = h->meta[pair.t1].kind;
+    if (KNHK_UNLIKELY(!(k0 & k1 & KNHK_HOT))) {
+      (void)knhk_block_fire_scalar(net, b, 1, tk, st);
+      continue;
+    }
+    pair.kinds = k0 | k1;
     const __m128i sel8 = _mm_andnot_si128(_mm_cmpeq_epi8(t8, _mm_set1_epi8((char)pair.t0)), is1);
+    const __m128i all8 = _mm_set1_epi8(-1);
+    /* the lanes with kind bit `bit`: every lane, none, or those of t1 or of t0 */
+#define KIND_LANES8(bit)                                                                 \
+  ((k0 & (bit)) ? ((k1 & (bit)) ? all8 : _mm_andnot_si128(sel8, all8))                  \
+                : ((k1 & (bit)) ? sel8 : _mm_setzero_si128()))
+    const __m128i xj8 = KIND_LANES8(KNHK_HOT_XOR_JOIN);
+    const __m128i xs8 = KIND_LANES8(KNHK_HOT_XOR_SPLIT);
+#undef KIND_LANES8
     pair.sel = _mm256_cvtepi8_epi64(sel8);
+    pair.xor_join = _mm256_cvtepi8_epi64(xj8);
+    pair.xor_split = _mm256_cvtepi8_epi64(xs8);
     const uint32_t lo = block_half(net, b, 0, _mm256_cvtepu8_epi64(t8), &pair, one_xreg);
     pair.sel = _mm256_cvtepi8_epi64(_mm_srli_si128(sel8, 4));
+    pair.xor_join = _mm256_cvtepi8_epi64(_mm_srli_si128(xj8, 4));
+    pair.xor_split = _mm256_cvtepi8_epi64(_mm_srli_si128(xs8, 4));
     const uint32_t hi =
         block_half(net, b, 1, _mm256_cvtepu8_epi64(_mm_srli_si128(t8, 4)), &pair, one_xreg);
     const uint32_t commit = lo | hi << 4;
