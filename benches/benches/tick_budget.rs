@@ -126,6 +126,24 @@ fn main() {
         benches.push(scen_rust(s, "rust"));
         benches.push(scen_c(s));
     }
+    // the floor of one C call per operation: knhk_version(), which returns a constant, called
+    // 62 times per iteration as wcp01_sequence_c calls knhk_fire (reported, not gated; on the
+    // Zen 3 machine the call and return alone take about 4 of WCP-1's ticks)
+    benches.push(Bench {
+        name: "call_floor_c".into(),
+        group: "patterns",
+        path: "-",
+        state_addr: 0,
+        ops: 62,
+        f: Box::new(|| {
+            let mut ok = true;
+            for _ in 0..62 {
+                // SAFETY: knhk_version takes no arguments and reads no memory.
+                ok &= black_box(unsafe { knhk_sys::knhk_version() }) != 0;
+            }
+            ok
+        }),
+    });
     // wide tasks (issue 13 item 4): a 62-way AND split and 62-input AND join (the short path at
     // full width) and a 20-way XOR split with guards (the general path): reported, not gated
     for s in [

@@ -3,7 +3,7 @@
  * Taken at run time when the CPU has AVX2 but not AVX-512 F/CD/VL (knhk_beat_path), or when a
  * caller names the path (knhk_block_fire_path, knhk_beat_simd_path). Never chosen at build
  * time: this file is compiled with per-function target attributes, the rest of libknhk stays
- * portable. It computes, for the lanes it takes, exactly what the scalar short path (fire_hot
+ * portable. It computes, for the lanes it takes, exactly what the scalar short path (fire_hot_any
  * in knhk_case.c) computes for a fire of a hot task: same tables (knhk_hot_t), same checks,
  * same marking, seq and flags. Every other lane (another operation, a task that is not hot, a
  * refusal, an explicit termination) goes through the scalar rules on its own, so the firing
@@ -70,7 +70,7 @@ typedef struct hot4 {
   __m256i commit;  /* all ones in the lanes the short path takes */
 } hot4;
 
-/* The rules of fire_hot on 4 lanes (see hot_rules in knhk_beat_avx512.c). `cand`: all ones in
+/* The rules of fire_hot_any on 4 lanes (see hot_rules in knhk_beat_avx512.c). `cand`: all ones in
  * lanes with a fire. `task`: any value (>= KNHK_MAX_TASKS, not hot: scalar rules);
  * `pair`: NULL, or the lanes fire t0 or t1 (both < ntasks); `m`, `busy`, `flags`: the lanes' words (flags
  * zero-extended). The XOR split's register: `xreg` when the caller loaded it (a block whose

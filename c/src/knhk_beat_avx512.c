@@ -2,7 +2,7 @@
  *
  * Taken at run time when the CPU has AVX-512 F, CD and VL (never chosen at build time: this
  * file is compiled with per-function target attributes, the rest of libknhk stays portable).
- * For the 8 lanes at once it computes exactly what the scalar short path (fire_hot in
+ * For the 8 lanes at once it computes exactly what the scalar short path (fire_hot_any in
  * knhk_case.c) computes for a fire of a hot task: same tables (knhk_hot_t), same checks, same
  * marking, seq and flags. A lane that is anything else (another operation, a task that is not
  * hot, a refusal, an explicit termination) goes through the scalar rules on its own, so the
@@ -76,7 +76,7 @@ typedef struct hot_lanes {
 #define TERN_A_OR_B_AND_C 0xF8   /* vpternlogq: a | (b & c) */
 #define TERN_A_OR_B_AND_C_ 0xA8  /* vpternlogq: (a | b) & c */
 
-/* The rules of fire_hot on 8 lanes, gathered into one vector of reasons to refuse (zero where
+/* The rules of fire_hot_any on 8 lanes, gathered into one vector of reasons to refuse (zero where
  * the short path takes the lane) and turned into a mask once at the end: on AVX-512 cores the
  * compares into mask registers share one port with the permutes, vector logic does not.
  * `candidates`: lanes with a fire. `task`: any value (a task the lookups cannot index, not hot

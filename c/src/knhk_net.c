@@ -336,7 +336,7 @@ static int guard_range(const knhk_term_t *term, uint64_t *lo, uint64_t *span) {
   return 1;
 }
 
-/* The short-path tables of task i (knhk_hot_t; fire_hot in knhk_case.c): kind 0 unless the
+/* The short-path tables of task i (knhk_hot_t; fire_hot_any and fire_short in knhk_case.c): kind 0 unless the
  * task's firing touches only the marking: AND or XOR join, AND split or two-way XOR split with
  * a range guard, no cancellation set, and no side state anywhere in the net (no OR-join or
  * discriminator could absorb or expect what the task produces). Called on a net that passed
