@@ -186,12 +186,144 @@ KNHK_AVX2 KNHK_INLINE uint32_t block_half(const knhk_net_t *net, knhk_block_t *b
   return (uint32_t)_mm256_movemask_pd(_mm256_castsi256_pd(r.commit));
 }
 
+/* Nets of at most 32 conditions and 32 tasks: a block's markings, busy sets and flags then
+ * fit in 32 bits, so its 8 lanes are one register of 32-bit lanes (the 64-bit fields packed
+ * on load, widened on store) and each rule is one vector operation instead of two (one per
+ * half). Blocks with a bit above 31 in any of those words (not a valid case of such a net,
+ * but a caller may write one) take the halves, so the result is the same byte for byte. */
+
+/* The low dwords of a's and b's four 64-bit lanes, in lane order: a0 a1 a2 a3 b0 b1 b2 b3. */
+KNHK_AVX2 KNHK_INLINE __m256i pack_lo32(__m256i a, __m256i b) {
+  const __m256i t = _mm256_blend_epi32(a, _mm256_slli_epi64(b, 32), 0xAA); /* a0 b0 a1 b1 ... */
+  return _mm256_permutevar8x32_epi32(t, _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
+}
+
+/* The low dword of table[t0] or, in the lanes of sel (32-bit lanes), of table[t1]. */
+KNHK_AVX2 KNHK_INLINE __m256i entry8(const uint64_t *table, const task_pair *pair, __m256i sel) {
+  const __m256i a = _mm256_set1_epi32((int)(uint32_t)table[pair->t0]);
+  if (pair->t1 == pair->t0) return a;
+  return _mm256_blendv_epi8(a, _mm256_set1_epi32((int)(uint32_t)table[pair->t1]), sel);
+}
+
+/* table[t0] or, in the lanes of sel (64-bit lanes), table[t1]: 64-bit entries for a half. */
+KNHK_AVX2 KNHK_INLINE __m256i entry4w(const uint64_t *table, const task_pair *pair,
+                                      __m256i sel) {
+  const __m256i a = _mm256_set1_epi64x((long long)table[pair->t0]);
+  if (pair->t1 == pair->t0) return a;
+  return _mm256_blendv_epi8(a, _mm256_set1_epi64x((long long)table[pair->t1]), sel);
+}
+
+/* Whether every marking, busy and flags word of the block fits in 32 bits. */
+KNHK_AVX2 KNHK_INLINE int block_fits32(const knhk_block_t *b) {
+  __m256i any = _mm256_setzero_si256();
+  for (size_t o = 0; o < KNHK_BEAT_LANES; o += 4) {
+    any = _mm256_or_si256(any, _mm256_load_si256((const __m256i *)&b->marking[o]));
+    any = _mm256_or_si256(any, _mm256_load_si256((const __m256i *)&b->busy[o]));
+    any = _mm256_or_si256(any, _mm256_load_si256((const __m256i *)&b->flags[o]));
+  }
+  return _mm256_testz_si256(any, _mm256_set1_epi64x((long long)0xFFFFFFFF00000000ull));
+}
+
+/* The rules of hot_rules4 for all 8 lanes of a block as 32-bit lanes, and the merge into the
+ * block. `sel8`, `xj8`, `xs8`: bytes of all ones in the lanes of t1, of an XOR join, of an
+ * XOR split (the caller's). Returns the committed lanes as 8 bits. */
+KNHK_AVX2 KNHK_INLINE uint32_t block_narrow(const knhk_net_t *net, knhk_block_t *b,
+                                            const task_pair *pair, __m128i sel8, __m128i xj8,
+                                            __m128i xs8, int one_xreg) {
+  const knhk_hot_t *h = KNHK_HOT_TABLES(net);
+  const __m256i zero = _mm256_setzero_si256();
+  const __m256i one = _mm256_set1_epi32(1);
+  const __m256i sel = _mm256_cvtepi8_epi32(sel8);
+#define LOAD4(field, o) _mm256_load_si256((const __m256i *)&b->field[o])
+  const __m256i m = pack_lo32(LOAD4(marking, 0), LOAD4(marking, 4));
+  const __m256i busy = pack_lo32(LOAD4(busy, 0), LOAD4(busy, 4));
+  const __m256i flags = pack_lo32(LOAD4(flags, 0), LOAD4(flags, 4));
+  __m256i bad = flags;
+  const __m256i pre = entry8(h->pre, pair, sel);
+  __m256i consume = pre;
+  if (pair->kinds & KNHK_HOT_XOR_JOIN) {
+    const __m256i xj = _mm256_cvtepi8_epi32(xj8);
+    const __m256i have = _mm256_and_si256(m, pre);
+    const __m256i less = _mm256_sub_epi32(have, one);
+    /* two or more bits: have & (have - 1); none: the top bit of (have - 1) & ~have */
+    const __m256i multi = _mm256_and_si256(have, less);
+    const __m256i none = _mm256_srli_epi32(_mm256_andnot_si256(have, less), 31);
+    bad = _mm256_or_si256(bad, _mm256_and_si256(xj, _mm256_or_si256(multi, none)));
+    consume = _mm256_blendv_epi8(pre, have, xj);
+  }
+  __m256i out = entry8(h->out_on, pair, sel);
+  if (pair->kinds & KNHK_HOT_XOR_SPLIT) {
+    /* the guard on 64-bit registers, a half at a time; its result packed like the fields */
+    const __m256i sel_lo = _mm256_cvtepi8_epi64(sel8);
+    const __m256i sel_hi = _mm256_cvtepi8_epi64(_mm_srli_si128(sel8, 4));
+    const uint32_t l0 = one_xreg ? h->xor_split_reg : h->meta[pair->t0].lhs;
+    const uint32_t l1 = one_xreg ? h->xor_split_reg : h->meta[pair->t1].lhs;
+    const int64_t *r0 = b->regs[l0 & (KNHK_REGISTERS - 1)];
+    const int64_t *r1 = b->regs[l1 & (KNHK_REGISTERS - 1)];
+    __m256i v_lo = _mm256_load_si256((const __m256i *)&r0[0]);
+    __m256i v_hi = _mm256_load_si256((const __m256i *)&r0[4]);
+    if (r1 != r0) {
+      v_lo = _mm256_blendv_epi8(v_lo, _mm256_load_si256((const __m256i *)&r1[0]), sel_lo);
+      v_hi = _mm256_blendv_epi8(v_hi, _mm256_load_si256((const __m256i *)&r1[4]), sel_hi);
+    }
+    const __m256i sign = _mm256_set1_epi64x((long long)0x8000000000000000ull);
+    /* unsigned v - lo > span */
+    const __m256i f_lo = _mm256_cmpgt_epi64(
+        _mm256_xor_si256(_mm256_sub_epi64(v_lo, entry4w(h->lo, pair, sel_lo)), sign),
+        _mm256_xor_si256(entry4w(h->span, pair, sel_lo), sign));
+    const __m256i f_hi = _mm256_cmpgt_epi64(
+        _mm256_xor_si256(_mm256_sub_epi64(v_hi, entry4w(h->lo, pair, sel_hi)), sign),
+        _mm256_xor_si256(entry4w(h->span, pair, sel_hi), sign));
+    const __m256i failed = _mm256_and_si256(_mm256_cvtepi8_epi32(xs8), pack_lo32(f_lo, f_hi));
+    out = _mm256_xor_si256(out, _mm256_and_si256(failed, entry8(h->out_flip, pair, sel)));
+  }
+  const __m256i x = _mm256_xor_si256(m, consume);
+  /* an input not marked or a token onto a marked condition; the task busy */
+  bad = _mm256_or_si256(bad, _mm256_and_si256(x, _mm256_or_si256(consume, out)));
+  bad = _mm256_or_si256(bad, _mm256_and_si256(busy, entry8(h->task_bit, pair, sel)));
+  __m256i ended = zero;
+  if (pair->kinds & KNHK_HOT_ENDS) {
+    /* the case ends: with other work left it is an explicit termination (scalar rules), else
+     * flags := DONE | COMPLETED */
+    const __m256i ends01 =
+        _mm256_srl_epi32(_mm256_and_si256(out, _mm256_set1_epi32((int)(uint32_t)net->output)),
+                         _mm_cvtsi32_si128((int)knhk_ctz64(net->output)));
+    const __m256i ends = _mm256_sub_epi32(zero, ends01); /* all ones */
+    bad = _mm256_or_si256(bad, _mm256_and_si256(_mm256_or_si256(x, busy), ends));
+    ended = _mm256_and_si256(ends, _mm256_set1_epi32(KNHK_FLAG_DONE | KNHK_FLAG_COMPLETED));
+  }
+  const __m256i commit = _mm256_cmpeq_epi32(bad, zero);
+  const __m256i nm = _mm256_blendv_epi8(m, _mm256_or_si256(x, out), commit);
+  _mm256_store_si256((__m256i *)&b->marking[0], _mm256_cvtepu32_epi64(_mm256_castsi256_si128(nm)));
+  _mm256_store_si256((__m256i *)&b->marking[4],
+                     _mm256_cvtepu32_epi64(_mm256_extracti128_si256(nm, 1)));
+  /* seq - (-1) = seq + 1 in committed lanes */
+  _mm256_store_si256((__m256i *)&b->seq[0],
+                     _mm256_sub_epi64(LOAD4(seq, 0),
+                                      _mm256_cvtepi32_epi64(_mm256_castsi256_si128(commit))));
+  _mm256_store_si256((__m256i *)&b->seq[4],
+                     _mm256_sub_epi64(LOAD4(seq, 4),
+                                      _mm256_cvtepi32_epi64(_mm256_extracti128_si256(commit, 1))));
+  if (pair->kinds & KNHK_HOT_ENDS) {
+    /* committed lanes' flags were 0 */
+    const __m256i nf = _mm256_or_si256(flags, _mm256_and_si256(ended, commit));
+    _mm256_store_si256((__m256i *)&b->flags[0],
+                       _mm256_cvtepu32_epi64(_mm256_castsi256_si128(nf)));
+    _mm256_store_si256((__m256i *)&b->flags[4],
+                       _mm256_cvtepu32_epi64(_mm256_extracti128_si256(nf, 1)));
+  }
+#undef LOAD4
+  return (uint32_t)_mm256_movemask_ps(_mm256_castsi256_ps(commit));
+}
+
 KNHK_AVX2 KNHK_HOT_ENTRY knhk_status knhk_block_fire_avx2(const knhk_net_t *net,
                                                           knhk_block_t *blocks, uint32_t nblocks,
                                                           const uint8_t *tasks,
                                                           uint8_t *statuses) {
   const knhk_hot_t *h = KNHK_HOT_TABLES(net);
   const int one_xreg = h->xor_split_reg < KNHK_REGISTERS;
+  /* every marking and busy set of the net fits in 32 bits (block_narrow) */
+  const int narrow = net->nconditions <= 32 && net->ntasks <= 32;
   for (uint32_t k = 0; k < nblocks; k++) {
     knhk_block_t *b = &blocks[k];
     const uint8_t *tk = &tasks[(size_t)k * KNHK_BEAT_LANES];
@@ -232,16 +364,21 @@ KNHK_AVX2 KNHK_HOT_ENTRY knhk_status knhk_block_fire_avx2(const knhk_net_t *net,
     const __m128i xj8 = KIND_LANES8(KNHK_HOT_XOR_JOIN);
     const __m128i xs8 = KIND_LANES8(KNHK_HOT_XOR_SPLIT);
 #undef KIND_LANES8
-    pair.sel = _mm256_cvtepi8_epi64(sel8);
-    pair.xor_join = _mm256_cvtepi8_epi64(xj8);
-    pair.xor_split = _mm256_cvtepi8_epi64(xs8);
-    const uint32_t lo = block_half(net, b, 0, _mm256_cvtepu8_epi64(t8), &pair, one_xreg);
-    pair.sel = _mm256_cvtepi8_epi64(_mm_srli_si128(sel8, 4));
-    pair.xor_join = _mm256_cvtepi8_epi64(_mm_srli_si128(xj8, 4));
-    pair.xor_split = _mm256_cvtepi8_epi64(_mm_srli_si128(xs8, 4));
-    const uint32_t hi =
-        block_half(net, b, 1, _mm256_cvtepu8_epi64(_mm_srli_si128(t8, 4)), &pair, one_xreg);
-    const uint32_t commit = lo | hi << 4;
+    uint32_t commit;
+    if (narrow && block_fits32(b)) {
+      commit = block_narrow(net, b, &pair, sel8, xj8, xs8, one_xreg);
+    } else {
+      pair.sel = _mm256_cvtepi8_epi64(sel8);
+      pair.xor_join = _mm256_cvtepi8_epi64(xj8);
+      pair.xor_split = _mm256_cvtepi8_epi64(xs8);
+      const uint32_t lo = block_half(net, b, 0, _mm256_cvtepu8_epi64(t8), &pair, one_xreg);
+      pair.sel = _mm256_cvtepi8_epi64(_mm_srli_si128(sel8, 4));
+      pair.xor_join = _mm256_cvtepi8_epi64(_mm_srli_si128(xj8, 4));
+      pair.xor_split = _mm256_cvtepi8_epi64(_mm_srli_si128(xs8, 4));
+      const uint32_t hi =
+          block_half(net, b, 1, _mm256_cvtepu8_epi64(_mm_srli_si128(t8, 4)), &pair, one_xreg);
+      commit = lo | hi << 4;
+    }
     memset(st, KNHK_OK, KNHK_BEAT_LANES);
     /* every other lane on the scalar rules (lanes are distinct cases: any order gives the
      * same result) */

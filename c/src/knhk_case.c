@@ -696,6 +696,24 @@ knhk_status knhk_fire_bits64(const knhk_net_t *net, knhk_case_t *c, uint32_t t,
   return fire_short(net, c, t, (uint32_t)branch_bits, 1, branch_bits);
 }
 
+/* fire_short inline in the loop: one call for the whole sequence. */
+KNHK_HOT_ENTRY knhk_status knhk_fire_sequence(const knhk_net_t *net, knhk_case_t *c,
+                                              const uint32_t *tasks, uint32_t n,
+                                              uint32_t *fired) {
+  uint32_t i = 0;
+  knhk_status s = KNHK_OK;
+  if (KNHK_UNLIKELY(!tasks && n)) {
+    s = KNHK_BAD_ARGUMENT;
+  } else {
+    for (; i < n; i++) {
+      s = fire_short(net, c, tasks[i], 0, 0, 0);
+      if (KNHK_UNLIKELY(s != KNHK_OK)) break;
+    }
+  }
+  if (fired) *fired = i;
+  return s;
+}
+
 knhk_status knhk_start_mi(const knhk_net_t *net, knhk_case_t *c, uint32_t t, uint32_t count) {
   knhk_status s = admit(net, c, t);
   if (s != KNHK_OK) return s;

@@ -1371,6 +1371,61 @@ static void chain_net(uint32_t n) {
   seal_ok();
 }
 
+/* knhk_fire_sequence against knhk_fire one task at a time: random task sequences (mostly
+ * enabled tasks, some not, some out of range) on random reachable cases of chain nets; same
+ * status (the first refusal), count fired and bytes. */
+static void test_fire_sequence(void) {
+  int mismatches = 0, partial = 0, whole = 0;
+  for (uint32_t size = 6; size <= 45; size += 13) {
+    chain_net(size);
+    uint32_t ntasks = net.ntasks;
+    for (int round = 0; round < 2000; round++) {
+      knhk_case_t start;
+      knhk_case_init(&net, &start);
+      for (uint32_t r = 0; r < KNHK_REGISTERS; r++) start.regs[r] = (int64_t)rnd(60) - 10;
+      uint32_t pre = rnd(ntasks);
+      for (uint32_t k = 0; k < pre; k++) {
+        uint64_t en = knhk_enabled(&net, &start);
+        if (!en) break;
+        (void)knhk_fire(&net, &start, (uint32_t)__builtin_ctzll(en));
+      }
+      /* a sequence that a case would take, with now and then a task it would refuse */
+      uint32_t tasks[16], n = rnd(16);
+      knhk_case_t probe = start;
+      for (uint32_t k = 0; k < n; k++) {
+        uint64_t en = knhk_enabled(&net, &probe);
+        uint32_t r = rnd(12);
+        tasks[k] = r == 0 ? ntasks + rnd(300) : r == 1 || !en ? rnd(ntasks) : (uint32_t)__builtin_ctzll(en);
+        (void)knhk_fire(&net, &probe, tasks[k]);
+      }
+      knhk_case_t one = start, seq = start;
+      knhk_status want = KNHK_OK;
+      uint32_t want_fired = 0;
+      for (; want_fired < n; want_fired++) {
+        want = knhk_fire(&net, &one, tasks[want_fired]);
+        if (want != KNHK_OK) break;
+      }
+      uint32_t fired = 99;
+      knhk_status got = knhk_fire_sequence(&net, &seq, tasks, n, &fired);
+      if (got != want || fired != want_fired || memcmp(&one, &seq, sizeof one) != 0) mismatches++;
+      partial += want != KNHK_OK;
+      whole += want == KNHK_OK && n > 1;
+    }
+  }
+  CHECK(mismatches == 0);
+  CHECK(partial > 100 && whole > 100);
+  /* no tasks: nothing fired, OK; NULL tasks with n > 0: BAD_ARGUMENT, nothing fired */
+  knhk_case_t c;
+  knhk_case_init(&net, &c);
+  knhk_case_t before = c;
+  uint32_t fired = 7;
+  CHECK_STATUS(knhk_fire_sequence(&net, &c, NULL, 0, &fired), KNHK_OK);
+  CHECK(fired == 0);
+  CHECK_STATUS(knhk_fire_sequence(&net, &c, NULL, 3, &fired), KNHK_BAD_ARGUMENT);
+  CHECK(fired == 0 && memcmp(&c, &before, sizeof c) == 0);
+  CHECK_STATUS(knhk_fire_sequence(&net, &c, (const uint32_t[]){0}, 1, NULL), KNHK_OK);
+}
+
 /* knhk_block_fire (AVX-512 where the CPU has it) and knhk_block_fire_scalar against
  * knhk_fire on each lane's case: same statuses, same bytes. Lanes in random reachable
  * states (some busy, some done), tasks mostly enabled, some not, some out of range, some
@@ -1956,6 +2011,7 @@ int main(void) {
   test_hot_guard_ranges();
   test_fire_short_kinds();
   test_block_paths_agree();
+  test_fire_sequence();
   test_wcp13_mi_design_time();
   test_wcp14_mi_run_time();
   test_wcp15_mi_dynamic();

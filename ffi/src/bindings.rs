@@ -473,6 +473,16 @@ unsafe extern "C" {
     ) -> knhk_status;
 }
 unsafe extern "C" {
+    #[doc = " Fires tasks[0], tasks[1], ..., tasks[n - 1] in order on one case, each as knhk_fire would\n  (each fire atomic), and stops at the first refusal: the case is then as after the fires\n  before it. *fired (may be NULL) receives the number of tasks fired. Returns KNHK_OK when all\n  n fired, else the refused fire's status; KNHK_BAD_ARGUMENT (nothing fired) for tasks NULL\n  with n > 0. For a case's known next steps (a replay, a batch of one case's events): the\n  call's own cost, about 4 ticks on the Zen 3 machine of docs/performance.md, is paid once."]
+    pub fn knhk_fire_sequence(
+        net: *const knhk_net_t,
+        c: *mut knhk_case_t,
+        tasks: *const u32,
+        n: u32,
+        fired: *mut u32,
+    ) -> knhk_status;
+}
+unsafe extern "C" {
     #[doc = " knhk_fire_bits with a predicate bit for each of up to KNHK_MAX_BRANCHES flows (wide tasks);\n  knhk_fire_bits(.., b) is knhk_fire_bits64(.., b) with flows 32 and up false."]
     pub fn knhk_fire_bits64(
         net: *const knhk_net_t,

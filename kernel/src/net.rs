@@ -326,6 +326,23 @@ impl Net {
         Error::check(unsafe { sys::knhk_fire(&self.raw, &mut case.raw, t) })
     }
 
+    /// Fires `tasks` in order on one case, each as [`Net::fire`] would, stopping at the first
+    /// refusal (the case is then as after the fires before it): one call into libknhk for the
+    /// whole sequence (`knhk_fire_sequence`). `Err((fired, error))`: the tasks before index
+    /// `fired` fired and `tasks[fired]` was refused with `error` (`BadArgument`, nothing fired,
+    /// for more than `u32::MAX` tasks).
+    #[inline]
+    pub fn fire_sequence(&self, case: &mut Case, tasks: &[u32]) -> Result<(), (usize, Error)> {
+        let n = u32::try_from(tasks.len()).map_err(|_| (0, Error::BadArgument))?;
+        let mut fired = 0u32;
+        // SAFETY: pointers from live references; the case is exclusively borrowed; `tasks`
+        // holds exactly n elements (empty: n = 0, the pointer is not read).
+        let s = unsafe {
+            sys::knhk_fire_sequence(&self.raw, &mut case.raw, tasks.as_ptr(), n, &mut fired)
+        };
+        Error::check(s).map_err(|e| (fired as usize, e))
+    }
+
     /// Start then complete with caller-computed predicate bits.
     #[inline]
     pub fn fire_with(&self, case: &mut Case, t: u32, branch_bits: u32) -> Result<(), Error> {

@@ -86,6 +86,42 @@ fn wcp01_sequence() {
     refused(&net, &mut case, |n, c| n.fire(c, a), Error::CaseComplete);
 }
 
+/// `Net::fire_sequence`: one call for a case's next steps; stops at the first refusal, naming
+/// how many fired, with the case as after them.
+#[test]
+fn wcp01_sequence_in_one_call() {
+    let mut b = B::new(4);
+    let a = b.task(Join::Xor, Split::And, &[0], &[1]);
+    let t = b.task(Join::Xor, Split::And, &[1], &[2]);
+    let u = b.task(Join::Xor, Split::And, &[2], &[3]);
+    let (net, case) = b.seal();
+    let mut c = case;
+    assert_eq!(net.fire_sequence(&mut c, &[a, t]), Ok(()));
+    assert_eq!(c.marking(), bit(2));
+    // u fires, then a is refused: the case completed
+    assert_eq!(
+        net.fire_sequence(&mut c, &[u, a, t]),
+        Err((1, Error::CaseComplete))
+    );
+    assert_eq!(net.state(&c), CaseState::Complete);
+    // a refusal first: nothing fired, nothing changed
+    let mut d = case;
+    assert_eq!(
+        net.fire_sequence(&mut d, &[t, a]),
+        Err((0, Error::NotEnabled))
+    );
+    assert_eq!(d, case);
+    assert_eq!(net.fire_sequence(&mut d, &[]), Ok(()));
+    // the same steps one call each end in the same bytes
+    let mut e = case;
+    for x in [a, t, u] {
+        net.fire(&mut e, x).unwrap();
+    }
+    let mut f = case;
+    net.fire_sequence(&mut f, &[a, t, u]).unwrap();
+    assert_eq!(e, f);
+}
+
 #[test]
 fn wcp02_parallel_split_and_wcp03_synchronization() {
     let mut b = B::new(6);
