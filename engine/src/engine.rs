@@ -433,6 +433,9 @@ pub struct Engine {
     archived: Arc<tokio::sync::Notify>,
     /// Task timers: their specifications, schedule and counters.
     timers: Arc<timers::Timers>,
+    /// Whether the reply threads hand each job's events to the batch hook (the event log's
+    /// exporters): [`Engine::set_export_events`].
+    export_events: Arc<AtomicBool>,
 }
 
 /// Counters of the archiver (metrics, health).
@@ -625,6 +628,7 @@ impl Engine {
             auto_tasks: AtomicBool::new(false),
             archived: Arc::new(tokio::sync::Notify::new()),
             timers: Arc::new(timers::Timers::default()),
+            export_events: Arc::new(AtomicBool::new(false)),
         });
         let mut threads = Vec::with_capacity(workers);
         for (index, port) in ports.into_iter().enumerate() {
@@ -636,6 +640,7 @@ impl Engine {
                 history_limit: engine.cfg.history_limit,
                 finished: archive.as_ref().map(|_| finished_tx.clone()),
                 timers: engine.timers.clone(),
+                export: engine.export_events.clone(),
             };
             let t = thread::Builder::new()
                 .name(format!("knhk-reply-{index}"))
@@ -1819,6 +1824,13 @@ impl Engine {
             .ok_or(EngineError::NoCase(case_id))
     }
 
+    /// From now on, each executed job carries the events its ops produced
+    /// ([`crate::workers::Job::exported`]) to the batch hook: the event log writes them for its
+    /// exporters. Set before serving (the first jobs after it carry their events).
+    pub fn set_export_events(&self, on: bool) {
+        self.export_events.store(on, Ordering::SeqCst);
+    }
+
     /// Subscribes to a shard's events; with `history_of`, atomically with a copy of that
     /// case's history so far (no event is missed or seen twice).
     pub fn subscribe(
@@ -2302,6 +2314,8 @@ struct ReplyCtx {
     /// To the archiver: (shard, slot, id) of each case that became terminal.
     finished: Option<std::sync::mpsc::Sender<(usize, u32, u64)>>,
     timers: Arc<timers::Timers>,
+    /// Whether jobs carry their events to the batch hook ([`Job::exported`]).
+    export: Arc<AtomicBool>,
 }
 
 fn reply_loop(mut port: ReplyPort, ctx: ReplyCtx) {
@@ -2349,13 +2363,16 @@ fn record(ctx: &ReplyCtx, job: &mut Job, scratch: &mut Vec<WatchItem>) {
         out,
         saved,
         data,
+        exported,
         ..
     } = job;
     scratch.clear();
     let mut book = lock(&ctx.book);
     // Under the book lock: a watcher subscribes under it too, so it sees every event
     // produced after its subscription point.
-    let watching = ctx.events.receiver_count() > 0;
+    let publishing = ctx.events.receiver_count() > 0;
+    let exporting = ctx.export.load(Ordering::Relaxed);
+    let watching = publishing || exporting;
     let book = &mut *book;
     let mut produced: u64 = 0;
     for (op, o) in ops.iter().zip(out.iter()) {
@@ -2513,7 +2530,11 @@ fn record(ctx: &ReplyCtx, job: &mut Job, scratch: &mut Vec<WatchItem>) {
     }
     let first = book.event_seq;
     book.event_seq += produced;
-    if watching && !scratch.is_empty() {
+    if exporting {
+        exported.clear();
+        exported.extend_from_slice(scratch);
+    }
+    if publishing && !scratch.is_empty() {
         let items = std::mem::replace(scratch, Vec::with_capacity(256));
         let _ = ctx.events.send(Arc::new(EventBatch {
             shard: ctx.shard,

@@ -354,6 +354,10 @@ pub struct Job {
     /// Called by the reply thread once the job has executed, before the batch hook (the event
     /// log) takes it: what a caller must do while the job's records are not yet durable.
     pub on_executed: OnExecuted,
+    /// The events the job's ops produced, in order, filled by the reply thread only while the
+    /// event log's exporters want them ([`crate::engine::Engine::set_export_events`]): the log
+    /// writes them next to the job's ops, where exporters read them.
+    pub exported: Vec<crate::engine::WatchItem>,
 }
 
 /// A callback the reply thread calls with an executed job.
@@ -381,6 +385,7 @@ impl Job {
             reply: None,
             time_ns: 0,
             on_executed: OnExecuted(None),
+            exported: Vec::new(),
         })
     }
 

@@ -58,10 +58,13 @@ use knhk_engine::workers::{Job, Op, OpKind, SavedCase, Status, REGISTERS};
 use knhk_engine::workflow::Workflow;
 use knhk_engine::{catalog, EngineError};
 
+pub mod export;
 pub mod frames;
 mod record;
 mod segment;
 
+pub use export::{ExportSink, Exported, ExporterStats, Position};
+pub use record::LoggedEvent;
 use record::*;
 use segment::*;
 
@@ -94,6 +97,7 @@ pub(crate) const K_COUNTERS: u8 = 4;
 pub(crate) const K_CASE: u8 = 5;
 pub(crate) const K_RETIRE: u8 = 6;
 pub(crate) const K_DELETE: u8 = 7;
+pub(crate) const K_EVENTS: u8 = 8;
 /// Cases saved per save job of a checkpoint.
 const SAVE_JOB_CASES: usize = 4096;
 
@@ -151,6 +155,8 @@ pub struct JournalStats {
     pub restored_cases: AtomicU64,
     /// 1 once a write or sync failed: from then on the server refuses work.
     pub failed: AtomicU64,
+    /// Compactions put off because an exporter had not read the sealed segments yet.
+    pub compactions_held: AtomicU64,
 }
 
 /// Another log whose records must be durable in the same group commit as the event log's (the
@@ -224,6 +230,20 @@ struct Shared {
     stats: Arc<JournalStats>,
     /// Synced in the same group commit (the audit log), when set.
     peer: OnceLock<Arc<dyn CommitPeer>>,
+    /// The end of what is durable (synced; in relaxed mode, written): exporters read up to it.
+    durable: Mutex<Position>,
+    durable_moved: Condvar,
+    /// Exporters, and the lowest segment any of them is in (`u64::MAX`: none): compaction
+    /// of a segment at or above it waits.
+    exporters: Mutex<export::Exporters>,
+    export_floor: AtomicU64,
+}
+
+impl Shared {
+    fn set_durable(&self, segment: u64, offset: u64) {
+        *lock(&self.durable) = Position { segment, offset };
+        self.durable_moved.notify_all();
+    }
 }
 
 /// The event log: a [`BatchHook`] that holds each job until its records are durable.
@@ -249,6 +269,28 @@ impl Journal {
     /// The configuration in force.
     pub fn config(&self) -> &JournalConfig {
         &self.cfg
+    }
+
+    /// Starts an exporter for `sink` (after [`EventLog::recover`], before serving): from now
+    /// on `engine`'s jobs carry their events into the log, and the exporter streams them to
+    /// the sink from where it resumes ([`export`]). Fails when the sink cannot say where.
+    pub fn add_exporter(
+        &self,
+        engine: &Arc<Engine>,
+        sink: Box<dyn ExportSink>,
+    ) -> io::Result<Arc<ExporterStats>> {
+        if self.shared.replaying.load(Ordering::SeqCst) {
+            return Err(io::Error::other(
+                "event log: exporters start after the log has been replayed",
+            ));
+        }
+        engine.set_export_events(true);
+        export::start(&self.cfg.dir, &self.shared, sink)
+    }
+
+    /// The exporters' counters.
+    pub fn exporters(&self) -> Vec<Arc<ExporterStats>> {
+        lock(&self.shared.exporters).stats.clone()
     }
 }
 
@@ -284,6 +326,8 @@ impl BatchHook for Journal {
         let n = put_batch(&mut q.buf, shard, &job);
         q.events += n;
         q.records += u64::from(n > 0);
+        // the job's events, for the exporters, in the same group commit as its ops
+        q.records += u64::from(put_events(&mut q.buf, shard, &job.exported));
         if s.relaxed {
             drop(q);
             job.release();
@@ -362,6 +406,8 @@ struct Writer {
     per_shard: u32,
     engine: Weak<Engine>,
     compacting: Arc<AtomicBool>,
+    /// The last sealed segment, when its compaction was put off for an exporter.
+    deferred: Option<u64>,
     /// The last compaction started: joined before the writer ends, so that no checkpoint is
     /// written into the directory after the log was closed.
     compactor: Option<JoinHandle<()>>,
@@ -390,6 +436,30 @@ impl Writer {
         self.file = f;
         self.segment = sealed + 1;
         self.size = size;
+        shared.set_durable(self.segment, self.size);
+        self.compact_sealed(shared);
+        Ok(())
+    }
+
+    /// Starts a compaction of every sealed segment, unless one runs already or an exporter
+    /// has not read them all (then it is put off until it has: `deferred`).
+    fn compact_sealed(&mut self, shared: &Arc<Shared>) {
+        let sealed = self.segment - 1;
+        if shared.export_floor.load(Ordering::SeqCst) <= sealed {
+            if self.deferred.is_none() {
+                shared
+                    .stats
+                    .compactions_held
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::info!(
+                    upto = sealed,
+                    "event log: compaction put off until every exporter has read the sealed \
+                     segments"
+                );
+            }
+            self.deferred = Some(sealed);
+            return;
+        }
         if self
             .compacting
             .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
@@ -434,7 +504,6 @@ impl Writer {
                 Err(_) => self.compacting.store(false, Ordering::SeqCst),
             }
         }
-        Ok(())
     }
 }
 
@@ -459,6 +528,11 @@ fn write_until_stopped(shared: &Arc<Shared>, w: &mut Writer) {
                     break;
                 }
                 if shared.stop.load(Ordering::SeqCst) || shared.failed.get().is_some() {
+                    break;
+                }
+                if w.deferred
+                    .is_some_and(|d| shared.export_floor.load(Ordering::SeqCst) > d)
+                {
                     break;
                 }
                 let timeout = if dirty {
@@ -527,6 +601,9 @@ fn write_until_stopped(shared: &Arc<Shared>, w: &mut Writer) {
                 st.events.fetch_add(events, Ordering::Relaxed);
                 st.records.fetch_add(records, Ordering::Relaxed);
                 st.bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
+                if wrote {
+                    shared.set_durable(w.segment, w.size);
+                }
                 for job in held.drain(..) {
                     job.release();
                 }
@@ -549,6 +626,13 @@ fn write_until_stopped(shared: &Arc<Shared>, w: &mut Writer) {
             }
         }
         buf.clear();
+        if w.deferred
+            .is_some_and(|d| shared.export_floor.load(Ordering::SeqCst) > d)
+        {
+            // the exporters have passed the segments whose compaction was put off
+            w.deferred = None;
+            w.compact_sealed(shared);
+        }
         if w.size >= w.segment_bytes {
             if let Err(e) = w.rotate(shared) {
                 fail(
@@ -748,6 +832,10 @@ impl Journal {
                 relaxed: jc.durability == Durability::Relaxed,
                 peer: OnceLock::new(),
                 stats,
+                durable: Mutex::new(Position::default()),
+                durable_moved: Condvar::new(),
+                exporters: Mutex::new(export::Exporters::default()),
+                export_floor: AtomicU64::new(u64::MAX),
             }),
             layout: found.layout,
             found: Mutex::new(Some(found)),
@@ -825,8 +913,10 @@ impl EventLog for Journal {
             per_shard: layout.1,
             engine: Arc::downgrade(engine),
             compacting: Arc::new(AtomicBool::new(false)),
+            deferred: None,
             compactor: None,
         };
+        self.shared.set_durable(segment, size);
         let shared = self.shared.clone();
         let handle = thread::Builder::new()
             .name("knhk-journal".into())
@@ -850,6 +940,8 @@ impl EventLog for Journal {
         if let Some(h) = lock(&self.writer).take() {
             let _ = h.join();
         }
+        self.shared.durable_moved.notify_all();
+        export::join(&mut lock(&self.shared.exporters));
     }
 }
 
@@ -1414,6 +1506,96 @@ mod tests {
             got,
             vec![(OpKind::Fire, 3, OP_TIMER), (OpKind::Complete, 4, OP_TIMER)]
         );
+    }
+
+    /// Events records (exporters): every field survives; a damaged payload is refused.
+    #[test]
+    fn events_record_roundtrip_and_refusals() {
+        use knhk_engine::command::{EventKind, NO_INSTANCE};
+        use knhk_engine::engine::{Lifecycle, WatchItem};
+        let item = |kind, task, lifecycle, instance| WatchItem {
+            case_id: 0x1_0000_0007,
+            workflow: 3,
+            kind,
+            task,
+            lifecycle,
+            instance,
+            time_ns: 1_700_000_000_123_456_789,
+            seq: 9,
+            state: knhk_engine::workers::State::Running,
+            marking: 1,
+            enabled: 2,
+        };
+        let events = vec![
+            item(EventKind::CaseCreated, 0, None, NO_INSTANCE),
+            item(EventKind::Task, 5, Some(Lifecycle::Start), NO_INSTANCE),
+            item(EventKind::Task, 63, Some(Lifecycle::TimerSkip), 65_535),
+            item(EventKind::CaseCancelled, 0, None, NO_INSTANCE),
+        ];
+        let mut buf = MAGIC.to_vec();
+        assert!(!put_events(&mut buf, 1, &[]), "no record without events");
+        assert!(put_events(&mut buf, 1, &events));
+        let (recs, d) = scan(&buf);
+        assert!(d.is_none());
+        assert_eq!(recs.len(), 1);
+        assert_eq!(recs[0].0, K_EVENTS);
+        let mut out = Vec::new();
+        assert_eq!(get_events(&buf[recs[0].1.clone()], &mut out), Ok(1));
+        let got: Vec<_> = out
+            .iter()
+            .map(|e| {
+                (
+                    e.case_id,
+                    e.workflow,
+                    e.time_ns,
+                    e.task,
+                    e.lifecycle,
+                    e.instance,
+                )
+            })
+            .collect();
+        let want: Vec<_> = events
+            .iter()
+            .map(|e| {
+                (
+                    e.case_id,
+                    e.workflow,
+                    e.time_ns,
+                    e.task,
+                    e.lifecycle,
+                    e.instance,
+                )
+            })
+            .collect();
+        assert_eq!(
+            out.iter().map(|e| e.kind).collect::<Vec<_>>(),
+            events.iter().map(|e| e.kind).collect::<Vec<_>>()
+        );
+        assert_eq!(got, want);
+        // a payload cut short, or with bytes left over, is refused with a reason
+        let p = &buf[recs[0].1.clone()];
+        assert!(get_events(&p[..p.len() - 1], &mut out).is_err());
+        let mut longer = p.to_vec();
+        longer.push(0);
+        assert!(get_events(&longer, &mut out)
+            .unwrap_err()
+            .contains("after the last event"));
+        assert_eq!(
+            "12:4096".parse::<Position>(),
+            Ok(Position {
+                segment: 12,
+                offset: 4096
+            })
+        );
+        assert_eq!(
+            Position {
+                segment: 12,
+                offset: 4096
+            }
+            .to_string(),
+            "12:4096"
+        );
+        assert!("12".parse::<Position>().is_err());
     }
 
     /// Multiple-instance ops (version 4): their instance, and a start's count, survive.

@@ -33,6 +33,13 @@
 //!                       checkpoints; an older reader ignores it)
 //! delete    (kind 7) := workflow index u16 | deleted unix ns u64     (DeleteWorkflow; kept by
 //!                       checkpoints with the workflow's record; an older reader ignores it)
+//! events    (kind 8) := shard u16 | n u32 | (case id u64 | workflow index u16 | time unix ns u64
+//!                       | event u8 (1 task, 2 case created, 3 completed, 4 cancelled,
+//!                         5 deadlocked) | task u8 | lifecycle u8 (0: none, else as in case
+//!                         records) | instance u32) × n
+//!                       (the events of the batch record just before it, written only while
+//!                       an exporter is configured, for the exporters: replay ignores them,
+//!                       checkpoints drop them, an older reader ignores them)
 //! ```
 //!
 //! Case records (version 3 on) appear only in checkpoints: one per case the engine held when
@@ -43,8 +50,9 @@
 //! [`state_code`]), mapped from the engine's types in one place, so a change of an engine enum
 //! cannot silently change the format.
 
+use knhk_engine::command::EventKind;
 use knhk_engine::command::NO_INSTANCE;
-use knhk_engine::engine::{ArmedTimer, Hist, Lifecycle};
+use knhk_engine::engine::{ArmedTimer, Hist, Lifecycle, WatchItem};
 use knhk_engine::workers::{
     Job, Op, OpKind, SavedCase, State, Status, OP_COUNT, OP_TIMER, OP_USE_BITS, REGISTERS,
 };
@@ -53,7 +61,8 @@ use knhk_import::ir::TimerTrigger;
 use knhk_import::Format;
 
 use crate::{
-    K_BATCH, K_CASE, K_COUNTERS, K_DELETE, K_HEADER, K_RETIRE, K_WORKFLOW, MAGIC, MAX_RECORD,
+    K_BATCH, K_CASE, K_COUNTERS, K_DELETE, K_EVENTS, K_HEADER, K_RETIRE, K_WORKFLOW, MAGIC,
+    MAX_RECORD,
 };
 
 /// A saved case in libknhk's format 1 (ABI up to 4): still restored.
@@ -562,6 +571,88 @@ pub(crate) fn lifecycle_of(c: u8) -> Result<Lifecycle, String> {
         7 => Lifecycle::TimerComplete,
         _ => return Err(format!("unknown lifecycle code {c}")),
     })
+}
+
+/// Appends the events record of a job's events (nothing when it has none); returns whether
+/// one was written.
+pub(crate) fn put_events(buf: &mut Vec<u8>, shard: usize, events: &[WatchItem]) -> bool {
+    if events.is_empty() {
+        return false;
+    }
+    frame(buf, K_EVENTS, |b| {
+        b.extend_from_slice(&(shard as u16).to_le_bytes());
+        b.extend_from_slice(&(events.len() as u32).to_le_bytes());
+        for e in events {
+            b.extend_from_slice(&e.case_id.to_le_bytes());
+            b.extend_from_slice(&e.workflow.to_le_bytes());
+            b.extend_from_slice(&e.time_ns.to_le_bytes());
+            b.push(match e.kind {
+                EventKind::Task => 1,
+                EventKind::CaseCreated => 2,
+                EventKind::CaseCompleted => 3,
+                EventKind::CaseCancelled => 4,
+                EventKind::CaseDeadlocked => 5,
+            });
+            b.push(e.task);
+            b.push(e.lifecycle.map_or(0, lifecycle_code));
+            b.extend_from_slice(&e.instance.to_le_bytes());
+        }
+    });
+    true
+}
+
+/// One event of an events record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoggedEvent {
+    pub case_id: u64,
+    /// The workflow's kernel index.
+    pub workflow: u16,
+    pub time_ns: u64,
+    pub kind: EventKind,
+    pub task: u8,
+    /// The task's transition ([`EventKind::Task`] only).
+    pub lifecycle: Option<Lifecycle>,
+    /// The instance of a multiple-instance task, or [`knhk_engine::command::NO_INSTANCE`].
+    pub instance: u32,
+}
+
+/// Decodes an events record's payload, appending to `out`; returns the shard.
+pub(crate) fn get_events(p: &[u8], out: &mut Vec<LoggedEvent>) -> Result<u16, String> {
+    let mut r = Rd { b: p };
+    let shard = r.u16()?;
+    let n = r.u32()?;
+    for _ in 0..n {
+        let case_id = r.u64()?;
+        let workflow = r.u16()?;
+        let time_ns = r.u64()?;
+        let kind = match r.u8()? {
+            1 => EventKind::Task,
+            2 => EventKind::CaseCreated,
+            3 => EventKind::CaseCompleted,
+            4 => EventKind::CaseCancelled,
+            5 => EventKind::CaseDeadlocked,
+            k => return Err(format!("unknown event code {k}")),
+        };
+        let task = r.u8()?;
+        let lifecycle = match r.u8()? {
+            0 => None,
+            c => Some(lifecycle_of(c)?),
+        };
+        let instance = r.u32()?;
+        out.push(LoggedEvent {
+            case_id,
+            workflow,
+            time_ns,
+            kind,
+            task,
+            lifecycle,
+            instance,
+        });
+    }
+    if !r.b.is_empty() {
+        return Err(format!("{} bytes after the last event", r.b.len()));
+    }
+    Ok(shard)
 }
 
 /// Case states after an op: 0 running, 1 complete, 2 deadlocked, 3 cancelled.

@@ -146,6 +146,9 @@ impl Check {
     }
 }
 
+/// How long an exporter with events to read may stand still before `/health` says it stalled.
+pub const EXPORTER_STALL: Duration = Duration::from_secs(10);
+
 /// The `/health` document.
 #[derive(Debug, Clone, Serialize)]
 pub struct HealthReport {
@@ -564,6 +567,38 @@ impl Observer {
         )))
     }
 
+    /// Exporters check (when there are exporters): Degraded while one's sink fails or it has
+    /// stalled behind the log for [`EXPORTER_STALL`] (compaction waits for it meanwhile; the
+    /// kernel does not).
+    fn exporter_check(&self) -> Option<Check> {
+        let exporters = self.metrics.slot.exporters();
+        if exporters.is_empty() {
+            return None;
+        }
+        let trouble: Vec<String> = exporters
+            .iter()
+            .filter_map(|e| e.trouble(EXPORTER_STALL))
+            .collect();
+        Some(if trouble.is_empty() {
+            Check::healthy(
+                exporters
+                    .iter()
+                    .map(|e| {
+                        format!(
+                            "exporter {}: {} events delivered, at {}",
+                            e.name,
+                            e.events.load(Ordering::Relaxed),
+                            e.position()
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
+        } else {
+            Check::degraded(trouble.join("; "))
+        })
+    }
+
     /// Capacity check: Degraded while a new case has no slot (every slot holds a running
     /// case); the running cases are still served.
     fn capacity_check(&self, engine: &Engine) -> Check {
@@ -737,6 +772,9 @@ impl Observer {
             }
             if let Some(j) = self.journal_check(&engine) {
                 checks.insert("journal".to_string(), j);
+            }
+            if let Some(x) = self.exporter_check() {
+                checks.insert("exporters".to_string(), x);
             }
         } else {
             checks.insert("workers".to_string(), Check::unhealthy("not started"));

@@ -8,29 +8,59 @@ use std::io;
 use std::sync::Arc;
 
 use knhk_engine::{BatchHook, Engine, EngineConfig, Immediate};
-use knhk_log::{apply_layout, CommitPeer, EventLog, Journal, JournalConfig};
+use knhk_log::{apply_layout, CommitPeer, EventLog, ExporterStats, Journal, JournalConfig};
 
 /// A started engine and, when durability is on, the event log it was recovered from.
 #[derive(Debug, Clone)]
 pub struct Core {
     pub engine: Arc<Engine>,
     pub log: Option<Arc<dyn EventLog>>,
+    /// The event log's exporters (`--export-xes`).
+    pub exporters: Vec<Arc<ExporterStats>>,
+}
+
+/// The exporters to start: `xes_file`, the document of `--export-xes`.
+#[derive(Debug, Clone, Default)]
+pub struct ExportConfig {
+    pub xes_file: Option<std::path::PathBuf>,
 }
 
 /// Starts the engine on `cfg` with the event log of `journal` when given (opened, the engine
 /// started with its layout, replayed), else with `hook` (or none). Blocking: run it on a
 /// blocking thread.
 pub fn start(
-    mut cfg: EngineConfig,
+    cfg: EngineConfig,
     hook: Option<Arc<dyn BatchHook>>,
     journal: Option<JournalConfig>,
     commit_peer: Option<Arc<dyn CommitPeer>>,
 ) -> io::Result<Core> {
+    start_exporting(cfg, hook, journal, commit_peer, &ExportConfig::default())
+}
+
+/// [`start`], then the exporters of `export` (they need the event log: refused without it).
+pub fn start_exporting(
+    mut cfg: EngineConfig,
+    hook: Option<Arc<dyn BatchHook>>,
+    journal: Option<JournalConfig>,
+    commit_peer: Option<Arc<dyn CommitPeer>>,
+    export: &ExportConfig,
+) -> io::Result<Core> {
     let Some(jc) = journal else {
+        if export.xes_file.is_some() {
+            return Err(io::Error::other(
+                "--export-xes needs the event log: exporters read committed events from it \
+                 (drop --durability off)",
+            ));
+        }
         let engine = Engine::start(cfg, hook.unwrap_or_else(|| Arc::new(Immediate)))?;
-        return Ok(Core { engine, log: None });
+        return Ok(Core {
+            engine,
+            log: None,
+            exporters: Vec::new(),
+        });
     };
-    let log: Arc<dyn EventLog> = Journal::open(jc)?;
+    let journal = Journal::open(jc)?;
+    let log: Arc<dyn EventLog> = journal.clone();
     if let Some(peer) = commit_peer {
         log.set_commit_peer(peer);
     }
@@ -40,9 +70,22 @@ pub fn start(
         engine.stop();
         return Err(e);
     }
+    let mut exporters = Vec::new();
+    if let Some(path) = &export.xes_file {
+        let sink = crate::exporter::XesFileSink::new(path, engine.clone());
+        match journal.add_exporter(&engine, Box::new(sink)) {
+            Ok(s) => exporters.push(s),
+            Err(e) => {
+                engine.stop();
+                log.close();
+                return Err(io::Error::other(format!("--export-xes: {e}")));
+            }
+        }
+    }
     Ok(Core {
         engine,
         log: Some(log),
+        exporters,
     })
 }
 

@@ -32,6 +32,7 @@ pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod cluster;
+pub mod exporter;
 pub mod grpc;
 pub mod metrics;
 pub mod reload;

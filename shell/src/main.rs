@@ -246,6 +246,11 @@ struct ServeArgs {
     /// Keep at most this many archived cases, the most recently finished (0: no limit).
     #[arg(long, env = "KNHK_ARCHIVE_RETENTION_CASES", default_value_t = 0)]
     archive_retention_cases: u64,
+    /// Append every committed task event, as it happens, to this XES document (an exporter
+    /// reading the event log: at least once, resumed after a restart from FILE.position; a
+    /// sink that stalls holds log compaction and shows on /health; docs/durability.md).
+    #[arg(long, env = "KNHK_EXPORT_XES", value_name = "FILE")]
+    export_xes: Option<PathBuf>,
     /// Address of the HTTP endpoints (/metrics, /health, /health/live, /health/ready,
     /// /health/startup; docs/operations.md), or `off` for none (and no gRPC metrics).
     #[arg(long, env = "KNHK_HTTP_ADDR", default_value = "127.0.0.1:9090", value_parser = parse_http_addr)]
@@ -631,6 +636,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         max_message_bytes: args.max_message_bytes.clamp(1024, 64 << 20),
         max_request_bytes_in_flight: args.max_request_bytes_in_flight,
         max_model_bytes: args.max_model_bytes.clamp(1024, 64 << 20),
+        export: Default::default(),
         drain_grace: Duration::from_millis(args.drain_grace_ms),
         shutdown_timeout: Duration::from_millis(args.shutdown_timeout_ms),
         tls: args
@@ -675,6 +681,14 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if args.export_xes.is_some() && args.durability == DurabilityArg::Off {
+        eprintln!(
+            "knhk serve: --export-xes needs the event log (exporters read committed events from \
+             it): drop --durability off"
+        );
+        return ExitCode::from(2);
+    }
+    cfg.export.xes_file = args.export_xes.clone();
     let journal = match args.durability {
         DurabilityArg::Off => None,
         mode => Some(JournalConfig {
@@ -695,6 +709,9 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
         if args.max_live_cases_per_namespace != 0 {
             not_built.push("--max-live-cases-per-namespace (a cluster-wide count of cases)");
+        }
+        if args.export_xes.is_some() {
+            not_built.push("--export-xes (exporters read the embedded event log)");
         }
         if !not_built.is_empty() {
             eprintln!(

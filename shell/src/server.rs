@@ -75,6 +75,8 @@ pub struct ServerConfig {
     /// Bytes of partly received request messages the server may hold, over every call
     /// (`crate::grpc::limits::RequestBudget`); 0: no limit.
     pub max_request_bytes_in_flight: u64,
+    /// Exporters of committed events (`--export-xes`); they need the event log.
+    pub export: crate::app::ExportConfig,
 }
 
 impl Default for ServerConfig {
@@ -98,6 +100,7 @@ impl Default for ServerConfig {
                 live_cases: 0,
             },
             max_request_bytes_in_flight: DEFAULT_REQUEST_BYTES_IN_FLIGHT,
+            export: crate::app::ExportConfig::default(),
         }
     }
 }
@@ -227,8 +230,9 @@ pub async fn serve_observed(
 
     let engine_cfg = cfg.engine.clone();
     let commit_peer = audit.clone().map(|a| a as Arc<dyn knhk_log::CommitPeer>);
+    let export = cfg.export.clone();
     let started = tokio::task::spawn_blocking(move || {
-        crate::app::start(engine_cfg, hook, journal, commit_peer)
+        crate::app::start_exporting(engine_cfg, hook, journal, commit_peer, &export)
     })
     .await;
     // Hand the listener over: the startup server stops (a health watcher opened during startup
@@ -262,6 +266,10 @@ pub async fn serve_observed(
     };
     observer.set_check("state", Check::healthy(state), true);
     observer.attach(&engine, journal.as_ref().map(|j| j.stats()), health.clone());
+    observer
+        .metrics()
+        .slot
+        .set_exporters(core.exporters.clone());
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)

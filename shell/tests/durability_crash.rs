@@ -645,6 +645,15 @@ struct InProc {
 }
 
 async fn start_in_process(journal: Option<JournalConfig>, workers: usize) -> InProc {
+    start_exporting(journal, workers, None).await
+}
+
+/// [`start_in_process`] with `--export-xes export` when given.
+async fn start_exporting(
+    journal: Option<JournalConfig>,
+    workers: usize,
+    export: Option<std::path::PathBuf>,
+) -> InProc {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -659,6 +668,7 @@ async fn start_in_process(journal: Option<JournalConfig>, workers: usize) -> InP
             ..EngineConfig::default()
         },
         drain_grace: Duration::from_millis(0),
+        export: knhk_shell::app::ExportConfig { xes_file: export },
         ..ServerConfig::default()
     };
     let done = tokio::spawn(async move {
@@ -891,18 +901,22 @@ async fn replay_restores_the_exact_state_across_checkpoints() {
 // ------------------------------------------------------------------------------- bench
 
 /// `cargo test --release -p knhk-shell --test durability_crash -- --ignored --nocapture bench`
+///
+/// Mode `sync+export-xes`: `sync` with the XES file exporter (`--export-xes`) following the
+/// log, in the same run (its cost to the bulk rate).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark: run explicitly"]
 async fn bench_bulk_throughput_durable_vs_relaxed_vs_memory() {
     let secs = env_u64("KNHK_BENCH_SECS", 5);
     let batch = env_u64("KNHK_BENCH_BATCH", 3072) as usize;
     let workers = env_u64("KNHK_BENCH_WORKERS", 1) as usize;
-    for mode in ["off", "relaxed", "sync"] {
-        let dir = scratch(&format!("bench-{mode}"));
+    for mode in ["off", "relaxed", "sync", "sync+export-xes"] {
+        let dir = scratch(&format!("bench-{}", mode.replace('+', "-")));
+        let export = mode.ends_with("export-xes").then(|| dir.join("events.xes"));
         let journal = match mode {
             "off" => None,
             m => Some(JournalConfig {
-                durability: if m == "sync" {
+                durability: if m.starts_with("sync") {
                     Durability::Sync
                 } else {
                     Durability::Relaxed
@@ -910,7 +924,7 @@ async fn bench_bulk_throughput_durable_vs_relaxed_vs_memory() {
                 ..JournalConfig::new(dir.join("data"))
             }),
         };
-        let srv = start_in_process(journal.clone(), workers).await;
+        let srv = start_exporting(journal.clone(), workers, export.clone()).await;
         let mut c = srv.client().await;
         register_cycles(&mut c).await;
         let ncases = (batch / 3).max(1);
@@ -1000,6 +1014,28 @@ async fn bench_bulk_throughput_durable_vs_relaxed_vs_memory() {
             fs as f64 / el,
             if fs > 0 { ev as f64 / fs as f64 } else { 0.0 }
         );
+        if let Some(doc) = &export {
+            // How far behind the exporter is when the load stops, and how long it takes to
+            // write the rest (the document stops growing).
+            let count = || std::fs::read_to_string(doc).map_or(0, |d| d.matches("<event>").count());
+            let (at_end, t_end) = (count(), Instant::now());
+            let (mut last, mut stable) = (at_end, Instant::now());
+            while stable.elapsed() < Duration::from_millis(500) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let n = count();
+                if n != last {
+                    (last, stable) = (n, Instant::now());
+                }
+            }
+            let caught_up = (stable - t_end).as_secs_f64();
+            println!(
+                "  export-xes: {at_end} events in the document when the load stopped, {last} \
+                 after {caught_up:.2}s more ({:.0} events/s over the run and the catch-up); \
+                 document {} bytes",
+                last as f64 / (el + caught_up),
+                std::fs::metadata(doc).map_or(0, |m| m.len())
+            );
+        }
         srv.stop().await;
         if journal.is_some() {
             // Replay speed and size per event, on the log just written.
@@ -1009,7 +1045,7 @@ async fn bench_bulk_throughput_durable_vs_relaxed_vs_memory() {
                 .map(|m| m.len())
                 .sum();
             let t1 = Instant::now();
-            let srv = start_in_process(journal, workers).await;
+            let srv = start_exporting(journal, workers, export).await;
             let st = srv.running.journal.clone().expect("stats");
             let n = st
                 .replayed_events

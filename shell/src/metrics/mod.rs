@@ -48,6 +48,7 @@ pub struct EngineSlot {
     journal: OnceLock<Arc<JournalStats>>,
     cluster: OnceLock<Weak<crate::cluster::Node>>,
     request_budget: OnceLock<Arc<crate::grpc::limits::RequestBudget>>,
+    exporters: OnceLock<Vec<Arc<knhk_log::ExporterStats>>>,
     /// Seconds since each worker's heartbeat last moved (maintained by the probes' watchdog).
     pub heartbeat_age: Mutex<Vec<f64>>,
 }
@@ -59,6 +60,16 @@ impl EngineSlot {
         if let Some(j) = journal {
             let _ = self.journal.set(j);
         }
+    }
+
+    /// Points the collector at the event log's exporters (`--export-xes`).
+    pub fn set_exporters(&self, exporters: Vec<Arc<knhk_log::ExporterStats>>) {
+        let _ = self.exporters.set(exporters);
+    }
+
+    /// The event log's exporters.
+    pub fn exporters(&self) -> &[Arc<knhk_log::ExporterStats>] {
+        self.exporters.get().map_or(&[], |v| v.as_slice())
     }
 
     /// Points the collector at the gRPC port's request byte budget.
@@ -228,6 +239,25 @@ struct WorkerLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ExporterLabel {
+    exporter: String,
+}
+
+/// An exporter's counters (docs/durability.md, "Exporters"): name, help, field.
+const EXPORTER_COUNTERS: [(&str, &str, Field<knhk_log::ExporterStats>); 2] = [
+    (
+        "knhk_exporter_events",
+        "Committed events an exporter delivered to its sink (repeats after a restart included)",
+        |e| &e.events,
+    ),
+    (
+        "knhk_exporter_failures",
+        "Deliveries of an exporter that failed (each retried)",
+        |e| &e.failures,
+    ),
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RingLabels {
     worker: String,
     ring: &'static str,
@@ -319,7 +349,7 @@ const CLUSTER_COUNTERS: [(&str, &str, Field<crate::cluster::ClusterStats>); 9] =
 ];
 
 /// The event log's counters: name, help, field.
-const JOURNAL_COUNTERS: [(&str, &str, Field<JournalStats>); 9] = [
+const JOURNAL_COUNTERS: [(&str, &str, Field<JournalStats>); 10] = [
     (
         "knhk_journal_fsyncs",
         "fdatasync calls of the event log that covered at least one record",
@@ -359,6 +389,11 @@ const JOURNAL_COUNTERS: [(&str, &str, Field<JournalStats>); 9] = [
         "knhk_journal_compactions",
         "Checkpoints written by the event log's compactor",
         |j| &j.compactions,
+    ),
+    (
+        "knhk_journal_compactions_held",
+        "Compactions put off because an exporter had not read the sealed segments (run once it has)",
+        |j| &j.compactions_held,
     ),
     (
         "knhk_journal_restored_cases",
@@ -696,6 +731,36 @@ impl prometheus_client::collector::Collector for EngineCollector {
                 MetricType::Histogram,
             )?;
             m.encode_histogram::<NoLabelSet>(total_sum as f64, total_count, &buckets, None)?;
+        }
+
+        // Exporters of committed events (`--export-xes`).
+        let exporters = self.slot.exporters();
+        if !exporters.is_empty() {
+            for (name, help, field) in EXPORTER_COUNTERS {
+                let mut m = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+                for e in exporters {
+                    let l = ExporterLabel {
+                        exporter: e.name.clone(),
+                    };
+                    ConstCounter::new(field(e).load(Ordering::Relaxed))
+                        .encode(m.encode_family(&l)?)?;
+                }
+            }
+            let mut m = encoder.encode_descriptor(
+                "knhk_exporter_lag",
+                "Bytes of the durable event log an exporter has not read yet (compaction waits for them)",
+                Some(&Unit::Bytes),
+                MetricType::Gauge,
+            )?;
+            for e in exporters {
+                let l = ExporterLabel {
+                    exporter: e.name.clone(),
+                };
+                ConstGauge::new(
+                    i64::try_from(e.lag_bytes.load(Ordering::Relaxed)).unwrap_or(i64::MAX),
+                )
+                .encode(m.encode_family(&l)?)?;
+            }
         }
 
         // Worker counters.
