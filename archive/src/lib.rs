@@ -381,6 +381,16 @@ impl CaseArchive for SqliteArchive {
         Ok(deleted)
     }
 
+    fn delete_workflow(&self, workflow: u16) -> Result<u64, String> {
+        self.conn()
+            .execute(
+                "DELETE FROM cases WHERE workflow = ?1",
+                params![i64::from(workflow)],
+            )
+            .map(|n| n as u64)
+            .map_err(|e| err("archive: deleting a workflow version's cases", e))
+    }
+
     fn count(&self) -> Result<u64, String> {
         self.conn()
             .query_row("SELECT count(*) FROM cases", [], |r| r.get::<_, i64>(0))

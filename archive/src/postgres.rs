@@ -576,6 +576,22 @@ impl CaseArchive for PgArchive {
         })
     }
 
+    fn delete_workflow(&self, workflow: u16) -> Result<u64, String> {
+        self.call(move |inner| async move {
+            let g = inner.ready(&inner.writer, true).await?;
+            let client = g
+                .as_ref()
+                .ok_or_else(|| "archive (PostgreSQL): no connection".to_string())?;
+            client
+                .execute(
+                    "DELETE FROM knhk_cases WHERE workflow = $1",
+                    &[&i32::from(workflow)],
+                )
+                .await
+                .map_err(|e| pg("deleting a workflow version's cases", e))
+        })
+    }
+
     fn count(&self) -> Result<u64, String> {
         self.call(|inner| async move {
             let g = inner.ready(&inner.reader, false).await?;

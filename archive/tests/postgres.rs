@@ -117,3 +117,11 @@ async fn events_view_and_a_connection_opened_again() {
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(count, Ok(40));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_deleted_with_its_history_leaves_memory_and_the_archive() {
+    let Some((_db, a)) = fresh("history") else {
+        return;
+    };
+    contract::a_version_deleted_with_its_history_leaves_memory_and_the_archive(a).await;
+}

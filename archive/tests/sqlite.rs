@@ -41,3 +41,9 @@ async fn while_the_archive_fails_nothing_is_evicted_and_creation_says_why() {
     let (_d, a) = fresh("down");
     contract::while_the_archive_fails_nothing_is_evicted_and_creation_says_why(a).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_deleted_with_its_history_leaves_memory_and_the_archive() {
+    let (_d, a) = fresh("history");
+    contract::a_version_deleted_with_its_history_leaves_memory_and_the_archive(a).await;
+}

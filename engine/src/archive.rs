@@ -87,6 +87,9 @@ pub trait CaseArchive: Send + Sync + std::fmt::Debug + 'static {
     fn list(&self, q: &ArchiveQuery) -> Result<Vec<FinishedCase>, String>;
     /// Deletes what `r` says; returns how many cases were deleted.
     fn prune(&self, r: &Retention, now_ns: u64) -> Result<u64, String>;
+    /// Deletes every case of the workflow at kernel index `workflow` (a version deleted with
+    /// its history); returns how many. Idempotent.
+    fn delete_workflow(&self, workflow: u16) -> Result<u64, String>;
     /// Cases archived.
     fn count(&self) -> Result<u64, String>;
     /// A short name for logs and metrics ("sqlite").

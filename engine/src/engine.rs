@@ -898,11 +898,17 @@ impl Engine {
     /// them, or retire the workflow and wait). The history of its finished cases stays (they
     /// keep their workflow). Durable first (the hook's [`BatchHook::deleted`]), then in force;
     /// deleting a deleted version returns it as it is. Its kernel index is not reused.
+    ///
+    /// With `delete_history`, its finished cases go too, on purpose: the deletion's record
+    /// says so (durable first), then [`Engine::purge_deleted_history`] removes them from memory
+    /// and from the archive, and they are never archived again. A version deleted before
+    /// without it may be deleted again with it; a retry runs the purge again.
     pub fn delete_in(
         &self,
         namespace: &str,
         id: &str,
         version: u32,
+        delete_history: bool,
     ) -> Result<Arc<Workflow>, EngineError> {
         if self.is_draining() {
             return Err(EngineError::Draining);
@@ -928,6 +934,17 @@ impl Engine {
                 newest: versions.len() as u32,
             })?;
         if wf.deleted.load(Ordering::Acquire) {
+            if !delete_history {
+                return Ok(wf);
+            }
+            if !wf.history_deleted.swap(true, Ordering::AcqRel) {
+                // deleted before, its history kept then: this deletion's record says so now
+                if let Err(e) = self.hook.deleted(&wf) {
+                    wf.history_deleted.store(false, Ordering::Release);
+                    return Err(e);
+                }
+            }
+            self.purge_deleted_history(&wf)?;
             return Ok(wf);
         }
         // Cases are counted with the version already refusing creations (`refuse_retired`),
@@ -944,18 +961,88 @@ impl Engine {
                 if unfinished == 1 { "" } else { "s" }
             )));
         }
+        wf.history_deleted.store(delete_history, Ordering::Release);
         if let Err(e) = self.hook.deleted(&wf) {
             wf.deleted.store(false, Ordering::Release);
+            wf.history_deleted.store(false, Ordering::Release);
             return Err(e);
+        }
+        if delete_history {
+            self.purge_deleted_history(&wf)?;
         }
         Ok(wf)
     }
 
-    /// Replay: the workflow at `index` was deleted.
-    pub fn mark_deleted(&self, index: u16) -> Result<(), EngineError> {
-        self.logged_workflow(index, "deletion")?
-            .deleted
-            .store(true, Ordering::Release);
+    /// Removes the finished cases of `wf` (deleted with its history) from memory and from the
+    /// archive: their slots are free for new cases (a new id each: the slot's generation moves
+    /// on), and a read of one answers as for a case that never existed. Idempotent; also run
+    /// after a replay, which brings such cases back from the log
+    /// ([`Engine::purge_deleted_histories`]). Returns how many were removed.
+    pub fn purge_deleted_history(&self, wf: &Workflow) -> Result<u64, EngineError> {
+        let mut purged = 0u64;
+        for shard in &self.shards {
+            let mut book = lock(&shard.book);
+            for slot in 0..book.slots.len() as u32 {
+                let s = &book.slots[slot as usize];
+                if s.id == 0 || !s.terminal || s.workflow != wf.index {
+                    continue;
+                }
+                let held = book.history_held(slot);
+                let s = &mut book.slots[slot as usize];
+                *s = SlotBook {
+                    history: std::mem::take(&mut s.history),
+                    generation: s.generation,
+                    ..SlotBook::empty()
+                };
+                s.history.clear();
+                let cleared = book.history_held(slot);
+                book.account_history(held, cleared);
+                book.free.push(slot);
+                purged += 1;
+            }
+        }
+        if let Some(archive) = &self.cfg.archive {
+            purged += archive.delete_workflow(wf.index).map_err(|e| {
+                EngineError::Unavailable(format!(
+                    "workflow {} version {} is deleted, but the archive could not delete its \
+                     cases yet ({e}): deleting it again with its history retries, and a restart \
+                     does",
+                    crate::error::echo(&wf.id),
+                    wf.version
+                ))
+            })?;
+        }
+        if purged > 0 {
+            tracing::info!(
+                workflow = %wf.id,
+                version = wf.version,
+                cases = purged,
+                "finished cases deleted with their workflow version"
+            );
+        }
+        Ok(purged)
+    }
+
+    /// [`Engine::purge_deleted_history`] of every workflow deleted with its history (after a
+    /// replay).
+    pub fn purge_deleted_histories(&self) -> Result<u64, EngineError> {
+        let mut n = 0;
+        for wf in self.workflows() {
+            if wf.history_deleted.load(Ordering::Acquire) {
+                n += self.purge_deleted_history(&wf)?;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Replay: the workflow at `index` was deleted (`with_history`: its finished cases with
+    /// it; they are purged once the replay has ended).
+    pub fn mark_deleted(&self, index: u16, with_history: bool) -> Result<(), EngineError> {
+        let wf = self.logged_workflow(index, "deletion")?;
+        wf.deleted.store(true, Ordering::Release);
+        if with_history {
+            wf.history_deleted.store(true, Ordering::Release);
+        }
         Ok(())
     }
 
@@ -2816,6 +2903,10 @@ fn collect_finished(ctx: &ArchiverCtx, batch: &[(usize, u32, u64)]) -> Vec<Finis
             continue;
         }
         let wf = wfs.get(usize::from(s.workflow));
+        if wf.is_some_and(|w| w.history_deleted.load(Ordering::Acquire)) {
+            // deleted with its workflow version: never archived
+            continue;
+        }
         out.push(FinishedCase {
             case_id: id,
             workflow: s.workflow,

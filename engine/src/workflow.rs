@@ -109,6 +109,9 @@ pub struct Workflow {
     /// Deleted (`Engine::delete_in`): neither listed nor found by id, no new case; the
     /// history of its finished cases still names it.
     pub deleted: std::sync::atomic::AtomicBool,
+    /// Deleted with its history (`DeleteWorkflow` with `delete_history`): its finished cases
+    /// are removed from memory and from the archive, and never archived again.
+    pub history_deleted: std::sync::atomic::AtomicBool,
 }
 
 /// What makes two registrations the same (`Engine::register_in`'s idempotence): SHA-256 over
@@ -296,6 +299,7 @@ impl Workflow {
             source_digest: None,
             retired: std::sync::atomic::AtomicBool::new(false),
             deleted: std::sync::atomic::AtomicBool::new(false),
+            history_deleted: std::sync::atomic::AtomicBool::new(false),
         }
     }
 

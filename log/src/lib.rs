@@ -355,7 +355,12 @@ impl BatchHook for Journal {
 
     fn deleted(&self, wf: &Workflow) -> Result<(), EngineError> {
         self.append_durably("deletion", |buf| {
-            put_delete(buf, wf.index, knhk_engine::engine::now_ns())
+            put_delete(
+                buf,
+                wf.index,
+                knhk_engine::engine::now_ns(),
+                wf.history_deleted.load(Ordering::Acquire),
+            )
         })
     }
 
@@ -707,8 +712,8 @@ fn compact(
                 let (index, at) = get_retire(&data[r]).map_err(io::Error::other)?;
                 put_retire(&mut out, index, at);
             } else if kind == K_DELETE {
-                let (index, at) = get_retire(&data[r]).map_err(io::Error::other)?;
-                put_delete(&mut out, index, at);
+                let (index, at, with_history) = get_delete(&data[r]).map_err(io::Error::other)?;
+                put_delete(&mut out, index, at, with_history);
             }
         }
     }
@@ -864,6 +869,10 @@ impl EventLog for Journal {
             .ok_or_else(|| io::Error::other("event log: recover called twice"))?;
         let t0 = Instant::now();
         let replayed = replay(engine, &found, &self.stats().restored_cases)?;
+        // Finished cases of versions deleted with their history came back with their ops.
+        if let Err(e) = engine.purge_deleted_histories() {
+            tracing::warn!(error = %e, "event log: deleted history not purged yet");
+        }
         let ns = u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
         let st = self.stats();
         st.replayed_events.store(replayed, Ordering::Relaxed);
@@ -1026,11 +1035,10 @@ fn replay(engine: &Arc<Engine>, found: &Found, restored_cases: &AtomicU64) -> io
                     .mark_retired(index)
                     .map_err(|e| bad(format!("event log segment {num}: retirement: {e}")))?;
             } else if *kind == K_DELETE {
-                // Same payload as a retirement: the index and when.
-                let (index, _) = get_retire(&data[r.clone()])
+                let (index, _, with_history) = get_delete(&data[r.clone()])
                     .map_err(|e| bad(format!("event log segment {num}: deletion: {e}")))?;
                 engine
-                    .mark_deleted(index)
+                    .mark_deleted(index, with_history)
                     .map_err(|e| bad(format!("event log segment {num}: deletion: {e}")))?;
             }
         }
@@ -1505,6 +1513,24 @@ mod tests {
         assert_eq!(
             got,
             vec![(OpKind::Fire, 3, OP_TIMER), (OpKind::Complete, 4, OP_TIMER)]
+        );
+    }
+
+    /// Delete records: the history flag survives, and a record without it (as written before
+    /// it existed) reads as a deletion that kept the history.
+    #[test]
+    fn delete_record_with_and_without_history() {
+        let mut buf = MAGIC.to_vec();
+        put_delete(&mut buf, 7, 123, true);
+        put_delete(&mut buf, 8, 456, false);
+        let (recs, d) = scan(&buf);
+        assert!(d.is_none());
+        assert_eq!(get_delete(&buf[recs[0].1.clone()]), Ok((7, 123, true)));
+        assert_eq!(get_delete(&buf[recs[1].1.clone()]), Ok((8, 456, false)));
+        assert_eq!(
+            get_retire(&buf[recs[0].1.clone()]),
+            Ok((7, 123)),
+            "an older reader"
         );
     }
 

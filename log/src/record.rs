@@ -33,6 +33,7 @@
 //!                       checkpoints; an older reader ignores it)
 //! delete    (kind 7) := workflow index u16 | deleted unix ns u64     (DeleteWorkflow; kept by
 //!                       checkpoints with the workflow's record; an older reader ignores it)
+//!                       | [flags u8: bit 0 its finished cases were deleted with it; absent = 0]
 //! events    (kind 8) := shard u16 | n u32 | (case id u64 | workflow index u16 | time unix ns u64
 //!                       | event u8 (1 task, 2 case created, 3 completed, 4 cancelled,
 //!                         5 deadlocked) | task u8 | lifecycle u8 (0: none, else as in case
@@ -886,12 +887,28 @@ pub(crate) fn put_retire(buf: &mut Vec<u8>, index: u16, at_ns: u64) {
     });
 }
 
-/// A workflow version's deletion: its index and when (the retirement's layout).
-pub(crate) fn put_delete(buf: &mut Vec<u8>, index: u16, at_ns: u64) {
+/// A workflow version's deletion: its index and when (the retirement's layout), then, when its
+/// finished cases were deleted with it, a flags byte with bit 0 set (an older reader ignores
+/// it).
+pub(crate) fn put_delete(buf: &mut Vec<u8>, index: u16, at_ns: u64, with_history: bool) {
     frame(buf, K_DELETE, |b| {
         b.extend_from_slice(&index.to_le_bytes());
         b.extend_from_slice(&at_ns.to_le_bytes());
+        if with_history {
+            b.push(DELETE_WITH_HISTORY);
+        }
     });
+}
+
+/// Bit of a delete record's optional flags byte: the version's finished cases went with it.
+pub(crate) const DELETE_WITH_HISTORY: u8 = 1;
+
+/// Reads a deletion's payload: index, when, and whether its history went with it.
+pub(crate) fn get_delete(p: &[u8]) -> Result<(u16, u64, bool), String> {
+    let mut r = Rd { b: p };
+    let (index, at) = (r.u16()?, r.u64()?);
+    let flags = if r.b.is_empty() { 0 } else { r.u8()? };
+    Ok((index, at, flags & DELETE_WITH_HISTORY != 0))
 }
 
 /// Reads a retirement's or a deletion's payload.

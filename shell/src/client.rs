@@ -38,6 +38,9 @@ pub enum ClientCommand {
         /// The version to delete (as `knhk workflows` lists it, from 1).
         #[arg(long)]
         version: u32,
+        /// Also delete the history of its finished cases (memory and archive), on purpose.
+        #[arg(long)]
+        delete_history: bool,
     },
     /// Create a case of a workflow.
     Create {
@@ -315,17 +318,29 @@ pub async fn run(
                 w.workflow_id, w.cases_created
             );
         }
-        ClientCommand::DeleteWorkflow { workflow, version } => {
+        ClientCommand::DeleteWorkflow {
+            workflow,
+            version,
+            delete_history,
+        } => {
             let w = c
                 .delete_workflow(proto::DeleteWorkflowRequest {
                     workflow_id: workflow,
                     version,
+                    delete_history,
                 })
                 .await?
                 .into_inner();
             println!(
-                "{} version {} deleted ({} cases created on it)",
-                w.workflow_id, w.version, w.cases_created
+                "{} version {} deleted ({} cases created on it){}",
+                w.workflow_id,
+                w.version,
+                w.cases_created,
+                if delete_history {
+                    ", with the history of its finished cases"
+                } else {
+                    ""
+                }
             );
         }
         ClientCommand::Create {

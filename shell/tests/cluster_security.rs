@@ -151,6 +151,7 @@ async fn forwarded_calls_act_for_the_caller_and_every_node_audits_what_it_did() 
         .delete_workflow(proto::DeleteWorkflowRequest {
             workflow_id: "seq".into(),
             version: 1,
+            delete_history: false,
         })
         .await
         .expect_err("DeleteWorkflow in cluster mode");

@@ -795,6 +795,7 @@ async fn replay_restores_the_exact_state_across_checkpoints() {
     c.delete_workflow(proto::DeleteWorkflowRequest {
         workflow_id: "doomed".into(),
         version: doomed.version,
+        delete_history: false,
     })
     .await
     .expect("delete doomed");

@@ -172,3 +172,114 @@ async fn evicted_cases_come_from_the_archive(name: &str, archive: &[&str]) {
     p.kill();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Runs one case of `workflow` to completion, firing its first enabled task each step.
+async fn run_one(c: &mut Client, workflow: &str) -> u64 {
+    let mut case = c
+        .create_case(proto::CreateCaseRequest {
+            workflow_id: workflow.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("create")
+        .into_inner();
+    while case.state == proto::CaseState::Running as i32 {
+        let t = case.enabled_tasks.first().expect("a task enabled").clone();
+        case = c
+            .fire_task(proto::TaskRequest {
+                case_id: case.case_id,
+                task: t,
+                ..Default::default()
+            })
+            .await
+            .expect("fire")
+            .into_inner();
+    }
+    case.case_id
+}
+
+/// DeleteWorkflow with `delete_history`: the version's finished cases leave memory and the
+/// archive (GetCase NOT_FOUND, absent from ListCases and the export), the next version's stay,
+/// and it holds after SIGKILL and a restart, whose replay brings the cases back from the log
+/// only for them to be removed again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_deleted_with_its_history_is_gone_from_memory_archive_and_restarts() {
+    let dir = scratch("grpc-delete-history");
+    let args = ["--case-capacity", "4"];
+    let mut p = spawn(&dir.join("data"), &dir.join("a.log"), &args, None);
+    let mut c = p.ready().await.expect("server");
+    let mut v1 = Vec::new();
+    for (model, version) in [
+        ("yawl/WPC1Sequence.yawl", 1),
+        ("yawl/WPC3Synchronization.yawl", 2),
+    ] {
+        let w = c
+            .register_workflow(proto::RegisterWorkflowRequest {
+                model: corpus(model),
+                format: proto::ModelFormat::Yawl as i32,
+                workflow_id: "seq".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("register")
+            .into_inner()
+            .workflow
+            .expect("workflow");
+        assert_eq!(w.version, version);
+        if version == 1 {
+            // version 1's cases run before version 2 exists: 6 cases through 4 slots
+            for _ in 0..6 {
+                v1.push(run_one(&mut c, "seq").await);
+            }
+        }
+    }
+    let mut v2 = Vec::new();
+    for _ in 0..3 {
+        v2.push(run_one(&mut c, "seq").await);
+    }
+    c.delete_workflow(proto::DeleteWorkflowRequest {
+        workflow_id: "seq".into(),
+        version: 1,
+        delete_history: true,
+    })
+    .await
+    .expect("delete version 1 with its history");
+    for round in ["before the restart", "after SIGKILL and a restart"] {
+        for &id in &v1 {
+            let r = c.get_case(proto::GetCaseRequest { case_id: id }).await;
+            assert_eq!(
+                r.map(|_| ()).unwrap_err().code(),
+                tonic::Code::NotFound,
+                "{round}: case {id} of the deleted version"
+            );
+        }
+        for &id in &v2 {
+            c.get_case(proto::GetCaseRequest { case_id: id })
+                .await
+                .unwrap_or_else(|e| panic!("{round}: case {id} of version 2: {e}"));
+        }
+        let mut listed: Vec<u64> = list(&mut c, true, 0)
+            .await
+            .iter()
+            .map(|x| x.case_id)
+            .collect();
+        listed.sort_unstable();
+        assert_eq!(listed, v2, "{round}: only version 2's cases are listed");
+        let doc = c
+            .export_case_xes(proto::ExportCaseXesRequest {
+                case_id: 0,
+                workflow_id: "seq".into(),
+            })
+            .await
+            .expect("export")
+            .into_inner();
+        assert_eq!(doc.traces, 3, "{round}: the export holds version 2's cases");
+        if round.starts_with("before") {
+            p.kill();
+            p = spawn(&dir.join("data"), &dir.join("b.log"), &args, None);
+            c = p.ready().await.expect("restart");
+        }
+    }
+    p.kill();
+    let _ = std::fs::remove_dir_all(&dir);
+}

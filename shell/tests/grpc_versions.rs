@@ -221,6 +221,7 @@ async fn delete(c: &mut Client, id: &str, version: u32) -> Result<proto::Workflo
     c.delete_workflow(proto::DeleteWorkflowRequest {
         workflow_id: id.into(),
         version,
+        delete_history: false,
     })
     .await
     .map(|r| r.into_inner())

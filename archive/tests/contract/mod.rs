@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use knhk_engine::archive::{ArchiveQuery, CaseArchive, FinishedCase, Retention};
 use knhk_engine::engine::{Hist, Lifecycle};
 use knhk_engine::workers::{OpKind, Outcome, State, Status, REGISTERS};
+use knhk_engine::workflow::DEFAULT_NAMESPACE;
 use knhk_engine::{catalog, Data, Engine, EngineConfig, EngineError, Immediate};
 
 fn case(id: u64, created: u64, finished: u64, wf: u16) -> FinishedCase {
@@ -249,6 +250,9 @@ impl CaseArchive for Switchable {
     fn prune(&self, r: &Retention, now: u64) -> Result<u64, String> {
         self.inner.prune(r, now)
     }
+    fn delete_workflow(&self, workflow: u16) -> Result<u64, String> {
+        self.inner.delete_workflow(workflow)
+    }
     fn count(&self) -> Result<u64, String> {
         self.inner.count()
     }
@@ -266,6 +270,12 @@ fn start(archive: Arc<Switchable>, capacity: usize) -> Arc<Engine> {
         ..EngineConfig::default()
     };
     let engine = Engine::start(cfg, Arc::new(Immediate)).expect("engine");
+    register(&engine);
+    engine
+}
+
+/// Registers MODEL as "two" (a new version each time).
+fn register(engine: &Engine) {
     let c = catalog::compile(MODEL.as_bytes(), None).expect("model");
     engine
         .register(
@@ -284,7 +294,6 @@ fn start(archive: Arc<Switchable>, capacity: usize) -> Arc<Engine> {
             |_| Ok(()),
         )
         .expect("register");
-    engine
 }
 
 async fn finish(engine: &Engine) -> u64 {
@@ -383,5 +392,65 @@ pub async fn while_the_archive_fails_nothing_is_evicted_and_creation_says_why(
             "case {id} archived"
         );
     }
+    engine.stop();
+}
+
+/// A version deleted with its history: its finished cases leave memory and the archive (a
+/// read answers as for a case that never was), the other version's stay, and none of them is
+/// archived again; deleting it again (a retry) changes nothing. A version deleted without it
+/// first keeps its history until it is deleted again with it.
+pub async fn a_version_deleted_with_its_history_leaves_memory_and_the_archive(
+    a: Arc<dyn CaseArchive>,
+) {
+    let archive = Switchable::new(a, false);
+    let engine = start(archive.clone(), 4);
+    let mut v1 = Vec::new();
+    for _ in 0..10 {
+        v1.push(finish(&engine).await);
+    }
+    // version 2 of the same id: new cases start on it
+    register(&engine);
+    let mut v2 = Vec::new();
+    for _ in 0..3 {
+        v2.push(finish(&engine).await);
+    }
+    wait_archived(&engine, 13).await;
+    // deleted without its history first: every case still readable
+    engine
+        .delete_in(DEFAULT_NAMESPACE, "two", 1, false)
+        .expect("delete version 1");
+    for &id in &v1 {
+        assert!(engine.get_case(id).is_ok(), "case {id} kept");
+    }
+    // then with it
+    engine
+        .delete_in(DEFAULT_NAMESPACE, "two", 1, true)
+        .expect("delete version 1 with its history");
+    for &id in &v1 {
+        assert!(
+            matches!(engine.get_case(id), Err(EngineError::NoCase(_))),
+            "case {id} of the deleted version is gone"
+        );
+        assert!(
+            matches!(archive.get(id), Ok(None)),
+            "case {id} archived no more"
+        );
+    }
+    for &id in &v2 {
+        assert_eq!(
+            engine.get_case(id).expect("version 2 kept").last.state,
+            State::Complete
+        );
+    }
+    // every case of version 2 was archived before: only they are left there
+    assert_eq!(archive.count(), Ok(v2.len() as u64));
+    // a retry is a no-op; the freed slots take new cases, with new ids
+    engine
+        .delete_in(DEFAULT_NAMESPACE, "two", 1, true)
+        .expect("again");
+    let fresh = finish(&engine).await;
+    assert!(!v1.contains(&fresh) && !v2.contains(&fresh));
+    wait_archived(&engine, 14).await;
+    assert_eq!(archive.count(), Ok(v2.len() as u64 + 1));
     engine.stop();
 }

@@ -563,7 +563,7 @@ impl Knhk for KnhkService {
         // The journal's sync runs inside: on a blocking thread.
         let eng = self.engine.clone();
         let res = tokio::task::spawn_blocking(move || {
-            eng.delete_in(&ns, &r.workflow_id, r.version)
+            eng.delete_in(&ns, &r.workflow_id, r.version, r.delete_history)
         })
         .await
         .map_err(|e| Status::internal(format!("deletion task: {e}")))
