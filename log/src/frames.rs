@@ -12,9 +12,12 @@ use knhk_engine::engine::Engine;
 use knhk_engine::workers::Job;
 use knhk_engine::workflow::Workflow;
 
-use crate::record::{get_workflow, put_batch, put_header, put_workflow, scan, Header};
+use crate::record::{
+    get_delete, get_retire, get_workflow, put_batch, put_delete, put_header, put_retire,
+    put_workflow, scan, Header,
+};
 use crate::segment::{Found, Spans};
-use crate::{bad, replay, replay_workflow, FORMAT_VERSION, K_WORKFLOW, MAGIC};
+use crate::{bad, replay, replay_workflow, FORMAT_VERSION, K_DELETE, K_RETIRE, K_WORKFLOW, MAGIC};
 
 /// Appends the logged ops of an executed `job` of `shard` (nothing when none succeeded);
 /// returns the events encoded.
@@ -25,6 +28,86 @@ pub fn encode_job(buf: &mut Vec<u8>, shard: usize, job: &Job) -> u64 {
 /// Appends the registration record of `wf`, compiled from `model`.
 pub fn encode_workflow(buf: &mut Vec<u8>, wf: &Workflow, model: &[u8]) {
     put_workflow(buf, wf, model);
+}
+
+/// Appends the retirement record of `wf` (one record per version, as the journal writes it).
+pub fn encode_retire(buf: &mut Vec<u8>, wf: &Workflow, at_ns: u64) {
+    put_retire(buf, wf.index, at_ns);
+}
+
+/// Appends the deletion record of `wf` (its history flag as `wf.history_deleted` says).
+pub fn encode_delete(buf: &mut Vec<u8>, wf: &Workflow, at_ns: u64) {
+    put_delete(
+        buf,
+        wf.index,
+        at_ns,
+        wf.history_deleted
+            .load(std::sync::atomic::Ordering::Acquire),
+    );
+}
+
+/// What one catalog record (a single framed record of the cluster's workflow stream) is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CatalogRecord {
+    /// A registration: the index its workflow takes, and its id.
+    Workflow { index: u16, id: String },
+    /// The retirement of the workflow at `index`.
+    Retire { index: u16 },
+    /// The deletion of the workflow at `index` (with its finished cases' history or not).
+    Delete { index: u16, with_history: bool },
+}
+
+/// Reads a catalog record.
+pub fn catalog_record(record: &[u8]) -> io::Result<CatalogRecord> {
+    let (data, spans) = records(record)?;
+    match spans.as_slice() {
+        [(K_WORKFLOW, r)] => {
+            let w = get_workflow(&data[r.clone()]).map_err(bad)?;
+            Ok(CatalogRecord::Workflow {
+                index: w.index,
+                id: w.id.to_string(),
+            })
+        }
+        [(K_RETIRE, r)] => Ok(CatalogRecord::Retire {
+            index: get_retire(&data[r.clone()]).map_err(bad)?.0,
+        }),
+        [(K_DELETE, r)] => {
+            let (index, _, with_history) = get_delete(&data[r.clone()]).map_err(bad)?;
+            Ok(CatalogRecord::Delete {
+                index,
+                with_history,
+            })
+        }
+        _ => Err(bad(
+            "not a single workflow, retirement or deletion record".into()
+        )),
+    }
+}
+
+/// Applies a catalog record to `engine`: registers a workflow (at the index the record names:
+/// the engine must hold exactly the workflows before it), or marks one retired or deleted
+/// (idempotent).
+pub fn apply_catalog_record(engine: &Engine, record: &[u8]) -> io::Result<()> {
+    match catalog_record(record)? {
+        CatalogRecord::Workflow { .. } => register_workflow_record(engine, record),
+        CatalogRecord::Retire { index } => engine.mark_retired(index).map_err(bad_engine),
+        CatalogRecord::Delete {
+            index,
+            with_history,
+        } => {
+            engine
+                .mark_deleted(index, with_history)
+                .map_err(bad_engine)?;
+            if let (true, Some(wf)) = (with_history, engine.workflow_at(index)) {
+                engine.purge_deleted_history(&wf).map_err(bad_engine)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn bad_engine(e: knhk_engine::EngineError) -> io::Error {
+    bad(e.to_string())
 }
 
 /// The records of a frame, `(kind, payload range)`; an error names the first damaged record

@@ -139,14 +139,93 @@ async fn forwarded_calls_act_for_the_caller_and_every_node_audits_what_it_did() 
     })
     .await
     .expect("register through node 0");
-    // Catalog changes other than registration are not built in cluster mode: refused, named.
-    let e = a0
+    // RetireWorkflow reaches every node through the workflow stream: a case of "old" created
+    // before runs on, a new one is refused on every node (each once it has applied the
+    // record), and every node lists it retired. DeleteWorkflow is not built in cluster mode:
+    // refused, named.
+    a0.register_workflow(proto::RegisterWorkflowRequest {
+        model: support::corpus("yawl/WPC1Sequence.yawl"),
+        workflow_id: "old".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("register old through node 0");
+    let patience = Duration::from_secs(20);
+    let t0 = Instant::now();
+    let running = loop {
+        match a1
+            .create_case(proto::CreateCaseRequest {
+                workflow_id: "old".into(),
+                business_key: "before-retirement".into(),
+                ..Default::default()
+            })
+            .await
+        {
+            Ok(r) => break r.into_inner(),
+            Err(e) if t0.elapsed() < patience && e.code() != Code::FailedPrecondition => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("create old through node 1: {e}"),
+        }
+    };
+    let w = a2
         .retire_workflow(proto::RetireWorkflowRequest {
-            workflow_id: "seq".into(),
+            workflow_id: "old".into(),
         })
         .await
-        .expect_err("RetireWorkflow in cluster mode");
-    assert_eq!(e.code(), Code::Unimplemented, "{e}");
+        .expect("RetireWorkflow through node 2")
+        .into_inner();
+    assert!(w.retired);
+    for (n, cl) in [(0, &mut a0), (1, &mut a1), (2, &mut a2)] {
+        let t0 = Instant::now();
+        loop {
+            let listed = cl
+                .get_workflow(proto::GetWorkflowRequest {
+                    workflow_id: "old".into(),
+                    ..Default::default()
+                })
+                .await
+                .expect("GetWorkflow old")
+                .into_inner();
+            let created = cl
+                .create_case(proto::CreateCaseRequest {
+                    workflow_id: "old".into(),
+                    business_key: format!("after-retirement-{n}"),
+                    ..Default::default()
+                })
+                .await;
+            match created {
+                Err(e) if e.code() == Code::FailedPrecondition && listed.retired => {
+                    assert!(e.message().contains("retired"), "{e}");
+                    break;
+                }
+                other => {
+                    assert!(
+                        t0.elapsed() < patience,
+                        "node {n} still takes cases of a retired workflow: {other:?}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+    let t0 = Instant::now();
+    loop {
+        match a0
+            .fire_task(proto::TaskRequest {
+                case_id: running.case_id,
+                task: running.enabled_tasks[0].clone(),
+                ..Default::default()
+            })
+            .await
+        {
+            Ok(_) => break,
+            Err(e) if e.code() == Code::Unavailable && t0.elapsed() < patience => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("the case of the retired workflow runs on: {e}"),
+        }
+    }
     let e = a0
         .delete_workflow(proto::DeleteWorkflowRequest {
             workflow_id: "seq".into(),
@@ -164,7 +243,6 @@ async fn forwarded_calls_act_for_the_caller_and_every_node_audits_what_it_did() 
     let mut cases = Vec::new();
     // UNAVAILABLE ("retry": a partition changing hands) is retried, as a client would; the
     // audit counts below take only the OK records.
-    let patience = Duration::from_secs(20);
     for i in 0..CASES {
         let t0 = Instant::now();
         let case = loop {
@@ -255,8 +333,11 @@ async fn forwarded_calls_act_for_the_caller_and_every_node_audits_what_it_did() 
             .filter(|(_, r)| r.rpc == format!("/knhk.v1.Knhk/{rpc}") && r.code == code)
             .count()
     };
-    assert_eq!(count("RegisterWorkflow", "OK"), 1, "{all:#?}");
-    assert_eq!(count("CreateCase", "OK"), CASES, "{all:#?}");
+    // "seq" and "old"; the case of "old" created before its retirement and its fire
+    assert_eq!(count("RegisterWorkflow", "OK"), 2, "{all:#?}");
+    assert_eq!(count("CreateCase", "OK"), CASES + 1, "{all:#?}");
+    // a retirement is recorded once, by the node the caller reached
+    assert_eq!(count("RetireWorkflow", "OK"), 1, "{all:#?}");
     // Recorded by the owners: creations sent to node 1 and executed elsewhere.
     let elsewhere = all
         .iter()
@@ -266,7 +347,7 @@ async fn forwarded_calls_act_for_the_caller_and_every_node_audits_what_it_did() 
         elsewhere > 0,
         "no creation was forwarded: the test shows nothing; {all:#?}"
     );
-    assert_eq!(count("FireTask", "OK"), CASES, "{all:#?}");
+    assert_eq!(count("FireTask", "OK"), CASES + 1, "{all:#?}");
     assert_eq!(count("FireTask", "PERMISSION_DENIED"), 1, "{all:#?}");
     let bulk: Vec<_> = all
         .iter()

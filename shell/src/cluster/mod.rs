@@ -143,10 +143,14 @@ pub struct Owner {
     pub epoch: u64,
 }
 
-/// The registrations applied so far (in stream order), and the stream position they cover.
+/// The catalog records applied so far (in stream order), and the stream position they cover.
 #[derive(Default)]
 struct Catalog {
+    /// Every record of the workflow stream applied, in order: registrations, retirements and
+    /// deletions (a partition engine being built applies them all).
     records: Vec<Vec<u8>>,
+    /// How many of them are registrations (the index the next one takes).
+    workflows: usize,
     applied_seq: u64,
 }
 
@@ -232,6 +236,21 @@ impl BatchHook for CatalogHook {
     fn registered(&self, wf: &Workflow, model: &[u8]) -> Result<(), EngineError> {
         let mut rec = Vec::new();
         knhk_log::frames::encode_workflow(&mut rec, wf, model);
+        self.publish(rec)
+    }
+
+    fn retired(&self, wf: &Workflow) -> Result<(), EngineError> {
+        let mut rec = Vec::new();
+        knhk_log::frames::encode_retire(&mut rec, wf, knhk_engine::engine::now_ns());
+        self.publish(rec)
+    }
+}
+
+impl CatalogHook {
+    /// Publishes one catalog record right after the last record this node applied (or
+    /// published itself since: a retirement publishes one per version); another node's
+    /// record in between makes it fail, and the caller catches up and tries again.
+    fn publish(&self, rec: Vec<u8>) -> Result<(), EngineError> {
         let expected = self.expected.load(Ordering::SeqCst);
         let publish = jetstream::message::PublishMessage::build()
             .payload(Bytes::from(rec))
@@ -247,6 +266,7 @@ impl BatchHook for CatalogHook {
         match ack {
             Ok(a) => {
                 self.published.store(a.sequence, Ordering::SeqCst);
+                self.expected.store(a.sequence, Ordering::SeqCst);
                 Ok(())
             }
             Err(e) => Err(EngineError::Unavailable(format!(
@@ -517,7 +537,7 @@ impl Node {
                         continue;
                     }
                     let rec = m.payload.to_vec();
-                    let (index, id) = match knhk_log::frames::workflow_record_key(&rec) {
+                    let kind = match knhk_log::frames::catalog_record(&rec) {
                         Ok(k) => k,
                         Err(e) => {
                             tracing::error!(seq, error = %e, "workflow stream: unreadable record skipped");
@@ -525,8 +545,19 @@ impl Node {
                             continue;
                         }
                     };
-                    if usize::from(index) != cat.records.len() {
-                        tracing::error!(seq, index, have = cat.records.len(), workflow = %id,
+                    let (index, id, registration) = match &kind {
+                        knhk_log::frames::CatalogRecord::Workflow { index, id } => {
+                            (*index, id.clone(), true)
+                        }
+                        knhk_log::frames::CatalogRecord::Retire { index }
+                        | knhk_log::frames::CatalogRecord::Delete { index, .. } => {
+                            (*index, String::new(), false)
+                        }
+                    };
+                    if (registration && usize::from(index) != cat.workflows)
+                        || (!registration && usize::from(index) >= cat.workflows)
+                    {
+                        tracing::error!(seq, index, have = cat.workflows, workflow = %id,
                             "workflow stream: record out of order skipped");
                         cat.applied_seq = seq;
                         continue;
@@ -541,11 +572,12 @@ impl Node {
                         .collect();
                     let r2 = rec.clone();
                     let res = tokio::task::spawn_blocking(move || {
-                        if cat_engine.workflows().len() == usize::from(index) {
-                            knhk_log::frames::register_workflow_record(&cat_engine, &r2)?;
+                        // the catalog engine has a registration made through this node already
+                        if !registration || cat_engine.workflows().len() == usize::from(index) {
+                            knhk_log::frames::apply_catalog_record(&cat_engine, &r2)?;
                         }
                         for e in parts {
-                            knhk_log::frames::register_workflow_record(&e, &r2)?;
+                            knhk_log::frames::apply_catalog_record(&e, &r2)?;
                         }
                         Ok::<(), std::io::Error>(())
                     })
@@ -555,6 +587,7 @@ impl Node {
                         tracing::error!(workflow = %id, error = %e, "workflow stream: apply failed");
                     }
                     cat.records.push(rec);
+                    cat.workflows += usize::from(registration);
                     cat.applied_seq = seq;
                     expected.store(seq, Ordering::SeqCst);
                     self.applied.send_replace(seq);
@@ -606,6 +639,54 @@ impl Node {
         }
         Err(tonic::Status::unavailable(
             "workflow registration kept racing; retry",
+        ))
+    }
+
+    /// Retires a workflow cluster-wide: through the catalog (which publishes a retirement record
+    /// per version after the last record applied), then waits until this node has applied them
+    /// everywhere. Other nodes stop creating cases of it once they have applied the records
+    /// (they follow the workflow stream; an unknown workflow is caught up first).
+    pub async fn retire_workflow(
+        &self,
+        request: tonic::Request<crate::proto::RetireWorkflowRequest>,
+    ) -> Result<tonic::Response<crate::proto::Workflow>, tonic::Status> {
+        let (meta, ext, msg) = request.into_parts();
+        for attempt in 0..20 {
+            let guard = self.catalog.write().await;
+            let before = self.published_seq();
+            let req = tonic::Request::from_parts(meta.clone(), ext.clone(), msg.clone());
+            let res = self.catalog_service.retire_unaudited(req).await;
+            drop(guard);
+            match res {
+                Ok(resp) => {
+                    let seq = self.published_seq();
+                    if seq > before {
+                        let mut rx = self.applied.subscribe();
+                        let _ = tokio::time::timeout(
+                            Duration::from_secs(10),
+                            rx.wait_for(|&a| a >= seq),
+                        )
+                        .await;
+                    }
+                    return Ok(resp);
+                }
+                Err(s)
+                    if attempt < 19
+                        && (s.code() == tonic::Code::Unavailable
+                            || (s.code() == tonic::Code::NotFound
+                                && self.catch_up_workflows(Duration::from_secs(2)).await)) =>
+                {
+                    // Another node changed the catalog first (or registered the workflow and
+                    // this node has not applied it yet): catch up, then try again.
+                    if s.code() == tonic::Code::Unavailable {
+                        tokio::time::sleep(Duration::from_millis(50 * (attempt + 1))).await;
+                    }
+                }
+                Err(s) => return Err(s),
+            }
+        }
+        Err(tonic::Status::unavailable(
+            "workflow retirement kept racing; retry",
         ))
     }
 
@@ -838,7 +919,7 @@ impl Node {
             let e2 = engine.clone();
             tokio::task::spawn_blocking(move || {
                 for r in &records {
-                    knhk_log::frames::register_workflow_record(&e2, r)?;
+                    knhk_log::frames::apply_catalog_record(&e2, r)?;
                 }
                 Ok::<(), std::io::Error>(())
             })

@@ -398,6 +398,43 @@ impl KnhkService {
         self.audited(rec, r).await
     }
 
+    /// RetireWorkflow, audited once around `retire` (this service's own, or the cluster's,
+    /// which publishes the retirement to every node).
+    pub(crate) async fn retire_audited<F>(
+        &self,
+        request: Request<proto::RetireWorkflowRequest>,
+        retire: impl FnOnce(Request<proto::RetireWorkflowRequest>) -> F,
+    ) -> Result<Response<proto::Workflow>, Status>
+    where
+        F: std::future::Future<Output = Result<Response<proto::Workflow>, Status>>,
+    {
+        let mut rec = self.audit_start(&request, "RetireWorkflow")?;
+        if let Some(a) = rec.as_mut() {
+            a.workflow = Some(cap(&request.get_ref().workflow_id));
+        }
+        let r = retire(request).await;
+        self.audited(rec, r).await
+    }
+
+    /// RetireWorkflow, unaudited.
+    pub(crate) async fn retire_unaudited(
+        &self,
+        request: Request<proto::RetireWorkflowRequest>,
+    ) -> Result<Response<proto::Workflow>, Status> {
+        let ns = Caller::of(&request).namespace;
+        let id = request.into_inner().workflow_id;
+        // The journal's sync (or the cluster's publish) runs inside: on a blocking thread.
+        let eng = self.engine.clone();
+        tokio::task::spawn_blocking(move || eng.retire_in(&ns, &id))
+            .await
+            .map_err(|e| Status::internal(format!("retirement task: {e}")))
+            .and_then(|r| r.or_status())
+            .map(|wf| {
+                tracing::info!(workflow = %wf.id, namespace = %wf.namespace, "workflow retired");
+                Response::new(convert::workflow_out(&wf))
+            })
+    }
+
     /// RegisterWorkflow, unaudited.
     pub(crate) async fn register(
         &self,
@@ -531,23 +568,8 @@ impl Knhk for KnhkService {
         &self,
         request: Request<proto::RetireWorkflowRequest>,
     ) -> Result<Response<proto::Workflow>, Status> {
-        let mut rec = self.audit_start(&request, "RetireWorkflow")?;
-        let ns = Caller::of(&request).namespace;
-        let id = request.into_inner().workflow_id;
-        if let Some(a) = rec.as_mut() {
-            a.workflow = Some(cap(&id));
-        }
-        // The journal's sync runs inside: on a blocking thread.
-        let eng = self.engine.clone();
-        let r = tokio::task::spawn_blocking(move || eng.retire_in(&ns, &id))
+        self.retire_audited(request, |r| self.retire_unaudited(r))
             .await
-            .map_err(|e| Status::internal(format!("retirement task: {e}")))
-            .and_then(|r| r.or_status())
-            .map(|wf| {
-                tracing::info!(workflow = %wf.id, namespace = %wf.namespace, "workflow retired");
-                Response::new(convert::workflow_out(&wf))
-            });
-        self.audited(rec, r).await
     }
 
     async fn delete_workflow(
