@@ -608,54 +608,53 @@ impl Node {
         &self,
         request: tonic::Request<crate::proto::RegisterWorkflowRequest>,
     ) -> Result<tonic::Response<crate::proto::RegisterWorkflowResponse>, tonic::Status> {
-        let (meta, ext, msg) = request.into_parts();
-        for attempt in 0..20 {
-            let guard = self.catalog.write().await;
-            let before = self.published_seq();
-            let req = tonic::Request::from_parts(meta.clone(), ext.clone(), msg.clone());
-            // Unaudited here: the node the caller reached records the call once
-            // (router.rs), not once per attempt.
-            let res = self.catalog_service.register(req).await;
-            drop(guard);
-            match res {
-                Ok(resp) => {
-                    let seq = self.published_seq();
-                    if seq > before {
-                        let mut rx = self.applied.subscribe();
-                        let _ = tokio::time::timeout(
-                            Duration::from_secs(10),
-                            rx.wait_for(|&a| a >= seq),
-                        )
-                        .await;
-                    }
-                    return Ok(resp);
-                }
-                Err(s) if s.code() == tonic::Code::Unavailable && attempt < 19 => {
-                    // Another node registered first: catch up, then try again.
-                    tokio::time::sleep(Duration::from_millis(50 * (attempt + 1))).await;
-                }
-                Err(s) => return Err(s),
-            }
-        }
-        Err(tonic::Status::unavailable(
-            "workflow registration kept racing; retry",
-        ))
+        // Unaudited here: the node the caller reached records the call once (router.rs), not
+        // once per attempt.
+        self.change_catalog(request, "registration", |r| {
+            self.catalog_service.register(r)
+        })
+        .await
     }
 
     /// Retires a workflow cluster-wide: through the catalog (which publishes a retirement record
     /// per version after the last record applied), then waits until this node has applied them
     /// everywhere. Other nodes stop creating cases of it once they have applied the records
-    /// (they follow the workflow stream; an unknown workflow is caught up first).
+    /// (they follow the workflow stream).
     pub async fn retire_workflow(
         &self,
         request: tonic::Request<crate::proto::RetireWorkflowRequest>,
     ) -> Result<tonic::Response<crate::proto::Workflow>, tonic::Status> {
+        self.change_catalog(request, "retirement", |r| {
+            self.catalog_service.retire_unaudited(r)
+        })
+        .await
+    }
+
+    /// Runs `call` (a catalog change through the catalog engine, whose hook publishes its
+    /// records) under the catalog's lock, then waits until this node has applied what it
+    /// published. Retried when another node changed the catalog first (UNAVAILABLE from the
+    /// publish) or when the workflow is one this node has not applied yet (NOT_FOUND after a
+    /// catch-up that applied something).
+    async fn change_catalog<M: Clone, R, F, Fut>(
+        &self,
+        request: tonic::Request<M>,
+        what: &str,
+        call: F,
+    ) -> Result<tonic::Response<R>, tonic::Status>
+    where
+        F: Fn(tonic::Request<M>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<R>, tonic::Status>>,
+    {
         let (meta, ext, msg) = request.into_parts();
         for attempt in 0..20 {
             let guard = self.catalog.write().await;
             let before = self.published_seq();
-            let req = tonic::Request::from_parts(meta.clone(), ext.clone(), msg.clone());
-            let res = self.catalog_service.retire_unaudited(req).await;
+            let res = call(tonic::Request::from_parts(
+                meta.clone(),
+                ext.clone(),
+                msg.clone(),
+            ))
+            .await;
             drop(guard);
             match res {
                 Ok(resp) => {
@@ -670,24 +669,20 @@ impl Node {
                     }
                     return Ok(resp);
                 }
+                Err(s) if attempt < 19 && s.code() == tonic::Code::Unavailable => {
+                    // Another node changed the catalog first: catch up, then try again.
+                    tokio::time::sleep(Duration::from_millis(50 * (attempt + 1))).await;
+                }
                 Err(s)
                     if attempt < 19
-                        && (s.code() == tonic::Code::Unavailable
-                            || (s.code() == tonic::Code::NotFound
-                                && self.catch_up_workflows(Duration::from_secs(2)).await)) =>
-                {
-                    // Another node changed the catalog first (or registered the workflow and
-                    // this node has not applied it yet): catch up, then try again.
-                    if s.code() == tonic::Code::Unavailable {
-                        tokio::time::sleep(Duration::from_millis(50 * (attempt + 1))).await;
-                    }
-                }
+                        && s.code() == tonic::Code::NotFound
+                        && self.catch_up_workflows(Duration::from_secs(2)).await => {}
                 Err(s) => return Err(s),
             }
         }
-        Err(tonic::Status::unavailable(
-            "workflow retirement kept racing; retry",
-        ))
+        Err(tonic::Status::unavailable(format!(
+            "workflow {what} kept racing; retry"
+        )))
     }
 
     /// Read-your-writes for registrations made through another node: when the workflow stream
