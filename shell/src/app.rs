@@ -19,10 +19,21 @@ pub struct Core {
     pub exporters: Vec<Arc<ExporterStats>>,
 }
 
-/// The exporters to start: `xes_file`, the document of `--export-xes`.
+/// The exporters to start: `xes_file`, the document of `--export-xes`; `otlp_logs`, the
+/// collector of `--export-otlp-logs`.
 #[derive(Debug, Clone, Default)]
 pub struct ExportConfig {
     pub xes_file: Option<std::path::PathBuf>,
+    pub otlp_logs: Option<String>,
+}
+
+/// An exporter's sink.
+type Sink = Box<dyn knhk_log::ExportSink>;
+
+impl ExportConfig {
+    fn any(&self) -> bool {
+        self.xes_file.is_some() || self.otlp_logs.is_some()
+    }
 }
 
 /// Starts the engine on `cfg` with the event log of `journal` when given (opened, the engine
@@ -46,10 +57,10 @@ pub fn start_exporting(
     export: &ExportConfig,
 ) -> io::Result<Core> {
     let Some(jc) = journal else {
-        if export.xes_file.is_some() {
+        if export.any() {
             return Err(io::Error::other(
-                "--export-xes needs the event log: exporters read committed events from it \
-                 (drop --durability off)",
+                "--export-xes and --export-otlp-logs need the event log: exporters read \
+                 committed events from it (drop --durability off)",
             ));
         }
         let engine = Engine::start(cfg, hook.unwrap_or_else(|| Arc::new(Immediate)))?;
@@ -59,6 +70,7 @@ pub fn start_exporting(
             exporters: Vec::new(),
         });
     };
+    let data_dir = jc.dir.clone();
     let journal = Journal::open(jc)?;
     let log: Arc<dyn EventLog> = journal.clone();
     if let Some(peer) = commit_peer {
@@ -70,15 +82,25 @@ pub fn start_exporting(
         engine.stop();
         return Err(e);
     }
-    let mut exporters = Vec::new();
+    // (flag, the sink or why it could not be made)
+    let mut sinks: Vec<(&str, Result<Sink, String>)> = Vec::new();
     if let Some(path) = &export.xes_file {
         let sink = crate::exporter::XesFileSink::new(path, engine.clone());
-        match journal.add_exporter(&engine, Box::new(sink)) {
+        sinks.push(("--export-xes", Ok(Box::new(sink))));
+    }
+    if let Some(url) = &export.otlp_logs {
+        let sink = crate::exporter::OtlpLogsSink::new(url, &data_dir, engine.clone())
+            .map(|s| Box::new(s) as Sink);
+        sinks.push(("--export-otlp-logs", sink));
+    }
+    let mut exporters = Vec::new();
+    for (flag, sink) in sinks {
+        match sink.and_then(|s| journal.add_exporter(&engine, s).map_err(|e| e.to_string())) {
             Ok(s) => exporters.push(s),
             Err(e) => {
                 engine.stop();
                 log.close();
-                return Err(io::Error::other(format!("--export-xes: {e}")));
+                return Err(io::Error::other(format!("{flag}: {e}")));
             }
         }
     }

@@ -304,3 +304,259 @@ impl ExportSink for XesFileSink {
         self.save_position(Some(upto))
     }
 }
+
+// --------------------------------------------------------------------------- OTLP logs
+
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs, SeverityNumber};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+
+/// How long one export call to the collector may take before the delivery fails (and is
+/// retried).
+const OTLP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Ships every committed event as an OTLP log record to a collector's gRPC logs service
+/// (`knhk serve --export-otlp-logs URL`): one `ExportLogsService/Export` call per delivery.
+///
+/// Each record: `time_unix_nano` the event's time, `event_name` `knhk.task` or `knhk.case`,
+/// body a short text ("A complete", "case completed"), and attributes `knhk.case_id` (int),
+/// `knhk.workflow` (its id), `knhk.workflow_version` (int), `knhk.namespace`, `knhk.event`
+/// (`task`, `case_created`, `case_completed`, `case_cancelled`, `case_deadlocked`), for task
+/// events `knhk.task` (its id), `knhk.activity` (its label), `knhk.lifecycle` (the XES
+/// transition), `knhk.instance` (an instance of a multiple-instance task), and
+/// `knhk.position` (`segment:offset` of its record; with `knhk.index`, its place in that
+/// record: the pair identifies the event, so a consumer drops repeats by it). Silent tasks'
+/// events are included (with `knhk.silent`): a log consumer filters, an XES one would not.
+///
+/// Position: `<data-dir>/export-otlp-logs.position` holds the position after the last batch
+/// the collector accepted, replaced atomically; a batch accepted but not yet recorded is sent
+/// again after a restart (at least once). Records the collector rejects in a partial success
+/// are logged and counted as failures of that delivery, not retried (the collector said no).
+pub struct OtlpLogsSink {
+    endpoint: String,
+    position_file: PathBuf,
+    engine: Arc<Engine>,
+    rt: tokio::runtime::Runtime,
+    client: Option<LogsServiceClient<tonic::transport::Channel>>,
+    workflows: HashMap<u16, Option<Arc<Workflow>>>,
+}
+
+impl OtlpLogsSink {
+    /// A sink for the collector at `endpoint` (`http://host:port`), keeping its position in
+    /// `data_dir`. Fails on an endpoint that is not an http URL.
+    pub fn new(endpoint: &str, data_dir: &Path, engine: Arc<Engine>) -> Result<Self, String> {
+        if !endpoint.starts_with("http://") {
+            return Err(format!(
+                "--export-otlp-logs {endpoint}: expected http://host:port (a TLS endpoint is \
+                 not built for this exporter yet)"
+            ));
+        }
+        tonic::transport::Endpoint::from_shared(endpoint.to_string())
+            .map_err(|e| format!("--export-otlp-logs {endpoint}: {e}"))?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("--export-otlp-logs: cannot start its runtime: {e}"))?;
+        Ok(OtlpLogsSink {
+            endpoint: endpoint.to_string(),
+            position_file: data_dir.join("export-otlp-logs.position"),
+            engine,
+            rt,
+            client: None,
+            workflows: HashMap::new(),
+        })
+    }
+
+    fn records(&mut self, events: &[Exported]) -> Vec<LogRecord> {
+        let mut out = Vec::with_capacity(events.len());
+        let mut index = 0u32;
+        let mut last_position = None;
+        for x in events {
+            if last_position != Some(x.position) {
+                (last_position, index) = (Some(x.position), 0);
+            }
+            let e = &x.event;
+            let engine = &self.engine;
+            let wf = self
+                .workflows
+                .entry(e.workflow)
+                .or_insert_with(|| engine.workflow_at(e.workflow))
+                .clone();
+            let s = |v: &str| AnyValue {
+                value: Some(any_value::Value::StringValue(v.to_string())),
+            };
+            let i = |v: i64| AnyValue {
+                value: Some(any_value::Value::IntValue(v)),
+            };
+            let kv = |k: &str, v: AnyValue| KeyValue {
+                key: k.to_string(),
+                value: Some(v),
+                ..Default::default()
+            };
+            let mut attributes = vec![
+                kv("knhk.case_id", i(e.case_id as i64)),
+                kv("knhk.position", s(&x.position.to_string())),
+                kv("knhk.index", i(i64::from(index))),
+            ];
+            if let Some(w) = &wf {
+                attributes.push(kv("knhk.workflow", s(&w.id)));
+                attributes.push(kv("knhk.workflow_version", i(i64::from(w.version))));
+                attributes.push(kv("knhk.namespace", s(&w.namespace)));
+            }
+            let (event_name, event, body) = match e.kind {
+                EventKind::Task => {
+                    let task = wf.as_ref().and_then(|w| w.tasks.get(usize::from(e.task)));
+                    let name = task.map_or_else(|| format!("#{}", e.task), |t| t.name.clone());
+                    let lc = e.lifecycle.map_or("", |l| l.xes());
+                    attributes.push(kv("knhk.task", s(&name)));
+                    if let Some(t) = task {
+                        attributes.push(kv("knhk.activity", s(&t.label)));
+                        if t.silent {
+                            attributes.push(kv(
+                                "knhk.silent",
+                                AnyValue {
+                                    value: Some(any_value::Value::BoolValue(true)),
+                                },
+                            ));
+                        }
+                    }
+                    attributes.push(kv("knhk.lifecycle", s(lc)));
+                    if e.instance != NO_INSTANCE {
+                        attributes.push(kv("knhk.instance", i(i64::from(e.instance))));
+                    }
+                    ("knhk.task", "task", format!("{name} {lc}"))
+                }
+                EventKind::CaseCreated => ("knhk.case", "case_created", "case created".into()),
+                EventKind::CaseCompleted => {
+                    ("knhk.case", "case_completed", "case completed".into())
+                }
+                EventKind::CaseCancelled => {
+                    ("knhk.case", "case_cancelled", "case cancelled".into())
+                }
+                EventKind::CaseDeadlocked => {
+                    ("knhk.case", "case_deadlocked", "case deadlocked".into())
+                }
+            };
+            attributes.push(kv("knhk.event", s(event)));
+            out.push(LogRecord {
+                time_unix_nano: e.time_ns,
+                observed_time_unix_nano: e.time_ns,
+                severity_number: SeverityNumber::Info as i32,
+                severity_text: "INFO".into(),
+                body: Some(s(&body)),
+                attributes,
+                event_name: event_name.into(),
+                ..Default::default()
+            });
+            index += 1;
+        }
+        out
+    }
+
+    fn save_position(&self, at: Position) -> Result<(), String> {
+        let tmp = self.position_file.with_extension("position.tmp");
+        let io = |what: &Path, e: std::io::Error| format!("{}: {e}", what.display());
+        let mut f = File::create(&tmp).map_err(|e| io(&tmp, e))?;
+        f.write_all(format!("{POSITION_MAGIC}\nposition {at}\n").as_bytes())
+            .and_then(|_| f.sync_all())
+            .map_err(|e| io(&tmp, e))?;
+        std::fs::rename(&tmp, &self.position_file).map_err(|e| io(&self.position_file, e))
+    }
+}
+
+impl ExportSink for OtlpLogsSink {
+    fn name(&self) -> String {
+        "otlp-logs".into()
+    }
+
+    fn resume(&mut self) -> Result<Option<Position>, String> {
+        let text = match std::fs::read_to_string(&self.position_file) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("{}: {e}", self.position_file.display())),
+        };
+        let bad = |why: &str| format!("{}: {why}", self.position_file.display());
+        let mut lines = text.lines();
+        if lines.next() != Some(POSITION_MAGIC) {
+            return Err(bad("not a knhk export position file"));
+        }
+        lines
+            .next()
+            .and_then(|l| l.strip_prefix("position "))
+            .ok_or_else(|| bad("no position line"))?
+            .parse::<Position>()
+            .map(Some)
+            .map_err(|e| bad(&e))
+    }
+
+    fn deliver(&mut self, events: &[Exported], upto: Position) -> Result<(), String> {
+        if !events.is_empty() {
+            let records = self.records(events);
+            let n = records.len();
+            let request = ExportLogsServiceRequest {
+                resource_logs: vec![ResourceLogs {
+                    resource: Some(Resource {
+                        attributes: vec![KeyValue {
+                            key: "service.name".into(),
+                            value: Some(AnyValue {
+                                value: Some(any_value::Value::StringValue("knhk".into())),
+                            }),
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    }),
+                    scope_logs: vec![ScopeLogs {
+                        scope: Some(InstrumentationScope {
+                            name: "knhk.exporter".into(),
+                            version: env!("CARGO_PKG_VERSION").into(),
+                            ..Default::default()
+                        }),
+                        log_records: records,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+            };
+            let endpoint = self.endpoint.clone();
+            let mut client = self.client.take();
+            let result = self.rt.block_on(async move {
+                let mut c = match client.take() {
+                    Some(c) => c,
+                    None => {
+                        let ch = tonic::transport::Endpoint::from_shared(endpoint.clone())
+                            .map_err(|e| format!("{endpoint}: {e}"))?
+                            .connect_timeout(OTLP_TIMEOUT)
+                            .timeout(OTLP_TIMEOUT)
+                            .connect()
+                            .await
+                            .map_err(|e| {
+                                format!("cannot reach the collector at {endpoint}: {e}")
+                            })?;
+                        LogsServiceClient::new(ch)
+                    }
+                };
+                let r = c
+                    .export(request)
+                    .await
+                    .map_err(|s| format!("the collector at {endpoint} answered {s}"))?;
+                Ok::<_, String>((c, r.into_inner()))
+            });
+            let (c, response) = result?;
+            self.client = Some(c);
+            if let Some(p) = response
+                .partial_success
+                .filter(|p| p.rejected_log_records > 0)
+            {
+                tracing::warn!(
+                    rejected = p.rejected_log_records,
+                    of = n,
+                    message = %p.error_message,
+                    "otlp-logs exporter: the collector rejected records (not sent again)"
+                );
+            }
+        }
+        self.save_position(upto)
+    }
+}

@@ -251,6 +251,11 @@ struct ServeArgs {
     /// sink that stalls holds log compaction and shows on /health; docs/durability.md).
     #[arg(long, env = "KNHK_EXPORT_XES", value_name = "FILE")]
     export_xes: Option<PathBuf>,
+    /// Ship every committed event, as it happens, as an OTLP log record to the collector's
+    /// gRPC logs service at URL (`http://host:4317`; an exporter reading the event log: at
+    /// least once, resumed from `<data-dir>/export-otlp-logs.position`; docs/durability.md).
+    #[arg(long, env = "KNHK_EXPORT_OTLP_LOGS", value_name = "URL")]
+    export_otlp_logs: Option<String>,
     /// Address of the HTTP endpoints (/metrics, /health, /health/live, /health/ready,
     /// /health/startup; docs/operations.md), or `off` for none (and no gRPC metrics).
     #[arg(long, env = "KNHK_HTTP_ADDR", default_value = "127.0.0.1:9090", value_parser = parse_http_addr)]
@@ -681,14 +686,17 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if args.export_xes.is_some() && args.durability == DurabilityArg::Off {
+    if (args.export_xes.is_some() || args.export_otlp_logs.is_some())
+        && args.durability == DurabilityArg::Off
+    {
         eprintln!(
-            "knhk serve: --export-xes needs the event log (exporters read committed events from \
-             it): drop --durability off"
+            "knhk serve: --export-xes and --export-otlp-logs need the event log (exporters read \
+             committed events from it): drop --durability off"
         );
         return ExitCode::from(2);
     }
     cfg.export.xes_file = args.export_xes.clone();
+    cfg.export.otlp_logs = args.export_otlp_logs.clone();
     let journal = match args.durability {
         DurabilityArg::Off => None,
         mode => Some(JournalConfig {
@@ -710,8 +718,9 @@ fn serve(args: ServeArgs) -> ExitCode {
         if args.max_live_cases_per_namespace != 0 {
             not_built.push("--max-live-cases-per-namespace (a cluster-wide count of cases)");
         }
-        if args.export_xes.is_some() {
-            not_built.push("--export-xes (exporters read the embedded event log)");
+        if args.export_xes.is_some() || args.export_otlp_logs.is_some() {
+            not_built
+                .push("--export-xes or --export-otlp-logs (exporters read the embedded event log)");
         }
         if !not_built.is_empty() {
             eprintln!(

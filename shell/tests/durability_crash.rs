@@ -668,7 +668,10 @@ async fn start_exporting(
             ..EngineConfig::default()
         },
         drain_grace: Duration::from_millis(0),
-        export: knhk_shell::app::ExportConfig { xes_file: export },
+        export: knhk_shell::app::ExportConfig {
+            xes_file: export,
+            ..Default::default()
+        },
         ..ServerConfig::default()
     };
     let done = tokio::spawn(async move {

@@ -405,15 +405,20 @@ fn sample(body: &str, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// A sink that fails (its position file cannot be written: a directory stands where it is
-/// written aside) shows on `/health` (the `exporters` check degraded, naming the error) and on
-/// `/metrics` (failures, lag), while cases go on; once it can write again it catches up.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failing_exporter_shows_on_health_and_metrics_then_recovers() {
+/// A server in this process with the event log in `root/data` and the exporters of
+/// `export`, observed on an HTTP port of its own: that port, a client, the stop switch and the
+/// server's task.
+async fn start_observed(
+    root: &std::path::Path,
+    export: knhk_shell::app::ExportConfig,
+) -> (
+    std::net::SocketAddr,
+    support::Client,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), String>>,
+) {
     use knhk_shell::admin::{ObserveConfig, Observer};
     use knhk_shell::server::{self, ServerConfig};
-    let root = support::scratch("export-health");
-    let doc = root.join("events.xes");
     let observer = Observer::new(ObserveConfig {
         http_addr: Some("127.0.0.1:0".parse().expect("addr")),
         ..ObserveConfig::default()
@@ -427,19 +432,18 @@ async fn failing_exporter_shows_on_health_and_metrics_then_recovers() {
         .await
         .expect("bind grpc");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let mut cfg = ServerConfig {
+    let cfg = ServerConfig {
         engine: EngineConfig {
             workers: 1,
             case_capacity: 256,
             pin: false,
             ..EngineConfig::default()
         },
+        export,
         ..ServerConfig::default()
     };
-    cfg.export.xes_file = Some(doc.clone());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
-    let obs = observer.clone();
     let journal = JournalConfig::new(root.join("data"));
     let done = tokio::spawn(async move {
         server::serve_observed(
@@ -447,7 +451,7 @@ async fn failing_exporter_shows_on_health_and_metrics_then_recovers() {
             cfg,
             None,
             Some(journal),
-            obs,
+            observer,
             async move {
                 let _ = stop_rx.await;
             },
@@ -459,9 +463,27 @@ async fn failing_exporter_shows_on_health_and_metrics_then_recovers() {
         .map_err(|e| e.to_string())
     });
     ready_rx.await.expect("server ready");
-    let mut c = proto::knhk_client::KnhkClient::connect(url)
+    let c = proto::knhk_client::KnhkClient::connect(url)
         .await
         .expect("connect");
+    (http, c, stop_tx, done)
+}
+
+/// A sink that fails (its position file cannot be written: a directory stands where it is
+/// written aside) shows on `/health` (the `exporters` check degraded, naming the error) and on
+/// `/metrics` (failures, lag), while cases go on; once it can write again it catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_exporter_shows_on_health_and_metrics_then_recovers() {
+    let root = support::scratch("export-health");
+    let doc = root.join("events.xes");
+    let (http, mut c, stop_tx, done) = start_observed(
+        &root,
+        knhk_shell::app::ExportConfig {
+            xes_file: Some(doc.clone()),
+            ..Default::default()
+        },
+    )
+    .await;
     register_running_example(&mut c).await;
     let mut rng: u64 = 0x9e37_79b9_7f4a_7c15;
     run_cases(&mut c, 3, &mut rng).await;
@@ -562,7 +584,208 @@ fn export_without_the_event_log_is_refused() {
             .expect("run knhk serve");
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{extra:?}: {err}");
-        assert!(err.contains("--export-xes"), "{extra:?}: {err}");
+        assert!(err.contains(extra[0]), "{extra:?}: {err}");
     }
+    // an endpoint that is not an http URL stops the start, naming the flag
+    let out = std::process::Command::new(support::bin())
+        .args([
+            "serve",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--export-otlp-logs",
+            "ftp://collector:4317",
+        ])
+        .env("KNHK_DATA_DIR", root.join("data"))
+        .env("KNHK_HTTP_ADDR", "off")
+        .output()
+        .expect("run knhk serve");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("--export-otlp-logs ftp://collector:4317"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+// ------------------------------------------------------------------------- OTLP logs
+
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
+    LogsService, LogsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+
+/// An OTLP logs collector on loopback: every request it was sent.
+#[derive(Clone, Default)]
+struct Collector {
+    got: Arc<Mutex<Vec<ExportLogsServiceRequest>>>,
+}
+
+#[tonic::async_trait]
+impl LogsService for Collector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportLogsServiceRequest>,
+    ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+        self.got.lock().unwrap().push(request.into_inner());
+        Ok(tonic::Response::new(ExportLogsServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+/// Serves `c` on `addr` until the returned sender is used (or dropped).
+async fn serve_collector(
+    c: &Collector,
+    addr: std::net::SocketAddr,
+) -> tokio::sync::oneshot::Sender<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .expect("bind collector");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let svc = c.clone();
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(LogsServiceServer::new(svc))
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                async move {
+                    let _ = stopped.await;
+                },
+            )
+            .await
+    });
+    stop
+}
+
+/// `(case, activity, transition)` of every non-silent task event the collector holds, each
+/// once (a repeat is one with the same position and index), in arrival order.
+fn collected(c: &Collector) -> Vec<(String, String, String)> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for req in c.got.lock().unwrap().iter() {
+        for rl in &req.resource_logs {
+            let service = rl
+                .resource
+                .as_ref()
+                .and_then(|r| r.attributes.iter().find(|a| a.key == "service.name"))
+                .and_then(|a| a.value.as_ref()?.value.clone());
+            assert_eq!(service, Some(AnyValue::StringValue("knhk".into())));
+            for sl in &rl.scope_logs {
+                for r in &sl.log_records {
+                    let attr = |k: &str| {
+                        r.attributes
+                            .iter()
+                            .find(|a| a.key == k)
+                            .and_then(|a| a.value.as_ref()?.value.clone())
+                    };
+                    let text = |k: &str| match attr(k) {
+                        Some(AnyValue::StringValue(s)) => s,
+                        Some(AnyValue::IntValue(i)) => i.to_string(),
+                        other => panic!("attribute {k}: {other:?}"),
+                    };
+                    assert!(r.time_unix_nano > 0);
+                    if !seen.insert((text("knhk.position"), text("knhk.index"))) {
+                        continue;
+                    }
+                    if r.event_name != "knhk.task" || attr("knhk.silent").is_some() {
+                        continue;
+                    }
+                    out.push((
+                        text("knhk.case_id"),
+                        text("knhk.activity"),
+                        text("knhk.lifecycle"),
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `--export-otlp-logs`: every committed task event reaches a real OTLP logs collector
+/// (tonic serving the collector protocol), each case's events as the server's history has
+/// them; while the collector is down the exporter reports it on /health and the cases go on;
+/// once it is back the events written meanwhile arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_logs_exporter_ships_every_event_and_survives_a_collector_outage() {
+    let root = support::scratch("export-otlp");
+    let collector = Collector::default();
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+        l.local_addr().expect("addr")
+    };
+    let stop_collector = serve_collector(&collector, addr).await;
+    let (http, mut c, stop_tx, done) = start_observed(
+        &root,
+        knhk_shell::app::ExportConfig {
+            otlp_logs: Some(format!("http://{addr}")),
+            ..Default::default()
+        },
+    )
+    .await;
+    register_running_example(&mut c).await;
+    let mut rng: u64 = 0x0123_4567_89ab_cdef;
+    run_cases(&mut c, 3, &mut rng).await;
+    let server_events =
+        |doc: &[u8]| -> Vec<(String, String, String)> { xes_events(&String::from_utf8_lossy(doc)) };
+    let wait_all = |want: usize| {
+        let collector = collector.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while collected(&collector).len() < want && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let export = |c: &mut support::Client| {
+        let mut c = c.clone();
+        async move {
+            c.export_case_xes(proto::ExportCaseXesRequest {
+                case_id: 0,
+                workflow_id: "running-example".into(),
+            })
+            .await
+            .expect("export")
+            .into_inner()
+            .xes
+        }
+    };
+    let want = server_events(&export(&mut c).await);
+    wait_all(want.len()).await;
+    let per_case = |v: Vec<(String, String, String)>| {
+        let mut m: HashMap<String, Vec<(String, String)>> = HashMap::new();
+        for (c, a, t) in v {
+            m.entry(c).or_default().push((a, t));
+        }
+        m
+    };
+    assert_eq!(per_case(collected(&collector)), per_case(want));
+
+    // The collector goes away: deliveries fail, /health says so, the cases go on.
+    let _ = stop_collector.send(());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    run_cases(&mut c, 2, &mut rng).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut health = String::new();
+    while Instant::now() < deadline {
+        health = http_get(http, "/health").await;
+        if health.contains("cannot reach the collector") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let h: serde_json::Value = serde_json::from_str(&health).expect("health json");
+    assert_eq!(h["checks"]["exporters"]["status"], "degraded", "{health}");
+    // Back: what was committed meanwhile arrives, each case's events in order.
+    let _stop_again = serve_collector(&collector, addr).await;
+    let want = server_events(&export(&mut c).await);
+    wait_all(want.len()).await;
+    assert_eq!(per_case(collected(&collector)), per_case(want));
+    let _ = stop_tx.send(());
+    done.await.expect("join").expect("served");
     let _ = std::fs::remove_dir_all(&root);
 }
