@@ -319,6 +319,17 @@ async fn forwarded_calls_act_for_the_caller_and_every_node_audits_what_it_did() 
     assert!(refused.is_empty(), "bulk creations refused: {refused:?}");
     drop(answers);
 
+    // The verifier rebuilds every partition from the streams alone, the workflow stream's
+    // retirement records included: it holds every case created here (CASES through node 1,
+    // CASES in bulk, the case of "old").
+    let (verified, _) = knhk_shell::cluster::verify(&c.nats_urls, "knhk", PARTITIONS, 65536)
+        .await
+        .expect("verifier replay");
+    assert_eq!(verified.len(), 2 * CASES + 1, "{verified:?}");
+    assert!(verified
+        .iter()
+        .any(|v| v.case_id == running.case_id && v.seq == 1));
+
     for p in c.knhk.iter_mut() {
         p.stop_and_wait("TERM");
     }

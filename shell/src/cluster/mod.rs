@@ -1234,7 +1234,7 @@ pub async fn verify(
             .map_err(|e| e.to_string())?;
             let res = (|| {
                 for r in &records {
-                    knhk_log::frames::register_workflow_record(&engine, r)
+                    knhk_log::frames::apply_catalog_record(&engine, r)
                         .map_err(|e| format!("workflow record: {e}"))?;
                 }
                 let refs: Vec<&[u8]> = frames.iter().map(|f| f.as_ref()).collect();
