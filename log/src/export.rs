@@ -261,7 +261,7 @@ fn export_loop(
             Ok(n) => n,
             Err(e) => {
                 note_failure(stats, format!("reading the log at {at}: {e}"));
-                thread::sleep(pause);
+                nap(shared, pause);
                 pause = (pause * 2).min(MAX_PAUSE);
                 continue;
             }
@@ -272,7 +272,7 @@ fn export_loop(
         if !events.is_empty() || next.segment != at.segment {
             if let Err(e) = sink.deliver(&events, next) {
                 note_failure(stats, e);
-                thread::sleep(pause);
+                nap(shared, pause);
                 pause = (pause * 2).min(MAX_PAUSE);
                 continue;
             }
@@ -293,6 +293,24 @@ fn export_loop(
             // a compaction the writer deferred may run now
             shared.wake.notify_one();
         }
+    }
+}
+
+/// Sleeps `d` before a retry, or less when the log stops (a closing server does not wait
+/// for an exporter's pause).
+fn nap(shared: &Shared, d: Duration) {
+    let deadline = std::time::Instant::now() + d;
+    let mut g = lock(&shared.durable);
+    while !shared.stop.load(Ordering::SeqCst) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        g = shared
+            .durable_moved
+            .wait_timeout(g, left)
+            .unwrap_or_else(|p| p.into_inner())
+            .0;
     }
 }
 
