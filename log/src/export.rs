@@ -484,9 +484,10 @@ fn next_segment(dir: &Path, n: u64, durable: Position) -> Result<u64, String> {
         .min(durable.segment))
 }
 
-/// Joins every exporter thread (the log has stopped).
-pub(crate) fn join(ex: &mut Exporters) {
-    for h in ex.threads.drain(..) {
+/// Joins exporter threads (the log has stopped). The caller must not hold the exporters'
+/// lock: an exporter takes it once more after its last delivery.
+pub(crate) fn join(threads: Vec<JoinHandle<()>>) {
+    for h in threads {
         let _ = h.join();
     }
 }

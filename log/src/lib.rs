@@ -950,7 +950,9 @@ impl EventLog for Journal {
             let _ = h.join();
         }
         self.shared.durable_moved.notify_all();
-        export::join(&mut lock(&self.shared.exporters));
+        // Taken out first: an exporter finishing a delivery locks the list (its floor).
+        let threads = std::mem::take(&mut lock(&self.shared.exporters).threads);
+        export::join(threads);
     }
 }
 

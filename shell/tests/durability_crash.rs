@@ -645,14 +645,14 @@ struct InProc {
 }
 
 async fn start_in_process(journal: Option<JournalConfig>, workers: usize) -> InProc {
-    start_exporting(journal, workers, None).await
+    start_exporting(journal, workers, Default::default()).await
 }
 
 /// [`start_in_process`] with `--export-xes export` when given.
 async fn start_exporting(
     journal: Option<JournalConfig>,
     workers: usize,
-    export: Option<std::path::PathBuf>,
+    export: knhk_shell::app::ExportConfig,
 ) -> InProc {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -668,10 +668,7 @@ async fn start_exporting(
             ..EngineConfig::default()
         },
         drain_grace: Duration::from_millis(0),
-        export: knhk_shell::app::ExportConfig {
-            xes_file: export,
-            ..Default::default()
-        },
+        export,
         ..ServerConfig::default()
     };
     let done = tokio::spawn(async move {
@@ -914,9 +911,26 @@ async fn bench_bulk_throughput_durable_vs_relaxed_vs_memory() {
     let secs = env_u64("KNHK_BENCH_SECS", 5);
     let batch = env_u64("KNHK_BENCH_BATCH", 3072) as usize;
     let workers = env_u64("KNHK_BENCH_WORKERS", 1) as usize;
-    for mode in ["off", "relaxed", "sync", "sync+export-xes"] {
+    for mode in [
+        "off",
+        "relaxed",
+        "sync",
+        "sync+export-xes",
+        "sync+export-otlp-logs",
+    ] {
         let dir = scratch(&format!("bench-{}", mode.replace('+', "-")));
-        let export = mode.ends_with("export-xes").then(|| dir.join("events.xes"));
+        let collector = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let export = match mode {
+            "sync+export-xes" => knhk_shell::app::ExportConfig {
+                xes_file: Some(dir.join("events.xes")),
+                ..Default::default()
+            },
+            "sync+export-otlp-logs" => knhk_shell::app::ExportConfig {
+                otlp_logs: Some(bench_collector(collector.clone()).await),
+                ..Default::default()
+            },
+            _ => Default::default(),
+        };
         let journal = match mode {
             "off" => None,
             m => Some(JournalConfig {
@@ -1018,13 +1032,19 @@ async fn bench_bulk_throughput_durable_vs_relaxed_vs_memory() {
             fs as f64 / el,
             if fs > 0 { ev as f64 / fs as f64 } else { 0.0 }
         );
-        if let Some(doc) = &export {
+        if export.xes_file.is_some() || export.otlp_logs.is_some() {
             // How far behind the exporter is when the load stops, and how long it takes to
-            // write the rest (the document stops growing).
-            let count = || std::fs::read_to_string(doc).map_or(0, |d| d.matches("<event>").count());
+            // write the rest (its count stops growing for 3 s): XES events in the document, or log
+            // records the collector received.
+            let count = || match &export.xes_file {
+                Some(doc) => {
+                    std::fs::read_to_string(doc).map_or(0, |d| d.matches("<event>").count())
+                }
+                None => collector.load(std::sync::atomic::Ordering::Relaxed) as usize,
+            };
             let (at_end, t_end) = (count(), Instant::now());
             let (mut last, mut stable) = (at_end, Instant::now());
-            while stable.elapsed() < Duration::from_millis(500) {
+            while stable.elapsed() < Duration::from_secs(3) {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 let n = count();
                 if n != last {
@@ -1033,11 +1053,17 @@ async fn bench_bulk_throughput_durable_vs_relaxed_vs_memory() {
             }
             let caught_up = (stable - t_end).as_secs_f64();
             println!(
-                "  export-xes: {at_end} events in the document when the load stopped, {last} \
-                 after {caught_up:.2}s more ({:.0} events/s over the run and the catch-up); \
-                 document {} bytes",
+                "  {}: {at_end} events exported when the load stopped, {last} after \
+                 {caught_up:.2}s more ({:.0} events/s over the run and the catch-up){}",
+                &mode[5..],
                 last as f64 / (el + caught_up),
-                std::fs::metadata(doc).map_or(0, |m| m.len())
+                export
+                    .xes_file
+                    .as_ref()
+                    .map_or_else(String::new, |doc| format!(
+                        "; document {} bytes",
+                        std::fs::metadata(doc).map_or(0, |m| m.len())
+                    ))
             );
         }
         srv.stop().await;
@@ -1049,7 +1075,7 @@ async fn bench_bulk_throughput_durable_vs_relaxed_vs_memory() {
                 .map(|m| m.len())
                 .sum();
             let t1 = Instant::now();
-            let srv = start_exporting(journal, workers, export).await;
+            let srv = start_exporting(journal, workers, Default::default()).await;
             let st = srv.running.journal.clone().expect("stats");
             let n = st
                 .replayed_events
@@ -1066,4 +1092,47 @@ async fn bench_bulk_throughput_durable_vs_relaxed_vs_memory() {
         }
         let _ = std::fs::remove_dir_all(&dir);
     }
+}
+
+/// An OTLP logs collector for the bench: counts the log records it receives. Returns its URL.
+async fn bench_collector(count: Arc<std::sync::atomic::AtomicU64>) -> String {
+    use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
+        LogsService, LogsServiceServer,
+    };
+    use opentelemetry_proto::tonic::collector::logs::v1::{
+        ExportLogsServiceRequest, ExportLogsServiceResponse,
+    };
+    struct Counter(Arc<std::sync::atomic::AtomicU64>);
+    #[tonic::async_trait]
+    impl LogsService for Counter {
+        async fn export(
+            &self,
+            request: tonic::Request<ExportLogsServiceRequest>,
+        ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+            let n: usize = request
+                .get_ref()
+                .resource_logs
+                .iter()
+                .flat_map(|r| &r.scope_logs)
+                .map(|s| s.log_records.len())
+                .sum();
+            self.0
+                .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+            Ok(tonic::Response::new(ExportLogsServiceResponse {
+                partial_success: None,
+            }))
+        }
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind collector");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(
+                LogsServiceServer::new(Counter(count)).max_decoding_message_size(256 << 20),
+            )
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    format!("http://{addr}")
 }

@@ -24,6 +24,8 @@ use knhk_shell::proto;
 struct Gate {
     open: Mutex<bool>,
     opened: Condvar,
+    /// Set once a delivery is waiting at the gate.
+    waiting: std::sync::atomic::AtomicBool,
     got: Mutex<Vec<Exported>>,
     positions: Mutex<Vec<Position>>,
 }
@@ -39,6 +41,7 @@ impl ExportSink for GateSink {
     }
     fn deliver(&mut self, events: &[Exported], upto: Position) -> Result<(), String> {
         let mut open = self.0.open.lock().unwrap();
+        self.0.waiting.store(true, Ordering::SeqCst);
         while !*open {
             open = self.0.opened.wait(open).unwrap();
         }
@@ -209,6 +212,71 @@ async fn stalled_exporter_holds_compaction_not_the_kernel_and_catches_up_in_orde
     );
     engine.stop();
     log.close();
+    let _ = std::fs::remove_dir_all(dir.parent().unwrap());
+}
+
+/// A log closing while an exporter is inside a delivery waits for that delivery and then
+/// returns (it once held the exporters' lock while joining them, and the exporter needed it
+/// after its delivery: a deadlock at shutdown).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_while_an_exporter_delivers_returns() {
+    let dir = support::scratch("export-close").join("data");
+    let journal = Journal::open(JournalConfig::new(&dir)).expect("journal");
+    let log: Arc<dyn EventLog> = journal.clone();
+    let cfg = EngineConfig {
+        workers: 1,
+        case_capacity: 16,
+        pin: false,
+        ..EngineConfig::default()
+    };
+    let engine = Engine::start(cfg, log.clone()).expect("engine");
+    log.recover(&engine).expect("recover");
+    let gate = Arc::new(Gate::default());
+    journal
+        .add_exporter(&engine, Box::new(GateSink(gate.clone())))
+        .expect("exporter");
+    let model = support::corpus("yawl/WPC1Sequence.yawl");
+    let compiled = knhk_engine::catalog::compile(&model, None).expect("model compiles");
+    engine
+        .register(
+            "seq",
+            |index, id| {
+                Ok(Workflow::new(
+                    index,
+                    id,
+                    compiled.format,
+                    &compiled.model,
+                    *compiled.net,
+                    now_ns(),
+                ))
+            },
+            "seq",
+            |wf| log.registered(wf, &model),
+        )
+        .expect("register");
+    run_case(&engine).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !gate.waiting.load(Ordering::SeqCst) {
+        assert!(Instant::now() < deadline, "no delivery started");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let closer = {
+        let (engine, log) = (engine.clone(), log.clone());
+        std::thread::spawn(move || {
+            engine.stop();
+            log.close();
+            let _ = tx.send(());
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    {
+        *gate.open.lock().unwrap() = true;
+        gate.opened.notify_all();
+    }
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("the log closed once the delivery ended");
+    closer.join().expect("closer");
     let _ = std::fs::remove_dir_all(dir.parent().unwrap());
 }
 
