@@ -19,7 +19,7 @@
 
 use std::fmt;
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -27,7 +27,7 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use crate::record::{get_events, LoggedEvent};
-use crate::segment::{list_segments, seg_path};
+use crate::segment::{list_segments, seg_path, sync_dir};
 use crate::{lock, Shared, K_EVENTS, MAGIC, MAX_RECORD};
 
 /// Log bytes read per delivery at most: an exporter's memory is bounded by this and the events
@@ -87,6 +87,92 @@ pub trait ExportSink: Send + 'static {
     /// retried with the same events and position: a sink that wrote part of them must undo it
     /// or tolerate the repeat.
     fn deliver(&mut self, events: &[Exported], upto: Position) -> Result<(), String>;
+}
+
+/// What a sink recorded last: the position after its last delivery (`None`: nothing delivered
+/// yet) and, for a sink that keeps one, the length of what it wrote by then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SavedPosition {
+    pub position: Option<Position>,
+    pub length: Option<u64>,
+}
+
+/// A sink's position file, replaced atomically (written aside as `FILE.tmp`, synced, renamed,
+/// its directory synced). Text: `knhk-export 1`, `position SEGMENT:OFFSET` (or `start`), and
+/// `length N` when the sink keeps a length.
+#[derive(Debug, Clone)]
+pub struct PositionFile {
+    path: std::path::PathBuf,
+}
+
+const POSITION_MAGIC: &str = "knhk-export 1";
+
+impl PositionFile {
+    pub fn new(path: std::path::PathBuf) -> PositionFile {
+        PositionFile { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// What the file holds; `None` when there is no file.
+    pub fn read(&self) -> Result<Option<SavedPosition>, String> {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("{}: {e}", self.path.display())),
+        };
+        let bad = |why: &str| format!("{}: {why}", self.path.display());
+        let mut lines = text.lines();
+        if lines.next() != Some(POSITION_MAGIC) {
+            return Err(bad("not a knhk export position file"));
+        }
+        let position = match lines.next().and_then(|l| l.strip_prefix("position ")) {
+            Some("start") => None,
+            Some(p) => Some(p.parse::<Position>().map_err(|e| bad(&e))?),
+            None => return Err(bad("no position line")),
+        };
+        let length = match lines.next() {
+            Some(l) => Some(
+                l.strip_prefix("length ")
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| bad("a bad length line"))?,
+            ),
+            None => None,
+        };
+        Ok(Some(SavedPosition { position, length }))
+    }
+
+    /// Replaces the file with `saved`, durably.
+    pub fn write(&self, saved: &SavedPosition) -> Result<(), String> {
+        let mut text = format!(
+            "{POSITION_MAGIC}\nposition {}\n",
+            saved
+                .position
+                .map_or_else(|| "start".to_string(), |p| p.to_string())
+        );
+        if let Some(n) = saved.length {
+            text.push_str(&format!("length {n}\n"));
+        }
+        let tmp = {
+            let mut t = self.path.clone().into_os_string();
+            t.push(".tmp");
+            std::path::PathBuf::from(t)
+        };
+        let at = |p: &Path, e: io::Error| format!("{}: {e}", p.display());
+        let mut f = File::create(&tmp).map_err(|e| at(&tmp, e))?;
+        f.write_all(text.as_bytes())
+            .and_then(|_| f.sync_all())
+            .map_err(|e| at(&tmp, e))?;
+        std::fs::rename(&tmp, &self.path).map_err(|e| at(&self.path, e))?;
+        let dir = self
+            .path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        sync_dir(dir).map_err(|e| at(dir, e))
+    }
 }
 
 /// Counters and state of one exporter (metrics, health).
@@ -401,7 +487,7 @@ fn read(
     let read_at = |file: &mut File, n: u64| -> Result<Vec<u8>, String> {
         let mut data = Vec::with_capacity(n as usize);
         file.seek(SeekFrom::Start(from))
-            .and_then(|_| file.by_ref().take(n).read_to_end(&mut data))
+            .and_then(|_| Read::by_ref(file).take(n).read_to_end(&mut data))
             .map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(data)
     };

@@ -13,11 +13,10 @@ use knhk_engine::workers::Job;
 use knhk_engine::workflow::Workflow;
 
 use crate::record::{
-    get_delete, get_retire, get_workflow, put_batch, put_delete, put_header, put_retire,
-    put_workflow, scan, Header,
+    get_retire, get_workflow, put_batch, put_header, put_retire, put_workflow, scan, Header,
 };
 use crate::segment::{Found, Spans};
-use crate::{bad, replay, replay_workflow, FORMAT_VERSION, K_DELETE, K_RETIRE, K_WORKFLOW, MAGIC};
+use crate::{bad, replay, replay_workflow, FORMAT_VERSION, K_RETIRE, K_WORKFLOW, MAGIC};
 
 /// Appends the logged ops of an executed `job` of `shard` (nothing when none succeeded);
 /// returns the events encoded.
@@ -35,17 +34,6 @@ pub fn encode_retire(buf: &mut Vec<u8>, wf: &Workflow, at_ns: u64) {
     put_retire(buf, wf.index, at_ns);
 }
 
-/// Appends the deletion record of `wf` (its history flag as `wf.history_deleted` says).
-pub fn encode_delete(buf: &mut Vec<u8>, wf: &Workflow, at_ns: u64) {
-    put_delete(
-        buf,
-        wf.index,
-        at_ns,
-        wf.history_deleted
-            .load(std::sync::atomic::Ordering::Acquire),
-    );
-}
-
 /// What one catalog record (a single framed record of the cluster's workflow stream) is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CatalogRecord {
@@ -53,8 +41,6 @@ pub enum CatalogRecord {
     Workflow { index: u16, id: String },
     /// The retirement of the workflow at `index`.
     Retire { index: u16 },
-    /// The deletion of the workflow at `index` (with its finished cases' history or not).
-    Delete { index: u16, with_history: bool },
 }
 
 /// Reads a catalog record.
@@ -71,43 +57,19 @@ pub fn catalog_record(record: &[u8]) -> io::Result<CatalogRecord> {
         [(K_RETIRE, r)] => Ok(CatalogRecord::Retire {
             index: get_retire(&data[r.clone()]).map_err(bad)?.0,
         }),
-        [(K_DELETE, r)] => {
-            let (index, _, with_history) = get_delete(&data[r.clone()]).map_err(bad)?;
-            Ok(CatalogRecord::Delete {
-                index,
-                with_history,
-            })
-        }
-        _ => Err(bad(
-            "not a single workflow, retirement or deletion record".into()
-        )),
+        _ => Err(bad("not a single workflow or retirement record".into())),
     }
 }
 
 /// Applies a catalog record to `engine`: registers a workflow (at the index the record names:
-/// the engine must hold exactly the workflows before it), or marks one retired or deleted
-/// (idempotent).
+/// the engine must hold exactly the workflows before it), or marks one retired (idempotent).
 pub fn apply_catalog_record(engine: &Engine, record: &[u8]) -> io::Result<()> {
     match catalog_record(record)? {
         CatalogRecord::Workflow { .. } => register_workflow_record(engine, record),
-        CatalogRecord::Retire { index } => engine.mark_retired(index).map_err(bad_engine),
-        CatalogRecord::Delete {
-            index,
-            with_history,
-        } => {
-            engine
-                .mark_deleted(index, with_history)
-                .map_err(bad_engine)?;
-            if let (true, Some(wf)) = (with_history, engine.workflow_at(index)) {
-                engine.purge_deleted_history(&wf).map_err(bad_engine)?;
-            }
-            Ok(())
+        CatalogRecord::Retire { index } => {
+            engine.mark_retired(index).map_err(|e| bad(e.to_string()))
         }
     }
-}
-
-fn bad_engine(e: knhk_engine::EngineError) -> io::Error {
-    bad(e.to_string())
 }
 
 /// The records of a frame, `(kind, payload range)`; an error names the first damaged record
@@ -124,18 +86,6 @@ fn records(frame: &[u8]) -> io::Result<(Vec<u8>, Spans)> {
         )));
     }
     Ok((data, spans))
-}
-
-/// The index a workflow record (one framed record) registers its workflow under, and its id.
-pub fn workflow_record_key(record: &[u8]) -> io::Result<(u16, String)> {
-    let (data, spans) = records(record)?;
-    match spans.as_slice() {
-        [(K_WORKFLOW, r)] => {
-            let w = get_workflow(&data[r.clone()]).map_err(bad)?;
-            Ok((w.index, w.id.to_string()))
-        }
-        _ => Err(bad("not a single workflow record".into())),
-    }
 }
 
 /// Registers the workflow of a record written by [`encode_workflow`] in `engine`, at the index

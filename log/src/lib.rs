@@ -63,7 +63,7 @@ pub mod frames;
 mod record;
 mod segment;
 
-pub use export::{ExportSink, Exported, ExporterStats, Position};
+pub use export::{ExportSink, Exported, ExporterStats, Position, PositionFile, SavedPosition};
 pub use record::LoggedEvent;
 use record::*;
 use segment::*;
@@ -1569,37 +1569,19 @@ mod tests {
         assert_eq!(recs[0].0, K_EVENTS);
         let mut out = Vec::new();
         assert_eq!(get_events(&buf[recs[0].1.clone()], &mut out), Ok(1));
-        let got: Vec<_> = out
+        let want: Vec<LoggedEvent> = events
             .iter()
-            .map(|e| {
-                (
-                    e.case_id,
-                    e.workflow,
-                    e.time_ns,
-                    e.task,
-                    e.lifecycle,
-                    e.instance,
-                )
+            .map(|e| LoggedEvent {
+                case_id: e.case_id,
+                workflow: e.workflow,
+                time_ns: e.time_ns,
+                kind: e.kind,
+                task: e.task,
+                lifecycle: e.lifecycle,
+                instance: e.instance,
             })
             .collect();
-        let want: Vec<_> = events
-            .iter()
-            .map(|e| {
-                (
-                    e.case_id,
-                    e.workflow,
-                    e.time_ns,
-                    e.task,
-                    e.lifecycle,
-                    e.instance,
-                )
-            })
-            .collect();
-        assert_eq!(
-            out.iter().map(|e| e.kind).collect::<Vec<_>>(),
-            events.iter().map(|e| e.kind).collect::<Vec<_>>()
-        );
-        assert_eq!(got, want);
+        assert_eq!(out, want);
         // a payload cut short, or with bytes left over, is refused with a reason
         let p = &buf[recs[0].1.clone()];
         assert!(get_events(&p[..p.len() - 1], &mut out).is_err());

@@ -15,7 +15,7 @@ use knhk_log::{apply_layout, CommitPeer, EventLog, ExporterStats, Journal, Journ
 pub struct Core {
     pub engine: Arc<Engine>,
     pub log: Option<Arc<dyn EventLog>>,
-    /// The event log's exporters (`--export-xes`).
+    /// The event log's exporters (`--export-xes`, `--export-otlp-logs`).
     pub exporters: Vec<Arc<ExporterStats>>,
 }
 

@@ -25,22 +25,44 @@ use std::sync::Arc;
 use knhk_engine::command::{EventKind, NO_INSTANCE};
 use knhk_engine::workflow::Workflow;
 use knhk_engine::Engine;
-use knhk_log::{ExportSink, Exported, Position};
+use knhk_log::{ExportSink, Exported, Position, PositionFile, SavedPosition};
 
 use crate::xes::{escape, timestamp};
 
 const FOOTER: &str = "</log>\n";
-const POSITION_MAGIC: &str = "knhk-export 1";
+
+/// Workflows by kernel index, looked up in the engine once each.
+struct Workflows {
+    engine: Arc<Engine>,
+    seen: HashMap<u16, Arc<Workflow>>,
+}
+
+impl Workflows {
+    fn new(engine: Arc<Engine>) -> Workflows {
+        Workflows {
+            engine,
+            seen: HashMap::new(),
+        }
+    }
+
+    fn get(&mut self, index: u16) -> Option<Arc<Workflow>> {
+        if let Some(w) = self.seen.get(&index) {
+            return Some(w.clone());
+        }
+        let w = self.engine.workflow_at(index)?;
+        self.seen.insert(index, w.clone());
+        Some(w)
+    }
+}
 
 /// Appends committed task events to an XES document.
 pub struct XesFileSink {
     path: PathBuf,
-    engine: Arc<Engine>,
+    positions: PositionFile,
     file: Option<File>,
     /// The document's length after the last delivery (footer included).
     len: u64,
-    /// Workflows by kernel index, looked up once each.
-    workflows: HashMap<u16, Option<Arc<Workflow>>>,
+    workflows: Workflows,
     /// The last timestamp written per running case (µs): a case's events get strictly
     /// increasing times, as in `ExportCaseXes`; dropped when the case ends.
     last_us: HashMap<u64, u64>,
@@ -49,20 +71,16 @@ pub struct XesFileSink {
 impl XesFileSink {
     /// A sink writing to `path` (created at the first start; continued after a restart).
     pub fn new(path: &Path, engine: Arc<Engine>) -> XesFileSink {
+        let mut positions = path.to_path_buf().into_os_string();
+        positions.push(".position");
         XesFileSink {
             path: path.to_path_buf(),
-            engine,
+            positions: PositionFile::new(PathBuf::from(positions)),
             file: None,
             len: 0,
-            workflows: HashMap::new(),
+            workflows: Workflows::new(engine),
             last_us: HashMap::new(),
         }
-    }
-
-    fn position_path(&self) -> PathBuf {
-        let mut p = self.path.clone().into_os_string();
-        p.push(".position");
-        PathBuf::from(p)
     }
 
     fn err(&self, what: &str, e: impl std::fmt::Display) -> String {
@@ -71,37 +89,10 @@ impl XesFileSink {
 
     /// Records `at` (None: nothing delivered yet) and the document length, atomically.
     fn save_position(&self, at: Option<Position>) -> Result<(), String> {
-        let pos = self.position_path();
-        let tmp = {
-            let mut t = pos.clone().into_os_string();
-            t.push(".tmp");
-            PathBuf::from(t)
-        };
-        let text = format!(
-            "{POSITION_MAGIC}\nposition {}\nlength {}\n",
-            at.map_or_else(|| "start".to_string(), |p| p.to_string()),
-            self.len
-        );
-        let io = |what: &Path, e: std::io::Error| format!("{}: {e}", what.display());
-        let mut f = File::create(&tmp).map_err(|e| io(&tmp, e))?;
-        f.write_all(text.as_bytes())
-            .and_then(|_| f.sync_all())
-            .map_err(|e| io(&tmp, e))?;
-        std::fs::rename(&tmp, &pos).map_err(|e| io(&pos, e))?;
-        if let Some(dir) = pos.parent().filter(|d| !d.as_os_str().is_empty()) {
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| io(dir, e))?;
-        }
-        Ok(())
-    }
-
-    fn workflow(&mut self, index: u16) -> Option<Arc<Workflow>> {
-        let engine = &self.engine;
-        self.workflows
-            .entry(index)
-            .or_insert_with(|| engine.workflow_at(index))
-            .clone()
+        self.positions.write(&SavedPosition {
+            position: at,
+            length: Some(self.len),
+        })
     }
 
     /// The XML of `events`' task events: a trace per run of one case's events.
@@ -117,7 +108,7 @@ impl XesFileSink {
                 continue;
             }
             let Some(lc) = e.lifecycle else { continue };
-            let Some(wf) = self.workflow(e.workflow) else {
+            let Some(wf) = self.workflows.get(e.workflow) else {
                 continue;
             };
             let Some(task) = wf.tasks.get(usize::from(e.task)) else {
@@ -192,12 +183,7 @@ impl ExportSink for XesFileSink {
     }
 
     fn resume(&mut self) -> Result<Option<Position>, String> {
-        let pos_path = self.position_path();
-        let saved = match std::fs::read_to_string(&pos_path) {
-            Ok(t) => Some(t),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(format!("{}: {e}", pos_path.display())),
-        };
+        let saved = self.positions.read()?;
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -209,13 +195,13 @@ impl ExportSink for XesFileSink {
             .metadata()
             .map_err(|e| self.err("cannot stat", e))?
             .len();
-        let Some(text) = saved else {
+        let Some(saved) = saved else {
             if on_disk > 0 {
                 return Err(format!(
                     "{} exists and is not empty, but {} is missing: it is not a knhk export or \
                      its position was lost; move it away or name another file",
                     self.path.display(),
-                    pos_path.display()
+                    self.positions.path().display()
                 ));
             }
             // the header of ExportCaseXes and no trace yet (finish writes the footer)
@@ -230,26 +216,15 @@ impl ExportSink for XesFileSink {
             self.save_position(None)?;
             return Ok(None);
         };
-        let bad = |why: &str| format!("{}: {why}", pos_path.display());
-        let mut lines = text.lines();
-        if lines.next() != Some(POSITION_MAGIC) {
-            return Err(bad("not a knhk export position file"));
-        }
-        let position = lines
-            .next()
-            .and_then(|l| l.strip_prefix("position "))
-            .ok_or_else(|| bad("no position line"))?;
-        let length: u64 = lines
-            .next()
-            .and_then(|l| l.strip_prefix("length "))
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| bad("no length line"))?;
+        let length = saved
+            .length
+            .ok_or_else(|| format!("{}: no length line", self.positions.path().display()))?;
         if on_disk < length {
             return Err(format!(
                 "{} is {on_disk} bytes, shorter than the {length} bytes {} records: it was \
                  changed by something else",
                 self.path.display(),
-                pos_path.display()
+                self.positions.path().display()
             ));
         }
         // what was appended after the recorded position is delivered again
@@ -258,11 +233,7 @@ impl ExportSink for XesFileSink {
         file.sync_all().map_err(|e| self.err("cannot sync", e))?;
         self.len = length;
         self.file = Some(file);
-        if position == "start" {
-            Ok(None)
-        } else {
-            position.parse::<Position>().map(Some).map_err(|e| bad(&e))
-        }
+        Ok(saved.position)
     }
 
     fn deliver(&mut self, events: &[Exported], upto: Position) -> Result<(), String> {
@@ -336,11 +307,10 @@ const OTLP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// are logged and counted as failures of that delivery, not retried (the collector said no).
 pub struct OtlpLogsSink {
     endpoint: String,
-    position_file: PathBuf,
-    engine: Arc<Engine>,
+    positions: PositionFile,
     rt: tokio::runtime::Runtime,
     client: Option<LogsServiceClient<tonic::transport::Channel>>,
-    workflows: HashMap<u16, Option<Arc<Workflow>>>,
+    workflows: Workflows,
 }
 
 impl OtlpLogsSink {
@@ -361,11 +331,10 @@ impl OtlpLogsSink {
             .map_err(|e| format!("--export-otlp-logs: cannot start its runtime: {e}"))?;
         Ok(OtlpLogsSink {
             endpoint: endpoint.to_string(),
-            position_file: data_dir.join("export-otlp-logs.position"),
-            engine,
+            positions: PositionFile::new(data_dir.join("export-otlp-logs.position")),
             rt,
             client: None,
-            workflows: HashMap::new(),
+            workflows: Workflows::new(engine),
         })
     }
 
@@ -378,12 +347,7 @@ impl OtlpLogsSink {
                 (last_position, index) = (Some(x.position), 0);
             }
             let e = &x.event;
-            let engine = &self.engine;
-            let wf = self
-                .workflows
-                .entry(e.workflow)
-                .or_insert_with(|| engine.workflow_at(e.workflow))
-                .clone();
+            let wf = self.workflows.get(e.workflow);
             let s = |v: &str| AnyValue {
                 value: Some(any_value::Value::StringValue(v.to_string())),
             };
@@ -454,16 +418,6 @@ impl OtlpLogsSink {
         }
         out
     }
-
-    fn save_position(&self, at: Position) -> Result<(), String> {
-        let tmp = self.position_file.with_extension("position.tmp");
-        let io = |what: &Path, e: std::io::Error| format!("{}: {e}", what.display());
-        let mut f = File::create(&tmp).map_err(|e| io(&tmp, e))?;
-        f.write_all(format!("{POSITION_MAGIC}\nposition {at}\n").as_bytes())
-            .and_then(|_| f.sync_all())
-            .map_err(|e| io(&tmp, e))?;
-        std::fs::rename(&tmp, &self.position_file).map_err(|e| io(&self.position_file, e))
-    }
 }
 
 impl ExportSink for OtlpLogsSink {
@@ -472,23 +426,7 @@ impl ExportSink for OtlpLogsSink {
     }
 
     fn resume(&mut self) -> Result<Option<Position>, String> {
-        let text = match std::fs::read_to_string(&self.position_file) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(format!("{}: {e}", self.position_file.display())),
-        };
-        let bad = |why: &str| format!("{}: {why}", self.position_file.display());
-        let mut lines = text.lines();
-        if lines.next() != Some(POSITION_MAGIC) {
-            return Err(bad("not a knhk export position file"));
-        }
-        lines
-            .next()
-            .and_then(|l| l.strip_prefix("position "))
-            .ok_or_else(|| bad("no position line"))?
-            .parse::<Position>()
-            .map(Some)
-            .map_err(|e| bad(&e))
+        Ok(self.positions.read()?.and_then(|p| p.position))
     }
 
     fn deliver(&mut self, events: &[Exported], upto: Position) -> Result<(), String> {
@@ -557,6 +495,9 @@ impl ExportSink for OtlpLogsSink {
                 );
             }
         }
-        self.save_position(upto)
+        self.positions.write(&SavedPosition {
+            position: Some(upto),
+            length: None,
+        })
     }
 }

@@ -75,7 +75,8 @@ pub struct ServerConfig {
     /// Bytes of partly received request messages the server may hold, over every call
     /// (`crate::grpc::limits::RequestBudget`); 0: no limit.
     pub max_request_bytes_in_flight: u64,
-    /// Exporters of committed events (`--export-xes`); they need the event log.
+    /// Exporters of committed events (`--export-xes`, `--export-otlp-logs`); they need the
+    /// event log.
     pub export: crate::app::ExportConfig,
 }
 

@@ -70,18 +70,27 @@ async fn run_case(engine: &Engine) -> u64 {
     id
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stalled_exporter_holds_compaction_not_the_kernel_and_catches_up_in_order() {
-    let dir = support::scratch("export-stall").join("data");
-    let jc = JournalConfig {
-        segment_bytes: 4096,
-        ..JournalConfig::new(&dir)
-    };
-    let journal = Journal::open(jc).expect("journal");
+/// An engine of `capacity` slots on an event log in `dir` (segments of `segment_bytes`) with a
+/// [`GateSink`] exporter, the sequence workflow registered as "seq".
+fn gated(
+    dir: &std::path::Path,
+    segment_bytes: u64,
+    capacity: usize,
+) -> (
+    Arc<dyn EventLog>,
+    Arc<Engine>,
+    Arc<Gate>,
+    Arc<knhk_log::ExporterStats>,
+) {
+    let journal = Journal::open(JournalConfig {
+        segment_bytes,
+        ..JournalConfig::new(dir)
+    })
+    .expect("journal");
     let log: Arc<dyn EventLog> = journal.clone();
     let cfg = EngineConfig {
         workers: 1,
-        case_capacity: 256,
+        case_capacity: capacity,
         pin: false,
         ..EngineConfig::default()
     };
@@ -110,6 +119,13 @@ async fn stalled_exporter_holds_compaction_not_the_kernel_and_catches_up_in_orde
             |wf| log.registered(wf, &model),
         )
         .expect("register");
+    (log, engine, gate, stats)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_exporter_holds_compaction_not_the_kernel_and_catches_up_in_order() {
+    let dir = support::scratch("export-stall").join("data");
+    let (log, engine, gate, stats) = gated(&dir, 4096, 256);
 
     // The sink is stalled: cases still run to completion, segments fill and are sealed, and
     // their compaction waits.
@@ -221,39 +237,7 @@ async fn stalled_exporter_holds_compaction_not_the_kernel_and_catches_up_in_orde
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closing_while_an_exporter_delivers_returns() {
     let dir = support::scratch("export-close").join("data");
-    let journal = Journal::open(JournalConfig::new(&dir)).expect("journal");
-    let log: Arc<dyn EventLog> = journal.clone();
-    let cfg = EngineConfig {
-        workers: 1,
-        case_capacity: 16,
-        pin: false,
-        ..EngineConfig::default()
-    };
-    let engine = Engine::start(cfg, log.clone()).expect("engine");
-    log.recover(&engine).expect("recover");
-    let gate = Arc::new(Gate::default());
-    journal
-        .add_exporter(&engine, Box::new(GateSink(gate.clone())))
-        .expect("exporter");
-    let model = support::corpus("yawl/WPC1Sequence.yawl");
-    let compiled = knhk_engine::catalog::compile(&model, None).expect("model compiles");
-    engine
-        .register(
-            "seq",
-            |index, id| {
-                Ok(Workflow::new(
-                    index,
-                    id,
-                    compiled.format,
-                    &compiled.model,
-                    *compiled.net,
-                    now_ns(),
-                ))
-            },
-            "seq",
-            |wf| log.registered(wf, &model),
-        )
-        .expect("register");
+    let (log, engine, gate, _) = gated(&dir, 64 << 20, 16);
     run_case(&engine).await;
     let deadline = Instant::now() + Duration::from_secs(5);
     while !gate.waiting.load(Ordering::SeqCst) {

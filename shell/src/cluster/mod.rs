@@ -146,8 +146,8 @@ pub struct Owner {
 /// The catalog records applied so far (in stream order), and the stream position they cover.
 #[derive(Default)]
 struct Catalog {
-    /// Every record of the workflow stream applied, in order: registrations, retirements and
-    /// deletions (a partition engine being built applies them all).
+    /// Every record of the workflow stream applied, in order: registrations and retirements
+    /// (a partition engine being built applies them all).
     records: Vec<Vec<u8>>,
     /// How many of them are registrations (the index the next one takes).
     workflows: usize,
@@ -549,8 +549,7 @@ impl Node {
                         knhk_log::frames::CatalogRecord::Workflow { index, id } => {
                             (*index, id.clone(), true)
                         }
-                        knhk_log::frames::CatalogRecord::Retire { index }
-                        | knhk_log::frames::CatalogRecord::Delete { index, .. } => {
+                        knhk_log::frames::CatalogRecord::Retire { index } => {
                             (*index, String::new(), false)
                         }
                     };

@@ -62,7 +62,7 @@ impl EngineSlot {
         }
     }
 
-    /// Points the collector at the event log's exporters (`--export-xes`).
+    /// Points the collector at the event log's exporters (`--export-xes`, `--export-otlp-logs`).
     pub fn set_exporters(&self, exporters: Vec<Arc<knhk_log::ExporterStats>>) {
         let _ = self.exporters.set(exporters);
     }
@@ -733,7 +733,7 @@ impl prometheus_client::collector::Collector for EngineCollector {
             m.encode_histogram::<NoLabelSet>(total_sum as f64, total_count, &buckets, None)?;
         }
 
-        // Exporters of committed events (`--export-xes`).
+        // Exporters of committed events (`--export-xes`, `--export-otlp-logs`).
         let exporters = self.slot.exporters();
         if !exporters.is_empty() {
             for (name, help, field) in EXPORTER_COUNTERS {
