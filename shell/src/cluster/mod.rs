@@ -562,28 +562,40 @@ impl Node {
                         continue;
                     }
                     let cat_engine = self.catalog_engine.clone();
-                    let parts: Vec<Arc<Engine>> = self
+                    let parts: Vec<(u16, Arc<Engine>)> = self
                         .parts
                         .read()
                         .unwrap_or_else(|p| p.into_inner())
-                        .values()
-                        .map(|p| p.engine.clone())
+                        .iter()
+                        .map(|(k, p)| (*k, p.engine.clone()))
                         .collect();
                     let r2 = rec.clone();
-                    let res = tokio::task::spawn_blocking(move || {
+                    let failures = tokio::task::spawn_blocking(move || {
+                        let mut failures = Vec::new();
                         // the catalog engine has a registration made through this node already
                         if !registration || cat_engine.workflows().len() == usize::from(index) {
-                            knhk_log::frames::apply_catalog_record(&cat_engine, &r2)?;
+                            if let Err(e) = knhk_log::frames::apply_catalog_record(&cat_engine, &r2)
+                            {
+                                failures.push(("catalog".to_string(), e));
+                            }
                         }
-                        for e in parts {
-                            knhk_log::frames::apply_catalog_record(&e, &r2)?;
+                        // Every partition engine gets the record even when one refuses it: a
+                        // partition being handed over refuses new work, and the partitions after
+                        // it in this list must not miss the workflow (its next owner rebuilds it
+                        // from the stream's records anyway).
+                        for (partition, e) in parts {
+                            if let Err(err) = knhk_log::frames::apply_catalog_record(&e, &r2) {
+                                if !e.is_draining() {
+                                    failures.push((format!("partition {partition}"), err));
+                                }
+                            }
                         }
-                        Ok::<(), std::io::Error>(())
+                        failures
                     })
                     .await
                     .map_err(|e| e.to_string())?;
-                    if let Err(e) = res {
-                        tracing::error!(workflow = %id, error = %e, "workflow stream: apply failed");
+                    for (engine, e) in failures {
+                        tracing::error!(workflow = %id, engine, error = %e, "workflow stream: apply failed");
                     }
                     cat.records.push(rec);
                     cat.workflows += usize::from(registration);
@@ -689,15 +701,30 @@ impl Node {
     /// True when it applied something new (a lookup that failed is worth another try).
     pub async fn catch_up_workflows(&self, within: Duration) -> bool {
         let stream_name = format!("{}_WF", self.cfg.name.to_uppercase());
-        let last = match self.js.get_stream(&stream_name).await {
-            Ok(s) => s.cached_info().state.last_sequence,
-            Err(_) => return false,
+        let start = *self.applied.borrow();
+        let deadline = tokio::time::Instant::now() + within;
+        // The stream's last sequence: asked again while JetStream does not answer (a leader
+        // election, a restarting server) rather than answering "unknown workflow" for a
+        // registration another node acknowledged.
+        let last = loop {
+            let info = tokio::time::timeout_at(deadline, self.js.get_stream(&stream_name)).await;
+            match info {
+                Ok(Ok(s)) => break s.cached_info().state.last_sequence,
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "catch-up: workflow stream lookup failed");
+                    if tokio::time::Instant::now() + Duration::from_millis(100) >= deadline {
+                        return false;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(_) => return false,
+            }
         };
-        if *self.applied.borrow() >= last {
+        if start >= last {
             return false;
         }
         let mut rx = self.applied.subscribe();
-        let caught_up = tokio::time::timeout(within, rx.wait_for(|&a| a >= last))
+        let caught_up = tokio::time::timeout_at(deadline, rx.wait_for(|&a| a >= last))
             .await
             .is_ok();
         caught_up
