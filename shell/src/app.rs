@@ -20,11 +20,12 @@ pub struct Core {
 }
 
 /// The exporters to start: `xes_file`, the document of `--export-xes`; `otlp_logs`, the
-/// collector of `--export-otlp-logs`.
+/// collector of `--export-otlp-logs`, reached over TLS (`https://`) as `otlp_logs_tls` says.
 #[derive(Debug, Clone, Default)]
 pub struct ExportConfig {
     pub xes_file: Option<std::path::PathBuf>,
     pub otlp_logs: Option<String>,
+    pub otlp_logs_tls: crate::exporter::OtlpTls,
 }
 
 /// An exporter's sink.
@@ -89,8 +90,13 @@ pub fn start_exporting(
         sinks.push(("--export-xes", Ok(Box::new(sink))));
     }
     if let Some(url) = &export.otlp_logs {
-        let sink = crate::exporter::OtlpLogsSink::new(url, &data_dir, engine.clone())
-            .map(|s| Box::new(s) as Sink);
+        let sink = crate::exporter::OtlpLogsSink::new(
+            url,
+            &export.otlp_logs_tls,
+            &data_dir,
+            engine.clone(),
+        )
+        .map(|s| Box::new(s) as Sink);
         sinks.push(("--export-otlp-logs", sink));
     }
     let mut exporters = Vec::new();

@@ -284,6 +284,50 @@ use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, Instrumentatio
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs, SeverityNumber};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
+/// TLS of the OTLP logs exporter (`--export-otlp-logs https://...`): the PEM CA bundle that
+/// signs the collector's certificate (`None`: the system's roots) and a client certificate
+/// with its key for a collector that asks for one (mutual TLS).
+#[derive(Debug, Clone, Default)]
+pub struct OtlpTls {
+    pub ca: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+}
+
+impl OtlpTls {
+    /// The client configuration, every file read now: an error names the flag and the file.
+    fn client_config(&self) -> Result<tonic::transport::ClientTlsConfig, String> {
+        use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+        let read = |flag: &str, path: &Path| {
+            std::fs::read(path).map_err(|e| format!("{flag}: cannot read {}: {e}", path.display()))
+        };
+        let mut tls = ClientTlsConfig::new();
+        tls = match &self.ca {
+            Some(ca) => {
+                tls.ca_certificate(Certificate::from_pem(read("--export-otlp-logs-ca", ca)?))
+            }
+            None => tls.with_native_roots(),
+        };
+        match (&self.client_cert, &self.client_key) {
+            (Some(c), Some(k)) => {
+                tls = tls.identity(Identity::from_pem(
+                    read("--export-otlp-logs-client-cert", c)?,
+                    read("--export-otlp-logs-client-key", k)?,
+                ))
+            }
+            (None, None) => {}
+            _ => {
+                return Err(
+                    "--export-otlp-logs-client-cert and --export-otlp-logs-client-key \
+                            go together"
+                        .into(),
+                )
+            }
+        }
+        Ok(tls)
+    }
+}
+
 /// How long one export call to the collector may take before the delivery fails (and is
 /// retried).
 const OTLP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -307,6 +351,9 @@ const OTLP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// are logged and counted as failures of that delivery, not retried (the collector said no).
 pub struct OtlpLogsSink {
     endpoint: String,
+    /// For an `https://` endpoint: the collector's CA (or the system's roots) and the client
+    /// certificate, read at start.
+    tls: Option<tonic::transport::ClientTlsConfig>,
     positions: PositionFile,
     rt: tokio::runtime::Runtime,
     client: Option<LogsServiceClient<tonic::transport::Channel>>,
@@ -314,15 +361,30 @@ pub struct OtlpLogsSink {
 }
 
 impl OtlpLogsSink {
-    /// A sink for the collector at `endpoint` (`http://host:port`), keeping its position in
-    /// `data_dir`. Fails on an endpoint that is not an http URL.
-    pub fn new(endpoint: &str, data_dir: &Path, engine: Arc<Engine>) -> Result<Self, String> {
-        if !endpoint.starts_with("http://") {
+    /// A sink for the collector at `endpoint` (`http://host:port`, or `https://host:port`
+    /// reached over TLS as `tls` says), keeping its position in `data_dir`. Fails on an
+    /// endpoint that is not an http(s) URL, and on TLS files that cannot be read.
+    pub fn new(
+        endpoint: &str,
+        tls: &OtlpTls,
+        data_dir: &Path,
+        engine: Arc<Engine>,
+    ) -> Result<Self, String> {
+        let tls = if endpoint.starts_with("https://") {
+            Some(tls.client_config()?)
+        } else if endpoint.starts_with("http://") {
+            if tls.ca.is_some() || tls.client_cert.is_some() {
+                return Err(format!(
+                    "--export-otlp-logs {endpoint}: TLS files are given for a plaintext \
+                     endpoint (use https://)"
+                ));
+            }
+            None
+        } else {
             return Err(format!(
-                "--export-otlp-logs {endpoint}: expected http://host:port (a TLS endpoint is \
-                 not built for this exporter yet)"
+                "--export-otlp-logs {endpoint}: expected http://host:port or https://host:port"
             ));
-        }
+        };
         tonic::transport::Endpoint::from_shared(endpoint.to_string())
             .map_err(|e| format!("--export-otlp-logs {endpoint}: {e}"))?;
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -331,6 +393,7 @@ impl OtlpLogsSink {
             .map_err(|e| format!("--export-otlp-logs: cannot start its runtime: {e}"))?;
         Ok(OtlpLogsSink {
             endpoint: endpoint.to_string(),
+            tls,
             positions: PositionFile::new(data_dir.join("export-otlp-logs.position")),
             rt,
             client: None,
@@ -458,13 +521,20 @@ impl ExportSink for OtlpLogsSink {
                 }],
             };
             let endpoint = self.endpoint.clone();
+            let tls = self.tls.clone();
             let mut client = self.client.take();
             let result = self.rt.block_on(async move {
                 let mut c = match client.take() {
                     Some(c) => c,
                     None => {
-                        let ch = tonic::transport::Endpoint::from_shared(endpoint.clone())
-                            .map_err(|e| format!("{endpoint}: {e}"))?
+                        let mut ep = tonic::transport::Endpoint::from_shared(endpoint.clone())
+                            .map_err(|e| format!("{endpoint}: {e}"))?;
+                        if let Some(tls) = tls {
+                            ep = ep
+                                .tls_config(tls)
+                                .map_err(|e| format!("{endpoint}: TLS: {e}"))?;
+                        }
+                        let ch = ep
                             .connect_timeout(OTLP_TIMEOUT)
                             .timeout(OTLP_TIMEOUT)
                             .connect()

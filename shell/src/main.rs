@@ -256,6 +256,32 @@ struct ServeArgs {
     /// least once, resumed from `<data-dir>/export-otlp-logs.position`; docs/durability.md).
     #[arg(long, env = "KNHK_EXPORT_OTLP_LOGS", value_name = "URL")]
     export_otlp_logs: Option<String>,
+    /// PEM CA bundle that signs the logs collector's certificate, for an `https://`
+    /// --export-otlp-logs (default: the system's roots).
+    #[arg(
+        long,
+        env = "OTEL_EXPORTER_OTLP_LOGS_CERTIFICATE",
+        requires = "export_otlp_logs",
+        value_name = "PEM"
+    )]
+    export_otlp_logs_ca: Option<PathBuf>,
+    /// PEM client certificate presented to the logs collector (mutual TLS); with
+    /// --export-otlp-logs-client-key.
+    #[arg(
+        long,
+        env = "OTEL_EXPORTER_OTLP_LOGS_CLIENT_CERTIFICATE",
+        requires_all = ["export_otlp_logs", "export_otlp_logs_client_key"],
+        value_name = "PEM"
+    )]
+    export_otlp_logs_client_cert: Option<PathBuf>,
+    /// PEM private key of --export-otlp-logs-client-cert.
+    #[arg(
+        long,
+        env = "OTEL_EXPORTER_OTLP_LOGS_CLIENT_KEY",
+        requires = "export_otlp_logs_client_cert",
+        value_name = "PEM"
+    )]
+    export_otlp_logs_client_key: Option<PathBuf>,
     /// Address of the HTTP endpoints (/metrics, /health, /health/live, /health/ready,
     /// /health/startup; docs/operations.md), or `off` for none (and no gRPC metrics).
     #[arg(long, env = "KNHK_HTTP_ADDR", default_value = "127.0.0.1:9090", value_parser = parse_http_addr)]
@@ -697,6 +723,11 @@ fn serve(args: ServeArgs) -> ExitCode {
     }
     cfg.export.xes_file = args.export_xes.clone();
     cfg.export.otlp_logs = args.export_otlp_logs.clone();
+    cfg.export.otlp_logs_tls = knhk_shell::exporter::OtlpTls {
+        ca: args.export_otlp_logs_ca.clone(),
+        client_cert: args.export_otlp_logs_client_cert.clone(),
+        client_key: args.export_otlp_logs_client_key.clone(),
+    };
     let journal = match args.durability {
         DurabilityArg::Off => None,
         mode => Some(JournalConfig {

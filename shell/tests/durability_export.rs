@@ -657,6 +657,27 @@ fn export_without_the_event_log_is_refused() {
         err.contains("--export-otlp-logs ftp://collector:4317"),
         "{err}"
     );
+    // a CA file that cannot be read stops the start, naming the flag and the file
+    let out = std::process::Command::new(support::bin())
+        .args([
+            "serve",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--export-otlp-logs",
+            "https://collector:4317",
+            "--export-otlp-logs-ca",
+            "/nonexistent/ca.pem",
+        ])
+        .env("KNHK_DATA_DIR", root.join("data"))
+        .env("KNHK_HTTP_ADDR", "off")
+        .output()
+        .expect("run knhk serve");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("--export-otlp-logs-ca: cannot read /nonexistent/ca.pem"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&root);
 }
 
@@ -837,6 +858,140 @@ async fn otlp_logs_exporter_ships_every_event_and_survives_a_collector_outage() 
     let want = server_events(&export(&mut c).await);
     wait_all(want.len()).await;
     assert_eq!(per_case(collected(&collector)), per_case(want));
+    let _ = stop_tx.send(());
+    done.await.expect("join").expect("served");
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// Serves `c` over TLS on `addr`: the collector's certificate `(cert, key)`, and with
+/// `client_ca` it asks every caller for a certificate that CA signed (mutual TLS).
+async fn serve_collector_tls(
+    c: &Collector,
+    addr: std::net::SocketAddr,
+    cert: &(String, String),
+    client_ca: &str,
+) -> tokio::sync::oneshot::Sender<()> {
+    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .expect("bind collector");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let svc = c.clone();
+    let tls = ServerTlsConfig::new()
+        .identity(Identity::from_pem(&cert.0, &cert.1))
+        .client_ca_root(Certificate::from_pem(client_ca));
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .tls_config(tls)
+            .expect("collector tls")
+            .add_service(LogsServiceServer::new(svc))
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                async move {
+                    let _ = stopped.await;
+                },
+            )
+            .await
+    });
+    stop
+}
+
+/// `--export-otlp-logs https://...`: the exporter checks the collector's certificate against
+/// `--export-otlp-logs-ca` and presents its client certificate (the collector requires one).
+/// A server given another CA delivers nothing and says on /health that it cannot reach the
+/// collector; every event still arrives at the collector it trusts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_logs_exporter_speaks_mutual_tls_and_checks_the_collector() {
+    use support::certs::{ca, leaf};
+    let root = support::scratch("export-otlp-tls");
+    let collector_ca = ca("collector ca");
+    let client_ca = ca("client ca");
+    let stranger_ca = ca("another ca");
+    let collector_cert = leaf(&collector_ca, 1, true);
+    let (client_cert, client_key) = leaf(&client_ca, 2, false);
+    let write = |name: &str, pem: &str| {
+        let p = root.join(name);
+        std::fs::write(&p, pem).expect("write pem");
+        p
+    };
+    let tls = knhk_shell::exporter::OtlpTls {
+        ca: Some(write("collector-ca.pem", &collector_ca.pem)),
+        client_cert: Some(write("client.pem", &client_cert)),
+        client_key: Some(write("client.key", &client_key)),
+    };
+    let collector = Collector::default();
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+        l.local_addr().expect("addr")
+    };
+    let _stop_collector =
+        serve_collector_tls(&collector, addr, &collector_cert, &client_ca.pem).await;
+
+    // A server that trusts another CA: the handshake fails, nothing is delivered.
+    let wrong = root.join("wrong");
+    let (http, mut c, stop_tx, done) = start_observed(
+        &wrong,
+        knhk_shell::app::ExportConfig {
+            otlp_logs: Some(format!("https://localhost:{}", addr.port())),
+            otlp_logs_tls: knhk_shell::exporter::OtlpTls {
+                ca: Some(write("stranger-ca.pem", &stranger_ca.pem)),
+                ..tls.clone()
+            },
+            ..Default::default()
+        },
+    )
+    .await;
+    register_running_example(&mut c).await;
+    let mut rng: u64 = 0x5eed_0f75;
+    run_cases(&mut c, 1, &mut rng).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut health = String::new();
+    while Instant::now() < deadline {
+        health = http_get(http, "/health").await;
+        if health.contains("cannot reach the collector") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let h: serde_json::Value = serde_json::from_str(&health).expect("health json");
+    assert_eq!(h["checks"]["exporters"]["status"], "degraded", "{health}");
+    assert!(collector.got.lock().unwrap().is_empty());
+    let _ = stop_tx.send(());
+    done.await.expect("join").expect("served");
+
+    // The right CA and a client certificate: every event arrives, as the server has them.
+    let right = root.join("right");
+    let (_http, mut c, stop_tx, done) = start_observed(
+        &right,
+        knhk_shell::app::ExportConfig {
+            otlp_logs: Some(format!("https://localhost:{}", addr.port())),
+            otlp_logs_tls: tls.clone(),
+            ..Default::default()
+        },
+    )
+    .await;
+    register_running_example(&mut c).await;
+    run_cases(&mut c, 3, &mut rng).await;
+    let want = xes_events(&String::from_utf8_lossy(
+        &c.export_case_xes(proto::ExportCaseXesRequest {
+            case_id: 0,
+            workflow_id: "running-example".into(),
+        })
+        .await
+        .expect("export")
+        .into_inner()
+        .xes,
+    ));
+    assert!(!want.is_empty());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while collected(&collector).len() < want.len() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut got = collected(&collector);
+    let mut want = want;
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
     let _ = stop_tx.send(());
     done.await.expect("join").expect("served");
     let _ = std::fs::remove_dir_all(&root);
