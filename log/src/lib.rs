@@ -693,6 +693,7 @@ fn compact(
         },
     );
     put_counters(&mut out, fresh, &gens);
+    let mut segments = Vec::with_capacity(segs.len());
     for (_, path) in &segs {
         let data = fs::read(path)?;
         let (recs, damage) = scan(&data);
@@ -702,10 +703,38 @@ fn compact(
                 format!("{} damaged at {} ({})", path.display(), d.offset, d.reason),
             ));
         }
+        segments.push((data, recs));
+    }
+    // Versions deleted with their history of which no case is held: their records become
+    // stand-ins without the model (a version deleted with its history kept still needs its
+    // model: the archive's cases of it are read through its task and condition names).
+    let held: HashSet<u16> = cases.iter().map(|c| c.workflow).collect();
+    let mut gone: HashSet<u16> = HashSet::new();
+    for (data, recs) in &segments {
         for (kind, r) in recs {
+            if *kind == K_DELETE {
+                let (index, _, with_history) =
+                    get_delete(&data[r.clone()]).map_err(io::Error::other)?;
+                if with_history && !held.contains(&index) {
+                    gone.insert(index);
+                }
+            }
+        }
+    }
+    for (data, recs) in &segments {
+        for (kind, r) in recs.iter().cloned() {
             if kind == K_WORKFLOW {
                 let p = &data[r];
-                let w = get_workflow(p).map_err(io::Error::other)?;
+                let mut w = get_workflow(p).map_err(io::Error::other)?;
+                if gone.contains(&w.index) {
+                    w = WfRec {
+                        model: &[],
+                        form: &[],
+                        options: w.options | OPTION_DELETED_STAND_IN,
+                        timers: Vec::new(),
+                        ..w
+                    };
+                }
                 // Rewritten in the current format (an older record lacks the namespace).
                 put_workflow_rec(&mut out, &w);
             } else if kind == K_RETIRE {
@@ -1251,6 +1280,9 @@ fn check(
 
 fn replay_workflow(engine: &Engine, p: &[u8]) -> Result<(), String> {
     let w = get_workflow(p)?;
+    if w.options & OPTION_DELETED_STAND_IN != 0 {
+        return replay_stand_in(engine, &w);
+    }
     let catalog::Compiled {
         model: mut m,
         net,
@@ -1314,6 +1346,54 @@ fn replay_workflow(engine: &Engine, p: &[u8]) -> Result<(), String> {
         )
         .map_err(|e| e.to_string())?;
     Ok(())
+}
+
+/// The net a stand-in is registered with: a version deleted with its history runs no case and
+/// is never shown, it only keeps its index and version number.
+const STAND_IN_MODEL: &str = r#"{"name": "deleted version", "id": "Net",
+  "conditions": [{"id": "i", "kind": "input", "flows": [{"to": "t"}]}, {"id": "o", "kind": "output"}],
+  "tasks": [{"id": "t", "flows": [{"to": "o"}]}]}"#;
+
+/// Replays a stand-in ([`OPTION_DELETED_STAND_IN`]): a deleted version (its history deleted
+/// too) at its logged index, with its id, namespace and registration time.
+fn replay_stand_in(engine: &Engine, w: &WfRec<'_>) -> Result<(), String> {
+    let catalog::Compiled { model, net, .. } = catalog::compile_with(
+        STAND_IN_MODEL.as_bytes(),
+        Some(knhk_import::Format::Json),
+        &knhk_import::Options::default(),
+    )
+    .map_err(|e| format!("'{}': the stand-in of a deleted version: {e}", w.id))?;
+    let expect = w.index;
+    let wf = engine
+        .register_in(
+            w.namespace,
+            w.id,
+            None,
+            |index, id| {
+                if index != expect {
+                    return Err(EngineError::Internal(format!(
+                        "deleted version of '{id}' replayed at index {index}, logged at {expect}"
+                    )));
+                }
+                Ok(Workflow::new(
+                    index,
+                    id,
+                    knhk_import::Format::Json,
+                    &model,
+                    *net,
+                    w.registered_ns,
+                )
+                .in_namespace(w.namespace))
+            },
+            w.id,
+            // Replayed from the log: durable already.
+            |_| Ok(()),
+        )
+        .map_err(|e| e.to_string())?;
+    // Deleted from the start (its deletion record follows too): never a live workflow.
+    engine
+        .mark_deleted(wf.index, true)
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
