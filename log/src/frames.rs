@@ -13,10 +13,11 @@ use knhk_engine::workers::Job;
 use knhk_engine::workflow::Workflow;
 
 use crate::record::{
-    get_retire, get_workflow, put_batch, put_header, put_retire, put_workflow, scan, Header,
+    get_delete, get_retire, get_workflow, put_batch, put_delete, put_header, put_retire,
+    put_workflow, scan, Header,
 };
 use crate::segment::{Found, Spans};
-use crate::{bad, replay, replay_workflow, FORMAT_VERSION, K_RETIRE, K_WORKFLOW, MAGIC};
+use crate::{bad, replay, replay_workflow, FORMAT_VERSION, K_DELETE, K_RETIRE, K_WORKFLOW, MAGIC};
 
 /// Appends the logged ops of an executed `job` of `shard` (nothing when none succeeded);
 /// returns the events encoded.
@@ -34,6 +35,18 @@ pub fn encode_retire(buf: &mut Vec<u8>, wf: &Workflow, at_ns: u64) {
     put_retire(buf, wf.index, at_ns);
 }
 
+/// Appends the deletion record of the version `wf` (with its history when
+/// `wf.history_deleted` is set), as the journal writes it.
+pub fn encode_delete(buf: &mut Vec<u8>, wf: &Workflow, at_ns: u64) {
+    put_delete(
+        buf,
+        wf.index,
+        at_ns,
+        wf.history_deleted
+            .load(std::sync::atomic::Ordering::Acquire),
+    );
+}
+
 /// What one catalog record (a single framed record of the cluster's workflow stream) is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CatalogRecord {
@@ -41,6 +54,8 @@ pub enum CatalogRecord {
     Workflow { index: u16, id: String },
     /// The retirement of the workflow at `index`.
     Retire { index: u16 },
+    /// The deletion of the version at `index`, with its finished cases when `with_history`.
+    Delete { index: u16, with_history: bool },
 }
 
 /// Reads a catalog record.
@@ -57,17 +72,45 @@ pub fn catalog_record(record: &[u8]) -> io::Result<CatalogRecord> {
         [(K_RETIRE, r)] => Ok(CatalogRecord::Retire {
             index: get_retire(&data[r.clone()]).map_err(bad)?.0,
         }),
-        _ => Err(bad("not a single workflow or retirement record".into())),
+        [(K_DELETE, r)] => {
+            let (index, _, with_history) = get_delete(&data[r.clone()]).map_err(bad)?;
+            Ok(CatalogRecord::Delete {
+                index,
+                with_history,
+            })
+        }
+        _ => Err(bad(
+            "not a single workflow, retirement or deletion record".into()
+        )),
     }
 }
 
 /// Applies a catalog record to `engine`: registers a workflow (at the index the record names:
-/// the engine must hold exactly the workflows before it), or marks one retired (idempotent).
+/// the engine must hold exactly the workflows before it), marks one retired, or marks a
+/// version deleted and, with its history, removes its finished cases from the engine
+/// (idempotent; cases replayed later come back: [`Engine::purge_deleted_histories`] after a
+/// replay removes them again).
 pub fn apply_catalog_record(engine: &Engine, record: &[u8]) -> io::Result<()> {
     match catalog_record(record)? {
         CatalogRecord::Workflow { .. } => register_workflow_record(engine, record),
         CatalogRecord::Retire { index } => {
             engine.mark_retired(index).map_err(|e| bad(e.to_string()))
+        }
+        CatalogRecord::Delete {
+            index,
+            with_history,
+        } => {
+            engine
+                .mark_deleted(index, with_history)
+                .map_err(|e| bad(e.to_string()))?;
+            if with_history {
+                if let Some(wf) = engine.workflow_at(index) {
+                    engine
+                        .purge_deleted_history(&wf)
+                        .map_err(|e| bad(e.to_string()))?;
+                }
+            }
+            Ok(())
         }
     }
 }

@@ -141,8 +141,9 @@ async fn forwarded_calls_act_for_the_caller_and_every_node_audits_what_it_did() 
     .expect("register through node 0");
     // RetireWorkflow reaches every node through the workflow stream: a case of "old" created
     // before runs on, a new one is refused on every node (each once it has applied the
-    // record), and every node lists it retired. DeleteWorkflow is not built in cluster mode:
-    // refused, named.
+    // record), and every node lists it retired. DeleteWorkflow counts the version's unfinished
+    // cases over every partition: refused while the older case runs, then, once it completed,
+    // the version goes with its history from every node.
     a0.register_workflow(proto::RegisterWorkflowRequest {
         model: support::corpus("yawl/WPC1Sequence.yawl"),
         workflow_id: "old".into(),
@@ -226,16 +227,74 @@ async fn forwarded_calls_act_for_the_caller_and_every_node_audits_what_it_did() 
             Err(e) => panic!("the case of the retired workflow runs on: {e}"),
         }
     }
-    let e = a0
-        .delete_workflow(proto::DeleteWorkflowRequest {
-            workflow_id: "seq".into(),
-            version: 1,
-            delete_history: false,
+    let delete_old = proto::DeleteWorkflowRequest {
+        workflow_id: "old".into(),
+        version: 1,
+        delete_history: true,
+    };
+    let e = a1
+        .delete_workflow(delete_old.clone())
+        .await
+        .expect_err("DeleteWorkflow with a case running");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
+    assert!(e.message().contains("1 unfinished case"), "{e}");
+    // the older case runs to its end
+    let mut view = a0
+        .get_case(proto::GetCaseRequest {
+            case_id: running.case_id,
         })
         .await
-        .expect_err("DeleteWorkflow in cluster mode");
-    assert_eq!(e.code(), Code::Unimplemented, "{e}");
-    assert!(e.message().contains("DeleteWorkflow"), "{e}");
+        .expect("the older case")
+        .into_inner();
+    let mut old_fires = 1;
+    while let Some(task) = view.enabled_tasks.first().cloned() {
+        old_fires += 1;
+        view = a0
+            .fire_task(proto::TaskRequest {
+                case_id: running.case_id,
+                task,
+                ..Default::default()
+            })
+            .await
+            .expect("fire the older case's next task")
+            .into_inner();
+    }
+    assert_eq!(view.state, proto::CaseState::Complete as i32);
+    let w = a1
+        .delete_workflow(delete_old)
+        .await
+        .expect("DeleteWorkflow through node 1")
+        .into_inner();
+    assert!(w.deleted);
+    for (n, cl) in [(0, &mut a0), (1, &mut a1), (2, &mut a2)] {
+        let t0 = Instant::now();
+        loop {
+            let version = cl
+                .get_workflow(proto::GetWorkflowRequest {
+                    workflow_id: "old".into(),
+                    version: 1,
+                })
+                .await;
+            let case = cl
+                .get_case(proto::GetCaseRequest {
+                    case_id: running.case_id,
+                })
+                .await;
+            match (version, case) {
+                (Err(v), Err(c)) if c.code() == Code::NotFound => {
+                    assert!(v.message().contains("deleted"), "node {n}: {v}");
+                    break;
+                }
+                other => {
+                    assert!(
+                        t0.elapsed() < patience,
+                        "node {n} still shows the deleted version or its case: {other:?}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
 
     // Cases created through node 1 and their first task fired through node 2: their business
     // keys spread them over the partitions, most of them on another node's, so both calls are
@@ -320,15 +379,13 @@ async fn forwarded_calls_act_for_the_caller_and_every_node_audits_what_it_did() 
     drop(answers);
 
     // The verifier rebuilds every partition from the streams alone, the workflow stream's
-    // retirement records included: it holds every case created here (CASES through node 1,
-    // CASES in bulk, the case of "old").
+    // retirement and deletion records included: it holds every case created here (CASES
+    // through node 1, CASES in bulk), not the case of "old", deleted with its version.
     let (verified, _) = knhk_shell::cluster::verify(&c.nats_urls, "knhk", PARTITIONS, 65536)
         .await
         .expect("verifier replay");
-    assert_eq!(verified.len(), 2 * CASES + 1, "{verified:?}");
-    assert!(verified
-        .iter()
-        .any(|v| v.case_id == running.case_id && v.seq == 1));
+    assert_eq!(verified.len(), 2 * CASES, "{verified:?}");
+    assert!(!verified.iter().any(|v| v.case_id == running.case_id));
 
     for p in c.knhk.iter_mut() {
         p.stop_and_wait("TERM");
@@ -349,6 +406,13 @@ async fn forwarded_calls_act_for_the_caller_and_every_node_audits_what_it_did() 
     assert_eq!(count("CreateCase", "OK"), CASES + 1, "{all:#?}");
     // a retirement is recorded once, by the node the caller reached
     assert_eq!(count("RetireWorkflow", "OK"), 1, "{all:#?}");
+    // a deletion too, refused or done
+    assert_eq!(
+        count("DeleteWorkflow", "FAILED_PRECONDITION"),
+        1,
+        "{all:#?}"
+    );
+    assert_eq!(count("DeleteWorkflow", "OK"), 1, "{all:#?}");
     // Recorded by the owners: creations sent to node 1 and executed elsewhere.
     let elsewhere = all
         .iter()
@@ -358,7 +422,7 @@ async fn forwarded_calls_act_for_the_caller_and_every_node_audits_what_it_did() 
         elsewhere > 0,
         "no creation was forwarded: the test shows nothing; {all:#?}"
     );
-    assert_eq!(count("FireTask", "OK"), CASES + 1, "{all:#?}");
+    assert_eq!(count("FireTask", "OK"), CASES + old_fires, "{all:#?}");
     assert_eq!(count("FireTask", "PERMISSION_DENIED"), 1, "{all:#?}");
     let bulk: Vec<_> = all
         .iter()

@@ -244,6 +244,12 @@ impl BatchHook for CatalogHook {
         knhk_log::frames::encode_retire(&mut rec, wf, knhk_engine::engine::now_ns());
         self.publish(rec)
     }
+
+    fn deleted(&self, wf: &Workflow) -> Result<(), EngineError> {
+        let mut rec = Vec::new();
+        knhk_log::frames::encode_delete(&mut rec, wf, knhk_engine::engine::now_ns());
+        self.publish(rec)
+    }
 }
 
 impl CatalogHook {
@@ -549,7 +555,8 @@ impl Node {
                         knhk_log::frames::CatalogRecord::Workflow { index, id } => {
                             (*index, id.clone(), true)
                         }
-                        knhk_log::frames::CatalogRecord::Retire { index } => {
+                        knhk_log::frames::CatalogRecord::Retire { index }
+                        | knhk_log::frames::CatalogRecord::Delete { index, .. } => {
                             (*index, String::new(), false)
                         }
                     };
@@ -637,6 +644,20 @@ impl Node {
     ) -> Result<tonic::Response<crate::proto::Workflow>, tonic::Status> {
         self.change_catalog(request, "retirement", |r| {
             self.catalog_service.retire_unaudited(r)
+        })
+        .await
+    }
+
+    /// Deletes a workflow version cluster-wide: through the catalog (which publishes the
+    /// deletion record after the last record applied), then waits until this node has applied
+    /// it everywhere. The caller has counted the version's unfinished cases first
+    /// (`router.rs`).
+    pub async fn delete_workflow(
+        &self,
+        request: tonic::Request<crate::proto::DeleteWorkflowRequest>,
+    ) -> Result<tonic::Response<crate::proto::Workflow>, tonic::Status> {
+        self.change_catalog(request, "deletion", |r| {
+            self.catalog_service.delete_unaudited(r)
         })
         .await
     }
@@ -952,7 +973,12 @@ impl Node {
             let e2 = engine.clone();
             let replayed = tokio::task::spawn_blocking(move || {
                 let refs: Vec<&[u8]> = frames.iter().map(|f| f.as_ref()).collect();
-                knhk_log::frames::replay_frames(&e2, &refs)
+                let replayed = knhk_log::frames::replay_frames(&e2, &refs)?;
+                // Finished cases of versions deleted with their history came back with their
+                // frames: removed again.
+                e2.purge_deleted_histories()
+                    .map_err(|e| std::io::Error::other(e.to_string()))?;
+                Ok::<u64, std::io::Error>(replayed)
             })
             .await
             .map_err(|e| e.to_string())?
@@ -1265,6 +1291,10 @@ pub async fn verify(
                 }
                 let refs: Vec<&[u8]> = frames.iter().map(|f| f.as_ref()).collect();
                 knhk_log::frames::replay_frames(&engine, &refs)
+                    .map_err(|e| format!("partition {p}: {e}"))?;
+                // as a partition's owner does after its replay
+                engine
+                    .purge_deleted_histories()
                     .map_err(|e| format!("partition {p}: {e}"))?;
                 Ok::<Vec<VerifiedCase>, String>(
                     engine

@@ -390,9 +390,12 @@ impl Knhk for ClusterService {
 
     async fn delete_workflow(
         &self,
-        _request: Request<crate::proto::DeleteWorkflowRequest>,
+        request: Request<crate::proto::DeleteWorkflowRequest>,
     ) -> Result<Response<Workflow>, Status> {
-        Err(catalog_change_unbuilt("DeleteWorkflow"))
+        let node = &self.node;
+        node.catalog_service
+            .delete_audited(request, |r| self.delete_counted(r))
+            .await
     }
 
     async fn retire_workflow(
@@ -678,11 +681,48 @@ impl Knhk for ClusterService {
     }
 }
 
-/// DeleteWorkflow: refused in cluster mode. A version may be deleted only with no unfinished
-/// case, and the cases live in partition engines across the nodes: no node can count them.
-fn catalog_change_unbuilt(rpc: &str) -> Status {
-    Status::unimplemented(format!(
-        "{rpc} is not built in cluster mode yet (a version is deleted only with no unfinished \
-         case, and no node counts the cases of every partition)"
-    ))
+impl ClusterService {
+    /// DeleteWorkflow in cluster mode: the version's unfinished cases (running or deadlocked)
+    /// are counted over every partition by one scatter-gather of `ListCases` (refused while
+    /// there are some, as on a single node), then the deletion goes through the catalog.
+    /// A case created between the count and a node applying the deletion runs on to its end,
+    /// as one that passed its check just before a single node's deletion does.
+    async fn delete_counted(
+        &self,
+        request: Request<crate::proto::DeleteWorkflowRequest>,
+    ) -> Result<Response<Workflow>, Status> {
+        let (meta, ext, msg) = request.into_parts();
+        let listing = Request::from_parts(
+            meta.clone(),
+            ext.clone(),
+            ListCasesRequest {
+                workflow_id: msg.workflow_id.clone(),
+                ..Default::default()
+            },
+        );
+        let mut cases = self.list_cases(listing).await?.into_inner();
+        let mut unfinished = 0u64;
+        while let Some(case) = cases.next().await {
+            let case = case?;
+            let open = matches!(
+                crate::proto::CaseState::try_from(case.state),
+                Ok(crate::proto::CaseState::Running | crate::proto::CaseState::Deadlocked)
+            );
+            if open && case.workflow_version == msg.version {
+                unfinished += 1;
+            }
+        }
+        if unfinished > 0 {
+            return Err(Status::failed_precondition(format!(
+                "workflow {} version {} has {unfinished} unfinished case{}: cancel them, or \
+                 retire the workflow and delete the version once they finished",
+                knhk_engine::error::echo(&msg.workflow_id),
+                msg.version,
+                if unfinished == 1 { "" } else { "s" }
+            )));
+        }
+        self.node
+            .delete_workflow(Request::from_parts(meta, ext, msg))
+            .await
+    }
 }

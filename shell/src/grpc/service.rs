@@ -435,6 +435,46 @@ impl KnhkService {
             })
     }
 
+    /// DeleteWorkflow through `delete` (this engine's deletion, or the cluster's), audited once.
+    pub(crate) async fn delete_audited<F>(
+        &self,
+        request: Request<proto::DeleteWorkflowRequest>,
+        delete: impl FnOnce(Request<proto::DeleteWorkflowRequest>) -> F,
+    ) -> Result<Response<proto::Workflow>, Status>
+    where
+        F: std::future::Future<Output = Result<Response<proto::Workflow>, Status>>,
+    {
+        let mut rec = self.audit_start(&request, "DeleteWorkflow")?;
+        if let Some(a) = rec.as_mut() {
+            let r = request.get_ref();
+            a.workflow = Some(format!("{} version {}", cap(&r.workflow_id), r.version));
+        }
+        let r = delete(request).await;
+        self.audited(rec, r).await
+    }
+
+    /// DeleteWorkflow, unaudited.
+    pub(crate) async fn delete_unaudited(
+        &self,
+        request: Request<proto::DeleteWorkflowRequest>,
+    ) -> Result<Response<proto::Workflow>, Status> {
+        let ns = Caller::of(&request).namespace;
+        let r = request.into_inner();
+        // The journal's sync (or the cluster's publish) runs inside: on a blocking thread.
+        let eng = self.engine.clone();
+        tokio::task::spawn_blocking(move || {
+            eng.delete_in(&ns, &r.workflow_id, r.version, r.delete_history)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("deletion task: {e}")))
+        .and_then(|r| r.or_status())
+        .map(|wf| {
+            tracing::info!(workflow = %wf.id, version = wf.version, namespace = %wf.namespace,
+                    "workflow version deleted");
+            Response::new(convert::workflow_out(&wf))
+        })
+    }
+
     /// RegisterWorkflow, unaudited.
     pub(crate) async fn register(
         &self,
@@ -576,26 +616,8 @@ impl Knhk for KnhkService {
         &self,
         request: Request<proto::DeleteWorkflowRequest>,
     ) -> Result<Response<proto::Workflow>, Status> {
-        let mut rec = self.audit_start(&request, "DeleteWorkflow")?;
-        let ns = Caller::of(&request).namespace;
-        let r = request.into_inner();
-        if let Some(a) = rec.as_mut() {
-            a.workflow = Some(format!("{} version {}", cap(&r.workflow_id), r.version));
-        }
-        // The journal's sync runs inside: on a blocking thread.
-        let eng = self.engine.clone();
-        let res = tokio::task::spawn_blocking(move || {
-            eng.delete_in(&ns, &r.workflow_id, r.version, r.delete_history)
-        })
-        .await
-        .map_err(|e| Status::internal(format!("deletion task: {e}")))
-        .and_then(|r| r.or_status())
-        .map(|wf| {
-            tracing::info!(workflow = %wf.id, version = wf.version, namespace = %wf.namespace,
-                    "workflow version deleted");
-            Response::new(convert::workflow_out(&wf))
-        });
-        self.audited(rec, res).await
+        self.delete_audited(request, |r| self.delete_unaudited(r))
+            .await
     }
 
     async fn get_workflow(
