@@ -391,6 +391,16 @@ impl CaseArchive for SqliteArchive {
             .map_err(|e| err("archive: deleting a workflow version's cases", e))
     }
 
+    fn holds_workflow(&self, workflow: u16) -> Result<bool, String> {
+        self.conn()
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM cases WHERE workflow = ?1)",
+                params![i64::from(workflow)],
+                |r| r.get::<_, bool>(0),
+            )
+            .map_err(|e| err("archive: looking for a workflow version's cases", e))
+    }
+
     fn count(&self) -> Result<u64, String> {
         self.conn()
             .query_row("SELECT count(*) FROM cases", [], |r| r.get::<_, i64>(0))

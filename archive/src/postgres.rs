@@ -592,6 +592,23 @@ impl CaseArchive for PgArchive {
         })
     }
 
+    fn holds_workflow(&self, workflow: u16) -> Result<bool, String> {
+        self.call(move |inner| async move {
+            let g = inner.ready(&inner.reader, false).await?;
+            let client = g
+                .as_ref()
+                .ok_or_else(|| "archive (PostgreSQL): no connection".to_string())?;
+            let row = client
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM knhk_cases WHERE workflow = $1)",
+                    &[&i32::from(workflow)],
+                )
+                .await
+                .map_err(|e| pg("looking for a workflow version's cases", e))?;
+            Ok(row.get::<_, bool>(0))
+        })
+    }
+
     fn count(&self) -> Result<u64, String> {
         self.call(|inner| async move {
             let g = inner.ready(&inner.reader, false).await?;

@@ -90,6 +90,9 @@ pub trait CaseArchive: Send + Sync + std::fmt::Debug + 'static {
     /// Deletes every case of the workflow at kernel index `workflow` (a version deleted with
     /// its history); returns how many. Idempotent.
     fn delete_workflow(&self, workflow: u16) -> Result<u64, String>;
+    /// Whether any case of the workflow at kernel index `workflow` is archived (the event
+    /// log keeps a deleted version's source while one is: its cases are read through it).
+    fn holds_workflow(&self, workflow: u16) -> Result<bool, String>;
     /// Cases archived.
     fn count(&self) -> Result<u64, String>;
     /// A short name for logs and metrics ("sqlite").

@@ -705,20 +705,38 @@ fn compact(
         }
         segments.push((data, recs));
     }
-    // Versions deleted with their history of which no case is held: their records become
-    // stand-ins without the model (a version deleted with its history kept still needs its
-    // model: the archive's cases of it are read through its task and condition names).
+    // Deleted versions of which no case is left, neither held (a snapshot above) nor archived
+    // (a case leaves memory only once the archive has it, so one evicted after the snapshot
+    // is found there): their records become stand-ins without the model. A deleted version
+    // with a case left keeps its model: the case is read through its task and condition names.
     let held: HashSet<u16> = cases.iter().map(|c| c.workflow).collect();
-    let mut gone: HashSet<u16> = HashSet::new();
+    let mut deleted: HashMap<u16, bool> = HashMap::new();
     for (data, recs) in &segments {
         for (kind, r) in recs {
             if *kind == K_DELETE {
                 let (index, _, with_history) =
                     get_delete(&data[r.clone()]).map_err(io::Error::other)?;
-                if with_history && !held.contains(&index) {
-                    gone.insert(index);
-                }
+                *deleted.entry(index).or_default() |= with_history;
             }
+        }
+    }
+    let archive = engine.upgrade().and_then(|e| e.archive());
+    let mut gone: HashSet<u16> = HashSet::new();
+    for (index, with_history) in deleted {
+        if held.contains(&index) {
+            continue;
+        }
+        let archived = match (&archive, with_history) {
+            (Some(a), false) => a.holds_workflow(index).unwrap_or_else(|e| {
+                tracing::warn!(workflow = index, error = %e,
+                    "event log: the archive cannot say whether it holds cases of a deleted \
+                     version: its source is kept");
+                true
+            }),
+            _ => false,
+        };
+        if !archived {
+            gone.insert(index);
         }
     }
     for (data, recs) in &segments {
@@ -1348,14 +1366,14 @@ fn replay_workflow(engine: &Engine, p: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// The net a stand-in is registered with: a version deleted with its history runs no case and
-/// is never shown, it only keeps its index and version number.
+/// The net a stand-in is registered with: a deleted version of which no case is left runs no
+/// case and is never shown, it only keeps its index and version number.
 const STAND_IN_MODEL: &str = r#"{"name": "deleted version", "id": "Net",
   "conditions": [{"id": "i", "kind": "input", "flows": [{"to": "t"}]}, {"id": "o", "kind": "output"}],
   "tasks": [{"id": "t", "flows": [{"to": "o"}]}]}"#;
 
-/// Replays a stand-in ([`OPTION_DELETED_STAND_IN`]): a deleted version (its history deleted
-/// too) at its logged index, with its id, namespace and registration time.
+/// Replays a stand-in ([`OPTION_DELETED_STAND_IN`]): a deleted version of which no case is
+/// left, at its logged index, with its id, namespace and registration time.
 fn replay_stand_in(engine: &Engine, w: &WfRec<'_>) -> Result<(), String> {
     let catalog::Compiled { model, net, .. } = catalog::compile_with(
         STAND_IN_MODEL.as_bytes(),
@@ -1390,9 +1408,10 @@ fn replay_stand_in(engine: &Engine, w: &WfRec<'_>) -> Result<(), String> {
             |_| Ok(()),
         )
         .map_err(|e| e.to_string())?;
-    // Deleted from the start (its deletion record follows too): never a live workflow.
+    // Deleted from the start (its deletion record follows too, with its flags): never a live
+    // workflow.
     engine
-        .mark_deleted(wf.index, true)
+        .mark_deleted(wf.index, false)
         .map_err(|e| e.to_string())
 }
 

@@ -308,10 +308,11 @@ pub(crate) const OPTION_CLIENT_PREDICATES: u32 = 1;
 /// client driving every task, as they ran.
 pub(crate) const OPTION_AUTO_TASKS: u32 = 2;
 
-/// Workflow option bit: a stand-in for a version deleted with its history, written by a
-/// checkpoint in place of the version's record once no case of it is held: index, id,
-/// namespace and registration time only, no model (the log keeps a source only while its
-/// version is live). Replayed as a deleted version that holds its version number.
+/// Workflow option bit: a stand-in for a deleted version, written by a checkpoint in place of
+/// the version's record once no case of it is held or archived: index, id, namespace and
+/// registration time only, no model (the log keeps a source only while its version is live
+/// or a case of it can still be read). Replayed as a deleted version that holds its version
+/// number.
 pub(crate) const OPTION_DELETED_STAND_IN: u32 = 4;
 
 pub(crate) fn workflow_options(w: &Workflow) -> u32 {

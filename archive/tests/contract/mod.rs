@@ -253,6 +253,9 @@ impl CaseArchive for Switchable {
     fn delete_workflow(&self, workflow: u16) -> Result<u64, String> {
         self.inner.delete_workflow(workflow)
     }
+    fn holds_workflow(&self, workflow: u16) -> Result<bool, String> {
+        self.inner.holds_workflow(workflow)
+    }
     fn count(&self) -> Result<u64, String> {
         self.inner.count()
     }
@@ -415,6 +418,14 @@ pub async fn a_version_deleted_with_its_history_leaves_memory_and_the_archive(
         v2.push(finish(&engine).await);
     }
     wait_archived(&engine, 13).await;
+    let v1_index = engine
+        .workflow_version_in(DEFAULT_NAMESPACE, "two", 1)
+        .expect("version 1")
+        .index;
+    let v2_index = engine.workflow("two").expect("version 2").index;
+    assert_eq!(archive.holds_workflow(v1_index), Ok(true));
+    assert_eq!(archive.holds_workflow(v2_index), Ok(true));
+    assert_eq!(archive.holds_workflow(v2_index + 1), Ok(false));
     // deleted without its history first: every case still readable
     engine
         .delete_in(DEFAULT_NAMESPACE, "two", 1, false)
@@ -444,6 +455,8 @@ pub async fn a_version_deleted_with_its_history_leaves_memory_and_the_archive(
     }
     // every case of version 2 was archived before: only they are left there
     assert_eq!(archive.count(), Ok(v2.len() as u64));
+    assert_eq!(archive.holds_workflow(v1_index), Ok(false));
+    assert_eq!(archive.holds_workflow(v2_index), Ok(true));
     // a retry is a no-op; the freed slots take new cases, with new ids
     engine
         .delete_in(DEFAULT_NAMESPACE, "two", 1, true)
