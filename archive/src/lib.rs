@@ -318,7 +318,7 @@ impl CaseArchive for SqliteArchive {
             "SELECT {COLUMNS}, {} FROM cases \
              WHERE (?1 IS NULL OR namespace = ?1) AND (?2 IS NULL OR workflow_id = ?2) \
                AND (?3 IS NULL OR state = ?3) AND created_ns >= ?4 AND created_ns < ?5 \
-               AND {} \
+               AND case_id >= ?10 AND case_id < ?11 AND {} \
              ORDER BY created_ns, case_id LIMIT ?9",
             if q.with_history { "history" } else { "x''" },
             if q.after.is_some() {
@@ -342,6 +342,8 @@ impl CaseArchive for SqliteArchive {
                     after_created as i64,
                     after_id as i64,
                     q.limit.max(1) as i64,
+                    q.case_ids.start.min(i64::MAX as u64) as i64,
+                    q.case_ids.end.min(i64::MAX as u64) as i64,
                 ],
                 |row| Ok((row_case(row)?, row.get::<_, Vec<u8>>(14)?)),
             )

@@ -504,7 +504,7 @@ impl CaseArchive for PgArchive {
                AND ($2::text IS NULL OR workflow_id = $2) \
                AND ($3::smallint IS NULL OR state = $3) \
                AND created_ns >= $4 AND created_ns < $5 \
-               AND {} \
+               AND case_id >= $10 AND case_id < $11 AND {} \
              ORDER BY created_ns, case_id LIMIT $9",
             // The page's start only when there is one (an index seek, not a filter).
             if q.after.is_some() {
@@ -521,6 +521,7 @@ impl CaseArchive for PgArchive {
         let (has_after, after_created, after_id) =
             (q.after.is_some(), after_created as i64, after_id as i64);
         let limit = q.limit.max(1) as i64;
+        let (ids_from, ids_to) = (clamp(q.case_ids.start), clamp(q.case_ids.end));
         self.call(move |inner| async move {
             let g = inner.ready(&inner.reader, false).await?;
             let client = g
@@ -539,6 +540,8 @@ impl CaseArchive for PgArchive {
                         &after_created,
                         &after_id,
                         &limit,
+                        &ids_from,
+                        &ids_to,
                     ],
                 )
                 .await

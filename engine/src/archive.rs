@@ -47,6 +47,9 @@ pub struct ArchiveQuery {
     /// Creation time, nanoseconds since the Unix epoch, end excluded.
     pub created: Range<u64>,
     pub after: Option<(u64, u64)>,
+    /// Case ids, end excluded: an engine asks for its partition's only (the archive may be
+    /// shared by the engines of every partition: cluster mode with PostgreSQL).
+    pub case_ids: Range<u64>,
     pub limit: usize,
     /// Include each case's history (exports); listings leave it out.
     pub with_history: bool,
@@ -60,6 +63,7 @@ impl Default for ArchiveQuery {
             state: None,
             created: 0..u64::MAX,
             after: None,
+            case_ids: 0..u64::MAX,
             limit: 1000,
             with_history: false,
         }

@@ -1747,7 +1747,14 @@ impl Engine {
         let Some(a) = &self.cfg.archive else {
             return Ok((Vec::new(), None));
         };
-        let mut found = a.list(q).map_err(|e| archive_error(a.as_ref(), e))?;
+        // This engine's partition only: in cluster mode every partition's engine shares one
+        // archive, and a listing gathers each partition's from its owner.
+        let ids = crate::ids::partition_ids(self.cfg.partition);
+        let q = ArchiveQuery {
+            case_ids: q.case_ids.start.max(ids.start)..q.case_ids.end.min(ids.end),
+            ..q.clone()
+        };
+        let mut found = a.list(&q).map_err(|e| archive_error(a.as_ref(), e))?;
         let next = (found.len() >= q.limit.max(1))
             .then(|| found.last().map(|f| (f.created_ns, f.case_id)))
             .flatten();

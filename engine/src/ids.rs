@@ -67,6 +67,13 @@ impl CaseId {
     }
 }
 
+/// The ids of partition `p`'s cases: `p << 53 .. (p + 1) << 53` (every id of a single node,
+/// partition 0, is in `0 .. 1 << 53`).
+pub fn partition_ids(p: u16) -> std::ops::Range<u64> {
+    let p = u64::from(p) & (u64::from(MAX_PARTITIONS) - 1);
+    (p << PARTITION_SHIFT)..((p + 1) << PARTITION_SHIFT)
+}
+
 /// The next generation of a slot (wraps within its bits).
 pub fn next_generation(g: u32) -> u32 {
     g.wrapping_add(1) & GENERATION_MASK
@@ -76,6 +83,35 @@ pub fn next_generation(g: u32) -> u32 {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn partition_ids_hold_exactly_their_partitions_ids() {
+        for p in [0u16, 1, 7, 1023] {
+            let r = partition_ids(p);
+            for (partition, generation, local) in
+                [(p, 0, 1), (p, GENERATION_MASK, u32::MAX), (p, 5, 77)]
+            {
+                let id = CaseId {
+                    partition,
+                    generation,
+                    local,
+                }
+                .encode()
+                .unwrap();
+                assert!(r.contains(&id), "{id:#x} in partition {p}'s range");
+            }
+            if p > 0 {
+                let below = CaseId {
+                    partition: p - 1,
+                    generation: GENERATION_MASK,
+                    local: u32::MAX,
+                }
+                .encode()
+                .unwrap();
+                assert!(!r.contains(&below));
+            }
+        }
+    }
 
     #[test]
     fn partition_zero_ids_are_the_historical_numbers() {

@@ -743,8 +743,12 @@ fn serve(args: ServeArgs) -> ExitCode {
     if !args.nats.is_empty() {
         // What cluster mode does not do yet is refused, not ignored (docs/cluster.md).
         let mut not_built = Vec::new();
-        if matches!(args.archive, ArchiveArg::Sqlite | ArchiveArg::Postgres) {
-            not_built.push("--archive sqlite or postgres (an archive of finished cases)");
+        if matches!(args.archive, ArchiveArg::Sqlite) {
+            // A file on one node: a partition that moves would leave its history behind.
+            not_built.push(
+                "--archive sqlite (a node's own file; the cluster's archive is shared: \
+                 --archive postgres)",
+            );
         }
         if args.max_live_cases_per_namespace != 0 {
             not_built.push("--max-live-cases-per-namespace (a cluster-wide count of cases)");

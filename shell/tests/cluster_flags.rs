@@ -1,5 +1,5 @@
 //! What cluster mode does not do yet is refused at start with a line naming it, never ignored
-//! (docs/cluster.md): `--durability sync`, an explicit archive, a cluster-wide cap of live
+//! (docs/cluster.md): `--durability sync`, an SQLite archive, a cluster-wide cap of live
 //! cases. The refusals come before any connection, so no NATS or etcd is needed.
 
 use std::process::Command;
@@ -43,7 +43,7 @@ fn cluster_mode_refuses_what_it_does_not_do() {
         ),
         (
             &["--durability", "relaxed", "--archive", "sqlite"][..],
-            "--archive sqlite or postgres",
+            "--archive sqlite (a node's own file",
         ),
         (
             &[

@@ -170,6 +170,14 @@ pub fn store_get_list_page_replace_and_retention(a: &dyn CaseArchive) {
         }),
         vec![2, 3]
     );
+    // a range of case ids (an engine's partition), end excluded
+    assert_eq!(
+        ids(ArchiveQuery {
+            case_ids: 2..4,
+            ..ArchiveQuery::default()
+        }),
+        vec![2, 3]
+    );
     // Retention: by count keeps the most recently finished, by age the younger ones.
     let n = a
         .prune(

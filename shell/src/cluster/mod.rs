@@ -945,7 +945,9 @@ impl Node {
             case_capacity: self.cfg.partition_capacity,
             partition: p,
             pin: false,
-            archive: None,
+            // `--archive postgres` (the only archive cluster mode takes): one database shared
+            // by every partition's engine on every node; each engine reads its partition's.
+            archive: self.engine_template.archive.clone(),
             ..self.engine_template.clone()
         };
         let hook: Arc<dyn BatchHook> = log.clone();

@@ -983,6 +983,8 @@ impl Knhk for KnhkService {
             state,
             created,
             after: None,
+            // the engine narrows this to its partition's ids
+            case_ids: 0..u64::MAX,
             limit: ARCHIVE_PAGE.min(left),
             with_history: false,
         };

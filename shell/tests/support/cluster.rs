@@ -255,14 +255,16 @@ pub fn cluster(dir: &Path, partitions: u16, lease_ttl_s: u64, extra: &[&str]) ->
             "relaxed".into(),
             "--lease-ttl-s".into(),
             lease_ttl_s.to_string(),
-            "--case-capacity".into(),
-            "1048576".into(),
             "--workers".into(),
             "1".into(),
             // Each node's own files (its audit log).
             "--data-dir".into(),
             dir.join(format!("knhk{i}-data")).display().to_string(),
         ];
+        // a capacity in `extra` replaces the default
+        if !extra.contains(&"--case-capacity") {
+            cmd.extend(["--case-capacity".into(), "1048576".into()]);
+        }
         cmd.extend(extra.iter().map(|s| s.to_string()));
         knhk.push(Proc {
             name: format!("knhk{i}"),
