@@ -1729,6 +1729,48 @@ impl Engine {
         }
     }
 
+    /// Read-committed: returns once every op that case `case_id`'s worker ran before this call
+    /// is durable (the batch hook released a job queued behind them: the journal synced them,
+    /// the cluster's JetStream acknowledged them), so a state read before the call was
+    /// committed when it returns. A case not held in memory returns at once (its ops ran long
+    /// before). UNAVAILABLE when the log gave up on the ops before it (they may be lost: a
+    /// state read before shows them, the log may not).
+    pub async fn commit_barrier(&self, case_id: u64) -> Result<(), EngineError> {
+        let Some((shard, slot)) = self.locate(case_id) else {
+            return Ok(());
+        };
+        let workflow = {
+            let book = lock(&self.shards[shard].book);
+            match book.slots.get(slot as usize) {
+                Some(s) if s.id == case_id => s.workflow,
+                _ => return Ok(()),
+            }
+        };
+        // A Save op changes nothing and logs nothing; its job is released in order behind
+        // every job before it.
+        let mut op = Op::new(OpKind::Save, case_id, slot, 0);
+        op.workflow = workflow;
+        let mut job = Job::new(vec![op], Vec::new());
+        job.saved = vec![workers::SavedCase::default()];
+        let rx = loop {
+            match self.submit_job(shard, job) {
+                Ok(rx) => break rx,
+                Err((j, true)) => {
+                    job = j;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Err(_) => return Err(EngineError::Draining),
+            }
+        };
+        rx.await.map(|_| ()).map_err(|_| {
+            self.hook.refusal().unwrap_or_else(|| {
+                EngineError::Unavailable(
+                    "the operations before this read could not be made durable".into(),
+                )
+            })
+        })
+    }
+
     /// A case from the archive, if there is one and it holds the case.
     fn archived_case(&self, case_id: u64) -> Result<Option<FinishedCase>, EngineError> {
         let Some(a) = &self.cfg.archive else {

@@ -326,7 +326,13 @@ async fn owned_by(addr: &str, node_id: &str) -> Result<Vec<u16>, BoxError> {
 async fn first_write(addr: String, case: u64, since: Instant) -> Result<Duration, BoxError> {
     let mut c = connect(&addr).await?;
     loop {
-        let seq = match c.get_case(proto::GetCaseRequest { case_id: case }).await {
+        let seq = match c
+            .get_case(proto::GetCaseRequest {
+                case_id: case,
+                ..Default::default()
+            })
+            .await
+        {
             Ok(v) => v.into_inner().seq,
             Err(_) => {
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -431,7 +437,13 @@ async fn nats_pause(
         while !s2.load(std::sync::atomic::Ordering::Relaxed) {
             let case = ids[n % ids.len()];
             n += 1;
-            let Ok(v) = k.get_case(proto::GetCaseRequest { case_id: case }).await else {
+            let Ok(v) = k
+                .get_case(proto::GetCaseRequest {
+                    case_id: case,
+                    ..Default::default()
+                })
+                .await
+            else {
                 continue;
             };
             let seq = v.into_inner().seq;

@@ -399,7 +399,12 @@ pub async fn run(
             print_case(r.get_ref());
         }
         ClientCommand::Case { case } => {
-            let r = c.get_case(proto::GetCaseRequest { case_id: case }).await?;
+            let r = c
+                .get_case(proto::GetCaseRequest {
+                    case_id: case,
+                    ..Default::default()
+                })
+                .await?;
             print_case(r.get_ref());
         }
         ClientCommand::Cases {

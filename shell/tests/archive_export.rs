@@ -122,7 +122,10 @@ async fn archived_cases_export_streamed_with_bounded_memory_and_replay() {
     // The first case, finished `cases` cases ago: from the archive.
     let first = first.expect("a case");
     let case = c
-        .get_case(proto::GetCaseRequest { case_id: first })
+        .get_case(proto::GetCaseRequest {
+            case_id: first,
+            ..Default::default()
+        })
         .await
         .expect("the first case is still readable")
         .into_inner();

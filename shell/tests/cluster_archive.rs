@@ -165,7 +165,11 @@ async fn finished_cases_go_to_the_shared_archive_and_are_read_through_any_node()
         let mut archived = 0;
         for (i, &id) in ids.iter().enumerate() {
             let case = through_any(&c, i, "get", |mut k| async move {
-                k.get_case(proto::GetCaseRequest { case_id: id }).await
+                k.get_case(proto::GetCaseRequest {
+                    case_id: id,
+                    ..Default::default()
+                })
+                .await
             })
             .await;
             assert_eq!(

@@ -164,7 +164,13 @@ async fn bulk_round(
 /// The sequence a case is at now (through any node), or None while that cannot be read.
 async fn read_seq(pool: &mut Clients, addr: &str, case: u64) -> Option<u64> {
     let mut k = pool.get(addr).await?;
-    match k.get_case(proto::GetCaseRequest { case_id: case }).await {
+    match k
+        .get_case(proto::GetCaseRequest {
+            case_id: case,
+            ..Default::default()
+        })
+        .await
+    {
         Ok(c) => Some(c.into_inner().seq),
         Err(s) if ambiguous(&s) => None,
         Err(s) => panic!("case {case} (created, acknowledged or in doubt) unreadable: {s:?}"),
@@ -374,7 +380,12 @@ async fn check(
         let Some(&(seq, _)) = all.get(case) else {
             // Not listed: ask its owner directly before calling it lost.
             let mut k = client(&addr).await.expect("node");
-            let got = k.get_case(proto::GetCaseRequest { case_id: *case }).await;
+            let got = k
+                .get_case(proto::GetCaseRequest {
+                    case_id: *case,
+                    ..Default::default()
+                })
+                .await;
             panic!("acknowledged case {case} is not listed by {addr}; GetCase says {got:?}");
         };
         assert!(
@@ -721,7 +732,10 @@ async fn run(iters: u32) {
             let deadline = Instant::now() + Duration::from_secs(15);
             loop {
                 let case = k
-                    .get_case(proto::GetCaseRequest { case_id: *id })
+                    .get_case(proto::GetCaseRequest {
+                        case_id: *id,
+                        ..Default::default()
+                    })
                     .await
                     .expect("get timed case")
                     .into_inner();

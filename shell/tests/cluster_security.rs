@@ -242,6 +242,7 @@ async fn forwarded_calls_act_for_the_caller_and_every_node_audits_what_it_did() 
     let mut view = a0
         .get_case(proto::GetCaseRequest {
             case_id: running.case_id,
+            ..Default::default()
         })
         .await
         .expect("the older case")
@@ -278,6 +279,7 @@ async fn forwarded_calls_act_for_the_caller_and_every_node_audits_what_it_did() 
             let case = cl
                 .get_case(proto::GetCaseRequest {
                     case_id: running.case_id,
+                    ..Default::default()
                 })
                 .await;
             match (version, case) {

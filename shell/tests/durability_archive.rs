@@ -62,7 +62,10 @@ async fn finished_cases_survive_sigkill_and_are_archived_exactly_once() {
         // Every case acknowledged finished in earlier rounds is still readable.
         for &id in &finished {
             let case = c
-                .get_case(proto::GetCaseRequest { case_id: id })
+                .get_case(proto::GetCaseRequest {
+                    case_id: id,
+                    ..Default::default()
+                })
                 .await
                 .unwrap_or_else(|e| panic!("round {round}: finished case {id} lost: {e}"))
                 .into_inner();
@@ -94,7 +97,10 @@ async fn finished_cases_survive_sigkill_and_are_archived_exactly_once() {
     let mut c = p.ready().await.expect("server");
     for &id in &finished {
         let case = c
-            .get_case(proto::GetCaseRequest { case_id: id })
+            .get_case(proto::GetCaseRequest {
+                case_id: id,
+                ..Default::default()
+            })
             .await
             .unwrap_or_else(|e| panic!("finished case {id} lost: {e}"))
             .into_inner();

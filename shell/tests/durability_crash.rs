@@ -458,12 +458,18 @@ async fn corrupt_and_torn_tails_are_detected_truncated_and_reported() {
         "no knhk_journal_corrupt_tails_total 1 in /metrics:\n{metrics}"
     );
     for id in &ids {
-        c.get_case(proto::GetCaseRequest { case_id: *id })
-            .await
-            .expect("earlier records replayed");
+        c.get_case(proto::GetCaseRequest {
+            case_id: *id,
+            ..Default::default()
+        })
+        .await
+        .expect("earlier records replayed");
     }
     let cs = c
-        .get_case(proto::GetCaseRequest { case_id: last })
+        .get_case(proto::GetCaseRequest {
+            case_id: last,
+            ..Default::default()
+        })
         .await
         .expect("case")
         .into_inner();
@@ -497,7 +503,10 @@ async fn corrupt_and_torn_tails_are_detected_truncated_and_reported() {
     let log = p.log_text();
     assert!(log.contains("torn or corrupt tail"), "{log}");
     let cs = c
-        .get_case(proto::GetCaseRequest { case_id: last })
+        .get_case(proto::GetCaseRequest {
+            case_id: last,
+            ..Default::default()
+        })
         .await
         .expect("case")
         .into_inner();
@@ -617,7 +626,10 @@ async fn full_disk_refuses_work_and_keeps_every_acknowledged_event() {
     let mut c = p.ready().await.expect("restart");
     for (id, seq) in &acked {
         let cs = c
-            .get_case(proto::GetCaseRequest { case_id: *id })
+            .get_case(proto::GetCaseRequest {
+                case_id: *id,
+                ..Default::default()
+            })
             .await
             .unwrap_or_else(|e| panic!("acknowledged case {id} lost: {e}"))
             .into_inner();

@@ -81,7 +81,10 @@ async fn golden_history_is_replayed_exactly(version: &str) {
     expect.sort_unstable();
     assert_eq!(states(&mut c).await, expect, "{version}: replayed cases");
     let evicted = c
-        .get_case(proto::GetCaseRequest { case_id: 3 })
+        .get_case(proto::GetCaseRequest {
+            case_id: 3,
+            ..Default::default()
+        })
         .await
         .expect_err("case 3 was evicted");
     assert_eq!(evicted.code(), tonic::Code::NotFound);

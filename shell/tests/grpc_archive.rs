@@ -105,7 +105,10 @@ async fn evicted_cases_come_from_the_archive(name: &str, archive: &[&str]) {
     // The first 8 were evicted: read from the archive, final state intact.
     for &id in &ids[..8] {
         let case = c
-            .get_case(proto::GetCaseRequest { case_id: id })
+            .get_case(proto::GetCaseRequest {
+                case_id: id,
+                ..Default::default()
+            })
             .await
             .expect("an evicted case is still readable")
             .into_inner();
@@ -115,7 +118,10 @@ async fn evicted_cases_come_from_the_archive(name: &str, archive: &[&str]) {
         assert_eq!(case.workflow_id, "seq");
     }
     let last = c
-        .get_case(proto::GetCaseRequest { case_id: ids[11] })
+        .get_case(proto::GetCaseRequest {
+            case_id: ids[11],
+            ..Default::default()
+        })
         .await
         .expect("in memory")
         .into_inner();
@@ -246,7 +252,12 @@ async fn a_version_deleted_with_its_history_is_gone_from_memory_archive_and_rest
     .expect("delete version 1 with its history");
     for round in ["before the restart", "after SIGKILL and a restart"] {
         for &id in &v1 {
-            let r = c.get_case(proto::GetCaseRequest { case_id: id }).await;
+            let r = c
+                .get_case(proto::GetCaseRequest {
+                    case_id: id,
+                    ..Default::default()
+                })
+                .await;
             assert_eq!(
                 r.map(|_| ()).unwrap_err().code(),
                 tonic::Code::NotFound,
@@ -254,9 +265,12 @@ async fn a_version_deleted_with_its_history_is_gone_from_memory_archive_and_rest
             );
         }
         for &id in &v2 {
-            c.get_case(proto::GetCaseRequest { case_id: id })
-                .await
-                .unwrap_or_else(|e| panic!("{round}: case {id} of version 2: {e}"));
+            c.get_case(proto::GetCaseRequest {
+                case_id: id,
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{round}: case {id} of version 2: {e}"));
         }
         let mut listed: Vec<u64> = list(&mut c, true, 0)
             .await

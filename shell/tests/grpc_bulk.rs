@@ -111,7 +111,10 @@ async fn bulk_stream_answers_each_event_in_order() {
 
     // The mirror agrees with the bulk results.
     let last = c
-        .get_case(proto::GetCaseRequest { case_id: ids[99] })
+        .get_case(proto::GetCaseRequest {
+            case_id: ids[99],
+            ..Default::default()
+        })
         .await
         .expect("get")
         .into_inner();
@@ -159,7 +162,11 @@ async fn backpressure_is_resource_exhausted() {
         .into_inner();
     assert!(!ids.contains(&r.case_id));
     expect_code(
-        c.get_case(proto::GetCaseRequest { case_id: ids[0] }).await,
+        c.get_case(proto::GetCaseRequest {
+            case_id: ids[0],
+            ..Default::default()
+        })
+        .await,
         Code::NotFound,
         "unknown case",
     );

@@ -90,7 +90,10 @@ async fn unary_rpcs_and_their_errors() {
     assert_eq!(after.marking, ["OutputCondition"]);
     assert_eq!(after.seq, 3);
     let seen = c
-        .get_case(proto::GetCaseRequest { case_id: id })
+        .get_case(proto::GetCaseRequest {
+            case_id: id,
+            ..Default::default()
+        })
         .await
         .expect("get")
         .into_inner();
@@ -236,13 +239,21 @@ async fn unary_rpcs_and_their_errors() {
         .await;
     expect_code(r, Code::NotFound, "'nope'");
     expect_code(
-        c.get_case(proto::GetCaseRequest { case_id: 4242 }).await,
+        c.get_case(proto::GetCaseRequest {
+            case_id: 4242,
+            ..Default::default()
+        })
+        .await,
         Code::NotFound,
         "4242",
     );
     expect_code(c.fire_task(task(4242, "A")).await, Code::NotFound, "4242");
     expect_code(
-        c.get_case(proto::GetCaseRequest { case_id: 0 }).await,
+        c.get_case(proto::GetCaseRequest {
+            case_id: 0,
+            ..Default::default()
+        })
+        .await,
         Code::NotFound,
         "case 0",
     );
@@ -289,10 +300,20 @@ async fn unary_rpcs_and_their_errors() {
     let unchanged = c
         .get_case(proto::GetCaseRequest {
             case_id: third.case_id,
+            ..Default::default()
         })
         .await
         .expect("get");
     assert_eq!(unchanged.into_inner(), third);
+    // Read-committed on a single node: the same case once the log has it.
+    let committed = c
+        .get_case(proto::GetCaseRequest {
+            case_id: third.case_id,
+            committed: true,
+        })
+        .await
+        .expect("committed get");
+    assert_eq!(committed.into_inner(), third);
 
     // INVALID_ARGUMENT: data naming no variable.
     let r = c
@@ -506,7 +527,12 @@ async fn random_requests_never_panic() {
         let _ = c.complete_task(task(case_id, t)).await;
         let _ = c.cancel_task(task(case_id, t)).await;
         let _ = c.cancel_case(proto::CancelCaseRequest { case_id }).await;
-        let _ = c.get_case(proto::GetCaseRequest { case_id: r }).await;
+        let _ = c
+            .get_case(proto::GetCaseRequest {
+                case_id: r,
+                ..Default::default()
+            })
+            .await;
         let _ = c
             .register_workflow(proto::RegisterWorkflowRequest {
                 model: (0..(r % 64)).map(|i| (r >> (i % 56)) as u8).collect(),

@@ -116,7 +116,10 @@ async fn client_predicates_are_listed_required_honoured_and_durable() {
     assert_eq!(e.code(), Code::InvalidArgument, "{e}");
     assert!(e.message().contains("branch_bits"), "{}", e.message());
     let case = c
-        .get_case(proto::GetCaseRequest { case_id: id })
+        .get_case(proto::GetCaseRequest {
+            case_id: id,
+            ..Default::default()
+        })
         .await
         .expect("case")
         .into_inner();
@@ -163,6 +166,7 @@ async fn client_predicates_are_listed_required_honoured_and_durable() {
     let again = c
         .get_case(proto::GetCaseRequest {
             case_id: urgent.case_id,
+            ..Default::default()
         })
         .await
         .expect("case replayed")

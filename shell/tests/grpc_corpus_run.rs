@@ -127,7 +127,10 @@ async fn run_case(
             for _ in 0..100 {
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
                 case = c
-                    .get_case(proto::GetCaseRequest { case_id: id })
+                    .get_case(proto::GetCaseRequest {
+                        case_id: id,
+                        ..Default::default()
+                    })
                     .await
                     .expect("get case")
                     .into_inner();
@@ -173,7 +176,10 @@ async fn run_case(
             Err(e) if e.code() == tonic::Code::FailedPrecondition && !case.timers.is_empty() => {
                 let seq = case.seq;
                 case = c
-                    .get_case(proto::GetCaseRequest { case_id: id })
+                    .get_case(proto::GetCaseRequest {
+                        case_id: id,
+                        ..Default::default()
+                    })
                     .await
                     .expect("get case")
                     .into_inner();

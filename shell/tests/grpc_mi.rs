@@ -120,7 +120,10 @@ async fn multiple_instances_over_grpc() {
         "not multiple-instance",
     );
     let before = c
-        .get_case(proto::GetCaseRequest { case_id: id })
+        .get_case(proto::GetCaseRequest {
+            case_id: id,
+            ..Default::default()
+        })
         .await
         .expect("get")
         .into_inner();

@@ -52,7 +52,10 @@ async fn an_operation_applies_only_at_the_expected_sequence() {
         retry.message()
     );
     let now = c
-        .get_case(proto::GetCaseRequest { case_id: id })
+        .get_case(proto::GetCaseRequest {
+            case_id: id,
+            ..Default::default()
+        })
         .await
         .expect("get")
         .into_inner();
@@ -145,6 +148,7 @@ async fn a_retried_bulk_batch_applies_no_event_twice() {
         let now = c
             .get_case(proto::GetCaseRequest {
                 case_id: case.case_id,
+                ..Default::default()
             })
             .await
             .expect("get")

@@ -312,6 +312,7 @@ async fn a_deleted_version_is_gone_and_its_history_stays() {
     let read = c
         .get_case(proto::GetCaseRequest {
             case_id: old.case_id,
+            ..Default::default()
         })
         .await
         .expect("a case of the deleted version")

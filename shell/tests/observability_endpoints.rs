@@ -495,7 +495,12 @@ async fn metrics_and_probes_follow_the_server() {
     drop(tx);
     while responses.next().await.is_some() {}
     // A unary call that fails, for the code label.
-    let missing = c.get_case(proto::GetCaseRequest { case_id: 999_999 }).await;
+    let missing = c
+        .get_case(proto::GetCaseRequest {
+            case_id: 999_999,
+            ..Default::default()
+        })
+        .await;
     assert_eq!(
         missing.expect_err("unknown case").code(),
         tonic::Code::NotFound
@@ -940,6 +945,7 @@ async fn otlp_spans_reach_a_collector_and_its_absence_harms_nothing() {
     for _ in 0..200 {
         c.get_case(proto::GetCaseRequest {
             case_id: case.case_id,
+            ..Default::default()
         })
         .await
         .expect("get_case without a collector");

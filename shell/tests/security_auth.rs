@@ -1313,6 +1313,7 @@ async fn other_namespaces_objects_are_not_found() {
     let unknown_case = a
         .get_case(proto::GetCaseRequest {
             case_id: missing_case,
+            ..Default::default()
         })
         .await
         .expect_err("unknown");
@@ -1323,7 +1324,11 @@ async fn other_namespaces_objects_are_not_found() {
             .replace(&missing_case.to_string(), &cb.to_string()),
     );
     same_as_unknown(
-        a.get_case(proto::GetCaseRequest { case_id: cb }).await,
+        a.get_case(proto::GetCaseRequest {
+            case_id: cb,
+            ..Default::default()
+        })
+        .await,
         &unknown_cb,
         "GetCase",
     );
@@ -1477,7 +1482,10 @@ async fn other_namespaces_objects_are_not_found() {
     assert!(results[1].message.contains(&cb.to_string()), "{results:?}");
     // b's case is as b left it.
     let after = b
-        .get_case(proto::GetCaseRequest { case_id: cb })
+        .get_case(proto::GetCaseRequest {
+            case_id: cb,
+            ..Default::default()
+        })
         .await
         .expect("b's case")
         .into_inner();

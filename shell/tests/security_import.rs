@@ -210,7 +210,12 @@ async fn refused_calls_are_logged_rate_limited_and_counted() {
     // A flood: at most 20 lines a second, and the count of the rest comes with a later line.
     let t0 = Instant::now();
     for _ in 0..300 {
-        let _ = c.get_case(proto::GetCaseRequest { case_id: 1 << 40 }).await;
+        let _ = c
+            .get_case(proto::GetCaseRequest {
+                case_id: 1 << 40,
+                ..Default::default()
+            })
+            .await;
     }
     let flood_secs = t0.elapsed().as_secs() + 1;
     let logged = refused(&p.log_text()) - 1;
@@ -219,7 +224,12 @@ async fn refused_calls_are_logged_rate_limited_and_counted() {
         "{logged} lines for 300 refusals in {flood_secs} s"
     );
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let _ = c.get_case(proto::GetCaseRequest { case_id: 1 << 40 }).await;
+    let _ = c
+        .get_case(proto::GetCaseRequest {
+            case_id: 1 << 40,
+            ..Default::default()
+        })
+        .await;
     let log = p.log_text();
     assert!(
         log.lines()

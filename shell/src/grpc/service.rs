@@ -808,7 +808,8 @@ impl Knhk for KnhkService {
 
     async fn get_case(&self, request: Request<GetCaseRequest>) -> Result<Response<Case>, Status> {
         let ns = Caller::of(&request).namespace;
-        let case_id = request.into_inner().case_id;
+        let r = request.into_inner();
+        let case_id = r.case_id;
         telemetry::record_case(case_id, None);
         let view = if self.engine.holds(case_id) || self.engine.archive().is_none() {
             self.engine.get_case(case_id)
@@ -822,6 +823,10 @@ impl Knhk for KnhkService {
         .or_status()?;
         if view.workflow.namespace != ns {
             return Err(status(EngineError::NoCase(case_id)));
+        }
+        if r.committed {
+            // Read first, then wait for what ran before the read: the answer is committed.
+            self.engine.commit_barrier(case_id).await.or_status()?;
         }
         Ok(Response::new(convert::case_out(&view)))
     }

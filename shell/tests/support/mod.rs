@@ -248,10 +248,13 @@ pub async fn create_case(c: &mut Client, wf: &str) -> proto::Case {
 
 /// GetCase.
 pub async fn get_case(c: &mut Client, id: u64) -> proto::Case {
-    c.get_case(proto::GetCaseRequest { case_id: id })
-        .await
-        .expect("get case")
-        .into_inner()
+    c.get_case(proto::GetCaseRequest {
+        case_id: id,
+        ..Default::default()
+    })
+    .await
+    .expect("get case")
+    .into_inner()
 }
 
 /// Every case the server lists (ListCases, all workflows), in its order.
