@@ -71,7 +71,12 @@ pub enum ClientCommand {
     /// Cancel a case.
     Cancel { case: u64 },
     /// Show a case.
-    Case { case: u64 },
+    Case {
+        case: u64,
+        /// Only once what it shows is durable (read-committed; docs/api.md, GetCase).
+        #[arg(long)]
+        committed: bool,
+    },
     /// List cases (optionally of one workflow).
     Cases {
         #[arg(long)]
@@ -398,11 +403,11 @@ pub async fn run(
                 .await?;
             print_case(r.get_ref());
         }
-        ClientCommand::Case { case } => {
+        ClientCommand::Case { case, committed } => {
             let r = c
                 .get_case(proto::GetCaseRequest {
                     case_id: case,
-                    ..Default::default()
+                    committed,
                 })
                 .await?;
             print_case(r.get_ref());
