@@ -600,9 +600,13 @@ impl Observer {
     }
 
     /// Capacity check: Degraded while a new case has no slot (every slot holds a running
-    /// case); the running cases are still served.
-    fn capacity_check(&self, engine: &Engine) -> Check {
-        let c = engine.capacity();
+    /// case); the running cases are still served. In cluster mode over the partitions the
+    /// node serves.
+    fn capacity_check(&self) -> Check {
+        let c = self.metrics.slot.capacity();
+        if self.metrics.slot.is_cluster() && c.slots == 0 {
+            return Check::healthy("this node serves no partition yet".to_string());
+        }
         let history = c
             .history_room
             .saturating_mul(crate::engine::HISTORY_EVENT_BYTES as u64);
@@ -627,15 +631,23 @@ impl Observer {
 
     /// Archive check (when there is an archive): Degraded while its stores fail (finished
     /// cases keep their slots meanwhile; nothing is lost).
-    fn archive_check(&self, engine: &Engine) -> Option<Check> {
-        let archive = engine.archive()?;
-        let stats = engine.archive_stats();
-        let pending = stats.pending.load(Ordering::Relaxed);
-        let failing = stats
-            .failing
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+    /// In cluster mode over the partition engines the node serves (they share one archive).
+    fn archive_check(&self) -> Option<Check> {
+        let engines = self.metrics.slot.holding_engines();
+        let archive = engines.iter().find_map(|e| e.archive())?;
+        let (mut pending, mut stored, mut failing) = (0u64, 0u64, None);
+        for e in &engines {
+            let stats = e.archive_stats();
+            pending += stats.pending.load(Ordering::Relaxed);
+            stored += stats.archived.load(Ordering::Relaxed);
+            if failing.is_none() {
+                failing = stats
+                    .failing
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
+            }
+        }
         Some(match failing {
             Some(e) => Check::degraded(format!(
                 "{} archive failing ({e}): {pending} finished cases keep their slots until it \
@@ -643,9 +655,8 @@ impl Observer {
                 archive.kind()
             )),
             None => Check::healthy(format!(
-                "{} archive: {} cases stored, {pending} pending",
+                "{} archive: {stored} cases stored, {pending} pending",
                 archive.kind(),
-                stats.archived.load(Ordering::Relaxed)
             )),
         })
     }
@@ -658,8 +669,8 @@ impl Observer {
 
     /// The capacity half of [`Observer::accepting_cases`], for a caller that knows readiness.
     fn has_room(&self) -> Result<String, String> {
-        let engine = self.engine().ok_or("not ready: no engine")?;
-        let c = self.capacity_check(&engine);
+        self.engine().ok_or("not ready: no engine")?;
+        let c = self.capacity_check();
         match c.status {
             Level::Healthy => Ok(c.reason),
             _ => Err(c.reason),
@@ -766,8 +777,8 @@ impl Observer {
             checks.insert("workers".to_string(), self.workers_check(&engine));
             checks.insert("rings".to_string(), self.rings_check(&engine));
             checks.insert("watch".to_string(), self.watch_check(&engine));
-            checks.insert("capacity".to_string(), self.capacity_check(&engine));
-            if let Some(a) = self.archive_check(&engine) {
+            checks.insert("capacity".to_string(), self.capacity_check());
+            if let Some(a) = self.archive_check() {
                 checks.insert("archive".to_string(), a);
             }
             if let Some(j) = self.journal_check(&engine) {

@@ -198,6 +198,19 @@ async fn finished_cases_go_to_the_shared_archive_and_are_read_through_any_node()
             "{round}: a case listed twice: {seen:?}"
         );
         if round.starts_with("all") {
+            // /metrics: the slots and the archive counters of the partitions each node serves
+            // (4 partitions of 4 slots over the nodes), not of its catalog engine.
+            let (mut slots, mut stored) = (0.0, 0.0);
+            for h in &c.http {
+                let m = harness::metrics(h).await;
+                slots += harness::sample(&m, "knhk_case_slots");
+                stored += harness::sample(&m, "knhk_archive_stored_total");
+            }
+            assert_eq!(slots, 16.0, "case slots over the nodes");
+            assert!(
+                stored >= (CASES - 16) as f64,
+                "{stored} cases archived by the nodes' counters"
+            );
             c.knhk[0].kill("KILL");
             // its partitions move once its lease expires; the harness restarts it
             tokio::time::sleep(Duration::from_secs(7)).await;

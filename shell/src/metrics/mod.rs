@@ -91,6 +91,37 @@ impl EngineSlot {
     pub fn get(&self) -> Option<Arc<Engine>> {
         self.engine.get().and_then(Weak::upgrade)
     }
+
+    /// How full the engines that hold cases are, summed.
+    pub fn capacity(&self) -> knhk_engine::engine::Capacity {
+        self.holding_engines().iter().map(|e| e.capacity()).fold(
+            knhk_engine::engine::Capacity::default(),
+            |a, c| knhk_engine::engine::Capacity {
+                slots: a.slots + c.slots,
+                used: a.used + c.used,
+                evictable: a.evictable + c.evictable,
+                history_events: a.history_events + c.history_events,
+                history_room: a.history_room + c.history_room,
+            },
+        )
+    }
+
+    /// Whether the collector serves a cluster node.
+    pub fn is_cluster(&self) -> bool {
+        self.cluster.get().is_some()
+    }
+
+    /// The engines that hold cases: in cluster mode the partition engines the node serves
+    /// (its catalog engine holds none), else the engine.
+    pub fn holding_engines(&self) -> Vec<Arc<Engine>> {
+        match self.cluster.get() {
+            Some(node) => node
+                .upgrade()
+                .map(|n| n.partition_engines())
+                .unwrap_or_default(),
+            None => self.get().into_iter().collect(),
+        }
+    }
 }
 
 /// Labels of the gRPC metrics.
@@ -626,8 +657,12 @@ impl prometheus_client::collector::Collector for EngineCollector {
             counter(&mut encoder, name, help, None, value)?;
         }
 
-        // Capacity: slots and history memory (docs/operations.md, "Capacity").
-        let cap = engine.capacity();
+        // The engines that hold cases: the node's partition engines in cluster mode (its
+        // catalog engine holds none), else the one engine.
+        let holding = self.slot.holding_engines();
+        // Capacity: slots and history memory (docs/operations.md, "Capacity"), summed over
+        // them.
+        let cap = self.slot.capacity();
         let bytes = |events: u64| events.saturating_mul(crate::engine::HISTORY_EVENT_BYTES as u64);
         for (name, help, value) in [
             (
@@ -670,31 +705,37 @@ impl prometheus_client::collector::Collector for EngineCollector {
             )?;
         }
 
-        // The archive of finished cases (docs/durability.md, "Archive"), when there is one.
-        if engine.archive().is_some() {
-            let a = engine.archive_stats();
+        // The archive of finished cases (docs/durability.md, "Archive"), when there is one:
+        // summed over the engines that hold cases.
+        if holding.iter().any(|e| e.archive().is_some()) {
+            let sum = |f: fn(&knhk_engine::engine::ArchiveStats) -> &AtomicU64| -> u64 {
+                holding
+                    .iter()
+                    .map(|e| f(&e.archive_stats()).load(Ordering::Relaxed))
+                    .sum()
+            };
             gauge(
                 &mut encoder,
                 "knhk_archive_pending",
                 "Finished cases waiting for the archive (they keep their slots until stored)",
                 None,
-                i64::try_from(a.pending.load(Ordering::Relaxed)).unwrap_or(i64::MAX),
+                i64::try_from(sum(|a| &a.pending)).unwrap_or(i64::MAX),
             )?;
             for (name, help, value) in [
                 (
                     "knhk_archive_stored",
                     "Finished cases stored in the archive (a case stored again after a restart counts again)",
-                    a.archived.load(Ordering::Relaxed),
+                    sum(|a| &a.archived),
                 ),
                 (
                     "knhk_archive_failures",
                     "Archive store attempts that failed (retried)",
-                    a.failures.load(Ordering::Relaxed),
+                    sum(|a| &a.failures),
                 ),
                 (
                     "knhk_archive_pruned",
                     "Archived cases deleted by the retention setting",
-                    a.pruned.load(Ordering::Relaxed),
+                    sum(|a| &a.pruned),
                 ),
             ] {
                 counter(&mut encoder, name, help, None, value)?;
