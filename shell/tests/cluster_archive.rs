@@ -200,12 +200,24 @@ async fn finished_cases_go_to_the_shared_archive_and_are_read_through_any_node()
         if round.starts_with("all") {
             // /metrics: the slots and the archive counters of the partitions each node serves
             // (4 partitions of 4 slots over the nodes), not of its catalog engine.
-            let (mut slots, mut stored) = (0.0, 0.0);
+            let (mut slots, mut stored, mut created) = (0.0, 0.0, 0.0);
+            let mut partitions = Vec::new();
             for h in &c.http {
                 let m = harness::metrics(h).await;
                 slots += harness::sample(&m, "knhk_case_slots");
                 stored += harness::sample(&m, "knhk_archive_stored_total");
+                // one series per partition served: knhk_cases_created_total{partition="p"}
+                for line in m.lines() {
+                    if let Some(rest) = line.strip_prefix("knhk_cases_created_total{partition=\"") {
+                        let (p, value) = rest.split_once("\"} ").expect("a labelled sample");
+                        partitions.push(p.to_string());
+                        created += value.trim().parse::<f64>().expect("a number");
+                    }
+                }
             }
+            partitions.sort();
+            assert_eq!(partitions, ["0", "1", "2", "3"], "a series per partition");
+            assert_eq!(created, CASES as f64, "cases created over the partitions");
             assert_eq!(slots, 16.0, "case slots over the nodes");
             assert!(
                 stored >= (CASES - 16) as f64,

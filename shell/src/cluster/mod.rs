@@ -1118,6 +1118,16 @@ impl Node {
         self.parts.read().unwrap_or_else(|p| p.into_inner()).len()
     }
 
+    /// The engines of the partitions this node serves, with their partitions.
+    pub fn partition_engines_by_id(&self) -> Vec<(u16, Arc<Engine>)> {
+        self.parts
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(p, part)| (*p, part.engine.clone()))
+            .collect()
+    }
+
     /// The engines of the partitions this node serves (metrics sum over them).
     pub fn partition_engines(&self) -> Vec<Arc<Engine>> {
         self.parts

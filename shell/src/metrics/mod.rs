@@ -264,6 +264,22 @@ struct EventLabels {
     status: &'static str,
 }
 
+/// [`EventLabels`] of one partition's engine (cluster mode).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PartitionEventLabels {
+    op: &'static str,
+    pattern: String,
+    status: &'static str,
+    partition: String,
+}
+
+/// The partition a series counts (cluster mode: a partition's counters restart when another
+/// node takes it over, as a series of its own, never as a drop in a node's sum).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PartitionLabel {
+    partition: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct WorkerLabel {
     worker: String,
@@ -526,63 +542,130 @@ impl prometheus_client::collector::Collector for EngineCollector {
             )?;
         }
 
+        // The kernel's counters of the engines that hold cases: the engine's (no label), or in
+        // cluster mode each partition engine's the node serves (label `partition`).
+        let groups: Vec<(Option<String>, Vec<Arc<crate::workers::WorkerStats>>)> =
+            match self.slot.cluster.get().and_then(Weak::upgrade) {
+                Some(node) => node
+                    .partition_engines_by_id()
+                    .into_iter()
+                    .map(|(p, e)| (Some(p.to_string()), e.worker_stats()))
+                    .collect(),
+                None => vec![(None, stats.clone())],
+            };
+
         // Events by op, pattern and status: cells summed over workers, zeros left out.
         {
-            let mut sums = vec![0u64; EVENT_CELLS];
-            for s in &stats {
-                for (i, v) in sums.iter_mut().enumerate() {
-                    *v += s.kernel.cell(i);
-                }
-            }
             let mut m = encoder.encode_descriptor(
                 "knhk_events",
                 "Kernel operations executed, by op, task pattern (join+split) and status",
                 None,
                 MetricType::Counter,
             )?;
-            for (i, &v) in sums.iter().enumerate() {
-                if v == 0 {
-                    continue;
+            for (partition, group) in &groups {
+                let mut sums = vec![0u64; EVENT_CELLS];
+                for s in group {
+                    for (i, v) in sums.iter_mut().enumerate() {
+                        *v += s.kernel.cell(i);
+                    }
                 }
-                let status = i % STATUS_NAMES.len();
-                let pattern = i / STATUS_NAMES.len() % PATTERNS;
-                let op = i / STATUS_NAMES.len() / PATTERNS;
-                let labels = EventLabels {
-                    op: OP_NAMES.get(op).copied().unwrap_or("unknown"),
-                    pattern: pattern_name(pattern),
-                    status: STATUS_NAMES.get(status).copied().unwrap_or("unknown"),
-                };
-                ConstCounter::new(v).encode(m.encode_family(&labels)?)?;
+                for (i, &v) in sums.iter().enumerate() {
+                    if v == 0 {
+                        continue;
+                    }
+                    let status = i % STATUS_NAMES.len();
+                    let pattern = i / STATUS_NAMES.len() % PATTERNS;
+                    let op = i / STATUS_NAMES.len() / PATTERNS;
+                    let labels = EventLabels {
+                        op: OP_NAMES.get(op).copied().unwrap_or("unknown"),
+                        pattern: pattern_name(pattern),
+                        status: STATUS_NAMES.get(status).copied().unwrap_or("unknown"),
+                    };
+                    match partition {
+                        None => ConstCounter::new(v).encode(m.encode_family(&labels)?)?,
+                        Some(p) => ConstCounter::new(v).encode(m.encode_family(
+                            &PartitionEventLabels {
+                                op: labels.op,
+                                pattern: labels.pattern,
+                                status: labels.status,
+                                partition: p.clone(),
+                            },
+                        )?)?,
+                    }
+                }
             }
         }
 
         // Cases.
+        {
+            let cases = |group: &[Arc<crate::workers::WorkerStats>]| {
+                let sum = |f: &dyn Fn(&crate::workers::WorkerStats) -> &AtomicU64| -> u64 {
+                    group.iter().map(|s| f(s).load(Ordering::Relaxed)).sum()
+                };
+                let created = sum(&|s| &s.kernel.cases_created);
+                let completed = sum(&|s| &s.kernel.cases_completed);
+                let cancelled = sum(&|s| &s.kernel.cases_cancelled);
+                let deadlocked = sum(&|s| &s.kernel.cases_deadlocked);
+                (created, completed, cancelled, deadlocked)
+            };
+            type Pick = fn((u64, u64, u64, u64)) -> u64;
+            let rows: [(&str, &str, Pick); 4] = [
+                ("knhk_cases_created", "Cases created", |c| c.0),
+                ("knhk_cases_completed", "Cases completed", |c| c.1),
+                ("knhk_cases_cancelled", "Cases cancelled", |c| c.2),
+                (
+                    "knhk_cases_deadlocked",
+                    "Cases an operation left deadlocked (tokens, nothing enabled, nothing busy)",
+                    |c| c.3,
+                ),
+            ];
+            let active_help =
+                "Cases created and neither completed nor cancelled (deadlocked cases included)";
+            let active = |c: (u64, u64, u64, u64)| {
+                i64::try_from(c.0.saturating_sub(c.1 + c.2)).unwrap_or(i64::MAX)
+            };
+            match groups.as_slice() {
+                [(None, group)] => {
+                    let c = cases(group);
+                    gauge(
+                        &mut encoder,
+                        "knhk_cases_active",
+                        active_help,
+                        None,
+                        active(c),
+                    )?;
+                    for (name, help, pick) in rows {
+                        counter(&mut encoder, name, help, None, pick(c))?;
+                    }
+                }
+                _ => {
+                    let label = |p: &Option<String>| PartitionLabel {
+                        partition: p.clone().unwrap_or_default(),
+                    };
+                    let mut m = encoder.encode_descriptor(
+                        "knhk_cases_active",
+                        active_help,
+                        None,
+                        MetricType::Gauge,
+                    )?;
+                    for (partition, group) in &groups {
+                        ConstGauge::new(active(cases(group)))
+                            .encode(m.encode_family(&label(partition))?)?;
+                    }
+                    for (name, help, pick) in rows {
+                        let mut m =
+                            encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+                        for (partition, group) in &groups {
+                            ConstCounter::new(pick(cases(group)))
+                                .encode(m.encode_family(&label(partition))?)?;
+                        }
+                    }
+                }
+            }
+        }
         let sum = |f: &dyn Fn(&crate::workers::WorkerStats) -> &AtomicU64| -> u64 {
             stats.iter().map(|s| f(s).load(Ordering::Relaxed)).sum()
         };
-        let created = sum(&|s| &s.kernel.cases_created);
-        let completed = sum(&|s| &s.kernel.cases_completed);
-        let cancelled = sum(&|s| &s.kernel.cases_cancelled);
-        let deadlocked = sum(&|s| &s.kernel.cases_deadlocked);
-        gauge(
-            &mut encoder,
-            "knhk_cases_active",
-            "Cases created and neither completed nor cancelled (deadlocked cases included)",
-            None,
-            i64::try_from(created.saturating_sub(completed + cancelled)).unwrap_or(i64::MAX),
-        )?;
-        for (name, help, value) in [
-            ("knhk_cases_created", "Cases created", created),
-            ("knhk_cases_completed", "Cases completed", completed),
-            ("knhk_cases_cancelled", "Cases cancelled", cancelled),
-            (
-                "knhk_cases_deadlocked",
-                "Cases an operation left deadlocked (tokens, nothing enabled, nothing busy)",
-                deadlocked,
-            ),
-        ] {
-            counter(&mut encoder, name, help, None, value)?;
-        }
 
         // The gRPC port's budget of partly received request bytes (docs/security.md).
         if let Some(b) = self.slot.request_budget.get() {
@@ -744,34 +827,53 @@ impl prometheus_client::collector::Collector for EngineCollector {
 
         // Kernel ticks per op.
         {
-            let mut total_sum = 0u64;
-            let mut total_count = 0u64;
-            let mut cumulative = vec![0u64; TICK_BOUNDS.len()];
-            for s in &stats {
-                if let Some((sum, count, counts)) = s.ticks.collect(&TICK_BOUNDS) {
-                    total_sum = total_sum.wrapping_add(sum);
-                    total_count += count;
-                    for (c, v) in cumulative.iter_mut().zip(counts) {
-                        *c += v;
-                    }
-                }
-            }
-            // The encoder wants per-bucket counts (it accumulates them itself).
-            let mut buckets: Vec<(f64, u64)> = Vec::with_capacity(TICK_BOUNDS.len() + 1);
-            let mut prev = 0u64;
-            for (b, c) in TICK_BOUNDS.iter().zip(&cumulative) {
-                let c = (*c).max(prev);
-                buckets.push((*b as f64, c - prev));
-                prev = c;
-            }
-            buckets.push((f64::INFINITY, total_count.saturating_sub(prev)));
             let mut m = encoder.encode_descriptor(
                 "knhk_kernel_op_ticks",
                 "Kernel ticks per operation, measured per batch (total ticks / ops of each drain round, weighted by ops)",
                 None,
                 MetricType::Histogram,
             )?;
-            m.encode_histogram::<NoLabelSet>(total_sum as f64, total_count, &buckets, None)?;
+            for (partition, group) in &groups {
+                let mut total_sum = 0u64;
+                let mut total_count = 0u64;
+                let mut cumulative = vec![0u64; TICK_BOUNDS.len()];
+                for s in group {
+                    if let Some((sum, count, counts)) = s.ticks.collect(&TICK_BOUNDS) {
+                        total_sum = total_sum.wrapping_add(sum);
+                        total_count += count;
+                        for (c, v) in cumulative.iter_mut().zip(counts) {
+                            *c += v;
+                        }
+                    }
+                }
+                // The encoder wants per-bucket counts (it accumulates them itself).
+                let mut buckets: Vec<(f64, u64)> = Vec::with_capacity(TICK_BOUNDS.len() + 1);
+                let mut prev = 0u64;
+                for (b, c) in TICK_BOUNDS.iter().zip(&cumulative) {
+                    let c = (*c).max(prev);
+                    buckets.push((*b as f64, c - prev));
+                    prev = c;
+                }
+                buckets.push((f64::INFINITY, total_count.saturating_sub(prev)));
+                match partition {
+                    None => m.encode_histogram::<NoLabelSet>(
+                        total_sum as f64,
+                        total_count,
+                        &buckets,
+                        None,
+                    )?,
+                    Some(p) => m
+                        .encode_family(&PartitionLabel {
+                            partition: p.clone(),
+                        })?
+                        .encode_histogram::<NoLabelSet>(
+                            total_sum as f64,
+                            total_count,
+                            &buckets,
+                            None,
+                        )?,
+                }
+            }
         }
 
         // Exporters of committed events (`--export-xes`, `--export-otlp-logs`).
