@@ -232,10 +232,17 @@ async fn forwarded_calls_act_for_the_caller_and_every_node_audits_what_it_did() 
         version: 1,
         delete_history: true,
     };
-    let e = a1
-        .delete_workflow(delete_old.clone())
-        .await
-        .expect_err("DeleteWorkflow with a case running");
+    // UNAVAILABLE (the count's listing met a partition changing hands) is retried, as a
+    // client would.
+    let t0 = Instant::now();
+    let e = loop {
+        match a1.delete_workflow(delete_old.clone()).await {
+            Err(e) if e.code() == Code::Unavailable && t0.elapsed() < patience => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            other => break other.expect_err("DeleteWorkflow with a case running"),
+        }
+    };
     assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
     assert!(e.message().contains("1 unfinished case"), "{e}");
     // the older case runs to its end
@@ -261,11 +268,15 @@ async fn forwarded_calls_act_for_the_caller_and_every_node_audits_what_it_did() 
             .into_inner();
     }
     assert_eq!(view.state, proto::CaseState::Complete as i32);
-    let w = a1
-        .delete_workflow(delete_old)
-        .await
-        .expect("DeleteWorkflow through node 1")
-        .into_inner();
+    let t0 = Instant::now();
+    let w = loop {
+        match a1.delete_workflow(delete_old.clone()).await {
+            Err(e) if e.code() == Code::Unavailable && t0.elapsed() < patience => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            other => break other.expect("DeleteWorkflow through node 1").into_inner(),
+        }
+    };
     assert!(w.deleted);
     for (n, cl) in [(0, &mut a0), (1, &mut a1), (2, &mut a2)] {
         let t0 = Instant::now();
