@@ -947,11 +947,13 @@ impl Engine {
             self.purge_deleted_history(&wf)?;
             return Ok(wf);
         }
-        // Cases are counted with the version already refusing creations (`refuse_retired`),
-        // so that none starts on it between the count and the deletion, except a creation
-        // that passed its check just before: it runs on to its end like any other case.
+        // Cases are counted with the version already refusing creations (`refuse_retired`).
+        // A creation that passed that check just before is counted if it has taken its slot
+        // (the count reads each shard's book under its lock), and otherwise sees the flag
+        // once it has (`create_case_in` and `event_op` look again after allocating): no case
+        // of a deleted version ever starts.
         wf.deleted.store(true, Ordering::Release);
-        let unfinished = self.unfinished_cases(&[wf.index]);
+        let unfinished = self.unfinished_or_starting(wf.index);
         if unfinished > 0 {
             wf.deleted.store(false, Ordering::Release);
             return Err(EngineError::Precondition(format!(
@@ -1135,6 +1137,27 @@ impl Engine {
             .iter()
             .map(|wf| wf.index)
             .collect())
+    }
+
+    /// [`Engine::unfinished_cases`] of the workflow at `index`, plus its creations that have
+    /// taken a slot and not run yet. Scans every slot: for a deletion, not for a hot path.
+    fn unfinished_or_starting(&self, index: u16) -> u64 {
+        let mut n = 0u64;
+        for ctl in &self.shards {
+            let book = lock(&ctl.book);
+            n += u64::from(
+                book.unfinished
+                    .get(usize::from(index))
+                    .copied()
+                    .unwrap_or(0),
+            );
+            n += book
+                .slots
+                .iter()
+                .filter(|s| s.id != 0 && !s.live && s.workflow == index)
+                .count() as u64;
+        }
+        n
     }
 
     /// Cases created and not finished (running or deadlocked) of the workflows at `indices`,
@@ -1577,6 +1600,12 @@ impl Engine {
                 Err(r) => return Err(self.refusal_of(r)),
             }
         };
+        // Deleted (or retired) since the check above, before this creation took its slot: a
+        // deletion's count did not see it, so it must not start (`delete_in`).
+        if let Err(e) = refuse_retired(&wf) {
+            self.release_slot(shard, slot, id);
+            return Err(e);
+        }
         let mut op = Op::new(OpKind::Create, id, slot, 0);
         op.workflow = wf.index;
         op.reg_mask = mask;
@@ -2106,6 +2135,11 @@ impl Engine {
             refuse_retired(&wf)?;
             let (mask, regs) = initial_registers(&wf, &ev.data)?;
             let (id, shard, slot) = self.allocate(&wf)?;
+            // as in `create_case_in`: deleted since the check, before the slot was taken
+            if let Err(e) = refuse_retired(&wf) {
+                self.release_slot(shard, slot, id);
+                return Err(e);
+            }
             let mut op = Op::new(OpKind::Create, id, slot, 0);
             op.workflow = wf.index;
             op.reg_mask = mask;
@@ -2970,4 +3004,66 @@ fn collect_finished(ctx: &ArchiverCtx, batch: &[(usize, u32, u64)]) -> Vec<Finis
         });
     }
     out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod deletion_tests {
+    use super::*;
+
+    /// A creation that passed its check and took its slot, not run yet, is counted by a
+    /// deletion: the deletion is refused and leaves the version as it was; once the slot is
+    /// given back the deletion goes through.
+    #[test]
+    fn a_deletion_counts_a_creation_that_has_taken_its_slot() {
+        let engine = Engine::start(
+            EngineConfig {
+                workers: 1,
+                case_capacity: 4,
+                pin: false,
+                ..EngineConfig::default()
+            },
+            Arc::new(Immediate),
+        )
+        .unwrap();
+        let model = br#"{"name": "one", "id": "Net",
+          "conditions": [{"id": "i", "kind": "input", "flows": [{"to": "t"}]}, {"id": "o", "kind": "output"}],
+          "tasks": [{"id": "t", "flows": [{"to": "o"}]}]}"#;
+        let compiled = crate::catalog::compile(model, None).unwrap();
+        let wf = engine
+            .register(
+                "one",
+                |index, id| {
+                    Ok(Workflow::new(
+                        index,
+                        id,
+                        compiled.format,
+                        &compiled.model,
+                        *compiled.net,
+                        now_ns(),
+                    ))
+                },
+                "one",
+                |_| Ok(()),
+            )
+            .unwrap();
+        // the slot a creation takes after `refuse_retired`, before its op runs
+        let (id, shard, slot) = engine.try_allocate(&wf).ok().unwrap();
+        match engine.delete_in(DEFAULT_NAMESPACE, "one", 1, false) {
+            Err(EngineError::Precondition(m)) => assert!(m.contains("1 unfinished case"), "{m}"),
+            other => panic!("deleted with a creation under way: {other:?}"),
+        }
+        assert!(!wf.deleted.load(Ordering::Acquire));
+        engine.release_slot(shard, slot, id);
+        engine
+            .delete_in(DEFAULT_NAMESPACE, "one", 1, false)
+            .unwrap();
+        assert!(wf.deleted.load(Ordering::Acquire));
+        // a creation that looked the version up before: refused once it has its slot
+        assert!(matches!(
+            refuse_retired(&wf),
+            Err(EngineError::VersionDeleted { version: 1, .. })
+        ));
+        engine.stop();
+    }
 }

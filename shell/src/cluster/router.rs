@@ -685,8 +685,9 @@ impl ClusterService {
     /// DeleteWorkflow in cluster mode: the version's unfinished cases (running or deadlocked)
     /// are counted over every partition by one scatter-gather of `ListCases` (refused while
     /// there are some, as on a single node), then the deletion goes through the catalog.
-    /// A case created between the count and a node applying the deletion runs on to its end,
-    /// as one that passed its check just before a single node's deletion does.
+    /// A case created between the count and a node applying the deletion runs on to its end
+    /// (a single node counts creations under way and refuses those after; across nodes
+    /// nothing orders the count with another node's creations).
     async fn delete_counted(
         &self,
         request: Request<crate::proto::DeleteWorkflowRequest>,
