@@ -93,26 +93,24 @@ pub fn catalog_record(record: &[u8]) -> io::Result<CatalogRecord> {
 pub fn apply_catalog_record(engine: &Engine, record: &[u8]) -> io::Result<()> {
     match catalog_record(record)? {
         CatalogRecord::Workflow { .. } => register_workflow_record(engine, record),
-        CatalogRecord::Retire { index } => {
-            engine.mark_retired(index).map_err(|e| bad(e.to_string()))
-        }
+        CatalogRecord::Retire { index } => engine.mark_retired(index).map_err(bad_engine),
         CatalogRecord::Delete {
             index,
             with_history,
         } => {
             engine
                 .mark_deleted(index, with_history)
-                .map_err(|e| bad(e.to_string()))?;
-            if with_history {
-                if let Some(wf) = engine.workflow_at(index) {
-                    engine
-                        .purge_deleted_history(&wf)
-                        .map_err(|e| bad(e.to_string()))?;
-                }
+                .map_err(bad_engine)?;
+            if let (true, Some(wf)) = (with_history, engine.workflow_at(index)) {
+                engine.purge_deleted_history(&wf).map_err(bad_engine)?;
             }
             Ok(())
         }
     }
+}
+
+fn bad_engine(e: knhk_engine::EngineError) -> io::Error {
+    bad(e.to_string())
 }
 
 /// The records of a frame, `(kind, payload range)`; an error names the first damaged record

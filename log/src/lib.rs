@@ -1329,7 +1329,6 @@ fn replay_workflow(engine: &Engine, p: &[u8]) -> Result<(), String> {
             .map_err(|e| format!("workflow '{}': {e}", w.id))?;
     }
     let name = m.name.clone();
-    let expect = w.index;
     let timers = w.timers.clone();
     let digest = knhk_engine::workflow::registration_digest(
         w.model,
@@ -1338,6 +1337,31 @@ fn replay_workflow(engine: &Engine, p: &[u8]) -> Result<(), String> {
         w.options & OPTION_AUTO_TASKS == 0,
         &timers,
     );
+    register_logged(
+        &w,
+        &name,
+        |index, id| {
+            Workflow::new(index, id, detected, &m, *net, w.registered_ns)
+                .with_client_predicates(w.options & OPTION_CLIENT_PREDICATES != 0)
+                .with_manual_silent_tasks(w.options & OPTION_AUTO_TASKS == 0)
+                .with_registered_timers(timers)
+                .with_source_digest(digest)
+        },
+        engine,
+    )?;
+    Ok(())
+}
+
+/// Registers the workflow of record `w` as `build` makes it, in the record's namespace and at
+/// the index the record names (refused at any other: the log's indices are the kernel's).
+/// Replayed from the log: durable already.
+fn register_logged(
+    w: &WfRec<'_>,
+    name: &str,
+    build: impl FnOnce(u16, String) -> Workflow,
+    engine: &Engine,
+) -> Result<Arc<Workflow>, String> {
+    let expect = w.index;
     engine
         .register_in(
             w.namespace,
@@ -1349,21 +1373,12 @@ fn replay_workflow(engine: &Engine, p: &[u8]) -> Result<(), String> {
                         "workflow '{id}' replayed at index {index}, logged at {expect}"
                     )));
                 }
-                Ok(
-                    Workflow::new(index, id, detected, &m, *net, w.registered_ns)
-                        .in_namespace(w.namespace)
-                        .with_client_predicates(w.options & OPTION_CLIENT_PREDICATES != 0)
-                        .with_manual_silent_tasks(w.options & OPTION_AUTO_TASKS == 0)
-                        .with_registered_timers(timers)
-                        .with_source_digest(digest),
-                )
+                Ok(build(index, id).in_namespace(w.namespace))
             },
-            &name,
-            // Replayed from the log: durable already.
+            name,
             |_| Ok(()),
         )
-        .map_err(|e| e.to_string())?;
-    Ok(())
+        .map_err(|e| e.to_string())
 }
 
 /// The net a stand-in is registered with: a deleted version of which no case is left runs no
@@ -1381,33 +1396,21 @@ fn replay_stand_in(engine: &Engine, w: &WfRec<'_>) -> Result<(), String> {
         &knhk_import::Options::default(),
     )
     .map_err(|e| format!("'{}': the stand-in of a deleted version: {e}", w.id))?;
-    let expect = w.index;
-    let wf = engine
-        .register_in(
-            w.namespace,
-            w.id,
-            None,
-            |index, id| {
-                if index != expect {
-                    return Err(EngineError::Internal(format!(
-                        "deleted version of '{id}' replayed at index {index}, logged at {expect}"
-                    )));
-                }
-                Ok(Workflow::new(
-                    index,
-                    id,
-                    knhk_import::Format::Json,
-                    &model,
-                    *net,
-                    w.registered_ns,
-                )
-                .in_namespace(w.namespace))
-            },
-            w.id,
-            // Replayed from the log: durable already.
-            |_| Ok(()),
-        )
-        .map_err(|e| e.to_string())?;
+    let wf = register_logged(
+        w,
+        w.id,
+        |index, id| {
+            Workflow::new(
+                index,
+                id,
+                knhk_import::Format::Json,
+                &model,
+                *net,
+                w.registered_ns,
+            )
+        },
+        engine,
+    )?;
     // Deleted from the start (its deletion record follows too, with its flags): never a live
     // workflow.
     engine

@@ -603,7 +603,7 @@ impl Observer {
     /// case); the running cases are still served. In cluster mode over the partitions the
     /// node serves.
     fn capacity_check(&self) -> Check {
-        let c = self.metrics.slot.capacity();
+        let c = crate::metrics::capacity_of(&self.metrics.slot.holding_engines());
         if self.metrics.slot.is_cluster() && c.slots == 0 {
             return Check::healthy("this node serves no partition yet".to_string());
         }
@@ -634,9 +634,9 @@ impl Observer {
     /// In cluster mode over the partition engines the node serves (they share one archive).
     fn archive_check(&self) -> Option<Check> {
         let engines = self.metrics.slot.holding_engines();
-        let archive = engines.iter().find_map(|e| e.archive())?;
+        let archive = engines.iter().find_map(|(_, e)| e.archive())?;
         let (mut pending, mut stored, mut failing) = (0u64, 0u64, None);
-        for e in &engines {
+        for (_, e) in &engines {
             let stats = e.archive_stats();
             pending += stats.pending.load(Ordering::Relaxed);
             stored += stats.archived.load(Ordering::Relaxed);

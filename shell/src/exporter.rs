@@ -297,25 +297,12 @@ pub struct OtlpTls {
 impl OtlpTls {
     /// The client configuration, every file read now: an error names the flag and the file.
     fn client_config(&self) -> Result<tonic::transport::ClientTlsConfig, String> {
-        use tonic::transport::{Certificate, ClientTlsConfig, Identity};
-        let read = |flag: &str, path: &Path| {
-            std::fs::read(path).map_err(|e| format!("{flag}: cannot read {}: {e}", path.display()))
-        };
-        let mut tls = ClientTlsConfig::new();
-        tls = match &self.ca {
-            Some(ca) => {
-                tls.ca_certificate(Certificate::from_pem(read("--export-otlp-logs-ca", ca)?))
-            }
-            None => tls.with_native_roots(),
-        };
-        match (&self.client_cert, &self.client_key) {
-            (Some(c), Some(k)) => {
-                tls = tls.identity(Identity::from_pem(
-                    read("--export-otlp-logs-client-cert", c)?,
-                    read("--export-otlp-logs-client-key", k)?,
-                ))
-            }
-            (None, None) => {}
+        let identity = match (&self.client_cert, &self.client_key) {
+            (Some(c), Some(k)) => Some((
+                ("--export-otlp-logs-client-cert", c.as_path()),
+                ("--export-otlp-logs-client-key", k.as_path()),
+            )),
+            (None, None) => None,
             _ => {
                 return Err(
                     "--export-otlp-logs-client-cert and --export-otlp-logs-client-key \
@@ -323,8 +310,11 @@ impl OtlpTls {
                         .into(),
                 )
             }
-        }
-        Ok(tls)
+        };
+        crate::tls::client_tls_config(
+            self.ca.as_deref().map(|ca| ("--export-otlp-logs-ca", ca)),
+            identity,
+        )
     }
 }
 

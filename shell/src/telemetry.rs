@@ -83,30 +83,26 @@ fn otlp_env(name: &str) -> Option<(String, String)> {
 /// TLS for an `https://` collector endpoint: its CA (or the system's roots) and an optional
 /// client certificate. `None` for a plaintext endpoint. Errors name the variable and file.
 fn otlp_tls() -> Result<Option<tonic::transport::ClientTlsConfig>, String> {
-    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
     let https = otlp_env("ENDPOINT").is_some_and(|(_, v)| v.starts_with("https://"));
     if !https {
         return Ok(None);
     }
-    let read = |(var, path): (String, String)| {
-        std::fs::read(&path).map_err(|e| format!("{var}: cannot read {path}: {e}"))
-    };
-    let mut tls = ClientTlsConfig::new();
-    tls = match otlp_env("CERTIFICATE") {
-        Some(ca) => tls.ca_certificate(Certificate::from_pem(read(ca)?)),
-        None => tls.with_native_roots(),
-    };
-    match (otlp_env("CLIENT_CERTIFICATE"), otlp_env("CLIENT_KEY")) {
-        (Some(c), Some(k)) => tls = tls.identity(Identity::from_pem(read(c)?, read(k)?)),
-        (None, None) => {}
+    let ca = otlp_env("CERTIFICATE");
+    let (cert, key) = (otlp_env("CLIENT_CERTIFICATE"), otlp_env("CLIENT_KEY"));
+    fn named((var, path): &(String, String)) -> crate::tls::NamedPem<'_> {
+        (var.as_str(), std::path::Path::new(path))
+    }
+    let identity = match (&cert, &key) {
+        (Some(c), Some(k)) => Some((named(c), named(k))),
+        (None, None) => None,
         (Some((var, _)), None) | (None, Some((var, _))) => {
             return Err(format!(
                 "{var} is set without its pair (OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and \
                  OTEL_EXPORTER_OTLP_CLIENT_KEY go together)"
             ))
         }
-    }
-    Ok(Some(tls))
+    };
+    crate::tls::client_tls_config(ca.as_ref().map(named), identity).map(Some)
 }
 
 /// True when the OTEL_* environment asks for OTLP trace export.

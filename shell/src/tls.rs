@@ -834,6 +834,31 @@ pub struct ClientTls {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// A PEM file a TLS client reads, with the flag or variable that named it (errors name both).
+pub type NamedPem<'a> = (&'a str, &'a Path);
+
+/// The TLS of a client connection the server or the CLI makes (`knhk --server https://`, the
+/// OTLP trace and log exporters): the CA that signs the server's certificate (`None`: the
+/// system's roots) and a client certificate with its key (mutual TLS). The files are read
+/// now; an error names the flag or variable and the file.
+pub fn client_tls_config(
+    ca: Option<NamedPem<'_>>,
+    identity: Option<(NamedPem<'_>, NamedPem<'_>)>,
+) -> Result<tonic::transport::ClientTlsConfig, String> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let read = |(name, path): NamedPem<'_>| {
+        std::fs::read(path).map_err(|e| format!("{name}: cannot read {}: {e}", path.display()))
+    };
+    let tls = match ca {
+        Some(ca) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)?)),
+        None => ClientTlsConfig::new().with_native_roots(),
+    };
+    Ok(match identity {
+        Some((cert, key)) => tls.identity(Identity::from_pem(read(cert)?, read(key)?)),
+        None => tls,
+    })
+}
+
 impl ClientTls {
     fn any(&self) -> bool {
         self.ca.is_some() || self.cert.is_some() || self.key.is_some() || self.server_name.is_some()
@@ -841,7 +866,7 @@ impl ClientTls {
 
     /// A channel to `server`: TLS for `https://`, plaintext for `http://`.
     pub async fn channel(&self, server: &str) -> Result<tonic::transport::Channel, BoxError> {
-        use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+        use tonic::transport::Endpoint;
         install_crypto_provider();
         let https = server
             .get(..8)
@@ -854,24 +879,15 @@ impl ClientTls {
         }
         let mut ep = Endpoint::from_shared(server.to_string())?;
         if https {
-            let read = |flag: &str, p: &Path| {
-                std::fs::read(p).map_err(|e| format!("{flag} {}: {e}", p.display()))
-            };
-            let mut t = ClientTlsConfig::new();
-            t = match &self.ca {
-                Some(ca) => t.ca_certificate(Certificate::from_pem(read("--tls-ca", ca)?)),
-                None => t.with_native_roots(),
-            };
-            match (&self.cert, &self.key) {
-                (Some(c), Some(k)) => {
-                    t = t.identity(Identity::from_pem(
-                        read("--tls-client-cert", c)?,
-                        read("--tls-client-key", k)?,
-                    ));
-                }
-                (None, None) => {}
+            let identity = match (&self.cert, &self.key) {
+                (Some(c), Some(k)) => Some((
+                    ("--tls-client-cert", c.as_path()),
+                    ("--tls-client-key", k.as_path()),
+                )),
+                (None, None) => None,
                 _ => return Err("--tls-client-cert and --tls-client-key go together".into()),
-            }
+            };
+            let mut t = client_tls_config(self.ca.as_deref().map(|ca| ("--tls-ca", ca)), identity)?;
             if let Some(n) = &self.server_name {
                 t = t.domain_name(n.clone());
             }

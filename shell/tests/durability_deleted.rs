@@ -5,17 +5,16 @@
 //! source (the case is read through its task and condition names).
 
 mod support;
+use support::engine::{register, run_case};
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use knhk_engine::archive::CaseArchive;
-use knhk_engine::engine::{now_ns, Engine, EngineConfig};
-use knhk_engine::workers::OpKind;
-use knhk_engine::workflow::{Workflow, DEFAULT_NAMESPACE};
+use knhk_engine::engine::{Engine, EngineConfig};
+use knhk_engine::workflow::DEFAULT_NAMESPACE;
 use knhk_engine::EngineError;
 use knhk_log::{EventLog, Journal, JournalConfig};
 
@@ -55,47 +54,6 @@ async fn reopen(
     tokio::task::spawn_blocking(move || open(&dir, capacity, archive))
         .await
         .expect("open")
-}
-
-/// Registers `model` under `id` (a new version when the id exists).
-fn register(log: &Arc<dyn EventLog>, engine: &Engine, id: &str, model: &[u8]) -> Arc<Workflow> {
-    let compiled = knhk_engine::catalog::compile(model, None).expect("model compiles");
-    engine
-        .register(
-            id,
-            |index, id| {
-                Ok(Workflow::new(
-                    index,
-                    id,
-                    compiled.format,
-                    &compiled.model,
-                    *compiled.net,
-                    now_ns(),
-                ))
-            },
-            id,
-            |wf| log.registered(wf, model),
-        )
-        .expect("register")
-}
-
-/// Runs one case of the newest version of `id` to completion.
-async fn run_case(engine: &Engine, id: &str) -> u64 {
-    let none = HashMap::new();
-    let mut view = engine.create_case(id, &none).await.expect("create");
-    let case = view.id;
-    let mut steps = 0;
-    while view.last.enabled != 0 {
-        steps += 1;
-        assert!(steps < 50, "case {case} does not finish");
-        let t = view.last.enabled.trailing_zeros() as usize;
-        let name = view.workflow.tasks[t].name.clone();
-        view = engine
-            .task_op(OpKind::Fire, case, &name, &none, None, None)
-            .await
-            .expect("fire");
-    }
-    case
 }
 
 /// Whether any segment of `dir` holds `needle`.

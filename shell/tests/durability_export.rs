@@ -5,6 +5,7 @@
 //! document replays on the model with fitness 1.0 in pm4py, an outside tool.
 
 mod support;
+use support::engine::run_case;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -13,9 +14,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use knhk_engine::command::EventKind;
-use knhk_engine::engine::{now_ns, Engine, EngineConfig};
-use knhk_engine::workers::OpKind;
-use knhk_engine::workflow::Workflow;
+use knhk_engine::engine::{Engine, EngineConfig};
 use knhk_log::{EventLog, ExportSink, Exported, Journal, JournalConfig, Position};
 use knhk_shell::proto;
 
@@ -51,25 +50,6 @@ impl ExportSink for GateSink {
     }
 }
 
-/// Runs one case of the sequence workflow to completion: create, then fire each enabled task.
-async fn run_case(engine: &Engine) -> u64 {
-    let none = HashMap::new();
-    let mut view = engine.create_case("seq", &none).await.expect("create");
-    let id = view.id;
-    let mut steps = 0;
-    while view.last.enabled != 0 {
-        steps += 1;
-        assert!(steps < 50, "case {id} does not finish");
-        let t = view.last.enabled.trailing_zeros() as usize;
-        let name = view.workflow.tasks[t].name.clone();
-        view = engine
-            .task_op(OpKind::Fire, id, &name, &none, None, None)
-            .await
-            .expect("fire");
-    }
-    id
-}
-
 /// An engine of `capacity` slots on an event log in `dir` (segments of `segment_bytes`) with a
 /// [`GateSink`] exporter, the sequence workflow registered as "seq".
 fn gated(
@@ -101,24 +81,7 @@ fn gated(
         .add_exporter(&engine, Box::new(GateSink(gate.clone())))
         .expect("exporter");
     let model = support::corpus("yawl/WPC1Sequence.yawl");
-    let compiled = knhk_engine::catalog::compile(&model, None).expect("model compiles");
-    engine
-        .register(
-            "seq",
-            |index, id| {
-                Ok(Workflow::new(
-                    index,
-                    id,
-                    compiled.format,
-                    &compiled.model,
-                    *compiled.net,
-                    now_ns(),
-                ))
-            },
-            "seq",
-            |wf| log.registered(wf, &model),
-        )
-        .expect("register");
+    support::engine::register(&log, &engine, "seq", &model);
     (log, engine, gate, stats)
 }
 
@@ -131,7 +94,7 @@ async fn stalled_exporter_holds_compaction_not_the_kernel_and_catches_up_in_orde
     // their compaction waits.
     let mut cases = Vec::new();
     for _ in 0..200 {
-        cases.push(run_case(&engine).await);
+        cases.push(run_case(&engine, "seq").await);
     }
     let st = log.stats();
     let segments = || {
@@ -220,7 +183,7 @@ async fn stalled_exporter_holds_compaction_not_the_kernel_and_catches_up_in_orde
     // Caught up: the next sealed segment is compacted with the ones held before.
     let deadline = Instant::now() + Duration::from_secs(20);
     while st.compactions.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
-        run_case(&engine).await;
+        run_case(&engine, "seq").await;
     }
     assert!(
         st.compactions.load(Ordering::SeqCst) >= 1,
@@ -238,7 +201,7 @@ async fn stalled_exporter_holds_compaction_not_the_kernel_and_catches_up_in_orde
 async fn closing_while_an_exporter_delivers_returns() {
     let dir = support::scratch("export-close").join("data");
     let (log, engine, gate, _) = gated(&dir, 64 << 20, 16);
-    run_case(&engine).await;
+    run_case(&engine, "seq").await;
     let deadline = Instant::now() + Duration::from_secs(5);
     while !gate.waiting.load(Ordering::SeqCst) {
         assert!(Instant::now() < deadline, "no delivery started");
@@ -457,6 +420,18 @@ fn sample(body: &str, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The `/health` document once it says `needle` (at most 10 s; the last one otherwise), parsed
+/// and as text.
+async fn health_saying(http: std::net::SocketAddr, needle: &str) -> (serde_json::Value, String) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut health = http_get(http, "/health").await;
+    while !health.contains(needle) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        health = http_get(http, "/health").await;
+    }
+    (serde_json::from_str(&health).expect("health json"), health)
+}
+
 /// A server in this process with the event log in `root/data` and the exporters of
 /// `export`, observed on an HTTP port of its own: that port, a client, the stop switch and the
 /// server's task.
@@ -549,16 +524,7 @@ async fn failing_exporter_shows_on_health_and_metrics_then_recovers() {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     run_cases(&mut c, 3, &mut rng).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut health = String::new();
-    while Instant::now() < deadline {
-        health = http_get(http, "/health").await;
-        if health.contains("its sink fails") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let h: serde_json::Value = serde_json::from_str(&health).expect("health json");
+    let (h, health) = health_saying(http, "its sink fails").await;
     assert_eq!(h["checks"]["exporters"]["status"], "degraded", "{health}");
     assert!(
         h["checks"]["exporters"]["reason"]
@@ -842,16 +808,7 @@ async fn otlp_logs_exporter_ships_every_event_and_survives_a_collector_outage() 
     let _ = stop_collector.send(());
     tokio::time::sleep(Duration::from_millis(200)).await;
     run_cases(&mut c, 2, &mut rng).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut health = String::new();
-    while Instant::now() < deadline {
-        health = http_get(http, "/health").await;
-        if health.contains("cannot reach the collector") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let h: serde_json::Value = serde_json::from_str(&health).expect("health json");
+    let (h, health) = health_saying(http, "cannot reach the collector").await;
     assert_eq!(h["checks"]["exporters"]["status"], "degraded", "{health}");
     // Back: what was committed meanwhile arrives, each case's events in order.
     let _stop_again = serve_collector(&collector, addr).await;
@@ -944,16 +901,7 @@ async fn otlp_logs_exporter_speaks_mutual_tls_and_checks_the_collector() {
     register_running_example(&mut c).await;
     let mut rng: u64 = 0x5eed_0f75;
     run_cases(&mut c, 1, &mut rng).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut health = String::new();
-    while Instant::now() < deadline {
-        health = http_get(http, "/health").await;
-        if health.contains("cannot reach the collector") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let h: serde_json::Value = serde_json::from_str(&health).expect("health json");
+    let (h, health) = health_saying(http, "cannot reach the collector").await;
     assert_eq!(h["checks"]["exporters"]["status"], "degraded", "{health}");
     assert!(collector.got.lock().unwrap().is_empty());
     let _ = stop_tx.send(());

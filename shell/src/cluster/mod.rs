@@ -146,8 +146,8 @@ pub struct Owner {
 /// The catalog records applied so far (in stream order), and the stream position they cover.
 #[derive(Default)]
 struct Catalog {
-    /// Every record of the workflow stream applied, in order: registrations and retirements
-    /// (a partition engine being built applies them all).
+    /// Every record of the workflow stream applied, in order: registrations, retirements and
+    /// deletions (a partition engine being built applies them all).
     records: Vec<Vec<u8>>,
     /// How many of them are registrations (the index the next one takes).
     workflows: usize,
@@ -1118,23 +1118,14 @@ impl Node {
         self.parts.read().unwrap_or_else(|p| p.into_inner()).len()
     }
 
-    /// The engines of the partitions this node serves, with their partitions.
-    pub fn partition_engines_by_id(&self) -> Vec<(u16, Arc<Engine>)> {
+    /// The engines of the partitions this node serves, with their partitions (metrics and
+    /// health report over them).
+    pub fn partition_engines(&self) -> Vec<(u16, Arc<Engine>)> {
         self.parts
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
             .map(|(p, part)| (*p, part.engine.clone()))
-            .collect()
-    }
-
-    /// The engines of the partitions this node serves (metrics sum over them).
-    pub fn partition_engines(&self) -> Vec<Arc<Engine>> {
-        self.parts
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .map(|part| part.engine.clone())
             .collect()
     }
 

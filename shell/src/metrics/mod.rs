@@ -92,36 +92,38 @@ impl EngineSlot {
         self.engine.get().and_then(Weak::upgrade)
     }
 
-    /// How full the engines that hold cases are, summed.
-    pub fn capacity(&self) -> knhk_engine::engine::Capacity {
-        self.holding_engines().iter().map(|e| e.capacity()).fold(
-            knhk_engine::engine::Capacity::default(),
-            |a, c| knhk_engine::engine::Capacity {
-                slots: a.slots + c.slots,
-                used: a.used + c.used,
-                evictable: a.evictable + c.evictable,
-                history_events: a.history_events + c.history_events,
-                history_room: a.history_room + c.history_room,
-            },
-        )
-    }
-
     /// Whether the collector serves a cluster node.
     pub fn is_cluster(&self) -> bool {
         self.cluster.get().is_some()
     }
 
-    /// The engines that hold cases: in cluster mode the partition engines the node serves
-    /// (its catalog engine holds none), else the engine.
-    pub fn holding_engines(&self) -> Vec<Arc<Engine>> {
+    /// The engines that hold cases: in cluster mode the partition engines the node serves,
+    /// with their partitions (its catalog engine holds none), else the engine.
+    pub fn holding_engines(&self) -> Vec<(Option<u16>, Arc<Engine>)> {
         match self.cluster.get() {
-            Some(node) => node
-                .upgrade()
-                .map(|n| n.partition_engines())
-                .unwrap_or_default(),
-            None => self.get().into_iter().collect(),
+            Some(node) => node.upgrade().map_or_else(Vec::new, |n| {
+                n.partition_engines()
+                    .into_iter()
+                    .map(|(p, e)| (Some(p), e))
+                    .collect()
+            }),
+            None => self.get().map(|e| (None, e)).into_iter().collect(),
         }
     }
+}
+
+/// How full `engines` are, summed.
+pub fn capacity_of(engines: &[(Option<u16>, Arc<Engine>)]) -> knhk_engine::engine::Capacity {
+    engines.iter().map(|(_, e)| e.capacity()).fold(
+        knhk_engine::engine::Capacity::default(),
+        |a, c| knhk_engine::engine::Capacity {
+            slots: a.slots + c.slots,
+            used: a.used + c.used,
+            evictable: a.evictable + c.evictable,
+            history_events: a.history_events + c.history_events,
+            history_room: a.history_room + c.history_room,
+        },
+    )
 }
 
 /// Labels of the gRPC metrics.
@@ -542,17 +544,13 @@ impl prometheus_client::collector::Collector for EngineCollector {
             )?;
         }
 
-        // The kernel's counters of the engines that hold cases: the engine's (no label), or in
-        // cluster mode each partition engine's the node serves (label `partition`).
-        let groups: Vec<(Option<String>, Vec<Arc<crate::workers::WorkerStats>>)> =
-            match self.slot.cluster.get().and_then(Weak::upgrade) {
-                Some(node) => node
-                    .partition_engines_by_id()
-                    .into_iter()
-                    .map(|(p, e)| (Some(p.to_string()), e.worker_stats()))
-                    .collect(),
-                None => vec![(None, stats.clone())],
-            };
+        // The engines that hold cases and their kernel counters: the engine's (no label), or
+        // in cluster mode each partition engine's the node serves (label `partition`).
+        let holding = self.slot.holding_engines();
+        let groups: Vec<(Option<String>, Vec<Arc<crate::workers::WorkerStats>>)> = holding
+            .iter()
+            .map(|(p, e)| (p.map(|p| p.to_string()), e.worker_stats()))
+            .collect();
 
         // Events by op, pattern and status: cells summed over workers, zeros left out.
         {
@@ -687,15 +685,11 @@ impl prometheus_client::collector::Collector for EngineCollector {
         }
 
         // Task timers (docs/api.md, "Timers"): in cluster mode, over the partitions served.
-        let mut engines = vec![engine.clone()];
-        if let Some(node) = self.slot.cluster.get().and_then(Weak::upgrade) {
-            engines.extend(node.partition_engines());
-        }
-        let scheduled: usize = engines.iter().map(|e| e.timers_scheduled()).sum();
+        let scheduled: usize = holding.iter().map(|(_, e)| e.timers_scheduled()).sum();
         let timer_sum = |f: fn(&knhk_engine::engine::TimerStats) -> &AtomicU64| -> u64 {
-            engines
+            holding
                 .iter()
-                .map(|e| f(&e.timer_stats()).load(Ordering::Relaxed))
+                .map(|(_, e)| f(&e.timer_stats()).load(Ordering::Relaxed))
                 .sum()
         };
         gauge(
@@ -740,12 +734,9 @@ impl prometheus_client::collector::Collector for EngineCollector {
             counter(&mut encoder, name, help, None, value)?;
         }
 
-        // The engines that hold cases: the node's partition engines in cluster mode (its
-        // catalog engine holds none), else the one engine.
-        let holding = self.slot.holding_engines();
         // Capacity: slots and history memory (docs/operations.md, "Capacity"), summed over
-        // them.
-        let cap = self.slot.capacity();
+        // the engines that hold cases.
+        let cap = capacity_of(&holding);
         let bytes = |events: u64| events.saturating_mul(crate::engine::HISTORY_EVENT_BYTES as u64);
         for (name, help, value) in [
             (
@@ -790,11 +781,11 @@ impl prometheus_client::collector::Collector for EngineCollector {
 
         // The archive of finished cases (docs/durability.md, "Archive"), when there is one:
         // summed over the engines that hold cases.
-        if holding.iter().any(|e| e.archive().is_some()) {
+        if holding.iter().any(|(_, e)| e.archive().is_some()) {
             let sum = |f: fn(&knhk_engine::engine::ArchiveStats) -> &AtomicU64| -> u64 {
                 holding
                     .iter()
-                    .map(|e| f(&e.archive_stats()).load(Ordering::Relaxed))
+                    .map(|(_, e)| f(&e.archive_stats()).load(Ordering::Relaxed))
                     .sum()
             };
             gauge(
