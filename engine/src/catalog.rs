@@ -18,6 +18,8 @@ pub struct Compiled {
     pub findings: Vec<knhk_import::Finding>,
     /// The soundness exploration visited every reachable state.
     pub soundness_decided: bool,
+    /// The sealed nets of `model.subnets`, in order (composite tasks run as sub-net cases).
+    pub subnet_nets: Vec<Box<Net>>,
 }
 
 /// Imports, verifies and compiles a model. `format`, when given, must match the document.
@@ -69,12 +71,20 @@ pub fn compile_with(
         }
     }
     let compiled = knhk_import::lower(&m).map_err(|e| EngineError::BadModel(e.message))?;
+    let mut subnet_nets = Vec::with_capacity(m.subnets.len());
+    for sub in &m.subnets {
+        let c = knhk_import::lower(sub).map_err(|e| {
+            EngineError::BadModel(format!("sub-net '{}': {}", sub.net_id, e.message))
+        })?;
+        subnet_nets.push(c.net);
+    }
     Ok(Compiled {
         model: m,
         net: compiled.net,
         format: detected,
         findings: report.findings,
         soundness_decided: report.exhaustive,
+        subnet_nets,
     })
 }
 

@@ -42,6 +42,7 @@ use crate::workers::{
 use crate::workflow::{bits, Workflow, DEFAULT_NAMESPACE};
 
 mod auto;
+mod subnets;
 mod timers;
 pub use auto::{MAX_PATH, MAX_ROUNDS};
 pub use timers::{ArmedTimer, TimerStats};
@@ -143,6 +144,8 @@ pub struct SlotBook {
     pub history_dropped: u64,
     /// The case's armed timers (`timers`).
     pub timers: Vec<ArmedTimer>,
+    /// A sub-net case: its parent case and the parent's composite task (`subnets`).
+    pub parent: Option<(u64, u8)>,
 }
 
 impl SlotBook {
@@ -161,6 +164,7 @@ impl SlotBook {
             history: VecDeque::new(),
             history_dropped: 0,
             timers: Vec::new(),
+            parent: None,
         }
     }
 }
@@ -281,6 +285,11 @@ pub struct CaseView {
     pub archived: bool,
     /// Its armed task timers.
     pub timers: Vec<ArmedTimer>,
+    /// A sub-net case: its parent case and the name of the parent's composite task.
+    pub parent: Option<(u64, String)>,
+    /// Its sub-net cases the engine links to it: (composite task's name, child case), oldest
+    /// first.
+    pub children: Vec<(String, u64)>,
 }
 
 /// Called on a shard's reply thread with every executed job, in execution order. The hook owns
@@ -436,6 +445,10 @@ pub struct Engine {
     /// Whether the reply threads hand each job's events to the batch hook (the event log's
     /// exporters): [`Engine::set_export_events`].
     export_events: Arc<AtomicBool>,
+    /// Live sub-net cases by parent (`subnets`).
+    children: Arc<subnets::Children>,
+    /// (parent, task) pairs whose child case is being created (one creation per pair).
+    creating: Mutex<std::collections::HashSet<(u64, u8)>>,
 }
 
 /// Counters of the archiver (metrics, health).
@@ -629,6 +642,8 @@ impl Engine {
             archived: Arc::new(tokio::sync::Notify::new()),
             timers: Arc::new(timers::Timers::default()),
             export_events: Arc::new(AtomicBool::new(false)),
+            children: Arc::new(subnets::Children::default()),
+            creating: Mutex::new(std::collections::HashSet::new()),
         });
         let mut threads = Vec::with_capacity(workers);
         for (index, port) in ports.into_iter().enumerate() {
@@ -641,6 +656,7 @@ impl Engine {
                 finished: archive.as_ref().map(|_| finished_tx.clone()),
                 timers: engine.timers.clone(),
                 export: engine.export_events.clone(),
+                children: engine.children.clone(),
             };
             let t = thread::Builder::new()
                 .name(format!("knhk-reply-{index}"))
@@ -835,6 +851,29 @@ impl Engine {
         let index16 = u16::try_from(index).map_err(|_| EngineError::Internal("index".into()))?;
         let mut built = build(index16, id.clone())?;
         built.version = version;
+        // sub-nets take the indices after the root's, in order (Workflow::with_subnets)
+        if index + built.subnets.len() >= workers::MAX_WORKFLOWS {
+            return Err(EngineError::Exhausted(format!(
+                "workflow capacity reached ({} workflows, versions and sub-nets included)",
+                workers::MAX_WORKFLOWS
+            )));
+        }
+        for (k, sub) in built.subnets.iter_mut().enumerate() {
+            let Some(sub) = Arc::get_mut(sub) else {
+                return Err(EngineError::Internal(format!(
+                    "sub-net {k} of '{id}' shared"
+                )));
+            };
+            if usize::from(sub.index) != index + 1 + k {
+                return Err(EngineError::Internal(format!(
+                    "sub-net '{}' built at index {}, expected {}",
+                    sub.id,
+                    sub.index,
+                    index + 1 + k
+                )));
+            }
+            sub.version = version;
+        }
         let wf = Arc::new(built);
         if wf.namespace != namespace {
             return Err(EngineError::Internal(format!(
@@ -845,20 +884,22 @@ impl Engine {
         #[cfg(feature = "testing")]
         crate::testing::hold_registration(&id);
         durable(&wf)?;
-        if self.nets[index].set(wf.net.clone()).is_err() {
-            return Err(EngineError::Internal(format!(
-                "net slot {index} already set"
-            )));
+        for w in std::iter::once(&wf).chain(wf.subnets.iter()) {
+            let i = usize::from(w.index);
+            if self.nets[i].set(w.net.clone()).is_err() {
+                return Err(EngineError::Internal(format!("net slot {i} already set")));
+            }
+            if w.client_predicates {
+                self.client_predicates.store(true, Ordering::Relaxed);
+            }
+            if w.settles() {
+                self.auto_tasks.store(true, Ordering::Relaxed);
+            }
+            self.timers.register(w);
         }
-        if wf.client_predicates {
-            self.client_predicates.store(true, Ordering::Relaxed);
-        }
-        if wf.auto != 0 {
-            self.auto_tasks.store(true, Ordering::Relaxed);
-        }
-        self.timers.register(&wf);
         let mut reg = self.registry.write().unwrap_or_else(|p| p.into_inner());
         reg.list.push(wf.clone());
+        reg.list.extend(wf.subnets.iter().cloned());
         reg.by_id
             .entry(namespace.to_string())
             .or_default()
@@ -944,7 +985,10 @@ impl Engine {
                     return Err(e);
                 }
             }
-            self.purge_deleted_history(&wf)?;
+            for w in std::iter::once(&wf).chain(wf.subnets.iter()) {
+                w.history_deleted.store(true, Ordering::Release);
+                self.purge_deleted_history(w)?;
+            }
             return Ok(wf);
         }
         // Cases are counted with the version already refusing creations (`refuse_retired`).
@@ -953,7 +997,11 @@ impl Engine {
         // once it has (`create_case_in` and `event_op` look again after allocating): no case
         // of a deleted version ever starts.
         wf.deleted.store(true, Ordering::Release);
-        let unfinished = self.unfinished_or_starting(wf.index);
+        // its sub-net cases count too (a deadlocked child can outlive its parent's interest)
+        let unfinished: u64 = std::iter::once(&wf)
+            .chain(wf.subnets.iter())
+            .map(|w| self.unfinished_or_starting(w.index))
+            .sum();
         if unfinished > 0 {
             wf.deleted.store(false, Ordering::Release);
             return Err(EngineError::Precondition(format!(
@@ -969,8 +1017,14 @@ impl Engine {
             wf.history_deleted.store(false, Ordering::Release);
             return Err(e);
         }
+        for sub in &wf.subnets {
+            sub.deleted.store(true, Ordering::Release);
+            sub.history_deleted.store(delete_history, Ordering::Release);
+        }
         if delete_history {
-            self.purge_deleted_history(&wf)?;
+            for w in std::iter::once(&wf).chain(wf.subnets.iter()) {
+                self.purge_deleted_history(w)?;
+            }
         }
         Ok(wf)
     }
@@ -1041,9 +1095,12 @@ impl Engine {
     /// it; they are purged once the replay has ended).
     pub fn mark_deleted(&self, index: u16, with_history: bool) -> Result<(), EngineError> {
         let wf = self.logged_workflow(index, "deletion")?;
-        wf.deleted.store(true, Ordering::Release);
-        if with_history {
-            wf.history_deleted.store(true, Ordering::Release);
+        // a version's sub-nets go with it
+        for w in std::iter::once(&wf).chain(wf.subnets.iter()) {
+            w.deleted.store(true, Ordering::Release);
+            if with_history {
+                w.history_deleted.store(true, Ordering::Release);
+            }
         }
         Ok(())
     }
@@ -1526,12 +1583,17 @@ impl Engine {
     }
 
     fn view(&self, shard: usize, slot: u32, case_id: u64) -> Result<CaseView, EngineError> {
-        let (wf_index, last, regs, created_ns, timers) = {
+        let (wf_index, last, regs, created_ns, timers, parent) = {
             let book = lock(&self.shards[shard].book);
             match book.slots.get(slot as usize) {
-                Some(s) if s.id == case_id && s.live => {
-                    (s.workflow, s.last, s.regs, s.created_ns, s.timers.clone())
-                }
+                Some(s) if s.id == case_id && s.live => (
+                    s.workflow,
+                    s.last,
+                    s.regs,
+                    s.created_ns,
+                    s.timers.clone(),
+                    s.parent,
+                ),
                 _ => return Err(EngineError::NoCase(case_id)),
             }
         };
@@ -1540,12 +1602,19 @@ impl Engine {
             .ok_or(EngineError::NoCase(case_id))?;
         Ok(CaseView {
             id: case_id,
-            workflow,
             last,
             regs,
             created_ns,
             archived: false,
             timers,
+            parent: parent.map(|(p, t)| (p, self.task_name_of(p, t))),
+            children: self
+                .children
+                .of(case_id)
+                .into_iter()
+                .map(|(t, c)| (workflow.task_name(t).to_string(), c))
+                .collect(),
+            workflow,
         })
     }
 
@@ -1587,11 +1656,28 @@ impl Engine {
         let wf = self.workflow_in(namespace, workflow_id)?;
         refuse_retired(&wf)?;
         let (mask, regs) = initial_registers(&wf, data)?;
+        let (shard, slot, id, o) = self.create_of(&wf, mask, regs, None, note).await?;
+        wf.cases_created.fetch_add(1, Ordering::Relaxed);
+        self.settle(&wf, shard, slot, id, o).await;
+        self.view(shard, slot, id)
+    }
+
+    /// Creates a case of `wf` (a client's, or with `parent` a sub-net case of the parent's
+    /// composite task): allocates its slot and runs its creation. Returns where it lives and
+    /// its first outcome.
+    async fn create_of(
+        &self,
+        wf: &Arc<Workflow>,
+        mask: u8,
+        regs: [i64; REGISTERS],
+        parent: Option<(u64, u8)>,
+        note: NoteSlot,
+    ) -> Result<(usize, u32, u64, Outcome), EngineError> {
         // With an archive, a full engine frees slots as the archiver stores finished cases:
         // wait for it a little rather than refuse at once.
         let deadline = std::time::Instant::now() + ARCHIVE_WAIT;
         let (id, shard, slot) = loop {
-            match self.try_allocate(&wf) {
+            match self.try_allocate(wf) {
                 Ok(x) => break x,
                 Err(NoSlot::WaitArchive) if std::time::Instant::now() < deadline => {
                     let notified = self.archived.notified();
@@ -1601,14 +1687,21 @@ impl Engine {
             }
         };
         // Deleted (or retired) since the check above, before this creation took its slot: a
-        // deletion's count did not see it, so it must not start (`delete_in`).
-        if let Err(e) = refuse_retired(&wf) {
-            self.release_slot(shard, slot, id);
-            return Err(e);
+        // deletion's count did not see it, so it must not start (`delete_in`). A sub-net case
+        // belongs to its parent, which started before.
+        if parent.is_none() {
+            if let Err(e) = refuse_retired(wf) {
+                self.release_slot(shard, slot, id);
+                return Err(e);
+            }
         }
         let mut op = Op::new(OpKind::Create, id, slot, 0);
         op.workflow = wf.index;
         op.reg_mask = mask;
+        if let Some((parent, task)) = parent {
+            op.parent = parent;
+            op.task = task;
+        }
         let mut job = Job::new(vec![op], vec![regs]);
         let noted = wf.clone();
         job.on_executed = note.on_executed(id, move |j| Some(op_result(j, id, &noted, 0)));
@@ -1621,11 +1714,9 @@ impl Engine {
         };
         let o = job.out.first().copied().unwrap_or_default();
         if o.status != Status::Ok {
-            return Err(status_error(&o, id, &wf, 0));
+            return Err(status_error(&o, id, wf, 0));
         }
-        wf.cases_created.fetch_add(1, Ordering::Relaxed);
-        self.settle(&wf, shard, slot, id, o).await;
-        self.view(shard, slot, id)
+        Ok((shard, slot, id, o))
     }
 
     /// Start, complete, fire or cancel a task of a case.
@@ -1679,6 +1770,7 @@ impl Engine {
         let (wf, shard, slot) = self.case_workflow(case_id)?;
         let t = wf.task(task)?;
         needs_client_bits(&wf, t, kind, branch_bits)?;
+        self.refuse_composite_op(&wf, case_id, t, kind)?;
         let mut op = Op::new(kind, case_id, slot, t);
         if let Some(i) = instance {
             op.instance = i;
@@ -1741,6 +1833,10 @@ impl Engine {
         let o = job.out.first().copied().unwrap_or_default();
         if o.status != Status::Ok {
             return Err(status_error(&o, case_id, &wf, 0));
+        }
+        if wf.settles() {
+            // its sub-net cases are cancelled with it; a sub-net case cancels its parent's task
+            self.reconcile(case_id).await;
         }
         self.view(shard, slot, case_id)
     }
@@ -1842,6 +1938,9 @@ impl Engine {
             created_ns: f.created_ns,
             archived: true,
             timers: Vec::new(),
+            // the archive keeps no link (a finished case's parent link has done its work)
+            parent: None,
+            children: Vec::new(),
         })
     }
 
@@ -1897,7 +1996,7 @@ impl Engine {
                     .filter(|b| workflow.is_none_or(|w| w.contains(&b.workflow)))
                     .filter(|b| state.is_none_or(|st| st == b.last.state))
                     .filter_map(|b| {
-                        Some(CaseView {
+                        let view = CaseView {
                             id: b.id,
                             workflow: wfs.get(usize::from(b.workflow))?.clone(),
                             last: b.last,
@@ -1905,7 +2004,20 @@ impl Engine {
                             created_ns: b.created_ns,
                             archived: false,
                             timers: b.timers.clone(),
-                        })
+                            parent: None,
+                            children: Vec::new(),
+                        };
+                        Some((view, b.parent))
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .map(|found| {
+                // parents named off the shard's lock (a parent's book may be another shard's)
+                found
+                    .into_iter()
+                    .map(|(mut view, parent)| {
+                        view.parent = parent.map(|(p, t)| (p, self.task_name_of(p, t)));
+                        view
                     })
                     .collect()
             })
@@ -2486,6 +2598,8 @@ struct ReplyCtx {
     timers: Arc<timers::Timers>,
     /// Whether jobs carry their events to the batch hook ([`Job::exported`]).
     export: Arc<AtomicBool>,
+    /// Live sub-net cases by parent (kept by the reply threads from creations and restores).
+    children: Arc<subnets::Children>,
 }
 
 fn reply_loop(mut port: ReplyPort, ctx: ReplyCtx) {
@@ -2564,6 +2678,7 @@ fn record(ctx: &ReplyCtx, job: &mut Job, scratch: &mut Vec<WatchItem>) {
                     v.history = s.history.iter().copied().collect();
                     v.history_dropped = s.history_dropped;
                     v.timers = s.timers.clone();
+                    v.parent = s.parent;
                 }
                 break 'op;
             }
@@ -2576,6 +2691,10 @@ fn record(ctx: &ReplyCtx, job: &mut Job, scratch: &mut Vec<WatchItem>) {
                     s.history = std::mem::take(&mut v.history).into();
                     s.history_dropped = v.history_dropped;
                     s.timers = std::mem::take(&mut v.timers);
+                    s.parent = v.parent;
+                    if let (Some((parent, task)), false) = (s.parent, v.terminal) {
+                        ctx.children.link(parent, task, op.case_id);
+                    }
                     ctx.timers
                         .restore(ctx.shard, op.slot, op.case_id, &s.timers);
                     if !v.terminal {
@@ -2612,6 +2731,10 @@ fn record(ctx: &ReplyCtx, job: &mut Job, scratch: &mut Vec<WatchItem>) {
                 s.live = true;
                 s.created_ns = now;
                 s.regs = job_data(data, op).copied().unwrap_or_default();
+                if op.parent != 0 {
+                    s.parent = Some((op.parent, op.task));
+                    ctx.children.link(op.parent, op.task, op.case_id);
+                }
             } else if op.reg_mask != 0 {
                 if let Some(vals) = job_data(data, op) {
                     for (r, v) in vals.iter().enumerate() {

@@ -165,7 +165,7 @@ pub const OP_EXPECT_SEQ: u8 = 4;
 /// [`crate::command::Lifecycle::TimerComplete`]). The worker ignores it.
 pub const OP_TIMER: u8 = 8;
 
-/// One operation of a job. 40 bytes, `Copy`.
+/// One operation of a job. 48 bytes, `Copy`.
 #[derive(Debug, Clone, Copy)]
 pub struct Op {
     /// The case id the op is for: the worker refuses it (NotFound) when the slot holds another.
@@ -186,6 +186,9 @@ pub struct Op {
     pub instance: u32,
     /// With [`OP_EXPECT_SEQ`]: the case sequence number (mod 2^32) the op expects.
     pub expect_seq: u32,
+    /// Create of a sub-net case: the parent case (0: none); `task` is then the parent's
+    /// composite task the child runs for. The worker ignores it; the book and the log keep it.
+    pub parent: u64,
 }
 
 impl Op {
@@ -203,6 +206,7 @@ impl Op {
             data: 0,
             instance: 0,
             expect_seq: 0,
+            parent: 0,
         }
     }
 }
@@ -317,6 +321,8 @@ pub struct SavedCase {
     pub history_dropped: u64,
     /// The case's armed timers.
     pub timers: Vec<crate::engine::ArmedTimer>,
+    /// A sub-net case: its parent case and the parent's composite task.
+    pub parent: Option<(u64, u8)>,
 }
 
 impl Default for SavedCase {
@@ -329,6 +335,7 @@ impl Default for SavedCase {
             history: Vec::new(),
             history_dropped: 0,
             timers: Vec::new(),
+            parent: None,
         }
     }
 }

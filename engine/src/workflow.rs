@@ -112,6 +112,21 @@ pub struct Workflow {
     /// Deleted with its history (`DeleteWorkflow` with `delete_history`): its finished cases
     /// are removed from memory and from the archive, and never archived again.
     pub history_deleted: std::sync::atomic::AtomicBool,
+    /// Tasks run as sub-net cases (bit t: task t): the engine starts them once enabled (when
+    /// in no deferred choice), runs a child case of [`Workflow::child_workflow`] for each
+    /// start and completes them when the child completes.
+    pub composite: u64,
+    /// Per task: the index of the sub-net workflow its child cases run (composite tasks).
+    pub child_workflow: Vec<Option<u16>>,
+    /// A sub-net of a registered workflow: the root workflow's index. Sub-nets are not
+    /// listed and take no case from clients; their id is `<root id>/<net id>`.
+    pub subnet_of: Option<u16>,
+    /// The root's sub-nets, at indices `index + 1 ..` (registered with it).
+    pub subnets: Vec<Arc<Workflow>>,
+    /// Registered asking for every composite task to run as a sub-net case
+    /// (`RegisterWorkflowRequest.subnet_cases`; recorded so that a replay compiles it the same
+    /// way).
+    pub subnet_cases: bool,
 }
 
 /// What makes two registrations the same (`Engine::register_in`'s idempotence): SHA-256 over
@@ -122,6 +137,7 @@ pub fn registration_digest(
     format: Format,
     client_predicates: bool,
     manual_silent_tasks: bool,
+    subnet_cases: bool,
     timers: &[RegisteredTimer],
 ) -> [u8; 32] {
     use sha2::{Digest, Sha256};
@@ -137,6 +153,10 @@ pub fn registration_digest(
         u8::from(client_predicates),
         u8::from(manual_silent_tasks),
     ]);
+    // only when asked, so that a digest from before the option is still the same
+    if subnet_cases {
+        h.update(b"subnet-cases");
+    }
     for t in timers {
         h.update((t.task.len() as u64).to_le_bytes());
         h.update(t.task.as_bytes());
@@ -300,7 +320,78 @@ impl Workflow {
             retired: std::sync::atomic::AtomicBool::new(false),
             deleted: std::sync::atomic::AtomicBool::new(false),
             history_deleted: std::sync::atomic::AtomicBool::new(false),
+            composite: 0,
+            child_workflow: Vec::new(),
+            subnet_of: None,
+            subnets: Vec::new(),
+            subnet_cases: false,
         }
+    }
+
+    /// The same workflow, registered asking for sub-net cases (set before registration).
+    pub fn with_subnet_cases(mut self, on: bool) -> Workflow {
+        self.subnet_cases = on;
+        self
+    }
+
+    /// The same workflow with the sub-nets its composite tasks run as child cases
+    /// ([`Model::subnets`], `nets` their sealed nets in the same order): each becomes a
+    /// workflow at index `self.index + 1 + k`, with this one's namespace and options. Call it
+    /// last among the builders.
+    pub fn with_subnets(mut self, model: &Model, nets: Vec<Box<Net>>) -> Workflow {
+        let root = self.index;
+        let link = |wf: &mut Workflow, m: &Model| {
+            wf.child_workflow = m
+                .tasks
+                .iter()
+                .map(|t| {
+                    t.subnet
+                        .and_then(|k| u16::try_from(usize::from(root) + 1 + k).ok())
+                })
+                .collect();
+            wf.composite = wf
+                .child_workflow
+                .iter()
+                .enumerate()
+                .filter(|(t, c)| c.is_some() && *t < 64)
+                .fold(0u64, |m, (t, _)| m | (1u64 << t));
+            // a composite task is started by the engine, never fired as a silent task
+            wf.auto &= !wf.composite;
+        };
+        link(&mut self, model);
+        let mut subnets = Vec::with_capacity(nets.len());
+        for (k, (m, net)) in model.subnets.iter().zip(nets).enumerate() {
+            let index = u16::try_from(usize::from(root) + 1 + k).unwrap_or(u16::MAX);
+            let mut sub = Workflow::new(
+                index,
+                format!("{}/{}", self.id, m.net_id),
+                self.format,
+                m,
+                *net,
+                self.registered_unix_nanos,
+            )
+            .in_namespace(&self.namespace)
+            .with_client_predicates(self.client_predicates)
+            .with_manual_silent_tasks(self.manual_silent_tasks);
+            sub.subnet_of = Some(root);
+            sub.version = self.version;
+            link(&mut sub, m);
+            subnets.push(Arc::new(sub));
+        }
+        self.subnets = subnets;
+        self
+    }
+
+    /// The composite tasks that are enabled and in no deferred choice (the engine starts
+    /// them).
+    pub fn free_composite(&self, marking: u64, enabled: u64) -> u64 {
+        self.free_of(self.composite, marking, enabled)
+    }
+
+    /// Whether the engine acts on this workflow's cases after requests (automatic tasks,
+    /// composite tasks, or a sub-net whose completion completes its parent's task).
+    pub fn settles(&self) -> bool {
+        self.auto != 0 || self.composite != 0 || self.subnet_of.is_some()
     }
 
     /// The same workflow, recording the timers its registration gave (already applied to the
@@ -340,8 +431,14 @@ impl Workflow {
     /// enabled task. An automatic task in a deferred choice is left for the client's next
     /// request to decide (`crate::auto`).
     pub fn free_auto(&self, marking: u64, enabled: u64) -> u64 {
+        self.free_of(self.auto, marking, enabled)
+    }
+
+    /// The tasks of `mask` that are enabled and share no marked input with another enabled
+    /// task.
+    fn free_of(&self, mask: u64, marking: u64, enabled: u64) -> u64 {
         let mut free = 0u64;
-        for t in bits(enabled & self.auto) {
+        for t in bits(enabled & mask) {
             let mine = self.pre.get(t).copied().unwrap_or(0) & marking;
             let contested = bits(enabled & !(1u64 << t))
                 .any(|u| self.pre.get(u).copied().unwrap_or(0) & mine != 0);
@@ -355,6 +452,11 @@ impl Workflow {
     /// The same workflow in namespace `namespace` (set before registration).
     pub fn in_namespace(mut self, namespace: &str) -> Workflow {
         self.namespace = namespace.to_string();
+        for sub in &mut self.subnets {
+            if let Some(sub) = Arc::get_mut(sub) {
+                sub.namespace = namespace.to_string();
+            }
+        }
         self
     }
 

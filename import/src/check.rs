@@ -427,6 +427,54 @@ fn has_cycle(model: &Model) -> bool {
 /// Verifies a model: structural checks, the kernel seal, then (when both pass) the
 /// exploration of the reachable states under `opts.state_cap`.
 pub fn verify(model: &Model, opts: &Options) -> Report {
+    let mut report = verify_net(model, opts);
+    if model.subnets.is_empty() {
+        return report;
+    }
+    report.patterns.push("composite tasks as sub-net cases");
+    let recursive = std::iter::once(model)
+        .chain(model.subnets.iter())
+        .enumerate()
+        .any(|(i, m)| {
+            // net i (0 the root, k + 1 sub-net k) reaches itself through its sub-net tasks
+            let mut seen = vec![false; model.subnets.len()];
+            let mut stack: Vec<usize> = m.tasks.iter().filter_map(|t| t.subnet).collect();
+            while let Some(k) = stack.pop() {
+                if i == k + 1 {
+                    return true;
+                }
+                if seen.get(k).copied().unwrap_or(true) {
+                    continue;
+                }
+                seen[k] = true;
+                if let Some(sub) = model.subnets.get(k) {
+                    stack.extend(sub.tasks.iter().filter_map(|t| t.subnet));
+                }
+            }
+            false
+        });
+    if recursive {
+        report.patterns.push("WCP-22 recursion");
+    }
+    for sub in &model.subnets {
+        let r = verify_net(sub, opts);
+        report.states += r.states;
+        report.exhaustive &= r.exhaustive;
+        for p in r.patterns {
+            if !report.patterns.contains(&p) {
+                report.patterns.push(p);
+            }
+        }
+        report.findings.extend(r.findings.into_iter().map(|mut f| {
+            f.message = format!("sub-net '{}': {}", sub.net_id, f.message);
+            f
+        }));
+    }
+    report
+}
+
+/// [`verify`] of one net (the root, or one sub-net on its own).
+fn verify_net(model: &Model, opts: &Options) -> Report {
     let mut findings = structural(model);
     let patterns = patterns(model);
     for t in &model.tasks {

@@ -178,6 +178,10 @@ pub struct Task {
     pub label: String,
     /// For the entry task of a flattened composite task: the sub-net's id.
     pub composite: Option<String>,
+    /// Run as a sub-net case: index into the root model's [`Model::subnets`] of the net a
+    /// child case of this task runs (the kernel task itself is atomic; the engine starts the
+    /// child when the task starts and completes the task when the child completes).
+    pub subnet: Option<usize>,
     /// The task's timer (YAWL `<timer>`, or a deadline of the JSON form), armed by the engine.
     pub timer: Option<Timer>,
 }
@@ -331,6 +335,13 @@ pub struct Model {
     pub strings: Vec<String>,
     /// Mapping decisions applied while importing (flattened composites, synthesised start...).
     pub notes: Vec<String>,
+    /// The nets that composite tasks run as sub-net cases (root model only; empty when every
+    /// composite task was flattened). Each is a model of its own, named `<root>/<net id>`,
+    /// whose tasks' [`Task::subnet`] index this list too (a recursive net names itself).
+    pub subnets: Vec<Model>,
+    /// The id of the net this model was built from (the root net, or a sub-net's
+    /// decomposition id).
+    pub net_id: String,
 }
 
 impl Model {

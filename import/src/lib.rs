@@ -77,6 +77,22 @@ pub struct Options {
     /// event, and the engine runs them itself. Off: they are ordinary tasks a client drives
     /// (the behaviour before silent tasks ran themselves; registrations logged then).
     pub empty_tasks_silent: bool,
+    /// How composite tasks run: flattened into their parent, or as sub-net (child) cases.
+    pub subnet_cases: SubnetCases,
+}
+
+/// How composite tasks run ([`Options::subnet_cases`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SubnetCases {
+    /// Flattened where the flattened net fits the kernel (64 conditions, 64 tasks) and the
+    /// decompositions are neither recursive nor nested past 16 levels; otherwise every
+    /// composite task runs as a sub-net case.
+    #[default]
+    Auto,
+    /// Every composite task runs as a sub-net case.
+    Always,
+    /// Always flattened (a model that does not fit is refused).
+    Never,
 }
 
 impl Default for Options {
@@ -87,6 +103,7 @@ impl Default for Options {
             cancel: None,
             refuse_undecided: false,
             empty_tasks_silent: true,
+            subnet_cases: SubnetCases::Auto,
         }
     }
 }

@@ -9,7 +9,7 @@ use crate::ir::{
     Condition, Flow, FlowGuard, Join, Model, MultiInstance, SourceFormat, Split, Task, Timer,
     TimerWhen, VarType, Variable,
 };
-use crate::{xpath, Options, REGISTERS};
+use crate::{xpath, Options, SubnetCases, MAX_CONDITIONS, MAX_TASKS, REGISTERS};
 
 /// Deepest composite-task nesting flattened.
 const MAX_NESTING: usize = 16;
@@ -137,7 +137,9 @@ struct Flat {
     notes: Vec<String>,
 }
 
-fn flatten(spec: &RawSpec) -> Result<Flat, ImportError> {
+/// `keep`: composite tasks whose decomposition it names stay atomic tasks (sub-net cases)
+/// instead of being flattened.
+fn flatten(spec: &RawSpec, keep: Option<&HashMap<String, usize>>) -> Result<Flat, ImportError> {
     let root = spec
         .nets
         .first()
@@ -149,7 +151,7 @@ fn flatten(spec: &RawSpec) -> Result<Flat, ImportError> {
         notes: Vec::new(),
     };
     let mut stack = vec![root.id.clone()];
-    expand(root, "", &by_id, &mut stack, &mut flat)?;
+    expand(root, "", &by_id, keep.is_some(), &mut stack, &mut flat)?;
     // Cancellation of a composite task cancels everything it was flattened into.
     let mut groups: HashMap<String, Vec<String>> = HashMap::new();
     for (e, _) in flat.elements.iter().zip(&flat.net_of) {
@@ -189,6 +191,7 @@ fn expand(
     net: &RawNet,
     prefix: &str,
     nets: &HashMap<&str, &RawNet>,
+    keep: bool,
     stack: &mut Vec<String>,
     flat: &mut Flat,
 ) -> Result<(), ImportError> {
@@ -196,7 +199,7 @@ fn expand(
     let top = prefix.is_empty();
     for e in &net.elements {
         let composite = match &e.kind {
-            Kind::Task(t) => t
+            Kind::Task(t) if !keep => t
                 .decomposes_to
                 .as_deref()
                 .and_then(|d| nets.get(d))
@@ -282,7 +285,7 @@ fn expand(
         flat.net_of.push(net.id.clone());
         stack.push(sub.id.clone());
         let start = flat.elements.len();
-        expand(sub, &inner, nets, stack, flat)?;
+        expand(sub, &inner, nets, keep, stack, flat)?;
         stack.pop();
         // The sub-net's output condition flows into the exit task.
         let out_id = format!("{inner}{}", sub_out.id);
@@ -344,9 +347,198 @@ fn intern(strings: &mut Vec<String>, s: &str) -> i64 {
     i64::try_from(i).unwrap_or(i64::MAX)
 }
 
-/// Compiles a source spec into the IR.
+/// Compiles a source spec into the IR: composite tasks flattened, or run as sub-net cases
+/// ([`Options::subnet_cases`]).
 pub(crate) fn build(spec: RawSpec, opts: &Options) -> Result<Model, ImportError> {
-    let flat = flatten(&spec)?;
+    let nested = nesting(&spec);
+    let any_composite = nested.is_some();
+    match opts.subnet_cases {
+        SubnetCases::Never => build_net(spec, opts, None),
+        SubnetCases::Always if any_composite => {
+            build_tree(spec, opts, "sub-net cases were asked for")
+        }
+        SubnetCases::Always => build_net(spec, opts, None),
+        SubnetCases::Auto => match nested {
+            Some(Nesting::Recursive(net)) => build_tree(
+                spec,
+                opts,
+                &format!("net '{net}' decomposes into itself (recursion cannot be flattened)"),
+            ),
+            Some(Nesting::Deep) => build_tree(
+                spec,
+                opts,
+                &format!("composite tasks nest deeper than {MAX_NESTING} (too deep to flatten)"),
+            ),
+            Some(Nesting::Flat) => {
+                let flat = build_net(spec.clone(), opts, None)?;
+                if flat.conditions.len() <= MAX_CONDITIONS && flat.tasks.len() <= MAX_TASKS {
+                    return Ok(flat);
+                }
+                build_tree(
+                    spec,
+                    opts,
+                    &format!(
+                        "flattened, the net has {} conditions and {} tasks, past the kernel's \
+                         {MAX_CONDITIONS} and {MAX_TASKS}",
+                        flat.conditions.len(),
+                        flat.tasks.len()
+                    ),
+                )
+            }
+            None => build_net(spec, opts, None),
+        },
+    }
+}
+
+/// How a specification's composite tasks nest.
+enum Nesting {
+    /// Every chain of decompositions ends within [`MAX_NESTING`] levels.
+    Flat,
+    /// A chain is longer than [`MAX_NESTING`].
+    Deep,
+    /// The named net decomposes (directly or through others) into itself.
+    Recursive(String),
+}
+
+/// The decomposition targets of `net`'s composite tasks (nets of the spec only).
+fn decompositions<'a>(net: &'a RawNet, by_id: &HashMap<&str, usize>) -> Vec<&'a str> {
+    net.elements
+        .iter()
+        .filter_map(|e| match &e.kind {
+            Kind::Task(t) => t.decomposes_to.as_deref().filter(|d| by_id.contains_key(d)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Each net's position in the spec, by id.
+fn net_positions(spec: &RawSpec) -> HashMap<&str, usize> {
+    spec.nets
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.id.as_str(), i))
+        .collect()
+}
+
+/// How the spec's composite tasks nest (None: it has none).
+fn nesting(spec: &RawSpec) -> Option<Nesting> {
+    let by_id = net_positions(spec);
+    let root = spec.nets.first()?;
+    if decompositions(root, &by_id).is_empty() {
+        return None;
+    }
+    // Depth-first over the decomposition graph, with the path: a net on its own path is a
+    // recursion; a path longer than MAX_NESTING is too deep.
+    fn walk(
+        spec: &RawSpec,
+        by_id: &HashMap<&str, usize>,
+        net: usize,
+        path: &mut Vec<usize>,
+        done: &mut HashSet<usize>,
+    ) -> Nesting {
+        if let Some(n) = path.iter().find(|&&p| p == net) {
+            return Nesting::Recursive(spec.nets[*n].id.clone());
+        }
+        if path.len() > MAX_NESTING {
+            return Nesting::Deep;
+        }
+        if done.contains(&net) {
+            return Nesting::Flat;
+        }
+        path.push(net);
+        let mut verdict = Nesting::Flat;
+        for d in decompositions(&spec.nets[net], by_id) {
+            match walk(spec, by_id, by_id[d], path, done) {
+                Nesting::Flat => {}
+                other => {
+                    verdict = other;
+                    break;
+                }
+            }
+        }
+        path.pop();
+        if matches!(verdict, Nesting::Flat) {
+            done.insert(net);
+        }
+        verdict
+    }
+    Some(walk(spec, &by_id, 0, &mut Vec::new(), &mut HashSet::new()))
+}
+
+/// Builds the root net and every net its composite tasks decompose into as models of their
+/// own, composite tasks kept atomic and linked to their sub-net ([`Task::subnet`]).
+fn build_tree(spec: RawSpec, opts: &Options, why: &str) -> Result<Model, ImportError> {
+    let by_id = net_positions(&spec);
+    // Sub-nets in discovery order (breadth first from the root): their index is their place.
+    let mut order: Vec<usize> = Vec::new();
+    let mut index_of: HashMap<String, usize> = HashMap::new();
+    let mut queue = std::collections::VecDeque::from([0usize]);
+    while let Some(n) = queue.pop_front() {
+        for d in decompositions(&spec.nets[n], &by_id) {
+            if !index_of.contains_key(d) {
+                index_of.insert(d.to_string(), order.len());
+                order.push(by_id[d]);
+                queue.push_back(by_id[d]);
+            }
+        }
+    }
+    let mut subnets = Vec::with_capacity(order.len());
+    for &n in &order {
+        opts.check_cancelled()?;
+        let mut nets = Vec::with_capacity(spec.nets.len());
+        nets.push(spec.nets[n].clone());
+        nets.extend(
+            spec.nets
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != n)
+                .map(|(_, x)| x.clone()),
+        );
+        let sub = RawSpec {
+            name: format!("{}/{}", spec.name, spec.nets[n].id),
+            format: spec.format.clone(),
+            nets,
+            notes: Vec::new(),
+        };
+        subnets.push(build_net(sub, opts, Some(&index_of))?);
+    }
+    let mut root = build_net(spec, opts, Some(&index_of))?;
+    let mut notes = Vec::new();
+    for m in std::iter::once(&root).chain(subnets.iter()) {
+        for t in m.tasks.iter().filter(|t| t.subnet.is_some()) {
+            let net = t
+                .subnet
+                .and_then(|k| subnets.get(k))
+                .map_or("", |s| &s.net_id);
+            notes.push(format!(
+                "composite task '{}' of net '{}' runs net '{net}' as a sub-net case ({why}): the \
+                 engine starts a child case when the task starts and completes the task when \
+                 the child completes",
+                t.id, m.net_id
+            ));
+        }
+        for n in m
+            .notes
+            .iter()
+            .filter(|n| n.contains("multiple-instance composite"))
+        {
+            notes.push(n.clone());
+        }
+    }
+    root.notes.extend(notes);
+    root.subnets = subnets;
+    Ok(root)
+}
+
+/// Compiles one net of a source spec (its first) into the IR; with `keep`, composite tasks
+/// stay atomic tasks that run the named sub-net as a child case (`keep` gives each sub-net's
+/// index), otherwise they are flattened.
+fn build_net(
+    spec: RawSpec,
+    opts: &Options,
+    keep: Option<&HashMap<String, usize>>,
+) -> Result<Model, ImportError> {
+    let flat = flatten(&spec, keep)?;
     let mut notes = spec.notes.clone();
     notes.extend(flat.notes);
     let elements = flat.elements;
@@ -469,6 +661,11 @@ pub(crate) fn build(spec: RawSpec, opts: &Options) -> Result<Model, ImportError>
                     .decomposes_to
                     .clone()
                     .filter(|_| prefixes.contains(inner.as_str())),
+                subnet: rt
+                    .decomposes_to
+                    .as_deref()
+                    .and_then(|d| keep.and_then(|k| k.get(d)))
+                    .copied(),
                 timer: rt.timer.clone(),
             })
         })
@@ -595,7 +792,7 @@ pub(crate) fn build(spec: RawSpec, opts: &Options) -> Result<Model, ImportError>
         let Some(timer) = task.timer.as_mut() else {
             continue;
         };
-        if task.mi.is_some() || task.composite.is_some() {
+        if task.mi.is_some() || task.composite.is_some() || task.subnet.is_some() {
             let what = if task.mi.is_some() {
                 "a multiple-instance task"
             } else {
@@ -702,9 +899,25 @@ pub(crate) fn build(spec: RawSpec, opts: &Options) -> Result<Model, ImportError>
         notes.extend(automatic_notes(&tasks, &conditions));
     }
 
+    // A multiple-instance composite task run as a sub-net case runs one child (per task, not
+    // per instance): its instance attributes are dropped, with a note.
+    for t in tasks
+        .iter_mut()
+        .filter(|t| t.subnet.is_some() && t.mi.is_some())
+    {
+        t.mi = None;
+        notes.push(format!(
+            "multiple-instance composite task '{}': runs its sub-net as one child case (one \
+             child per instance is not built); its instance attributes are ignored",
+            t.id
+        ));
+    }
+    let net_id = spec.nets.first().map(|n| n.id.clone()).unwrap_or_default();
     Ok(Model {
         name: spec.name,
         format: spec.format,
+        subnets: Vec::new(),
+        net_id,
         conditions,
         tasks,
         input,

@@ -340,16 +340,114 @@ fn composite_tasks_are_flattened() {
 }
 
 #[test]
-fn recursive_decomposition_is_an_error() {
+fn recursive_decomposition_runs_as_subnet_cases() {
     let body = r#"<task id="A"><flowsInto><nextElementRef id="out"/></flowsInto><decomposesTo id="Sub"/></task>"#;
     let sub = r#"
     <decomposition id="Sub" xsi:type="NetFactsType"><processControlElements>
-        <inputCondition id="si"><flowsInto><nextElementRef id="R"/></flowsInto></inputCondition>
+        <inputCondition id="si"><flowsInto><nextElementRef id="R"/></flowsInto><flowsInto><nextElementRef id="S"/></flowsInto></inputCondition>
         <task id="R"><flowsInto><nextElementRef id="so"/></flowsInto><decomposesTo id="Sub"/></task>
+        <task id="S"><flowsInto><nextElementRef id="so"/></flowsInto><decomposesTo id="Work"/></task>
         <outputCondition id="so"/>
     </processControlElements></decomposition>"#;
-    let e = import_str(&yawl4(body, sub), &Options::default()).expect_err("refused");
+    let src = yawl4(body, sub);
+    // Flattening cannot express recursion: refused when flattening is forced.
+    let never = Options {
+        subnet_cases: knhk_import::SubnetCases::Never,
+        ..Options::default()
+    };
+    let e = import_str(&src, &never).expect_err("refused");
     assert!(e.to_string().contains("recursive decomposition"), "{e}");
+    // By default the composite tasks run as sub-net cases: the root's A and the sub-net's R
+    // both run net Sub (index 0), which names itself.
+    let m = import_str(&src, &Options::default()).expect("sub-net cases");
+    assert_eq!(m.subnets.len(), 1, "{:?}", m.subnets);
+    assert_eq!(m.subnets[0].net_id, "Sub");
+    let a = m.tasks.iter().find(|t| t.id == "A").expect("A");
+    assert_eq!((a.subnet, a.composite.as_deref()), (Some(0), None));
+    let sub = &m.subnets[0];
+    let r = sub.tasks.iter().find(|t| t.id == "R").expect("R");
+    assert_eq!(r.subnet, Some(0), "recursion: Sub's R runs Sub");
+    assert!(
+        m.notes.iter().any(|n| n.contains("decomposes into itself")),
+        "{:?}",
+        m.notes
+    );
+    let report = verify(&m, &Options::default());
+    assert!(report.accepted(), "{:?}", report.findings);
+    assert!(
+        report.patterns.contains(&"WCP-22 recursion"),
+        "{:?}",
+        report.patterns
+    );
+    assert!(report
+        .patterns
+        .contains(&"composite tasks as sub-net cases"));
+    // The sub-net is verified on its own; its findings name it (a task nothing leads to).
+    let broken = src.replace(r#"<flowsInto><nextElementRef id="S"/></flowsInto>"#, "");
+    let m = import_str(&broken, &Options::default()).expect("imported");
+    let report = verify(&m, &Options::default());
+    assert!(!report.accepted());
+    assert!(
+        report
+            .refusals()
+            .any(|f| f.message.starts_with("sub-net 'Sub': task 'S'")),
+        "{:?}",
+        report.findings
+    );
+}
+
+#[test]
+fn composites_flatten_unless_the_flat_net_is_too_big() {
+    // A chain of `n` tasks as the sub-net `Chain`, used by three composite tasks.
+    let chain = |n: usize| {
+        let mut s = String::from(
+            r#"<decomposition id="Chain" xsi:type="NetFactsType"><processControlElements>
+            <inputCondition id="si"><flowsInto><nextElementRef id="c0"/></flowsInto></inputCondition>"#,
+        );
+        for k in 0..n {
+            let to = if k + 1 == n {
+                "so".to_string()
+            } else {
+                format!("c{}", k + 1)
+            };
+            s.push_str(&format!(
+                r#"<task id="c{k}"><flowsInto><nextElementRef id="{to}"/></flowsInto><decomposesTo id="W"/></task>"#
+            ));
+        }
+        s.push_str(r#"<outputCondition id="so"/></processControlElements></decomposition>"#);
+        s
+    };
+    let body = r#"
+        <task id="A"><flowsInto><nextElementRef id="Q"/></flowsInto><decomposesTo id="Chain"/></task>
+        <task id="Q"><flowsInto><nextElementRef id="R"/></flowsInto><decomposesTo id="Chain"/></task>
+        <task id="R"><flowsInto><nextElementRef id="out"/></flowsInto><decomposesTo id="Chain"/></task>"#;
+    // Small: flattened as before.
+    let small = import_str(&yawl4(body, &chain(5)), &Options::default()).expect("small");
+    assert!(small.subnets.is_empty());
+    assert!(small.tasks.iter().any(|t| t.id == "A/c0"), "flattened");
+    // 3 x 30: flattened it would hold over 90 conditions; the composites run as sub-net cases
+    // and each net fits.
+    let big = import_str(&yawl4(body, &chain(30)), &Options::default()).expect("big");
+    assert_eq!(big.subnets.len(), 1);
+    assert_eq!(big.tasks.iter().filter(|t| t.subnet == Some(0)).count(), 3);
+    assert!(
+        big.notes.iter().any(|n| n.contains("past the kernel's 64")),
+        "{:?}",
+        big.notes
+    );
+    assert!(verify(&big, &Options::default()).accepted());
+    assert!(lower(&big.subnets[0]).is_ok());
+    // Asked for: sub-net cases even where flattening fits.
+    let asked = Options {
+        subnet_cases: knhk_import::SubnetCases::Always,
+        ..Options::default()
+    };
+    let small = import_str(&yawl4(body, &chain(5)), &asked).expect("asked");
+    assert_eq!(small.subnets.len(), 1);
+    assert_eq!(
+        small.tasks.iter().filter(|t| t.subnet == Some(0)).count(),
+        3
+    );
 }
 
 #[test]

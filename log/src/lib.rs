@@ -722,8 +722,16 @@ fn compact(
     }
     let archive = engine.upgrade().and_then(|e| e.archive());
     let mut gone: HashSet<u16> = HashSet::new();
+    let has_subnets = |index: u16| {
+        engine
+            .upgrade()
+            .and_then(|e| e.workflow_at(index))
+            .is_some_and(|w| !w.subnets.is_empty())
+    };
     for (index, with_history) in deleted {
-        if held.contains(&index) {
+        // A version with sub-nets keeps its model: a stand-in takes one index, the version
+        // took one per net.
+        if held.contains(&index) || has_subnets(index) {
             continue;
         }
         let archived = match (&archive, with_history) {
@@ -1305,6 +1313,7 @@ fn replay_workflow(engine: &Engine, p: &[u8]) -> Result<(), String> {
         model: mut m,
         net,
         format: detected,
+        subnet_nets,
         ..
     } = catalog::compile_with(
         w.model,
@@ -1312,6 +1321,11 @@ fn replay_workflow(engine: &Engine, p: &[u8]) -> Result<(), String> {
         &knhk_import::Options {
             external_predicates: w.options & OPTION_CLIENT_PREDICATES != 0,
             empty_tasks_silent: w.options & OPTION_AUTO_TASKS != 0,
+            subnet_cases: if w.options & OPTION_SUBNET_CASES != 0 {
+                knhk_import::SubnetCases::Always
+            } else {
+                knhk_import::SubnetCases::Auto
+            },
             ..knhk_import::Options::default()
         },
     )
@@ -1335,6 +1349,7 @@ fn replay_workflow(engine: &Engine, p: &[u8]) -> Result<(), String> {
         detected,
         w.options & OPTION_CLIENT_PREDICATES != 0,
         w.options & OPTION_AUTO_TASKS == 0,
+        w.options & OPTION_SUBNET_CASES != 0,
         &timers,
     );
     register_logged(
@@ -1346,6 +1361,8 @@ fn replay_workflow(engine: &Engine, p: &[u8]) -> Result<(), String> {
                 .with_manual_silent_tasks(w.options & OPTION_AUTO_TASKS == 0)
                 .with_registered_timers(timers)
                 .with_source_digest(digest)
+                .with_subnet_cases(w.options & OPTION_SUBNET_CASES != 0)
+                .with_subnets(&m, subnet_nets)
         },
         engine,
     )?;
@@ -1589,6 +1606,56 @@ mod tests {
         assert_eq!(out[0].op.branch_bits, 0b101);
         assert_eq!(out[0].regs, Some([7, 0, 0, 0, 0, 0, 0, 0]));
         assert_eq!(out[0].seq, 9);
+    }
+
+    /// A sub-net case's creation keeps its parent link, in the op record and in a checkpoint's
+    /// case record (with and without armed timers before it); a plain creation has none.
+    #[test]
+    fn subnet_case_parent_link_roundtrip() {
+        let mut child = Op::new(OpKind::Create, 9, 2, 5);
+        child.workflow = 4;
+        child.parent = (3 << 32) | 1;
+        let mut plain = Op::new(OpKind::Create, 10, 3, 0);
+        plain.workflow = 1;
+        let job = Job::new(vec![child, plain], Vec::new());
+        let mut buf = MAGIC.to_vec();
+        assert_eq!(put_batch(&mut buf, 0, &job), 2);
+        let (recs, _) = scan(&buf);
+        let mut out = Vec::new();
+        get_batch(&buf[recs[0].1.clone()], &mut out).unwrap_or_else(|e| panic!("{e}"));
+        let got: Vec<_> = out
+            .iter()
+            .map(|r| (r.op.case_id, r.op.workflow, r.op.task, r.op.parent))
+            .collect();
+        assert_eq!(got, vec![(9, 4, 5, (3 << 32) | 1), (10, 1, 0, 0)]);
+
+        for timers in [0usize, 2] {
+            let saved = SavedCase {
+                parent: Some((77, 6)),
+                timers: (0..timers)
+                    .map(|k| knhk_engine::engine::ArmedTimer {
+                        task: k as u8,
+                        deadline_ns: 1000 + k as u64,
+                    })
+                    .collect(),
+                ..SavedCase::default()
+            };
+            let rec = CaseRec {
+                shard: 0,
+                slot: 2,
+                case_id: 9,
+                workflow: 4,
+                seq: 3,
+                state: 0,
+                saved,
+            };
+            let mut buf = MAGIC.to_vec();
+            put_case(&mut buf, &rec);
+            let (recs, _) = scan(&buf);
+            let got = get_case(&buf[recs[0].1.clone()]).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(got.saved.parent, Some((77, 6)));
+            assert_eq!(got.saved.timers.len(), timers);
+        }
     }
 
     /// A timer's expiry keeps its flag (its events are the timer's); the expected sequence

@@ -315,8 +315,14 @@ pub(crate) const OPTION_AUTO_TASKS: u32 = 2;
 /// number.
 pub(crate) const OPTION_DELETED_STAND_IN: u32 = 4;
 
+/// Workflow option bit: registered asking for every composite task to run as a sub-net case.
+pub(crate) const OPTION_SUBNET_CASES: u32 = 8;
+
 pub(crate) fn workflow_options(w: &Workflow) -> u32 {
     let mut o = 0;
+    if w.subnet_cases {
+        o |= OPTION_SUBNET_CASES;
+    }
     if w.client_predicates {
         o |= OPTION_CLIENT_PREDICATES;
     }
@@ -465,6 +471,11 @@ pub(crate) fn put_op(
                 FLAG_TIMER
             } else {
                 0
+            }
+            | if op.kind == OpKind::Create && op.parent != 0 {
+                FLAG_PARENT
+            } else {
+                0
             },
     );
     b.push(op.reg_mask);
@@ -472,6 +483,9 @@ pub(crate) fn put_op(
     b.push(state);
     if op.kind == OpKind::Create {
         b.extend_from_slice(&op.workflow.to_le_bytes());
+        if op.parent != 0 {
+            b.extend_from_slice(&op.parent.to_le_bytes());
+        }
     }
     if op.flags & OP_USE_BITS != 0 {
         b.extend_from_slice(&op.branch_bits.to_le_bytes());
@@ -551,6 +565,9 @@ pub(crate) const FLAG_COUNT: u8 = 4;
 /// Flag bit of an op record: a task timer's expiry (engine `OP_TIMER`); its events are the
 /// timer's (`autoskip`, or a completion by the timer).
 pub(crate) const FLAG_TIMER: u8 = 8;
+/// Op flags bit: a Create of a sub-net case; the parent case id follows the workflow index
+/// (the op's task is the parent's composite task).
+pub(crate) const FLAG_PARENT: u8 = 16;
 /// Bit of a history event's lifecycle code (version 4 on): an instance u32 follows.
 pub(crate) const LIFECYCLE_INSTANCE: u8 = 0x80;
 
@@ -695,6 +712,9 @@ pub(crate) fn get_batch(p: &[u8], out: &mut Vec<OpRec>) -> Result<(u16, u64), St
         op.reg_mask = reg_mask;
         if kind == OpKind::Create {
             op.workflow = r.u16()?;
+            if flags & FLAG_PARENT != 0 {
+                op.parent = r.u64()?;
+            }
         }
         if flags & FLAG_BRANCH_BITS != 0 {
             op.branch_bits = r.u32()?;
@@ -797,14 +817,19 @@ pub(crate) fn put_case(buf: &mut Vec<u8>, c: &CaseRec) {
             }
         }
         put_bytes(b, &c.saved.bytes);
-        // armed timers: only when there are some, so that a case without timers keeps the
-        // record it always had
-        if !c.saved.timers.is_empty() {
+        // armed timers: only when there are some (or a parent link follows), so that a case
+        // without timers keeps the record it always had
+        if !c.saved.timers.is_empty() || c.saved.parent.is_some() {
             b.push(u8::try_from(c.saved.timers.len()).unwrap_or(u8::MAX));
             for t in c.saved.timers.iter().take(usize::from(u8::MAX)) {
                 b.push(t.task);
                 b.extend_from_slice(&t.deadline_ns.to_le_bytes());
             }
+        }
+        // a sub-net case: its parent and the parent's composite task
+        if let Some((parent, task)) = c.saved.parent {
+            b.extend_from_slice(&parent.to_le_bytes());
+            b.push(task);
         }
     });
 }
@@ -874,6 +899,9 @@ pub(crate) fn get_case(p: &[u8]) -> Result<CaseRec, String> {
                 deadline_ns: r.u64()?,
             });
         }
+    }
+    if !r.b.is_empty() {
+        saved.parent = Some((r.u64()?, r.u8()?));
     }
     Ok(CaseRec {
         shard,

@@ -26,6 +26,10 @@ pub enum ClientCommand {
         /// client, as before they ran themselves.
         #[arg(long)]
         manual_silent_tasks: bool,
+        /// Run every composite task as a sub-net case (a child case of its decomposition)
+        /// instead of flattening it.
+        #[arg(long)]
+        subnet_cases: bool,
     },
     /// List registered workflows.
     Workflows,
@@ -248,6 +252,7 @@ pub async fn run(
             id,
             client_predicates,
             manual_silent_tasks,
+            subnet_cases,
         } => {
             let model = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
             let r = c
@@ -257,6 +262,7 @@ pub async fn run(
                     workflow_id: id.unwrap_or_default(),
                     client_predicates,
                     manual_silent_tasks,
+                    subnet_cases,
                     ..Default::default()
                 })
                 .await?

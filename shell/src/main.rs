@@ -102,6 +102,10 @@ enum Command {
         /// are ordinary tasks, and no task is listed as run by the server.
         #[arg(long)]
         manual_silent_tasks: bool,
+        /// As `RegisterWorkflow` with `subnet_cases`: every composite task runs its
+        /// decomposition as a sub-net case instead of being flattened.
+        #[arg(long)]
+        subnet_cases: bool,
     },
     /// Show the compiled kernel net of a model.
     Compile { file: PathBuf },
@@ -502,12 +506,18 @@ fn main() -> ExitCode {
             client_predicates,
             refuse_undecided,
             manual_silent_tasks,
+            subnet_cases,
         } => code(knhk_shell::cli::check_with(
             &files,
             &knhk_import::Options {
                 external_predicates: client_predicates,
                 refuse_undecided,
                 empty_tasks_silent: !manual_silent_tasks,
+                subnet_cases: if subnet_cases {
+                    knhk_import::SubnetCases::Always
+                } else {
+                    knhk_import::SubnetCases::Auto
+                },
                 ..knhk_import::Options::default()
             },
             &mut std::io::stdout(),

@@ -541,6 +541,7 @@ async fn random_requests_never_panic() {
                 client_predicates: r % 2 == 0,
                 refuse_undecided: r % 3 == 0,
                 manual_silent_tasks: r % 5 == 0,
+                subnet_cases: r % 7 == 0,
                 task_timers: vec![proto::TaskTimer {
                     task: format!("t{}", r % 7),
                     trigger: (r % 4) as i32,

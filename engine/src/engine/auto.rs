@@ -57,7 +57,7 @@ impl Engine {
         case_id: u64,
         mut last: Outcome,
     ) -> Outcome {
-        if wf.auto == 0 {
+        if !wf.settles() {
             return last;
         }
         for _ in 0..MAX_ROUNDS {
@@ -65,11 +65,14 @@ impl Engine {
                 break;
             }
             let free = wf.free_auto(last.marking, last.enabled);
-            if free == 0 {
+            // composite tasks are started (their child case runs the work), not fired
+            let start = self.startable_composites(wf, case_id, &last);
+            if free | start == 0 {
                 break;
             }
             let ops: Vec<Op> = bits(free)
                 .map(|t| Op::new(OpKind::Fire, case_id, slot, t as u8))
+                .chain(bits(start).map(|t| Op::new(OpKind::Start, case_id, slot, t as u8)))
                 .collect();
             let Ok(job) = self.run(shard, Job::new(ops, Vec::new())).await else {
                 break;
@@ -82,6 +85,9 @@ impl Engine {
             if !progressed {
                 break;
             }
+        }
+        if wf.composite != 0 || wf.subnet_of.is_some() {
+            self.reconcile(case_id).await;
         }
         last
     }
@@ -172,11 +178,32 @@ impl Engine {
             }
         }
         let mut moved = 0;
+        // Sub-net cases that finished before their parent's task followed (a crash in
+        // between) go first: a parent settled before them would give its busy task a new child.
+        for ctl in &self.shards {
+            let finished: Vec<u64> = lock(&ctl.book)
+                .slots
+                .iter()
+                .filter(|s| {
+                    s.id != 0
+                        && s.live
+                        && s.parent.is_some()
+                        && matches!(s.last.state, State::Complete | State::Cancelled)
+                })
+                .map(|s| s.id)
+                .collect();
+            for id in finished {
+                self.reconcile(id).await;
+            }
+        }
         for (shard, slot, id, w, last) in todo {
             let Some(wf) = self.workflow_at(w) else {
                 continue;
             };
-            if wf.free_auto(last.marking, last.enabled) == 0 {
+            if wf.free_auto(last.marking, last.enabled) == 0
+                && wf.composite == 0
+                && wf.subnet_of.is_none()
+            {
                 continue;
             }
             let after = self.settle(&wf, shard, slot, id, last).await;
@@ -196,7 +223,7 @@ impl Engine {
             Ok(_) => self.case_workflow(ev.case_id).ok().map(|x| x.0),
             Err(_) => None,
         };
-        wf.is_some_and(|w| w.auto != 0)
+        wf.is_some_and(|w| w.settles())
     }
 
     /// One bulk event with the unary calls' semantics (automatic tasks settled after it).

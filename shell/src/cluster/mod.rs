@@ -1008,6 +1008,15 @@ impl Node {
         log.start_logging(fence_seq);
         // timers that expired while no node served the partition fire now, once
         engine.start_timers();
+        // what the previous owner's requests caused and did not log (automatic fires, sub-net
+        // cases created, finished or cancelled) happens now
+        let settling = engine.clone();
+        tokio::spawn(async move {
+            let moved = settling.settle_all().await;
+            if moved > 0 {
+                tracing::info!(partition = p, cases = moved, "partition cases settled");
+            }
+        });
         let service = KnhkService::new(engine.clone(), self.closing.clone(), self.metrics.clone())
             .with_max_watchers(self.max_watchers)
             .with_audit(self.audit.clone());

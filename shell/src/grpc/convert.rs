@@ -139,6 +139,20 @@ pub fn case_out(v: &CaseView) -> proto::Case {
                 deadline_unix_nanos: t.deadline_ns,
             })
             .collect(),
+        parent_case_id: v.parent.as_ref().map_or(0, |(p, _)| *p),
+        parent_task: v
+            .parent
+            .as_ref()
+            .map(|(_, t)| t.clone())
+            .unwrap_or_default(),
+        subnet_cases: v
+            .children
+            .iter()
+            .map(|(task, case_id)| proto::SubnetCase {
+                task: task.clone(),
+                case_id: *case_id,
+            })
+            .collect(),
     }
 }
 

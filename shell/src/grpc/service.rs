@@ -499,6 +499,7 @@ impl KnhkService {
         let _cancel_on_drop = CancelOnDrop(cancel.clone());
         let client_predicates = r.client_predicates;
         let manual_silent = r.manual_silent_tasks;
+        let subnet_cases = r.subnet_cases;
         let timers = r
             .task_timers
             .iter()
@@ -509,6 +510,11 @@ impl KnhkService {
             external_predicates: client_predicates,
             refuse_undecided: r.refuse_undecided,
             empty_tasks_silent: !manual_silent,
+            subnet_cases: if subnet_cases {
+                knhk_import::SubnetCases::Always
+            } else {
+                knhk_import::SubnetCases::Auto
+            },
             ..knhk_import::Options::default()
         };
         let catalog::Compiled {
@@ -517,6 +523,7 @@ impl KnhkService {
             format: detected,
             findings,
             soundness_decided,
+            subnet_nets,
         } = tokio::task::spawn_blocking(move || {
             let compiled = catalog::compile_with(&model, format, &opts);
             if compiled.is_err() && opts.cancelled() {
@@ -540,6 +547,7 @@ impl KnhkService {
             detected,
             client_predicates,
             manual_silent,
+            subnet_cases,
             &timers,
         );
         // Durable, then visible (Engine::register): the journal's group commit runs inside,
@@ -561,7 +569,9 @@ impl KnhkService {
                             .with_client_predicates(client_predicates)
                             .with_manual_silent_tasks(manual_silent)
                             .with_registered_timers(timers)
-                            .with_source_digest(digest),
+                            .with_source_digest(digest)
+                            .with_subnet_cases(subnet_cases)
+                            .with_subnets(&m, subnet_nets),
                     )
                 },
                 &name,
@@ -642,7 +652,11 @@ impl Knhk for KnhkService {
             .engine
             .workflows()
             .iter()
-            .filter(|w| w.namespace == ns && !w.deleted.load(std::sync::atomic::Ordering::Acquire))
+            .filter(|w| {
+                w.namespace == ns
+                    && w.subnet_of.is_none()
+                    && !w.deleted.load(std::sync::atomic::Ordering::Acquire)
+            })
             .map(|w| convert::workflow_out(w))
             .collect();
         Ok(Response::new(ListWorkflowsResponse { workflows }))
