@@ -34,6 +34,9 @@ pub struct TaskMeta {
     pub client_predicates: Vec<ClientPredicate>,
     /// Its timer: on expiry the engine skips it (enabled) or completes it (started).
     pub timer: Option<knhk_import::ir::Timer>,
+    /// A composite task run as a sub-net case: the id of the sub-net workflow its child cases
+    /// run.
+    pub subnet: Option<String>,
 }
 
 /// A flow whose predicate the client evaluates: bit `bit` of the completion's branch bits.
@@ -245,6 +248,7 @@ impl Workflow {
                     })
                     .collect(),
                 timer: t.timer.clone(),
+                subnet: None,
             })
             .collect();
         let mut task_by_name = HashMap::new();
@@ -340,7 +344,14 @@ impl Workflow {
     /// last among the builders.
     pub fn with_subnets(mut self, model: &Model, nets: Vec<Box<Net>>) -> Workflow {
         let root = self.index;
+        let root_id = self.id.clone();
         let link = |wf: &mut Workflow, m: &Model| {
+            for (meta, t) in wf.tasks.iter_mut().zip(&m.tasks) {
+                meta.subnet = t
+                    .subnet
+                    .and_then(|k| model.subnets.get(k))
+                    .map(|s| format!("{root_id}/{}", s.net_id));
+            }
             wf.child_workflow = m
                 .tasks
                 .iter()

@@ -60,6 +60,55 @@ fn shorten_timers(model: &[u8]) -> Vec<u8> {
     out.into_bytes()
 }
 
+/// What the client does next on a case.
+#[derive(Clone)]
+enum Move {
+    /// Complete the busy task (true) or start/fire the enabled task (false).
+    Task(bool, String),
+    /// Act on sub-net case `.0` (a composite task's child: the task completes with it).
+    Child(u64),
+}
+
+/// The moves a client has on `case` of workflow `wf`: complete a busy task (not a composite
+/// one: its child case completes it), start an enabled task that carries work, or act on a
+/// running child case.
+fn moves_of(wf: &proto::Workflow, case: &proto::Case) -> Vec<Move> {
+    let automatic: HashSet<&str> = wf
+        .tasks
+        .iter()
+        .filter(|t| t.automatic)
+        .map(|t| t.name.as_str())
+        .collect();
+    let composite: HashSet<&str> = wf
+        .tasks
+        .iter()
+        .filter(|t| !t.subnet.is_empty())
+        .map(|t| t.name.as_str())
+        .collect();
+    let mut moves: Vec<Move> = case
+        .busy_tasks
+        .iter()
+        .filter(|t| !composite.contains(t.as_str()))
+        .map(|t| Move::Task(true, t.clone()))
+        .collect();
+    moves.extend(case.subnet_cases.iter().map(|s| Move::Child(s.case_id)));
+    moves.extend(
+        case.enabled_tasks
+            .iter()
+            .filter(|t| !automatic.contains(t.as_str()))
+            .map(|t| Move::Task(false, t.clone())),
+    );
+    if moves.is_empty() {
+        // Only silent tasks in a deferred choice among themselves: the client picks one.
+        moves.extend(
+            case.enabled_tasks
+                .iter()
+                .map(|t| Move::Task(false, t.clone())),
+        );
+    }
+    moves
+}
+
 /// Runs one case with random choices; returns its final state.
 async fn run_case(
     c: &mut Client,
@@ -67,13 +116,8 @@ async fn run_case(
     rng: &mut Rng,
     problems: &mut Vec<String>,
     timer_moves: &mut u64,
+    depth_limited: &mut u64,
 ) -> (u64, i32) {
-    let automatic: HashSet<&str> = wf
-        .tasks
-        .iter()
-        .filter(|t| t.automatic)
-        .map(|t| t.name.as_str())
-        .collect();
     let client_bits: HashSet<&str> = wf
         .client_predicates
         .iter()
@@ -108,19 +152,8 @@ async fn run_case(
         if case.state != RUNNING {
             return (id, case.state);
         }
-        // Complete a busy task, or start an enabled task that carries work.
-        let mut moves: Vec<(bool, String)> =
-            case.busy_tasks.iter().map(|t| (true, t.clone())).collect();
-        moves.extend(
-            case.enabled_tasks
-                .iter()
-                .filter(|t| !automatic.contains(t.as_str()))
-                .map(|t| (false, t.clone())),
-        );
-        if moves.is_empty() {
-            // Only silent tasks in a deferred choice among themselves: the client picks one.
-            moves.extend(case.enabled_tasks.iter().map(|t| (false, t.clone())));
-        }
+        // Complete a busy task, start an enabled task that carries work, or act on a child.
+        let moves = moves_of(wf, &case);
         // With a timer running, sometimes let it expire instead of acting.
         if !case.timers.is_empty() && (moves.is_empty() || rng.next().is_multiple_of(3)) {
             let seq = case.seq;
@@ -155,11 +188,53 @@ async fn run_case(
             ));
             return (id, case.state);
         }
-        let (complete, task) = moves[(rng.next() % moves.len() as u64) as usize].clone();
+        let mut chosen = moves[(rng.next() % moves.len() as u64) as usize].clone();
+        // Down through sub-net cases to a task move (a child's workflow is a sub-net of `wf`).
+        let mut at = id;
+        let mut at_wf = wf;
+        let mut bits_of = client_bits.clone();
+        while let Move::Child(child) = chosen {
+            let sub = c
+                .get_case(proto::GetCaseRequest {
+                    case_id: child,
+                    ..Default::default()
+                })
+                .await
+                .expect("get child case")
+                .into_inner();
+            let Some(sub_wf) = wf.subnets.iter().find(|s| s.workflow_id == sub.workflow_id) else {
+                problems.push(format!("case {child}: unknown sub-net {}", sub.workflow_id));
+                return (id, case.state);
+            };
+            let sub_moves = moves_of(sub_wf, &sub);
+            if sub.state != RUNNING || sub_moves.is_empty() {
+                problems.push(format!(
+                    "{}: child case {child} of {at} stuck: {sub:?}",
+                    wf.workflow_id
+                ));
+                return (id, case.state);
+            }
+            (at, at_wf) = (child, sub_wf);
+            bits_of = sub_wf
+                .client_predicates
+                .iter()
+                .map(|p| p.task.as_str())
+                .collect();
+            chosen = sub_moves[(rng.next() % sub_moves.len() as u64) as usize].clone();
+        }
+        let Move::Task(complete, task) = chosen else {
+            continue;
+        };
+        let automatic: HashSet<&str> = at_wf
+            .tasks
+            .iter()
+            .filter(|t| t.automatic)
+            .map(|t| t.name.as_str())
+            .collect();
         let req = proto::TaskRequest {
-            case_id: id,
+            case_id: at,
             task: task.clone(),
-            branch_bits: (complete && client_bits.contains(task.as_str()))
+            branch_bits: (complete && bits_of.contains(task.as_str()))
                 .then(|| (rng.next() % 4) as u32),
             ..Default::default()
         };
@@ -171,7 +246,17 @@ async fn run_case(
             c.start_task(req).await
         };
         match r {
-            Ok(k) => case = k.into_inner(),
+            Ok(k) if at == id => case = k.into_inner(),
+            Ok(_) => {
+                case = c
+                    .get_case(proto::GetCaseRequest {
+                        case_id: id,
+                        ..Default::default()
+                    })
+                    .await
+                    .expect("get case")
+                    .into_inner();
+            }
             // A timer may have fired between the client's look and its request.
             Err(e) if e.code() == tonic::Code::FailedPrecondition && !case.timers.is_empty() => {
                 let seq = case.seq;
@@ -187,6 +272,15 @@ async fn run_case(
                     problems.push(format!("{}: case {id}: {task}: {e}", wf.workflow_id));
                     return (id, case.state);
                 }
+            }
+            // A recursive net whose data never ends the recursion (its mappings are not
+            // executed) reaches the sub-net depth limit: the case cannot go on, as it says.
+            Err(e) if e.message().contains("nested deeper than") => {
+                let _ = c
+                    .cancel_case(proto::CancelCaseRequest { case_id: id })
+                    .await;
+                *depth_limited += 1;
+                return (id, proto::CaseState::Cancelled as i32);
             }
             Err(e) => {
                 problems.push(format!("{}: case {id}: {task}: {e}", wf.workflow_id));
@@ -213,6 +307,7 @@ async fn corpus_specifications_run_end_to_end_and_their_exports_replay() {
     let mut refused = Vec::new();
     let mut ran = Vec::new();
     let mut timer_moves = 0u64;
+    let mut depth_limited = 0u64;
     let opts = knhk_import::Options {
         external_predicates: true,
         ..knhk_import::Options::default()
@@ -238,8 +333,15 @@ async fn corpus_specifications_run_end_to_end_and_their_exports_replay() {
         };
         let mut completed = Vec::new();
         for _ in 0..cases {
-            let (id, state) =
-                run_case(&mut c, &wf, &mut rng, &mut problems, &mut timer_moves).await;
+            let (id, state) = run_case(
+                &mut c,
+                &wf,
+                &mut rng,
+                &mut problems,
+                &mut timer_moves,
+                &mut depth_limited,
+            )
+            .await;
             if state == COMPLETE {
                 completed.push(id);
             }
@@ -272,6 +374,7 @@ async fn corpus_specifications_run_end_to_end_and_their_exports_replay() {
     eprintln!("ran: {ran:#?}\nrefused at registration: {refused:#?}");
     assert!(problems.is_empty(), "{problems:#?}");
     eprintln!("{timer_moves} times the client let a timer expire");
+    eprintln!("{depth_limited} cases stopped at the sub-net depth limit");
     assert!(
         timer_moves >= 5,
         "timers expired during the run: {timer_moves}"

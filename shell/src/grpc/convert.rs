@@ -199,6 +199,7 @@ pub fn workflow_out(w: &Workflow) -> proto::Workflow {
                 silent: t.silent,
                 automatic: t.automatic,
                 timer: t.timer.as_ref().map(|x| x.to_string()).unwrap_or_default(),
+                subnet: t.subnet.clone().unwrap_or_default(),
             })
             .collect(),
         input_condition: w.input_condition.clone(),
@@ -221,6 +222,7 @@ pub fn workflow_out(w: &Workflow) -> proto::Workflow {
         manual_silent_tasks: w.manual_silent_tasks,
         retired: w.retired.load(std::sync::atomic::Ordering::Acquire),
         deleted: w.deleted.load(std::sync::atomic::Ordering::Acquire),
+        subnets: w.subnets.iter().map(|s| workflow_out(s)).collect(),
     }
 }
 
