@@ -158,6 +158,25 @@ fn main() {
         benches.push(scen_c(s));
     }
 
+    // a composite task's hand-off to its sub-net case and back (issue 13 item 3), the kernel's
+    // four calls: reported, not gated
+    {
+        let h: &'static knhk_benches::SubnetHandoff =
+            Box::leak(Box::new(knhk_benches::SubnetHandoff::new()));
+        benches.push(Bench {
+            name: "subnet_child_handoff".into(),
+            group: "patterns",
+            path: "-",
+            state_addr: h as *const knhk_benches::SubnetHandoff as usize,
+            ops: knhk_benches::SubnetHandoff::OPS,
+            f: Box::new(move || {
+                // each iteration from the parent's start: the hand-off ends both cases
+                let mut parent = h.parent_start;
+                h.run(black_box(&mut parent))
+            }),
+        });
+    }
+
     // ---- the beat: 64 cases x 62 steps, 8 distinct cases per beat ----
     {
         let b = &beat;

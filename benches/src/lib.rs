@@ -684,6 +684,68 @@ pub fn mi_instance_start_complete() -> Scenario {
     Scenario::new("mi_instance_start_complete", net, start, steps)
 }
 
+/// A composite task's hand-off to a sub-net case and back (issue 13 item 3), the kernel's part:
+/// the parent `i -> C -> o` and the child's net `si -> X -> so`. One iteration starts `C` in
+/// the parent, creates the child case, fires `X` (the child completes) and completes `C` (the
+/// parent completes): 4 kernel calls. The engine's part (slot allocation, the logged creation,
+/// the link) is not in it.
+pub struct SubnetHandoff {
+    pub parent: Box<Net>,
+    pub child: Box<Net>,
+    pub parent_start: Case,
+    /// The parent's composite task and the child's one task.
+    pub composite: u32,
+    pub work: u32,
+}
+
+impl SubnetHandoff {
+    pub fn new() -> SubnetHandoff {
+        let line = |name: &str| {
+            let mut net = Box::new(Net::new());
+            let [i, o] = [0; 2].map(|_| net.add_condition().unwrap());
+            net.set_input(i).unwrap();
+            net.set_output(o).unwrap();
+            let t = net.add_task(Join::Xor, Split::And).unwrap();
+            net.input_flow(i, t).unwrap();
+            net.output_flow(t, o, None, false).unwrap();
+            seal(&mut net, name);
+            (net, t)
+        };
+        let (parent, composite) = line("handoff parent");
+        let (child, work) = line("handoff child");
+        let parent_start = Case::new(&parent).unwrap();
+        SubnetHandoff {
+            parent,
+            child,
+            parent_start,
+            composite,
+            work,
+        }
+    }
+
+    /// Operations per iteration.
+    pub const OPS: u64 = 4;
+
+    /// One hand-off from `parent` (a copy of `parent_start`); true when every call succeeded
+    /// and both cases completed.
+    pub fn run(&self, parent: &mut Case) -> bool {
+        let mut ok = self.parent.start(parent, self.composite).is_ok();
+        let Ok(mut child) = Case::new(&self.child) else {
+            return false;
+        };
+        ok &= self.child.fire(&mut child, self.work).is_ok();
+        ok &= self.child.state(&child) == knhk_kernel::CaseState::Complete;
+        ok &= self.parent.complete(parent, self.composite).is_ok();
+        ok && self.parent.state(parent) == knhk_kernel::CaseState::Complete
+    }
+}
+
+impl Default for SubnetHandoff {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// See [`orjoin_nonlocal`]: the same chain, every decision a table lookup.
 pub fn orjoin_nonlocal_lookup() -> Scenario {
     orjoin_chain("orjoin_nonlocal_lookup", true)
@@ -1067,6 +1129,15 @@ mod tests {
         {
             s.validate().unwrap();
         }
+    }
+
+    #[test]
+    fn subnet_handoff_completes_both_cases() {
+        let h = SubnetHandoff::new();
+        let mut parent = h.parent_start;
+        assert!(h.run(&mut parent));
+        // a second hand-off from the finished parent is refused
+        assert!(!h.run(&mut parent));
     }
 
     #[test]
