@@ -144,8 +144,8 @@ pub struct SlotBook {
     pub history_dropped: u64,
     /// The case's armed timers (`timers`).
     pub timers: Vec<ArmedTimer>,
-    /// A sub-net case: its parent case and the parent's composite task (`subnets`).
-    pub parent: Option<(u64, u8)>,
+    /// A sub-net case: its link to its parent (`subnets`).
+    pub parent: Option<workers::ParentLink>,
 }
 
 impl SlotBook {
@@ -285,11 +285,12 @@ pub struct CaseView {
     pub archived: bool,
     /// Its armed task timers.
     pub timers: Vec<ArmedTimer>,
-    /// A sub-net case: its parent case and the name of the parent's composite task.
-    pub parent: Option<(u64, String)>,
-    /// Its sub-net cases the engine links to it: (composite task's name, child case), oldest
-    /// first.
-    pub children: Vec<(String, u64)>,
+    /// A sub-net case: its parent case, the name of the parent's composite task and the
+    /// instance (or [`NO_INSTANCE`]).
+    pub parent: Option<(u64, String, u32)>,
+    /// Its sub-net cases the engine links to it: (composite task's name, instance or
+    /// [`NO_INSTANCE`], child case), oldest first.
+    pub children: Vec<(String, u32, u64)>,
 }
 
 /// Called on a shard's reply thread with every executed job, in execution order. The hook owns
@@ -447,8 +448,8 @@ pub struct Engine {
     export_events: Arc<AtomicBool>,
     /// Live sub-net cases by parent (`subnets`).
     children: Arc<subnets::Children>,
-    /// (parent, task) pairs whose child case is being created (one creation per pair).
-    creating: Mutex<std::collections::HashSet<(u64, u8)>>,
+    /// Parent links whose child case is being created (one creation per link).
+    creating: Mutex<std::collections::HashSet<workers::ParentLink>>,
 }
 
 /// Counters of the archiver (metrics, health).
@@ -1607,12 +1608,12 @@ impl Engine {
             created_ns,
             archived: false,
             timers,
-            parent: parent.map(|(p, t)| (p, self.task_name_of(p, t))),
+            parent: parent.map(|l| (l.case, self.task_name_of(l.case, l.task), l.instance)),
             children: self
                 .children
                 .of(case_id)
                 .into_iter()
-                .map(|(t, c)| (workflow.task_name(t).to_string(), c))
+                .map(|(t, i, c)| (workflow.task_name(t).to_string(), i, c))
                 .collect(),
             workflow,
         })
@@ -1670,7 +1671,7 @@ impl Engine {
         wf: &Arc<Workflow>,
         mask: u8,
         regs: [i64; REGISTERS],
-        parent: Option<(u64, u8)>,
+        parent: Option<workers::ParentLink>,
         note: NoteSlot,
     ) -> Result<(usize, u32, u64, Outcome), EngineError> {
         // With an archive, a full engine frees slots as the archiver stores finished cases:
@@ -1698,9 +1699,10 @@ impl Engine {
         let mut op = Op::new(OpKind::Create, id, slot, 0);
         op.workflow = wf.index;
         op.reg_mask = mask;
-        if let Some((parent, task)) = parent {
-            op.parent = parent;
-            op.task = task;
+        if let Some(link) = parent {
+            op.parent = link.case;
+            op.task = link.task;
+            op.instance = link.instance;
         }
         let mut job = Job::new(vec![op], vec![regs]);
         let noted = wf.clone();
@@ -2016,7 +2018,8 @@ impl Engine {
                 found
                     .into_iter()
                     .map(|(mut view, parent)| {
-                        view.parent = parent.map(|(p, t)| (p, self.task_name_of(p, t)));
+                        view.parent =
+                            parent.map(|l| (l.case, self.task_name_of(l.case, l.task), l.instance));
                         view
                     })
                     .collect()
@@ -2692,8 +2695,8 @@ fn record(ctx: &ReplyCtx, job: &mut Job, scratch: &mut Vec<WatchItem>) {
                     s.history_dropped = v.history_dropped;
                     s.timers = std::mem::take(&mut v.timers);
                     s.parent = v.parent;
-                    if let (Some((parent, task)), false) = (s.parent, v.terminal) {
-                        ctx.children.link(parent, task, op.case_id);
+                    if let Some(link) = s.parent {
+                        ctx.children.link(link, op.case_id);
                     }
                     ctx.timers
                         .restore(ctx.shard, op.slot, op.case_id, &s.timers);
@@ -2731,9 +2734,9 @@ fn record(ctx: &ReplyCtx, job: &mut Job, scratch: &mut Vec<WatchItem>) {
                 s.live = true;
                 s.created_ns = now;
                 s.regs = job_data(data, op).copied().unwrap_or_default();
-                if op.parent != 0 {
-                    s.parent = Some((op.parent, op.task));
-                    ctx.children.link(op.parent, op.task, op.case_id);
+                if let Some(link) = workers::ParentLink::of_create(op) {
+                    s.parent = Some(link);
+                    ctx.children.link(link, op.case_id);
                 }
             } else if op.reg_mask != 0 {
                 if let Some(vals) = job_data(data, op) {

@@ -187,7 +187,9 @@ pub struct Op {
     /// With [`OP_EXPECT_SEQ`]: the case sequence number (mod 2^32) the op expects.
     pub expect_seq: u32,
     /// Create of a sub-net case: the parent case (0: none); `task` is then the parent's
-    /// composite task the child runs for. The worker ignores it; the book and the log keep it.
+    /// composite task the child runs for, and `instance` its instance (a multiple-instance
+    /// task) or [`crate::command::NO_INSTANCE`]. The worker ignores them; the book and the log
+    /// keep them ([`ParentLink`]).
     pub parent: u64,
 }
 
@@ -208,6 +210,27 @@ impl Op {
             expect_seq: 0,
             parent: 0,
         }
+    }
+}
+
+/// A sub-net case's link to its parent: the parent case, its composite task and, for a
+/// multiple-instance composite task, the instance the child runs
+/// ([`crate::command::NO_INSTANCE`] otherwise).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ParentLink {
+    pub case: u64,
+    pub task: u8,
+    pub instance: u32,
+}
+
+impl ParentLink {
+    /// The link a Create op carries, if it creates a sub-net case.
+    pub fn of_create(op: &Op) -> Option<ParentLink> {
+        (op.kind == OpKind::Create && op.parent != 0).then_some(ParentLink {
+            case: op.parent,
+            task: op.task,
+            instance: op.instance,
+        })
     }
 }
 
@@ -321,8 +344,8 @@ pub struct SavedCase {
     pub history_dropped: u64,
     /// The case's armed timers.
     pub timers: Vec<crate::engine::ArmedTimer>,
-    /// A sub-net case: its parent case and the parent's composite task.
-    pub parent: Option<(u64, u8)>,
+    /// A sub-net case: its link to its parent.
+    pub parent: Option<ParentLink>,
 }
 
 impl Default for SavedCase {

@@ -899,19 +899,6 @@ fn build_net(
         notes.extend(automatic_notes(&tasks, &conditions));
     }
 
-    // A multiple-instance composite task run as a sub-net case runs one child (per task, not
-    // per instance): its instance attributes are dropped, with a note.
-    for t in tasks
-        .iter_mut()
-        .filter(|t| t.subnet.is_some() && t.mi.is_some())
-    {
-        t.mi = None;
-        notes.push(format!(
-            "multiple-instance composite task '{}': runs its sub-net as one child case (one \
-             child per instance is not built); its instance attributes are ignored",
-            t.id
-        ));
-    }
     let net_id = spec.nets.first().map(|n| n.id.clone()).unwrap_or_default();
     Ok(Model {
         name: spec.name,

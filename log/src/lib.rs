@@ -1615,6 +1615,7 @@ mod tests {
         let mut child = Op::new(OpKind::Create, 9, 2, 5);
         child.workflow = 4;
         child.parent = (3 << 32) | 1;
+        child.instance = 17;
         let mut plain = Op::new(OpKind::Create, 10, 3, 0);
         plain.workflow = 1;
         let job = Job::new(vec![child, plain], Vec::new());
@@ -1625,13 +1626,26 @@ mod tests {
         get_batch(&buf[recs[0].1.clone()], &mut out).unwrap_or_else(|e| panic!("{e}"));
         let got: Vec<_> = out
             .iter()
-            .map(|r| (r.op.case_id, r.op.workflow, r.op.task, r.op.parent))
+            .map(|r| {
+                (
+                    r.op.case_id,
+                    r.op.workflow,
+                    r.op.task,
+                    r.op.parent,
+                    r.op.instance,
+                )
+            })
             .collect();
-        assert_eq!(got, vec![(9, 4, 5, (3 << 32) | 1), (10, 1, 0, 0)]);
+        assert_eq!(got, vec![(9, 4, 5, (3 << 32) | 1, 17), (10, 1, 0, 0, 0)]);
+        let link = knhk_engine::workers::ParentLink {
+            case: 77,
+            task: 6,
+            instance: 3,
+        };
 
         for timers in [0usize, 2] {
             let saved = SavedCase {
-                parent: Some((77, 6)),
+                parent: Some(link),
                 timers: (0..timers)
                     .map(|k| knhk_engine::engine::ArmedTimer {
                         task: k as u8,
@@ -1653,7 +1667,7 @@ mod tests {
             put_case(&mut buf, &rec);
             let (recs, _) = scan(&buf);
             let got = get_case(&buf[recs[0].1.clone()]).unwrap_or_else(|e| panic!("{e}"));
-            assert_eq!(got.saved.parent, Some((77, 6)));
+            assert_eq!(got.saved.parent, Some(link));
             assert_eq!(got.saved.timers.len(), timers);
         }
     }

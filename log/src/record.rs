@@ -485,6 +485,7 @@ pub(crate) fn put_op(
         b.extend_from_slice(&op.workflow.to_le_bytes());
         if op.parent != 0 {
             b.extend_from_slice(&op.parent.to_le_bytes());
+            b.extend_from_slice(&op.instance.to_le_bytes());
         }
     }
     if op.flags & OP_USE_BITS != 0 {
@@ -565,8 +566,8 @@ pub(crate) const FLAG_COUNT: u8 = 4;
 /// Flag bit of an op record: a task timer's expiry (engine `OP_TIMER`); its events are the
 /// timer's (`autoskip`, or a completion by the timer).
 pub(crate) const FLAG_TIMER: u8 = 8;
-/// Op flags bit: a Create of a sub-net case; the parent case id follows the workflow index
-/// (the op's task is the parent's composite task).
+/// Op flags bit: a Create of a sub-net case; the parent case id and the instance follow the
+/// workflow index (the op's task is the parent's composite task).
 pub(crate) const FLAG_PARENT: u8 = 16;
 /// Bit of a history event's lifecycle code (version 4 on): an instance u32 follows.
 pub(crate) const LIFECYCLE_INSTANCE: u8 = 0x80;
@@ -714,6 +715,7 @@ pub(crate) fn get_batch(p: &[u8], out: &mut Vec<OpRec>) -> Result<(u16, u64), St
             op.workflow = r.u16()?;
             if flags & FLAG_PARENT != 0 {
                 op.parent = r.u64()?;
+                op.instance = r.u32()?;
             }
         }
         if flags & FLAG_BRANCH_BITS != 0 {
@@ -826,10 +828,11 @@ pub(crate) fn put_case(buf: &mut Vec<u8>, c: &CaseRec) {
                 b.extend_from_slice(&t.deadline_ns.to_le_bytes());
             }
         }
-        // a sub-net case: its parent and the parent's composite task
-        if let Some((parent, task)) = c.saved.parent {
-            b.extend_from_slice(&parent.to_le_bytes());
-            b.push(task);
+        // a sub-net case: its parent, the parent's composite task and the instance
+        if let Some(link) = c.saved.parent {
+            b.extend_from_slice(&link.case.to_le_bytes());
+            b.push(link.task);
+            b.extend_from_slice(&link.instance.to_le_bytes());
         }
     });
 }
@@ -901,7 +904,11 @@ pub(crate) fn get_case(p: &[u8]) -> Result<CaseRec, String> {
         }
     }
     if !r.b.is_empty() {
-        saved.parent = Some((r.u64()?, r.u8()?));
+        saved.parent = Some(knhk_engine::workers::ParentLink {
+            case: r.u64()?,
+            task: r.u8()?,
+            instance: r.u32()?,
+        });
     }
     Ok(CaseRec {
         shard,

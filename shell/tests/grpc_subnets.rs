@@ -8,6 +8,8 @@
 //!   sub-net cases (the registration says so), one child per composite task in turn;
 //! - recursion (WCP-22): a net that decomposes into itself runs child in child, each level's
 //!   completion completing the level above; starting a level past the depth limit is refused;
+//! - a multiple-instance composite task runs one child per instance; its threshold completes
+//!   the task and cancels the children of the withdrawn instances;
 //! - everything survives a SIGKILL and restart: the link is in the child's logged creation, and
 //!   a child finished after the restart completes its parent's task.
 
@@ -65,6 +67,30 @@ const NESTED: &str = r#"{
       { "id": "X", "flows": [ { "to": "Y" } ] },
       { "id": "Y", "flows": [ { "to": "so" } ] }
     ]
+  } ]
+}"#;
+
+/// `A`, then `C`, a multiple-instance composite task of 3 instances with threshold 2, each
+/// running `Sub` (`X`), then `B`.
+const FANOUT: &str = r#"{
+  "name": "fanout", "id": "Top",
+  "conditions": [
+    { "id": "i", "kind": "input", "flows": [ { "to": "A" } ] },
+    { "id": "o", "kind": "output" }
+  ],
+  "tasks": [
+    { "id": "A", "flows": [ { "to": "C" } ] },
+    { "id": "C", "decomposesTo": "Sub", "flows": [ { "to": "B" } ],
+      "multiInstance": { "min": 3, "max": 3, "threshold": 2, "creationMode": "static" } },
+    { "id": "B", "flows": [ { "to": "o" } ] }
+  ],
+  "subnets": [ {
+    "id": "Sub",
+    "conditions": [
+      { "id": "si", "kind": "input", "flows": [ { "to": "X" } ] },
+      { "id": "so", "kind": "output" }
+    ],
+    "tasks": [ { "id": "X", "flows": [ { "to": "so" } ] } ]
   } ]
 }"#;
 
@@ -149,6 +175,38 @@ async fn composite_tasks_run_as_child_cases_and_survive_restart() {
         .expect("cancel child");
     let p3 = case(&mut c, id3).await;
     assert!(p3.busy_tasks.is_empty(), "C withdrawn: {p3:?}");
+
+    // One child per instance; the threshold completes C and withdraws the third instance,
+    // whose child is cancelled.
+    register(&mut c, "fanout", FANOUT, true).await;
+    let f = create(&mut c, "fanout").await.case_id;
+    c.fire_task(task(f, "A")).await.expect("A");
+    let fan = case(&mut c, f).await;
+    let mut by_instance: Vec<(Option<u32>, u64)> = fan
+        .subnet_cases
+        .iter()
+        .map(|s| (s.instance, s.case_id))
+        .collect();
+    by_instance.sort();
+    assert_eq!(
+        by_instance.iter().map(|x| x.0).collect::<Vec<_>>(),
+        vec![Some(0), Some(1), Some(2)],
+        "{fan:?}"
+    );
+    for &(i, child) in &by_instance {
+        let k = case(&mut c, child).await;
+        assert_eq!((k.parent_case_id, k.parent_instance), (f, i));
+    }
+    c.fire_task(task(by_instance[0].1, "X")).await.expect("X 0");
+    assert_eq!(case(&mut c, f).await.busy_tasks, vec!["C".to_string()]);
+    c.fire_task(task(by_instance[1].1, "X")).await.expect("X 1");
+    let done = case(&mut c, f).await;
+    assert_eq!(
+        done.enabled_tasks,
+        vec!["B".to_string()],
+        "threshold reached: {done:?}"
+    );
+    assert_eq!(case(&mut c, by_instance[2].1).await.state, CANCELLED);
 
     // A case whose child runs when the server is killed: after the restart the child still
     // names its parent, and its completion completes the parent's task.

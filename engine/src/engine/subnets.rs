@@ -34,39 +34,45 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 
+use knhk_kernel::InstanceState;
+
 use super::*;
+use crate::workers::ParentLink;
 
 /// Deepest nesting of sub-net cases (the root case is depth 0).
 pub const MAX_SUBNET_DEPTH: usize = 16;
 
-/// Sub-net cases by parent: (composite task, child id), in creation order. Kept by the reply
-/// threads (every logged or restored creation of a child links it) and pruned by the engine
-/// once a child is no longer current.
+/// Sub-net cases by parent: (composite task, instance, child id), in creation order. Kept by the
+/// reply threads (every logged or restored creation of a child links it) and pruned by the
+/// engine once a child is no longer current.
 #[derive(Debug, Default)]
 pub(crate) struct Children {
-    map: Mutex<HashMap<u64, Vec<(u8, u64)>>>,
+    map: Mutex<HashMap<u64, Vec<ChildEntry>>>,
 }
 
+/// One child of a parent: (composite task, instance or [`NO_INSTANCE`], child case).
+pub(crate) type ChildEntry = (u8, u32, u64);
+
 impl Children {
-    pub(crate) fn link(&self, parent: u64, task: u8, child: u64) {
+    pub(crate) fn link(&self, link: ParentLink, child: u64) {
         let mut m = lock(&self.map);
-        let v = m.entry(parent).or_default();
-        if !v.iter().any(|&(_, c)| c == child) {
-            v.push((task, child));
+        let v = m.entry(link.case).or_default();
+        if !v.iter().any(|&(_, _, c)| c == child) {
+            v.push((link.task, link.instance, child));
         }
     }
 
     pub(crate) fn unlink(&self, parent: u64, child: u64) {
         let mut m = lock(&self.map);
         if let Some(v) = m.get_mut(&parent) {
-            v.retain(|&(_, c)| c != child);
+            v.retain(|&(_, _, c)| c != child);
             if v.is_empty() {
                 m.remove(&parent);
             }
         }
     }
 
-    pub(crate) fn of(&self, parent: u64) -> Vec<(u8, u64)> {
+    pub(crate) fn of(&self, parent: u64) -> Vec<ChildEntry> {
         lock(&self.map).get(&parent).cloned().unwrap_or_default()
     }
 }
@@ -79,7 +85,7 @@ struct Seen {
     slot: u32,
     last: Outcome,
     created_ns: u64,
-    parent: Option<(u64, u8)>,
+    parent: Option<ParentLink>,
 }
 
 type Boxed<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
@@ -87,6 +93,18 @@ type Boxed<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 /// Most passes of one reconciliation (each pass acts on what it read; a parent that moved in
 /// between is read again).
 const MAX_PASSES: usize = 8;
+
+/// Whether instance `instance` of task `t` (or the task itself, for [`NO_INSTANCE`]) is
+/// started in the case as `o` shows it.
+fn started(o: &Outcome, t: u8, instance: u32) -> bool {
+    let busy = o.state == State::Running && t < 64 && o.busy & (1u64 << t) != 0;
+    if instance == NO_INSTANCE {
+        return busy;
+    }
+    busy && o
+        .instances(t)
+        .is_some_and(|i| i.state(instance) == InstanceState::Started)
+}
 
 impl Engine {
     fn seen(&self, case_id: u64) -> Option<Seen> {
@@ -103,15 +121,16 @@ impl Engine {
         })
     }
 
-    /// When task `t` of case `case_id` last started (its history's last start event).
-    fn last_start_ns(&self, case_id: u64, t: u8) -> Option<u64> {
+    /// When task `t` (its instance `instance`) of case `case_id` last started (its history's
+    /// last such start event).
+    fn last_start_ns(&self, case_id: u64, t: u8, instance: u32) -> Option<u64> {
         let (shard, slot) = self.locate(case_id)?;
         let book = lock(&self.shards[shard].book);
         let s = book.slots.get(slot as usize).filter(|s| s.id == case_id)?;
         s.history
             .iter()
             .rev()
-            .find(|h| h.task == t && h.lifecycle == Lifecycle::Start)
+            .find(|h| h.task == t && h.instance == instance && h.lifecycle == Lifecycle::Start)
             .map(|h| h.time_ns)
     }
 
@@ -119,30 +138,28 @@ impl Engine {
     pub fn subnet_depth(&self, case_id: u64) -> usize {
         let mut depth = 0;
         let mut at = case_id;
-        while let Some((parent, _)) = self.seen(at).and_then(|s| s.parent) {
+        while let Some(link) = self.seen(at).and_then(|s| s.parent) {
             depth += 1;
             if depth > MAX_SUBNET_DEPTH {
                 break;
             }
-            at = parent;
+            at = link.case;
         }
         depth
     }
 
-    /// The sub-net cases of `case_id` the engine still links to it: (task, child).
-    pub fn children_of(&self, case_id: u64) -> Vec<(u8, u64)> {
+    /// The sub-net cases of `case_id` the engine still links to it: (task, instance, child).
+    pub fn children_of(&self, case_id: u64) -> Vec<(u8, u32, u64)> {
         self.children.of(case_id)
     }
 
-    /// Whether child `child` (created at `created_ns`) belongs to the busy episode of task `t`
-    /// of the parent as `parent` shows it.
-    fn is_current(&self, parent_id: u64, parent: &Outcome, t: u8, created_ns: u64) -> bool {
-        parent.state == State::Running
-            && t < 64
-            && parent.busy & (1u64 << t) != 0
+    /// Whether a child linked by `link` and created at `created_ns` belongs to the current
+    /// start of its task (instance) in the parent as `parent` shows it.
+    fn is_current(&self, link: ParentLink, parent: &Outcome, created_ns: u64) -> bool {
+        started(parent, link.task, link.instance)
             && self
-                .last_start_ns(parent_id, t)
-                .is_none_or(|started| created_ns >= started)
+                .last_start_ns(link.case, link.task, link.instance)
+                .is_none_or(|at| created_ns >= at)
     }
 
     /// Composite tasks of the case (as `last` shows it) that the engine may start: free ones,
@@ -183,7 +200,9 @@ impl Engine {
                      completes (cancel the task to withdraw it)"
                 )))
             }
-            OpKind::Start if self.subnet_depth(case_id) >= MAX_SUBNET_DEPTH => {
+            OpKind::Start | OpKind::StartInstance
+                if self.subnet_depth(case_id) >= MAX_SUBNET_DEPTH =>
+            {
                 Err(EngineError::Precondition(format!(
                     "task '{name}' would start a sub-net case nested deeper than \
                      {MAX_SUBNET_DEPTH} levels"
@@ -202,16 +221,34 @@ impl Engine {
                 return;
             };
             self.reconcile_parent(case_id).await;
-            if let (Some((parent, _)), State::Complete | State::Cancelled) =
-                (me.parent, me.last.state)
-            {
-                self.reconcile_parent(parent).await;
+            if let (Some(link), State::Complete | State::Cancelled) = (me.parent, me.last.state) {
+                self.reconcile_parent(link.case).await;
             }
         })
     }
 
+    /// Runs one op on parent `p` as read (refused if it moved since: [`OP_EXPECT_SEQ`]) and
+    /// settles it; None when it could not run at all.
+    async fn parent_op(&self, wf: &Workflow, id: u64, p: &Seen, mut op: Op) -> Option<Outcome> {
+        op.flags |= OP_EXPECT_SEQ;
+        op.expect_seq = p.last.seq as u32;
+        let o = match self.run(p.shard, Job::new(vec![op], Vec::new())).await {
+            Ok(job) => job.out.first().copied().unwrap_or_default(),
+            Err(e) => {
+                tracing::warn!(parent = id, error = %e,
+                    "sub-net case: its parent could not follow (retried after a restart)");
+                return None;
+            }
+        };
+        if o.status == Status::Ok {
+            self.settle(wf, p.shard, p.slot, id, o).await;
+        }
+        Some(o)
+    }
+
     /// The parent side: stale children cancelled, a current finished child's outcome applied
-    /// to the task, a child created for each busy composite task without one.
+    /// to its task (instance), instances of a multiple-instance composite task started, a
+    /// child created for each started task (instance) without one.
     fn reconcile_parent(&self, parent_id: u64) -> Boxed<'_> {
         Box::pin(async move {
             for _ in 0..MAX_PASSES {
@@ -221,62 +258,55 @@ impl Engine {
                 let Some(wf) = self.workflow_at(p.workflow) else {
                     return;
                 };
-                let mut has_child = 0u64;
+                let mut has_child: Vec<(u8, u32)> = Vec::new();
                 let mut again = false;
-                for (t, child) in self.children.of(parent_id) {
-                    let c = self.seen(child);
-                    let current = c.is_some_and(|c| {
-                        self.is_current(parent_id, &p.last, t, c.created_ns)
-                            && c.parent == Some((parent_id, t))
-                    });
-                    let Some(c) = c.filter(|_| current) else {
+                for (t, instance, child) in self.children.of(parent_id) {
+                    let link = ParentLink {
+                        case: parent_id,
+                        task: t,
+                        instance,
+                    };
+                    let c = self.seen(child).filter(|c| c.parent == Some(link));
+                    let Some(c) = c.filter(|c| self.is_current(link, &p.last, c.created_ns)) else {
                         // not current (or gone): cancel it if it still runs, forget it
-                        if let Some(c) = c.filter(|c| {
-                            matches!(c.last.state, State::Running | State::Deadlocked)
-                                && c.parent == Some((parent_id, t))
-                        }) {
+                        if let Some(c) =
+                            c.filter(|c| matches!(c.last.state, State::Running | State::Deadlocked))
+                        {
                             self.cancel_subnet_case(child, c).await;
                         }
                         self.children.unlink(parent_id, child);
                         continue;
                     };
                     match c.last.state {
-                        State::Running | State::Deadlocked => has_child |= 1u64 << t,
+                        State::Running | State::Deadlocked => has_child.push((t, instance)),
                         State::Complete | State::Cancelled => {
-                            let kind = if c.last.state == State::Complete {
-                                OpKind::Complete
-                            } else {
-                                OpKind::CancelTask
-                            };
-                            let mut op = Op::new(kind, parent_id, p.slot, t);
-                            op.flags |= OP_EXPECT_SEQ;
-                            op.expect_seq = p.last.seq as u32;
-                            let out = self
-                                .run(p.shard, Job::new(vec![op], Vec::new()))
-                                .await
-                                .map(|job| job.out.first().copied().unwrap_or_default());
-                            match out {
-                                Ok(o) if o.status == Status::Ok => {
-                                    self.children.unlink(parent_id, child);
-                                    self.settle(&wf, p.shard, p.slot, parent_id, o).await;
+                            // a cancelled child withdraws its task (all of a multiple-instance
+                            // task's instances: one of them can no longer complete)
+                            let mut op = match (c.last.state, instance) {
+                                (State::Complete, NO_INSTANCE) => {
+                                    Op::new(OpKind::Complete, parent_id, p.slot, t)
                                 }
+                                (State::Complete, _) => {
+                                    Op::new(OpKind::CompleteInstance, parent_id, p.slot, t)
+                                }
+                                _ => Op::new(OpKind::CancelTask, parent_id, p.slot, t),
+                            };
+                            op.instance = instance;
+                            let Some(o) = self.parent_op(&wf, parent_id, &p, op).await else {
+                                return;
+                            };
+                            match o.status {
+                                Status::Ok => self.children.unlink(parent_id, child),
                                 // the parent moved since it was read: read it again
-                                Ok(o) if o.status == Status::SeqMismatch => {}
-                                Ok(o) => {
+                                Status::SeqMismatch => {}
+                                _ => {
                                     let e = status_error(&o, parent_id, &wf, t);
                                     tracing::warn!(parent = parent_id, child, error = %e,
                                         "sub-net case finished; its parent's task could not \
                                          follow");
                                     self.children.unlink(parent_id, child);
                                 }
-                                Err(e) => {
-                                    tracing::warn!(parent = parent_id, child, error = %e,
-                                        "sub-net case finished; its parent's task could not \
-                                         follow (retried after a restart)");
-                                    return;
-                                }
                             }
-                            // the parent moved (or was read stale): read it again
                             again = true;
                             break;
                         }
@@ -288,11 +318,45 @@ impl Engine {
                 if p.last.state != State::Running {
                     return;
                 }
-                let missing = p.last.busy & wf.composite & !has_child;
-                for t in bits(missing) {
-                    self.create_subnet_case(&wf, parent_id, t as u8).await;
+                for t in bits(p.last.busy & wf.composite) {
+                    let t = t as u8;
+                    let Some(inst) = p.last.instances(t) else {
+                        if !has_child.contains(&(t, NO_INSTANCE)) {
+                            self.create_subnet_case(&wf, parent_id, t, NO_INSTANCE)
+                                .await;
+                        }
+                        continue;
+                    };
+                    // a multiple-instance composite task: each created instance is started
+                    // (as the window allows) and runs a child of its own
+                    let inst = *inst;
+                    for (i, state) in inst.iter() {
+                        match state {
+                            InstanceState::Created => {
+                                let mut op = Op::new(OpKind::StartInstance, parent_id, p.slot, t);
+                                op.instance = i;
+                                match self.parent_op(&wf, parent_id, &p, op).await {
+                                    Some(o) if o.status == Status::Ok => {
+                                        again = true;
+                                        break;
+                                    }
+                                    // the window is full (or the parent moved): later
+                                    _ => break,
+                                }
+                            }
+                            InstanceState::Started if !has_child.contains(&(t, i)) => {
+                                self.create_subnet_case(&wf, parent_id, t, i).await;
+                            }
+                            _ => {}
+                        }
+                    }
+                    if again {
+                        break;
+                    }
                 }
-                return;
+                if !again {
+                    return;
+                }
             }
         })
     }
@@ -312,9 +376,9 @@ impl Engine {
         }
     }
 
-    /// Creates the child case of composite task `t` of case `parent_id` (unless one is being
-    /// created, or exists by now), then settles it.
-    async fn create_subnet_case(&self, wf: &Workflow, parent_id: u64, t: u8) {
+    /// Creates the child case of composite task `t` (instance `instance`) of case `parent_id`
+    /// (unless one is being created, or exists by now), then settles it.
+    async fn create_subnet_case(&self, wf: &Workflow, parent_id: u64, t: u8, instance: u32) {
         let Some(sub) = wf
             .child_workflow
             .get(usize::from(t))
@@ -324,30 +388,29 @@ impl Engine {
         else {
             return;
         };
-        if !lock(&self.creating).insert((parent_id, t)) {
+        let link = ParentLink {
+            case: parent_id,
+            task: t,
+            instance,
+        };
+        if !lock(&self.creating).insert(link) {
             return;
         }
         // Looked at again under the claim: a concurrent reconciliation may have made it.
-        let exists = self.children.of(parent_id).iter().any(|&(task, c)| {
-            task == t
+        let exists = self.children.of(parent_id).iter().any(|&(task, i, c)| {
+            (task, i) == (t, instance)
                 && self.seen(c).is_some_and(|c| {
                     matches!(c.last.state, State::Running | State::Deadlocked)
                         && self
                             .seen(parent_id)
-                            .is_some_and(|p| self.is_current(parent_id, &p.last, t, c.created_ns))
+                            .is_some_and(|p| self.is_current(link, &p.last, c.created_ns))
                 })
         });
         let made = if exists {
             None
         } else {
             match self
-                .create_of(
-                    &sub,
-                    0,
-                    sub.initial_regs,
-                    Some((parent_id, t)),
-                    NoteSlot::default(),
-                )
+                .create_of(&sub, 0, sub.initial_regs, Some(link), NoteSlot::default())
                 .await
             {
                 Ok(x) => Some(x),
@@ -359,7 +422,7 @@ impl Engine {
                 }
             }
         };
-        lock(&self.creating).remove(&(parent_id, t));
+        lock(&self.creating).remove(&link);
         if let Some((shard, slot, id, o)) = made {
             sub.cases_created.fetch_add(1, Ordering::Relaxed);
             self.settle(&sub, shard, slot, id, o).await;

@@ -139,18 +139,23 @@ pub fn case_out(v: &CaseView) -> proto::Case {
                 deadline_unix_nanos: t.deadline_ns,
             })
             .collect(),
-        parent_case_id: v.parent.as_ref().map_or(0, |(p, _)| *p),
+        parent_case_id: v.parent.as_ref().map_or(0, |(p, _, _)| *p),
         parent_task: v
             .parent
             .as_ref()
-            .map(|(_, t)| t.clone())
+            .map(|(_, t, _)| t.clone())
             .unwrap_or_default(),
+        parent_instance: v
+            .parent
+            .as_ref()
+            .and_then(|(_, _, i)| (*i != knhk_engine::command::NO_INSTANCE).then_some(*i)),
         subnet_cases: v
             .children
             .iter()
-            .map(|(task, case_id)| proto::SubnetCase {
+            .map(|(task, instance, case_id)| proto::SubnetCase {
                 task: task.clone(),
                 case_id: *case_id,
+                instance: (*instance != knhk_engine::command::NO_INSTANCE).then_some(*instance),
             })
             .collect(),
     }
