@@ -177,6 +177,23 @@ fn print_case(c: &proto::Case) {
         c.busy_tasks.join(", "),
         data.join(", ")
     );
+    let instance = |i: Option<u32>| i.map_or_else(String::new, |i| format!(" instance {i}"));
+    if c.parent_case_id != 0 {
+        println!(
+            "  sub-net case of case {} task {}{}",
+            c.parent_case_id,
+            c.parent_task,
+            instance(c.parent_instance)
+        );
+    }
+    for s in &c.subnet_cases {
+        println!(
+            "  task {}{}: sub-net case {}",
+            s.task,
+            instance(s.instance),
+            s.case_id
+        );
+    }
 }
 
 /// Credentials and namespace the client commands send with every call.
