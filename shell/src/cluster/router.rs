@@ -412,25 +412,17 @@ impl Knhk for ClusterService {
         &self,
         request: Request<GetWorkflowRequest>,
     ) -> Result<Response<Workflow>, Status> {
-        let (meta, ext, msg) = request.into_parts();
-        let again = Request::from_parts(meta.clone(), ext.clone(), msg.clone());
-        match self
-            .node
-            .catalog_service
-            .get_workflow(Request::from_parts(meta, ext, msg))
-            .await
-        {
-            Err(s) if unknown_workflow(&s) && self.node.catch_up_workflows(CATCH_UP).await => {
-                self.node.catalog_service.get_workflow(again).await
-            }
-            r => r,
-        }
+        // Read-your-writes across nodes: a version registered through another node (the
+        // newest one asked for with version 0, not only an unknown id) is applied here first.
+        self.node.catch_up_workflows(CATCH_UP).await;
+        self.node.catalog_service.get_workflow(request).await
     }
 
     async fn list_workflows(
         &self,
         request: Request<ListWorkflowsRequest>,
     ) -> Result<Response<ListWorkflowsResponse>, Status> {
+        self.node.catch_up_workflows(CATCH_UP).await;
         self.node.catalog_service.list_workflows(request).await
     }
 
