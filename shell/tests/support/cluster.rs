@@ -13,11 +13,37 @@ use std::time::{Duration, Instant};
 use knhk_shell::proto::{self, knhk_client::KnhkClient};
 use tonic::transport::Channel;
 
+/// A loopback port nothing listens on, below Linux's ephemeral range (32768 and up): a port
+/// the kernel hands out for `:0` can be taken again, before its server binds it, as the source
+/// port of another process's outgoing connection (a CI run lost a knhk node to "Address
+/// already in use" that way). Never the same port twice in one test process.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    static STATE: AtomicU64 = AtomicU64::new(0);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+        ^ u64::from(std::process::id()) << 32;
+    let _ = STATE.compare_exchange(0, seed | 1, Ordering::SeqCst, Ordering::SeqCst);
+    for _ in 0..10_000 {
+        // xorshift over a shared state: different ports across threads and calls
+        let mut x = STATE.load(Ordering::SeqCst);
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        STATE.store(x, Ordering::SeqCst);
+        let port = 20_000 + (x % 12_000) as u16;
+        let mut taken = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
+        if taken.contains(&port) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            taken.push(port);
+            return port;
+        }
+    }
+    panic!("no free loopback port between 20000 and 32000");
 }
 
 pub fn on_path(bin: &str) -> bool {
