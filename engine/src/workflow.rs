@@ -402,7 +402,13 @@ impl Workflow {
     /// Whether the engine acts on this workflow's cases after requests (automatic tasks,
     /// composite tasks, or a sub-net whose completion completes its parent's task).
     pub fn settles(&self) -> bool {
-        self.auto != 0 || self.composite != 0 || self.subnet_of.is_some()
+        self.auto != 0 || self.has_subnet_cases()
+    }
+
+    /// Whether its cases take part in sub-net cases: as parents (composite tasks) or as
+    /// children (a sub-net).
+    pub fn has_subnet_cases(&self) -> bool {
+        self.composite != 0 || self.subnet_of.is_some()
     }
 
     /// The same workflow, recording the timers its registration gave (already applied to the

@@ -11,32 +11,10 @@ use tonic::Code;
 
 #[path = "support/cluster.rs"]
 mod harness;
+#[path = "support/subnet_models.rs"]
+mod subnet_models;
 use harness::{client, cluster, revive, servers_present, wait_settled, Cluster};
-
-/// `A`, then the composite task `C` (sub-net `Sub`: `X` then `Y`), then `B`.
-const NESTED: &str = r#"{
-  "name": "nested", "id": "Top",
-  "conditions": [
-    { "id": "i", "kind": "input", "flows": [ { "to": "A" } ] },
-    { "id": "o", "kind": "output" }
-  ],
-  "tasks": [
-    { "id": "A", "flows": [ { "to": "C" } ] },
-    { "id": "C", "decomposesTo": "Sub", "flows": [ { "to": "B" } ] },
-    { "id": "B", "flows": [ { "to": "o" } ] }
-  ],
-  "subnets": [ {
-    "id": "Sub",
-    "conditions": [
-      { "id": "si", "kind": "input", "flows": [ { "to": "X" } ] },
-      { "id": "so", "kind": "output" }
-    ],
-    "tasks": [
-      { "id": "X", "flows": [ { "to": "Y" } ] },
-      { "id": "Y", "flows": [ { "to": "so" } ] }
-    ]
-  } ]
-}"#;
+use subnet_models::NESTED;
 
 /// Retries a call through node `n` (then the next nodes) while the cluster answers
 /// UNAVAILABLE (a partition changing hands, a registration still on its way), as a client

@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use knhk_shell::proto;
 
 mod support;
-use support::{corpus_path, env_u64, scratch, spawn, Client, Rng};
+use support::{corpus_path, env_u64, get_case, scratch, spawn, Client, Rng};
 
 const RUNNING: i32 = proto::CaseState::Running as i32;
 const COMPLETE: i32 = proto::CaseState::Complete as i32;
@@ -159,14 +159,7 @@ async fn run_case(
             let seq = case.seq;
             for _ in 0..100 {
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                case = c
-                    .get_case(proto::GetCaseRequest {
-                        case_id: id,
-                        ..Default::default()
-                    })
-                    .await
-                    .expect("get case")
-                    .into_inner();
+                case = get_case(c, id).await;
                 if case.seq != seq {
                     break;
                 }
@@ -194,14 +187,7 @@ async fn run_case(
         let mut at_wf = wf;
         let mut bits_of = client_bits.clone();
         while let Move::Child(child) = chosen {
-            let sub = c
-                .get_case(proto::GetCaseRequest {
-                    case_id: child,
-                    ..Default::default()
-                })
-                .await
-                .expect("get child case")
-                .into_inner();
+            let sub = get_case(c, child).await;
             let Some(sub_wf) = wf.subnets.iter().find(|s| s.workflow_id == sub.workflow_id) else {
                 problems.push(format!("case {child}: unknown sub-net {}", sub.workflow_id));
                 return (id, case.state);
@@ -248,26 +234,12 @@ async fn run_case(
         match r {
             Ok(k) if at == id => case = k.into_inner(),
             Ok(_) => {
-                case = c
-                    .get_case(proto::GetCaseRequest {
-                        case_id: id,
-                        ..Default::default()
-                    })
-                    .await
-                    .expect("get case")
-                    .into_inner();
+                case = get_case(c, id).await;
             }
             // A timer may have fired between the client's look and its request.
             Err(e) if e.code() == tonic::Code::FailedPrecondition && !case.timers.is_empty() => {
                 let seq = case.seq;
-                case = c
-                    .get_case(proto::GetCaseRequest {
-                        case_id: id,
-                        ..Default::default()
-                    })
-                    .await
-                    .expect("get case")
-                    .into_inner();
+                case = get_case(c, id).await;
                 if case.seq == seq {
                     problems.push(format!("{}: case {id}: {task}: {e}", wf.workflow_id));
                     return (id, case.state);

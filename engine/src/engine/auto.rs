@@ -86,7 +86,7 @@ impl Engine {
                 break;
             }
         }
-        if wf.composite != 0 || wf.subnet_of.is_some() {
+        if wf.has_subnet_cases() {
             self.reconcile(case_id).await;
         }
         last
@@ -200,10 +200,7 @@ impl Engine {
             let Some(wf) = self.workflow_at(w) else {
                 continue;
             };
-            if wf.free_auto(last.marking, last.enabled) == 0
-                && wf.composite == 0
-                && wf.subnet_of.is_none()
-            {
+            if wf.free_auto(last.marking, last.enabled) == 0 && !wf.has_subnet_cases() {
                 continue;
             }
             let after = self.settle(&wf, shard, slot, id, last).await;

@@ -148,11 +148,6 @@ impl Engine {
         depth
     }
 
-    /// The sub-net cases of `case_id` the engine still links to it: (task, instance, child).
-    pub fn children_of(&self, case_id: u64) -> Vec<(u8, u32, u64)> {
-        self.children.of(case_id)
-    }
-
     /// Whether a child linked by `link` and created at `created_ns` belongs to the current
     /// start of its task (instance) in the parent as `parent` shows it.
     fn is_current(&self, link: ParentLink, parent: &Outcome, created_ns: u64) -> bool {
